@@ -1,0 +1,1 @@
+"""Container formats: VHDX, VHD, raw; differencing chains; MBR/GPT; writers for export."""

@@ -1,0 +1,1 @@
+"""Read-only NTFS over any random-access stream (rpfs.stream)."""

@@ -1,0 +1,3 @@
+from rpfs.cli import main
+
+raise SystemExit(main())

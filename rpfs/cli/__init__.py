@@ -1,0 +1,74 @@
+"""The ``rpfs`` command. One module per group of commands registers its subcommands.
+
+Errors reach the user as one line (``rpfs: <message>``) and an exit status; a traceback
+only with ``RPFS_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from rpfs.errors import RpfsError
+
+# Modules that define ``register(subparsers)``; each owns its commands.
+COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rpfs",
+        description="Browse, restore and export Hyper-V recovery points on Linux.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # that group is not written yet
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="rpfs: %(levelname)s: %(message)s",
+    )
+    debug = bool(os.environ.get("RPFS_DEBUG"))
+    try:
+        return args.func(args) or 0
+    except RpfsError as e:
+        if debug:
+            raise
+        print(f"rpfs: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("rpfs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # e.g. `rpfs cat ... | head`: not an error for the user
+        try:
+            sys.stdout = None
+        except Exception:
+            pass
+        return 0
+    except OSError as e:
+        if debug:
+            raise
+        print(f"rpfs: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: still one line, with a way to get the details
+        if debug:
+            raise
+        print(f"rpfs: internal error: {type(e).__name__}: {e} (set RPFS_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 70

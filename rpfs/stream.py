@@ -1,0 +1,252 @@
+"""Random-access byte streams: the one interface between layers (DESIGN.md, "Layers").
+
+A stream has a ``size``, a ``name`` (where it came from, for error messages) and
+``read(offset, length) -> bytes``. Reads are positionless, so one stream can serve many
+threads at once. A read returns exactly ``length`` bytes unless it reaches the end of the
+stream; a layer that cannot produce bytes raises a typed error instead of returning fewer.
+
+``extents(offset, length)`` says which ranges are data and which are known to read as zeros
+(unallocated in a container, sparse in a file, not stored in the repository) without reading
+them, so that export and the mount can skip holes. The default is "all data".
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+from rpfs.errors import FormatError
+
+DATA = "data"
+ZERO = "zero"
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """``length`` bytes at ``offset`` that are either real data or known zeros."""
+
+    offset: int
+    length: int
+    kind: str  # DATA or ZERO
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+class Stream:
+    """Base class: subclasses set ``size``/``name`` and implement ``_read``.
+
+    ``_read(offset, length)`` is only called with ``0 <= offset`` and
+    ``offset + length <= size`` and must return exactly ``length`` bytes.
+    """
+
+    size: int = 0
+    name: str = "<stream>"
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError(f"negative read {offset}+{length} on {self.name}")
+        if offset >= self.size or length == 0:
+            return b""
+        length = min(length, self.size - offset)
+        data = self._read(offset, length)
+        if len(data) != length:
+            raise FormatError(
+                f"short read: wanted {length} bytes, got {len(data)}",
+                source=self.name, structure="stream", offset=offset,
+            )
+        return data
+
+    def _read(self, offset: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, offset: int, buffer) -> int:
+        data = self.read(offset, len(buffer))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        """Data/zero extents covering ``[offset, offset+length)`` clipped to the size."""
+        end = self.size if length is None else min(self.size, offset + length)
+        if offset < end:
+            yield Extent(offset, end - offset, DATA)
+
+    def open(self) -> "StreamReader":
+        """A buffered, seekable file object over the stream (for shutil, zipfile, ...)."""
+        return io.BufferedReader(StreamReader(self), buffer_size=1 << 20)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} size={self.size}>"
+
+
+class BytesStream(Stream):
+    """A stream over bytes in memory (tests, small resident attributes)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview, name: str = "<bytes>"):
+        self._data = bytes(data)
+        self.size = len(self._data)
+        self.name = name
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return self._data[offset : offset + length]
+
+
+class FileStream(Stream):
+    """A stream over a file on disk, read with ``os.pread`` (thread-safe, no shared seek).
+
+    Holes in the file (SEEK_DATA/SEEK_HOLE) are reported as zero extents.
+    """
+
+    def __init__(self, path: str | os.PathLike, name: str | None = None):
+        self.path = os.fspath(path)
+        self.name = name or self.path
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self.size = os.fstat(self._fd).st_size
+
+    def _read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) == length:
+            return data
+        parts = [data]  # pread may return less on some filesystems: keep going
+        got = len(data)
+        while got < length:
+            more = os.pread(self._fd, length - got, offset + got)
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return b"".join(parts)
+
+    def readinto(self, offset: int, buffer) -> int:
+        view = memoryview(buffer)
+        want = min(len(view), max(0, self.size - offset))
+        got = 0
+        while got < want:
+            n = os.preadv(self._fd, [view[got:want]], offset + got)
+            if n <= 0:
+                break
+            got += n
+        return got
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        end = self.size if length is None else min(self.size, offset + length)
+        pos = offset
+        while pos < end:
+            try:
+                data = os.lseek(self._fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains
+                data = end
+            data = min(data, end)
+            if data > pos:
+                yield Extent(pos, data - pos, ZERO)
+            if data >= end:
+                return
+            hole = min(os.lseek(self._fd, data, os.SEEK_HOLE), end)
+            yield Extent(data, hole - data, DATA)
+            pos = hole
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class SliceStream(Stream):
+    """``size`` bytes of ``base`` starting at ``offset``: a partition on a disk, a file in a pack."""
+
+    def __init__(self, base: Stream, offset: int, size: int, name: str | None = None):
+        if offset < 0 or size < 0:
+            raise ValueError("negative slice")
+        self.base = base
+        self.offset = offset
+        self.size = max(0, min(size, base.size - offset))
+        self.name = name or f"{base.name}[{offset:#x}+{size:#x}]"
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return self.base.read(self.offset + offset, length)
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        end = self.size if length is None else min(self.size, offset + length)
+        for e in self.base.extents(self.offset + offset, end - offset):
+            yield Extent(e.offset - self.offset, e.length, e.kind)
+
+
+class ZeroStream(Stream):
+    """``size`` zero bytes: an absent parent, an empty attribute."""
+
+    def __init__(self, size: int, name: str = "<zeros>"):
+        self.size = size
+        self.name = name
+
+    def _read(self, offset: int, length: int) -> bytes:
+        return bytes(length)
+
+    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
+        end = self.size if length is None else min(self.size, offset + length)
+        if offset < end:
+            yield Extent(offset, end - offset, ZERO)
+
+
+class StreamReader(io.RawIOBase):
+    """Adapts a stream to a seekable read-only raw file object."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.pos = 0
+        self._lock = threading.Lock()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        with self._lock:
+            if whence == io.SEEK_SET:
+                self.pos = pos
+            elif whence == io.SEEK_CUR:
+                self.pos += pos
+            else:
+                self.pos = self.stream.size + pos
+            return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        with self._lock:
+            n = self.stream.readinto(self.pos, buffer)
+            self.pos += n
+            return n
+
+
+def merge_extents(extents: Iterator[Extent]) -> Iterator[Extent]:
+    """Join adjacent extents of the same kind (layers emit them block by block)."""
+    pending: Extent | None = None
+    for e in extents:
+        if e.length <= 0:
+            continue
+        if pending and pending.kind == e.kind and pending.end == e.offset:
+            pending = Extent(pending.offset, pending.length + e.length, e.kind)
+        else:
+            if pending:
+                yield pending
+            pending = e
+    if pending:
+        yield pending
+
+
+def is_zero(data: bytes | memoryview) -> bool:
+    """True if every byte is zero (fast: compares against a zero buffer of the same size)."""
+    return not any(data) if len(data) < 64 else data == bytes(len(data))
