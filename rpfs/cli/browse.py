@@ -1,0 +1,300 @@
+"""Commands that read the namespace: ls, cat, info, find, restore."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+import os
+import stat as statmod
+import sys
+
+from rpfs.errors import RpfsError, UsageError
+from rpfs.restore import restore
+from rpfs.tree import Node, open_source
+
+SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ls", help="list a directory of the namespace")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path", nargs="?", default="/")
+    p.add_argument("-l", dest="long", action="store_true", help="long listing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("cat", help="write a file (or file:stream) to standard output")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path")
+    p.set_defaults(func=cmd_cat)
+
+    p = sub.add_parser("info", help="what a VM, recovery point, disk, volume or file is")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path", nargs="?", default="/")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("find", help="find files by name in every volume")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("pattern", help="shell pattern, matched case-insensitively against names "
+                                   "(or against the path inside the volume if it has a '/')")
+    p.add_argument("--vm", help="only this VM")
+    p.add_argument("--since", help="only recovery points at or after this date (ISO 8601)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_find)
+
+    p = sub.add_parser("restore", help="copy a file or directory out of the namespace")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path")
+    p.add_argument("dest", help="directory to restore into (created if missing)")
+    p.add_argument("--xattrs", action="store_true",
+                   help="also restore alternate data streams as user.* extended attributes")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--dry-run", action="store_true", help="show what would be restored")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_restore)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    try:
+        return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+                + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        return None
+
+
+def human_size(n: int) -> str:
+    for unit in ("B", "K", "M", "G", "T"):
+        if n < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def node_json(node: Node) -> dict:
+    a = node.attr()
+    out = {"name": node.name, "type": node.kind, "size": a.size,
+           "mtime": _iso(a.mtime_ns), "atime": _iso(a.atime_ns), "ctime": _iso(a.ctime_ns)}
+    if a.crtime_ns is not None:
+        out["crtime"] = _iso(a.crtime_ns)
+    if node.kind == "symlink":
+        out["target"] = node.readlink()
+    return out
+
+
+def long_line(node: Node) -> str:
+    a = node.attr()
+    mode = statmod.filemode(a.mode)
+    when = _iso(a.mtime_ns) or "?"
+    line = f"{mode} {a.nlink:>3} {a.size:>14} {when[:19].replace('T', ' ')} {node.name}"
+    if node.kind == "symlink":
+        line += f" -> {node.readlink()}"
+    return line
+
+
+def _out(text: str) -> None:
+    sys.stdout.buffer.write(os.fsencode(text) + b"\n") if _encodable(text) else \
+        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
+
+
+def _encodable(s: str) -> bool:
+    try:
+        os.fsencode(s)
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_ls(args) -> int:
+    failures = 0
+    with open_source(args.source) as tree:
+        node = tree.resolve(args.path, follow=not args.long)
+        children = sorted(node.iterdir(), key=lambda n: n.name) if node.kind == "dir" else [node]
+        if args.json:
+            items = []
+            for child in children:
+                try:
+                    items.append(node_json(child))
+                except RpfsError as e:
+                    items.append({"name": child.name, "type": child.kind, "error": str(e)})
+                    failures += 1
+            json.dump(items, sys.stdout, indent=1, ensure_ascii=False)
+            sys.stdout.write("\n")
+        else:
+            for child in children:
+                if args.long:
+                    try:
+                        _out(long_line(child))
+                    except RpfsError as e:
+                        print(f"rpfs: {child.name}: {e}", file=sys.stderr)
+                        failures += 1
+                else:
+                    _out(child.name)
+    return 1 if failures else 0
+
+
+def cmd_cat(args) -> int:
+    with open_source(args.source) as tree:
+        node = tree.resolve(args.path)
+        if node.kind == "dir":
+            raise UsageError(f"{args.path}: is a directory")
+        stream = node.open()
+        out = sys.stdout.buffer
+        block = 4 << 20
+        buf = bytearray(block)
+        view = memoryview(buf)
+        pos = 0
+        while pos < stream.size:
+            n = stream.readinto(pos, view[: min(block, stream.size - pos)])
+            if n <= 0:
+                break
+            out.write(view[:n])
+            pos += n
+        out.flush()
+    return 0
+
+
+def _print_info(obj, indent: int = 0) -> None:
+    pad = "  " * indent
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)) and v:
+                _out(f"{pad}{k}:")
+                _print_info(v, indent + 1)
+            else:
+                _out(f"{pad}{k}: {v}")
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, dict):
+                first = True
+                for k, v in item.items():
+                    lead = "- " if first else "  "
+                    first = False
+                    if isinstance(v, (dict, list)) and v:
+                        _out(f"{pad}{lead}{k}:")
+                        _print_info(v, indent + 2)
+                    else:
+                        _out(f"{pad}{lead}{k}: {v}")
+            else:
+                _out(f"{pad}- {item}")
+
+
+def cmd_info(args) -> int:
+    with open_source(args.source) as tree:
+        node = tree.resolve(args.path)
+        info = node.info()
+        if node is tree.root:
+            info = {"source": str(args.source), "kind": tree.kind, **info}
+            info.pop("name", None)
+        if args.json:
+            json.dump(info, sys.stdout, indent=1, ensure_ascii=False, default=str)
+            sys.stdout.write("\n")
+        else:
+            _print_info(info)
+    return 1 if "error" in info else 0
+
+
+def _walk(node: Node, path: str, errors: list[str]):
+    try:
+        children = list(node.iterdir())
+    except RpfsError as e:
+        errors.append(f"{path}: {e}")
+        return
+    for child in children:
+        cpath = f"{path}/{child.name}"
+        yield child, cpath
+        if child.kind == "dir":
+            yield from _walk(child, cpath, errors)
+
+
+def cmd_find(args) -> int:
+    since = None
+    if args.since:
+        try:
+            since = dt.datetime.fromisoformat(args.since.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--since: not an ISO 8601 date: {args.since}") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+    pattern = args.pattern.lower()
+    by_path = "/" in pattern
+    errors: list[str] = []
+    found = []
+    with open_source(args.source) as tree:
+        if tree.kind == "repository":
+            rps = []
+            for vm in tree.root.iterdir():
+                if args.vm and vm.name != args.vm:
+                    continue
+                for rp in vm.iterdir():
+                    if rp.kind != "dir":
+                        continue
+                    if since and _rp_time(rp.name) < since:
+                        continue
+                    rps.append((f"/{vm.name}/{rp.name}", rp))
+        else:
+            rps = [("", tree.root)]
+        for prefix, rp in rps:
+            volumes = rp.child("volumes")
+            for vol in volumes.iterdir():
+                base = f"{prefix}/volumes/{vol.name}"
+                for node, path in _walk(vol, base, errors):
+                    inner = path[len(base):].lower()
+                    subject = inner if by_path else node.name.lower()
+                    if fnmatch.fnmatchcase(subject, pattern):
+                        found.append(path)
+                        if not args.json:
+                            _out(path)
+    if args.json:
+        json.dump(found, sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
+    for e in errors:
+        print(f"rpfs: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _rp_time(name: str) -> dt.datetime:
+    try:
+        return dt.datetime.strptime(name, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+
+
+def cmd_restore(args) -> int:
+    progress = None
+    if sys.stderr.isatty() and not args.json:
+        def progress(done, total):
+            sys.stderr.write(f"\rrestored {human_size(done)}   ")
+    with open_source(args.source) as tree:
+        node = tree.resolve(args.path, follow=False)
+        result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
+                         overwrite=args.overwrite, progress=progress)
+    if progress:
+        sys.stderr.write("\n")
+    if args.json:
+        out = result.as_dict()
+        if args.dry_run:
+            out["planned"] = result.planned
+        json.dump(out, sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        if args.dry_run:
+            for line in result.planned:
+                _out(line)
+        for e in result.errors:
+            print(f"rpfs: {e}", file=sys.stderr)
+        verb = "would restore" if args.dry_run else "restored"
+        print(f"{verb} {result.files} files ({human_size(result.bytes)}), {result.dirs} directories,"
+              f" {result.symlinks} symlinks, {result.hardlinks} hard links"
+              + (f"; {len(result.errors)} errors" if result.errors else ""),
+              file=sys.stderr)
+    return 1 if result.errors else 0

@@ -1,0 +1,180 @@
+"""NTFS entries as namespace nodes, following ntfs-3g's conventions (DESIGN.md).
+
+Timestamps come from $STANDARD_INFORMATION; hard links share one key (the MFT record);
+symlinks and junctions are symlinks with targets already translated into the volume;
+alternate data streams are reachable as ``name:stream`` and listed as ``user.<stream>``
+extended attributes; ``system.ntfs_*`` attributes carry the raw NTFS metadata.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from rpfs.errors import NotFoundError, RpfsError, UnsupportedError
+from rpfs.stream import Stream
+from rpfs.tree import Attr, Node
+
+NT_EPOCH_DELTA = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
+FILE_ATTRIBUTE_READONLY = 0x1
+
+
+def nt_to_ns(ticks: int | None) -> int:
+    return 0 if ticks is None else (ticks - NT_EPOCH_DELTA) * 100
+
+
+class NtfsNode(Node):
+    """One NTFS entry (a file, directory, symlink or junction) under a volume root."""
+
+    def __init__(self, entry, volume_key: tuple, name: str | None = None):
+        self.entry = entry
+        self.volume_key = volume_key
+        self.name = entry.name if name is None else name
+        self.key = volume_key + (entry.ref,)
+        if entry.is_symlink:
+            self.kind = "symlink"
+        elif entry.is_dir:
+            self.kind = "dir"
+        else:
+            self.kind = "file"
+
+    def attr(self) -> Attr:
+        e = self.entry
+        t = e.times
+        return Attr(
+            self.kind,
+            size=len(self.readlink().encode("utf-8", "surrogateescape")) if self.kind == "symlink" else (0 if e.is_dir else e.size),
+            mtime_ns=nt_to_ns(t.modified), atime_ns=nt_to_ns(t.accessed),
+            ctime_ns=nt_to_ns(t.changed), crtime_ns=nt_to_ns(t.created),
+            nlink=2 if e.is_dir else max(1, e.nlink),
+            allocated=getattr(e, "allocated_size", None),
+        )
+
+    def iterdir(self):
+        if self.kind != "dir":
+            return super().iterdir()
+        return (NtfsNode(child, self.volume_key) for child in self.entry.iterdir())
+
+    def child(self, name: str) -> Node:
+        if self.kind != "dir":
+            raise NotFoundError(f"{self.name}: not a directory")
+        return NtfsNode(self.entry.child(name), self.volume_key)
+
+    def open(self) -> Stream:
+        return self.entry.open("")
+
+    def readlink(self) -> str:
+        return self.entry.readlink()
+
+    def stream_node(self, stream: str) -> Node:
+        """The alternate data stream ``stream`` of this entry, as a file node."""
+        names = {s.name if hasattr(s, "name") else s[0]: s for s in self.entry.streams()}
+        if stream not in names:
+            raise NotFoundError(f"{self.name}:{stream}: no such stream")
+        return AdsNode(self, stream)
+
+    def xattr_names(self) -> list[str]:
+        names = [f"user.{_stream_name(s)}" for s in self.entry.streams() if _stream_name(s)]
+        names += ["system.ntfs_attrib", "system.ntfs_attrib_be", "system.ntfs_times",
+                  "system.ntfs_crtime", "system.ntfs_acl"]
+        if getattr(self.entry, "reparse_tag", None):
+            names.append("system.ntfs_reparse_data")
+        return names
+
+    def getxattr(self, name: str) -> bytes:
+        e = self.entry
+        if name.startswith("user."):
+            stream = name[5:]
+            s = e.open(stream)
+            return s.read(0, s.size)
+        if name == "system.ntfs_attrib":
+            return struct.pack("<I", e.attributes)
+        if name == "system.ntfs_attrib_be":
+            return struct.pack(">I", e.attributes)
+        if name == "system.ntfs_times":
+            t = e.times
+            return struct.pack("<4Q", t.created, t.modified, t.changed, t.accessed)
+        if name == "system.ntfs_crtime":
+            ns = nt_to_ns(e.times.created)
+            return struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000)
+        if name == "system.ntfs_acl":
+            sd = e.security_descriptor()
+            if sd:
+                return sd
+        if name == "system.ntfs_reparse_data":
+            data = e.reparse_data()
+            if data:
+                return data
+        raise NotFoundError(f"{self.name}: no attribute {name}")
+
+    def info(self) -> dict:
+        e = self.entry
+        a = self.attr()
+        out = {
+            "name": self.name, "type": self.kind, "mft_record": e.ref, "size": a.size,
+            "allocated_size": a.allocated, "nlink": a.nlink, "attributes": f"{e.attributes:#x}",
+            "times_ns": {"created": a.crtime_ns, "modified": a.mtime_ns, "changed": a.ctime_ns,
+                         "accessed": a.atime_ns},
+            "streams": {_stream_name(s): _stream_size(s) for s in e.streams() if _stream_name(s)},
+        }
+        if getattr(e, "reparse_tag", None):
+            out["reparse_tag"] = e.reparse_tag
+        if self.kind == "symlink":
+            out["target"] = self.readlink()
+        return out
+
+
+class AdsNode(Node):
+    """``file:stream`` — an alternate data stream, read like a file."""
+
+    kind = "file"
+
+    def __init__(self, owner: NtfsNode, stream: str):
+        self.owner = owner
+        self.stream = stream
+        self.name = f"{owner.name}:{stream}"
+        self.key = owner.key + (":" + stream,)
+
+    def attr(self) -> Attr:
+        a = self.owner.attr()
+        size = self.open().size
+        return Attr("file", size=size, mtime_ns=a.mtime_ns, atime_ns=a.atime_ns,
+                    ctime_ns=a.ctime_ns, crtime_ns=a.crtime_ns)
+
+    def open(self) -> Stream:
+        return self.owner.entry.open(self.stream)
+
+
+def _stream_name(s) -> str:
+    return s.name if hasattr(s, "name") else s[0]
+
+
+def _stream_size(s) -> int:
+    return s.size if hasattr(s, "size") else s[1]
+
+
+class VolumeRoot(NtfsNode):
+    """The root directory of a volume, which also answers ``rpfs info`` for the volume."""
+
+    def __init__(self, volume, name: str, key: tuple):
+        self.volume = volume
+        super().__init__(volume.root, key, name=name)
+        self.key = key
+
+    def info(self) -> dict:
+        v = self.volume
+        return {
+            "name": self.name, "type": "dir", "filesystem": "ntfs",
+            "label": v.label, "serial": f"{v.serial:016X}" if isinstance(v.serial, int) else v.serial,
+            "version": v.version, "dirty": v.dirty, "cluster_size": v.cluster_size,
+            "mft_record_size": v.record_size, "size": getattr(v, "size", None),
+            "warnings": list(v.warnings),
+        }
+
+
+def volume_root(volume, name: str, key: tuple) -> Node:
+    try:
+        return VolumeRoot(volume, name, key)
+    except RpfsError as e:
+        from rpfs.tree import BrokenNode
+
+        return BrokenNode(name, key, e, kind="dir")

@@ -1,0 +1,573 @@
+"""The one namespace every front end shares (DESIGN.md, "The namespace").
+
+    /<vm>/<rp>/files/<relative path>    stored source files, byte for byte
+    /<vm>/<rp>/disks/<disk>.raw         each virtual disk, chains resolved
+    /<vm>/<rp>/volumes/<disk>-p<N>/     each NTFS volume found
+
+For a single image or a VM folder the tree starts at ``files/ disks/ volumes/``.
+
+Nodes are built lazily from the layers below and cached per recovery point, so listing a
+VM never opens a disk and looking up one file never walks a volume. The CLI and the FUSE
+adapter only translate nodes; neither knows about formats, NTFS or the store.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import stat as statmod
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from rpfs.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
+from rpfs.stream import FileStream, Stream
+
+log = logging.getLogger(__name__)
+
+DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd", ".avhd")
+MAX_SYMLINK_HOPS = 40
+
+
+# ---------------------------------------------------------------------------------------
+# Nodes
+
+
+@dataclass
+class Attr:
+    """What ``stat`` says about a node. Times are ns since the Unix epoch."""
+
+    kind: str  # "dir", "file", "symlink"
+    size: int = 0
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    crtime_ns: int | None = None
+    nlink: int = 1
+    allocated: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def mode(self) -> int:
+        if self.kind == "dir":
+            return statmod.S_IFDIR | 0o555
+        if self.kind == "symlink":
+            return statmod.S_IFLNK | 0o777
+        return statmod.S_IFREG | 0o444
+
+
+class Node:
+    """A name in the tree. ``key`` is stable and unique: hard links share it."""
+
+    kind = "file"
+    name: str = ""
+    key: tuple = ()
+
+    def attr(self) -> Attr:
+        raise NotImplementedError
+
+    # directories
+    def iterdir(self) -> Iterator["Node"]:
+        raise UsageError(f"{self.name}: not a directory")
+
+    def child(self, name: str) -> "Node":
+        for node in self.iterdir():
+            if node.name == name:
+                return node
+        raise NotFoundError(f"{name}: no such file or directory")
+
+    # files
+    def open(self) -> Stream:
+        raise UsageError(f"{self.name}: is a directory")
+
+    # symlinks
+    def readlink(self) -> str:
+        raise UsageError(f"{self.name}: not a symbolic link")
+
+    def xattr_names(self) -> list[str]:
+        """Names of the extended attributes (values are read only when asked for)."""
+        return []
+
+    def getxattr(self, name: str) -> bytes:
+        raise NotFoundError(f"{self.name}: no attribute {name}")
+
+    def info(self) -> dict:
+        """What this object is, for ``rpfs info`` (JSON-able)."""
+        a = self.attr()
+        return {"name": self.name, "type": self.kind, "size": a.size}
+
+
+class StaticDir(Node):
+    """A directory whose children are computed once by a function."""
+
+    kind = "dir"
+
+    def __init__(self, name: str, key: tuple, make_children: Callable[[], Iterable[Node]],
+                 mtime_ns: int = 0, info: dict | None = None):
+        self.name = name
+        self.key = key
+        self._make = make_children
+        self._children: dict[str, Node] | None = None
+        self._lock = threading.Lock()
+        self._mtime = mtime_ns
+        self._info = info or {}
+
+    def _load(self) -> dict[str, Node]:
+        with self._lock:
+            if self._children is None:
+                self._children = {n.name: n for n in self._make()}
+            return self._children
+
+    def iterdir(self) -> Iterator[Node]:
+        return iter(list(self._load().values()))
+
+    def child(self, name: str) -> Node:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise NotFoundError(f"{name}: no such file or directory") from None
+
+    def attr(self) -> Attr:
+        return Attr("dir", mtime_ns=self._mtime, atime_ns=self._mtime, ctime_ns=self._mtime, nlink=2)
+
+    def info(self) -> dict:
+        return {"name": self.name, "type": "dir", **self._info}
+
+
+class StreamFile(Node):
+    """A file whose bytes come from a stream opened on first use."""
+
+    kind = "file"
+
+    def __init__(self, name: str, key: tuple, size: int, opener: Callable[[], Stream],
+                 mtime_ns: int = 0, info: Callable[[], dict] | None = None):
+        self.name = name
+        self.key = key
+        self.size = size
+        self._opener = opener
+        self._mtime = mtime_ns
+        self._info = info
+
+    def attr(self) -> Attr:
+        return Attr("file", size=self.size, mtime_ns=self._mtime, atime_ns=self._mtime,
+                    ctime_ns=self._mtime)
+
+    def open(self) -> Stream:
+        return self._opener()
+
+    def info(self) -> dict:
+        base = {"name": self.name, "type": "file", "size": self.size}
+        if self._info:
+            base.update(self._info())
+        return base
+
+
+class Symlink(Node):
+    kind = "symlink"
+
+    def __init__(self, name: str, key: tuple, target: str, mtime_ns: int = 0):
+        self.name = name
+        self.key = key
+        self.target = target
+        self._mtime = mtime_ns
+
+    def attr(self) -> Attr:
+        return Attr("symlink", size=len(os.fsencode(self.target)), mtime_ns=self._mtime,
+                    atime_ns=self._mtime, ctime_ns=self._mtime)
+
+    def readlink(self) -> str:
+        return self.target
+
+
+class BrokenNode(Node):
+    """An object that exists but cannot be read: listing shows it, opening says why."""
+
+    def __init__(self, name: str, key: tuple, error: RpfsError, kind: str = "file"):
+        self.name = name
+        self.key = key
+        self.error = error
+        self.kind = kind
+
+    def attr(self) -> Attr:
+        return Attr(self.kind, nlink=2 if self.kind == "dir" else 1)
+
+    def iterdir(self):
+        raise self.error
+
+    def child(self, name):
+        raise self.error
+
+    def open(self):
+        raise self.error
+
+    def info(self) -> dict:
+        return {"name": self.name, "type": self.kind, "error": str(self.error)}
+
+
+# ---------------------------------------------------------------------------------------
+# Recovery points: files/, disks/, volumes/
+
+
+class RecoveryPoint:
+    """The files of one recovery point and what is parsed from them (cached, lazily).
+
+    Subclasses say which files there are and how to open one; disks and volumes are the
+    same for a repository, a VM folder and a single image.
+    """
+
+    key: tuple = ()
+    mtime_ns: int = 0
+
+    def file_sizes(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def open_file(self, path: str) -> Stream:
+        raise NotImplementedError
+
+    # -- disks ---------------------------------------------------------------------------
+
+    @functools.cached_property
+    def disks(self) -> dict[str, object]:
+        """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
+        import formats
+
+        streams = {}
+        for path in self.file_sizes():
+            if path.lower().endswith(DISK_SUFFIXES + (".raw", ".img")):
+                streams[path] = _LazyStream(functools.partial(self.open_file, path),
+                                            self.file_sizes()[path], path)
+        if not streams:
+            return {}
+        try:
+            return dict(formats.resolve_chains(streams))
+        except RpfsError as e:
+            # One broken chain must not hide the others: open each disk on its own.
+            log.warning("%s", e)
+            out: dict[str, object] = {}
+            for path in streams:
+                stem = Path(path).stem
+                try:
+                    out.update(formats.resolve_chains({path: streams[path]}))
+                except RpfsError as err:
+                    out.setdefault(stem, err)
+            return out
+
+    @functools.cached_property
+    def volumes(self) -> dict[str, object]:
+        """``<disk>-p<N>`` -> (ntfs Volume or error, partition, disk stem)."""
+        import formats
+
+        out: dict[str, object] = {}
+        for stem, disk in sorted(self.disks.items()):
+            if isinstance(disk, Exception):
+                continue
+            try:
+                table = formats.read_partitions(disk)
+            except RpfsError as e:
+                out[f"{stem}-p0"] = e
+                continue
+            for part in table.partitions:
+                if not part.readable:
+                    continue
+                vol = open_ntfs(part.stream)
+                if vol is not None:
+                    out[f"{stem}-p{part.number}"] = vol
+        return out
+
+    def node(self, name: str, key: tuple) -> StaticDir:
+        return StaticDir(name, key, lambda: [
+            StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
+                      self.mtime_ns),
+            StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
+                      self.mtime_ns),
+            StaticDir("volumes", key + ("volumes",),
+                      lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
+        ], self.mtime_ns)
+
+
+class _LazyStream(Stream):
+    """Opens the underlying stream on first read (listing disks/ should not open files)."""
+
+    def __init__(self, opener, size, name):
+        self._opener = opener
+        self._stream = None
+        self._lock = threading.Lock()
+        self.size = size
+        self.name = name
+
+    @property
+    def stream(self) -> Stream:
+        if self._stream is None:
+            with self._lock:
+                if self._stream is None:
+                    self._stream = self._opener()
+        return self._stream
+
+    def _read(self, offset, length):
+        return self.stream.read(offset, length)
+
+    def readinto(self, offset, buffer):
+        return self.stream.readinto(offset, buffer)
+
+    def extents(self, offset=0, length=None):
+        return self.stream.extents(offset, length)
+
+
+def open_ntfs(stream: Stream):
+    """An NTFS Volume over ``stream``, or None if it is not NTFS; damage is an error value."""
+    head = stream.read(3, 8)
+    if head != b"NTFS    ":
+        return None
+    from ntfs_reader import Volume
+
+    try:
+        return Volume(stream)
+    except RpfsError as e:
+        return e
+
+
+def files_tree(rp: RecoveryPoint, key: tuple) -> list[Node]:
+    """Directories and files of ``rp.file_sizes()`` as a node tree."""
+    root: dict = {}
+    for path, size in rp.file_sizes().items():
+        parts = [p for p in path.split("/") if p]
+        d = root
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                break
+        else:
+            d[parts[-1]] = (path, size)
+
+    def build(tree: dict, prefix: tuple) -> list[Node]:
+        nodes: list[Node] = []
+        for name, v in sorted(tree.items()):
+            k = key + prefix + (name,)
+            if isinstance(v, dict):
+                nodes.append(StaticDir(name, k, functools.partial(build, v, prefix + (name,)),
+                                       rp.mtime_ns))
+            else:
+                path, size = v
+                nodes.append(StreamFile(name, k, size, functools.partial(rp.open_file, path),
+                                        rp.mtime_ns))
+        return nodes
+
+    return build(root, ())
+
+
+def disk_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
+    nodes: list[Node] = []
+    for stem, disk in sorted(rp.disks.items()):
+        name = f"{stem}.raw"
+        if isinstance(disk, Exception):
+            nodes.append(BrokenNode(name, key + (name,), disk))
+        else:
+            nodes.append(StreamFile(name, key + (name,), disk.size, lambda d=disk: d,
+                                    rp.mtime_ns, functools.partial(disk_info, disk)))
+    return nodes
+
+
+def disk_info(disk) -> dict:
+    import formats
+
+    chain = [{"file": d.name, "format": d.format, "kind": d.kind} for d in disk.chain]
+    out = {
+        "format": disk.format, "kind": disk.kind, "virtual_size": disk.size,
+        "logical_sector_size": disk.logical_sector_size,
+        "physical_sector_size": disk.physical_sector_size, "chain": chain,
+    }
+    try:
+        table = formats.read_partitions(disk)
+        out["partition_scheme"] = table.scheme
+        parts = []
+        for p in table.partitions:
+            entry = {"number": p.number, "offset": p.offset, "size": p.size,
+                     "type": p.type_name, "name": p.name, "readable": p.readable}
+            if p.readable:
+                vol = open_ntfs(p.stream)
+                entry["filesystem"] = ("ntfs" if vol is not None and not isinstance(vol, Exception)
+                                       else None)
+                if isinstance(vol, Exception):
+                    entry["error"] = str(vol)
+                elif vol is None:
+                    entry["note"] = "no NTFS file system found (not browsable)"
+            else:
+                entry["note"] = getattr(p, "reason", None) or "recognised but not readable"
+            parts.append(entry)
+        out["partitions"] = parts
+    except RpfsError as e:
+        out["partition_error"] = str(e)
+    return out
+
+
+def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
+    from rpfs.ntfs_nodes import volume_root
+
+    nodes: list[Node] = []
+    for name, vol in sorted(rp.volumes.items()):
+        k = key + (name,)
+        if isinstance(vol, Exception):
+            nodes.append(BrokenNode(name, k, vol, kind="dir"))
+        else:
+            nodes.append(volume_root(vol, name, k))
+    return nodes
+
+
+# ---------------------------------------------------------------------------------------
+# Sources: a repository, a VM folder, a single image
+
+
+class FolderRecoveryPoint(RecoveryPoint):
+    """A VM folder (or a single image file) read in place, as one synthetic recovery point."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.key = ("folder", str(path))
+        st = path.stat()
+        self.mtime_ns = st.st_mtime_ns
+        if path.is_dir():
+            self._sizes = {}
+            for p in sorted(path.rglob("*")):
+                if p.is_file() and not p.is_symlink():
+                    self._sizes[p.relative_to(path).as_posix()] = p.stat().st_size
+            self._base = path
+        else:
+            self._sizes = {path.name: st.st_size}
+            self._base = path.parent
+
+    def file_sizes(self) -> dict[str, int]:
+        return self._sizes
+
+    def open_file(self, path: str) -> Stream:
+        return FileStream(self._base / path, name=path)
+
+    @functools.cached_property
+    def disks(self) -> dict[str, object]:
+        if self.path.is_dir():
+            return super().disks
+        # A single image: its parents may sit beside it in the folder.
+        import formats
+
+        try:
+            return dict(formats.open_path(self.path))
+        except RpfsError as e:
+            return {self.path.stem: e}
+
+
+class RepoRecoveryPoint(RecoveryPoint):
+    def __init__(self, repo, rp):
+        self.repo = repo
+        self.rp = rp
+        self.key = ("rp", rp.vm, rp.name)
+        self.mtime_ns = int(rp.time.timestamp() * 1e9)
+
+    @functools.cached_property
+    def _sizes(self) -> dict[str, int]:
+        return dict(self.repo.files(self.rp))
+
+    def file_sizes(self) -> dict[str, int]:
+        return self._sizes
+
+    def open_file(self, path: str) -> Stream:
+        return self.repo.open_file(self.rp, path)
+
+
+class Tree:
+    """The root of the namespace for one SOURCE, plus path resolution."""
+
+    def __init__(self, root: Node, closer: Callable[[], None] | None = None,
+                 kind: str = "image"):
+        self.root = root
+        self.kind = kind
+        self._closer = closer
+
+    def close(self) -> None:
+        if self._closer:
+            self._closer()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def resolve(self, path: str, follow: bool = True) -> Node:
+        """The node at ``path``; symlinks in the middle are followed (``latest`` too), the
+        last one only if ``follow``. ``name:stream`` reaches an alternate data stream."""
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        hops = 0
+        stack: list[Node] = [self.root]
+        i = 0
+        while i < len(parts):
+            part = parts[i]
+            if part == "..":
+                if len(stack) > 1:
+                    stack.pop()
+                i += 1
+                continue
+            node = lookup_child(stack[-1], part)
+            last = i == len(parts) - 1
+            if node.kind == "symlink" and (follow or not last):
+                hops += 1
+                if hops > MAX_SYMLINK_HOPS:
+                    raise UsageError(f"{path}: too many levels of symbolic links")
+                target = node.readlink()
+                if target.startswith("/"):
+                    raise NotFoundError(f"{part}: link points outside the tree ({target})")
+                parts = parts[:i] + [p for p in target.split("/") if p not in ("", ".")] + parts[i + 1:]
+                continue
+            stack.append(node)
+            i += 1
+        return stack[-1]
+
+
+def lookup_child(parent: Node, name: str) -> Node:
+    """``parent.child(name)``; a final ``:stream`` suffix selects an alternate data stream."""
+    try:
+        return parent.child(name)
+    except NotFoundError:
+        base, sep, stream = name.rpartition(":")
+        if not sep or not base:
+            raise
+        node = parent.child(base)
+        ads = getattr(node, "stream_node", None)
+        if ads is None:
+            raise
+        return ads(stream)
+
+
+def open_source(source: str | os.PathLike) -> Tree:
+    """A repository, a VM folder, or one disk image, as a Tree."""
+    path = Path(source)
+    if not path.exists():
+        raise NotFoundError(f"{source}: no such file or directory")
+    if path.is_dir() and (path / "catalog.sqlite").exists():
+        return repo_tree(path)
+    rp = FolderRecoveryPoint(path)
+    return Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
+
+
+def rp_dir_name(rp) -> str:
+    return rp.name
+
+
+def repo_tree(path: Path) -> Tree:
+    from rpfs.store import Repository
+
+    repo = Repository.open(path)
+
+    def vm_children(vm: str) -> list[Node]:
+        rps = repo.recovery_points(vm)
+        nodes: list[Node] = [RepoRecoveryPoint(repo, rp).node(rp.name, ("rp", vm, rp.name)) for rp in rps]
+        if rps:
+            newest = max(rps, key=lambda r: r.time)
+            nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
+                                 int(newest.time.timestamp() * 1e9)))
+        return nodes
+
+    def vms() -> list[Node]:
+        return [StaticDir(vm, ("vm", vm), functools.partial(vm_children, vm)) for vm in repo.vms()]
+
+    return Tree(StaticDir("", ("repo",), vms), closer=repo.close, kind="repository")
