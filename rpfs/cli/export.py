@@ -1,0 +1,135 @@
+"""``rpfs export`` (one disk as VHDX/VHD/raw) and ``rpfs export-vm`` (a VM folder as stored).
+
+Alternate-location recovery: a differencing chain exports as one merged disk, and holes
+(unallocated blocks, zero chunks) are neither read nor written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from rpfs.cli.browse import SOURCE_HELP, human_size
+from rpfs.errors import UsageError
+from rpfs.restore import Restorer
+from rpfs.tree import open_source
+
+FORMATS = ("vhdx", "vhd", "raw")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a virtual disk as VHDX, VHD or raw")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path", help="a disk: /<vm>/<rp>/disks/<disk>.raw (or /disks/<disk>.raw)")
+    p.add_argument("dest", help="file to write")
+    p.add_argument("--format", choices=FORMATS, help="default: from DEST's suffix, else vhdx")
+    p.add_argument("--fixed", action="store_true", help="fixed-size VHDX/VHD instead of dynamic")
+    p.add_argument("--block-size", type=_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
+    p.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-vm", help="write a recovery point's VM files to a folder, as stored")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path", help="a recovery point: /<vm>/<rp> (or / for an image or folder)")
+    p.add_argument("destdir")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export_vm)
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise UsageError(f"not a size: {text}") from None
+
+
+class Progress:
+    """One self-overwriting line on a terminal; nothing otherwise."""
+
+    def __init__(self, label: str, total: int):
+        self.label = label
+        self.total = total
+        self.start = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        now = time.monotonic()
+        if not self.tty or now - self.last < 0.2:
+            return
+        self.last = now
+        total = total or self.total
+        rate = done / max(now - self.start, 1e-6)
+        pct = f"{100 * done / total:5.1f}% " if total else ""
+        sys.stderr.write(f"\r{self.label}: {pct}{human_size(done)} at {human_size(rate)}/s   ")
+
+    def done(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def cmd_export(args) -> int:
+    import formats
+
+    fmt = args.format or next((f for f in FORMATS if args.dest.lower().endswith("." + f)), "vhdx")
+    if os.path.exists(args.dest) and not args.force:
+        raise UsageError(f"{args.dest}: exists (use --force to replace it)")
+    with open_source(args.source) as tree:
+        node = tree.resolve(args.path)
+        parts = [p for p in args.path.split("/") if p]
+        if node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":
+            raise UsageError(f"{args.path}: not a disk (expected .../disks/<disk>.raw)")
+        disk = node.open()
+        progress = Progress(f"export {node.name}", disk.size)
+        start = time.monotonic()
+        tmp = args.dest + ".rpfs-partial"
+        try:
+            formats.write_image(disk, tmp, fmt, block_size=args.block_size, fixed=args.fixed,
+                                progress=progress)
+            os.replace(tmp, args.dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        progress.done()
+    seconds = time.monotonic() - start
+    summary = {"dest": args.dest, "format": fmt, "virtual_size": disk.size,
+               "file_size": os.path.getsize(args.dest), "seconds": round(seconds, 3)}
+    if args.json:
+        json.dump(summary, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print(f"exported {human_size(disk.size)} disk to {args.dest} ({fmt}, "
+              f"{human_size(summary['file_size'])} on disk) in {seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
+def cmd_export_vm(args) -> int:
+    with open_source(args.source) as tree:
+        rp = tree.resolve(args.path)
+        files = rp.child("files")
+        progress = Progress("export-vm", 0)
+        r = Restorer(args.destdir, overwrite=args.overwrite, progress=progress)
+        try:
+            for child in files.iterdir():
+                r.run(child)
+        finally:
+            r.close()
+        progress.done()
+    res = r.result
+    if args.json:
+        json.dump(res.as_dict(), sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for e in res.errors:
+            print(f"rpfs: {e}", file=sys.stderr)
+        print(f"exported {res.files} files ({human_size(res.bytes)}) to {args.destdir}",
+              file=sys.stderr)
+    return 1 if res.errors else 0

@@ -1,0 +1,278 @@
+"""The FUSE front end: a thin pyfuse3 adapter over ``rpfs.tree`` (read-only).
+
+All errno mapping happens here (``_errors``): a typed rpfs error becomes its ``errno``
+(EIO for damage) for that object only; anything unexpected is logged once and becomes EIO.
+Parsing and decompression run in worker threads (``trio.to_thread`` behind one
+CapacityLimiter), never on the trio loop, so one slow chunk does not stall other readers.
+Recovery points never change, so attributes and data are cached by the kernel for long
+(``keep_cache``, long timeouts); only the repository root and VM directories, which gain
+recovery points while a backup runs, use short timeouts.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat as statmod
+import threading
+from typing import Callable
+
+import pyfuse3
+import trio
+
+from rpfs.errors import RpfsError
+from rpfs.tree import Node, Tree, lookup_child
+
+log = logging.getLogger(__name__)
+
+LONG_TIMEOUT = 3600.0   # immutable recovery point contents
+SHORT_TIMEOUT = 1.0     # repository root and VM directories
+WORKER_THREADS = 16
+
+
+def _errors(fn: Callable) -> Callable:
+    """Only FUSEError may leave a handler: map our errors, log bugs as EIO."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args, **kw):
+        try:
+            return await fn(*args, **kw)
+        except pyfuse3.FUSEError:
+            raise
+        except RpfsError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENODATA):
+                log.warning("%s", e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except OSError as e:
+            log.warning("%s: %s", fn.__name__, e)
+            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class Operations(pyfuse3.Operations):
+    """pyfuse3 operations over a Tree. Inodes come from a counter and are never reused;
+    nodes with the same key (hard links) share an inode."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, tree: Tree):
+        super().__init__()
+        self.tree = tree
+        self._lock = threading.Lock()
+        self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
+        self._ino_by_key: dict[tuple, int] = {tree.root.key: pyfuse3.ROOT_INODE}
+        self._node: dict[int, Node] = {pyfuse3.ROOT_INODE: tree.root}
+        self._parent: dict[int, int] = {pyfuse3.ROOT_INODE: pyfuse3.ROOT_INODE}
+        self._handles: dict[int, object] = {}
+        self._next_fh = itertools.count(1)
+        self._limiter = trio.CapacityLimiter(WORKER_THREADS)
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _run(self, fn, *args):
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    def _inode(self, node: Node, parent: int) -> int:
+        with self._lock:
+            ino = self._ino_by_key.get(node.key)
+            if ino is None:
+                ino = next(self._next_ino)
+                self._ino_by_key[node.key] = ino
+                self._parent[ino] = parent
+            self._node.setdefault(ino, node)
+            return ino
+
+    def _get(self, ino: int) -> Node:
+        try:
+            return self._node[ino]
+        except KeyError:
+            raise pyfuse3.FUSEError(errno.ENOENT) from None
+
+    def _timeout(self, node: Node) -> float:
+        key = node.key
+        return SHORT_TIMEOUT if key and key[0] in ("repo", "vm", "latest") else LONG_TIMEOUT
+
+    def _entry(self, node: Node, ino: int) -> pyfuse3.EntryAttributes:
+        a = node.attr()
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = ino
+        e.generation = 0
+        timeout = self._timeout(node)
+        e.entry_timeout = timeout
+        e.attr_timeout = timeout
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid = self.uid
+        e.st_gid = self.gid
+        e.st_rdev = 0
+        e.st_size = a.size
+        e.st_blksize = 128 * 1024
+        e.st_blocks = -(-(a.allocated if a.allocated is not None else a.size) // 512)
+        e.st_atime_ns = a.atime_ns
+        e.st_mtime_ns = a.mtime_ns
+        e.st_ctime_ns = a.ctime_ns
+        return e
+
+    def _entry_sync(self, node: Node, parent: int) -> pyfuse3.EntryAttributes:
+        return self._entry(node, self._inode(node, parent))
+
+    # -- metadata -----------------------------------------------------------------------
+
+    @_errors
+    async def lookup(self, parent_inode, name, ctx=None):
+        if name == b".":
+            return await self.getattr(parent_inode)
+        if name == b"..":
+            return await self.getattr(self._parent.get(parent_inode, pyfuse3.ROOT_INODE))
+        parent = self._get(parent_inode)
+        if parent.kind != "dir":
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+        def work():
+            node = lookup_child(parent, os.fsdecode(name))
+            return self._entry_sync(node, parent_inode)
+
+        return await self._run(work)
+
+    @_errors
+    async def getattr(self, inode, ctx=None):
+        node = self._get(inode)
+        return await self._run(self._entry, node, inode)
+
+    @_errors
+    async def readlink(self, inode, ctx):
+        node = self._get(inode)
+        target = await self._run(node.readlink)
+        return os.fsencode(target)
+
+    @_errors
+    async def opendir(self, inode, ctx):
+        node = self._get(inode)
+        if node.kind != "dir":
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        children = await self._run(lambda: list(node.iterdir()))
+        fh = next(self._next_fh)
+        self._handles[fh] = (inode, children)
+        return fh
+
+    @_errors
+    async def readdir(self, fh, start_id, token):
+        inode, children = self._handles[fh]
+
+        def entries():
+            # Attributes for a batch of children are computed in one worker call.
+            out = []
+            for i in range(start_id, min(len(children), start_id + 256)):
+                node = children[i]
+                try:
+                    out.append((node, self._entry_sync(node, inode)))
+                except RpfsError as e:  # a damaged entry is listed, and answers EIO on use
+                    log.warning("%s", e)
+                    out.append((node, None))
+            return out
+
+        while start_id < len(children):
+            batch = await self._run(entries)
+            for node, attr in batch:
+                if attr is None:
+                    attr = pyfuse3.EntryAttributes()
+                    attr.st_ino = self._inode(node, inode)
+                    attr.st_mode = statmod.S_IFREG | 0o444
+                if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attr, start_id + 1):
+                    return
+                start_id += 1
+
+    @_errors
+    async def releasedir(self, fh):
+        self._handles.pop(fh, None)
+
+    @_errors
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = 4096
+        s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 0
+        s.f_files = len(self._node)
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 1024
+        return s
+
+    @_errors
+    async def listxattr(self, inode, ctx):
+        node = self._get(inode)
+        names = await self._run(node.xattr_names)
+        return [os.fsencode(n) for n in names]
+
+    @_errors
+    async def getxattr(self, inode, name, ctx):
+        node = self._get(inode)
+        try:
+            return await self._run(node.getxattr, os.fsdecode(name))
+        except RpfsError as e:
+            if e.errno == errno.ENOENT:
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+            raise
+
+    # -- data ---------------------------------------------------------------------------
+
+    @_errors
+    async def open(self, inode, flags, ctx):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        node = self._get(inode)
+        if node.kind == "dir":
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        stream = await self._run(node.open)
+        fh = next(self._next_fh)
+        self._handles[fh] = stream
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    @_errors
+    async def read(self, fh, off, size):
+        stream = self._handles[fh]
+        return await self._run(stream.read, off, size)
+
+    @_errors
+    async def release(self, fh):
+        self._handles.pop(fh, None)
+
+    async def forget(self, inode_list):
+        pass  # inodes are never reused; nodes stay cached (they are cheap and lazy)
+
+    # -- everything that would write ----------------------------------------------------
+
+    async def _erofs(self, *args, **kw):
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _erofs
+    write = create = setxattr = removexattr = _erofs
+
+
+def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool = False,
+          ready: Callable[[], None] | None = None) -> None:
+    """Serve ``tree`` at ``mountpoint`` until unmounted (blocks)."""
+    ops = Operations(tree)
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions"}
+    if allow_other:
+        options.add("allow_other")
+    if debug:
+        options.add("debug")
+    pyfuse3.init(ops, mountpoint, options)
+    if ready:
+        ready()
+    try:
+        trio.run(pyfuse3.main)
+    finally:
+        pyfuse3.close(unmount=True)
