@@ -1,0 +1,112 @@
+"""Copy-out never writes outside its destination, whatever names and links a tree holds."""
+
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rpfs.restore import restore, safe_name
+from rpfs.stream import BytesStream
+from rpfs.tree import StaticDir, StreamFile, Symlink
+
+
+def file(name, data, key=None, mtime=1_500_000_000 * 10**9):
+    return StreamFile(name, key or ("f", name), len(data), lambda: BytesStream(data), mtime)
+
+
+def tree(name, children):
+    return StaticDir(name, ("d", name), lambda: children)
+
+
+def all_paths(root):
+    out = set()
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            out.add(os.path.relpath(os.path.join(d, n), root))
+    return out
+
+
+def test_hostile_names_stay_inside(tmp_path):
+    dest = tmp_path / "dest"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    hostile = tree("vol", [
+        file("../../escape", b"x"),
+        file("..", b"dotdot"),
+        file(".", b"dot"),
+        file("a/b", b"slash"),
+        file("nul\0byte", b"nul"),
+        Symlink("link", ("l",), str(outside)),
+        tree("link", [file("through-link", b"y")]),  # same name as the symlink
+        file("n" * 300, b"long"),
+    ])
+    result = restore(hostile, str(dest))
+    assert os.listdir(outside) == []
+    names = set(os.listdir(dest / "vol"))
+    assert "..%2F..%2Fescape" in names and "%2E%2E" in names and "%2E" in names
+    assert "a%2Fb" in names and "nul%00byte" in names
+    assert any(n.startswith("n" * 100) and len(n.encode()) <= 255 for n in names)
+    assert os.path.islink(dest / "vol" / "link")
+    # The directory named like the symlink fails (it is not followed): one error line.
+    assert any("link" in e for e in result.errors)
+    assert not (outside / "through-link").exists()
+
+
+def test_files_times_sparse_and_hard_links(tmp_path):
+    data = b"hello" + bytes(3 << 20) + b"world"
+    shared = ("inode", 7)
+
+    class Linked(StreamFile):
+        def attr(self):
+            a = super().attr()
+            a.nlink = 2
+            return a
+
+    root = tree("r", [
+        file("big", data),
+        Linked("h1", shared, 3, lambda: BytesStream(b"abc")),
+        Linked("h2", shared, 3, lambda: BytesStream(b"abc")),
+        Symlink("rel", ("s",), "big"),
+    ])
+    result = restore(root, str(tmp_path))
+    out = tmp_path / "r"
+    assert (out / "big").read_bytes() == data
+    assert os.stat(out / "big").st_mtime_ns == 1_500_000_000 * 10**9
+    assert os.stat(out / "h1").st_ino == os.stat(out / "h2").st_ino
+    assert os.readlink(out / "rel") == "big"
+    assert result.files == 2 and result.hardlinks == 1 and result.symlinks == 1
+    assert not result.errors
+
+
+def test_existing_files_are_not_replaced_without_overwrite(tmp_path):
+    root = tree("r", [file("a", b"new")])
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "a").write_bytes(b"old")
+    result = restore(root, str(tmp_path))
+    assert (tmp_path / "r" / "a").read_bytes() == b"old" and result.errors
+    result = restore(root, str(tmp_path), overwrite=True)
+    assert (tmp_path / "r" / "a").read_bytes() == b"new" and not result.errors
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    root = tree("r", [file("a", b"123"), tree("sub", [file("b", b"45")])])
+    result = restore(root, str(tmp_path / "d"), dry_run=True)
+    assert not (tmp_path / "d").exists()
+    assert result.files == 2 and result.bytes == 5
+    assert "r/sub/b" in result.planned
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=0, max_size=300))
+def test_safe_name_is_one_component(name):
+    s = safe_name(name)
+    assert s not in ("", ".", "..") and "/" not in s and "\0" not in s
+    assert len(os.fsencode(s) if _enc(s) else s.encode("utf-8", "surrogatepass")) <= 255
+
+
+def _enc(s):
+    try:
+        os.fsencode(s)
+        return True
+    except UnicodeEncodeError:
+        return False
