@@ -1,0 +1,68 @@
+"""A real FUSE mount: read-only, same bytes as the CLI, errors per object."""
+
+import errno
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+
+
+def rpfs(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "rpfs", *map(str, args)], capture_output=True)
+    if check and r.returncode:
+        raise AssertionError(r.stderr.decode())
+    return r
+
+
+@pytest.fixture
+def mounted(tmp_path):
+    mounts = []
+
+    def mount(source):
+        mp = tmp_path / f"mnt{len(mounts)}"
+        mp.mkdir()
+        rpfs("mount", source, mp)
+        mounts.append(mp)
+        return mp
+
+    yield mount
+    for mp in mounts:
+        rpfs("umount", mp, check=False)
+
+
+def test_folder_mount_reads_and_refuses_writes(tmp_path, mounted):
+    vm = tmp_path / "vm"
+    (vm / "Virtual Machines").mkdir(parents=True)
+    data = random.Random(1).randbytes(5 << 20)
+    (vm / "Virtual Machines" / "cfg.vmcx").write_bytes(data)
+    mp = mounted(vm)
+    assert sorted(os.listdir(mp)) == ["disks", "files", "volumes"]
+    path = mp / "files" / "Virtual Machines" / "cfg.vmcx"
+    assert path.read_bytes() == data
+    with open(path, "rb") as f:
+        for _ in range(200):
+            off = random.randrange(len(data))
+            f.seek(off)
+            assert f.read(4096) == data[off:off + 4096]
+    st = os.stat(path)
+    assert st.st_size == len(data) and st.st_mode & 0o222 == 0
+    for attempt in (lambda: open(path, "r+b"), lambda: (mp / "files" / "new").write_bytes(b"x"),
+                    lambda: os.mkdir(mp / "files" / "d"), lambda: os.unlink(path)):
+        with pytest.raises(OSError) as e:
+            attempt()
+        assert e.value.errno in (errno.EROFS, errno.EACCES)
+    with pytest.raises(FileNotFoundError):
+        os.stat(mp / "files" / "missing")
+
+
+def test_mount_refuses_busy_mountpoint(tmp_path, mounted):
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "a").write_bytes(b"a")
+    mp = mounted(tmp_path / "vm")
+    r = rpfs("mount", tmp_path / "vm", mp, check=False)
+    assert r.returncode != 0
+    assert r.stderr.decode().count("\n") == 1 and "already mounted" in r.stderr.decode()
