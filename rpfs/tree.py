@@ -18,6 +18,7 @@ import logging
 import os
 import stat as statmod
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd", ".avhd")
 MAX_SYMLINK_HOPS = 40
+REFRESH_SECONDS = 2.0
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,19 +107,30 @@ class StaticDir(Node):
     kind = "dir"
 
     def __init__(self, name: str, key: tuple, make_children: Callable[[], Iterable[Node]],
-                 mtime_ns: int = 0, info: dict | None = None):
+                 mtime_ns: int = 0, info: dict | None = None, ttl: float | None = None):
         self.name = name
         self.key = key
         self._make = make_children
         self._children: dict[str, Node] | None = None
+        self._loaded_at = 0.0
+        self._ttl = ttl  # None: computed once (immutable); else recomputed when older
         self._lock = threading.Lock()
         self._mtime = mtime_ns
         self._info = info or {}
 
     def _load(self) -> dict[str, Node]:
         with self._lock:
-            if self._children is None:
-                self._children = {n.name: n for n in self._make()}
+            now = time.monotonic()
+            stale = self._ttl is not None and now - self._loaded_at > self._ttl
+            if self._children is None or stale:
+                old = self._children or {}
+                fresh = {}
+                for n in self._make():
+                    keep = old.get(n.name)
+                    # Keep nodes that did not change so their caches survive a refresh.
+                    fresh[n.name] = keep if keep is not None and keep.key == n.key else n
+                self._children = fresh
+                self._loaded_at = now
             return self._children
 
     def iterdir(self) -> Iterator[Node]:
@@ -568,6 +581,9 @@ def repo_tree(path: Path) -> Tree:
         return nodes
 
     def vms() -> list[Node]:
-        return [StaticDir(vm, ("vm", vm), functools.partial(vm_children, vm)) for vm in repo.vms()]
+        return [StaticDir(vm, ("vm", vm), functools.partial(vm_children, vm), ttl=REFRESH_SECONDS)
+                for vm in repo.vms()]
 
-    return Tree(StaticDir("", ("repo",), vms), closer=repo.close, kind="repository")
+    # New recovery points appear while a mount is up: the root and VM directories refresh.
+    return Tree(StaticDir("", ("repo",), vms, ttl=REFRESH_SECONDS), closer=repo.close,
+                kind="repository")
