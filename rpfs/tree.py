@@ -146,7 +146,18 @@ class StaticDir(Node):
         return Attr("dir", mtime_ns=self._mtime, atime_ns=self._mtime, ctime_ns=self._mtime, nlink=2)
 
     def info(self) -> dict:
-        return {"name": self.name, "type": "dir", **self._info}
+        info = self._info() if callable(self._info) else self._info
+        return {"name": self.name, "type": "dir", **info}
+
+
+class LazyInfo:
+    """``info`` computed only when someone asks (``rpfs info``)."""
+
+    def __init__(self, fn: Callable[[], dict]):
+        self.fn = fn
+
+    def __call__(self) -> dict:
+        return self.fn()
 
 
 class StreamFile(Node):
@@ -289,6 +300,9 @@ class RecoveryPoint:
                     out[f"{stem}-p{part.number}"] = vol
         return out
 
+    def describe(self) -> dict:
+        return {}
+
     def node(self, name: str, key: tuple) -> StaticDir:
         return StaticDir(name, key, lambda: [
             StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
@@ -297,7 +311,7 @@ class RecoveryPoint:
                       self.mtime_ns),
             StaticDir("volumes", key + ("volumes",),
                       lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
-        ], self.mtime_ns)
+        ], self.mtime_ns, info=LazyInfo(self.describe))
 
 
 class _LazyStream(Stream):
@@ -485,6 +499,12 @@ class RepoRecoveryPoint(RecoveryPoint):
 
     def open_file(self, path: str) -> Stream:
         return self.repo.open_file(self.rp, path)
+
+    def describe(self) -> dict:
+        rp = self.rp
+        return {"vm": rp.vm, "recovery_point": rp.name, "time": rp.time.isoformat(),
+                "logical_size": rp.logical_size, "stored_size": rp.stored_size,
+                "file_count": rp.file_count, "disks": sorted(self.disks)}
 
 
 class Tree:
