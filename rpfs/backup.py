@@ -1,0 +1,369 @@
+"""Backup: one run turns source files into one recovery point.
+
+Pipeline (bounded, so memory stays at a few dozen MiB whatever the source size)::
+
+    reader thread ──(queue of futures, in order)──> main thread: pack writer + catalog
+        │ large sequential preads, holes skipped              ▲
+        └─> worker pool: zero check, BLAKE3, dedup lookup, zstd ┘
+
+Workers release the GIL in blake3/zstd. Zero chunks are detected by a memcmp and neither
+hashed nor stored; chunks in a hole (SEEK_HOLE) are not even read. A new chunk is claimed
+by exactly one worker (run-wide table under a lock), so it is compressed and stored once.
+
+Atomicity: each pack is fsynced and renamed into place (and its directory fsynced) before
+the short transaction that adds its chunk rows; the recovery point's rows are inserted in
+one last transaction. A run killed at any moment leaves the previous state plus, at most,
+durable chunks no recovery point references yet — the next backup reuses them (they are
+found by hash like any other chunk) and gc removes those nobody ends up using.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time as _time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rpfs.errors import FormatError, UsageError
+from rpfs.progress import Progress
+from rpfs.store import catalog
+from rpfs.store.packs import PackWriter, chunk_hash, compress
+from rpfs.store.repository import Repository, rp_name
+from rpfs.stream import DATA, FileStream
+
+BATCH_BYTES = 8 << 20   # one read (and one worker job) covers at least this much
+
+
+@dataclass
+class BackupResult:
+    vm: str
+    rp: str
+    files: int
+    logical_bytes: int
+    new_chunks: int
+    new_bytes_stored: int        # compressed bytes of the new chunks
+    new_bytes_logical: int       # their uncompressed size
+    reused_chunks: int
+    zero_chunks: int
+    read_bytes: int
+    seconds: float
+    packs: int = 0
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Logical bytes per byte stored by this run (inf when nothing new was stored)."""
+        return self.logical_bytes / self.new_bytes_stored if self.new_bytes_stored else float("inf")
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.logical_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["dedup_ratio"] = None if self.dedup_ratio == float("inf") else round(self.dedup_ratio, 3)
+        d["mb_per_s"] = round(self.mb_per_s, 1)
+        d["seconds"] = round(self.seconds, 3)
+        return d
+
+
+@dataclass
+class _Source:
+    rel: str
+    path: str
+    size: int
+    hashes: list = field(default_factory=list)   # per chunk: hash or None (zeros)
+
+
+def check_vm_name(name: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\0" in name or name == "latest":
+        raise UsageError(f"invalid VM name {name!r}")
+    return name
+
+
+def collect_sources(sources: list[str], vm: str | None) -> tuple[str, list[_Source]]:
+    """VM folder -> its files by relative path (name = folder name); disk files -> by file
+    name (VM name = --vm, else the first file's stem). Several folders: each under its name."""
+    if not sources:
+        raise UsageError("nothing to back up")
+    out: dict[str, _Source] = {}
+    single_dir = len(sources) == 1 and os.path.isdir(sources[0])
+    for src in sources:
+        src = os.path.abspath(src)
+        if os.path.isdir(src):
+            prefix = "" if single_dir else os.path.basename(src.rstrip("/")) + "/"
+            for root, dirs, names in os.walk(src):
+                dirs.sort()
+                for n in sorted(names):
+                    p = os.path.join(root, n)
+                    if os.path.islink(p) or not os.path.isfile(p):
+                        continue
+                    rel = prefix + os.path.relpath(p, src).replace(os.sep, "/")
+                    _add(out, rel, p)
+        elif os.path.isfile(src):
+            _add(out, os.path.basename(src), src)
+        else:
+            raise UsageError(f"{src}: no such file or directory")
+    if vm is None:
+        first = os.path.abspath(sources[0]).rstrip("/")
+        vm = os.path.basename(first) if os.path.isdir(first) else Path(first).stem
+    return check_vm_name(vm), list(out.values())
+
+
+def _add(out: dict, rel: str, path: str) -> None:
+    if rel in out:
+        raise UsageError(f"two sources would be stored as {rel!r}")
+    out[rel] = _Source(rel, path, os.stat(path).st_size)
+
+
+def parse_time(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(timezone.utc).replace(microsecond=0)
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            t = datetime.strptime(text, "%Y-%m-%dT%H%M%SZ")
+        except ValueError:
+            raise UsageError(f"--time {text!r} is not an ISO 8601 time") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc).replace(microsecond=0)
+
+
+_PENDING = -1
+
+
+class _Run:
+    """State shared by the stages of one backup run."""
+
+    def __init__(self, repo: Repository, workers: int):
+        self.repo = repo
+        self.cs = repo.chunk_size
+        self.level = repo.config.zstd_level
+        self.zero = bytes(self.cs)
+        self.known: dict[bytes, int] = {}        # hash -> chunk id, or _PENDING while in a pack
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rpfs-backup")
+        self.q: queue.Queue = queue.Queue(maxsize=workers * 2 + 2)
+
+    # worker: one batch of consecutive chunks of one file
+    def work(self, data: bytes, n: int) -> list:
+        cs, out = self.cs, []
+        mv = memoryview(data)
+        for k in range(n):
+            s = k * cs
+            e = min(s + cs, len(data))
+            if data.startswith(self.zero if e - s == cs else bytes(e - s), s):
+                out.append(None)
+                continue
+            chunk = mv[s:e]
+            h = chunk_hash(chunk)
+            with self.lock:
+                known = h in self.known
+            if not known:
+                row = self.repo.db.execute("SELECT id FROM chunks WHERE hash = ?", (h,)).fetchone()
+                with self.lock:
+                    if h in self.known:
+                        known = True
+                    elif row:
+                        self.known[h] = row[0]
+                        known = True
+                    else:
+                        self.known[h] = _PENDING   # ours to store
+            if known:
+                out.append((h, None, None, e - s))
+            else:
+                codec, payload = compress(chunk, self.level)
+                out.append((h, codec, payload, e - s))
+        return out
+
+    # reader thread
+    def read_all(self, sources: list[_Source]) -> None:
+        try:
+            for fi, src in enumerate(sources):
+                self._read_file(fi, src)
+            self._put(None)
+        except BaseException as e:  # handed to the main thread
+            self._put(e)
+
+    def _put(self, item) -> None:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _read_file(self, fi: int, src: _Source) -> None:
+        cs = self.cs
+        nchunks = (src.size + cs - 1) // cs
+        if nchunks == 0:
+            return
+        fs = FileStream(src.path, name=src.rel)
+        try:
+            if fs.size != src.size:
+                raise FormatError(f"size changed from {src.size} to {fs.size} during backup",
+                                  source=src.path, structure="source file")
+            try:
+                os.posix_fadvise(fs._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            except (AttributeError, OSError):
+                pass
+            data_ranges = [(x.offset, x.end) for x in fs.extents() if x.kind == DATA]
+            per_batch = max(1, BATCH_BYTES // cs)
+            di = 0
+            i = 0
+            while i < nchunks:
+                if self.stop.is_set():
+                    return
+                # is chunk i inside a hole?
+                s = i * cs
+                while di < len(data_ranges) and data_ranges[di][1] <= s:
+                    di += 1
+                if di >= len(data_ranges) or data_ranges[di][0] >= min(s + cs, src.size):
+                    j = i + 1   # run of hole chunks: no read
+                    limit = (data_ranges[di][0] // cs) if di < len(data_ranges) else nchunks
+                    j = max(j, min(limit, nchunks))
+                    self._put((fi, i, j - i, None))
+                    i = j
+                    continue
+                j = min(nchunks, i + per_batch)
+                off = i * cs
+                data = fs.read(off, min(j * cs, src.size) - off)
+                self._put((fi, i, j - i, self.pool.submit(self.work, data, j - i)))
+                i = j
+        finally:
+            fs.close()
+
+
+def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
+           time: datetime | str | None = None, workers: int | None = None,
+           progress: Progress | None = None, show_progress: bool = True) -> BackupResult:
+    """Back up ``sources`` as one new recovery point of ``vm``; returns what it did."""
+    t0 = _time.monotonic()
+    vm, files = collect_sources(sources, vm)
+    when = time if isinstance(time, datetime) else parse_time(time)
+    when = when.astimezone(timezone.utc).replace(microsecond=0)
+    name = rp_name(when)
+    if workers is None:
+        workers = max(1, len(os.sched_getaffinity(0)))
+    total = sum(f.size for f in files)
+    with repo.writer_lock("backup"):
+        if repo.writer.execute("SELECT 1 FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
+                               " WHERE v.name = ? AND r.name = ?", (vm, name)).fetchone():
+            raise UsageError(f"VM {vm!r} already has a recovery point named {name}")
+        own_progress = progress is None and show_progress
+        if own_progress:
+            progress = Progress(total, f"backup {vm}/{name}")
+        run = _Run(repo, workers)
+        res = BackupResult(vm, name, len(files), total, 0, 0, 0, 0, 0, 0, 0.0)
+        writer: PackWriter | None = None
+        reader = threading.Thread(target=run.read_all, args=(files,), name="rpfs-backup-reader",
+                                  daemon=True)
+        reader.start()
+        done = 0
+        try:
+            while True:
+                item = run.q.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                fi, first, n, fut = item
+                src = files[fi]
+                if fut is None:
+                    src.hashes.extend([None] * n)
+                    res.zero_chunks += n
+                else:
+                    for r in fut.result():
+                        if r is None:
+                            src.hashes.append(None)
+                            res.zero_chunks += 1
+                            continue
+                        h, codec, payload, usize = r
+                        src.hashes.append(h)
+                        if payload is None:
+                            res.reused_chunks += 1
+                            continue
+                        if writer is None:
+                            writer = PackWriter(repo.backend)
+                        writer.add(h, codec, payload, usize)
+                        res.new_chunks += 1
+                        res.new_bytes_stored += len(payload)
+                        res.new_bytes_logical += usize
+                        if writer.size >= repo.config.pack_size:
+                            _commit_pack(repo, run, writer)
+                            res.packs += 1
+                            writer = None
+                    res.read_bytes += min(n * run.cs, src.size - first * run.cs)
+                done += min(n * run.cs, src.size - first * run.cs)
+                if progress:
+                    progress.update(done, new=res.new_bytes_logical, stored=res.new_bytes_stored)
+            if writer is not None:
+                _commit_pack(repo, run, writer)
+                res.packs += 1
+                writer = None
+            res.seconds = _time.monotonic() - t0
+            _commit_rp(repo, run, vm, name, when, files, res)
+        finally:
+            run.stop.set()
+            if writer is not None:
+                writer.abort()
+            run.pool.shutdown(wait=True, cancel_futures=True)
+            reader.join()
+            if own_progress and progress:
+                progress.close()
+    res.seconds = _time.monotonic() - t0
+    return res
+
+
+def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
+    """Pack durable first, then its chunk rows (one short transaction)."""
+    size = writer.finish()
+    db = repo.writer
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
+                         (writer.name, size, len(writer.entries), _time.time()))
+        pid = cur.lastrowid
+        ids = []
+        for e in writer.entries:
+            cur = db.execute("INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
+                             " VALUES (?,?,?,?,?,?)", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
+            ids.append(cur.lastrowid)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    with run.lock:
+        for e, i in zip(writer.entries, ids):
+            run.known[e.hash] = i
+
+
+def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
+               files: list[_Source], res: BackupResult) -> None:
+    db = repo.writer
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("INSERT OR IGNORE INTO vms (name) VALUES (?)", (vm,))
+        vm_id = db.execute("SELECT id FROM vms WHERE name = ?", (vm,)).fetchone()[0]
+        cur = db.execute(
+            "INSERT INTO recovery_points (vm_id, name, time, logical_size, stored_size, file_count,"
+            " new_chunks, chunk_size, created) VALUES (?,?,?,?,?,?,?,?,?)",
+            (vm_id, name, int(when.timestamp()), res.logical_bytes, res.new_bytes_stored,
+             len(files), res.new_chunks, run.cs, _time.time()))
+        rp_id = cur.lastrowid
+        for f in files:
+            ids = [0 if h is None else run.known[h] for h in f.hashes]
+            if any(i == _PENDING for i in ids):
+                raise RuntimeError("chunk without a committed pack")
+            db.execute("INSERT INTO files (rp_id, path, size, chunk_map) VALUES (?,?,?,?)",
+                       (rp_id, f.rel, f.size, catalog.encode_map(ids)))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise

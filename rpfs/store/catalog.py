@@ -1,0 +1,180 @@
+"""The SQLite catalog: VMs, recovery points, stored files with compact chunk maps, chunks, packs.
+
+Schema (version in ``PRAGMA user_version``; ``migrate`` brings any older catalog forward):
+
+- ``meta(key, value)``: ``epoch`` — bumped by every gc that retires packs (see gc.py).
+- ``vms(id, name)``.
+- ``packs(id, name, size, chunk_count, created, retired_epoch)``: one row per pack object.
+  ``retired_epoch`` NULL = live; otherwise no chunk points into it since that epoch and the
+  object is deleted once no reader registered before that epoch is alive ("pending delete").
+- ``chunks(id, hash, pack_id, offset, csize, usize, codec)``: one row per stored chunk;
+  ``hash`` is UNIQUE (B-tree: lookup by hash is O(log n)); ``offset`` is the payload offset
+  in the pack. Ids come from AUTOINCREMENT and are never reused; id 0 means "all zeros".
+- ``recovery_points(id, vm_id, name, time, logical_size, stored_size, file_count,
+  new_chunks, chunk_size, created)``: ``name`` is the UTC time ``YYYY-MM-DDTHHMMSSZ``,
+  unique per VM; ``stored_size`` = compressed bytes of chunks this RP added.
+- ``files(id, rp_id, path, size, chunk_map)``: one row per stored file per RP; ``chunk_map``
+  is the file's chunk ids in order, encoded by ``encode_map`` (not one row per chunk).
+
+A recovery point is its ``recovery_points`` row plus ``files`` rows, inserted in one
+transaction after every pack they reference is durable.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from array import array
+from itertools import accumulate
+
+import zstandard
+
+from rpfs.errors import FormatError
+
+CATALOG_NAME = "catalog.sqlite"
+SCHEMA_VERSION = 1
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    """Statements one by one (executescript would commit the migration's transaction)."""
+    for stmt in script.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _v1(db: sqlite3.Connection) -> None:
+    _run(db, """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+        INSERT INTO meta VALUES ('epoch', 1);
+        CREATE TABLE vms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+        CREATE TABLE packs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            size INTEGER NOT NULL,
+            chunk_count INTEGER NOT NULL,
+            created REAL NOT NULL,
+            retired_epoch INTEGER);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            hash BLOB NOT NULL UNIQUE,
+            pack_id INTEGER NOT NULL REFERENCES packs(id),
+            offset INTEGER NOT NULL,
+            csize INTEGER NOT NULL,
+            usize INTEGER NOT NULL,
+            codec INTEGER NOT NULL);
+        CREATE INDEX chunks_pack ON chunks(pack_id);
+        CREATE TABLE recovery_points (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            vm_id INTEGER NOT NULL REFERENCES vms(id),
+            name TEXT NOT NULL,
+            time INTEGER NOT NULL,
+            logical_size INTEGER NOT NULL,
+            stored_size INTEGER NOT NULL,
+            file_count INTEGER NOT NULL,
+            new_chunks INTEGER NOT NULL,
+            chunk_size INTEGER NOT NULL,
+            created REAL NOT NULL,
+            UNIQUE (vm_id, name));
+        CREATE TABLE files (
+            id INTEGER PRIMARY KEY,
+            rp_id INTEGER NOT NULL REFERENCES recovery_points(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            chunk_map BLOB NOT NULL,
+            UNIQUE (rp_id, path));
+    """)
+
+
+MIGRATIONS = {1: _v1}  # version n: function bringing version n-1 to n
+
+
+def migrate(db: sqlite3.Connection, source: str = CATALOG_NAME) -> int:
+    """Apply every missing migration, each in its own transaction. Returns the version."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise FormatError(f"catalog schema {version} is newer than this rpfs ({SCHEMA_VERSION})",
+                          source=source, structure="catalog")
+    while version < SCHEMA_VERSION:
+        version += 1
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](db)
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+    return version
+
+
+def connect(path: str, *, write: bool = False) -> sqlite3.Connection:
+    """Autocommit connection (explicit BEGIN for writes): every read is its own short txn."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+    db.execute("PRAGMA busy_timeout = 60000")
+    db.execute("PRAGMA foreign_keys = ON")
+    if write:
+        db.execute("PRAGMA synchronous = FULL")   # WAL + FULL: a commit survives power loss
+    else:
+        db.execute("PRAGMA query_only = 1")
+    return db
+
+
+def create(path: str) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise FormatError(f"cannot enable WAL (got {mode})", source=path, structure="catalog")
+        migrate(db, path)
+    finally:
+        db.close()
+
+
+# --- chunk maps -------------------------------------------------------------------------
+# "M1" + zstd(little-endian int64 deltas of the id sequence). New chunks get consecutive ids
+# and unchanged files repeat the same ids, so a 100 GiB disk's map of 102400 ids shrinks
+# from 800 KiB to a few KiB.
+
+_MAP_MAGIC = b"M1"
+
+
+def encode_map(ids) -> bytes:
+    a = array("q", ids)
+    if not a:
+        return _MAP_MAGIC
+    d = array("q", [a[0]])
+    d.extend(a[i] - a[i - 1] for i in range(1, len(a)))
+    if d.itemsize != 8:
+        raise RuntimeError("int64 arrays required")
+    if array("q", [1]).tobytes()[0] != 1:
+        d.byteswap()
+    return _MAP_MAGIC + zstandard.ZstdCompressor(level=3).compress(d.tobytes())
+
+
+def decode_map(blob: bytes, count: int, source: str = "chunk map") -> array:
+    """The ``count`` chunk ids of a file; a damaged blob raises FormatError."""
+    if not isinstance(blob, (bytes, bytearray)) or blob[:2] != _MAP_MAGIC:
+        raise FormatError("bad chunk map header", source=source, structure="chunk map", offset=0)
+    if count == 0:
+        if len(blob) != 2:
+            raise FormatError("chunk map not empty", source=source, structure="chunk map", offset=0)
+        return array("q")
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(blob[2:], max_output_size=count * 8)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"chunk map undecodable: {e}", source=source, structure="chunk map",
+                          offset=2) from None
+    if len(raw) != count * 8:
+        raise FormatError(f"chunk map has {len(raw) // 8} entries, expected {count}",
+                          source=source, structure="chunk map", offset=2)
+    d = array("q")
+    d.frombytes(raw)
+    if array("q", [1]).tobytes()[0] != 1:
+        d.byteswap()
+    ids = array("q", accumulate(d))
+    if min(ids) < 0:
+        raise FormatError("negative chunk id", source=source, structure="chunk map", offset=2)
+    return ids
+
+
+def get_epoch(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])

@@ -1,0 +1,97 @@
+"""Repository configuration: a small JSON file written once at ``init``.
+
+It pins what every reader must agree on (format version, chunk size, hash) and holds the
+tunables a writer uses (zstd level, pack size). Unknown keys are kept so a newer rpfs can
+add settings without breaking an older reader of the same format version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+from rpfs.errors import FormatError, UsageError
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+HASHES = ("blake3",)
+MIN_CHUNK = 4096
+MAX_CHUNK = 64 << 20
+
+
+@dataclass
+class Config:
+    format: int = FORMAT_VERSION
+    chunk_size: int = 1 << 20          # chosen by tools/bench_chunks.py, see docs/store.md
+    hash: str = "blake3"               # fastest well-kept 256-bit hash here, releases the GIL
+    zstd_level: int = 3
+    pack_size: int = 32 << 20          # target pack size; a pack closes once past it
+    cache_mb: int = 256                # decompressed-chunk cache bound (env RPFS_CACHE_MB wins)
+    repack_threshold: float = 0.5      # gc rewrites a pack whose live fraction is below this
+    extra: dict = field(default_factory=dict)
+
+    def validate(self, source: str = CONFIG_NAME) -> "Config":
+        def bad(msg):
+            raise FormatError(msg, source=source, structure="repository config")
+        if self.format != FORMAT_VERSION:
+            bad(f"format version {self.format} not supported (this rpfs reads {FORMAT_VERSION})")
+        cs = self.chunk_size
+        if not isinstance(cs, int) or cs < MIN_CHUNK or cs > MAX_CHUNK or cs & (cs - 1):
+            bad(f"chunk_size {cs!r} must be a power of two between {MIN_CHUNK} and {MAX_CHUNK}")
+        if self.hash not in HASHES:
+            bad(f"hash {self.hash!r} not supported")
+        if not isinstance(self.zstd_level, int) or not -7 <= self.zstd_level <= 22:
+            bad(f"zstd_level {self.zstd_level!r} out of range")
+        if not isinstance(self.pack_size, int) or not (1 << 16) <= self.pack_size <= (1 << 32):
+            bad(f"pack_size {self.pack_size!r} out of range")
+        if not isinstance(self.cache_mb, int) or self.cache_mb < 0:
+            bad(f"cache_mb {self.cache_mb!r} out of range")
+        if not isinstance(self.repack_threshold, (int, float)) or not 0 <= self.repack_threshold <= 1:
+            bad(f"repack_threshold {self.repack_threshold!r} out of range")
+        return self
+
+    @classmethod
+    def from_kwargs(cls, **kw) -> "Config":
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = set(kw) - known
+        if unknown:
+            raise UsageError(f"unknown repository setting(s): {', '.join(sorted(unknown))}")
+        return cls(**kw).validate("<settings>")
+
+    def dumps(self) -> str:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return json.dumps(d, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load(cls, path: str) -> "Config":
+        src = os.path.join(path, CONFIG_NAME)
+        try:
+            with open(src, "rb") as f:
+                raw = f.read(1 << 16)
+            d = json.loads(raw)
+        except FileNotFoundError:
+            raise FormatError("not an rpfs repository (no config.json)", source=path) from None
+        except (ValueError, UnicodeDecodeError) as e:
+            raise FormatError(f"unreadable config: {e}", source=src, structure="repository config") from None
+        if not isinstance(d, dict):
+            raise FormatError("config is not an object", source=src, structure="repository config")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kw = {k: v for k, v in d.items() if k in known}
+        extra = {k: v for k, v in d.items() if k not in known}
+        try:
+            cfg = cls(**kw, extra=extra)
+        except TypeError as e:
+            raise FormatError(str(e), source=src, structure="repository config") from None
+        return cfg.validate(src)
+
+    def cache_bytes(self) -> int:
+        env = os.environ.get("RPFS_CACHE_MB")
+        if env:
+            try:
+                return max(0, int(env)) << 20
+            except ValueError:
+                raise UsageError(f"RPFS_CACHE_MB={env!r} is not a number") from None
+        return self.cache_mb << 20

@@ -1,0 +1,180 @@
+"""Pack files: many compressed chunks in one immutable, self-describing object.
+
+Layout (little-endian)::
+
+    header   "RPFSPACK" u32 version u32 reserved                       16 bytes
+    entry*   hash[32] u32 usize u32 csize u8 codec pad[3]  payload[csize]
+    index    entry_count x (hash[32] u64 payload_offset u32 usize u32 csize u8 codec pad[3])
+    trailer  u64 index_offset u32 entry_count u32 crc32(index) "RPFSIDX1"   24 bytes
+
+Every entry repeats its hash and sizes in front of the payload and the index repeats them
+at the end, so the catalog's view of a pack can be rebuilt or checked from the pack alone
+(borg's habit). The catalog points straight at ``payload_offset``; a reader never parses
+a pack. Codec 0 = stored raw (compression did not help), 1 = zstd.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import struct
+import threading
+import zlib
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+from construct import Bytes, Const, Int8ul, Int32ul, Int64ul, Padding, Struct
+
+from rpfs.errors import FormatError, IntegrityError
+from rpfs.store.backend import Backend
+
+PACK_VERSION = 1
+RAW, ZSTD = 0, 1
+HASH_LEN = 32
+
+Header = Struct("magic" / Const(b"RPFSPACK"), "version" / Int32ul, Padding(4))
+EntryHeader = Struct("hash" / Bytes(32), "usize" / Int32ul, "csize" / Int32ul,
+                     "codec" / Int8ul, Padding(3))
+IndexEntry = Struct("hash" / Bytes(32), "offset" / Int64ul, "usize" / Int32ul,
+                    "csize" / Int32ul, "codec" / Int8ul, Padding(3))
+Trailer = Struct("index_offset" / Int64ul, "count" / Int32ul, "crc" / Int32ul,
+                 "magic" / Const(b"RPFSIDX1"))
+HEADER_SIZE = Header.sizeof()
+ENTRY_HEADER_SIZE = EntryHeader.sizeof()
+INDEX_ENTRY_SIZE = IndexEntry.sizeof()
+TRAILER_SIZE = Trailer.sizeof()
+# hot path (one per chunk): the same layouts as plain struct, checked against construct
+_ENTRY = struct.Struct("<32sIIB3x")
+_INDEX = struct.Struct("<32sQIIB3x")
+assert _ENTRY.size == ENTRY_HEADER_SIZE and _INDEX.size == INDEX_ENTRY_SIZE
+
+
+def chunk_hash(data) -> bytes:
+    return blake3.blake3(data).digest()
+
+
+_tls = threading.local()
+
+
+def compress(data, level: int) -> tuple[int, bytes]:
+    """zstd when it saves at least 1/64 of the chunk, else raw (one compressor per thread)."""
+    c = getattr(_tls, "compressor", None)
+    if c is None or _tls.level != level:
+        c = _tls.compressor = zstandard.ZstdCompressor(level=level, write_content_size=False)
+        _tls.level = level
+    out = c.compress(data)
+    if len(out) + (len(data) >> 6) < len(data):
+        return ZSTD, out
+    return RAW, bytes(data)
+
+
+def decompress(codec: int, payload: bytes, usize: int) -> bytes:
+    """Raises IntegrityError on any damage (sizes, codec, zstd frame)."""
+    if codec == RAW:
+        if len(payload) != usize:
+            raise IntegrityError(f"raw chunk has {len(payload)} bytes, expected {usize}")
+        return payload
+    if codec != ZSTD:
+        raise IntegrityError(f"unknown codec {codec}")
+    d = getattr(_tls, "decompressor", None)
+    if d is None:
+        d = _tls.decompressor = zstandard.ZstdDecompressor()
+    try:
+        out = d.decompress(payload, max_output_size=usize)
+    except zstandard.ZstdError as e:
+        raise IntegrityError(f"zstd: {e}") from None
+    if len(out) != usize:
+        raise IntegrityError(f"chunk decompressed to {len(out)} bytes, expected {usize}")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class PackEntry:
+    hash: bytes
+    offset: int      # of the payload
+    usize: int
+    csize: int
+    codec: int
+
+
+def new_pack_name() -> str:
+    return secrets.token_hex(16)
+
+
+class PackWriter:
+    """Appends chunks to a temp file; ``finish`` fsyncs it and hands it to the backend."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.name = new_pack_name()
+        self.tmp_path = os.path.join(backend.staging, self.name + ".tmp")
+        self._f = open(self.tmp_path, "wb", buffering=1 << 20)
+        self._f.write(Header.build(dict(version=PACK_VERSION)))
+        self.size = HEADER_SIZE
+        self.entries: list[PackEntry] = []
+
+    def add(self, h: bytes, codec: int, payload: bytes, usize: int) -> PackEntry:
+        self._f.write(_ENTRY.pack(h, usize, len(payload), codec))
+        off = self.size + ENTRY_HEADER_SIZE
+        self._f.write(payload)
+        self.size = off + len(payload)
+        e = PackEntry(h, off, usize, len(payload), codec)
+        self.entries.append(e)
+        return e
+
+    def finish(self) -> int:
+        """Write index + trailer, fsync, publish under the final name. Returns the size."""
+        index = b"".join(_INDEX.pack(e.hash, e.offset, e.usize, e.csize, e.codec)
+                         for e in self.entries)
+        self._f.write(index)
+        self._f.write(Trailer.build(dict(index_offset=self.size, count=len(self.entries),
+                                         crc=zlib.crc32(index))))
+        self.size += len(index) + TRAILER_SIZE
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        self.backend.put(self.name, self.tmp_path)
+        return self.size
+
+    def abort(self) -> None:
+        try:
+            self._f.close()
+        finally:
+            try:
+                os.unlink(self.tmp_path)
+            except FileNotFoundError:
+                pass
+
+
+def read_index(backend: Backend, name: str, size: int | None = None) -> list[PackEntry]:
+    """Parse a pack's trailer and index (for verify and catalog rebuild)."""
+    src = f"pack {name}"
+    if size is None:
+        size = backend.size(name)
+        if size is None:
+            raise IntegrityError(f"{src} is missing")
+    if size < HEADER_SIZE + TRAILER_SIZE:
+        raise FormatError(f"too small ({size} bytes)", source=src, structure="pack", offset=0)
+    head = backend.get(name, 0, HEADER_SIZE)
+    if head[:8] != b"RPFSPACK":
+        raise FormatError("bad magic", source=src, structure="pack header", offset=0)
+    raw = backend.get(name, size - TRAILER_SIZE, TRAILER_SIZE)
+    if len(raw) != TRAILER_SIZE or raw[-8:] != b"RPFSIDX1":
+        raise FormatError("bad trailer", source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
+    t = Trailer.parse(raw)
+    if t.index_offset < HEADER_SIZE or t.index_offset + t.count * INDEX_ENTRY_SIZE != size - TRAILER_SIZE:
+        raise FormatError(f"index at {t.index_offset:#x} with {t.count} entries does not fit",
+                          source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
+    index = backend.get(name, t.index_offset, t.count * INDEX_ENTRY_SIZE)
+    if zlib.crc32(index) != t.crc:
+        raise FormatError("index checksum mismatch", source=src, structure="pack index",
+                          offset=t.index_offset)
+    out = []
+    for i in range(t.count):
+        e = IndexEntry.parse(index[i * INDEX_ENTRY_SIZE:(i + 1) * INDEX_ENTRY_SIZE])
+        if e.codec not in (RAW, ZSTD) or e.offset < HEADER_SIZE + ENTRY_HEADER_SIZE or e.offset + e.csize > t.index_offset:
+            raise FormatError(f"entry {i} out of bounds", source=src, structure="pack index",
+                              offset=t.index_offset + i * INDEX_ENTRY_SIZE)
+        out.append(PackEntry(e.hash, e.offset, e.usize, e.csize, e.codec))
+    return out

@@ -1,0 +1,397 @@
+"""``Repository``: the store's API for the layers above (docs/architecture.md "Store").
+
+Readers never block the writer: each thread reads through its own autocommit connection
+(WAL, short read transactions). A reader registers a lock file under ``readers/`` carrying
+the catalog epoch it started at; gc deletes a retired pack only once no live reader is older
+than the pack's retirement (see docs/store.md "Readers and gc"). One writer at a time
+(backup, prune) holds ``lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator
+
+from rpfs.errors import FormatError, IntegrityError, NotFoundError, RpfsError, UsageError
+from rpfs.store import catalog
+from rpfs.store.backend import LocalBackend, fsync_dir
+from rpfs.store.cache import ChunkCache
+from rpfs.store.config import CONFIG_NAME, Config
+from rpfs.store.packs import chunk_hash, decompress
+from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
+
+PACKS_DIR = "packs"
+READERS_DIR = "readers"
+LOCK_NAME = "lock"
+RP_FORMAT = "%Y-%m-%dT%H%M%SZ"
+
+
+class RepositoryBusy(RpfsError):
+    """Another writer (backup, prune) holds the repository lock."""
+
+    exit_code = 75  # EX_TEMPFAIL
+
+
+@dataclass(frozen=True)
+class RecoveryPoint:
+    vm: str
+    name: str                 # UTC time YYYY-MM-DDTHHMMSSZ
+    time: datetime            # aware, UTC
+    logical_size: int         # sum of file sizes
+    stored_size: int          # compressed bytes of chunks this RP added
+    file_count: int
+    id: int
+    new_chunks: int = 0
+
+
+def rp_name(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime(RP_FORMAT)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLoc:
+    pack: str
+    offset: int
+    csize: int
+    usize: int
+    codec: int
+    hash: bytes
+
+
+class Repository:
+    def __init__(self, path: str, config: Config, *, register: bool = True):
+        self.path = os.path.abspath(path)
+        self.config = config
+        self.chunk_size = config.chunk_size
+        self.backend = LocalBackend(os.path.join(self.path, PACKS_DIR))
+        self.cache = ChunkCache(config.cache_bytes())
+        self.catalog_path = os.path.join(self.path, catalog.CATALOG_NAME)
+        self._tls = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._reader_fd: int | None = None
+        self.reader_file: str | None = None
+        self.epoch = 0
+        self.closed = False
+        if register:
+            self._register_reader()
+
+    # --- lifecycle ---------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str, **settings) -> "Repository":
+        cfg = Config.from_kwargs(**settings)
+        path = os.path.abspath(path)
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                raise UsageError(f"{path}: exists and is not a directory")
+            if os.listdir(path):
+                raise UsageError(f"{path}: directory is not empty; refusing to create a repository")
+        else:
+            os.makedirs(path, mode=0o700)
+        os.chmod(path, 0o700)
+        tmp = os.path.join(path, CONFIG_NAME + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(cfg.dumps())
+            f.flush()
+            os.fsync(f.fileno())
+        catalog.create(os.path.join(path, catalog.CATALOG_NAME))
+        LocalBackend.create(os.path.join(path, PACKS_DIR))
+        os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
+        open(os.path.join(path, LOCK_NAME), "a").close()
+        os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
+        fsync_dir(path)
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str, *, register: bool = True) -> "Repository":
+        path = os.path.abspath(path)
+        if not os.path.isdir(path):
+            raise NotFoundError(f"{path}: no such repository")
+        cfg = Config.load(path)
+        cat = os.path.join(path, catalog.CATALOG_NAME)
+        if not os.path.exists(cat):
+            raise FormatError("catalog.sqlite is missing", source=path, structure="repository")
+        try:
+            db = sqlite3.connect(cat, isolation_level=None, timeout=60)
+            try:
+                v = db.execute("PRAGMA user_version").fetchone()[0]
+                if v != catalog.SCHEMA_VERSION:
+                    catalog.migrate(db, cat)
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise FormatError(f"catalog unreadable: {e}", source=cat, structure="catalog") from None
+        return cls(path, cfg, register=register)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with self._conns_lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except Exception:
+                    pass
+            self._conns.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.backend.close()
+        self._unregister_reader()
+
+    def __enter__(self) -> "Repository":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Repository {self.path}>"
+
+    # --- connections -------------------------------------------------------------------
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's read-only connection (autocommit: each statement a short txn)."""
+        c = getattr(self._tls, "db", None)
+        if c is None:
+            if self.closed:
+                raise UsageError(f"repository {self.path} is closed")
+            c = catalog.connect(self.catalog_path)
+            self._tls.db = c
+            with self._conns_lock:
+                self._conns.append(c)
+        return c
+
+    def query(self, sql: str, args=()) -> list:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise FormatError(f"catalog: {e}", source=self.catalog_path, structure="catalog") from None
+
+    @property
+    def writer(self) -> sqlite3.Connection:
+        """The writer's connection; only use while holding ``writer_lock``."""
+        if self._writer is None:
+            self._writer = catalog.connect(self.catalog_path, write=True)
+        return self._writer
+
+    @contextlib.contextmanager
+    def writer_lock(self, what: str = "writer") -> Iterator[None]:
+        """Exclusive: one backup/prune at a time. Cleans up what a killed writer left."""
+        fd = os.open(os.path.join(self.path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                raise RepositoryBusy(f"repository {self.path} is busy ({holder or 'another writer'})") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{what} pid {os.getpid()}".encode(), 0)
+            self.backend.clean_staging()
+            yield
+        finally:
+            os.close(fd)
+
+    # --- reader registration -----------------------------------------------------------
+    def _register_reader(self) -> None:
+        self.epoch = catalog.get_epoch(self.db)
+        d = os.path.join(self.path, READERS_DIR)
+        name = f"e{self.epoch:012d}-{os.getpid()}-{secrets.token_hex(4)}.lock"
+        p = os.path.join(d, name)
+        try:
+            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:  # read-only medium: nobody can gc it either
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._reader_fd, self.reader_file = fd, name
+
+    def _unregister_reader(self) -> None:
+        if self._reader_fd is not None:
+            try:
+                os.unlink(os.path.join(self.path, READERS_DIR, self.reader_file))
+            except OSError:
+                pass
+            os.close(self._reader_fd)
+            self._reader_fd = None
+
+    def live_reader_epochs(self) -> list[int]:
+        """Epochs of readers still alive (ours excluded); stale lock files are removed."""
+        d = os.path.join(self.path, READERS_DIR)
+        out = []
+        for fn in os.listdir(d):
+            if fn == self.reader_file or not fn.endswith(".lock"):
+                continue
+            p = os.path.join(d, fn)
+            try:
+                fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    try:
+                        out.append(int(fn[1:].split("-", 1)[0]))
+                    except ValueError:
+                        out.append(0)
+                    continue
+                os.unlink(p)   # its owner died without cleaning up
+            finally:
+                os.close(fd)
+        return out
+
+    # --- browsing ----------------------------------------------------------------------
+    def vms(self) -> list[str]:
+        return [r[0] for r in self.query(
+            "SELECT name FROM vms WHERE id IN (SELECT vm_id FROM recovery_points) ORDER BY name")]
+
+    _RP_SQL = ("SELECT v.name, r.name, r.time, r.logical_size, r.stored_size, r.file_count, r.id,"
+               " r.new_chunks FROM recovery_points r JOIN vms v ON v.id = r.vm_id")
+
+    @staticmethod
+    def _rp(row) -> RecoveryPoint:
+        return RecoveryPoint(vm=row[0], name=row[1],
+                             time=datetime.fromtimestamp(row[2], timezone.utc),
+                             logical_size=row[3], stored_size=row[4], file_count=row[5],
+                             id=row[6], new_chunks=row[7])
+
+    def recovery_points(self, vm: str) -> list[RecoveryPoint]:
+        """Oldest first. Unknown VM: NotFoundError."""
+        rows = self.query(self._RP_SQL + " WHERE v.name = ? ORDER BY r.time, r.name", (vm,))
+        if not rows:
+            raise NotFoundError(f"{self.path}: no VM named {vm!r}")
+        return [self._rp(r) for r in rows]
+
+    def recovery_point(self, vm: str, name: str) -> RecoveryPoint:
+        rows = self.query(self._RP_SQL + " WHERE v.name = ? AND r.name = ?", (vm, name))
+        if not rows:
+            raise NotFoundError(f"{self.path}: VM {vm!r} has no recovery point {name}")
+        return self._rp(rows[0])
+
+    def all_recovery_points(self) -> list[RecoveryPoint]:
+        return [self._rp(r) for r in self.query(self._RP_SQL + " ORDER BY v.name, r.time")]
+
+    def files(self, rp: RecoveryPoint) -> dict[str, int]:
+        rows = self.query("SELECT path, size FROM files WHERE rp_id = ? ORDER BY path", (rp.id,))
+        if not rows and not self.query("SELECT 1 FROM recovery_points WHERE id = ?", (rp.id,)):
+            raise NotFoundError(f"{self.path}: recovery point {rp.vm}/{rp.name} no longer exists")
+        return {p: s for p, s in rows}
+
+    def open_file(self, rp: RecoveryPoint, path: str) -> "StoredFile":
+        rows = self.query("SELECT f.size, f.chunk_map, r.chunk_size FROM files f JOIN recovery_points r"
+                          " ON r.id = f.rp_id WHERE f.rp_id = ? AND f.path = ?", (rp.id, path))
+        if not rows:
+            raise NotFoundError(f"{rp.vm}/{rp.name}/files/{path}: no such stored file")
+        size, blob, cs = rows[0]
+        return StoredFile(self, rp, path, size, cs, blob)
+
+    # --- chunks ------------------------------------------------------------------------
+    def resolve(self, ids) -> dict[int, ChunkLoc]:
+        """Locations of the given chunk ids (ids absent from the catalog are left out)."""
+        want = sorted({i for i in ids if i})
+        out: dict[int, ChunkLoc] = {}
+        for k in range(0, len(want), 500):
+            part = want[k:k + 500]
+            rows = self.query(
+                "SELECT c.id, p.name, c.offset, c.csize, c.usize, c.codec, c.hash FROM chunks c"
+                f" JOIN packs p ON p.id = c.pack_id WHERE c.id IN ({','.join('?' * len(part))})", part)
+            for r in rows:
+                out[r[0]] = ChunkLoc(*r[1:])
+        return out
+
+    def load_chunk(self, loc: ChunkLoc) -> bytes:
+        """Decompressed, hash-checked chunk data; raises IntegrityError (reason only)."""
+        data = self.cache.get(loc.hash)
+        if data is not None:
+            return data
+        payload = self.backend.get(loc.pack, loc.offset, loc.csize)
+        if len(payload) != loc.csize:
+            raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + len(payload):#x}")
+        data = decompress(loc.codec, payload, loc.usize)
+        if chunk_hash(data) != loc.hash:
+            raise IntegrityError(f"chunk {loc.hash.hex()[:16]} in pack {loc.pack} at {loc.offset:#x}"
+                                 " fails its hash check")
+        self.cache.put(loc.hash, data)
+        return data
+
+
+class StoredFile(Stream):
+    """A stored file as a Stream. Locations are resolved once at open, so a concurrent
+    prune/gc cannot take data away from it (the packs it points to outlive this reader)."""
+
+    def __init__(self, repo: Repository, rp: RecoveryPoint, path: str, size: int,
+                 chunk_size: int, blob: bytes):
+        self.repo, self.rp, self.path = repo, rp, path
+        self.size = size
+        self.chunk_size = chunk_size
+        self.name = f"{repo.path}:/{rp.vm}/{rp.name}/files/{path}"
+        if chunk_size <= 0 or chunk_size & (chunk_size - 1):
+            raise FormatError(f"bad chunk size {chunk_size}", source=self.name, structure="recovery point")
+        n = (size + chunk_size - 1) // chunk_size
+        self.ids = catalog.decode_map(blob, n, self.name)
+        self.locs = repo.resolve(self.ids)
+
+    def _where(self, offset: int) -> str:
+        return (f"repository {self.repo.path}: vm {self.rp.vm}, recovery point {self.rp.name},"
+                f" file {self.path}, offset {offset:#x}")
+
+    def chunk(self, index: int) -> bytes | None:
+        """Chunk ``index`` (None = all zeros); IntegrityError names where it belongs."""
+        cid = self.ids[index]
+        if cid == 0:
+            return None
+        start = index * self.chunk_size
+        loc = self.locs.get(cid)
+        if loc is None:
+            raise IntegrityError(f"{self._where(start)}: chunk {cid} missing from the catalog")
+        want = min(self.chunk_size, self.size - start)
+        if loc.usize != want:
+            raise IntegrityError(f"{self._where(start)}: chunk {cid} holds {loc.usize} bytes, expected {want}")
+        try:
+            return self.repo.load_chunk(loc)
+        except IntegrityError as e:
+            raise IntegrityError(f"{self._where(start)}: {e}") from None
+        except OSError as e:
+            raise IntegrityError(f"{self._where(start)}: {e}") from None
+
+    def _read(self, offset: int, length: int) -> bytes:
+        cs = self.chunk_size
+        end = offset + length
+        parts = []
+        i = offset // cs
+        while offset < end:
+            cstart = i * cs
+            cend = min(cstart + cs, self.size)
+            take_end = min(end, cend)
+            data = self.chunk(i)
+            if data is None:
+                parts.append(bytes(take_end - offset))
+            elif offset == cstart and take_end == cend:
+                parts.append(data)
+            else:
+                parts.append(data[offset - cstart:take_end - cstart])
+            offset = take_end
+            i += 1
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def extents(self, offset: int = 0, length: int | None = None):
+        end = self.size if length is None else min(self.size, offset + length)
+        if offset >= end:
+            return
+        cs = self.chunk_size
+
+        def gen():
+            for i in range(offset // cs, (end + cs - 1) // cs):
+                s, e = max(offset, i * cs), min(end, (i + 1) * cs)
+                yield Extent(s, e - s, ZERO if self.ids[i] == 0 else DATA)
+        yield from merge_extents(gen())
