@@ -107,7 +107,7 @@ class StaticDir(Node):
     kind = "dir"
 
     def __init__(self, name: str, key: tuple, make_children: Callable[[], Iterable[Node]],
-                 mtime_ns: int = 0, info: dict | None = None, ttl: float | None = None):
+                 mtime_ns: int = 0, info: dict | Callable[[], dict] | None = None, ttl: float | None = None):
         self.name = name
         self.key = key
         self._make = make_children
@@ -148,16 +148,6 @@ class StaticDir(Node):
     def info(self) -> dict:
         info = self._info() if callable(self._info) else self._info
         return {"name": self.name, "type": "dir", **info}
-
-
-class LazyInfo:
-    """``info`` computed only when someone asks (``rpfs info``)."""
-
-    def __init__(self, fn: Callable[[], dict]):
-        self.fn = fn
-
-    def __call__(self) -> dict:
-        return self.fn()
 
 
 class StreamFile(Node):
@@ -311,7 +301,7 @@ class RecoveryPoint:
                       self.mtime_ns),
             StaticDir("volumes", key + ("volumes",),
                       lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
-        ], self.mtime_ns, info=LazyInfo(self.describe))
+        ], self.mtime_ns, info=self.describe)
 
 
 class _LazyStream(Stream):
