@@ -1,0 +1,170 @@
+"""Repository commands: ``init``, ``backup``, ``list``, ``prune``, ``verify``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rpfs.progress import human
+
+
+def register(sub) -> None:
+    p = sub.add_parser("init", help="create an empty repository (directory mode 0700)")
+    p.add_argument("repo")
+    p.add_argument("--chunk-size", type=_size, help="chunk size, e.g. 1M (default 1M)")
+    p.add_argument("--zstd-level", type=int, help="zstd level (default 3)")
+    p.add_argument("--pack-size", type=_size, help="target pack size, e.g. 32M")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("backup", help="store SOURCE (a VM folder or disk files) as one recovery point")
+    p.add_argument("repo")
+    p.add_argument("sources", nargs="+", metavar="SOURCE")
+    p.add_argument("--vm", help="VM name (default: the folder name, or the first file's stem)")
+    p.add_argument("--time", help="recovery point time, ISO 8601 (default: now, UTC)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("list", help="list VMs, or the recovery points of one VM")
+    p.add_argument("repo")
+    p.add_argument("vm", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("prune", help="forget recovery points outside the retention range, then gc")
+    p.add_argument("repo")
+    p.add_argument("--vm", help="only this VM")
+    for k in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
+        p.add_argument(f"--keep-{k}", type=int, default=0, metavar="N")
+    p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("verify", help="check the repository; exit 1 if anything is damaged")
+    p.add_argument("repo")
+    p.add_argument("--read-data", action="store_true", help="read and hash-check every chunk")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+
+def _size(text: str) -> int:
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        return int(t[:-1] if t[-1:] in "KMG" else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+
+
+def _open(path: str):
+    from rpfs.store import Repository
+    return Repository.open(path)
+
+
+def cmd_init(args) -> int:
+    from rpfs.store import Repository
+    kw = {}
+    if args.chunk_size:
+        kw["chunk_size"] = args.chunk_size
+    if args.zstd_level is not None:
+        kw["zstd_level"] = args.zstd_level
+    if args.pack_size:
+        kw["pack_size"] = args.pack_size
+    Repository.init(args.repo, **kw).close()
+    print(f"created repository {args.repo}", file=sys.stderr)
+    return 0
+
+
+def cmd_backup(args) -> int:
+    from rpfs.backup import backup
+    with _open(args.repo) as repo:
+        r = backup(repo, args.sources, vm=args.vm, time=args.time)
+    if args.json:
+        print(json.dumps(r.as_dict()))
+    else:
+        ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
+        print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"
+              f" ({r.mb_per_s:.0f} MB/s); new {r.new_chunks} chunks, {human(r.new_bytes_logical)}"
+              f" stored as {human(r.new_bytes_stored)}; dedup {ratio}")
+    return 0
+
+
+def _table(rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.rjust(w) if i in right else c.ljust(w)
+                               for i, (c, w) in enumerate(zip(r, widths))).rstrip() for r in rows)
+
+
+def cmd_list(args) -> int:
+    with _open(args.repo) as repo:
+        if args.vm:
+            rps = repo.recovery_points(args.vm)
+            if args.json:
+                print(json.dumps([{"vm": r.vm, "rp": r.name, "time": r.time.isoformat(),
+                                   "logical_size": r.logical_size, "stored_size": r.stored_size,
+                                   "file_count": r.file_count, "new_chunks": r.new_chunks}
+                                  for r in rps], indent=1))
+                return 0
+            rows = [["RECOVERY POINT", "SIZE", "NEW STORED", "FILES"]]
+            rows += [[r.name, human(r.logical_size), human(r.stored_size), str(r.file_count)] for r in rps]
+            print(_table(rows, {1, 2, 3}))
+            return 0
+        out = []
+        for vm in repo.vms():
+            rps = repo.recovery_points(vm)
+            out.append({"vm": vm, "recovery_points": len(rps), "newest": rps[-1].name,
+                        "oldest": rps[0].name, "stored_size": sum(r.stored_size for r in rps),
+                        "logical_size": rps[-1].logical_size})
+        if args.json:
+            print(json.dumps(out, indent=1))
+            return 0
+        if not out:
+            print("no recovery points", file=sys.stderr)
+            return 0
+        rows = [["VM", "RPS", "NEWEST", "OLDEST", "SIZE", "STORED"]]
+        rows += [[o["vm"], str(o["recovery_points"]), o["newest"], o["oldest"],
+                  human(o["logical_size"]), human(o["stored_size"])] for o in out]
+        print(_table(rows, {1, 4, 5}))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from rpfs.prune import Policy, prune
+    pol = Policy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily,
+                 weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
+    with _open(args.repo) as repo:
+        r = prune(repo, pol, vm=args.vm, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(r.as_dict(), indent=1))
+        return 0
+    verb = "would " if args.dry_run else ""
+    for d in r.decisions:
+        what = "keep  " if d.keep else f"{verb}remove"
+        print(f"{what}  {d.rp.vm}/{d.rp.name}  {', '.join(d.reasons)}")
+    g = r.gc
+    if g:
+        print(f"gc: {g.chunks_deleted} unused chunks, {g.packs_repacked} packs repacked,"
+              f" {g.packs_deleted} deleted, {g.packs_pending} pending delete (readers active),"
+              f" {verb}reclaimed {human(max(0, g.bytes_reclaimed))}" if not args.dry_run else
+              f"gc: would drop {g.chunks_deleted} unused chunks and retire or repack {g.packs_retired} packs")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from rpfs.verify import verify
+    with _open(args.repo) as repo:
+        r = verify(repo, read_data=args.read_data)
+    if args.json:
+        print(json.dumps(r.as_dict(), indent=1))
+    else:
+        for p in r.problems:
+            print(f"problem: {p}")
+        for d in r.damage:
+            print(d.line())
+        for n in r.notes:
+            print(f"note: {n}", file=sys.stderr)
+        state = "ok" if r.ok else "DAMAGED"
+        print(f"{state}: {r.recovery_points} recovery points, {r.files} files, {r.chunks} chunks"
+              + (f", {r.chunks_read} read ({human(r.bytes_read)})" if r.read_data else "")
+              + f" in {r.seconds:.1f}s")
+    return 0 if r.ok else 1

@@ -1,0 +1,120 @@
+"""Retention (DPM's retention range) with borg/restic semantics, then garbage collection.
+
+Recovery points of each VM are walked newest first. ``keep_last`` keeps the N newest; each
+period rule (hourly, daily, weekly, monthly, yearly) keeps the newest recovery point of each
+of the N most recent periods that have one. A recovery point is kept if any rule keeps it;
+every reason is reported. Periods use UTC (recovery point names are UTC); weeks are ISO weeks.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from dataclasses import dataclass, field
+
+from rpfs.errors import UsageError
+from rpfs.store.gc import GcResult, gc
+from rpfs.store.repository import RecoveryPoint, Repository
+
+PERIODS = {
+    "hourly": lambda t: t.strftime("%Y-%m-%d %H"),
+    "daily": lambda t: t.strftime("%Y-%m-%d"),
+    "weekly": lambda t: "%04d-W%02d" % t.isocalendar()[:2],
+    "monthly": lambda t: t.strftime("%Y-%m"),
+    "yearly": lambda t: t.strftime("%Y"),
+}
+
+
+@dataclass
+class Policy:
+    last: int = 0
+    hourly: int = 0
+    daily: int = 0
+    weekly: int = 0
+    monthly: int = 0
+    yearly: int = 0
+
+    def empty(self) -> bool:
+        return not any(vars(self).values())
+
+    def validate(self) -> "Policy":
+        for k, v in vars(self).items():
+            if not isinstance(v, int) or v < 0:
+                raise UsageError(f"--keep-{k} must be a non-negative number")
+        return self
+
+
+@dataclass
+class Decision:
+    rp: RecoveryPoint
+    keep: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"vm": self.rp.vm, "rp": self.rp.name, "keep": self.keep, "reasons": self.reasons}
+
+
+def decide(rps: list[RecoveryPoint], policy: Policy) -> list[Decision]:
+    """Newest first: which to keep and why."""
+    ordered = sorted(rps, key=lambda r: (r.time, r.name), reverse=True)
+    out = [Decision(rp, False) for rp in ordered]
+    for i, d in enumerate(out):
+        if i < policy.last:
+            d.reasons.append(f"last {i + 1}/{policy.last}")
+    for period, key in PERIODS.items():
+        n = getattr(policy, period)
+        seen: list[str] = []
+        for d in out:
+            if len(seen) >= n:
+                break
+            k = key(d.rp.time)
+            if k not in seen:
+                seen.append(k)
+                d.reasons.append(f"{period} {len(seen)}/{n} ({k})")
+    for d in out:
+        d.keep = bool(d.reasons)
+    return out
+
+
+@dataclass
+class PruneResult:
+    decisions: list[Decision]
+    gc: GcResult | None
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def removed(self) -> list[RecoveryPoint]:
+        return [d.rp for d in self.decisions if not d.keep]
+
+    def as_dict(self) -> dict:
+        return {"dry_run": self.dry_run, "seconds": round(self.seconds, 3),
+                "recovery_points": [d.as_dict() for d in self.decisions],
+                "removed": len(self.removed), "kept": len(self.decisions) - len(self.removed),
+                "gc": self.gc.as_dict() if self.gc else None}
+
+
+def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
+          dry_run: bool = False, collect: bool = True) -> PruneResult:
+    """Forget the recovery points ``policy`` does not keep, then gc. An empty policy
+    forgets nothing (gc only) rather than everything."""
+    t0 = _time.monotonic()
+    policy.validate()
+    with repo.writer_lock("prune"):
+        decisions: list[Decision] = []
+        if not policy.empty():
+            vms = [vm] if vm else repo.vms()
+            for v in vms:
+                decisions.extend(decide(repo.recovery_points(v), policy))
+        gone = [d.rp.id for d in decisions if not d.keep]
+        if gone and not dry_run:
+            db = repo.writer
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])
+                db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        g = gc(repo, dry_run=dry_run, exclude=set(gone) if dry_run else set()) if collect else None
+    return PruneResult(decisions, g, _time.monotonic() - t0, dry_run)

@@ -1,0 +1,187 @@
+"""Garbage collection: mark chunks from the catalog, sweep the rest, repack wasteful packs.
+
+Run by a writer holding the repository lock (prune, or ``rpfs prune`` with no rule). Steps:
+
+1. mark: decode every stored file's chunk map; every chunk id seen is live;
+2. pack files the catalog does not know (a killed backup renamed them but never committed
+   their rows) are deleted: no other writer can be running;
+3. per pack: no live chunk -> retire it; live fraction below ``repack_threshold`` -> copy its
+   live chunks (payload checked against its hash first) into new packs, then retire it;
+4. one transaction: bump ``epoch`` to E, point moved chunks at their new packs, delete dead
+   chunk rows, mark retired packs ``retired_epoch = E``;
+5. delete the objects of retired packs once no registered reader is older than their
+   ``retired_epoch`` (a reader resolves locations only after it registers, so a reader whose
+   epoch is >= E never saw the old locations). Others stay "pending delete" for the next gc.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+from rpfs.errors import FormatError, IntegrityError
+from rpfs.store import catalog
+from rpfs.store.packs import PackWriter, chunk_hash, decompress
+
+
+@dataclass
+class GcResult:
+    chunks_live: int = 0
+    chunks_deleted: int = 0
+    packs_repacked: int = 0
+    packs_retired: int = 0
+    packs_deleted: int = 0
+    packs_pending: int = 0
+    orphan_packs_deleted: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    chunks_moved: int = 0
+    damaged_chunks: int = 0
+    dry_run: bool = False
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["bytes_reclaimed"] = self.bytes_reclaimed
+        return d
+
+
+def mark(repo, exclude: set[int] = frozenset()) -> set[int]:
+    """Every chunk id some stored file references (files of ``exclude`` RPs left out)."""
+    live: set[int] = set()
+    db = repo.writer
+    for size, blob, cs, path, rp_id in db.execute(
+            "SELECT f.size, f.chunk_map, r.chunk_size, f.path, f.rp_id FROM files f"
+            " JOIN recovery_points r ON r.id = f.rp_id"):
+        if rp_id in exclude:
+            continue
+        ids = catalog.decode_map(blob, (size + cs - 1) // cs, path)
+        live.update(ids)
+    live.discard(0)
+    return live
+
+
+def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcResult:
+    """Caller holds ``repo.writer_lock()``. ``exclude``: RPs a dry run pretends are gone."""
+    res = GcResult(dry_run=dry_run)
+    db = repo.writer
+    live = mark(repo, exclude)
+    res.chunks_live = len(live)
+
+    packs = {pid: (name, size, retired) for pid, name, size, retired in
+             db.execute("SELECT id, name, size, retired_epoch FROM packs")}
+    known = {v[0] for v in packs.values()}
+    stored = dict(repo.backend.list())
+    res.bytes_before = sum(stored.values())
+    for name in stored:
+        if name not in known:
+            res.orphan_packs_deleted += 1
+            if not dry_run:
+                repo.backend.delete(name)
+
+    # per live pack: live payload bytes and which rows are dead
+    live_bytes: dict[int, int] = {pid: 0 for pid, v in packs.items() if v[2] is None}
+    dead: list[int] = []
+    rows_by_pack: dict[int, list] = {}
+    for cid, pid, off, csize, usize, codec, h in db.execute(
+            "SELECT id, pack_id, offset, csize, usize, codec, hash FROM chunks"):
+        if cid in live:
+            live_bytes[pid] = live_bytes.get(pid, 0) + csize
+            rows_by_pack.setdefault(pid, []).append((cid, off, csize, usize, codec, h))
+        else:
+            dead.append(cid)
+    res.chunks_deleted = len(dead)
+
+    threshold = repo.config.repack_threshold
+    retire: list[int] = []
+    repack: list[int] = []
+    for pid, lb in live_bytes.items():
+        name, size, retired = packs[pid]
+        if lb == 0:
+            retire.append(pid)
+        elif size > 0 and lb / size < threshold:
+            repack.append(pid)
+
+    moves: list[tuple[int, int, int]] = []   # chunk id, new pack id (filled later), offset
+    new_packs: list[tuple[PackWriter, int]] = []
+    if not dry_run and (repack or retire or dead):
+        writer: PackWriter | None = None
+        pending: list[tuple[int, PackWriter, int]] = []
+        for pid in repack:
+            name = packs[pid][0]
+            ok = True
+            staged = []
+            for cid, off, csize, usize, codec, h in rows_by_pack.get(pid, []):
+                try:
+                    payload = repo.backend.get(name, off, csize)
+                    if chunk_hash(decompress(codec, payload, usize)) != h:
+                        raise IntegrityError("hash mismatch")
+                except (IntegrityError, OSError):
+                    ok = False   # leave a damaged pack where it is: verify will name it
+                    res.damaged_chunks += 1
+                    continue
+                staged.append((cid, codec, payload, usize, h))
+            if not ok:
+                continue
+            for cid, codec, payload, usize, h in staged:
+                if writer is None:
+                    writer = PackWriter(repo.backend)
+                e = writer.add(h, codec, payload, usize)
+                pending.append((cid, writer, e.offset))
+                if writer.size >= repo.config.pack_size:
+                    new_packs.append((writer, writer.finish()))
+                    writer = None
+            retire.append(pid)
+            res.packs_repacked += 1
+            res.chunks_moved += len(staged)
+        if writer is not None:
+            new_packs.append((writer, writer.finish()))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            epoch = catalog.get_epoch(db) + 1
+            pack_ids = {}
+            for w, size in new_packs:
+                cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
+                                 (w.name, size, len(w.entries), time.time()))
+                pack_ids[w.name] = cur.lastrowid
+            db.executemany("UPDATE chunks SET pack_id = ?, offset = ? WHERE id = ?",
+                           [(pack_ids[w.name], off, cid) for cid, w, off in pending])
+            for k in range(0, len(dead), 500):
+                part = dead[k:k + 500]
+                db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
+            db.executemany("UPDATE packs SET retired_epoch = ? WHERE id = ?", [(epoch, p) for p in retire])
+            db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        res.packs_retired = len(retire)
+    elif dry_run:
+        res.packs_retired = len(retire) + len(repack)
+
+    if not dry_run:
+        delete_retired(repo, res)
+    stored = dict(repo.backend.list())
+    res.bytes_after = sum(stored.values())
+    return res
+
+
+def delete_retired(repo, res: GcResult) -> None:
+    """Delete retired packs no live reader can still be using."""
+    db = repo.writer
+    readers = repo.live_reader_epochs()
+    oldest = min(readers) if readers else None
+    for pid, name, retired in db.execute(
+            "SELECT id, name, retired_epoch FROM packs WHERE retired_epoch IS NOT NULL").fetchall():
+        if oldest is not None and oldest < retired:
+            res.packs_pending += 1
+            continue
+        if db.execute("SELECT 1 FROM chunks WHERE pack_id = ? LIMIT 1", (pid,)).fetchone():
+            raise FormatError(f"retired pack {name} still has chunks", source=repo.catalog_path,
+                              structure="packs")
+        repo.backend.delete(name)
+        db.execute("DELETE FROM packs WHERE id = ?", (pid,))
+        res.packs_deleted += 1
