@@ -1,0 +1,174 @@
+"""Values of the small resident attributes: $STANDARD_INFORMATION, $FILE_NAME,
+$VOLUME_INFORMATION, $ATTRIBUTE_LIST entries, $OBJECT_ID.
+
+$FILE_NAME is also the key of every directory index entry, so it is decoded with struct
+(the enumeration hot loop); the others are declared with construct.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass
+
+from construct import Int8ul, Int16ul, Int32ul, Int64ul, Struct, ConstructError
+
+from rpfs.errors import FormatError
+
+from .times import Times
+
+# FILE_ATTRIBUTE_* flags (in $STANDARD_INFORMATION and $FILE_NAME)
+FILE_ATTRIBUTE_READONLY = 0x0001
+FILE_ATTRIBUTE_HIDDEN = 0x0002
+FILE_ATTRIBUTE_SYSTEM = 0x0004
+FILE_ATTRIBUTE_DIRECTORY = 0x0010
+FILE_ATTRIBUTE_ARCHIVE = 0x0020
+FILE_ATTRIBUTE_SPARSE_FILE = 0x0200
+FILE_ATTRIBUTE_REPARSE_POINT = 0x0400
+FILE_ATTRIBUTE_COMPRESSED = 0x0800
+FILE_ATTRIBUTE_OFFLINE = 0x1000
+FILE_ATTRIBUTE_ENCRYPTED = 0x4000
+FILE_ATTRIBUTE_RECALL_ON_OPEN = 0x00040000
+FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS = 0x00400000
+FILE_NAME_INDEX_PRESENT = 0x10000000  # $FILE_NAME's flag for "is a directory"
+
+# $FILE_NAME namespaces
+NS_POSIX = 0
+NS_WIN32 = 1
+NS_DOS = 2
+NS_WIN32_AND_DOS = 3
+
+STANDARD_INFORMATION = Struct(
+    "created" / Int64ul,
+    "modified" / Int64ul,
+    "changed" / Int64ul,
+    "accessed" / Int64ul,
+    "file_attributes" / Int32ul,
+)
+STANDARD_INFORMATION_V3 = Struct(  # NTFS 3.x tail (72 bytes in all)
+    "max_versions" / Int32ul,
+    "version" / Int32ul,
+    "class_id" / Int32ul,
+    "owner_id" / Int32ul,
+    "security_id" / Int32ul,
+    "quota_charged" / Int64ul,
+    "usn" / Int64ul,
+)
+
+VOLUME_INFORMATION = Struct(
+    "reserved" / Int64ul,
+    "major" / Int8ul,
+    "minor" / Int8ul,
+    "flags" / Int16ul,
+)
+VOLUME_IS_DIRTY = 0x0001
+
+ATTRIBUTE_LIST_ENTRY = Struct(
+    "type" / Int32ul,
+    "length" / Int16ul,
+    "name_length" / Int8ul,
+    "name_offset" / Int8ul,
+    "lowest_vcn" / Int64ul,
+    "file_ref" / Int64ul,
+    "attr_id" / Int16ul,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StandardInformation:
+    times: Times
+    file_attributes: int
+    security_id: int | None
+
+
+def parse_standard_information(value: bytes, where: dict) -> StandardInformation:
+    if len(value) < 48:
+        raise FormatError(f"$STANDARD_INFORMATION too short ({len(value)} bytes)", **where)
+    si = STANDARD_INFORMATION.parse(value)
+    sec = None
+    if len(value) >= 72:
+        sec = STANDARD_INFORMATION_V3.parse(value[48:]).security_id
+    return StandardInformation(Times(si.created, si.modified, si.changed, si.accessed),
+                               si.file_attributes, sec)
+
+
+# $FILE_NAME: parent_ref Q, created Q, modified Q, changed Q, accessed Q, allocated_size q,
+# data_size q, flags I, reparse/EA I, name_length B, namespace B, name (UTF-16LE)
+_FILE_NAME = struct.Struct("<QQQQQqqIIBB")
+
+
+@dataclass(frozen=True, slots=True)
+class FileName:
+    parent_ref: int
+    times: Times
+    allocated_size: int
+    data_size: int
+    flags: int
+    reparse_tag: int
+    namespace: int
+    raw_name: bytes   # UTF-16LE as stored
+
+
+def parse_file_name(value: bytes, where: dict) -> FileName:
+    if len(value) < 66:
+        raise FormatError(f"$FILE_NAME too short ({len(value)} bytes)", **where)
+    (parent, cr, mo, ch, ac, alloc, size, flags, reparse, nlen,
+     ns) = _FILE_NAME.unpack_from(value, 0)
+    if 66 + 2 * nlen > len(value) or nlen == 0:
+        raise FormatError(f"$FILE_NAME name of {nlen} characters does not fit", **where)
+    return FileName(parent, Times(cr, mo, ch, ac), alloc, size, flags, reparse, ns,
+                    bytes(value[66:66 + 2 * nlen]))
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntry:
+    type: int
+    name: str
+    lowest_vcn: int
+    file_ref: int
+    attr_id: int
+
+
+def parse_attribute_list(value: bytes, where: dict) -> list[ListEntry]:
+    """All entries; a bad length ends nothing silently: it is a FormatError."""
+    out = []
+    pos = 0
+    n = len(value)
+    while pos + 26 <= n:
+        try:
+            e = ATTRIBUTE_LIST_ENTRY.parse(value[pos:pos + 26])
+        except ConstructError as exc:  # pragma: no cover - 26 bytes always parse
+            raise FormatError(str(exc), **where) from None
+        if e.length < 26 or e.length & 7 or pos + e.length > n:
+            if e.type == 0 and e.length == 0:
+                break  # zero padding at the end
+            raise FormatError(f"attribute list entry at {pos} has bad length {e.length}",
+                              **where)
+        name = ""
+        if e.name_length:
+            a = pos + e.name_offset
+            if e.name_offset < 26 or e.name_offset + 2 * e.name_length > e.length:
+                raise FormatError(f"attribute list entry at {pos}: name outside entry",
+                                  **where)
+            name = value[a:a + 2 * e.name_length].decode("utf-16-le", "surrogatepass")
+        out.append(ListEntry(e.type, name, e.lowest_vcn, e.file_ref, e.attr_id))
+        pos += e.length
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeInformation:
+    major: int
+    minor: int
+    flags: int
+
+
+def parse_volume_information(value: bytes, where: dict) -> VolumeInformation:
+    if len(value) < 12:
+        raise FormatError("$VOLUME_INFORMATION too short", **where)
+    v = VOLUME_INFORMATION.parse(value)
+    return VolumeInformation(v.major, v.minor, v.flags)
+
+
+def parse_object_id(value: bytes) -> uuid.UUID | None:
+    return uuid.UUID(bytes_le=bytes(value[:16])) if len(value) >= 16 else None

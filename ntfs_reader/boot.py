@@ -1,0 +1,131 @@
+"""The NTFS boot sector: geometry of the volume and where $MFT starts.
+
+If the first sector is damaged, the backup copy in the volume's last sector is used
+(for both 512- and 4096-byte sectors); which one was used is reported in warnings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from construct import Bytes, Const, Int8sl, Int8ul, Int16ul, Int64ul, Padding, Struct, ConstructError
+
+from rpfs.errors import FormatError
+from rpfs.stream import Stream
+
+BOOT_SECTOR = Struct(
+    "jump" / Bytes(3),
+    "oem" / Const(b"NTFS    "),
+    "bytes_per_sector" / Int16ul,
+    "sectors_per_cluster" / Int8ul,
+    Padding(7),
+    "media" / Int8ul,
+    Padding(18),
+    "total_sectors" / Int64ul,
+    "mft_lcn" / Int64ul,
+    "mftmirr_lcn" / Int64ul,
+    "clusters_per_record" / Int8sl,
+    Padding(3),
+    "clusters_per_index" / Int8sl,
+    Padding(3),
+    "serial" / Int64ul,
+    "checksum" / Bytes(4),
+    Padding(426),
+    "signature" / Bytes(2),
+)
+assert BOOT_SECTOR.sizeof() == 512
+
+
+@dataclass(frozen=True)
+class BootSector:
+    sector_size: int
+    cluster_size: int
+    total_sectors: int
+    mft_lcn: int
+    mftmirr_lcn: int
+    record_size: int
+    index_record_size: int
+    serial: int
+    offset: int  # where it was read (0, or the backup's offset)
+
+    @property
+    def total_clusters(self) -> int:
+        return self.total_sectors * self.sector_size // self.cluster_size
+
+    @property
+    def volume_size(self) -> int:
+        return self.total_sectors * self.sector_size
+
+
+def _size(value: int, cluster_size: int) -> int:
+    """Record sizes: positive = clusters, negative = 2**-value bytes."""
+    if value > 0:
+        return value * cluster_size
+    if -31 <= value < 0:
+        return 1 << -value
+    return 0
+
+
+def parse_boot_sector(data: bytes, source: str = "<volume>", offset: int = 0) -> BootSector:
+    """Validates and decodes one boot sector; any nonsense is a FormatError."""
+    def bad(msg: str) -> FormatError:
+        return FormatError(msg, source=source, structure="NTFS boot sector", offset=offset)
+
+    if len(data) < 512:
+        raise bad("truncated")
+    try:
+        b = BOOT_SECTOR.parse(data[:512])
+    except ConstructError:
+        raise bad("no NTFS signature") from None
+    if b.signature != b"\x55\xaa":
+        raise bad("missing 55 AA end marker")
+    bps = b.bytes_per_sector
+    if bps not in (256, 512, 1024, 2048, 4096):
+        raise bad(f"bad sector size {bps}")
+    spc = b.sectors_per_cluster
+    if spc > 0x80:  # 2**(256-x) sectors (clusters above 64 KiB, Windows 10 1709+)
+        shift = 256 - spc
+        if shift > 12:
+            raise bad(f"bad sectors per cluster {spc:#x}")
+        spc = 1 << shift
+    if spc == 0 or spc & (spc - 1):
+        raise bad(f"bad sectors per cluster {spc}")
+    cluster = bps * spc
+    if cluster > 2 << 20:
+        raise bad(f"cluster size {cluster} too large")
+    record = _size(b.clusters_per_record, cluster)
+    index = _size(b.clusters_per_index, cluster)
+    for what, n in (("MFT record", record), ("index record", index)):
+        if n < 256 or n > 65536 or n & (n - 1):
+            raise bad(f"bad {what} size {n}")
+    if record < bps and record % 512:
+        raise bad(f"MFT record size {record} below sector size {bps}")
+    if b.total_sectors == 0 or b.total_sectors > (1 << 48):
+        raise bad(f"bad sector count {b.total_sectors}")
+    clusters = b.total_sectors * bps // cluster
+    if b.mft_lcn >= clusters or b.mftmirr_lcn >= clusters:
+        raise bad(f"$MFT cluster {b.mft_lcn} outside the volume ({clusters} clusters)")
+    return BootSector(bps, cluster, b.total_sectors, b.mft_lcn, b.mftmirr_lcn,
+                      record, index, b.serial, offset)
+
+
+def read_boot_sector(stream: Stream, warnings: list[str]) -> BootSector:
+    """The primary boot sector, else the backup at the end of the volume."""
+    try:
+        return parse_boot_sector(stream.read(0, 512), stream.name, 0)
+    except FormatError as first:
+        tried = set()
+        for sector in (512, 4096, 1024, 2048):
+            off = stream.size - sector
+            if off <= 0 or off in tried:
+                continue
+            tried.add(off)
+            try:
+                boot = parse_boot_sector(stream.read(off, 512), stream.name, off)
+            except FormatError:
+                continue
+            if boot.sector_size == sector and boot.volume_size <= off + sector:
+                warnings.append(f"primary boot sector damaged ({first.message}); "
+                                f"using the backup at offset {off:#x}")
+                return boot
+        raise first

@@ -1,0 +1,473 @@
+"""Files and directories as the namespace layer sees them (docs/architecture.md).
+
+An Entry is cheap: iterdir builds one per index entry from the index key alone, and the
+MFT record (with its extension records) is read only when a property needs it.
+"""
+
+from __future__ import annotations
+
+import struct
+from array import array
+
+from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from rpfs.stream import Stream
+
+from . import names
+from .attrs import (
+    FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_ENCRYPTED, FILE_ATTRIBUTE_OFFLINE,
+    FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS, FILE_ATTRIBUTE_RECALL_ON_OPEN,
+    FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SYSTEM, NS_DOS, NS_POSIX, NS_WIN32,
+    NS_WIN32_AND_DOS, FileName, parse_file_name, parse_object_id,
+    parse_standard_information,
+)
+from .cache import MAX_INDEX_DEPTH
+from .record import (
+    AT_DATA, AT_EA, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT, AT_OBJECT_ID,
+    AT_REPARSE_POINT, AT_SECURITY_DESCRIPTOR, AT_STANDARD_INFORMATION, ATTR_ENCRYPTED,
+    ref_number, ref_sequence,
+)
+from .reparse import (
+    CONTENT_ELSEWHERE, IO_REPARSE_TAG_LX_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT,
+    IO_REPARSE_TAG_SYMLINK, IO_REPARSE_TAG_WOF, Reparse, is_cloud, parse_reparse, tag_name,
+    wof_description,
+)
+from .times import Times
+
+FILE_ROOT = 5
+INTERIX_SYMLINK = b"IntxLNK\x01"
+_NS_PREFERENCE = {NS_WIN32: 0, NS_WIN32_AND_DOS: 0, NS_POSIX: 1, NS_DOS: 2}
+_ZERO_TIMES = Times(0, 0, 0, 0)
+
+
+class Entry:
+    """One file or directory, reached by ``name`` (a hard link has one Entry per name)."""
+
+    __slots__ = ("volume", "ref", "sequence", "_fn", "_fa", "_cache")
+
+    def __init__(self, volume, ref: int, fn: FileName | None, sequence: int = 0):
+        self.volume = volume
+        self.ref = ref
+        self.sequence = sequence
+        self._fn = fn
+        self._fa = None
+        self._cache: dict = {}
+
+    # -- record-level ----------------------------------------------------------------
+
+    def _attrs(self):
+        if self._fa is None:
+            self._fa = self.volume.file(self.ref, self.sequence)
+        return self._fa
+
+    def _where(self, structure: str | None = None) -> dict:
+        return {"source": self.volume.name,
+                "structure": structure or f"MFT record {self.ref}",
+                "offset": self.volume.mft_offset_safe(self.ref)}
+
+    def _memo(self, key, fn):
+        try:
+            return self._cache[key]
+        except KeyError:
+            value = self._cache[key] = fn()
+            return value
+
+    @property
+    def file_names(self) -> list[FileName]:
+        """Every $FILE_NAME of the file (all links, all namespaces)."""
+        def load():
+            out = []
+            for a in self._attrs().all(AT_FILE_NAME):
+                if a.resident:
+                    out.append(parse_file_name(a.value, self._where()))
+            return out
+        return self._memo("fns", load)
+
+    @property
+    def _name_attr(self) -> FileName | None:
+        if self._fn is None:
+            fns = sorted(self.file_names, key=lambda f: _NS_PREFERENCE.get(f.namespace, 3))
+            self._fn = fns[0] if fns else None
+        return self._fn
+
+    @property
+    def name(self) -> str:
+        """The Linux name of this link ('' for the root)."""
+        if self.ref == FILE_ROOT:
+            return ""
+        fn = self._name_attr
+        if fn is None:
+            return f"<record {self.ref}>"
+        if fn.namespace == NS_DOS:  # reached by its 8.3 alias: show the long name
+            for f in self.file_names:
+                if f.namespace != NS_DOS and f.parent_ref == fn.parent_ref:
+                    fn = self._fn = f
+                    break
+        return names.from_raw(fn.raw_name)
+
+    @property
+    def ntfs_name(self) -> str:
+        """The full name as stored (may hold unpaired surrogates and exceed 255 bytes)."""
+        fn = self._name_attr
+        return names.decode(fn.raw_name) if fn else ""
+
+    @property
+    def parent_ref(self) -> int | None:
+        fn = self._name_attr
+        return ref_number(fn.parent_ref) if fn else None
+
+    @property
+    def _si(self):
+        def load():
+            a = self._attrs().first(AT_STANDARD_INFORMATION)
+            if a is None or not a.resident:
+                return None
+            return parse_standard_information(a.value, self._where())
+        return self._memo("si", load)
+
+    @property
+    def times(self) -> Times:
+        si = self._si
+        if si is not None:
+            return si.times
+        fn = self._name_attr
+        return fn.times if fn else _ZERO_TIMES
+
+    @property
+    def attributes(self) -> int:
+        si = self._si
+        flags = si.file_attributes if si else 0
+        if self._attrs().record.is_directory:
+            flags |= FILE_ATTRIBUTE_DIRECTORY
+        return flags
+
+    @property
+    def nlink(self) -> int:
+        return max(1, sum(1 for f in self.file_names if f.namespace != NS_DOS))
+
+    @property
+    def hard_links(self) -> list[tuple[int, str]]:
+        """(parent record, Linux name) of every link of the file."""
+        return [(ref_number(f.parent_ref), names.from_raw(f.raw_name))
+                for f in self.file_names if f.namespace != NS_DOS]
+
+    @property
+    def short_name(self) -> str | None:
+        for f in self.file_names:
+            if f.namespace == NS_DOS:
+                return names.from_raw(f.raw_name)
+        return None
+
+    # -- kind ----------------------------------------------------------------------
+
+    @property
+    def reparse(self) -> Reparse | None:
+        def load():
+            a = self._attrs().first(AT_REPARSE_POINT)
+            if a is None:
+                return None
+            value = self.volume.read_attribute(self._attrs(), AT_REPARSE_POINT)
+            return parse_reparse(value, self._where(f"$REPARSE_POINT of MFT record {self.ref}"))
+        return self._memo("reparse", load)
+
+    @property
+    def reparse_tag(self) -> int:
+        r = self.reparse
+        return r.tag if r else 0
+
+    @property
+    def reparse_tag_name(self) -> str | None:
+        r = self.reparse
+        return tag_name(r.tag) if r else None
+
+    def reparse_data(self) -> bytes:
+        r = self.reparse
+        return r.data if r else b""
+
+    @property
+    def _interix_target(self) -> str | None:
+        def load():
+            si = self._si
+            if not si or not si.file_attributes & FILE_ATTRIBUTE_SYSTEM:
+                return None
+            if self._attrs().record.is_directory:
+                return None
+            a = self._attrs().first(AT_DATA)
+            if a is None or not 8 < a.size <= 8 + 2 * 4096:
+                return None
+            data = self.volume.read_attribute(self._attrs(), AT_DATA)
+            if not data.startswith(INTERIX_SYMLINK) or len(data) & 1:
+                return None
+            return names.to_linux(names.decode(data[8:]).rstrip("\0")) if False else \
+                data[8:].decode("utf-16-le", "surrogatepass").rstrip("\0")
+        return self._memo("interix", load)
+
+    @property
+    def is_symlink(self) -> bool:
+        tag = self.reparse_tag
+        if tag in (IO_REPARSE_TAG_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_LX_SYMLINK):
+            return True
+        return not tag and self._interix_target is not None
+
+    @property
+    def is_dir(self) -> bool:
+        return self._attrs().record.is_directory and not self.is_symlink
+
+    @property
+    def is_encrypted(self) -> bool:
+        if self._si and self._si.file_attributes & FILE_ATTRIBUTE_ENCRYPTED:
+            return True
+        a = self._attrs().first(AT_DATA)
+        return bool(a is not None and a.flags & ATTR_ENCRYPTED)
+
+    # -- sizes ---------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        if self.is_symlink:
+            return len(self.readlink().encode("utf-8", "surrogateescape"))
+        fa = self._attrs()
+        if fa.record.is_directory:
+            a = fa.first(AT_INDEX_ALLOCATION, "$I30")
+            return a.data_size if a is not None and not a.resident else 0
+        a = fa.first(AT_DATA)
+        return a.size if a is not None else 0
+
+    @property
+    def allocated_size(self) -> int:
+        fa = self._attrs()
+        a = fa.first(AT_INDEX_ALLOCATION, "$I30") if fa.record.is_directory else fa.first(AT_DATA)
+        if a is None:
+            return 0
+        if a.resident:
+            return 0
+        if a.compression_unit or a.flags & 0x8001:
+            return a.compressed_size
+        return a.allocated_size
+
+    # -- contents --------------------------------------------------------------------
+
+    def streams(self) -> list[tuple[str, int]]:
+        """(name, size) of every alternate data stream (named $DATA), in record order."""
+        out = []
+        for a in self._attrs().all(AT_DATA):
+            if a.name and (a.resident or a.lowest_vcn == 0):
+                out.append((names.to_linux(a.name), a.size))
+        return out
+
+    def _check_readable(self) -> None:
+        r = self.reparse
+        if r is not None:
+            if r.tag == IO_REPARSE_TAG_WOF:
+                raise UnsupportedError(f"{wof_description(r.data)}: contents are in the "
+                                       "WofCompressedData stream", **self._where())
+            if r.tag in CONTENT_ELSEWHERE:
+                raise UnsupportedError(f"{tag_name(r.tag)} reparse point: contents are "
+                                       "stored outside this file", **self._where())
+        si = self._si
+        flags = si.file_attributes if si else 0
+        if is_cloud(self.reparse_tag) and flags & (FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS |
+                                                   FILE_ATTRIBUTE_RECALL_ON_OPEN |
+                                                   FILE_ATTRIBUTE_OFFLINE):
+            raise UnsupportedError("cloud files placeholder: contents not downloaded",
+                                   **self._where())
+        if self.is_encrypted:
+            raise UnsupportedError("EFS-encrypted file: contents need the user's key",
+                                   **self._where())
+
+    def open(self, stream_name: str = "") -> Stream:
+        """The unnamed data (or the named stream): a Stream, never silent zeros."""
+        fa = self._attrs()
+        if not stream_name and fa.record.is_directory and fa.first(AT_DATA) is None:
+            raise UsageError(f"{self.volume.name}: MFT record {self.ref} is a directory")
+        self._check_readable()
+        ntfs = names.to_ntfs(stream_name)
+        if fa.first(AT_DATA, ntfs) is None:
+            if not stream_name:
+                from rpfs.stream import BytesStream
+                return BytesStream(b"", f"{self.volume.name}:record {self.ref}")
+            raise NotFoundError(f"{self.volume.name}: record {self.ref} has no stream "
+                                f"{stream_name!r}")
+        return self.volume.attribute_stream(
+            fa, AT_DATA, ntfs, f"{self.volume.name}:record {self.ref}" +
+            (f":{stream_name}" if stream_name else ""))
+
+    def security_descriptor(self) -> bytes:
+        """The raw self-relative security descriptor (own attribute or through $Secure)."""
+        fa = self._attrs()
+        if fa.first(AT_SECURITY_DESCRIPTOR) is not None:
+            return self.volume.read_attribute(fa, AT_SECURITY_DESCRIPTOR)
+        si = self._si
+        if si and si.security_id:
+            sd = self.volume.security_descriptor(si.security_id)
+            if sd is not None:
+                return sd
+            raise FormatError(f"security id {si.security_id} not found in $Secure",
+                              **self._where())
+        return b""
+
+    @property
+    def object_id(self):
+        a = self._attrs().first(AT_OBJECT_ID)
+        return parse_object_id(a.value) if a is not None and a.resident else None
+
+    def eas(self) -> dict[str, bytes]:
+        """Extended attributes ($EA): name -> value."""
+        fa = self._attrs()
+        if fa.first(AT_EA) is None:
+            return {}
+        data = self.volume.read_attribute(fa, AT_EA)
+        out = {}
+        pos = 0
+        for _ in range(65536):
+            if pos + 8 > len(data):
+                break
+            nxt, _flags, nlen, vlen = struct.unpack_from("<IBBH", data, pos)
+            if pos + 8 + nlen + 1 + vlen > len(data):
+                raise FormatError(f"$EA entry at {pos} overruns", **self._where("$EA"))
+            name = data[pos + 8:pos + 8 + nlen].decode("latin-1")
+            out[name] = data[pos + 9 + nlen:pos + 9 + nlen + vlen]
+            if nxt == 0:
+                break
+            if nxt < 8:
+                raise FormatError(f"$EA entry at {pos} has next offset {nxt}",
+                                  **self._where("$EA"))
+            pos += nxt
+        return out
+
+    # -- directories -----------------------------------------------------------------
+
+    def _index(self):
+        def load():
+            fa = self._attrs()
+            if not fa.record.is_directory or fa.first(AT_INDEX_ROOT, "$I30") is None:
+                raise UsageError(f"{self.volume.name}: MFT record {self.ref} is not a directory")
+            return self.volume.index(fa)
+        return self._memo("index", load)
+
+    def iterdir(self):
+        """Children in index order (DOS 8.3 aliases skipped; metadata hidden at the root)."""
+        index = self._index()
+        where = self._where(f"$I30 of MFT record {self.ref}")
+        root = self.ref == FILE_ROOT
+        volume = self.volume
+        for e in index:
+            fn = parse_file_name(e.key, where)
+            if fn.namespace == NS_DOS:
+                continue
+            num = e.ref & 0xFFFFFFFFFFFF
+            if root and num < 16 and fn.raw_name[:2] == b"$\x00" or (root and num == FILE_ROOT):
+                continue
+            yield Entry(volume, num, fn, e.ref >> 48)
+
+    def child(self, name: str) -> "Entry":
+        """The child called ``name`` (case-insensitive; an exact-case match wins)."""
+        try:
+            raw = names.to_utf16(name)
+        except (UnicodeError, ValueError):
+            raise NotFoundError(f"{name!r}: no such file") from None
+        found = self._find(raw) if len(raw) <= 510 else []
+        if not found and names.is_shortened(name):
+            for e in self.iterdir():
+                if e.name == name:
+                    return e
+        if not found:
+            raise NotFoundError(f"{name}: no such file or directory in record {self.ref}")
+        found.sort(key=lambda f: (f[0].raw_name != raw, f[0].namespace == NS_DOS))
+        fn, ref = found[0]
+        return Entry(self.volume, ref_number(ref), fn, ref_sequence(ref))
+
+    def _find(self, raw: bytes) -> list:
+        up = self.volume.upcase
+        target = array("H")
+        target.frombytes(raw)
+        key = [up[c] for c in target]
+        where = self._where(f"$I30 of MFT record {self.ref}")
+
+        def compare(e):
+            k = e.key
+            if len(k) < 66:
+                raise FormatError("index key shorter than a $FILE_NAME", **where)
+            n = k[64]
+            units = array("H")
+            units.frombytes(k[66:66 + 2 * n])
+            other = [up[c] for c in units]
+            return (other > key) - (other < key)
+
+        out = []
+        for e in self._index().find(compare):
+            fn = parse_file_name(e.key, where)
+            out.append((fn, e.ref))
+        return out
+
+    # -- links ---------------------------------------------------------------------
+
+    def _depth(self) -> int:
+        """How many directories lie between the volume root and this entry's directory."""
+        depth = 0
+        ref = self.parent_ref
+        seen = set()
+        while ref is not None and ref != FILE_ROOT:
+            if ref in seen or depth > MAX_INDEX_DEPTH * 64:
+                raise FormatError("parent chain loops", **self._where())
+            seen.add(ref)
+            depth += 1
+            ref = Entry(self.volume, ref, None).parent_ref
+        return depth
+
+    def readlink(self) -> str:
+        """The link target, translated into the volume (conventions in reparse.py)."""
+        return self._memo("link", self._readlink)
+
+    def _readlink(self) -> str:
+        r = self.reparse
+        if r is None or r.target is None:
+            t = self._interix_target if r is None else None
+            if t is None:
+                raise UsageError(f"{self.volume.name}: MFT record {self.ref} is not a symlink")
+            return names.to_linux(t) if "/" not in t else "/".join(
+                names.to_linux(p) if p else p for p in t.split("/"))
+        if r.tag == IO_REPARSE_TAG_LX_SYMLINK:
+            return r.target
+        target = r.target
+        up = "../" * self._depth()
+        if r.tag == IO_REPARSE_TAG_SYMLINK and r.relative:
+            if target.startswith("\\"):      # drive-relative: from the volume root
+                return up + self._inside(target.strip("\\"))
+            return "/".join(names.to_linux(p) if p else p for p in target.split("\\"))
+        prefix = None
+        for p in ("\\??\\", "\\\\?\\", "\\\\.\\"):
+            if target.startswith(p):
+                prefix = p
+                break
+        if prefix is None:
+            return up + self._inside(target.lstrip("\\"))
+        rest = target[len(prefix):]
+        if len(rest) >= 2 and rest[1] == ":" and rest[0].isalpha():
+            path = rest[2:].strip("\\")
+            found = self._fix_case(path)
+            if found is not None:
+                return (up + found) if found else (up.rstrip("/") or ".")
+            return up + ".NTFS-3G/" + rest[0].upper() + ":" + (
+                "/" + self._inside(path) if path else "")
+        return up + ".NTFS-3G/" + self._inside(rest.strip("\\"))
+
+    @staticmethod
+    def _inside(path: str) -> str:
+        return "/".join(names.to_linux(p) for p in path.split("\\") if p)
+
+    def _fix_case(self, path: str) -> str | None:
+        """The path as named on this volume ('' = the root), or None if it is not here."""
+        e = self.volume.root
+        parts = []
+        for p in (x for x in path.split("\\") if x):
+            try:
+                if not e._attrs().record.is_directory:
+                    return None
+                e = e.child(names.to_linux(p))
+            except (NotFoundError, UsageError, FormatError):
+                return None
+            parts.append(e.name)
+        return "/".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<ntfs Entry {self.ref} {self.name!r}>"

@@ -1,0 +1,184 @@
+"""NTFS indexes ($I30 directories, $Secure:$SII): a B+tree of entries in $INDEX_ROOT and
+INDX records of $INDEX_ALLOCATION, live records marked in $BITMAP.
+
+Enumeration walks the tree in key order; lookup descends only into the nodes whose key
+range can hold the key (O(log n) INDX reads). A visited set and a depth bound make cyclic
+or absurdly deep trees a FormatError instead of a hang.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from construct import Int8ul, Int32ul, Padding, Struct
+
+from rpfs.errors import FormatError
+from rpfs.stream import Stream
+
+from .cache import INDEX_NODE_CACHE, LRU, MAX_INDEX_DEPTH
+from .record import apply_fixups
+
+INDEX_ROOT = Struct(
+    "attr_type" / Int32ul,
+    "collation" / Int32ul,
+    "block_size" / Int32ul,
+    "clusters_per_block" / Int8ul,
+    Padding(3),
+)
+INDEX_HEADER = Struct(
+    "entries_offset" / Int32ul,
+    "index_length" / Int32ul,
+    "allocated_size" / Int32ul,
+    "flags" / Int8ul,
+    Padding(3),
+)
+
+COLLATION_BINARY = 0x00
+COLLATION_FILE_NAME = 0x01
+COLLATION_NTOFS_ULONG = 0x10
+
+ENTRY_HAS_CHILD = 0x01
+ENTRY_LAST = 0x02
+
+# Index entry: ref/data-offset Q, length H, key_length H, flags H, pad H, key..., [child VCN q]
+_ENTRY = struct.Struct("<QHHH2x")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    ref: int              # file reference ($I30); for view indexes data offset/length
+    flags: int
+    key: bytes
+    raw: bytes            # the whole entry (view indexes keep their data in it)
+    child: int | None     # VCN of the subnode
+
+    @property
+    def is_last(self) -> bool:
+        return bool(self.flags & ENTRY_LAST)
+
+    def data(self) -> bytes:
+        """View-index entry data (e.g. $SII's $SDS locator)."""
+        off, length = struct.unpack_from("<HH", self.raw, 0)
+        return self.raw[off:off + length]
+
+
+def parse_entries(buf: bytes, start: int, end: int, where: dict) -> list[IndexEntry]:
+    """Entries in ``buf[start:end]`` up to and including the end entry."""
+    out = []
+    pos = start
+    if end > len(buf):
+        raise FormatError("index entries run past their buffer", **where)
+    while True:
+        if pos + 16 > end:
+            raise FormatError(f"index entries not terminated (at {pos})", **where)
+        ref, length, key_len, flags = _ENTRY.unpack_from(buf, pos)
+        if length < 16 or length & 7 or pos + length > end or 16 + key_len > length:
+            raise FormatError(f"index entry at {pos} has bad length {length}/{key_len}",
+                              **where)
+        child = None
+        if flags & ENTRY_HAS_CHILD:
+            if length < 24 + (key_len if not flags & ENTRY_LAST else 0):
+                raise FormatError(f"index entry at {pos} too short for a child VCN", **where)
+            child = struct.unpack_from("<q", buf, pos + length - 8)[0]
+            if child < 0:
+                raise FormatError(f"index entry at {pos} has child VCN {child}", **where)
+        key = bytes(buf[pos + 16:pos + 16 + key_len]) if not flags & ENTRY_LAST else b""
+        out.append(IndexEntry(ref, flags, key, bytes(buf[pos:pos + length]), child))
+        if flags & ENTRY_LAST:
+            return out
+        pos += length
+
+
+class Index:
+    """One index of one file. ``allocation`` is the $INDEX_ALLOCATION stream or None."""
+
+    def __init__(self, root_value: bytes, allocation: Stream | None, bitmap: bytes | None,
+                 cluster_size: int, where: dict, cache: LRU | None = None,
+                 cache_key=None):
+        self.where = where
+        if len(root_value) < 32:
+            raise FormatError("$INDEX_ROOT too short", **where)
+        r = INDEX_ROOT.parse(root_value)
+        h = INDEX_HEADER.parse(root_value[16:32])
+        self.collation = r.collation
+        self.attr_type = r.attr_type
+        self.block_size = r.block_size
+        if self.block_size < 256 or self.block_size > 65536 or self.block_size & (self.block_size - 1):
+            raise FormatError(f"bad index block size {self.block_size}", **where)
+        # VCNs count clusters when a block is at least a cluster, else 512-byte units
+        self.vcn_size = cluster_size if cluster_size <= self.block_size else 512
+        self.allocation = allocation
+        self.bitmap = bitmap
+        self.root = parse_entries(root_value, 16 + h.entries_offset, 16 + h.index_length,
+                                  where)
+        self._cache = cache if cache is not None else LRU(INDEX_NODE_CACHE)
+        self._key = cache_key if cache_key is not None else id(self)
+        self.node_reads = 0
+
+    def node(self, vcn: int) -> list[IndexEntry]:
+        key = (self._key, vcn)
+        entries = self._cache.get(key)
+        if entries is not None:
+            return entries
+        where = dict(self.where)
+        where["structure"] = f"{where.get('structure', 'index')} INDX record VCN {vcn}"
+        if self.allocation is None:
+            raise FormatError("entry points into a missing $INDEX_ALLOCATION", **where)
+        offset = vcn * self.vcn_size
+        block = offset // self.block_size
+        if self.bitmap is not None:
+            if block // 8 >= len(self.bitmap) or not self.bitmap[block // 8] >> (block % 8) & 1:
+                raise FormatError("entry points into an INDX record marked free", **where)
+        if offset + self.block_size > self.allocation.size:
+            raise FormatError("INDX record beyond the end of $INDEX_ALLOCATION", **where)
+        self.node_reads += 1
+        buf = bytearray(self.allocation.read(offset, self.block_size))
+        apply_fixups(buf, b"INDX", where.get("source"), where["structure"], offset)
+        if struct.unpack_from("<q", buf, 16)[0] != vcn:
+            raise FormatError(f"INDX record says it is VCN {struct.unpack_from('<q', buf, 16)[0]}",
+                              **where)
+        h = INDEX_HEADER.parse(bytes(buf[24:40]))
+        if h.index_length > self.block_size - 24 or h.entries_offset < 16:
+            raise FormatError("bad INDX header", **where)
+        entries = parse_entries(bytes(buf), 24 + h.entries_offset, 24 + h.index_length, where)
+        self._cache.put(key, entries)
+        return entries
+
+    def __iter__(self) -> Iterator[IndexEntry]:
+        """Every entry in collation order."""
+        return self._walk(self.root, 0, set())
+
+    def _walk(self, entries, depth, visited) -> Iterator[IndexEntry]:
+        for e in entries:
+            if e.child is not None:
+                yield from self._walk(self._descend(e.child, depth, visited), depth + 1,
+                                      visited)
+            if not e.is_last:
+                yield e
+
+    def _descend(self, vcn: int, depth: int, visited: set) -> list[IndexEntry]:
+        if depth >= MAX_INDEX_DEPTH:
+            raise FormatError(f"index deeper than {MAX_INDEX_DEPTH} levels", **self.where)
+        if vcn in visited:
+            raise FormatError(f"index cycle: VCN {vcn} reached twice", **self.where)
+        visited.add(vcn)
+        return self.node(vcn)
+
+    def find(self, compare: Callable[[IndexEntry], int]) -> list[IndexEntry]:
+        """Entries whose key compares equal. ``compare(e)`` < 0 if e sorts before the key."""
+        out: list[IndexEntry] = []
+        self._find(self.root, 0, set(), compare, out)
+        return out
+
+    def _find(self, entries, depth, visited, compare, out) -> None:
+        for e in entries:
+            c = 1 if e.is_last else compare(e)
+            if c >= 0 and e.child is not None:
+                self._find(self._descend(e.child, depth, visited), depth + 1, visited,
+                           compare, out)
+            if c == 0:
+                out.append(e)
+            elif c > 0:
+                return
