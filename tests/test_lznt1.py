@@ -60,6 +60,7 @@ def _text(rng: random.Random, n: int) -> bytes:
     return b"".join(out)[:n]
 
 
+@lru_cache(maxsize=1)
 def fixture_files() -> dict[str, bytes]:
     """The files written into the compressed directory: name -> exact content."""
     rng = random.Random(20261124)
@@ -428,19 +429,20 @@ def lznt1_streams(draw):
     out = b""
     for _ in range(draw(st.integers(1, 4))):
         if draw(st.booleans()):
-            body = b""
-            for _ in range(draw(st.integers(0, 60))):
+            # near_mask keeps back-reference offsets small (mostly valid), 0xFF lets them roam
+            near_mask = draw(st.sampled_from([0x00, 0x01, 0x0F, 0xFF]))
+            body = bytearray()
+            for _ in range(draw(st.integers(0, 40))):
                 tag = draw(st.integers(0, 255))
-                body += bytes([tag])
+                items = draw(st.binary(min_size=16, max_size=16))
+                body.append(tag)
                 for k in range(8):
                     if tag >> k & 1:
-                        # small offset fields (likely valid) or anything
-                        tok = draw(st.one_of(st.integers(0, 0xFFFF), st.integers(0, 0x1FF)))
-                        body += tok.to_bytes(2, "little")
+                        body += bytes([items[2 * k], items[2 * k + 1] & near_mask])
                     else:
-                        body += bytes([draw(st.integers(0, 255))])
+                        body.append(items[2 * k])
             body = body[: draw(st.integers(1, max(1, len(body))))] or b"\0"
-            out += _chunk(body[:4096])
+            out += _chunk(bytes(body[:4096]))
         else:
             out += _chunk(draw(st.binary(min_size=1, max_size=4096)), compressed=False)
     if draw(st.booleans()):
