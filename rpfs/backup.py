@@ -216,22 +216,28 @@ class _Run:
             data_ranges = [(x.offset, x.end) for x in fs.extents() if x.kind == DATA]
             per_batch = max(1, BATCH_BYTES // cs)
             di = 0
+
+            def has_data(k: int) -> bool:
+                """Does chunk k overlap a DATA extent? (k only grows, so di only advances)"""
+                nonlocal di
+                s = k * cs
+                while di < len(data_ranges) and data_ranges[di][1] <= s:
+                    di += 1
+                return di < len(data_ranges) and data_ranges[di][0] < min(s + cs, src.size)
+
             i = 0
             while i < nchunks:
                 if self.stop.is_set():
                     return
-                # is chunk i inside a hole?
-                s = i * cs
-                while di < len(data_ranges) and data_ranges[di][1] <= s:
-                    di += 1
-                if di >= len(data_ranges) or data_ranges[di][0] >= min(s + cs, src.size):
-                    j = i + 1   # run of hole chunks: no read
-                    limit = (data_ranges[di][0] // cs) if di < len(data_ranges) else nchunks
-                    j = max(j, min(limit, nchunks))
+                if not has_data(i):   # a run of chunks inside a hole: never read
+                    nxt = data_ranges[di][0] // cs if di < len(data_ranges) else nchunks
+                    j = max(i + 1, min(nxt, nchunks))
                     self._put((fi, i, j - i, None))
                     i = j
                     continue
-                j = min(nchunks, i + per_batch)
+                j = i + 1
+                while j < nchunks and j - i < per_batch and has_data(j):
+                    j += 1
                 off = i * cs
                 data = fs.read(off, min(j * cs, src.size) - off)
                 self._put((fi, i, j - i, self.pool.submit(self.work, data, j - i)))

@@ -57,7 +57,10 @@ class Config:
         unknown = set(kw) - known
         if unknown:
             raise UsageError(f"unknown repository setting(s): {', '.join(sorted(unknown))}")
-        return cls(**kw).validate("<settings>")
+        try:
+            return cls(**kw).validate("<settings>")
+        except FormatError as e:
+            raise UsageError(e.message) from None
 
     def dumps(self) -> str:
         d = asdict(self)

@@ -1,0 +1,265 @@
+"""Repository: init, backup of a real VM folder, bit-identical reads, dedup of a second
+state, integrity errors, concurrency with a running backup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import threading
+
+import pytest
+
+from rpfs.backup import backup
+from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
+from rpfs.store import Repository
+from rpfs.store import catalog
+from rpfs.stream import ZERO
+from test_store_fixtures import MiB, changed_chunks, new_contents, files_of, rpfs, sha256, vm_states
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = Repository.init(tmp_path / "repo")
+    yield r
+    r.close()
+
+
+def test_init_layout(tmp_path):
+    p = tmp_path / "r"
+    with Repository.init(p, chunk_size=1 << 16) as r:
+        assert r.chunk_size == 1 << 16
+    assert os.stat(p).st_mode & 0o777 == 0o700
+    cfg = json.loads((p / "config.json").read_text())
+    assert cfg["format"] == 1 and cfg["chunk_size"] == 65536 and cfg["hash"] == "blake3"
+    db = sqlite3.connect(p / "catalog.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == catalog.SCHEMA_VERSION
+    db.close()
+    with pytest.raises(UsageError):
+        Repository.init(p)                      # not empty
+    with pytest.raises(UsageError):
+        Repository.init(tmp_path / "x", chunk_size=3000)
+    with pytest.raises(FormatError):
+        Repository.open(tmp_path)               # not a repository
+    with pytest.raises(NotFoundError):
+        Repository.open(tmp_path / "nope")
+
+
+def test_newer_schema_refused(tmp_path):
+    Repository.init(tmp_path / "r").close()
+    db = sqlite3.connect(tmp_path / "r" / "catalog.sqlite")
+    db.execute("PRAGMA user_version = 99")
+    db.close()
+    with pytest.raises(FormatError, match="newer"):
+        Repository.open(tmp_path / "r")
+
+
+def _check_identical(repo, rp, folder):
+    files = repo.files(rp)
+    truth = files_of(folder)
+    assert files == {k: p.stat().st_size for k, p in truth.items()}
+    rnd = random.Random(7)
+    for rel, p in truth.items():
+        s = repo.open_file(rp, rel)
+        h = hashlib.sha256()
+        for off in range(0, s.size, 3 * MiB + 17):
+            h.update(s.read(off, 3 * MiB + 17))
+        assert h.hexdigest() == sha256(p), rel
+        data = p.read_bytes()
+        for _ in range(100):
+            o = rnd.randrange(s.size)
+            n = rnd.choice([1, 511, 4096, 70_000, 2 * MiB + 3])
+            assert s.read(o, n) == data[o:o + n]
+        buf = bytearray(5000)
+        assert s.readinto(s.size - 100, buf) == 100 and bytes(buf[:100]) == data[-100:]
+        # ZERO extents really are zeros
+        for e in s.extents():
+            if e.kind == ZERO:
+                assert data[e.offset:e.end].count(0) == e.length
+
+
+def test_backup_two_states_dedup_and_read_back(repo, tmp_path):
+    s1, s2 = vm_states()
+    r1 = backup(repo, [str(s1)], time="2024-03-01T02:00:00Z", show_progress=False)
+    r2 = backup(repo, [str(s2)], time="2024-03-02T02:00:00Z", show_progress=False)
+    assert repo.vms() == ["web01"]
+    rps = repo.recovery_points("web01")
+    assert [r.name for r in rps] == ["2024-03-01T020000Z", "2024-03-02T020000Z"]
+    assert rps[0].stored_size == r1.new_bytes_stored and rps[1].stored_size == r2.new_bytes_stored
+    assert rps[1].file_count == 3
+    # only the changed chunks were stored: ground truth from comparing the files directly
+    changed = [changed_chunks(p, s2 / rel) for rel, p in files_of(s1).items()]
+    want, want_bytes = new_contents(list(files_of(s1).values()), list(files_of(s2).values()))
+    assert r2.new_chunks == want and r2.new_bytes_logical == want_bytes, (r2, want)
+    assert r2.new_bytes_logical <= sum(c[1] for c in changed)
+    print(f"\nstate 2: {sum(c[0] for c in changed)} chunks differ ({sum(c[1] for c in changed)} bytes);"
+          f" stored {r2.new_chunks} chunks, {r2.new_bytes_logical} bytes ({r2.new_bytes_stored} compressed)")
+    _check_identical(repo, rps[0], s1)
+    _check_identical(repo, rps[1], s2)
+    # an independent reader agrees: copy out and let qemu-img compare the VHDX
+    out = tmp_path / "out.vhdx"
+    s = repo.open_file(rps[1], "Virtual Hard Disks/disk0.vhdx")
+    with open(out, "wb") as f:
+        for off in range(0, s.size, 4 * MiB):
+            f.write(s.read(off, 4 * MiB))
+    p = subprocess.run(["qemu-img", "compare", "-f", "vhdx", "-F", "vhdx", str(out),
+                        str(s2 / "Virtual Hard Disks" / "disk0.vhdx")], capture_output=True)
+    assert p.returncode == 0, p.stdout
+    # unchanged third backup stores nothing
+    r3 = backup(repo, [str(s2)], time="2024-03-03T02:00:00Z", show_progress=False)
+    assert r3.new_chunks == 0 and r3.new_bytes_stored == 0
+    # duplicate name refused
+    with pytest.raises(UsageError):
+        backup(repo, [str(s2)], time="2024-03-03T02:00:00Z", show_progress=False)
+
+
+def test_single_files_sparse_and_names(repo, tmp_path):
+    f = tmp_path / "Big Disk.raw"
+    with open(f, "wb") as fh:
+        fh.write(os.urandom(MiB + 5))
+        fh.seek(40 * MiB)
+        fh.write(b"tail")
+    g = tmp_path / "empty.bin"
+    g.write_bytes(b"")
+    r = backup(repo, [str(f), str(g)], time="2024-01-01T00:00:00+02:00", show_progress=False)
+    assert r.vm == "Big Disk" and r.rp == "2023-12-31T220000Z"
+    assert r.read_bytes < 4 * MiB          # the hole was not read
+    rp = repo.recovery_points("Big Disk")[0]
+    assert repo.files(rp) == {"Big Disk.raw": 40 * MiB + 4, "empty.bin": 0}
+    s = repo.open_file(rp, "Big Disk.raw")
+    assert s.read(40 * MiB - 2, 10) == b"\0\0tail"
+    assert s.read(0, MiB + 5) == f.read_bytes()[:MiB + 5]
+    assert repo.open_file(rp, "empty.bin").read(0, 10) == b""
+    kinds = [(e.offset, e.kind) for e in s.extents()]
+    assert kinds == [(0, "data"), (2 * MiB, "zero"), (40 * MiB, "data")]
+    with pytest.raises(NotFoundError):
+        repo.open_file(rp, "nope")
+    with pytest.raises(NotFoundError):
+        repo.recovery_points("nope")
+    with pytest.raises(UsageError):
+        backup(repo, [str(f)], vm="a/b", show_progress=False)
+
+
+def _flip_in_pack(repo, chunk_id=None):
+    db = sqlite3.connect(repo.catalog_path)
+    row = db.execute("SELECT p.name, c.offset, c.csize FROM chunks c JOIN packs p ON p.id=c.pack_id"
+                     + (" WHERE c.id = ?" if chunk_id else " ORDER BY c.id LIMIT 1"),
+                     (chunk_id,) if chunk_id else ()).fetchone()
+    db.close()
+    path = repo.backend.path(row[0])
+    with open(path, "r+b") as f:
+        f.seek(row[1] + row[2] // 2)
+        b = f.read(1)
+        f.seek(row[1] + row[2] // 2)
+        f.write(bytes([b[0] ^ 0x10]))
+    return row
+
+
+def test_bit_flip_raises_integrity_error_with_location(tmp_path):
+    d = tmp_path / "vm"
+    d.mkdir()
+    (d / "a.bin").write_bytes(os.urandom(3 * MiB))
+    with Repository.init(tmp_path / "repo") as repo:
+        backup(repo, [str(d)], time="2024-01-01T00:00:00Z", show_progress=False)
+        _flip_in_pack(repo)
+    with Repository.open(tmp_path / "repo") as repo:   # fresh cache
+        rp = repo.recovery_points("vm")[0]
+        s = repo.open_file(rp, "a.bin")
+        with pytest.raises(IntegrityError) as ei:
+            s.read(0, 10)
+        msg = str(ei.value)
+        assert "vm vm" in msg and "2024-01-01T000000Z" in msg and "a.bin" in msg and "offset 0x0" in msg
+        assert s.read(MiB, 10)                 # other chunks still fine
+        # a missing pack is an IntegrityError too
+        for name, _ in list(repo.backend.list()):
+            os.unlink(repo.backend.path(name))
+        repo.backend.close()
+        repo.cache.clear()
+        with pytest.raises(IntegrityError, match="missing"):
+            repo.open_file(rp, "a.bin").read(2 * MiB, 10)
+
+
+def test_cache_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setenv("RPFS_CACHE_MB", "2")
+    d = tmp_path / "vm"
+    d.mkdir()
+    (d / "a.bin").write_bytes(os.urandom(8 * MiB))
+    with Repository.init(tmp_path / "repo") as repo:
+        backup(repo, [str(d)], time="2024-01-01T00:00:00Z", show_progress=False)
+        s = repo.open_file(repo.recovery_points("vm")[0], "a.bin")
+        s.read(0, 8 * MiB)
+        assert repo.cache.bytes <= 2 * MiB and len(repo.cache) == 2
+        s.read(7 * MiB, 10)
+        assert repo.cache.hits >= 1
+
+
+def test_concurrent_readers_threads_and_process_during_backup(tmp_path):
+    """Reads (threads here, a CLI process too) keep working while a backup writes."""
+    s1, s2 = vm_states()
+    path = tmp_path / "repo"
+    with Repository.init(path, pack_size=1 << 20) as repo:   # many small packs = many commits
+        backup(repo, [str(s1)], time="2024-01-01T00:00:00Z", show_progress=False)
+    reader = Repository.open(path)
+    rp = reader.recovery_points("web01")[0]
+    truth = (s1 / "Virtual Hard Disks" / "disk0.vhdx").read_bytes()
+    stop = threading.Event()
+    errors, reads = [], [0]
+
+    def read_loop(seed):
+        rnd = random.Random(seed)
+        try:
+            while not stop.is_set():
+                s = reader.open_file(rp, "Virtual Hard Disks/disk0.vhdx")
+                o = rnd.randrange(s.size)
+                assert s.read(o, 65536) == truth[o:o + 65536]
+                reader.recovery_points("web01")
+                reads[0] += 1
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=read_loop, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    proc = subprocess.Popen([os.path.join(os.path.dirname(__file__), "..", ".venv", "bin", "python"),
+                             "-m", "rpfs", "list", str(path), "web01", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with Repository.open(path) as w:
+        for i in range(3):
+            backup(w, [str(s2)], time=f"2024-01-0{i + 2}T00:00:00Z", show_progress=False)
+    out, err = proc.communicate(timeout=60)
+    stop.set()
+    for t in threads:
+        t.join()
+    reader.close()
+    assert not errors, errors
+    assert reads[0] > 0
+    assert proc.returncode == 0, err
+    assert json.loads(out)[0]["rp"] == "2024-01-01T000000Z"
+    with Repository.open(path) as r:
+        assert len(r.recovery_points("web01")) == 4
+
+
+def test_cli_init_backup_list(tmp_path):
+    s1, _ = vm_states()
+    repo = tmp_path / "repo"
+    rpfs("init", str(repo))
+    p = rpfs("backup", str(repo), str(s1), "--time", "2024-05-05T05:05:05Z", "--json")
+    summary = json.loads(p.stdout)
+    assert summary["vm"] == "web01" and summary["rp"] == "2024-05-05T050505Z"
+    assert summary["files"] == 3 and summary["new_chunks"] > 0
+    assert p.stderr == ""                       # no progress when not on a terminal
+    p = rpfs("list", str(repo))
+    assert p.stdout.splitlines()[0].split() == ["VM", "RPS", "NEWEST", "OLDEST", "SIZE", "STORED"]
+    assert "web01" in p.stdout
+    p = rpfs("list", str(repo), "web01")
+    assert "2024-05-05T050505Z" in p.stdout and "MiB" in p.stdout
+    p = rpfs("backup", str(repo), str(s1), "--time", "2024-05-05T05:05:05Z", check=False)
+    assert p.returncode != 0 and p.stderr.startswith("rpfs: ") and "Traceback" not in p.stderr
+    p = rpfs("list", str(repo), "nosuchvm", check=False)
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
+    p = rpfs("init", str(repo), check=False)
+    assert p.returncode == 2 and "not empty" in p.stderr
