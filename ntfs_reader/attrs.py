@@ -87,7 +87,7 @@ def parse_standard_information(value: bytes, where: dict) -> StandardInformation
     si = STANDARD_INFORMATION.parse(value)
     sec = None
     if len(value) >= 72:
-        sec = STANDARD_INFORMATION_V3.parse(value[48:]).security_id
+        sec = STANDARD_INFORMATION_V3.parse(value[36:72]).security_id
     return StandardInformation(Times(si.created, si.modified, si.changed, si.accessed),
                                si.file_attributes, sec)
 
