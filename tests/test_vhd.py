@@ -226,3 +226,4 @@ def test_libvhdi_reads_our_differencing_child(imgs, tmp_path):
     with vhdimount(child, tmp_path / "mnt") as target:  # finds base.vhd by its name
         got = FileStream(target)
         assert got.read(0, got.size) == bytes(content)
+        got.close()

@@ -140,19 +140,21 @@ def factory_set():
 
 @contextlib.contextmanager
 def vhdimount(image: Path, mountpoint: Path, *extra):
-    """libvhdi's FUSE view of ``image``: yields the path of the virtual disk file."""
+    """libvhdi's FUSE view of ``image``: yields the path of its virtual disk file (for a
+    differencing chain libvhdi lists the base as vhdi1 and the leaf last)."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     run("vhdimount", *extra, image, mountpoint)
     try:
-        target = mountpoint / "vhdi1"
         for _ in range(100):
-            if target.exists():
+            if (mountpoint / "vhdi1").exists():
                 break
             time.sleep(0.05)
-        yield target
+        found = sorted(mountpoint.glob("vhdi*"), key=lambda p: int(p.name[4:] or 0))
+        yield found[-1]
     finally:
-        for _ in range(20):
-            if subprocess.run(["fusermount3", "-u", str(mountpoint)],
+        for attempt in range(20):
+            lazy = ["-z"] if attempt == 19 else []  # last resort: detach even if busy
+            if subprocess.run(["fusermount3", "-u", *lazy, str(mountpoint)],
                               capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
