@@ -106,14 +106,14 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
     """
     lss = logical_sector_size or getattr(source, "logical_sector_size", None) or 512
     pss = physical_sector_size or getattr(source, "physical_sector_size", None) or 4096
+    if parent is not None and fixed:
+        raise UsageError("a differencing VHDX cannot be fixed")
     if parent is not None:
         lss = parent.logical_sector_size
     if lss not in (512, 4096) or pss not in (512, 4096):
         raise UsageError(f"sector sizes must be 512 or 4096, not {lss}/{pss}")
     if block_size < S.MiB or block_size > 256 * S.MiB or block_size & (block_size - 1):
         raise UsageError(f"block size {block_size} must be a power of 2 from 1 to 256 MiB")
-    if parent is not None and fixed:
-        raise UsageError("a differencing VHDX cannot be fixed")
     virtual_size = _round_up(source.size, lss)
     if virtual_size > S.MAX_VIRTUAL_SIZE:
         raise UsageError(f"virtual size {virtual_size} is above the VHDX limit of 64 TiB")
