@@ -80,6 +80,7 @@ lznt1_decode(const uint8_t *src, Py_ssize_t src_len, uint8_t *dst, Py_ssize_t ca
     Py_ssize_t sp = 0;    /* next chunk header in src */
     Py_ssize_t base = 0;  /* where the next chunk's output starts in dst */
     Py_ssize_t end = 0;   /* bytes produced so far (dst[end:base] still to zero-fill) */
+    const uint8_t *dst_end = dst + cap;
 
 #define FAIL(m, o) do { err->msg = (m); err->offset = (o); return -1; } while (0)
 
@@ -161,7 +162,16 @@ lznt1_decode(const uint8_t *src, Py_ssize_t src_len, uint8_t *dst, Py_ssize_t ca
                         }
                         FAIL("back-reference past 4096 bytes of chunk output", in - src);
                     }
-                    copy_match(out, off, len);
+                    if (off >= 8 && (size_t)(dst_end - out) >= len + 8) {
+                        /* Eight bytes at a time; each read lies in bytes already written.
+                         * May write up to 7 bytes past the match, inside the buffer: later
+                         * output or the zero fill overwrites them. */
+                        const uint8_t *from = out - off;
+                        for (size_t k = 0; k < len; k += 8)
+                            memcpy(out + k, from + k, 8);
+                    } else {
+                        copy_match(out, off, len);
+                    }
                     out += len;
                     in += 2;
                 }

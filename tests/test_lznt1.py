@@ -191,18 +191,22 @@ def data_clusters(img: Path, name: str) -> list[int] | None:
     """
     out = subprocess.run(["ntfsinfo", "-F", f"/c/{name}", "-v", str(img)], check=True,
                          capture_output=True, text=True).stdout
-    section = out.split("Dumping attribute $DATA", 1)[1].split("Dumping attribute", 1)[0]
-    if re.search(r"Resident:\s+Yes", section):
-        return None
-    clusters: list[int] = []
-    runs = section.split("Runlist:", 1)[1].splitlines()[1:]
-    for line in runs:
-        m = re.fullmatch(r"\s*(0x[0-9a-f]+)\s+(0x[0-9a-f]+|<HOLE>)\s+(0x[0-9a-f]+)", line)
-        if not m:
-            break
-        vcn, lcn, length = int(m[1], 16), m[2], int(m[3], 16)
-        assert vcn == len(clusters), "runlist not contiguous"
-        clusters += [0] * length if lcn == "<HOLE>" else range(int(lcn, 16), int(lcn, 16) + length)
+    lcn_of: dict[int, int] = {}
+    for section in out.split("Dumping attribute ")[1:]:  # one per extent (attribute list)
+        if not section.startswith("$DATA"):
+            continue
+        if re.search(r"Resident:\s+Yes", section):
+            return None
+        for line in section.split("Runlist:", 1)[1].splitlines()[1:]:
+            m = re.fullmatch(r"\s*(0x[0-9a-f]+)\s+(0x[0-9a-f]+|<HOLE>|<RL_NOT_MAPPED>)\s+"
+                             r"(0x[0-9a-f]+)", line)
+            if not m:
+                break
+            vcn, lcn, n = int(m[1], 16), m[2], int(m[3], 16)
+            if lcn != "<RL_NOT_MAPPED>":  # mapped by another extent
+                first = 0 if lcn == "<HOLE>" else int(lcn, 16)
+                lcn_of.update((vcn + k, first and first + k) for k in range(n))
+    clusters = [lcn_of[v] for v in range(len(lcn_of))]  # KeyError = a gap in the runlist
     listed = _istat_clusters(img, inode_of(img, name))
     assert listed is not None and clusters[:len(listed)] == listed, f"istat disagrees on {name}"
     return clusters
