@@ -1,0 +1,103 @@
+"""A 50,000-entry directory (fixture set "small", /bigdir on system-p3): enumeration speed,
+O(log n) lookups counted on the stream, and concurrent readers from many threads."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import threading
+import time
+
+import pytest
+
+from ntfs_reader import Volume
+from rpfs.stream import FileStream, Stream
+
+
+class CountingStream(Stream):
+    """Counts the reads that reach the image (a wrapper, not a mock: it reads the file)."""
+
+    def __init__(self, base: Stream):
+        self.base = base
+        self.size = base.size
+        self.name = base.name
+        self.reads = 0
+        self.bytes = 0
+
+    def _read(self, offset, length):
+        self.reads += 1
+        self.bytes += length
+        return self.base.read(offset, length)
+
+    def readinto(self, offset, buffer):
+        self.reads += 1
+        n = self.base.readinto(offset, buffer)
+        self.bytes += n
+        return n
+
+
+@pytest.fixture(scope="module")
+def bigdir(small_fixtures):
+    fx = small_fixtures.volumes["system-p3"]
+    feat = fx.manifest["features"]["big_dir"]
+    return fx, feat["path"], feat["entries"]
+
+
+def test_enumerate_50000_under_a_second(bigdir):
+    fx, path, count = bigdir
+    d = Volume(FileStream(fx.image)).lookup(path)
+    t = time.perf_counter()
+    names = [e.name for e in d.iterdir()]
+    elapsed = time.perf_counter() - t
+    assert len(names) == count == 50_000
+    assert names == sorted(names, key=str.upper)  # index (collation) order
+    assert elapsed < 1.0, f"{elapsed:.2f}s"
+
+
+def test_lookup_reads_log_n_index_records(bigdir):
+    fx, path, count = bigdir
+    names = [p.rsplit("/", 1)[1] for p in fx.manifest["entries"] if p.startswith(path + "/")]
+    for name in random.Random(3).sample(names, 5) + [names[0], names[-1]]:
+        stream = CountingStream(FileStream(fx.image))
+        vol = Volume(stream)
+        d = vol.lookup(path)
+        index = d._index()
+        before = stream.reads
+        e = d.child(name.swapcase())
+        assert e.name == name
+        depth_bound = 2 * math.ceil(math.log(count, 16))  # >= 16 entries per 4 KiB node
+        assert 1 <= index.node_reads <= depth_bound, index.node_reads
+        assert stream.reads - before <= index.node_reads + 1  # +1: $UpCase is already read
+
+
+def test_concurrent_readers_agree(small_fixtures):
+    """Eight threads share one Volume (and its caches) and read the same files."""
+    fx = small_fixtures.volumes["system-p3"]
+    vol = Volume(FileStream(fx.image))
+    files = [(p, v) for p, v in fx.manifest["entries"].items()
+             if v["type"] == "file" and v["size"] and not p.startswith("/bigdir")]
+    files = random.Random(4).sample(files, min(60, len(files)))
+    errors = []
+
+    def worker(seed):
+        r = random.Random(seed)
+        try:
+            for p, v in r.sample(files, len(files)):
+                s = vol.lookup(p).open()
+                h = hashlib.sha256()
+                pos = 0
+                while pos < s.size:
+                    n = r.randint(1, 300_000)
+                    h.update(s.read(pos, n))
+                    pos += n
+                assert h.hexdigest() == v["sha256"], p
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
