@@ -227,7 +227,11 @@ def _read_mbr(r: _Reader, entries, ss: int) -> PartitionTable:
 
 
 def _read_ebr_chain(r: _Reader, ext_start: int, ext_sectors: int, ss: int) -> list[Partition]:
-    """Logical partitions along the EBR chain (bounded, loop-safe, kept inside the container)."""
+    """Logical partitions along the EBR chain (bounded, loop-safe, kept inside the container).
+
+    A damaged link ends the chain with a warning instead of failing the table: the primary
+    partitions and the logicals before the damage stay usable.
+    """
     out: list[Partition] = []
     seen: set[int] = set()
     ebr = ext_start
@@ -241,11 +245,14 @@ def _read_ebr_chain(r: _Reader, ext_start: int, ext_sectors: int, ss: int) -> li
             r.warnings.append(f"EBR chain longer than {MAX_LOGICAL}; stopped")
             break
         if at + 512 > r.disk.size:
-            raise r.error("EBR lies past the end of the disk", "EBR", at)
+            r.warnings.append(f"EBR at LBA {ebr} lies past the end of the disk; logical "
+                              "partitions from there on are missing")
+            break
         seen.add(ebr)
         sector = r.disk.read(at, 512)
         if sector[510:512] != b"\x55\xaa":
-            raise r.error("EBR without 55AA signature", "EBR", at)
+            r.warnings.append(f"EBR at LBA {ebr} has no 55AA signature; chain stopped")
+            break
         first = MBR_ENTRY.parse(sector[446:462])
         link = MBR_ENTRY.parse(sector[462:478])
         if first.type != 0 and first.sectors != 0:
@@ -261,8 +268,9 @@ def _read_ebr_chain(r: _Reader, ext_start: int, ext_sectors: int, ss: int) -> li
             break
         nxt = ext_start + link.lba_start
         if not ext_start < nxt < ext_start + ext_sectors:
-            raise r.error(f"next EBR at LBA {nxt} is outside the extended partition "
-                          f"[{ext_start}, {ext_start + ext_sectors})", "EBR link", at + 462)
+            r.warnings.append(f"EBR at LBA {ebr} links to LBA {nxt}, outside the extended "
+                              f"partition [{ext_start}, {ext_start + ext_sectors}); chain stopped")
+            break
         ebr = nxt
     return out
 

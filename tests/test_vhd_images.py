@@ -91,6 +91,35 @@ def _build(out: Path) -> None:
     with open(r, "wb") as f:
         f.truncate(40 * MiB + 7 * 512)
     _scatter(r, 3, [(0, 40 * MiB)], pieces=40)
+    # Tiny tables for mutation tests (a whole disk fits in a few hundred KiB).
+    t = out / "tiny_gpt.raw"
+    with open(t, "wb") as f:
+        f.truncate(256 << 10)
+    run("sgdisk", "-a", "1", "-n1:40:99", "-t1:0700", "-c1:alpha", "-n2:100:199", "-t2:ef00",
+        "-n3:200:299", "-t3:4200", t)
+    tm = out / "tiny_mbr.raw"
+    with open(tm, "wb") as f:
+        f.truncate(256 << 10)
+    run("sfdisk", "-q", tm, input=(
+        "label: dos\n"
+        f"{tm}1 : start=8, size=40, type=7\n"
+        f"{tm}2 : start=48, size=300, type=5\n"
+        f"{tm}5 : start=56, size=40, type=7\n"
+        f"{tm}6 : start=104, size=40, type=83\n"
+        f"{tm}7 : start=152, size=40, type=42\n"))
+    # 4096-byte logical sectors: sgdisk through a loop device that declares them.
+    g4 = out / "gpt4k.raw"
+    with open(g4, "wb") as f:
+        f.truncate(32 * MiB)
+    try:
+        loop = run("losetup", "--find", "--show", "--sector-size", "4096", g4).strip()
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        g4.unlink()  # no loop devices here: the 4Kn tests skip
+    else:
+        try:
+            run("sgdisk", "-n1:256:+8M", "-t1:0700", "-c1:four k", "-n2:0:+4M", "-t2:ef00", loop)
+        finally:
+            run("losetup", "-d", loop)
     for stem in ("gpt", "mbr", "random"):
         raw = out / f"{stem}.raw"
         run("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic", raw,
