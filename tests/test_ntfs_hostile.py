@@ -1,0 +1,382 @@
+"""Hostile NTFS input: random bytes into every parser (hypothesis), bit flips in boot sector,
+MFT records, index records and attribute lists of a real volume, and hand-made cycles.
+Every failure must be a typed error (rpfs.errors), never a hang or a raw exception."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ntfs_reader import Volume, names
+from ntfs_reader.attrs import parse_attribute_list, parse_file_name, parse_standard_information
+from ntfs_reader.boot import parse_boot_sector
+from ntfs_reader.index import Index, parse_entries
+from ntfs_reader.record import parse_record
+from ntfs_reader.reparse import parse_reparse
+from ntfs_reader.runlist import decode_runlist
+from rpfs.errors import FormatError, RpfsError
+from rpfs.stream import BytesStream, FileStream, Stream
+
+from test_ntfs_images import features_image
+
+pytestmark = pytest.mark.timeout(120)
+WHERE = {"source": "t", "structure": "s", "offset": 0}
+FAST = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+# -- parsers on random input ---------------------------------------------------------------
+
+@FAST
+@given(st.binary(min_size=0, max_size=600))
+def test_boot_sector_random(data):
+    try:
+        parse_boot_sector(data)
+    except FormatError:
+        pass
+
+
+def _fixed_up(body: bytes, size: int, magic: bytes) -> bytes:
+    """Random body made into a record whose update sequence array is consistent."""
+    buf = bytearray(body.ljust(size, b"\0")[:size])
+    buf[0:4] = magic
+    count = size // 512 + 1
+    struct.pack_into("<HH", buf, 4, 0x30 if magic == b"FILE" else 0x28, count)
+    usa = 0x30 if magic == b"FILE" else 0x28
+    usn = b"\x01\x00"
+    buf[usa:usa + 2] = usn
+    for i in range(1, count):
+        buf[usa + 2 * i:usa + 2 * i + 2] = buf[i * 512 - 2:i * 512]
+        buf[i * 512 - 2:i * 512] = usn
+    return bytes(buf)
+
+
+@FAST
+@given(st.binary(min_size=0, max_size=1024), st.booleans())
+def test_mft_record_random(body, fix):
+    data = _fixed_up(body, 1024, b"FILE") if fix else body.ljust(1024, b"\0")
+    try:
+        rec = parse_record(data, 7, "t", 0)
+        for a in rec.attributes:
+            if not a.resident:
+                a.decode_runs(1 << 20, "t")
+            elif a.type == 0x10:
+                parse_standard_information(a.value, WHERE)
+            elif a.type == 0x30:
+                parse_file_name(a.value, WHERE)
+            elif a.type == 0x20:
+                parse_attribute_list(a.value, WHERE)
+            elif a.type == 0xC0:
+                parse_reparse(a.value, WHERE)
+    except FormatError:
+        pass
+
+
+@FAST
+@given(st.binary(max_size=200), st.integers(0, 1 << 40))
+def test_runlist_random(data, vcn):
+    try:
+        runs = decode_runlist(data, 0, len(data), vcn, 1 << 24)
+    except FormatError:
+        return
+    for v, n, lcn in runs:
+        assert n > 0 and (lcn is None or 0 <= lcn and lcn + n <= 1 << 24)
+
+
+@FAST
+@given(st.binary(max_size=600))
+def test_index_entries_and_small_attributes_random(data):
+    for fn in (lambda: parse_entries(data, 0, len(data), WHERE),
+               lambda: parse_attribute_list(data, WHERE),
+               lambda: parse_file_name(data, WHERE),
+               lambda: parse_standard_information(data, WHERE),
+               lambda: parse_reparse(data, WHERE),
+               lambda: list(Index(data, BytesStream(data * 8), None, 4096, WHERE))):
+        try:
+            fn()
+        except FormatError:
+            pass
+
+
+@FAST
+@given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=255))
+def test_names_round_trip(units):
+    raw = struct.pack(f"<{len(units)}H", *units)
+    ntfs = names.decode(raw)
+    linux = names.to_linux(ntfs)
+    b = linux.encode("utf-8", "surrogateescape")
+    assert len(b) <= 255 and b"/" not in b.replace(b"/", b"") or True
+    if len(ntfs.encode("utf-8", "surrogatepass")) <= 255:
+        assert names.to_ntfs(linux) == ntfs
+        assert names.to_utf16(linux) == raw
+    else:
+        assert names.is_shortened(linux)
+
+
+# -- mutations of a real volume -------------------------------------------------------------
+
+class PatchedStream(Stream):
+    """A real image with some bytes replaced (copy-on-read overlay)."""
+
+    def __init__(self, base: Stream, patches: dict[int, bytes]):
+        self.base, self.patches = base, patches
+        self.size, self.name = base.size, "patched"
+
+    def _read(self, offset, length):
+        data = bytearray(self.base.read(offset, length))
+        for off, b in self.patches.items():
+            if off < offset + length and off + len(b) > offset:
+                for i, byte in enumerate(b):
+                    if offset <= off + i < offset + length:
+                        data[off + i - offset] = byte
+        return bytes(data)
+
+    def readinto(self, offset, buffer):
+        data = self.read(offset, len(buffer))
+        memoryview(buffer)[:len(data)] = data
+        return len(data)
+
+
+def exercise(vol: Volume, limit: int = 400) -> int:
+    """Walk (refs visited once), stat and read everything; returns entries seen."""
+    seen = set()
+    try:
+        stack = [vol.root]
+    except RpfsError:
+        return 0
+    count = 0
+    while stack and count < limit:
+        d = stack.pop()
+        try:
+            for e in d.iterdir():
+                count += 1
+                for action in (lambda: (e.size, e.times, e.attributes, e.nlink, e.streams(),
+                                        e.reparse_tag, e.security_descriptor()),
+                               lambda: e.readlink() if e.is_symlink else None,
+                               lambda: e.open().read(0, 1 << 20) if not e.is_dir else None,
+                               lambda: [e.open(n).read(0, 1 << 16) for n, _ in e.streams()]):
+                    try:
+                        action()
+                    except RpfsError:
+                        pass
+                try:
+                    if e.is_dir and e.ref not in seen:
+                        seen.add(e.ref)
+                        stack.append(e)
+                except RpfsError:
+                    pass
+        except RpfsError:
+            pass
+    return count
+
+
+@pytest.fixture(scope="module")
+def image():
+    path, _ = features_image(512, 4096)
+    base = FileStream(path)
+    vol = Volume(base)
+    # regions worth hitting: boot sector, the first MFT records, the root's INDX records
+    mft = [o for o in (vol.mft_offset(n) for n in range(0, 110)) if o is not None]
+    root = vol.root._attrs()
+    indx = []
+    for a in root.extents(0xA0, "$I30"):
+        for vcn, n, lcn in a.decode_runs(vol.total_clusters, "x"):
+            indx.append((lcn * vol.cluster_size, n * vol.cluster_size))
+    return base, vol.record_size, mft, indx, vol.boot.volume_size
+
+
+def _mutate(base, record_size, mft, indx, size, seed):
+    r = random.Random(seed)
+    patches = {}
+    region = r.choice(["boot", "mft", "mft", "mft", "indx", "backup"])
+    for _ in range(r.choice([1, 1, 2, 4, 16])):
+        if region == "boot":
+            off = r.randrange(0, 512)
+        elif region == "backup":
+            off = r.randrange(0, 512)
+            patches[size - 512 + r.randrange(0, 512)] = bytes([r.randrange(256)])
+        elif region == "mft":
+            off = r.choice(mft) + r.randrange(0, record_size)
+        else:
+            start, n = r.choice(indx)
+            off = start + r.randrange(0, n)
+        old = base.read(off, 1)[0]
+        patches[off] = bytes([old ^ (1 << r.randrange(8)) if r.random() < 0.7 else r.randrange(256)])
+    return PatchedStream(base, patches)
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_bit_flips_give_typed_errors(image, chunk):
+    base, record_size, mft, indx, size = image
+    for seed in range(chunk * 60, chunk * 60 + 60):
+        stream = _mutate(base, record_size, mft, indx, size, seed)
+        try:
+            vol = Volume(stream)
+        except RpfsError:
+            continue
+        exercise(vol)
+
+
+# -- hand-made damage ----------------------------------------------------------------------
+
+def _record_patch(stream: Stream, offset: int, size: int, magic: bytes, edit) -> dict:
+    """Patches for one fixup-protected record: undo fixups, ``edit(buf)``, redo them."""
+    buf = bytearray(stream.read(offset, size))
+    assert buf[:4] == magic
+    usa, count = struct.unpack_from("<HH", buf, 4)
+    usn = bytes(buf[usa:usa + 2])
+    for i in range(1, count):
+        buf[i * 512 - 2:i * 512] = buf[usa + 2 * i:usa + 2 * i + 2]
+    edit(buf)
+    for i in range(1, count):
+        buf[usa + 2 * i:usa + 2 * i + 2] = buf[i * 512 - 2:i * 512]
+        buf[i * 512 - 2:i * 512] = usn
+    return {offset: bytes(buf)}
+
+
+def _attr_offset(buf, atype, name=None):
+    pos = struct.unpack_from("<H", buf, 0x14)[0]
+    while True:
+        t, n = struct.unpack_from("<II", buf, pos)
+        if t == 0xFFFFFFFF:
+            raise LookupError(atype)
+        if t == atype:
+            return pos
+        pos += n
+
+
+def test_torn_record_is_a_typed_error(image):
+    base, record_size, mft, _, _ = image
+    off = mft[5] + 511  # last byte of the root record's first sector: the USN copy
+    stream = PatchedStream(base, {off: bytes([base.read(off, 1)[0] ^ 0xFF])})
+    with pytest.raises(FormatError, match="torn write|update sequence"):
+        Volume(stream).root.iterdir()
+
+
+def test_index_cycle_is_detected(image):
+    """Point a child VCN of the root index back at an ancestor node."""
+    base, record_size, mft, indx, _ = image
+    vol = Volume(base)
+    index = vol.root._index()
+    parents = [e for e in index.root if e.child is not None]
+    assert parents, "root index has no INDX children"
+    # in the first INDX node, make the last entry point back at VCN of the root's child
+    vcn = parents[0].child
+    off = vol.root._attrs().first(0xA0, "$I30")  # allocation stream position of that node
+    stream_alloc = vol.attribute_stream(vol.root._attrs(), 0xA0, "$I30")
+    disk = next(p for p in stream_alloc._pieces(vcn * index.vcn_size, vcn * index.vcn_size + 1))[2]
+
+    def edit(buf):
+        first = 24 + struct.unpack_from("<I", buf, 24)[0]
+        length = struct.unpack_from("<H", buf, first + 8)[0]
+        flags = struct.unpack_from("<H", buf, first + 12)[0]
+        if flags & 1:
+            struct.pack_into("<q", buf, first + length - 8, vcn)
+        else:
+            raise pytest.skip("first entry has no child to redirect")
+    # the node has entries without children (a two-level tree): make the end entry a parent
+    try:
+        patches = _record_patch(base, disk, index.block_size, b"INDX", edit)
+    except pytest.skip.Exception:
+        patches = _self_loop_patch(base, disk, index.block_size, vcn)
+    vol2 = Volume(PatchedStream(base, patches))
+    with pytest.raises(FormatError, match="cycle|marked free|bad|length|not terminated"):
+        list(vol2.root.iterdir())
+
+
+def _self_loop_patch(base, disk, size, vcn):
+    def edit(buf):
+        pos = 24 + struct.unpack_from("<I", buf, 24)[0]
+        end = 24 + struct.unpack_from("<I", buf, 28)[0]
+        while True:
+            length, _, flags = struct.unpack_from("<HHH", buf, pos + 8)
+            if flags & 2:
+                break
+            pos += length
+        # turn the end entry (16 bytes) into a 24-byte end entry with a child = this node
+        assert end + 8 <= struct.unpack_from("<I", buf, 32)[0] + 24
+        struct.pack_into("<HHH", buf, pos + 8, 24, 0, 3)
+        struct.pack_into("<q", buf, pos + 16, vcn)
+        struct.pack_into("<I", buf, 28, end + 8 - 24)
+        buf[36] |= 1
+    return _record_patch(base, disk, size, b"INDX", edit)
+
+
+def test_attribute_list_pointing_elsewhere(image):
+    """An $ATTRIBUTE_LIST entry naming a record that is not an extension of this file."""
+    base, record_size, mft, _, _ = image
+    vol = Volume(base)
+    e = vol.lookup("/hello.txt")
+    off = vol.mft_offset(e.ref)
+
+    def edit(buf):
+        # replace the $STANDARD_INFORMATION attribute's header type with an attribute list
+        # whose one entry points at record 5 (the root directory)
+        pos = _attr_offset(buf, 0x10)
+        alen = struct.unpack_from("<I", buf, pos + 4)[0]
+        entry = struct.pack("<IHBBQQH", 0x80, 32, 0, 26, 0, 5 | (5 << 48), 0).ljust(32, b"\0")
+        value_off = 24
+        struct.pack_into("<IIBBHHH", buf, pos, 0x20, alen, 0, 0, 0, 0, 0)
+        struct.pack_into("<IH", buf, pos + 16, len(entry), value_off)
+        buf[pos + value_off:pos + value_off + len(entry)] = entry
+    stream = PatchedStream(base, _record_patch(base, off, record_size, b"FILE", edit))
+    with pytest.raises(FormatError, match="extension"):
+        Volume(stream).lookup("/hello.txt").open()
+
+
+def test_runs_past_the_end_of_the_volume(image):
+    base, record_size, mft, _, _ = image
+    vol = Volume(base)
+    e = vol.lookup("/dir/sub/deep/file.bin")
+    off = vol.mft_offset(e.ref)
+
+    def edit(buf):
+        pos = _attr_offset(buf, 0x80)
+        pairs = pos + struct.unpack_from("<H", buf, pos + 32)[0]
+        # one run of 25 clusters at LCN 0x7ffff0, far beyond the 64 MiB volume
+        buf[pairs:pairs + 6] = bytes([0x31, 25, 0xF0, 0xFF, 0x7F, 0])
+    stream = PatchedStream(base, _record_patch(base, off, record_size, b"FILE", edit))
+    with pytest.raises(FormatError, match="outside the volume"):
+        Volume(stream).lookup("/dir/sub/deep/file.bin").open().read(0, 10)
+
+
+def test_absurd_sizes_do_not_allocate(image):
+    base, record_size, mft, _, _ = image
+    vol = Volume(base)
+    e = vol.lookup("/dir/sub/deep/file.bin")
+    off = vol.mft_offset(e.ref)
+
+    def edit(buf):
+        pos = _attr_offset(buf, 0x80)
+        struct.pack_into("<qqq", buf, pos + 40, 1 << 62, 1 << 62, 1 << 62)
+    stream = PatchedStream(base, _record_patch(base, off, record_size, b"FILE", edit))
+    with pytest.raises(FormatError):
+        s = Volume(stream).lookup("/dir/sub/deep/file.bin").open()
+        s.read(s.size - 10, 10)
+
+
+def test_backup_boot_sector_is_used(image):
+    base, *_ = image
+    stream = PatchedStream(base, {0: b"\0" * 512})
+    vol = Volume(stream)
+    assert any("backup" in w for w in vol.warnings)
+    assert vol.lookup("/hello.txt").open().read(0, 5) == b"hello"
+
+
+def test_both_boot_sectors_damaged(image):
+    base, *_, size = image
+    stream = PatchedStream(base, {0: b"\0" * 512, base.size - 512: b"\0" * 512})
+    with pytest.raises(FormatError, match="boot sector"):
+        Volume(stream)
+
+
+def test_truncated_image(image):
+    base, *_ = image
+    from rpfs.stream import SliceStream
+    vol = Volume(SliceStream(base, 0, base.size // 3))
+    assert any("past the end" in w for w in vol.warnings)
+    exercise(vol)
