@@ -158,19 +158,34 @@ def decode_map(blob: bytes, count: int, source: str = "chunk map") -> array:
         if len(blob) != 2:
             raise FormatError("chunk map not empty", source=source, structure="chunk map", offset=0)
         return array("q")
+    need = count * 8
+    parts, got = [], 0
     try:
-        raw = zstandard.ZstdDecompressor().decompress(blob[2:], max_output_size=count * 8)
+        # streamed in bounded pieces: a hostile size cannot make us allocate more than the
+        # blob really decompresses to
+        reader = zstandard.ZstdDecompressor().stream_reader(bytes(blob[2:]))
+        while got < need:
+            piece = reader.read(min(8 << 20, need - got))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+        extra = reader.read(1) if got == need else b""
     except zstandard.ZstdError as e:
         raise FormatError(f"chunk map undecodable: {e}", source=source, structure="chunk map",
                           offset=2) from None
-    if len(raw) != count * 8:
-        raise FormatError(f"chunk map has {len(raw) // 8} entries, expected {count}",
-                          source=source, structure="chunk map", offset=2)
+    if got != need or extra:
+        raise FormatError(f"chunk map does not hold {count} entries", source=source,
+                          structure="chunk map", offset=2)
     d = array("q")
-    d.frombytes(raw)
+    d.frombytes(b"".join(parts))
     if array("q", [1]).tobytes()[0] != 1:
         d.byteswap()
-    ids = array("q", accumulate(d))
+    try:
+        ids = array("q", accumulate(d))
+    except OverflowError:
+        raise FormatError("chunk id out of range", source=source, structure="chunk map",
+                          offset=2) from None
     if min(ids) < 0:
         raise FormatError("negative chunk id", source=source, structure="chunk map", offset=2)
     return ids
