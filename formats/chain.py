@@ -207,6 +207,31 @@ def resolve_chains(files: Mapping[str, Stream]) -> dict[str, Disk]:
     return res.disks
 
 
+def _on_disk(folder: str, rel: str) -> str | None:
+    """``rel`` (POSIX, may start with ..) as it is spelled on disk, matching each component
+    case-insensitively as Windows would; None if there is no such file."""
+    parts = rel.split("/")
+    here = folder
+    out = []
+    for i, part in enumerate(parts):
+        if part in ("", ".", ".."):
+            here = os.path.normpath(os.path.join(here, part or "."))
+            out.append(part)
+            continue
+        exact = os.path.join(here, part)
+        if not os.path.exists(exact):
+            try:
+                match = [n for n in sorted(os.listdir(here)) if n.lower() == part.lower()]
+            except OSError:
+                return None
+            if not match:
+                return None
+            part, exact = match[0], os.path.join(here, match[0])
+        here = exact
+        out.append(part)
+    return posixpath.normpath("/".join(out)) if os.path.isfile(here) else None
+
+
 def open_path(path: str | os.PathLike) -> dict[str, Disk]:
     """A disk image or a VM folder on the local filesystem, chains resolved.
 
@@ -250,8 +275,9 @@ def open_path(path: str | os.PathLike) -> dict[str, Disk]:
             if not p or _WINDOWS_ABS.match(p):
                 continue
             cand = posixpath.normpath(posixpath.join(posixpath.dirname(rel), p))
-            full = os.path.normpath(os.path.join(folder, cand))
-            if cand not in files and os.path.isfile(full):
+            cand = _on_disk(folder, cand)
+            if cand is not None and cand not in files:
+                full = os.path.normpath(os.path.join(folder, cand))
                 files[cand] = FileStream(full, name=full)
                 pending.append(cand)
     res = resolve_all(files, include=frozenset([me]))
