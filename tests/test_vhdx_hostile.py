@@ -233,3 +233,30 @@ def test_crafted_logs(entries):
         list(ov.extents())[:100]
     except FormatError as e:
         assert e.source == "log.vhdx"
+
+
+def test_log_of_giant_entries_is_rejected_quickly():
+    """Every sector claims to start a long entry (as long as the log, or the longest a
+    one-sector descriptor table allows): the search stays cheap."""
+    import time
+    from formats.vhdx.log import MAX_LOG_LENGTH
+    g = uuid.uuid4()
+    length = MAX_LOG_LENGTH
+    for claimed in (length, 127 * 4096):
+        _giant(g, length, claimed)
+    with pytest.raises(FormatError, match="larger than supported"):
+        replay_log(BytesStream(bytes(MiB + 2 * length), "log.vhdx"), MiB, 2 * length, g)
+
+
+def _giant(g, length, claimed):
+    import time
+    one = bytearray(S.LogEntryHeader.build(dict(signature=S.LOG_ENTRY_SIGNATURE, checksum=0, entry_length=claimed,
+                                                tail=0, sequence_number=5, descriptor_count=126, log_guid=g,
+                                                flushed_file_offset=0, last_file_offset=0)).ljust(4096, b"\0"))
+    for i in range(126):
+        one[64 + 32 * i:68 + 32 * i] = S.LOG_DATA_DESC_SIGNATURE
+    stream = BytesStream(bytes(MiB) + bytes(one) * (length // 4096), "log.vhdx")
+    t = time.perf_counter()
+    with pytest.raises(FormatError, match="no valid sequence"):
+        replay_log(stream, MiB, length, g)
+    assert time.perf_counter() - t < 10

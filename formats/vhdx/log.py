@@ -23,7 +23,8 @@ from .structures import (
     LogDescriptor, LogEntryHeader, checksum_with_field_zeroed,
 )
 
-MAX_LOG_LENGTH = 64 * MiB          # Hyper-V and qemu write 1 MiB logs
+MAX_LOG_LENGTH = 16 * MiB          # Hyper-V and qemu write 1 MiB logs; read whole into memory
+MAX_ENTRY_PADDING = 64 * 1024      # entries may be aligned to at most 64 KiB host sectors
 MAX_FILE_OFFSET = 1 << 50          # anything a log points beyond this is hostile
 MAX_ENTRY_VISITS = 1_000_000       # bounds the active-sequence search on crafted logs
 
@@ -48,16 +49,14 @@ class _Log:
         self.length = length
         self.log_guid = log_guid
         self._cache: dict[int, LogEntry | None] = {}
-
-    def read(self, pos: int, n: int) -> bytes:
-        first = min(n, self.length - pos)
-        data = self.stream.read(self.offset + pos, first)
-        if first < n:
-            data += self.stream.read(self.offset, n - first)
-        if len(data) != n:
+        ring = stream.read(offset, length)
+        if len(ring) != length:
             raise FormatError("log region extends past end of file",
-                              source=self.stream.name, structure="VHDX log", offset=self.offset + pos)
-        return data
+                              source=stream.name, structure="VHDX log", offset=offset)
+        self._ring = memoryview(ring + ring)   # entries may wrap: read them from the doubled ring
+
+    def read(self, pos: int, n: int) -> memoryview:
+        return self._ring[pos:pos + n]
 
     def entry_at(self, pos: int) -> LogEntry | None:
         if pos not in self._cache:
@@ -85,6 +84,15 @@ class _Log:
         desc_sectors = -(-(LOG_ENTRY_HEADER_SIZE + LOG_DESCRIPTOR_SIZE * count) // LOG_SECTOR)
         if desc_sectors > sectors:
             return None
+        # Cheap structural checks before summing the whole entry: one data sector per data
+        # descriptor, and no more padding than a 64 KiB alignment needs.
+        descs = self.read(pos, desc_sectors * LOG_SECTOR)
+        data_count = sum(
+            bytes(descs[LOG_ENTRY_HEADER_SIZE + LOG_DESCRIPTOR_SIZE * i:][:4]) == LOG_DATA_DESC_SIGNATURE
+            for i in range(count))
+        used = (desc_sectors + data_count) * LOG_SECTOR
+        if used > size or size > used + MAX_ENTRY_PADDING:
+            return None
         body = head if size == LOG_SECTOR else self.read(pos, size)
         if checksum_with_field_zeroed(body) != h.checksum:
             return None
@@ -105,11 +113,11 @@ class _Log:
                     return None
                 sector = body[data_index * LOG_SECTOR:(data_index + 1) * LOG_SECTOR]
                 data_index += 1
-                if (sector[:4] != LOG_DATA_SECTOR_SIGNATURE
+                if (bytes(sector[:4]) != LOG_DATA_SECTOR_SIGNATURE
                         or int.from_bytes(sector[4:8], "little") != h.sequence_number >> 32
                         or int.from_bytes(sector[4092:], "little") != h.sequence_number & 0xFFFFFFFF):
                     return None
-                ops.append(("data", d.file_offset, d.leading_bytes + sector[8:4092] + d.trailing_bytes))
+                ops.append(("data", d.file_offset, d.leading_bytes + bytes(sector[8:4092]) + d.trailing_bytes))
             else:
                 return None
         return LogEntry(pos, size, h.sequence_number, h.tail, h.flushed_file_offset,
