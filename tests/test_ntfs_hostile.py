@@ -380,3 +380,119 @@ def test_truncated_image(image):
     vol = Volume(SliceStream(base, 0, base.size // 3))
     assert any("past the end" in w for w in vol.warnings)
     exercise(vol)
+
+
+# -- $MFT whose $DATA continues through an $ATTRIBUTE_LIST -----------------------------------
+
+def _signed_min(x: int) -> bytes:
+    n = 1
+    while not -(1 << (8 * n - 1)) <= x < (1 << (8 * n - 1)):
+        n += 1
+    return x.to_bytes(n, "little", signed=True)
+
+
+def encode_runs(runs) -> bytes:
+    out, prev = bytearray(), 0
+    for _vcn, n, lcn in runs:
+        lb = _signed_min(n)
+        ob = _signed_min(lcn - prev)
+        out += bytes([len(ob) << 4 | len(lb)]) + lb + ob
+        prev = lcn
+    return bytes(out + b"\0")
+
+
+def _nonres_data(runs, low, high, sizes, attr_id) -> bytes:
+    pairs = encode_runs(runs)
+    pairs += b"\0" * (-len(pairs) % 8)
+    length = 64 + len(pairs)
+    return struct.pack("<IIBBHHHqqHB5xqqq", 0x80, length, 1, 0, 0x40, 0, attr_id, low, high,
+                       0x40, 0, *sizes) + pairs
+
+
+def _finish_record(buf: bytearray, used: int) -> bytes:
+    struct.pack_into("<I", buf, 24, used)
+    usa, count = struct.unpack_from("<HH", buf, 4)
+    usn = b"\x07\x00"
+    buf[usa:usa + 2] = usn
+    for i in range(1, count):
+        buf[usa + 2 * i:usa + 2 * i + 2] = buf[i * 512 - 2:i * 512]
+        buf[i * 512 - 2:i * 512] = usn
+    return bytes(buf)
+
+
+def test_mft_data_through_attribute_list():
+    """$MFT's $DATA split in two extents: VCN 0.. in record 0, the rest in extension record
+    15, listed by a new $ATTRIBUTE_LIST in record 0 (the layout Windows uses for a very
+    fragmented MFT). Everything must read as before."""
+    path, man = features_image(512, 4096)
+    base = FileStream(path)
+    vol = Volume(base)
+    rs = vol.record_size
+    rec0 = vol.record(0)
+    data = [a for a in rec0.attributes if a.type == 0x80][0]
+    runs = data.decode_runs(vol.total_clusters, "x")
+    ext_no = 15
+    split = (ext_no * rs) // vol.cluster_size + 1  # extent A must map record 15 itself
+    a_runs, b_runs = [], []
+    for vcn, n, lcn in runs:
+        if vcn + n <= split:
+            a_runs.append((vcn, n, lcn))
+        elif vcn >= split:
+            b_runs.append((vcn, n, lcn))
+        else:
+            a_runs.append((vcn, split - vcn, lcn))
+            b_runs.append((split, n - (split - vcn), lcn + split - vcn))
+    assert b_runs, "MFT too small to split"
+    end = b_runs[-1][0] + b_runs[-1][1]
+    sizes = (data.allocated_size, data.data_size, data.initialized_size)
+    off0 = vol.mft_offset(0)
+    raw0 = bytearray(base.read(off0, rs))
+    usa, count = struct.unpack_from("<HH", raw0, 4)
+    for i in range(1, count):
+        raw0[i * 512 - 2:i * 512] = raw0[usa + 2 * i:usa + 2 * i + 2]
+    attrs_off = struct.unpack_from("<H", raw0, 0x14)[0]
+    pieces = {}
+    pos = attrs_off
+    while True:
+        t, n = struct.unpack_from("<II", raw0, pos)
+        if t == 0xFFFFFFFF:
+            break
+        pieces[t] = bytes(raw0[pos:pos + n])
+        pos += n
+    seq0 = rec0.sequence
+    data_id = struct.unpack_from("<H", pieces[0x80], 14)[0]
+    new_id = 0x20
+    alist_entries = []
+    for t, body in sorted(pieces.items()):
+        aid = struct.unpack_from("<H", body, 14)[0]
+        alist_entries.append(struct.pack("<IHBBQQH", t, 32, 0, 26, 0, seq0 << 48, aid).ljust(32, b"\0"))
+        if t == 0x80:
+            alist_entries.append(struct.pack("<IHBBQQH", 0x80, 32, 0, 26, split,
+                                             ext_no | (1 << 48), new_id).ljust(32, b"\0"))
+    alist_value = b"".join(alist_entries)
+    alist = struct.pack("<IIBBHHHIHBx", 0x20, 24 + len(alist_value), 0, 0, 0x18, 0, 0x21,
+                        len(alist_value), 0x18, 0) + alist_value
+    pieces[0x20] = alist
+    pieces[0x80] = _nonres_data(a_runs, 0, split - 1, sizes, data_id)
+    body = b"".join(pieces[t] for t in sorted(pieces)) + b"\xff\xff\xff\xff\0\0\0\0"
+    new0 = bytearray(raw0[:attrs_off]) + body
+    assert len(new0) <= rs
+    new0 = new0.ljust(rs, b"\0")
+    struct.pack_into("<H", new0, 0x28, 0x22)
+    rec0_bytes = _finish_record(new0, attrs_off + len(body))
+    # extension record 15
+    ext = bytearray(rs)
+    struct.pack_into("<4sHHQHHHHIIQH", ext, 0, b"FILE", 0x30, rs // 512 + 1, 0, 1, 0, 0x38, 1,
+                     0, rs, seq0 << 48, new_id + 1)
+    struct.pack_into("<I", ext, 0x2C, ext_no)
+    ebody = _nonres_data(b_runs, split, end - 1, (0, 0, 0), new_id) + b"\xff\xff\xff\xff\0\0\0\0"
+    ext[0x38:0x38 + len(ebody)] = ebody
+    ext_bytes = _finish_record(ext, 0x38 + len(ebody))
+    stream = PatchedStream(base, {off0: rec0_bytes, vol.mft_offset(ext_no): ext_bytes})
+    vol2 = Volume(stream)
+    assert [(e.type, e.lowest_vcn) for e in vol2.file(0).extents(0x80)] == [(0x80, 0), (0x80, split)]
+    assert vol2.mft_records == vol.mft_records
+    for p, info in man["entries"].items():
+        if info["type"] == "file" and "sha256" in info:
+            got = vol2.lookup(p).open()
+            assert hashlib.sha256(got.read(0, got.size)).hexdigest() == info["sha256"], p
