@@ -496,3 +496,24 @@ def test_mft_data_through_attribute_list():
         if info["type"] == "file" and "sha256" in info:
             got = vol2.lookup(p).open()
             assert hashlib.sha256(got.read(0, got.size)).hexdigest() == info["sha256"], p
+
+
+def test_efs_encrypted_file_refuses_to_open(image):
+    """FILE_ATTRIBUTE_ENCRYPTED in $STANDARD_INFORMATION (ntfs-3g cannot set it): the
+    contents are ciphertext, so open() must refuse rather than return them."""
+    from rpfs.errors import UnsupportedError
+    base, record_size, *_ = image
+    vol = Volume(base)
+    e = vol.lookup("/hello.txt")
+    off = vol.mft_offset(e.ref)
+
+    def edit(buf):
+        pos = _attr_offset(buf, 0x10)
+        value = pos + struct.unpack_from("<H", buf, pos + 20)[0]
+        flags = struct.unpack_from("<I", buf, value + 32)[0]
+        struct.pack_into("<I", buf, value + 32, flags | 0x4000)
+    vol2 = Volume(PatchedStream(base, _record_patch(base, off, record_size, b"FILE", edit)))
+    e2 = vol2.lookup("/hello.txt")
+    assert e2.is_encrypted and e2.attributes & 0x4000
+    with pytest.raises(UnsupportedError, match="EFS"):
+        e2.open()
