@@ -64,15 +64,17 @@ def _check(source: Stream, block_size: int) -> int:
 
 
 def write_vhd(source: Stream, dest: str | os.PathLike, *, fixed: bool = False,
-              block_size: int = DEFAULT_BLOCK_SIZE, parent: str | os.PathLike | None = None,
+              block_size: int = DEFAULT_BLOCK_SIZE, parent=None,
+              parent_path: str | os.PathLike | None = None,
               parent_locators: list[tuple[str, str]] | None = None, progress=None,
               unique_id: uuid.UUID | None = None, timestamp: int | None = None,
               creator_app: bytes = CREATOR_APP) -> uuid.UUID:
     """Write ``source`` as a VHD at ``dest``; returns the new disk's unique id.
 
-    ``parent``: path of a VHD to make a differencing child of; only sectors where ``source``
-    differs from that parent (its chain resolved) are stored. ``parent_locators`` overrides
-    the (code, path) locators written (default: W2ku absolute, W2ru relative "./name").
+    ``parent``: a VHD to make a differencing child of, as a path (its chain resolved among
+    its siblings) or an opened VHD ``Disk`` (then ``parent_path`` names its file); only
+    sectors where ``source`` differs from the parent are stored. ``parent_locators``
+    overrides the (code, path) locators written (default: W2ku absolute, W2ru ".\\name").
     """
     size = _check(source, block_size)
     unique_id = unique_id or uuid.uuid4()
@@ -82,7 +84,7 @@ def write_vhd(source: Stream, dest: str | os.PathLike, *, fixed: bool = False,
         _write_fixed(source, dest, size, unique_id, timestamp, creator_app, progress)
     else:
         _write_dynamic(source, dest, size, block_size, unique_id, timestamp, creator_app,
-                       parent, parent_locators, progress)
+                       parent, parent_path, parent_locators, progress)
     return unique_id
 
 
@@ -128,14 +130,23 @@ def _locators(dest: str, parent_path: str, override) -> list[tuple[bytes, bytes]
     return out
 
 
-def _open_parent(parent, size):
-    from formats.chain import open_path
-    (disk,) = open_path(parent).values()
+def _open_parent(parent, parent_path, size):
+    from formats.disk import Disk
+    if isinstance(parent, Disk):
+        disk = parent
+        if parent_path is None:
+            parent_path = getattr(disk.source, "path", None)
+        if parent_path is None:
+            raise UsageError("parent_path is needed to write the parent locators")
+    else:
+        from formats.chain import open_path
+        parent_path = parent
+        (disk,) = open_path(parent).values()
     if disk.format != "vhd":
         raise UsageError(f"parent {parent} is {disk.format}; a VHD child needs a VHD parent")
     if disk.size != size:
         raise UsageError(f"parent {parent} is {disk.size} bytes, child would be {size}")
-    return disk
+    return disk, os.fspath(parent_path)
 
 
 def _differing_sectors(a: memoryview, b: memoryview) -> list[int]:
@@ -152,7 +163,7 @@ def _differing_sectors(a: memoryview, b: memoryview) -> list[int]:
 
 
 def _write_dynamic(source, dest, size, bs, unique_id, timestamp, creator_app, parent,
-                   locator_override, progress):
+                   parent_path, locator_override, progress):
     dest = os.fspath(dest)
     count = -(-size // bs)
     bitmap_size = -(-(bs // SECTOR) // 8 // SECTOR) * SECTOR
@@ -164,11 +175,11 @@ def _write_dynamic(source, dest, size, bs, unique_id, timestamp, creator_app, pa
                         parent_name=bytes(512))
     if parent is not None:
         disk_type = TYPE_DIFFERENCING
-        parent_disk = _open_parent(parent, size)
-        locators = _locators(dest, os.fspath(parent), locator_override)
-        pname = os.path.basename(os.fspath(parent)).encode("utf-16-be")[:512]
+        parent_disk, parent_path = _open_parent(parent, parent_path, size)
+        locators = _locators(dest, parent_path, locator_override)
+        pname = os.path.basename(parent_path).encode("utf-16-be")[:512]
         header_extra = dict(parent_unique_id=parent_disk.identity.bytes,
-                            parent_timestamp=_vhd_time(os.stat(parent).st_mtime),
+                            parent_timestamp=_vhd_time(os.stat(parent_path).st_mtime),
                             parent_name=pname.ljust(512, b"\0"))
     pos = BAT_AT + bat_bytes
     loc_entries = []
