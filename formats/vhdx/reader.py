@@ -61,7 +61,7 @@ class VhdxDisk(Disk):
         h = self.header
         self.log_replayed = False
         self.file: Stream = stream
-        if h.log_guid != uuid.UUID(int=0):
+        if h.log_guid != uuid.UUID(int=0) and h.log_length:   # no log region: nothing to replay (as qemu)
             if h.log_version != 0:
                 raise UnsupportedError(f"log version {h.log_version}", source=self.name,
                                        structure=f"VHDX header {self.header_index + 1}",

@@ -152,13 +152,16 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
                 _copy_block(source, fd, bstart, blen, offset)
                 bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
             elif not differencing:
-                pieces = _nonzero_pieces(source, bstart, blen)
-                if pieces:
-                    offset = end
-                    end += block_size
-                    for voff, data in pieces:
-                        os.pwrite(fd, data, offset + voff - bstart)
-                    bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
+                offset = None   # allocated at the first non-zero piece, never for all-zero blocks
+                for voff, n in _data_ranges(source, bstart, blen):
+                    data = source.read(voff, n)
+                    if is_zero(data):
+                        continue
+                    if offset is None:
+                        offset = end
+                        end += block_size
+                        bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
+                    os.pwrite(fd, data, offset + voff - bstart)
             else:
                 state, data, present = _diff_block(source, parent, bstart, blen, lss, zero_blocks)
                 if state in (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
@@ -213,15 +216,6 @@ def _data_ranges(source: Stream, start: int, length: int):
             n = min(_PIECE, e.end - pos)
             yield pos, n
             pos += n
-
-
-def _nonzero_pieces(source: Stream, start: int, length: int) -> list[tuple[int, bytes]]:
-    out = []
-    for pos, n in _data_ranges(source, start, length):
-        data = source.read(pos, n)
-        if not is_zero(data):
-            out.append((pos, data))
-    return out
 
 
 def _copy_block(source: Stream, fd: int, start: int, length: int, offset: int) -> None:
