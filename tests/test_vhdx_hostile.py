@@ -260,3 +260,54 @@ def _giant(g, length, claimed):
     with pytest.raises(FormatError, match="no valid sequence"):
         replay_log(stream, MiB, length, g)
     assert time.perf_counter() - t < 10
+
+
+@pytest.mark.parametrize("required", [0, 1])
+def test_unknown_region(images, required):
+    """Unknown regions are kept out of the way; unknown required ones refuse to open."""
+    imgs, _ = images
+    buf = bytearray(imgs["base"])
+    for off in S.REGION_TABLE_OFFSETS:
+        buf[off + 8:off + 12] = (3).to_bytes(4, "little")
+        buf[off + 16 + 64:off + 16 + 96] = S.RegionTableEntry.build(
+            dict(guid=uuid.uuid4(), file_offset=64 * MiB, length=MiB, required=required))
+    refresh_checksums(buf)
+    if required:
+        from rpfs.errors import UnsupportedError
+        with pytest.raises(UnsupportedError, match="not understood"):
+            VhdxDisk(BytesStream(bytes(buf), "x"))
+    else:
+        disk = VhdxDisk(BytesStream(bytes(buf), "x"))
+        assert disk.read(0, disk.size) == VhdxDisk(BytesStream(imgs["base"])).read(0, disk.size)
+
+
+def _locator_image(images, entries: dict[str, str]) -> bytes:
+    from formats.vhdx.writer import build_parent_locator
+    imgs, _ = images
+    buf = bytearray(imgs["child"])
+    loc = build_parent_locator(entries)
+    for k in range(16):
+        e = S.MetadataTableEntry.parse(buf[METADATA_OFFSET + 32 + 32 * k:])
+        if e.item_id == S.PARENT_LOCATOR_GUID:
+            at = METADATA_OFFSET + 32 + 32 * k
+            buf[at:at + 32] = S.MetadataTableEntry.build(dict(item_id=e.item_id, offset=e.offset, length=len(loc),
+                                                              flags=e.flags))
+            buf[METADATA_OFFSET + e.offset:METADATA_OFFSET + e.offset + len(loc)] = loc
+            return bytes(buf)
+    raise AssertionError("no locator")
+
+
+def test_parent_locator_variants(images):
+    g = uuid.uuid4()
+    disk = VhdxDisk(BytesStream(_locator_image(images, {
+        "absolute_win32_path": "\\\\?\\D:\\vms\\p.vhdx", "volume_path": "\\\\?\\Volume{x}\\vms\\p.vhdx",
+        "relative_path": "..\\p.vhdx", "parent_linkage": str(g).upper(), "parent_linkage2": "{%s}" % g,
+        "vendor_key": "kept"}), "c"))
+    ref = disk.parent_ref
+    assert ref.paths == ("..\\p.vhdx", "\\\\?\\Volume{x}\\vms\\p.vhdx", "\\\\?\\D:\\vms\\p.vhdx")
+    assert ref.identity == g and ref.extra["identity2"] == g
+    assert ref.extra["locator"]["vendor_key"] == "kept"
+    for bad, match in (({"relative_path": "p.vhdx"}, "no parent_linkage"),
+                       ({"parent_linkage": "not-a-guid"}, "not a GUID")):
+        with pytest.raises(FormatError, match=match):
+            VhdxDisk(BytesStream(_locator_image(images, bad), "c"))
