@@ -81,15 +81,18 @@ class StandardInformation:
     security_id: int | None
 
 
+# The same layouts as STANDARD_INFORMATION(+_V3) above, for the stat hot path (construct
+# costs ~40 us per parse, a third of a full-volume walk).
+_SI = struct.Struct("<QQQQI")
+_SI_SECURITY = struct.Struct("<I")
+
+
 def parse_standard_information(value: bytes, where: dict) -> StandardInformation:
     if len(value) < 48:
         raise FormatError(f"$STANDARD_INFORMATION too short ({len(value)} bytes)", **where)
-    si = STANDARD_INFORMATION.parse(value)
-    sec = None
-    if len(value) >= 72:
-        sec = STANDARD_INFORMATION_V3.parse(value[36:72]).security_id
-    return StandardInformation(Times(si.created, si.modified, si.changed, si.accessed),
-                               si.file_attributes, sec)
+    cr, mo, ch, ac, flags = _SI.unpack_from(value, 0)
+    sec = _SI_SECURITY.unpack_from(value, 52)[0] if len(value) >= 72 else None
+    return StandardInformation(Times(cr, mo, ch, ac), flags, sec)
 
 
 # $FILE_NAME: parent_ref Q, created Q, modified Q, changed Q, accessed Q, allocated_size q,

@@ -13,7 +13,7 @@ from collections import OrderedDict
 RECORD_CACHE = 8192          # parsed MFT records (about 1-4 KiB of bytes each)
 ENTRY_ATTRS_CACHE = 4096     # merged attribute sets of files (base + extension records)
 INDEX_NODE_CACHE = 1024      # parsed INDX records (4 KiB each)
-RUNLIST_CACHE = 2048         # decoded runlists of non-resident attributes
+# Decoded runlists live in their parsed attribute, so RECORD_CACHE bounds them too.
 COMPRESSED_UNIT_CACHE = 64   # decompressed compression units (64 KiB each typically)
 SECURITY_CACHE = 1024        # security descriptors by security id
 

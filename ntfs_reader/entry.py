@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from array import array
+from collections.abc import Mapping
 
 from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
 from rpfs.stream import Stream
@@ -39,6 +40,33 @@ _NS_PREFERENCE = {NS_WIN32: 0, NS_WIN32_AND_DOS: 0, NS_POSIX: 1, NS_DOS: 2}
 _ZERO_TIMES = Times(0, 0, 0, 0)
 
 
+class _Where(Mapping):
+    """Error context (source, structure, offset) computed only when an error is raised:
+    finding the record's offset on the volume costs more than parsing it."""
+
+    __slots__ = ("entry", "structure", "_d")
+
+    def __init__(self, entry, structure):
+        self.entry, self.structure, self._d = entry, structure, None
+
+    def _dict(self) -> dict:
+        if self._d is None:
+            e = self.entry
+            self._d = {"source": e.volume.name,
+                       "structure": self.structure or f"MFT record {e.ref}",
+                       "offset": e.volume.mft_offset_safe(e.ref)}
+        return self._d
+
+    def __getitem__(self, key):
+        return self._dict()[key]
+
+    def __iter__(self):
+        return iter(self._dict())
+
+    def __len__(self):
+        return 3
+
+
 class Entry:
     """One file or directory, reached by ``name`` (a hard link has one Entry per name)."""
 
@@ -59,10 +87,8 @@ class Entry:
             self._fa = self.volume.file(self.ref, self.sequence)
         return self._fa
 
-    def _where(self, structure: str | None = None) -> dict:
-        return {"source": self.volume.name,
-                "structure": structure or f"MFT record {self.ref}",
-                "offset": self.volume.mft_offset_safe(self.ref)}
+    def _where(self, structure: str | None = None) -> "_Where":
+        return _Where(self, structure)
 
     def _memo(self, key, fn):
         try:

@@ -228,7 +228,8 @@ def parse_record(data: bytes, number: int, source: str, offset: int) -> MftRecor
                                   structure=structure, offset=offset + pos)
             (low, high, pairs_off, cunit, alloc, dsize, isize) = _NONRES.unpack_from(data, pos + 16)
             compressed = 0
-            if cunit and alen >= 72:
+            if (cunit or aflags & (ATTR_COMPRESSED | ATTR_SPARSE)) and alen >= 72 \
+                    and pairs_off >= 72:
                 compressed = struct.unpack_from("<q", data, pos + 64)[0]
             if (low < 0 or high < low - 1 or pairs_off >= alen or pairs_off < 64
                     or alloc < 0 or dsize < 0 or isize < 0 or cunit > 16):

@@ -145,11 +145,8 @@ class Volume:
                               f"({self._mft.size // self.record_size} records)",
                               **self._where(f"MFT record {number}"))
         data = self._mft.read(number * self.record_size, self.record_size)
-        try:
-            off = self.mft_offset(number)
-        except FormatError:
-            off = None
-        rec = parse_record(data, number, self.name, off if off is not None else 0)
+        off = self.mft_offset_safe(number)
+        rec = parse_record(data, number, self.name, off or 0)
         self._records.put(number, rec)
         return rec
 
@@ -163,12 +160,15 @@ class Volume:
         fa = self._files.get(number)
         if fa is None:
             rec = self.record(number)
-            where = self._where(f"MFT record {number}", self.mft_offset_safe(number))
             if not rec.in_use:
-                raise FormatError("reference to an MFT record not in use", **where)
+                raise FormatError("reference to an MFT record not in use",
+                                  **self._where(f"MFT record {number}",
+                                                self.mft_offset_safe(number)))
             if rec.base_ref:
                 raise FormatError(f"MFT record {number} is an extension record of "
-                                  f"{ref_number(rec.base_ref)}, not a file", **where)
+                                  f"{ref_number(rec.base_ref)}, not a file",
+                                  **self._where(f"MFT record {number}",
+                                                self.mft_offset_safe(number)))
             alist = [a for a in rec.attributes if a.type == AT_ATTRIBUTE_LIST]
             fa = self._gather(rec, alist[0]) if alist else FileAttributes(rec, rec.attributes)
             self._files.put(number, fa)
