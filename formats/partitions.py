@@ -278,12 +278,20 @@ def _read_ebr_chain(r: _Reader, ext_start: int, ext_sectors: int, ss: int) -> li
 # -- GPT ---------------------------------------------------------------------------------
 
 def _read_gpt(r: _Reader, ss: int) -> PartitionTable | None:
-    """Primary GPT at LBA 1, else the backup at the last LBA. None if neither is there."""
+    """Primary GPT at LBA 1, else the backup at the last LBA, else the backup where the
+    (damaged) primary says it is: a disk grown or rounded up by a converter keeps its backup
+    short of the new end. None if there is no GPT at all."""
     last_lba = r.disk.size // ss - 1
     if last_lba < 2:
         return None
+    candidates = [("primary", 1), ("backup", last_lba)]
+    head = r.disk.read(ss, GPT_HEADER_SIZE)
+    if head[:8] == b"EFI PART" and len(head) == GPT_HEADER_SIZE:
+        alt = GPT_HEADER.parse(head).alternate_lba
+        if 1 < alt < last_lba:
+            candidates.append(("backup", alt))
     errors = []
-    for which, lba in (("primary", 1), ("backup", last_lba)):
+    for which, lba in candidates:
         try:
             header, entries = _gpt_at(r, lba, ss, which)
         except FormatError as e:

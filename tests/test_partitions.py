@@ -288,3 +288,30 @@ def test_self_linking_ebr_chain_terminates():
         struct.pack_into("<II", data, at + 446 + 8, 1, 1)
     table = read_partitions(RawDisk(BytesStream(bytes(data))))
     assert len(table.partitions) <= 1 + 256 and table.warnings
+
+
+def test_backup_found_where_primary_says_when_disk_was_rounded_up(imgs, tmp_path):
+    """qemu-img rounds a VHD up to its CHS size: the backup GPT is no longer at the last LBA."""
+    bad = tmp_path / "bad.vhd"
+    shutil.copyfile(imgs / "gpt.qf.vhd", bad)  # fixed: the raw bytes start at 0
+    with open(bad, "r+b") as f:
+        f.seek(512 + 60)  # inside the disk GUID: the header CRC breaks
+        f.write(b"\x01")
+    disk = open_image(FileStream(bad))
+    assert disk.size > (imgs / "gpt.raw").stat().st_size
+    table = read_partitions(disk)
+    good = read_partitions(open_image(FileStream(imgs / "gpt.raw")))
+    assert [(p.number, p.offset, p.size) for p in table.partitions] == \
+        [(p.number, p.offset, p.size) for p in good.partitions]
+    assert any("backup" in w for w in table.warnings)
+
+
+def test_hybrid_mbr_uses_gpt(imgs, tmp_path):
+    hybrid = tmp_path / "hybrid.raw"
+    shutil.copyfile(imgs / "gpt.raw", hybrid)
+    run("sgdisk", "-h", "3:EE", hybrid)
+    dos = run("mmls", "-t", "dos", hybrid)  # really hybrid: EE plus partition 3 as 0x07
+    assert "(0xee)" in dos and "0000026624   0000059391" in dos and "(0x07)" in dos
+    table = read_partitions(open_image(FileStream(hybrid)))
+    assert table.scheme == "gpt" and len(table.partitions) == 8
+
