@@ -196,3 +196,12 @@ def test_vhdx_chain_resolves(tmp_path):
     # renamed middle file: found by identity (DataWriteGuid)
     os.rename(tmp_path / "disk_1.avhdx", tmp_path / "renamed.avhdx")
     assert resolve_chains(_files(tmp_path))["disk"].read(0, SIZE) == c2
+
+
+def test_no_locators_parent_found_by_unicode_name(tmp_path):
+    c0, c1 = _content(1), _content(2, _content(1))
+    _vhd(tmp_path / "Dísk ü.vhd", c0)
+    _vhd(tmp_path / "kid.avhd", c1, tmp_path / "Dísk ü.vhd", parent_locators=[])
+    kid = open_image(FileStream(tmp_path / "kid.avhd"))
+    assert kid.parent_ref.paths == ("Dísk ü.vhd",)
+    assert resolve_chains(_files(tmp_path))["Dísk ü"].read(0, SIZE) == c1

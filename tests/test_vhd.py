@@ -227,3 +227,24 @@ def test_libvhdi_reads_our_differencing_child(imgs, tmp_path):
         got = FileStream(target)
         assert got.read(0, got.size) == bytes(content)
         got.close()
+
+
+def test_concurrent_reads_through_a_chain(imgs, tmp_path):
+    """Positionless reads from many threads at once give the same bytes as one thread."""
+    from concurrent.futures import ThreadPoolExecutor
+    base = tmp_path / "base.vhd"
+    write_vhd(FileStream(imgs / "mbr.raw"), base, block_size=1 << 20)
+    content = bytearray(FileStream(imgs / "mbr.raw").read(0, 64 << 20))
+    rnd = random.Random(9)
+    for _ in range(200):
+        at = rnd.randrange(0, len(content) - 5000)
+        content[at : at + 5000] = rnd.randbytes(5000)
+    write_vhd(BytesStream(bytes(content)), tmp_path / "kid.avhd", parent=base,
+              block_size=1 << 20)
+    (leaf,) = open_path(tmp_path / "kid.avhd").values()
+    jobs = [(rnd.randrange(0, len(content) - 300000), rnd.randrange(1, 300000))
+            for _ in range(400)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda j: leaf.read(*j), jobs))
+    for (at, n), got in zip(jobs, results):
+        assert got == content[at : at + n]
