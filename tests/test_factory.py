@@ -1,0 +1,379 @@
+"""The fixture factory's output checked by independent readers.
+
+sleuthkit (fls, icat, istat, mmls), libfsntfs (fsntfsinfo) and qemu-img must agree with
+every manifest and every container: if they do, other layers can trust the manifests as
+ground truth. Uses the cached small set (built on first use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tools.fixtures import build, cache_key, path, spec
+from tools.fixtures.disk import IMAGE_KINDS, plan_partitions
+
+NT_EPOCH_NS = 11644473600 * 10**9
+
+
+def _volume_names() -> list[str]:
+    """Volume names straight from the description (no build needed to collect tests)."""
+    out = []
+    for d in spec.describe("small")["disks"]:
+        if d["scheme"] == "none":
+            out.append(f"{d['name']}-p0")
+        else:
+            out += [f"{d['name']}-p{p['number']}" for p in plan_partitions(d) if p.get("fs")]
+    return out
+
+
+VOLUMES = _volume_names()
+DISKS = [d["name"] for d in spec.describe("small")["disks"]]
+
+
+def sh(*cmd: str | os.PathLike, check: bool = True) -> str:
+    r = subprocess.run([str(c) for c in cmd], capture_output=True)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))}: {r.stderr.decode(errors='replace')}")
+    return r.stdout.decode("utf-8", errors="surrogateescape")
+
+
+def tsk_args(fx, vol) -> list[str]:
+    """sleuthkit's image and offset arguments for a volume, read from its raw disk."""
+    d = fx.disks[vol.disk]
+    sector = d.logical_sector_size
+    return ["-b", str(sector), "-o", str(vol.offset // sector), str(d.raw)]
+
+
+LINE = re.compile(r"^(\S+) (\*? ?)(\d+(?:-\d+-\d+)?):\t(.*)$")
+
+
+def fls(fx, vol) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """Allocated names under the volume root: {path: address}, {(path, stream): address}."""
+    files, streams = {}, {}
+    for line in sh("fls", "-r", "-p", "-u", *tsk_args(fx, vol)).splitlines():
+        m = LINE.match(line)
+        assert m, line
+        addr, p = m.group(3), m.group(4)
+        if p.startswith("$") or "(Volume Label Entry)" in p:
+            continue  # metadata files, FAT's virtual entries
+        if vol.fs == "ntfs" and ":" in p.rsplit("/", 1)[-1]:
+            base, stream = p.rsplit(":", 1)
+            base = base[:-2] if base.endswith("/.") else base  # a stream on a directory
+            streams[("/" + base, stream)] = addr
+        else:
+            files["/" + p] = addr
+    return files, streams
+
+
+@pytest.fixture(scope="module")
+def fx(small_fixtures):
+    return small_fixtures
+
+
+@pytest.fixture(scope="module")
+def listings(fx):
+    return {}
+
+
+def listing(fx, listings, name):
+    if name not in listings:
+        listings[name] = fls(fx, fx.volumes[name])
+    return listings[name]
+
+
+# -- the API and the cache -------------------------------------------------------------
+
+def test_api_shape(fx):
+    assert set(fx.disks) == set(DISKS)
+    assert set(fx.volumes) == set(VOLUMES)
+    for d in fx.disks.values():
+        assert d.raw.is_file() and d.raw.stat().st_size == d.size
+        assert set(d.images) == set(spec.describe("small")["images"])
+        assert all(p.is_file() for p in d.images.values())
+        assert d.scheme in ("gpt", "mbr", "none")
+        for p in d.partitions:
+            assert {"number", "offset", "size", "type", "fs", "volume"} <= set(p)
+    for v in fx.volumes.values():
+        assert v.image.stat().st_size == v.size
+        assert v.manifest["volume"]["name"] == v.name
+        part = next(p for p in fx.disks[v.disk].partitions if p["number"] == v.partition)
+        assert (part["offset"], part["size"], part["volume"]) == (v.offset, v.size, v.name)
+    assert fx.disks["sector4k"].logical_sector_size == 4096
+    assert fx.volumes["sector4k-p0"].sector_size == 4096
+    assert [fx.volumes[f"clusters-p{i + 1}"].cluster_size for i in range(8)] == \
+        spec.CLUSTER_SIZES
+    assert fx.volumes["system-p3"].dirty and fx.volumes["system-p3"].label == "Windows"
+
+
+def test_cached_build_is_instant(fx):
+    t0 = time.monotonic()
+    again = build("small")
+    assert time.monotonic() - t0 < 2.0
+    assert again.root == fx.root == path("small")
+    assert fx.root.name.endswith(cache_key("small"))
+    out = sh(sys.executable, "-m", "tools.fixtures", "path", "small")
+    assert out.strip() == str(fx.root)
+
+
+def test_volume_image_is_the_disk_slice(fx):
+    """v.image holds exactly the bytes of the partition inside the raw disk."""
+    rng = random.Random(7)
+    for v in fx.volumes.values():
+        with open(v.image, "rb") as a, open(fx.disks[v.disk].raw, "rb") as b:
+            for off in [0, v.size - 4096] + [rng.randrange(0, v.size // 512) * 512
+                                             for _ in range(20)]:
+                a.seek(off)
+                b.seek(v.offset + off)
+                assert a.read(4096) == b.read(4096), (v.name, off)
+
+
+# -- partition tables --------------------------------------------------------------------
+
+@pytest.mark.parametrize("disk", [d for d in DISKS])
+def test_mmls_agrees_with_partitions(fx, disk):
+    d = fx.disks[disk]
+    if d.scheme == "none":
+        assert sh("mmls", d.raw, check=False) == ""  # no table for sleuthkit to find
+        return
+    found = set()
+    for line in sh("mmls", d.raw).splitlines():
+        m = re.match(r"^\d+:\s+\d+(?::\d+)?\s+(\d+)\s+(\d+)\s+(\d+)\s", line)
+        if m:  # a partition slot (not Meta, not unallocated)
+            found.add((int(m.group(1)) * 512, int(m.group(3)) * 512))
+    want = {(p["offset"], p["size"]) for p in d.partitions if p["type"] != "extended"}
+    assert found == want
+    if d.scheme == "gpt":
+        out = sh("sgdisk", "-p", d.raw)
+        types = {"efi": "EF00", "msr": "0C01", "basic": "0700", "recovery": "2700"}
+        for p in d.partitions:
+            assert re.search(rf"^\s+{p['number']}\s+\d+\s+\d+.*{types[p['type']]}", out, re.M)
+
+
+# -- manifests against sleuthkit ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", VOLUMES)
+def test_fls_lists_exactly_the_manifest(fx, listings, name):
+    vol = fx.volumes[name]
+    files, streams = listing(fx, listings, name)
+    entries = vol.manifest["entries"]
+    want = set(entries) - {"/"}
+    got = set(files)
+    assert got == want, (sorted(got - want)[:10], sorted(want - got)[:10])
+    want_ads = {(p, s) for p, e in entries.items() for s in e.get("ads", {})}
+    assert set(streams) == want_ads
+    # hard links share an MFT entry
+    for group in vol.manifest["hardlink_groups"]:
+        assert len({files[p].split("-")[0] for p in group}) == 1, group
+
+
+def _sample(entries: dict, features: dict, n: int, seed: int) -> list[str]:
+    files = sorted(p for p, e in entries.items() if e["type"] == "file")
+    special = [p for p in files if entries[p].get("compressed") or entries[p].get("sparse")
+               or entries[p].get("ads") or entries[p].get("hardlinks")
+               or entries[p]["size"] > 1 << 20]
+    frag = features.get("fragmented", {}).get("path")
+    special += [frag] if frag else []
+    rest = [p for p in files if p not in special]
+    return sorted(set(special) | set(random.Random(seed).sample(rest, min(n, len(rest)))))
+
+
+@pytest.mark.parametrize("name", VOLUMES)
+def test_icat_hashes_match(fx, listings, name):
+    """Content hashes through sleuthkit: a sample of files (every compressed, sparse,
+    fragmented, multi-link, large or ADS-bearing one) and every named stream."""
+    vol = fx.volumes[name]
+    files, streams = listing(fx, listings, name)
+    m = vol.manifest
+    entries = m["entries"]
+    args = tsk_args(fx, vol)
+    checked = 0
+    for p in _sample(entries, m["features"], 150, 1):
+        data = subprocess.run(["icat", *args, files[p]], capture_output=True, check=True).stdout
+        assert len(data) == entries[p]["size"], p
+        assert hashlib.sha256(data).hexdigest() == entries[p]["sha256"], p
+        checked += 1
+        for s, meta in entries[p].get("ads", {}).items():
+            data = subprocess.run(["icat", *args, streams[(p, s)]], capture_output=True,
+                                  check=True).stdout
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (meta["size"], meta["sha256"])
+    for (p, s), addr in streams.items():  # streams on directories too
+        meta = entries[p]["ads"][s]
+        data = subprocess.run(["icat", *args, addr], capture_output=True, check=True).stdout
+        assert hashlib.sha256(data).hexdigest() == meta["sha256"], (p, s)
+    assert checked >= min(20, sum(e["type"] == "file" for e in entries.values()))
+
+
+def _istat(fx, vol, addr: str) -> str:
+    return sh("istat", *tsk_args(fx, vol), addr.split("-")[0])
+
+
+def _runs(istat_out: str) -> int:
+    """Runs of the unnamed $DATA attribute from istat's cluster list."""
+    clusters, on = [], False
+    for line in istat_out.splitlines():
+        if line.startswith("Type: $DATA") and "Name: N/A" in line:
+            on = True
+            continue
+        if on:
+            if not re.match(r"^[\d ]+$", line.strip() or "x"):
+                break
+            clusters += [int(x) for x in line.split()]
+    return 1 + sum(1 for a, b in zip(clusters, clusters[1:]) if b != a + 1)
+
+
+@pytest.mark.parametrize("name", [v for v in VOLUMES if not v.endswith("p1") or
+                                  not v.startswith("system")])
+def test_istat_flags(fx, listings, name):
+    """Compression, sparseness, reparse points, fragmentation and $ATTRIBUTE_LIST are
+    really there (as the manifest claims)."""
+    vol = fx.volumes[name]
+    files, _ = listing(fx, listings, name)
+    entries = vol.manifest["entries"]
+    n_compressed = 0
+    for p, e in entries.items():
+        if e["type"] == "file" and e.get("compressed") and e["size"] > 4096:
+            data_line = next(line for line in _istat(fx, vol, files[p]).splitlines()
+                             if line.startswith("Type: $DATA") and "Name: N/A" in line)
+            assert "Compressed" in data_line, (p, data_line)
+            n_compressed += 1
+        if e["type"] == "file" and e.get("sparse") and e["size"] > 4096:
+            out = _istat(fx, vol, files[p])
+            assert "Sparse" in out, p
+        if e["type"] in ("symlink", "junction"):
+            out = _istat(fx, vol, files[p])
+            assert "Reparse Point" in out and "$REPARSE_POINT" in out, p
+            data = subprocess.run(["icat", *tsk_args(fx, vol), files[p].split("-")[0] + "-192"],
+                                  capture_output=True, check=True).stdout
+            assert data.hex() == e["reparse_data_hex"], p
+    assert vol.manifest["volume"]["compression_supported"] == (vol.cluster_size <= 4096)
+    has_compressed_dir = any(e["type"] == "dir" and e.get("compressed")
+                             for e in entries.values())
+    assert has_compressed_dir == (n_compressed > 0)
+    if vol.cluster_size > 4096:
+        assert not has_compressed_dir
+    feats = vol.manifest["features"]
+    if "fragmented" in feats:
+        out = _istat(fx, vol, files[feats["fragmented"]["path"]])
+        assert _runs(out) >= feats["fragmented"]["min_runs"]
+    for p in feats.get("attribute_list", []):
+        assert "$ATTRIBUTE_LIST" in _istat(fx, vol, files[p]), p
+    if "big_dir" in feats:
+        n = sum(1 for f in files if f.startswith(feats["big_dir"]["path"] + "/"))
+        assert n == feats["big_dir"]["entries"] >= 50_000
+
+
+def test_dirty_flag_and_serial(fx):
+    for v in fx.volumes.values():
+        if v.fs != "ntfs":
+            continue
+        info = subprocess.run(["icat", *tsk_args(fx, v), "3-112"], capture_output=True,
+                              check=True).stdout  # $VOLUME_INFORMATION
+        assert bool(int.from_bytes(info[10:12], "little") & 1) == v.dirty, v.name
+        out = sh("fsstat", *tsk_args(fx, v))
+        assert f"Volume Serial Number: {v.serial.upper()}" in out
+        assert f"Volume Name: {v.label}" in out
+
+
+def _fsntfs_times(image: Path, inode: str) -> dict[str, int]:
+    """$STANDARD_INFORMATION times of an MFT entry, by libfsntfs (sleuthkit prints dates
+    outside 1970..2106 wrongly)."""
+    import datetime as dt
+    out = sh("fsntfsinfo", "-E", inode, image)
+    si = out.split("$STANDARD_INFORMATION", 1)[1].split("Attribute:", 1)[0]
+    got = {}
+    for key, label in (("created", "Creation time"), ("modified", "Modification time"),
+                       ("accessed", "Access time")):
+        m = re.search(rf"^\s*{label}\s*: (\w+ \d+, \d+ \d+:\d+:\d+)\.(\d{{9}}) UTC", si, re.M)
+        whole = dt.datetime.strptime(m.group(1), "%b %d, %Y %H:%M:%S").replace(
+            tzinfo=dt.timezone.utc)
+        secs = (whole - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(seconds=1)
+        got[key] = secs * 10**9 + int(m.group(2))
+    return got
+
+
+def test_times_as_set(fx, listings):
+    vol = fx.volumes["system-p3"]
+    files, _ = listing(fx, listings, "system-p3")
+    timed = {p: e["times"] for p, e in vol.manifest["entries"].items() if "times" in e}
+    assert len(timed) >= 5 and any(t["created"] < 0 for t in timed.values())
+    for p, t in timed.items():
+        assert _fsntfs_times(vol.image, files[p].split("-")[0]) == t, p
+
+
+def test_fat_efi_partition(fx, listings):
+    v = fx.volumes["system-p1"]
+    assert v.fs == "fat32"
+    assert "FAT32" in sh("fsstat", *tsk_args(fx, v))
+    files, _ = listing(fx, listings, "system-p1")
+    assert "/EFI/Microsoft/Boot/bootmgfw.efi" in files
+
+
+# -- containers --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("disk", DISKS)
+def test_containers_equal_raw(fx, disk):
+    d = fx.disks[disk]
+    for kind, img in d.images.items():
+        fmt = IMAGE_KINDS[kind][0]
+        sh("qemu-img", "compare", "-q", "-f", "raw", "-F", fmt, d.raw, img)
+        info = json.loads(sh("qemu-img", "info", "--output=json", "-f", fmt, img))
+        assert info["virtual-size"] == d.size, kind
+        if kind.startswith(("vhdx", "vhd-")):  # libvhdi reads them as the same disk type
+            out = sh("vhdiinfo", img)
+            assert re.search(rf"Disk type\s*: {'Dynamic' if 'dynamic' in kind else 'Fixed'}",
+                             out), (kind, out)
+            assert f"({d.size} bytes)" in out
+
+
+# -- the VM folder -----------------------------------------------------------------------
+
+def test_vm_folder_layout_and_changes(fx, tmp_path):
+    s1, s2 = fx.vm_states
+    guid = spec.describe("small")["vm"]["guid"].upper()
+    for s in (s1, s2):
+        assert sorted(p.name for p in (s / "Virtual Hard Disks").iterdir()) == \
+            ["data.vhdx", "system.vhdx"]
+        assert sorted(p.name for p in (s / "Virtual Machines").iterdir()) == \
+            [f"{guid}.vmcx", f"{guid}.vmgs", f"{guid}.vmrs"]
+    assert (s1 / "Virtual Machines" / f"{guid}.vmcx").read_bytes() == \
+        (s2 / "Virtual Machines" / f"{guid}.vmcx").read_bytes()
+    assert (s1 / "Virtual Machines" / f"{guid}.vmrs").read_bytes() != \
+        (s2 / "Virtual Machines" / f"{guid}.vmrs").read_bytes()
+    ch = fx.vm_changes
+    assert ch["disks"]["data"] == {"changed": False}
+    sysd = ch["disks"]["system"]
+    assert sysd["changed"] and 0 < sysd["changed_bytes_4k"] <= sysd["changed_bytes_1M"]
+    vol = ch["volumes"]["system-p3"]
+    assert vol["added"] and vol["deleted"] and vol["modified"]
+    # state 2 through sleuthkit: the names are the state-2 manifest's, changed files hash right
+    raw2 = tmp_path / "system2.raw"
+    sh("qemu-img", "convert", "-f", "vhdx", "-O", "raw", s2 / "Virtual Hard Disks" / "system.vhdx",
+       raw2)
+    m2 = json.loads((fx.root / vol["manifest_state2"]).read_text())
+    v = fx.volumes["system-p3"]
+    args = ["-o", str(v.offset // 512), str(raw2)]
+    got = {}
+    for line in sh("fls", "-r", "-p", "-u", *args).splitlines():
+        m = LINE.match(line)
+        p = m.group(4)
+        if not p.startswith("$") and ":" not in p.rsplit("/", 1)[-1]:
+            got["/" + p] = m.group(3)
+    assert set(got) == set(m2["entries"]) - {"/"}
+    for p in vol["added"] + vol["modified"]:
+        e = m2["entries"][p]
+        if e["type"] == "file":
+            data = subprocess.run(["icat", *args, got[p]], capture_output=True, check=True).stdout
+            assert hashlib.sha256(data).hexdigest() == e["sha256"], p
+    # the unchanged data disk is the very same file in both states
+    assert (s1 / "Virtual Hard Disks" / "data.vhdx").stat().st_ino == \
+        (s2 / "Virtual Hard Disks" / "data.vhdx").stat().st_ino
