@@ -280,18 +280,15 @@ class Entry:
                 out.append((names.to_linux(a.name), a.size))
         return out
 
-    def _check_readable(self) -> None:
-        r = self.reparse
+    def _check_readable(self, unnamed: bool = True) -> None:
+        r = self.reparse if unnamed else None  # named streams are plain data
         if r is not None:
-            if r.tag == IO_REPARSE_TAG_WOF:
-                raise UnsupportedError(f"{wof_description(r.data)}: contents are in the "
-                                       "WofCompressedData stream", **self._where())
             if r.tag in CONTENT_ELSEWHERE:
                 raise UnsupportedError(f"{tag_name(r.tag)} reparse point: contents are "
                                        "stored outside this file", **self._where())
         si = self._si
         flags = si.file_attributes if si else 0
-        if is_cloud(self.reparse_tag) and flags & (FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS |
+        if unnamed and is_cloud(self.reparse_tag) and flags & (FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS |
                                                    FILE_ATTRIBUTE_RECALL_ON_OPEN |
                                                    FILE_ATTRIBUTE_OFFLINE):
             raise UnsupportedError("cloud files placeholder: contents not downloaded",
@@ -305,7 +302,10 @@ class Entry:
         fa = self._attrs()
         if not stream_name and fa.record.is_directory and fa.first(AT_DATA) is None:
             raise UsageError(f"{self.volume.name}: MFT record {self.ref} is a directory")
-        self._check_readable()
+        r = self.reparse
+        if not stream_name and r is not None and r.tag == IO_REPARSE_TAG_WOF:
+            return self._open_wof(r)
+        self._check_readable(not stream_name)
         ntfs = names.to_ntfs(stream_name)
         if fa.first(AT_DATA, ntfs) is None:
             if not stream_name:
@@ -316,6 +316,20 @@ class Entry:
         return self.volume.attribute_stream(
             fa, AT_DATA, ntfs, f"{self.volume.name}:record {self.ref}" +
             (f":{stream_name}" if stream_name else ""))
+
+    def _open_wof(self, r: Reparse) -> Stream:
+        from .wof import WOF_STREAM, WofStream, wof_algorithm
+        provider, algorithm = wof_algorithm(r.data)
+        fa = self._attrs()
+        if provider != 2 or fa.first(AT_DATA, WOF_STREAM) is None:
+            raise UnsupportedError(f"{wof_description(r.data)}: contents are not in this "
+                                   "volume's WofCompressedData stream", **self._where())
+        if self.is_encrypted:
+            raise UnsupportedError("EFS-encrypted file", **self._where())
+        source = self.volume.attribute_stream(fa, AT_DATA, WOF_STREAM)
+        a = fa.first(AT_DATA)
+        size = a.size if a is not None else 0
+        return WofStream(source, size, algorithm, f"{self.volume.name}:record {self.ref}")
 
     def security_descriptor(self) -> bytes:
         """The raw self-relative security descriptor (own attribute or through $Secure)."""

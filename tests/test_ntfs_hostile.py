@@ -517,3 +517,25 @@ def test_efs_encrypted_file_refuses_to_open(image):
     assert e2.is_encrypted and e2.attributes & 0x4000
     with pytest.raises(UnsupportedError, match="EFS"):
         e2.open()
+
+
+@FAST
+@given(st.binary(min_size=0, max_size=2000), st.integers(0, 70000))
+def test_xpress_random(data, size):
+    from ntfs_reader.xpress import decompress
+    try:
+        out = decompress(data, size)
+    except FormatError:
+        return
+    assert len(out) == size
+
+
+@FAST
+@given(st.binary(min_size=0, max_size=3000), st.integers(0, 1 << 20))
+def test_wof_stream_random(data, size):
+    from ntfs_reader.wof import WofStream
+    try:
+        s = WofStream(BytesStream(data), size, 0, "t")
+        s.read(0, min(size, 20000))
+    except FormatError:
+        pass

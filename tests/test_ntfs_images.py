@@ -246,6 +246,7 @@ def populate_features(m: str, man: dict) -> None:
             os.setxattr(m + path, "system.ntfs_attrib",
                         (at | 0x1000).to_bytes(4, "little"))
         E[path] = {"type": "file", "reparse_tag": tag, "unsupported": why}
+    populate_wof(m, man)
     # times: pre-1970, far future, 100 ns resolution
     f("/old.txt", b"old")
     f("/future.txt", b"future")
@@ -259,6 +260,56 @@ def populate_features(m: str, man: dict) -> None:
         E[path]["times"] = {"created": c, "modified": mo, "accessed": a_, "changed": ch}
 
 
+def wim_resources(paths: dict[str, bytes], chunk: int) -> dict[str, tuple[bytes, int]]:
+    """Compress files with wimlib (XPRESS Huffman in ``chunk``-byte chunks) and return each
+    one's raw WIM resource (chunk table + chunks: the layout WOF's WofCompressedData uses)
+    and its resource flags, found in the WIM's blob table by SHA-1."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "src")
+        src.mkdir()
+        for i, data in enumerate(paths.values()):
+            (src / f"f{i}").write_bytes(data)
+        wim = Path(tmp, "x.wim")
+        run(["wimlib-imagex", "capture", src, wim, "--compress=XPRESS", f"--chunk-size={chunk}"])
+        d = wim.read_bytes()
+    assert d[:8] == b"MSWIM\0\0\0"
+
+    def reshdr(off):  # size (7 bytes), flags, offset, original size
+        return int.from_bytes(d[off:off + 7], "little"), d[off + 7], *struct.unpack_from("<QQ", d, off + 8)
+    size, _, table, _ = reshdr(48)
+    blobs = {}
+    for i in range(0, size, 50):
+        s, flags, off, _ = reshdr(table + i)
+        blobs[d[table + i + 30:table + i + 50]] = (d[off:off + s], flags)
+    return {p: blobs[hashlib.sha1(data).digest()] for p, data in paths.items()}
+
+
+def populate_wof(m: str, man: dict) -> None:
+    """WOF-compressed files as CompactOS leaves them: an empty sparse unnamed stream of the
+    real size, the WofCompressedData stream, and the WOF reparse point (FILE provider)."""
+    E = man["entries"]
+    os.mkdir(m + "/wof")
+    E["/wof"] = {"type": "dir"}
+    for algo, chunk in ((0, 4096), (2, 8192), (3, 16384)):
+        files = {f"/wof/text-{chunk}.txt": _text(150_000 + chunk + 7, 20 + algo),
+                 f"/wof/mixed-{chunk}.bin": _rand(chunk * 2, 30 + algo) + _text(chunk * 3 + 1, algo),
+                 f"/wof/one-chunk-{chunk}.txt": _text(chunk // 3, 40 + algo)}
+        res = wim_resources(files, chunk)
+        for path, data in files.items():
+            raw, flags = res[path]
+            assert flags & 0x04, "wimlib stored it uncompressed"
+            with open(m + path, "wb") as fh:
+                fh.truncate(len(data))
+            with open(f"{m}{path}:WofCompressedData", "wb") as fh:
+                fh.write(raw)
+            os.setxattr(m + path, "system.ntfs_reparse_data",
+                        tag_buffer(0x80000017, struct.pack("<IIII", 1, 2, 1, algo)))
+            E[path] = {"type": "file", "size": len(data), "wof": algo,
+                       "sha256": hashlib.sha256(data).hexdigest(),
+                       "ads": {"WofCompressedData": {
+                           "size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}}}
+
+
 def _builder_key(*funcs) -> str:
     h = hashlib.sha256()
     for fn in funcs:
@@ -268,7 +319,8 @@ def _builder_key(*funcs) -> str:
 
 def build_image(name: str, size: int, sector: int, cluster: int, fill, label: str = "Feat") -> tuple[Path, dict]:
     """mkntfs + ntfs-3g + ``fill(mountpoint, manifest)``, cached by builder source."""
-    key = _builder_key(fill, populate_features, mounted, link_buffer, build_image)
+    key = _builder_key(fill, populate_features, mounted, link_buffer, build_image,
+                       populate_wof, wim_resources)
     CACHE.mkdir(parents=True, exist_ok=True)
     image = CACHE / f"{name}-s{sector}-c{cluster}-{key}.img"
     manifest = image.with_suffix(".json")

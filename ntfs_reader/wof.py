@@ -1,0 +1,100 @@
+"""Files compressed by the Windows Overlay Filter (CompactOS, ``compact /exe``).
+
+The unnamed $DATA is an empty sparse stream of the real size; the bytes live in the
+``WofCompressedData`` stream as a chunk table ((n-1) offsets, 4 bytes each, 8 if the file
+is 4 GiB or more; relative to the end of the table; chunk 0 starts at 0) followed by the
+chunks. A chunk whose stored size equals its real size is stored as is. XPRESS4K/8K/16K
+chunks are decoded here (xpress.py); LZX is reported as unsupported.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from rpfs.errors import FormatError, UnsupportedError
+from rpfs.stream import Stream
+
+from .cache import COMPRESSED_UNIT_CACHE, LRU
+from .reparse import WOF_ALGORITHMS
+from .xpress import decompress
+
+WOF_CHUNK = {0: 4096, 2: 8192, 3: 16384, 1: 32768}
+WOF_STREAM = "WofCompressedData"
+
+
+def wof_algorithm(reparse_value: bytes) -> tuple[int, int]:
+    """(provider, algorithm) from WOF_EXTERNAL_INFO + FILE_PROVIDER_EXTERNAL_INFO_V1."""
+    if len(reparse_value) < 24:
+        raise FormatError("WOF reparse data too short", structure="WOF reparse point")
+    _ver, provider, _fver, algorithm = struct.unpack_from("<IIII", reparse_value, 8)
+    return provider, algorithm
+
+
+class WofStream(Stream):
+    def __init__(self, source: Stream, size: int, algorithm: int, name: str):
+        if algorithm not in (0, 2, 3):
+            raise UnsupportedError(
+                f"WOF-compressed ({WOF_ALGORITHMS.get(algorithm, f'algorithm {algorithm}')}): "
+                "only XPRESS4K/8K/16K are decoded", source=name, structure="WOF")
+        self.source = source
+        self.size = size
+        self.name = name
+        self.chunk = WOF_CHUNK[algorithm]
+        self.count = (size + self.chunk - 1) // self.chunk
+        self.entry = 8 if size > 0xFFFFFFFF else 4
+        self.table_size = max(0, self.count - 1) * self.entry
+        if self.table_size > source.size:
+            raise FormatError(f"chunk table of {self.table_size} bytes in a "
+                              f"{source.size}-byte stream", source=name,
+                              structure="WOF chunk table")
+        self._cache = LRU(COMPRESSED_UNIT_CACHE)
+
+    def _bounds(self, i: int) -> tuple[int, int]:
+        es = self.entry
+        fmt = "<Q" if es == 8 else "<I"
+        if i == 0:
+            start = 0
+        else:
+            start = struct.unpack(fmt, self.source.read((i - 1) * es, es))[0]
+        if i + 1 < self.count:
+            end = struct.unpack(fmt, self.source.read(i * es, es))[0]
+        else:
+            end = self.source.size - self.table_size
+        if not 0 <= start <= end <= self.source.size - self.table_size:
+            raise FormatError(f"chunk {i} at {start}..{end} is outside the stream",
+                              source=self.name, structure="WOF chunk table",
+                              offset=i * es)
+        return self.table_size + start, end - start
+
+    def _chunk(self, i: int) -> bytes:
+        data = self._cache.get(i)
+        if data is None:
+            want = min(self.chunk, self.size - i * self.chunk)
+            offset, length = self._bounds(i)
+            raw = self.source.read(offset, length)
+            if length == want:
+                data = raw
+            else:
+                try:
+                    data = decompress(raw, want)
+                except FormatError as exc:
+                    raise FormatError(exc.message, source=self.name,
+                                      structure=f"WOF chunk {i}", offset=offset) from None
+            self._cache.put(i, data)
+        return data
+
+    def _read(self, offset: int, length: int) -> bytes:
+        out = bytearray()
+        pos = offset
+        end = offset + length
+        while pos < end:
+            i = pos // self.chunk
+            data = self._chunk(i)
+            start = pos - i * self.chunk
+            piece = data[start:start + end - pos]
+            if not piece:
+                raise FormatError(f"chunk {i} is short", source=self.name,
+                                  structure="WOF chunk", offset=pos)
+            out += piece
+            pos += len(piece)
+        return bytes(out)

@@ -1,0 +1,129 @@
+"""Plain LZ77 + Huffman ("XPRESS Huffman", [MS-XCA] 2.2), as used by WOF's XPRESS4K,
+XPRESS8K and XPRESS16K: one chunk of at most 64 KiB, decoded to a known output size.
+
+The decoder stops at the output size it is given rather than at the end of the input, which
+matters: the last bits of a chunk are padding, not symbols. Hostile input (bad code lengths,
+matches reaching before the start, input running out) is a FormatError.
+"""
+
+from __future__ import annotations
+
+from rpfs.errors import FormatError
+
+_TABLE_BITS = 15
+
+
+def _table(lengths: bytes) -> list:
+    """512 code lengths -> a 2**15 lookup of (symbol << 4 | length), canonical order."""
+    table = [-1] * (1 << _TABLE_BITS)
+    code = 0
+    pos = 0
+    for length in range(1, 16):
+        for symbol in range(512):
+            if lengths[symbol] != length:
+                continue
+            span = 1 << (_TABLE_BITS - length)
+            start = code << (_TABLE_BITS - length)
+            if start + span > len(table):
+                raise FormatError("Huffman code lengths oversubscribed",
+                                  structure="XPRESS Huffman table")
+            table[start:start + span] = [symbol << 4 | length] * span
+            code += 1
+            pos = start + span
+        code <<= 1
+    if pos == 0:
+        raise FormatError("empty Huffman table", structure="XPRESS Huffman table")
+    return table
+
+
+def decompress(data: bytes, size: int) -> bytes:
+    """One XPRESS Huffman block (``size`` <= 65536 bytes of output)."""
+    if size > 65536 or size < 0:
+        raise FormatError(f"XPRESS Huffman chunk of {size} bytes", structure="XPRESS chunk")
+    if size == 0:
+        return b""
+    if len(data) < 260:
+        raise FormatError(f"XPRESS Huffman chunk of {len(data)} bytes is too short",
+                          structure="XPRESS chunk")
+    lengths = bytearray(512)
+    for i in range(256):
+        b = data[i]
+        lengths[2 * i] = b & 15
+        lengths[2 * i + 1] = b >> 4
+    table = _table(bytes(lengths))
+    src = data
+    end = len(src)
+    pos = 256
+
+    def u16(p):
+        if p + 2 <= end:
+            return src[p] | src[p + 1] << 8
+        if p >= end + 8:  # a little zero padding is tolerated, running on is not
+            raise FormatError("XPRESS Huffman input ran out", structure="XPRESS chunk",
+                              offset=p)
+        return 0
+
+    bits = (u16(pos) << 16) | u16(pos + 2)
+    pos += 4
+    extra = 16
+    out = bytearray()
+    while len(out) < size:
+        entry = table[bits >> 17]
+        if entry < 0:
+            raise FormatError("invalid Huffman code", structure="XPRESS chunk", offset=pos)
+        n = entry & 15
+        symbol = entry >> 4
+        bits = (bits << n) & 0xFFFFFFFF
+        extra -= n
+        if extra < 0:
+            bits |= u16(pos) << -extra
+            pos += 2
+            extra += 16
+        if symbol < 256:
+            out.append(symbol)
+            continue
+        symbol -= 256
+        length = symbol & 15
+        obits = symbol >> 4
+        if length == 15:
+            if pos >= end:
+                raise FormatError("XPRESS match length past the input",
+                                  structure="XPRESS chunk", offset=pos)
+            length = src[pos]
+            pos += 1
+            if length == 255:
+                if pos + 2 > end:
+                    raise FormatError("XPRESS match length past the input",
+                                      structure="XPRESS chunk", offset=pos)
+                length = src[pos] | src[pos + 1] << 8
+                pos += 2
+                if length == 0:
+                    if pos + 4 > end:
+                        raise FormatError("XPRESS match length past the input",
+                                          structure="XPRESS chunk", offset=pos)
+                    length = int.from_bytes(src[pos:pos + 4], "little")
+                    pos += 4
+                if length < 15:
+                    raise FormatError("XPRESS match length below 15",
+                                      structure="XPRESS chunk", offset=pos)
+                length -= 15
+            length += 15
+        length += 3
+        offset = ((bits >> (32 - obits)) if obits else 0) | (1 << obits)
+        bits = (bits << obits) & 0xFFFFFFFF
+        extra -= obits
+        if extra < 0:
+            bits |= u16(pos) << -extra
+            pos += 2
+            extra += 16
+        start = len(out) - offset
+        if start < 0:
+            raise FormatError(f"XPRESS match {offset} bytes back at output {len(out)}",
+                              structure="XPRESS chunk", offset=pos)
+        length = min(length, size - len(out))
+        if offset >= length:
+            out += out[start:start + length]
+        else:  # overlapping copy repeats the last ``offset`` bytes
+            pattern = out[start:]
+            out += (pattern * (length // offset + 1))[:length]
+    return bytes(out)
