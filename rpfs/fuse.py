@@ -119,9 +119,9 @@ class Operations(pyfuse3.Operations):
         e.st_size = a.size
         e.st_blksize = 128 * 1024
         e.st_blocks = -(-(a.allocated if a.allocated is not None else a.size) // 512)
-        e.st_atime_ns = a.atime_ns
-        e.st_mtime_ns = a.mtime_ns
-        e.st_ctime_ns = a.ctime_ns
+        e.st_atime_ns = _clamp_ns(a.atime_ns)
+        e.st_mtime_ns = _clamp_ns(a.mtime_ns)
+        e.st_ctime_ns = _clamp_ns(a.ctime_ns)
         return e
 
     def _entry_sync(self, node: Node, parent: int) -> pyfuse3.EntryAttributes:
@@ -257,6 +257,11 @@ class Operations(pyfuse3.Operations):
 
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _erofs
     write = create = setxattr = removexattr = _erofs
+
+
+def _clamp_ns(ns: int) -> int:
+    """NTFS times reach year 60056; the kernel's stop at int64 nanoseconds (year 2262)."""
+    return max(-(1 << 63), min(ns, (1 << 63) - 1))
 
 
 def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool = False,
