@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from formats.chain import open_path, resolve_chains
+from formats.chain import Resolution, open_path, resolve_all, resolve_chains
 from formats.detect import detect_format, open_image
 from formats.disk import Disk, ParentRef, RawDisk
 from formats.partitions import Partition, PartitionTable, read_partitions
@@ -17,7 +17,8 @@ from rpfs.errors import UsageError
 from rpfs.stream import Stream
 
 __all__ = ["Disk", "ParentRef", "RawDisk", "Partition", "PartitionTable", "detect_format",
-           "open_image", "open_path", "read_partitions", "resolve_chains", "write_image"]
+           "open_image", "open_path", "read_partitions", "resolve_all", "resolve_chains",
+           "Resolution", "write_image"]
 
 FORMATS = ("vhdx", "vhd", "raw")
 

@@ -56,6 +56,7 @@ class Resolution:
     opened: dict[str, Disk] = field(default_factory=dict)        # path -> disk
     paths: dict[int, str] = field(default_factory=dict)          # id(disk) -> path
     errors: dict[str, RpfsError] = field(default_factory=dict)   # path -> what went wrong
+    failed: dict[str, RpfsError] = field(default_factory=dict)   # key -> why no disk
 
 
 def _open(path: str, stream: Stream) -> Disk:
@@ -174,7 +175,29 @@ def resolve_all(files: Mapping[str, Stream], include: frozenset = frozenset()) -
     for key, leaves in res.leaves.items():
         leaves.sort(key=lambda d: (depth_of[res.paths[id(d)]], res.paths[id(d)]), reverse=True)
         res.disks[key] = leaves[0]
+    # Chains that could not be completed, keyed as their disk would have been.
+    for path in sorted(res.errors):
+        if path in has_child:
+            continue
+        top, seen = path, {path}
+        while top in parent_of and parent_of[top] not in seen:
+            top = parent_of[top]
+            seen.add(top)
+        key = _base_stem(top)
+        if key not in res.disks:
+            res.failed.setdefault(key, res.errors[path])
     return res
+
+
+_HYPERV_CHILD = re.compile(r"^(.*)_[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                           r"[0-9a-fA-F]{12}$")
+
+
+def _base_stem(path: str) -> str:
+    """Stem of the base a file belongs to: Hyper-V names checkpoints <base>_<GUID>.avhdx."""
+    stem = _stem(path)
+    m = _HYPERV_CHILD.match(stem)
+    return m.group(1) if m and path.lower().endswith((".avhdx", ".avhd")) else stem
 
 
 def _keys(roots: list[str]) -> dict[str, str]:
@@ -195,13 +218,20 @@ def _keys(roots: list[str]) -> dict[str, str]:
     return out
 
 
-def resolve_chains(files: Mapping[str, Stream]) -> dict[str, Disk]:
+def resolve_chains(files: Mapping[str, Stream],
+                   errors: dict[str, RpfsError] | None = None) -> dict[str, Disk]:
     """Leaf disk of every chain in ``files``, keyed by the stem of the chain's base file.
 
     Raises the first error (``ChainError`` for a missing/mismatched parent, ``FormatError``
-    for a damaged image); use ``resolve_all`` to get the good chains and the errors apart.
+    for a damaged image). With ``errors`` (a dict), nothing is raised: the good chains are
+    returned and each chain that failed is added to ``errors`` under the key its disk would
+    have had (the base's stem; for an orphaned Hyper-V checkpoint ``<base>_<GUID>.avhdx``,
+    ``<base>``), so one broken chain hides nothing else.
     """
     res = resolve_all(files)
+    if errors is not None:
+        errors.update(res.failed)
+        return res.disks
     if res.errors:
         raise res.errors[sorted(res.errors)[0]]
     return res.disks

@@ -205,3 +205,18 @@ def test_no_locators_parent_found_by_unicode_name(tmp_path):
     kid = open_image(FileStream(tmp_path / "kid.avhd"))
     assert kid.parent_ref.paths == ("Dísk ü.vhd",)
     assert resolve_chains(_files(tmp_path))["Dísk ü"].read(0, SIZE) == c1
+
+
+def test_errors_dict_keeps_good_chains_and_keys_broken_ones(linear):
+    root, (c0, c1, c2) = linear
+    # an orphaned Hyper-V style checkpoint of a base that is not in the set
+    orphan_base = root / "elsewhere" / "web.vhd"
+    _vhd(orphan_base, c0)
+    _vhd(root / "web_0A1B2C3D-0000-4000-8000-00000000000A.avhd", c1, orphan_base)
+    os.unlink(orphan_base)
+    (root / "bad.vhd").write_bytes(b"junk" * 200 + b"conectix" + bytes(504))
+    errors = {}
+    disks = resolve_chains(_files(root), errors=errors)
+    assert disks["base"].read(0, SIZE) == c2
+    assert sorted(errors) == ["bad", "web"]
+    assert isinstance(errors["web"], ChainError) and isinstance(errors["bad"], FormatError)
