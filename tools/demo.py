@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         run("ls", "-l", repo, f"/{vm}/latest/volumes/{system}/Users")
         docs = f"/{vm}/latest/volumes/{system}/Users/alice/Documents"
         run("ls", repo, docs)
-        run("find", repo, "report*.txt", "--vm", vm)
+        run("find", repo, "*report*", "--vm", vm)
 
         print("\n== Item-level recovery: copy files out ==")
         run("restore", repo, docs, work / "restored")

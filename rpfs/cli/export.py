@@ -101,13 +101,14 @@ def cmd_export(args) -> int:
         progress.done()
     seconds = time.monotonic() - start
     summary = {"dest": args.dest, "format": fmt, "virtual_size": disk.size,
-               "file_size": os.path.getsize(args.dest), "seconds": round(seconds, 3)}
+               "file_size": os.path.getsize(args.dest),
+               "allocated": os.stat(args.dest).st_blocks * 512, "seconds": round(seconds, 3)}
     if args.json:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
         print(f"exported {human_size(disk.size)} disk to {args.dest} ({fmt}, "
-              f"{human_size(summary['file_size'])} on disk) in {seconds:.1f} s", file=sys.stderr)
+              f"{human_size(summary['allocated'])} allocated) in {seconds:.1f} s", file=sys.stderr)
     return 0
 
 
