@@ -157,7 +157,7 @@ def exercise(vol: Volume, limit: int = 400) -> int:
                 for action in (lambda: (e.size, e.times, e.attributes, e.nlink, e.streams(),
                                         e.reparse_tag, e.security_descriptor()),
                                lambda: e.readlink() if e.is_symlink else None,
-                               lambda: e.open().read(0, 1 << 20) if not e.is_dir else None,
+                               lambda: e.open().read(0, 1 << 16) if not e.is_dir else None,
                                lambda: [e.open(n).read(0, 1 << 16) for n, _ in e.streams()]):
                     try:
                         action()
