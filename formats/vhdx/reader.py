@@ -8,6 +8,7 @@ file run is one ``readinto`` on the source, so large reads go at file speed.
 
 from __future__ import annotations
 
+import re
 import uuid
 from array import array
 from functools import lru_cache
@@ -27,7 +28,9 @@ _ZEROS = bytes(1 << 20)
 _LITTLE = array("Q", [1]).tobytes()[0] == 1
 
 # Run kinds in a read plan
-_FILE, _ZERO, _PARENT = 0, 1, 2
+_FILE, _ZERO, _PARENT, _MIXED = 0, 1, 2, 3
+_MIXED_RUNS = 16        # a bitmap span with more runs is read as one parent read + file runs
+_RUN = re.compile(r"0+|1+")
 
 
 def _zero_fill(view: memoryview) -> None:
@@ -389,12 +392,14 @@ class VhdxDisk(Disk):
                 used = min(bs, self.size - bstart)
                 self._checked_offset(block, state, foff, used)
                 runs = list(self._bitmap_runs(block, pos, bend, foff))
+                if len(runs) > _MIXED_RUNS:
+                    runs = [(_MIXED, pos, bend - pos, (foff + pos - bstart, [r for r in runs if r[0] == _FILE]))]
             else:
                 raise self._err(f"payload block {block} has state {state} "
                                 f"({S.PAYLOAD_STATES.get(state, 'reserved')}) not valid for a {self.kind} disk",
                                 "VHDX BAT entry", self.bat_offset + 8 * (block + block // self.chunk_ratio))
             for run in runs:
-                if pending is not None and pending[0] == run[0] and pending[1] + pending[2] == run[1] and (
+                if pending is not None and pending[0] == run[0] != _MIXED and pending[1] + pending[2] == run[1] and (
                         run[0] != _FILE or pending[3] + pending[2] == run[3]):
                     pending = (pending[0], pending[1], pending[2] + run[2], pending[3])
                 else:
@@ -406,26 +411,27 @@ class VhdxDisk(Disk):
             yield pending
 
     def _bitmap_runs(self, block: int, start: int, end: int, foff: int):
+        """(kind, virtual offset, length, file offset) runs of present/absent sectors."""
         lss = self.logical_sector_size
         bstart = block * self.block_size
-        bits = self._bitmap(block)
-        # Sector range touched, then byte-exact clipping of the first/last run.
-        s = (start - bstart) // lss
-        s_end = -(-(end - bstart) // lss)
-        while s < s_end:
-            if (bits >> s) & 1:
-                t = ~bits >> s
-                n = (t & -t).bit_length() - 1
-                kind = _FILE
+        s0 = (start - bstart) // lss
+        n = -(-(end - bstart) // lss) - s0
+        bits = (self._bitmap(block) >> s0) & ((1 << n) - 1)
+        if bits == 0:
+            yield (_PARENT, start, end - start, 0)
+            return
+        if bits == (1 << n) - 1:
+            yield (_FILE, start, end - start, foff + start - bstart)
+            return
+        text = format(bits, f"0{n}b")[::-1]          # text[i] is sector s0 + i
+        for m in _RUN.finditer(text):
+            i, j = m.span()
+            a = max(start, bstart + (s0 + i) * lss)
+            b = min(end, bstart + (s0 + j) * lss)
+            if text[i] == "1":
+                yield (_FILE, a, b - a, foff + a - bstart)
             else:
-                t = bits >> s
-                n = (t & -t).bit_length() - 1 if t else s_end - s
-                kind = _PARENT
-            n = min(n, s_end - s)
-            a = max(start, bstart + s * lss)
-            b = min(end, bstart + (s + n) * lss)
-            yield (kind, a, b - a, foff + a - bstart if kind == _FILE else 0)
-            s += n
+                yield (_PARENT, a, b - a, 0)
 
     # ---------------------------------------------------------------------- reads
     def _read(self, offset: int, length: int) -> bytes:
@@ -453,7 +459,28 @@ class VhdxDisk(Disk):
                 got = parent.readinto(voff, part) if voff < parent.size else 0
                 if got < length:   # a smaller parent reads as zeros past its end
                     _zero_fill(part[got:])
+                if kind == _MIXED:  # then the sectors this file holds, copied from one file read
+                    self._overlay_runs(view, offset, voff, length, *foff)
         return n
+
+    def _overlay_runs(self, view, offset: int, voff: int, length: int, fpos: int, runs) -> None:
+        """Copy the file's present runs of [voff, voff+length) into ``view`` (at ``offset``),
+        reading the file in windows instead of one small read per run."""
+        window = min(length, 8 << 20)
+        tmp = memoryview(bytearray(window))
+        i = 0
+        for w in range(voff, voff + length, window):
+            wend = min(w + window, voff + length)
+            got = self.file.readinto(fpos + w - voff, tmp[:wend - w])
+            if got != wend - w:
+                raise self._err(f"short read: wanted {wend - w} bytes, got {got}", "VHDX payload", fpos + w - voff)
+            while i < len(runs) and runs[i][1] < wend:
+                _, a, k, _ = runs[i]
+                lo, hi = max(a, w), min(a + k, wend)
+                view[lo - offset:hi - offset] = tmp[lo - w:hi - w]
+                if a + k > wend:
+                    break          # the run continues in the next window
+                i += 1
 
     def _require_parent(self) -> Disk:
         if self.parent is None:
@@ -490,6 +517,8 @@ class VhdxDisk(Disk):
         for kind, voff, length, foff in self._plan(offset, end - offset):
             if kind == _ZERO:
                 yield Extent(voff, length, ZERO)
+            elif kind == _MIXED:   # finely interleaved child/parent sectors: data (conservative)
+                yield Extent(voff, length, DATA)
             elif kind == _PARENT:
                 parent = self._require_parent()
                 inside = max(0, min(length, parent.size - voff))
