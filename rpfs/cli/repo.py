@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("init", help="create an empty repository (directory mode 0700)")
     p.add_argument("repo")
     p.add_argument("--chunk-size", type=_size, help="chunk size, e.g. 1M (default 1M)")
-    p.add_argument("--zstd-level", type=int, help="zstd level (default 3)")
+    p.add_argument("--zstd-level", type=int, help="zstd level (default 1)")
     p.add_argument("--pack-size", type=_size, help="target pack size, e.g. 32M")
     p.set_defaults(func=cmd_init)
 

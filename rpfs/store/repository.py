@@ -300,13 +300,14 @@ class Repository:
         """Locations of the given chunk ids (ids absent from the catalog are left out)."""
         want = sorted({i for i in ids if i})
         out: dict[int, ChunkLoc] = {}
+        names: dict[str, str] = {}      # one str object per pack, not per chunk
         for k in range(0, len(want), 500):
             part = want[k:k + 500]
             rows = self.query(
                 "SELECT c.id, p.name, c.offset, c.csize, c.usize, c.codec, c.hash FROM chunks c"
                 f" JOIN packs p ON p.id = c.pack_id WHERE c.id IN ({','.join('?' * len(part))})", part)
-            for r in rows:
-                out[r[0]] = ChunkLoc(*r[1:])
+            for cid, pack, off, csize, usize, codec, h in rows:
+                out[cid] = ChunkLoc(names.setdefault(pack, pack), off, csize, usize, codec, h)
         return out
 
     def load_chunk(self, loc: ChunkLoc) -> bytes:
