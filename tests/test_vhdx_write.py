@@ -109,3 +109,8 @@ def test_empty_and_all_zero_sources(tmp_path):
 def test_bad_arguments(tmp_path, kw):
     with pytest.raises(UsageError):
         write_vhdx(BytesStream(bytes(MiB)), tmp_path / "x.vhdx", **kw)
+
+
+def test_empty_source_is_refused(tmp_path):
+    with pytest.raises(UsageError, match="empty"):     # qemu-img and Hyper-V refuse size 0 too
+        write_vhdx(BytesStream(b""), tmp_path / "x.vhdx")

@@ -115,6 +115,8 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
     if block_size < S.MiB or block_size > 256 * S.MiB or block_size & (block_size - 1):
         raise UsageError(f"block size {block_size} must be a power of 2 from 1 to 256 MiB")
     virtual_size = _round_up(source.size, lss)
+    if virtual_size == 0:
+        raise UsageError(f"{source.name} is empty: a VHDX needs a non-zero virtual size")
     if virtual_size > S.MAX_VIRTUAL_SIZE:
         raise UsageError(f"virtual size {virtual_size} is above the VHDX limit of 64 TiB")
     differencing = parent is not None
