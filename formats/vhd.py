@@ -12,9 +12,10 @@ Deliberate choices (tested in tests/test_vhd.py):
   instead uses the CHS geometry for creators other than "win ", "qem2", "d2v ", "CTXS",
   "tap" unless ``force_size_calc=current_size``; the CHS size is never larger, so reading
   the current size never hides data. ``chs_size`` exposes the other reading.
-- Dynamic disks: an allocated block is read whole (its bitmap is not consulted), like qemu
-  and libvhdi; writers fill unwritten sectors of a new block with zeros anyway.
-- Differencing disks: the bitmap decides per sector between this file and the parent.
+- The sector bitmap is honoured in dynamic disks too, as the spec says and libvhdi does: a
+  clear bit is a sector never written, read as zeros (qemu ignores the bitmap of dynamic
+  disks; the two agree whenever the unwritten sectors hold zeros, which is what writers
+  leave there). In differencing disks a clear bit sends the read to the parent.
 - A damaged footer at the end falls back to the copy at offset 0 (dynamic/differencing).
 """
 
@@ -306,8 +307,15 @@ class VhdDisk(Disk):
         return self.source.read(start, self.bitmap_size)
 
     def _sector_runs(self, index: int, first: int, last: int) -> Iterator[tuple[bool, int, int]]:
-        """(in_child, first_sector, count) runs for sectors [first, last) of block ``index``."""
+        """(in_file, first_sector, count) runs for sectors [first, last) of block ``index``."""
         bitmap = self._bitmap(index)
+        span = bitmap[first >> 3 : (last + 7) >> 3]
+        if span.count(0xFF) == len(span):  # the usual cases: all written / none written
+            yield True, first, last - first
+            return
+        if not any(span):
+            yield False, first, last - first
+            return
         s = first
         while s < last:
             cur = (bitmap[s >> 3] >> (7 - (s & 7))) & 1
@@ -342,17 +350,15 @@ class VhdDisk(Disk):
             start = self._block_file_offset(index)
             if start is None:
                 add("parent" if diff else "zero", pos, n)
-            elif not diff:
-                add("file", start + self.bitmap_size + within, n)
             else:
                 first, last = within // SECTOR, -(-(within + n) // SECTOR)
-                for in_child, s, count in self._sector_runs(index, first, last):
+                for in_file, s, count in self._sector_runs(index, first, last):
                     a = max(s * SECTOR, within)
                     b = min((s + count) * SECTOR, within + n)
-                    if in_child:
+                    if in_file:
                         add("file", start + self.bitmap_size + a, b - a)
                     else:
-                        add("parent", index * bs + a, b - a)
+                        add("parent" if diff else "zero", index * bs + a, b - a)
             pos += n
         return [tuple(p) for p in plan]
 
@@ -438,17 +444,14 @@ class VhdDisk(Disk):
             if absent_from is not None:
                 yield from self._absent(absent_from, pos, diff)
                 absent_from = None
-            if not diff:
-                yield Extent(pos, n, DATA)
-            else:
-                first, last = within // SECTOR, -(-(within + n) // SECTOR)
-                for in_child, s, count in self._sector_runs(index, first, last):
-                    a = index * bs + max(s * SECTOR, within)
-                    b = index * bs + min((s + count) * SECTOR, within + n)
-                    if in_child:
-                        yield Extent(a, b - a, DATA)
-                    else:
-                        yield from self._absent(a, b, True)
+            first, last = within // SECTOR, -(-(within + n) // SECTOR)
+            for in_file, s, count in self._sector_runs(index, first, last):
+                a = index * bs + max(s * SECTOR, within)
+                b = index * bs + min((s + count) * SECTOR, within + n)
+                if in_file:
+                    yield Extent(a, b - a, DATA)
+                else:
+                    yield from self._absent(a, b, diff)
             pos += n
         if absent_from is not None:
             yield from self._absent(absent_from, end, diff)
