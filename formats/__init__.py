@@ -1,8 +1,19 @@
 """Container formats: VHDX, VHD, raw; differencing chains; MBR/GPT; writers for export.
 
-Public API (docs/architecture.md): ``open_image``, ``open_path``, ``resolve_chains``,
-``read_partitions``, ``write_image`` and the ``Disk``/``ParentRef`` types. VHDX lives in
-``formats.vhdx`` and is imported lazily so the rest works without it.
+Public API (docs/architecture.md), plus what the layers above may rely on:
+
+- ``open_image(stream) -> Disk``: VHDX ("vhdxfile" at 0), VHD ("conectix" footer at the end
+  or its copy at 0), else raw. VHDX lives in ``formats.vhdx`` and is imported lazily.
+- ``resolve_chains(files, errors=None) -> {key: leaf Disk}``; with an ``errors`` dict nothing
+  is raised and each broken chain lands there under the key its disk would have had.
+  ``resolve_all(files) -> Resolution`` gives every leaf, every opened file and every error.
+- ``open_path(path)``: a local image (its chain found among its siblings and along relative
+  locators) or a folder.
+- ``read_partitions(disk) -> PartitionTable(scheme, partitions, disk_guid, warnings)``;
+  ``Partition.type_id`` is the GPT type GUID in lower case or the MBR id as "0x07";
+  ``reason`` says why ``readable`` is False or that the partition is cut at the disk end
+  (``truncated``).
+- ``write_image(disk, dest, "vhdx"|"vhd"|"raw", block_size=, fixed=, progress=)``.
 """
 
 from __future__ import annotations
