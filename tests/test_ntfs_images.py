@@ -247,6 +247,24 @@ def populate_features(m: str, man: dict) -> None:
                         (at | 0x1000).to_bytes(4, "little"))
         E[path] = {"type": "file", "reparse_tag": tag, "unsupported": why}
     populate_wof(m, man)
+    # a Win32 name with its DOS 8.3 alias, an object id, extended attributes
+    f("/A long file name.text", b"has a short name")
+    os.setxattr(m + "/A long file name.text", "system.ntfs_dos_name", b"ALONGF~1.TEX")
+    man["dos_name"] = ["/A long file name.text", "ALONGF~1.TEX"]
+    oid = bytes(range(1, 17))
+    os.setxattr(m + "/hello.txt", "system.ntfs_object_id", oid)
+    man["object_id"] = oid.hex()
+    eas = b""
+    items = [(b"FIRST.EA", b"value one"), (b"$KERNEL.X", b"\0\1\2")]
+    for n, v in items:  # ntfs-3g wants every "next" offset set, the last one too
+        body = struct.pack("<IBBH", 0, 0, len(n), len(v)) + n + b"\0" + v
+        body += b"\0" * (-len(body) % 4)
+        eas += struct.pack("<I", len(body)) + body[4:]
+    os.setxattr(m + "/dir/sub/deep/file.bin", "system.ntfs_ea", eas)
+    man["eas"] = {n.decode(): v.hex() for n, v in items}
+    # security descriptors as ntfs-3g reads them, for an exact comparison
+    man["acls"] = {p: os.getxattr(m + p, "system.ntfs_acl").hex()
+                   for p in ("/hello.txt", "/dir", "/links/a", "/dir/sub/deep")}
     # times: pre-1970, far future, 100 ns resolution
     f("/old.txt", b"old")
     f("/future.txt", b"future")
@@ -481,6 +499,24 @@ def test_lookup_case_and_names(features):
     assert os.fsencode(sur) == b"sur\xed\xa0\x80x"       # ntfs-3g's bytes
     assert names.to_ntfs(sur) == man["surrogate_raw"]
     assert vol.lookup("/" + sur).ntfs_name == man["surrogate_raw"]
+
+
+def test_dos_names_object_id_eas(features):
+    vol, man, _ = features
+    path, short = man["dos_name"]
+    top = [e.name for e in vol.root.iterdir()]
+    assert path[1:] in top and short not in top      # 8.3 alias not listed
+    e = vol.lookup("/" + short.lower())               # but it resolves, to the long name
+    assert e.name == path[1:] and e.short_name == short and e.nlink == 1
+    assert e.open().read(0, 100) == b"has a short name"
+    assert vol.lookup("/hello.txt").object_id.bytes_le.hex() == man["object_id"]
+    assert {k: v.hex() for k, v in vol.lookup("/dir/sub/deep/file.bin").eas().items()} == man["eas"]
+
+
+def test_security_descriptors_match_ntfs3g(features):
+    vol, man, _ = features
+    for p, acl in man["acls"].items():
+        assert vol.lookup(p).security_descriptor().hex() == acl, p
 
 
 def test_metadata_files_hidden_but_reachable(features):
