@@ -539,3 +539,24 @@ def test_wof_stream_random(data, size):
         s.read(0, min(size, 20000))
     except FormatError:
         pass
+
+
+def test_bytes_past_valid_data_length_read_as_zeros(image):
+    """initialized_size (VDL) below the data size, as Windows leaves after SetEndOfFile/
+    SetFileValidData: the tail reads as zeros and is reported as a ZERO extent."""
+    base, record_size, *_ = image
+    vol = Volume(base)
+    e = vol.lookup("/dir/sub/deep/file.bin")
+    full = e.open().read(0, e.size)
+    off = vol.mft_offset(e.ref)
+
+    def edit(buf):
+        pos = _attr_offset(buf, 0x80)
+        struct.pack_into("<q", buf, pos + 56, 50_000)
+    vol2 = Volume(PatchedStream(base, _record_patch(base, off, record_size, b"FILE", edit)))
+    s = vol2.lookup("/dir/sub/deep/file.bin").open()
+    assert s.size == len(full) == 100_000
+    assert s.read(0, s.size) == full[:50_000] + bytes(50_000)
+    assert [(x.offset, x.length, x.kind) for x in s.extents()] == [
+        (0, 50_000, "data"), (50_000, 50_000, "zero")]
+    assert s.read(49_990, 20) == full[49_990:50_000] + bytes(10)
