@@ -81,6 +81,8 @@ class Progress:
         try:
             cols = os.get_terminal_size(self.stream.fileno()).columns
         except (OSError, ValueError, AttributeError):
+            cols = 0
+        if cols <= 0:   # a pty with no size set
             cols = 100
         s = s[: max(10, cols - 1)]
         pad = max(0, self._width - len(s))

@@ -263,3 +263,35 @@ def test_cli_init_backup_list(tmp_path):
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1
     p = rpfs("init", str(repo), check=False)
     assert p.returncode == 2 and "not empty" in p.stderr
+
+
+def test_progress_only_on_a_terminal(tmp_path):
+    """On a pty the backup draws a progress line; piped, it prints nothing (tested above)."""
+    import pty
+    import select
+    src = tmp_path / "vm"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(64 * MiB))
+    rpfs("init", str(tmp_path / "repo"))
+    from test_store_fixtures import PY, ROOT
+    master, slave = pty.openpty()
+    p = subprocess.Popen([PY, "-m", "rpfs", "backup", str(tmp_path / "repo"), str(src)],
+                         stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    out = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 30)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert p.wait(timeout=60) == 0
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert "\rbackup vm/" in text and "% " in text and "B/s ETA" in text, text
+    assert text.splitlines()[-1].startswith("vm/"), text     # line cleared, then the summary
