@@ -76,6 +76,7 @@ def _find_parent(child_path: str, child: Disk, index: Mapping[str, str],
                  opened: Mapping[str, Disk]) -> tuple[str, Disk]:
     ref = child.parent_ref
     want = ref.identity
+    accepted = {want, ref.extra.get("identity2")} - {None}  # VHDX parent_linkage2 also counts
     folder = posixpath.dirname(child_path)
     by_path: list[str] = []
     for p in ref.paths:
@@ -95,11 +96,12 @@ def _find_parent(child_path: str, child: Disk, index: Mapping[str, str],
         if candidate == child_path:
             continue
         disk = opened[candidate]
-        if want is None or disk.identity is None or disk.identity == want:
+        if want is None or disk.identity is None or disk.identity in accepted:
             return candidate, disk
         mismatched = mismatched or candidate
     if want is not None:
-        same = sorted(p for p, d in opened.items() if d.identity == want and p != child_path)
+        same = sorted(p for p, d in opened.items()
+                      if d.identity is not None and d.identity in accepted and p != child_path)
         if same:
             return same[0], opened[same[0]]
     if mismatched is not None:
