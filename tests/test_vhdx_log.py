@@ -128,3 +128,24 @@ def test_sequence_cannot_lap_the_ring():
     from formats.vhdx.log import replay_log
     ov = replay_log(_log_image(bytes(ring)), LOG_OFFSET, LOG_LENGTH, g)
     assert isinstance(ov, LogOverlay) and ov.sequence == (100, 100 + n - 1)
+
+
+def test_log_guid_without_entries_reads_unreplayed(tmp_path):
+    """A header LogGuid that no complete entry carries (a file copied right after Hyper-V
+    opened it, or torn entries): nothing was applied from the log, so the file is read as it
+    stands, with a warning."""
+    from formats.vhdx.writer import build_header
+    pending, applied, raw = F.logged(0)
+    path = tmp_path / "x.vhdx"
+    shutil.copyfile(pending, path)
+    disk = VhdxDisk(FileStream(path))
+    with open(path, "r+b") as f:
+        for i, off in enumerate(S.HEADER_OFFSETS):
+            f.seek(off)
+            f.write(build_header(disk.header.sequence_number + 5 + i, uuid.uuid4(), disk.identity,
+                                 log_guid=uuid.uuid4()))
+    again = VhdxDisk(FileStream(path))
+    assert not again.log_replayed and "no valid sequence" in again.warnings[0]
+    assert again.read(0, again.size) == raw.read_bytes()
+    subprocess.run(["qemu-img", "compare", "-f", "raw", "-F", "vhdx", str(raw), str(path)], check=True,
+                   capture_output=True)   # qemu agrees: nothing to replay

@@ -29,6 +29,10 @@ MAX_FILE_OFFSET = 1 << 50          # anything a log points beyond this is hostil
 MAX_ENTRY_VISITS = 1_000_000       # bounds the active-sequence search on crafted logs
 
 
+class NoActiveSequence(FormatError):
+    """The header names a log but no valid, complete sequence carries its LogGuid."""
+
+
 @dataclass(frozen=True)
 class LogEntry:
     start: int          # offset in the log
@@ -178,7 +182,7 @@ def replay_log(stream: Stream, log_offset: int, log_length: int, log_guid: uuid.
     log = _Log(stream, log_offset, log_length, log_guid)
     entries = find_active_sequence(log)
     if not entries:
-        raise FormatError("log is not empty but holds no valid sequence", **where)
+        raise NoActiveSequence("log is not empty but holds no valid sequence", **where)
     head = entries[-1]
     if stream.size < head.flushed_file_offset:
         raise FormatError(f"file truncated: log says it was at least {head.flushed_file_offset} bytes",

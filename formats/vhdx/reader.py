@@ -21,7 +21,7 @@ from rpfs.errors import ChainError, FormatError, UnsupportedError
 from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 from . import structures as S
-from .log import replay_log
+from .log import NoActiveSequence, replay_log
 
 _BAT_PAGE_ENTRIES = 1 << 15        # 256 KiB of BAT read at a time
 _ZEROS = bytes(1 << 20)
@@ -63,6 +63,7 @@ class VhdxDisk(Disk):
         self.file_write_guid = self.header.file_write_guid
         h = self.header
         self.log_replayed = False
+        self.warnings: list[str] = []
         self.file: Stream = stream
         if h.log_guid != uuid.UUID(int=0) and h.log_length:   # no log region: nothing to replay (as qemu)
             if h.log_version != 0:
@@ -70,8 +71,14 @@ class VhdxDisk(Disk):
                                        structure=f"VHDX header {self.header_index + 1}",
                                        offset=S.HEADER_OFFSETS[self.header_index])
             self._check_log_placement(h.log_offset, h.log_length)
-            self.file = replay_log(stream, h.log_offset, h.log_length, h.log_guid)
-            self.log_replayed = True
+            try:
+                self.file = replay_log(stream, h.log_offset, h.log_length, h.log_guid)
+                self.log_replayed = True
+            except NoActiveSequence as e:
+                # [MS-VHDX] 2.3.3 says fail; but the log is write-ahead: an entry that is not
+                # valid and complete was never applied in place, so the file as it stands is
+                # consistent. qemu opens such files too (a live copy taken right after open).
+                self.warnings.append(f"{e}; read without replay")
         self.regions = self._region_table()
         self._parse_metadata()
         self._layout()
