@@ -220,3 +220,28 @@ def test_errors_dict_keeps_good_chains_and_keys_broken_ones(linear):
     assert disks["base"].read(0, SIZE) == c2
     assert sorted(errors) == ["bad", "web"]
     assert isinstance(errors["web"], ChainError) and isinstance(errors["bad"], FormatError)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_LOCATOR_TEXT = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(["..", "../..", "\\\\?\\C:\\x.vhd", "C:", "\\\\server\\share\\", "/",
+                     ".\\", "..\\..\\..\\..\\etc\\passwd", "a/../../b.vhd", "\0\0", "x.vhd\0y"]))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(locators=st.lists(st.tuples(st.sampled_from(["W2ru", "W2ku", "Wi2r", "MacX", "zzzz"]),
+                                   _LOCATOR_TEXT), max_size=4))
+def test_hostile_locators_give_chain_errors_or_a_parent(tmp_path_factory, locators):
+    root = tmp_path_factory.mktemp("loc")
+    c0 = bytes(1 << 20)
+    _vhd(root / "p.vhd", c0)
+    _vhd(root / "k.avhd", b"\1" + c0[1:], root / "p.vhd", parent_locators=locators)
+    try:
+        disks = resolve_chains(_files(root))
+    except ChainError:
+        return
+    # found by a path, the name or the identity: it must be the real parent
+    assert disks["p"].read(0, 2) == b"\1\0"
