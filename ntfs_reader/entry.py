@@ -223,8 +223,7 @@ class Entry:
             data = self.volume.read_attribute(self._attrs(), AT_DATA)
             if not data.startswith(INTERIX_SYMLINK) or len(data) & 1:
                 return None
-            return names.to_linux(names.decode(data[8:]).rstrip("\0")) if False else \
-                data[8:].decode("utf-16-le", "surrogatepass").rstrip("\0")
+            return data[8:].decode("utf-16-le", "surrogatepass").rstrip("\0")
         return self._memo("interix", load)
 
     @property
@@ -464,8 +463,8 @@ class Entry:
             t = self._interix_target if r is None else None
             if t is None:
                 raise UsageError(f"{self.volume.name}: MFT record {self.ref} is not a symlink")
-            return names.to_linux(t) if "/" not in t else "/".join(
-                names.to_linux(p) if p else p for p in t.split("/"))
+            # Interix targets are POSIX paths already (written by ntfs-3g's ln -s)
+            return "/".join(names.to_linux(p) if p else p for p in t.split("/"))
         if r.tag == IO_REPARSE_TAG_LX_SYMLINK:
             return r.target
         target = r.target

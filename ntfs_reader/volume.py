@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from array import array
 
-from rpfs.errors import FormatError, NotFoundError
+from rpfs.errors import FormatError, NotFoundError, RpfsError
 from rpfs.stream import BytesStream, Stream
 
 from . import names
@@ -349,7 +349,7 @@ class Volume:
         try:
             e = self.root.child("hiberfil.sys")
             head = e.open().read(0, 4).lower()
-        except (FormatError, NotFoundError, OSError):
+        except (RpfsError, OSError):  # no such file, or unreadable: nothing to warn about
             return
         if head in (b"hibr", b"wake", b"rstr"):
             self.hibernated = True

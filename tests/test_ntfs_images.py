@@ -369,6 +369,40 @@ def features_image(sector: int = 512, cluster: int = 4096):
     return build_image("features", 64 << 20, sector, cluster, populate_features)
 
 
+def populate_mftfrag(m: str, man: dict) -> None:
+    """Fill a 512-byte-cluster volume with small files, delete every other one, then create
+    thousands of files: $MFT grows into the holes, ending in hundreds of runs, and its
+    $DATA overflows record 0 into an extension record through an $ATTRIBUTE_LIST."""
+    os.mkdir(m + "/fill")
+    n = 0
+    try:
+        while True:
+            with open(f"{m}/fill/{n:06d}", "wb") as fh:
+                fh.write(_rand(6000, n))
+            n += 1
+    except OSError:
+        pass
+    os.sync()
+    for i in range(0, n, 2):
+        os.unlink(f"{m}/fill/{i:06d}")
+    os.sync()
+    os.mkdir(m + "/many")
+    made = 0
+    try:
+        for k in range(6000):
+            with open(f"{m}/many/{k:05d}", "wb") as fh:
+                fh.write(b"file %d" % k)
+            made = k + 1
+    except OSError:
+        pass
+    man["fill_left"] = sorted(os.listdir(m + "/fill"))  # as ntfs-3g lists them
+    man["many"] = made
+
+
+def mftfrag_image():
+    return build_image("mftfrag", 24 << 20, 512, 512, populate_mftfrag, "Frag")
+
+
 def populate_bigdir(m: str, man: dict, n: int = 50_000) -> None:
     os.mkdir(m + "/big")
     for i in range(n):
@@ -556,3 +590,25 @@ def test_against_sleuthkit(features):
               "/packed/text.txt", "/packed/holes.bin"):
         e = vol.lookup(p)
         assert run(["icat", image, str(e.ref)]) == e.open().read(0, e.size), p
+
+
+def test_fragmented_mft_with_attribute_list():
+    """A real (ntfs-3g made) $MFT in hundreds of runs whose $DATA continues in an extension
+    record: every record past the first extent must still be found."""
+    image, man = mftfrag_image()
+    vol = Volume(FileStream(image))
+    extents = vol.file(0).extents(0x80)
+    assert len(extents) >= 2 and extents[0].record == 0 and extents[1].record != 0
+    runs = sum(len(a.decode_runs(vol.total_clusters, "x")) for a in extents)
+    assert runs >= 100
+    many = vol.lookup("/many")
+    names_ = [e.name for e in many.iterdir()]
+    assert names_ == [f"{k:05d}" for k in range(man["many"])]
+    last = max(e.ref for e in many.iterdir())
+    assert last * vol.record_size > (extents[1].lowest_vcn * vol.cluster_size)
+    for k in (0, man["many"] // 2, man["many"] - 1):
+        e = many.child(f"{k:05d}")
+        assert e.open().read(0, 100) == b"file %d" % k
+        assert run(["icat", image, str(e.ref)]) == b"file %d" % k
+    fill = [e.name for e in vol.lookup("/fill").iterdir()]
+    assert fill == man["fill_left"]
