@@ -106,3 +106,36 @@ def test_fixture_partitions_as_laid_out(fx):
             out = run("mmls", d.raw)
             for p in table.partitions:
                 assert f"{p.offset // 512:010d}" in out
+
+
+def test_fixture_vhds_equal_libvhdi_view(fx, tmp_path):
+    import shutil
+    if not shutil.which("vhdimount"):
+        pytest.skip("vhdimount not installed")
+    from test_vhd_images import vhdimount
+    for name in ("system", "data"):
+        for kind in ("vhd-dynamic", "vhd-fixed"):
+            path = fx.disks[name].images.get(kind)
+            if path is None:
+                continue
+            disk = open_image(FileStream(path))
+            with vhdimount(path, tmp_path / f"{name}-{kind}") as target:
+                theirs = FileStream(target)
+                assert theirs.size == disk.size
+                _same(disk, theirs, 3)
+                theirs.close()
+
+
+@pytest.mark.parametrize("fmt", ["vhd", "raw"])
+def test_fixture_disk_exports(fx, tmp_path, fmt):
+    d = fx.disks["system"]
+    src = open_image(FileStream(d.images.get("vhdx-dynamic-32M", d.raw)))
+    out = tmp_path / f"system.{fmt}"
+    write_image(src, out, fmt)
+    qfmt = {"vhd": "vpc", "raw": "raw"}[fmt]
+    run("qemu-img", "compare", "-q", "-f", "raw", "-F", qfmt, d.raw, out)
+    if fmt == "vhd":
+        assert "Dynamic" in run("vhdiinfo", out)
+    back = read_partitions(open_image(FileStream(out)))
+    assert [(p.number, p.offset, p.size) for p in back.partitions] == \
+        sorted((p["number"], p["offset"], p["size"]) for p in d.partitions)
