@@ -14,7 +14,6 @@ from array import array
 from functools import lru_cache
 from typing import Iterator
 
-from construct import ConstructError
 
 from formats.disk import Disk, ParentRef
 from rpfs.errors import ChainError, FormatError, UnsupportedError
@@ -545,6 +544,7 @@ class VhdxDisk(Disk):
             "block_size": self.block_size, "logical_sector_size": self.logical_sector_size,
             "physical_sector_size": self.physical_sector_size, "identity": str(self.identity),
             "virtual_disk_id": str(self.virtual_disk_id), "log_replayed": self.log_replayed,
+            "warnings": list(self.warnings),
             "parent": None if self.parent_ref is None else {
                 "paths": list(self.parent_ref.paths), "identity": str(self.parent_ref.identity)},
         }
