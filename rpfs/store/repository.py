@@ -16,6 +16,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
@@ -204,15 +205,21 @@ class Repository:
 
     # --- reader registration -----------------------------------------------------------
     def _register_reader(self) -> None:
-        self.epoch = catalog.get_epoch(self.db)
+        rows = self.query("SELECT value FROM meta WHERE key = 'epoch'")
+        if not rows or not isinstance(rows[0][0], int):
+            raise FormatError("no epoch in meta", source=self.catalog_path, structure="catalog")
+        self.epoch = rows[0][0]
         d = os.path.join(self.path, READERS_DIR)
         name = f"e{self.epoch:012d}-{os.getpid()}-{secrets.token_hex(4)}.lock"
         p = os.path.join(d, name)
+        tmp = os.path.join(d, ".tmp-" + name)
         try:
-            fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError:  # read-only medium: nobody can gc it either
             return
+        # locked before it gets a name gc looks at, so gc never mistakes it for a dead reader
         fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, p)
         self._reader_fd, self.reader_file = fd, name
 
     def _unregister_reader(self) -> None:
@@ -229,6 +236,13 @@ class Repository:
         d = os.path.join(self.path, READERS_DIR)
         out = []
         for fn in os.listdir(d):
+            if fn.startswith(".tmp-"):   # a reader between create and rename, or one that died there
+                try:
+                    if time.time() - os.stat(os.path.join(d, fn)).st_mtime > 3600:
+                        os.unlink(os.path.join(d, fn))
+                except FileNotFoundError:
+                    pass
+                continue
             if fn == self.reader_file or not fn.endswith(".lock"):
                 continue
             p = os.path.join(d, fn)
