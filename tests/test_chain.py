@@ -245,3 +245,13 @@ def test_hostile_locators_give_chain_errors_or_a_parent(tmp_path_factory, locato
         return
     # found by a path, the name or the identity: it must be the real parent
     assert disks["p"].read(0, 2) == b"\1\0"
+
+
+def test_bases_sharing_a_stem_get_distinct_keys(tmp_path):
+    c0 = _content(1)
+    _vhd(tmp_path / "disk.vhd", c0)
+    files = _files(tmp_path)
+    files["disk.raw"] = BytesStream(b"\2" * 4096)
+    disks = resolve_chains(files)
+    assert sorted(disks) == ["disk.raw", "disk.vhd"]
+    assert disks["disk.vhd"].read(0, SIZE) == c0
