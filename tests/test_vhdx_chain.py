@@ -36,12 +36,13 @@ def states(disk):
     return [disk.block_state(b)[0] for b in range(disk.data_blocks)]
 
 
-@pytest.mark.parametrize("depth,block_size", [(3, 1 * MiB), (4, 2 * MiB)])
-def test_chain_reads_every_level(depth, block_size):
-    files = F.chain(depth, block_size)
+@pytest.mark.parametrize("depth,block_size,lss", [(3, 1 * MiB, 512), (4, 2 * MiB, 512), (3, 1 * MiB, 4096)])
+def test_chain_reads_every_level(depth, block_size, lss):
+    files = F.chain(depth, block_size, lss)
     disks = open_chain(files)
     for level, (disk, (vhdx, raw)) in enumerate(zip(disks, files)):
         expected = raw.read_bytes()
+        assert disk.logical_sector_size == lss
         assert disk.kind == ("dynamic" if level == 0 else "differencing")
         assert_same(disk, expected, random.Random(level), 150)
         assert_extents_honest(disk, expected)
@@ -117,12 +118,12 @@ def test_random_children_match_their_content(tmp_path):
 
 @pytest.mark.fuse
 @pytest.mark.skipif(not os.path.exists("/dev/fuse") or not shutil.which("vhdimount"), reason="needs FUSE + vhdimount")
-@pytest.mark.parametrize("zero_blocks", [False, True])
-def test_chain_equals_libvhdi(tmp_path, zero_blocks):
+@pytest.mark.parametrize("zero_blocks,lss", [(False, 512), (True, 512), (False, 4096)])
+def test_chain_equals_libvhdi(tmp_path, zero_blocks, lss):
     """vhdimount exposes vhdi1 = base ... vhdiN = leaf. libvhdi reads a child's ZERO blocks
     from the parent (the spec says they read as zeros), so with ZERO blocks those are left
     out of the comparison; without them the whole chain must match."""
-    files = F.chain(3, zero_blocks=zero_blocks)
+    files = F.chain(3, logical_sector_size=lss, zero_blocks=zero_blocks)
     disks = open_chain(files)
     mnt = tmp_path / "m"
     mnt.mkdir()
