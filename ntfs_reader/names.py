@@ -9,6 +9,11 @@ Scheme, reversible and the same as ntfs-3g's for surrogates:
   (U+DC80+byte). ``os.fsencode(name)`` therefore yields ntfs-3g's bytes, and
   :func:`to_ntfs` undoes the mapping exactly. Well-formed names never contain U+DC80-DCFF
   code points, so no two NTFS names share one Linux name.
+* Characters a Linux name cannot hold are written as their overlong 2-byte UTF-8 forms
+  (never produced by any valid or generalised UTF-8), carried the same way: ``/`` ->
+  ``C0 AF``, NUL -> ``C0 80``; the names ``.`` and ``..`` (only a damaged or hostile
+  index holds them) get each dot as ``C0 AE``. So no name read from a volume can contain
+  a path separator or climb out of its directory.
 * A name longer than 255 UTF-8 bytes (NTFS allows 255 UTF-16 units, up to 765 bytes) is
   shown as its longest prefix that fits in 237 bytes followed by ``~`` and 16 lowercase hex
   digits of BLAKE2b-64 over the UTF-16LE name (``prefix~0123456789abcdef``, <= 255 bytes).
@@ -31,16 +36,47 @@ def decode(raw: bytes) -> str:
     return raw.decode("utf-16-le", "surrogatepass")
 
 
+_SLASH, _NUL, _DOT = "\udcc0\udcaf", "\udcc0\udc80", "\udcc0\udcae"
+
+
 def to_linux(ntfs_name: str) -> str:
     """An NTFS name (from :func:`decode`) -> its Linux name (escaped, <= 255 bytes)."""
+    if "/" in ntfs_name or "\0" in ntfs_name or ntfs_name in (".", ".."):
+        return _to_linux(ntfs_name)
+    return _plain_to_linux(ntfs_name)
+
+
+def _to_linux(ntfs_name: str) -> str:
+    if ntfs_name in (".", ".."):
+        return _DOT * len(ntfs_name)
+    parts = ntfs_name.replace("\0", "/").split("/")
+    # escape each piece, then join with the escapes (so the length rule sees the result)
+    out, pos = [], 0
+    for piece in parts:
+        out.append(_plain_to_linux(piece, limit=False))
+        pos += len(piece)
+        if pos < len(ntfs_name):
+            out.append(_SLASH if ntfs_name[pos] == "/" else _NUL)
+            pos += 1
+    name = "".join(out)
+    if len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX:
+        return name
+    return _shorten(ntfs_name, name.encode("utf-8", "surrogateescape"))
+
+
+def _plain_to_linux(ntfs_name: str, limit: bool = True) -> str:
     try:
         data = ntfs_name.encode("utf-8")
         name = ntfs_name
     except UnicodeEncodeError:  # unpaired surrogates: generalised UTF-8, then escape
         data = ntfs_name.encode("utf-8", "surrogatepass")
         name = data.decode("utf-8", "surrogateescape")
-    if len(data) <= NAME_MAX:
+    if len(data) <= NAME_MAX or not limit:
         return name
+    return _shorten(ntfs_name, data)
+
+
+def _shorten(ntfs_name: str, data: bytes) -> str:
     digest = hashlib.blake2b(ntfs_name.encode("utf-16-le", "surrogatepass"),
                              digest_size=8).hexdigest()
     cut = data[:_LONG_PREFIX_MAX]
@@ -56,7 +92,8 @@ def from_raw(raw: bytes) -> str:
     """UTF-16LE bytes -> Linux name."""
     try:
         name = raw.decode("utf-16-le")
-        if len(name) * 3 <= NAME_MAX or len(name.encode("utf-8")) <= NAME_MAX:
+        if "/" not in name and "\0" not in name and name not in (".", "..") and (
+                len(name) * 3 <= NAME_MAX or len(name.encode("utf-8")) <= NAME_MAX):
             return name
         return to_linux(name)
     except UnicodeDecodeError:
@@ -72,8 +109,20 @@ def to_ntfs(linux_name: str) -> str:
         linux_name.encode("utf-8")
         return linux_name
     except UnicodeEncodeError:
-        data = linux_name.encode("utf-8", "surrogateescape")
-        return data.decode("utf-8", "surrogatepass")
+        pass
+    if "\udcc0" in linux_name:
+        if linux_name in (_DOT, _DOT * 2):
+            return "." * (len(linux_name) // 2)
+        pieces = linux_name.replace(_NUL, _SLASH + "\0").split(_SLASH)
+        out = []
+        for i, piece in enumerate(pieces):
+            if i:
+                out.append("\0" if piece.startswith("\0") else "/")
+                piece = piece[1:] if piece.startswith("\0") else piece
+            out.append(to_ntfs(piece))
+        return "".join(out)
+    data = linux_name.encode("utf-8", "surrogateescape")
+    return data.decode("utf-8", "surrogatepass")
 
 
 def to_utf16(linux_name: str) -> bytes:

@@ -103,13 +103,15 @@ def test_index_entries_and_small_attributes_random(data):
 
 
 @FAST
-@given(st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=255))
+@given(st.lists(st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 0x2F, 0x2E, 0xD800,
+                                                                    0xDC00, 0xDCC0])),
+                min_size=1, max_size=255))
 def test_names_round_trip(units):
     raw = struct.pack(f"<{len(units)}H", *units)
     ntfs = names.decode(raw)
     linux = names.to_linux(ntfs)
     b = linux.encode("utf-8", "surrogateescape")
-    assert len(b) <= 255 and b"/" not in b.replace(b"/", b"") or True
+    assert len(b) <= 255 and b"/" not in b and b"\0" not in b and b not in (b".", b"..")
     if len(ntfs.encode("utf-8", "surrogatepass")) <= 255:
         assert names.to_ntfs(linux) == ntfs
         assert names.to_utf16(linux) == raw
@@ -560,3 +562,17 @@ def test_bytes_past_valid_data_length_read_as_zeros(image):
     assert [(x.offset, x.length, x.kind) for x in s.extents()] == [
         (0, 50_000, "data"), (50_000, 50_000, "zero")]
     assert s.read(49_990, 20) == full[49_990:50_000] + bytes(10)
+
+
+_UNITS = st.lists(st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0, 0x2F, 0x2E, 0xD800,
+                                                                       0xDCC0, 0xDCAF])),
+                  min_size=1, max_size=8)
+
+
+@FAST
+@given(_UNITS, _UNITS)
+def test_distinct_names_stay_distinct(a, b):
+    na = names.decode(struct.pack(f"<{len(a)}H", *a))
+    nb = names.decode(struct.pack(f"<{len(b)}H", *b))
+    if na != nb:
+        assert names.to_linux(na) != names.to_linux(nb)
