@@ -40,6 +40,11 @@ _NS_PREFERENCE = {NS_WIN32: 0, NS_WIN32_AND_DOS: 0, NS_POSIX: 1, NS_DOS: 2}
 _ZERO_TIMES = Times(0, 0, 0, 0)
 
 
+def _component(part: str) -> str:
+    """One component of a link target: '', '.' and '..' keep their path meaning."""
+    return part if part in ("", ".", "..") else names.to_linux(part)
+
+
 class _Where(Mapping):
     """Error context (source, structure, offset) computed only when an error is raised:
     finding the record's offset on the volume costs more than parsing it."""
@@ -464,7 +469,7 @@ class Entry:
             if t is None:
                 raise UsageError(f"{self.volume.name}: MFT record {self.ref} is not a symlink")
             # Interix targets are POSIX paths already (written by ntfs-3g's ln -s)
-            return "/".join(names.to_linux(p) if p else p for p in t.split("/"))
+            return "/".join(_component(p) for p in t.split("/"))
         if r.tag == IO_REPARSE_TAG_LX_SYMLINK:
             return r.target
         target = r.target
@@ -472,7 +477,7 @@ class Entry:
         if r.tag == IO_REPARSE_TAG_SYMLINK and r.relative:
             if target.startswith("\\"):      # drive-relative: from the volume root
                 return up + self._inside(target.strip("\\"))
-            return "/".join(names.to_linux(p) if p else p for p in target.split("\\"))
+            return "/".join(_component(p) for p in target.split("\\"))
         prefix = None
         for p in ("\\??\\", "\\\\?\\", "\\\\.\\"):
             if target.startswith(p):
@@ -492,7 +497,7 @@ class Entry:
 
     @staticmethod
     def _inside(path: str) -> str:
-        return "/".join(names.to_linux(p) for p in path.split("\\") if p)
+        return "/".join(_component(p) for p in path.split("\\") if p)
 
     def _fix_case(self, path: str) -> str | None:
         """The path as named on this volume ('' = the root), or None if it is not here."""
