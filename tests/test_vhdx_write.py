@@ -8,6 +8,7 @@ import random
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from formats.vhdx import VhdxDisk, write_vhdx
 from rpfs.errors import UsageError
@@ -114,3 +115,24 @@ def test_bad_arguments(tmp_path, kw):
 def test_empty_source_is_refused(tmp_path):
     with pytest.raises(UsageError, match="empty"):     # qemu-img and Hyper-V refuse size 0 too
         write_vhdx(BytesStream(b""), tmp_path / "x.vhdx")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(size=st.integers(1, 9 * MiB), pieces=st.lists(st.tuples(st.integers(0, 9 * MiB), st.integers(1, 3 * MiB),
+                                                             st.integers(0, 255)), max_size=8),
+       block_mib=st.sampled_from([1, 2, 4]), fixed=st.booleans(), lss=st.sampled_from([512, 4096]))
+def test_round_trip_property(tmp_path_factory, size, pieces, block_mib, fixed, lss):
+    """Any content, block size, sector size and kind: what we write reads back exactly, and
+    zero extents are really zero."""
+    data = bytearray(size)
+    for off, n, fill in pieces:
+        data[off:off + n] = bytes([fill]) * len(data[off:off + n])
+    dest = tmp_path_factory.mktemp("rt") / "x.vhdx"
+    write_vhdx(BytesStream(data), dest, block_size=block_mib * MiB, fixed=fixed, logical_sector_size=lss)
+    disk = VhdxDisk(FileStream(dest))
+    padded = bytes(data) + bytes(disk.size - size)
+    assert disk.size == -(-size // lss) * lss
+    assert disk.read(0, disk.size) == padded
+    for e in disk.extents():
+        if e.kind == ZERO:
+            assert padded[e.offset:e.end] == bytes(e.length)
