@@ -98,7 +98,8 @@ def test_api_shape(fx):
     assert set(fx.volumes) == set(VOLUMES)
     for d in fx.disks.values():
         assert d.raw.is_file() and d.raw.stat().st_size == d.size
-        assert set(d.images) == set(spec.describe("small")["images"])
+        extra = {"vhdx-dynamic-32M-4kn"} if d.logical_sector_size == 4096 else set()
+        assert set(d.images) == set(spec.describe("small")["images"]) | extra
         assert all(p.is_file() for p in d.images.values())
         assert d.scheme in ("gpt", "mbr", "none")
         for p in d.partitions:
@@ -325,6 +326,8 @@ def test_containers_equal_raw(fx, disk):
     d = fx.disks[disk]
     for kind, img in d.images.items():
         fmt = IMAGE_KINDS[kind][0]
+        if kind.endswith("-4kn"):
+            continue  # qemu cannot open VHDX with 4096-byte sectors: see the next test
         sh("qemu-img", "compare", "-q", "-f", "raw", "-F", fmt, d.raw, img)
         info = json.loads(sh("qemu-img", "info", "--output=json", "-f", fmt, img))
         assert info["virtual-size"] == d.size, kind
@@ -333,6 +336,26 @@ def test_containers_equal_raw(fx, disk):
             assert re.search(rf"Disk type\s*: {'Dynamic' if 'dynamic' in kind else 'Fixed'}",
                              out), (kind, out)
             assert f"({d.size} bytes)" in out
+
+
+def test_4kn_vhdx_through_libvhdi(fx, tmp_path):
+    """The 4Kn VHDX declares 4096-byte sectors and libvhdi reads it as the raw disk."""
+    d = fx.disks["sector4k"]
+    img = d.images["vhdx-dynamic-32M-4kn"]
+    out = sh("vhdiinfo", img)
+    assert re.search(r"Bytes per sector\s*: 4096 bytes", out), out
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    sh("vhdimount", img, mnt)
+    try:
+        with open(mnt / "vhdi1", "rb") as a, open(d.raw, "rb") as b:
+            while True:
+                x, y = a.read(1 << 20), b.read(1 << 20)
+                assert x == y
+                if not x:
+                    break
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
 
 
 # -- the VM folder -----------------------------------------------------------------------
