@@ -326,6 +326,17 @@ def _chunk(payload: bytes, compressed: bool = True) -> bytes:
     return ((0xB000 if compressed else 0x3000) | (len(payload) - 1)).to_bytes(2, "little") + payload
 
 
+def test_ms_xca_example():
+    """The worked example of [MS-XCA] 3.3 (an overlapping back-reference included)."""
+    data = bytes.fromhex(
+        "38b0884623200020472041 0010a24701a0452044000845 01507900c0452005241388"
+        "05b4024a44ef0358028c09 1601484500be009e00040118 9000")
+    want = (b"F# F# G A A G F# E D D E F# F# E E F# F# G A A G F# E D D E F# E D D E E F# D E "
+            b"F# G F# D E F# G F# E D E A F# F# G A A G F# E D D E F# E D D\0")
+    assert len(data) == 59 and len(want) == 142
+    assert lznt1.decompress(data, 4096) == want == lznt1.decompress_py(data, 4096)
+
+
 def test_errors_name_the_offset():
     # back-reference as the very first token
     assert _err(_chunk(b"\x01\x00\x00")).offset == 3
