@@ -20,7 +20,7 @@ SECURITY_CACHE = 1024        # security descriptors by security id
 MAX_INDEX_DEPTH = 64         # B+tree depth bound (a real tree of 2^32 names is < 10 deep)
 MAX_EXTENSION_RECORDS = 4096 # extension records one file may have through its attribute list
 MAX_RESIDENT_READ = 1 << 20  # bound on metadata we read whole (attribute lists, reparse data)
-MAX_SYMLINK_DEPTH = 40       # ELOOP bound when lookup follows nothing but walks ".." paths
+MAX_COMPRESSION_UNIT = 1 << 20  # bytes; NTFS writes 16 clusters of <= 4 KiB (64 KiB)
 
 
 class LRU:

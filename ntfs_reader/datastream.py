@@ -13,7 +13,7 @@ from bisect import bisect_right
 from rpfs.errors import FormatError, UnsupportedError
 from rpfs.stream import DATA, ZERO, Extent, Stream
 
-from .cache import COMPRESSED_UNIT_CACHE, LRU
+from .cache import COMPRESSED_UNIT_CACHE, LRU, MAX_COMPRESSION_UNIT
 
 
 def coalesce(runs: list) -> list:
@@ -117,6 +117,10 @@ class CompressedStream(Stream):
 
     def __init__(self, volume: Stream, cluster_size: int, runs: list, size: int,
                  initialized_size: int, compression_unit: int, name: str):
+        if cluster_size << compression_unit > MAX_COMPRESSION_UNIT:
+            raise FormatError(f"compression unit of {cluster_size << compression_unit} bytes "
+                              f"(2**{compression_unit} clusters)", source=name,
+                              structure="compressed attribute")
         self.raw = RunlistStream(volume, cluster_size, runs, 1 << 62, 1 << 62, name)
         self.cs = cluster_size
         self.unit_clusters = 1 << compression_unit

@@ -40,6 +40,21 @@ _NS_PREFERENCE = {NS_WIN32: 0, NS_WIN32_AND_DOS: 0, NS_POSIX: 1, NS_DOS: 2}
 _ZERO_TIMES = Times(0, 0, 0, 0)
 
 
+def _lazy(fn):
+    """A read-only property computed once per Entry (kept in ``_cache``)."""
+    key = fn.__name__
+
+    def get(self):
+        cache = self._cache
+        try:
+            return cache[key]
+        except KeyError:
+            value = cache[key] = fn(self)
+            return value
+    get.__doc__ = fn.__doc__
+    return property(get)
+
+
 def _component(part: str) -> str:
     """One component of a link target: '', '.' and '..' keep their path meaning."""
     return part if part in ("", ".", "..") else names.to_linux(part)
@@ -95,23 +110,21 @@ class Entry:
     def _where(self, structure: str | None = None) -> "_Where":
         return _Where(self, structure)
 
-    def _memo(self, key, fn):
+    def _memo(self, key, fn):  # for the few values that are not properties
         try:
             return self._cache[key]
         except KeyError:
             value = self._cache[key] = fn()
             return value
 
-    @property
+    @_lazy
     def file_names(self) -> list[FileName]:
         """Every $FILE_NAME of the file (all links, all namespaces)."""
-        def load():
-            out = []
-            for a in self._attrs().all(AT_FILE_NAME):
-                if a.resident:
-                    out.append(parse_file_name(a.value, self._where()))
-            return out
-        return self._memo("fns", load)
+        out = []
+        for a in self._attrs().all(AT_FILE_NAME):
+            if a.resident:
+                out.append(parse_file_name(a.value, self._where()))
+        return out
 
     @property
     def _name_attr(self) -> FileName | None:
@@ -146,14 +159,12 @@ class Entry:
         fn = self._name_attr
         return ref_number(fn.parent_ref) if fn else None
 
-    @property
+    @_lazy
     def _si(self):
-        def load():
-            a = self._attrs().first(AT_STANDARD_INFORMATION)
-            if a is None or not a.resident:
-                return None
-            return parse_standard_information(a.value, self._where())
-        return self._memo("si", load)
+        a = self._attrs().first(AT_STANDARD_INFORMATION)
+        if a is None or not a.resident:
+            return None
+        return parse_standard_information(a.value, self._where())
 
     @property
     def times(self) -> Times:
@@ -190,15 +201,13 @@ class Entry:
 
     # -- kind ----------------------------------------------------------------------
 
-    @property
+    @_lazy
     def reparse(self) -> Reparse | None:
-        def load():
-            a = self._attrs().first(AT_REPARSE_POINT)
-            if a is None:
-                return None
-            value = self.volume.read_attribute(self._attrs(), AT_REPARSE_POINT)
-            return parse_reparse(value, self._where(f"$REPARSE_POINT of MFT record {self.ref}"))
-        return self._memo("reparse", load)
+        a = self._attrs().first(AT_REPARSE_POINT)
+        if a is None:
+            return None
+        value = self.volume.read_attribute(self._attrs(), AT_REPARSE_POINT)
+        return parse_reparse(value, self._where(f"$REPARSE_POINT of MFT record {self.ref}"))
 
     @property
     def reparse_tag(self) -> int:
@@ -214,24 +223,22 @@ class Entry:
         r = self.reparse
         return r.data if r else b""
 
-    @property
+    @_lazy
     def _interix_target(self) -> str | None:
-        def load():
-            si = self._si
-            if not si or not si.file_attributes & FILE_ATTRIBUTE_SYSTEM:
-                return None
-            if self._attrs().record.is_directory:
-                return None
-            a = self._attrs().first(AT_DATA)
-            if a is None or not 8 < a.size <= 8 + 2 * 4096:
-                return None
-            data = self.volume.read_attribute(self._attrs(), AT_DATA)
-            if not data.startswith(INTERIX_SYMLINK) or len(data) & 1:
-                return None
-            return data[8:].decode("utf-16-le", "surrogatepass").rstrip("\0")
-        return self._memo("interix", load)
+        si = self._si
+        if not si or not si.file_attributes & FILE_ATTRIBUTE_SYSTEM:
+            return None
+        if self._attrs().record.is_directory:
+            return None
+        a = self._attrs().first(AT_DATA)
+        if a is None or not 8 < a.size <= 8 + 2 * 4096:
+            return None
+        data = self.volume.read_attribute(self._attrs(), AT_DATA)
+        if not data.startswith(INTERIX_SYMLINK) or len(data) & 1:
+            return None
+        return data[8:].decode("utf-16-le", "surrogatepass").rstrip("\0")
 
-    @property
+    @_lazy
     def is_symlink(self) -> bool:
         tag = self.reparse_tag
         if tag in (IO_REPARSE_TAG_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_LX_SYMLINK):

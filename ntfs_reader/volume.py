@@ -138,17 +138,19 @@ class Volume:
     def record(self, number: int) -> MftRecord:
         """One MFT record, fixups applied (cached)."""
         rec = self._records.get(number)
-        if rec is not None:
-            return rec
+        if rec is None:
+            rec = self._parse_record(number)
+            self._records.put(number, rec)
+        return rec
+
+    def _parse_record(self, number: int) -> MftRecord:
         if number < 0 or number >= self._mft.size // self.record_size:
             raise FormatError(f"MFT record {number} is beyond the end of $MFT "
                               f"({self._mft.size // self.record_size} records)",
                               **self._where(f"MFT record {number}"))
         data = self._mft.read(number * self.record_size, self.record_size)
         off = self.mft_offset_safe(number)
-        rec = parse_record(data, number, self.name, off or 0)
-        self._records.put(number, rec)
-        return rec
+        return parse_record(data, number, self.name, off or 0)
 
     # -- files: base record + extension records ------------------------------------
 
@@ -159,7 +161,8 @@ class Volume:
         """
         fa = self._files.get(number)
         if fa is None:
-            rec = self.record(number)
+            # base records live in the file cache; only extension records use _records
+            rec = self._records.get(number) or self._parse_record(number)
             if not rec.in_use:
                 raise FormatError("reference to an MFT record not in use",
                                   **self._where(f"MFT record {number}",
