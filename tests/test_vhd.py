@@ -194,6 +194,11 @@ def test_chain_depth_three_with_bitmaps(imgs, tmp_path):
     ref = leaf.parent_ref
     assert ref.identity == mid.identity
     assert any(p.startswith(".\\") for p in ref.paths)
+    if shutil.which("vhdimount"):  # libvhdi follows the same chain to the same bytes
+        with vhdimount(parent, tmp_path / "mnt") as target:
+            theirs = FileStream(target)
+            assert theirs.read(0, theirs.size) == chain[-1]
+            theirs.close()
 
 
 def test_child_without_parent_raises_chain_error(imgs, tmp_path):
