@@ -169,3 +169,33 @@ def test_prune_cli(tmp_path):
     assert out["removed"] == 2 and out["gc"]["packs_deleted"] == 2
     assert [r["rp"] for r in json.loads(rpfs("list", str(path), "vm", "--json").stdout)] == \
         ["2024-06-03T100000Z", "2024-06-04T100000Z"]
+
+
+def test_long_lived_reader_releases_packs_when_old_files_close(tmp_path):
+    """A mount keeps its Repository open for days: files opened after a gc register at the
+    new epoch, and the old registration goes away with the last file that used it."""
+    import gc as pygc
+    rnd = random.Random(4)
+    src = tmp_path / "vm"
+    states = _write_states(src, rnd, 3)
+    path = tmp_path / "repo"
+    with Repository.init(path, pack_size=8 * MiB) as w:
+        for i, st in enumerate(states):
+            (src / "disk.raw").write_bytes(st)
+            backup(w, [str(src)], time=f"2024-01-0{i + 1}T00:00:00Z", show_progress=False)
+    mount = Repository.open(path)
+    old = mount.open_file(mount.recovery_points("vm")[0], "disk.raw")
+    with Repository.open(path) as w:
+        assert prune(w, Policy(last=1)).gc.packs_pending > 0
+    assert old.read(0, old.size) == states[0]          # still readable: packs pinned
+    new = mount.open_file(mount.recovery_points("vm")[-1], "disk.raw")
+    assert len(mount.reader_files) == 2                # old + new registration
+    del old
+    pygc.collect()
+    assert len(mount.reader_files) == 1
+    with Repository.open(path) as w:
+        res = prune(w, Policy())
+        assert res.gc.packs_pending == 0 and res.gc.packs_deleted > 0
+    assert new.read(0, new.size) == states[-1]         # the mount keeps working
+    mount.close()
+    assert not [f for f in os.listdir(path / "readers")]

@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
@@ -79,8 +80,10 @@ class Repository:
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._reader_fd: int | None = None
-        self.reader_file: str | None = None
+        self._register = register
+        self._reg: _Registration | None = None          # the newest registration
+        self._regs: "weakref.WeakSet[_Registration]" = weakref.WeakSet()
+        self._reg_lock = threading.Lock()
         self.epoch = 0
         self.closed = False
         if register:
@@ -148,7 +151,9 @@ class Repository:
             self._writer.close()
             self._writer = None
         self.backend.close()
-        self._unregister_reader()
+        for reg in list(self._regs):
+            reg.close()
+        self._reg = None
 
     def __enter__(self) -> "Repository":
         return self
@@ -204,36 +209,39 @@ class Repository:
             os.close(fd)
 
     # --- reader registration -----------------------------------------------------------
-    def _register_reader(self) -> None:
+    def _current_epoch(self) -> int:
         rows = self.query("SELECT value FROM meta WHERE key = 'epoch'")
         if not rows or not isinstance(rows[0][0], int):
             raise FormatError("no epoch in meta", source=self.catalog_path, structure="catalog")
-        self.epoch = rows[0][0]
-        d = os.path.join(self.path, READERS_DIR)
-        name = f"e{self.epoch:012d}-{os.getpid()}-{secrets.token_hex(4)}.lock"
-        p = os.path.join(d, name)
-        tmp = os.path.join(d, ".tmp-" + name)
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError:  # read-only medium: nobody can gc it either
-            return
-        # locked before it gets a name gc looks at, so gc never mistakes it for a dead reader
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(tmp, p)
-        self._reader_fd, self.reader_file = fd, name
+        return rows[0][0]
 
-    def _unregister_reader(self) -> None:
-        if self._reader_fd is not None:
-            try:
-                os.unlink(os.path.join(self.path, READERS_DIR, self.reader_file))
-            except OSError:
-                pass
-            os.close(self._reader_fd)
-            self._reader_fd = None
+    def _register_reader(self) -> None:
+        epoch = self._current_epoch()
+        reg = _Registration.create(os.path.join(self.path, READERS_DIR), epoch)
+        if reg is not None:
+            self._reg = reg
+            self._regs.add(reg)
+        self.epoch = epoch
+
+    def _registration_for_open(self) -> "_Registration | None":
+        """Before resolving locations: if a gc retired packs since we registered, register
+        anew at the current epoch. Files opened earlier keep the old registration alive; when
+        the last of them is gone it is released, so a long-lived mount does not pin packs."""
+        if not self._register:
+            return None
+        with self._reg_lock:
+            if self._reg is not None and self._current_epoch() > self._reg.epoch:
+                self._register_reader()
+            return self._reg
+
+    @property
+    def reader_files(self) -> set[str]:
+        return {r.name for r in list(self._regs) if r.fd is not None}
 
     def live_reader_epochs(self) -> list[int]:
         """Epochs of readers still alive (ours excluded); stale lock files are removed."""
         d = os.path.join(self.path, READERS_DIR)
+        own = self.reader_files
         out = []
         for fn in os.listdir(d):
             if fn.startswith(".tmp-"):   # a reader between create and rename, or one that died there
@@ -243,7 +251,7 @@ class Repository:
                 except FileNotFoundError:
                     pass
                 continue
-            if fn == self.reader_file or not fn.endswith(".lock"):
+            if fn in own or not fn.endswith(".lock"):
                 continue
             p = os.path.join(d, fn)
             try:
@@ -307,7 +315,8 @@ class Repository:
         if not rows:
             raise NotFoundError(f"{rp.vm}/{rp.name}/files/{path}: no such stored file")
         size, blob, cs = rows[0]
-        return StoredFile(self, rp, path, size, cs, blob)
+        reg = self._registration_for_open()
+        return StoredFile(self, rp, path, size, cs, blob, reg)
 
     # --- chunks ------------------------------------------------------------------------
     def resolve(self, ids) -> dict[int, ChunkLoc]:
@@ -340,13 +349,52 @@ class Repository:
         return data
 
 
+class _Registration:
+    """One reader lock file ``readers/e<epoch>-<pid>-<rand>.lock``, flock-held while alive."""
+
+    def __init__(self, path: str, name: str, fd: int, epoch: int):
+        self.path, self.name, self.fd, self.epoch = path, name, fd, epoch
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, d: str, epoch: int) -> "_Registration | None":
+        name = f"e{epoch:012d}-{os.getpid()}-{secrets.token_hex(4)}.lock"
+        tmp = os.path.join(d, ".tmp-" + name)
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:  # read-only medium: nobody can gc it either
+            return None
+        # locked before it gets a name gc looks at, so gc never mistakes it for a dead reader
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(tmp, os.path.join(d, name))
+        return cls(os.path.join(d, name), name, fd, epoch)
+
+    def close(self) -> None:
+        with self._lock:
+            if self.fd is None:
+                return
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 class StoredFile(Stream):
     """A stored file as a Stream. Locations are resolved once at open, so a concurrent
     prune/gc cannot take data away from it (the packs it points to outlive this reader)."""
 
     def __init__(self, repo: Repository, rp: RecoveryPoint, path: str, size: int,
-                 chunk_size: int, blob: bytes):
+                 chunk_size: int, blob: bytes, registration: "_Registration | None" = None):
         self.repo, self.rp, self.path = repo, rp, path
+        self._registration = registration   # keeps the packs we resolve into alive
         self.size = size
         self.chunk_size = chunk_size
         self.name = f"{repo.path}:/{rp.vm}/{rp.name}/files/{path}"
