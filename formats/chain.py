@@ -28,7 +28,7 @@ from typing import Mapping
 
 from formats.detect import open_image
 from formats.disk import Disk, RawDisk
-from rpfs.errors import ChainError, FormatError, RpfsError
+from rpfs.errors import ChainError, RpfsError
 from rpfs.stream import FileStream, Stream
 
 DISK_EXTENSIONS = (".vhdx", ".avhdx", ".vhd", ".avhd")

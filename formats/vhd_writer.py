@@ -20,7 +20,7 @@ import uuid
 
 from formats.raw_writer import atomic_output, data_chunks, nonzero_runs, pwrite_all
 from formats.vhd import (DYNAMIC_HEADER, FOOTER, NO_DATA_OFFSET, SECTOR, TYPE_DIFFERENCING,
-                         TYPE_DYNAMIC, TYPE_FIXED, UNALLOCATED, chs_geometry, vhd_checksum)
+                         TYPE_DYNAMIC, TYPE_FIXED, chs_geometry, vhd_checksum)
 from rpfs.errors import FormatError, UsageError
 from rpfs.stream import DATA, Stream, is_zero
 
