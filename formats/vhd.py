@@ -271,6 +271,15 @@ class VhdDisk(Disk):
                          extra={"parent_name": name, "locators": locators,
                                 "parent_timestamp": h.parent_timestamp})
 
+    def set_parent(self, parent: Disk) -> None:
+        """Link the parent, refusing one whose unique id is not the one this child expects."""
+        want = self.parent_ref.identity if self.parent_ref else None
+        if want is not None and parent.identity is not None and parent.identity != want:
+            raise ChainError(f"parent {parent.name} has identity {parent.identity}, "
+                             f"this disk expects {want}", source=self.name,
+                             structure="VHD parent unique id")
+        self.parent = parent
+
     # -- block map -------------------------------------------------------------------
 
     @property

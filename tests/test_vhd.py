@@ -278,3 +278,17 @@ def test_dynamic_bitmap_is_honoured_like_libvhdi(tmp_path):
             theirs = FileStream(target)
             assert theirs.read(0, theirs.size) == bytes(want)
             theirs.close()
+
+
+def test_set_parent_checks_unique_id(imgs, tmp_path):
+    base = tmp_path / "base.vhd"
+    write_vhd(FileStream(imgs / "random.raw"), base)
+    content = FileStream(imgs / "random.raw").read(0, 1 << 30)
+    write_vhd(BytesStream(b"!" + content[1:]), tmp_path / "kid.avhd", parent=base)
+    other = tmp_path / "other.vhd"
+    write_vhd(FileStream(imgs / "random.raw"), other)
+    kid = open_image(FileStream(tmp_path / "kid.avhd"))
+    with pytest.raises(ChainError, match="expects"):
+        kid.set_parent(open_image(FileStream(other)))
+    kid.set_parent(open_image(FileStream(base)))
+    assert kid.read(0, 3) == b"!" + content[1:3]
