@@ -47,9 +47,10 @@ def bigdir(small_fixtures):
 def test_enumerate_50000_under_a_second(bigdir):
     fx, path, count = bigdir
     d = Volume(FileStream(fx.image)).lookup(path)
-    t = time.perf_counter()
+    # CPU time, not wall time: the test machine is shared and often overloaded
+    t = time.process_time()
     names = [e.name for e in d.iterdir()]
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert len(names) == count == 50_000
     assert names == sorted(names, key=str.upper)  # index (collation) order
     assert elapsed < 1.0, f"{elapsed:.2f}s"
