@@ -140,24 +140,49 @@ def test_volume_image_is_the_disk_slice(fx):
 
 # -- partition tables --------------------------------------------------------------------
 
-@pytest.mark.parametrize("disk", [d for d in DISKS])
+@pytest.mark.parametrize("disk", DISKS)
 def test_mmls_agrees_with_partitions(fx, disk):
     d = fx.disks[disk]
+    s = d.logical_sector_size
     if d.scheme == "none":
-        assert sh("mmls", d.raw, check=False) == ""  # no table for sleuthkit to find
+        assert sh("mmls", "-b", s, d.raw, check=False) == ""  # no table for sleuthkit to find
         return
     found = set()
-    for line in sh("mmls", d.raw).splitlines():
+    for line in sh("mmls", "-b", s, d.raw).splitlines():
         m = re.match(r"^\d+:\s+\d+(?::\d+)?\s+(\d+)\s+(\d+)\s+(\d+)\s", line)
         if m:  # a partition slot (not Meta, not unallocated)
-            found.add((int(m.group(1)) * 512, int(m.group(3)) * 512))
+            found.add((int(m.group(1)) * s, int(m.group(3)) * s))
     want = {(p["offset"], p["size"]) for p in d.partitions if p["type"] != "extended"}
     assert found == want
     if d.scheme == "gpt":
-        out = sh("sgdisk", "-p", d.raw)
-        types = {"efi": "EF00", "msr": "0C01", "basic": "0700", "recovery": "2700"}
+        _check_gpt_with_sgdisk(d)
+
+
+GPT_CODES = {"efi": "EF00", "msr": "0C01", "basic": "0700", "recovery": "2700"}
+
+
+def _check_gpt_with_sgdisk(d):
+    """sgdisk verifies the GPT (CRCs, backup, overlaps) and lists the types. For 4096-byte
+    LBAs it needs a loop device with 4 KiB sectors (skipped where there is none)."""
+    loop = None
+    dev = str(d.raw)
+    if d.logical_sector_size != 512:
+        r = subprocess.run(["losetup", "--sector-size", str(d.logical_sector_size), "-r", "-f",
+                            "--show", dev], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"no loop device for a {d.logical_sector_size}-byte-sector GPT check")
+        dev = loop = r.stdout.strip()
+    try:
+        assert "No problems found" in sh("sgdisk", "-v", dev)
+        out = sh("sgdisk", "-p", dev)
         for p in d.partitions:
-            assert re.search(rf"^\s+{p['number']}\s+\d+\s+\d+.*{types[p['type']]}", out, re.M)
+            s = d.logical_sector_size
+            first, last = p["offset"] // s, (p["offset"] + p["size"]) // s - 1
+            assert re.search(rf"^\s+{p['number']}\s+{first}\s+{last}\s.*{GPT_CODES[p['type']]}",
+                             out, re.M), (p, out)
+    finally:
+        if loop:
+            subprocess.run(["losetup", "-d", loop])
 
 
 # -- manifests against sleuthkit ---------------------------------------------------------
