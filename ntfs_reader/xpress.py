@@ -15,24 +15,23 @@ _TABLE_BITS = 15
 
 def _table(lengths: bytes) -> list:
     """512 code lengths -> a 2**15 lookup of (symbol << 4 | length), canonical order."""
+    order = sorted((n, sym) for sym, n in enumerate(lengths) if n)
+    if not order:
+        raise FormatError("empty Huffman table", structure="XPRESS Huffman table")
     table = [-1] * (1 << _TABLE_BITS)
     code = 0
-    pos = 0
-    for length in range(1, 16):
-        for symbol in range(512):
-            if lengths[symbol] != length:
-                continue
-            span = 1 << (_TABLE_BITS - length)
-            start = code << (_TABLE_BITS - length)
-            if start + span > len(table):
-                raise FormatError("Huffman code lengths oversubscribed",
-                                  structure="XPRESS Huffman table")
-            table[start:start + span] = [symbol << 4 | length] * span
-            code += 1
-            pos = start + span
-        code <<= 1
-    if pos == 0:
-        raise FormatError("empty Huffman table", structure="XPRESS Huffman table")
+    prev = order[0][0]
+    for n, sym in order:
+        code <<= n - prev
+        prev = n
+        shift = _TABLE_BITS - n
+        start = code << shift
+        span = 1 << shift
+        if start + span > len(table):
+            raise FormatError("Huffman code lengths oversubscribed",
+                              structure="XPRESS Huffman table")
+        table[start:start + span] = [sym << 4 | n] * span
+        code += 1
     return table
 
 
