@@ -425,3 +425,72 @@ def test_vm_folder_layout_and_changes(fx, tmp_path):
     # the unchanged data disk is the very same file in both states
     assert (s1 / "Virtual Hard Disks" / "data.vhdx").stat().st_ino == \
         (s2 / "Virtual Hard Disks" / "data.vhdx").stat().st_ino
+
+
+# -- the manifests themselves and the factory's own guarantees ------------------------------
+
+@pytest.mark.parametrize("name", VOLUMES)
+def test_manifest_is_consistent(fx, name):
+    m = fx.volumes[name].manifest
+    entries = m["entries"]
+    assert entries["/"]["type"] == "dir"
+    for p, e in entries.items():
+        assert p == "/" or (p.startswith("/") and not p.endswith("/")), p
+        if p != "/":
+            assert entries[p.rsplit("/", 1)[0] or "/"]["type"] == "dir", p
+        assert e["type"] in ("file", "dir", "symlink", "junction"), p
+        if e["type"] == "file":
+            assert len(e["sha256"]) == 64 and e["size"] >= 0, p
+            for o, n in e.get("data_ranges", []):
+                assert 0 <= o and o + n <= e["size"], p
+        for s in e.get("ads", {}).values():
+            assert len(s["sha256"]) == 64
+        for t in e.get("times", {}).values():
+            assert t % 100 == 0, p
+        if "hardlinks" in e:
+            assert p in e["hardlinks"] and all(entries[q] == e for q in e["hardlinks"])
+        if e["type"] in ("symlink", "junction"):
+            assert e["target"].startswith("/")
+    for group in m["hardlink_groups"]:
+        assert len(group) >= 2 and all(p in entries for p in group)
+
+
+def test_reparse_points_read_by_libfsntfs(fx, listings):
+    """An independent reader decodes the reparse buffers the factory built by hand."""
+    vol = fx.volumes["system-p3"]
+    files, _ = listing(fx, listings, "system-p3")
+    links = {p: e for p, e in vol.manifest["entries"].items()
+             if e["type"] in ("symlink", "junction")}
+    assert {e["type"] for e in links.values()} == {"symlink", "junction"}
+    for p, e in links.items():
+        out = sh("fsntfsinfo", "-E", files[p].split("-")[0], vol.image)
+        tag = "0xa000000c" if e["type"] == "symlink" else "0xa0000003"
+        assert re.search(rf"Tag\s*: {tag}", out), (p, out)
+        assert f"Substitute name\t\t\t: {e['substitute_name']}" in out, (p, out)
+        assert f"Print name\t\t\t: {e['print_name']}" in out, (p, out)
+
+
+def test_trees_are_deterministic():
+    """Same description, same operations: the cache key may rely on it."""
+    from tools.fixtures.trees import build_tree
+    knobs = spec.describe("small")["knobs"]
+    a = build_tree("rich", knobs, 5).describe()
+    b = build_tree("rich", knobs, 5).describe()
+    assert a == b and a != build_tree("rich", knobs, 6).describe()
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    """An interrupted build leaves neither a set nor its temporary directory."""
+    import tools.fixtures as fixtures
+    import tools.fixtures.factory as factory
+
+    def broken(desc, out, key):
+        (out / "disks").mkdir(parents=True)
+        (out / "disks" / "half.raw").write_bytes(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("RPFS_FIXTURE_CACHE", str(tmp_path))
+    monkeypatch.setattr(factory, "build_set", broken)
+    with pytest.raises(KeyboardInterrupt):
+        fixtures.build("small")
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
