@@ -46,6 +46,22 @@ extra_offset_bits(size_t pos)
 #endif
 }
 
+/* How many literals open a flag group's remaining `tag` bits (8 if none is a reference). */
+static inline Py_ssize_t
+literal_run(unsigned tag)
+{
+    if (tag == 0)
+        return 8;
+#if defined(__GNUC__) || defined(__clang__)
+    return (Py_ssize_t)__builtin_ctz(tag);
+#else
+    Py_ssize_t n = 0;
+    for (; !(tag & 1); tag >>= 1)
+        n++;
+    return n;
+#endif
+}
+
 /* Copy `len` bytes from `off` bytes back; the source may overlap the destination. */
 static inline void
 copy_match(uint8_t *out, size_t off, size_t len)
@@ -81,6 +97,7 @@ lznt1_decode(const uint8_t *src, Py_ssize_t src_len, uint8_t *dst, Py_ssize_t ca
     Py_ssize_t base = 0;  /* where the next chunk's output starts in dst */
     Py_ssize_t end = 0;   /* bytes produced so far (dst[end:base] still to zero-fill) */
     const uint8_t *dst_end = dst + cap;
+    const uint8_t *src_end = src + src_len;
 
 #define FAIL(m, o) do { err->msg = (m); err->offset = (o); return -1; } while (0)
 
@@ -130,18 +147,38 @@ lznt1_decode(const uint8_t *src, Py_ssize_t src_len, uint8_t *dst, Py_ssize_t ca
                     in += 8;
                     continue;
                 }
-                for (int i = 0; i < 8 && in < in_end; i++, tag >>= 1) {
+                for (int left = 8; left > 0 && in < in_end; ) {
                     if (!(tag & 1)) {
-                        if (out >= out_end) {
+                        /* A run of literals: as many as the tag's low zero bits say. */
+                        Py_ssize_t run = literal_run(tag);
+                        if (run > left)
+                            run = left;
+                        if (run > in_end - in)
+                            run = in_end - in;
+                        if (run > out_end - out) {
+                            Py_ssize_t fit = out_end - out;
+                            memcpy(out, in, (size_t)fit);
+                            out += fit;
+                            in += fit;
                             if (room < CHUNK) {
                                 clipped = 1;
                                 goto chunk_done;
                             }
                             FAIL("literal past 4096 bytes of chunk output", in - src);
                         }
-                        *out++ = *in++;
+                        if (src_end - in >= 8 && dst_end - out >= 8)
+                            memcpy(out, in, 8);  /* fixed size: one move; extra bytes are
+                                                    overwritten like those of a match */
+                        else
+                            memcpy(out, in, (size_t)run);
+                        out += run;
+                        in += run;
+                        tag >>= run;
+                        left -= (int)run;
                         continue;
                     }
+                    tag >>= 1;
+                    left--;
                     if (in_end - in < 2)
                         FAIL("back-reference truncated by the end of the chunk", in - src);
                     unsigned tok = (unsigned)in[0] | ((unsigned)in[1] << 8);

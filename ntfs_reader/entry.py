@@ -55,6 +55,10 @@ def _lazy(fn):
     return property(get)
 
 
+def _compare_keys(a, b) -> int:
+    return (a > b) - (a < b)
+
+
 def _component(part: str) -> str:
     """One component of a link target: '', '.' and '..' keep their path meaning."""
     return part if part in ("", ".", "..") else names.to_linux(part)
@@ -395,13 +399,28 @@ class Entry:
             return self.volume.index(fa)
         return self._memo("index", load)
 
-    def iterdir(self):
-        """Children in index order (DOS 8.3 aliases skipped; metadata hidden at the root)."""
+    def iterdir(self, after: str | None = None):
+        """Children in index order (DOS 8.3 aliases skipped; metadata hidden at the root).
+
+        ``after``: resume after the child of that name (as yielded before), seeking in the
+        B+tree rather than re-reading everything before it (paged readdir).
+        """
         index = self._index()
         where = self._where(f"$I30 of MFT record {self.ref}")
         root = self.ref == FILE_ROOT
         volume = self.volume
-        for e in index:
+        if after is None:
+            source = iter(index)
+        else:
+            raw = names.to_utf16(after)
+            if names.is_shortened(after):  # the key is the full name the short form stands for
+                try:
+                    raw = self.child(after)._name_attr.raw_name
+                except NotFoundError:
+                    pass
+            key = self._collation_key(raw)
+            source = index.iter_after(lambda e: _compare_keys(self._entry_key(e, where), key))
+        for e in source:
             fn = parse_file_name(e.key, where)
             if fn.namespace == NS_DOS:
                 continue
@@ -427,21 +446,26 @@ class Entry:
         fn, ref = found[0]
         return Entry(self.volume, ref_number(ref), fn, ref_sequence(ref))
 
-    def _find(self, raw: bytes) -> list:
+    def _collation_key(self, raw: bytes) -> tuple[list, bytes]:
+        """NTFS file-name collation: upcased UTF-16 units, then (for names equal but for
+        case, POSIX namespace) the units themselves."""
         up = self.volume.upcase
-        target = array("H")
-        target.frombytes(raw)
-        key = [up[c] for c in target]
+        units = array("H")
+        units.frombytes(raw)
+        return [up[c] for c in units], units.tolist()
+
+    def _entry_key(self, e, where):
+        k = e.key
+        if len(k) < 66 or 66 + 2 * k[64] > len(k):
+            raise FormatError("index key shorter than its $FILE_NAME", **where)
+        return self._collation_key(k[66:66 + 2 * k[64]])
+
+    def _find(self, raw: bytes) -> list:
+        key = self._collation_key(raw)[0]
         where = self._where(f"$I30 of MFT record {self.ref}")
 
         def compare(e):
-            k = e.key
-            if len(k) < 66:
-                raise FormatError("index key shorter than a $FILE_NAME", **where)
-            n = k[64]
-            units = array("H")
-            units.frombytes(k[66:66 + 2 * n])
-            other = [up[c] for c in units]
+            other = self._entry_key(e, where)[0]
             return (other > key) - (other < key)
 
         out = []

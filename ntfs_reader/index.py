@@ -166,6 +166,29 @@ class Index:
         visited.add(vcn)
         return self.node(vcn)
 
+    def iter_after(self, compare: Callable[[IndexEntry], int]) -> Iterator[IndexEntry]:
+        """Entries that sort after a key (``compare(e) > 0``), in order, reading only the
+        nodes on the way down to it and those after it: a paged readdir resumes in
+        O(log n) instead of re-reading the directory from the start."""
+        return self._after(self.root, 0, set(), compare)
+
+    def _after(self, entries, depth, visited, compare) -> Iterator[IndexEntry]:
+        seeking = True
+        for e in entries:
+            if seeking:
+                c = 1 if e.is_last else compare(e)
+                if c <= 0:
+                    continue  # e and its left subtree sort at or before the key
+                seeking = False
+                if e.child is not None:
+                    yield from self._after(self._descend(e.child, depth, visited), depth + 1,
+                                           visited, compare)
+            elif e.child is not None:
+                yield from self._walk(self._descend(e.child, depth, visited), depth + 1,
+                                      visited)
+            if not e.is_last:
+                yield e
+
     def find(self, compare: Callable[[IndexEntry], int]) -> list[IndexEntry]:
         """Entries whose key compares equal. ``compare(e)`` < 0 if e sorts before the key."""
         out: list[IndexEntry] = []

@@ -102,3 +102,33 @@ def test_concurrent_readers_agree(small_fixtures):
     for t in threads:
         t.join()
     assert not errors, errors[:3]
+
+
+def test_paged_readdir_resumes_by_seeking(bigdir):
+    """iterdir(after=name) continues where a page ended, reading O(log n) nodes to get there."""
+    fx, path, count = bigdir
+    vol = Volume(FileStream(fx.image))
+    d = vol.lookup(path)
+    full = [e.name for e in d.iterdir()]
+    index = d._index()
+    got, after, pages = [], None, 0
+    while True:
+        page = []
+        before = index.node_reads
+        it = d.iterdir(after=after)
+        for e in it:
+            page.append(e.name)
+            if len(page) == 1000:
+                break
+        pages += 1
+        if not page:
+            break
+        got += page
+        after = page[-1]
+        vol.index_cache.clear()  # count real reads: nothing cached between pages
+        assert index.node_reads - before <= 1000 // 16 + 2 * 8, index.node_reads - before
+    assert got == full and pages == count // 1000 + 1
+    # resuming after a name that is not there (deleted meanwhile) continues after its place
+    assert next(d.iterdir(after="entry-012345.txx")).name == "entry-012346.txt"
+    # names equal but for case order by their UTF-16 units (upper case first)
+    assert next(d.iterdir(after="ENTRY-012345.TXT")).name == "entry-012345.txt"

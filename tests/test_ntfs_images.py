@@ -612,3 +612,19 @@ def test_fragmented_mft_with_attribute_list():
         assert run(["icat", image, str(e.ref)]) == b"file %d" % k
     fill = [e.name for e in vol.lookup("/fill").iterdir()]
     assert fill == man["fill_left"]
+
+
+def test_iterdir_after_each_name_walks_the_same_order(features):
+    """Paging one entry at a time (case-distinct POSIX names, unicode, hidden metadata,
+    long and escaped names included) gives exactly the full listing."""
+    vol, _, _ = features
+    for d in (vol.root, vol.lookup("/dir"), vol.lookup("/wof")):
+        full = [e.name for e in d.iterdir()]
+        got, after = [], None
+        for _ in range(len(full) + 1):
+            nxt = next(d.iterdir(after=after), None)
+            if nxt is None:
+                break
+            got.append(nxt.name)
+            after = nxt.name
+        assert got == full
