@@ -150,6 +150,19 @@ class _Run:
         self.stop = threading.Event()
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rpfs-backup")
         self.q: queue.Queue = queue.Queue(maxsize=workers * 2 + 2)
+        # full packs are fsynced, published and committed here, off the main thread, so
+        # an fsync does not stall the pipeline (at most 2 in flight: they are on disk, not RAM)
+        self.finisher = ThreadPoolExecutor(1, thread_name_prefix="rpfs-pack")
+        self.finishing: list[Future] = []
+
+    def finish(self, writer: PackWriter) -> None:
+        while len(self.finishing) >= 2:
+            self.finishing.pop(0).result()
+        self.finishing.append(self.finisher.submit(_commit_pack, self.repo, self, writer))
+
+    def drain(self) -> None:
+        while self.finishing:
+            self.finishing.pop(0).result()
 
     # worker: one batch of consecutive chunks of one file
     def work(self, data: bytes, n: int) -> list:
@@ -302,7 +315,7 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
                         res.new_bytes_stored += len(payload)
                         res.new_bytes_logical += usize
                         if writer.size >= repo.config.pack_size:
-                            _commit_pack(repo, run, writer)
+                            run.finish(writer)
                             res.packs += 1
                             writer = None
                     res.read_bytes += min(n * run.cs, src.size - first * run.cs)
@@ -310,9 +323,10 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
                 if progress:
                     progress.update(done, new=res.new_bytes_logical, stored=res.new_bytes_stored)
             if writer is not None:
-                _commit_pack(repo, run, writer)
+                run.finish(writer)
                 res.packs += 1
                 writer = None
+            run.drain()
             res.seconds = _time.monotonic() - t0
             _commit_rp(repo, run, vm, name, when, files, res)
         finally:
@@ -320,6 +334,7 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
             if writer is not None:
                 writer.abort()
             run.pool.shutdown(wait=True, cancel_futures=True)
+            run.finisher.shutdown(wait=True)
             reader.join()
             if own_progress and progress:
                 progress.close()
