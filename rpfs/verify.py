@@ -177,6 +177,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
     rps = {rid: (vm, name) for rid, vm, name in db.execute(
         "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")}
     res.recovery_points = len(rps)
+    referenced_bad: set[int] = set()
     for rp_id, path, size, blob, cs in db.execute(
             "SELECT f.rp_id, f.path, f.size, f.chunk_map, r.chunk_size FROM files f"
             " JOIN recovery_points r ON r.id = f.rp_id ORDER BY f.rp_id, f.path"):
@@ -206,3 +207,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
                 reasons.append(why)
         if ranges:
             res.damage.append(Damage(vm, rpn, path, ranges, reasons))
+            referenced_bad.update(c for c in ids if c in bad)
+    unreferenced = len(set(bad) - referenced_bad)
+    if unreferenced:
+        res.notes.append(f"{unreferenced} damaged chunk(s) no recovery point uses (the next prune drops them)")

@@ -172,3 +172,44 @@ def test_hostile_catalog_rows(tmp_path):
             pass
     with pytest.raises(RpfsError):
         Repository.open(path)
+
+
+@pytest.fixture(scope="module")
+def small_chunk_repo(tmp_path_factory):
+    """4 KiB chunks, a file with zero runs, a partial last chunk and repeated blocks."""
+    import random as _r
+    from rpfs.backup import backup
+    d = tmp_path_factory.mktemp("sc")
+    rnd = _r.Random(11)
+    parts = []
+    for _ in range(40):
+        kind = rnd.randrange(3)
+        n = rnd.randrange(1, 3 * 4096)
+        parts.append(bytes(n) if kind == 0 else (b"AB" * n)[:n] if kind == 1 else rnd.randbytes(n))
+    data = b"".join(parts)
+    (d / "vm").mkdir()
+    (d / "vm" / "f.bin").write_bytes(data)
+    repo = Repository.init(d / "repo", chunk_size=4096, pack_size=1 << 16)
+    backup(repo, [str(d / "vm")], time="2024-01-01T00:00:00Z", show_progress=False)
+    f = repo.open_file(repo.recovery_points("vm")[0], "f.bin")
+    yield f, data
+    repo.close()
+
+
+@SETTINGS
+@given(st.integers(0, 300_000), st.integers(0, 50_000))
+def test_stored_file_reads_match(small_chunk_repo, offset, length):
+    f, data = small_chunk_repo
+    assert f.size == len(data)
+    assert f.read(offset, length) == data[offset:offset + length]
+    buf = bytearray(length)
+    n = f.readinto(offset, buf)
+    assert bytes(buf[:n]) == data[offset:offset + length]
+    ext = list(f.extents(offset, length))
+    pos = offset
+    for e in ext:
+        assert e.offset == pos and e.length > 0
+        if e.kind == "zero":
+            assert data[e.offset:e.end].count(0) == e.length
+        pos = e.end
+    assert pos == max(offset, min(len(data), offset + length)) or not ext
