@@ -109,3 +109,25 @@ def test_equals_libvhdi(tmp_path, subformat, block_size):
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
     disk = VhdxDisk(FileStream(path))
     assert_same(disk, theirs, random.Random(1), 100)
+
+
+def test_sparse_multi_tib_disk_is_cheap(tmp_path):
+    """2 TiB, 1 MiB blocks (2M BAT entries, all ZERO state from qemu) with two written
+    ranges: extents and hole reads skip runs of identical BAT entries at memcmp speed."""
+    import time
+    path = tmp_path / "big.vhdx"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vhdx", "-o", "block_size=1M", str(path), "2T"], check=True)
+    subprocess.run(["qemu-io", "-c", "write -P 0x11 1T 1M", "-c", "write -P 0x22 1500G 512", str(path)],
+                   check=True, stdout=subprocess.DEVNULL)
+    disk = VhdxDisk(FileStream(path))
+    t = time.perf_counter()
+    ext = [(e.offset, e.length, e.kind) for e in disk.extents()]
+    assert time.perf_counter() - t < 5
+    T, G = 1 << 40, 1 << 30
+    assert ext[:3] == [(0, T, ZERO), (T, MiB, DATA), (T + MiB, 1500 * G - T - MiB, ZERO)]
+    # qemu allocated the second block but wrote one sector: the file's own hole shows through
+    (o, n, k), (o2, n2, k2) = ext[3:]
+    assert (o, k, k2, o2 + n2) == (1500 * G, DATA, ZERO, 2 * T) and 512 <= n <= MiB
+    assert disk.read(T - 3, 6) == bytes(3) + b"\x11" * 3
+    assert disk.read(1500 * G + 510, 4) == b"\x22\x22\0\0"
+    assert disk.read(7 * G, 64 * MiB) == bytes(64 * MiB)

@@ -30,6 +30,8 @@ _LITTLE = array("Q", [1]).tobytes()[0] == 1
 _FILE, _ZERO, _PARENT, _MIXED = 0, 1, 2, 3
 _MIXED_RUNS = 16        # a bitmap span with more runs is read as one parent read + file runs
 _RUN = re.compile(r"0+|1+")
+_UNALLOCATED = (S.PAYLOAD_BLOCK_NOT_PRESENT, S.PAYLOAD_BLOCK_UNDEFINED, S.PAYLOAD_BLOCK_ZERO,
+                S.PAYLOAD_BLOCK_UNMAPPED)
 
 
 def _zero_fill(view: memoryview) -> None:
@@ -322,7 +324,7 @@ class VhdxDisk(Disk):
         if self.header.log_length:
             self._reserved.append((self.header.log_offset, self.header.log_length))
 
-    def _load_bat_page(self, page: int) -> array:
+    def _load_bat_page(self, page: int) -> tuple[array, bytes]:
         first = page * _BAT_PAGE_ENTRIES
         count = min(_BAT_PAGE_ENTRIES, self.bat_entries - first)
         raw = self._read_exact(self.file, self.bat_offset + first * 8, count * 8, "VHDX BAT")
@@ -330,10 +332,36 @@ class VhdxDisk(Disk):
         a.frombytes(raw)
         if not _LITTLE:
             a.byteswap()
-        return a
+        return a, raw
 
     def bat_entry(self, index: int) -> int:
-        return self._bat_page(index // _BAT_PAGE_ENTRIES)[index % _BAT_PAGE_ENTRIES]
+        return self._bat_page(index // _BAT_PAGE_ENTRIES)[0][index % _BAT_PAGE_ENTRIES]
+
+    def _same_entry_end(self, block: int) -> int:
+        """The first block after ``block`` whose BAT entry differs from this one's (at most the
+        end of the BAT page). Found by comparing the page's bytes with the entry repeated
+        (memcmp speed, binary search), so the unallocated stretches of a sparse multi-TiB
+        disk do not cost a Python step per block."""
+        index = block + block // self.chunk_ratio
+        page = index // _BAT_PAGE_ENTRIES
+        raw = memoryview(self._bat_page(page)[1])
+        pos = (index % _BAT_PAGE_ENTRIES) * 8
+        n = (len(raw) - pos) // 8
+        pattern = memoryview(bytes(raw[pos:pos + 8]) * n)
+        rest = raw[pos:]
+        if rest == pattern:
+            same = n
+        else:
+            lo, hi = 1, n - 1               # rest[:8*lo] matches, rest[:8*(hi+1)] does not
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if rest[:8 * mid] == pattern[:8 * mid]:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            same = lo
+        j = page * _BAT_PAGE_ENTRIES + (index % _BAT_PAGE_ENTRIES) + same   # first differing index
+        return max(block + 1, j - j // (self.chunk_ratio + 1))             # payload blocks below j
 
     def block_state(self, block: int) -> tuple[int, int]:
         """(state, file offset) of payload block ``block``; the offset is checked when used."""
@@ -384,6 +412,8 @@ class VhdxDisk(Disk):
             bstart = block * bs
             bend = min(bstart + bs, end, self.size)
             state, foff = self.block_state(block)
+            if state in _UNALLOCATED and end > bstart + bs:   # identical entries: one run
+                bend = min(self._same_entry_end(block) * bs, end, self.size)
             runs: list[tuple[int, int, int, int]]
             if state == S.PAYLOAD_BLOCK_FULLY_PRESENT:
                 used = min(bs, self.size - bstart)
@@ -441,11 +471,11 @@ class VhdxDisk(Disk):
 
     # ---------------------------------------------------------------------- reads
     def _read(self, offset: int, length: int) -> bytes:
-        buf = bytearray(length)
-        self.readinto(offset, buf)
+        buf = bytearray(length)          # already zeros: zero runs need no filling
+        self.readinto(offset, buf, _zeroed=True)
         return bytes(buf)
 
-    def readinto(self, offset: int, buffer) -> int:
+    def readinto(self, offset: int, buffer, _zeroed: bool = False) -> int:
         view = memoryview(buffer).cast("B")
         if offset < 0:
             raise ValueError(f"negative read {offset} on {self.name}")
@@ -459,7 +489,8 @@ class VhdxDisk(Disk):
                 if got != length:
                     raise self._err(f"short read: wanted {length} bytes, got {got}", "VHDX payload", foff)
             elif kind == _ZERO:
-                _zero_fill(part)
+                if not _zeroed:
+                    _zero_fill(part)
             else:
                 parent = self._require_parent()
                 got = parent.readinto(voff, part) if voff < parent.size else 0
