@@ -185,3 +185,18 @@ def test_interleaved_sectors_and_threads(tmp_path):
     for e in child.extents():
         if e.kind == ZERO:
             assert is_zero(want[e.offset:e.end])
+
+
+def test_absurdly_deep_chain_is_refused():
+    """Reads recurse through parents, so depth is bounded (typed error, not RecursionError)."""
+    from formats.vhdx.reader import MAX_CHAIN_DEPTH
+    files = F.chain(3)
+    disk = VhdxDisk(FileStream(files[0][0]))
+    for _ in range(MAX_CHAIN_DEPTH):
+        child = VhdxDisk(FileStream(files[1][0]))
+        child.set_parent(disk)
+        disk = child
+    assert len(disk.chain) == MAX_CHAIN_DEPTH + 1
+    assert disk.read(0, 4096) == files[1][1].read_bytes()[:4096]
+    with pytest.raises(ChainError, match="deeper than"):
+        VhdxDisk(FileStream(files[1][0])).set_parent(disk)

@@ -28,6 +28,7 @@ _LITTLE = array("Q", [1]).tobytes()[0] == 1
 
 # Run kinds in a read plan
 _FILE, _ZERO, _PARENT, _MIXED = 0, 1, 2, 3
+MAX_CHAIN_DEPTH = 128   # reads recurse through parents; Hyper-V allows 50 checkpoints
 _MIXED_RUNS = 16        # a bitmap span with more runs is read as one parent read + file runs
 _RUN = re.compile(r"0+|1+")
 _UNALLOCATED = (S.PAYLOAD_BLOCK_NOT_PRESENT, S.PAYLOAD_BLOCK_UNDEFINED, S.PAYLOAD_BLOCK_ZERO,
@@ -532,9 +533,12 @@ class VhdxDisk(Disk):
         if not self.has_parent:
             raise ChainError("not a differencing disk", source=self.name, structure="VHDX file parameters")
         chain, d = set(), parent
-        while d is not None:   # refuse cycles (a disk its own ancestor)
-            if d is self or id(d) in chain or len(chain) > 256:
+        while d is not None:   # refuse cycles (a disk its own ancestor) and absurd depths
+            if d is self or id(d) in chain:
                 raise ChainError("parent chain loops back to this disk", source=self.name,
+                                 structure="VHDX parent locator")
+            if len(chain) >= MAX_CHAIN_DEPTH:
+                raise ChainError(f"parent chain deeper than {MAX_CHAIN_DEPTH} disks", source=self.name,
                                  structure="VHDX parent locator")
             chain.add(id(d))
             d = getattr(d, "parent", None)
