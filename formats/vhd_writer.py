@@ -54,8 +54,10 @@ def build_footer(size: int, disk_type: int, unique_id: uuid.UUID, *,
 
 
 def _check(source: Stream, block_size: int) -> int:
-    if block_size < SECTOR or block_size & (block_size - 1) or block_size > 256 << 20:
-        raise UsageError(f"VHD block size {block_size} must be a power of two, 512 B-256 MiB")
+    # Below 4 KiB a block's bitmap is shorter than a byte per 8 sectors rounds to, and qemu
+    # (bitmap size 0) and libvhdi (I/O error) both misread such files: refuse to write them.
+    if block_size < 4096 or block_size & (block_size - 1) or block_size > 256 << 20:
+        raise UsageError(f"VHD block size {block_size} must be a power of two, 4 KiB-256 MiB")
     size = -(-source.size // SECTOR) * SECTOR
     if size > MAX_VHD_SIZE:
         raise UsageError(f"{source.name} is {size} bytes; VHD holds at most 2040 GiB "

@@ -159,8 +159,9 @@ def test_odd_size_and_limits(tmp_path):
     assert _qemu_size(tmp_path / "odd.vhd", "vhd") == 1024
     with pytest.raises(UsageError, match="2040 GiB"):
         write_image(ZeroStream(3 << 40), tmp_path / "huge.vhd", "vhd")
-    with pytest.raises(UsageError, match="block size"):
-        write_image(ZeroStream(1 << 20), tmp_path / "x.vhd", "vhd", block_size=3000)
+    for bad in (3000, 512, 2048, 512 << 20):
+        with pytest.raises(UsageError, match="block size"):
+            write_image(ZeroStream(1 << 20), tmp_path / "x.vhd", "vhd", block_size=bad)
     with pytest.raises(UsageError, match="unknown image format"):
         write_image(ZeroStream(1 << 20), tmp_path / "x.qcow2", "qcow2")
     # an all-zero disk: nothing allocated, still a valid image of the right size
