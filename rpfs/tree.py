@@ -254,19 +254,12 @@ class RecoveryPoint:
                                             self.file_sizes()[path], path)
         if not streams:
             return {}
-        try:
-            return dict(formats.resolve_chains(streams))
-        except RpfsError as e:
-            # One broken chain must not hide the others: open each disk on its own.
-            log.warning("%s", e)
-            out: dict[str, object] = {}
-            for path in streams:
-                stem = Path(path).stem
-                try:
-                    out.update(formats.resolve_chains({path: streams[path]}))
-                except RpfsError as err:
-                    out.setdefault(stem, err)
-            return out
+        errors: dict[str, RpfsError] = {}
+        disks: dict[str, object] = dict(formats.resolve_chains(streams, errors=errors))
+        for stem, err in errors.items():  # one broken chain hides nothing else
+            log.warning("%s", err)
+            disks.setdefault(stem, err)
+        return disks
 
     @functools.cached_property
     def volumes(self) -> dict[str, object]:
