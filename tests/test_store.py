@@ -295,3 +295,33 @@ def test_progress_only_on_a_terminal(tmp_path):
     text = out.decode(errors="replace")
     assert "\rbackup vm/" in text and "% " in text and "B/s ETA" in text, text
     assert text.splitlines()[-1].startswith("vm/"), text     # line cleared, then the summary
+
+
+def test_writer_never_waits_for_a_reader_transaction(tmp_path):
+    """A reader holding a read transaction open (an unfinished SELECT) does not block a
+    backup's commits or a prune; the reader's snapshot stays consistent meanwhile."""
+    import time as _t
+    from rpfs.prune import Policy, prune
+    src = tmp_path / "vm"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(4 * MiB))
+    path = tmp_path / "repo"
+    with Repository.init(path, pack_size=1 << 20) as w:
+        backup(w, [str(src)], time="2024-01-01T00:00:00Z", show_progress=False)
+    db = sqlite3.connect(path / "catalog.sqlite", isolation_level=None)
+    db.execute("BEGIN")
+    cur = db.execute("SELECT id FROM chunks")
+    cur.fetchone()                                  # read transaction open, statement pending
+    t = _t.monotonic()
+    with Repository.open(path) as w:
+        (src / "a.bin").write_bytes(os.urandom(4 * MiB))
+        backup(w, [str(src)], time="2024-01-02T00:00:00Z", show_progress=False)
+        prune(w, Policy(last=1))
+    assert _t.monotonic() - t < 20
+    assert db.execute("SELECT count(*) FROM recovery_points").fetchone()[0] == 1   # its snapshot
+    assert db.execute("SELECT name FROM recovery_points").fetchone()[0] == "2024-01-01T000000Z"
+    cur.close()
+    db.execute("COMMIT")
+    assert db.execute("SELECT count(*) FROM recovery_points").fetchone()[0] == 1
+    assert db.execute("SELECT name FROM recovery_points").fetchone()[0] == "2024-01-02T000000Z"
+    db.close()
