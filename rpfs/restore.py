@@ -45,7 +45,7 @@ def safe_name(name: str) -> str:
         return {"": "%00", ".": "%2E", "..": "%2E%2E"}[name]
     out = name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
     # A name longer than the filesystem allows is shortened, keeping it distinct.
-    raw = os.fsencode(out) if _encodable(out) else out.encode("utf-8", "surrogatepass")
+    raw = fsname(out)
     if len(raw) > 255:
         import hashlib
 
@@ -54,15 +54,8 @@ def safe_name(name: str) -> str:
     return out
 
 
-def _encodable(s: str) -> bool:
-    try:
-        os.fsencode(s)
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _fsname(name: str) -> bytes:
+def fsname(name: str) -> bytes:
+    """``name`` as bytes for the OS; names with escaped surrogates kept reversible."""
     try:
         return os.fsencode(name)
     except UnicodeEncodeError:
@@ -119,13 +112,13 @@ class Restorer:
 
     def _restore(self, node: Node, dirfd: int, name: str, shown: str) -> None:
         path = f"{shown}/{name}"
-        bname = _fsname(name)
+        bname = fsname(name)
         try:
             if node.kind == "dir":
                 self._restore_dir(node, dirfd, bname, path)
             elif node.kind == "symlink":
                 self._remove_existing(dirfd, bname)
-                os.symlink(_fsname(node.readlink()), bname, dir_fd=dirfd)
+                os.symlink(fsname(node.readlink()), bname, dir_fd=dirfd)
                 self._set_times(node, dirfd, bname)
                 self.result.symlinks += 1
             else:

@@ -10,7 +10,7 @@ import stat as statmod
 import sys
 
 from rpfs.errors import RpfsError, UsageError
-from rpfs.restore import restore
+from rpfs.restore import fsname, restore
 from rpfs.tree import Node, open_source
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
@@ -99,16 +99,7 @@ def long_line(node: Node) -> str:
 
 
 def _out(text: str) -> None:
-    sys.stdout.buffer.write(os.fsencode(text) + b"\n") if _encodable(text) else \
-        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
-
-
-def _encodable(s: str) -> bool:
-    try:
-        os.fsencode(s)
-        return True
-    except UnicodeEncodeError:
-        return False
+    sys.stdout.buffer.write(fsname(text) + b"\n")
 
 
 # -- commands ---------------------------------------------------------------------------
