@@ -200,3 +200,20 @@ def test_absurdly_deep_chain_is_refused():
     assert disk.read(0, 4096) == files[1][1].read_bytes()[:4096]
     with pytest.raises(ChainError, match="deeper than"):
         VhdxDisk(FileStream(files[1][0])).set_parent(disk)
+
+
+def test_parent_given_as_a_path(tmp_path):
+    rng = random.Random(4)
+    base = rng.randbytes(3 * MiB)
+    write_vhdx(BytesStream(base), tmp_path / "p.vhdx", block_size=1 * MiB)
+    want = bytearray(base)
+    want[MiB + 512:MiB + 1024] = bytes(512)
+    write_vhdx(BytesStream(want), tmp_path / "c.avhdx",
+               block_size=1 * MiB, parent=tmp_path / "p.vhdx")
+    child = VhdxDisk(FileStream(tmp_path / "c.avhdx"))
+    assert child.parent_ref.paths[0] == "p.vhdx"
+    child.set_parent(VhdxDisk(FileStream(tmp_path / "p.vhdx")))
+    assert child.read(0, child.size) == want
+    from rpfs.errors import UsageError
+    with pytest.raises(UsageError, match="itself differencing"):
+        write_vhdx(BytesStream(want), tmp_path / "d.avhdx", parent=tmp_path / "c.avhdx")

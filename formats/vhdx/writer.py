@@ -96,14 +96,22 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
                zero_blocks: bool = True) -> dict:
     """Write ``source`` as a VHDX file at ``dest`` (a path); returns what was written.
 
-    With ``parent`` (an opened Disk, chain resolved) the file is a differencing child whose
-    chain reads as ``source``: sectors equal to the parent's stay absent, all-zero blocks
+    With ``parent`` (an opened Disk with its chain set, or the path of a non-differencing
+    VHDX) the file is a differencing child whose chain reads as ``source``: sectors equal
+    to the parent's stay absent, all-zero blocks
     become ZERO (overriding the parent), others are FULLY or PARTIALLY_PRESENT with a
     sector bitmap. ``parent_path`` (the parent's file path) fills the locator's
     relative_path and absolute_win32_path unless ``parent_locator`` gives them. With
     ``zero_blocks=False`` zeroed blocks are written out as data instead of the ZERO state
     (libvhdi reads ZERO blocks of a child through to the parent, against the spec).
     """
+    if isinstance(parent, (str, os.PathLike)):   # a parent file: open it (it must be a chain root)
+        from rpfs.stream import FileStream
+        from .reader import VhdxDisk
+        parent_path = parent_path or os.fspath(parent)
+        parent = VhdxDisk(FileStream(parent))
+        if parent.kind == "differencing":
+            raise UsageError(f"{parent.name} is itself differencing: pass it opened, with its parent set")
     lss = logical_sector_size or getattr(source, "logical_sector_size", None) or 512
     pss = physical_sector_size or getattr(source, "physical_sector_size", None) or 4096
     if parent is not None and fixed:
