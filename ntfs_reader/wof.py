@@ -4,7 +4,7 @@ The unnamed $DATA is an empty sparse stream of the real size; the bytes live in 
 ``WofCompressedData`` stream as a chunk table ((n-1) offsets, 4 bytes each, 8 if the file
 is 4 GiB or more; relative to the end of the table; chunk 0 starts at 0) followed by the
 chunks. A chunk whose stored size equals its real size is stored as is. XPRESS4K/8K/16K
-chunks are decoded here (xpress.py); LZX is reported as unsupported.
+chunks are decoded by xpress.py, LZX (32 KiB chunks) by lzx.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from rpfs.errors import FormatError, UnsupportedError
 from rpfs.stream import Stream
 
 from .cache import COMPRESSED_UNIT_CACHE, LRU
-from .reparse import WOF_ALGORITHMS
-from .xpress import decompress
+from .lzx import decompress as lzx_decompress
+from .xpress import decompress as xpress_decompress
 
 WOF_CHUNK = {0: 4096, 2: 8192, 3: 16384, 1: 32768}
 WOF_STREAM = "WofCompressedData"
@@ -32,10 +32,11 @@ def wof_algorithm(reparse_value: bytes) -> tuple[int, int]:
 
 class WofStream(Stream):
     def __init__(self, source: Stream, size: int, algorithm: int, name: str):
-        if algorithm not in (0, 2, 3):
-            raise UnsupportedError(
-                f"WOF-compressed ({WOF_ALGORITHMS.get(algorithm, f'algorithm {algorithm}')}): "
-                "only XPRESS4K/8K/16K are decoded", source=name, structure="WOF")
+        if algorithm not in WOF_CHUNK:
+            raise UnsupportedError(f"WOF-compressed with unknown algorithm {algorithm}",
+                                   source=name, structure="WOF")
+        self.algorithm = algorithm
+        self.decompress = lzx_decompress if algorithm == 1 else xpress_decompress
         self.source = source
         self.size = size
         self.name = name
@@ -71,12 +72,16 @@ class WofStream(Stream):
         if data is None:
             want = min(self.chunk, self.size - i * self.chunk)
             offset, length = self._bounds(i)
+            if length > want:  # a stored chunk is never larger than what it holds
+                raise FormatError(f"chunk {i} stores {length} bytes for {want}",
+                                  source=self.name, structure="WOF chunk table",
+                                  offset=offset)
             raw = self.source.read(offset, length)
             if length == want:
                 data = raw
             else:
                 try:
-                    data = decompress(raw, want)
+                    data = self.decompress(raw, want)
                 except FormatError as exc:
                     raise FormatError(exc.message, source=self.name,
                                       structure=f"WOF chunk {i}", offset=offset) from None

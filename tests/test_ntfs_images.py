@@ -278,8 +278,10 @@ def populate_features(m: str, man: dict) -> None:
         E[path]["times"] = {"created": c, "modified": mo, "accessed": a_, "changed": ch}
 
 
-def wim_resources(paths: dict[str, bytes], chunk: int) -> dict[str, tuple[bytes, int]]:
-    """Compress files with wimlib (XPRESS Huffman in ``chunk``-byte chunks) and return each
+def wim_resources(paths: dict[str, bytes], chunk: int,
+                  method: str = "XPRESS") -> dict[str, tuple[bytes, int]]:
+    """Compress files with wimlib (XPRESS Huffman or LZX in ``chunk``-byte chunks; WIM and
+    WOF share both the chunk layout and these two codecs) and return each
     one's raw WIM resource (chunk table + chunks: the layout WOF's WofCompressedData uses)
     and its resource flags, found in the WIM's blob table by SHA-1."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -288,7 +290,8 @@ def wim_resources(paths: dict[str, bytes], chunk: int) -> dict[str, tuple[bytes,
         for i, data in enumerate(paths.values()):
             (src / f"f{i}").write_bytes(data)
         wim = Path(tmp, "x.wim")
-        run(["wimlib-imagex", "capture", src, wim, "--compress=XPRESS", f"--chunk-size={chunk}"])
+        run(["wimlib-imagex", "capture", src, wim, f"--compress={method}",
+             f"--chunk-size={chunk}"])
         d = wim.read_bytes()
     assert d[:8] == b"MSWIM\0\0\0"
 
@@ -308,11 +311,15 @@ def populate_wof(m: str, man: dict) -> None:
     E = man["entries"]
     os.mkdir(m + "/wof")
     E["/wof"] = {"type": "dir"}
-    for algo, chunk in ((0, 4096), (2, 8192), (3, 16384)):
+    for algo, chunk in ((0, 4096), (2, 8192), (3, 16384), (1, 32768)):
         files = {f"/wof/text-{chunk}.txt": _text(150_000 + chunk + 7, 20 + algo),
                  f"/wof/mixed-{chunk}.bin": _rand(chunk * 2, 30 + algo) + _text(chunk * 3 + 1, algo),
                  f"/wof/one-chunk-{chunk}.txt": _text(chunk // 3, 40 + algo)}
-        res = wim_resources(files, chunk)
+        if algo == 1:  # x86-like bytes: LZX's E8 call translation must be undone
+            r = random.Random(50)
+            files["/wof/calls-32768.exe"] = bytes(
+                r.choice([0xE8, 0, 1, 2, 0xFF, r.randrange(256)]) for _ in range(90_000))
+        res = wim_resources(files, chunk, "LZX" if algo == 1 else "XPRESS")
         for path, data in files.items():
             raw, flags = res[path]
             assert flags & 0x04, "wimlib stored it uncompressed"
