@@ -28,6 +28,7 @@ from construct import Bytes, Const, Int8ul, Int32ul, Int64ul, Padding, Struct
 
 from rpfs.errors import FormatError, IntegrityError
 from rpfs.store.backend import Backend
+from rpfs.store.config import MAX_CHUNK
 
 PACK_VERSION = 1
 RAW, ZSTD = 0, 1
@@ -71,6 +72,8 @@ def compress(data, level: int) -> tuple[int, bytes]:
 
 def decompress(codec: int, payload: bytes, usize: int) -> bytes:
     """Raises IntegrityError on any damage (sizes, codec, zstd frame)."""
+    if not 0 <= usize <= MAX_CHUNK:   # zstd allocates the bound up front: never trust a huge one
+        raise IntegrityError(f"chunk size {usize} out of range")
     if codec == RAW:
         if len(payload) != usize:
             raise IntegrityError(f"raw chunk has {len(payload)} bytes, expected {usize}")
