@@ -145,6 +145,8 @@ def image(cluster_size: int) -> Path:
     path = CACHE / f"c{cluster_size}-{_builder_key(cluster_size)}.img"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
+        for stale in CACHE.glob(f"c{cluster_size}-*.img"):
+            stale.unlink(missing_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
             _build_image(tmp, cluster_size, fixture_files())
