@@ -32,7 +32,7 @@ from rpfs.errors import FormatError
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "lznt1"
 UNIT_CLUSTERS = 16  # NTFS compression unit: 2**4 clusters (the only one Windows writes)
-TOOLS = ("mkntfs", "ntfs-3g", "istat", "icat", "fls")
+TOOLS = ("mkntfs", "ntfs-3g", "ntfsinfo", "istat", "icat", "fls")
 
 needs_tools = pytest.mark.skipif(
     any(shutil.which(t) is None for t in TOOLS) or not os.path.exists("/dev/fuse"),
@@ -296,6 +296,17 @@ def test_memoryview_and_trailing_garbage_after_end_marker():
     assert raw[end:end + 2] == b"\0\0"
     garbage = raw[:end + 2] + os.urandom(100)
     assert lznt1.decompress(garbage, 65536) == want == lznt1.decompress_py(garbage, 65536)
+
+
+@needs_tools
+def test_threads_share_the_decoder():
+    """The C decoder drops the GIL while it works: concurrent calls must not interfere."""
+    from concurrent.futures import ThreadPoolExecutor
+    raws = [raw for _, _, raw in real_units(4096)]
+    want = [lznt1.decompress(r, 65536) for r in raws]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(lambda r: lznt1.decompress(r, 65536), raws)) == want
 
 
 @needs_tools
