@@ -140,7 +140,8 @@ def cmd_prune(args) -> int:
     verb = "would " if args.dry_run else ""
     for d in r.decisions:
         what = "keep  " if d.keep else f"{verb}remove"
-        print(f"{what}  {d.rp.vm}/{d.rp.name}  {', '.join(d.reasons)}")
+        why = ", ".join(d.reasons) if d.keep else "no rule keeps it"
+        print(f"{what}  {d.rp.vm}/{d.rp.name}  {why}")
     g = r.gc
     if g:
         print(f"gc: {g.chunks_deleted} unused chunks, {g.packs_repacked} packs repacked,"
