@@ -1,10 +1,29 @@
-"""Read-only NTFS over any random-access stream (rpfs.stream).
+"""Read-only NTFS over any random-access stream (rpfs.stream), parsed lazily in user space.
 
-``Volume(stream)`` opens a volume lazily; ``volume.root``/``lookup``/``entry`` give
-``Entry`` objects (entry.py). Layout of the package, bottom up: boot.py (boot sector),
-record.py (MFT records, fixups, attribute headers), runlist.py, datastream.py (attribute
-contents, compression), attrs.py (small attribute values), index.py (B+trees), names.py,
-reparse.py, security.py, volume.py, entry.py; cache.py holds every cache size.
+Public API (docs/architecture.md, "Filesystem"), plus:
+
+* ``Volume(stream)``: ``label serial version dirty hibernated warnings cluster_size
+  record_size sector_size index_record_size total_clusters mft_records``; ``root``,
+  ``lookup(path)``, ``entry(ref)`` (record number, or full reference: sequence checked),
+  ``metadata(name)`` / ``metadata_files()`` for $MFT, $Bitmap, $LogFile, $Secure,
+  $Extend/... (hidden from the root's iterdir, also reachable by ``lookup("/$MFT")``),
+  ``security_descriptor(security_id)``; ``record(n)`` / ``file(n)`` for tools.
+* ``Entry``: ``ref name ntfs_name short_name parent_ref is_dir is_symlink is_encrypted
+  size allocated_size times attributes nlink hard_links file_names reparse reparse_tag
+  reparse_tag_name object_id``; ``iterdir(after=None)`` (``after`` resumes a paged
+  listing by seeking in the B+tree), ``child(name)``, ``open(stream_name="")``,
+  ``streams()`` -> [(name, size)], ``readlink()``, ``security_descriptor()``,
+  ``reparse_data()``, ``eas()``.
+
+Conventions: Linux names in names.py (unpaired surrogates, '/', NUL, long names), link
+targets in reparse.py, times in times.py. Errors are rpfs.errors types: FormatError (with
+source/structure/offset) for damage, UnsupportedError for contents we cannot produce
+(dedup, HSM, SIS, cloud placeholders, EFS), NotFoundError, UsageError (not a directory).
+
+Modules, bottom up: boot (boot sector), record (MFT records, fixups, attribute headers),
+runlist, datastream (runs, sparse, VDL, LZNT1 units), attrs (small attribute values),
+index ($I30/$SII B+trees), names, reparse, security ($Secure), xpress / lzx / wof (WOF
+CompactOS files), volume, entry; cache holds every cache size and bound.
 """
 
 from .entry import Entry
