@@ -35,6 +35,10 @@ HOLES_SIZE = 83 * MiB + 7 * 512
 
 def _dir(name: str) -> Path:
     d = CACHE / f"{name}-{_SRC_KEY}"
+    if not d.exists():
+        for old in CACHE.glob(f"{name}-*"):   # built by an older version of this file or the writer
+            if old.name[len(name) + 1:].isalnum() and len(old.name) == len(d.name):
+                shutil.rmtree(old, ignore_errors=True)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
