@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import os
 import random
 import re
@@ -42,22 +43,33 @@ needs_tools = pytest.mark.skipif(
 
 # ---------------------------------------------------------------- file contents (ground truth)
 
-def _text(rng: random.Random, n: int) -> bytes:
-    """English-like text: Zipf-ish choice from a made-up vocabulary, lines of varying width."""
+@lru_cache(maxsize=1)
+def _vocabulary() -> tuple[list[str], list[float]]:
+    """Made-up words and Zipf-like cumulative weights (fixed seed)."""
+    rng = random.Random(7)
     letters = "etaoinshrdlcumwfgypbvkjxqz"
-    vocab = ["".join(rng.choice(letters[: rng.randint(6, 26)]) for _ in range(rng.randint(1, 11)))
+    words = ["".join(rng.choices(letters[: rng.randint(6, 26)], k=rng.randint(1, 11)))
              for _ in range(1500)]
-    weights = [1 / (i + 1) for i in range(len(vocab))]
-    out, width = [], 0
-    size = 0
+    return words, list(itertools.accumulate(1 / (i + 1) for i in range(len(words))))
+
+
+def _text(rng: random.Random, n: int) -> bytes:
+    """English-like text: Zipf-ish choice of words, lines of varying width."""
+    words, cum = _vocabulary()
+    out: list[str] = []
+    size = width = 0
+    limit = rng.randint(40, 100)
     while size < n:
-        word = rng.choices(vocab, weights)[0]
-        sep = "\n" if width > rng.randint(40, 100) else " "
-        width = 0 if sep == "\n" else width + len(word) + 1
-        piece = (word + sep).encode()
-        out.append(piece)
-        size += len(piece)
-    return b"".join(out)[:n]
+        for word in rng.choices(words, cum_weights=cum, k=max(16, (n - size) // 5)):
+            if width > limit:
+                out.append("\n")
+                width, limit = 0, rng.randint(40, 100)
+            elif out:
+                out.append(" ")
+            out.append(word)
+            width += len(word) + 1
+            size += len(word) + 1
+    return "".join(out).encode()[:n]
 
 
 @lru_cache(maxsize=1)
@@ -107,7 +119,7 @@ def fixture_files() -> dict[str, bytes]:
 
 def _builder_key(cluster_size: int) -> str:
     h = hashlib.sha256()
-    for fn in (_text, fixture_files, _build_image):
+    for fn in (_vocabulary, _text, fixture_files, _build_image):
         h.update(inspect.getsource(fn).encode())
     h.update(str(cluster_size).encode())
     h.update(subprocess.run(["ntfs-3g", "--version"], capture_output=True, text=True).stderr.encode())
