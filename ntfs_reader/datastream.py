@@ -67,6 +67,16 @@ class RunlistStream(Stream):
             pos += n
 
     def _read(self, offset: int, length: int) -> bytes:
+        end = offset + length
+        if end <= self.init:  # fast path: inside one allocated run (MFT records, INDX)
+            cs = self.cs
+            i = bisect_right(self.starts, offset // cs) - 1
+            if i >= 0:
+                vcn, n, lcn = self.runs[i]
+                if lcn is not None and end <= (vcn + n) * cs:
+                    data = self.volume.read(lcn * cs + offset - vcn * cs, length)
+                    if len(data) == length:
+                        return data
         buf = bytearray(length)
         self._fill(offset, memoryview(buf))
         return bytes(buf)
