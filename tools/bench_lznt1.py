@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import inspect
 import os
-import subprocess
 import sys
 import threading
 import time
