@@ -51,6 +51,19 @@ def _mark(d: Path) -> None:
     (d / ".done").write_text("ok")
 
 
+def _write_sparse(path: Path, data: bytes | bytearray) -> None:
+    """Write ``data`` leaving all-zero 64 KiB pieces as holes (cached images stay small)."""
+    view = memoryview(data)
+    zero = bytes(65536)
+    with open(path, "wb") as f:
+        f.truncate(len(data))
+        for off in range(0, len(data), 65536):
+            piece = view[off:off + 65536]
+            if piece != zero[:len(piece)]:
+                f.seek(off)
+                f.write(piece)
+
+
 def _rand(rng: random.Random, n: int) -> bytes:
     return rng.randbytes(n)
 
@@ -132,13 +145,13 @@ def chain(depth: int = 3, block_size: int = 1 * MiB, logical_sector_size: int = 
     rng = random.Random(7 + depth)
     data = bytearray(base_raw.read_bytes())
     data = data[:len(data) // logical_sector_size * logical_sector_size]
-    out[0][1].write_bytes(data)
+    _write_sparse(out[0][1], data)
     write_vhdx(FileStream(out[0][1]), out[0][0], block_size=block_size, logical_sector_size=logical_sector_size)
     parent = VhdxDisk(FileStream(out[0][0]))
     for level in range(1, depth):
         _mutate(data, rng, level, block_size)
         vhdx, raw = out[level]
-        raw.write_bytes(data)
+        _write_sparse(raw, data)
         write_vhdx(FileStream(raw), vhdx, block_size=block_size, parent=parent,
                    parent_path=str(out[level - 1][0]), zero_blocks=zero_blocks)
         child = VhdxDisk(FileStream(vhdx))
