@@ -325,3 +325,36 @@ def test_writer_never_waits_for_a_reader_transaction(tmp_path):
     assert db.execute("SELECT count(*) FROM recovery_points").fetchone()[0] == 1
     assert db.execute("SELECT name FROM recovery_points").fetchone()[0] == "2024-01-02T000000Z"
     db.close()
+
+
+def test_many_threads_small_cache_few_fds(tmp_path, monkeypatch):
+    """Concurrent random reads with constant cache eviction and pack-fd eviction."""
+    monkeypatch.setenv("RPFS_CACHE_MB", "1")
+    rnd = random.Random(5)
+    src = tmp_path / "vm"
+    src.mkdir()
+    data = rnd.randbytes(12 * MiB) + bytes(3 * MiB) + b"xyz" * (MiB // 3) + rnd.randbytes(MiB + 17)
+    (src / "d.bin").write_bytes(data)
+    with Repository.init(tmp_path / "repo", pack_size=1 << 20) as repo:
+        backup(repo, [str(src)], time="2024-01-01T00:00:00Z", show_progress=False)
+        repo.backend._max_fds = 2
+        f = repo.open_file(repo.recovery_points("vm")[0], "d.bin")
+        errors = []
+
+        def worker(seed):
+            r = random.Random(seed)
+            try:
+                for _ in range(150):
+                    o = r.randrange(len(data))
+                    n = r.choice([1, 4096, 300_000, 2 * MiB])
+                    assert f.read(o, n) == data[o:o + n]
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert not errors, errors[:3]
+        assert repo.cache.bytes <= MiB

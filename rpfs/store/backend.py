@@ -51,15 +51,24 @@ class Backend:
         pass
 
 
+class _Fd:
+    """An open pack file shared by readers; closed once evicted and no read is using it
+    (closing under a running pread could hand its fd number to another file)."""
+
+    __slots__ = ("fd", "users", "evicted")
+
+    def __init__(self, fd: int):
+        self.fd, self.users, self.evicted = fd, 0, False
+
+
 class LocalBackend(Backend):
     """Packs as files ``packs/<2 hex>/<name>.pack``; reads via a small LRU of open fds."""
 
     def __init__(self, root: str, max_fds: int = 64):
         self.root = root
         self.staging = os.path.join(root, "tmp")
-        self._fds: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self._fds: collections.OrderedDict[str, _Fd] = collections.OrderedDict()
         self._max_fds = max_fds
-        self._closing: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
 
     @staticmethod
@@ -81,39 +90,56 @@ class LocalBackend(Backend):
         os.rename(local_path, dest)
         fsync_dir(d)
 
-    def _fd(self, name: str) -> int:
+    def _evict(self, entry: _Fd) -> None:
+        """Caller holds the lock."""
+        entry.evicted = True
+        if entry.users == 0 and entry.fd >= 0:
+            os.close(entry.fd)
+            entry.fd = -1
+
+    def _acquire(self, name: str) -> _Fd:
         with self._lock:
-            fd = self._fds.get(name)
-            if fd is not None:
+            e = self._fds.get(name)
+            if e is not None:
                 self._fds.move_to_end(name)
-                return fd
+                e.users += 1
+                return e
         fd = os.open(self.path(name), os.O_RDONLY | os.O_CLOEXEC)
         with self._lock:
-            old = self._fds.get(name)
-            if old is not None:  # another thread won the race
+            e = self._fds.get(name)
+            if e is not None:          # another thread opened it meanwhile
                 os.close(fd)
-                return old
-            self._fds[name] = fd
-            while len(self._fds) > self._max_fds:
-                _, victim = self._fds.popitem(last=False)
-                # a concurrent pread on victim may still run: close it a little later
-                self._closing.append(victim)
-            while len(self._closing) > self._max_fds:
-                os.close(self._closing.popleft())
-        return fd
+                self._fds.move_to_end(name)
+            else:
+                e = self._fds[name] = _Fd(fd)
+                while len(self._fds) > self._max_fds:
+                    _, victim = self._fds.popitem(last=False)
+                    self._evict(victim)
+            e.users += 1
+            return e
+
+    def _release(self, e: _Fd) -> None:
+        with self._lock:
+            e.users -= 1
+            if e.evicted and e.users == 0 and e.fd >= 0:
+                os.close(e.fd)
+                e.fd = -1
 
     def get(self, name: str, offset: int, length: int) -> bytes:
         try:
-            fd = self._fd(name)
+            e = self._acquire(name)
         except FileNotFoundError:
             raise IntegrityError(f"pack {name} is missing") from None
-        data = os.pread(fd, length, offset)
-        while len(data) < length:
-            more = os.pread(fd, length - len(data), offset + len(data))
-            if not more:
-                break
-            data += more
-        return data
+        try:
+            data = os.pread(e.fd, length, offset)
+            while len(data) < length:
+                more = os.pread(e.fd, length - len(data), offset + len(data))
+                if not more:
+                    break
+                data += more
+            return data
+        finally:
+            self._release(e)
 
     def size(self, name: str) -> int | None:
         try:
@@ -134,10 +160,7 @@ class LocalBackend(Backend):
                         continue
 
     def delete(self, name: str) -> None:
-        with self._lock:
-            fd = self._fds.pop(name, None)
-        if fd is not None:
-            os.close(fd)
+        self.forget(name)
         try:
             os.unlink(self.path(name))
         except FileNotFoundError:
@@ -146,9 +169,9 @@ class LocalBackend(Backend):
     def forget(self, name: str) -> None:
         """Drop a cached fd (the pack may have been replaced); closed later, never under a reader."""
         with self._lock:
-            fd = self._fds.pop(name, None)
-            if fd is not None:
-                self._closing.append(fd)
+            e = self._fds.pop(name, None)
+            if e is not None:
+                self._evict(e)
 
     def clean_staging(self) -> int:
         """Remove temp files a killed writer left (caller holds the writer lock)."""
@@ -163,8 +186,6 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
+            for e in self._fds.values():
+                self._evict(e)
             self._fds.clear()
-            while self._closing:
-                os.close(self._closing.popleft())
