@@ -72,9 +72,8 @@ def _text(rng: random.Random, n: int) -> bytes:
     return "".join(out).encode()[:n]
 
 
-@lru_cache(maxsize=1)
-def fixture_files() -> dict[str, bytes]:
-    """The files written into the compressed directory: name -> exact content."""
+def _initial_files() -> dict[str, bytes]:
+    """The files first written into the compressed directory, each in one go."""
     rng = random.Random(20261124)
     files: dict[str, bytes] = {}
     files["text.txt"] = _text(rng, 300_001)
@@ -112,6 +111,32 @@ def fixture_files() -> dict[str, bytes]:
     files["small.txt"] = _text(rng, 5000)
     files["run_A.bin"] = b"A" * 200_000  # longest overlapping matches
     files["abc.bin"] = b"abc" * 70_001
+    files["rewritten.bin"] = _text(rng, 300_000)
+    files["backwards.bin"] = b""
+    return files
+
+
+def _rewrites() -> list[tuple[str, int, bytes]]:
+    """Writes into existing compressed files, each through its own open(): ntfs-3g then
+    recompresses units in place, writes past the end and fills holes later."""
+    rng = random.Random(4)
+    out = [("rewritten.bin", 100_000, rng.randbytes(10_000)),
+           ("rewritten.bin", 150_003, bytes(70_000)),
+           ("rewritten.bin", 290_000, _text(rng, 20_000)),
+           ("rewritten.bin", 5, b"x")]
+    out += [("backwards.bin", k * 20_000, _text(rng, 20_000)) for k in reversed(range(10))]
+    return out
+
+
+@lru_cache(maxsize=1)
+def fixture_files() -> dict[str, bytes]:
+    """What each file of the compressed directory holds in the end: name -> exact content."""
+    files = _initial_files()
+    for name, offset, data in _rewrites():
+        buf = bytearray(files[name])
+        buf[len(buf):offset] = bytes(max(0, offset - len(buf)))
+        buf[offset:offset + len(data)] = data
+        files[name] = bytes(buf)
     return files
 
 
@@ -119,16 +144,18 @@ def fixture_files() -> dict[str, bytes]:
 
 def _builder_key(cluster_size: int) -> str:
     h = hashlib.sha256()
-    for fn in (_vocabulary, _text, fixture_files, _build_image):
+    for fn in (_vocabulary, _text, _initial_files, _rewrites, fixture_files, _build_image):
         h.update(inspect.getsource(fn).encode())
     h.update(str(cluster_size).encode())
     h.update(subprocess.run(["ntfs-3g", "--version"], capture_output=True, text=True).stderr.encode())
     return h.hexdigest()[:16]
 
 
-def _build_image(path: Path, cluster_size: int, files: dict[str, bytes]) -> None:
+def _build_image(path: Path, cluster_size: int, files: dict[str, bytes],
+                 rewrites: list[tuple[str, int, bytes]] = ()) -> None:
     """mkntfs, mount with ntfs-3g, flag a directory compressed (FILE_ATTRIBUTE_COMPRESSED,
-    0x800, through ntfs-3g's system.ntfs_attrib_be), write the files there, unmount."""
+    0x800, through ntfs-3g's system.ntfs_attrib_be), write the files there, then the
+    rewrites (name, offset, data) in order, unmount."""
     total = sum(len(v) for v in files.values())
     with open(path, "wb") as f:
         f.truncate(max(16 << 20, 2 * total + (8 << 20)))
@@ -146,6 +173,10 @@ def _build_image(path: Path, cluster_size: int, files: dict[str, bytes]) -> None
                 (d / name).write_bytes(data)
                 attrib = int.from_bytes(os.getxattr(d / name, "system.ntfs_attrib_be"), "big")
                 assert attrib & 0x800, f"{name} was not created compressed"
+            for name, offset, data in rewrites:
+                with open(d / name, "r+b") as f:
+                    f.seek(offset)
+                    f.write(data)
         finally:
             subprocess.run(["umount", str(mnt)], check=True)
     finally:
@@ -161,7 +192,7 @@ def image(cluster_size: int) -> Path:
             stale.unlink(missing_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
-            _build_image(tmp, cluster_size, fixture_files())
+            _build_image(tmp, cluster_size, _initial_files(), _rewrites())
             tmp.rename(path)
         finally:
             tmp.unlink(missing_ok=True)
