@@ -181,7 +181,7 @@ class VhdxDisk(Disk):
             (ba, bl), (ma, ml) = regions[S.BAT_GUID], regions[S.METADATA_GUID]
             if ba < ma + ml and ma < ba + bl:
                 raise self._err("BAT and metadata regions overlap", structure, off)
-            if self.log_replayed or self.header.log_length:
+            if self.log_replayed:   # a log in use must not overlap (an unused one is ignored, as qemu)
                 la, ll = self.header.log_offset, self.header.log_length
                 for a, n in ((ba, bl), (ma, ml)):
                     if ll and a < la + ll and la < a + n:
@@ -213,6 +213,8 @@ class VhdxDisk(Disk):
             e = S.MetadataTableEntry.parse(raw[32 + 32 * k:])
             if e.flags & S.META_IS_USER:
                 self.user_metadata[e.item_id] = (e.offset, e.length)
+                if len(self.user_metadata) > 1024:
+                    raise self._err("more than 1024 user metadata items", structure, eoff)
                 continue
             if e.item_id not in known:
                 if e.flags & S.META_IS_REQUIRED:
@@ -322,7 +324,7 @@ class VhdxDisk(Disk):
         self.bat_offset = bat_off
         # Structures a block must not overlap (spec 2.1: all objects are non-overlapping).
         self._reserved = [(0, S.HEADER_SECTION_SIZE), self.regions[S.BAT_GUID], self.regions[S.METADATA_GUID]]
-        if self.header.log_length:
+        if self.log_replayed:
             self._reserved.append((self.header.log_offset, self.header.log_length))
 
     def _load_bat_page(self, page: int) -> tuple[array, bytes]:
