@@ -358,3 +358,14 @@ def test_many_threads_small_cache_few_fds(tmp_path, monkeypatch):
             t.join()
         assert not errors, errors[:3]
         assert repo.cache.bytes <= MiB
+
+
+def test_thread_connections_do_not_accumulate(repo):
+    """FUSE/trio worker threads come and go: their catalog connections must go with them."""
+    import gc as pygc
+    for _ in range(40):
+        t = threading.Thread(target=repo.vms)
+        t.start()
+        t.join()
+    pygc.collect()
+    assert len(repo._conns) <= 1

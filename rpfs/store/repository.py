@@ -77,7 +77,10 @@ class Repository:
         self.cache = ChunkCache(config.cache_bytes())
         self.catalog_path = os.path.join(self.path, catalog.CATALOG_NAME)
         self._tls = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        # holders, not connections (those cannot be weakly referenced): a worker thread that
+        # exits drops its holder, which closes its connection, so a mount served by
+        # short-lived threads does not collect open connections for days
+        self._conns: "weakref.WeakSet[_Conn]" = weakref.WeakSet()
         self._conns_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._register = register
@@ -141,11 +144,8 @@ class Repository:
             return
         self.closed = True
         with self._conns_lock:
-            for c in self._conns:
-                try:
-                    c.close()
-                except Exception:
-                    pass
+            for h in list(self._conns):
+                h.close()
             self._conns.clear()
         if self._writer is not None:
             self._writer.close()
@@ -168,15 +168,15 @@ class Repository:
     @property
     def db(self) -> sqlite3.Connection:
         """This thread's read-only connection (autocommit: each statement a short txn)."""
-        c = getattr(self._tls, "db", None)
-        if c is None:
+        h = getattr(self._tls, "db", None)
+        if h is None or h.conn is None:
             if self.closed:
                 raise UsageError(f"repository {self.path} is closed")
-            c = catalog.connect(self.catalog_path)
-            self._tls.db = c
+            h = _Conn(catalog.connect(self.catalog_path))
+            self._tls.db = h
             with self._conns_lock:
-                self._conns.append(c)
-        return c
+                self._conns.add(h)
+        return h.conn
 
     def query(self, sql: str, args=()) -> list:
         try:
@@ -347,6 +347,26 @@ class Repository:
                                  " fails its hash check")
         self.cache.put(loc.hash, data)
         return data
+
+
+class _Conn:
+    """Owns one thread's catalog connection; closes it when the thread is gone."""
+
+    __slots__ = ("conn", "__weakref__")
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def close(self) -> None:
+        c, self.conn = self.conn, None
+        if c is not None:
+            try:
+                c.close()
+            except Exception:
+                pass
+
+    def __del__(self):
+        self.close()
 
 
 class _Registration:
