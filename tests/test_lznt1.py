@@ -183,6 +183,20 @@ def _build_image(path: Path, cluster_size: int, files: dict[str, bytes],
         mnt.rmdir()
 
 
+def _ntfs3g_reads(path: Path, files: dict[str, bytes]) -> None:
+    """Mounted afresh read-only, ntfs-3g (the oracle) must read every file back as expected."""
+    mnt = Path(tempfile.mkdtemp(prefix="lznt1-ro-"))
+    try:
+        subprocess.run(["ntfs-3g", "-o", "ro", str(path), str(mnt)], check=True, capture_output=True)
+        try:
+            for name, data in files.items():
+                assert (mnt / "c" / name).read_bytes() == data, f"ntfs-3g reads {name} differently"
+        finally:
+            subprocess.run(["umount", str(mnt)], check=True)
+    finally:
+        mnt.rmdir()
+
+
 def image(cluster_size: int) -> Path:
     """The cached image for ``cluster_size`` (built once, keyed by what built it)."""
     path = CACHE / f"c{cluster_size}-{_builder_key(cluster_size)}.img"
@@ -193,6 +207,7 @@ def image(cluster_size: int) -> Path:
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         try:
             _build_image(tmp, cluster_size, _initial_files(), _rewrites())
+            _ntfs3g_reads(tmp, fixture_files())
             tmp.rename(path)
         finally:
             tmp.unlink(missing_ok=True)
