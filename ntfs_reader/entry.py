@@ -321,7 +321,10 @@ class Entry:
         if not stream_name and r is not None and r.tag == IO_REPARSE_TAG_WOF:
             return self._open_wof(r)
         self._check_readable(not stream_name)
-        ntfs = names.to_ntfs(stream_name)
+        try:
+            ntfs = names.to_ntfs(stream_name)
+        except (UnicodeError, ValueError):
+            raise NotFoundError(f"{self.volume.name}: no stream {stream_name!r}") from None
         if fa.first(AT_DATA, ntfs) is None:
             if not stream_name:
                 from rpfs.stream import BytesStream
@@ -412,7 +415,10 @@ class Entry:
         if after is None:
             source = iter(index)
         else:
-            raw = names.to_utf16(after)
+            try:
+                raw = names.to_utf16(after)
+            except (UnicodeError, ValueError):
+                raise NotFoundError(f"{after!r}: not a name this volume can hold") from None
             if names.is_shortened(after):  # the key is the full name the short form stands for
                 try:
                     raw = self.child(after)._name_attr.raw_name

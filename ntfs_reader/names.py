@@ -103,26 +103,32 @@ def from_raw(raw: bytes) -> str:
 def to_ntfs(linux_name: str) -> str:
     """Linux name -> NTFS name (inverse of :func:`to_linux` for names that fit).
 
-    Raises ValueError for a str that no NTFS name maps to (e.g. stray escapes).
+    Raises ValueError (UnicodeError) for a str that no NTFS name maps to.
     """
     try:
         linux_name.encode("utf-8")
         return linux_name
     except UnicodeEncodeError:
         pass
-    if "\udcc0" in linux_name:
-        if linux_name in (_DOT, _DOT * 2):
-            return "." * (len(linux_name) // 2)
-        pieces = linux_name.replace(_NUL, _SLASH + "\0").split(_SLASH)
-        out = []
-        for i, piece in enumerate(pieces):
-            if i:
-                out.append("\0" if piece.startswith("\0") else "/")
-                piece = piece[1:] if piece.startswith("\0") else piece
-            out.append(to_ntfs(piece))
-        return "".join(out)
-    data = linux_name.encode("utf-8", "surrogateescape")
-    return data.decode("utf-8", "surrogatepass")
+    if linux_name in (_DOT, _DOT * 2):
+        return "." * (len(linux_name) // 2)
+    if "\udcc0" not in linux_name:
+        return _from_wtf8(linux_name)
+    pieces = linux_name.replace(_NUL, _SLASH + "\0").split(_SLASH)
+    out = [_from_wtf8(pieces[0])]
+    for piece in pieces[1:]:
+        if piece.startswith("\0"):
+            out.append("\0")
+            piece = piece[1:]
+        else:
+            out.append("/")
+        out.append(_from_wtf8(piece))
+    return "".join(out)
+
+
+def _from_wtf8(name: str) -> str:
+    """Escaped bytes back to code points (generalised UTF-8: lone surrogates allowed)."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "surrogatepass")
 
 
 def to_utf16(linux_name: str) -> bytes:

@@ -605,3 +605,22 @@ def test_lzx_bit_flips_of_real_chunks():
             assert len(decompress(bytes(bad), 32768)) == 32768
         except FormatError:
             pass
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF),
+               max_size=300))
+def test_any_name_asked_for_is_an_answer_or_a_typed_error(name):
+    vol = _VOLUME.get("v")
+    if vol is None:
+        vol = _VOLUME["v"] = Volume(FileStream(features_image(512, 4096)[0]))
+    for fn in (lambda: vol.root.child(name), lambda: vol.lookup("/dir/" + name),
+               lambda: vol.lookup("/hello.txt").open(name),
+               lambda: next(vol.root.iterdir(after=name), None)):
+        try:
+            fn()
+        except RpfsError:
+            pass
+
+
+_VOLUME: dict = {}
