@@ -635,3 +635,24 @@ def test_iterdir_after_each_name_walks_the_same_order(features):
             got.append(nxt.name)
             after = nxt.name
         assert got == full
+
+
+def test_backup_boot_sector_every_shape(features):
+    """Primary boot sector zeroed: the copy in the volume's last sector (512 or 4096 bytes)."""
+    vol, _, image = features
+    from rpfs.stream import Stream
+
+    class ZeroFirstSector(Stream):
+        def __init__(self, base):
+            self.base, self.size, self.name = base, base.size, base.name
+
+        def _read(self, offset, length):
+            data = bytearray(self.base.read(offset, length))
+            if offset < 512:
+                data[:512 - offset] = bytes(min(length, 512 - offset))
+            return bytes(data)
+
+    vol2 = Volume(ZeroFirstSector(FileStream(image)))
+    assert any("backup" in w for w in vol2.warnings)
+    assert vol2.sector_size == vol.sector_size and vol2.serial == vol.serial
+    assert vol2.lookup("/hello.txt").open().read(0, 5) == b"hello"
