@@ -6,6 +6,7 @@ incremental stored, catalog size, and random 4 KiB read latency through the stor
 chunk cache off (every read fetches, decompresses and hash-checks one chunk) and warm.
 
     .venv/bin/python -m tools.bench_chunks [--sizes 64K,256K,1M,4M,16M] [--reads 300] [--json]
+    .venv/bin/python -m tools.bench_chunks --catalog 1000000     # catalog cost per row / lookup
 
 Uses ``tools.fixtures.build("small")`` when available, else the store tests' VM states.
 Data is read from the page cache after the first pass (conditions are printed).
@@ -110,12 +111,66 @@ def run(size: int, s1: Path, s2: Path, tmp: Path, reads: int) -> dict:
     return out
 
 
+def catalog_scale(rows: int) -> dict:
+    """Bytes per chunk row (with the hash index), hash lookup cost, chunk-map sizes: the
+    inputs of docs/store.md "Catalog at scale"."""
+    from rpfs.store import catalog
+    d = Path(tempfile.mkdtemp(dir=ROOT / ".cache" / "bench"))
+    try:
+        p = str(d / "c.sqlite")
+        catalog.create(p)
+        db = catalog.connect(p, write=True)
+        rnd = random.Random(1)
+        db.execute("BEGIN")
+        db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES ('x', 1, 1, 0)")
+        db.executemany("INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)",
+                       ((rnd.randbytes(32), 1, rnd.randrange(1 << 25), rnd.randrange(1 << 20), 1 << 20, 1)
+                        for _ in range(rows)))
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        per_row = os.path.getsize(p) / rows
+        hs = [r[0] for r in db.execute("SELECT hash FROM chunks ORDER BY random() LIMIT 20000")]
+        rd = catalog.connect(p)
+        t = time.perf_counter()
+        for h in hs:
+            rd.execute("SELECT id FROM chunks WHERE hash = ?", (h,)).fetchone()
+        hit = (time.perf_counter() - t) / len(hs) * 1e6
+        plan = rd.execute("EXPLAIN QUERY PLAN SELECT id FROM chunks WHERE hash = ?", (b"",)).fetchall()
+        n = 102400                      # a 100 GiB disk at 1 MiB chunks
+        first = list(range(1_000_000, 1_000_000 + n))
+        for i in range(0, n, 7):
+            if i % 3:
+                first[i] = 0            # some zero chunks
+        incr = list(first)
+        nxt = 5_000_000
+        for i in rnd.sample(range(n), n // 50):   # 2% of chunks changed
+            incr[i] = nxt
+            nxt += 1
+        m1, m2 = catalog.encode_map(first), catalog.encode_map(incr)
+        t = time.perf_counter()
+        catalog.decode_map(m2, n)
+        dec = (time.perf_counter() - t) * 1e3
+        rd.close()
+        db.close()
+        return {"rows": rows, "bytes_per_chunk_row": round(per_row, 1), "hash_lookup_us": round(hit, 1),
+                "plan": plan[0][-1], "map_100GiB_first": len(m1), "map_100GiB_2pct_changed": len(m2),
+                "map_raw": n * 8, "map_decode_ms": round(dec, 1)}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="64K,256K,1M,4M,16M")
     ap.add_argument("--reads", type=int, default=300)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--catalog", type=int, metavar="ROWS",
+                    help="instead: measure catalog cost with ROWS synthetic chunk rows")
     a = ap.parse_args(argv)
+    if a.catalog:
+        (ROOT / ".cache" / "bench").mkdir(parents=True, exist_ok=True)
+        print(json.dumps(catalog_scale(a.catalog), indent=1))
+        return 0
     s1, s2, what = states()
     logical = sum(p.stat().st_size for p in s1.rglob("*") if p.is_file())
     (ROOT / ".cache" / "bench").mkdir(parents=True, exist_ok=True)
