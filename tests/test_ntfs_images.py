@@ -424,7 +424,7 @@ def bigdir_image():
 # -- reading them back ------------------------------------------------------------------
 
 from ntfs_reader import Volume, names  # noqa: E402
-from rpfs.errors import FormatError, NotFoundError, UnsupportedError  # noqa: E402
+from rpfs.errors import NotFoundError, UnsupportedError  # noqa: E402
 from rpfs.stream import FileStream  # noqa: E402
 
 
