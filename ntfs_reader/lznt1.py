@@ -1,24 +1,30 @@
 """LZNT1 decompression of one NTFS compression unit.
 
 NTFS stores a compressed file in compression units (16 clusters). A unit with a sparse tail
-holds LZNT1 data: chunks with a 16-bit header (bit 15 = compressed, bits 12..14 = signature
-3, bits 0..11 = stored size - 3; a header of 0 ends the unit), each standing for 4096 bytes
-of output. A compressed chunk is groups of a flag byte and eight tokens: a clear bit is a
-literal, a set bit a 16-bit back-reference whose offset/length split grows with the output
-produced so far in the chunk ([MS-XCA] 2.5).
+holds LZNT1 data; a unit with every cluster allocated is stored raw and a fully sparse one
+reads as zeros (the caller tells them apart from the runlist). LZNT1 data is chunks with a
+16-bit header (bit 15 = compressed, bits 12..14 = signature 3, bits 0..11 = bytes after the
+header - 1; a header of 0 ends the unit), each standing for 4096 bytes of output. A
+compressed chunk is groups of a flag byte and eight tokens: a clear bit is a literal, a set
+bit a 16-bit back-reference whose offset/length split grows with the output produced so far
+in the chunk ([MS-XCA] 2.5). Pass all the unit's allocated clusters: ntfs-3g lets the last
+unit's data run into clusters past the file's data size.
 
-``decompress`` runs the C decoder in ``_lznt1`` (built by setup.py; several hundred MB/s,
-releases the GIL) and falls back, with a warning, to the pure-Python ``decompress_py``
-(a few MB/s) when the extension was not built. Both behave identically, errors included.
+``decompress`` runs the C decoder in ``_lznt1`` (built by setup.py; ~900 MB/s of output per
+core, releases the GIL) and falls back, with a warning, to the pure-Python ``decompress_py``
+(~20 MB/s) when the extension was not built. Both behave identically, errors included.
 
-Semantics (those of ntfs-3g's ``ntfs_decompress``):
+Semantics (those of ntfs-3g's ``ntfs_decompress``, except as noted):
 - a chunk that decodes to fewer than 4096 bytes and is followed by another chunk is
   zero-filled to 4096, so later chunks land where they belong;
 - the result is NOT padded at the end: it stops after the last chunk's own bytes, and the
   caller supplies zeros up to the unit size (or the file size) itself;
 - decoding stops at a zero header, at the end of ``data``, or once ``unit_size`` bytes of
-  output are reached (the rest of ``data`` is then ignored);
-- uncompressed chunks are copied as stored (normally 4096 bytes; shorter ones are accepted).
+  output are reached (the rest of ``data`` is then ignored; ntfs-3g requires unit_size to
+  be a multiple of 4096, here a chunk is cut where the unit ends);
+- uncompressed chunks are copied as stored (normally 4096 bytes; shorter ones are accepted,
+  where ntfs-3g refuses them); a nonzero header without signature 3 is an error (ntfs-3g
+  ignores the signature).
 """
 
 from __future__ import annotations
