@@ -79,7 +79,7 @@ class _Source:
 
 
 def check_vm_name(name: str) -> str:
-    if not name or name in (".", "..") or "/" in name or "\0" in name or name == "latest":
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise UsageError(f"invalid VM name {name!r}")
     return name
 
