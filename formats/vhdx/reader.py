@@ -181,7 +181,7 @@ class VhdxDisk(Disk):
             (ba, bl), (ma, ml) = regions[S.BAT_GUID], regions[S.METADATA_GUID]
             if ba < ma + ml and ma < ba + bl:
                 raise self._err("BAT and metadata regions overlap", structure, off)
-            if self.log_replayed:   # a log in use must not overlap (an unused one is ignored, as qemu)
+            if self.header.log_length:   # the log region, in use or not, is reserved (qemu checks too)
                 la, ll = self.header.log_offset, self.header.log_length
                 for a, n in ((ba, bl), (ma, ml)):
                     if ll and a < la + ll and la < a + n:
@@ -324,7 +324,7 @@ class VhdxDisk(Disk):
         self.bat_offset = bat_off
         # Structures a block must not overlap (spec 2.1: all objects are non-overlapping).
         self._reserved = [(0, S.HEADER_SECTION_SIZE), self.regions[S.BAT_GUID], self.regions[S.METADATA_GUID]]
-        if self.log_replayed:
+        if self.header.log_length:
             self._reserved.append((self.header.log_offset, self.header.log_length))
 
     def _load_bat_page(self, page: int) -> tuple[array, bytes]:
