@@ -160,7 +160,9 @@ def exercise(vol: Volume, limit: int = 400) -> int:
                                         e.reparse_tag, e.security_descriptor()),
                                lambda: e.readlink() if e.is_symlink else None,
                                lambda: e.open().read(0, 1 << 14) if not e.is_dir else None,
-                               lambda: [e.open(n).read(0, 1 << 14) for n, _ in e.streams()]):
+                               lambda: [e.open(n).read(0, 1 << 14) for n, _ in e.streams()],
+                               lambda: d.child(e.name.upper()),
+                               lambda: next(d.iterdir(after=e.name), None)):
                     try:
                         action()
                     except RpfsError:
