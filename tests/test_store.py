@@ -369,3 +369,17 @@ def test_thread_connections_do_not_accumulate(repo):
         t.join()
     pygc.collect()
     assert len(repo._conns) <= 1
+
+
+def test_second_writer_refused_while_one_runs(tmp_path):
+    src = tmp_path / "vm"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"x" * 1000)
+    path = tmp_path / "repo"
+    with Repository.init(path) as r:
+        with r.writer_lock("backup"):
+            p = rpfs("backup", str(path), str(src), check=False)
+            assert p.returncode == 75 and p.stderr.count("\n") == 1
+            assert "busy" in p.stderr and f"pid {os.getpid()}" in p.stderr
+            assert rpfs("list", str(path)).returncode == 0          # readers are not refused
+        assert rpfs("backup", str(path), str(src)).returncode == 0
