@@ -120,6 +120,8 @@ def main(argv=None) -> int:
             t1 = timed([py, "-m", "rpfs", "backup", str(r), str(img), "--time", "2024-01-01T00:00:00Z"])
             t2 = timed([py, "-m", "rpfs", "backup", str(r), str(img), "--time", "2024-01-02T00:00:00Z"])
             add("rpfs backup", t1, t2, r)
+            tv = timed([py, "-m", "rpfs", "verify", str(r), "--read-data"])
+            add("rpfs verify --read-data (2 RPs)", tv)
             shutil.rmtree(r)
         if "restic" not in skip and shutil.which("restic"):
             r = work / "restic"
