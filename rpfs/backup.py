@@ -107,6 +107,8 @@ def collect_sources(sources: list[str], vm: str | None) -> tuple[str, list[_Sour
             _add(out, os.path.basename(src), src)
         else:
             raise UsageError(f"{src}: no such file or directory")
+    if not out:
+        raise UsageError(f"no files to back up in {', '.join(sources)}")
     if vm is None:
         first = os.path.abspath(sources[0]).rstrip("/")
         vm = os.path.basename(first) if os.path.isdir(first) else Path(first).stem
