@@ -257,7 +257,7 @@ class RecoveryPoint:
         errors: dict[str, RpfsError] = {}
         disks: dict[str, object] = dict(formats.resolve_chains(streams, errors=errors))
         for stem, err in errors.items():  # one broken chain hides nothing else
-            log.warning("%s", err)
+            log.info("%s", err)  # reported by the disk's node when someone uses it
             disks.setdefault(stem, err)
         return disks
 
