@@ -54,6 +54,8 @@ def tsk_args(fx, vol) -> list[str]:
     return ["-b", str(sector), "-o", str(vol.offset // sector), str(d.raw)]
 
 
+META = {"$MFT", "$MFTMirr", "$LogFile", "$Volume", "$AttrDef", "$Bitmap", "$Boot",
+        "$BadClus", "$Secure", "$UpCase", "$Extend", "$OrphanFiles", "$MBR", "$FAT1", "$FAT2"}
 LINE = re.compile(r"^(\S+) (\*? ?)(\d+(?:-\d+-\d+)?):\t(.*)$")
 
 
@@ -64,8 +66,8 @@ def fls(fx, vol) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
         m = LINE.match(line)
         assert m, line
         addr, p = m.group(3), m.group(4)
-        if p.startswith("$") or "(Volume Label Entry)" in p:
-            continue  # metadata files, FAT's virtual entries
+        if p.split("/")[0].split(":")[0] in META or "(Volume Label Entry)" in p:
+            continue  # NTFS metadata files, sleuthkit's virtual entries
         if vol.fs == "ntfs" and ":" in p.rsplit("/", 1)[-1]:
             base, stream = p.rsplit(":", 1)
             base = base[:-2] if base.endswith("/.") else base  # a stream on a directory
@@ -414,7 +416,7 @@ def test_vm_folder_layout_and_changes(fx, tmp_path):
     for line in sh("fls", "-r", "-p", "-u", *args).splitlines():
         m = LINE.match(line)
         p = m.group(4)
-        if not p.startswith("$") and ":" not in p.rsplit("/", 1)[-1]:
+        if p.split("/")[0] not in META and ":" not in p.rsplit("/", 1)[-1]:
             got["/" + p] = m.group(3)
     assert set(got) == set(m2["entries"]) - {"/"}
     for p in vol["added"] + vol["modified"]:
