@@ -277,6 +277,11 @@ def test_istat_flags(fx, listings, name):
         if e["type"] == "file" and e.get("sparse") and e["size"] > 4096:
             out = _istat(fx, vol, files[p])
             assert "Sparse" in out, p
+        if e.get("attributes_set"):
+            out = _istat(fx, vol, files[p])
+            flags = out.split("$STANDARD_INFORMATION Attribute Values:", 1)[1].split("\n")[1]
+            for bit, word in ((1, "Read Only"), (2, "Hidden"), (4, "System")):
+                assert (word in flags) == bool(e["attributes_set"] & bit), (p, flags)
         if e["type"] in ("symlink", "junction"):
             out = _istat(fx, vol, files[p])
             assert "Reparse Point" in out and "$REPARSE_POINT" in out, p
