@@ -537,13 +537,20 @@ class Entry:
         return "/".join(_component(p) for p in path.split("\\") if p)
 
     def _fix_case(self, path: str) -> str | None:
-        """The path as named on this volume ('' = the root), or None if it is not here."""
+        """The path as named on this volume ('' = the root), or None if it is not here.
+
+        Like ntfs-3g, the walk stops at another symlink or junction: the rest of the path
+        is kept as written, to be resolved when the link itself is followed.
+        """
         e = self.volume.root
         parts = []
-        for p in (x for x in path.split("\\") if x):
+        items = [x for x in path.split("\\") if x]
+        for i, p in enumerate(items):
             try:
                 if not e._attrs().record.is_directory:
                     return None
+                if e.ref != FILE_ROOT and e.is_symlink:
+                    return "/".join(parts + [_component(x) for x in items[i:]])
                 e = e.child(names.to_linux(p))
             except (NotFoundError, UsageError, FormatError):
                 return None

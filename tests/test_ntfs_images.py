@@ -225,6 +225,8 @@ def populate_features(m: str, man: dict) -> None:
         "/volj": ("junction", "\\??\\Volume{01234567-89ab-cdef-0123-456789abcdef}\\", False,
                   True, ".NTFS-3G/Volume{01234567-89ab-cdef-0123-456789abcdef}"),
         "/dir/driverel": ("symlink", "\\dir\\sub", True, False, "../dir/sub"),
+        "/dir/sub/through": ("symlink", "\\??\\C:\\ROOTJUNCTION\\Sub\\deep", False, True,
+                             "../../rootjunction/Sub/deep"),
     }
     for path, (kind, target, rel, isdir, expect) in links.items():
         (os.mkdir if isdir else (lambda p: open(p, "wb").close()))(m + path)
