@@ -37,23 +37,32 @@ METADATA_FILES = {"$MFT": 0, "$MFTMirr": 1, "$LogFile": 2, "$Volume": 3, "$AttrD
 
 
 class FileAttributes:
-    """All attributes of one file: its base record plus extension records (attribute list)."""
+    """All attributes of one file: its base record plus extension records (attribute list),
+    indexed once by (type, name) since every stat asks for several of them."""
 
-    __slots__ = ("record", "attrs")
+    __slots__ = ("record", "attrs", "_by")
 
     def __init__(self, record: MftRecord, attrs: list):
         self.record = record
         self.attrs = attrs
+        by: dict = {}
+        for a in attrs:
+            key = (a.type, a.name)
+            if key in by:
+                by[key].append(a)
+            else:
+                by[key] = [a]
+        for lst in by.values():
+            if len(lst) > 1:
+                lst.sort(key=lambda a: a.lowest_vcn)
+        self._by = by
 
     def extents(self, atype: int, name: str = "") -> list:
         """Every extent of one attribute, lowest VCN first."""
-        out = [a for a in self.attrs if a.type == atype and a.name == name]
-        if len(out) > 1:
-            out.sort(key=lambda a: a.lowest_vcn)
-        return out
+        return self._by.get((atype, name), [])
 
     def first(self, atype: int, name: str = ""):
-        ext = self.extents(atype, name)
+        ext = self._by.get((atype, name))
         return ext[0] if ext else None
 
     def all(self, atype: int) -> list:
