@@ -36,6 +36,7 @@ from rpfs.store.repository import Repository, rp_name
 from rpfs.stream import DATA, FileStream
 
 BATCH_BYTES = 8 << 20   # one read (and one worker job) covers at least this much
+RACY_NS = 2_000_000_000  # files modified this recently are never skipped next time
 
 
 @dataclass
@@ -52,6 +53,8 @@ class BackupResult:
     read_bytes: int
     seconds: float
     packs: int = 0
+    unchanged_files: int = 0     # not read: size, mtime, ctime, inode, device as last time
+    unchanged_bytes: int = 0
 
     @property
     def dedup_ratio(self) -> float:
@@ -75,7 +78,9 @@ class _Source:
     rel: str
     path: str
     size: int
+    ident: tuple = ()                             # (mtime_ns, ctime_ns, inode, dev) before reading
     hashes: list = field(default_factory=list)   # per chunk: hash or None (zeros)
+    reuse: bytes | None = None                   # previous RP's chunk map (file unchanged)
 
 
 def check_vm_name(name: str) -> str:
@@ -118,7 +123,13 @@ def collect_sources(sources: list[str], vm: str | None) -> tuple[str, list[_Sour
 def _add(out: dict, rel: str, path: str) -> None:
     if rel in out:
         raise UsageError(f"two sources would be stored as {rel!r}")
-    out[rel] = _Source(rel, path, os.stat(path).st_size)
+    st = os.stat(path)
+    ident = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    if _time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
+        # changed moments ago: a write in the same clock tick after our read would leave the
+        # times as they are, so never let the next backup skip this file on its stat alone
+        ident = (None, None, None, None)
+    out[rel] = _Source(rel, path, st.st_size, ident)
 
 
 def parse_time(text: str | None) -> datetime:
@@ -201,7 +212,8 @@ class _Run:
     def read_all(self, sources: list[_Source]) -> None:
         try:
             for fi, src in enumerate(sources):
-                self._read_file(fi, src)
+                if src.reuse is None:
+                    self._read_file(fi, src)
             self._put(None)
         except BaseException as e:  # handed to the main thread
             self._put(e)
@@ -263,8 +275,14 @@ class _Run:
 
 def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
            time: datetime | str | None = None, workers: int | None = None,
-           progress: Progress | None = None, show_progress: bool = True) -> BackupResult:
-    """Back up ``sources`` as one new recovery point of ``vm``; returns what it did."""
+           progress: Progress | None = None, show_progress: bool = True,
+           force_read: bool = False) -> BackupResult:
+    """Back up ``sources`` as one new recovery point of ``vm``; returns what it did.
+
+    A file whose size, mtime, ctime, inode and device equal those recorded (before reading)
+    in the VM's newest recovery point reuses that chunk map unread, like restic and borg;
+    ``force_read`` reads everything. (A parent VHDX frozen by a checkpoint is the common
+    case: large and unchanged.)"""
     t0 = _time.monotonic()
     vm, files = collect_sources(sources, vm)
     when = time if isinstance(time, datetime) else parse_time(time)
@@ -282,11 +300,13 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
             progress = Progress(total, f"backup {vm}/{name}")
         run = _Run(repo, workers)
         res = BackupResult(vm, name, len(files), total, 0, 0, 0, 0, 0, 0, 0.0)
+        if not force_read:
+            _find_unchanged(repo, vm, files, run.cs, res)
         writer: PackWriter | None = None
         reader = threading.Thread(target=run.read_all, args=(files,), name="rpfs-backup-reader",
                                   daemon=True)
         reader.start()
-        done = 0
+        done = res.unchanged_bytes
         try:
             while True:
                 item = run.q.get()
@@ -344,6 +364,25 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
     return res
 
 
+def _find_unchanged(repo: Repository, vm: str, files: list[_Source], cs: int,
+                    res: BackupResult) -> None:
+    """Mark files identical (by stat) to their copy in the VM's newest recovery point."""
+    db = repo.writer
+    row = db.execute("SELECT r.id, r.chunk_size FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
+                     " WHERE v.name = ? ORDER BY r.time DESC, r.name DESC LIMIT 1", (vm,)).fetchone()
+    if not row or row[1] != cs:
+        return
+    prev = {p: (size, (m, c, i, d), blob) for p, size, blob, m, c, i, d in db.execute(
+        "SELECT path, size, chunk_map, mtime_ns, ctime_ns, inode, dev FROM files WHERE rp_id = ?",
+        (row[0],))}
+    for f in files:
+        p = prev.get(f.rel)
+        if p and p[0] == f.size and None not in p[1] and p[1] == f.ident:
+            f.reuse = p[2]
+            res.unchanged_files += 1
+            res.unchanged_bytes += f.size
+
+
 def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
     """Pack durable first, then its chunk rows (one short transaction)."""
     size = writer.finish()
@@ -381,11 +420,15 @@ def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
              len(files), res.new_chunks, run.cs, _time.time()))
         rp_id = cur.lastrowid
         for f in files:
-            ids = [0 if h is None else run.known[h] for h in f.hashes]
-            if any(i == _PENDING for i in ids):
-                raise RuntimeError("chunk without a committed pack")
-            db.execute("INSERT INTO files (rp_id, path, size, chunk_map) VALUES (?,?,?,?)",
-                       (rp_id, f.rel, f.size, catalog.encode_map(ids)))
+            if f.reuse is not None:
+                blob = f.reuse
+            else:
+                ids = [0 if h is None else run.known[h] for h in f.hashes]
+                if any(i == _PENDING for i in ids):
+                    raise RuntimeError("chunk without a committed pack")
+                blob = catalog.encode_map(ids)
+            db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev)"
+                       " VALUES (?,?,?,?,?,?,?,?)", (rp_id, f.rel, f.size, blob, *f.ident))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

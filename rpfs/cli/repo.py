@@ -23,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--vm", help="VM name (default: the folder name, or the first file's stem)")
     p.add_argument("--time", help="recovery point time, ISO 8601 (default: now, UTC)")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--force-read", action="store_true",
+                   help="read every file, even those whose size, times and inode say unchanged")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("list", help="list VMs, or the recovery points of one VM")
@@ -78,14 +80,15 @@ def cmd_init(args) -> int:
 def cmd_backup(args) -> int:
     from rpfs.backup import backup
     with _open(args.repo) as repo:
-        r = backup(repo, args.sources, vm=args.vm, time=args.time)
+        r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read)
     if args.json:
         print(json.dumps(r.as_dict()))
     else:
         ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
         print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"
               f" ({r.mb_per_s:.0f} MB/s); new {r.new_chunks} chunks, {human(r.new_bytes_logical)}"
-              f" stored as {human(r.new_bytes_stored)}; dedup {ratio}")
+              f" stored as {human(r.new_bytes_stored)}; dedup {ratio}"
+              + (f"; {r.unchanged_files} unchanged files not read" if r.unchanged_files else ""))
     return 0
 
 

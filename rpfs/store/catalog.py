@@ -13,8 +13,10 @@ Schema (version in ``PRAGMA user_version``; ``migrate`` brings any older catalog
 - ``recovery_points(id, vm_id, name, time, logical_size, stored_size, file_count,
   new_chunks, chunk_size, created)``: ``name`` is the UTC time ``YYYY-MM-DDTHHMMSSZ``,
   unique per VM; ``stored_size`` = compressed bytes of chunks this RP added.
-- ``files(id, rp_id, path, size, chunk_map)``: one row per stored file per RP; ``chunk_map``
-  is the file's chunk ids in order, encoded by ``encode_map`` (not one row per chunk).
+- ``files(id, rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev)``: one row per
+  stored file per RP; ``chunk_map`` is the file's chunk ids in order, encoded by
+  ``encode_map`` (not one row per chunk); the last four (v2) identify the source file as it
+  was stat'ed before reading (NULL before v2).
 
 A recovery point is its ``recovery_points`` row plus ``files`` rows, inserted in one
 transaction after every pack they reference is durable.
@@ -31,7 +33,7 @@ import zstandard
 from rpfs.errors import FormatError
 
 CATALOG_NAME = "catalog.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _run(db: sqlite3.Connection, script: str) -> None:
@@ -84,7 +86,19 @@ def _v1(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS = {1: _v1}  # version n: function bringing version n-1 to n
+def _v2(db: sqlite3.Connection) -> None:
+    """The source file's identity when it was read (size is already there), so the next
+    backup can reuse the map of a file whose size, mtime, ctime, inode and device are all
+    unchanged without reading it. NULL for files stored before v2 (never skipped)."""
+    _run(db, """
+        ALTER TABLE files ADD COLUMN mtime_ns INTEGER;
+        ALTER TABLE files ADD COLUMN ctime_ns INTEGER;
+        ALTER TABLE files ADD COLUMN inode INTEGER;
+        ALTER TABLE files ADD COLUMN dev INTEGER
+    """)
+
+
+MIGRATIONS = {1: _v1, 2: _v2}  # version n: function bringing version n-1 to n
 
 
 def migrate(db: sqlite3.Connection, source: str = CATALOG_NAME) -> int:
