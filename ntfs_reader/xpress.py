@@ -50,36 +50,39 @@ def decompress(data: bytes, size: int) -> bytes:
         lengths[2 * i] = b & 15
         lengths[2 * i + 1] = b >> 4
     table = _table(bytes(lengths))
-    src = data
-    end = len(src)
-    pos = 256
+    end = len(data)
+    # 8 zero bytes of padding: the last refills may read a little past the input (the
+    # encoder's final bits); running further is an IndexError, turned into a FormatError
+    src = bytes(data) + bytes(8)
+    try:
+        return _decode(src, end, table, size)
+    except IndexError:
+        raise FormatError("XPRESS Huffman input ran out", structure="XPRESS chunk",
+                          offset=end) from None
 
-    def u16(p):
-        if p + 2 <= end:
-            return src[p] | src[p + 1] << 8
-        if p >= end + 8:  # a little zero padding is tolerated, running on is not
-            raise FormatError("XPRESS Huffman input ran out", structure="XPRESS chunk",
-                              offset=p)
-        return 0
 
-    bits = (u16(pos) << 16) | u16(pos + 2)
-    pos += 4
+def _decode(src: bytes, end: int, table: list, size: int) -> bytes:
+    bits = (src[256] | src[257] << 8) << 16 | (src[258] | src[259] << 8)
+    pos = 260
     extra = 16
     out = bytearray()
-    while len(out) < size:
+    append = out.append
+    n_out = 0
+    while n_out < size:
         entry = table[bits >> 17]
         if entry < 0:
             raise FormatError("invalid Huffman code", structure="XPRESS chunk", offset=pos)
         n = entry & 15
-        symbol = entry >> 4
         bits = (bits << n) & 0xFFFFFFFF
         extra -= n
         if extra < 0:
-            bits |= u16(pos) << -extra
+            bits |= (src[pos] | src[pos + 1] << 8) << -extra
             pos += 2
             extra += 16
+        symbol = entry >> 4
         if symbol < 256:
-            out.append(symbol)
+            append(symbol)
+            n_out += 1
             continue
         symbol -= 256
         length = symbol & 15
@@ -112,17 +115,17 @@ def decompress(data: bytes, size: int) -> bytes:
         bits = (bits << obits) & 0xFFFFFFFF
         extra -= obits
         if extra < 0:
-            bits |= u16(pos) << -extra
+            bits |= (src[pos] | src[pos + 1] << 8) << -extra
             pos += 2
             extra += 16
-        start = len(out) - offset
+        start = n_out - offset
         if start < 0:
-            raise FormatError(f"XPRESS match {offset} bytes back at output {len(out)}",
+            raise FormatError(f"XPRESS match {offset} bytes back at output {n_out}",
                               structure="XPRESS chunk", offset=pos)
-        length = min(length, size - len(out))
+        length = min(length, size - n_out)
         if offset >= length:
             out += out[start:start + length]
         else:  # overlapping copy repeats the last ``offset`` bytes
-            pattern = out[start:]
-            out += (pattern * (length // offset + 1))[:length]
+            out += (out[start:] * (length // offset + 1))[:length]
+        n_out += length
     return bytes(out)
