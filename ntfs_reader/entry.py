@@ -303,9 +303,9 @@ class Entry:
                                        "stored outside this file", **self._where())
         si = self._si
         flags = si.file_attributes if si else 0
-        if unnamed and is_cloud(self.reparse_tag) and flags & (FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS |
-                                                   FILE_ATTRIBUTE_RECALL_ON_OPEN |
-                                                   FILE_ATTRIBUTE_OFFLINE):
+        not_here = (FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS | FILE_ATTRIBUTE_RECALL_ON_OPEN
+                    | FILE_ATTRIBUTE_OFFLINE)
+        if unnamed and is_cloud(self.reparse_tag) and flags & not_here:
             raise UnsupportedError("cloud files placeholder: contents not downloaded",
                                    **self._where())
         if self.is_encrypted:
