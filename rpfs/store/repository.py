@@ -241,6 +241,7 @@ class Repository:
     def live_reader_epochs(self) -> list[int]:
         """Epochs of readers still alive (ours excluded); stale lock files are removed."""
         d = os.path.join(self.path, READERS_DIR)
+        os.makedirs(d, mode=0o700, exist_ok=True)
         own = self.reader_files
         out = []
         for fn in os.listdir(d):
