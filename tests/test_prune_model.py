@@ -1,6 +1,8 @@
 """Model test: random sequences of backups, prunes (with repacks) and reads against a plain
 dict of what each recovery point must contain. After every step the repository verifies
-with --read-data and every surviving recovery point reads back bit-identical."""
+with --read-data and every surviving recovery point reads back bit-identical. A second
+Repository (a mount) holds files open across steps: they must keep reading what they read
+when opened, even after their recovery point is pruned and their packs repacked."""
 
 from __future__ import annotations
 
@@ -30,8 +32,10 @@ def test_random_backup_prune_sequences(tmp_path_factory, seed, ops, threshold):
     data = {"a": bytearray(rnd.randbytes(40 * K)), "b": bytearray(rnd.randbytes(20 * K) + bytes(3 * K))}
     truth: dict[tuple[str, str], bytes] = {}
     day = 0
+    held: list = []
     with Repository.init(base / "repo", chunk_size=K, pack_size=PACK,
-                         repack_threshold=threshold) as repo:
+                         repack_threshold=threshold) as repo, Repository.open(base / "repo") as mount:
+        mount.cache.max_bytes = 0
         for op in ops:
             if op in ("backup", "vm2"):
                 vm = "a" if op == "backup" else "b"
@@ -58,4 +62,11 @@ def test_random_backup_prune_sequences(tmp_path_factory, seed, ops, threshold):
             assert listed == set(truth)
             for (vm, name), want in truth.items():
                 f = repo.open_file(repo.recovery_point(vm, name), "disk.raw")
+                assert f.read(0, f.size) == want
+            if truth and rnd.random() < 0.6:
+                vm, name = rnd.choice(sorted(truth))
+                held.append((mount.open_file(mount.recovery_point(vm, name), "disk.raw"), truth[(vm, name)]))
+            while held and rnd.random() < 0.5:
+                held.pop(rnd.randrange(len(held)))
+            for f, want in held:
                 assert f.read(0, f.size) == want
