@@ -415,17 +415,6 @@ def mftfrag_image():
     return build_image("mftfrag", 24 << 20, 512, 512, populate_mftfrag, "Frag")
 
 
-def populate_bigdir(m: str, man: dict, n: int = 50_000) -> None:
-    os.mkdir(m + "/big")
-    for i in range(n):
-        os.close(os.open(f"{m}/big/file-{i:06d}.dat", os.O_CREAT | os.O_WRONLY))
-    man["count"] = n
-
-
-def bigdir_image():
-    return build_image("bigdir", 256 << 20, 512, 4096, populate_bigdir, "Big")
-
-
 # -- reading them back ------------------------------------------------------------------
 
 from ntfs_reader import Volume, names  # noqa: E402
