@@ -118,6 +118,13 @@ def test_api_shape(fx):
     assert fx.volumes["system-p3"].dirty and fx.volumes["system-p3"].label == "Windows"
 
 
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("RPFS_FIXTURE_CACHE", str(tmp_path))
+    assert path("small") == tmp_path / f"small-{cache_key('small')}"
+    monkeypatch.delenv("RPFS_FIXTURE_CACHE")
+    assert path("small").parent == Path(__file__).resolve().parent.parent / ".cache" / "fixtures"
+
+
 def test_cached_build_is_instant(fx):
     t0 = time.monotonic()
     again = build("small")
@@ -156,6 +163,12 @@ def test_mmls_agrees_with_partitions(fx, disk):
             found.add((int(m.group(1)) * s, int(m.group(3)) * s))
     want = {(p["offset"], p["size"]) for p in d.partitions if p["type"] != "extended"}
     assert found == want
+    if d.scheme == "mbr":
+        out = sh("sfdisk", "--json", d.raw)
+        types = {int(p["node"][len(str(d.raw)):]): p["type"]
+                 for p in json.loads(out)["partitiontable"]["partitions"]}
+        assert types == {p["number"]: {"basic": "7", "extended": "f"}[p["type"]]
+                         for p in d.partitions}
     if d.scheme == "gpt":
         _check_gpt_with_sgdisk(d)
 
@@ -370,9 +383,10 @@ def test_containers_equal_raw(fx, disk):
             assert f"({d.size} bytes)" in out
 
 
-def test_4kn_vhdx_through_libvhdi(fx, tmp_path):
+@pytest.mark.parametrize("disk", ["sector4k", "gpt4k"])
+def test_4kn_vhdx_through_libvhdi(fx, tmp_path, disk):
     """The 4Kn VHDX declares 4096-byte sectors and libvhdi reads it as the raw disk."""
-    d = fx.disks["sector4k"]
+    d = fx.disks[disk]
     img = d.images["vhdx-dynamic-32M-4kn"]
     out = sh("vhdiinfo", img)
     assert re.search(r"Bytes per sector\s*: 4096 bytes", out), out
