@@ -121,7 +121,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
             bad[cid] = f"chunk {cid} points to retired pack {p[0]}"
         elif pid in bad_pack:
             bad[cid] = bad_pack[pid]
-        elif off + csize > p[1]:
+        elif off < 0 or csize < 0 or off + csize > p[1]:
             bad[cid] = f"chunk {cid} lies outside pack {p[0]}"
     res.chunks = len(chunks)
 
@@ -177,6 +177,17 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
     rps = {rid: (vm, name) for rid, vm, name in db.execute(
         "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")}
     res.recovery_points = len(rps)
+    for vm, name, want_n, want_size, n, size in db.execute(
+            "SELECT v.name, r.name, r.file_count, r.logical_size, count(f.id), coalesce(sum(f.size), 0)"
+            " FROM recovery_points r JOIN vms v ON v.id = r.vm_id LEFT JOIN files f ON f.rp_id = r.id"
+            " GROUP BY r.id"):
+        if (want_n, want_size) != (n, size):
+            res.problems.append(f"{vm}/{name}: catalog says {want_n} files, {want_size} bytes;"
+                                f" {n} files, {size} bytes are stored")
+    for (n,) in db.execute("SELECT count(*) FROM chunks WHERE offset < 0 OR csize < 0 OR usize < 0"
+                           " OR usize > ? OR codec NOT IN (0, 1)", (64 << 20,)):
+        if n:
+            res.problems.append(f"{n} chunk row(s) with impossible offsets, sizes or codecs")
     referenced_bad: set[int] = set()
     for rp_id, path, size, blob, cs in db.execute(
             "SELECT f.rp_id, f.path, f.size, f.chunk_map, r.chunk_size FROM files f"

@@ -9,6 +9,7 @@ import random
 import sqlite3
 
 from rpfs.backup import backup
+from rpfs.errors import IntegrityError
 from rpfs.store import Repository
 from rpfs.verify import verify
 from test_store_fixtures import MiB, rpfs, vm_states
@@ -119,3 +120,23 @@ def test_random_flips_always_detected(tmp_path):
         with open(pf, "r+b") as f:           # repair for the next round
             f.seek(pos)
             f.write(bytes([b]))
+
+
+def test_inconsistent_catalog_rows_reported(tmp_path):
+    path, _, _ = _repo_two_vms(tmp_path)
+    db = sqlite3.connect(os.path.join(path, "catalog.sqlite"))
+    db.execute("UPDATE recovery_points SET file_count = 9 WHERE id = 1")
+    db.execute("UPDATE chunks SET offset = -5 WHERE id = 1")
+    db.commit()
+    db.close()
+    with Repository.open(path) as r:
+        res = verify(r, read_data=True, show_progress=False)
+    assert any("catalog says 9 files" in p for p in res.problems)
+    assert any("impossible offsets" in p for p in res.problems)
+    assert res.damage and all("outside pack" in d.reasons[0] for d in res.damage)
+    with Repository.open(path) as r:             # reading that chunk: a typed error, no crash
+        f = r.open_file(r.recovery_point("web01", "2024-01-01T000000Z"), "Virtual Hard Disks/data.vhd")
+        try:
+            f.read(0, f.size)
+        except IntegrityError:
+            pass
