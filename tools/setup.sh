@@ -23,7 +23,11 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.rpfs-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp || setup.py -nt $stamp ]]; then
+# Reinstall when the metadata or a C source changed: the editable install builds the C
+# extension (ntfs_reader/_lznt1.c) in place once, and nothing else would rebuild it.
+if [[ ! -f $stamp || -n $(find pyproject.toml setup.py rpfs formats ntfs_reader -newer "$stamp" \
+                              \( -name '*.c' -o -name '*.h' -o -name pyproject.toml -o -name setup.py \) \
+                              -print -quit 2>/dev/null) ]]; then
   echo "setup: installing rpfs into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
