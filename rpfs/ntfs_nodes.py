@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import NotFoundError, RpfsError, UnsupportedError
+from rpfs.errors import NotFoundError, RpfsError
 from rpfs.stream import Stream
 from rpfs.tree import Attr, Node
 
@@ -90,12 +90,11 @@ class NtfsNode(Node):
             return struct.pack("<I", e.attributes)
         if name == "system.ntfs_attrib_be":
             return struct.pack(">I", e.attributes)
-        if name == "system.ntfs_times":
+        if name == "system.ntfs_times":  # ntfs-3g's order, checked against ntfs-3g
             t = e.times
-            return struct.pack("<4Q", t.created, t.modified, t.changed, t.accessed)
-        if name == "system.ntfs_crtime":
-            ns = nt_to_ns(e.times.created)
-            return struct.pack("<qq", ns // 1_000_000_000, ns % 1_000_000_000)
+            return struct.pack("<4Q", t.created, t.modified, t.accessed, t.changed)
+        if name == "system.ntfs_crtime":  # NT time, as ntfs-3g gives it
+            return struct.pack("<Q", e.times.created)
         if name == "system.ntfs_acl":
             sd = e.security_descriptor()
             if sd:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from rpfs.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
+from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.stream import FileStream, Stream
 
 log = logging.getLogger(__name__)
@@ -563,10 +563,6 @@ def open_source(source: str | os.PathLike) -> Tree:
         return repo_tree(path)
     rp = FolderRecoveryPoint(path)
     return Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
-
-
-def rp_dir_name(rp) -> str:
-    return rp.name
 
 
 def repo_tree(path: Path) -> Tree:

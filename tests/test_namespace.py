@@ -145,3 +145,26 @@ def test_mount_matches_manifest_and_raw_disk(vm, manifest, small_fixtures, tmp_p
                 assert a.read(n) == b.read(n)
     finally:
         rpfs("umount", mp, check=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+def test_ntfs_xattrs_equal_ntfs3g(small_fixtures, tmp_path):
+    """system.ntfs_* attributes are byte-equal to what ntfs-3g itself answers."""
+    vol = small_fixtures.volumes["system-p3"]
+    ours, theirs = tmp_path / "rpfs", tmp_path / "ntfs3g"
+    ours.mkdir()
+    theirs.mkdir()
+    rpfs("mount", vol.image, ours)
+    try:
+        subprocess.run(["ntfs-3g", "-o", "ro", str(vol.image), str(theirs)], check=True)
+        try:
+            base = ours / "volumes" / os.listdir(ours / "volumes")[0]
+            for rel in ("times/dated-dir", "times/precise.txt", "Users/alice/Documents/report.docx",
+                        "compressed", "ProgramData/Contoso/with-ads.txt"):
+                for name in ("system.ntfs_times", "system.ntfs_crtime", "system.ntfs_attrib",
+                             "system.ntfs_acl"):
+                    assert os.getxattr(base / rel, name) == os.getxattr(theirs / rel, name), (rel, name)
+        finally:
+            subprocess.run(["fusermount3", "-u", str(theirs)])
+    finally:
+        rpfs("umount", ours, check=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
-import os
 import stat as statmod
 import sys
 
 from rpfs.errors import RpfsError, UsageError
+from rpfs.progress import Progress, human
 from rpfs.restore import fsname, restore
 from rpfs.tree import Node, open_source
 
@@ -67,14 +67,6 @@ def _iso(ns: int | None) -> str | None:
                 + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
     except OverflowError:
         return None
-
-
-def human_size(n: int) -> str:
-    for unit in ("B", "K", "M", "G", "T"):
-        if n < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
 
 
 def node_json(node: Node) -> dict:
@@ -261,16 +253,13 @@ def _rp_time(name: str) -> dt.datetime:
 
 
 def cmd_restore(args) -> int:
-    progress = None
-    if sys.stderr.isatty() and not args.json:
-        def progress(done, total):
-            sys.stderr.write(f"\rrestored {human_size(done)}   ")
+    progress = Progress(0, "restore", enabled=False if args.json else None)
     with open_source(args.source) as tree:
         node = tree.resolve(args.path, follow=False)
         result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
-                         overwrite=args.overwrite, progress=progress)
-    if progress:
-        sys.stderr.write("\n")
+                         overwrite=args.overwrite,
+                         progress=lambda done, total=None: progress.update(done))
+    progress.close()
     if args.json:
         out = result.as_dict()
         if args.dry_run:
@@ -284,7 +273,7 @@ def cmd_restore(args) -> int:
         for e in result.errors:
             print(f"rpfs: {e}", file=sys.stderr)
         verb = "would restore" if args.dry_run else "restored"
-        print(f"{verb} {result.files} files ({human_size(result.bytes)}), {result.dirs} directories,"
+        print(f"{verb} {result.files} files ({human(result.bytes)}), {result.dirs} directories,"
               f" {result.symlinks} symlinks, {result.hardlinks} hard links"
               + (f"; {len(result.errors)} errors" if result.errors else ""),
               file=sys.stderr)

@@ -11,8 +11,9 @@ import os
 import sys
 import time
 
-from rpfs.cli.browse import SOURCE_HELP, human_size
+from rpfs.cli.browse import SOURCE_HELP
 from rpfs.errors import UsageError
+from rpfs.progress import Progress, human
 from rpfs.restore import Restorer
 from rpfs.tree import open_source
 
@@ -51,31 +52,6 @@ def _size(text: str) -> int:
         raise UsageError(f"not a size: {text}") from None
 
 
-class Progress:
-    """One self-overwriting line on a terminal; nothing otherwise."""
-
-    def __init__(self, label: str, total: int):
-        self.label = label
-        self.total = total
-        self.start = time.monotonic()
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def __call__(self, done: int, total: int | None = None) -> None:
-        now = time.monotonic()
-        if not self.tty or now - self.last < 0.2:
-            return
-        self.last = now
-        total = total or self.total
-        rate = done / max(now - self.start, 1e-6)
-        pct = f"{100 * done / total:5.1f}% " if total else ""
-        sys.stderr.write(f"\r{self.label}: {pct}{human_size(done)} at {human_size(rate)}/s   ")
-
-    def done(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-
-
 def cmd_export(args) -> int:
     import formats
 
@@ -88,17 +64,17 @@ def cmd_export(args) -> int:
         if node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":
             raise UsageError(f"{args.path}: not a disk (expected .../disks/<disk>.raw)")
         disk = node.open()
-        progress = Progress(f"export {node.name}", disk.size)
+        progress = Progress(disk.size, f"export {node.name}")
         start = time.monotonic()
         tmp = args.dest + ".rpfs-partial"
         try:
             formats.write_image(disk, tmp, fmt, block_size=args.block_size, fixed=args.fixed,
-                                progress=progress)
+                                progress=lambda done, total=None: progress.update(done))
             os.replace(tmp, args.dest)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        progress.done()
+        progress.close()
     seconds = time.monotonic() - start
     summary = {"dest": args.dest, "format": fmt, "virtual_size": disk.size,
                "file_size": os.path.getsize(args.dest),
@@ -107,8 +83,8 @@ def cmd_export(args) -> int:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(f"exported {human_size(disk.size)} disk to {args.dest} ({fmt}, "
-              f"{human_size(summary['allocated'])} allocated) in {seconds:.1f} s", file=sys.stderr)
+        print(f"exported {human(disk.size)} disk to {args.dest} ({fmt}, "
+              f"{human(summary['allocated'])} allocated) in {seconds:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -116,14 +92,16 @@ def cmd_export_vm(args) -> int:
     with open_source(args.source) as tree:
         rp = tree.resolve(args.path)
         files = rp.child("files")
-        progress = Progress("export-vm", 0)
-        r = Restorer(args.destdir, overwrite=args.overwrite, progress=progress)
+        total = sum(child.attr().size for child in files.iterdir() if child.kind == "file")
+        progress = Progress(total, "export-vm")
+        r = Restorer(args.destdir, overwrite=args.overwrite,
+                     progress=lambda done, total=None: progress.update(done))
         try:
             for child in files.iterdir():
                 r.run(child)
         finally:
             r.close()
-        progress.done()
+        progress.close()
     res = r.result
     if args.json:
         json.dump(res.as_dict(), sys.stdout)
@@ -131,6 +109,6 @@ def cmd_export_vm(args) -> int:
     else:
         for e in res.errors:
             print(f"rpfs: {e}", file=sys.stderr)
-        print(f"exported {res.files} files ({human_size(res.bytes)}) to {args.destdir}",
+        print(f"exported {res.files} files ({human(res.bytes)}) to {args.destdir}",
               file=sys.stderr)
     return 1 if res.errors else 0
