@@ -527,3 +527,26 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fixtures.build("small")
     assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_content_is_exact_and_deterministic():
+    """Generated contents have exactly their size, the same bytes every time, and the hash
+    the manifest would record, whatever their size (chunk boundaries included)."""
+    from hypothesis import given, settings, strategies as st
+
+    from tools.fixtures.content import CHUNK, Content
+
+    @settings(max_examples=60, deadline=None)
+    @given(kind=st.sampled_from(["random", "text", "zero"]),
+           size=st.one_of(st.integers(0, 5000), st.sampled_from([CHUNK - 1, CHUNK, CHUNK + 1])),
+           seed=st.integers(0, 1 << 30))
+    def check(kind, size, seed):
+        c = Content(kind, size, seed)
+        data = c.bytes()
+        assert len(data) == size
+        assert data == Content(kind, size, seed).bytes()
+        assert c.sha256() == hashlib.sha256(data).hexdigest()
+        if kind == "zero":
+            assert data == bytes(size)
+
+    check()
