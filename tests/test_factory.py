@@ -550,3 +550,23 @@ def test_content_is_exact_and_deterministic():
             assert data == bytes(size)
 
     check()
+
+
+def test_killed_build_leftovers_are_removed(tmp_path, monkeypatch):
+    """A build killed outright leaves its temp dir; the next build of the set removes it."""
+    import tools.fixtures as fixtures
+    import tools.fixtures.factory as factory
+
+    monkeypatch.setenv("RPFS_FIXTURE_CACHE", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = tmp_path / f".tmp-{path('small').name}-{dead.pid}"
+    (orphan / "disks").mkdir(parents=True)
+
+    def broken(desc, out, key):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(factory, "build_set", broken)
+    with pytest.raises(KeyboardInterrupt):
+        fixtures.build("small")
+    assert not orphan.exists()
