@@ -570,3 +570,30 @@ def test_killed_build_leftovers_are_removed(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         fixtures.build("small")
     assert not orphan.exists()
+
+
+def test_security_descriptors_read_by_ntfs3g(fx, listings, tmp_path):
+    """Entries given their own descriptor get their own $Secure entry (sleuthkit: a security
+    id of their own) and ntfs-3g, mounted read-only, returns the very bytes."""
+    vol = fx.volumes["system-p3"]
+    files, _ = listing(fx, listings, "system-p3")
+    secured = {p: e["security"] for p, e in vol.manifest["entries"].items() if "security" in e}
+    assert len(secured) >= 3
+    ids = {p: re.search(r"Security ID: (\d+)", _istat(fx, vol, files[p])).group(1)
+           for p in list(secured) + ["/Windows"]}
+    assert len(set(ids.values())) == len(ids), ids
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    sh("ntfs-3g", "-o", "ro", vol.image, mnt)
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(1 << 16)
+        for p, sd in secured.items():
+            # one big buffer: ntfs-3g answers EIO, not ERANGE, to a buffer too small (as
+            # os.getxattr's first try is)
+            n = libc.getxattr((str(mnt) + p).encode(), b"system.ntfs_acl", buf, len(buf))
+            assert n > 0, (p, os.strerror(ctypes.get_errno()))
+            assert buf.raw[:n].hex() == sd["descriptor_hex"], p
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
