@@ -597,3 +597,26 @@ def test_security_descriptors_read_by_ntfs3g(fx, listings, tmp_path):
             assert buf.raw[:n].hex() == sd["descriptor_hex"], p
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+
+
+def test_stale_sets_are_dropped_only_when_unused(tmp_path, monkeypatch):
+    import tools.fixtures as fixtures
+
+    monkeypatch.setenv("RPFS_FIXTURE_CACHE", str(tmp_path))
+    old = time.time() - 2 * fixtures.STALE_AFTER_S
+
+    def fake(name, age):
+        d = tmp_path / f"{name}-{hashlib.sha256(name.encode() + str(age).encode()).hexdigest()[:16]}"
+        d.mkdir()
+        (d / "fixtures.json").write_text("{}")
+        os.utime(d / "fixtures.json", (age, age))
+        return d
+
+    stale_small, stale_large = fake("small", old), fake("large", old)
+    recent = fake("small", time.time())
+    other = tmp_path / "notaset-0123456789abcdef"
+    other.mkdir()
+    keep = path("small")
+    fixtures._drop_stale("small", keep)
+    assert not stale_small.exists() and not stale_large.exists()
+    assert recent.exists() and other.exists()
