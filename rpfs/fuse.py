@@ -7,6 +7,12 @@ CapacityLimiter), never on the trio loop, so one slow chunk does not stall other
 Recovery points never change, so attributes and data are cached by the kernel for long
 (``keep_cache``, long timeouts); only the repository root and VM directories, which gain
 recovery points while a backup runs, use short timeouts.
+
+The kernel does not keep directory contents: every ``opendir`` lists again, and pyfuse3
+always answers with readdirplus, i.e. with every child's attributes (one MFT record each on
+NTFS). So an immutable directory's listing is kept here, names and attributes ready to
+send (``_Listings``, bounded by entries): a second ``ls``/walk/``find`` and a ``lookup`` of
+a listed name cost no worker thread and no parsing (tools/bench_mount.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import stat as statmod
 import threading
+from collections import OrderedDict
 from typing import Callable
 
 import pyfuse3
@@ -31,6 +38,7 @@ log = logging.getLogger(__name__)
 LONG_TIMEOUT = 3600.0   # immutable recovery point contents
 SHORT_TIMEOUT = 1.0     # repository root and VM directories
 WORKER_THREADS = 16
+LISTING_CACHE_ENTRIES = 400_000  # directory entries kept with their attributes (~300 B each)
 
 
 def _errors(fn: Callable) -> Callable:
@@ -56,6 +64,51 @@ def _errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class _Listing:
+    """One directory's children as readdir sends them: (name bytes, attributes) in order."""
+
+    __slots__ = ("entries", "broken", "_by_name")
+
+    def __init__(self, entries: list[tuple[bytes, pyfuse3.EntryAttributes]],
+                 broken: set[bytes] = frozenset()):
+        self.entries = entries
+        self.broken = broken  # listed, but a lookup must ask the tree (and get its error)
+        self._by_name: dict[bytes, pyfuse3.EntryAttributes] | None = None
+
+    def find(self, name: bytes) -> pyfuse3.EntryAttributes | None:
+        if self._by_name is None:  # built on the first lookup, not for a plain listing
+            self._by_name = {n: a for n, a in self.entries if n not in self.broken}
+        return self._by_name.get(name)
+
+
+class _Listings:
+    """Listings of immutable directories by inode, least recently used out first once they
+    hold more than ``max_entries`` entries in all."""
+
+    def __init__(self, max_entries: int):
+        self.max_entries = max_entries
+        self._data: OrderedDict[int, _Listing] = OrderedDict()
+        self._total = 0
+
+    def get(self, ino: int) -> _Listing | None:
+        listing = self._data.get(ino)
+        if listing is not None:
+            self._data.move_to_end(ino)
+        return listing
+
+    def put(self, ino: int, listing: _Listing) -> None:
+        old = self._data.pop(ino, None)
+        if old is not None:
+            self._total -= len(old.entries)
+        if len(listing.entries) > self.max_entries:
+            return
+        self._data[ino] = listing
+        self._total += len(listing.entries)
+        while self._total > self.max_entries:
+            _, gone = self._data.popitem(last=False)
+            self._total -= len(gone.entries)
+
+
 class Operations(pyfuse3.Operations):
     """pyfuse3 operations over a Tree. Inodes come from a counter and are never reused;
     nodes with the same key (hard links) share an inode."""
@@ -75,6 +128,7 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
+        self._listings = _Listings(LISTING_CACHE_ENTRIES)  # used on the trio loop only
         self.uid = os.getuid()
         self.gid = os.getgid()
 
@@ -99,9 +153,13 @@ class Operations(pyfuse3.Operations):
         except KeyError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
-    def _timeout(self, node: Node) -> float:
+    @staticmethod
+    def _immutable(node: Node) -> bool:
         key = node.key
-        return SHORT_TIMEOUT if key and key[0] in ("repo", "vm", "latest") else LONG_TIMEOUT
+        return not (key and key[0] in ("repo", "vm", "latest"))
+
+    def _timeout(self, node: Node) -> float:
+        return LONG_TIMEOUT if self._immutable(node) else SHORT_TIMEOUT
 
     def _entry(self, node: Node, ino: int) -> pyfuse3.EntryAttributes:
         a = node.attr()
@@ -138,6 +196,11 @@ class Operations(pyfuse3.Operations):
         parent = self._get(parent_inode)
         if parent.kind != "dir":
             raise pyfuse3.FUSEError(errno.ENOTDIR)
+        listing = self._listings.get(parent_inode)
+        if listing is not None:
+            attr = listing.find(name)
+            if attr is not None:
+                return attr
 
         def work():
             node = lookup_child(parent, os.fsdecode(name))
@@ -161,37 +224,39 @@ class Operations(pyfuse3.Operations):
         node = self._get(inode)
         if node.kind != "dir":
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        children = await self._run(lambda: list(node.iterdir()))
+        immutable = self._immutable(node)
+        listing = self._listings.get(inode) if immutable else None
+        if listing is None:
+            listing = await self._run(self._list, node, inode)
+            if immutable:
+                self._listings.put(inode, listing)
         fh = next(self._next_fh)
-        self._handles[fh] = (inode, children)
+        self._handles[fh] = listing
         return fh
+
+    def _list(self, node: Node, inode: int) -> _Listing:
+        """Every child with its attributes, in one worker call (the parsing is the cost)."""
+        entries, broken = [], set()
+        for child in node.iterdir():
+            name = os.fsencode(child.name)
+            try:
+                attr = self._entry_sync(child, inode)
+            except RpfsError as e:  # a damaged entry is listed, and answers EIO on use
+                log.warning("%s", e)
+                attr = pyfuse3.EntryAttributes()
+                attr.st_ino = self._inode(child, inode)
+                attr.st_mode = statmod.S_IFREG | 0o444
+                broken.add(name)
+            entries.append((name, attr))
+        return _Listing(entries, broken)
 
     @_errors
     async def readdir(self, fh, start_id, token):
-        inode, children = self._handles[fh]
-
-        def entries():
-            # Attributes for a batch of children are computed in one worker call.
-            out = []
-            for i in range(start_id, min(len(children), start_id + 256)):
-                node = children[i]
-                try:
-                    out.append((node, self._entry_sync(node, inode)))
-                except RpfsError as e:  # a damaged entry is listed, and answers EIO on use
-                    log.warning("%s", e)
-                    out.append((node, None))
-            return out
-
-        while start_id < len(children):
-            batch = await self._run(entries)
-            for node, attr in batch:
-                if attr is None:
-                    attr = pyfuse3.EntryAttributes()
-                    attr.st_ino = self._inode(node, inode)
-                    attr.st_mode = statmod.S_IFREG | 0o444
-                if not pyfuse3.readdir_reply(token, os.fsencode(node.name), attr, start_id + 1):
-                    return
-                start_id += 1
+        entries = self._handles[fh].entries
+        for i in range(start_id, len(entries)):
+            name, attr = entries[i]
+            if not pyfuse3.readdir_reply(token, name, attr, i + 1):
+                return
 
     @_errors
     async def releasedir(self, fh):
