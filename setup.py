@@ -1,7 +1,8 @@
-"""Builds the optional C extension ntfs_reader._lznt1 (metadata lives in pyproject.toml).
+"""Builds the optional C extensions ntfs_reader._lznt1 and ntfs_reader._wofdecomp (metadata
+lives in pyproject.toml).
 
 ``optional=True``: if gcc or the Python headers are missing the install still succeeds and
-ntfs_reader.lznt1 falls back to its pure-Python decoder (with a warning).
+ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,12 @@ setup(
             ["ntfs_reader/_lznt1.c"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "ntfs_reader._wofdecomp",
+            ["ntfs_reader/_wofdecomp.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

@@ -6,6 +6,10 @@ Written from the LZX format description ([MS-PATCH] and the WIM variant's publis
 differences); the bit reader mirrors the reference decoder's word-at-a-time refill, which
 matters where an uncompressed block realigns the stream. Corrupt or hostile input is a
 FormatError, never an IndexError or a runaway loop.
+
+``decompress`` runs the C decoder in ``_wofdecomp`` (built by setup.py, releases the GIL)
+and falls back, with one warning (shared with xpress.py), to the pure-Python twin
+``decompress_py``. Both give the same bytes, or the same error at the same offset.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import struct
 
 from rpfs.errors import FormatError
+
+from .xpress import _wofdecomp, warn_fallback
 
 NUM_CHARS = 256
 MIN_MATCH = 2
@@ -148,6 +154,17 @@ def _read_lens(bits: _Bits, lens: list, start: int, count: int) -> None:
 
 def decompress(data: bytes, size: int) -> bytes:
     """One LZX chunk of ``size`` (<= 32768) bytes."""
+    if _wofdecomp is None:
+        warn_fallback()
+        return decompress_py(data, size)
+    try:
+        return _wofdecomp.lzx(data, size)
+    except _wofdecomp.Error as e:
+        raise FormatError(e.args[0], structure=e.args[1], offset=e.args[2]) from None
+
+
+def decompress_py(data: bytes, size: int) -> bytes:
+    """Pure-Python twin of the C decoder (same results, same errors and offsets)."""
     if not 0 <= size <= MAX_CHUNK:
         raise _bad(f"LZX chunk of {size} bytes")
     bits = _Bits(data)

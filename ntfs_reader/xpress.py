@@ -4,11 +4,25 @@ XPRESS8K and XPRESS16K: one chunk of at most 64 KiB, decoded to a known output s
 The decoder stops at the output size it is given rather than at the end of the input, which
 matters: the last bits of a chunk are padding, not symbols. Hostile input (bad code lengths,
 matches reaching before the start, input running out) is a FormatError.
+
+``decompress`` runs the C decoder in ``_wofdecomp`` (built by setup.py, releases the GIL)
+and falls back, with one warning, to the pure-Python twin ``decompress_py`` when the
+extension was not built. Both give the same bytes, or the same error at the same offset.
 """
 
 from __future__ import annotations
 
+import warnings
+
 from rpfs.errors import FormatError
+
+try:
+    from ntfs_reader import _wofdecomp
+except ImportError:  # pragma: no cover - depends on the build
+    _wofdecomp = None
+
+NATIVE = _wofdecomp is not None
+_warned = False
 
 _TABLE_BITS = 15
 
@@ -37,6 +51,27 @@ def _table(lengths: bytes) -> list:
 
 def decompress(data: bytes, size: int) -> bytes:
     """One XPRESS Huffman block (``size`` <= 65536 bytes of output)."""
+    if _wofdecomp is None:
+        warn_fallback()
+        return decompress_py(data, size)
+    try:
+        return _wofdecomp.xpress(data, size)
+    except _wofdecomp.Error as e:
+        raise FormatError(e.args[0], structure=e.args[1], offset=e.args[2]) from None
+
+
+def warn_fallback() -> None:
+    """One RuntimeWarning per process for both WOF codecs (lzx.py calls this too)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn("ntfs_reader._wofdecomp is not built: WOF-compressed files are read "
+                      "with the slow pure-Python XPRESS/LZX decoders (reinstall with gcc "
+                      "and python3-dev)", RuntimeWarning, stacklevel=3)
+
+
+def decompress_py(data: bytes, size: int) -> bytes:
+    """Pure-Python twin of the C decoder (same results, same errors and offsets)."""
     if size > 65536 or size < 0:
         raise FormatError(f"XPRESS Huffman chunk of {size} bytes", structure="XPRESS chunk")
     if size == 0:
