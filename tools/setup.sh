@@ -4,6 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Runs a command with its output kept aside: shown only if it fails (apt's debconf notes and
+# setuptools' deprecation banners are noise on a first run).
+quiet() {
+  local log rc=0
+  log=$(mktemp)
+  "$@" >"$log" 2>&1 || rc=$?
+  if ((rc)); then
+    cat "$log" >&2
+    echo "setup: failed ($rc): $*" >&2
+  fi
+  rm -f "$log"
+  return "$rc"
+}
+
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
       borgbackup wimtools)
@@ -14,8 +28,8 @@ done
 if ((${#missing[@]})); then
   echo "setup: installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  quiet apt-get update -qq
+  quiet apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 PY=${PYTHON:-python3}
@@ -29,7 +43,7 @@ if [[ ! -f $stamp || -n $(find pyproject.toml setup.py rpfs formats ntfs_reader 
                               \( -name '*.c' -o -name '*.h' -o -name pyproject.toml -o -name setup.py \) \
                               -print -quit 2>/dev/null) ]]; then
   echo "setup: installing rpfs into .venv"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  quiet .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
 fi
