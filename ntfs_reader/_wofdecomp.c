@@ -61,13 +61,25 @@ copy_match(uint8_t *out, size_t off, size_t len)
 }
 
 /*
- * Canonical Huffman lookup of 2**bits entries, entry = symbol << shift | length, 0 where
- * no code starts (lengths are >= 1, so 0 is never a valid entry). Codes are assigned in
- * (length, symbol) order, so the filled entries are one prefix of the table and only the
- * rest needs clearing. Returns 0, or -1 if the lengths are oversubscribed.
+ * Canonical Huffman decoding table for codes of at most `bits` bits, in two levels so that
+ * building it costs little next to decoding a 4 KiB chunk: a primary table indexed by the
+ * first min(bits, PRIMARY_BITS) bits, whose entries for longer codes point (SUB_FLAG |
+ * index) to a sub-table indexed by the remaining bits. An entry is symbol << shift |
+ * length; 0 means no code starts there (lengths are >= 1). Looking up the `bits`-bit window
+ * gives the same answer as one flat table of 2**bits entries would (as the Python twins
+ * use), invalid prefixes included.
+ *
+ * Codes are assigned in (length, symbol) order, so the entries they fill are a prefix of the
+ * primary table (and of each sub-table): only the rest is cleared. `table` holds at least
+ * TABLE_CAP(bits) entries. Returns the primary width, or -1 if the lengths are
+ * oversubscribed.
  */
+#define PRIMARY_BITS 10
+#define SUB_FLAG 0x80000000u
+#define TABLE_CAP(bits) (((size_t)1 << PRIMARY_BITS) + ((size_t)1 << (bits)))
+
 static int
-build_table(const uint8_t *lens, int nsyms, int bits, unsigned shift, uint16_t *table)
+build_table(const uint8_t *lens, int nsyms, int bits, unsigned shift, uint32_t *table)
 {
     int count[17] = {0};
     int first[18];
@@ -80,28 +92,55 @@ build_table(const uint8_t *lens, int nsyms, int bits, unsigned shift, uint16_t *
     for (int s = 0; s < nsyms; s++)
         if (lens[s])
             order[first[lens[s]]++] = (uint16_t)s;
-    size_t size = (size_t)1 << bits;
-    size_t code = 0;
+    int p = bits < PRIMARY_BITS ? bits : PRIMARY_BITS;
+    int w = bits - p;                       /* sub-table width */
+    size_t size = (size_t)1 << bits;        /* the whole code space, `bits` wide */
+    size_t next_sub = (size_t)1 << p;       /* where the next sub-table starts */
+    size_t filled = 0;                      /* primary entries set so far */
+    size_t code = 0, sub = 0;
     int prev = 0, k = 0;
     for (int n = 1; n <= 16; n++) {
         for (int j = 0; j < count[n]; j++, k++) {
-            int s = order[k];
             if (prev)
                 code <<= n - prev;
             prev = n;
-            unsigned sh = (unsigned)(bits - n);
-            size_t start = code << sh, span = (size_t)1 << sh;
+            size_t start = code << (bits - n), span = (size_t)1 << (bits - n);
             if (start + span > size)
                 return -1;
-            uint16_t e = (uint16_t)((unsigned)s << shift | (unsigned)n);
-            for (size_t i = 0; i < span; i++)
-                table[start + i] = e;
+            uint32_t e = (uint32_t)order[k] << shift | (uint32_t)n;
+            if (n <= p) {
+                size_t ps = code << (p - n), pspan = (size_t)1 << (p - n);
+                for (size_t i = 0; i < pspan; i++)
+                    table[ps + i] = e;
+                filled = ps + pspan;
+            } else {
+                size_t prefix = start >> w;
+                if (prefix == filled) {     /* first code under this prefix */
+                    sub = next_sub;
+                    next_sub += (size_t)1 << w;
+                    table[prefix] = SUB_FLAG | (uint32_t)sub;
+                    memset(table + sub, 0, ((size_t)1 << w) * sizeof table[0]);
+                    filled = prefix + 1;
+                }
+                size_t ss = sub + (start & (((size_t)1 << w) - 1));
+                for (size_t i = 0; i < span; i++)
+                    table[ss + i] = e;
+            }
             code++;
         }
     }
-    size_t filled = prev ? code << (bits - prev) : 0;
-    memset(table + filled, 0, (size - filled) * sizeof table[0]);
-    return 0;
+    memset(table + filled, 0, (((size_t)1 << p) - filled) * sizeof table[0]);
+    return p;
+}
+
+/* The entry for a `bits`-bit window (p = the primary width build_table returned). */
+static inline uint32_t
+lookup(const uint32_t *table, int bits, int p, uint32_t window)
+{
+    uint32_t e = table[window >> (bits - p)];
+    if (e & SUB_FLAG)
+        e = table[(e & ~SUB_FLAG) + (window & ((1u << (bits - p)) - 1))];
+    return e;
 }
 
 /* ------------------------------------------------------------------ XPRESS Huffman */
@@ -111,7 +150,7 @@ build_table(const uint8_t *lens, int nsyms, int bits, unsigned shift, uint16_t *
 
 /* Scratch of one XPRESS decode (kept off the stack: 64 KiB). */
 struct xstate {
-    uint16_t table[1 << X_TABLE_BITS];
+    uint32_t table[TABLE_CAP(X_TABLE_BITS)];
 };
 
 static Py_ssize_t
@@ -129,9 +168,10 @@ xpress_decode(const uint8_t *src, Py_ssize_t end, uint8_t *out, Py_ssize_t size,
     }
     if (!any)
         FAIL_AT(err, "XPRESS Huffman table", -1, "empty Huffman table");
-    if (build_table(lens, 512, X_TABLE_BITS, 4, st->table) < 0)
+    int primary = build_table(lens, 512, X_TABLE_BITS, 4, st->table);
+    if (primary < 0)
         FAIL_AT(err, "XPRESS Huffman table", -1, "Huffman code lengths oversubscribed");
-    const uint16_t *table = st->table;
+    const uint32_t *table = st->table;
 
     /* The Python twin reads from the input followed by 8 zero bytes; a word starting at
      * or after end + 7 is past that padding ("input ran out", offset = end). */
@@ -152,7 +192,7 @@ xpress_decode(const uint8_t *src, Py_ssize_t end, uint8_t *out, Py_ssize_t size,
     int extra = 16;
     Py_ssize_t n_out = 0;
     while (n_out < size) {
-        unsigned e = table[bits >> 17];
+        uint32_t e = lookup(table, X_TABLE_BITS, primary, bits >> 17);
         if (!e)
             FAIL_AT(err, X_CHUNK, pos, "invalid Huffman code");
         unsigned n = e & 15;
@@ -230,10 +270,10 @@ static const uint8_t extra_bits[30] = {
     11, 12, 12, 13, 13};
 
 struct lstate {
-    uint16_t main[1 << 16];
-    uint16_t len[1 << 16];
-    uint16_t pre[1 << 15];
-    uint16_t aligned[1 << 7];
+    uint32_t main[TABLE_CAP(16)];
+    uint32_t len[TABLE_CAP(16)];
+    uint32_t pre[TABLE_CAP(15)];
+    uint32_t aligned[TABLE_CAP(7)];
 };
 
 /* 16-bit little-endian words, most significant bit first, refilled a word at a time;
@@ -281,8 +321,8 @@ lb_bits(struct lbits *b, int k, uint32_t *v, struct wof_error *err)
 }
 
 struct ltable {
-    const uint16_t *t;
-    int bits;
+    const uint32_t *t;
+    int bits, primary;
 };
 
 static inline int
@@ -290,7 +330,8 @@ lb_symbol(struct lbits *b, struct ltable tb, unsigned *sym, struct wof_error *er
 {
     if (lb_ensure(b, tb.bits, err) < 0)
         return -1;
-    unsigned e = tb.t[(b->buf >> (b->n - tb.bits)) & (((uint64_t)1 << tb.bits) - 1)];
+    uint32_t window = (uint32_t)((b->buf >> (b->n - tb.bits)) & (((uint64_t)1 << tb.bits) - 1));
+    uint32_t e = lookup(tb.t, tb.bits, tb.primary, window);
     if (!e)
         FAIL_AT(err, L_CHUNK, b->pos, "invalid Huffman code");
     b->n -= (int)(e & 31);
@@ -301,7 +342,7 @@ lb_symbol(struct lbits *b, struct ltable tb, unsigned *sym, struct wof_error *er
 
 /* lzx.py's _table: the table is 2**(longest length) entries (1 if none). */
 static int
-lzx_table(const uint8_t *lens, int nsyms, int maxlen, uint16_t *storage, struct ltable *tb,
+lzx_table(const uint8_t *lens, int nsyms, int maxlen, uint32_t *storage, struct ltable *tb,
           struct wof_error *err)
 {
     int bits = 0;
@@ -312,17 +353,19 @@ lzx_table(const uint8_t *lens, int nsyms, int maxlen, uint16_t *storage, struct 
         bits = 1;
     if (bits > maxlen)
         FAIL_AT(err, L_CHUNK, -1, "codeword too long");
-    if (build_table(lens, nsyms, bits, 5, storage) < 0)
+    int primary = build_table(lens, nsyms, bits, 5, storage);
+    if (primary < 0)
         FAIL_AT(err, L_CHUNK, -1, "Huffman code lengths oversubscribed");
     tb->t = storage;
     tb->bits = bits;
+    tb->primary = primary;
     return 0;
 }
 
 #define TRY(x) do { if ((x) < 0) return -1; } while (0)
 
 static int
-read_lens(struct lbits *b, uint8_t *lens, int start, int count, uint16_t *pre_storage,
+read_lens(struct lbits *b, uint8_t *lens, int start, int count, uint32_t *pre_storage,
           struct wof_error *err)
 {
     uint8_t pl[L_PRECODE_SYMBOLS];
@@ -453,7 +496,7 @@ lzx_decode(const uint8_t *src, Py_ssize_t src_len, uint8_t *out, Py_ssize_t size
         }
         if (btype != 1 && btype != 2)
             FAIL_AT(err, L_CHUNK, b.pos, "block type %u", (unsigned)btype);
-        struct ltable aligned = {NULL, 0}, main, lengths = {NULL, 0};
+        struct ltable aligned = {NULL, 0, 0}, main, lengths = {NULL, 0, 0};
         if (btype == 2) {
             uint8_t al[L_ALIGNED_SYMBOLS];
             for (int k = 0; k < L_ALIGNED_SYMBOLS; k++) {
