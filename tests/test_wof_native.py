@@ -326,10 +326,6 @@ def test_random_xpress_tables_agree(lens, body, want):
     assert outcome(xpress.decompress, b, want) == outcome(xpress.decompress_py, b, want)
 
 
-def _lzx_header(btype: int, block: int) -> bytes:
-    return bytes([btype << 5 | (block == 32768) << 4])
-
-
 @needs_native
 @settings(max_examples=300, deadline=None)
 @given(btype=st.sampled_from([1, 2, 3]), small=st.integers(1, 4000), body=st.binary(max_size=3000),
@@ -346,6 +342,57 @@ def test_random_lzx_blocks_agree(btype, small, body, explicit):
         want = 32768
     b = head + body
     assert outcome(lzx.decompress, b, want) == outcome(lzx.decompress_py, b, want)
+
+
+# ---------------------------------------------------------------- hand-made edge cases
+
+def _xpress_a_then_match(length_bytes: bytes) -> bytes:
+    """XPRESS chunk: literal 'a' (code 0) then a match with offset 1 and length nibble 15
+    (code 1), whose length continues in ``length_bytes`` right after the first two words."""
+    table = bytearray(256)
+    table[97 // 2] = 1 << 4   # symbol 97 ('a'): length 1
+    table[271 // 2] = 1 << 4  # symbol 256 + 15 (match, 0 offset bits, length 15+): length 1
+    return bytes(table) + struct.pack("<HH", 0x4000, 0) + length_bytes + bytes(8)
+
+
+@needs_native
+@pytest.mark.parametrize("length_bytes, size, expect", [
+    (b"\x02", 21, b"a" * 21),                                    # 15 + 2 + 3
+    (b"\xff\x64\x00", 104, b"a" * 104),                          # 16-bit length 100
+    (b"\xff\x00\x00\xe8\x03\x00\x00", 1004, b"a" * 1004),        # 32-bit length 1000
+    (b"\xff\x00\x00\xff\xff\xff\xff", 65536, b"a" * 65536),      # clipped at the size
+    (b"\xff\x05\x00", 50, "XPRESS match length below 15"),
+    (b"\xff\x00\x00", 50, "XPRESS match length below 15"),        # 32-bit 0
+])
+def test_xpress_long_match_lengths(length_bytes, size, expect):
+    chunk = _xpress_a_then_match(length_bytes)
+    a, b = outcome(xpress.decompress, chunk, size), outcome(xpress.decompress_py, chunk, size)
+    assert a == b
+    assert a[1] == expect
+
+
+def _lzx_uncompressed(block: bytes, r=(1, 1, 1)) -> bytes:
+    """One uncompressed LZX block: type 3, explicit size, aligned R0..R2, bytes, pad."""
+    n = len(block)
+    head = struct.pack("<HH", 3 << 13 | (n >> 8) << 4 | (n >> 4) & 15, (n & 15) << 12)
+    return head + struct.pack("<3I", *r) + block + bytes(n & 1)
+
+
+@needs_native
+def test_lzx_uncompressed_blocks_and_e8():
+    assert lzx.decompress(_lzx_uncompressed(b"hello"), 5) == b"hello"
+    # E8 translation is undone after an uncompressed block: absolute 10 at 1 -> relative 9;
+    # a negative value within reach becomes value + 12000000; others stay.
+    raw = b"\x90\xe8\x0a\0\0\0" + b"\xe8\xff\xff\xff\xff" + b"\xe8\0\0\0\x80" + bytes(10)
+    want = (b"\x90\xe8\x09\0\0\0" + b"\xe8" + (0xFFFFFFFF + 12_000_000 & 0xFFFFFFFF)
+            .to_bytes(4, "little") + b"\xe8\0\0\0\x80" + bytes(10))
+    for fn in (lzx.decompress, lzx.decompress_py):
+        assert fn(_lzx_uncompressed(raw), len(raw)) == want
+    for chunk, size in ((_lzx_uncompressed(b"abc", (1, 0, 1)), 3),   # repeat offset 0
+                        (_lzx_uncompressed(b"abcdef")[:-4], 6),       # block past the input
+                        (_lzx_uncompressed(b"abc"), 2)):              # block past the size
+        a = outcome(lzx.decompress, chunk, size)
+        assert a[0] == "error" and a == outcome(lzx.decompress_py, chunk, size)
 
 
 # ---------------------------------------------------------------- API
