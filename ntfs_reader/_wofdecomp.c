@@ -242,7 +242,14 @@ xpress_decode(const uint8_t *src, Py_ssize_t end, uint8_t *out, Py_ssize_t size,
                     (unsigned)offset, n_out);
         if (length > (uint64_t)(size - n_out))
             length = (uint64_t)(size - n_out);
-        copy_match(out + n_out, offset, (size_t)length);
+        if (offset >= 8 && (uint64_t)(size - n_out) >= length + 8) {
+            uint8_t *o = out + n_out;  /* eight at a time, as in lzx_decode */
+            const uint8_t *from = o - offset;
+            for (size_t k = 0; k < (size_t)length; k += 8)
+                memcpy(o + k, from + k, 8);
+        } else {
+            copy_match(out + n_out, offset, (size_t)length);
+        }
         n_out += (Py_ssize_t)length;
     }
 #undef REFILL
@@ -281,7 +288,7 @@ struct lstate {
 struct lbits {
     const uint8_t *data;
     Py_ssize_t pos, end;
-    uint64_t buf;  /* exactly n valid bits */
+    uint64_t buf;  /* the low n bits are the unread ones (bits above them are stale) */
     int n;
 };
 
@@ -315,8 +322,7 @@ lb_bits(struct lbits *b, int k, uint32_t *v, struct wof_error *err)
     if (lb_ensure(b, k, err) < 0)
         return -1;
     b->n -= k;
-    *v = (uint32_t)(b->buf >> b->n);
-    b->buf &= ((uint64_t)1 << b->n) - 1;
+    *v = (uint32_t)((b->buf >> b->n) & ((1u << k) - 1));
     return 0;
 }
 
@@ -335,7 +341,6 @@ lb_symbol(struct lbits *b, struct ltable tb, unsigned *sym, struct wof_error *er
     if (!e)
         FAIL_AT(err, L_CHUNK, b->pos, "invalid Huffman code");
     b->n -= (int)(e & 31);
-    b->buf &= ((uint64_t)1 << b->n) - 1;
     *sym = e >> 5;
     return 0;
 }
@@ -560,7 +565,16 @@ lzx_decode(const uint8_t *src, Py_ssize_t src_len, uint8_t *out, Py_ssize_t size
             if ((Py_ssize_t)length > stop - n_out || (Py_ssize_t)offset > n_out || offset == 0)
                 FAIL_AT(err, L_CHUNK, b.pos, "match of %u bytes %u back at output %zd",
                         (unsigned)length, (unsigned)offset, n_out);
-            copy_match(out + n_out, offset, length);
+            if (offset >= 8 && size - n_out >= (Py_ssize_t)length + 8) {
+                /* eight bytes at a time, each read from bytes already written; up to 7
+                 * bytes past the match are overwritten later (they are inside `out`) */
+                uint8_t *o = out + n_out;
+                const uint8_t *from = o - offset;
+                for (uint32_t k = 0; k < length; k += 8)
+                    memcpy(o + k, from + k, 8);
+            } else {
+                copy_match(out + n_out, offset, length);
+            }
             n_out += length;
         }
     }
