@@ -13,6 +13,8 @@ always answers with readdirplus, i.e. with every child's attributes (one MFT rec
 NTFS). So an immutable directory's listing is kept here, names and attributes ready to
 send (``_Listings``, bounded by entries): a second ``ls``/walk/``find`` and a ``lookup`` of
 a listed name cost no worker thread and no parsing (tools/bench_mount.py, docs/benchmarks.md).
+Opened streams are kept too (positionless, so handles share them): opening a file again
+costs no worker call, and a small file's bytes come back with its first open.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ LONG_TIMEOUT = 3600.0   # immutable recovery point contents
 SHORT_TIMEOUT = 1.0     # repository root and VM directories
 WORKER_THREADS = 16
 LISTING_CACHE_ENTRIES = 400_000  # directory entries kept with their attributes (~300 B each)
+STREAM_CACHE = 4096  # opened streams of immutable files, by inode
+SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
 
 
 def _errors(fn: Callable) -> Callable:
@@ -109,6 +113,36 @@ class _Listings:
             self._total -= len(gone.entries)
 
 
+class _Lru:
+    """A small LRU by key (used on the trio loop only)."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._data: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.maxsize:
+            self._data.popitem(last=False)
+
+
+class _Handle:
+    """An open file: its stream, and the whole content when it was small enough."""
+
+    __slots__ = ("stream", "data")
+
+    def __init__(self, stream, data: bytes | None = None):
+        self.stream = stream
+        self.data = data
+
+
 class Operations(pyfuse3.Operations):
     """pyfuse3 operations over a Tree. Inodes come from a counter and are never reused;
     nodes with the same key (hard links) share an inode."""
@@ -129,6 +163,7 @@ class Operations(pyfuse3.Operations):
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         self._listings = _Listings(LISTING_CACHE_ENTRIES)  # used on the trio loop only
+        self._streams = _Lru(STREAM_CACHE)  # likewise
         self.uid = os.getuid()
         self.gid = os.getgid()
 
@@ -298,15 +333,23 @@ class Operations(pyfuse3.Operations):
         node = self._get(inode)
         if node.kind == "dir":
             raise pyfuse3.FUSEError(errno.EISDIR)
-        stream = await self._run(node.open)
+        stream = self._streams.get(inode)
+        if stream is not None:  # opened before: the kernel's page cache has or gets the data
+            handle = _Handle(stream)
+        else:
+            handle = await self._run(_open_small, node)
+            if self._immutable(node):
+                self._streams.put(inode, handle.stream)
         fh = next(self._next_fh)
-        self._handles[fh] = stream
+        self._handles[fh] = handle
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
     @_errors
     async def read(self, fh, off, size):
-        stream = self._handles[fh]
-        return await self._run(stream.read, off, size)
+        handle = self._handles[fh]
+        if handle.data is not None:
+            return handle.data[off:off + size]
+        return await self._run(handle.stream.read, off, size)
 
     @_errors
     async def release(self, fh):
@@ -322,6 +365,17 @@ class Operations(pyfuse3.Operations):
 
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _erofs
     write = create = setxattr = removexattr = _erofs
+
+
+def _open_small(node: Node) -> _Handle:
+    stream = node.open()
+    data = None
+    if stream.size <= SMALL_FILE:
+        try:
+            data = stream.read(0, stream.size)
+        except RpfsError:
+            pass  # damaged data: open still succeeds, and read() answers EIO as before
+    return _Handle(stream, data)
 
 
 def _clamp_ns(ns: int) -> int:

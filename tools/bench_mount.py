@@ -25,7 +25,8 @@ and nbd connection is undone in ``finally`` blocks. Mount points live in a fresh
 under /tmp (not in the repository, where someone's ``du``/``find`` would wander into them).
 With --repeat N each figure is the best of N (the machine is shared: the best run is the one
 least disturbed); cold runs remount and drop caches every time.
-``--rpfs-tree DIR`` runs the rpfs of another checkout (a before/after comparison).
+``--rpfs-tree DIR`` runs the rpfs of another checkout; ``--before DIR`` adds it as one more
+peer, "rpfs-before", for a before/after comparison in one table.
 """
 
 from __future__ import annotations
@@ -553,6 +554,7 @@ def main(argv=None) -> int:
                     help="seconds per workload and phase (default 120 small, 600 large)")
     ap.add_argument("--repeat", type=int, default=1, help="best of N runs of each figure")
     ap.add_argument("--rpfs-tree", help="run rpfs from this checkout (default: this one)")
+    ap.add_argument("--before", help="also run the rpfs of this checkout, as peer rpfs-before")
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
@@ -573,6 +575,10 @@ def main(argv=None) -> int:
     peers, skipped = [], {}
     for name in args.peers.split(","):
         peer = PEER_CLASSES[name](image, part, work)
+        if name == "rpfs" and args.before:
+            before = RpfsPeer(image, part, work)
+            before.name, before.tree = "rpfs-before", Path(args.before).resolve()
+            peers.append(before)
         why = peer.available()
         if why:
             skipped[name] = why
