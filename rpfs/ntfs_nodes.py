@@ -12,7 +12,7 @@ import struct
 
 from rpfs.errors import NotFoundError, RpfsError
 from rpfs.stream import Stream
-from rpfs.tree import Attr, Node
+from rpfs.tree import Attr, Node, ns_to_iso
 
 NT_EPOCH_DELTA = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
 FILE_ATTRIBUTE_READONLY = 0x1
@@ -111,12 +111,12 @@ class NtfsNode(Node):
         out = {
             "name": self.name, "type": self.kind, "mft_record": e.ref, "size": a.size,
             "allocated_size": a.allocated, "nlink": a.nlink, "attributes": f"{e.attributes:#x}",
-            "times_ns": {"created": a.crtime_ns, "modified": a.mtime_ns, "changed": a.ctime_ns,
-                         "accessed": a.atime_ns},
+            "times": {"created": ns_to_iso(a.crtime_ns), "modified": ns_to_iso(a.mtime_ns),
+                      "changed": ns_to_iso(a.ctime_ns), "accessed": ns_to_iso(a.atime_ns)},
             "streams": {_stream_name(s): _stream_size(s) for s in e.streams() if _stream_name(s)},
         }
         if getattr(e, "reparse_tag", None):
-            out["reparse_tag"] = e.reparse_tag
+            out["reparse_tag"] = getattr(e, "reparse_tag_name", None) or f"{e.reparse_tag:#010x}"
         if self.kind == "symlink":
             out["target"] = self.readlink()
         return out

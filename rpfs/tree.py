@@ -33,6 +33,19 @@ MAX_SYMLINK_HOPS = 40
 REFRESH_SECONDS = 2.0
 
 
+def ns_to_iso(ns: int | None) -> str | None:
+    """ns since the Unix epoch -> ISO 8601 UTC (None if out of datetime's range)."""
+    if ns is None:
+        return None
+    import datetime as dt
+
+    try:
+        return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+                + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        return None
+
+
 # ---------------------------------------------------------------------------------------
 # Nodes
 

@@ -11,7 +11,7 @@ import sys
 from rpfs.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.restore import fsname, restore
-from rpfs.tree import Node, open_source
+from rpfs.tree import Node, ns_to_iso, open_source
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
 
@@ -59,22 +59,12 @@ def register(sub) -> None:
 # -- helpers ----------------------------------------------------------------------------
 
 
-def _iso(ns: int | None) -> str | None:
-    if ns is None:
-        return None
-    try:
-        return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-                + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
-    except OverflowError:
-        return None
-
-
 def node_json(node: Node) -> dict:
     a = node.attr()
     out = {"name": node.name, "type": node.kind, "size": a.size,
-           "mtime": _iso(a.mtime_ns), "atime": _iso(a.atime_ns), "ctime": _iso(a.ctime_ns)}
+           "mtime": ns_to_iso(a.mtime_ns), "atime": ns_to_iso(a.atime_ns), "ctime": ns_to_iso(a.ctime_ns)}
     if a.crtime_ns is not None:
-        out["crtime"] = _iso(a.crtime_ns)
+        out["crtime"] = ns_to_iso(a.crtime_ns)
     if node.kind == "symlink":
         out["target"] = node.readlink()
     return out
@@ -83,7 +73,7 @@ def node_json(node: Node) -> dict:
 def long_line(node: Node) -> str:
     a = node.attr()
     mode = statmod.filemode(a.mode)
-    when = _iso(a.mtime_ns) or "?"
+    when = ns_to_iso(a.mtime_ns) or "?"
     line = f"{mode} {a.nlink:>3} {a.size:>14} {when[:19].replace('T', ' ')} {node.name}"
     if node.kind == "symlink":
         line += f" -> {node.readlink()}"
@@ -173,7 +163,7 @@ def _print_info(obj, indent: int = 0) -> None:
 
 def cmd_info(args) -> int:
     with open_source(args.source) as tree:
-        node = tree.resolve(args.path)
+        node = tree.resolve(args.path, follow=False)
         info = node.info()
         if node is tree.root:
             info = {"source": str(args.source), "kind": tree.kind, **info}
