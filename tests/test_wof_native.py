@@ -296,8 +296,8 @@ def _mutate(data: st.DataObject, c: bytes, want: int) -> tuple[bytes, int]:
 
 @needs_tools
 @needs_native
-@pytest.mark.parametrize("algo", [0, 1], ids=ALGO_IDS.get)
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@pytest.mark.parametrize("algo", list(ALGOS), ids=ALGO_IDS.get)
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_mutated_real_chunks_agree(algo, data):
     chunks = compressed_chunks(algo)
