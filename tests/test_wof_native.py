@@ -449,3 +449,27 @@ def test_fallback_warns_once(monkeypatch):
             lzx.decompress(b"\xff" * 10, 5)
         xpress.decompress(b"", 0)
     assert [x.category for x in w] == [RuntimeWarning]
+
+
+def test_missing_extension_falls_back(tmp_path):
+    """A build without the extension (import fails): both codecs still work, one warning."""
+    import subprocess
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['ntfs_reader._wofdecomp'] = None  # import now raises ImportError\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    from ntfs_reader import lzx, xpress\n"
+        "    assert not xpress.NATIVE\n"
+        "    u = bytes(range(256))\n"
+        "    for f, d, n in ((lzx.decompress, b'', 0), (xpress.decompress, b'', 0)):\n"
+        "        assert f(d, n) == b''\n"
+        "    try:\n"
+        "        lzx.decompress(b'\\xff' * 8, 100)\n"
+        "    except ValueError as e:\n"
+        "        assert type(e).__name__ == 'FormatError', e\n"
+        "print(sorted({x.category.__name__ for x in w}), len(w))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['RuntimeWarning'] 1"
