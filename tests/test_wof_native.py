@@ -9,6 +9,12 @@ file must read back exactly through ntfs_reader with the native decoders and wit
 Python twins, and each chunk must decode the same with both. Hypothesis then feeds
 bit-flipped, truncated, spliced and random chunks to both: same bytes, or the same
 FormatError (message, structure, offset).
+
+Sanitizers, by hand (2026-11-24: this file plus 80,000 mutated chunks, clean): build
+_wofdecomp.c with ``-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined``
+into a copy of the ntfs_reader package, and run pytest from a ``python -c`` that imports
+that copy first, with ``LD_PRELOAD="$(gcc -print-file-name=libasan.so)
+$(gcc -print-file-name=libubsan.so)" ASAN_OPTIONS=detect_leaks=0``.
 """
 
 from __future__ import annotations
