@@ -14,7 +14,8 @@ NTFS). So an immutable directory's listing is kept here, names and attributes re
 send (``_Listings``, bounded by entries): a second ``ls``/walk/``find`` and a ``lookup`` of
 a listed name cost no worker thread and no parsing (tools/bench_mount.py, docs/benchmarks.md).
 Opened streams are kept too (positionless, so handles share them): opening a file again
-costs no worker call, and a small file's bytes come back with its first open.
+costs no worker call, and a small file's bytes come back with its first open. Extended
+attribute names and small values are kept, since the kernel caches none for FUSE.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ WORKER_THREADS = 16
 LISTING_CACHE_ENTRIES = 400_000  # directory entries kept with their attributes (~300 B each)
 STREAM_CACHE = 4096  # opened streams of immutable files, by inode
 SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
+XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name)
+XATTR_VALUE_MAX = 4096  # larger values (alternate data streams) are read each time
 
 
 def _errors(fn: Callable) -> Callable:
@@ -164,6 +167,8 @@ class Operations(pyfuse3.Operations):
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         self._listings = _Listings(LISTING_CACHE_ENTRIES)  # used on the trio loop only
         self._streams = _Lru(STREAM_CACHE)  # likewise
+        self._xattr_names = _Lru(XATTR_CACHE)
+        self._xattr_values = _Lru(XATTR_CACHE)
         self.uid = os.getuid()
         self.gid = os.getgid()
 
@@ -310,19 +315,34 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def listxattr(self, inode, ctx):
-        node = self._get(inode)
-        names = await self._run(node.xattr_names)
-        return [os.fsencode(n) for n in names]
+        names = self._xattr_names.get(inode)
+        if names is None:
+            node = self._get(inode)
+            names = [os.fsencode(n) for n in await self._run(node.xattr_names)]
+            if self._immutable(node):
+                self._xattr_names.put(inode, names)
+        return names
 
     @_errors
     async def getxattr(self, inode, name, ctx):
+        # The kernel keeps no xattrs for FUSE and `cp -a` asks for each twice (size, then
+        # value) plus POSIX ACLs: answer what is known without a worker call.
+        value = self._xattr_values.get((inode, name))
+        if value is not None:
+            return value
+        names = self._xattr_names.get(inode)
+        if names is not None and name not in names:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         node = self._get(inode)
         try:
-            return await self._run(node.getxattr, os.fsdecode(name))
+            value = await self._run(node.getxattr, os.fsdecode(name))
         except RpfsError as e:
             if e.errno == errno.ENOENT:
                 raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
             raise
+        if len(value) <= XATTR_VALUE_MAX and self._immutable(node):
+            self._xattr_values.put((inode, name), value)
+        return value
 
     # -- data ---------------------------------------------------------------------------
 
