@@ -12,6 +12,7 @@ import sys
 import time
 
 from rpfs.cli.browse import SOURCE_HELP
+from rpfs.cli.repo import parse_size
 from rpfs.errors import UsageError
 from rpfs.progress import Progress, human
 from rpfs.restore import Restorer
@@ -27,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("dest", help="file to write")
     p.add_argument("--format", choices=FORMATS, help="default: from DEST's suffix, else vhdx")
     p.add_argument("--fixed", action="store_true", help="fixed-size VHDX/VHD instead of dynamic")
-    p.add_argument("--block-size", type=_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
+    p.add_argument("--block-size", type=parse_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export)
@@ -39,17 +40,6 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_export_vm)
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise UsageError(f"not a size: {text}") from None
 
 
 def cmd_export(args) -> int:

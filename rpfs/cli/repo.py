@@ -12,9 +12,9 @@ from rpfs.progress import human
 def register(sub) -> None:
     p = sub.add_parser("init", help="create an empty repository (directory mode 0700)")
     p.add_argument("repo")
-    p.add_argument("--chunk-size", type=_size, help="chunk size, e.g. 1M (default 1M)")
+    p.add_argument("--chunk-size", type=parse_size, help="chunk size, e.g. 1M (default 1M)")
     p.add_argument("--zstd-level", type=int, help="zstd level (default 1)")
-    p.add_argument("--pack-size", type=_size, help="target pack size, e.g. 32M")
+    p.add_argument("--pack-size", type=parse_size, help="target pack size, e.g. 32M")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("backup", help="store SOURCE (a VM folder or disk files) as one recovery point")
@@ -49,13 +49,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_verify)
 
 
-def _size(text: str) -> int:
+def parse_size(text: str) -> int:
+    """'1M', '256K', '32MiB', '4096' -> bytes (argparse type for size options)."""
     t = text.strip().upper().removesuffix("B").removesuffix("I")
     mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
     try:
-        return int(t[:-1] if t[-1:] in "KMG" else t) * mult
+        value = int(t[:-1] if t[-1:] in ("K", "M", "G") else t) * mult
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return value
 
 
 def _open(path: str):
