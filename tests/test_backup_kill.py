@@ -43,18 +43,26 @@ def test_sigkill_backup_at_random_moments(tmp_path):
     rpfs("init", str(repo), "--pack-size", "1M")     # many packs: many commit points
     truth: dict[str, str] = {}
     killed = completed = 0
-    deadline = time.monotonic() + 45
+    last = None  # seconds the last complete backup took
+    deadline = time.monotonic() + 60
     it = 0
     while (killed < 5 or completed < 2) and time.monotonic() < deadline and it < 16:
         it += 1
         digest = _mutate(disk, rnd)
         name = (datetime(2024, 2, 1, tzinfo=timezone.utc) + timedelta(days=it)).strftime("%Y-%m-%dT%H%M%SZ")
+        t0 = time.monotonic()
         p = subprocess.Popen([PY, "-m", "rpfs", "backup", str(repo), str(src), "--time", name],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        # mostly mid-run; sometimes late enough to let it finish (the machine may be loaded)
-        time.sleep(rnd.uniform(0.05, 0.5) if it % 3 else rnd.uniform(0.5, 3.0))
-        p.send_signal(signal.SIGKILL)
-        rc = p.wait()
+        if last is None or it % 3 == 0:
+            rc = p.wait(timeout=120)  # let it finish: its duration times the next kills
+        else:
+            # killed at a random point inside a measured backup's duration, so the kill
+            # lands mid-run however fast or loaded the machine is
+            time.sleep(rnd.uniform(0.05, 0.95) * last)
+            p.send_signal(signal.SIGKILL)
+            rc = p.wait()
+        if rc == 0:
+            last = time.monotonic() - t0
         if rc == 0:
             completed += 1
             truth[name] = digest

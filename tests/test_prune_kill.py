@@ -90,9 +90,14 @@ def test_sigkill_prune_at_random_moments(tmp_path):
     kills = 0
     deadline = time.monotonic() + 40
     while keep >= 1 and time.monotonic() < deadline:
+        # A prune takes about as long as its dry run plus gc (0.1-0.3 s here, more on a
+        # loaded machine): kill somewhere inside that, measured, not guessed.
+        t0 = time.monotonic()
+        rpfs("prune", str(path), "--keep-last", str(keep), "--dry-run")
+        dry = time.monotonic() - t0
         p = subprocess.Popen([PY, "-m", "rpfs", "prune", str(path), "--keep-last", str(keep)],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.05, 0.5))
+        time.sleep(rnd.uniform(0.3, 1.1) * dry)
         p.send_signal(signal.SIGKILL)
         if p.wait() != 0:
             kills += 1

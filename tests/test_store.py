@@ -276,7 +276,8 @@ def test_progress_only_on_a_terminal(tmp_path):
     from test_store_fixtures import PY, ROOT
     master, slave = pty.openpty()
     p = subprocess.Popen([PY, "-m", "rpfs", "backup", str(tmp_path / "repo"), str(src)],
-                         stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+                         stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,
+                         env={**os.environ, "TERM": "xterm"})  # CI may run with TERM=dumb
     os.close(slave)
     out = b""
     while True:
