@@ -30,6 +30,9 @@ def wof_algorithm(reparse_value: bytes) -> tuple[int, int]:
     return provider, algorithm
 
 
+TABLE_PAGE = 64 << 10
+
+
 class WofStream(Stream):
     def __init__(self, source: Stream, size: int, algorithm: int, name: str):
         if algorithm not in WOF_CHUNK:
@@ -49,16 +52,26 @@ class WofStream(Stream):
                               f"{source.size}-byte stream", source=name,
                               structure="WOF chunk table")
         self._cache = LRU(COMPRESSED_UNIT_CACHE)
+        self._table = LRU(16)  # pages of the chunk offset table
+
+    def _table_entry(self, j: int) -> int:
+        """Entry ``j`` of the chunk offset table, read a 64 KiB page at a time (a whole-file
+        read touches each page once instead of issuing two tiny reads per chunk)."""
+        per_page = TABLE_PAGE // self.entry
+        page_no = j // per_page
+        page = self._table.get(page_no)
+        if page is None:
+            start = page_no * TABLE_PAGE
+            page = self.source.read(start, min(TABLE_PAGE, self.table_size - start))
+            self._table.put(page_no, page)
+        fmt = "<Q" if self.entry == 8 else "<I"
+        return struct.unpack_from(fmt, page, (j - page_no * per_page) * self.entry)[0]
 
     def _bounds(self, i: int) -> tuple[int, int]:
         es = self.entry
-        fmt = "<Q" if es == 8 else "<I"
-        if i == 0:
-            start = 0
-        else:
-            start = struct.unpack(fmt, self.source.read((i - 1) * es, es))[0]
+        start = 0 if i == 0 else self._table_entry(i - 1)
         if i + 1 < self.count:
-            end = struct.unpack(fmt, self.source.read(i * es, es))[0]
+            end = self._table_entry(i)
         else:
             end = self.source.size - self.table_size
         if not 0 <= start <= end <= self.source.size - self.table_size:
