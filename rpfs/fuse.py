@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import gc
 import itertools
 import logging
 import os
@@ -46,6 +47,11 @@ STREAM_CACHE = 4096  # opened streams of immutable files, by inode
 SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
 XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name)
 XATTR_VALUE_MAX = 4096  # larger values (alternate data streams) are read each time
+# A listing allocates a few objects per entry while the caches hold hundreds of thousands:
+# with Python's default (700, 10, 10) the cyclic collector ran so often that it took more
+# than half of listing a 50,000-entry directory (4.2 s -> 2.1 s with these). Parsed NTFS
+# objects are acyclic and freed by reference counting; cycles still get collected.
+GC_THRESHOLDS = (100_000, 50, 100)
 
 
 def _errors(fn: Callable) -> Callable:
@@ -414,6 +420,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     if debug:
         options.add("debug")
     pyfuse3.init(ops, mountpoint, options)
+    gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
     if ready:
         ready()
     try:

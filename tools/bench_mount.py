@@ -38,7 +38,7 @@ import json
 import os
 import random
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -540,6 +540,11 @@ def table(results: dict, workloads: list[str]) -> str:
     return "\n".join("  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows)
 
 
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--_work":
         _, _, name, root = sys.argv
@@ -558,6 +563,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)  # unmount in the finally blocks, then exit
     if os.geteuid() != 0:
         print("bench_mount: needs root (drop_caches, losetup, mounts)", file=sys.stderr)
         return 2
