@@ -11,6 +11,8 @@ import threading
 from collections import OrderedDict
 
 RECORD_CACHE = 8192          # parsed MFT records (about 1-4 KiB of bytes each)
+MFT_BLOCK = 64 << 10         # $MFT is read in blocks this size (64 records of 1 KiB)
+MFT_BLOCK_CACHE = 64         # raw $MFT blocks kept (4 MiB): a directory's children sit together
 ENTRY_ATTRS_CACHE = 4096     # merged attribute sets of files (base + extension records)
 INDEX_NODE_CACHE = 1024      # parsed INDX records (4 KiB each)
 # Decoded runlists live in their parsed attribute, so RECORD_CACHE bounds them too.
@@ -21,6 +23,9 @@ MAX_INDEX_DEPTH = 64         # B+tree depth bound (a real tree of 2^32 names is 
 MAX_EXTENSION_RECORDS = 4096 # extension records one file may have through its attribute list
 MAX_RESIDENT_READ = 1 << 20  # bound on metadata we read whole (attribute lists, reparse data)
 MAX_COMPRESSION_UNIT = 1 << 20  # bytes; NTFS writes 16 clusters of <= 4 KiB (64 KiB)
+
+
+_MISSING = object()
 
 
 class LRU:
@@ -37,9 +42,8 @@ class LRU:
 
     def get(self, key, default=None):
         with self._lock:
-            try:
-                value = self._data[key]
-            except KeyError:
+            value = self._data.get(key, _MISSING)  # misses are the norm in a cold walk
+            if value is _MISSING:
                 self.misses += 1
                 return default
             self._data.move_to_end(key)

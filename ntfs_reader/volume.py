@@ -18,7 +18,7 @@ from .attrs import (
 from .boot import read_boot_sector
 from .cache import (
     ENTRY_ATTRS_CACHE, INDEX_NODE_CACHE, LRU, MAX_EXTENSION_RECORDS, MAX_RESIDENT_READ,
-    RECORD_CACHE, SECURITY_CACHE,
+    MFT_BLOCK, MFT_BLOCK_CACHE, RECORD_CACHE, SECURITY_CACHE,
 )
 from .datastream import CompressedStream, RunlistStream
 from .record import (
@@ -87,6 +87,7 @@ class Volume:
             self.warnings.append(f"volume is {self.boot.volume_size} bytes but the stream "
                                  f"holds only {stream.size}: reads past the end will fail")
         self._records = LRU(RECORD_CACHE)
+        self._mft_blocks = LRU(MFT_BLOCK_CACHE)
         self._files = LRU(ENTRY_ATTRS_CACHE)
         self.index_cache = LRU(INDEX_NODE_CACHE)
         self._security = LRU(SECURITY_CACHE)
@@ -152,12 +153,28 @@ class Volume:
             self._records.put(number, rec)
         return rec
 
+    def _mft_bytes(self, number: int) -> bytes:
+        """Record ``number``'s bytes, read with its 64 KiB block of neighbours (a listing
+        touches them next). Damage elsewhere in the block must not fail this record, so
+        a failed block read falls back to the record alone."""
+        start = number * self.record_size
+        block_no = start // MFT_BLOCK
+        block = self._mft_blocks.get(block_no)
+        if block is None:
+            try:
+                block = self._mft.read(block_no * MFT_BLOCK, MFT_BLOCK)
+            except FormatError:
+                return self._mft.read(start, self.record_size)
+            self._mft_blocks.put(block_no, block)
+        at = start - block_no * MFT_BLOCK
+        return block[at:at + self.record_size]
+
     def _parse_record(self, number: int) -> MftRecord:
         if number < 0 or number >= self._mft.size // self.record_size:
             raise FormatError(f"MFT record {number} is beyond the end of $MFT "
                               f"({self._mft.size // self.record_size} records)",
                               **self._where(f"MFT record {number}"))
-        data = self._mft.read(number * self.record_size, self.record_size)
+        data = self._mft_bytes(number)
         off = self.mft_offset_safe(number)
         return parse_record(data, number, self.name, off or 0)
 
