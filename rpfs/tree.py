@@ -19,7 +19,7 @@ import os
 import stat as statmod
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -62,7 +62,6 @@ class Attr:
     crtime_ns: int | None = None
     nlink: int = 1
     allocated: int | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def mode(self) -> int:

@@ -405,7 +405,7 @@ class VhdxDisk(Disk):
     # ------------------------------------------------------------------ planning
     def _plan(self, offset: int, length: int):
         """Yield (kind, virtual offset, length, file offset) runs, merging neighbours."""
-        bs, lss = self.block_size, self.logical_sector_size
+        bs = self.block_size
         end = offset + length
         pending = None
         pos = offset

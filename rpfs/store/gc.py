@@ -133,7 +133,6 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
         elif size > 0 and lb / size < threshold:
             repack.append(pid)
 
-    moves: list[tuple[int, int, int]] = []   # chunk id, new pack id (filled later), offset
     new_packs: list[tuple[PackWriter, int]] = []
     if not dry_run and (repack or retire or dead):
         writer: PackWriter | None = None
