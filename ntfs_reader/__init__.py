@@ -4,7 +4,7 @@ Public API (docs/architecture.md, "Filesystem"), plus:
 
 * ``Volume(stream)``: ``label serial version dirty hibernated warnings cluster_size
   record_size sector_size index_record_size total_clusters mft_records``; ``root``,
-  ``lookup(path)``, ``entry(ref)`` (record number, or full reference: sequence checked),
+  ``lookup(path)``, ``walk(top="/")`` -> (path, Entry) depth first, ``entry(ref)`` (record number, or full reference: sequence checked),
   ``metadata(name)`` / ``metadata_files()`` for $MFT, $Bitmap, $LogFile, $Secure,
   $Extend/... (hidden from the root's iterdir, also reachable by ``lookup("/$MFT")``),
   ``security_descriptor(security_id)``; ``record(n)`` / ``file(n)`` for tools.

@@ -430,6 +430,18 @@ class Volume:
             e = e.child(part)
         return e
 
+    def walk(self, top: str = "/"):
+        """(path, Entry) for everything below ``top``, depth first, iteratively (no
+        recursion limit); symlinks and junctions are listed, not followed."""
+        stack = [(top.rstrip("/"), self.lookup(top))]
+        while stack:
+            path, e = stack.pop()
+            for c in e.iterdir():
+                p = f"{path}/{c.name}"
+                yield p, c
+                if c.is_dir:
+                    stack.append((p, c))
+
     def metadata(self, name: str):
         """A metadata file by name ("$MFT", "$Bitmap", "$Extend/$Reparse", ...).
 

@@ -29,17 +29,6 @@ def sha256_of(stream) -> str:
     return h.hexdigest()
 
 
-def walk(vol):
-    stack = [("", vol.root)]
-    while stack:
-        path, e = stack.pop()
-        for c in e.iterdir():
-            p = f"{path}/{c.name}"
-            yield p, c
-            if c.is_dir:
-                stack.append((p, c))
-
-
 @pytest.fixture(scope="module", params=NTFS_VOLUMES)
 def fixture_volume(request, small_fixtures):
     fx = small_fixtures.volumes[request.param]
@@ -61,7 +50,7 @@ def test_tree_equals_manifest(fixture_volume):
     fx, vol = fixture_volume
     man = fx.manifest
     want = {p: v for p, v in man["entries"].items() if p != "/"}
-    got = dict(walk(vol))
+    got = dict(vol.walk())
     assert sorted(set(got) ^ set(want)) == []
     for path, info in want.items():
         e = got[path]
@@ -125,7 +114,7 @@ def _fls(image) -> dict:
 def test_against_sleuthkit(fixture_volume):
     fx, vol = fixture_volume
     theirs = _fls(fx.image)
-    ours = {p: e.ref for p, e in walk(vol) if p in theirs or "$" not in p}
+    ours = {p: e.ref for p, e in vol.walk() if p in theirs or "$" not in p}
     ours = {p: r for p, r in ours.items() if "^" not in p and ":" not in p}
     assert ours == theirs
     files = sorted(p for p, v in fx.manifest["entries"].items()

@@ -432,18 +432,6 @@ def sha256_of(stream) -> str:
     return h.hexdigest()
 
 
-def walk(vol, top="/"):
-    """(path, Entry) for everything below ``top``, depth first; links are not followed."""
-    stack = [(top.rstrip("/"), vol.lookup(top))]
-    while stack:
-        path, e = stack.pop()
-        for c in e.iterdir():
-            p = f"{path}/{c.name}"
-            yield p, c
-            if c.is_dir:
-                stack.append((p, c))
-
-
 def linux_path(path: str) -> str:
     return "/".join(names.to_linux(p) if p else p for p in path.split("/"))
 
@@ -475,7 +463,7 @@ def test_negative_run_offsets(features):
 
 def test_tree_matches_manifest(features):
     vol, man, _ = features
-    got = dict(walk(vol))
+    got = dict(vol.walk())
     want = {linux_path(p): v for p, v in man["entries"].items() if p != "/"}
     sur = "/" + names.to_linux(man["surrogate_raw"])
     assert set(got) - {sur} == set(want)
@@ -584,7 +572,7 @@ def test_against_sleuthkit(features):
         if ":" in path or "$" in path or "*" in meta or "OrphanFile" in path or "^" in path:
             continue
         fls["/" + path] = int(inode.split("-")[0])
-    ours = {p: e.ref for p, e in walk(vol) if all(ord(c) < 128 for c in p)}
+    ours = {p: e.ref for p, e in vol.walk() if all(ord(c) < 128 for c in p)}
     theirs = {p: r for p, r in fls.items() if all(ord(c) < 128 for c in p)}
     assert ours == theirs
     for p in ("/hello.txt", "/dir/sub/deep/file.bin", "/sparse.bin", "/frag_a.bin",

@@ -28,17 +28,6 @@ from ntfs_reader import Volume  # noqa: E402
 from rpfs.stream import FileStream  # noqa: E402
 
 
-def walk(vol):
-    stack = [("", vol.root)]
-    while stack:
-        path, e = stack.pop()
-        for c in e.iterdir():
-            p = f"{path}/{c.name}"
-            yield p, c
-            if c.is_dir:
-                stack.append((p, c))
-
-
 def _children_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -66,7 +55,7 @@ def main(argv=None) -> int:
     t, c = time.perf_counter(), time.process_time()
     vol = Volume(FileStream(args.image))
     entries = []
-    for p, e in walk(vol):
+    for p, e in vol.walk():
         entries.append((p, e, e.size, e.times.modified, e.is_symlink))
     ours = time.perf_counter() - t
     out["entries"] = len(entries)
