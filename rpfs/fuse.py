@@ -35,6 +35,7 @@ import pyfuse3
 import trio
 
 from rpfs.errors import RpfsError
+from rpfs.lru import LRU
 from rpfs.tree import Node, Tree, lookup_child
 
 log = logging.getLogger(__name__)
@@ -122,26 +123,6 @@ class _Listings:
             self._total -= len(gone.entries)
 
 
-class _Lru:
-    """A small LRU by key (used on the trio loop only)."""
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._data: OrderedDict = OrderedDict()
-
-    def get(self, key):
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key, value) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        if len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
-
-
 class _Handle:
     """An open file: its stream, and the whole content when it was small enough."""
 
@@ -172,9 +153,9 @@ class Operations(pyfuse3.Operations):
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         self._listings = _Listings(LISTING_CACHE_ENTRIES)  # used on the trio loop only
-        self._streams = _Lru(STREAM_CACHE)  # likewise
-        self._xattr_names = _Lru(XATTR_CACHE)
-        self._xattr_values = _Lru(XATTR_CACHE)
+        self._streams = LRU(STREAM_CACHE)  # likewise
+        self._xattr_names = LRU(XATTR_CACHE)
+        self._xattr_values = LRU(XATTR_CACHE)
         self.uid = os.getuid()
         self.gid = os.getgid()
 
