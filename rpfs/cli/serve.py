@@ -1,0 +1,82 @@
+"""``rpfs serve``: the web page and its JSON API over one SOURCE (rpfs.web)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from rpfs.cli.browse import SOURCE_HELP
+from rpfs.errors import UsageError
+from rpfs.tree import open_source
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="browse, search and download in a web browser (read-only)")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help=f"address to listen on (default {DEFAULT_LISTEN}; port 0: any free port)."
+                        " Any address but loopback needs --token-file")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="a file holding the token every request must carry (the page asks once)")
+    p.set_defaults(func=cmd_serve)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[v6]:PORT`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise UsageError(f"--listen: not HOST:PORT: {value}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise UsageError(f"--token-file: {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--token-file: {path}: not UTF-8 text") from None
+    if len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token):
+        raise UsageError(f"--token-file: {path}: the token must be at least 16 printable "
+                         "characters without spaces")
+    return token
+
+
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from rpfs.web import create_app
+
+    host, port = parse_listen(args.listen)
+    token = read_token(args.token_file) if args.token_file else None
+    loopback = is_loopback(host)
+    if not loopback and token is None:
+        raise UsageError(f"refusing to listen on {host} without --token-file (anyone who can "
+                         "reach it could read every recovery point)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)  # an error here is one line
+    with open_source(args.source) as tree:
+        app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
+                         loopback=loopback)
+        bound = sock.getsockname()[1]
+        shown = f"[{host}]" if family == socket.AF_INET6 else host
+        print(f"rpfs: serving {args.source} at http://{shown}:{bound}/ (Ctrl-C to stop)",
+              file=sys.stderr, flush=True)
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=2, server_header=False)
+        uvicorn.Server(config).run(sockets=[sock])
+    return 0

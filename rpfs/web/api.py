@@ -1,0 +1,257 @@
+"""The JSON API (``/api/ls``, ``/api/info``, ``/api/find``, ``/api/history``) and downloads.
+
+Errors are ``{"error": "<the line the CLI would print>"}`` with 404 (no such path), 400 (a
+request that cannot be done as asked), 403 (no token) or 500 (damage in that object only).
+Downloads stream: a file block by block with ``Range`` support, a folder or a selection as
+a zip built while it is sent (``zipstream``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import itertools
+import logging
+import posixpath
+import re
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from rpfs.errors import NotFoundError, RpfsError, UsageError
+from rpfs.restore import fsname
+from rpfs.web import queries
+from rpfs.web.nodes import clean_path, entries, in_thread, resolve
+from rpfs.web.zipstream import zip_chunks
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1 << 20
+FIND_LIMIT = 1000
+IMAGE_MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+               (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp")]
+
+
+class Json(JSONResponse):
+    """JSON as the CLI's ``--json`` writes it (UTF-8, odd values as strings)."""
+
+    def render(self, content) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, default=str)
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError:  # a name with an unpaired surrogate: escape it, stay valid
+            return json.dumps(content, default=str).encode("ascii")
+
+
+class StreamAborted(Exception):
+    """Damage found after a response started: the connection is closed, not completed."""
+
+
+def status_of(error: Exception) -> int:
+    if isinstance(error, NotFoundError):
+        return 404
+    if isinstance(error, UsageError):
+        return 400
+    return 500
+
+
+def error_json(error: Exception) -> Json:
+    message = str(error) if isinstance(error, RpfsError) else f"internal error: {type(error).__name__}: {error}"
+    return Json({"error": message}, status_code=status_of(error))
+
+
+def _flag(request: Request, name: str) -> bool:
+    return request.query_params.get(name, "") not in ("", "0", "false", "no")
+
+
+async def api_ls(request: Request):
+    tree = request.app.state.tree
+    path = request.query_params.get("path", "/")
+
+    return Json(await in_thread(lambda: entries(resolve(tree, path),
+                                                        detail=_flag(request, "detail"))))
+
+
+async def api_info(request: Request):
+    tree = request.app.state.tree
+    path = request.query_params.get("path", "/")
+    return Json(await in_thread(lambda: resolve(tree, path, follow=False).info()))
+
+
+async def api_find(request: Request):
+    q = request.query_params
+    pattern = q.get("pattern") or ""
+    if not pattern:
+        raise UsageError("pattern: missing")
+    try:
+        limit = min(int(q.get("limit") or FIND_LIMIT), FIND_LIMIT)
+    except ValueError:
+        raise UsageError("limit: not a number") from None
+    results, truncated = await in_thread(find, request.app.state.tree, pattern, limit,
+                                         regex=_flag(request, "regex"), vm=q.get("vm") or None,
+                                         since=q.get("since") or None, until=q.get("until") or None,
+                                         size=q.get("size") or None, type=q.get("type") or None,
+                                         modified_after=q.get("modified_after") or None,
+                                         modified_before=q.get("modified_before") or None)
+    return Json({"results": results, "truncated": truncated})
+
+
+def find(tree, pattern: str, limit: int, **filters) -> tuple[list[dict], bool]:
+    """At most ``limit`` matches (the walk stops there) and whether there were more."""
+    found = list(itertools.islice(queries.find_entries(tree, pattern, **filters), limit + 1))
+    return found[:limit], len(found) > limit
+
+
+async def api_history(request: Request):
+    tree = request.app.state.tree
+    path = clean_path(request.query_params.get("path"))
+    return Json(await in_thread(queries.file_history, tree, path,
+                                        verify=_flag(request, "verify")))
+
+
+# -- downloads ----------------------------------------------------------------------------
+
+
+def content_disposition(name: str, inline: bool = False) -> str:
+    """``attachment; filename="ascii"; filename*=UTF-8''...``: whatever the name holds
+    (quotes, CR/LF, non-ASCII), only printable ASCII reaches the header."""
+    fallback = "".join(c if 0x20 <= ord(c) < 0x7F and c not in '"\\%;' else "_" for c in name)
+    encoded = quote(fsname(name), safe="")
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{fallback or 'download'}\"; filename*=UTF-8''{encoded}"
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range as ``(start, end)`` (end exclusive); None to send everything
+    (no header, a malformed one, or several ranges); ``ValueError`` if unsatisfiable."""
+    if not header:
+        return None
+    m = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":  # the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise ValueError("unsatisfiable")
+        return max(0, size - n), size
+    start = int(first)
+    end = size if last == "" else int(last) + 1
+    if last != "" and end <= start:
+        return None
+    if start >= size:
+        raise ValueError("unsatisfiable")
+    return start, min(end, size)
+
+
+def _etag(node, size: int) -> str:
+    return '"' + hashlib.sha256(repr((node.key, size)).encode("utf-8", "surrogatepass")).hexdigest()[:32] + '"'
+
+
+async def api_download(request: Request):
+    tree = request.app.state.tree
+    paths = request.query_params.getlist("path") or ["/"]
+    if request.query_params.get("format", "") == "zip":
+        return await _zip_response(tree, paths)
+    if request.query_params.get("format", "") not in ("", "raw"):
+        raise UsageError("format: zip, or none for the file itself")
+    if len(paths) != 1:
+        raise UsageError("path: several paths need format=zip")
+
+    def open_file():
+        node = resolve(tree, paths[0])
+        if node.kind == "dir":
+            raise UsageError(f"{clean_path(paths[0])}: is a directory (add format=zip)")
+        stream = node.open()
+        head = stream.read(0, min(BLOCK, stream.size))
+        return node, stream, head
+
+    node, stream, head = await in_thread(open_file)
+    size = stream.size
+    etag = _etag(node, size)
+    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "private, no-cache"}
+    inline_type = _image_type(head) if _flag(request, "inline") else None
+    headers["Content-Disposition"] = content_disposition(node.name, inline=inline_type is not None)
+    rng = request.headers.get("range")
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        rng = None
+    try:
+        span = parse_range(rng, size)
+    except ValueError:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}", **headers})
+    status = 200
+    start, end = 0, size
+    if span is not None:
+        start, end = span
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    body = _file_body(stream, start, end, head, node.name)
+    return StreamingResponse(body, status_code=status, headers=headers,
+                             media_type=inline_type or "application/octet-stream")
+
+
+def _image_type(head: bytes) -> str | None:
+    for magic, kind in IMAGE_MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+async def _file_body(stream, start: int, end: int, head: bytes, name: str):
+    pos = start
+    if start < len(head):  # the first block was read to sniff and to fail before headers
+        chunk = head[start:end]
+        yield chunk
+        pos += len(chunk)
+    while pos < end:
+        try:
+            data = await in_thread(stream.read, pos, min(BLOCK, end - pos))
+        except RpfsError as e:
+            log.error("%s: %s", name, e)
+            raise StreamAborted(str(e)) from None
+        if not data:
+            raise StreamAborted(f"{name}: unexpected end of data at offset {pos}")
+        yield data
+        pos += len(data)
+
+
+async def _zip_response(tree, paths: list[str]):
+    def collect():
+        items, seen = [], set()
+        for p in paths:
+            node = resolve(tree, p)
+            name = node.name or "rpfs"
+            n = 1
+            while name.lower() in seen:  # two selected names never collide in the zip
+                n += 1
+                name = f"{node.name} ({n})"
+            seen.add(name.lower())
+            items.append((name, node))
+        return items
+
+    items = await in_thread(collect)
+    name = items[0][0] if len(items) == 1 else posixpath.basename(
+        posixpath.dirname(clean_path(paths[0]))) or "selection"
+    chunks = zip_chunks(items)
+    end = object()
+
+    async def body():
+        while True:
+            try:
+                chunk = await in_thread(next, chunks, end)
+            except RpfsError as e:
+                log.error("%s: %s", name, e)
+                raise StreamAborted(str(e)) from None
+            if chunk is end:
+                return
+            if chunk:
+                yield chunk
+
+    return StreamingResponse(body(), media_type="application/zip", headers={
+        "Content-Disposition": content_disposition(name + ".zip"),
+        "Cache-Control": "private, no-cache"})

@@ -1,0 +1,186 @@
+"""The web application: routes, and the guard every request passes.
+
+The guard (one ASGI layer) answers before any route: it refuses a ``Host`` that is not this
+machine when serving on loopback (so a web page elsewhere cannot reach the API through DNS
+rebinding), asks for the token when there is one, and puts a strict Content-Security-Policy
+and friends on every response. Only GET and HEAD exist, plus the token form's POST.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from rpfs.errors import RpfsError, UsageError
+from rpfs.tree import Tree
+from rpfs.web import api, pages
+
+log = logging.getLogger(__name__)
+
+COOKIE = "rpfs_token"
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+MAX_LOGIN_BODY = 4096
+
+
+def create_app(tree: Tree, *, source: str = "", token: str | None = None,
+               loopback: bool = True) -> "Guard":
+    """The ASGI application for ``tree``. ``loopback``: only requests naming this machine
+    in ``Host`` are answered; ``token``: every request must carry it."""
+    routes = [
+        Route("/", pages.home),
+        Route("/vm/{vm}", pages.vm_page),
+        Route("/browse/{path:path}", pages.browse),
+        Route("/browse", lambda r: RedirectResponse("/browse/", status_code=308)),
+        Route("/search", pages.search),
+        Route("/history/{path:path}", pages.history),
+        Route("/favicon.ico", lambda r: Response(status_code=204)),
+        Route("/login", login_form),
+        Route("/login", login, methods=["POST"]),
+        Route("/api/ls", api.api_ls),
+        Route("/api/info", api.api_info),
+        Route("/api/download", api.api_download),
+        Route("/api/find", api.api_find),
+        Route("/api/history", api.api_history),
+        Mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        RpfsError: on_error, HTTPException: on_http_error, Exception: on_error})
+    app.state.tree = tree
+    app.state.source = source or "rpfs"
+    app.state.token = token
+    return Guard(app, token=token, loopback=loopback)
+
+
+def _is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+async def on_error(request: Request, exc: Exception):
+    if not isinstance(exc, RpfsError):
+        log.exception("internal error on %s", request.url.path)
+    if _is_api(request):
+        return api.error_json(exc)
+    return pages.error_page(request, exc, api.status_of(exc))
+
+
+async def on_http_error(request: Request, exc: HTTPException):
+    if _is_api(request):
+        return api.Json({"error": exc.detail}, status_code=exc.status_code)
+    return pages.error_page(request, UsageError(exc.detail), exc.status_code)
+
+
+# -- the token ----------------------------------------------------------------------------
+
+
+async def login_form(request: Request):
+    return pages.page(request, "login.html", title="token — rpfs",
+                      next=_local(request.query_params.get("next")), wrong=False)
+
+
+async def login(request: Request):
+    """The token form: checks the token, keeps it in an HttpOnly cookie, goes back."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_LOGIN_BODY:
+            return Response("too large", status_code=413)
+    form = parse_qs(body.decode("utf-8", "replace"))
+    given = (form.get("token") or [""])[0].strip()
+    nxt = _local((form.get("next") or ["/"])[0])
+    token = request.app.state.token
+    if token is None:
+        return RedirectResponse(nxt, status_code=303)
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return pages.page(request, "login.html", status=403, title="token — rpfs", next=nxt,
+                          wrong=True)
+    response = RedirectResponse(nxt, status_code=303)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="lax", path="/")
+    return response
+
+
+def _local(target: str | None) -> str:
+    """Only a path on this server is a place to go back to (no open redirect)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+class Guard:
+    """Host check, token check and security headers around the application (pure ASGI, so
+    streamed responses pass through untouched)."""
+
+    def __init__(self, app: Starlette, *, token: str | None, loopback: bool):
+        self.app = app
+        self.token = token
+        self.loopback = loopback
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        conn = HTTPConnection(scope)
+        started = False
+
+        async def send_with_headers(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + SECURITY_HEADERS
+            await send(message)
+
+        refusal = self._refuse(conn)
+        if refusal is not None:
+            return await refusal(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except api.StreamAborted:
+            if not started:
+                raise
+            # Damage found in the middle of a download: the server closes the connection
+            # without completing the response, so the client sees a failed download.
+
+    def _refuse(self, conn: HTTPConnection) -> Response | None:
+        if self.loopback:
+            host = Headers(scope=conn.scope).get("host", "")
+            name = urlsplit("//" + host).hostname if host else None
+            if name not in LOOPBACK_NAMES:
+                return api.Json({"error": "this server answers only requests for 127.0.0.1 or "
+                                          "localhost"}, status_code=403)
+        if self.token is None:
+            return None
+        path = conn.url.path
+        if path == "/login" or path.startswith("/static/"):
+            return None
+        given = conn.cookies.get(COOKIE, "")
+        auth = conn.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if given and hmac.compare_digest(given.encode(), self.token.encode()):
+            return None
+        if path.startswith("/api/"):
+            return api.Json({"error": "a token is needed: send 'Authorization: Bearer TOKEN' "
+                                      "(the server's --token-file)"}, status_code=403)
+        nxt = path + ("?" + conn.url.query if conn.url.query else "")
+        return RedirectResponse("/login?next=" + quote(nxt, safe=""), status_code=303)
+
