@@ -63,6 +63,35 @@ def _time_arg(value, what: str) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
+def literal_dirs(pattern: str) -> list[str]:
+    """The directories a path pattern names literally before its first wildcard:
+    ``/Users/*/Documents/*.docx`` -> ``["Users"]``."""
+    parts = pattern.split("/")
+    if parts[0] != "":
+        return []  # a path pattern is matched from the volume's root: it starts with / or *
+    out = []
+    for part in parts[1:-1]:
+        if any(c in part for c in "*?["):
+            break
+        out.append(part)
+    return out
+
+
+def _start(vol: Node, pattern: str) -> tuple[Node, str] | None:
+    """Where a walk for ``pattern`` begins: its literal leading directories are looked up
+    (``/Users/*/Documents/*.docx`` walks only ``/Users``)."""
+    node, path = vol, ""
+    for part in literal_dirs(pattern):
+        try:
+            node = node.child(part)
+        except RpfsError:
+            return None
+        if node.kind != "dir":
+            return None
+        path += "/" + node.name
+    return node, path
+
+
 def _walk(node: Node, path: str) -> Iterator[tuple[Node, str]]:
     """Depth first, one directory listing held per level; unreadable directories skipped."""
     stack = [(node, path)]
@@ -110,7 +139,10 @@ def find_entries(tree: Tree, pattern: str, *, regex: bool = False, vm: str | Non
         except RpfsError:
             continue
         for vol in sorted(volumes, key=lambda n: n.name):
-            for node, inner in _walk(vol, ""):
+            start = _start(vol, pattern if by_path and not regex else "")
+            if start is None:
+                continue  # the pattern's leading directories are not in this volume
+            for node, inner in _walk(*start):
                 if not match(inner if by_path else node.name):
                     continue
                 if want_type and node.kind != want_type:
