@@ -19,8 +19,7 @@ import httpx
 import pytest
 
 from rpfs.stream import ZeroStream
-from rpfs.tree import StaticDir, StreamFile, open_source
-from rpfs.web import create_app
+from rpfs.tree import StaticDir, StreamFile
 from rpfs.web.api import content_disposition, parse_range
 from rpfs.web.zipstream import BLOCK, zip_chunks
 
@@ -322,7 +321,7 @@ def test_content_disposition_cannot_inject_headers():
 
 def test_every_response_has_a_strict_csp(http):
     for url in ("/", "/vm/web01", f"/browse/web01/{RP1}", "/api/ls?path=/", "/static/rpfs.css",
-                "/api/ls?path=/nope", "/search?pattern=x*"):
+                "/api/ls?path=/nope", "/search?pattern=/Users/x*"):
         r = http.get(url, follow_redirects=False)
         csp = r.headers["content-security-policy"]
         assert "default-src 'none'" in csp and "script-src 'self'" in csp and "unsafe" not in csp
@@ -330,26 +329,27 @@ def test_every_response_has_a_strict_csp(http):
 
 
 def test_a_token_is_asked_for_once(repo, tmp_path):
-    from starlette.testclient import TestClient
-
     token = "s3cret-token-0123456789"
-    with open_source(repo) as tree:
-        app = create_app(tree, source="repo", token=token, loopback=True)
-        with TestClient(app, base_url="http://127.0.0.1:8080") as c:
+    (tmp_path / "token").write_text(token + "\n")
+    proc, base = start_server(repo, "--token-file", tmp_path / "token", log=tmp_path / "log")
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
             r = c.get("/api/ls", params={"path": "/"})
             assert r.status_code == 403 and "token" in r.json()["error"]
-            r = c.get("/vm/web01", follow_redirects=False)
-            assert r.status_code == 303 and r.headers["location"].startswith("/login?next=")
-            r = c.post("/login", data={"token": "wrong", "next": "/vm/web01"}, follow_redirects=False)
-            assert r.status_code == 403 and "rpfs_token" not in r.headers.get("set-cookie", "")
-            r = c.post("/login", data={"token": token, "next": "//evil.example/"}, follow_redirects=False)
-            assert r.status_code == 303 and r.headers["location"] == "/"
+            r = c.get("/vm/web01")
+            assert r.status_code == 303 and r.headers["location"] == "/login?next=%2Fvm%2Fweb01"
+            r = c.post("/login", data={"token": "wrong", "next": "/vm/web01"})
+            assert r.status_code == 403 and "set-cookie" not in r.headers
+            r = c.post("/login", data={"token": token, "next": "//evil.example/"})
+            assert r.status_code == 303 and r.headers["location"] == "/"  # never elsewhere
             assert "httponly" in r.headers["set-cookie"].lower()
             assert c.get("/vm/web01").status_code == 200  # the cookie carries it from now on
             assert c.get("/api/ls", params={"path": "/"}).json()[0]["name"] == "web01"
-        with TestClient(app, base_url="http://127.0.0.1:8080") as c:
-            r = c.get("/api/ls", params={"path": "/"}, headers={"Authorization": f"Bearer {token}"})
-            assert r.status_code == 200
+        r = httpx.get(base + "/api/ls", params={"path": "/"}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_serve_refuses_an_open_address_without_a_token(repo, tmp_path):
@@ -365,20 +365,25 @@ def test_serve_refuses_an_open_address_without_a_token(repo, tmp_path):
 
 
 def test_damage_is_500_for_that_object_only(small_fixtures, tmp_path):
-    from starlette.testclient import TestClient
-
     vm = tmp_path / "vm"
     shutil.copytree(small_fixtures.vm_states[0], vm)
     with open(vm / "Virtual Hard Disks" / "data.vhdx", "r+b") as f:
         for off in (64 << 10, 128 << 10, 192 << 10, 256 << 10):
             f.seek(off)
             f.write(os.urandom(4096))
-    with open_source(vm) as tree, TestClient(create_app(tree), base_url="http://127.0.0.1") as c:
-        r = c.get("/api/download", params={"path": "/disks/data.raw"})
-        assert r.status_code == 500 and "data.vhdx" in r.json()["error"]
-        assert len(r.json()["error"].splitlines()) == 1
-        assert c.get("/api/ls", params={"path": "/volumes/system-p3/Users"}).status_code == 200
-        assert c.get("/browse/disks/data.raw").status_code == 200  # the page says why
+    proc, base = start_server(vm, log=tmp_path / "log")
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            r = c.get("/api/download", params={"path": "/disks/data.raw"})
+            assert r.status_code == 500 and "data.vhdx" in r.json()["error"]
+            assert len(r.json()["error"].splitlines()) == 1
+            assert c.get("/api/ls", params={"path": "/volumes/system-p3/Users"}).status_code == 200
+            r = c.get("/browse/disks/data.raw")  # the page says why
+            assert r.status_code == 200 and "data.vhdx" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in (tmp_path / "log").read_text()
 
 
 # -- a real browser --------------------------------------------------------------------------

@@ -47,6 +47,50 @@ def shell(cmd: str) -> None:
         raise SystemExit(f"demo: step failed: {cmd}")
 
 
+def serve_step(repo: Path, vm: str, system: str, work: Path) -> None:
+    """Starts ``rpfs serve`` in the background, uses its JSON API as a script would, stops it."""
+    import json
+    import urllib.parse
+    import urllib.request
+    import zipfile
+
+    log = work / "serve.log"
+    print(f"\n$ rpfs serve {shlex.quote(str(repo))} --listen 127.0.0.1:0 &", flush=True)
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(RPFS + ["serve", str(repo), "--listen", "127.0.0.1:0"],
+                                stderr=err, stdout=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        for _ in range(300):
+            if " at http://" in log.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        first = log.read_text().strip()
+        print("  " + first)
+        if " at http://" not in first:
+            raise SystemExit("demo: step failed: rpfs serve")
+        base = first.split(" at ", 1)[1].split("/ ", 1)[0]
+
+        def get(route: str, **query) -> bytes:
+            url = f"{base}{route}?{urllib.parse.urlencode(query)}"
+            print(f"\n$ curl '{url}'")
+            with urllib.request.urlopen(url, timeout=120) as r:
+                return r.read()
+
+        docs = f"/{vm}/latest/volumes/{system}/Users/alice/Documents"
+        for e in json.loads(get("/api/ls", path=docs)):
+            print(f"  {e['type']:<7} {e['size']:>9}  {e['modified'][:19]}  {e['name']}")
+        data = get("/api/download", path=f"{docs}/report.docx")
+        print(f"  {len(data)} bytes (report.docx)")
+        (work / "Documents.zip").write_bytes(get("/api/download", path=docs, format="zip"))
+        with zipfile.ZipFile(work / "Documents.zip") as zf:
+            for info in zf.infolist():
+                print(f"  {info.file_size:>9}  {info.filename}")
+        print(f"\n  In a browser: rpfs serve {shlex.quote(str(repo))}   then open http://127.0.0.1:8080/")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", help="where the repository and outputs go (default: a temp dir)")
@@ -112,6 +156,9 @@ def main(argv=None) -> int:
         run("export", repo, f"/{vm}/latest/disks/system.raw", work / "system.vhdx", "--format", "vhdx")
         shell(f"qemu-img info {shlex.quote(str(work / 'system.vhdx'))} | head -6")
         run("export-vm", repo, f"/{vm}/latest", work / "vm-export")
+
+        print("\n== The web page: calendar, browser, search, downloads (rpfs serve) ==")
+        serve_step(repo, vm, system, work)
 
         print("\n== Consistency check ==")
         run("verify", repo)

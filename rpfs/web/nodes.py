@@ -72,19 +72,25 @@ def entry(node: Node, detail: bool = False) -> dict:
 
 
 def entries(node: Node, detail: bool = False) -> list[dict]:
-    """A directory's entries, directories first then by name; one broken child is shown
-    with its error, the others as usual."""
+    """A directory's entries (or the node's own), directories first then by name."""
     if node.kind != "dir":
         return [entry(node, detail)]
+    return page_of(node, detail)[0]
+
+
+def page_of(node: Node, detail: bool = False, offset: int = 0,
+            limit: int | None = None) -> tuple[list[dict], int]:
+    """One page of a directory's entries and how many there are in all: only the page's
+    entries are stat'ed. A broken child is shown with its error, the others as usual."""
+    children = sorted(node.iterdir(), key=lambda n: (n.kind != "dir", n.name.lower(), n.name))
     out = []
-    for child in node.iterdir():
+    for child in children[offset:None if limit is None else offset + limit]:
         try:
             out.append(entry(child, detail))
         except RpfsError as e:
             out.append({"name": child.name, "type": child.kind, "size": None, "modified": None,
                         "error": str(e)})
-    out.sort(key=lambda e: (e["type"] != "dir", e["name"].lower(), e["name"]))
-    return out
+    return out, len(children)
 
 
 def url_path(path: str) -> str:

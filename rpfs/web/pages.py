@@ -19,7 +19,8 @@ from starlette.templating import Jinja2Templates
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.progress import human
 from rpfs.web import api, queries
-from rpfs.web.nodes import attribute_letters, clean_path, entries, in_thread, link_target, resolve, url_path
+from rpfs.web.nodes import (attribute_letters, clean_path, in_thread, link_target, page_of,
+                            resolve, url_path)
 
 PAGE_SIZE = 500
 PREVIEW_BYTES = 64 << 10
@@ -148,12 +149,11 @@ def _browse_data(tree, path: str, offset: int) -> dict:
     in_rp = tree.kind != "repository" or len(parts) >= 2
     out["zip_ok"] = in_rp  # a whole VM or repository is not one download
     if node.kind == "dir":
-        listing = entries(node, detail=True)
-        out["total"] = len(listing)
-        out["entries"] = listing[offset:offset + PAGE_SIZE]
+        out["entries"], out["total"] = page_of(node, detail=True, offset=offset, limit=PAGE_SIZE)
         if (tree.kind == "repository" and len(parts) == 2) or (len(parts) >= 2 and parts[-2] == "volumes"):
             out["info"] = _safe_info(node)
     elif node.kind == "symlink":
+        out["info"] = _safe_info(node)
         out["target"] = node.readlink()
         out["target_path"] = link_target(path, out["target"])
     else:
