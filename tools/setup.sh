@@ -21,7 +21,7 @@ quiet() {
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
       borgbackup wimtools make
-      chromium)  # chromium: rpfs serve's browser test (Playwright drives this one, never its own)
+      chromium unzip)  # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
