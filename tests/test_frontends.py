@@ -8,31 +8,19 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from rpfs.tree import open_source
+from tests.helpers.cli import rpfs, two_point_repo
 
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
-
-
-def rpfs(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "rpfs", *map(str, args)], capture_output=True)
-    if check and r.returncode:
-        raise AssertionError(r.stderr.decode())
-    return r
 
 
 @pytest.fixture(scope="module")
 def repo(small_fixtures, tmp_path_factory):
     """A repository holding both states of the fixture VM."""
-    path = tmp_path_factory.mktemp("repo") / "r"
-    s1, s2 = small_fixtures.vm_states
-    rpfs("init", path)
-    rpfs("backup", path, s1, "--vm", "web01", "--time", "2026-11-01T02:00:00Z")
-    rpfs("backup", path, s2, "--vm", "web01", "--time", "2026-11-02T02:00:00Z")
-    return path
+    return two_point_repo(small_fixtures, tmp_path_factory.mktemp("repo") / "r")
 
 
 @pytest.mark.parametrize("fmt,extra", [("vhdx", []), ("vhdx", ["--fixed"]), ("vhd", []),

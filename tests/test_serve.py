@@ -5,7 +5,6 @@ hostile requests, the token, damage; and a real browser (Debian's chromium via P
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import socket
@@ -22,6 +21,7 @@ from rpfs.stream import ZeroStream
 from rpfs.tree import StaticDir, StreamFile
 from rpfs.web.api import content_disposition, parse_range
 from rpfs.web.zipstream import BLOCK, zip_chunks
+from tests.helpers.cli import rpfs, two_point_repo
 
 RP1, RP2 = "2026-11-01T020000Z", "2026-11-02T020000Z"
 VOL = "system-p3"
@@ -30,21 +30,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def rpfs(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "rpfs", *map(str, args)], capture_output=True)
-    if check and r.returncode:
-        raise AssertionError(r.stderr.decode())
-    return r
-
-
 @pytest.fixture(scope="module")
 def repo(small_fixtures, tmp_path_factory):
-    path = tmp_path_factory.mktemp("serve") / "repo"
-    s1, s2 = small_fixtures.vm_states
-    rpfs("init", path)
-    rpfs("backup", path, s1, "--vm", "web01", "--time", "2026-11-01T02:00:00Z")
-    rpfs("backup", path, s2, "--vm", "web01", "--time", "2026-11-02T02:00:00Z")
-    return path
+    """A repository holding both states of the fixture VM."""
+    return two_point_repo(small_fixtures, tmp_path_factory.mktemp("serve") / "repo")
 
 
 def start_server(source, *extra, log: Path):
@@ -154,6 +143,26 @@ def test_range_requests(http, small_fixtures):
     assert r.status_code == 206 and r.content == whole[:10]
     r = http.get("/api/download", params={"path": path}, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
     assert r.status_code == 200 and len(r.content) == size
+
+
+def test_downloads_run_side_by_side(server, small_fixtures):
+    """A download that waits on its client holds up nothing: other requests and four more
+    downloads of the same file (sharing the tree's caches) complete meanwhile."""
+    import concurrent.futures
+
+    path = f"/web01/{RP1}/volumes/{VOL}/large/random-0.bin"
+    want = manifest(small_fixtures, 1)["/large/random-0.bin"]["sha256"]
+    with httpx.Client(base_url=server, timeout=120) as slow, \
+            slow.stream("GET", "/api/download", params={"path": f"/web01/{RP1}/disks/system.raw"}) as held:
+        first = next(held.iter_raw())  # then leave it waiting
+        assert first
+
+        def fetch(_):
+            return sha(httpx.get(server + "/api/download", params={"path": path}, timeout=120).content)
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(fetch, range(4))) == [want] * 4
+        assert httpx.get(server + "/api/ls", params={"path": "/web01"}, timeout=120).status_code == 200
 
 
 def test_find_and_history_follow_the_changes(http, small_fixtures):
