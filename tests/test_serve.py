@@ -395,6 +395,44 @@ def test_damage_is_500_for_that_object_only(small_fixtures, tmp_path):
     assert "Traceback" not in (tmp_path / "log").read_text()
 
 
+def test_a_folder_source_previews_and_names(tmp_path):
+    """A folder (no repository) opens at its tree; text and images are previewed, other bytes
+    are not; a file name holding a quote and CR/LF reaches no header."""
+    folder = tmp_path / "vm"
+    (folder / "docs").mkdir(parents=True)
+    picture = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "calendar.png"
+    shutil.copy(picture, folder / "docs" / "picture.png")
+    (folder / "docs" / "notes.txt").write_text("first line\nsecond <b>line</b>\n")
+    (folder / "docs" / "random.bin").write_bytes(os.urandom(70000))
+    hostile = 'say "hi"\r\nSet-Cookie: a=b.txt'
+    (folder / "docs" / hostile).write_bytes(b"hello")
+    proc, base = start_server(folder, log=tmp_path / "log")
+    try:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            r = c.get("/")
+            assert r.status_code == 303 and r.headers["location"] == "/browse/"
+            page = c.get("/browse/files/docs/picture.png").text
+            assert '<img class="preview" src="/api/download?inline=1&amp;path=/files/docs/picture.png"' in page
+            r = c.get("/api/download", params={"path": "/files/docs/picture.png", "inline": "1"})
+            assert r.headers["content-type"] == "image/png" and r.headers["content-disposition"].startswith("inline;")
+            assert r.content == picture.read_bytes()
+            page = c.get("/browse/files/docs/notes.txt").text
+            assert '<pre class="preview">first line\nsecond &lt;b&gt;line&lt;/b&gt;' in page  # escaped
+            r = c.get("/api/download", params={"path": "/files/docs/notes.txt", "inline": "1"})
+            assert r.headers["content-type"] == "application/octet-stream"  # never text/html
+            assert r.headers["content-disposition"].startswith("attachment;")
+            assert "preview" not in c.get("/browse/files/docs/random.bin").text.split("<main>")[1]
+            r = c.get("/api/download", params={"path": f"/files/docs/{hostile}"})
+            assert r.status_code == 200 and r.content == b"hello"
+            assert "set-cookie" not in r.headers
+            assert r.headers["content-disposition"] == (
+                'attachment; filename="say _hi___Set-Cookie: a=b.txt"; '
+                "filename*=UTF-8''say%20%22hi%22%0D%0ASet-Cookie%3A%20a%3Db.txt")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 # -- a real browser --------------------------------------------------------------------------
 
 

@@ -215,7 +215,7 @@ async def search(request: Request):
         results, truncated = await in_thread(api.find, request.app.state.tree, pattern,
                                              SEARCH_LIMIT, vm=vm, type=q.get("type") or None)
     for r in results:
-        r["href"] = "/" + "/".join(x for x in (r["vm"], r["recovery_point"]) if x) + \
+        r["href"] = "".join(f"/{x}" for x in (r["vm"], r["recovery_point"]) if x) + \
             f"/volumes/{r['volume']}{r['path']}"
     return page(request, "search.html", title=f"search {pattern} — rpfs", pattern=pattern,
                 vm=vm or "", results=results, truncated=truncated, limit=SEARCH_LIMIT)
