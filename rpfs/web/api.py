@@ -28,6 +28,7 @@ from rpfs.web.zipstream import zip_chunks
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
+HEAD = 64 << 10  # read before answering: to tell an image, and to fail with a status, not midway
 FIND_LIMIT = 1000
 IMAGE_MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp")]
@@ -85,7 +86,7 @@ async def api_find(request: Request):
     if not pattern:
         raise UsageError("pattern: missing")
     try:
-        limit = min(int(q.get("limit") or FIND_LIMIT), FIND_LIMIT)
+        limit = max(1, min(int(q.get("limit") or FIND_LIMIT), FIND_LIMIT))
     except ValueError:
         raise UsageError("limit: not a number") from None
     results, truncated = await in_thread(find, request.app.state.tree, pattern, limit,
@@ -164,7 +165,7 @@ async def api_download(request: Request):
         if node.kind == "dir":
             raise UsageError(f"{clean_path(paths[0])}: is a directory (add format=zip)")
         stream = node.open()
-        head = stream.read(0, min(BLOCK, stream.size))
+        head = stream.read(0, min(HEAD, stream.size))
         return node, stream, head
 
     node, stream, head = await in_thread(open_file)
