@@ -68,8 +68,8 @@ def cmd_serve(args) -> int:
         raise UsageError(f"refusing to listen on {host} without --token-file (anyone who can "
                          "reach it could read every recovery point)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family)  # an error here is one line
-    with open_source(args.source) as tree:
+    with open_source(args.source) as tree, \
+            socket.create_server((host, port), family=family) as sock:  # errors: one line
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
                          loopback=loopback)
         bound = sock.getsockname()[1]

@@ -36,7 +36,7 @@ def recovery_points(tree: Tree, vm: str | None = None) -> Iterator[tuple[str | N
         if vm and vm_node.name != vm:
             continue
         for rp in sorted(vm_node.iterdir(), key=lambda n: n.name):
-            if rp.kind == "dir":
+            if rp.kind == "dir" and rp_time(rp.name):  # not ``latest`` nor a view like .versions
                 yield vm_node.name, rp.name, rp
 
 
