@@ -9,8 +9,8 @@ a zip built while it is sent (``zipstream``).
 from __future__ import annotations
 
 import hashlib
-import json
 import itertools
+import json
 import logging
 import posixpath
 import re
@@ -58,7 +58,8 @@ def status_of(error: Exception) -> int:
 
 
 def error_json(error: Exception) -> Json:
-    message = str(error) if isinstance(error, RpfsError) else f"internal error: {type(error).__name__}: {error}"
+    message = (str(error) if isinstance(error, RpfsError)
+               else f"internal error: {type(error).__name__}: {error}")
     return Json({"error": message}, status_code=status_of(error))
 
 
@@ -69,9 +70,8 @@ def _flag(request: Request, name: str) -> bool:
 async def api_ls(request: Request):
     tree = request.app.state.tree
     path = request.query_params.get("path", "/")
-
-    return Json(await in_thread(lambda: entries(resolve(tree, path),
-                                                        detail=_flag(request, "detail"))))
+    detail = _flag(request, "detail")
+    return Json(await in_thread(lambda: entries(resolve(tree, path), detail=detail)))
 
 
 async def api_info(request: Request):
@@ -107,8 +107,7 @@ def find(tree, pattern: str, limit: int, **filters) -> tuple[list[dict], bool]:
 async def api_history(request: Request):
     tree = request.app.state.tree
     path = clean_path(request.query_params.get("path"))
-    return Json(await in_thread(queries.file_history, tree, path,
-                                        verify=_flag(request, "verify")))
+    return Json(await in_thread(queries.file_history, tree, path, verify=_flag(request, "verify")))
 
 
 # -- downloads ----------------------------------------------------------------------------
@@ -147,7 +146,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _etag(node, size: int) -> str:
-    return '"' + hashlib.sha256(repr((node.key, size)).encode("utf-8", "surrogatepass")).hexdigest()[:32] + '"'
+    """Names the object, not the path: ``latest/...`` changes its ETag when latest moves."""
+    digest = hashlib.sha256(repr((node.key, size)).encode("utf-8", "surrogatepass")).hexdigest()
+    return f'"{digest[:32]}"'
 
 
 async def api_download(request: Request):
@@ -172,7 +173,7 @@ async def api_download(request: Request):
     size = stream.size
     etag = _etag(node, size)
     headers = {"Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "private, no-cache"}
-    inline_type = _image_type(head) if _flag(request, "inline") else None
+    inline_type = image_type(head) if _flag(request, "inline") else None
     headers["Content-Disposition"] = content_disposition(node.name, inline=inline_type is not None)
     rng = request.headers.get("range")
     if_range = request.headers.get("if-range")
@@ -194,7 +195,8 @@ async def api_download(request: Request):
                              media_type=inline_type or "application/octet-stream")
 
 
-def _image_type(head: bytes) -> str | None:
+def image_type(head: bytes) -> str | None:
+    """The image type the first bytes say (never SVG: it can hold script), or None."""
     for magic, kind in IMAGE_MAGIC:
         if head.startswith(magic):
             return kind
@@ -205,7 +207,7 @@ def _image_type(head: bytes) -> str | None:
 
 async def _file_body(stream, start: int, end: int, head: bytes, name: str):
     pos = start
-    if start < len(head):  # the first block was read to sniff and to fail before headers
+    if start < len(head):  # read before answering (see HEAD)
         chunk = head[start:end]
         yield chunk
         pos += len(chunk)
@@ -228,10 +230,10 @@ async def _zip_response(tree, paths: list[str]):
             node = resolve(tree, p)
             name = node.name or "rpfs"
             n = 1
-            while name.lower() in seen:  # two selected names never collide in the zip
+            while name in seen:  # two selected names never collide in the zip
                 n += 1
                 name = f"{node.name} ({n})"
-            seen.add(name.lower())
+            seen.add(name)
             items.append((name, node))
         return items
 

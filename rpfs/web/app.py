@@ -61,7 +61,7 @@ def create_app(tree: Tree, *, source: str = "", token: str | None = None,
         Route("/api/download", api.api_download),
         Route("/api/find", api.api_find),
         Route("/api/history", api.api_history),
-        Mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"),
+        Mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static"))),
     ]
     app = Starlette(routes=routes, exception_handlers={
         RpfsError: on_error, HTTPException: on_http_error, Exception: on_error})

@@ -122,7 +122,7 @@ def vm_calendar(tree, vm: str, month: dt.date | None, day: dt.date | None) -> di
             info = {"error": str(e)}
         chosen.append({"name": name, "time": times[name], "newest": name == newest, "info": info})
     return {"month": month, "weeks": weeks, "day": day, "chosen": chosen, "newest": newest,
-            "prev": prev and f"{prev[0]:04d}-{prev[1]:02d}", "next": nxt and f"{nxt[0]:04d}-{nxt[1]:02d}",
+            "prev": prev and "%04d-%02d" % prev, "next": nxt and "%04d-%02d" % nxt,
             "total": len(times)}
 
 
@@ -150,7 +150,8 @@ def _browse_data(tree, path: str, offset: int) -> dict:
     out["zip_ok"] = in_rp  # a whole VM or repository is not one download
     if node.kind == "dir":
         out["entries"], out["total"] = page_of(node, detail=True, offset=offset, limit=PAGE_SIZE)
-        if (tree.kind == "repository" and len(parts) == 2) or (len(parts) >= 2 and parts[-2] == "volumes"):
+        rp_root = tree.kind == "repository" and len(parts) == 2
+        if rp_root or (len(parts) >= 2 and parts[-2] == "volumes"):  # what it is, folded
             out["info"] = _safe_info(node)
     elif node.kind == "symlink":
         out["info"] = _safe_info(node)
@@ -177,7 +178,7 @@ def _preview(node) -> dict:
         head = stream.read(0, min(PREVIEW_BYTES, stream.size))
     except RpfsError as e:
         return {"preview_error": str(e)}
-    if api._image_type(head):
+    if api.image_type(head):
         return {"preview_image": True}
     text = decode_text(head, complete=stream.size <= PREVIEW_BYTES)
     if text is None:
@@ -234,6 +235,7 @@ async def history(request: Request):
 
 
 def error_page(request: Request, error: Exception, status: int):
-    message = str(error) if isinstance(error, RpfsError) else "internal error (see the server's log)"
+    message = (str(error) if isinstance(error, RpfsError)
+               else "internal error (see the server's log)")
     return page(request, "error.html", status=status, title="error — rpfs", message=message,
                 missing=isinstance(error, NotFoundError))

@@ -16,7 +16,8 @@ from typing import Iterator
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.tree import Node, Tree, ns_to_iso
 
-TYPES = {"f": "file", "d": "dir", "l": "symlink", "file": "file", "dir": "dir", "symlink": "symlink"}
+TYPES = {"f": "file", "d": "dir", "l": "symlink",
+         "file": "file", "dir": "dir", "symlink": "symlink"}
 SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -27,7 +28,8 @@ def rp_time(name: str) -> dt.datetime | None:
         return None
 
 
-def recovery_points(tree: Tree, vm: str | None = None) -> Iterator[tuple[str | None, str | None, Node]]:
+def recovery_points(tree: Tree, vm: str | None = None
+                    ) -> Iterator[tuple[str | None, str | None, Node]]:
     """``(vm, rp, node)`` for every recovery point (one, unnamed, for an image or folder)."""
     if tree.kind != "repository":
         yield None, None, tree.root
@@ -50,7 +52,8 @@ def _size_test(size) -> "callable":
     if not m:
         raise UsageError(f"size: not a size: {size}")
     limit = int(m.group(2)) * SIZE_UNITS[m.group(3)]
-    return {"+": lambda n: n > limit, "-": lambda n: n < limit, "": lambda n: n == limit}[m.group(1)]
+    sign = m.group(1)
+    return {"+": lambda n: n > limit, "-": lambda n: n < limit, "": lambda n: n == limit}[sign]
 
 
 def _time_arg(value, what: str) -> dt.datetime | None:
@@ -129,7 +132,8 @@ def find_entries(tree: Tree, pattern: str, *, regex: bool = False, vm: str | Non
         raise UsageError(f"type: one of f, d, l: {type}")
     size_ok = _size_test(size)
     since, until = _time_arg(since, "since"), _time_arg(until, "until")
-    after, before = _time_arg(modified_after, "modified after"), _time_arg(modified_before, "modified before")
+    after = _time_arg(modified_after, "modified after")
+    before = _time_arg(modified_before, "modified before")
     for vm_name, rp_name, rp in recovery_points(tree, vm):
         t = rp_time(rp_name) if rp_name else None
         if t and ((since and t < since) or (until and t > until)):

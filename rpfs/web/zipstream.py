@@ -25,7 +25,9 @@ from rpfs.restore import fsname, safe_name
 from rpfs.tree import Node
 
 BLOCK = 1 << 20
-DOS_EPOCH = dt.datetime(1980, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+DOS_FIRST = 315532800  # 1980-01-01 00:00:00 UTC
+DOS_LAST = 4354819198  # 2107-12-31 23:59:58 UTC
 ERRORS_NAME = "rpfs-errors.txt"
 
 
@@ -59,16 +61,15 @@ def zip_name(name: str) -> str:
 
 
 def _info(arcname: str, node: Node, mode: int) -> zipfile.ZipInfo:
-    mtime_ns = node.attr().mtime_ns
-    when = dt.datetime.fromtimestamp(0, dt.timezone.utc) + dt.timedelta(microseconds=mtime_ns // 1000)
-    when = max(when, DOS_EPOCH)
-    zi = zipfile.ZipInfo(arcname, date_time=when.timetuple()[:6] if when.year < 2108 else
-                         (2107, 12, 31, 23, 59, 58))
+    # DOS times hold 1980-2107 (others are clamped); the UT field gives unzip the exact
+    # second, in UTC, up to 2038.
+    seconds = node.attr().mtime_ns // 1_000_000_000
+    when = EPOCH + dt.timedelta(seconds=min(max(seconds, DOS_FIRST), DOS_LAST))
+    zi = zipfile.ZipInfo(arcname, date_time=when.timetuple()[:6])
     zi.create_system = 3  # Unix: external_attr carries the mode (symlinks need it)
     zi.external_attr = mode << 16 | (0x10 if stat.S_ISDIR(mode) else 0)
-    seconds = mtime_ns // 1_000_000_000
-    if -(1 << 31) <= seconds < (1 << 31):
-        zi.extra = struct.pack("<HHBi", 0x5455, 5, 1, seconds)  # "UT": mtime, UTC
+    if DOS_FIRST <= seconds < 1 << 31:
+        zi.extra = struct.pack("<HHBi", 0x5455, 5, 1, seconds)  # "UT": mtime
     return zi
 
 
