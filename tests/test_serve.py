@@ -5,6 +5,7 @@ hostile requests, the token, damage; and a real browser (Debian's chromium via P
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import socket
@@ -389,6 +390,11 @@ def test_damage_is_500_for_that_object_only(small_fixtures, tmp_path):
             assert c.get("/api/ls", params={"path": "/volumes/system-p3/Users"}).status_code == 200
             r = c.get("/browse/disks/data.raw")  # the page says why
             assert r.status_code == 200 and "data.vhdx" in r.text
+            r = c.get("/api/download", params=[("format", "zip"), ("path", "/disks/data.raw"),
+                                               ("path", "/volumes/system-p3/empty")])
+            with zipfile.ZipFile(io.BytesIO(r.content)) as zf:  # the rest, and what is missing
+                assert "empty/empty.txt" in zf.namelist() and "data.raw" not in zf.namelist()
+                assert "data.vhdx" in zf.read("rpfs-errors.txt").decode()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
