@@ -439,6 +439,43 @@ def test_a_folder_source_previews_and_names(tmp_path):
         proc.wait(timeout=30)
 
 
+def test_damage_found_midway_cuts_the_download(small_fixtures, tmp_path):
+    """A stored chunk that fails its hash after the response started: the connection closes
+    short (never a complete-looking wrong file), the server logs one line and goes on."""
+    from rpfs.store import Repository
+
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--time", "2026-11-01T02:00:00Z")
+    stored = "Virtual Hard Disks/system.vhdx"
+    with Repository.open(repo) as r:
+        f = r.open_file(r.recovery_point("web01", RP1), stored)
+        index = next(i for i, cid in enumerate(f.ids) if cid and i >= 2)
+        loc = f.locs[f.ids[index]]
+        size = f.size
+    with open(repo / "packs" / loc.pack[:2] / f"{loc.pack}.pack", "r+b") as pack:
+        pack.seek(loc.offset + loc.csize // 2)
+        byte = pack.read(1)[0]
+        pack.seek(loc.offset + loc.csize // 2)
+        pack.write(bytes([byte ^ 0xFF]))
+    proc, base = start_server(repo, log=tmp_path / "log")
+    try:
+        got = 0
+        with pytest.raises(httpx.RemoteProtocolError):
+            with httpx.stream("GET", base + "/api/download", timeout=60,
+                              params={"path": f"/web01/{RP1}/files/{stored}"}) as r:
+                assert r.status_code == 200 and int(r.headers["content-length"]) == size
+                for block in r.iter_raw():
+                    got += len(block)
+        assert got < size
+        assert httpx.get(base + "/api/ls", params={"path": "/web01"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    log = (tmp_path / "log").read_text()
+    assert "Traceback" not in log and "system.vhdx" in log
+
+
 # -- a real browser --------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ and friends on every response. Only GET and HEAD exist, plus the token form's PO
 from __future__ import annotations
 
 import hmac
-import logging
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -25,7 +24,6 @@ from rpfs.errors import RpfsError, UsageError
 from rpfs.tree import Tree
 from rpfs.web import api, pages
 
-log = logging.getLogger(__name__)
 
 COOKIE = "rpfs_token"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
@@ -76,8 +74,10 @@ def _is_api(request: Request) -> bool:
 
 
 async def on_error(request: Request, exc: Exception):
-    if not isinstance(exc, RpfsError):
-        log.exception("internal error on %s", request.url.path)
+    """An RpfsError is the user's answer. Anything else is a bug: the server logs it (Starlette
+    re-raises it after this answer) and the client gets one line."""
+    if isinstance(exc, api.StreamAborted):
+        return Response(status_code=500)  # too late to answer: the guard closes the connection
     if _is_api(request):
         return api.error_json(exc)
     return pages.error_page(request, exc, api.status_of(exc))
