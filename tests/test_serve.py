@@ -144,6 +144,8 @@ def test_range_requests(http, small_fixtures):
     assert r.status_code == 206 and r.content == whole[:10]
     r = http.get("/api/download", params={"path": path}, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
     assert r.status_code == 200 and len(r.content) == size
+    r = http.head("/api/download", params={"path": path})
+    assert r.status_code == 200 and int(r.headers["content-length"]) == size and r.content == b""
 
 
 def test_downloads_run_side_by_side(server, small_fixtures):

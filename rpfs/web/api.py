@@ -155,7 +155,7 @@ async def api_download(request: Request):
     tree = request.app.state.tree
     paths = request.query_params.getlist("path") or ["/"]
     if request.query_params.get("format", "") == "zip":
-        return await _zip_response(tree, paths)
+        return await _zip_response(tree, paths, head_only=request.method == "HEAD")
     if request.query_params.get("format", "") not in ("", "raw"):
         raise UsageError("format: zip, or none for the file itself")
     if len(paths) != 1:
@@ -190,7 +190,7 @@ async def api_download(request: Request):
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    body = _file_body(stream, start, end, head, node.name)
+    body = _nothing() if request.method == "HEAD" else _file_body(stream, start, end, head, node.name)
     return StreamingResponse(body, status_code=status, headers=headers,
                              media_type=inline_type or "application/octet-stream")
 
@@ -223,7 +223,13 @@ async def _file_body(stream, start: int, end: int, head: bytes, name: str):
         pos += len(data)
 
 
-async def _zip_response(tree, paths: list[str]):
+async def _nothing():
+    """The body of a HEAD answer: the headers say it all, nothing is read or built."""
+    return
+    yield
+
+
+async def _zip_response(tree, paths: list[str], head_only: bool = False):
     def collect():
         items, seen = [], set()
         for p in paths:
@@ -255,6 +261,7 @@ async def _zip_response(tree, paths: list[str]):
             if chunk:
                 yield chunk
 
-    return StreamingResponse(body(), media_type="application/zip", headers={
-        "Content-Disposition": content_disposition(name + ".zip"),
-        "Cache-Control": "private, no-cache"})
+    headers = {"Content-Disposition": content_disposition(name + ".zip"),
+               "Cache-Control": "private, no-cache"}
+    return StreamingResponse(_nothing() if head_only else body(), media_type="application/zip",
+                             headers=headers)
