@@ -190,7 +190,8 @@ async def api_download(request: Request):
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    body = _nothing() if request.method == "HEAD" else _file_body(stream, start, end, head, node.name)
+    head_only = request.method == "HEAD"
+    body = _nothing() if head_only else _file_body(stream, start, end, head, node.name)
     return StreamingResponse(body, status_code=status, headers=headers,
                              media_type=inline_type or "application/octet-stream")
 

@@ -32,7 +32,8 @@ templates = Jinja2Templates(env=jinja2.Environment(
 templates.env.filters["human"] = lambda n: "" if n is None else human(n)
 templates.env.filters["url"] = url_path
 templates.env.filters["attributes"] = attribute_letters
-templates.env.filters["when"] = lambda iso: (iso or "")[:19].replace("T", " ")
+templates.env.filters["when"] = lambda t: (t[:19].replace("T", " ") if isinstance(t, str)
+                                           else "" if t is None else str(t))
 
 
 def page(request: Request, name: str, status: int = 200, **context):
