@@ -9,8 +9,7 @@ or absurdly deep trees a FormatError instead of a hang.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NamedTuple
 
 from construct import Int8ul, Int32ul, Padding, Struct
 
@@ -46,8 +45,9 @@ ENTRY_LAST = 0x02
 _ENTRY = struct.Struct("<QHHH2x")
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
+    """One index entry (a named tuple: a big directory has one per name)."""
+
     ref: int              # file reference ($I30); for view indexes data offset/length
     flags: int
     key: bytes
