@@ -18,7 +18,10 @@ sent with its kind and ``attr_timeout=0``, so a names-only ``ls -f`` or ``find``
 reads a child's MFT record, while the first ``stat`` still asks ``getattr`` and shows
 $STANDARD_INFORMATION's times as ntfs-3g does. That ``getattr`` computes the attributes of
 the next ``ATTR_BATCH`` listed siblings in the same worker call (``ls -l`` stats in listing
-order), and the next readdirplus sends them with the node's cache time.
+order) and marks the listing: from then on readdirplus computes the attributes of what it
+sends (one worker call per batch) and sends them with the node's cache time, so ``ls -l``
+and walks that stat cost one request per entry less. (A round trip through the kernel
+costs more than parsing an MFT record.)
 
 **Bounded memory.** Inode numbers come from a counter and are never reused; nodes with the
 same key (hard links) share one. The kernel's lookup count of each inode is kept (lookup
@@ -91,13 +94,15 @@ def _errors(fn: Callable) -> Callable:
 
 
 class _Listing:
-    """One directory's children in listing order: (name bytes, node)."""
+    """One directory's children in listing order: (name bytes, node). ``stat_wanted``:
+    someone asked a child's attributes, so readdirplus computes them from now on."""
 
-    __slots__ = ("entries", "_pos")
+    __slots__ = ("entries", "_pos", "stat_wanted")
 
     def __init__(self, entries: list[tuple[bytes, Node]]):
         self.entries = entries
         self._pos: dict[bytes, int] | None = None
+        self.stat_wanted = False
 
     def position(self, name: bytes) -> int | None:
         if self._pos is None:  # built on the first lookup, not for a plain listing
@@ -159,7 +164,7 @@ class Operations(pyfuse3.Operations):
 
     supports_dot_lookup = True
     enable_writeback_cache = False
-    enable_acl = False
+    enable_acl = False  # (with it the kernel would cache "no ACL", but forgets it on every readdirplus)
 
     def __init__(self, tree: Tree):
         super().__init__()
@@ -171,6 +176,7 @@ class Operations(pyfuse3.Operations):
         self._lookups: dict[int, int] = {}  # the kernel's lookup count of each inode
         self._parent: dict[int, int] = {root: root}
         self._attrs: dict[int, pyfuse3.EntryAttributes] = {}  # complete, of immutable nodes
+        self._stubs: dict[int, pyfuse3.EntryAttributes] = {}  # kind only, until attrs known
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
@@ -221,6 +227,8 @@ class Operations(pyfuse3.Operations):
             e.attr_timeout = 0
             e.st_mode = MODES[node.kind]
             e.st_nlink = 1
+            if node.immutable:
+                self._stubs[ino] = e
             return e
         e.attr_timeout = node.cache_seconds
         e.st_mode = a.mode
@@ -232,6 +240,7 @@ class Operations(pyfuse3.Operations):
         e.st_ctime_ns = _clamp_ns(a.ctime_ns)
         if node.immutable:
             self._attrs[ino] = e
+            self._stubs.pop(ino, None)
         return e
 
     def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> pyfuse3.EntryAttributes:
@@ -274,23 +283,34 @@ class Operations(pyfuse3.Operations):
         node = self._get(inode)
         a = node.attr_if_known()
         if a is None:
-            a = await self._run(_attrs_of, node, self._siblings(node, inode))
+            listing, i = self._place(node, inode)
+            batch = []
+            if listing is not None:
+                listing.stat_wanted = True
+                batch = self._unknown(listing, i + 1, i + ATTR_BATCH)
+            a = await self._run(_attrs_of, node, batch)
         return self._entry(node, inode, a)
 
-    def _siblings(self, node: Node, inode: int) -> list[Node]:
-        """Listed siblings after ``node`` whose attributes are not known yet (``ls -l``
-        asks for them next, in this order)."""
+    def _place(self, node: Node, inode: int) -> tuple[_Listing | None, int]:
+        """The cached listing ``node`` was listed in, and its position there."""
         listing = self._listings.get(self._parent.get(inode, 0))
-        i = listing.position(os.fsencode(node.name)) if listing is not None else None
-        if i is None:
-            return []
+        if listing is None:
+            return None, 0
+        i = listing.position(os.fsencode(node.name))
+        return (None, 0) if i is None else (listing, i)
+
+    def _unknown(self, listing: _Listing, start: int, end: int) -> list[Node]:
+        """Listed children in ``[start, end)`` whose attributes are not known yet (``ls -l``
+        asks for them next, in this order); for a child the kernel knows, its node."""
         out = []
-        for _, n in listing.entries[i + 1:i + ATTR_BATCH]:
-            ino = self._ino_by_key.get(n.key)  # only what the kernel was told about
-            if ino is not None and ino not in self._attrs:
+        for _, n in listing.entries[start:end]:
+            ino = self._ino_by_key.get(n.key)
+            if ino is not None:
+                if ino in self._attrs:
+                    continue
                 n = self._node[ino]
-                if n.attr_if_known() is None:
-                    out.append(n)
+            if n.attr_if_known() is None:
+                out.append(n)
         return out
 
     @_errors
@@ -316,16 +336,31 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         parent, listing = self._handles[fh]
         entries = listing.entries
-        for i in range(start_id, len(entries)):
+        if listing.stat_wanted and start_id < len(entries):
+            # whoever lists this directory stats its children too (ls -l, du, a walk):
+            # send complete attributes, one worker call per batch, not a getattr each
+            batch = self._unknown(listing, start_id, start_id + ATTR_BATCH)
+            if batch:
+                await self._run(_attrs_of, None, batch)
+        by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
+        for i in range(start_id, len(entries)):  # the hot loop of a warm listing
             name, node = entries[i]
-            known = node.key in self._ino_by_key
-            ino = self._inode(node, parent)
-            if not pyfuse3.readdir_reply(token, name, self._entry(node, ino, node.attr_if_known()),
-                                         i + 1):
+            ino = by_key.get(node.key)
+            known = ino is not None
+            if not known:
+                ino = self._inode(node, parent)
+            e = attrs.get(ino)
+            if e is None:
+                node = self._node[ino]  # a hard link's first name may have been listed
+                a = node.attr_if_known()
+                e = stubs.get(ino) if a is None else None
+                if e is None:
+                    e = self._entry(node, ino, a)
+            if not pyfuse3.readdir_reply(token, name, e, i + 1):
                 if not known:
                     self._drop(ino)
                 return
-            self._looked_up(ino)
+            lookups[ino] = lookups.get(ino, 0) + 1
 
     @_errors
     async def releasedir(self, fh):
@@ -422,6 +457,7 @@ class Operations(pyfuse3.Operations):
             del self._ino_by_key[node.key]
         self._parent.pop(ino, None)
         self._attrs.pop(ino, None)
+        self._stubs.pop(ino, None)
         self._listings.drop(ino)
         self._streams.pop(ino)
         self._xattr_names.pop(ino)
@@ -451,9 +487,9 @@ def _list(node: Node) -> _Listing:
     return _Listing(entries)
 
 
-def _attrs_of(node: Node, siblings: list[Node]) -> Attr:
+def _attrs_of(node: Node | None, siblings: list[Node]) -> Attr | None:
     """``node.attr()``, and the siblings' on the way (their errors are theirs to raise)."""
-    a = node.attr()
+    a = node.attr() if node is not None else None
     for n in siblings:
         try:
             n.attr()
