@@ -56,7 +56,7 @@ from rpfs.tree import Tree, lookup_child
 log = logging.getLogger(__name__)
 
 WORKER_THREADS = 16
-LISTING_CACHE_ENTRIES = 200_000  # directory entries kept with their nodes (~0.5-1 KB each)
+LISTING_CACHE_ENTRIES = 100_000  # directory entries kept with their nodes (~1.1 KB each, 1.6 KB with attributes)
 ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
 SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
