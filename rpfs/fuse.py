@@ -12,16 +12,17 @@ list or small value, an xattr name the node can never have (``Node.may_have_xatt
 stream, a small file's bytes. Only real parsing and I/O go to worker threads
 (``trio.to_thread`` behind one CapacityLimiter), so one slow chunk stalls no other reader.
 
-**Listings without MFT records.** A directory is listed with readdirplus (the kernel
-caches every entry) from its index alone: a child whose attributes are not known yet is
-sent with its kind and ``attr_timeout=0``, so a names-only ``ls -f`` or ``find`` never
-reads a child's MFT record, while the first ``stat`` still asks ``getattr`` and shows
-$STANDARD_INFORMATION's times as ntfs-3g does. That ``getattr`` computes the attributes of
-the next ``ATTR_BATCH`` listed siblings in the same worker call (``ls -l`` stats in listing
-order) and marks the listing: from then on readdirplus computes the attributes of what it
-sends (one worker call per batch) and sends them with the node's cache time, so ``ls -l``
-and walks that stat cost one request per entry less. (A round trip through the kernel
-costs more than parsing an MFT record.)
+**Listings without MFT records.** A big directory (``NAMES_ONLY_FROM`` entries or more)
+is listed with readdirplus (the kernel caches every entry) from its index alone: a child
+whose attributes are not known yet is sent with its kind and ``attr_timeout=0``, so a
+names-only ``ls -f`` or ``find`` never reads its children's MFT records, while the first
+``stat`` still asks ``getattr`` and shows $STANDARD_INFORMATION's times as ntfs-3g does.
+That ``getattr`` computes the attributes of the next ``ATTR_BATCH`` listed siblings in the
+same worker call (``ls -l`` stats in listing order) and marks the listing: from then on
+readdirplus computes the attributes of what it sends (one worker call per batch) and
+sends them with the node's cache time, so ``ls -l`` and walks that stat cost one request
+per entry less (a round trip through the kernel costs more than parsing an MFT record).
+Smaller directories are listed with their attributes from the start.
 
 **Bounded memory.** Inode numbers come from a counter and are never reused; nodes with the
 same key (hard links) share one. The kernel's lookup count of each inode is kept (lookup
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 WORKER_THREADS = 16
 LISTING_CACHE_ENTRIES = 100_000  # directory entries kept with their nodes (~1.1 KB each, 1.6 KB with attributes)
 ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
+NAMES_ONLY_FROM = 2048  # a directory this big is listed without attributes until one is asked
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
 SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
 XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name)
@@ -102,7 +104,9 @@ class _Listing:
     def __init__(self, entries: list[tuple[bytes, Node]]):
         self.entries = entries
         self._pos: dict[bytes, int] | None = None
-        self.stat_wanted = False
+        # small directories: attributes right away (a walk stats them, and a stub costs a
+        # getattr round trip each); big ones: names first (ls -f, find)
+        self.stat_wanted = len(entries) < NAMES_ONLY_FROM
 
     def position(self, name: bytes) -> int | None:
         if self._pos is None:  # built on the first lookup, not for a plain listing
