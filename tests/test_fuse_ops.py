@@ -239,6 +239,37 @@ def test_forget_counts_partial_references(image):
     assert e1.st_ino == e2.st_ino == still.st_ino and gone == errno.ENOENT
 
 
+def test_damaged_object_fails_alone_and_is_logged_once(caplog):
+    """A broken object answers EIO each time it is used, is logged once, and its
+    siblings are served; the adapter never guessed anything from keys."""
+    from rpfs.errors import FormatError
+    from rpfs.node import BrokenNode, StaticDir, StreamFile
+    from rpfs.stream import BytesStream
+    from rpfs.tree import Tree
+
+    damage = FormatError("no valid header", source="disk.vhdx", structure="VHDX headers",
+                         offset=0x10000)
+    root = StaticDir("", ("test-root",), lambda: [
+        BrokenNode("disk.raw", ("test-root", "disk.raw"), damage),
+        StreamFile("ok.txt", ("test-root", "ok.txt"), 2, lambda: BytesStream(b"ok", "ok"))])
+    ops = Operations(Tree(root))
+    k = Kernel(ops)
+
+    async def run():
+        listing = await k.readdir(pyfuse3.ROOT_INODE)
+        broken = await k.lookup(pyfuse3.ROOT_INODE, b"disk.raw")
+        errs = [await k.err(ops.open, broken.st_ino, os.O_RDONLY, None) for _ in range(3)]
+        good = await k.lookup(pyfuse3.ROOT_INODE, b"ok.txt")
+        fi = await ops.open(good.st_ino, os.O_RDONLY, None)
+        return listing, errs, await ops.read(fi.fh, 0, 10), fi
+
+    with caplog.at_level("WARNING"):
+        listing, errs, data, fi = trio.run(run)
+    assert [n for n, _ in listing] == [b"disk.raw", b"ok.txt"]
+    assert errs == [errno.EIO] * 3 and data == b"ok" and fi.keep_cache
+    assert [r.getMessage() for r in caplog.records].count(str(damage)) == 1
+
+
 # -- through the kernel -------------------------------------------------------------------
 
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
