@@ -96,14 +96,16 @@ def _errors(fn: Callable) -> Callable:
 
 
 class _Listing:
-    """One directory's children in listing order: (name bytes, node). ``stat_wanted``:
-    someone asked a child's attributes, so readdirplus computes them from now on."""
+    """One directory's children in listing order: (name bytes, node); ``sent``: what
+    readdirplus last sent for each (a warm listing reuses it while the inode is known).
+    ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them."""
 
-    __slots__ = ("entries", "_pos", "stat_wanted")
+    __slots__ = ("entries", "_pos", "stat_wanted", "sent")
 
     def __init__(self, entries: list[tuple[bytes, Node]]):
         self.entries = entries
         self._pos: dict[bytes, int] | None = None
+        self.sent: list[pyfuse3.EntryAttributes | None] = [None] * len(entries)
         # small directories: attributes right away (a walk stats them, and a stub costs a
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
@@ -354,7 +356,23 @@ class Operations(pyfuse3.Operations):
             if batch:
                 await self._run(_attrs_of, None, batch)
         by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
+        nodes, sent, reply = self._node, listing.sent, pyfuse3.readdir_reply
         for i in range(start_id, len(entries)):  # the hot loop of a warm listing
+            e = sent[i]
+            if e is not None and e.st_ino in nodes:  # sent before, its inode still known
+                ino = e.st_ino
+                if not e.attr_timeout:  # a stub then: complete now?
+                    full = attrs.get(ino)
+                    if full is None:
+                        a = nodes[ino].attr_if_known()
+                        if a is not None:
+                            full = self._entry(nodes[ino], ino, a)
+                    if full is not None:
+                        e = sent[i] = full
+                if not reply(token, entries[i][0], e, i + 1):
+                    return
+                lookups[ino] = lookups.get(ino, 0) + 1
+                continue
             name, node = entries[i]
             ino = by_key.get(node.key)
             known = ino is not None
@@ -367,11 +385,12 @@ class Operations(pyfuse3.Operations):
                 e = stubs.get(ino) if a is None else None
                 if e is None:
                     e = self._entry(node, ino, a)
-            if not pyfuse3.readdir_reply(token, name, e, i + 1):
+            if not reply(token, name, e, i + 1):
                 if not known:
                     self._drop(ino)
                 return
             lookups[ino] = lookups.get(ino, 0) + 1
+            sent[i] = e
 
     @_errors
     async def releasedir(self, fh):
