@@ -183,6 +183,7 @@ class Operations(pyfuse3.Operations):
         self._parent: dict[int, int] = {root: root}
         self._attrs: dict[int, pyfuse3.EntryAttributes] = {}  # complete, of immutable nodes
         self._stubs: dict[int, pyfuse3.EntryAttributes] = {}  # kind only, until attrs known
+        self._links: dict[int, bytes] = {}  # symlink targets of immutable nodes
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
@@ -328,8 +329,13 @@ class Operations(pyfuse3.Operations):
 
     @_errors
     async def readlink(self, inode, ctx):
-        node = self._get(inode)
-        return os.fsencode(await self._run(node.readlink))
+        target = self._links.get(inode)
+        if target is None:
+            node = self._get(inode)
+            target = os.fsencode(await self._run(node.readlink))
+            if node.immutable:
+                self._links[inode] = target
+        return target
 
     @_errors
     async def opendir(self, inode, ctx):
@@ -488,6 +494,7 @@ class Operations(pyfuse3.Operations):
         self._parent.pop(ino, None)
         self._attrs.pop(ino, None)
         self._stubs.pop(ino, None)
+        self._links.pop(ino, None)
         self._listings.drop(ino)
         self._streams.pop(ino)
         self._xattr_names.pop(ino)
