@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from construct import Int8ul, Int16ul, Int32ul, Int64ul, Struct, ConstructError
 
@@ -100,8 +101,9 @@ def parse_standard_information(value: bytes, where: dict) -> StandardInformation
 _FILE_NAME = struct.Struct("<QQQQQqqIIBB")
 
 
-@dataclass(frozen=True, slots=True)
-class FileName:
+class FileName(NamedTuple):
+    """$FILE_NAME (a named tuple: one is made for every directory index entry listed)."""
+
     parent_ref: int
     times: Times
     allocated_size: int

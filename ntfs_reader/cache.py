@@ -14,6 +14,8 @@ MFT_BLOCK = 64 << 10         # $MFT is read in blocks this size (64 records of 1
 MFT_BLOCK_CACHE = 64         # raw $MFT blocks kept (4 MiB): a directory's children sit together
 ENTRY_ATTRS_CACHE = 4096     # merged attribute sets of files (base + extension records)
 INDEX_NODE_CACHE = 1024      # parsed INDX records (4 KiB each)
+INDEX_WHOLE_READ = 64 << 20  # a whole listing reads $INDEX_ALLOCATION up to this size at once
+INDEX_READ_CHUNK = 1 << 20   # ... in reads of this size
 # Decoded runlists live in their parsed attribute, so RECORD_CACHE bounds them too.
 COMPRESSED_UNIT_CACHE = 64   # decompressed compression units (64 KiB each typically)
 SECURITY_CACHE = 1024        # security descriptors by security id

@@ -17,7 +17,7 @@ from . import names
 from .attrs import (
     FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_ENCRYPTED, FILE_ATTRIBUTE_OFFLINE,
     FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS, FILE_ATTRIBUTE_RECALL_ON_OPEN,
-    FILE_ATTRIBUTE_SYSTEM, NS_DOS, NS_POSIX, NS_WIN32,
+    FILE_ATTRIBUTE_REPARSE_POINT, FILE_ATTRIBUTE_SYSTEM, FILE_NAME_INDEX_PRESENT, NS_DOS, NS_POSIX, NS_WIN32,
     NS_WIN32_AND_DOS, FileName, parse_file_name, parse_object_id,
     parse_standard_information,
 )
@@ -110,6 +110,12 @@ class Entry:
         if self._fa is None:
             self._fa = self.volume.file(self.ref, self.sequence)
         return self._fa
+
+    def release(self) -> None:
+        """Drop the parsed record and the values computed from it (the volume's caches
+        keep recent records): a namespace node may outlive its first use by hours."""
+        self._fa = None
+        self._cache = {}
 
     def _where(self, structure: str | None = None) -> "_Where":
         return _Where(self, structure)
@@ -252,6 +258,19 @@ class Entry:
     @property
     def is_dir(self) -> bool:
         return self._attrs().record.is_directory and not self.is_symlink
+
+    @property
+    def index_kind(self) -> str | None:
+        """"dir" or "file" from the directory index's copy of $FILE_NAME alone (no MFT
+        record read), or None when only the record can tell: reparse points (symlink,
+        junction or plain file) and system files (an Interix symlink is one). Windows and
+        ntfs-3g keep these two flags of the index copy in step with the record."""
+        fn = self._fn
+        if fn is None or fn.flags & FILE_ATTRIBUTE_REPARSE_POINT:
+            return None
+        if fn.flags & FILE_NAME_INDEX_PRESENT:
+            return "dir"
+        return None if fn.flags & FILE_ATTRIBUTE_SYSTEM else "file"
 
     @property
     def is_encrypted(self) -> bool:

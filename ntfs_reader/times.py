@@ -5,7 +5,7 @@ Pre-1970 times come out negative; far-future times stay plain Python ints (no ov
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 NT_EPOCH_OFFSET = 116_444_736_000_000_000  # ticks from 1601-01-01 to 1970-01-01
 
@@ -20,9 +20,9 @@ def unix_ns_to_nt(ns: int) -> int:
     return ns // 100 + NT_EPOCH_OFFSET
 
 
-@dataclass(frozen=True, slots=True)
-class Times:
-    """The four $STANDARD_INFORMATION times as raw NT ticks, with Unix-ns views.
+class Times(NamedTuple):
+    """The four $STANDARD_INFORMATION times as raw NT ticks, with Unix-ns views (a named
+    tuple: one is made for every directory index entry listed).
 
     ``changed`` is NTFS's "MFT record changed" time, which is what ctime means on Linux
     (ntfs-3g maps it the same way).

@@ -1,21 +1,38 @@
-"""The FUSE front end: a thin pyfuse3 adapter over ``rpfs.tree`` (read-only).
+"""The FUSE front end: a thin pyfuse3 adapter over the node contract (rpfs/node.py), read-only.
 
 All errno mapping happens here (``_errors``): a typed rpfs error becomes its ``errno``
-(EIO for damage) for that object only; anything unexpected is logged once and becomes EIO.
-Parsing and decompression run in worker threads (``trio.to_thread`` behind one
-CapacityLimiter), never on the trio loop, so one slow chunk does not stall other readers.
-Recovery points never change, so attributes and data are cached by the kernel for long
-(``keep_cache``, long timeouts); only the repository root and VM directories, which gain
-recovery points while a backup runs, use short timeouts.
+(EIO for damage, logged once) for that object only; anything unexpected is logged and
+becomes EIO.
 
-The kernel does not keep directory contents: every ``opendir`` lists again, and pyfuse3
-always answers with readdirplus, i.e. with every child's attributes (one MFT record each on
-NTFS). So an immutable directory's listing is kept here, names and attributes ready to
-send (``_Listings``, bounded by entries): a second ``ls``/walk/``find`` and a ``lookup`` of
-a listed name cost no worker thread and no parsing (tools/bench_mount.py, docs/benchmarks.md).
-Opened streams are kept too (positionless, so handles share them): opening a file again
-costs no worker call, and a small file's bytes come back with its first open. Extended
-attribute names and small values are kept, since the kernel caches none for FUSE.
+**Fast path.** Whatever is already known is answered on the trio loop, with no thread
+hand-off: a cached listing (names and the kinds the NTFS index gives), a lookup of a listed
+name, attributes a node has already computed (``Node.attr_if_known``), a cached xattr name
+list or small value, an xattr name the node can never have (``Node.may_have_xattr``: ``ls
+-l`` asks ``security.selinux`` and ``system.posix_acl_access`` of every file), an opened
+stream, a small file's bytes. Only real parsing and I/O go to worker threads
+(``trio.to_thread`` behind one CapacityLimiter), so one slow chunk stalls no other reader.
+
+**Listings without MFT records.** A big directory (``NAMES_ONLY_FROM`` entries or more)
+is listed with readdirplus (the kernel caches every entry) from its index alone: a child
+whose attributes are not known yet is sent with its kind and ``attr_timeout=0``, so a
+names-only ``ls -f`` or ``find`` never reads its children's MFT records, while the first
+``stat`` still asks ``getattr`` and shows $STANDARD_INFORMATION's times as ntfs-3g does.
+That ``getattr`` computes the attributes of the next ``ATTR_BATCH`` listed siblings in the
+same worker call (``ls -l`` stats in listing order) and marks the listing: from then on
+readdirplus computes the attributes of what it sends (one worker call per batch) and
+sends them with the node's cache time, so ``ls -l`` and walks that stat cost one request
+per entry less (a round trip through the kernel costs more than parsing an MFT record).
+Smaller directories are listed with their attributes from the start.
+
+**Bounded memory.** Inode numbers come from a counter and are never reused; nodes with the
+same key (hard links) share one. The kernel's lookup count of each inode is kept (lookup
+replies and readdirplus entries); when ``forget`` brings it to zero the inode, its node and
+everything cached for it are dropped, and a later lookup of the same name gets a new inode
+number (fine for a read-only file system). Listings, streams and xattrs are bounded LRUs.
+
+Immutable nodes (``Node.immutable``: everything inside a recovery point) are kept by the
+kernel for ``Node.cache_seconds`` with ``keep_cache``; the repository root, VM directories
+and ``latest`` say they are not.
 """
 
 from __future__ import annotations
@@ -26,8 +43,6 @@ import gc
 import itertools
 import logging
 import os
-import stat as statmod
-import threading
 from collections import OrderedDict
 from typing import Callable
 
@@ -36,18 +51,20 @@ import trio
 
 from rpfs.errors import RpfsError
 from rpfs.lru import LRU
-from rpfs.tree import Node, Tree, lookup_child
+from rpfs.node import MODES, Attr, Node, report_once
+from rpfs.tree import Tree, lookup_child
 
 log = logging.getLogger(__name__)
 
-LONG_TIMEOUT = 3600.0   # immutable recovery point contents
-SHORT_TIMEOUT = 1.0     # repository root and VM directories
 WORKER_THREADS = 16
-LISTING_CACHE_ENTRIES = 400_000  # directory entries kept with their attributes (~300 B each)
+LISTING_CACHE_ENTRIES = 100_000  # entries kept with their nodes (NTFS: 1.3 KB each, 1.8 KB with attributes)
+ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
+NAMES_ONLY_FROM = 2048  # a directory this big is listed without attributes until one is asked
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
 SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
 XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name)
 XATTR_VALUE_MAX = 4096  # larger values (alternate data streams) are read each time
+MAX_READ = 1 << 20  # largest read request the kernel may send (1 MiB; libfuse's limit too)
 # A listing allocates a few objects per entry while the caches hold hundreds of thousands:
 # with Python's default (700, 10, 10) the cyclic collector ran so often that it took more
 # than half of listing a 50,000-entry directory (4.2 s -> 2.1 s with these). Parsed NTFS
@@ -66,7 +83,7 @@ def _errors(fn: Callable) -> Callable:
             raise
         except RpfsError as e:
             if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENODATA):
-                log.warning("%s", e)
+                report_once(e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         except OSError as e:
             log.warning("%s: %s", fn.__name__, e)
@@ -79,20 +96,28 @@ def _errors(fn: Callable) -> Callable:
 
 
 class _Listing:
-    """One directory's children as readdir sends them: (name bytes, attributes) in order."""
+    """One directory's children in listing order: (name bytes, node); ``sent``: what
+    readdirplus last sent for each (a warm listing reuses it while the inode is known).
+    ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them."""
 
-    __slots__ = ("entries", "broken", "_by_name")
+    __slots__ = ("entries", "_pos", "stat_wanted", "sent")
 
-    def __init__(self, entries: list[tuple[bytes, pyfuse3.EntryAttributes]],
-                 broken: set[bytes] = frozenset()):
+    def __init__(self, entries: list[tuple[bytes, Node]]):
         self.entries = entries
-        self.broken = broken  # listed, but a lookup must ask the tree (and get its error)
-        self._by_name: dict[bytes, pyfuse3.EntryAttributes] | None = None
+        self._pos: dict[bytes, int] | None = None
+        self.sent: list[pyfuse3.EntryAttributes | None] = [None] * len(entries)
+        # small directories: attributes right away (a walk stats them, and a stub costs a
+        # getattr round trip each); big ones: names first (ls -f, find)
+        self.stat_wanted = len(entries) < NAMES_ONLY_FROM
 
-    def find(self, name: bytes) -> pyfuse3.EntryAttributes | None:
-        if self._by_name is None:  # built on the first lookup, not for a plain listing
-            self._by_name = {n: a for n, a in self.entries if n not in self.broken}
-        return self._by_name.get(name)
+    def position(self, name: bytes) -> int | None:
+        if self._pos is None:  # built on the first lookup, not for a plain listing
+            self._pos = {n: i for i, (n, _) in enumerate(self.entries)}
+        return self._pos.get(name)
+
+    def find(self, name: bytes) -> Node | None:
+        i = self.position(name)
+        return None if i is None else self.entries[i][1]
 
 
 class _Listings:
@@ -111,9 +136,7 @@ class _Listings:
         return listing
 
     def put(self, ino: int, listing: _Listing) -> None:
-        old = self._data.pop(ino, None)
-        if old is not None:
-            self._total -= len(old.entries)
+        self.drop(ino)
         if len(listing.entries) > self.max_entries:
             return
         self._data[ino] = listing
@@ -121,6 +144,14 @@ class _Listings:
         while self._total > self.max_entries:
             _, gone = self._data.popitem(last=False)
             self._total -= len(gone.entries)
+
+    def drop(self, ino: int) -> None:
+        old = self._data.pop(ino, None)
+        if old is not None:
+            self._total -= len(old.entries)
+
+    def __len__(self) -> int:
+        return self._total
 
 
 class _Handle:
@@ -134,45 +165,60 @@ class _Handle:
 
 
 class Operations(pyfuse3.Operations):
-    """pyfuse3 operations over a Tree. Inodes come from a counter and are never reused;
-    nodes with the same key (hard links) share an inode."""
+    """pyfuse3 operations over a Tree. Every table here is touched on the trio loop only;
+    worker threads get nodes and return values."""
 
     supports_dot_lookup = True
     enable_writeback_cache = False
-    enable_acl = False
+    enable_acl = False  # (with it the kernel would cache "no ACL", but forgets it on every readdirplus)
 
     def __init__(self, tree: Tree):
         super().__init__()
         self.tree = tree
-        self._lock = threading.Lock()
-        self._next_ino = itertools.count(pyfuse3.ROOT_INODE + 1)
-        self._ino_by_key: dict[tuple, int] = {tree.root.key: pyfuse3.ROOT_INODE}
-        self._node: dict[int, Node] = {pyfuse3.ROOT_INODE: tree.root}
-        self._parent: dict[int, int] = {pyfuse3.ROOT_INODE: pyfuse3.ROOT_INODE}
+        root = pyfuse3.ROOT_INODE
+        self._next_ino = itertools.count(root + 1)
+        self._ino_by_key: dict[tuple, int] = {tree.root.key: root}
+        self._node: dict[int, Node] = {root: tree.root}
+        self._lookups: dict[int, int] = {}  # the kernel's lookup count of each inode
+        self._parent: dict[int, int] = {root: root}
+        self._attrs: dict[int, pyfuse3.EntryAttributes] = {}  # complete, of immutable nodes
+        self._stubs: dict[int, pyfuse3.EntryAttributes] = {}  # kind only, until attrs known
+        self._links: dict[int, bytes] = {}  # symlink targets of immutable nodes
         self._handles: dict[int, object] = {}
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
-        self._listings = _Listings(LISTING_CACHE_ENTRIES)  # used on the trio loop only
-        self._streams = LRU(STREAM_CACHE)  # likewise
+        self._listings = _Listings(LISTING_CACHE_ENTRIES)
+        self._streams = LRU(STREAM_CACHE)
         self._xattr_names = LRU(XATTR_CACHE)
         self._xattr_values = LRU(XATTR_CACHE)
         self.uid = os.getuid()
         self.gid = os.getgid()
+        self.worker_calls = 0  # for tests: what went to a thread
+        self.after_init: Callable[[], None] | None = None  # runs once the kernel has our INIT
+
+    def init(self) -> None:
+        if self.after_init is not None:  # INIT's reply is written when this returns
+            async def later():
+                self.after_init()
+            trio.lowlevel.spawn_system_task(later)
 
     # -- helpers ------------------------------------------------------------------------
 
     async def _run(self, fn, *args):
+        self.worker_calls += 1
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def _inode(self, node: Node, parent: int) -> int:
-        with self._lock:
-            ino = self._ino_by_key.get(node.key)
-            if ino is None:
-                ino = next(self._next_ino)
-                self._ino_by_key[node.key] = ino
-                self._parent[ino] = parent
-            self._node.setdefault(ino, node)
-            return ino
+        ino = self._ino_by_key.get(node.key)
+        if ino is None:
+            ino = next(self._next_ino)
+            self._ino_by_key[node.key] = ino
+            self._node[ino] = node
+            self._parent[ino] = parent
+        return ino
+
+    def _looked_up(self, ino: int) -> None:
+        self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
     def _get(self, ino: int) -> Node:
         try:
@@ -180,110 +226,177 @@ class Operations(pyfuse3.Operations):
         except KeyError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
-    @staticmethod
-    def _immutable(node: Node) -> bool:
-        key = node.key
-        return not (key and key[0] in ("repo", "vm", "latest"))
-
-    def _timeout(self, node: Node) -> float:
-        return LONG_TIMEOUT if self._immutable(node) else SHORT_TIMEOUT
-
-    def _entry(self, node: Node, ino: int) -> pyfuse3.EntryAttributes:
-        a = node.attr()
+    def _entry(self, node: Node, ino: int, a: Attr | None) -> pyfuse3.EntryAttributes:
+        """The kernel's view of a node; without ``a`` only its kind, to be asked again."""
+        e = self._attrs.get(ino)
+        if e is not None:
+            return e
         e = pyfuse3.EntryAttributes()
         e.st_ino = ino
-        e.generation = 0
-        timeout = self._timeout(node)
-        e.entry_timeout = timeout
-        e.attr_timeout = timeout
-        e.st_mode = a.mode
-        e.st_nlink = a.nlink
+        e.entry_timeout = node.cache_seconds
         e.st_uid = self.uid
         e.st_gid = self.gid
-        e.st_rdev = 0
-        e.st_size = a.size
         e.st_blksize = 128 * 1024
+        if a is None:
+            e.attr_timeout = 0
+            e.st_mode = MODES[node.kind]
+            e.st_nlink = 1
+            if node.immutable:
+                self._stubs[ino] = e
+            return e
+        e.attr_timeout = node.cache_seconds
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_size = a.size
         e.st_blocks = -(-(a.allocated if a.allocated is not None else a.size) // 512)
         e.st_atime_ns = _clamp_ns(a.atime_ns)
         e.st_mtime_ns = _clamp_ns(a.mtime_ns)
         e.st_ctime_ns = _clamp_ns(a.ctime_ns)
+        if node.immutable:
+            self._attrs[ino] = e
+            self._stubs.pop(ino, None)
         return e
 
-    def _entry_sync(self, node: Node, parent: int) -> pyfuse3.EntryAttributes:
-        return self._entry(node, self._inode(node, parent))
+    def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> pyfuse3.EntryAttributes:
+        """A lookup's answer: the inode now counts one more kernel reference."""
+        ino = self._inode(node, parent)
+        self._looked_up(ino)
+        return self._entry(node, ino, a)
 
     # -- metadata -----------------------------------------------------------------------
 
     @_errors
     async def lookup(self, parent_inode, name, ctx=None):
-        if name == b".":
-            return await self.getattr(parent_inode)
-        if name == b"..":
-            return await self.getattr(self._parent.get(parent_inode, pyfuse3.ROOT_INODE))
+        if name in (b".", b".."):
+            ino = parent_inode if name == b"." else self._parent.get(parent_inode,
+                                                                     pyfuse3.ROOT_INODE)
+            e = await self.getattr(ino)
+            self._looked_up(ino)
+            return e
         parent = self._get(parent_inode)
         if parent.kind != "dir":
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         listing = self._listings.get(parent_inode)
-        if listing is not None:
-            attr = listing.find(name)
-            if attr is not None:
-                return attr
+        node = listing.find(name) if listing is not None else None
+        if node is not None:
+            return self._reply_entry(node, parent_inode, node.attr_if_known())
 
         def work():
-            node = lookup_child(parent, os.fsdecode(name))
-            return self._entry_sync(node, parent_inode)
+            child = lookup_child(parent, os.fsdecode(name))
+            child.kind  # noqa: B018  (an NTFS child may need its record to know it)
+            return child, child.attr_if_known()
 
-        return await self._run(work)
+        node, a = await self._run(work)
+        return self._reply_entry(node, parent_inode, a)
 
     @_errors
     async def getattr(self, inode, ctx=None):
+        e = self._attrs.get(inode)
+        if e is not None:
+            return e
         node = self._get(inode)
-        return await self._run(self._entry, node, inode)
+        a = node.attr_if_known()
+        if a is None:
+            listing, i = self._place(node, inode)
+            batch = []
+            if listing is not None:
+                listing.stat_wanted = True
+                batch = self._unknown(listing, i + 1, i + ATTR_BATCH)
+            a = await self._run(_attrs_of, node, batch)
+        return self._entry(node, inode, a)
+
+    def _place(self, node: Node, inode: int) -> tuple[_Listing | None, int]:
+        """The cached listing ``node`` was listed in, and its position there."""
+        listing = self._listings.get(self._parent.get(inode, 0))
+        if listing is None:
+            return None, 0
+        i = listing.position(os.fsencode(node.name))
+        return (None, 0) if i is None else (listing, i)
+
+    def _unknown(self, listing: _Listing, start: int, end: int) -> list[Node]:
+        """Listed children in ``[start, end)`` whose attributes are not known yet (``ls -l``
+        asks for them next, in this order); for a child the kernel knows, its node."""
+        out = []
+        for _, n in listing.entries[start:end]:
+            ino = self._ino_by_key.get(n.key)
+            if ino is not None:
+                if ino in self._attrs:
+                    continue
+                n = self._node[ino]
+            if n.attr_if_known() is None:
+                out.append(n)
+        return out
 
     @_errors
     async def readlink(self, inode, ctx):
-        node = self._get(inode)
-        target = await self._run(node.readlink)
-        return os.fsencode(target)
+        target = self._links.get(inode)
+        if target is None:
+            node = self._get(inode)
+            target = os.fsencode(await self._run(node.readlink))
+            if node.immutable:
+                self._links[inode] = target
+        return target
 
     @_errors
     async def opendir(self, inode, ctx):
         node = self._get(inode)
         if node.kind != "dir":
             raise pyfuse3.FUSEError(errno.ENOTDIR)
-        immutable = self._immutable(node)
-        listing = self._listings.get(inode) if immutable else None
+        listing = self._listings.get(inode) if node.immutable else None
         if listing is None:
-            listing = await self._run(self._list, node, inode)
-            if immutable:
+            listing = await self._run(_list, node)
+            if node.immutable:
                 self._listings.put(inode, listing)
         fh = next(self._next_fh)
-        self._handles[fh] = listing
+        self._handles[fh] = (inode, listing)
         return fh
-
-    def _list(self, node: Node, inode: int) -> _Listing:
-        """Every child with its attributes, in one worker call (the parsing is the cost)."""
-        entries, broken = [], set()
-        for child in node.iterdir():
-            name = os.fsencode(child.name)
-            try:
-                attr = self._entry_sync(child, inode)
-            except RpfsError as e:  # a damaged entry is listed, and answers EIO on use
-                log.warning("%s", e)
-                attr = pyfuse3.EntryAttributes()
-                attr.st_ino = self._inode(child, inode)
-                attr.st_mode = statmod.S_IFREG | 0o444
-                broken.add(name)
-            entries.append((name, attr))
-        return _Listing(entries, broken)
 
     @_errors
     async def readdir(self, fh, start_id, token):
-        entries = self._handles[fh].entries
-        for i in range(start_id, len(entries)):
-            name, attr = entries[i]
-            if not pyfuse3.readdir_reply(token, name, attr, i + 1):
+        parent, listing = self._handles[fh]
+        entries = listing.entries
+        if listing.stat_wanted and start_id < len(entries):
+            # whoever lists this directory stats its children too (ls -l, du, a walk):
+            # send complete attributes, one worker call per batch, not a getattr each
+            batch = self._unknown(listing, start_id, start_id + ATTR_BATCH)
+            if batch:
+                await self._run(_attrs_of, None, batch)
+        by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
+        nodes, sent, reply = self._node, listing.sent, pyfuse3.readdir_reply
+        for i in range(start_id, len(entries)):  # the hot loop of a warm listing
+            e = sent[i]
+            if e is not None and e.st_ino in nodes:  # sent before, its inode still known
+                ino = e.st_ino
+                if not e.attr_timeout:  # a stub then: complete now?
+                    full = attrs.get(ino)
+                    if full is None:
+                        a = nodes[ino].attr_if_known()
+                        if a is not None:
+                            full = self._entry(nodes[ino], ino, a)
+                    if full is not None:
+                        e = sent[i] = full
+                if not reply(token, entries[i][0], e, i + 1):
+                    return
+                lookups[ino] = lookups.get(ino, 0) + 1
+                continue
+            name, node = entries[i]
+            ino = by_key.get(node.key)
+            known = ino is not None
+            if not known:
+                ino = self._inode(node, parent)
+            e = attrs.get(ino)
+            if e is None:
+                node = self._node[ino]  # a hard link's first name may have been listed
+                a = node.attr_if_known()
+                e = stubs.get(ino) if a is None else None
+                if e is None:
+                    e = self._entry(node, ino, a)
+            if not reply(token, name, e, i + 1):
+                if not known:
+                    self._drop(ino)
                 return
+            lookups[ino] = lookups.get(ino, 0) + 1
+            sent[i] = e
 
     @_errors
     async def releasedir(self, fh):
@@ -306,28 +419,28 @@ class Operations(pyfuse3.Operations):
         if names is None:
             node = self._get(inode)
             names = [os.fsencode(n) for n in await self._run(node.xattr_names)]
-            if self._immutable(node):
+            if node.immutable:
                 self._xattr_names.put(inode, names)
         return names
 
     @_errors
     async def getxattr(self, inode, name, ctx):
-        # The kernel keeps no xattrs for FUSE and `cp -a` asks for each twice (size, then
-        # value) plus POSIX ACLs: answer what is known without a worker call.
+        # The kernel keeps no xattrs for FUSE; `ls -l` asks two per file and `cp -a` about
+        # fourteen: answer what is known without a worker call.
         value = self._xattr_values.get((inode, name))
         if value is not None:
             return value
         names = self._xattr_names.get(inode)
-        if names is not None and name not in names:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         node = self._get(inode)
+        if names is not None and name not in names or not node.may_have_xattr(os.fsdecode(name)):
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         try:
             value = await self._run(node.getxattr, os.fsdecode(name))
         except RpfsError as e:
             if e.errno == errno.ENOENT:
                 raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
             raise
-        if len(value) <= XATTR_VALUE_MAX and self._immutable(node):
+        if len(value) <= XATTR_VALUE_MAX and node.immutable:
             self._xattr_values.put((inode, name), value)
         return value
 
@@ -345,11 +458,11 @@ class Operations(pyfuse3.Operations):
             handle = _Handle(stream)
         else:
             handle = await self._run(_open_small, node)
-            if self._immutable(node):
+            if node.immutable:
                 self._streams.put(inode, handle.stream)
         fh = next(self._next_fh)
         self._handles[fh] = handle
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=False)
 
     @_errors
     async def read(self, fh, off, size):
@@ -363,7 +476,34 @@ class Operations(pyfuse3.Operations):
         self._handles.pop(fh, None)
 
     async def forget(self, inode_list):
-        pass  # inodes are never reused; nodes stay cached (they are cheap and lazy)
+        """The kernel let go of these references: an inode nobody holds is dropped."""
+        for ino, n in inode_list:
+            left = self._lookups.get(ino, 0) - n
+            if left > 0:
+                self._lookups[ino] = left
+            else:
+                self._drop(ino)
+
+    def _drop(self, ino: int) -> None:
+        if ino == pyfuse3.ROOT_INODE:
+            return
+        self._lookups.pop(ino, None)
+        node = self._node.pop(ino, None)
+        if node is not None and self._ino_by_key.get(node.key) == ino:
+            del self._ino_by_key[node.key]
+        self._parent.pop(ino, None)
+        self._attrs.pop(ino, None)
+        self._stubs.pop(ino, None)
+        self._links.pop(ino, None)
+        self._listings.drop(ino)
+        self._streams.pop(ino)
+        self._xattr_names.pop(ino)
+
+    def stats(self) -> dict:
+        """How much is held (tests and benchmarks look at it)."""
+        return {"inodes": len(self._node), "keys": len(self._ino_by_key),
+                "attrs": len(self._attrs), "listed": len(self._listings),
+                "streams": len(self._streams), "xattr_names": len(self._xattr_names)}
 
     # -- everything that would write ----------------------------------------------------
 
@@ -372,6 +512,27 @@ class Operations(pyfuse3.Operations):
 
     setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _erofs
     write = create = setxattr = removexattr = _erofs
+
+
+def _list(node: Node) -> _Listing:
+    """A directory's children (one worker call: the index parsing is the cost). Kinds are
+    settled here, so the loop never parses; attributes are not asked for."""
+    entries = []
+    for child in node.iterdir():
+        child.kind  # noqa: B018  (an NTFS child the index cannot type reads its record)
+        entries.append((os.fsencode(child.name), child))
+    return _Listing(entries)
+
+
+def _attrs_of(node: Node | None, siblings: list[Node]) -> Attr | None:
+    """``node.attr()``, and the siblings' on the way (their errors are theirs to raise)."""
+    a = node.attr() if node is not None else None
+    for n in siblings:
+        try:
+            n.attr()
+        except RpfsError:
+            pass
+    return a
 
 
 def _open_small(node: Node) -> _Handle:
@@ -390,16 +551,41 @@ def _clamp_ns(ns: int) -> int:
     return max(-(1 << 63), min(ns, (1 << 63) - 1))
 
 
+def _raise_readahead(real_mountpoint: str) -> None:
+    """Let the kernel read ahead MAX_READ at a time (1 MiB requests: libfuse already allows
+    256 pages per request), not 128 KiB: the kernel offers FUSE only its default read-ahead
+    and sets it again from INIT's reply, after which root may raise it for this mount's
+    bdi. Best effort: other users keep 128 KiB.
+
+    The device number comes from /proc/self/mountinfo: a stat of the mount point would ask
+    this very process, which does not serve requests yet."""
+    escaped = real_mountpoint  # as mountinfo writes it
+    for c in "\\ \t\n":
+        escaped = escaped.replace(c, f"\\{ord(c):03o}")
+    try:
+        with open("/proc/self/mountinfo") as f:
+            devs = [line.split()[2] for line in f if line.split()[4] == escaped]
+        if devs:
+            with open(f"/sys/class/bdi/{devs[-1]}/read_ahead_kb", "w") as f:
+                f.write(str(MAX_READ // 1024))
+    except (OSError, IndexError):
+        pass
+
+
 def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool = False,
           ready: Callable[[], None] | None = None) -> None:
     """Serve ``tree`` at ``mountpoint`` until unmounted (blocks)."""
     ops = Operations(tree)
     options = set(pyfuse3.default_options)
+    # No max_read option: pyfuse3 cannot set the matching conn->max_read, and without one
+    # libfuse (3.14) already lets the kernel send MAX_READ (max_pages = 256).
     options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions"}
     if allow_other:
         options.add("allow_other")
     if debug:
         options.add("debug")
+    real = os.path.realpath(mountpoint)  # not after init: that would ask this process
+    ops.after_init = functools.partial(_raise_readahead, real)
     pyfuse3.init(ops, mountpoint, options)
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
     if ready:

@@ -40,6 +40,10 @@ class LRU:
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
 
+    def pop(self, key, default=None):
+        with self._lock:
+            return self._data.pop(key, default)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

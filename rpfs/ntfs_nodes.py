@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import NotFoundError, RpfsError
+from rpfs.errors import FormatError, NotFoundError, RpfsError
+from rpfs.node import Attr, BrokenNode, Node, ns_to_iso
 from rpfs.stream import Stream
-from rpfs.tree import Attr, Node, ns_to_iso
 
 NT_EPOCH_DELTA = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
 FILE_ATTRIBUTE_READONLY = 0x1
+SYSTEM_XATTRS = frozenset({"system.ntfs_attrib", "system.ntfs_attrib_be", "system.ntfs_times",
+                           "system.ntfs_crtime", "system.ntfs_acl", "system.ntfs_reparse_data"})
 
 
 def nt_to_ns(ticks: int | None) -> int:
@@ -23,31 +25,75 @@ def nt_to_ns(ticks: int | None) -> int:
 
 
 class NtfsNode(Node):
-    """One NTFS entry (a file, directory, symlink or junction) under a volume root."""
+    """One NTFS entry (a file, directory, symlink or junction) under a volume root.
+
+    Made from a directory index entry without reading the child's MFT record: the kind
+    comes from the index's $FILE_NAME where it can tell (``Entry.index_kind``), the
+    attributes from the record on first ``attr()``, after which the parsed record is let
+    go (nodes live as long as the kernel remembers them). A damaged record is remembered:
+    its error is raised again without re-parsing.
+    """
+
+    __slots__ = ("entry", "volume_key", "name", "key", "_kind", "_attr", "_error")
 
     def __init__(self, entry, volume_key: tuple, name: str | None = None):
         self.entry = entry
         self.volume_key = volume_key
         self.name = entry.name if name is None else name
         self.key = volume_key + (entry.ref,)
-        if entry.is_symlink:
-            self.kind = "symlink"
-        elif entry.is_dir:
-            self.kind = "dir"
-        else:
-            self.kind = "file"
+        self._kind = entry.index_kind
+        self._attr: Attr | None = None
+        self._error: RpfsError | None = None
+
+    def _damaged(self, e: RpfsError) -> RpfsError:
+        if isinstance(e, FormatError):
+            self._error = e
+        return e
+
+    @property
+    def kind(self) -> str:
+        if self._kind is None:
+            if self._error is not None:
+                return "file"
+            try:
+                e = self.entry
+                self._kind = "symlink" if e.is_symlink else "dir" if e.is_dir else "file"
+            except RpfsError as err:  # listed, and answers EIO when used
+                self._damaged(err)
+                return "file"
+        return self._kind
 
     def attr(self) -> Attr:
+        if self._attr is None:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._attr = self._read_attr()
+            except RpfsError as err:
+                raise self._damaged(err) from None
+            self.entry.release()
+        return self._attr
+
+    def attr_if_known(self) -> Attr | None:
+        return self._attr
+
+    def _read_attr(self) -> Attr:
         e = self.entry
+        kind = self.kind
+        if self._error is not None:
+            raise self._error
         t = e.times
         return Attr(
-            self.kind,
-            size=len(self.readlink().encode("utf-8", "surrogateescape")) if self.kind == "symlink" else (0 if e.is_dir else e.size),
+            kind,
+            size=len(self.readlink().encode("utf-8", "surrogateescape")) if kind == "symlink" else (0 if e.is_dir else e.size),
             mtime_ns=nt_to_ns(t.modified), atime_ns=nt_to_ns(t.accessed),
             ctime_ns=nt_to_ns(t.changed), crtime_ns=nt_to_ns(t.created),
             nlink=2 if e.is_dir else max(1, e.nlink),
             allocated=getattr(e, "allocated_size", None),
         )
+
+    def may_have_xattr(self, name: str) -> bool:
+        return name.startswith("user.") or name in SYSTEM_XATTRS
 
     def iterdir(self):
         if self.kind != "dir":
@@ -133,6 +179,9 @@ class AdsNode(Node):
         self.name = f"{owner.name}:{stream}"
         self.key = owner.key + (":" + stream,)
 
+    def attr_if_known(self) -> Attr | None:
+        return None  # the size is the stream's: opening it reads the record
+
     def attr(self) -> Attr:
         a = self.owner.attr()
         size = self.open().size
@@ -154,6 +203,8 @@ def _stream_size(s) -> int:
 class VolumeRoot(NtfsNode):
     """The root directory of a volume, which also answers ``rpfs info`` for the volume."""
 
+    __slots__ = ("volume",)
+
     def __init__(self, volume, name: str, key: tuple):
         self.volume = volume
         super().__init__(volume.root, key, name=name)
@@ -174,6 +225,4 @@ def volume_root(volume, name: str, key: tuple) -> Node:
     try:
         return VolumeRoot(volume, name, key)
     except RpfsError as e:
-        from rpfs.tree import BrokenNode
-
         return BrokenNode(name, key, e, kind="dir")

@@ -16,220 +16,20 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import stat as statmod
 import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable
 
 from rpfs.errors import NotFoundError, RpfsError, UsageError
+from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
+    REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
+)
 from rpfs.stream import FileStream, Stream
 
 log = logging.getLogger(__name__)
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd", ".avhd")
 MAX_SYMLINK_HOPS = 40
-REFRESH_SECONDS = 2.0
-
-
-def ns_to_iso(ns: int | None) -> str | None:
-    """ns since the Unix epoch -> ISO 8601 UTC (None if out of datetime's range)."""
-    if ns is None:
-        return None
-    import datetime as dt
-
-    try:
-        return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-                + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
-    except OverflowError:
-        return None
-
-
-# ---------------------------------------------------------------------------------------
-# Nodes
-
-
-@dataclass
-class Attr:
-    """What ``stat`` says about a node. Times are ns since the Unix epoch."""
-
-    kind: str  # "dir", "file", "symlink"
-    size: int = 0
-    mtime_ns: int = 0
-    atime_ns: int = 0
-    ctime_ns: int = 0
-    crtime_ns: int | None = None
-    nlink: int = 1
-    allocated: int | None = None
-
-    @property
-    def mode(self) -> int:
-        if self.kind == "dir":
-            return statmod.S_IFDIR | 0o555
-        if self.kind == "symlink":
-            return statmod.S_IFLNK | 0o777
-        return statmod.S_IFREG | 0o444
-
-
-class Node:
-    """A name in the tree. ``key`` is stable and unique: hard links share it."""
-
-    kind = "file"
-    name: str = ""
-    key: tuple = ()
-
-    def attr(self) -> Attr:
-        raise NotImplementedError
-
-    # directories
-    def iterdir(self) -> Iterator["Node"]:
-        raise UsageError(f"{self.name}: not a directory")
-
-    def child(self, name: str) -> "Node":
-        for node in self.iterdir():
-            if node.name == name:
-                return node
-        raise NotFoundError(f"{name}: no such file or directory")
-
-    # files
-    def open(self) -> Stream:
-        raise UsageError(f"{self.name}: is a directory")
-
-    # symlinks
-    def readlink(self) -> str:
-        raise UsageError(f"{self.name}: not a symbolic link")
-
-    def xattr_names(self) -> list[str]:
-        """Names of the extended attributes (values are read only when asked for)."""
-        return []
-
-    def getxattr(self, name: str) -> bytes:
-        raise NotFoundError(f"{self.name}: no attribute {name}")
-
-    def info(self) -> dict:
-        """What this object is, for ``rpfs info`` (JSON-able)."""
-        a = self.attr()
-        return {"name": self.name, "type": self.kind, "size": a.size}
-
-
-class StaticDir(Node):
-    """A directory whose children are computed once by a function."""
-
-    kind = "dir"
-
-    def __init__(self, name: str, key: tuple, make_children: Callable[[], Iterable[Node]],
-                 mtime_ns: int = 0, info: dict | Callable[[], dict] | None = None, ttl: float | None = None):
-        self.name = name
-        self.key = key
-        self._make = make_children
-        self._children: dict[str, Node] | None = None
-        self._loaded_at = 0.0
-        self._ttl = ttl  # None: computed once (immutable); else recomputed when older
-        self._lock = threading.Lock()
-        self._mtime = mtime_ns
-        self._info = info or {}
-
-    def _load(self) -> dict[str, Node]:
-        with self._lock:
-            now = time.monotonic()
-            stale = self._ttl is not None and now - self._loaded_at > self._ttl
-            if self._children is None or stale:
-                old = self._children or {}
-                fresh = {}
-                for n in self._make():
-                    keep = old.get(n.name)
-                    # Keep nodes that did not change so their caches survive a refresh.
-                    fresh[n.name] = keep if keep is not None and keep.key == n.key else n
-                self._children = fresh
-                self._loaded_at = now
-            return self._children
-
-    def iterdir(self) -> Iterator[Node]:
-        return iter(list(self._load().values()))
-
-    def child(self, name: str) -> Node:
-        try:
-            return self._load()[name]
-        except KeyError:
-            raise NotFoundError(f"{name}: no such file or directory") from None
-
-    def attr(self) -> Attr:
-        return Attr("dir", mtime_ns=self._mtime, atime_ns=self._mtime, ctime_ns=self._mtime, nlink=2)
-
-    def info(self) -> dict:
-        info = self._info() if callable(self._info) else self._info
-        return {"name": self.name, "type": "dir", **info}
-
-
-class StreamFile(Node):
-    """A file whose bytes come from a stream opened on first use."""
-
-    kind = "file"
-
-    def __init__(self, name: str, key: tuple, size: int, opener: Callable[[], Stream],
-                 mtime_ns: int = 0, info: Callable[[], dict] | None = None):
-        self.name = name
-        self.key = key
-        self.size = size
-        self._opener = opener
-        self._mtime = mtime_ns
-        self._info = info
-
-    def attr(self) -> Attr:
-        return Attr("file", size=self.size, mtime_ns=self._mtime, atime_ns=self._mtime,
-                    ctime_ns=self._mtime)
-
-    def open(self) -> Stream:
-        return self._opener()
-
-    def info(self) -> dict:
-        base = {"name": self.name, "type": "file", "size": self.size}
-        if self._info:
-            base.update(self._info())
-        return base
-
-
-class Symlink(Node):
-    kind = "symlink"
-
-    def __init__(self, name: str, key: tuple, target: str, mtime_ns: int = 0):
-        self.name = name
-        self.key = key
-        self.target = target
-        self._mtime = mtime_ns
-
-    def attr(self) -> Attr:
-        return Attr("symlink", size=len(os.fsencode(self.target)), mtime_ns=self._mtime,
-                    atime_ns=self._mtime, ctime_ns=self._mtime)
-
-    def readlink(self) -> str:
-        return self.target
-
-
-class BrokenNode(Node):
-    """An object that exists but cannot be read: listing shows it, opening says why."""
-
-    def __init__(self, name: str, key: tuple, error: RpfsError, kind: str = "file"):
-        self.name = name
-        self.key = key
-        self.error = error
-        self.kind = kind
-
-    def attr(self) -> Attr:
-        return Attr(self.kind, nlink=2 if self.kind == "dir" else 1)
-
-    def iterdir(self):
-        raise self.error
-
-    def child(self, name):
-        raise self.error
-
-    def open(self):
-        raise self.error
-
-    def info(self) -> dict:
-        return {"name": self.name, "type": self.kind, "error": str(self.error)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -588,7 +388,7 @@ def repo_tree(path: Path) -> Tree:
         if rps:
             newest = max(rps, key=lambda r: r.time)
             nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
-                                 int(newest.time.timestamp() * 1e9)))
+                                 int(newest.time.timestamp() * 1e9), immutable=False))
         return nodes
 
     def vms() -> list[Node]:

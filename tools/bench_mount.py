@@ -14,12 +14,17 @@ Peers (each mounts the NTFS volume system-p3 of a dynamic VHDX of the fixture sy
 Workloads, each cold (page cache dropped, fresh mount) then warm (same mount, second pass):
   walk      os.walk + lstat of every entry (entries/s)
   list      names of the big directory (os.listdir)        ls-l  the same plus lstat of each
+  lsf       the ``ls -f`` command on the big directory     lsl   the ``ls -l`` command on it
+            (coreutils' ls also asks security.selinux and system.posix_acl_access of each file)
+  find      the ``find`` command over the whole volume (names and d_type only)
   seq       sequential 1 MiB reads of the files in /large (MB/s)
   seqz      sequential read of the LZNT1-compressed /compressed/text.txt (MB/s)
   small     every file under Windows/System32 read whole (files/s)
   random    1,000 random 4 KiB preads in /large/random-0.bin (median / p99 latency)
   cp        ``cp -a Users/ TMP`` (s)
 and afterwards checks that every mount gives the manifest's sha256 for a sample of files.
+The RSS of each peer's FUSE processes (the rpfs daemon; vhdimount + ntfs-3g) is taken after
+each workload's warm pass; the table's ``rss`` row is the largest.
 Each workload runs in a child process killed after --budget seconds; every mount, loop device
 and nbd connection is undone in ``finally`` blocks. Mount points live in a fresh directory
 under /tmp (not in the repository, where someone's ``du``/``find`` would wander into them).
@@ -52,7 +57,8 @@ CACHE = REPO / ".cache" / "bench_mount"
 FSNTFS_VERSION = "20260827"  # libfsntfs-python sdist on PyPI (the library's full source)
 IMAGE_KIND = "vhdx-dynamic-32M"  # Hyper-V's default block size
 VOLUME = "system-p3"
-WORKLOADS = ["walk", "list", "ls-l", "seq", "seqz", "small", "random", "cp"]
+WORKLOADS = ["walk", "list", "ls-l", "lsf", "lsl", "find", "seq", "seqz", "small", "random",
+             "cp"]
 PEERS = ["rpfs", "ntfs-3g", "fsntfs", "nbd"]
 
 
@@ -132,6 +138,22 @@ class Peer:
                 fn()
             except Exception as e:  # keep undoing the rest
                 log(f"{self.name}: cleanup: {e}")
+
+    def rss(self) -> int:
+        """Resident bytes of the processes serving this peer's mounts (by mount point in
+        their command line)."""
+        dirs = [str(d) for d in self.work.glob(f"{self.name}-*")]
+        total = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                if pid != str(os.getpid()) and any(d in cmd.split("\0") for d in dirs):
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmRSS:"):
+                            total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        return total
 
     def _dir(self, name: str) -> Path:
         d = self.work / f"{self.name}-{name}"
@@ -296,6 +318,27 @@ def w_lsl(root: Path, p: dict) -> dict:
     return {"seconds": time.perf_counter() - t, "count": len(names)}
 
 
+def _command(cmd: list, count_lines: bool = True) -> dict:
+    t = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, env=dict(os.environ, LC_ALL="C"))
+    secs = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(f"{cmd[0]}: {r.stderr.decode(errors='replace').strip()[:200]}")
+    return {"seconds": secs, "count": r.stdout.count(b"\n")}
+
+
+def w_lsf(root: Path, p: dict) -> dict:
+    return _command(["ls", "-f", str(root / p["bigdir"])])
+
+
+def w_lsl_cmd(root: Path, p: dict) -> dict:
+    return _command(["ls", "-l", str(root / p["bigdir"])])
+
+
+def w_find(root: Path, p: dict) -> dict:
+    return _command(["find", str(root)])
+
+
 def _read_whole(path: str, buf: bytearray) -> int:
     total = 0
     with open(path, "rb", buffering=0) as f:
@@ -384,7 +427,8 @@ def w_verify(root: Path, p: dict) -> dict:
     return {"seconds": 0.0, "hashes": out}
 
 
-WORK_FNS = {"walk": w_walk, "list": w_list, "ls-l": w_lsl, "seq": w_seq, "seqz": w_seqz,
+WORK_FNS = {"walk": w_walk, "list": w_list, "ls-l": w_lsl, "lsf": w_lsf, "lsl": w_lsl_cmd,
+            "find": w_find, "seq": w_seq, "seqz": w_seqz,
             "small": w_small, "random": w_random, "cp": w_cp, "verify": w_verify}
 
 
@@ -498,6 +542,7 @@ def measure(peers: list[Peer], workloads: list[str], params: dict, truth: dict,
                         r["caches_dropped"] = dropped if phase == "cold" else None
                         res[f"{w} {phase}"] = _better(res.get(f"{w} {phase}"), r)
                         log(f"{peer.name:8} {w:7} {phase}: {fmt(w, r)}")
+                    res["rss"] = max(res.get("rss", 0), peer.rss())
                 except Exception as e:
                     res.setdefault(f"{w} cold", {"error": str(e)})
                     res.setdefault(f"{w} warm", {"error": str(e)})
@@ -522,7 +567,8 @@ def measure(peers: list[Peer], workloads: list[str], params: dict, truth: dict,
     return results
 
 
-UNITS = {"walk": "entries/s", "list": "ms", "ls-l": "ms", "seq": "MB/s", "seqz": "MB/s",
+UNITS = {"walk": "entries/s", "list": "ms", "ls-l": "ms", "lsf": "ms", "lsl": "ms", "find": "ms",
+         "seq": "MB/s", "seqz": "MB/s",
          "small": "files/s", "random": "µs med", "cp": "s"}
 
 
@@ -534,7 +580,7 @@ def fmt(w: str, r: dict) -> str:
     s = r["seconds"]
     if w in ("walk", "small"):
         v = f"{r['count'] / s:,.0f}"
-    elif w in ("list", "ls-l"):
+    elif w in ("list", "ls-l", "lsf", "lsl", "find"):
         v = f"{s * 1000:,.0f}"
     elif w in ("seq", "seqz"):
         v = f"{r['bytes'] / s / 1e6:,.0f}"
@@ -569,6 +615,7 @@ def table(results: dict, workloads: list[str]) -> str:
         counts = {n: results[n].get(f"{w} warm", {}).get("count") for n in names}
         if len(set(c for c in counts.values() if c is not None)) > 1:
             rows.append([f"  ({w}: items)", ""] + [str(counts[n]) for n in names])
+    rows.append(["rss (max)", "MiB"] + [f"{results[n].get('rss', 0) / 2**20:,.0f}" for n in names])
     if any("verify" in results[n] for n in names):
         cells = []
         for n in names:

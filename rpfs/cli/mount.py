@@ -1,17 +1,19 @@
 """``rpfs mount`` and ``rpfs umount``.
 
-Without ``--foreground`` the mount runs in a detached child process; the command returns
-once the mount point is live (or prints why the child could not mount), like ntfs-3g.
+Without ``--foreground`` the mount runs in a forked, detached child process; the command
+returns once the mount point is live (or prints why the child could not mount), like ntfs-3g.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import shutil
+import signal
 import subprocess
-import sys
 import tempfile
 import time
+import traceback
 
 from rpfs.errors import RpfsError, UsageError
 from rpfs.tree import open_source
@@ -52,33 +54,81 @@ def _check_mountpoint(mp: str) -> None:
 def cmd_mount(args) -> int:
     _check_mountpoint(args.mountpoint)
     if args.foreground:
-        from rpfs.fuse import mount
-
-        tree = open_source(args.source)
-        try:
-            mount(tree, args.mountpoint, allow_other=args.allow_other, debug=args.debug_fuse)
-        finally:
-            tree.close()
+        _serve(args)
         return 0
-    # Detached child in the foreground mode; wait until the kernel shows the mount.
+    return _daemon(args)
+
+
+def _serve(args, ready=None) -> None:
+    from rpfs.fuse import mount
+
+    tree = open_source(args.source)
+    try:
+        mount(tree, args.mountpoint, allow_other=args.allow_other,
+              debug=getattr(args, "debug_fuse", False), ready=ready)
+    finally:
+        tree.close()
+
+
+def _daemon(args) -> int:
+    """Fork a child that serves the mount (like ntfs-3g: no second interpreter to start)
+    and return once it says the mount is live, or print why it is not. The child's later
+    messages go to a log file in /tmp."""
+    import rpfs.fuse  # noqa: F401  (imported once, before the fork)
+
     log = tempfile.NamedTemporaryFile(prefix="rpfs-mount-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "rpfs", "mount", "--foreground", args.source, args.mountpoint]
-    if args.allow_other:
-        cmd.append("--allow-other")
-    child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             start_new_session=True)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(r)
+        code = 1
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+
+            def ready():
+                os.write(w, b"\n")
+                os.close(w)
+
+            _serve(args, ready)
+            code = 0
+        except RpfsError as e:
+            _tell(w, str(e))
+            code = e.exit_code
+        except BaseException as e:  # noqa: BLE001  (reported to the parent, then exit)
+            traceback.print_exc()
+            _tell(w, f"mount failed: {type(e).__name__}: {e} (log: {log.name})")
+        finally:
+            os._exit(code)
+    os.close(w)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if os.path.ismount(args.mountpoint):
-            return 0
-        if child.poll() is not None:
-            with open(log.name, errors="replace") as f:
-                lines = [line.strip() for line in f if line.strip()]
-            msg = lines[-1] if lines else f"mount process exited with {child.returncode}"
-            raise RpfsError(msg.removeprefix("rpfs: "))
-        time.sleep(0.05)
-    child.kill()
-    raise RpfsError(f"{args.mountpoint}: mount did not come up within 60 s (log: {log.name})")
+    answer = b""
+    with os.fdopen(r, "rb", buffering=0) as pipe:
+        while not answer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([pipe], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                raise RpfsError(f"{args.mountpoint}: mount did not come up within 60 s "
+                                f"(log: {log.name})")
+            chunk = pipe.read(4096)
+            if not chunk:
+                break
+            answer += chunk
+    if answer == b"\n":
+        return 0
+    os.waitpid(pid, 0)
+    raise RpfsError(answer.decode(errors="replace").strip() or f"mount process failed "
+                    f"(log: {log.name})")
+
+
+def _tell(fd: int, message: str) -> None:
+    try:
+        os.write(fd, message.replace("\n", " ").encode(errors="replace") + b"\n")
+    except OSError:
+        pass
 
 
 def cmd_umount(args) -> int:

@@ -1,0 +1,276 @@
+"""The node contract every part of the namespace implements and every front end consumes.
+
+A node is one name in the tree (DESIGN.md, "The namespace"). Besides what it is (``kind``,
+``attr()``, ``iterdir()``, ``open()``...) each node says how far its answers can be trusted
+over time, so the FUSE adapter never guesses from key prefixes:
+
+- ``immutable``: attributes, listing, data and extended attributes never change once seen
+  (everything inside a recovery point); the repository root and VM directories are not,
+  since new recovery points appear while a mount is up.
+- ``cache_seconds``: how long the kernel may keep its entry and attributes.
+
+Two methods let a front end answer without parsing:
+
+- ``attr_if_known()``: the attributes if they cost nothing more to produce (an NTFS entry
+  listed from its directory index has not read its MFT record yet: None);
+- ``may_have_xattr(name)``: False for extended attribute names the node can never have
+  (``security.selinux`` on NTFS), so ``ls -l`` asking for them needs no I/O at all.
+
+A damaged object is a ``BrokenNode`` (or a node that remembers its error): listed, and
+raising the same error whenever it is used, without parsing again; front ends log it once
+(``report_once``), the CLI prints it as its one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat as statmod
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from rpfs.errors import NotFoundError, RpfsError, UsageError
+from rpfs.lru import LRU
+from rpfs.stream import Stream
+
+log = logging.getLogger("rpfs.tree")
+
+IMMUTABLE_CACHE_SECONDS = 3600.0  # recovery point contents never change
+REFRESH_SECONDS = 2.0             # repository root and VM directories gain recovery points
+
+
+def ns_to_iso(ns: int | None) -> str | None:
+    """ns since the Unix epoch -> ISO 8601 UTC (None if out of datetime's range)."""
+    if ns is None:
+        return None
+    import datetime as dt
+
+    try:
+        return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+                + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        return None
+
+
+_reported = LRU(4096)
+
+
+def report_once(error: RpfsError) -> None:
+    """Log a damaged object's error the first time it is seen (not on every access)."""
+    text = str(error)
+    if _reported.get(text) is None:
+        _reported.put(text, True)
+        log.warning("%s", text)
+
+
+@dataclass(slots=True)
+class Attr:
+    """What ``stat`` says about a node. Times are ns since the Unix epoch."""
+
+    kind: str  # "dir", "file", "symlink"
+    size: int = 0
+    mtime_ns: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    crtime_ns: int | None = None
+    nlink: int = 1
+    allocated: int | None = None
+
+    @property
+    def mode(self) -> int:
+        return MODES[self.kind]
+
+
+MODES = {"dir": statmod.S_IFDIR | 0o555, "symlink": statmod.S_IFLNK | 0o777,
+         "file": statmod.S_IFREG | 0o444}
+
+
+class Node:
+    """A name in the tree. ``key`` is stable and unique: hard links share it."""
+
+    __slots__ = ()  # subclasses that exist by the hundred thousand can be slotted
+    kind = "file"
+    name: str = ""
+    key: tuple = ()
+    immutable = True
+    cache_seconds = IMMUTABLE_CACHE_SECONDS
+
+    def attr(self) -> Attr:
+        raise NotImplementedError
+
+    def attr_if_known(self) -> Attr | None:
+        """``attr()`` when it needs no I/O or parsing; None otherwise."""
+        return self.attr()
+
+    # directories
+    def iterdir(self) -> Iterator["Node"]:
+        raise UsageError(f"{self.name}: not a directory")
+
+    def child(self, name: str) -> "Node":
+        for node in self.iterdir():
+            if node.name == name:
+                return node
+        raise NotFoundError(f"{name}: no such file or directory")
+
+    # files
+    def open(self) -> Stream:
+        raise UsageError(f"{self.name}: is a directory")
+
+    # symlinks
+    def readlink(self) -> str:
+        raise UsageError(f"{self.name}: not a symbolic link")
+
+    def xattr_names(self) -> list[str]:
+        """Names of the extended attributes (values are read only when asked for)."""
+        return []
+
+    def may_have_xattr(self, name: str) -> bool:
+        """False if this node can never have an attribute called ``name`` (no I/O)."""
+        return False
+
+    def getxattr(self, name: str) -> bytes:
+        raise NotFoundError(f"{self.name}: no attribute {name}")
+
+    def info(self) -> dict:
+        """What this object is, for ``rpfs info`` (JSON-able)."""
+        a = self.attr()
+        return {"name": self.name, "type": self.kind, "size": a.size}
+
+
+class StaticDir(Node):
+    """A directory whose children are computed by a function: once (immutable), or again
+    when older than ``ttl`` seconds (then it is not immutable)."""
+
+    kind = "dir"
+
+    def __init__(self, name: str, key: tuple, make_children: Callable[[], Iterable[Node]],
+                 mtime_ns: int = 0, info: dict | Callable[[], dict] | None = None,
+                 ttl: float | None = None):
+        self.name = name
+        self.key = key
+        self._make = make_children
+        self._children: dict[str, Node] | None = None
+        self._loaded_at = 0.0
+        self._ttl = ttl  # None: computed once (immutable); else recomputed when older
+        if ttl is not None:
+            self.immutable = False
+            self.cache_seconds = min(ttl, 1.0)
+        self._lock = threading.Lock()
+        self._mtime = mtime_ns
+        self._info = info or {}
+
+    def _load(self) -> dict[str, Node]:
+        with self._lock:
+            now = time.monotonic()
+            stale = self._ttl is not None and now - self._loaded_at > self._ttl
+            if self._children is None or stale:
+                old = self._children or {}
+                fresh = {}
+                for n in self._make():
+                    keep = old.get(n.name)
+                    # Keep nodes that did not change so their caches survive a refresh.
+                    fresh[n.name] = keep if keep is not None and keep.key == n.key else n
+                self._children = fresh
+                self._loaded_at = now
+            return self._children
+
+    def iterdir(self) -> Iterator[Node]:
+        return iter(list(self._load().values()))
+
+    def child(self, name: str) -> Node:
+        try:
+            return self._load()[name]
+        except KeyError:
+            raise NotFoundError(f"{name}: no such file or directory") from None
+
+    def attr(self) -> Attr:
+        return Attr("dir", mtime_ns=self._mtime, atime_ns=self._mtime, ctime_ns=self._mtime, nlink=2)
+
+    def info(self) -> dict:
+        info = self._info() if callable(self._info) else self._info
+        return {"name": self.name, "type": "dir", **info}
+
+
+class StreamFile(Node):
+    """A file whose bytes come from a stream opened on first use."""
+
+    kind = "file"
+
+    def __init__(self, name: str, key: tuple, size: int, opener: Callable[[], Stream],
+                 mtime_ns: int = 0, info: Callable[[], dict] | None = None):
+        self.name = name
+        self.key = key
+        self.size = size
+        self._opener = opener
+        self._mtime = mtime_ns
+        self._info = info
+
+    def attr(self) -> Attr:
+        return Attr("file", size=self.size, mtime_ns=self._mtime, atime_ns=self._mtime,
+                    ctime_ns=self._mtime)
+
+    def open(self) -> Stream:
+        return self._opener()
+
+    def info(self) -> dict:
+        base = {"name": self.name, "type": "file", "size": self.size}
+        if self._info:
+            base.update(self._info())
+        return base
+
+
+class Symlink(Node):
+    """A symbolic link with a fixed target. ``immutable=False`` for one that moves (``latest``)."""
+
+    kind = "symlink"
+
+    def __init__(self, name: str, key: tuple, target: str, mtime_ns: int = 0,
+                 immutable: bool = True):
+        self.name = name
+        self.key = key
+        self.target = target
+        self._mtime = mtime_ns
+        if not immutable:
+            self.immutable = False
+            self.cache_seconds = 1.0
+
+    def attr(self) -> Attr:
+        return Attr("symlink", size=len(os.fsencode(self.target)), mtime_ns=self._mtime,
+                    atime_ns=self._mtime, ctime_ns=self._mtime)
+
+    def readlink(self) -> str:
+        return self.target
+
+
+class BrokenNode(Node):
+    """An object that exists but cannot be read: listing shows it, using it raises its
+    error (which front ends log once: ``report_once``)."""
+
+    def __init__(self, name: str, key: tuple, error: RpfsError, kind: str = "file"):
+        self.name = name
+        self.key = key
+        self.error = error
+        self.kind = kind
+
+    def attr(self) -> Attr:
+        return Attr(self.kind, nlink=2 if self.kind == "dir" else 1)
+
+    def _fail(self):
+        raise self.error
+
+    def iterdir(self):
+        self._fail()
+
+    def child(self, name):
+        self._fail()
+
+    def open(self):
+        self._fail()
+
+    def readlink(self):
+        self._fail()
+
+    def info(self) -> dict:
+        return {"name": self.name, "type": self.kind, "error": str(self.error)}

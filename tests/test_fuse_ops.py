@@ -1,0 +1,320 @@
+"""The FUSE adapter's Operations called in process (as s3ql's tests do), on the fixture
+system volume: answers from the fast path (trio loop, caches) equal the worker path's and
+the record-based tree's, and forget gives memory back. A real mount checks the same through
+the kernel."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+
+import pyfuse3
+import pytest
+import trio
+
+from rpfs.fuse import Operations
+from rpfs.tree import open_source
+
+SKIP_DIRS = {"bigdir"}  # 50,000 entries: tests/test_ntfs_bigdir.py has it
+ASKED_XATTRS = [b"security.selinux", b"system.posix_acl_access", b"user.nope",
+                b"system.ntfs_attrib", b"system.ntfs_times", b"system.ntfs_acl"]
+
+
+@pytest.fixture
+def image(small_fixtures):
+    return small_fixtures.disks["system"].images["vhdx-dynamic-32M"]
+
+
+def volume_path(tree) -> str:
+    name = next(n.name for n in tree.resolve("/volumes").iterdir() if n.name.endswith("-p3"))
+    return f"/volumes/{name}"
+
+
+class Kernel:
+    """Plays the kernel's part: calls Operations (under trio), keeps lookup counts as the
+    kernel would (lookup replies and readdirplus entries) and records every answer."""
+
+    def __init__(self, ops: Operations):
+        self.ops = ops
+        self.counts: dict[int, int] = {}
+
+    async def err(self, fn, *args) -> int:
+        try:
+            await fn(*args)
+        except pyfuse3.FUSEError as e:
+            return e.errno
+        return 0
+
+    async def lookup(self, parent: int, name: bytes) -> pyfuse3.EntryAttributes:
+        e = await self.ops.lookup(parent, name, None)
+        self.counts[e.st_ino] = self.counts.get(e.st_ino, 0) + 1
+        return e
+
+    async def readdir(self, ino: int, page: int = 7,
+                      limit: int | None = None) -> list[tuple[bytes, pyfuse3.EntryAttributes]]:
+        """A directory's entries (the first ``limit``), ``page`` per readdir call (as the
+        kernel's small buffers do), through a stand-in for pyfuse3.readdir_reply."""
+        fh = await self.ops.opendir(ino, None)
+        out: list = []
+        real = pyfuse3.readdir_reply
+        try:
+            while True:
+                room = [page]
+
+                def reply(token, name, attr, next_id):
+                    if room[0] == 0:
+                        return False
+                    room[0] -= 1
+                    out.append((name, attr))
+                    return True
+
+                pyfuse3.readdir_reply = reply
+                await self.ops.readdir(fh, len(out), None)
+                if room[0] or limit is not None and len(out) >= limit:
+                    break  # the listing ended inside this page, or enough
+        finally:
+            pyfuse3.readdir_reply = real
+            await self.ops.releasedir(fh)
+        for _, a in out:
+            self.counts[a.st_ino] = self.counts.get(a.st_ino, 0) + 1
+        return out
+
+    async def forget_all(self) -> None:
+        counts, self.counts = self.counts, {}
+        await self.ops.forget(list(counts.items()))
+
+
+def clamp(ns: int) -> int:  # the kernel's times end in 2262 (int64 ns)
+    return max(-(1 << 63), min(ns, (1 << 63) - 1))
+
+
+def view(a: pyfuse3.EntryAttributes) -> tuple:
+    return (a.st_mode, a.st_nlink, a.st_size, a.st_blocks, a.st_mtime_ns, a.st_atime_ns,
+            a.st_ctime_ns)
+
+
+async def walk(k: Kernel, start: int, stat_first: bool = False) -> dict[str, dict]:
+    """path -> everything the adapter says about it: attributes (getattr and lookup),
+    xattr answers, link target. ``stat_first``: getattr before the listing is read on."""
+    ops = k.ops
+    out = {}
+    stack = [("", start)]
+    while stack:
+        path, ino = stack.pop()
+        for name, listed in await k.readdir(ino):
+            p = f"{path}/{os.fsdecode(name)}"
+            got = await ops.getattr(listed.st_ino, None)
+            looked = await k.lookup(ino, name)
+            assert looked.st_ino == listed.st_ino, p
+            assert stat.S_IFMT(listed.st_mode) == stat.S_IFMT(got.st_mode), p
+            if listed.attr_timeout:
+                assert view(listed) == view(got), p
+            info = {"attr": view(got), "lookup": view(looked)}
+            for x in ASKED_XATTRS:
+                try:
+                    info[x] = await ops.getxattr(got.st_ino, x, None)
+                except pyfuse3.FUSEError as e:
+                    info[x] = e.errno
+            info["xattrs"] = sorted(await ops.listxattr(got.st_ino, None))
+            if stat.S_ISLNK(got.st_mode):
+                info["link"] = await ops.readlink(got.st_ino, None)
+            out[p] = info
+            if stat.S_ISDIR(got.st_mode) and os.fsdecode(name) not in SKIP_DIRS:
+                stack.append((p, got.st_ino))
+    return out
+
+
+def test_fast_path_answers_equal_worker_path_and_tree(image):
+    tree = open_source(image)
+    ops = Operations(tree)
+    k = Kernel(ops)
+    vol = tree.resolve(volume_path(tree))
+    vol_ino = ops._inode(vol, pyfuse3.ROOT_INODE)  # as if looked up
+    k.counts[vol_ino] = 1
+
+    async def passes():
+        first = await walk(k, vol_ino)  # cold: parsing in workers
+        calls = ops.worker_calls
+        second = await walk(k, vol_ino)  # everything known now
+        return first, second, ops.worker_calls - calls
+
+    first, second, calls = trio.run(passes)
+    assert len(first) > 3000
+    assert second == first
+    assert calls == 0  # the second pass went to no worker thread: all from the fast path
+
+    # names an NTFS node cannot have are answered without a worker, first time too
+    assert all(i[b"security.selinux"] == pyfuse3.ENOATTR for i in first.values())
+    assert all(i[b"system.posix_acl_access"] == pyfuse3.ENOATTR for i in first.values())
+
+    # the record-based tree (what the CLI shows) agrees with every attribute
+    ref = open_source(image)
+    for p, info in first.items():
+        a = ref.resolve(volume_path(ref) + p, follow=False).attr()
+        mode, nlink, size, _blocks, mtime, atime, ctime = info["attr"]
+        assert (mode, nlink, size, mtime, atime, ctime) == (
+            a.mode, a.nlink, a.size, clamp(a.mtime_ns), clamp(a.atime_ns), clamp(a.ctime_ns)), p
+        assert info["lookup"] == info["attr"], p
+
+
+def test_listing_reads_no_mft_record_until_stat(image):
+    """A names-only listing (ls -f, find) is answered from the directory index: kinds right,
+    attributes left for getattr (attr_timeout 0), no child's MFT record parsed. Once a child
+    is stat'ed (ls -l), listings send complete attributes."""
+    tree = open_source(image)
+    ops = Operations(tree)
+    k = Kernel(ops)
+    vol = tree.resolve(volume_path(tree))
+    big = vol.child("bigdir")
+    big_ino = ops._inode(big, pyfuse3.ROOT_INODE)
+    k.counts[big_ino] = 1
+
+    async def run():
+        listing = await k.readdir(big_ino, page=500)
+        parsed = len(vol.volume._files)  # records parsed: the directory's own, not its children's
+        calls = ops.worker_calls
+        got = [await ops.getattr(a.st_ino, None) for _, a in listing[:300]]
+        calls = ops.worker_calls - calls
+        relisted = await k.readdir(big_ino, page=500, limit=1000)
+        return listing, parsed, got, calls, relisted
+
+    listing, parsed, got, calls, relisted = trio.run(run)
+    assert len(listing) == 50_000 and parsed < 100
+    assert all(a.attr_timeout == 0 and stat.S_ISREG(a.st_mode) for _, a in listing)
+    for (name, _), a in zip(listing, got):  # the first getattr computed a batch
+        assert a.attr_timeout > 0 and a.st_size == big.child(os.fsdecode(name)).attr().size
+    assert calls <= 1
+    assert [n for n, _ in relisted] == [n for n, _ in listing[:1000]]
+    assert all(a.attr_timeout > 0 for _, a in relisted)  # stat wanted: complete attributes
+    assert [view(a) for a in got] == [view(a) for _, a in relisted[:300]]
+
+
+def test_forget_drops_nodes_and_never_reuses_inodes(image):
+    tree = open_source(image)
+    ops = Operations(tree)
+    k = Kernel(ops)
+    base = ops.stats()
+    vol_name = os.fsencode(volume_path(tree).rsplit("/", 1)[1])
+
+    async def run():
+        vols = await k.lookup(pyfuse3.ROOT_INODE, b"volumes")
+        vol = await k.lookup(vols.st_ino, vol_name)
+        first = await walk(k, vol.st_ino)
+        walked = ops.stats()
+        await k.forget_all()
+        after = ops.stats()
+        # asked again: new inode numbers, the same answers
+        vols = await k.lookup(pyfuse3.ROOT_INODE, b"volumes")
+        vol2 = await k.lookup(vols.st_ino, vol_name)
+        again = await walk(k, vol2.st_ino)
+        gone = await k.err(ops.getattr, vol.st_ino, None)
+        return first, walked, after, vol.st_ino, vol2.st_ino, again, gone
+
+    first, walked, after, old_ino, new_ino, again, gone = trio.run(run)
+    assert walked["inodes"] > len(first) * 0.9
+    assert after["inodes"] == base["inodes"] == 1 and after["keys"] == 1
+    assert after["attrs"] == 0 and after["xattr_names"] == 0 and after["streams"] == 0
+    assert new_ino > old_ino and again == first and gone == errno.ENOENT
+
+
+def test_forget_counts_partial_references(image):
+    """An inode stays while the kernel still holds a reference: forget subtracts."""
+    ops = Operations(open_source(image))
+    k = Kernel(ops)
+
+    async def run():
+        e1 = await k.lookup(pyfuse3.ROOT_INODE, b"volumes")
+        e2 = await k.lookup(pyfuse3.ROOT_INODE, b"volumes")
+        await ops.forget([(e1.st_ino, 1)])
+        still = await ops.getattr(e1.st_ino, None)
+        await ops.forget([(e1.st_ino, 1)])
+        return e1, e2, still, await k.err(ops.getattr, e1.st_ino, None)
+
+    e1, e2, still, gone = trio.run(run)
+    assert e1.st_ino == e2.st_ino == still.st_ino and gone == errno.ENOENT
+
+
+def test_damaged_object_fails_alone_and_is_logged_once(caplog):
+    """A broken object answers EIO each time it is used, is logged once, and its
+    siblings are served; the adapter never guessed anything from keys."""
+    from rpfs.errors import FormatError
+    from rpfs.node import BrokenNode, StaticDir, StreamFile
+    from rpfs.stream import BytesStream
+    from rpfs.tree import Tree
+
+    damage = FormatError("no valid header", source="disk.vhdx", structure="VHDX headers",
+                         offset=0x10000)
+    root = StaticDir("", ("test-root",), lambda: [
+        BrokenNode("disk.raw", ("test-root", "disk.raw"), damage),
+        StreamFile("ok.txt", ("test-root", "ok.txt"), 2, lambda: BytesStream(b"ok", "ok"))])
+    ops = Operations(Tree(root))
+    k = Kernel(ops)
+
+    async def run():
+        listing = await k.readdir(pyfuse3.ROOT_INODE)
+        broken = await k.lookup(pyfuse3.ROOT_INODE, b"disk.raw")
+        errs = [await k.err(ops.open, broken.st_ino, os.O_RDONLY, None) for _ in range(3)]
+        good = await k.lookup(pyfuse3.ROOT_INODE, b"ok.txt")
+        fi = await ops.open(good.st_ino, os.O_RDONLY, None)
+        return listing, errs, await ops.read(fi.fh, 0, 10), fi
+
+    with caplog.at_level("WARNING"):
+        listing, errs, data, fi = trio.run(run)
+    assert [n for n, _ in listing] == [b"disk.raw", b"ok.txt"]
+    assert errs == [errno.EIO] * 3 and data == b"ok" and fi.keep_cache
+    assert [r.getMessage() for r in caplog.records].count(str(damage)) == 1
+
+
+# -- through the kernel -------------------------------------------------------------------
+
+fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+
+
+def rpfs(*args, check=True):
+    r = subprocess.run([sys.executable, "-m", "rpfs", *map(str, args)], capture_output=True)
+    if check and r.returncode:
+        raise AssertionError(r.stderr.decode())
+    return r
+
+
+@fuse
+def test_mount_matches_tree_and_gives_memory_back(image, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    rpfs("mount", image, mp)
+    try:
+        if os.geteuid() == 0:  # root raises the mount's read-ahead: 1 MiB read requests
+            with open("/proc/self/mountinfo") as f:
+                dev = [ln.split()[2] for ln in f if ln.split()[4] == str(mp.resolve())][-1]
+            with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+                assert f.read().strip() == "1024"
+        ref = open_source(image)
+        root = mp / volume_path(ref).lstrip("/")
+        seen = 0
+        for d, dirs, files in os.walk(root):
+            dirs[:] = [x for x in dirs if x not in SKIP_DIRS]
+            for name in dirs + files:
+                p = os.path.join(d, name)
+                st = os.lstat(p)
+                a = ref.resolve(volume_path(ref) + "/" + os.path.relpath(p, root),
+                                follow=False).attr()
+                assert (st.st_mode, st.st_nlink, st.st_size, st.st_mtime_ns, st.st_ctime_ns) == (
+                    a.mode, a.nlink, a.size, clamp(a.mtime_ns), clamp(a.ctime_ns)), p
+                with pytest.raises(OSError) as e:
+                    os.getxattr(p, "security.selinux", follow_symlinks=False)
+                assert e.value.errno in (errno.ENODATA, errno.EOPNOTSUPP)
+                seen += 1
+        assert seen > 3000
+        held = os.statvfs(mp).f_files  # the adapter's inode count
+        assert held > seen * 0.9
+        try:
+            with open("/proc/sys/vm/drop_caches", "w") as f:
+                f.write("2\n")  # dentries and inodes: the kernel forgets what it held
+        except OSError:
+            pytest.skip("/proc/sys/vm/drop_caches not writable (needs root)")
+        assert os.statvfs(mp).f_files < held / 10
+    finally:
+        rpfs("umount", mp, check=False)
