@@ -30,8 +30,8 @@ from pathlib import Path
 
 from rpfs.errors import FormatError, UsageError
 from rpfs.progress import Progress
-from rpfs.store import catalog
-from rpfs.store.packs import PackWriter, chunk_hash, compress
+from rpfs.store import catalog, objects
+from rpfs.store.packs import PackWriter, compress
 from rpfs.store.repository import Repository, rp_name
 from rpfs.stream import DATA, FileStream
 
@@ -81,6 +81,7 @@ class _Source:
     ident: tuple = ()                             # (mtime_ns, ctime_ns, inode, dev) before reading
     hashes: list = field(default_factory=list)   # per chunk: hash or None (zeros)
     reuse: bytes | None = None                   # previous RP's chunk map (file unchanged)
+    map_object: str | None = None                # ... and its map object
 
 
 def check_vm_name(name: str) -> str:
@@ -188,7 +189,7 @@ class _Run:
                 out.append(None)
                 continue
             chunk = mv[s:e]
-            h = chunk_hash(chunk)
+            h = self.repo.crypto.chunk_id(chunk)
             with self.lock:
                 known = h in self.known
             if not known:
@@ -205,7 +206,7 @@ class _Run:
                 out.append((h, None, None, e - s))
             else:
                 codec, payload = compress(chunk, self.level)
-                out.append((h, codec, payload, e - s))
+                out.append((h, codec, self.repo.crypto.seal_chunk(payload, h), e - s))
         return out
 
     # reader thread
@@ -372,13 +373,13 @@ def _find_unchanged(repo: Repository, vm: str, files: list[_Source], cs: int,
                      " WHERE v.name = ? ORDER BY r.time DESC, r.name DESC LIMIT 1", (vm,)).fetchone()
     if not row or row[1] != cs:
         return
-    prev = {p: (size, (m, c, i, d), blob) for p, size, blob, m, c, i, d in db.execute(
-        "SELECT path, size, chunk_map, mtime_ns, ctime_ns, inode, dev FROM files WHERE rp_id = ?",
-        (row[0],))}
+    prev = {p: (size, (m, c, i, d), blob, mo) for p, size, blob, m, c, i, d, mo in db.execute(
+        "SELECT path, size, chunk_map, mtime_ns, ctime_ns, inode, dev, map_object FROM files"
+        " WHERE rp_id = ?", (row[0],))}
     for f in files:
         p = prev.get(f.rel)
         if p and p[0] == f.size and None not in p[1] and p[1] == f.ident:
-            f.reuse = p[2]
+            f.reuse, f.map_object = p[2], p[3]
             res.unchanged_files += 1
             res.unchanged_bytes += f.size
 
@@ -387,39 +388,59 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
     """Pack durable first, then its chunk rows (one short transaction)."""
     size = writer.finish()
     db = repo.writer
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    ids = []
+    with catalog.transaction(db):
         cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
                          (writer.name, size, len(writer.entries), _time.time()))
         pid = cur.lastrowid
-        ids = []
         for e in writer.entries:
             cur = db.execute("INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
                              " VALUES (?,?,?,?,?,?)", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
             ids.append(cur.lastrowid)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
     with run.lock:
         for e, i in zip(writer.entries, ids):
             run.known[e.hash] = i
 
 
+def _map_hashes(repo: Repository, f: _Source) -> list:
+    """The chunk ids (hashes) of an unchanged file whose map has no object yet."""
+    db = repo.writer
+    ids = catalog.decode_map(f.reuse, (f.size + repo.chunk_size - 1) // repo.chunk_size, f.rel)
+    by_id = dict(db.execute("SELECT id, hash FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                            (f"[{','.join(map(str, set(ids) - {0}))}]",)).fetchall())
+    return [by_id[i] if i else None for i in ids]
+
+
 def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
                files: list[_Source], res: BackupResult) -> None:
+    """Chunk maps and the recovery point object first (the repository's truth), then the
+    catalog rows in one transaction."""
+    maps = []
+    for f in files:
+        if f.reuse is not None and f.map_object:
+            maps.append(f.map_object)
+        elif f.reuse is not None:
+            maps.append(objects.put_map(repo, _map_hashes(repo, f)))
+        else:
+            maps.append(objects.put_map(repo, f.hashes))
+    created = _time.time()
+    info = {"vm": vm, "name": name, "time": int(when.timestamp()), "logical_size": res.logical_bytes,
+            "stored_size": res.new_bytes_stored, "file_count": len(files),
+            "new_chunks": res.new_chunks, "chunk_size": run.cs, "created": created}
+    objects.put_recovery_point(repo, info, [
+        {"path": f.rel, "size": f.size, "map": m, "mtime_ns": f.ident[0], "ctime_ns": f.ident[1],
+         "inode": f.ident[2], "dev": f.ident[3]} for f, m in zip(files, maps)])
     db = repo.writer
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with catalog.transaction(db):
         db.execute("INSERT OR IGNORE INTO vms (name) VALUES (?)", (vm,))
         vm_id = db.execute("SELECT id FROM vms WHERE name = ?", (vm,)).fetchone()[0]
         cur = db.execute(
             "INSERT INTO recovery_points (vm_id, name, time, logical_size, stored_size, file_count,"
             " new_chunks, chunk_size, created) VALUES (?,?,?,?,?,?,?,?,?)",
             (vm_id, name, int(when.timestamp()), res.logical_bytes, res.new_bytes_stored,
-             len(files), res.new_chunks, run.cs, _time.time()))
+             len(files), res.new_chunks, run.cs, created))
         rp_id = cur.lastrowid
-        for f in files:
+        for f, m in zip(files, maps):
             if f.reuse is not None:
                 blob = f.reuse
             else:
@@ -427,9 +448,5 @@ def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
                 if any(i == _PENDING for i in ids):
                     raise RuntimeError("chunk without a committed pack")
                 blob = catalog.encode_map(ids)
-            db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev)"
-                       " VALUES (?,?,?,?,?,?,?,?)", (rp_id, f.rel, f.size, blob, *f.ident))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+            db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev,"
+                       " map_object) VALUES (?,?,?,?,?,?,?,?,?)", (rp_id, f.rel, f.size, blob, *f.ident, m))

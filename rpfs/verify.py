@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from rpfs.errors import FormatError, IntegrityError
 from rpfs.progress import Progress
 from rpfs.store import catalog
-from rpfs.store.packs import chunk_hash, decompress, read_index
-from rpfs.store.repository import Repository
+from rpfs.store.packs import read_index
+from rpfs.store.repository import ChunkLoc, Repository
 
 
 @dataclass
@@ -146,11 +146,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
                     res.problems.append(f"pack {name}: own index unusable: {e}")
             for off, cid, csize, usize, codec, h in items:
                 try:
-                    payload = repo.backend.get(name, off, csize)
-                    if len(payload) != csize:
-                        raise IntegrityError("truncated")
-                    if chunk_hash(decompress(codec, payload, usize)) != h:
-                        raise IntegrityError("hash mismatch")
+                    repo.fetch_chunk(ChunkLoc(name, off, csize, usize, codec, h))
                 except (IntegrityError, OSError) as e:
                     local_bad[cid] = f"chunk {h.hex()[:16]} in pack {name} at {off:#x}: {e}"
                 else:

@@ -24,10 +24,14 @@ def rpfs(*args, check=True):
     return r
 
 
-@pytest.fixture(scope="module")
-def repo(small_fixtures, tmp_path_factory):
-    """A repository holding both states of the fixture VM."""
-    path = tmp_path_factory.mktemp("repo") / "r"
+@pytest.fixture(scope="module", params=["local", "s3"])
+def repo(request, small_fixtures, tmp_path_factory):
+    """A repository holding both states of the fixture VM: a directory, and an encrypted
+    s3:// repository on the real gateway."""
+    if request.param == "s3":
+        path = request.getfixturevalue("s3_gateway").address("frontends")
+    else:
+        path = tmp_path_factory.mktemp("repo") / "r"
     s1, s2 = small_fixtures.vm_states
     rpfs("init", path)
     rpfs("backup", path, s1, "--vm", "web01", "--time", "2026-11-01T02:00:00Z")

@@ -159,17 +159,27 @@ def read_index(backend: Backend, name: str, size: int | None = None) -> list[Pac
             raise IntegrityError(f"{src} is missing")
     if size < HEADER_SIZE + TRAILER_SIZE:
         raise FormatError(f"too small ({size} bytes)", source=src, structure="pack", offset=0)
-    head = backend.get(name, 0, HEADER_SIZE)
+    # one read of the tail holds trailer and index of a typical pack (and, if small, the header)
+    tail_len = min(size, 1 << 16)
+    tail_at = size - tail_len
+    tail = backend.get_direct(name, tail_at, tail_len)
+    if len(tail) != tail_len:
+        raise FormatError(f"truncated ({tail_at + len(tail)} of {size} bytes)", source=src,
+                          structure="pack", offset=tail_at + len(tail))
+    head = tail[:HEADER_SIZE] if tail_at == 0 else backend.get_direct(name, 0, HEADER_SIZE)
     if head[:8] != b"RPFSPACK":
         raise FormatError("bad magic", source=src, structure="pack header", offset=0)
-    raw = backend.get(name, size - TRAILER_SIZE, TRAILER_SIZE)
-    if len(raw) != TRAILER_SIZE or raw[-8:] != b"RPFSIDX1":
+    raw = tail[-TRAILER_SIZE:]
+    if raw[-8:] != b"RPFSIDX1":
         raise FormatError("bad trailer", source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
     t = Trailer.parse(raw)
     if t.index_offset < HEADER_SIZE or t.index_offset + t.count * INDEX_ENTRY_SIZE != size - TRAILER_SIZE:
         raise FormatError(f"index at {t.index_offset:#x} with {t.count} entries does not fit",
                           source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
-    index = backend.get(name, t.index_offset, t.count * INDEX_ENTRY_SIZE)
+    if t.index_offset >= tail_at:
+        index = tail[t.index_offset - tail_at:tail_len - TRAILER_SIZE]
+    else:
+        index = backend.get_direct(name, t.index_offset, t.count * INDEX_ENTRY_SIZE)
     if zlib.crc32(index) != t.crc:
         raise FormatError("index checksum mismatch", source=src, structure="pack index",
                           offset=t.index_offset)
