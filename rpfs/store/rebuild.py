@@ -201,6 +201,7 @@ def write_missing_objects(repo, res: RebuildResult) -> None:
     """Objects for catalog recovery points that have none (stored before rpfs wrote them)."""
     db = repo.writer
     names = set(repo.backend.list_objects(objects.RPS))
+    maps = set(repo.backend.list_objects(objects.MAPS))
     for n, rid in _catalog_objects(db, repo.crypto).items():
         if n in names:
             continue
@@ -212,7 +213,7 @@ def write_missing_objects(repo, res: RebuildResult) -> None:
         for fid, path, size, blob, m, c, ino, dev, mo in db.execute(
                 "SELECT id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev, map_object FROM files"
                 " WHERE rp_id = ? ORDER BY path", (rid,)).fetchall():
-            if mo is None:
+            if mo is None or mo not in maps:
                 ids = catalog.decode_map(blob, (size + cs - 1) // cs, f"{vm}/{name}/files/{path}")
                 by_id = dict(db.execute(
                     "SELECT id, hash FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
@@ -222,6 +223,7 @@ def write_missing_objects(repo, res: RebuildResult) -> None:
                                     " no map object written")
                     continue
                 mo = objects.put_map(repo, [by_id[i] if i else None for i in ids])
+                maps.add(mo)
                 with catalog.transaction(db):
                     db.execute("UPDATE files SET map_object = ? WHERE id = ?", (mo, fid))
             files.append({"path": path, "size": size, "map": mo, "mtime_ns": m, "ctime_ns": c,
