@@ -193,7 +193,9 @@ class _Run:
             with self.lock:
                 known = h in self.known
             if not known:
-                row = self.repo.db.execute("SELECT id FROM chunks WHERE hash = ?", (h,)).fetchone()
+                row = self.repo.db.execute(
+                    "SELECT c.id FROM chunks c JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?"
+                    " AND p.name != ?", (h, catalog.LOST_PACK)).fetchone()
                 with self.lock:
                     if h in self.known:
                         known = True
@@ -394,9 +396,12 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
                          (writer.name, size, len(writer.entries), _time.time()))
         pid = cur.lastrowid
         for e in writer.entries:
-            cur = db.execute("INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
-                             " VALUES (?,?,?,?,?,?)", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
-            ids.append(cur.lastrowid)
+            # a conflict is a chunk a repair found in no pack: from now on it is in this one
+            ids.append(db.execute(
+                "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (hash) DO UPDATE SET pack_id = excluded.pack_id, offset = excluded.offset,"
+                " csize = excluded.csize, usize = excluded.usize, codec = excluded.codec RETURNING id",
+                (e.hash, pid, e.offset, e.csize, e.usize, e.codec)).fetchone()[0])
     with run.lock:
         for e, i in zip(writer.entries, ids):
             run.known[e.hash] = i

@@ -151,22 +151,34 @@ def test_catalog_deleted_then_repaired(where, tmp_path):
     assert res["new_chunks"] == 0
 
 
-def test_repair_names_what_it_cannot_recover(tmp_path):
+def test_repair_names_what_it_cannot_recover_and_a_backup_heals_it(tmp_path):
     repo = tmp_path / "repo"
     src = tmp_path / "web01"
-    make_vm(src, 5)
+    want = make_vm(src, 5)
     rpfs("init", repo, "--chunk-size", "64K", "--pack-size", "64K")
     rpfs("backup", repo, src, "--time", "2026-11-01T02:00:00Z")
     packs = sorted((repo / "packs").glob("*/*.pack"))
-    os.unlink(packs[len(packs) // 2])
+    lost = packs[len(packs) // 2]
+    data = lost.read_bytes()
+    os.unlink(lost)
     os.unlink(repo / "catalog.sqlite")
     r = rpfs("repair", repo, check=False)
     out = r.stdout.decode()
     assert r.returncode == 1
-    assert "could not recover: web01/2026-11-01T020000Z/files/Virtual Hard Disks/disk0.vhdx" in out
-    # what could be recovered is there, and nothing was deleted
+    assert "could not recover: web01/2026-11-01T020000Z/files/Virtual Hard Disks/disk0.vhdx: 1 of its" in out
+    # what could be recovered is there, the rest fails to read where it is lost, and
+    # nothing was deleted
     assert rpfs("cat", repo, "/web01/latest/files/notes.txt").stdout.startswith(b"the known plaintext")
+    r = rpfs("cat", repo, "/web01/latest/files/Virtual Hard Disks/disk0.vhdx", check=False)
+    assert r.returncode == 1 and len(r.stderr.decode().splitlines()) == 1
     assert len(list((repo / "packs").glob("*/*.pack"))) == len(packs) - 1
+    r = rpfs("verify", repo, check=False)
+    assert r.returncode == 1 and "damaged: web01/2026-11-01T020000Z/files/Virtual Hard Disks/disk0.vhdx" in r.stdout.decode()
+    # the same data backed up again: the lost chunk is stored anew and the old recovery point heals
+    rpfs("backup", repo, src, "--time", "2026-11-02T02:00:00Z")
+    assert read_all(str(repo), "web01", "2026-11-01T020000Z", want) == want
+    assert json.loads(rpfs("verify", repo, "--read-data", "--json").stdout)["ok"]
+    assert data  # the pack we removed held real data
 
 
 def test_repair_writes_objects_for_an_older_repository(tmp_path):
@@ -401,10 +413,14 @@ def test_deleted_and_corrupted_objects_named_by_verify(s3_gateway, tmp_path):
     data = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[100] ^= 0xFF
     s3.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+    with Repository.open(repo) as r:
+        path, mo = r.query("SELECT path, map_object FROM files WHERE path = 'notes.txt' LIMIT 1")[0]
+    s3.delete_object(Bucket=bucket, Key=f"{prefix}/maps/{mo}")
     r = rpfs("verify", repo, "--read-data", check=False)
     out = r.stdout.decode()
     assert r.returncode == 1
     assert f"pack {packs[0]} is missing" in out
+    assert f"files/notes.txt: its chunk map object maps/{mo} is missing" in out
     damaged = [line for line in out.splitlines() if line.startswith("damaged: web01/")]
     assert any("2026-11-01T020000Z" in line for line in damaged)
     assert any("fails authentication" in line for line in damaged)

@@ -40,6 +40,10 @@ import zstandard
 from rpfs.errors import FormatError
 
 CATALOG_NAME = "catalog.sqlite"
+# the ``packs`` row of chunks a rebuild found named by a chunk map but in no pack: reading
+# them fails (the pack does not exist), verify names their files, and a backup that meets
+# the same data again points the row at its new pack, which heals every file that uses it
+LOST_PACK = "0" * 32
 SCHEMA_VERSION = 3
 
 

@@ -5,12 +5,14 @@ catalog rebuilt). Neither deletes a repository object.
 Import of recovery point objects: fetch them and their chunk maps (in parallel); find the
 chunks the catalog does not know by reading the index of every pack it does not know (one
 ranged read of each pack's tail); then, in one transaction, insert packs, chunks, VMs,
-recovery points and files. A file whose map or chunks cannot be found is left out and named
-in ``lost``; its recovery point is imported with the rest.
+recovery points and files. A file whose map cannot be read is left out; one whose chunks
+are in no pack is imported with those chunks in ``catalog.LOST_PACK`` (so it reads except
+there, and verify names it). Both are named in ``lost``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +23,7 @@ from rpfs.store import catalog, objects
 from rpfs.store.packs import read_index
 
 WORKERS = 16
+log = logging.getLogger("rpfs.store")
 
 
 @dataclass
@@ -53,16 +56,18 @@ def _catalog_objects(db, crypto) -> dict[str, int]:
         "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")}
 
 
-def sync(repo, *, locked: bool = False, drop_missing: bool | None = None) -> RebuildResult:
+def sync(repo, *, locked: bool = False, drop_missing: bool | None = None,
+         quiet: bool = False) -> RebuildResult:
     """Import recovery point objects the catalog lacks; for an s3:// cache (``drop_missing``)
     also forget catalog recovery points whose object is gone (pruned elsewhere). Skipped
-    when another writer on this machine holds the lock (it keeps the catalog current)."""
+    when another writer on this machine holds the lock (it keeps the catalog current).
+    What it drops or cannot import is logged as a warning (unless ``quiet``)."""
     from rpfs.store.repository import RepositoryBusy
 
     if not locked:
         try:
-            with repo.writer_lock("sync"):
-                return sync(repo, locked=True, drop_missing=drop_missing)
+            with repo.writer_lock("sync", clean=False):
+                return sync(repo, locked=True, drop_missing=drop_missing, quiet=quiet)
         except RepositoryBusy:
             return RebuildResult()
     t0 = time.monotonic()
@@ -73,6 +78,13 @@ def sync(repo, *, locked: bool = False, drop_missing: bool | None = None) -> Reb
     have = _catalog_objects(db, repo.crypto)
     gone = [rid for n, rid in have.items() if n not in names]
     if gone and (repo.remote if drop_missing is None else drop_missing):
+        if not quiet:
+            for rid in gone:
+                vm, name = db.execute("SELECT v.name, r.name FROM recovery_points r JOIN vms v"
+                                      " ON v.id = r.vm_id WHERE r.id = ?", (rid,)).fetchone()
+                log.warning("%s: recovery point %s/%s is no longer in the repository (pruned"
+                            " elsewhere, or its object was deleted); dropped from the local catalog",
+                            repo.path, vm, name)
         with catalog.transaction(db):
             db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])
             db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
@@ -80,6 +92,9 @@ def sync(repo, *, locked: bool = False, drop_missing: bool | None = None) -> Reb
     new = sorted(n for n in names if n not in have)
     if new:
         import_recovery_points(repo, new, res)
+        if not quiet:
+            for line in res.lost:
+                log.warning("%s: %s", repo.path, line)
     res.seconds = time.monotonic() - t0
     return res
 
@@ -144,16 +159,28 @@ def import_recovery_points(repo, names: list[str], res: RebuildResult) -> None:
                 if len(m) != (f["size"] + cs - 1) // cs:
                     res.lost.append(f"{where}: chunk map has {len(m)} chunks for {f['size']} bytes")
                     continue
-                absent = sum(1 for h in m if h is not None and h not in known)
+                absent = [i for i, h in enumerate(m) if h is not None and h not in known]
                 if absent:
-                    res.lost.append(f"{where}: {absent} of its {len(m)} chunks are in no pack")
-                    continue
+                    res.lost.append(f"{where}: {len(absent)} of its {len(m)} chunks are in no pack"
+                                    " (those ranges fail to read; a backup of the same data heals them)")
+                    for i in absent:
+                        known[m[i]] = db.execute(
+                            "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
+                            " VALUES (?,?,0,0,?,0)", (m[i], _lost_pack(db), min(cs, f["size"] - i * cs))).lastrowid
                 ids = [0 if h is None else known[h] for h in m]
                 db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns,"
                            " inode, dev, map_object) VALUES (?,?,?,?,?,?,?,?,?)",
                            (rp_id, f["path"], f["size"], catalog.encode_map(ids), f.get("mtime_ns"),
                             f.get("ctime_ns"), f.get("inode"), f.get("dev"), f["map"]))
                 res.files += 1
+
+
+def _lost_pack(db) -> int:
+    row = db.execute("SELECT id FROM packs WHERE name = ?", (catalog.LOST_PACK,)).fetchone()
+    if row:
+        return row[0]
+    return db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?, 0, 0, ?)",
+                      (catalog.LOST_PACK, time.time())).lastrowid
 
 
 def _chunk_ids(db, hashes) -> dict[bytes, int]:
@@ -285,7 +312,7 @@ def repair(address: str, *, cache_dir: str | None = None, endpoint: str | None =
 
 
 def _rebuild(repo, res: RebuildResult) -> None:
-    r = sync(repo, locked=True, drop_missing=False)
+    r = sync(repo, locked=True, drop_missing=False, quiet=True)
     for k in ("recovery_points", "imported", "files", "packs_read", "chunks_added"):
         setattr(res, k, getattr(r, k))
     res.lost.extend(r.lost)

@@ -295,8 +295,10 @@ class Repository:
         return self._writer
 
     @contextlib.contextmanager
-    def writer_lock(self, what: str = "writer") -> Iterator[None]:
-        """Exclusive: one backup/prune at a time. Cleans up what a killed writer left."""
+    def writer_lock(self, what: str = "writer", *, clean: bool = True) -> Iterator[None]:
+        """Exclusive: one backup/prune at a time. Cleans up what a killed writer left
+        (``clean``; not when only catching the catalog up: for s3:// that would abort a
+        multipart upload of a writer on another machine)."""
         fd = os.open(os.path.join(self.local, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -306,7 +308,8 @@ class Repository:
                 raise RepositoryBusy(f"repository {self.path} is busy ({holder or 'another writer'})") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what} pid {os.getpid()}".encode(), 0)
-            self.backend.clean_staging()
+            if clean:
+                self.backend.clean_staging()
             yield
         finally:
             os.close(fd)
