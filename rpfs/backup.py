@@ -165,12 +165,15 @@ class _Run:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rpfs-backup")
         self.q: queue.Queue = queue.Queue(maxsize=workers * 2 + 2)
         # full packs are fsynced, published and committed here, off the main thread, so
-        # an fsync does not stall the pipeline (at most 2 in flight: they are on disk, not RAM)
-        self.finisher = ThreadPoolExecutor(1, thread_name_prefix="rpfs-pack")
+        # an fsync (or an upload) does not stall the pipeline; a backend says how many
+        # publish at once (a disk: 1; object storage: a few, each a network round trip)
+        self.publishers = repo.backend.parallel_puts
+        self.finisher = ThreadPoolExecutor(self.publishers, thread_name_prefix="rpfs-pack")
         self.finishing: list[Future] = []
+        self.commit_lock = threading.Lock()     # one catalog transaction at a time
 
     def finish(self, writer: PackWriter) -> None:
-        while len(self.finishing) >= 2:
+        while len(self.finishing) >= self.publishers + 1:
             self.finishing.pop(0).result()
         self.finishing.append(self.finisher.submit(_commit_pack, self.repo, self, writer))
 
@@ -391,7 +394,7 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
     size = writer.finish()
     db = repo.writer
     ids = []
-    with catalog.transaction(db):
+    with run.commit_lock, catalog.transaction(db):
         cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
                          (writer.name, size, len(writer.entries), _time.time()))
         pid = cur.lastrowid

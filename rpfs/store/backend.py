@@ -42,6 +42,7 @@ class Backend:
     """Interface; names are 32 lowercase hex digits."""
 
     staging: str
+    parallel_puts = 1      # packs a writer publishes at once
 
     def put(self, name: str, local_path: str) -> None:
         raise NotImplementedError

@@ -37,22 +37,33 @@ class DiskCache:
             self.bytes += size
         self._evict()
 
-    def get(self, key: str) -> bytes | None:
-        p = os.path.join(self.dir, key)
+    def get(self, key: str, offset: int = 0, length: int = -1) -> bytes | None:
+        """The entry (or ``length`` bytes of it from ``offset``; -1: to its end), None if absent."""
         try:
-            with open(p, "rb") as f:
-                data = f.read()
+            fd = os.open(os.path.join(self.dir, key), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             with self._lock:
                 self.misses += 1
                 if key in self._sizes:
                     self.bytes -= self._sizes.pop(key)
             return None
+        try:
+            if length < 0:
+                length = os.fstat(fd).st_size - offset
+            data = os.pread(fd, length, offset)
+        finally:
+            os.close(fd)
         with self._lock:
             self.hits += 1
             if key in self._sizes:
                 self._sizes.move_to_end(key)
         return data
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            if key in self._sizes:
+                return True
+        return os.path.exists(os.path.join(self.dir, key))
 
     def put(self, key: str, data: bytes) -> None:
         if len(data) > self.max_bytes:

@@ -76,6 +76,9 @@ def make_client(endpoint: str | None = None):
 
 
 class S3Backend(Backend):
+    parallel_puts = 3      # each upload is mostly waiting on the network
+    prefetch = 2           # blocks fetched ahead of a sequential reader
+
     def __init__(self, address: str, staging: str, *, endpoint: str | None = None,
                  cache: DiskCache | None = None):
         import botocore.exceptions as bx
@@ -94,6 +97,8 @@ class S3Backend(Backend):
                            bx.IncompleteReadError, ux.HTTPError, ConnectionError, TimeoutError)
         self._flight: dict[str, threading.Lock] = {}
         self._flight_lock = threading.Lock()
+        self._last_block: dict[str, int] = {}          # pack -> the block fetched last
+        self._ahead = ThreadPoolExecutor(self.prefetch, thread_name_prefix="rpfs-s3-ahead")
 
     # --- errors and retries ------------------------------------------------------------
     def _key(self, key: str) -> str:
@@ -195,11 +200,17 @@ class S3Backend(Backend):
             return b""
         if self.cache is None:
             return self._range(name, offset, offset + length)
-        b0, b1 = offset // BLOCK, (offset + length - 1) // BLOCK
-        parts = [self._block(name, b) for b in range(b0, b1 + 1)]
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        start = offset - b0 * BLOCK
-        return data[start:start + length]
+        parts = []
+        end = offset + length
+        while offset < end:
+            b = offset // BLOCK
+            take = min(end, (b + 1) * BLOCK) - offset
+            part = self._block(name, b, offset - b * BLOCK, take)
+            parts.append(part)
+            if len(part) < take:        # the pack ends here
+                break
+            offset += take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def get_direct(self, name: str, offset: int, length: int) -> bytes:
         return self._range(name, offset, offset + length) if length > 0 else b""
@@ -212,11 +223,31 @@ class S3Backend(Backend):
         except EOFError:
             return b""
 
-    def _block(self, name: str, b: int) -> bytes:
+    def _block(self, name: str, b: int, start: int, length: int) -> bytes:
+        """``length`` bytes at ``start`` of block ``b``: from the disk cache, else the block
+        is fetched whole. A reader going through a pack in order gets the next blocks
+        fetched meanwhile."""
         key = f"{name}-{b}"
-        data = self.cache.get(key)
-        if data is not None:
-            return data
+        data = self.cache.get(key, start, length)
+        if data is None:
+            block = self._fetch_block(name, b)
+            data = block[start:start + length]
+            full = len(block) == BLOCK
+        else:
+            full = True
+        with self._flight_lock:
+            sequential = self._last_block.get(name) == b - 1
+            self._last_block[name] = b
+            if len(self._last_block) > 1024:
+                self._last_block.clear()
+        if sequential and full:
+            for k in range(b + 1, b + 1 + self.prefetch):
+                if f"{name}-{k}" not in self.cache and f"{name}-{k}" not in self._flight:
+                    self._ahead.submit(self._prefetch, name, k)
+        return data
+
+    def _fetch_block(self, name: str, b: int) -> bytes:
+        key = f"{name}-{b}"
         with self._flight_lock:             # one GET per block, however many readers want it
             lock = self._flight.setdefault(key, threading.Lock())
         with lock:
@@ -227,6 +258,13 @@ class S3Backend(Backend):
         with self._flight_lock:
             self._flight.pop(key, None)
         return data
+
+    def _prefetch(self, name: str, b: int) -> None:
+        try:
+            if f"{name}-{b}" not in self.cache:
+                self._fetch_block(name, b)
+        except Exception:
+            pass    # only a guess: the reader fetches it itself if it comes to it
 
     def discard_cached(self, name: str, offset: int, length: int) -> bool:
         """Forget cached blocks of a range (a chunk from them failed its check)."""
@@ -309,6 +347,7 @@ class S3Backend(Backend):
         return n
 
     def close(self) -> None:
+        self._ahead.shutdown(wait=True, cancel_futures=True)
         try:
             self.s3.close()
         except Exception:
