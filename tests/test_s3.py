@@ -444,3 +444,44 @@ def test_mount_reads_from_the_bucket_and_then_from_the_cache(s3_gateway, tmp_pat
         rpfs("umount", mp)
     blocks = os.listdir(cache / "blocks")
     assert blocks and sum(os.path.getsize(cache / "blocks" / b) for b in blocks) >= 8 * MiB
+
+
+@fuse
+def test_passphrase_asked_on_the_terminal_reaches_a_background_mount(tmp_path):
+    """Asked once on the terminal; the detached mount gets it through a pipe: it is in
+    neither the mount process's argv nor its environment."""
+    import pty
+
+    repo, mp = tmp_path / "repo", tmp_path / "mnt"
+    mp.mkdir()
+    src = tmp_path / "web01"
+    want = make_vm(src, 60)
+    secret = "terminal passphrase 60"
+    rpfs("init", repo, "--encrypt", env={"RPFS_PASSWORD": secret})
+    rpfs("backup", repo, src, env={"RPFS_PASSWORD": secret})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPFS_PASSWORD")}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execve(sys.executable, [sys.executable, "-m", "rpfs", "mount", str(repo), str(mp)], env)
+    try:
+        buf = b""
+        while b"passphrase for" not in buf:
+            buf += os.read(fd, 1024)
+        os.write(fd, secret.encode() + b"\n")
+        assert os.waitpid(pid, 0)[1] == 0
+        f = mp / "web01" / "latest" / "files" / "notes.txt"
+        assert sha(f.read_bytes()) == want["notes.txt"]
+        for p in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{p}/cmdline", "rb").read()
+                if b"--foreground" in cmd and str(mp).encode() in cmd:
+                    assert secret.encode() not in cmd
+                    assert secret.encode() not in open(f"/proc/{p}/environ", "rb").read()
+                    break
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                continue
+        else:
+            raise AssertionError("no mount process found")
+    finally:
+        os.close(fd)
+        rpfs("umount", mp, check=False)

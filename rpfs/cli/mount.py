@@ -65,8 +65,11 @@ def cmd_mount(args) -> int:
     cmd = [sys.executable, "-m", "rpfs", "mount", "--foreground", args.source, args.mountpoint]
     if args.allow_other:
         cmd.append("--allow-other")
+    env, keep = _passphrase_pipe(args.source)
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                             start_new_session=True)
+                             start_new_session=True, env=env, pass_fds=keep)
+    for fd in keep:
+        os.close(fd)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if os.path.ismount(args.mountpoint):
@@ -79,6 +82,21 @@ def cmd_mount(args) -> int:
         time.sleep(0.05)
     child.kill()
     raise RpfsError(f"{args.mountpoint}: mount did not come up within 60 s (log: {log.name})")
+
+
+def _passphrase_pipe(source: str) -> tuple[dict | None, tuple]:
+    """The detached child has no terminal: for an encrypted repository ask here and hand
+    the passphrase over a pipe (never argv or the environment)."""
+    from rpfs.store import Repository
+    from rpfs.store.crypto import passphrase, prompt_needed
+
+    if not prompt_needed() or not sys.stdin.isatty() or not Repository.is_encrypted(source):
+        return None, ()
+    pw = passphrase(source)
+    r, w = os.pipe()
+    os.write(w, pw.encode() + b"\n")
+    os.close(w)
+    return {**os.environ, "RPFS_PASSWORD_FD": str(r)}, (r,)
 
 
 def cmd_umount(args) -> int:

@@ -149,9 +149,25 @@ def open_key_file(raw: bytes, passphrase: str, where: str) -> Sealed:
     return Sealed(keys[:32], keys[32:])
 
 
+_from_parent: str | None = None   # read from RPFS_PASSWORD_FD (kept: a mount opens again)
+
+
+def prompt_needed() -> bool:
+    return _from_parent is None and not any(
+        os.environ.get(k) for k in ("RPFS_PASSWORD", "RPFS_PASSWORD_FILE", "RPFS_PASSWORD_FD"))
+
+
 def passphrase(where: str, *, new: bool = False) -> str:
-    """From RPFS_PASSWORD, RPFS_PASSWORD_FILE (first line), or the terminal."""
+    """From RPFS_PASSWORD, RPFS_PASSWORD_FILE (first line), RPFS_PASSWORD_FD (a pipe from a
+    parent rpfs that asked on the terminal: read once), or the terminal."""
+    global _from_parent
     pw = os.environ.get("RPFS_PASSWORD")
+    if pw is None and os.environ.get("RPFS_PASSWORD_FD"):
+        fd = int(os.environ.pop("RPFS_PASSWORD_FD"))
+        with os.fdopen(fd, encoding="utf-8") as f:
+            _from_parent = f.readline().rstrip("\r\n")
+    if pw is None:
+        pw = _from_parent
     if pw is None and os.environ.get("RPFS_PASSWORD_FILE"):
         path = os.environ["RPFS_PASSWORD_FILE"]
         try:

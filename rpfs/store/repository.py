@@ -209,6 +209,25 @@ class Repository:
         crypto = _crypto or load_crypto(backend, cfg, path)
         return cls(path, path, cfg, backend, crypto, register=register)
 
+    @staticmethod
+    def is_encrypted(address: str, *, endpoint: str | None = None) -> bool:
+        """Whether opening ``address`` will need a passphrase (False: not a repository)."""
+        address = str(address)
+        try:
+            if is_s3(address):
+                backend = S3Backend(address, os.path.join(default_cache_dir(address), "tmp"),
+                                    endpoint=endpoint)
+                try:
+                    raw = backend.get_object("config")
+                finally:
+                    backend.close()
+                return raw is not None and Config.loads(raw, address).encryption != "none"
+            if not os.path.exists(os.path.join(address, CONFIG_NAME)):
+                return False
+            return Config.load(address).encryption != "none"
+        except (FormatError, OSError):
+            return False
+
     @classmethod
     def _open_s3(cls, address, register, cache_dir, endpoint, sync, crypto) -> "Repository":
         local = cache_dir or default_cache_dir(address)
