@@ -149,15 +149,22 @@ class Repository:
         key_file = None
         if encrypt is None:
             encrypt = remote
-        if encrypt:
-            cfg.encryption = "aes-256-gcm"
-            key_file, crypto = new_key_file(passphrase(address, new=True))
+        backend = None
         if remote:
             local = cache_dir or default_cache_dir(address)
             backend = S3Backend(address, os.path.join(local, "tmp"), endpoint=endpoint)
             backend.ensure_bucket()
             if backend.get_object("config") is not None:
+                backend.close()
                 raise UsageError(f"{address}: already holds a repository")
+        elif os.path.exists(address) and not os.path.isdir(address):
+            raise UsageError(f"{address}: exists and is not a directory")
+        elif os.path.exists(address) and os.listdir(address):
+            raise UsageError(f"{address}: directory is not empty; refusing to create a repository")
+        if encrypt:
+            cfg.encryption = "aes-256-gcm"
+            key_file, crypto = new_key_file(passphrase(address, new=True))
+        if backend is not None:
             if key_file is not None:
                 backend.put_object(KEY_OBJECT, key_file)
             if not backend.put_object("config", cfg.dumps().encode()):   # config last: it marks a repository
@@ -165,12 +172,7 @@ class Repository:
             backend.close()
             return cls.open(address, cache_dir=cache_dir, endpoint=endpoint, _crypto=crypto)
         path = address
-        if os.path.exists(path):
-            if not os.path.isdir(path):
-                raise UsageError(f"{path}: exists and is not a directory")
-            if os.listdir(path):
-                raise UsageError(f"{path}: directory is not empty; refusing to create a repository")
-        else:
+        if not os.path.exists(path):
             os.makedirs(path, mode=0o700)
         os.chmod(path, 0o700)
         tmp = os.path.join(path, CONFIG_NAME + ".tmp")

@@ -54,7 +54,7 @@ def parse_address(address: str) -> tuple[str, str]:
 
 def _attempts() -> int:
     try:
-        return max(1, int(os.environ.get("RPFS_S3_ATTEMPTS", "8")))
+        return max(1, int(os.environ.get("RPFS_S3_ATTEMPTS", "6")))
     except ValueError:
         raise UsageError("RPFS_S3_ATTEMPTS must be a number") from None
 
@@ -105,14 +105,15 @@ class S3Backend(Backend):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _call(self, what: str, fn, *args, **kw):
-        """One request, retried on transient failures botocore itself cannot retry."""
+        """One request. botocore retries it until a response starts; a connection lost
+        while the body streams (which botocore cannot retry) is retried here the same way."""
         delay = 0.1
         for attempt in range(self.attempts):
             self.requests += 1
             try:
                 return fn(*args, **kw)
             except self._transient as e:
-                if attempt + 1 == self.attempts:
+                if attempt + 1 == self.attempts or isinstance(e, self._bx.EndpointConnectionError):
                     raise S3Error(f"{self.address}: {what}: {e}") from None
             except self._bx.ClientError as e:
                 raise self._client_error(what, e) from None
