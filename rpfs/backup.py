@@ -171,6 +171,7 @@ class _Run:
         self.finisher = ThreadPoolExecutor(self.publishers, thread_name_prefix="rpfs-pack")
         self.finishing: list[Future] = []
         self.commit_lock = threading.Lock()     # one catalog transaction at a time
+        self.published: list = []               # (pack, size, entries) for the index object
 
     def finish(self, writer: PackWriter) -> None:
         while len(self.finishing) >= self.publishers + 1:
@@ -408,6 +409,7 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
     with run.lock:
         for e, i in zip(writer.entries, ids):
             run.known[e.hash] = i
+        run.published.append((writer.name, size, writer.entries))
 
 
 def _map_hashes(repo: Repository, f: _Source) -> list:
@@ -421,8 +423,10 @@ def _map_hashes(repo: Repository, f: _Source) -> list:
 
 def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
                files: list[_Source], res: BackupResult) -> None:
-    """Chunk maps and the recovery point object first (the repository's truth), then the
-    catalog rows in one transaction."""
+    """The index of this run's packs, chunk maps and the recovery point object first (the
+    repository's truth), then the catalog rows in one transaction."""
+    if run.published:
+        objects.put_index(repo, run.published)
     maps = []
     for f in files:
         if f.reuse is not None and f.map_object:

@@ -199,6 +199,7 @@ def cmd_repair(args) -> int:
         for line in r.lost:
             print(f"could not recover: {line}")
         print(f"{'incomplete' if r.lost else 'ok'}: {r.recovery_points} recovery point objects,"
-              f" {r.imported} imported, {r.files} files, {r.packs_read} pack indexes read,"
+              f" {r.imported} imported, {r.files} files, {r.indexes_read} index objects and"
+              f" {r.packs_read} pack tails read,"
               f" {r.objects_written} objects written, in {r.seconds:.1f}s")
     return 1 if r.lost else 0

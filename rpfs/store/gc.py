@@ -169,6 +169,8 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
             res.chunks_moved += len(staged)
         if writer is not None:
             new_packs.append((writer, writer.finish()))
+        if new_packs:
+            objects.put_index(repo, [(w.name, size, w.entries) for w, size in new_packs])
         with catalog.transaction(db):
             epoch = catalog.get_epoch(db) + 1
             pack_ids = {}

@@ -3,6 +3,10 @@
 - ``maps/<name>``: one file's chunk map as the chunk ids (32 bytes each; 32 zero bytes = an
   all-zero chunk). Content-addressed (name = keyed id of the map), so an unchanged file
   shares one map object across recovery points.
+- ``index/<name>``: the index of the packs one backup (or gc) wrote: per pack its name,
+  size and entries (the same entries as the pack's own trailer index), so a rebuild reads
+  one object per backup instead of the tail of every pack (like restic's index files).
+  Only an accelerator: a pack no index object covers is read from its own tail.
 - ``rps/<name>``: one recovery point as JSON (VM, name, time, sizes, and per file its path,
   size, map name and source identity). The name is derived from (VM, recovery point name),
   so the catalog knows which object each of its recovery points has.
@@ -16,13 +20,16 @@ then the catalog transaction; the recovery point object is what makes it exist.
 from __future__ import annotations
 
 import json
+import struct
 
 import zstandard
 
 from rpfs.errors import FormatError, IntegrityError
+from rpfs.store.packs import INDEX_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_index, parse_index
 
 MAGIC = b"RPFSOBJ1"
-RPS, MAPS = "rps", "maps"
+RPS, MAPS, INDEX = "rps", "maps", "index"
+_PACK = struct.Struct("<16sQI")     # pack name (128 bits), size, entry count
 ZERO_ID = bytes(32)
 MAX_OBJECT = 1 << 30
 
@@ -96,3 +103,32 @@ def get_recovery_point(repo, name: str) -> dict:
     if not ok:
         raise FormatError("not a recovery point", source=key, structure="recovery point object")
     return d
+
+
+def put_index(repo, packs: list[tuple[str, int, list[PackEntry]]]) -> str:
+    """One index object for ``packs`` (name, size, entries)."""
+    body = b"".join(_PACK.pack(bytes.fromhex(n), size, len(es)) + encode_index(es) for n, size, es in packs)
+    name = repo.crypto.object_id(b"index\0" + body)
+    key = f"{INDEX}/{name}"
+    repo.backend.put_object(key, encode(repo.crypto, key, body))
+    return name
+
+
+def get_index(repo, name: str) -> dict[str, tuple[int, list[PackEntry]]]:
+    """pack name -> (size, entries), every entry checked as a pack's own index is."""
+    key = f"{INDEX}/{name}"
+    raw = repo.backend.get_object(key)
+    if raw is None:
+        raise IntegrityError(f"index object {name} is missing")
+    body = decode(repo.crypto, key, raw)
+    out, at = {}, 0
+    while at < len(body):
+        if at + _PACK.size > len(body):
+            raise FormatError("truncated", source=key, structure="index object", offset=at)
+        pack, size, count = _PACK.unpack_from(body, at)
+        at += _PACK.size
+        index_offset = size - TRAILER_SIZE - count * INDEX_ENTRY_SIZE
+        out[pack.hex()] = (size, parse_index(body[at:at + count * INDEX_ENTRY_SIZE], count,
+                                             index_offset, key, at))
+        at += count * INDEX_ENTRY_SIZE
+    return out

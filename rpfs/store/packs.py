@@ -128,8 +128,7 @@ class PackWriter:
 
     def finish(self) -> int:
         """Write index + trailer, fsync, publish under the final name. Returns the size."""
-        index = b"".join(_INDEX.pack(e.hash, e.offset, e.usize, e.csize, e.codec)
-                         for e in self.entries)
+        index = encode_index(self.entries)
         self._f.write(index)
         self._f.write(Trailer.build(dict(index_offset=self.size, count=len(self.entries),
                                          crc=zlib.crc32(index))))
@@ -183,11 +182,25 @@ def read_index(backend: Backend, name: str, size: int | None = None) -> list[Pac
     if zlib.crc32(index) != t.crc:
         raise FormatError("index checksum mismatch", source=src, structure="pack index",
                           offset=t.index_offset)
+    return parse_index(index, t.count, t.index_offset, src, t.index_offset)
+
+
+def encode_index(entries: list[PackEntry]) -> bytes:
+    return b"".join(_INDEX.pack(e.hash, e.offset, e.usize, e.csize, e.codec) for e in entries)
+
+
+def parse_index(index: bytes, count: int, index_offset: int, src: str, at: int = 0) -> list[PackEntry]:
+    """``count`` index entries of a pack whose index starts at ``index_offset`` (every
+    payload must lie between the header and the index); ``at``: where ``index`` sits in
+    ``src``, for errors. Shared by the pack's own index and the index objects (objects.py)."""
+    if len(index) < count * INDEX_ENTRY_SIZE:
+        raise FormatError(f"{count} entries do not fit in {len(index)} bytes", source=src,
+                          structure="pack index", offset=at)
     out = []
-    for i in range(t.count):
-        e = IndexEntry.parse(index[i * INDEX_ENTRY_SIZE:(i + 1) * INDEX_ENTRY_SIZE])
-        if e.codec not in (RAW, ZSTD) or e.offset < HEADER_SIZE + ENTRY_HEADER_SIZE or e.offset + e.csize > t.index_offset:
+    for i in range(count):
+        h, off, usize, csize, codec = _INDEX.unpack_from(index, i * INDEX_ENTRY_SIZE)
+        if codec not in (RAW, ZSTD) or off < HEADER_SIZE + ENTRY_HEADER_SIZE or off + csize > index_offset:
             raise FormatError(f"entry {i} out of bounds", source=src, structure="pack index",
-                              offset=t.index_offset + i * INDEX_ENTRY_SIZE)
-        out.append(PackEntry(e.hash, e.offset, e.usize, e.csize, e.codec))
+                              offset=at + i * INDEX_ENTRY_SIZE)
+        out.append(PackEntry(h, off, usize, csize, codec))
     return out

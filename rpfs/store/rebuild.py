@@ -3,8 +3,8 @@ any writer before it changes anything) and ``repair`` (``rpfs repair``: a lost o
 catalog rebuilt). Neither deletes a repository object.
 
 Import of recovery point objects: fetch them and their chunk maps (in parallel); find the
-chunks the catalog does not know by reading the index of every pack it does not know (one
-ranged read of each pack's tail); then, in one transaction, insert packs, chunks, VMs,
+chunks the catalog does not know from the index objects, and for packs none covers from the
+pack's own index (one ranged read of its tail); then, in one transaction, insert packs, chunks, VMs,
 recovery points and files. A file whose map cannot be read is left out; one whose chunks
 are in no pack is imported with those chunks in ``catalog.LOST_PACK`` (so it reads except
 there, and verify names it). Both are named in ``lost``.
@@ -32,7 +32,8 @@ class RebuildResult:
     imported: int = 0               # recovery points added to the catalog
     dropped: int = 0                # catalog recovery points whose object is gone (s3 cache)
     files: int = 0
-    packs_read: int = 0
+    packs_read: int = 0             # packs whose own index was read (no index object had them)
+    indexes_read: int = 0           # index objects read
     chunks_added: int = 0
     objects_written: int = 0        # repair: objects written for catalog entries that had none
     lost: list[str] = field(default_factory=list)
@@ -197,18 +198,33 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
     """Read the index of every pack the catalog does not know; add its packs and chunks."""
     db = repo.writer
     have = {n for (n,) in db.execute("SELECT name FROM packs")}
-    todo = [(n, s) for n, s in repo.backend.list() if n not in have]
+    todo = {n: s for n, s in repo.backend.list() if n not in have}
+    found = []
+    if todo:
+        def index_object(name):
+            try:
+                return objects.get_index(repo, name)
+            except (RpfsError, OSError) as e:
+                log.warning("%s: index object %s unreadable (%s); its packs are read instead",
+                            repo.path, name, e)
+                return {}
+        for idx in _pmap(index_object, list(repo.backend.list_objects(objects.INDEX))):
+            res.indexes_read += 1
+            for n, (size, entries) in idx.items():
+                if todo.get(n) == size:
+                    found.append((n, size, entries, None))
+                    del todo[n]
 
-    def index(item):
+    def pack_tail(item):
         n, s = item
         try:
             return n, s, read_index(repo.backend, n, s), None
         except (RpfsError, OSError) as e:
             return n, s, None, str(e)
-    found = _pmap(index, todo)
+    res.packs_read += len(todo)
+    found += _pmap(pack_tail, list(todo.items()))
     with catalog.transaction(db):
         for n, s, entries, err in found:
-            res.packs_read += 1
             if entries is None:
                 res.lost.append(f"pack {n}: index unreadable ({err}); its chunks are not used")
                 continue
@@ -313,6 +329,6 @@ def repair(address: str, *, cache_dir: str | None = None, endpoint: str | None =
 
 def _rebuild(repo, res: RebuildResult) -> None:
     r = sync(repo, locked=True, drop_missing=False, quiet=True)
-    for k in ("recovery_points", "imported", "files", "packs_read", "chunks_added"):
+    for k in ("recovery_points", "imported", "files", "packs_read", "indexes_read", "chunks_added"):
         setattr(res, k, getattr(r, k))
     res.lost.extend(r.lost)
