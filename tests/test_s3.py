@@ -55,6 +55,16 @@ def make_vm(root, seed: int, *, size: int = 3 * MiB) -> dict[str, str]:
     return {rel: sha(data) for rel, data in files.items()}
 
 
+def store(addr, backups: list[tuple], **init) -> None:
+    """Set-up in-process (the CLI is tested where it is the point): a new repository with
+    ``init`` settings, then one backup per (source, time)."""
+    from rpfs.backup import backup
+
+    with Repository.init(str(addr), **init) as repo:
+        for src, t in backups:
+            backup(repo, [str(src)], time=t, show_progress=False)
+
+
 def bucket_objects(address: str) -> dict[str, bytes]:
     """Every object under an s3:// address, read with boto3 directly (not through rpfs)."""
     import boto3
@@ -122,11 +132,12 @@ def test_catalog_deleted_then_repaired(where, tmp_path):
     """The catalog lost: ``rpfs repair`` rebuilds it from the objects and every file reads
     back identical; a fresh machine (new cache) attaches to the bucket the same way."""
     truth = {}
-    rpfs("init", where, "--chunk-size", "64K", "--pack-size", "256K")
+    backups = []
     for i in range(3):
         src = tmp_path / f"s{i}" / "web01"
         truth[f"2026-11-0{i + 1}T020000Z"] = make_vm(src, 10 + i)
-        rpfs("backup", where, src, "--time", f"2026-11-0{i + 1}T02:00:00Z")
+        backups.append((src, f"2026-11-0{i + 1}T02:00:00Z"))
+    store(where, backups, chunk_size=64 << 10, pack_size=256 << 10)
     with Repository.open(where, register=False) as repo:
         cat = repo.catalog_path
     for s in ("", "-wal", "-shm"):
@@ -156,8 +167,7 @@ def test_repair_names_what_it_cannot_recover_and_a_backup_heals_it(tmp_path):
     repo = tmp_path / "repo"
     src = tmp_path / "web01"
     want = make_vm(src, 5)
-    rpfs("init", repo, "--chunk-size", "64K", "--pack-size", "64K")
-    rpfs("backup", repo, src, "--time", "2026-11-01T02:00:00Z")
+    store(repo, [(src, "2026-11-01T02:00:00Z")], chunk_size=64 << 10, pack_size=64 << 10)
     packs = sorted((repo / "packs").glob("*/*.pack"))
     lost = packs[len(packs) // 2]
     data = lost.read_bytes()
@@ -191,8 +201,7 @@ def test_repair_writes_objects_for_an_older_repository(tmp_path):
     repo = tmp_path / "repo"
     src = tmp_path / "web01"
     want = make_vm(src, 6)
-    rpfs("init", repo)
-    rpfs("backup", repo, src, "--time", "2026-11-01T02:00:00Z")
+    store(repo, [(src, "2026-11-01T02:00:00Z")])
     for d in ("rps", "maps"):
         for p in (repo / d).iterdir():
             p.unlink()
@@ -262,8 +271,7 @@ def test_gateway_killed_mid_backup(s3_gateway, tmp_path):
     repo = s3_gateway.address("kill")
     first = tmp_path / "a" / "web01"
     want1 = make_vm(first, 20)
-    rpfs("init", repo, "--chunk-size", "64K", "--pack-size", "256K")
-    rpfs("backup", repo, first, "--time", "2026-11-01T02:00:00Z")
+    store(repo, [(first, "2026-11-01T02:00:00Z")], chunk_size=64 << 10, pack_size=256 << 10)
     src = tmp_path / "b" / "web01"
     want2 = make_vm(src, 21, size=16 * MiB)
     p = subprocess.Popen([sys.executable, "-m", "rpfs", "backup", repo, str(src), "--time",
@@ -355,8 +363,7 @@ def test_network_errors_mid_restore_are_retried(s3_gateway, tmp_path):
     repo = s3_gateway.address("cut")
     src = tmp_path / "web01"
     want = make_vm(src, 30, size=12 * MiB)
-    rpfs("init", repo, "--chunk-size", "64K")
-    rpfs("backup", repo, src, "--time", "2026-11-01T02:00:00Z")
+    store(repo, [(src, "2026-11-01T02:00:00Z")], chunk_size=64 << 10)
     proxy = CuttingProxy(s3_gateway.endpoint, cut_every=3)
     try:
         out = tmp_path / "out"
@@ -380,8 +387,7 @@ def test_server_errors_are_retried(s3_gateway, tmp_path):
     repo = s3_gateway.address("503")
     src = tmp_path / "web01"
     want = make_vm(src, 31, size=12 * MiB)
-    rpfs("init", repo, "--chunk-size", "64K")
-    rpfs("backup", repo, src, "--time", "2026-11-01T02:00:00Z")
+    store(repo, [(src, "2026-11-01T02:00:00Z")], chunk_size=64 << 10)
     with Repository.open(repo, cache_dir=str(tmp_path / "cold")) as r:
         calls = []
 
@@ -402,12 +408,11 @@ def test_deleted_and_corrupted_objects_named_by_verify(s3_gateway, tmp_path):
     import boto3
 
     repo = s3_gateway.address("damage")
+    backups = []
     for i, t in enumerate(("2026-11-01T02:00:00Z", "2026-11-02T02:00:00Z")):
-        src = tmp_path / f"s{i}" / "web01"
-        make_vm(src, 40 + i)
-        if i == 0:
-            rpfs("init", repo, "--chunk-size", "64K", "--pack-size", "128K")
-        rpfs("backup", repo, src, "--time", t)
+        backups.append((tmp_path / f"s{i}" / "web01", t))
+        make_vm(backups[-1][0], 40 + i)
+    store(repo, backups, chunk_size=64 << 10, pack_size=128 << 10)
     with Repository.open(repo) as r:
         packs = [n for (n,) in r.query("SELECT name FROM packs ORDER BY id")]
     bucket, _, prefix = repo[5:].partition("/")
@@ -435,8 +440,7 @@ def test_mount_reads_from_the_bucket_and_then_from_the_cache(s3_gateway, tmp_pat
     repo = s3_gateway.address("mount")
     src = tmp_path / "web01"
     want = make_vm(src, 50, size=8 * MiB)
-    rpfs("init", repo)
-    rpfs("backup", repo, src, "--time", "2026-11-01T02:00:00Z")
+    store(repo, [(src, "2026-11-01T02:00:00Z")])
     cache = tmp_path / "cache"
     mp = tmp_path / "mnt"
     mp.mkdir()
@@ -489,3 +493,17 @@ def test_passphrase_asked_on_the_terminal_reaches_a_background_mount(tmp_path):
     finally:
         os.close(fd)
         rpfs("umount", mp, check=False)
+
+
+def test_block_cache_stays_within_its_bound(tmp_path):
+    from rpfs.store.diskcache import DiskCache
+
+    c = DiskCache(str(tmp_path / "blocks"), 10 * 1000)
+    for i in range(25):
+        c.put(f"k{i}", bytes([i]) * 1000)
+        if i == 3:
+            assert c.get("k0") is not None           # used: now the newest of the four
+    assert c.bytes <= 10 * 1000 and len(os.listdir(tmp_path / "blocks")) == 10
+    assert c.get("k1") is None and c.get("k24", 10, 5) == bytes([24]) * 5
+    again = DiskCache(str(tmp_path / "blocks"), 5 * 1000)    # a new process, a smaller bound
+    assert again.bytes == 5 * 1000 and len(os.listdir(tmp_path / "blocks")) == 5
