@@ -32,6 +32,7 @@ from rpfs.errors import FormatError, UsageError
 from rpfs.progress import Progress
 from rpfs.store import catalog, objects
 from rpfs.store.packs import PackWriter, compress
+from rpfs.store.rebuild import sync
 from rpfs.store.repository import Repository, rp_name
 from rpfs.stream import DATA, FileStream
 
@@ -299,6 +300,7 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
         workers = max(1, len(os.sched_getaffinity(0)))
     total = sum(f.size for f in files)
     with repo.writer_lock("backup"):
+        sync(repo, locked=True)   # a recovery point a killed run left as an object only
         if repo.writer.execute("SELECT 1 FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
                                " WHERE v.name = ? AND r.name = ?", (vm, name)).fetchone():
             raise UsageError(f"VM {vm!r} already has a recovery point named {name}")

@@ -46,7 +46,9 @@ def add_repository_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="local catalog and block cache (default: ~/.cache/rpfs/<hash of the address>)")
-    g.add_argument("--cache-size", metavar="SIZE", help="bound of the block cache, e.g. 4G (default 2G)")
+    from rpfs.cli.repo import parse_size
+    g.add_argument("--cache-size", metavar="SIZE", type=parse_size,
+                   help="bound of the block cache, e.g. 4G (default 2G)")
 
 
 def export_repository_options(args) -> None:
@@ -54,7 +56,7 @@ def export_repository_options(args) -> None:
                      ("cache_size", "RPFS_CACHE_SIZE")):
         value = getattr(args, opt, None)
         if value:
-            os.environ[env] = os.path.abspath(value) if opt == "cache_dir" else value
+            os.environ[env] = os.path.abspath(value) if opt == "cache_dir" else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
