@@ -507,3 +507,30 @@ def test_block_cache_stays_within_its_bound(tmp_path):
     assert c.get("k1") is None and c.get("k24", 10, 5) == bytes([24]) * 5
     again = DiskCache(str(tmp_path / "blocks"), 5 * 1000)    # a new process, a smaller bound
     assert again.bytes == 5 * 1000 and len(os.listdir(tmp_path / "blocks")) == 5
+
+
+def test_one_writer_across_machines(s3_gateway, tmp_path):
+    """A writer on another machine holds the lock object: a backup here is refused in one
+    line; one left by a dead writer of this host is cleared; none is left behind."""
+    import socket
+
+    import boto3
+
+    repo = s3_gateway.address("lock")
+    src = tmp_path / "web01"
+    make_vm(src, 70, size=MiB)
+    rpfs("init", repo)
+    bucket, _, prefix = repo[5:].partition("/")
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    other = json.dumps({"host": "hyperv-02", "pid": 4242, "what": "backup"}).encode()
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/locks/00000000000000aa", Body=other)
+    r = rpfs("backup", repo, src, check=False)
+    assert r.returncode == 75 and r.stderr.decode().splitlines() == [
+        f"rpfs: repository {repo} is busy (backup pid 4242 on hyperv-02)"]
+    s3.delete_object(Bucket=bucket, Key=f"{prefix}/locks/00000000000000aa")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = json.dumps({"host": socket.gethostname(), "pid": dead.pid, "what": "backup"}).encode()
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/locks/00000000000000bb", Body=mine)
+    rpfs("backup", repo, src)
+    assert [k for k in bucket_keys(repo) if "/locks/" in k] == []

@@ -317,9 +317,9 @@ class Repository:
 
     @contextlib.contextmanager
     def writer_lock(self, what: str = "writer", *, clean: bool = True) -> Iterator[None]:
-        """Exclusive: one backup/prune at a time. Cleans up what a killed writer left
-        (``clean``; not when only catching the catalog up: for s3:// that would abort a
-        multipart upload of a writer on another machine)."""
+        """Exclusive: one backup/prune at a time (s3://: on any machine, through a lock
+        object). Cleans up what a killed writer left. ``clean=False``: only the local
+        catalog is written (catching it up), so only the local lock is taken."""
         fd = os.open(os.path.join(self.local, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -329,9 +329,18 @@ class Repository:
                 raise RepositoryBusy(f"repository {self.path} is busy ({holder or 'another writer'})") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what} pid {os.getpid()}".encode(), 0)
-            if clean:
-                self.backend.clean_staging()
-            yield
+            remote = clean and self.remote
+            if remote:
+                holder = self.backend.lock(what)
+                if holder:
+                    raise RepositoryBusy(f"repository {self.path} is busy ({holder})")
+            try:
+                if clean:
+                    self.backend.clean_staging()
+                yield
+            finally:
+                if remote:
+                    self.backend.unlock()
         finally:
             os.close(fd)
 

@@ -12,16 +12,22 @@ come the way the AWS tools take them (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`
   chunks a file needs sit next to each other in its packs, so one GET serves several
   (read-ahead for free) and a second read is local. Every chunk read is then checked against
   its id by the repository; small objects carry their own digest or AEAD tag.
+- One writer at a time across machines: a lock object (``lock``), like restic's.
 - Retries: botocore's "standard" mode (exponential backoff with jitter) for errors before a
   response; a connection dropped while a body streams is retried here the same way.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
+import secrets
+import socket
 import threading
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
@@ -32,10 +38,23 @@ from rpfs.store.diskcache import DiskCache
 PART = 16 << 20          # packs up to this size go in one PUT; larger ones in parts of this size
 BLOCK = 4 << 20          # ranged GETs fetch (and the disk cache keeps) aligned blocks of this size
 SCHEME = "s3://"
+LOCK_REFRESH = 300       # a writer rewrites its lock object this often
+LOCK_STALE = 1800        # a lock object older than this belongs to a writer that died
+log = logging.getLogger("rpfs.store")
 
 
 class S3Error(RpfsError, OSError):
     """The object store refused or could not be reached (after retries)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def is_s3(address) -> bool:
@@ -291,14 +310,14 @@ class S3Backend(Backend):
             r = self._call(f"list {kind}", self.s3.list_objects_v2, Bucket=self.bucket,
                            Prefix=pre, **kw)
             for o in r.get("Contents", []):
-                yield o["Key"][len(pre):], o["Size"]
+                yield o["Key"][len(pre):], o["Size"], o["LastModified"]
             if not r.get("IsTruncated"):
                 return
             token = r["NextContinuationToken"]
 
     def list(self) -> Iterator[tuple[str, int]]:
         from rpfs.store.backend import _NAME
-        yield from ((n, s) for n, s in self._list("packs") if _NAME.match(n))
+        yield from ((n, s) for n, s, _ in self._list("packs") if _NAME.match(n))
 
     def delete(self, name: str) -> None:
         self._call(f"delete pack {name}", self.s3.delete_object, Bucket=self.bucket,
@@ -320,11 +339,68 @@ class S3Backend(Backend):
             return None
 
     def list_objects(self, kind: str) -> Iterator[str]:
-        yield from (n for n, _ in self._list(kind))
+        yield from (n for n, _, _ in self._list(kind))
 
     def delete_object(self, key: str) -> None:
         self._call(f"delete {key}", self.s3.delete_object, Bucket=self.bucket,
                    Key=self._key(check_key(key)))
+
+    # --- the writer lock across machines ----------------------------------------------
+    def lock(self, what: str) -> str | None:
+        """Take the repository's writer lock: an object ``locks/<id>`` (host, pid, what),
+        rewritten every ``LOCK_REFRESH`` s while held. Returns None, or a description of the
+        writer that holds it (a lock object not rewritten for ``LOCK_STALE`` s is a writer
+        that died). Two writers taking it at once both see each other and both back off."""
+        held = self._live_locks()
+        if held:
+            return held[0]
+        self._lock_id = secrets.token_hex(8)
+        self._lock_body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                      "what": what}).encode()
+        self.put_object(f"locks/{self._lock_id}", self._lock_body)
+        held = self._live_locks(exclude=self._lock_id)
+        if held:
+            self.delete_object(f"locks/{self._lock_id}")
+            return held[0]
+        self._lock_stop = threading.Event()
+        self._lock_thread = threading.Thread(target=self._refresh_lock, daemon=True,
+                                             name="rpfs-s3-lock")
+        self._lock_thread.start()
+        return None
+
+    def _refresh_lock(self) -> None:
+        while not self._lock_stop.wait(LOCK_REFRESH):
+            try:
+                self.delete_object(f"locks/{self._lock_id}")
+                self.put_object(f"locks/{self._lock_id}", self._lock_body)
+            except Exception as e:
+                log.warning("%s: could not refresh the writer lock: %s", self.address, e)
+
+    def unlock(self) -> None:
+        self._lock_stop.set()
+        self._lock_thread.join()
+        try:
+            self.delete_object(f"locks/{self._lock_id}")
+        except (S3Error, OSError) as e:   # the next writer on this host sees our pid is gone
+            log.info("%s: could not remove the writer lock: %s", self.address, e)
+
+    def _live_locks(self, exclude: str | None = None) -> list[str]:
+        now = datetime.now(timezone.utc)
+        out = []
+        for name, _, modified in self._list("locks"):
+            if name == exclude or (now - modified).total_seconds() > LOCK_STALE:
+                continue
+            raw = self.get_object(f"locks/{name}") or b"{}"
+            try:
+                d = json.loads(raw)
+                holder = f"{d['what']} pid {d['pid']} on {d['host']}"
+                if d["host"] == socket.gethostname() and not _alive(int(d["pid"])):
+                    self.delete_object(f"locks/{name}")      # a writer of this host that died
+                    continue
+            except (ValueError, KeyError, TypeError):
+                holder = f"lock object locks/{name}"
+            out.append(holder)
+        return out
 
     def clean_staging(self) -> int:
         """Temp files and unfinished multipart uploads a killed writer left (caller holds
