@@ -30,8 +30,9 @@ from pathlib import Path
 
 from rpfs.errors import FormatError, UsageError
 from rpfs.progress import Progress
-from rpfs.store import catalog
-from rpfs.store.packs import PackWriter, chunk_hash, compress
+from rpfs.store import catalog, objects
+from rpfs.store.packs import PackWriter, compress
+from rpfs.store.rebuild import sync
 from rpfs.store.repository import Repository, rp_name
 from rpfs.stream import DATA, FileStream
 
@@ -81,6 +82,7 @@ class _Source:
     ident: tuple = ()                             # (mtime_ns, ctime_ns, inode, dev) before reading
     hashes: list = field(default_factory=list)   # per chunk: hash or None (zeros)
     reuse: bytes | None = None                   # previous RP's chunk map (file unchanged)
+    map_object: str | None = None                # ... and its map object
 
 
 def check_vm_name(name: str) -> str:
@@ -164,12 +166,16 @@ class _Run:
         self.pool = ThreadPoolExecutor(workers, thread_name_prefix="rpfs-backup")
         self.q: queue.Queue = queue.Queue(maxsize=workers * 2 + 2)
         # full packs are fsynced, published and committed here, off the main thread, so
-        # an fsync does not stall the pipeline (at most 2 in flight: they are on disk, not RAM)
-        self.finisher = ThreadPoolExecutor(1, thread_name_prefix="rpfs-pack")
+        # an fsync (or an upload) does not stall the pipeline; a backend says how many
+        # publish at once (a disk: 1; object storage: a few, each a network round trip)
+        self.publishers = repo.backend.parallel_puts
+        self.finisher = ThreadPoolExecutor(self.publishers, thread_name_prefix="rpfs-pack")
         self.finishing: list[Future] = []
+        self.commit_lock = threading.Lock()     # one catalog transaction at a time
+        self.published: list = []               # (pack, size, entries) for the index object
 
     def finish(self, writer: PackWriter) -> None:
-        while len(self.finishing) >= 2:
+        while len(self.finishing) >= self.publishers + 1:
             self.finishing.pop(0).result()
         self.finishing.append(self.finisher.submit(_commit_pack, self.repo, self, writer))
 
@@ -188,11 +194,13 @@ class _Run:
                 out.append(None)
                 continue
             chunk = mv[s:e]
-            h = chunk_hash(chunk)
+            h = self.repo.crypto.chunk_id(chunk)
             with self.lock:
                 known = h in self.known
             if not known:
-                row = self.repo.db.execute("SELECT id FROM chunks WHERE hash = ?", (h,)).fetchone()
+                row = self.repo.db.execute(
+                    "SELECT c.id FROM chunks c JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?"
+                    " AND p.name != ?", (h, catalog.LOST_PACK)).fetchone()
                 with self.lock:
                     if h in self.known:
                         known = True
@@ -205,7 +213,7 @@ class _Run:
                 out.append((h, None, None, e - s))
             else:
                 codec, payload = compress(chunk, self.level)
-                out.append((h, codec, payload, e - s))
+                out.append((h, codec, self.repo.crypto.seal_chunk(payload, h), e - s))
         return out
 
     # reader thread
@@ -292,6 +300,7 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
         workers = max(1, len(os.sched_getaffinity(0)))
     total = sum(f.size for f in files)
     with repo.writer_lock("backup"):
+        sync(repo, locked=True)   # a recovery point a killed run left as an object only
         if repo.writer.execute("SELECT 1 FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
                                " WHERE v.name = ? AND r.name = ?", (vm, name)).fetchone():
             raise UsageError(f"VM {vm!r} already has a recovery point named {name}")
@@ -372,13 +381,13 @@ def _find_unchanged(repo: Repository, vm: str, files: list[_Source], cs: int,
                      " WHERE v.name = ? ORDER BY r.time DESC, r.name DESC LIMIT 1", (vm,)).fetchone()
     if not row or row[1] != cs:
         return
-    prev = {p: (size, (m, c, i, d), blob) for p, size, blob, m, c, i, d in db.execute(
-        "SELECT path, size, chunk_map, mtime_ns, ctime_ns, inode, dev FROM files WHERE rp_id = ?",
-        (row[0],))}
+    prev = {p: (size, (m, c, i, d), blob, mo) for p, size, blob, m, c, i, d, mo in db.execute(
+        "SELECT path, size, chunk_map, mtime_ns, ctime_ns, inode, dev, map_object FROM files"
+        " WHERE rp_id = ?", (row[0],))}
     for f in files:
         p = prev.get(f.rel)
         if p and p[0] == f.size and None not in p[1] and p[1] == f.ident:
-            f.reuse = p[2]
+            f.reuse, f.map_object = p[2], p[3]
             res.unchanged_files += 1
             res.unchanged_bytes += f.size
 
@@ -387,39 +396,65 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
     """Pack durable first, then its chunk rows (one short transaction)."""
     size = writer.finish()
     db = repo.writer
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    ids = []
+    with run.commit_lock, catalog.transaction(db):
         cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
                          (writer.name, size, len(writer.entries), _time.time()))
         pid = cur.lastrowid
-        ids = []
         for e in writer.entries:
-            cur = db.execute("INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
-                             " VALUES (?,?,?,?,?,?)", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
-            ids.append(cur.lastrowid)
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+            # a conflict is a chunk a repair found in no pack: from now on it is in this one
+            ids.append(db.execute(
+                "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (hash) DO UPDATE SET pack_id = excluded.pack_id, offset = excluded.offset,"
+                " csize = excluded.csize, usize = excluded.usize, codec = excluded.codec RETURNING id",
+                (e.hash, pid, e.offset, e.csize, e.usize, e.codec)).fetchone()[0])
     with run.lock:
         for e, i in zip(writer.entries, ids):
             run.known[e.hash] = i
+        run.published.append((writer.name, size, writer.entries))
+
+
+def _map_hashes(repo: Repository, f: _Source) -> list:
+    """The chunk ids (hashes) of an unchanged file whose map has no object yet."""
+    db = repo.writer
+    ids = catalog.decode_map(f.reuse, (f.size + repo.chunk_size - 1) // repo.chunk_size, f.rel)
+    by_id = dict(db.execute("SELECT id, hash FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                            (f"[{','.join(map(str, set(ids) - {0}))}]",)).fetchall())
+    return [by_id[i] if i else None for i in ids]
 
 
 def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
                files: list[_Source], res: BackupResult) -> None:
+    """The index of this run's packs, chunk maps and the recovery point object first (the
+    repository's truth), then the catalog rows in one transaction."""
+    if run.published:
+        objects.put_index(repo, run.published)
+    maps = []
+    for f in files:
+        if f.reuse is not None and f.map_object:
+            maps.append(f.map_object)
+        elif f.reuse is not None:
+            maps.append(objects.put_map(repo, _map_hashes(repo, f)))
+        else:
+            maps.append(objects.put_map(repo, f.hashes))
+    created = _time.time()
+    info = {"vm": vm, "name": name, "time": int(when.timestamp()), "logical_size": res.logical_bytes,
+            "stored_size": res.new_bytes_stored, "file_count": len(files),
+            "new_chunks": res.new_chunks, "chunk_size": run.cs, "created": created}
+    objects.put_recovery_point(repo, info, [
+        {"path": f.rel, "size": f.size, "map": m, "mtime_ns": f.ident[0], "ctime_ns": f.ident[1],
+         "inode": f.ident[2], "dev": f.ident[3]} for f, m in zip(files, maps)])
     db = repo.writer
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with catalog.transaction(db):
         db.execute("INSERT OR IGNORE INTO vms (name) VALUES (?)", (vm,))
         vm_id = db.execute("SELECT id FROM vms WHERE name = ?", (vm,)).fetchone()[0]
         cur = db.execute(
             "INSERT INTO recovery_points (vm_id, name, time, logical_size, stored_size, file_count,"
             " new_chunks, chunk_size, created) VALUES (?,?,?,?,?,?,?,?,?)",
             (vm_id, name, int(when.timestamp()), res.logical_bytes, res.new_bytes_stored,
-             len(files), res.new_chunks, run.cs, _time.time()))
+             len(files), res.new_chunks, run.cs, created))
         rp_id = cur.lastrowid
-        for f in files:
+        for f, m in zip(files, maps):
             if f.reuse is not None:
                 blob = f.reuse
             else:
@@ -427,9 +462,5 @@ def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
                 if any(i == _PENDING for i in ids):
                     raise RuntimeError("chunk without a committed pack")
                 blob = catalog.encode_map(ids)
-            db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev)"
-                       " VALUES (?,?,?,?,?,?,?,?)", (rp_id, f.rel, f.size, blob, *f.ident))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+            db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev,"
+                       " map_object) VALUES (?,?,?,?,?,?,?,?,?)", (rp_id, f.rel, f.size, blob, *f.ident, m))

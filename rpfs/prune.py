@@ -12,6 +12,7 @@ import time as _time
 from dataclasses import dataclass, field
 
 from rpfs.errors import UsageError
+from rpfs.store import catalog, objects
 from rpfs.store.gc import GcResult, gc
 from rpfs.store.repository import RecoveryPoint, Repository
 
@@ -107,14 +108,14 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
                 decisions.extend(decide(repo.recovery_points(v), policy))
         gone = [d.rp.id for d in decisions if not d.keep]
         if gone and not dry_run:
+            # the objects first: they are the truth a catalog is rebuilt from
+            for d in decisions:
+                if not d.keep:
+                    repo.backend.delete_object(
+                        f"{objects.RPS}/{objects.rp_object_name(repo.crypto, d.rp.vm, d.rp.name)}")
             db = repo.writer
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with catalog.transaction(db):
                 db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])
                 db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
         g = gc(repo, dry_run=dry_run, exclude=set(gone) if dry_run else set()) if collect else None
     return PruneResult(decisions, g, _time.monotonic() - t0, dry_run)

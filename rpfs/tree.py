@@ -367,7 +367,9 @@ def lookup_child(parent: Node, name: str) -> Node:
 
 
 def open_source(source: str | os.PathLike) -> Tree:
-    """A repository, a VM folder, or one disk image, as a Tree."""
+    """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a Tree."""
+    if str(source).startswith("s3://"):
+        return repo_tree(str(source))
     path = Path(source)
     if not path.exists():
         raise NotFoundError(f"{source}: no such file or directory")
@@ -377,7 +379,7 @@ def open_source(source: str | os.PathLike) -> Tree:
     return Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
 
 
-def repo_tree(path: Path) -> Tree:
+def repo_tree(path: Path | str) -> Tree:
     from rpfs.store import Repository
 
     repo = Repository.open(path)

@@ -15,11 +15,11 @@ import time as _time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rpfs.errors import FormatError, IntegrityError
+from rpfs.errors import FormatError, IntegrityError, RpfsError
 from rpfs.progress import Progress
-from rpfs.store import catalog
-from rpfs.store.packs import chunk_hash, decompress, read_index
-from rpfs.store.repository import Repository
+from rpfs.store import catalog, objects
+from rpfs.store.packs import read_index
+from rpfs.store.repository import ChunkLoc, Repository
 
 
 @dataclass
@@ -103,12 +103,15 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
         if retired is not None:
             continue
         have = stored.get(name)
-        if have is None:
+        if name == catalog.LOST_PACK:
+            bad_pack[pid] = "chunks found in no pack when the catalog was rebuilt"
+        elif have is None:
             bad_pack[pid] = f"pack {name} is missing"
         elif have != size:
             bad_pack[pid] = f"pack {name} has {have} bytes, catalog says {size}"
-    for r in bad_pack.values():
-        res.problems.append(r)
+    for pid, r in bad_pack.items():
+        if packs[pid][0] != catalog.LOST_PACK:   # those chunks are named as damage below
+            res.problems.append(r)
 
     chunks: dict[int, tuple] = {}
     for cid, pid, off, csize, usize, codec, h in db.execute(
@@ -146,11 +149,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
                     res.problems.append(f"pack {name}: own index unusable: {e}")
             for off, cid, csize, usize, codec, h in items:
                 try:
-                    payload = repo.backend.get(name, off, csize)
-                    if len(payload) != csize:
-                        raise IntegrityError("truncated")
-                    if chunk_hash(decompress(codec, payload, usize)) != h:
-                        raise IntegrityError("hash mismatch")
+                    repo.fetch_chunk(ChunkLoc(name, off, csize, usize, codec, h))
                 except (IntegrityError, OSError) as e:
                     local_bad[cid] = f"chunk {h.hex()[:16]} in pack {name} at {off:#x}: {e}"
                 else:
@@ -219,6 +218,44 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
         if ranges:
             res.damage.append(Damage(vm, rpn, path, ranges, reasons))
             referenced_bad.update(c for c in ids if c in bad)
+    _verify_objects(repo, db, rps, res, read_data)
     unreferenced = len(set(bad) - referenced_bad)
     if unreferenced:
         res.notes.append(f"{unreferenced} damaged chunk(s) no recovery point uses (the next prune drops them)")
+
+
+def _verify_objects(repo, db, rps: dict, res: VerifyResult, read_data: bool) -> None:
+    """The repository's own record of every recovery point (what rebuilds the catalog):
+    its object and its files' map objects exist (and, with ``read_data``, open)."""
+    rp_objects = set(repo.backend.list_objects(objects.RPS))
+    maps = set(repo.backend.list_objects(objects.MAPS))
+    legacy = {rid for (rid,) in db.execute("SELECT DISTINCT rp_id FROM files WHERE map_object IS NULL")}
+    if legacy:
+        res.notes.append(f"{len(legacy)} recovery point(s) stored before rpfs kept them as objects:"
+                         " `rpfs repair` writes their objects")
+    for rid, (vm, name) in rps.items():
+        if rid in legacy:
+            continue
+        n = objects.rp_object_name(repo.crypto, vm, name)
+        if n not in rp_objects:
+            res.problems.append(f"{vm}/{name}: its object rps/{n} is missing (`rpfs repair` writes it again)")
+        elif read_data:
+            try:
+                objects.get_recovery_point(repo, n)
+            except (RpfsError, OSError) as e:
+                res.problems.append(f"{vm}/{name}: its object rps/{n} is unreadable: {e}")
+    seen: set[str] = set()
+    for rid, path, mo in db.execute("SELECT rp_id, path, map_object FROM files WHERE map_object IS NOT NULL"):
+        vm, name = rps.get(rid, ("?", str(rid)))
+        why = None
+        if mo not in maps:
+            why = "is missing"
+        elif read_data and mo not in seen:
+            try:
+                objects.get_map(repo, mo)
+                seen.add(mo)
+            except (RpfsError, OSError) as e:
+                why = f"is unreadable: {e}"
+        if why:
+            res.problems.append(f"{vm}/{name}/files/{path}: its chunk map object maps/{mo} {why}"
+                                " (`rpfs repair` writes it again)")

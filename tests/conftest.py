@@ -9,6 +9,12 @@ if str(ROOT) not in sys.path:
 
 # -- the test-image factory (tools/fixtures) as session fixtures ---------------------------
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
 
 import pytest
 
@@ -27,3 +33,97 @@ def large_fixtures():
         pytest.skip("large fixture set: set RPFS_LARGE=1 to build/use it")
     from tools.fixtures import build
     return build("large")
+
+
+# -- a real S3 server (single-node Ceph RADOS Gateway) for s3:// repositories --------------
+S3_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+          "XDG_CACHE_HOME", "RPFS_PASSWORD")
+
+
+class Gateway:
+    """The running gateway: its endpoint, fresh repository addresses, and a kill switch
+    for fault tests (the monitor and OSD keep the data; only the gateway dies)."""
+
+    def __init__(self, d: str, env: dict):
+        self.dir, self.env = d, env
+        self.endpoint = env["AWS_ENDPOINT_URL"]
+
+    def address(self, what: str = "repo") -> str:
+        return f"s3://rpfs-test/{what}-{uuid.uuid4().hex[:8]}"
+
+    def _pid(self) -> int:
+        with open(os.path.join(self.dir, "run", "client.rgw.gw.pid")) as f:
+            return int(f.read())
+
+    def kill(self) -> None:
+        pid = self._pid()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(200):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    if "\nState:\tZ" in f.read():
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.05)
+
+    def start(self) -> None:
+        subprocess.run(["radosgw", "-c", os.path.join(self.dir, "ceph.conf"), "-n", "client.rgw.gw"],
+                       check=True, capture_output=True)
+        import urllib.request
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(self.endpoint, timeout=1).close()
+                return
+            except OSError as e:
+                if getattr(e, "code", None):   # an HTTP answer (403): it is up
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("the S3 gateway did not come back")
+
+
+def _shared_script(name: str) -> str | None:
+    for base in (ROOT.parent / "shared", Path("/work/shared")):
+        p = base / "s3" / name
+        if p.exists():
+            return str(p)
+    return None
+
+
+@pytest.fixture(scope="session")
+def s3_gateway():
+    """Starts the gateway once per session (~6 s); its credentials go into os.environ the
+    way the AWS tools take them, with a throw-away cache home and a test passphrase."""
+    start = _shared_script("s3-start.sh")
+    if start is None:
+        pytest.skip("shared/s3/s3-start.sh not found beside the repository")
+    for tool in ("radosgw", "ceph-mon", "ceph-osd"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (tools/setup.sh installs the Ceph packages)")
+    base = tempfile.mkdtemp(prefix="rpfs-s3-")
+    d = os.path.join(base, "gw")
+    r = subprocess.run([start, d], capture_output=True, text=True,
+                       env={**os.environ, "S3_STORE": os.environ.get("S3_STORE", "memstore")})
+    if r.returncode:
+        raise RuntimeError(f"s3-start.sh failed: {r.stderr[-2000:]}")
+    env = {}
+    with open(os.path.join(d, "s3.env")) as f:
+        for line in f:
+            k, _, v = line.strip().partition("=")
+            env[k] = v
+    env = {"AWS_ENDPOINT_URL": env["S3_ENDPOINT"], "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"],
+           "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"],
+           "AWS_DEFAULT_REGION": env.get("AWS_DEFAULT_REGION", "us-east-1"),
+           "XDG_CACHE_HOME": os.path.join(base, "cache"), "RPFS_PASSWORD": "rpfs test passphrase"}
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(env)
+    try:
+        yield Gateway(d, env)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        subprocess.run([_shared_script("s3-stop.sh"), d, "--purge"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -17,10 +17,15 @@ from tests.helpers.cli import rpfs, two_point_repo
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 
 
-@pytest.fixture(scope="module")
-def repo(small_fixtures, tmp_path_factory):
-    """A repository holding both states of the fixture VM."""
-    return two_point_repo(small_fixtures, tmp_path_factory.mktemp("repo") / "r")
+@pytest.fixture(scope="module", params=["local", "s3"])
+def repo(request, small_fixtures, tmp_path_factory):
+    """A repository holding both states of the fixture VM: a directory, and an encrypted
+    s3:// repository on the real gateway."""
+    if request.param == "s3":
+        path = request.getfixturevalue("s3_gateway").address("frontends")
+    else:
+        path = tmp_path_factory.mktemp("repo") / "r"
+    return two_point_repo(small_fixtures, path)
 
 
 @pytest.mark.parametrize("fmt,extra", [("vhdx", []), ("vhdx", ["--fixed"]), ("vhd", []),

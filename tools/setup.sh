@@ -21,7 +21,10 @@ quiet() {
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
       borgbackup wimtools make
-      chromium unzip)  # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
+      # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
+      chromium unzip
+      # a real S3 server for the tests (a single-node Ceph RADOS Gateway, ../shared/s3/s3-start.sh)
+      ceph-mon ceph-osd radosgw ceph-common)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

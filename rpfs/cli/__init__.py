@@ -34,7 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    for p in sub.choices.values():
+        add_repository_options(p)
     return parser
+
+
+def add_repository_options(p: argparse.ArgumentParser) -> None:
+    """Where an s3:// repository is and where its local cache lives (for every command,
+    since any of them may be given one). They travel as the environment variables the
+    store reads, so a detached mount process gets them too."""
+    g = p.add_argument_group("s3:// repositories")
+    g.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
+    g.add_argument("--cache-dir", metavar="DIR",
+                   help="local catalog and block cache (default: ~/.cache/rpfs/<hash of the address>)")
+    from rpfs.cli.repo import parse_size
+    g.add_argument("--cache-size", metavar="SIZE", type=parse_size,
+                   help="bound of the block cache, e.g. 4G (default 2G)")
+
+
+def export_repository_options(args) -> None:
+    for opt, env in (("s3_endpoint", "AWS_ENDPOINT_URL"), ("cache_dir", "RPFS_CACHE_DIR"),
+                     ("cache_size", "RPFS_CACHE_SIZE")):
+        value = getattr(args, opt, None)
+        if value:
+            os.environ[env] = os.path.abspath(value) if opt == "cache_dir" else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         format="rpfs: %(levelname)s: %(message)s",
     )
     debug = bool(os.environ.get("RPFS_DEBUG"))
+    export_repository_options(args)
     try:
         return args.func(args) or 0
     except RpfsError as e:

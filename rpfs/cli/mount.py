@@ -10,6 +10,7 @@ import os
 import select
 import shutil
 import signal
+import sys
 import subprocess
 import tempfile
 import time
@@ -76,6 +77,7 @@ def _daemon(args) -> int:
     messages go to a log file in /tmp."""
     import rpfs.fuse  # noqa: F401  (imported once, before the fork)
 
+    _ask_passphrase(args.source)
     log = tempfile.NamedTemporaryFile(prefix="rpfs-mount-", suffix=".log", delete=False)
     r, w = os.pipe()
     pid = os.fork()
@@ -129,6 +131,16 @@ def _tell(fd: int, message: str) -> None:
         os.write(fd, message.replace("\n", " ").encode(errors="replace") + b"\n")
     except OSError:
         pass
+
+
+def _ask_passphrase(source: str) -> None:
+    """The forked child has no terminal: an encrypted repository's passphrase is asked here,
+    before the fork, and kept in memory for the child (never argv or the environment)."""
+    from rpfs.store import Repository
+    from rpfs.store import crypto
+
+    if crypto.prompt_needed() and sys.stdin.isatty() and Repository.is_encrypted(source):
+        crypto.keep_passphrase(crypto.passphrase(source))
 
 
 def cmd_umount(args) -> int:

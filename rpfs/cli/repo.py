@@ -1,4 +1,4 @@
-"""Repository commands: ``init``, ``backup``, ``list``, ``prune``, ``verify``."""
+"""Repository commands: ``init``, ``backup``, ``list``, ``prune``, ``verify``, ``repair``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from rpfs.progress import human
 
 
 def register(sub) -> None:
-    p = sub.add_parser("init", help="create an empty repository (directory mode 0700)")
+    p = sub.add_parser("init", help="create an empty repository (a directory, mode 0700, or s3://BUCKET/PREFIX)")
     p.add_argument("repo")
+    p.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=None,
+                   help="encrypt every object (default: on for s3://, off for a directory); the"
+                        " passphrase comes from $RPFS_PASSWORD, $RPFS_PASSWORD_FILE or a prompt")
     p.add_argument("--chunk-size", type=parse_size, help="chunk size, e.g. 1M (default 1M)")
     p.add_argument("--zstd-level", type=int, help="zstd level (default 1)")
     p.add_argument("--pack-size", type=parse_size, help="target pack size, e.g. 32M")
@@ -48,6 +51,11 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
 
+    p = sub.add_parser("repair", help="rebuild the catalog from the repository's own objects")
+    p.add_argument("repo")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_repair)
+
 
 def parse_size(text: str) -> int:
     """'1M', '256K', '32MiB', '4096' -> bytes (argparse type for size options)."""
@@ -76,8 +84,10 @@ def cmd_init(args) -> int:
         kw["zstd_level"] = args.zstd_level
     if args.pack_size:
         kw["pack_size"] = args.pack_size
-    Repository.init(args.repo, **kw).close()
-    print(f"created repository {args.repo}", file=sys.stderr)
+    repo = Repository.init(args.repo, encrypt=args.encrypt, **kw)
+    enc = "encrypted" if repo.crypto.encrypted else "not encrypted"
+    repo.close()
+    print(f"created repository {args.repo} ({enc})", file=sys.stderr)
     return 0
 
 
@@ -176,3 +186,20 @@ def cmd_verify(args) -> int:
               + (f", {r.chunks_read} read ({human(r.bytes_read)})" if r.read_data else "")
               + f" in {r.seconds:.1f}s")
     return 0 if r.ok else 1
+
+
+def cmd_repair(args) -> int:
+    from rpfs.store.rebuild import repair
+    r = repair(args.repo)
+    if args.json:
+        print(json.dumps(r.as_dict(), indent=1))
+    else:
+        if r.catalog_moved_to:
+            print(f"the damaged catalog was moved to {r.catalog_moved_to}", file=sys.stderr)
+        for line in r.lost:
+            print(f"could not recover: {line}")
+        print(f"{'incomplete' if r.lost else 'ok'}: {r.recovery_points} recovery point objects,"
+              f" {r.imported} imported, {r.files} files, {r.indexes_read} index objects and"
+              f" {r.packs_read} pack tails read,"
+              f" {r.objects_written} objects written, in {r.seconds:.1f}s")
+    return 1 if r.lost else 0

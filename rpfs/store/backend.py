@@ -1,9 +1,13 @@
-"""Where pack objects live: a narrow interface so object storage can replace a directory.
+"""Where a repository's objects live: a narrow interface so object storage can replace a directory.
 
-A backend stores immutable named objects. ``put`` makes an object durable and visible
-atomically (never a half-written object under its final name); ``get`` reads a byte range
-positionlessly; ``list``/``size``/``delete`` serve gc and verify. Temporary files are written
-in ``staging`` first (local disk for every backend).
+A backend stores immutable named objects of two sorts. **Packs** (names: 32 hex digits):
+``put`` makes one durable and visible atomically (never a half-written object under its
+final name); ``get`` reads a byte range positionlessly; ``list``/``size``/``delete`` serve gc
+and verify. **Small objects** under a key ``<kind>/<name>`` (the config, the key file,
+recovery points, chunk maps: what rebuilds the catalog): ``put_object`` is write-once
+(False if the key already exists), ``get_object`` returns the whole object or None.
+Temporary files are written in ``staging`` first (local disk for every backend).
+``LocalBackend`` is a directory; ``S3Backend`` (s3.py) a bucket prefix.
 """
 
 from __future__ import annotations
@@ -17,6 +21,13 @@ from typing import Iterator
 from rpfs.errors import IntegrityError
 
 _NAME = re.compile(r"^[0-9a-f]{32}$")
+_KEY = re.compile(r"^[a-z]+(/[0-9a-z.-]+)?$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY.match(key):
+        raise ValueError(f"bad object key {key!r}")
+    return key
 
 
 def fsync_dir(path: str) -> None:
@@ -31,6 +42,7 @@ class Backend:
     """Interface; names are 32 lowercase hex digits."""
 
     staging: str
+    parallel_puts = 1      # packs a writer publishes at once
 
     def put(self, name: str, local_path: str) -> None:
         raise NotImplementedError
@@ -47,6 +59,30 @@ class Backend:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
+    def put_object(self, key: str, data: bytes) -> bool:
+        raise NotImplementedError
+
+    def get_object(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def list_objects(self, kind: str) -> Iterator[str]:
+        """Names of the objects ``<kind>/<name>``."""
+        raise NotImplementedError
+
+    def delete_object(self, key: str) -> None:
+        raise NotImplementedError
+
+    def clean_staging(self) -> int:
+        return 0
+
+    def get_direct(self, name: str, offset: int, length: int) -> bytes:
+        """``get`` around any cache (pack indexes: small reads nobody repeats)."""
+        return self.get(name, offset, length)
+
+    def discard_cached(self, name: str, offset: int, length: int) -> bool:
+        """Forget any local copy of a pack range; False when there is none to forget."""
+        return False
+
     def close(self) -> None:
         pass
 
@@ -62,10 +98,12 @@ class _Fd:
 
 
 class LocalBackend(Backend):
-    """Packs as files ``packs/<2 hex>/<name>.pack``; reads via a small LRU of open fds."""
+    """Packs as files ``packs/<2 hex>/<name>.pack``; reads via a small LRU of open fds.
+    Small objects as files ``<kind>/<name>`` beside ``packs/`` (``objects_root``)."""
 
-    def __init__(self, root: str, max_fds: int = 64):
+    def __init__(self, root: str, max_fds: int = 64, objects_root: str | None = None):
         self.root = root
+        self.objects_root = objects_root or os.path.dirname(os.path.abspath(root))
         self.staging = os.path.join(root, "tmp")
         self._fds: collections.OrderedDict[str, _Fd] = collections.OrderedDict()
         self._max_fds = max_fds
@@ -163,6 +201,50 @@ class LocalBackend(Backend):
         self.forget(name)
         try:
             os.unlink(self.path(name))
+        except FileNotFoundError:
+            pass
+
+    def _object_path(self, key: str) -> str:
+        return os.path.join(self.objects_root, *check_key(key).split("/"))
+
+    def put_object(self, key: str, data: bytes) -> bool:
+        """Durable, then linked under its name (link never replaces an existing file)."""
+        dest = self._object_path(key)
+        d = os.path.dirname(dest)
+        if not os.path.isdir(d):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+            fsync_dir(os.path.dirname(d))
+        tmp = os.path.join(self.staging, f"obj-{os.getpid()}-{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        fsync_dir(d)
+        return True
+
+    def get_object(self, key: str) -> bytes | None:
+        try:
+            with open(self._object_path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def list_objects(self, kind: str) -> Iterator[str]:
+        try:
+            names = sorted(os.listdir(self._object_path(kind)))
+        except FileNotFoundError:
+            return
+        yield from (n for n in names if _KEY.match(f"{kind}/{n}"))
+
+    def delete_object(self, key: str) -> None:
+        try:
+            os.unlink(self._object_path(key))
         except FileNotFoundError:
             pass
 

@@ -2,7 +2,8 @@
 
 Schema (version in ``PRAGMA user_version``; ``migrate`` brings any older catalog forward):
 
-- ``meta(key, value)``: ``epoch`` — bumped by every gc that retires packs (see gc.py).
+- ``meta(key, value)``: ``epoch`` — bumped by every gc that retires packs (see gc.py);
+  ``repository`` — the config's ``id`` (v3; tells a cache which repository it holds).
 - ``vms(id, name)``.
 - ``packs(id, name, size, chunk_count, created, retired_epoch)``: one row per pack object.
   ``retired_epoch`` NULL = live; otherwise no chunk points into it since that epoch and the
@@ -16,15 +17,21 @@ Schema (version in ``PRAGMA user_version``; ``migrate`` brings any older catalog
 - ``files(id, rp_id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev)``: one row per
   stored file per RP; ``chunk_map`` is the file's chunk ids in order, encoded by
   ``encode_map`` (not one row per chunk); the last four (v2) identify the source file as it
-  was stat'ed before reading (NULL before v2).
+  was stat'ed before reading (NULL before v2); ``map_object`` (v3) names the repository
+  object ``maps/<name>`` holding the same map as chunk ids (NULL: none written, e.g. a file
+  stored before v3; ``rpfs repair`` writes the missing ones).
 
 A recovery point is its ``recovery_points`` row plus ``files`` rows, inserted in one
-transaction after every pack they reference is durable.
+transaction after every pack they reference is durable and its objects are written
+(objects.py): the catalog can always be rebuilt from the repository (rebuild.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import time
 from array import array
 from itertools import accumulate
 
@@ -33,7 +40,11 @@ import zstandard
 from rpfs.errors import FormatError
 
 CATALOG_NAME = "catalog.sqlite"
-SCHEMA_VERSION = 2
+# the ``packs`` row of chunks a rebuild found named by a chunk map but in no pack: reading
+# them fails (the pack does not exist), verify names their files, and a backup that meets
+# the same data again points the row at its new pack, which heals every file that uses it
+LOST_PACK = "0" * 32
+SCHEMA_VERSION = 3
 
 
 def _run(db: sqlite3.Connection, script: str) -> None:
@@ -98,7 +109,26 @@ def _v2(db: sqlite3.Connection) -> None:
     """)
 
 
-MIGRATIONS = {1: _v1, 2: _v2}  # version n: function bringing version n-1 to n
+def _v3(db: sqlite3.Connection) -> None:
+    """The chunk map's repository object, so gc knows which ``maps/`` objects are live and an
+    unchanged file reuses its map object without rebuilding it."""
+    _run(db, "ALTER TABLE files ADD COLUMN map_object TEXT")
+
+
+MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}  # version n: function bringing version n-1 to n
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection):
+    """The one way to write: ``BEGIN IMMEDIATE`` (the write lock up front, so no deadlock
+    between two upgrading readers), COMMIT on success, ROLLBACK on any exception."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def migrate(db: sqlite3.Connection, source: str = CATALOG_NAME) -> int:
@@ -109,14 +139,9 @@ def migrate(db: sqlite3.Connection, source: str = CATALOG_NAME) -> int:
                           source=source, structure="catalog")
     while version < SCHEMA_VERSION:
         version += 1
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(db):
             MIGRATIONS[version](db)
             db.execute(f"PRAGMA user_version = {version}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
     return version
 
 
@@ -132,15 +157,62 @@ def connect(path: str, *, write: bool = False) -> sqlite3.Connection:
     return db
 
 
-def create(path: str) -> None:
+def create(path: str, repository_id: str = "") -> None:
     db = sqlite3.connect(path, isolation_level=None)
     try:
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise FormatError(f"cannot enable WAL (got {mode})", source=path, structure="catalog")
         migrate(db, path)
+        with transaction(db):
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('repository', ?)", (repository_id,))
     finally:
         db.close()
+
+
+def check(path: str) -> None:
+    """Readable, and at this schema version (older ones are migrated in place)."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=60)
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                migrate(db, path)
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise FormatError(f"catalog unreadable: {e} (rpfs repair rebuilds it)", source=path,
+                          structure="catalog") from None
+
+
+def repository_id(path: str) -> str | None:
+    """The repository a catalog belongs to (None: unreadable, or written before v3)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=60)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key = 'repository'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        return None
+    return row[0] if row else None
+
+
+def remove(path: str) -> None:
+    """Delete a catalog that is only a cache (s3://: the bucket holds the truth)."""
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(path + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def discard(path: str) -> str:
+    """Move a catalog (and its WAL) aside, never deleting it; returns the new name."""
+    aside = f"{path}.old-{time.strftime('%Y%m%dT%H%M%S')}"
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.replace(path + suffix, aside + suffix)
+    return aside
 
 
 # --- chunk maps -------------------------------------------------------------------------

@@ -29,6 +29,8 @@ class Config:
     pack_size: int = 32 << 20          # target pack size; a pack closes once past it
     cache_mb: int = 256                # decompressed-chunk cache bound (env RPFS_CACHE_MB wins)
     repack_threshold: float = 0.5      # gc rewrites a pack whose live fraction is below this
+    id: str = ""                       # random at init: tells a cache which repository it holds
+    encryption: str = "none"           # "none" | "aes-256-gcm" (keys in keys/default, crypto.py)
     extra: dict = field(default_factory=dict)
 
     def validate(self, source: str = CONFIG_NAME) -> "Config":
@@ -49,6 +51,8 @@ class Config:
             bad(f"cache_mb {self.cache_mb!r} out of range")
         if not isinstance(self.repack_threshold, (int, float)) or not 0 <= self.repack_threshold <= 1:
             bad(f"repack_threshold {self.repack_threshold!r} out of range")
+        if self.encryption not in ("none", "aes-256-gcm"):
+            bad(f"encryption {self.encryption!r} not supported")
         return self
 
     @classmethod
@@ -74,9 +78,14 @@ class Config:
         try:
             with open(src, "rb") as f:
                 raw = f.read(1 << 16)
-            d = json.loads(raw)
         except FileNotFoundError:
             raise FormatError("not an rpfs repository (no config.json)", source=path) from None
+        return cls.loads(raw, src)
+
+    @classmethod
+    def loads(cls, raw: bytes, src: str) -> "Config":
+        try:
+            d = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as e:
             raise FormatError(f"unreadable config: {e}", source=src, structure="repository config") from None
         if not isinstance(d, dict):

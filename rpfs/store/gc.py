@@ -20,8 +20,9 @@ import time
 from dataclasses import asdict, dataclass
 
 from rpfs.errors import FormatError, IntegrityError
-from rpfs.store import catalog
-from rpfs.store.packs import PackWriter, chunk_hash, decompress
+from rpfs.store import catalog, objects
+from rpfs.store.packs import PackWriter
+from rpfs.store.repository import ChunkLoc
 
 
 @dataclass
@@ -37,6 +38,7 @@ class GcResult:
     bytes_after: int = 0
     chunks_moved: int = 0
     damaged_chunks: int = 0
+    maps_deleted: int = 0
     dry_run: bool = False
 
     @property
@@ -94,8 +96,11 @@ def mark(repo, exclude: set[int] = frozenset()) -> Marks:
 
 def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcResult:
     """Caller holds ``repo.writer_lock()``. ``exclude``: RPs a dry run pretends are gone."""
+    from rpfs.store.rebuild import sync
+
     res = GcResult(dry_run=dry_run)
     db = repo.writer
+    sync(repo, locked=True)   # a recovery point whose object exists keeps its chunks
     live = mark(repo, exclude)
     res.chunks_live = len(live)
 
@@ -143,9 +148,7 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
             staged = []
             for cid, off, csize, usize, codec, h in rows_by_pack.get(pid, []):
                 try:
-                    payload = repo.backend.get(name, off, csize)
-                    if chunk_hash(decompress(codec, payload, usize)) != h:
-                        raise IntegrityError("hash mismatch")
+                    payload = repo.fetch_chunk(ChunkLoc(name, off, csize, usize, codec, h))[0]
                 except (IntegrityError, OSError):
                     ok = False   # leave a damaged pack where it is: verify will name it
                     res.damaged_chunks += 1
@@ -166,8 +169,9 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
             res.chunks_moved += len(staged)
         if writer is not None:
             new_packs.append((writer, writer.finish()))
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        if new_packs:
+            objects.put_index(repo, [(w.name, size, w.entries) for w, size in new_packs])
+        with catalog.transaction(db):
             epoch = catalog.get_epoch(db) + 1
             pack_ids = {}
             for w, size in new_packs:
@@ -181,16 +185,13 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
                 db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
             db.executemany("UPDATE packs SET retired_epoch = ? WHERE id = ?", [(epoch, p) for p in retire])
             db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         res.packs_retired = len(retire)
     elif dry_run:
         res.packs_retired = len(retire) + len(repack)
 
     if not dry_run:
         delete_retired(repo, res)
+        res.maps_deleted = delete_unused_maps(repo)
     stored = dict(repo.backend.list())
     res.bytes_after = sum(stored.values())
     return res
@@ -212,3 +213,14 @@ def delete_retired(repo, res: GcResult) -> None:
         repo.backend.delete(name)
         db.execute("DELETE FROM packs WHERE id = ?", (pid,))
         res.packs_deleted += 1
+
+
+def delete_unused_maps(repo) -> int:
+    """Chunk map objects no recovery point names any more."""
+    live = {m for (m,) in repo.writer.execute("SELECT DISTINCT map_object FROM files")}
+    n = 0
+    for name in list(repo.backend.list_objects(objects.MAPS)):
+        if name not in live:
+            repo.backend.delete_object(f"{objects.MAPS}/{name}")
+            n += 1
+    return n

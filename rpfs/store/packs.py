@@ -128,8 +128,7 @@ class PackWriter:
 
     def finish(self) -> int:
         """Write index + trailer, fsync, publish under the final name. Returns the size."""
-        index = b"".join(_INDEX.pack(e.hash, e.offset, e.usize, e.csize, e.codec)
-                         for e in self.entries)
+        index = encode_index(self.entries)
         self._f.write(index)
         self._f.write(Trailer.build(dict(index_offset=self.size, count=len(self.entries),
                                          crc=zlib.crc32(index))))
@@ -159,25 +158,49 @@ def read_index(backend: Backend, name: str, size: int | None = None) -> list[Pac
             raise IntegrityError(f"{src} is missing")
     if size < HEADER_SIZE + TRAILER_SIZE:
         raise FormatError(f"too small ({size} bytes)", source=src, structure="pack", offset=0)
-    head = backend.get(name, 0, HEADER_SIZE)
+    # one read of the tail holds trailer and index of a typical pack (and, if small, the header)
+    tail_len = min(size, 1 << 16)
+    tail_at = size - tail_len
+    tail = backend.get_direct(name, tail_at, tail_len)
+    if len(tail) != tail_len:
+        raise FormatError(f"truncated ({tail_at + len(tail)} of {size} bytes)", source=src,
+                          structure="pack", offset=tail_at + len(tail))
+    head = tail[:HEADER_SIZE] if tail_at == 0 else backend.get_direct(name, 0, HEADER_SIZE)
     if head[:8] != b"RPFSPACK":
         raise FormatError("bad magic", source=src, structure="pack header", offset=0)
-    raw = backend.get(name, size - TRAILER_SIZE, TRAILER_SIZE)
-    if len(raw) != TRAILER_SIZE or raw[-8:] != b"RPFSIDX1":
+    raw = tail[-TRAILER_SIZE:]
+    if raw[-8:] != b"RPFSIDX1":
         raise FormatError("bad trailer", source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
     t = Trailer.parse(raw)
     if t.index_offset < HEADER_SIZE or t.index_offset + t.count * INDEX_ENTRY_SIZE != size - TRAILER_SIZE:
         raise FormatError(f"index at {t.index_offset:#x} with {t.count} entries does not fit",
                           source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
-    index = backend.get(name, t.index_offset, t.count * INDEX_ENTRY_SIZE)
+    if t.index_offset >= tail_at:
+        index = tail[t.index_offset - tail_at:tail_len - TRAILER_SIZE]
+    else:
+        index = backend.get_direct(name, t.index_offset, t.count * INDEX_ENTRY_SIZE)
     if zlib.crc32(index) != t.crc:
         raise FormatError("index checksum mismatch", source=src, structure="pack index",
                           offset=t.index_offset)
+    return parse_index(index, t.count, t.index_offset, src, t.index_offset)
+
+
+def encode_index(entries: list[PackEntry]) -> bytes:
+    return b"".join(_INDEX.pack(e.hash, e.offset, e.usize, e.csize, e.codec) for e in entries)
+
+
+def parse_index(index: bytes, count: int, index_offset: int, src: str, at: int = 0) -> list[PackEntry]:
+    """``count`` index entries of a pack whose index starts at ``index_offset`` (every
+    payload must lie between the header and the index); ``at``: where ``index`` sits in
+    ``src``, for errors. Shared by the pack's own index and the index objects (objects.py)."""
+    if len(index) < count * INDEX_ENTRY_SIZE:
+        raise FormatError(f"{count} entries do not fit in {len(index)} bytes", source=src,
+                          structure="pack index", offset=at)
     out = []
-    for i in range(t.count):
-        e = IndexEntry.parse(index[i * INDEX_ENTRY_SIZE:(i + 1) * INDEX_ENTRY_SIZE])
-        if e.codec not in (RAW, ZSTD) or e.offset < HEADER_SIZE + ENTRY_HEADER_SIZE or e.offset + e.csize > t.index_offset:
+    for i in range(count):
+        h, off, usize, csize, codec = _INDEX.unpack_from(index, i * INDEX_ENTRY_SIZE)
+        if codec not in (RAW, ZSTD) or off < HEADER_SIZE + ENTRY_HEADER_SIZE or off + csize > index_offset:
             raise FormatError(f"entry {i} out of bounds", source=src, structure="pack index",
-                              offset=t.index_offset + i * INDEX_ENTRY_SIZE)
-        out.append(PackEntry(e.hash, e.offset, e.usize, e.csize, e.codec))
+                              offset=at + i * INDEX_ENTRY_SIZE)
+        out.append(PackEntry(h, off, usize, csize, codec))
     return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import secrets
 import sqlite3
@@ -23,10 +24,13 @@ from typing import Iterator
 
 from rpfs.errors import FormatError, IntegrityError, NotFoundError, RpfsError, UsageError
 from rpfs.store import catalog
-from rpfs.store.backend import LocalBackend, fsync_dir
+from rpfs.store.backend import Backend, LocalBackend, fsync_dir
 from rpfs.store.cache import ChunkCache
 from rpfs.store.config import CONFIG_NAME, Config
-from rpfs.store.packs import chunk_hash, decompress
+from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file, passphrase
+from rpfs.store.diskcache import DiskCache
+from rpfs.store.packs import decompress
+from rpfs.store.s3 import S3Backend, is_s3
 from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 PACKS_DIR = "packs"
@@ -53,6 +57,37 @@ class RecoveryPoint:
     new_chunks: int = 0
 
 
+def default_cache_dir(address: str) -> str:
+    """``$RPFS_CACHE_DIR`` (the CLI's ``--cache-dir``), else ~/.cache/rpfs/<hash of address>."""
+    if os.environ.get("RPFS_CACHE_DIR"):
+        return os.environ["RPFS_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rpfs", hashlib.sha256(address.rstrip("/").encode()).hexdigest()[:16])
+
+
+def disk_cache_bytes() -> int:
+    """Bound of the block cache of an s3:// repository: ``$RPFS_CACHE_SIZE`` (the CLI's
+    ``--cache-size``), default 2 GiB."""
+    env = os.environ.get("RPFS_CACHE_SIZE")
+    if not env:
+        return 2 << 30
+    t = env.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
+    try:
+        return int(t.rstrip("KMG")) * mult
+    except ValueError:
+        raise UsageError(f"RPFS_CACHE_SIZE={env!r} is not a size") from None
+
+
+def load_crypto(backend: Backend, cfg: Config, where: str) -> Plain:
+    if cfg.encryption == "none":
+        return Plain()
+    raw = backend.get_object(KEY_OBJECT)
+    if raw is None:
+        raise FormatError("encrypted, but its key file is missing", source=where, structure="repository")
+    return open_key_file(raw, passphrase(where), where)
+
+
 def rp_name(t: datetime) -> str:
     return t.astimezone(timezone.utc).strftime(RP_FORMAT)
 
@@ -68,13 +103,20 @@ class ChunkLoc:
 
 
 class Repository:
-    def __init__(self, path: str, config: Config, *, register: bool = True):
-        self.path = os.path.abspath(path)
+    """A repository at ``address``: a directory, or ``s3://BUCKET/PREFIX`` whose catalog,
+    reader and writer locks and block cache live in a local cache directory."""
+
+    def __init__(self, address: str, local: str, config: Config, backend: Backend,
+                 crypto: Plain, *, register: bool = True):
+        self.path = address        # as the user names it (absolute for a directory)
+        self.local = local         # the directory holding catalog, lock, readers
+        self.remote = is_s3(address)
         self.config = config
         self.chunk_size = config.chunk_size
-        self.backend = LocalBackend(os.path.join(self.path, PACKS_DIR))
+        self.backend = backend
+        self.crypto = crypto
         self.cache = ChunkCache(config.cache_bytes())
-        self.catalog_path = os.path.join(self.path, catalog.CATALOG_NAME)
+        self.catalog_path = os.path.join(local, catalog.CATALOG_NAME)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
         # exits drops its holder, which closes its connection, so a mount served by
@@ -93,15 +135,44 @@ class Repository:
 
     # --- lifecycle ---------------------------------------------------------------------
     @classmethod
-    def init(cls, path: str, **settings) -> "Repository":
+    def init(cls, address: str, *, encrypt: bool | None = None, cache_dir: str | None = None,
+             endpoint: str | None = None, **settings) -> "Repository":
+        """A new, empty repository. ``encrypt`` defaults to on for s3://, off for a directory;
+        the passphrase comes from ``crypto.passphrase`` (environment or prompt)."""
         cfg = Config.from_kwargs(**settings)
-        path = os.path.abspath(path)
-        if os.path.exists(path):
-            if not os.path.isdir(path):
-                raise UsageError(f"{path}: exists and is not a directory")
-            if os.listdir(path):
-                raise UsageError(f"{path}: directory is not empty; refusing to create a repository")
-        else:
+        address = str(address)
+        remote = is_s3(address)
+        if not remote:
+            address = os.path.abspath(address)
+        cfg.id = secrets.token_hex(16)
+        crypto: Plain = Plain()
+        key_file = None
+        if encrypt is None:
+            encrypt = remote
+        backend = None
+        if remote:
+            local = cache_dir or default_cache_dir(address)
+            backend = S3Backend(address, os.path.join(local, "tmp"), endpoint=endpoint)
+            backend.ensure_bucket()
+            if backend.get_object("config") is not None:
+                backend.close()
+                raise UsageError(f"{address}: already holds a repository")
+        elif os.path.exists(address) and not os.path.isdir(address):
+            raise UsageError(f"{address}: exists and is not a directory")
+        elif os.path.exists(address) and os.listdir(address):
+            raise UsageError(f"{address}: directory is not empty; refusing to create a repository")
+        if encrypt:
+            cfg.encryption = "aes-256-gcm"
+            key_file, crypto = new_key_file(passphrase(address, new=True))
+        if backend is not None:
+            if key_file is not None:
+                backend.put_object(KEY_OBJECT, key_file)
+            if not backend.put_object("config", cfg.dumps().encode()):   # config last: it marks a repository
+                raise UsageError(f"{address}: already holds a repository")
+            backend.close()
+            return cls.open(address, cache_dir=cache_dir, endpoint=endpoint, _crypto=crypto)
+        path = address
+        if not os.path.exists(path):
             os.makedirs(path, mode=0o700)
         os.chmod(path, 0o700)
         tmp = os.path.join(path, CONFIG_NAME + ".tmp")
@@ -109,34 +180,88 @@ class Repository:
             f.write(cfg.dumps())
             f.flush()
             os.fsync(f.fileno())
-        catalog.create(os.path.join(path, catalog.CATALOG_NAME))
+        catalog.create(os.path.join(path, catalog.CATALOG_NAME), cfg.id)
         LocalBackend.create(os.path.join(path, PACKS_DIR))
+        if key_file is not None:
+            LocalBackend(os.path.join(path, PACKS_DIR)).put_object(KEY_OBJECT, key_file)
         os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
         open(os.path.join(path, LOCK_NAME), "a").close()
         os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
         fsync_dir(path)
-        return cls.open(path)
+        return cls.open(path, _crypto=crypto)
 
     @classmethod
-    def open(cls, path: str, *, register: bool = True) -> "Repository":
-        path = os.path.abspath(path)
+    def open(cls, address: str | os.PathLike, *, register: bool = True, cache_dir: str | None = None,
+             endpoint: str | None = None, sync: bool = True, _crypto: Plain | None = None) -> "Repository":
+        """Open a repository. For s3:// the local catalog is a cache: created and filled
+        from the repository's objects when missing, brought up to date when it is not."""
+        address = str(address)
+        if is_s3(address):
+            return cls._open_s3(address, register, cache_dir, endpoint, sync, _crypto)
+        path = os.path.abspath(address)
         if not os.path.isdir(path):
             raise NotFoundError(f"{path}: no such repository")
         cfg = Config.load(path)
         cat = os.path.join(path, catalog.CATALOG_NAME)
         if not os.path.exists(cat):
-            raise FormatError("catalog.sqlite is missing", source=path, structure="repository")
+            raise FormatError("catalog.sqlite is missing (rpfs repair rebuilds it)", source=path,
+                              structure="repository")
+        catalog.check(cat)
+        backend = LocalBackend(os.path.join(path, PACKS_DIR))
+        crypto = _crypto or load_crypto(backend, cfg, path)
+        return cls(path, path, cfg, backend, crypto, register=register)
+
+    @staticmethod
+    def is_encrypted(address: str, *, endpoint: str | None = None) -> bool:
+        """Whether opening ``address`` will need a passphrase (False: not a repository)."""
+        address = str(address)
         try:
-            db = sqlite3.connect(cat, isolation_level=None, timeout=60)
+            if is_s3(address):
+                backend = S3Backend(address, os.path.join(default_cache_dir(address), "tmp"),
+                                    endpoint=endpoint)
+                try:
+                    raw = backend.get_object("config")
+                finally:
+                    backend.close()
+                return raw is not None and Config.loads(raw, address).encryption != "none"
+            if not os.path.exists(os.path.join(address, CONFIG_NAME)):
+                return False
+            return Config.load(address).encryption != "none"
+        except (FormatError, OSError):
+            return False
+
+    @classmethod
+    def _open_s3(cls, address, register, cache_dir, endpoint, sync, crypto) -> "Repository":
+        local = cache_dir or default_cache_dir(address)
+        os.makedirs(local, mode=0o700, exist_ok=True)
+        backend = S3Backend(address, os.path.join(local, "tmp"), endpoint=endpoint,
+                            cache=DiskCache(os.path.join(local, "blocks"), disk_cache_bytes()))
+        try:
+            raw = backend.get_object("config")
+            if raw is None:
+                raise NotFoundError(f"{address}: no rpfs repository there")
+            cfg = Config.loads(raw, f"{address}/config")
+            crypto = crypto or load_crypto(backend, cfg, address)
+            os.makedirs(os.path.join(local, READERS_DIR), mode=0o700, exist_ok=True)
+            open(os.path.join(local, LOCK_NAME), "a").close()
+            cat = os.path.join(local, catalog.CATALOG_NAME)
+            if os.path.exists(cat) and catalog.repository_id(cat) != cfg.id:
+                catalog.remove(cat)    # a cache of another repository (or a damaged one)
+            if not os.path.exists(cat):
+                catalog.create(cat, cfg.id)
+            catalog.check(cat)
+        except BaseException:
+            backend.close()
+            raise
+        repo = cls(address, local, cfg, backend, crypto, register=register)
+        if sync:
+            from rpfs.store.rebuild import sync as sync_catalog
             try:
-                v = db.execute("PRAGMA user_version").fetchone()[0]
-                if v != catalog.SCHEMA_VERSION:
-                    catalog.migrate(db, cat)
-            finally:
-                db.close()
-        except sqlite3.DatabaseError as e:
-            raise FormatError(f"catalog unreadable: {e}", source=cat, structure="catalog") from None
-        return cls(path, cfg, register=register)
+                sync_catalog(repo)
+            except BaseException:
+                repo.close()
+                raise
+        return repo
 
     def close(self) -> None:
         if self.closed:
@@ -191,9 +316,11 @@ class Repository:
         return self._writer
 
     @contextlib.contextmanager
-    def writer_lock(self, what: str = "writer") -> Iterator[None]:
-        """Exclusive: one backup/prune at a time. Cleans up what a killed writer left."""
-        fd = os.open(os.path.join(self.path, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def writer_lock(self, what: str = "writer", *, clean: bool = True) -> Iterator[None]:
+        """Exclusive: one backup/prune at a time (s3://: on any machine, through a lock
+        object). Cleans up what a killed writer left. ``clean=False``: only the local
+        catalog is written (catching it up), so only the local lock is taken."""
+        fd = os.open(os.path.join(self.local, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,8 +329,18 @@ class Repository:
                 raise RepositoryBusy(f"repository {self.path} is busy ({holder or 'another writer'})") from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what} pid {os.getpid()}".encode(), 0)
-            self.backend.clean_staging()
-            yield
+            remote = clean and self.remote
+            if remote:
+                holder = self.backend.lock(what)
+                if holder:
+                    raise RepositoryBusy(f"repository {self.path} is busy ({holder})")
+            try:
+                if clean:
+                    self.backend.clean_staging()
+                yield
+            finally:
+                if remote:
+                    self.backend.unlock()
         finally:
             os.close(fd)
 
@@ -216,7 +353,7 @@ class Repository:
 
     def _register_reader(self) -> None:
         epoch = self._current_epoch()
-        reg = _Registration.create(os.path.join(self.path, READERS_DIR), epoch)
+        reg = _Registration.create(os.path.join(self.local, READERS_DIR), epoch)
         if reg is not None:
             self._reg = reg
             self._regs.add(reg)
@@ -239,7 +376,7 @@ class Repository:
 
     def live_reader_epochs(self) -> list[int]:
         """Epochs of readers still alive (ours excluded); stale lock files are removed."""
-        d = os.path.join(self.path, READERS_DIR)
+        d = os.path.join(self.local, READERS_DIR)
         os.makedirs(d, mode=0o700, exist_ok=True)
         own = self.reader_files
         out = []
@@ -334,19 +471,32 @@ class Repository:
         return out
 
     def load_chunk(self, loc: ChunkLoc) -> bytes:
-        """Decompressed, hash-checked chunk data; raises IntegrityError (reason only)."""
+        """Decompressed, hash-checked chunk data (cached); raises IntegrityError (reason only)."""
         data = self.cache.get(loc.hash)
         if data is not None:
             return data
-        payload = self.backend.get(loc.pack, loc.offset, loc.csize)
-        if len(payload) != loc.csize:
-            raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + len(payload):#x}")
-        data = decompress(loc.codec, payload, loc.usize)
-        if chunk_hash(data) != loc.hash:
-            raise IntegrityError(f"chunk {loc.hash.hex()[:16]} in pack {loc.pack} at {loc.offset:#x}"
-                                 " fails its hash check")
+        data = self.fetch_chunk(loc)[1]
         self.cache.put(loc.hash, data)
         return data
+
+    def fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
+        """The one way a chunk is read: (stored payload, data), the data decrypted,
+        decompressed and checked against the chunk's id. A check that fails on a cached copy
+        of the pack is retried once from the repository itself. IntegrityError otherwise."""
+        for attempt in (0, 1):
+            stored = self.backend.get(loc.pack, loc.offset, loc.csize)
+            try:
+                if len(stored) != loc.csize:
+                    raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + len(stored):#x}")
+                data = decompress(loc.codec, self.crypto.open_chunk(stored, loc.hash), loc.usize)
+                if self.crypto.chunk_id(data) != loc.hash:
+                    raise IntegrityError(f"chunk {loc.hash.hex()[:16]} in pack {loc.pack} at"
+                                         f" {loc.offset:#x} fails its hash check")
+                return stored, data
+            except IntegrityError:
+                if attempt or not self.backend.discard_cached(loc.pack, loc.offset, loc.csize):
+                    raise
+        raise AssertionError("unreachable")
 
 
 class _Conn:

@@ -1,0 +1,188 @@
+"""Keys and sealing: what turns a repository's objects into ciphertext, and chunks into ids.
+
+Two flavours with one interface. ``Plain`` (no encryption): chunk ids are BLAKE3 of the
+data, chunk payloads are stored as they are (the id check on read is their integrity), and
+small objects carry a BLAKE3 digest. ``Sealed``: a random 256-bit data key encrypts every
+chunk payload and every small object with AES-256-GCM (12-byte random nonce in front, tag
+behind; the associated data binds a ciphertext to its chunk id or object key, so objects
+cannot be swapped), and chunk ids are BLAKE3 *keyed* with a second random key, so equal
+plaintext gives unrelated ids in two repositories and no id reveals a known file's hash.
+
+Both keys live in the repository's key file (``keys/default``), wrapped with a key derived
+from the passphrase by scrypt (memory-hard). The passphrase comes from ``RPFS_PASSWORD``,
+the file named by ``RPFS_PASSWORD_FILE``, or a terminal prompt; never from argv, never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import json
+import os
+import sys
+
+import blake3
+
+from rpfs.errors import FormatError, IntegrityError, RpfsError, UsageError
+
+KEY_OBJECT = "keys/default"
+NONCE = 12
+TAG = 16
+# scrypt N=2^15, r=8: 32 MiB and ~0.1 s per open here; RFC 7914's interactive setting
+SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
+
+
+class WrongPassphrase(RpfsError):
+    """The passphrase does not open the repository's key file."""
+
+
+class Plain:
+    encrypted = False
+
+    @staticmethod
+    def chunk_id(data) -> bytes:
+        return blake3.blake3(data).digest()
+
+    def object_id(self, data: bytes) -> str:
+        """A name for a content-addressed object (chunk maps): 128 bits of its id, hex."""
+        return self.chunk_id(data)[:16].hex()
+
+    @staticmethod
+    def seal_chunk(payload: bytes, chunk_id: bytes) -> bytes:
+        return payload
+
+    @staticmethod
+    def open_chunk(stored: bytes, chunk_id: bytes) -> bytes:
+        return stored
+
+    @staticmethod
+    def seal_object(data: bytes, key: str) -> bytes:
+        return data + blake3.blake3(key.encode() + b"\0" + data).digest()
+
+    @staticmethod
+    def open_object(stored: bytes, key: str) -> bytes:
+        data, digest = stored[:-32], stored[-32:]
+        if len(stored) < 32 or blake3.blake3(key.encode() + b"\0" + data).digest() != digest:
+            raise IntegrityError(f"object {key} fails its checksum")
+        return data
+
+
+class Sealed(Plain):
+    encrypted = True
+
+    def __init__(self, data_key: bytes, id_key: bytes):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._aead = AESGCM(data_key)
+        self._id_key = id_key
+
+    def chunk_id(self, data) -> bytes:
+        return blake3.blake3(data, key=self._id_key).digest()
+
+    def _seal(self, data, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE)
+        return nonce + self._aead.encrypt(nonce, bytes(data), aad)
+
+    def _open(self, stored: bytes, aad: bytes, what: str) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
+        if len(stored) < NONCE + TAG:
+            raise IntegrityError(f"{what} too short to be sealed ({len(stored)} bytes)")
+        try:
+            return self._aead.decrypt(stored[:NONCE], stored[NONCE:], aad)
+        except InvalidTag:
+            raise IntegrityError(f"{what} fails authentication") from None
+
+    def seal_chunk(self, payload, chunk_id: bytes) -> bytes:
+        return self._seal(payload, b"chunk\0" + chunk_id)
+
+    def open_chunk(self, stored: bytes, chunk_id: bytes) -> bytes:
+        return self._open(stored, b"chunk\0" + chunk_id, f"chunk {chunk_id.hex()[:16]}")
+
+    def seal_object(self, data: bytes, key: str) -> bytes:
+        return self._seal(data, b"object\0" + key.encode())
+
+    def open_object(self, stored: bytes, key: str) -> bytes:
+        return self._open(stored, b"object\0" + key.encode(), f"object {key}")
+
+
+def _kek(passphrase: str, salt: bytes, p: dict) -> bytes:
+    import hashlib
+
+    return hashlib.scrypt(passphrase.encode(), salt=salt, n=p["n"], r=p["r"], p=p["p"],
+                          maxmem=256 << 20, dklen=32)
+
+
+def new_key_file(passphrase: str) -> tuple[bytes, Sealed]:
+    """A fresh pair of random keys, wrapped with ``passphrase``: (key file bytes, keys)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    data_key, id_key = os.urandom(32), os.urandom(32)
+    salt, nonce = os.urandom(16), os.urandom(NONCE)
+    wrapped = AESGCM(_kek(passphrase, salt, SCRYPT)).encrypt(nonce, data_key + id_key, b"rpfs key")
+    b64 = lambda b: base64.b64encode(b).decode()   # noqa: E731
+    doc = {"version": 1, "kdf": "scrypt", **SCRYPT, "salt": b64(salt), "cipher": "aes-256-gcm",
+           "nonce": b64(nonce), "keys": b64(wrapped)}
+    return (json.dumps(doc, indent=1) + "\n").encode(), Sealed(data_key, id_key)
+
+
+def open_key_file(raw: bytes, passphrase: str, where: str) -> Sealed:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    try:
+        doc = json.loads(raw)
+        p = {k: int(doc[k]) for k in ("n", "r", "p")}
+        salt, nonce, wrapped = (base64.b64decode(doc[k]) for k in ("salt", "nonce", "keys"))
+        if doc.get("kdf") != "scrypt" or doc.get("cipher") != "aes-256-gcm":
+            raise ValueError("unknown kdf or cipher")
+        if not (2 <= p["n"] <= 1 << 20 and p["r"] * p["p"] <= 64 and len(nonce) == NONCE):
+            raise ValueError("kdf parameters out of range")
+    except (ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"unreadable key file: {e}", source=where, structure="key file") from None
+    try:
+        keys = AESGCM(_kek(passphrase, salt, p)).decrypt(nonce, wrapped, b"rpfs key")
+    except InvalidTag:
+        raise WrongPassphrase(f"{where}: wrong passphrase") from None
+    if len(keys) != 64:
+        raise FormatError("key file holds keys of the wrong size", source=where, structure="key file")
+    return Sealed(keys[:32], keys[32:])
+
+
+_kept: str | None = None   # asked before a mount forked away from the terminal
+
+
+def keep_passphrase(pw: str) -> None:
+    """Remember ``pw`` for this process (and a child it forks): a mount opens again later."""
+    global _kept
+    _kept = pw
+
+
+def prompt_needed() -> bool:
+    return _kept is None and not any(
+        os.environ.get(k) for k in ("RPFS_PASSWORD", "RPFS_PASSWORD_FILE"))
+
+
+def passphrase(where: str, *, new: bool = False) -> str:
+    """From RPFS_PASSWORD, one kept by ``keep_passphrase``, RPFS_PASSWORD_FILE (first line),
+    or the terminal."""
+    pw = os.environ.get("RPFS_PASSWORD")
+    if pw is None:
+        pw = _kept
+    if pw is None and os.environ.get("RPFS_PASSWORD_FILE"):
+        path = os.environ["RPFS_PASSWORD_FILE"]
+        try:
+            with open(path, encoding="utf-8") as f:
+                pw = f.readline().rstrip("\r\n")
+        except OSError as e:
+            raise UsageError(f"RPFS_PASSWORD_FILE {path}: {e.strerror}") from None
+    if pw is None:
+        if not sys.stdin.isatty():
+            raise UsageError(f"{where} is encrypted: set RPFS_PASSWORD or RPFS_PASSWORD_FILE"
+                             " (no terminal to ask on)")
+        pw = getpass.getpass(f"passphrase for {where}: ")
+        if new and getpass.getpass("again: ") != pw:
+            raise UsageError("the passphrases do not match")
+    if not pw:
+        raise UsageError("empty passphrase")
+    return pw

@@ -1,0 +1,134 @@
+"""Recovery points and chunk maps as repository objects: the truth the catalog is rebuilt from.
+
+- ``maps/<name>``: one file's chunk map as the chunk ids (32 bytes each; 32 zero bytes = an
+  all-zero chunk). Content-addressed (name = keyed id of the map), so an unchanged file
+  shares one map object across recovery points.
+- ``index/<name>``: the index of the packs one backup (or gc) wrote: per pack its name,
+  size and entries (the same entries as the pack's own trailer index), so a rebuild reads
+  one object per backup instead of the tail of every pack (like restic's index files).
+  Only an accelerator: a pack no index object covers is read from its own tail.
+- ``rps/<name>``: one recovery point as JSON (VM, name, time, sizes, and per file its path,
+  size, map name and source identity). The name is derived from (VM, recovery point name),
+  so the catalog knows which object each of its recovery points has.
+
+Every object is ``RPFSOBJ1`` + sealed(zstd(body)) (crypto.py: a digest, or AES-256-GCM bound
+to the object's key). Packs carry their own index (packs.py), so with these two kinds every
+catalog row can be rebuilt. Write order in a backup: packs, maps, the recovery point object,
+then the catalog transaction; the recovery point object is what makes it exist.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import zstandard
+
+from rpfs.errors import FormatError, IntegrityError
+from rpfs.store.packs import INDEX_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_index, parse_index
+
+MAGIC = b"RPFSOBJ1"
+RPS, MAPS, INDEX = "rps", "maps", "index"
+_PACK = struct.Struct("<16sQI")     # pack name (128 bits), size, entry count
+ZERO_ID = bytes(32)
+MAX_OBJECT = 1 << 30
+
+
+def rp_object_name(crypto, vm: str, name: str) -> str:
+    return crypto.object_id(b"rp\0" + vm.encode() + b"\0" + name.encode())
+
+
+def encode(crypto, key: str, body: bytes) -> bytes:
+    return MAGIC + crypto.seal_object(zstandard.ZstdCompressor(level=3).compress(body), key)
+
+
+def decode(crypto, key: str, raw: bytes) -> bytes:
+    if raw[:8] != MAGIC:
+        raise FormatError("bad magic", source=key, structure="repository object", offset=0)
+    packed = crypto.open_object(raw[8:], key)
+    try:
+        return zstandard.ZstdDecompressor().decompress(packed, max_output_size=MAX_OBJECT)
+    except zstandard.ZstdError as e:
+        raise IntegrityError(f"object {key}: {e}") from None
+
+
+def put_map(repo, hashes) -> str:
+    """Store a chunk map (hashes, None = zeros); returns its name. Existing: left as it is."""
+    body = b"".join(h or ZERO_ID for h in hashes)
+    name = repo.crypto.object_id(b"map\0" + body)
+    key = f"{MAPS}/{name}"
+    repo.backend.put_object(key, encode(repo.crypto, key, body))
+    return name
+
+
+def get_map(repo, name: str) -> list[bytes | None]:
+    key = f"{MAPS}/{name}"
+    raw = repo.backend.get_object(key)
+    if raw is None:
+        raise IntegrityError(f"chunk map {name} is missing")
+    body = decode(repo.crypto, key, raw)
+    if len(body) % 32:
+        raise FormatError(f"length {len(body)} not a multiple of 32", source=key, structure="chunk map")
+    return [None if body[i:i + 32] == ZERO_ID else body[i:i + 32] for i in range(0, len(body), 32)]
+
+
+def put_recovery_point(repo, info: dict, files: list[dict]) -> str:
+    """``info``: vm, name, time, logical_size, stored_size, file_count, new_chunks,
+    chunk_size, created; ``files``: path, size, map, mtime_ns, ctime_ns, inode, dev."""
+    name = rp_object_name(repo.crypto, info["vm"], info["name"])
+    key = f"{RPS}/{name}"
+    body = json.dumps({"version": 1, **info, "files": files}, separators=(",", ":")).encode()
+    raw = encode(repo.crypto, key, body)
+    if not repo.backend.put_object(key, raw):
+        # left by a run killed before its catalog commit: this run replaces it (writer lock held)
+        repo.backend.delete_object(key)
+        repo.backend.put_object(key, raw)
+    return name
+
+
+def get_recovery_point(repo, name: str) -> dict:
+    key = f"{RPS}/{name}"
+    raw = repo.backend.get_object(key)
+    if raw is None:
+        raise IntegrityError(f"recovery point object {name} is missing")
+    try:
+        d = json.loads(decode(repo.crypto, key, raw))
+        ok = (isinstance(d, dict) and isinstance(d.get("vm"), str) and isinstance(d.get("name"), str)
+              and isinstance(d.get("files"), list) and isinstance(d.get("chunk_size"), int)
+              and all(isinstance(f, dict) and isinstance(f.get("path"), str)
+                      and isinstance(f.get("size"), int) and isinstance(f.get("map"), str)
+                      for f in d["files"]))
+    except (ValueError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise FormatError("not a recovery point", source=key, structure="recovery point object")
+    return d
+
+
+def put_index(repo, packs: list[tuple[str, int, list[PackEntry]]]) -> str:
+    """One index object for ``packs`` (name, size, entries)."""
+    body = b"".join(_PACK.pack(bytes.fromhex(n), size, len(es)) + encode_index(es) for n, size, es in packs)
+    name = repo.crypto.object_id(b"index\0" + body)
+    key = f"{INDEX}/{name}"
+    repo.backend.put_object(key, encode(repo.crypto, key, body))
+    return name
+
+
+def get_index(repo, name: str) -> dict[str, tuple[int, list[PackEntry]]]:
+    """pack name -> (size, entries), every entry checked as a pack's own index is."""
+    key = f"{INDEX}/{name}"
+    raw = repo.backend.get_object(key)
+    if raw is None:
+        raise IntegrityError(f"index object {name} is missing")
+    body = decode(repo.crypto, key, raw)
+    out, at = {}, 0
+    while at < len(body):
+        if at + _PACK.size > len(body):
+            raise FormatError("truncated", source=key, structure="index object", offset=at)
+        pack, size, count = _PACK.unpack_from(body, at)
+        at += _PACK.size
+        index_offset = size - TRAILER_SIZE - count * INDEX_ENTRY_SIZE
+        out[pack.hex()] = (size, parse_index(body[at:at + count * INDEX_ENTRY_SIZE], count,
+                                             index_offset, key, at))
+        at += count * INDEX_ENTRY_SIZE
+    return out

@@ -1,0 +1,334 @@
+"""The catalog from the repository's own objects: ``sync`` (an s3:// cache catching up, and
+any writer before it changes anything) and ``repair`` (``rpfs repair``: a lost or damaged
+catalog rebuilt). Neither deletes a repository object.
+
+Import of recovery point objects: fetch them and their chunk maps (in parallel); find the
+chunks the catalog does not know from the index objects, and for packs none covers from the
+pack's own index (one ranged read of its tail); then, in one transaction, insert packs, chunks, VMs,
+recovery points and files. A file whose map cannot be read is left out; one whose chunks
+are in no pack is imported with those chunks in ``catalog.LOST_PACK`` (so it reads except
+there, and verify names it). Both are named in ``lost``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from rpfs.errors import FormatError, RpfsError
+from rpfs.store import catalog, objects
+from rpfs.store.packs import read_index
+
+WORKERS = 16
+log = logging.getLogger("rpfs.store")
+
+
+@dataclass
+class RebuildResult:
+    recovery_points: int = 0        # objects in the repository
+    imported: int = 0               # recovery points added to the catalog
+    dropped: int = 0                # catalog recovery points whose object is gone (s3 cache)
+    files: int = 0
+    packs_read: int = 0             # packs whose own index was read (no index object had them)
+    indexes_read: int = 0           # index objects read
+    chunks_added: int = 0
+    objects_written: int = 0        # repair: objects written for catalog entries that had none
+    lost: list[str] = field(default_factory=list)
+    catalog_moved_to: str | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _pmap(fn, items):
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(min(WORKERS, len(items)), thread_name_prefix="rpfs-rebuild") as pool:
+        return list(pool.map(fn, items))
+
+
+def _catalog_objects(db, crypto) -> dict[str, int]:
+    return {objects.rp_object_name(crypto, vm, name): rid for rid, vm, name in db.execute(
+        "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")}
+
+
+def sync(repo, *, locked: bool = False, drop_missing: bool | None = None,
+         quiet: bool = False) -> RebuildResult:
+    """Import recovery point objects the catalog lacks; for an s3:// cache (``drop_missing``)
+    also forget catalog recovery points whose object is gone (pruned elsewhere). Skipped
+    when another writer on this machine holds the lock (it keeps the catalog current).
+    What it drops or cannot import is logged as a warning (unless ``quiet``)."""
+    from rpfs.store.repository import RepositoryBusy
+
+    if not locked:
+        try:
+            with repo.writer_lock("sync", clean=False):
+                return sync(repo, locked=True, drop_missing=drop_missing, quiet=quiet)
+        except RepositoryBusy:
+            return RebuildResult()
+    t0 = time.monotonic()
+    res = RebuildResult()
+    db = repo.writer
+    names = set(repo.backend.list_objects(objects.RPS))
+    res.recovery_points = len(names)
+    have = _catalog_objects(db, repo.crypto)
+    gone = [rid for n, rid in have.items() if n not in names]
+    if gone and (repo.remote if drop_missing is None else drop_missing):
+        if not quiet:
+            for rid in gone:
+                vm, name = db.execute("SELECT v.name, r.name FROM recovery_points r JOIN vms v"
+                                      " ON v.id = r.vm_id WHERE r.id = ?", (rid,)).fetchone()
+                log.warning("%s: recovery point %s/%s is no longer in the repository (pruned"
+                            " elsewhere, or its object was deleted); dropped from the local catalog",
+                            repo.path, vm, name)
+        with catalog.transaction(db):
+            db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])
+            db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
+        res.dropped = len(gone)
+    new = sorted(n for n in names if n not in have)
+    if new:
+        import_recovery_points(repo, new, res)
+        if not quiet:
+            for line in res.lost:
+                log.warning("%s: %s", repo.path, line)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def import_recovery_points(repo, names: list[str], res: RebuildResult) -> None:
+    db = repo.writer
+
+    def fetch_rp(n):
+        try:
+            return n, objects.get_recovery_point(repo, n), None
+        except (RpfsError, OSError) as e:
+            return n, None, str(e)
+    rps = []
+    for n, d, err in _pmap(fetch_rp, names):
+        if d is None:
+            res.lost.append(f"recovery point object {n}: {err}")
+        else:
+            rps.append(d)
+
+    map_names = sorted({f["map"] for d in rps for f in d["files"]})
+
+    def fetch_map(n):
+        try:
+            return n, objects.get_map(repo, n), None
+        except (RpfsError, OSError) as e:
+            return n, None, str(e)
+    maps, map_err = {}, {}
+    for n, m, err in _pmap(fetch_map, map_names):
+        if m is None:
+            map_err[n] = err
+        else:
+            maps[n] = m
+
+    needed = {h for m in maps.values() for h in m if h is not None}
+    known = _chunk_ids(db, needed)
+    missing = needed - known.keys()
+    if missing:
+        _import_packs(repo, res, known, missing)
+
+    with catalog.transaction(db):
+        for d in sorted(rps, key=lambda d: (d["vm"], d.get("time", 0), d["name"])):
+            if db.execute("SELECT 1 FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
+                          " WHERE v.name = ? AND r.name = ?", (d["vm"], d["name"])).fetchone():
+                continue
+            db.execute("INSERT OR IGNORE INTO vms (name) VALUES (?)", (d["vm"],))
+            vm_id = db.execute("SELECT id FROM vms WHERE name = ?", (d["vm"],)).fetchone()[0]
+            cur = db.execute(
+                "INSERT INTO recovery_points (vm_id, name, time, logical_size, stored_size, file_count,"
+                " new_chunks, chunk_size, created) VALUES (?,?,?,?,?,?,?,?,?)",
+                (vm_id, d["name"], int(d.get("time", 0)), int(d.get("logical_size", 0)),
+                 int(d.get("stored_size", 0)), int(d.get("file_count", len(d["files"]))),
+                 int(d.get("new_chunks", 0)), d["chunk_size"], float(d.get("created", 0))))
+            rp_id = cur.lastrowid
+            res.imported += 1
+            cs = d["chunk_size"]
+            for f in d["files"]:
+                where = f"{d['vm']}/{d['name']}/files/{f['path']}"
+                m = maps.get(f["map"])
+                if m is None:
+                    res.lost.append(f"{where}: {map_err.get(f['map'], 'chunk map unreadable')}")
+                    continue
+                if len(m) != (f["size"] + cs - 1) // cs:
+                    res.lost.append(f"{where}: chunk map has {len(m)} chunks for {f['size']} bytes")
+                    continue
+                absent = [i for i, h in enumerate(m) if h is not None and h not in known]
+                if absent:
+                    res.lost.append(f"{where}: {len(absent)} of its {len(m)} chunks are in no pack"
+                                    " (those ranges fail to read; a backup of the same data heals them)")
+                    for i in absent:
+                        known[m[i]] = db.execute(
+                            "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
+                            " VALUES (?,?,0,0,?,0)", (m[i], _lost_pack(db), min(cs, f["size"] - i * cs))).lastrowid
+                ids = [0 if h is None else known[h] for h in m]
+                db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns,"
+                           " inode, dev, map_object) VALUES (?,?,?,?,?,?,?,?,?)",
+                           (rp_id, f["path"], f["size"], catalog.encode_map(ids), f.get("mtime_ns"),
+                            f.get("ctime_ns"), f.get("inode"), f.get("dev"), f["map"]))
+                res.files += 1
+
+
+def _lost_pack(db) -> int:
+    row = db.execute("SELECT id FROM packs WHERE name = ?", (catalog.LOST_PACK,)).fetchone()
+    if row:
+        return row[0]
+    return db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?, 0, 0, ?)",
+                      (catalog.LOST_PACK, time.time())).lastrowid
+
+
+def _chunk_ids(db, hashes) -> dict[bytes, int]:
+    out = {}
+    hs = list(hashes)
+    for k in range(0, len(hs), 500):
+        part = hs[k:k + 500]
+        out.update(db.execute(f"SELECT hash, id FROM chunks WHERE hash IN ({','.join('?' * len(part))})",
+                              part).fetchall())
+    return out
+
+
+def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: set[bytes]) -> None:
+    """Read the index of every pack the catalog does not know; add its packs and chunks."""
+    db = repo.writer
+    have = {n for (n,) in db.execute("SELECT name FROM packs")}
+    todo = {n: s for n, s in repo.backend.list() if n not in have}
+    found = []
+    if todo:
+        def index_object(name):
+            try:
+                return objects.get_index(repo, name)
+            except (RpfsError, OSError) as e:
+                log.warning("%s: index object %s unreadable (%s); its packs are read instead",
+                            repo.path, name, e)
+                return {}
+        for idx in _pmap(index_object, list(repo.backend.list_objects(objects.INDEX))):
+            res.indexes_read += 1
+            for n, (size, entries) in idx.items():
+                if todo.get(n) == size:
+                    found.append((n, size, entries, None))
+                    del todo[n]
+
+    def pack_tail(item):
+        n, s = item
+        try:
+            return n, s, read_index(repo.backend, n, s), None
+        except (RpfsError, OSError) as e:
+            return n, s, None, str(e)
+    res.packs_read += len(todo)
+    found += _pmap(pack_tail, list(todo.items()))
+    with catalog.transaction(db):
+        for n, s, entries, err in found:
+            if entries is None:
+                res.lost.append(f"pack {n}: index unreadable ({err}); its chunks are not used")
+                continue
+            pid = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
+                             (n, s, len(entries), time.time())).lastrowid
+            for e in entries:
+                if e.hash in known:
+                    continue   # also in another pack (a repack a gc had not finished deleting)
+                known[e.hash] = db.execute(
+                    "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)",
+                    (e.hash, pid, e.offset, e.csize, e.usize, e.codec)).lastrowid
+                res.chunks_added += 1
+                missing.discard(e.hash)
+
+
+def write_missing_objects(repo, res: RebuildResult) -> None:
+    """Objects for catalog recovery points that have none (stored before rpfs wrote them)."""
+    db = repo.writer
+    names = set(repo.backend.list_objects(objects.RPS))
+    maps = set(repo.backend.list_objects(objects.MAPS))
+    for n, rid in _catalog_objects(db, repo.crypto).items():
+        if n in names:
+            continue
+        vm, name, t, ls, ss, fc, nc, cs, created = db.execute(
+            "SELECT v.name, r.name, r.time, r.logical_size, r.stored_size, r.file_count, r.new_chunks,"
+            " r.chunk_size, r.created FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
+            " WHERE r.id = ?", (rid,)).fetchone()
+        files = []
+        for fid, path, size, blob, m, c, ino, dev, mo in db.execute(
+                "SELECT id, path, size, chunk_map, mtime_ns, ctime_ns, inode, dev, map_object FROM files"
+                " WHERE rp_id = ? ORDER BY path", (rid,)).fetchall():
+            if mo is None or mo not in maps:
+                ids = catalog.decode_map(blob, (size + cs - 1) // cs, f"{vm}/{name}/files/{path}")
+                by_id = dict(db.execute(
+                    "SELECT id, hash FROM chunks WHERE id IN (SELECT value FROM json_each(?))",
+                    (f"[{','.join(map(str, set(ids) - {0}))}]",)).fetchall())
+                if any(i and i not in by_id for i in ids):
+                    res.lost.append(f"{vm}/{name}/files/{path}: chunks missing from the catalog;"
+                                    " no map object written")
+                    continue
+                mo = objects.put_map(repo, [by_id[i] if i else None for i in ids])
+                maps.add(mo)
+                with catalog.transaction(db):
+                    db.execute("UPDATE files SET map_object = ? WHERE id = ?", (mo, fid))
+            files.append({"path": path, "size": size, "map": mo, "mtime_ns": m, "ctime_ns": c,
+                          "inode": ino, "dev": dev})
+        objects.put_recovery_point(repo, {"vm": vm, "name": name, "time": t, "logical_size": ls,
+                                          "stored_size": ss, "file_count": fc, "new_chunks": nc,
+                                          "chunk_size": cs, "created": created}, files)
+        res.objects_written += 1
+
+
+def repair(address: str, *, cache_dir: str | None = None, endpoint: str | None = None) -> RebuildResult:
+    """Rebuild the catalog of the repository at ``address`` from its objects.
+
+    A directory: a missing or unreadable catalog is moved aside (``catalog.sqlite.old-*``)
+    and rebuilt; a readable one gains what the objects have and it lacks, and objects are
+    written for what it has and they lack. s3://: the cached catalog is rebuilt from scratch."""
+    from rpfs.store.config import Config
+    from rpfs.store.repository import Repository
+    from rpfs.store.s3 import is_s3
+
+    t0 = time.monotonic()
+    res = RebuildResult()
+    if is_s3(address):
+        repo = Repository.open(address, cache_dir=cache_dir, endpoint=endpoint, sync=False, register=False)
+        try:
+            with repo.writer_lock("repair"):
+                catalog.remove(repo.catalog_path)
+                catalog.create(repo.catalog_path, repo.config.id)
+                _rebuild(repo, res)
+        finally:
+            repo.close()
+    else:
+        path = os.path.abspath(address)
+        cfg = Config.load(path)
+        cat = os.path.join(path, catalog.CATALOG_NAME)
+        try:
+            if os.path.exists(cat):
+                catalog.check(cat)
+                db = catalog.connect(cat)
+                try:
+                    bad = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()] != ["ok"]
+                finally:
+                    db.close()
+                if bad:
+                    raise FormatError("integrity check failed", source=cat, structure="catalog")
+        except (FormatError, OSError):
+            res.catalog_moved_to = catalog.discard(cat)
+        if not os.path.exists(cat):
+            catalog.create(cat, cfg.id)
+        repo = Repository.open(path, register=False)
+        try:
+            with repo.writer_lock("repair"):
+                _rebuild(repo, res)
+                write_missing_objects(repo, res)
+        finally:
+            repo.close()
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _rebuild(repo, res: RebuildResult) -> None:
+    r = sync(repo, locked=True, drop_missing=False, quiet=True)
+    for k in ("recovery_points", "imported", "files", "packs_read", "indexes_read", "chunks_added"):
+        setattr(res, k, getattr(r, k))
+    res.lost.extend(r.lost)

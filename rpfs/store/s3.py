@@ -1,0 +1,431 @@
+"""The repository on S3-compatible object storage (``s3://BUCKET/PREFIX``), through botocore.
+
+Objects under the prefix: ``config``, ``keys/default``, ``packs/<name>``, ``rps/<name>``,
+``maps/<name>`` (the same keys a local repository keeps as files). Endpoint and credentials
+come the way the AWS tools take them (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles).
+
+- Packs are uploaded in one PUT up to ``PART`` bytes, else as a multipart upload (parts in
+  parallel); every PUT and the multipart completion carry ``If-None-Match: *``, so an object
+  is written once and never replaced (a server that does not support it simply ignores it).
+- Reads are ranged GETs of ``BLOCK``-aligned pieces of a pack, kept in the disk cache: the
+  chunks a file needs sit next to each other in its packs, so one GET serves several
+  (read-ahead for free) and a second read is local. Every chunk read is then checked against
+  its id by the repository; small objects carry their own digest or AEAD tag.
+- One writer at a time across machines: a lock object (``lock``), like restic's.
+- Retries: botocore's "standard" mode (exponential backoff with jitter) for errors before a
+  response; a connection dropped while a body streams is retried here the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import secrets
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+from rpfs.errors import IntegrityError, NotFoundError, RpfsError, UsageError
+from rpfs.store.backend import Backend, check_key
+from rpfs.store.diskcache import DiskCache
+
+PART = 16 << 20          # packs up to this size go in one PUT; larger ones in parts of this size
+BLOCK = 4 << 20          # ranged GETs fetch (and the disk cache keeps) aligned blocks of this size
+SCHEME = "s3://"
+LOCK_REFRESH = 300       # a writer rewrites its lock object this often
+LOCK_STALE = 1800        # a lock object older than this belongs to a writer that died
+log = logging.getLogger("rpfs.store")
+
+
+class S3Error(RpfsError, OSError):
+    """The object store refused or could not be reached (after retries)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def is_s3(address) -> bool:
+    return isinstance(address, str) and address.startswith(SCHEME)
+
+
+def parse_address(address: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
+    rest = address[len(SCHEME):]
+    bucket, _, prefix = rest.partition("/")
+    prefix = prefix.strip("/")
+    if not (3 <= len(bucket) <= 63) or not all(c.isalnum() or c in "-." for c in bucket):
+        raise UsageError(f"{address}: not a bucket address (s3://BUCKET/PREFIX)")
+    return bucket, prefix
+
+
+def _attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("RPFS_S3_ATTEMPTS", "6")))
+    except ValueError:
+        raise UsageError("RPFS_S3_ATTEMPTS must be a number") from None
+
+
+def make_client(endpoint: str | None = None):
+    import boto3
+    from botocore.config import Config
+
+    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
+    cfg = Config(retries={"max_attempts": _attempts(), "mode": "standard"},
+                 connect_timeout=5, read_timeout=60, max_pool_connections=32,
+                 # servers such as Ceph RGW predate the new default checksum headers
+                 request_checksum_calculation="when_required",
+                 response_checksum_validation="when_required",
+                 s3={"addressing_style": "path"} if endpoint else {})
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, config=cfg,
+        region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1")
+
+
+class S3Backend(Backend):
+    parallel_puts = 3      # each upload is mostly waiting on the network
+    prefetch = 2           # blocks fetched ahead of a sequential reader
+
+    def __init__(self, address: str, staging: str, *, endpoint: str | None = None,
+                 cache: DiskCache | None = None):
+        import botocore.exceptions as bx
+        import urllib3.exceptions as ux
+
+        self.address = address
+        self.bucket, self.prefix = parse_address(address)
+        self.staging = staging
+        os.makedirs(staging, mode=0o700, exist_ok=True)
+        self.cache = cache
+        self.attempts = _attempts()
+        self.s3 = make_client(endpoint)
+        self.requests = 0            # GET/PUT/HEAD/LIST/DELETE sent (for tests and benchmarks)
+        self._bx = bx
+        self._transient = (bx.ConnectionError, bx.HTTPClientError, bx.ResponseStreamingError,
+                           bx.IncompleteReadError, ux.HTTPError, ConnectionError, TimeoutError)
+        self._flight: dict[str, threading.Lock] = {}
+        self._flight_lock = threading.Lock()
+        self._last_block: dict[str, int] = {}          # pack -> the block fetched last
+        self._ahead = ThreadPoolExecutor(self.prefetch, thread_name_prefix="rpfs-s3-ahead")
+
+    # --- errors and retries ------------------------------------------------------------
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _call(self, what: str, fn, *args, **kw):
+        """One request. botocore retries it until a response starts; a connection lost
+        while the body streams (which botocore cannot retry) is retried here the same way."""
+        delay = 0.1
+        for attempt in range(self.attempts):
+            self.requests += 1
+            try:
+                return fn(*args, **kw)
+            except self._transient as e:
+                if attempt + 1 == self.attempts or isinstance(e, self._bx.EndpointConnectionError):
+                    raise S3Error(f"{self.address}: {what}: {e}") from None
+            except self._bx.ClientError as e:
+                raise self._client_error(what, e) from None
+            except self._bx.NoCredentialsError:
+                raise S3Error(f"{self.address}: no S3 credentials (set AWS_ACCESS_KEY_ID and"
+                              " AWS_SECRET_ACCESS_KEY)") from None
+            except self._bx.BotoCoreError as e:
+                raise S3Error(f"{self.address}: {what}: {e}") from None
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    def _client_error(self, what: str, e) -> Exception:
+        code = e.response.get("Error", {}).get("Code", "")
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            if code == "NoSuchBucket":
+                return NotFoundError(f"{self.address}: no bucket {self.bucket}")
+            return FileNotFoundError(what)
+        if status == 412 or code == "PreconditionFailed":
+            return FileExistsError(what)
+        if status == 416 or code == "InvalidRange":
+            return EOFError(what)
+        if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return S3Error(f"{self.address}: {what}: access denied ({code})")
+        return S3Error(f"{self.address}: {what}: {code or status}: {e.response.get('Error', {}).get('Message', '')}")
+
+    def _read(self, key: str, rng: str | None = None) -> bytes:
+        def go():
+            kw = {"Range": rng} if rng else {}
+            r = self.s3.get_object(Bucket=self.bucket, Key=self._key(key), **kw)
+            return r["Body"].read()
+        return self._call(f"get {key}", go)
+
+    # --- the bucket ------------------------------------------------------------------
+    def ensure_bucket(self) -> None:
+        try:
+            self._call("head bucket", self.s3.head_bucket, Bucket=self.bucket)
+        except (FileNotFoundError, NotFoundError):
+            try:
+                self._call("create bucket", self.s3.create_bucket, Bucket=self.bucket)
+            except FileExistsError:
+                pass
+
+    # --- packs ---------------------------------------------------------------------------
+    def put(self, name: str, local_path: str) -> None:
+        key = self._key(f"packs/{name}")
+        size = os.path.getsize(local_path)
+        try:
+            if size <= PART:
+                with open(local_path, "rb") as f:
+                    body = f.read()
+                self._call(f"put pack {name}", self.s3.put_object, Bucket=self.bucket, Key=key,
+                           Body=body, IfNoneMatch="*")
+            else:
+                self._multipart(name, key, local_path, size)
+        except FileExistsError:
+            raise IntegrityError(f"pack {name} already exists in {self.address}") from None
+        os.unlink(local_path)
+
+    def _multipart(self, name: str, key: str, local_path: str, size: int) -> None:
+        up = self._call(f"start upload of {name}", self.s3.create_multipart_upload,
+                        Bucket=self.bucket, Key=key)["UploadId"]
+
+        def part(i: int) -> dict:
+            with open(local_path, "rb") as f:
+                body = os.pread(f.fileno(), PART, i * PART)
+            r = self._call(f"upload part {i + 1} of {name}", self.s3.upload_part, Bucket=self.bucket,
+                           Key=key, UploadId=up, PartNumber=i + 1, Body=body)
+            return {"PartNumber": i + 1, "ETag": r["ETag"]}
+        try:
+            with ThreadPoolExecutor(4, thread_name_prefix="rpfs-s3-part") as pool:
+                parts = list(pool.map(part, range((size + PART - 1) // PART)))
+            self._call(f"complete upload of {name}", self.s3.complete_multipart_upload,
+                       Bucket=self.bucket, Key=key, UploadId=up,
+                       MultipartUpload={"Parts": parts}, IfNoneMatch="*")
+        except BaseException:
+            try:
+                self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=up)
+            except Exception:
+                pass   # the next writer's clean_staging aborts what is left
+            raise
+
+    def get(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        if self.cache is None:
+            return self._range(name, offset, offset + length)
+        parts = []
+        end = offset + length
+        while offset < end:
+            b = offset // BLOCK
+            take = min(end, (b + 1) * BLOCK) - offset
+            part = self._block(name, b, offset - b * BLOCK, take)
+            parts.append(part)
+            if len(part) < take:        # the pack ends here
+                break
+            offset += take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def get_direct(self, name: str, offset: int, length: int) -> bytes:
+        return self._range(name, offset, offset + length) if length > 0 else b""
+
+    def _range(self, name: str, start: int, end: int) -> bytes:
+        try:
+            return self._read(f"packs/{name}", f"bytes={start}-{end - 1}")
+        except FileNotFoundError:
+            raise IntegrityError(f"pack {name} is missing") from None
+        except EOFError:
+            return b""
+
+    def _block(self, name: str, b: int, start: int, length: int) -> bytes:
+        """``length`` bytes at ``start`` of block ``b``: from the disk cache, else the block
+        is fetched whole. A reader going through a pack in order gets the next blocks
+        fetched meanwhile."""
+        key = f"{name}-{b}"
+        data = self.cache.get(key, start, length)
+        if data is None:
+            block = self._fetch_block(name, b)
+            data = block[start:start + length]
+            full = len(block) == BLOCK
+        else:
+            full = True
+        with self._flight_lock:
+            sequential = self._last_block.get(name) == b - 1
+            self._last_block[name] = b
+            if len(self._last_block) > 1024:
+                self._last_block.clear()
+        if sequential and full:
+            for k in range(b + 1, b + 1 + self.prefetch):
+                if f"{name}-{k}" not in self.cache and f"{name}-{k}" not in self._flight:
+                    self._ahead.submit(self._prefetch, name, k)
+        return data
+
+    def _fetch_block(self, name: str, b: int) -> bytes:
+        key = f"{name}-{b}"
+        with self._flight_lock:             # one GET per block, however many readers want it
+            lock = self._flight.setdefault(key, threading.Lock())
+        with lock:
+            data = self.cache.get(key)
+            if data is None:
+                data = self._range(name, b * BLOCK, (b + 1) * BLOCK)
+                self.cache.put(key, data)
+        with self._flight_lock:
+            self._flight.pop(key, None)
+        return data
+
+    def _prefetch(self, name: str, b: int) -> None:
+        try:
+            if f"{name}-{b}" not in self.cache:
+                self._fetch_block(name, b)
+        except Exception:
+            pass    # only a guess: the reader fetches it itself if it comes to it
+
+    def discard_cached(self, name: str, offset: int, length: int) -> bool:
+        """Forget cached blocks of a range (a chunk from them failed its check)."""
+        if self.cache is None:
+            return False
+        for b in range(offset // BLOCK, (offset + max(length, 1) - 1) // BLOCK + 1):
+            self.cache.discard(f"{name}-{b}")
+        return True
+
+    def size(self, name: str) -> int | None:
+        try:
+            r = self._call(f"head pack {name}", self.s3.head_object, Bucket=self.bucket,
+                           Key=self._key(f"packs/{name}"))
+        except FileNotFoundError:
+            return None
+        return r["ContentLength"]
+
+    def _list(self, kind: str) -> Iterator[tuple[str, int]]:
+        pre = self._key(kind) + "/"
+        token = None
+        while True:
+            kw = {"ContinuationToken": token} if token else {}
+            r = self._call(f"list {kind}", self.s3.list_objects_v2, Bucket=self.bucket,
+                           Prefix=pre, **kw)
+            for o in r.get("Contents", []):
+                yield o["Key"][len(pre):], o["Size"], o["LastModified"]
+            if not r.get("IsTruncated"):
+                return
+            token = r["NextContinuationToken"]
+
+    def list(self) -> Iterator[tuple[str, int]]:
+        from rpfs.store.backend import _NAME
+        yield from ((n, s) for n, s, _ in self._list("packs") if _NAME.match(n))
+
+    def delete(self, name: str) -> None:
+        self._call(f"delete pack {name}", self.s3.delete_object, Bucket=self.bucket,
+                   Key=self._key(f"packs/{name}"))
+
+    # --- small objects -------------------------------------------------------------------
+    def put_object(self, key: str, data: bytes) -> bool:
+        try:
+            self._call(f"put {key}", self.s3.put_object, Bucket=self.bucket,
+                       Key=self._key(check_key(key)), Body=data, IfNoneMatch="*")
+        except FileExistsError:
+            return False
+        return True
+
+    def get_object(self, key: str) -> bytes | None:
+        try:
+            return self._read(check_key(key))
+        except FileNotFoundError:
+            return None
+
+    def list_objects(self, kind: str) -> Iterator[str]:
+        yield from (n for n, _, _ in self._list(kind))
+
+    def delete_object(self, key: str) -> None:
+        self._call(f"delete {key}", self.s3.delete_object, Bucket=self.bucket,
+                   Key=self._key(check_key(key)))
+
+    # --- the writer lock across machines ----------------------------------------------
+    def lock(self, what: str) -> str | None:
+        """Take the repository's writer lock: an object ``locks/<id>`` (host, pid, what),
+        rewritten every ``LOCK_REFRESH`` s while held. Returns None, or a description of the
+        writer that holds it (a lock object not rewritten for ``LOCK_STALE`` s is a writer
+        that died). Two writers taking it at once both see each other and both back off."""
+        held = self._live_locks()
+        if held:
+            return held[0]
+        self._lock_id = secrets.token_hex(8)
+        self._lock_body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                      "what": what}).encode()
+        self.put_object(f"locks/{self._lock_id}", self._lock_body)
+        held = self._live_locks(exclude=self._lock_id)
+        if held:
+            self.delete_object(f"locks/{self._lock_id}")
+            return held[0]
+        self._lock_stop = threading.Event()
+        self._lock_thread = threading.Thread(target=self._refresh_lock, daemon=True,
+                                             name="rpfs-s3-lock")
+        self._lock_thread.start()
+        return None
+
+    def _refresh_lock(self) -> None:
+        while not self._lock_stop.wait(LOCK_REFRESH):
+            try:
+                self.delete_object(f"locks/{self._lock_id}")
+                self.put_object(f"locks/{self._lock_id}", self._lock_body)
+            except Exception as e:
+                log.warning("%s: could not refresh the writer lock: %s", self.address, e)
+
+    def unlock(self) -> None:
+        self._lock_stop.set()
+        self._lock_thread.join()
+        try:
+            self.delete_object(f"locks/{self._lock_id}")
+        except (S3Error, OSError) as e:   # the next writer on this host sees our pid is gone
+            log.info("%s: could not remove the writer lock: %s", self.address, e)
+
+    def _live_locks(self, exclude: str | None = None) -> list[str]:
+        now = datetime.now(timezone.utc)
+        out = []
+        for name, _, modified in self._list("locks"):
+            if name == exclude or (now - modified).total_seconds() > LOCK_STALE:
+                continue
+            raw = self.get_object(f"locks/{name}") or b"{}"
+            try:
+                d = json.loads(raw)
+                holder = f"{d['what']} pid {d['pid']} on {d['host']}"
+                if d["host"] == socket.gethostname() and not _alive(int(d["pid"])):
+                    self.delete_object(f"locks/{name}")      # a writer of this host that died
+                    continue
+            except (ValueError, KeyError, TypeError):
+                holder = f"lock object locks/{name}"
+            out.append(holder)
+        return out
+
+    def clean_staging(self) -> int:
+        """Temp files and unfinished multipart uploads a killed writer left (caller holds
+        the writer lock)."""
+        n = 0
+        for fn in os.listdir(self.staging):
+            try:
+                os.unlink(os.path.join(self.staging, fn))
+                n += 1
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+        r = self._call("list uploads", self.s3.list_multipart_uploads, Bucket=self.bucket,
+                       Prefix=self._key("packs") + "/")
+        for u in r.get("Uploads", []):
+            try:
+                self._call("abort upload", self.s3.abort_multipart_upload, Bucket=self.bucket,
+                           Key=u["Key"], UploadId=u["UploadId"])
+                n += 1
+            except (FileNotFoundError, S3Error):
+                pass
+        return n
+
+    def close(self) -> None:
+        self._ahead.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.s3.close()
+        except Exception:
+            pass
