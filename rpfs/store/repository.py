@@ -27,6 +27,7 @@ from rpfs.store.backend import LocalBackend, fsync_dir
 from rpfs.store.cache import ChunkCache
 from rpfs.store.config import CONFIG_NAME, Config
 from rpfs.store.packs import chunk_hash, decompress
+from rpfs.store.readahead import ChunkLoader, ReadAhead
 from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 PACKS_DIR = "packs"
@@ -74,6 +75,7 @@ class Repository:
         self.chunk_size = config.chunk_size
         self.backend = LocalBackend(os.path.join(self.path, PACKS_DIR))
         self.cache = ChunkCache(config.cache_bytes())
+        self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
         self.catalog_path = os.path.join(self.path, catalog.CATALOG_NAME)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
@@ -149,6 +151,7 @@ class Repository:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self.loader.close()
         self.backend.close()
         for reg in list(self._regs):
             reg.close()
@@ -309,14 +312,14 @@ class Repository:
             raise NotFoundError(f"{self.path}: recovery point {rp.vm}/{rp.name} no longer exists")
         return {p: s for p, s in rows}
 
-    def open_file(self, rp: RecoveryPoint, path: str) -> "StoredFile":
+    def open_file(self, rp: RecoveryPoint, path: str) -> "ReadAhead":
         rows = self.query("SELECT f.size, f.chunk_map, r.chunk_size FROM files f JOIN recovery_points r"
                           " ON r.id = f.rp_id WHERE f.rp_id = ? AND f.path = ?", (rp.id, path))
         if not rows:
             raise NotFoundError(f"{rp.vm}/{rp.name}/files/{path}: no such stored file")
         size, blob, cs = rows[0]
         reg = self._registration_for_open()
-        return StoredFile(self, rp, path, size, cs, blob, reg)
+        return ReadAhead(StoredFile(self, rp, path, size, cs, blob, reg), self.loader)
 
     # --- chunks ------------------------------------------------------------------------
     def resolve(self, ids) -> dict[int, ChunkLoc]:
@@ -441,7 +444,7 @@ class StoredFile(Stream):
         if loc.usize != want:
             raise IntegrityError(f"{self._where(start)}: chunk {cid} holds {loc.usize} bytes, expected {want}")
         try:
-            return self.repo.load_chunk(loc)
+            return self.repo.loader.get(loc)
         except IntegrityError as e:
             raise IntegrityError(f"{self._where(start)}: {e}") from None
         except OSError as e:
