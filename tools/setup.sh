@@ -20,7 +20,7 @@ quiet() {
 
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
-      borgbackup wimtools make)
+      borgbackup wimtools make 7zip)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
