@@ -35,6 +35,7 @@ import pyfuse3
 import trio
 
 from rpfs.errors import RpfsError
+from rpfs.kernel_readahead import raise_read_ahead_when_served
 from rpfs.lru import LRU
 from rpfs.tree import Node, Tree, lookup_child
 
@@ -401,6 +402,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     if debug:
         options.add("debug")
     pyfuse3.init(ops, mountpoint, options)
+    raise_read_ahead_when_served(mountpoint)  # 1 MiB requests for sequential readers (root only)
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
     if ready:
         ready()
