@@ -293,8 +293,8 @@ class Results:
         self.samples.setdefault((part, workload, phase), {}).setdefault(kind, []).append(value)
 
 
-def bench_vhdx(data: dict, work: Path, repeat: int, budget: float, res: Results) -> None:
-    small = work / "out"
+def bench_vhdx(data: dict, work: Path, repeat: int, budget: float, res: Results, dest: Path) -> None:
+    small = dest / "out"
     workloads = {
         "cat random.bin": lambda root: timed(["cat", root / "random.bin"], budget),
         "cat log.txt": lambda root: timed(["cat", root / "log.txt"], budget),
@@ -414,7 +414,7 @@ def rows(res: Results) -> list[dict]:
             v = med.get(k)
             if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(peer, (int, float)) and v > 0:
                 row[f"{k}_ratio"] = round(peer / v, 3)   # > 1: rpfs faster (or smaller)
-        target = TARGETS.get((part, workload))
+        target = TARGETS.get((part, workload)) if phase != "warm" else None
         if target:
             row["target"] = target
             row["met"] = _met(target, row, med)
@@ -474,6 +474,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=str(REPO / "docs" / "bench_peers.json"),
                     help="where to write this run's results (default docs/bench_peers.json)")
     ap.add_argument("--build-only", action="store_true", help="build the data and stop")
+    ap.add_argument("--dest", default="/dev/shm",
+                    help="where cp -r, rpfs restore and 7zz x write (default /dev/shm: a tmpfs, so"
+                         " the figures are the readers', not the target file system's)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_peers: needs root (drop_caches, losetup, mounts)", file=sys.stderr)
@@ -495,23 +498,25 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-"))
+    dest = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-", dir=args.dest))
     try:
         if data["vhdx"]:
-            bench_vhdx(data["vhdx"], work, args.repeat, args.budget, res)
+            bench_vhdx(data["vhdx"], work, args.repeat, args.budget, res, dest)
         if data["system"]:
             bench_system(data["system"], work, args.repeat, args.budget, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(dest, ignore_errors=True)
     rs = rows(res)
     load_after = os.getloadavg()
-    print(f"\nrpfs vs vhdimount + loop + ntfs-3g -o ro (restore: vs 7zz x); median of {args.repeat};"
+    print(f"\ncp -r, restore and 7zz x write to {args.dest}. rpfs vs vhdimount + loop + ntfs-3g -o ro (restore: vs 7zz x); median of {args.repeat};"
           f" ratio = peer time / rpfs time (> 1: rpfs faster; RSS: peer / rpfs)."
           f" {os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(table(rs))
     Path(args.json).write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "tools/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "repeat": args.repeat, "cores": os.cpu_count(), "kernel": os.uname().release,
+        "repeat": args.repeat, "dest": args.dest, "cores": os.cpu_count(), "kernel": os.uname().release,
         "load_average": [load_before, load_after], "seconds": round(time.monotonic() - t0),
         "data": data, "rows": rs}, indent=1) + "\n")
     log(f"wrote {args.json}")
