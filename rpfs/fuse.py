@@ -357,7 +357,7 @@ class Operations(pyfuse3.Operations):
         handle = self._handles[fh]
         if handle.data is not None:
             return handle.data[off:off + size]
-        return await self._run(handle.stream.read, off, size)
+        return await self._run(handle.stream.read_buffer, off, size)  # one copy less than read
 
     @_errors
     async def release(self, fh):
