@@ -8,7 +8,7 @@ a 384 MiB text log and 4,000 files of 1-16 KiB in 40 directories), built once wi
 ntfs-3g and qemu-img into ``.cache/bench_peers/`` and backed up there with ``rpfs backup``.
 Three ways to see the volume:
 
-  repo    ``rpfs mount REPO MNT``, then MNT/<vm>/latest/volumes/<disk>-p1 (the user's path)
+  repo    ``rpfs mount REPO MNT``, then MNT/<vm>/<recovery point>/volumes/<disk>-p1 (the user's path)
   image   ``rpfs mount X.vhdx MNT``, then MNT/volumes/<disk>-p1
   peer    libvhdi ``vhdimount`` + a read-only loop device at the partition + ``ntfs-3g -o ro``
 
@@ -50,7 +50,7 @@ from tools.bench_mount import detach_loop, drop_caches, run, unmount, wait_mount
 
 CACHE = REPO / ".cache" / "bench_peers"
 MiB = 1 << 20
-DATA_VERSION = 1          # bump when the data set below changes
+DATA_VERSION = 2          # bump when the data set below (or the repository's settings) changes
 DISK_SIZE = 1200 * MiB
 BIG = {"random.bin": "random", "log.txt": "text"}
 BIG_SIZE = 384 * MiB
@@ -216,7 +216,9 @@ class RepoMount(Mount):
     def mount(self) -> Path:
         mp = self._dir("mnt")
         self._fuse(rpfs_cmd("mount", self.data["repo"], mp), mp)
-        return mp / self.data["vm"] / "latest" / "volumes" / f"{self.data['disk']}-p{self.data['partition']['number']}"
+        vm = mp / self.data["vm"]
+        rp = os.readlink(vm / "latest")  # the recovery point's own directory: see docs/benchmarks.md
+        return vm / rp / "volumes" / f"{self.data['disk']}-p{self.data['partition']['number']}"
 
 
 class ImageMount(Mount):
