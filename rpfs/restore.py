@@ -146,9 +146,10 @@ class Restorer:
                 linked = self._links.get(node.key) if node.key else None
                 if linked is not None and self._link(linked, dirfd, bname):
                     return
-                job = self._pool.submit(self._copy_file, node, dirfd, bname, path)
+                attr = node.attr()
+                job = self._pool.submit(self._copy_file, node, attr, dirfd, bname, path)
                 pending.append(job)
-                if node.key and linked is None and node.attr().nlink > 1:
+                if node.key and linked is None and attr.nlink > 1:
                     self._links[node.key] = (job, os.dup(dirfd), bname)
         except (RpfsError, OSError) as e:
             self._error(path, e)
@@ -170,10 +171,10 @@ class Restorer:
             self.result.hardlinks += 1
         return True
 
-    def _copy_file(self, node: Node, dirfd: int, bname: bytes, path: str) -> bool:
+    def _copy_file(self, node: Node, attr, dirfd: int, bname: bytes, path: str) -> bool:
         """(In a worker.) Errors are recorded against ``path``; True if the file is written."""
         try:
-            self._restore_file(node, dirfd, bname)
+            self._restore_file(node, attr, dirfd, bname)
             return True
         except (RpfsError, OSError) as e:
             self._error(path, e)
@@ -211,7 +212,7 @@ class Restorer:
             raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
         os.unlink(bname, dir_fd=dirfd)
 
-    def _restore_file(self, node: Node, dirfd: int, bname: bytes) -> None:
+    def _restore_file(self, node: Node, a, dirfd: int, bname: bytes) -> None:
         stream = node.open()     # before creating anything: a broken file leaves no empty one
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -237,7 +238,6 @@ class Restorer:
             os.fchmod(fd, 0o644)
             if self.xattrs:
                 self._copy_xattrs(node, fd)
-            a = node.attr()
             if a.mtime_ns or a.atime_ns:
                 try:
                     os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
