@@ -116,6 +116,28 @@ def test_concurrent_readers_get_source_bytes_and_decode_each_chunk_once(stored):
         assert r.loader.loaded <= stored_chunks   # never the same chunk twice (cache holds all)
 
 
+def test_closing_with_read_ahead_in_flight_leaves_no_reader_waiting(stored):
+    path, files = stored
+    r, f = _open(path, "big.bin")
+    buf = bytearray(CHUNK // 2)
+    for pos in range(0, 4 * CHUNK, len(buf)):   # sequential: read-ahead jobs queued
+        f.readinto(pos, buf)
+    assert r.loader.prefetched > 0
+    r.close()
+    outcome = []
+
+    def late_reader():
+        try:
+            outcome.append(f.read(30 * CHUNK, 100) == files["big.bin"][30 * CHUNK:30 * CHUNK + 100])
+        except Exception as e:
+            outcome.append(type(e).__name__)
+
+    t = threading.Thread(target=late_reader)
+    t.start()
+    t.join(60)      # a hang, not a duration: any answer or a typed error is fine
+    assert not t.is_alive() and outcome
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.sampled_from(["big.bin", "one.bin", "tiny.bin", "empty.bin", "odd.bin"]),
        start=st.integers(0, 45 * CHUNK), steps=st.lists(st.integers(0, 3 * CHUNK), max_size=12),

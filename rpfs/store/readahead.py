@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 
+from rpfs.errors import UsageError
 from rpfs.stream import Stream
 
 WORKERS = 2                 # this machine class has two cores; zstd and blake3 release the GIL
@@ -100,11 +101,17 @@ class ChunkLoader:
             pass  # nobody asked for it yet: a reader that does will load it and see the error
 
     def close(self) -> None:
+        """Stop read-ahead; a load cancelled here fails for whoever waits on it (no hang)."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            left, self._inflight = self._inflight, {}
+        for fut in left.values():
+            if not fut.done():
+                fut.set_exception(UsageError("the repository was closed"))
 
 
 class ReadAhead(Stream):
@@ -127,6 +134,8 @@ class ReadAhead(Stream):
         self._lock = threading.Lock()
 
     def __getattr__(self, name):
+        if name == "file":   # not set yet: no recursion
+            raise AttributeError(name)
         return getattr(self.file, name)
 
     def _note(self, offset: int, length: int) -> None:
