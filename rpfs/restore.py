@@ -4,6 +4,11 @@ Nothing is ever written outside the destination: every file and directory is cre
 relative to an open directory descriptor with ``O_NOFOLLOW``/``O_EXCL``, names from the
 image are made safe (no ``/``, NUL, ``.`` or ``..``), and symlinks found in the image are
 recreated as links but never followed while writing.
+
+Files are copied by a small pool of threads while the tree is walked: on Linux creating a
+file costs the kernel more CPU than copying a small file's bytes, and system calls release
+the GIL, so many small files go out about as fast as the cores can create them. A
+directory's permissions and times are set once every file in it is written.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import errno
 import logging
 import os
 import stat
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +29,7 @@ from rpfs.tree import Node
 log = logging.getLogger(__name__)
 
 COPY_BLOCK = 4 << 20
+WORKERS = 4          # files being written at once (creation is kernel CPU, done without the GIL)
 
 
 @dataclass
@@ -64,14 +72,19 @@ def fsname(name: str) -> bytes:
 
 class Restorer:
     def __init__(self, dest: str, *, xattrs: bool = False, dry_run: bool = False,
-                 overwrite: bool = False, progress: Callable[[int, int], None] | None = None):
+                 overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
+                 workers: int = WORKERS):
         self.dest = dest
+        self.workers = workers
         self.xattrs = xattrs
         self.dry_run = dry_run
         self.overwrite = overwrite
         self.progress = progress
         self.result = RestoreResult()
-        self._links: dict[tuple, tuple[int, bytes]] = {}
+        # key of a file with several links -> (its copy job, dup of its directory fd, name)
+        self._links: dict[tuple, tuple[Future | None, int, bytes]] = {}
+        self._lock = threading.Lock()      # result counters and progress, updated by workers
+        self._pool: ThreadPoolExecutor | None = None
 
     def run(self, node: Node, name: str | None = None) -> RestoreResult:
         if self.dry_run:
@@ -79,9 +92,14 @@ class Restorer:
             return self.result
         os.makedirs(self.dest, exist_ok=True)
         fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
+        pending: list[Future] = []
         try:
-            self._restore(node, fd, safe_name(name or node.name or "restore"), self.dest)
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="rpfs-restore") as pool:
+                self._pool = pool
+                self._restore(node, fd, safe_name(name or node.name or "restore"), self.dest,
+                              pending)
         finally:
+            self._pool = None
             os.close(fd)
         return self.result
 
@@ -101,7 +119,7 @@ class Restorer:
                 if node.key in self._links:
                     self.result.hardlinks += 1
                 else:
-                    self._links[node.key] = (0, b"")
+                    self._links[node.key] = (None, -1, b"")
                     self.result.files += 1
                     self.result.bytes += node.attr().size
                 self.result.planned.append(rel)
@@ -110,7 +128,9 @@ class Restorer:
 
     # -- real restore -------------------------------------------------------------------
 
-    def _restore(self, node: Node, dirfd: int, name: str, shown: str) -> None:
+    def _restore(self, node: Node, dirfd: int, name: str, shown: str,
+                 pending: list[Future]) -> None:
+        """Restore ``node`` as ``name`` in ``dirfd``; a file's copy is queued in ``pending``."""
         path = f"{shown}/{name}"
         bname = fsname(name)
         try:
@@ -120,24 +140,45 @@ class Restorer:
                 self._remove_existing(dirfd, bname)
                 os.symlink(fsname(node.readlink()), bname, dir_fd=dirfd)
                 self._set_times(node, dirfd, bname)
-                self.result.symlinks += 1
+                with self._lock:
+                    self.result.symlinks += 1
             else:
-                linked = self._links.get(node.key)
-                if linked is not None and node.key:
-                    self._remove_existing(dirfd, bname)
-                    os.link(linked[1], bname, src_dir_fd=linked[0], dst_dir_fd=dirfd,
-                            follow_symlinks=False)
-                    self.result.hardlinks += 1
+                linked = self._links.get(node.key) if node.key else None
+                if linked is not None and self._link(linked, dirfd, bname):
                     return
-                self._restore_file(node, dirfd, bname)
-                if node.attr().nlink > 1:
-                    self._links[node.key] = (os.dup(dirfd), bname)
-        except RpfsError as e:
-            self.result.errors.append(f"{path}: {e}")
-            log.error("%s: %s", path, e)
-        except OSError as e:
-            self.result.errors.append(f"{path}: {e.strerror or e}")
-            log.error("%s: %s", path, e.strerror or e)
+                attr = node.attr()
+                job = self._pool.submit(self._copy_file, node, attr, dirfd, bname, path)
+                pending.append(job)
+                if node.key and linked is None and attr.nlink > 1:
+                    self._links[node.key] = (job, os.dup(dirfd), bname)
+        except (RpfsError, OSError) as e:
+            self._error(path, e)
+
+    def _error(self, path: str, e: Exception) -> None:
+        msg = str(e) if isinstance(e, RpfsError) else (getattr(e, "strerror", None) or str(e))
+        with self._lock:
+            self.result.errors.append(f"{path}: {msg}")
+        log.error("%s: %s", path, msg)
+
+    def _link(self, linked, dirfd: int, bname: bytes) -> bool:
+        """Hard-link to the first copy of the same file; False if that copy failed."""
+        job, src_fd, src_name = linked
+        if job is not None and not job.result():
+            return False
+        self._remove_existing(dirfd, bname)
+        os.link(src_name, bname, src_dir_fd=src_fd, dst_dir_fd=dirfd, follow_symlinks=False)
+        with self._lock:
+            self.result.hardlinks += 1
+        return True
+
+    def _copy_file(self, node: Node, attr, dirfd: int, bname: bytes, path: str) -> bool:
+        """(In a worker.) Errors are recorded against ``path``; True if the file is written."""
+        try:
+            self._restore_file(node, attr, dirfd, bname)
+            return True
+        except (RpfsError, OSError) as e:
+            self._error(path, e)
+            return False
 
     def _restore_dir(self, node: Node, dirfd: int, bname: bytes, path: str) -> None:
         try:
@@ -145,10 +186,16 @@ class Restorer:
         except FileExistsError:
             pass
         fd = os.open(bname, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
+        pending: list[Future] = []
         try:
-            self.result.dirs += 1
+            with self._lock:
+                self.result.dirs += 1
             for child in node.iterdir():
-                self._restore(child, fd, safe_name(child.name), path)
+                self._restore(child, fd, safe_name(child.name), path, pending)
+        finally:
+            for job in pending:    # the files in fd are written before fd closes
+                job.result()
+        try:
             os.chmod(fd, 0o755)
         finally:
             os.close(fd)
@@ -165,35 +212,47 @@ class Restorer:
             raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
         os.unlink(bname, dir_fd=dirfd)
 
-    def _restore_file(self, node: Node, dirfd: int, bname: bytes) -> None:
-        stream = node.open()
-        self._remove_existing(dirfd, bname)
-        fd = os.open(bname, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
-                     dir_fd=dirfd)
+    def _restore_file(self, node: Node, a, dirfd: int, bname: bytes) -> None:
+        stream = node.open()     # before creating anything: a broken file leaves no empty one
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            buf = bytearray(COPY_BLOCK)
+            fd = os.open(bname, flags, 0o600, dir_fd=dirfd)
+        except FileExistsError:
+            self._remove_existing(dirfd, bname)
+            fd = os.open(bname, flags, 0o600, dir_fd=dirfd)
+        try:
+            buf = bytearray(min(COPY_BLOCK, max(1, stream.size)))
             view = memoryview(buf)
             for ext in stream.extents():
                 if ext.kind == ZERO:
                     continue  # a hole: ftruncate below leaves it sparse
                 pos, end = ext.offset, ext.end
                 while pos < end:
-                    n = stream.readinto(pos, view[: min(COPY_BLOCK, end - pos)])
+                    n = stream.readinto(pos, view[: min(len(buf), end - pos)])
                     if n <= 0:
                         raise RpfsError(f"unexpected end of data at offset {pos}")
                     _pwrite_all(fd, view[:n], pos)
                     pos += n
-                    self.result.bytes += n
-                    if self.progress:
-                        self.progress(self.result.bytes, 0)
+                    self._count(n)
             os.ftruncate(fd, stream.size)
             os.fchmod(fd, 0o644)
             if self.xattrs:
                 self._copy_xattrs(node, fd)
+            if a.mtime_ns or a.atime_ns:
+                try:
+                    os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
+                except OSError as e:  # out-of-range times on some filesystems
+                    log.info("times of %r not set: %s", bname, e)
         finally:
             os.close(fd)
-        self._set_times(node, dirfd, bname)
-        self.result.files += 1
+        with self._lock:
+            self.result.files += 1
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.result.bytes += n
+            if self.progress:
+                self.progress(self.result.bytes, 0)
 
     def _copy_xattrs(self, node: Node, fd: int) -> None:
         for name in node.xattr_names():
@@ -202,7 +261,8 @@ class Restorer:
             try:
                 os.setxattr(fd, name, node.getxattr(name))
             except OSError as e:
-                self.result.errors.append(f"{node.name}: xattr {name}: {e.strerror}")
+                with self._lock:
+                    self.result.errors.append(f"{node.name}: xattr {name}: {e.strerror}")
 
     def _set_times(self, node: Node, dirfd: int, bname: bytes) -> None:
         a = node.attr()
@@ -213,8 +273,8 @@ class Restorer:
                 log.info("times of %r not set: %s", bname, e)
 
     def close(self) -> None:
-        for fd, _ in self._links.values():
-            if fd:
+        for _, fd, _ in self._links.values():
+            if fd >= 0:
                 os.close(fd)
         self._links.clear()
 

@@ -69,6 +69,20 @@ class Stream:
         memoryview(buffer)[: len(data)] = data
         return len(data)
 
+    def read_buffer(self, offset: int, length: int) -> memoryview:
+        """``read`` as a buffer filled by ``readinto``: for consumers that take any buffer
+        (a FUSE reply), one copy of the data less than ``read`` through layers that
+        implement ``readinto``."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"negative read {offset}+{length} on {self.name}")
+        n = max(0, min(length, self.size - offset))
+        buf = bytearray(n)
+        got = self.readinto(offset, buf) if n else 0
+        if got != n:
+            raise FormatError(f"short read: wanted {n} bytes, got {got}",
+                              source=self.name, structure="stream", offset=offset)
+        return memoryview(buf)
+
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         """Data/zero extents covering ``[offset, offset+length)`` clipped to the size."""
         end = self.size if length is None else min(self.size, offset + length)
@@ -174,6 +188,14 @@ class SliceStream(Stream):
 
     def _read(self, offset: int, length: int) -> bytes:
         return self.base.read(self.offset + offset, length)
+
+    def readinto(self, offset: int, buffer) -> int:
+        """Straight into ``buffer`` (a partition must not cost NTFS reads a copy)."""
+        if offset < 0:
+            raise ValueError(f"negative read {offset} on {self.name}")
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - offset))
+        return self.base.readinto(self.offset + offset, view[:n]) if n else 0
 
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         end = self.size if length is None else min(self.size, offset + length)

@@ -114,3 +114,39 @@ def _enc(s):
         return True
     except UnicodeEncodeError:
         return False
+
+
+def test_many_files_through_the_pool_keep_bytes_times_and_links(tmp_path):
+    """Files are written by worker threads: every byte, time and link must still be right,
+    and a directory's time is set after its files are written."""
+    from rpfs.errors import IntegrityError
+    from rpfs.tree import BrokenNode
+
+    class Linked(StreamFile):
+        def attr(self):
+            a = super().attr()
+            a.nlink = 3
+            return a
+
+    dir_mtime = 1_400_000_000 * 10**9
+    dirs, want = [], {}
+    for d in range(8):
+        children = []
+        for i in range(60):
+            data = os.urandom(i * 37 % 5000)
+            name = f"f{i}"
+            children.append(file(name, data, key=("f", d, i), mtime=(1_500_000_000 + i) * 10**9))
+            want[f"d{d}/{name}"] = (data, (1_500_000_000 + i) * 10**9)
+        children.append(Linked("link", ("shared",), 3, lambda: BytesStream(b"abc")))
+        children.append(BrokenNode("bad", ("b", d), IntegrityError("chunk fails its hash check")))
+        dirs.append(StaticDir(f"d{d}", ("d", d), lambda c=children: c, dir_mtime))
+    result = restore(tree("r", dirs), str(tmp_path))
+    out = tmp_path / "r"
+    for rel, (data, mtime) in want.items():
+        assert (out / rel).read_bytes() == data
+        assert os.stat(out / rel).st_mtime_ns == mtime
+    assert len({os.stat(out / f"d{d}" / "link").st_ino for d in range(8)}) == 1
+    assert result.files == 8 * 60 + 1 and result.hardlinks == 7
+    assert len(result.errors) == 8 and all("hash check" in e for e in result.errors)
+    assert not any((out / f"d{d}" / "bad").exists() for d in range(8))   # no empty file left
+    assert all(os.stat(out / f"d{d}").st_mtime_ns == dir_mtime for d in range(8))

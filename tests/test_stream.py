@@ -59,3 +59,16 @@ def test_errors_are_builtins_too():
         raise NotFoundError("no such VM")
     e = FormatError("bad CRC", source="a.vhdx", structure="VHDX header 1", offset=0x10000)
     assert str(e) == "a.vhdx: VHDX header 1: offset 0x10000: bad CRC"
+
+
+def test_read_buffer_and_slice_readinto_equal_read(tmp_path):
+    data = bytes(range(256)) * 64
+    (tmp_path / "f").write_bytes(data)
+    f = FileStream(tmp_path / "f")
+    for s in (BytesStream(data), f, SliceStream(f, 1000, 9000), SliceStream(BytesStream(data), 5, 20000)):
+        for off, n in ((0, 0), (0, 100), (3, 5000), (s.size - 7, 100), (s.size, 10), (s.size + 5, 1)):
+            assert bytes(s.read_buffer(off, n)) == s.read(off, n)
+            buf = bytearray(n)
+            got = s.readinto(off, buf)
+            assert bytes(buf[:got]) == s.read(off, n)
+    f.close()

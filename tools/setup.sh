@@ -20,7 +20,7 @@ quiet() {
 
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
-      borgbackup wimtools make
+      borgbackup wimtools make 7zip
       # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
       chromium unzip
       # a real S3 server for the tests (a single-node Ceph RADOS Gateway, ../shared/s3/s3-start.sh)

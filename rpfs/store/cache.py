@@ -43,6 +43,10 @@ class ChunkCache:
                 _, v = self._d.popitem(last=False)
                 self.bytes -= len(v)
 
+    def __contains__(self, key: bytes) -> bool:
+        """Cached? (without counting a hit or refreshing its place)"""
+        return key in self._d
+
     def clear(self) -> None:
         with self._lock:
             self._d.clear()

@@ -27,7 +27,8 @@ class Config:
     hash: str = "blake3"               # fastest well-kept 256-bit hash here, releases the GIL
     zstd_level: int = 1                # level 1: ~1.45x the CPU throughput of 3 for ~1.5% more bytes (docs/store.md)
     pack_size: int = 32 << 20          # target pack size; a pack closes once past it
-    cache_mb: int = 256                # decompressed-chunk cache bound (env RPFS_CACHE_MB wins)
+    cache_mb: int = 128                # decompressed-chunk cache bound (env RPFS_CACHE_MB wins); a
+                                       # mount's file data is in the page cache: this holds read-ahead
     repack_threshold: float = 0.5      # gc rewrites a pack whose live fraction is below this
     id: str = ""                       # random at init: tells a cache which repository it holds
     encryption: str = "none"           # "none" | "aes-256-gcm" (keys in keys/default, crypto.py)

@@ -30,6 +30,7 @@ from rpfs.store.config import CONFIG_NAME, Config
 from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file, passphrase
 from rpfs.store.diskcache import DiskCache
 from rpfs.store.packs import decompress
+from rpfs.store.readahead import ChunkLoader, ReadAhead
 from rpfs.store.s3 import S3Backend, is_s3
 from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
 
@@ -116,6 +117,7 @@ class Repository:
         self.backend = backend
         self.crypto = crypto
         self.cache = ChunkCache(config.cache_bytes())
+        self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
         self.catalog_path = os.path.join(local, catalog.CATALOG_NAME)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
@@ -274,6 +276,7 @@ class Repository:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self.loader.close()
         self.backend.close()
         for reg in list(self._regs):
             reg.close()
@@ -446,14 +449,14 @@ class Repository:
             raise NotFoundError(f"{self.path}: recovery point {rp.vm}/{rp.name} no longer exists")
         return {p: s for p, s in rows}
 
-    def open_file(self, rp: RecoveryPoint, path: str) -> "StoredFile":
+    def open_file(self, rp: RecoveryPoint, path: str) -> "ReadAhead":
         rows = self.query("SELECT f.size, f.chunk_map, r.chunk_size FROM files f JOIN recovery_points r"
                           " ON r.id = f.rp_id WHERE f.rp_id = ? AND f.path = ?", (rp.id, path))
         if not rows:
             raise NotFoundError(f"{rp.vm}/{rp.name}/files/{path}: no such stored file")
         size, blob, cs = rows[0]
         reg = self._registration_for_open()
-        return StoredFile(self, rp, path, size, cs, blob, reg)
+        return ReadAhead(StoredFile(self, rp, path, size, cs, blob, reg), self.loader)
 
     # --- chunks ------------------------------------------------------------------------
     def resolve(self, ids) -> dict[int, ChunkLoc]:
@@ -591,7 +594,7 @@ class StoredFile(Stream):
         if loc.usize != want:
             raise IntegrityError(f"{self._where(start)}: chunk {cid} holds {loc.usize} bytes, expected {want}")
         try:
-            return self.repo.load_chunk(loc)
+            return self.repo.loader.get(loc)
         except IntegrityError as e:
             raise IntegrityError(f"{self._where(start)}: {e}") from None
         except OSError as e:

@@ -1,0 +1,197 @@
+"""Read-ahead for stored files: a sequential reader finds its next chunks already decoded.
+
+Reading a stored chunk is a pack read, a zstd decompression and a blake3 check. Done on the
+reader's thread, one chunk at a time, that work adds up to the whole cost of a sequential
+read, while the second core sits idle. Both zstd and blake3 release the GIL, so here a
+small pool decodes the chunks just ahead of each sequential reader into the repository's
+chunk cache, and the reader copies from there.
+
+- ``ChunkLoader`` (one per repository) loads each chunk once however many readers and
+  read-ahead jobs want it at the same time (a load in flight is waited on, not repeated),
+  and runs read-ahead jobs on its pool. A read-ahead job that fails is dropped silently: the
+  error reaches a reader only if it reads that chunk itself (and then names where).
+- ``ReadAhead`` wraps one stored file: it remembers where the last few sequential runs of
+  reads ended (several readers of one file, e.g. a VHDX served to a mount, interleave), and
+  when a read continues one of them it schedules the chunks of the next ``window`` bytes.
+  ``readinto`` copies straight from the cached chunks into the caller's buffer.
+
+Random readers pay (almost) nothing: read-ahead starts only once three reads in a row each
+began where the one before ended (give or take one chunk).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+
+from rpfs.errors import UsageError
+from rpfs.stream import Stream
+
+WORKERS = 2                 # this machine class has two cores; zstd and blake3 release the GIL
+WINDOW = 16 << 20           # bytes decoded ahead of a sequential reader
+RUNS = 8                    # sequential runs remembered per file
+SEQUENTIAL = 3              # reads in a row that make a run sequential (random reads rarely do)
+
+
+class ChunkLoader:
+    """Single-flight chunk loads and a pool that decodes chunks ahead of readers."""
+
+    def __init__(self, load, cache, workers: int = WORKERS):
+        self._load = load            # ChunkLoc -> bytes (cache-aware, verifies the hash)
+        self.cache = cache
+        self.workers = workers
+        self._inflight: dict[bytes, concurrent.futures.Future] = {}
+        self._lock = threading.Lock()
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+        self.prefetched = 0          # read-ahead jobs started   } counted for tests and
+        self.loaded = 0              # chunk loads that missed  } benchmarks
+
+    def get(self, loc) -> bytes:
+        """The chunk's data, decoded once even if several threads ask at the same time."""
+        data = self.cache.get(loc.hash)
+        if data is not None:
+            return data
+        with self._lock:
+            fut = self._inflight.get(loc.hash)
+            owner = fut is None
+            if owner:
+                fut = self._inflight[loc.hash] = concurrent.futures.Future()
+        if not owner:
+            return fut.result()
+        return self._run(loc, fut)
+
+    def _run(self, loc, fut: concurrent.futures.Future) -> bytes:
+        try:
+            # another load may have finished between our cache miss and taking the slot
+            data = self.cache.get(loc.hash)
+            if data is None:
+                with self._lock:
+                    self.loaded += 1
+                data = self._load(loc)
+        except BaseException as e:
+            fut.set_exception(e)
+            raise
+        else:
+            fut.set_result(data)
+            return data
+        finally:
+            with self._lock:
+                self._inflight.pop(loc.hash, None)
+
+    def prefetch(self, locs) -> None:
+        """Decode these chunks into the cache in the background (those not cached or in flight)."""
+        for loc in locs:
+            if loc.hash in self.cache:
+                continue
+            with self._lock:
+                if self._closed or loc.hash in self._inflight:
+                    continue
+                fut = self._inflight[loc.hash] = concurrent.futures.Future()
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        self.workers, thread_name_prefix="rpfs-readahead")
+                self.prefetched += 1
+                self._pool.submit(self._background, loc, fut)
+
+    def _background(self, loc, fut) -> None:
+        try:
+            self._run(loc, fut)
+        except BaseException:
+            pass  # nobody asked for it yet: a reader that does will load it and see the error
+
+    def close(self) -> None:
+        """Stop read-ahead; a load cancelled here fails for whoever waits on it (no hang)."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            left, self._inflight = self._inflight, {}
+        for fut in left.values():
+            if not fut.done():
+                fut.set_exception(UsageError("the repository was closed"))
+
+
+class ReadAhead(Stream):
+    """A stored file whose sequential readers get the next chunks decoded ahead of them.
+
+    Everything but reading (``ids``, ``locs``, ``chunk``, ``rp``, ``path``, ...) is the
+    stored file's own."""
+
+    def __init__(self, file, loader: ChunkLoader, window: int = WINDOW):
+        self.file = file
+        self.loader = loader
+        self.size = file.size
+        self.name = file.name
+        self.chunk_size = file.chunk_size
+        # chunks to keep decoded ahead: at least two, and never more than a quarter of the
+        # cache (read-ahead must not evict what it is about to hand out)
+        fit = loader.cache.max_bytes // 4 // self.chunk_size
+        self.ahead = min(max(2, window // self.chunk_size), fit)
+        self._runs: list[list[int]] = []   # [end offset, last chunk scheduled, reads], newest last
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):
+        if name == "file":   # not set yet: no recursion
+            raise AttributeError(name)
+        return getattr(self.file, name)
+
+    def _note(self, offset: int, length: int) -> None:
+        """Track sequential runs; schedule read-ahead for the one this read continues."""
+        if self.ahead <= 0:
+            return
+        cs = self.chunk_size
+        end = offset + length
+        last = (end - 1) // cs
+        want = None
+        with self._lock:
+            for i, run in enumerate(self._runs):
+                if run[0] - cs <= offset <= run[0] + cs:
+                    del self._runs[i]
+                    run[2] += 1
+                    start = max(run[1] + 1, last + 1)
+                    stop = min(last + self.ahead, (self.size - 1) // cs)
+                    if run[2] >= SEQUENTIAL and start <= stop:
+                        want = range(start, stop + 1)
+                        run[1] = stop
+                    run[0] = end
+                    self._runs.append(run)
+                    break
+            else:
+                self._runs.append([end, last, 1])
+                if len(self._runs) > RUNS:
+                    del self._runs[0]
+        if want:
+            ids, locs = self.file.ids, self.file.locs
+            self.loader.prefetch(locs[ids[i]] for i in want if ids[i] and ids[i] in locs)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        self._note(offset, length)
+        return self.file._read(offset, length)
+
+    def readinto(self, offset: int, buffer) -> int:
+        """Copies each chunk's bytes once, straight into ``buffer``."""
+        view = memoryview(buffer).cast("B")
+        length = min(len(view), max(0, self.size - offset))
+        if length <= 0:
+            return 0
+        self._note(offset, length)
+        cs = self.chunk_size
+        pos, end = offset, offset + length
+        while pos < end:
+            i = pos // cs
+            take = min(end, (i + 1) * cs) - pos
+            data = self.file.chunk(i)
+            dst = view[pos - offset:pos - offset + take]
+            if data is None:
+                dst[:] = bytes(take)
+            else:
+                start = pos - i * cs
+                dst[:] = memoryview(data)[start:start + take]
+            pos += take
+        return length
+
+    def extents(self, offset: int = 0, length: int | None = None):
+        return self.file.extents(offset, length)

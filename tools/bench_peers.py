@@ -1,0 +1,531 @@
+"""rpfs against the C tools an admin already has, side by side in one run (issue 8).
+
+    .venv/bin/python tools/bench_peers.py                  # both parts, writes docs/bench_peers.json
+    .venv/bin/python tools/bench_peers.py --part vhdx --repeat 1 --json /tmp/out.json
+
+Part ``vhdx``: a 1.2 GB dynamic VHDX (GPT + one NTFS volume holding a 384 MiB random file,
+a 384 MiB text log and 4,000 files of 1-16 KiB in 40 directories), built once with mkntfs,
+ntfs-3g and qemu-img into ``.cache/bench_peers/`` and backed up there with ``rpfs backup``.
+Three ways to see the volume:
+
+  repo    ``rpfs mount REPO MNT``, then MNT/<vm>/<recovery point>/volumes/<disk>-p1 (the user's path)
+  image   ``rpfs mount X.vhdx MNT``, then MNT/volumes/<disk>-p1
+  peer    libvhdi ``vhdimount`` + a read-only loop device at the partition + ``ntfs-3g -o ro``
+
+and on each: mount to first listing, ``cat`` of each big file, ``cp -r`` of the small files,
+1,000 random 4 KiB preads of the random file; plus ``rpfs restore`` of the small files from
+the repository and from the VHDX against ``7zz x`` of them from the VHDX.
+
+Part ``system``: the factory's system volume (fixture set ``small``, dynamic VHDX, volume
+system-p3 with its 50,000-entry directory), mounted as an image by rpfs and by the peer:
+``ls -f`` of the big directory cold, ``ls -l`` of it, ``find`` over the volume, and the
+daemon's RSS after those.
+
+Every figure is the median of --repeat runs (default 3), cold (page cache dropped with
+``sync; echo 3 > /proc/sys/vm/drop_caches`` and a fresh mount) and warm (same mount, run
+again). Mounts and loop devices are always undone in ``finally`` blocks. Needs root.
+It is a benchmark, never a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tools.bench_mount import detach_loop, drop_caches, run, unmount, wait_mounted  # noqa: E402
+
+CACHE = REPO / ".cache" / "bench_peers"
+MiB = 1 << 20
+DATA_VERSION = 2          # bump when the data set below (or the repository's settings) changes
+DISK_SIZE = 1200 * MiB
+BIG = {"random.bin": "random", "log.txt": "text"}
+BIG_SIZE = 384 * MiB
+SMALL_DIRS, SMALL_FILES = 40, 4000
+VM = "bench"
+
+
+def log(msg: str) -> None:
+    print(f"[bench_peers {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def rpfs_cmd(*args) -> list:
+    return [sys.executable, "-m", "rpfs", *map(str, args)]
+
+
+# ---------------------------------------------------------------------------------------
+# The data
+
+
+def small_files() -> list[tuple[str, int, int]]:
+    """(relative path, size, seed) of the 4,000 small files: 1-16 KiB, text and random."""
+    rng = random.Random(8)
+    out = []
+    for i in range(SMALL_FILES):
+        d = i % SMALL_DIRS
+        out.append((f"small/d{d:02d}/f{i:04d}.{'txt' if i % 2 else 'bin'}",
+                    rng.randint(1024, 16 * 1024), i))
+    return out
+
+
+def build_data() -> dict:
+    """The VHDX and the repository holding it (built once, then reused)."""
+    root = CACHE / f"v{DATA_VERSION}"
+    info = root / "data.json"
+    if info.exists():
+        return json.loads(info.read_text())
+    from tools.fixtures.content import Content
+    from tools.fixtures.disk import convert, copy_sparse, write_gpt
+    from tools.fixtures.ntfs import mkntfs, mounted
+
+    tmp = CACHE / f".tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        t0 = time.monotonic()
+        part = {"type": "basic", "number": 1, "offset": MiB, "size": DISK_SIZE - 2 * MiB}
+        vol = tmp / "volume.img"
+        mkntfs(vol, part["size"], cluster=4096, sector=512, label="BENCH",
+               hidden_sectors=part["offset"] // 512, serial=0x8B3C8B3C8B3C8B3C)
+        log("writing the files into the NTFS volume (ntfs-3g)")
+        with mounted(vol, tmp / "mnt") as mnt:
+            for name, kind in BIG.items():
+                with open(mnt / name, "wb") as f:
+                    for chunk in Content(kind, BIG_SIZE, 1).chunks(4 * MiB):
+                        f.write(chunk)
+            for rel, size, seed in small_files():
+                p = mnt / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(Content("text" if seed % 2 else "random", size, seed).bytes())
+        (tmp / "mnt").rmdir()
+        raw = tmp / "disk.raw"
+        with open(raw, "wb") as f:
+            f.truncate(DISK_SIZE)
+        write_gpt(raw, {"sector": 512, "size": DISK_SIZE, "name": "bench"}, [part])
+        copy_sparse(vol, raw, part["offset"])
+        vol.unlink()
+        image = tmp / "bench.vhdx"
+        convert(raw, "vhdx-dynamic-32M", image)
+        raw.unlink()
+        log("rpfs backup of the VHDX")
+        repo = tmp / "repo"
+        run(rpfs_cmd("init", repo), cwd=REPO)
+        run(rpfs_cmd("backup", repo, image, "--vm", VM), cwd=REPO, timeout=1800)
+        d = {"image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
+             "disk": "bench", "partition": part, "built_seconds": round(time.monotonic() - t0, 1)}
+        (tmp / "data.json").write_text(json.dumps(d, indent=1))
+        shutil.rmtree(root, ignore_errors=True)
+        os.rename(tmp, root)
+        log(f"data built in {d['built_seconds']} s: {root}")
+        return d
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_system() -> dict:
+    """The factory's system disk (fixture set ``small``) and a repository holding it."""
+    from tools.fixtures import build
+
+    fx = build("small")
+    disk = fx.disks["system"]
+    image = disk.images["vhdx-dynamic-32M"]
+    part = next(p for p in disk.partitions if p.get("volume") == "system-p3")
+    root = CACHE / f"system-{fx.key}"
+    repo = root / "repo"
+    if not (root / "done").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        log("rpfs backup of the system VHDX")
+        run(rpfs_cmd("init", repo), cwd=REPO)
+        run(rpfs_cmd("backup", repo, image, "--vm", "system"), cwd=REPO, timeout=1800)
+        (root / "done").touch()
+    bigdir = fx.volumes["system-p3"].manifest["features"]["big_dir"]["path"].lstrip("/")
+    return {"image": str(image), "repo": str(repo), "disk": image.stem, "vm": "system",
+            "partition": {"number": part["number"], "offset": part["offset"], "size": part["size"]},
+            "bigdir": bigdir, "entries": fx.volumes["system-p3"].manifest["features"]["big_dir"]["entries"]}
+
+
+# ---------------------------------------------------------------------------------------
+# The three ways to mount the volume
+
+
+class Mount:
+    """One way to see the NTFS volume as a directory; ``mount()`` returns the volume root."""
+
+    kind = ""
+
+    def __init__(self, data: dict, work: Path):
+        self.data, self.work = data, work
+        self.undo: list = []
+        self.pids_of: list[str] = []    # mount points whose daemons' RSS is reported
+
+    def _dir(self, name: str) -> Path:
+        d = self.work / f"{self.kind}-{name}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def _fuse(self, cmd: list, mp: Path) -> None:
+        run(cmd, timeout=120, cwd=REPO)
+        self.undo.append(lambda: unmount(mp))
+        wait_mounted(mp)
+        self.pids_of.append(str(mp))
+
+    def unmount(self) -> None:
+        while self.undo:
+            fn = self.undo.pop()
+            try:
+                fn()
+            except Exception as e:  # keep undoing the rest
+                log(f"{self.kind}: cleanup: {e}")
+        self.pids_of = []
+
+    def rss(self) -> int:
+        """Sum of the resident memory of the processes serving this mount (bytes)."""
+        total = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if not any(a.decode(errors="replace") in self.pids_of for a in argv):
+                    continue
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+        return total
+
+
+class RepoMount(Mount):
+    kind = "repo"
+
+    def mount(self) -> Path:
+        mp = self._dir("mnt")
+        self._fuse(rpfs_cmd("mount", self.data["repo"], mp), mp)
+        vm = mp / self.data["vm"]
+        rp = os.readlink(vm / "latest")  # the recovery point's own directory: see docs/benchmarks.md
+        return vm / rp / "volumes" / f"{self.data['disk']}-p{self.data['partition']['number']}"
+
+
+class ImageMount(Mount):
+    kind = "image"
+
+    def mount(self) -> Path:
+        mp = self._dir("mnt")
+        self._fuse(rpfs_cmd("mount", self.data["image"], mp), mp)
+        return mp / "volumes" / f"{self.data['disk']}-p{self.data['partition']['number']}"
+
+
+class PeerMount(Mount):
+    """libvhdi's vhdimount + a read-only loop device at the partition + ntfs-3g -o ro."""
+
+    kind = "peer"
+
+    def mount(self) -> Path:
+        vmp = self._dir("vhdi")
+        self._fuse(["vhdimount", self.data["image"], vmp], vmp)
+        part = self.data["partition"]
+        dev = run(["losetup", "-r", "-f", "--show", "-o", part["offset"], "--sizelimit",
+                   part["size"], vmp / "vhdi1"]).stdout.strip()
+        self.undo.append(lambda: detach_loop(dev))
+        mp = self._dir("ntfs")
+        self._fuse(["ntfs-3g", "-o", "ro", dev, mp], mp)
+        return mp
+
+
+MOUNTS = [RepoMount, ImageMount, PeerMount]
+
+
+# ---------------------------------------------------------------------------------------
+# Timing
+
+
+def timed(cmd: list, budget: float, **kw) -> float | None:
+    """Seconds ``cmd`` took, None if it failed or ran past ``budget``."""
+    t = time.perf_counter()
+    try:
+        r = subprocess.run([str(c) for c in cmd], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=budget, **kw)
+    except subprocess.TimeoutExpired:
+        log(f"{cmd[0]}: over {budget:.0f} s")
+        return None
+    if r.returncode:
+        log(f"{' '.join(map(str, cmd))}: exit {r.returncode}: {r.stderr.decode(errors='replace')[-300:]}")
+        return None
+    return time.perf_counter() - t
+
+
+def random_reads(path: Path, budget: float) -> float | None:
+    """Median latency (s) of 1,000 preads of 4 KiB at random 4 KiB-aligned offsets."""
+    from tools.bench_mount import run_workload
+
+    r = run_workload("random", path.parent, {"random_file": path.name,
+                                             "random_size": os.path.getsize(path)}, budget)
+    return r["median_us"] / 1e6 if "median_us" in r else None
+
+
+def mount_and_list(m: Mount) -> tuple[Path, float]:
+    t = time.perf_counter()
+    root = m.mount()
+    os.listdir(root)
+    return root, time.perf_counter() - t
+
+
+class Results:
+    """samples[(part, workload, phase)][kind] -> list of values; medians at the end."""
+
+    def __init__(self):
+        self.samples: dict[tuple, dict[str, list]] = {}
+
+    def add(self, part: str, workload: str, phase: str, kind: str, value) -> None:
+        self.samples.setdefault((part, workload, phase), {}).setdefault(kind, []).append(value)
+
+
+def bench_vhdx(data: dict, work: Path, repeat: int, budget: float, res: Results, dest: Path) -> None:
+    small = dest / "out"
+    workloads = {
+        "cat random.bin": lambda root: timed(["cat", root / "random.bin"], budget),
+        "cat log.txt": lambda root: timed(["cat", root / "log.txt"], budget),
+        "cp -r small": lambda root: (shutil.rmtree(small, ignore_errors=True),
+                                     timed(["cp", "-r", root / "small", small], budget))[1],
+        "random 4 KiB read": lambda root: random_reads(root / "random.bin", budget),
+    }
+    for rep in range(repeat):
+        for cls in MOUNTS:
+            m = cls(data, work)
+            try:
+                rss = 0
+                for name, fn in workloads.items():
+                    m.unmount()
+                    drop_caches()
+                    root, secs = mount_and_list(m)
+                    res.add("vhdx", "mount to first listing", "cold", m.kind, secs)
+                    for phase in ("cold", "warm"):
+                        res.add("vhdx", name, phase, m.kind, fn(root))
+                        log(f"rep {rep + 1} {m.kind}: {name} {phase}: {res.samples[('vhdx', name, phase)][m.kind][-1]}")
+                    rss = max(rss, m.rss())   # each workload has its own mount: the largest
+                res.add("vhdx", "daemon RSS after these", "", m.kind, rss)
+                m.unmount()
+                root, secs = mount_and_list(m)
+                res.add("vhdx", "mount to first listing", "warm", m.kind, secs)
+            finally:
+                m.unmount()
+                shutil.rmtree(small, ignore_errors=True)
+        restores = {
+            "repo": rpfs_cmd("restore", data["repo"], f"/{VM}/latest/volumes/{data['disk']}-p1/small", small),
+            "image": rpfs_cmd("restore", data["image"], f"/volumes/{data['disk']}-p1/small", small),
+            "peer": ["7zz", "x", data["image"], f"-o{small}", "small", "-y"],
+        }
+        for phase in ("cold", "warm"):
+            for kind, cmd in restores.items():
+                shutil.rmtree(small, ignore_errors=True)
+                os.sync()
+                if phase == "cold":
+                    drop_caches()
+                res.add("vhdx", "restore 4,000 small files (peer: 7zz x)", phase, kind,
+                        timed(cmd, budget, cwd=REPO))
+                if rep == 0 and phase == "cold":
+                    check_small(small, kind, res)
+        shutil.rmtree(small, ignore_errors=True)
+
+
+def check_small(out: Path, kind: str, res: Results) -> None:
+    """The restored small files are the ones the data set was built with."""
+    from tools.fixtures.content import Content
+
+    bad = 0
+    for rel, size, seed in small_files()[::97]:
+        p = out / rel
+        want = Content("text" if seed % 2 else "random", size, seed).bytes()
+        if not p.exists() or p.read_bytes() != want:
+            bad += 1
+    res.add("vhdx", "restored sample matches the source", "", kind, bad == 0)
+
+
+def bench_system(data: dict, work: Path, repeat: int, budget: float, res: Results) -> None:
+    workloads = {
+        "ls -f bigdir": lambda root: timed(["ls", "-f", root / data["bigdir"]], budget),
+        "ls -l bigdir": lambda root: timed(["ls", "-l", root / data["bigdir"]], budget),
+        "find volume": lambda root: timed(["find", root], budget),
+    }
+    for rep in range(repeat):
+        for cls in MOUNTS:
+            m = cls(data, work)
+            try:
+                drop_caches()
+                root, secs = mount_and_list(m)
+                res.add("system", "mount to first listing", "cold", m.kind, secs)
+                for phase in ("cold", "warm"):  # cold: the first pass after mounting
+                    for name, fn in workloads.items():
+                        res.add("system", name, phase, m.kind, fn(root))
+                        log(f"rep {rep + 1} {m.kind}: {name} {phase}: {res.samples[('system', name, phase)][m.kind][-1]}")
+                res.add("system", "daemon RSS after these", "", m.kind, m.rss())
+            finally:
+                m.unmount()
+
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+# (part, workload) -> (ratio the repository mount must reach, or an absolute bound)
+TARGETS = {
+    ("vhdx", "cat random.bin"): ">= 1.5x",
+    ("vhdx", "cat log.txt"): ">= 1.5x",
+    ("vhdx", "cp -r small"): ">= 1.5x",
+    ("vhdx", "restore 4,000 small files (peer: 7zz x)"): ">= 1x",
+    ("vhdx", "mount to first listing"): "<= 0.25 s",
+    ("system", "mount to first listing"): "<= 0.25 s",
+    ("system", "ls -l bigdir"): "> 1x",
+    ("system", "ls -f bigdir"): ">= 0.33x",
+    ("system", "find volume"): ">= 0.33x",
+    ("vhdx", "daemon RSS after these"): "< 300 MiB",
+    ("system", "daemon RSS after these"): "< 300 MiB",
+}
+
+
+def _median(values: list):
+    vals = [v for v in values if v is not None]
+    if not vals or len(vals) < len(values) / 2:
+        return None
+    if isinstance(vals[0], bool):
+        return all(vals)
+    return statistics.median(vals)
+
+
+def rows(res: Results) -> list[dict]:
+    out = []
+    for (part, workload, phase), by_kind in res.samples.items():
+        med = {k: _median(v) for k, v in by_kind.items()}
+        row = {"part": part, "workload": workload, "phase": phase,
+               "unit": "bytes" if "RSS" in workload else "ok" if "matches" in workload else "s",
+               "median": med, "samples": by_kind}
+        peer = med.get("peer")
+        for k in ("repo", "image"):
+            v = med.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(peer, (int, float)) and v > 0:
+                row[f"{k}_ratio"] = round(peer / v, 3)   # > 1: rpfs faster (or smaller)
+        target = TARGETS.get((part, workload)) if phase != "warm" else None
+        if target:
+            row["target"] = target
+            row["met"] = _met(target, row, med)
+        out.append(row)
+    return out
+
+
+def _met(target: str, row: dict, med: dict) -> bool | None:
+    op, num = target.split()[0], float(target.split()[1].rstrip("x"))
+    if target.endswith("x"):
+        value = row.get("repo_ratio")
+    elif target.endswith("MiB"):
+        value, num = med.get("repo"), num * MiB
+    else:
+        value = med.get("repo")
+    if value is None:
+        return None
+    return {">=": value >= num, ">": value > num, "<=": value <= num, "<": value < num}[op]
+
+
+def fmt(v, unit: str) -> str:
+    if v is None:
+        return "failed"
+    if unit == "bytes":
+        return f"{v / MiB:.0f} MiB"
+    if unit == "ok":
+        return "yes" if v else "NO"
+    if v < 0.01:
+        return f"{v * 1e6:.0f} us"
+    return f"{v:.2f} s"
+
+
+def table(rs: list[dict]) -> str:
+    head = ["part", "workload", "phase", "repo", "image", "peer", "repo/peer", "image/peer", "target"]
+    lines = [head]
+    for r in rs:
+        m = r["median"]
+        lines.append([r["part"], r["workload"], r["phase"]] +
+                     [fmt(m.get(k), r["unit"]) for k in ("repo", "image", "peer")] +
+                     [f"{r[k]:.2f}x" if k in r else "" for k in ("repo_ratio", "image_ratio")] +
+                     [(r.get("target", "") + ("" if "met" not in r else
+                                              " ok" if r["met"] else " MISSED" if r["met"] is False else " ?"))])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _terminate(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", default="vhdx,system", help="vhdx, system or both (default)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    ap.add_argument("--budget", type=float, default=180.0, help="seconds per command")
+    ap.add_argument("--json", default=str(REPO / "docs" / "bench_peers.json"),
+                    help="where to write this run's results (default docs/bench_peers.json)")
+    ap.add_argument("--build-only", action="store_true", help="build the data and stop")
+    ap.add_argument("--dest", default="/dev/shm",
+                    help="where cp -r, rpfs restore and 7zz x write (default /dev/shm: a tmpfs, so"
+                         " the figures are the readers', not the target file system's)")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench_peers: needs root (drop_caches, losetup, mounts)", file=sys.stderr)
+        return 2
+    for tool in ("vhdimount", "ntfs-3g", "losetup", "7zz", "mkntfs", "qemu-img"):
+        if not shutil.which(tool):
+            print(f"bench_peers: {tool} missing (run tools/setup.sh)", file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, _terminate)  # unmount in the finally blocks, then exit
+    parts = [p for p in args.part.split(",") if p]
+    data = {"vhdx": build_data() if "vhdx" in parts else None,
+            "system": build_system() if "system" in parts else None}
+    if data["vhdx"]:
+        data["vhdx"].update(vm=VM)
+    if args.build_only:
+        print(json.dumps(data, indent=1))
+        return 0
+    res = Results()
+    load_before = os.getloadavg()
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-"))
+    dest = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-", dir=args.dest))
+    try:
+        if data["vhdx"]:
+            bench_vhdx(data["vhdx"], work, args.repeat, args.budget, res, dest)
+        if data["system"]:
+            bench_system(data["system"], work, args.repeat, args.budget, res)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(dest, ignore_errors=True)
+    rs = rows(res)
+    load_after = os.getloadavg()
+    print(f"\ncp -r, restore and 7zz x write to {args.dest}. rpfs vs vhdimount + loop + ntfs-3g -o ro (restore: vs 7zz x); median of {args.repeat};"
+          f" ratio = peer time / rpfs time (> 1: rpfs faster; RSS: peer / rpfs)."
+          f" {os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(table(rs))
+    Path(args.json).write_text(json.dumps({
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "tools/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "repeat": args.repeat, "dest": args.dest, "cores": os.cpu_count(), "kernel": os.uname().release,
+        "load_average": [load_before, load_after], "seconds": round(time.monotonic() - t0),
+        "data": data, "rows": rs}, indent=1) + "\n")
+    log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
