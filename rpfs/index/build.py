@@ -1,0 +1,336 @@
+"""Building the index: one recovery point at a time, each volume written as the changes
+from the previous indexed recovery point of the same VM (db.py explains the intervals).
+
+For each volume: the $MFT blocks whose hash changed are parsed (scan.py); each changed
+record's rows are compared with its open rows, which are kept, closed or replaced; when a
+directory was renamed, moved or deleted, the rows below it get their new paths. A
+recovery point is indexed in one transaction, so a killed indexer leaves the index as it
+was. Recovery points are indexed oldest first; indexing one older than some already
+indexed (``rpfs index`` after upgrading) first forgets the newer ones and redoes them,
+which costs little since each is only its changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+from rpfs.errors import RpfsError
+from rpfs.index import db as dbm
+from rpfs.index.db import OPEN
+from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, scan_mft
+
+log = logging.getLogger(__name__)
+
+REF_SHIFT = 48
+_ROW = ("rseq, parent, kind, size, allocated, created, modified, changed, accessed, "
+        "attributes, reparse_tag, ads, fingerprint")
+
+
+def _fields(info: FileInfo, parent: int) -> tuple:
+    return (info.seq, parent, info.kind, info.size, info.allocated, info.created,
+            info.modified, info.changed, info.accessed, info.attributes, info.reparse_tag,
+            info.ads, info.fingerprint)
+
+
+class Ids:
+    """Ids of directory paths and names, created on first use (cached)."""
+
+    def __init__(self, db):
+        self.db = db
+        self.dirs: dict[str, int] = {}
+        self.names: dict[str, int] = {}
+
+    def dir(self, path: str) -> int:
+        i = self.dirs.get(path)
+        if i is None:
+            row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (path,)).fetchone()
+            i = row[0] if row else self.db.execute(
+                "INSERT INTO dirs (path, fold) VALUES (?, ?)", (path, path.lower())).lastrowid
+            self.dirs[path] = i
+        return i
+
+    def name(self, name: str) -> int:
+        i = self.names.get(name)
+        if i is None:
+            row = self.db.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
+            if row:
+                i = row[0]
+            else:
+                i = self.db.execute("INSERT INTO names (name, fold) VALUES (?, ?)",
+                                    (name, name.lower())).lastrowid
+                self.db.execute("INSERT INTO names_fts (rowid, name) VALUES (?, ?)", (i, name))
+            self.names[name] = i
+        return i
+
+
+class VolumeWriter:
+    """Writes one volume's state in the recovery point with ordinal ``seq``."""
+
+    def __init__(self, db, ids: Ids, volume_id: int, seq: int):
+        self.db, self.ids, self.vid, self.seq = db, ids, volume_id, seq
+        row = db.execute("SELECT max(seq) FROM volume_rps WHERE volume_id = ? AND seq < ?",
+                         (volume_id, seq)).fetchone()
+        self.prev = row[0]
+        self.count = 0
+        if self.prev is not None:
+            self.count = db.execute("SELECT entries FROM volume_rps WHERE volume_id = ? AND seq = ?",
+                                    (volume_id, self.prev)).fetchone()[0]
+        self.inserted = self.closed = 0
+
+    def old_hashes(self) -> dict[int, bytes] | None:
+        if self.prev is None:
+            return None
+        return dict(self.db.execute("SELECT block, hash FROM blocks WHERE volume_id = ? AND last = ?",
+                                    (self.vid, OPEN)))
+
+    # -- paths ----------------------------------------------------------------------
+
+    def _open_dir(self, num: int):
+        """(parent ref, name, sequence) of directory ``num`` in the previous state."""
+        return self.db.execute(
+            "SELECT e.parent, n.name, e.rseq FROM entries e JOIN names n ON n.id = e.name_id"
+            " WHERE e.volume_id = ? AND e.ref = ? AND e.last = ? AND e.kind = 'dir' LIMIT 1",
+            (self.vid, num, OPEN)).fetchone()
+
+    def dir_path(self, num: int, seq: int) -> str | None:
+        """The path of directory ``num`` in the new state ('' = root; None = not in the
+        namespace: deleted, a stale reference, under $Extend, or in a cycle)."""
+        chain = []                    # (num, seq wanted, name) from here up
+        n, s = num, seq
+        path = None
+        while True:
+            if n == FILE_ROOT:
+                path = ""
+                break
+            if n in self._memo:
+                p, have = self._memo[n]
+                path = p if (not s or have == s) else None
+                break
+            if n == FILE_EXTEND or n < FIRST_USER_RECORD or len(chain) > 4096 or \
+                    any(c[0] == n for c in chain):
+                break
+            if n in self._changed:
+                info = self._changed[n]
+                link = (info.links[0] if info is not None and info.kind == "dir" else None)
+                have = info.seq if info is not None else 0
+            elif self.prev is not None:
+                row = self._open_dir(n)
+                link = ((row[0] & ((1 << REF_SHIFT) - 1), row[0] >> REF_SHIFT, row[1])
+                        if row else None)
+                have = row[2] if row else 0
+            else:
+                link = None
+            if link is None or (s and have != s):
+                if link is None:
+                    self._memo[n] = (None, 0)
+                break
+            chain.append((n, have, link[2]))
+            n, s = link[0], link[1]
+        for cn, have, name in reversed(chain):
+            path = None if path is None else f"{path}/{name}"
+            self._memo[cn] = (path, have)
+        return path
+
+    # -- applying -------------------------------------------------------------------
+
+    def apply(self, hashes: dict[int, bytes], changed: dict[int, FileInfo | None],
+              record_size: int, old: dict[int, bytes] | None) -> None:
+        db, seq, prev = self.db, self.seq, self.prev
+        per_block = max(1, BLOCK // record_size)
+        if old:
+            for block in old.keys() - hashes.keys():     # $MFT shrank
+                for num in range(block * per_block, (block + 1) * per_block):
+                    changed.setdefault(num, None)
+        self._changed = changed
+        self._memo: dict[int, tuple] = {}
+        moved: list[str] = []          # old paths of directories renamed, moved or gone
+        for num, info in changed.items():
+            new: dict[tuple, tuple] = {}
+            if info is not None:
+                for pnum, pseq, name in info.links:
+                    dp = self.dir_path(pnum, pseq)
+                    if dp is not None:
+                        new[(dp, name)] = _fields(info, pnum | (pseq << REF_SHIFT))
+            if prev is not None:
+                for row in db.execute(
+                        f"SELECT e.id, d.path, n.name, {_ROW} FROM entries e"
+                        " JOIN dirs d ON d.id = e.dir_id JOIN names n ON n.id = e.name_id"
+                        " WHERE e.volume_id = ? AND e.ref = ? AND e.last = ?",
+                        (self.vid, num, OPEN)).fetchall():
+                    key = (row[1], row[2])
+                    if new.get(key) == tuple(row[3:]):
+                        del new[key]                  # unchanged: the row stays open
+                        continue
+                    self._close(row[0])
+                    if row[5] == "dir" and key not in new:
+                        moved.append(f"{row[1]}/{row[2]}")
+            for (dp, name), fields in new.items():
+                self._insert(num, dp, name, fields)
+        for old_path in moved:
+            self._follow(old_path)
+        # block hashes
+        if old is None:
+            db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+                           ((self.vid, b, seq, OPEN, h) for b, h in hashes.items()))
+        else:
+            gone = [b for b, h in old.items() if hashes.get(b) != h]
+            db.executemany("UPDATE blocks SET last = ? WHERE volume_id = ? AND block = ? AND last = ?",
+                           ((prev, self.vid, b, OPEN) for b in gone))
+            db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
+                           ((self.vid, b, seq, OPEN, h) for b, h in hashes.items()
+                            if old.get(b) != h))
+        self.count += self.inserted - self.closed
+
+    def _close(self, row_id: int) -> None:
+        self.db.execute("UPDATE entries SET last = ? WHERE id = ?", (self.prev, row_id))
+        self.closed += 1
+
+    def _insert(self, ref: int, dir_path: str, name: str, fields: tuple) -> None:
+        self.db.execute(
+            f"INSERT INTO entries (volume_id, first, last, dir_id, name_id, ref, {_ROW})"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (self.vid, self.seq, OPEN, self.ids.dir(dir_path), self.ids.name(name), ref)
+            + fields)
+        self.inserted += 1
+
+    def _follow(self, old_path: str) -> None:
+        """Rows below a directory that was renamed, moved or deleted, whose own records
+        did not change: each gets its path in the new state (or ends)."""
+        dirs = self.db.execute("SELECT id, path FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
+                               (old_path, old_path + "/", old_path + "0")).fetchall()
+        for dir_id, _ in dirs:
+            for row in self.db.execute(
+                    f"SELECT e.id, e.ref, n.name, {_ROW} FROM entries e"
+                    " JOIN names n ON n.id = e.name_id"
+                    " WHERE e.dir_id = ? AND e.volume_id = ? AND e.last = ?",
+                    (dir_id, self.vid, OPEN)).fetchall():
+                if row[1] in self._changed:
+                    continue
+                parent = row[4]
+                dp = self.dir_path(parent & ((1 << REF_SHIFT) - 1), parent >> REF_SHIFT)
+                self._close(row[0])
+                if dp is not None:
+                    self._insert(row[1], dp, row[2], tuple(row[3:]))
+
+
+# -- recovery points ---------------------------------------------------------------------
+
+
+def truncate(db, vm: str, seq: int) -> None:
+    """Forget what the VM's recovery points with ordinal >= ``seq`` added to the index."""
+    db.execute("DELETE FROM rps WHERE vm = ? AND seq >= ?", (vm, seq))
+    for (vid,) in db.execute("SELECT id FROM volumes WHERE vm = ?", (vm,)).fetchall():
+        db.execute("DELETE FROM volume_rps WHERE volume_id = ? AND seq >= ?", (vid, seq))
+        m = db.execute("SELECT max(seq) FROM volume_rps WHERE volume_id = ?", (vid,)).fetchone()[0]
+        for table in ("entries", "blocks"):
+            if m is None:
+                db.execute(f"DELETE FROM {table} WHERE volume_id = ?", (vid,))
+            else:
+                db.execute(f"DELETE FROM {table} WHERE volume_id = ? AND first > ?", (vid, m))
+                db.execute(f"UPDATE {table} SET last = ? WHERE volume_id = ? AND last >= ?"
+                           f" AND last < ?", (OPEN, vid, m, OPEN))
+
+
+def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int) -> dict:
+    """Index every NTFS volume of one recovery point as ordinal ``seq`` (caller commits)."""
+    out = {"volumes": 0, "entries": 0, "changed_records": 0, "errors": []}
+    for name, vol in sorted(volumes.items()):
+        if isinstance(vol, Exception):
+            out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {vol}")
+            continue
+        row = db.execute("SELECT id FROM volumes WHERE vm = ? AND name = ?", (vm, name)).fetchone()
+        vid = row[0] if row else db.execute("INSERT INTO volumes (vm, name) VALUES (?, ?)",
+                                            (vm, name)).lastrowid
+        w = VolumeWriter(db, ids, vid, seq)
+        old = w.old_hashes()
+        try:
+            hashes, changed = scan_mft(vol, old)
+        except RpfsError as e:
+            out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {e}")
+            continue
+        w.apply(hashes, changed, vol.record_size, old)
+        db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?)", (vid, seq, 0, w.count))
+        out["volumes"] += 1
+        out["entries"] += w.count
+        out["changed_records"] += len(changed)
+    return out
+
+
+def update_index(repo, vm: str | None = None, *, only=None,
+                 progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Index every recovery point of ``vm`` (all VMs if None) that is not indexed yet.
+
+    ``only``: a recovery point name; just that one (and, if older ones of its VM are not
+    indexed, nothing else: they come with the next ``rpfs index``). Returns counts."""
+    from rpfs.tree import RepoRecoveryPoint
+
+    directory = os.path.dirname(repo.catalog_path)
+    summary = {"indexed": 0, "volumes": 0, "entries": 0, "changed_records": 0, "errors": [],
+               "seconds": 0.0}
+    t0 = time.monotonic()
+    with dbm.WriteLock(directory):
+        db = dbm.connect(dbm.index_path(repo), write=True)
+        try:
+            vms = [vm] if vm else repo.vms()
+            for v in vms:
+                live = repo.recovery_points(v)
+                todo = _todo(db, v, live, only)
+                for i, rp in enumerate(todo):
+                    if progress:
+                        progress(f"{v}/{rp.name}", i, len(todo))
+                    rrp = RepoRecoveryPoint(repo, rp)
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        seq = (db.execute("SELECT max(seq) FROM rps WHERE vm = ?",
+                                          (v,)).fetchone()[0] or 0) + 1
+                        ids = Ids(db)
+                        r = index_recovery_point(db, ids, v, rp, rrp.volumes, seq)
+                        rid = db.execute("INSERT INTO rps (vm, name, time, catalog_id, seq)"
+                                         " VALUES (?,?,?,?,?)",
+                                         (v, rp.name, int(rp.time.timestamp()), rp.id,
+                                          seq)).lastrowid
+                        db.execute("UPDATE volume_rps SET rp_id = ? WHERE rp_id = 0", (rid,))
+                        db.execute("COMMIT")
+                    except BaseException:
+                        db.execute("ROLLBACK")
+                        raise
+                    summary["indexed"] += 1
+                    for k in ("volumes", "entries", "changed_records"):
+                        summary[k] += r[k]
+                    summary["errors"] += r["errors"]
+                if progress and todo:
+                    progress(v, len(todo), len(todo))
+        finally:
+            db.close()
+    summary["seconds"] = time.monotonic() - t0
+    return summary
+
+
+def _todo(db, vm: str, live: list, only: str | None) -> list:
+    """The live recovery points to index, oldest first, after forgetting indexed ones
+    newer than the oldest of them (so ordinals stay in time order)."""
+    indexed = {cid: (t, s) for cid, t, s in
+               db.execute("SELECT catalog_id, time, seq FROM rps WHERE vm = ?", (vm,))}
+    todo = [rp for rp in live if rp.id not in indexed]
+    if only is not None:
+        todo = [rp for rp in todo if rp.name == only]
+    if not todo:
+        return []
+    oldest = min(int(rp.time.timestamp()) for rp in todo)
+    newer = [s for t, s in indexed.values() if t > oldest]
+    if newer:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            truncate(db, vm, min(newer))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        again = {cid for cid, t, s in db.execute("SELECT catalog_id, time, seq FROM rps WHERE vm = ?",
+                                                 (vm,))}
+        todo = [rp for rp in live if rp.id not in again and (only is None or rp.name == only
+                                                             or int(rp.time.timestamp()) > oldest)]
+    return sorted(todo, key=lambda r: (r.time, r.name))

@@ -1,0 +1,196 @@
+"""What the index knows about one NTFS file, read from its MFT record(s) only.
+
+A pass over ``$MFT`` reads it in 1 MiB pieces and hashes it in ``BLOCK``-byte blocks; the
+records of a block whose hash equals the one stored for the previous recovery point of the
+same volume are not parsed again (their rows are reused). Contents are never read: a
+file's data is identified by a fingerprint of its attributes (size plus data runs, or the
+resident bytes), which changes whenever NTFS writes the data somewhere else or the size
+changes. An in-place rewrite keeps the runs but bumps the modification time, which is
+part of what tells versions apart (see query.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from dataclasses import dataclass
+
+from ntfs_reader import names
+from ntfs_reader.attrs import NS_DOS, parse_file_name, parse_standard_information
+from ntfs_reader.record import (
+    AT_ATTRIBUTE_LIST, AT_DATA, AT_FILE_NAME, AT_REPARSE_POINT, AT_STANDARD_INFORMATION,
+    REC_DIRECTORY, REC_IN_USE, parse_record, ref_number, ref_sequence,
+)
+from ntfs_reader.reparse import (
+    IO_REPARSE_TAG_LX_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK,
+)
+from rpfs.errors import RpfsError
+
+log = logging.getLogger(__name__)
+
+BLOCK = 16 << 10          # MFT bytes per hashed block (16 records of 1 KiB)
+READ = 1 << 20            # MFT bytes per read
+FILE_ROOT = 5
+FILE_EXTEND = 11
+FIRST_USER_RECORD = 16
+LINK_TAGS = (IO_REPARSE_TAG_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_LX_SYMLINK)
+_HDR = struct.Struct("<4sHHQHHHHIIQ")   # record header up to base_ref (see record.py)
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One base MFT record in use: everything a row of the index holds but its path.
+
+    ``links`` are the (parent record, parent sequence, Linux name) of every hard link
+    (DOS 8.3 aliases left out); times are raw NT ticks from $STANDARD_INFORMATION.
+    """
+
+    ref: int
+    seq: int
+    kind: str                    # "file", "dir", "symlink"
+    links: tuple
+    size: int
+    allocated: int
+    created: int
+    modified: int
+    changed: int
+    accessed: int
+    attributes: int
+    reparse_tag: int
+    ads: str | None              # "name:size" joined by "/" (names cannot hold "/")
+    fingerprint: bytes
+
+
+def block_hashes(data: bytes, first_block: int) -> list[tuple[int, bytes]]:
+    return [(first_block + i // BLOCK, hashlib.blake2b(data[i:i + BLOCK], digest_size=16).digest())
+            for i in range(0, len(data), BLOCK)]
+
+
+def scan_mft(volume, old: dict[int, bytes] | None):
+    """One pass over ``$MFT``: (hash of every block, {record number: FileInfo or None} for
+    every record of a block that is new or changed since ``old``, extension records
+    folded into their base records). ``old`` None: every block counts as changed."""
+    mft = volume._mft
+    rs = volume.record_size
+    hashes: dict[int, bytes] = {}
+    changed: dict[int, FileInfo | None] = {}
+    bases: set[int] = set()
+    for off in range(0, mft.size, READ):
+        data = mft.read(off, min(READ, mft.size - off))
+        for block, h in block_hashes(data, off // BLOCK):
+            hashes[block] = h
+            if old is not None and old.get(block) == h:
+                continue
+            start = block * BLOCK - off
+            for at in range(start, min(start + BLOCK, len(data)), rs):
+                num = (off + at) // rs
+                raw = data[at:at + rs]
+                info, base = _record(volume, num, raw)
+                changed[num] = info
+                if base is not None:
+                    bases.add(base)
+    for base in bases - changed.keys():
+        # an extension record changed while its base record's block did not
+        changed[base] = _record_by_number(volume, base)
+    return hashes, changed
+
+
+def _record(volume, num: int, raw: bytes):
+    """(FileInfo or None, base record number if this is an extension record in use)."""
+    if len(raw) < 0x30 or raw[:4] != b"FILE":
+        return None, None
+    flags, base_ref = _HDR.unpack_from(raw, 0)[7], _HDR.unpack_from(raw, 0)[10]
+    if not flags & REC_IN_USE:
+        return None, None
+    if base_ref:
+        return None, ref_number(base_ref)
+    if num < FIRST_USER_RECORD:
+        return None, None
+    try:
+        rec = parse_record(raw, num, volume.name, 0)
+        if any(a.type == AT_ATTRIBUTE_LIST for a in rec.attributes):
+            return _record_by_number(volume, num), None
+        return file_info(volume, rec, rec.attributes), None
+    except RpfsError as e:
+        log.info("index: %s: MFT record %d skipped: %s", volume.name, num, e)
+        return None, None
+
+
+def _record_by_number(volume, num: int) -> FileInfo | None:
+    try:
+        fa = volume.file(num)
+        if not fa.record.in_use or fa.record.base_ref or num < FIRST_USER_RECORD:
+            return None
+        return file_info(volume, fa.record, fa.attrs)
+    except RpfsError as e:
+        log.info("index: %s: MFT record %d skipped: %s", volume.name, num, e)
+        return None
+
+
+def file_info(volume, rec, attrs) -> FileInfo | None:
+    """A FileInfo from a base record and all its attributes (None: no name, not a file)."""
+    si = None
+    links = []
+    dos = []
+    reparse_tag = 0
+    size = allocated = 0
+    ads = []
+    fp = hashlib.blake2b(digest_size=16)
+    interix = False
+    for a in attrs:
+        t = a.type
+        if t == AT_STANDARD_INFORMATION and a.resident and si is None:
+            si = parse_standard_information(a.value, {"source": volume.name,
+                                                      "structure": f"MFT record {rec.number}",
+                                                      "offset": None})
+        elif t == AT_FILE_NAME and a.resident:
+            fn = parse_file_name(a.value, {"source": volume.name,
+                                           "structure": f"MFT record {rec.number}",
+                                           "offset": None})
+            link = (ref_number(fn.parent_ref), ref_sequence(fn.parent_ref),
+                    names.from_raw(fn.raw_name))
+            (dos if fn.namespace == NS_DOS else links).append(link)
+        elif t == AT_REPARSE_POINT:
+            value = a.value if a.resident else volume.read_attribute(volume.file(rec.number),
+                                                                      AT_REPARSE_POINT)
+            reparse_tag = struct.unpack_from("<I", value, 0)[0] if len(value) >= 4 else 0
+            fp.update(b"R" + value)
+        elif t == AT_DATA:
+            fp.update(b"D" + a.name.encode("utf-16-le", "surrogatepass") + b"\0")
+            if a.resident:
+                fp.update(a.value)
+            else:
+                fp.update(struct.pack("<qqqq", a.lowest_vcn, a.data_size, a.initialized_size,
+                                      a.compressed_size))
+                fp.update(a.raw[a.pairs_at:a.pairs_end])
+            if a.name == "":
+                if a.resident or a.lowest_vcn == 0:
+                    size = a.size
+                    if not a.resident:
+                        allocated = (a.compressed_size if a.compression_unit or a.flags & 0x8001
+                                     else a.allocated_size)
+                    elif a.value.startswith(b"IntxLNK\x01"):
+                        interix = True
+            elif a.resident or a.lowest_vcn == 0:
+                ads.append(f"{names.to_linux(a.name)}:{a.size}")
+    links = links or dos
+    if not links:
+        return None
+    sattr = si.file_attributes if si else 0
+    if reparse_tag in LINK_TAGS or (interix and not reparse_tag and sattr & 0x4
+                                    and not rec.flags & REC_DIRECTORY):
+        kind = "symlink"
+    elif rec.flags & REC_DIRECTORY:
+        kind = "dir"
+    else:
+        kind = "file"
+    if kind != "file":
+        size = allocated = 0
+    times = si.times if si else None
+    return FileInfo(
+        rec.number, rec.sequence, kind, tuple(links), size, allocated,
+        times.created if times else 0, times.modified if times else 0,
+        times.changed if times else 0, times.accessed if times else 0,
+        sattr | (0x10 if rec.flags & REC_DIRECTORY else 0), reparse_tag,
+        "/".join(ads) or None, fp.digest())
