@@ -36,34 +36,31 @@ def _fields(info: FileInfo, parent: int) -> tuple:
 
 
 class Ids:
-    """Ids of directory paths and names, created on first use (cached)."""
+    """Ids of directory paths and names, created on first use (cached). ``resolve`` takes
+    many at once: one statement per 500 instead of three per name."""
 
     def __init__(self, db):
         self.db = db
         self.dirs: dict[str, int] = {}
         self.names: dict[str, int] = {}
 
-    def dir(self, path: str) -> int:
-        i = self.dirs.get(path)
-        if i is None:
-            row = self.db.execute("SELECT id FROM dirs WHERE path = ?", (path,)).fetchone()
-            i = row[0] if row else self.db.execute(
-                "INSERT INTO dirs (path, fold) VALUES (?, ?)", (path, path.lower())).lastrowid
-            self.dirs[path] = i
-        return i
-
-    def name(self, name: str) -> int:
-        i = self.names.get(name)
-        if i is None:
-            row = self.db.execute("SELECT id FROM names WHERE name = ?", (name,)).fetchone()
-            if row:
-                i = row[0]
-            else:
-                i = self.db.execute("INSERT INTO names (name, fold) VALUES (?, ?)",
-                                    (name, name.lower())).lastrowid
-                self.db.execute("INSERT INTO names_fts (rowid, name) VALUES (?, ?)", (i, name))
-            self.names[name] = i
-        return i
+    def resolve(self, table: str, values: set[str]) -> dict[str, int]:
+        cache = self.dirs if table == "dirs" else self.names
+        col = "path" if table == "dirs" else "name"
+        want = [v for v in values if v not in cache]
+        if want:
+            top = self.db.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
+            self.db.executemany(f"INSERT OR IGNORE INTO {table} ({col}, fold) VALUES (?, ?)",
+                                ((v, v.lower()) for v in want))
+            for k in range(0, len(want), 500):
+                part = want[k:k + 500]
+                cache.update(self.db.execute(
+                    f"SELECT {col}, id FROM {table} WHERE {col} IN ({','.join('?' * len(part))})",
+                    part))
+            if table == "names":
+                self.db.execute("INSERT INTO names_fts (rowid, name) SELECT id, name FROM names"
+                                " WHERE id > ?", (top,))
+        return cache
 
 
 class VolumeWriter:
@@ -79,6 +76,8 @@ class VolumeWriter:
             self.count = db.execute("SELECT entries FROM volume_rps WHERE volume_id = ? AND seq = ?",
                                     (volume_id, self.prev)).fetchone()[0]
         self.inserted = self.closed = 0
+        self._rows: list[tuple] = []      # (ref, dir path, name, fields) to insert
+        self._closes: list[int] = []
 
     def old_hashes(self) -> dict[int, bytes] | None:
         if self.prev is None:
@@ -169,8 +168,10 @@ class VolumeWriter:
                         moved.append(f"{row[1]}/{row[2]}")
             for (dp, name), fields in new.items():
                 self._insert(num, dp, name, fields)
+        self._flush()
         for old_path in moved:
             self._follow(old_path)
+        self._flush()
         # block hashes
         if old is None:
             db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
@@ -185,16 +186,28 @@ class VolumeWriter:
         self.count += self.inserted - self.closed
 
     def _close(self, row_id: int) -> None:
-        self.db.execute("UPDATE entries SET last = ? WHERE id = ?", (self.prev, row_id))
-        self.closed += 1
+        self._closes.append(row_id)
 
     def _insert(self, ref: int, dir_path: str, name: str, fields: tuple) -> None:
-        self.db.execute(
+        self._rows.append((ref, dir_path, name, fields))
+
+    def _flush(self) -> None:
+        db = self.db
+        db.executemany("UPDATE entries SET last = ? WHERE id = ?",
+                       ((self.prev, i) for i in self._closes))
+        self.closed += len(self._closes)
+        self._closes = []
+        if not self._rows:
+            return
+        dirs = self.ids.resolve("dirs", {r[1] for r in self._rows})
+        names = self.ids.resolve("names", {r[2] for r in self._rows})
+        db.executemany(
             f"INSERT INTO entries (volume_id, first, last, dir_id, name_id, ref, {_ROW})"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (self.vid, self.seq, OPEN, self.ids.dir(dir_path), self.ids.name(name), ref)
-            + fields)
-        self.inserted += 1
+            ((self.vid, self.seq, OPEN, dirs[d], names[n], ref) + fields
+             for ref, d, n, fields in self._rows))
+        self.inserted += len(self._rows)
+        self._rows = []
 
     def _follow(self, old_path: str) -> None:
         """Rows below a directory that was renamed, moved or deleted, whose own records
