@@ -20,7 +20,7 @@ from typing import Callable
 from rpfs.errors import RpfsError
 from rpfs.index import db as dbm
 from rpfs.index.db import OPEN
-from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, scan_mft
+from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,20 @@ class Ids:
                 self.db.execute("INSERT INTO names_fts (rowid, name) SELECT id, name FROM names"
                                 " WHERE id > ?", (top,))
         return cache
+
+
+class ChangeSet:
+    """Changes given record by record (what MftScan finds on a volume): for synthetic
+    volumes (tests, tools/bench_find.py). ``infos``: record number -> FileInfo or None."""
+
+    def __init__(self, hashes: dict[int, bytes], infos: dict[int, FileInfo | None],
+                 record_size: int = 1024):
+        self.hashes, self.record_size, self._infos = hashes, record_size, infos
+        self.changed = set(infos)
+        self.dirs = {n: i for n, i in infos.items() if i is not None and i.kind == "dir"}
+
+    def records(self):
+        return iter(self._infos.items())
 
 
 class VolumeWriter:
@@ -112,8 +126,8 @@ class VolumeWriter:
                     any(c[0] == n for c in chain):
                 break
             if n in self._changed:
-                info = self._changed[n]
-                link = (info.links[0] if info is not None and info.kind == "dir" else None)
+                info = self._dirs.get(n)
+                link = info.links[0] if info is not None else None
                 have = info.seq if info is not None else 0
             elif self.prev is not None:
                 row = self._open_dir(n)
@@ -135,18 +149,27 @@ class VolumeWriter:
 
     # -- applying -------------------------------------------------------------------
 
-    def apply(self, hashes: dict[int, bytes], changed: dict[int, FileInfo | None],
-              record_size: int, old: dict[int, bytes] | None) -> None:
+    def apply(self, scan, old: dict[int, bytes] | None) -> None:
+        """Write the changes ``scan`` (an MftScan, or anything with its ``hashes``,
+        ``changed``, ``dirs``, ``record_size`` and ``records()``) found since ``old``."""
         db, seq, prev = self.db, self.seq, self.prev
-        per_block = max(1, BLOCK // record_size)
-        if old:
-            for block in old.keys() - hashes.keys():     # $MFT shrank
-                for num in range(block * per_block, (block + 1) * per_block):
-                    changed.setdefault(num, None)
-        self._changed = changed
+        hashes = scan.hashes
+        per_block = max(1, BLOCK // scan.record_size)
+        gone_blocks = set(old) - set(hashes) if old else set()
+        self._changed = set(scan.changed)
+        for block in gone_blocks:                    # $MFT shrank
+            self._changed.update(range(block * per_block, (block + 1) * per_block))
+        self._dirs = scan.dirs
         self._memo: dict[int, tuple] = {}
         moved: list[str] = []          # old paths of directories renamed, moved or gone
-        for num, info in changed.items():
+
+        def records():
+            yield from scan.records()
+            for block in gone_blocks:
+                for num in range(block * per_block, (block + 1) * per_block):
+                    yield num, None
+
+        for num, info in records():
             new: dict[tuple, tuple] = {}
             if info is not None:
                 for pnum, pseq, name in info.links:
@@ -168,6 +191,8 @@ class VolumeWriter:
                         moved.append(f"{row[1]}/{row[2]}")
             for (dp, name), fields in new.items():
                 self._insert(num, dp, name, fields)
+            if len(self._rows) >= 20_000:
+                self._flush()
         self._flush()
         for old_path in moved:
             self._follow(old_path)
@@ -259,16 +284,20 @@ def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int) -> 
                                             (vm, name)).lastrowid
         w = VolumeWriter(db, ids, vid, seq)
         old = w.old_hashes()
+        db.execute("SAVEPOINT volume")
         try:
-            hashes, changed = scan_mft(vol, old)
-        except RpfsError as e:
+            scan = MftScan(vol, old)
+            w.apply(scan, old)
+        except RpfsError as e:   # this volume is left out of this recovery point's index
+            db.execute("ROLLBACK TO volume")
+            db.execute("RELEASE volume")
             out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {e}")
             continue
-        w.apply(hashes, changed, vol.record_size, old)
+        db.execute("RELEASE volume")
         db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?)", (vid, seq, 0, w.count))
         out["volumes"] += 1
         out["entries"] += w.count
-        out["changed_records"] += len(changed)
+        out["changed_records"] += len(scan.changed)
     return out
 
 

@@ -1,7 +1,7 @@
 """What the index knows about one NTFS file, read from its MFT record(s) only.
 
-A pass over ``$MFT`` reads it in 1 MiB pieces and hashes it in ``BLOCK``-byte blocks; the
-records of a block whose hash equals the one stored for the previous recovery point of the
+A pass over ``$MFT`` (MftScan) reads it in 1 MiB pieces and hashes it in ``BLOCK``-byte
+blocks; the records of a block whose hash equals the one stored for the previous recovery point of the
 same volume are not parsed again (their rows are reused). Contents are never read: a
 file's data is identified by a fingerprint of its attributes (size plus data runs, or the
 resident bytes), which changes whenever NTFS writes the data somewhere else or the size
@@ -62,45 +62,76 @@ class FileInfo:
     fingerprint: bytes
 
 
-def block_hashes(data: bytes, first_block: int) -> list[tuple[int, bytes]]:
-    return [(first_block + i // BLOCK, hashlib.blake2b(data[i:i + BLOCK], digest_size=16).digest())
-            for i in range(0, len(data), BLOCK)]
+class MftScan:
+    """The records of one volume's ``$MFT`` that changed since ``old`` (block -> hash of
+    the previous indexed state; None: everything), in two passes so that memory holds only
+    the directories, not every file:
+
+    1. ``__init__`` reads the whole $MFT once: the hash of every block (``hashes``), the
+       numbers of the records in changed blocks plus the base records of changed extension
+       records (``changed``), and the FileInfo of every changed directory (``dirs``);
+    2. ``records()`` re-reads only the changed blocks and yields (number, FileInfo or None)
+       for every record in ``changed``, extension records folded into their base records.
+    """
+
+    def __init__(self, volume, old: dict[int, bytes] | None):
+        self.volume = volume
+        self.record_size = rs = volume.record_size
+        self.hashes: dict[int, bytes] = {}
+        self.changed: set[int] = set()
+        self.dirs: dict[int, FileInfo] = {}
+        self._blocks: list[int] = []
+        bases: set[int] = set()
+        mft = volume._mft
+        for off in range(0, mft.size, READ):
+            data = mft.read(off, min(READ, mft.size - off))
+            for i in range(0, len(data), BLOCK):
+                block = (off + i) // BLOCK
+                h = hashlib.blake2b(data[i:i + BLOCK], digest_size=16).digest()
+                self.hashes[block] = h
+                if old is not None and old.get(block) == h:
+                    continue
+                self._blocks.append(block)
+                for at in range(i, min(i + BLOCK, len(data)), rs):
+                    num = (off + at) // rs
+                    self.changed.add(num)
+                    flags, base_ref = _header(data, at)
+                    if base_ref:
+                        bases.add(ref_number(base_ref))
+                    elif flags & REC_DIRECTORY:
+                        info = _record(volume, num, data[at:at + rs])[0]
+                        if info is not None and info.kind == "dir":
+                            self.dirs[num] = info
+        self._bases = bases - self.changed
+        for num in self._bases:
+            info = _record_by_number(volume, num)
+            if info is not None and info.kind == "dir":
+                self.dirs[num] = info
+        self.changed |= self._bases
+
+    def records(self):
+        rs = self.record_size
+        for block in self._blocks:
+            data = self.volume._mft.read(block * BLOCK, min(BLOCK, self.volume._mft.size - block * BLOCK))
+            for at in range(0, len(data), rs):
+                num = block * BLOCK // rs + at // rs
+                info = self.dirs.get(num)
+                yield num, info if info is not None else _record(self.volume, num, data[at:at + rs])[0]
+        for num in self._bases:
+            yield num, self.dirs.get(num) or _record_by_number(self.volume, num)
 
 
-def scan_mft(volume, old: dict[int, bytes] | None):
-    """One pass over ``$MFT``: (hash of every block, {record number: FileInfo or None} for
-    every record of a block that is new or changed since ``old``, extension records
-    folded into their base records). ``old`` None: every block counts as changed."""
-    mft = volume._mft
-    rs = volume.record_size
-    hashes: dict[int, bytes] = {}
-    changed: dict[int, FileInfo | None] = {}
-    bases: set[int] = set()
-    for off in range(0, mft.size, READ):
-        data = mft.read(off, min(READ, mft.size - off))
-        for block, h in block_hashes(data, off // BLOCK):
-            hashes[block] = h
-            if old is not None and old.get(block) == h:
-                continue
-            start = block * BLOCK - off
-            for at in range(start, min(start + BLOCK, len(data)), rs):
-                num = (off + at) // rs
-                raw = data[at:at + rs]
-                info, base = _record(volume, num, raw)
-                changed[num] = info
-                if base is not None:
-                    bases.add(base)
-    for base in bases - changed.keys():
-        # an extension record changed while its base record's block did not
-        changed[base] = _record_by_number(volume, base)
-    return hashes, changed
+def _header(data: bytes, at: int) -> tuple[int, int]:
+    """(flags, base reference) of the record at ``at`` ((0, 0) if not a record in use)."""
+    if data[at:at + 4] != b"FILE" or len(data) < at + 0x30:
+        return 0, 0
+    h = _HDR.unpack_from(data, at)
+    return (h[7], h[10]) if h[7] & REC_IN_USE else (0, 0)
 
 
 def _record(volume, num: int, raw: bytes):
     """(FileInfo or None, base record number if this is an extension record in use)."""
-    if len(raw) < 0x30 or raw[:4] != b"FILE":
-        return None, None
-    flags, base_ref = _HDR.unpack_from(raw, 0)[7], _HDR.unpack_from(raw, 0)[10]
+    flags, base_ref = _header(raw, 0)
     if not flags & REC_IN_USE:
         return None, None
     if base_ref:
