@@ -122,15 +122,19 @@ class _Matcher:
             self.match = self.rx.search
             self.name_match = None if self.by_path else self.rx.search
             self.literals = []
+            self.dir_match = None
         else:
             self.rx = glob_regex(pattern)
             self.match = self.rx.match
-            last = pattern.rsplit("/", 1)[-1]
+            head, _, last = pattern.rpartition("/")
+            self.dir_match = None
             if self.by_path and "**" in last:
                 self.name_match, self.literals = None, []
             else:
                 self.name_match = glob_regex(last).match
                 self.literals = glob_literals(last)
+                if self.by_path:
+                    self.dir_match = glob_regex(head).match
 
     def subject(self, dir_path: str, name: str) -> str:
         return f"{dir_path}/{name}" if self.by_path else name
@@ -216,12 +220,19 @@ def _candidate_names(db, m: _Matcher) -> Iterator[tuple[int, str]]:
 
 
 def _find_indexed(db, rps: dict, m: _Matcher, keep) -> Iterator[dict]:
-    ids = [nid for nid, _ in _candidate_names(db, m)]
+    """Candidates by name (trigram search) or, for a path pattern whose name part holds
+    no literal text, by directory (fewer than names); then the pattern and filters."""
+    if m.dir_match is not None and not m.literals:
+        column = "e.dir_id"
+        ids = [i for i, path in db.execute("SELECT id, path FROM dirs") if m.dir_match(path)]
+    else:
+        column = "e.name_id"
+        ids = [nid for nid, _ in _candidate_names(db, m)]
     for k in range(0, len(ids), 50_000):
         part = json.dumps(ids[k:k + 50_000])
         rows = db.execute(
             "SELECT vr.rp_id, v.name, d.path, n.name, e.kind, e.size, e.modified"
-            " FROM json_each(?) c JOIN entries e ON e.name_id = c.value"
+            f" FROM json_each(?) c JOIN entries e ON {column} = c.value"
             " JOIN names n ON n.id = e.name_id JOIN dirs d ON d.id = e.dir_id"
             " JOIN volumes v ON v.id = e.volume_id"
             " JOIN volume_rps vr ON vr.volume_id = e.volume_id AND vr.seq BETWEEN e.first AND e.last"
