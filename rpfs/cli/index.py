@@ -117,9 +117,13 @@ def cmd_index(args) -> int:
 
 def index_after_backup(repo, vm: str, rp: str) -> str:
     """What ``rpfs backup`` prints after indexing the recovery point it made."""
+    from rpfs.errors import RpfsError
     from rpfs.index import update_index
 
-    r = update_index(repo, vm, only=rp)
+    try:
+        r = update_index(repo, vm, only=rp)
+    except RpfsError as e:   # the recovery point is stored all the same
+        return f"not indexed ({e}); `rpfs index` will retry"
     for e in r["errors"]:
         print(f"rpfs: index: {e}", file=sys.stderr)
     return (f"indexed {r['volumes']} volumes ({r['changed_records']} MFT records read)"
