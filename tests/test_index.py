@@ -177,7 +177,8 @@ def test_renamed_directory_moves_what_is_below_it(tmp_path):
         w = VolumeWriter(db, Ids(db), 1, seq)
         db.execute("BEGIN")
         w.apply(ChangeSet({0: bytes([seq])}, changed), w.old_hashes())
-        db.execute("INSERT INTO volume_rps VALUES (1, ?, ?, ?)", (seq, seq, w.count))
+        db.execute("INSERT INTO volume_rps (volume_id, seq, rp_id, entries, orphans)"
+                       " VALUES (1, ?, ?, ?, ?)", (seq, seq, w.count, w.orphans))
         db.execute("COMMIT")
     rows = db.execute("SELECT d.path || '/' || n.name, e.first, e.last FROM entries e"
                       " JOIN dirs d ON d.id = e.dir_id JOIN names n ON n.id = e.name_id"
@@ -235,3 +236,56 @@ def test_versions_view_in_a_mount(repo, fx, tmp_path):
         assert "Legacy" in os.listdir(vm / ".versions" / VOL / "Program Files (x86)")
     finally:
         rpfs("umount", mp, check=False)
+
+
+def _index_states(path, images):
+    """Index the volume images as consecutive states of one volume; the open rows."""
+    from ntfs_reader import Volume
+    from rpfs.errors import RpfsError
+    from rpfs.index.build import _index_volume
+    from rpfs.stream import BytesStream
+
+    db = dbm.connect(str(path), write=True)
+    db.execute("INSERT INTO volumes (vm, name) VALUES ('vm', 'v')")
+    for seq, data in enumerate(images, 1):
+        db.execute("BEGIN")
+        try:
+            w, _ = _index_volume(db, Ids(db), 1, seq, Volume(BytesStream(data)))
+        except RpfsError:
+            db.execute("ROLLBACK")
+            continue
+        db.execute("INSERT INTO volume_rps VALUES (1, ?, ?, ?, ?)", (seq, seq, w.count, w.orphans))
+        db.execute("COMMIT")
+    rows = db.execute("SELECT d.path || '/' || n.name, e.size, e.kind FROM entries e"
+                      " JOIN dirs d ON d.id = e.dir_id JOIN names n ON n.id = e.name_id"
+                      " WHERE e.last = ? ORDER BY 1", (dbm.OPEN,)).fetchall()
+    db.close()
+    return rows
+
+
+def test_damaged_mft_is_skipped_record_by_record(small_fixtures, tmp_path):
+    """Random bytes in $MFT: records that do not parse are left out, nothing else fails,
+    and the next (undamaged) state is indexed right on top of the damaged one."""
+    import random
+
+    from ntfs_reader import Volume
+    from rpfs.stream import BytesStream
+
+    img = small_fixtures.volumes["bare-p0"].image.read_bytes()
+    vol = Volume(BytesStream(img))
+    mft = vol.boot.mft_lcn * vol.cluster_size
+    want = _index_states(tmp_path / "good.sqlite", [img])
+    assert len(want) == len(small_fixtures.volumes["bare-p0"].manifest["entries"]) - 1
+    # a directory whose record is unreadable: everything below it has no path (and no
+    # row) until it is readable again, though their own blocks never change
+    at = mft + vol.lookup("/docs").ref * vol.record_size
+    bad = bytearray(img)
+    bad[at:at + 4] = b"XXXX"
+    got = _index_states(tmp_path / "dir.sqlite", [bytes(bad), img])
+    assert got == want
+    for seed in range(8):
+        r = random.Random(seed)
+        bad = bytearray(img)
+        for _ in range(r.randint(1, 60)):
+            bad[mft + r.randrange(64 << 10)] = r.randrange(256)
+        assert _index_states(tmp_path / f"{seed}.sqlite", [bytes(bad), img]) == want, seed

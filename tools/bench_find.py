@@ -232,7 +232,8 @@ def bench_synthetic(work: Path, files: int, n_rps: int) -> dict:
         w = VolumeWriter(db, Ids(db), vid, seq)
         old = w.old_hashes()
         w.apply(SyntheticVolume(files, state, changed, dict(hashes)), old)
-        db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?)", (vid, seq, seq, w.count))
+        db.execute("INSERT INTO volume_rps (volume_id, seq, rp_id, entries) VALUES (?, ?, ?, ?)",
+                   (vid, seq, seq, w.count))
         db.execute("INSERT INTO rps (id, vm, name, time, catalog_id, seq) VALUES (?,?,?,?,?,?)",
                    (seq, vm, rp.name, int(rp.time.timestamp()), rp.id, seq))
         db.execute("COMMIT")

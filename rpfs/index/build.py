@@ -29,10 +29,20 @@ _ROW = ("rseq, parent, kind, size, allocated, created, modified, changed, access
         "attributes, reparse_tag, ads, fingerprint")
 
 
+def _i64(v: int) -> int:
+    """An unsigned 64-bit value as SQLite's signed INTEGER (the same bits)."""
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _parent(stored: int) -> tuple[int, int]:
+    """(record number, sequence) of a stored parent reference."""
+    return stored & ((1 << REF_SHIFT) - 1), (stored >> REF_SHIFT) & 0xFFFF
+
+
 def _fields(info: FileInfo, parent: int) -> tuple:
-    return (info.seq, parent, info.kind, info.size, info.allocated, info.created,
-            info.modified, info.changed, info.accessed, info.attributes, info.reparse_tag,
-            info.ads, info.fingerprint)
+    return (info.seq, _i64(parent), info.kind, info.size, info.allocated, _i64(info.created),
+            _i64(info.modified), _i64(info.changed), _i64(info.accessed), info.attributes,
+            info.reparse_tag, info.ads, info.fingerprint)
 
 
 class Ids:
@@ -47,14 +57,15 @@ class Ids:
     def resolve(self, table: str, values: set[str]) -> dict[str, int]:
         cache = self.dirs if table == "dirs" else self.names
         col = "path" if table == "dirs" else "name"
-        want = [v for v in values if v not in cache]
+        want = {dbm.to_text(v): v for v in values if v not in cache}
         if want:
             top = self.db.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
             self.db.executemany(f"INSERT OR IGNORE INTO {table} ({col}, fold) VALUES (?, ?)",
-                                ((v, v.lower()) for v in want))
-            for k in range(0, len(want), 500):
-                part = want[k:k + 500]
-                cache.update(self.db.execute(
+                                ((t, t.lower()) for t in want))
+            texts = list(want)
+            for k in range(0, len(texts), 500):
+                part = texts[k:k + 500]
+                cache.update((want[t], i) for t, i in self.db.execute(
                     f"SELECT {col}, id FROM {table} WHERE {col} IN ({','.join('?' * len(part))})",
                     part))
             if table == "names":
@@ -90,6 +101,8 @@ class VolumeWriter:
             self.count = db.execute("SELECT entries FROM volume_rps WHERE volume_id = ? AND seq = ?",
                                     (volume_id, self.prev)).fetchone()[0]
         self.inserted = self.closed = 0
+        self.orphans = 0           # records in use that got no row (no path)
+        self.appeared = 0          # directories with a row now and none before
         self._rows: list[tuple] = []      # (ref, dir path, name, fields) to insert
         self._closes: list[int] = []
 
@@ -131,8 +144,7 @@ class VolumeWriter:
                 have = info.seq if info is not None else 0
             elif self.prev is not None:
                 row = self._open_dir(n)
-                link = ((row[0] & ((1 << REF_SHIFT) - 1), row[0] >> REF_SHIFT, row[1])
-                        if row else None)
+                link = (_parent(row[0]) + (dbm.from_text(row[1]),)) if row else None
                 have = row[2] if row else 0
             else:
                 link = None
@@ -176,19 +188,24 @@ class VolumeWriter:
                     dp = self.dir_path(pnum, pseq)
                     if dp is not None:
                         new[(dp, name)] = _fields(info, pnum | (pseq << REF_SHIFT))
+                if not new:
+                    self.orphans += 1
             if prev is not None:
-                for row in db.execute(
-                        f"SELECT e.id, d.path, n.name, {_ROW} FROM entries e"
-                        " JOIN dirs d ON d.id = e.dir_id JOIN names n ON n.id = e.name_id"
-                        " WHERE e.volume_id = ? AND e.ref = ? AND e.last = ?",
-                        (self.vid, num, OPEN)).fetchall():
-                    key = (row[1], row[2])
+                rows = db.execute(
+                    f"SELECT e.id, d.path, n.name, {_ROW} FROM entries e"
+                    " JOIN dirs d ON d.id = e.dir_id JOIN names n ON n.id = e.name_id"
+                    " WHERE e.volume_id = ? AND e.ref = ? AND e.last = ?",
+                    (self.vid, num, OPEN)).fetchall()
+                if not rows and new and info.kind == "dir":
+                    self.appeared += 1
+                for row in rows:
+                    key = (dbm.from_text(row[1]), dbm.from_text(row[2]))
                     if new.get(key) == tuple(row[3:]):
                         del new[key]                  # unchanged: the row stays open
                         continue
                     self._close(row[0])
                     if row[5] == "dir" and key not in new:
-                        moved.append(f"{row[1]}/{row[2]}")
+                        moved.append(f"{row[1]}/{row[2]}")   # as stored
             for (dp, name), fields in new.items():
                 self._insert(num, dp, name, fields)
             if len(self._rows) >= 20_000:
@@ -236,7 +253,8 @@ class VolumeWriter:
 
     def _follow(self, old_path: str) -> None:
         """Rows below a directory that was renamed, moved or deleted, whose own records
-        did not change: each gets its path in the new state (or ends)."""
+        did not change: each gets its path in the new state (or ends). ``old_path`` is
+        as stored (db.to_text)."""
         dirs = self.db.execute("SELECT id, path FROM dirs WHERE path = ? OR (path >= ? AND path < ?)",
                                (old_path, old_path + "/", old_path + "0")).fetchall()
         for dir_id, _ in dirs:
@@ -247,11 +265,10 @@ class VolumeWriter:
                     (dir_id, self.vid, OPEN)).fetchall():
                 if row[1] in self._changed:
                     continue
-                parent = row[4]
-                dp = self.dir_path(parent & ((1 << REF_SHIFT) - 1), parent >> REF_SHIFT)
+                dp = self.dir_path(*_parent(row[4]))
                 self._close(row[0])
                 if dp is not None:
-                    self._insert(row[1], dp, row[2], tuple(row[3:]))
+                    self._insert(row[1], dp, dbm.from_text(row[2]), tuple(row[3:]))
 
 
 # -- recovery points ---------------------------------------------------------------------
@@ -272,6 +289,37 @@ def truncate(db, vm: str, seq: int) -> None:
                            f" AND last < ?", (OPEN, vid, m, OPEN))
 
 
+def _index_volume(db, ids: Ids, vid: int, seq: int, vol):
+    """Write one volume's changes (inside a savepoint: all or nothing). If directories
+    appeared while the previous state had records without a path, those records may now
+    have one though their blocks did not change: then every record is read again."""
+    for everything in (False, True):
+        w = VolumeWriter(db, ids, vid, seq)
+        old = w.old_hashes()
+        before = 0
+        if w.prev is not None:
+            before = db.execute("SELECT orphans FROM volume_rps WHERE volume_id = ? AND seq = ?",
+                                (vid, w.prev)).fetchone()[0]
+        db.execute("SAVEPOINT volume")
+        try:
+            scan = MftScan(vol, old, everything)
+            w.apply(scan, old)
+        except BaseException:
+            db.execute("ROLLBACK TO volume")
+            db.execute("RELEASE volume")
+            raise
+        if everything or not (before and w.appeared):
+            if not everything and old is not None:
+                w.orphans += before      # an upper bound until the next full read
+            db.execute("RELEASE volume")
+            return w, scan
+        db.execute("ROLLBACK TO volume")
+        db.execute("RELEASE volume")
+        ids.dirs.clear()
+        ids.names.clear()
+    raise AssertionError("unreachable")
+
+
 def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int) -> dict:
     """Index every NTFS volume of one recovery point as ordinal ``seq`` (caller commits)."""
     out = {"volumes": 0, "entries": 0, "changed_records": 0, "errors": []}
@@ -282,19 +330,13 @@ def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int) -> 
         row = db.execute("SELECT id FROM volumes WHERE vm = ? AND name = ?", (vm, name)).fetchone()
         vid = row[0] if row else db.execute("INSERT INTO volumes (vm, name) VALUES (?, ?)",
                                             (vm, name)).lastrowid
-        w = VolumeWriter(db, ids, vid, seq)
-        old = w.old_hashes()
-        db.execute("SAVEPOINT volume")
         try:
-            scan = MftScan(vol, old)
-            w.apply(scan, old)
+            w, scan = _index_volume(db, ids, vid, seq, vol)
         except RpfsError as e:   # this volume is left out of this recovery point's index
-            db.execute("ROLLBACK TO volume")
-            db.execute("RELEASE volume")
             out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {e}")
             continue
-        db.execute("RELEASE volume")
-        db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?)", (vid, seq, 0, w.count))
+        db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?, ?)",
+                   (vid, seq, 0, w.count, w.orphans))
         out["volumes"] += 1
         out["entries"] += w.count
         out["changed_records"] += len(scan.changed)

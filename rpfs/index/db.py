@@ -14,8 +14,11 @@ Schema (version in ``PRAGMA user_version``):
   ``catalog_id`` is the catalog's id (never reused), so a recovery point pruned and made
   again under the same name is not mistaken for the old one.
 - ``volumes(id, vm, name)``: one NTFS volume (``<disk>-p<N>``) of a VM, across time.
-- ``volume_rps(volume_id, seq, rp_id, entries)``: the volume was indexed in that recovery
-  point (``entries``: how many rows it holds there).
+- ``volume_rps(volume_id, seq, rp_id, entries, orphans)``: the volume was indexed in that
+  recovery point (``entries``: how many rows it holds there; ``orphans``: at most how many
+  records in use had no path — a damaged or unreachable parent — and so no row: when a
+  directory appears later, their rows may have to appear too, which build.py does by
+  reading every record of that recovery point's volume).
 - ``dirs(id, path, fold)``: distinct directory paths inside volumes ('' is the root);
   ``fold`` is the lower-case path (case-insensitive lookups, like Windows).
 - ``names(id, name, fold)`` and ``names_fts`` (FTS5 trigram over ``name``): distinct file
@@ -51,7 +54,8 @@ CREATE TABLE IF NOT EXISTS volumes (
     id INTEGER PRIMARY KEY, vm TEXT NOT NULL, name TEXT NOT NULL, UNIQUE (vm, name));
 CREATE TABLE IF NOT EXISTS volume_rps (
     volume_id INTEGER NOT NULL, seq INTEGER NOT NULL, rp_id INTEGER NOT NULL,
-    entries INTEGER NOT NULL, PRIMARY KEY (volume_id, seq)) WITHOUT ROWID;
+    entries INTEGER NOT NULL, orphans INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (volume_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dirs (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
     fold TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS dirs_fold ON dirs (fold);
@@ -76,6 +80,48 @@ CREATE TABLE IF NOT EXISTS blocks (
     last INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (volume_id, block, first))
     WITHOUT ROWID;
 """
+
+
+# Names may hold surrogate escapes (ntfs_reader.names: unpaired surrogates, '/' and NUL),
+# which SQLite text cannot: they are stored as U+E000 followed by U+E100 + the escaped byte,
+# and U+E000 itself as U+E000 U+E000, so every name maps to one text and back.
+_ESC = "\ue000"
+
+
+def to_text(s: str) -> str:
+    """A Linux name or path -> what the index stores (the same unless it needs escaping)."""
+    try:
+        s.encode("utf-8")
+        if _ESC not in s:
+            return s
+    except UnicodeEncodeError:
+        pass
+    out = []
+    for c in s:
+        if c == _ESC:
+            out.append(_ESC + _ESC)
+        elif "\udc80" <= c <= "\udcff":
+            out.append(_ESC + chr(0xE100 + ord(c) - 0xDC80 + 0x80))
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def from_text(t: str) -> str:
+    """The inverse of ``to_text``."""
+    if _ESC not in t:
+        return t
+    out, i = [], 0
+    while i < len(t):
+        c = t[i]
+        if c == _ESC and i + 1 < len(t):
+            n = t[i + 1]
+            out.append(_ESC if n == _ESC else chr(0xDC80 + ord(n) - 0xE100 - 0x80))
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
 
 
 def index_path(repo) -> str:

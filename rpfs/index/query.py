@@ -215,6 +215,7 @@ def _candidate_names(db, m: _Matcher) -> Iterator[tuple[int, str]]:
     else:
         rows = db.execute("SELECT id, name FROM names")
     for nid, name in rows:
+        name = dbm.from_text(name)
         if m.name_match is None or m.name_match(name):
             yield nid, name
 
@@ -224,7 +225,8 @@ def _find_indexed(db, rps: dict, m: _Matcher, keep) -> Iterator[dict]:
     no literal text, by directory (fewer than names); then the pattern and filters."""
     if m.dir_match is not None and not m.literals:
         column = "e.dir_id"
-        ids = [i for i, path in db.execute("SELECT id, path FROM dirs") if m.dir_match(path)]
+        ids = [i for i, path in db.execute("SELECT id, path FROM dirs")
+               if m.dir_match(dbm.from_text(path))]
     else:
         column = "e.name_id"
         ids = [nid for nid, _ in _candidate_names(db, m)]
@@ -241,11 +243,11 @@ def _find_indexed(db, rps: dict, m: _Matcher, keep) -> Iterator[dict]:
             rp = rps.get(rp_id)
             if rp is None or not keep(kind, size, modified):
                 continue
-            if m.by_path and not m.match(f"{dpath}/{name}"):
+            path = dbm.from_text(f"{dpath}/{name}")
+            if m.by_path and not m.match(path):
                 continue
-            yield {"vm": rp.vm, "recovery_point": rp.name, "volume": vol,
-                   "path": f"{dpath}/{name}", "size": size, "modified": nt_iso(modified),
-                   "type": kind}
+            yield {"vm": rp.vm, "recovery_point": rp.name, "volume": vol, "path": path,
+                   "size": size, "modified": nt_iso(modified), "type": kind}
 
 
 def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
@@ -366,11 +368,11 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
         " JOIN volume_rps vr ON vr.volume_id = e.volume_id AND vr.seq BETWEEN e.first AND e.last"
         " JOIN rps r ON r.id = vr.rp_id"
         " WHERE d.fold = ? AND n.fold = ? AND v.vm = ? AND v.name = ?",
-        (d.lower(), name.lower(), vm, volume))
+        (dbm.to_text(d).lower(), dbm.to_text(name).lower(), vm, volume))
     for cid, dpath, nm, kind, size, modified, fp in rows:
         if cid not in out or cid in exact:
             continue
-        actual = f"{dpath}/{nm}"
+        actual = dbm.from_text(f"{dpath}/{nm}")
         if out[cid] is None or actual == inner:
             out[cid] = ((kind, size, modified, fp.hex()), actual)
             if actual == inner:

@@ -72,9 +72,11 @@ class MftScan:
        records (``changed``), and the FileInfo of every changed directory (``dirs``);
     2. ``records()`` re-reads only the changed blocks and yields (number, FileInfo or None)
        for every record in ``changed``, extension records folded into their base records.
+
+    ``everything``: every block counts as changed (hashes are still computed).
     """
 
-    def __init__(self, volume, old: dict[int, bytes] | None):
+    def __init__(self, volume, old: dict[int, bytes] | None, everything: bool = False):
         self.volume = volume
         self.record_size = rs = volume.record_size
         self.hashes: dict[int, bytes] = {}
@@ -89,7 +91,7 @@ class MftScan:
                 block = (off + i) // BLOCK
                 h = hashlib.blake2b(data[i:i + BLOCK], digest_size=16).digest()
                 self.hashes[block] = h
-                if old is not None and old.get(block) == h:
+                if old is not None and old.get(block) == h and not everything:
                     continue
                 self._blocks.append(block)
                 for at in range(i, min(i + BLOCK, len(data)), rs):

@@ -72,13 +72,14 @@ _ROWS = (" FROM entries e JOIN names n ON n.id = e.name_id JOIN volumes v ON v.i
 def _children(tree, vm: str, volume: str, path: str) -> list:
     db = _reader(tree).db()
     live = _live(tree, vm)
-    row = db.execute("SELECT id FROM dirs WHERE path = ?", (path,)).fetchone()
+    row = db.execute("SELECT id FROM dirs WHERE path = ?", (dbm.to_text(path),)).fetchone()
     if row is None:
         return []
     kinds: dict[str, str] = {}
     for name, kind, cid in db.execute(
             "SELECT n.name, e.kind, r.catalog_id" + _ROWS +
             " WHERE e.dir_id = ? AND v.vm = ? AND v.name = ?", (row[0], vm, volume)):
+        name = dbm.from_text(name)
         if cid in live and kinds.get(name) != "dir":
             kinds[name] = kind
     out = []
@@ -103,7 +104,7 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
             "SELECT r.name, r.time, e.size, e.modified, e.fingerprint, r.catalog_id" + _ROWS +
             " JOIN dirs d ON d.id = e.dir_id"
             " WHERE d.path = ? AND n.name = ? AND v.vm = ? AND v.name = ? AND e.kind = 'file'"
-            " ORDER BY r.seq", (d, name, vm, volume)):
+            " ORDER BY r.seq", (dbm.to_text(d), dbm.to_text(name), vm, volume)):
         if cid in live:
             seen.setdefault((size, modified, fp), (rp_name, size, modified))
     out = []
