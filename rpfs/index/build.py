@@ -261,7 +261,7 @@ class VolumeWriter:
             for row in self.db.execute(
                     f"SELECT e.id, e.ref, n.name, {_ROW} FROM entries e"
                     " JOIN names n ON n.id = e.name_id"
-                    " WHERE e.dir_id = ? AND e.volume_id = ? AND e.last = ?",
+                    " WHERE e.dir_id = ? AND +e.volume_id = ? AND e.last = ?",
                     (dir_id, self.vid, OPEN)).fetchall():
                 if row[1] in self._changed:
                     continue

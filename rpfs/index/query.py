@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 NT_EPOCH_DELTA = 116444736000000000
 KINDS = {"f": "file", "d": "dir", "l": "symlink", "file": "file", "dir": "dir",
          "symlink": "symlink"}
+ROWS_PER_DIR = 64   # what one directory is guessed to hold (choosing how to search)
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -221,15 +222,22 @@ def _candidate_names(db, m: _Matcher) -> Iterator[tuple[int, str]]:
 
 
 def _find_indexed(db, rps: dict, m: _Matcher, keep) -> Iterator[dict]:
-    """Candidates by name (trigram search) or, for a path pattern whose name part holds
-    no literal text, by directory (fewer than names); then the pattern and filters."""
-    if m.dir_match is not None and not m.literals:
-        column = "e.dir_id"
+    """Candidates by name (trigram search, or every name) or, for a path pattern, by
+    directory, whichever promises fewer rows (a directory counted as ROWS_PER_DIR names;
+    the name candidates are read only up to that bound); then the pattern and filters."""
+    ids, column = None, "e.dir_id"
+    if m.dir_match is not None:
         ids = [i for i, path in db.execute("SELECT id, path FROM dirs")
                if m.dir_match(dbm.from_text(path))]
-    else:
-        column = "e.name_id"
-        ids = [nid for nid, _ in _candidate_names(db, m)]
+    if ids is None or m.literals:
+        bound = None if ids is None else len(ids) * ROWS_PER_DIR
+        names = []
+        for nid, _ in _candidate_names(db, m):
+            names.append(nid)
+            if bound is not None and len(names) > bound:
+                break
+        else:
+            ids, column = names, "e.name_id"
     for k in range(0, len(ids), 50_000):
         part = json.dumps(ids[k:k + 50_000])
         rows = db.execute(
@@ -363,8 +371,9 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
     exact: set = set()
     rows = db.execute(
         "SELECT r.catalog_id, d.path, n.name, e.kind, e.size, e.modified, e.fingerprint"
-        " FROM dirs d JOIN entries e ON e.dir_id = d.id JOIN names n ON n.id = e.name_id"
-        " JOIN volumes v ON v.id = e.volume_id"
+        # CROSS JOIN fixes the order: by path first (the planner has no statistics)
+        " FROM dirs d CROSS JOIN names n CROSS JOIN entries e ON e.dir_id = d.id"
+        " AND e.name_id = n.id JOIN volumes v ON v.id = e.volume_id"
         " JOIN volume_rps vr ON vr.volume_id = e.volume_id AND vr.seq BETWEEN e.first AND e.last"
         " JOIN rps r ON r.id = vr.rp_id"
         " WHERE d.fold = ? AND n.fold = ? AND v.vm = ? AND v.name = ?",

@@ -64,7 +64,9 @@ def _dir(tree, vm: str, volume: str, path: str) -> StaticDir:
                      functools.partial(_children, tree, vm, volume, path), ttl=REFRESH_SECONDS)
 
 
-_ROWS = (" FROM entries e JOIN names n ON n.id = e.name_id JOIN volumes v ON v.id = e.volume_id"
+# entries are reached by directory (and name), never by volume: "+e.volume_id" keeps the
+# planner, which has no statistics, off the index that would scan a whole volume
+_ROWS = (" JOIN names n ON n.id = e.name_id JOIN volumes v ON v.id = +e.volume_id"
          " JOIN volume_rps vr ON vr.volume_id = e.volume_id AND vr.seq BETWEEN e.first AND e.last"
          " JOIN rps r ON r.id = vr.rp_id")
 
@@ -77,7 +79,7 @@ def _children(tree, vm: str, volume: str, path: str) -> list:
         return []
     kinds: dict[str, str] = {}
     for name, kind, cid in db.execute(
-            "SELECT n.name, e.kind, r.catalog_id" + _ROWS +
+            "SELECT n.name, e.kind, r.catalog_id FROM entries e" + _ROWS +
             " WHERE e.dir_id = ? AND v.vm = ? AND v.name = ?", (row[0], vm, volume)):
         name = dbm.from_text(name)
         if cid in live and kinds.get(name) != "dir":
@@ -101,8 +103,8 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
     d, _, name = path.rpartition("/")
     seen: dict[tuple, tuple] = {}
     for rp_name, rtime, size, modified, fp, cid in db.execute(
-            "SELECT r.name, r.time, e.size, e.modified, e.fingerprint, r.catalog_id" + _ROWS +
-            " JOIN dirs d ON d.id = e.dir_id"
+            "SELECT r.name, r.time, e.size, e.modified, e.fingerprint, r.catalog_id"
+            " FROM dirs d CROSS JOIN entries e ON e.dir_id = d.id" + _ROWS +
             " WHERE d.path = ? AND n.name = ? AND v.vm = ? AND v.name = ? AND e.kind = 'file'"
             " ORDER BY r.seq", (dbm.to_text(d), dbm.to_text(name), vm, volume)):
         if cid in live:
