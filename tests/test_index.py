@@ -289,3 +289,37 @@ def test_damaged_mft_is_skipped_record_by_record(small_fixtures, tmp_path):
         for _ in range(r.randint(1, 60)):
             bad[mft + r.randrange(64 << 10)] = r.randrange(256)
         assert _index_states(tmp_path / f"{seed}.sqlite", [bytes(bad), img]) == want, seed
+
+
+def test_pruned_recovery_points_leave_the_index(small_fixtures, tmp_path, fx):
+    """After a prune, `rpfs index` drops rows only pruned recovery points used; the next
+    recovery point is still indexed incrementally and answers like the manifest."""
+    from rpfs.prune import Policy, prune
+
+    s1, s2 = small_fixtures.vm_states
+    times = ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"]
+    with Repository.init(tmp_path / "r") as repo:
+        for state, t in zip((s1, s2, s1), times):
+            backup(repo, [str(state)], time=t, show_progress=False)
+        update_index(repo)
+        prune(repo, Policy(last=1))
+        update_index(repo)
+        backup(repo, [str(s2)], time="2024-05-04T00:00:00Z", show_progress=False)
+        r = update_index(repo)
+        assert r["indexed"] == 1 and r["changed_records"] < 1000
+    with open_source(tmp_path / "r") as tree:
+        found = list(find_entries(tree, "**"))
+        assert {h["recovery_point"] for h in found} == {"2024-05-03T000000Z", "2024-05-04T000000Z"}
+        got = {p: (h["type"], h["size"]) for p, h in _paths(found, "2024-05-04T000000Z").items()}
+        assert got == _manifest_view(fx["m2"])
+        h = file_history(tree, f"/{fx['vm']}/latest/volumes/{VOL}/Users/bob/Downloads/setup.exe")
+        assert [v["recovery_points"] for v in h["versions"]] == [["2024-05-03T000000Z"]]
+        assert h["absent"] == ["2024-05-04T000000Z"]
+    db = dbm.connect(str(tmp_path / "r" / dbm.INDEX_NAME))
+    try:
+        assert db.execute("SELECT count(*) FROM rps").fetchone()[0] == 2
+        # rows only the pruned first two had are gone (the deleted files of state 2 are
+        # in the third, state 1 again)
+        assert db.execute("SELECT count(*) FROM entries WHERE last < 3").fetchone()[0] == 0
+    finally:
+        db.close()

@@ -361,6 +361,7 @@ def update_index(repo, vm: str | None = None, *, only=None,
             vms = [vm] if vm else repo.vms()
             for v in vms:
                 live = repo.recovery_points(v)
+                forget_pruned(db, v, {rp.id for rp in live})
                 todo = _todo(db, v, live, only)
                 for i, rp in enumerate(todo):
                     if progress:
@@ -391,6 +392,31 @@ def update_index(repo, vm: str | None = None, *, only=None,
             db.close()
     summary["seconds"] = time.monotonic() - t0
     return summary
+
+
+def forget_pruned(db, vm: str, live: set[int]) -> None:
+    """Drop what only recovery points no longer in the catalog (pruned) still use.
+
+    Their ordinals disappear from ``volume_rps``; the open rows still describe the newest
+    indexed state, so the next recovery point is compared with them as before (a row it
+    closes at an older ordinal than its ``first`` was only ever in pruned ones)."""
+    gone = [(rid, seq) for rid, cid, seq in
+            db.execute("SELECT id, catalog_id, seq FROM rps WHERE vm = ?", (vm,)) if cid not in live]
+    if not gone:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for rid, seq in gone:
+            db.execute("DELETE FROM rps WHERE id = ?", (rid,))
+            db.execute("DELETE FROM volume_rps WHERE rp_id = ?", (rid,))
+        for (vid,) in db.execute("SELECT id FROM volumes WHERE vm = ?", (vm,)).fetchall():
+            db.execute("DELETE FROM entries WHERE volume_id = ? AND last != ? AND NOT EXISTS"
+                       " (SELECT 1 FROM volume_rps vr WHERE vr.volume_id = entries.volume_id"
+                       " AND vr.seq BETWEEN entries.first AND entries.last)", (vid, OPEN))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def _todo(db, vm: str, live: list, only: str | None) -> list:

@@ -16,6 +16,8 @@ import logging
 import struct
 from dataclasses import dataclass
 
+from blake3 import blake3
+
 from ntfs_reader import names
 from ntfs_reader.attrs import NS_DOS, parse_file_name, parse_standard_information
 from ntfs_reader.record import (
@@ -89,7 +91,7 @@ class MftScan:
             data = mft.read(off, min(READ, mft.size - off))
             for i in range(0, len(data), BLOCK):
                 block = (off + i) // BLOCK
-                h = hashlib.blake2b(data[i:i + BLOCK], digest_size=16).digest()
+                h = blake3(data[i:i + BLOCK]).digest(16)
                 self.hashes[block] = h
                 if old is not None and old.get(block) == h and not everything:
                     continue
