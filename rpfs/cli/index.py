@@ -91,10 +91,14 @@ def cmd_index(args) -> int:
 
     bar = None
 
+    class Counted(Progress):
+        def line(self, now=None) -> str:
+            return f"{self.label}: {self.done}/{self.total} recovery points"
+
     def progress(what: str, done: int, total: int) -> None:
         nonlocal bar
         if bar is None and not args.json:
-            bar = Progress(total, "index")
+            bar = Counted(total, "index")
         if bar is not None:
             bar.label = f"index {what}"
             bar.total = total

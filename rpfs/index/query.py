@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Callable, Iterator
 
 from rpfs.errors import NotFoundError, RpfsError, UsageError
@@ -336,7 +337,7 @@ def file_history(tree, path: str, *, verify: bool = False,
         else:
             walked += 1
             hit = _history_lookup(source or RepoRecoveryPoint(repo, rp), volume, inner)
-        name = rp.name if rp is not None else None
+        name = rp.name if rp is not None else getattr(source, "path", Path("")).name
         if hit is None:
             absent.append(name)
         else:
