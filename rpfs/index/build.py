@@ -280,6 +280,7 @@ def truncate(db, vm: str, seq: int) -> None:
     for (vid,) in db.execute("SELECT id FROM volumes WHERE vm = ?", (vm,)).fetchall():
         db.execute("DELETE FROM volume_rps WHERE volume_id = ? AND seq >= ?", (vid, seq))
         m = db.execute("SELECT max(seq) FROM volume_rps WHERE volume_id = ?", (vid,)).fetchone()[0]
+        db.execute("UPDATE volumes SET state_seq = ? WHERE id = ?", (m, vid))
         for table in ("entries", "blocks"):
             if m is None:
                 db.execute(f"DELETE FROM {table} WHERE volume_id = ?", (vid,))
@@ -320,9 +321,14 @@ def _index_volume(db, ids: Ids, vid: int, seq: int, vol):
     raise AssertionError("unreachable")
 
 
-def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int) -> dict:
-    """Index every NTFS volume of one recovery point as ordinal ``seq`` (caller commits)."""
-    out = {"volumes": 0, "entries": 0, "changed_records": 0, "errors": []}
+def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int,
+                         unchanged=None) -> dict:
+    """Index every NTFS volume of one recovery point as ordinal ``seq`` (caller commits).
+
+    ``unchanged(volume name, catalog id of the recovery point it was last indexed in)``
+    may say the volume's bytes are the same there (its disk files have the same chunks):
+    then its open rows simply stay open, and nothing is read."""
+    out = {"volumes": 0, "entries": 0, "changed_records": 0, "unchanged_volumes": 0, "errors": []}
     for name, vol in sorted(volumes.items()):
         if isinstance(vol, Exception):
             out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {vol}")
@@ -330,17 +336,42 @@ def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int) -> 
         row = db.execute("SELECT id FROM volumes WHERE vm = ? AND name = ?", (vm, name)).fetchone()
         vid = row[0] if row else db.execute("INSERT INTO volumes (vm, name) VALUES (?, ?)",
                                             (vm, name)).lastrowid
-        try:
-            w, scan = _index_volume(db, ids, vid, seq, vol)
-        except RpfsError as e:   # this volume is left out of this recovery point's index
-            out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {e}")
-            continue
-        db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?, ?)",
-                   (vid, seq, 0, w.count, w.orphans))
+        prev = db.execute("SELECT vr.entries, vr.orphans, r.catalog_id FROM volume_rps vr"
+                          " JOIN rps r ON r.id = vr.rp_id JOIN volumes v ON v.id = vr.volume_id"
+                          " WHERE vr.volume_id = ? AND vr.seq = v.state_seq", (vid,)).fetchone()
+        if prev is not None and unchanged is not None and unchanged(name, prev[2]):
+            count, orphans, changed = prev[0], prev[1], 0
+            out["unchanged_volumes"] += 1
+        else:
+            try:
+                w, scan = _index_volume(db, ids, vid, seq, vol)
+            except RpfsError as e:   # this volume is left out of this recovery point's index
+                out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {e}")
+                continue
+            count, orphans, changed = w.count, w.orphans, len(scan.changed)
+        db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?, ?)", (vid, seq, 0, count, orphans))
+        db.execute("UPDATE volumes SET state_seq = ? WHERE id = ?", (seq, vid))
         out["volumes"] += 1
-        out["entries"] += w.count
-        out["changed_records"] += len(scan.changed)
+        out["entries"] += count
+        out["changed_records"] += changed
     return out
+
+
+def same_disk_files(repo, rrp):
+    """For ``index_recovery_point``: does a volume of ``rrp`` come from disk files stored
+    with exactly the same chunks as in the recovery point with that catalog id?"""
+    def unchanged(volume: str, other_id: int) -> bool:
+        disk = rrp.disks.get(volume.rsplit("-p", 1)[0])
+        if disk is None or isinstance(disk, Exception):
+            return False
+        paths = [d.name for d in disk.chain]
+        rows = repo.query(
+            "SELECT rp_id, path, size, chunk_map FROM files WHERE rp_id IN (?, ?)"
+            f" AND path IN ({','.join('?' * len(paths))})", [rrp.rp.id, other_id] + paths)
+        mine = {p: (size, bytes(m)) for r, p, size, m in rows if r == rrp.rp.id}
+        theirs = {p: (size, bytes(m)) for r, p, size, m in rows if r == other_id}
+        return len(mine) == len(paths) and mine == theirs
+    return unchanged
 
 
 def update_index(repo, vm: str | None = None, *, only=None,
@@ -352,8 +383,8 @@ def update_index(repo, vm: str | None = None, *, only=None,
     from rpfs.tree import RepoRecoveryPoint
 
     directory = os.path.dirname(repo.catalog_path)
-    summary = {"indexed": 0, "volumes": 0, "entries": 0, "changed_records": 0, "errors": [],
-               "seconds": 0.0}
+    summary = {"indexed": 0, "volumes": 0, "entries": 0, "changed_records": 0,
+               "unchanged_volumes": 0, "errors": [], "seconds": 0.0}
     t0 = time.monotonic()
     with dbm.WriteLock(directory):
         db = dbm.connect(dbm.index_path(repo), write=True)
@@ -372,7 +403,8 @@ def update_index(repo, vm: str | None = None, *, only=None,
                         seq = (db.execute("SELECT max(seq) FROM rps WHERE vm = ?",
                                           (v,)).fetchone()[0] or 0) + 1
                         ids = Ids(db)
-                        r = index_recovery_point(db, ids, v, rp, rrp.volumes, seq)
+                        r = index_recovery_point(db, ids, v, rp, rrp.volumes, seq,
+                                                 same_disk_files(repo, rrp))
                         rid = db.execute("INSERT INTO rps (vm, name, time, catalog_id, seq)"
                                          " VALUES (?,?,?,?,?)",
                                          (v, rp.name, int(rp.time.timestamp()), rp.id,
@@ -383,7 +415,7 @@ def update_index(repo, vm: str | None = None, *, only=None,
                         db.execute("ROLLBACK")
                         raise
                     summary["indexed"] += 1
-                    for k in ("volumes", "entries", "changed_records"):
+                    for k in ("volumes", "entries", "changed_records", "unchanged_volumes"):
                         summary[k] += r[k]
                     summary["errors"] += r["errors"]
                 if progress and todo:

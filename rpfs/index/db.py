@@ -13,7 +13,9 @@ Schema (version in ``PRAGMA user_version``):
 - ``rps(id, vm, name, time, catalog_id, seq)``: the indexed recovery points;
   ``catalog_id`` is the catalog's id (never reused), so a recovery point pruned and made
   again under the same name is not mistaken for the old one.
-- ``volumes(id, vm, name)``: one NTFS volume (``<disk>-p<N>``) of a VM, across time.
+- ``volumes(id, vm, name, state_seq)``: one NTFS volume (``<disk>-p<N>``) of a VM, across
+  time; ``state_seq``: the ordinal whose state the open rows describe (it stays when that
+  recovery point is pruned).
 - ``volume_rps(volume_id, seq, rp_id, entries, orphans)``: the volume was indexed in that
   recovery point (``entries``: how many rows it holds there; ``orphans``: at most how many
   records in use had no path — a damaged or unreachable parent — and so no row: when a
@@ -51,7 +53,8 @@ CREATE TABLE IF NOT EXISTS rps (
     id INTEGER PRIMARY KEY, vm TEXT NOT NULL, name TEXT NOT NULL, time INTEGER NOT NULL,
     catalog_id INTEGER NOT NULL UNIQUE, seq INTEGER NOT NULL, UNIQUE (vm, seq));
 CREATE TABLE IF NOT EXISTS volumes (
-    id INTEGER PRIMARY KEY, vm TEXT NOT NULL, name TEXT NOT NULL, UNIQUE (vm, name));
+    id INTEGER PRIMARY KEY, vm TEXT NOT NULL, name TEXT NOT NULL, state_seq INTEGER,
+    UNIQUE (vm, name));
 CREATE TABLE IF NOT EXISTS volume_rps (
     volume_id INTEGER NOT NULL, seq INTEGER NOT NULL, rp_id INTEGER NOT NULL,
     entries INTEGER NOT NULL, orphans INTEGER NOT NULL DEFAULT 0,
