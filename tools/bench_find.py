@@ -231,7 +231,7 @@ def bench_synthetic(work: Path, files: int, n_rps: int) -> dict:
                 hashes[n // per_block] = hashlib.blake2b(f"{seq}:{n}".encode(), digest_size=16).digest()
         w = VolumeWriter(db, Ids(db), vid, seq)
         old = w.old_hashes()
-        w.apply(SyntheticVolume(files, state, changed, dict(hashes)), old)
+        w.apply(SyntheticVolume(files, state, changed, {b: (h, None) for b, h in hashes.items()}), old)
         db.execute("INSERT INTO volume_rps (volume_id, seq, rp_id, entries) VALUES (?, ?, ?, ?)",
                    (vid, seq, seq, w.count))
         db.execute("INSERT INTO rps (id, vm, name, time, catalog_id, seq) VALUES (?,?,?,?,?,?)",

@@ -80,7 +80,8 @@ class ChangeSet:
 
     def __init__(self, hashes: dict[int, bytes], infos: dict[int, FileInfo | None],
                  record_size: int = 1024):
-        self.hashes, self.record_size, self._infos = hashes, record_size, infos
+        self.hashes = {b: (h, None) for b, h in hashes.items()}
+        self.record_size, self._infos = record_size, infos
         self.changed = set(infos)
         self.dirs = {n: i for n, i in infos.items() if i is not None and i.kind == "dir"}
 
@@ -106,11 +107,13 @@ class VolumeWriter:
         self._rows: list[tuple] = []      # (ref, dir path, name, fields) to insert
         self._closes: list[int] = []
 
-    def old_hashes(self) -> dict[int, bytes] | None:
+    def old_hashes(self) -> dict[int, tuple] | None:
+        """block -> (hash, token) in the state the open rows describe."""
         if self.prev is None:
             return None
-        return dict(self.db.execute("SELECT block, hash FROM blocks WHERE volume_id = ? AND last = ?",
-                                    (self.vid, OPEN)))
+        return {b: (h, t) for b, h, t in self.db.execute(
+            "SELECT block, hash, token FROM blocks WHERE volume_id = ? AND last = ?",
+            (self.vid, OPEN))}
 
     # -- paths ----------------------------------------------------------------------
 
@@ -161,7 +164,7 @@ class VolumeWriter:
 
     # -- applying -------------------------------------------------------------------
 
-    def apply(self, scan, old: dict[int, bytes] | None) -> None:
+    def apply(self, scan, old: dict[int, tuple] | None) -> None:
         """Write the changes ``scan`` (an MftScan, or anything with its ``hashes``,
         ``changed``, ``dirs``, ``record_size`` and ``records()``) found since ``old``."""
         db, seq, prev = self.db, self.seq, self.prev
@@ -216,15 +219,15 @@ class VolumeWriter:
         self._flush()
         # block hashes
         if old is None:
-            db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                           ((self.vid, b, seq, OPEN, h) for b, h in hashes.items()))
+            db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                           ((self.vid, b, seq, OPEN, h, t) for b, (h, t) in hashes.items()))
         else:
-            gone = [b for b, h in old.items() if hashes.get(b) != h]
+            gone = [b for b, ht in old.items() if hashes.get(b) != ht]
             db.executemany("UPDATE blocks SET last = ? WHERE volume_id = ? AND block = ? AND last = ?",
                            ((prev, self.vid, b, OPEN) for b in gone))
-            db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?)",
-                           ((self.vid, b, seq, OPEN, h) for b, h in hashes.items()
-                            if old.get(b) != h))
+            db.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?)",
+                           ((self.vid, b, seq, OPEN, h, t) for b, (h, t) in hashes.items()
+                            if old.get(b) != (h, t)))
         self.count += self.inserted - self.closed
 
     def _close(self, row_id: int) -> None:
@@ -328,7 +331,8 @@ def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int,
     ``unchanged(volume name, catalog id of the recovery point it was last indexed in)``
     may say the volume's bytes are the same there (its disk files have the same chunks):
     then its open rows simply stay open, and nothing is read."""
-    out = {"volumes": 0, "entries": 0, "changed_records": 0, "unchanged_volumes": 0, "errors": []}
+    out = {"volumes": 0, "entries": 0, "changed_records": 0, "unchanged_volumes": 0,
+           "mft_bytes_read": 0, "errors": []}
     for name, vol in sorted(volumes.items()):
         if isinstance(vol, Exception):
             out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {vol}")
@@ -349,6 +353,7 @@ def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int,
                 out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {e}")
                 continue
             count, orphans, changed = w.count, w.orphans, len(scan.changed)
+            out["mft_bytes_read"] += scan.bytes_read
         db.execute("INSERT INTO volume_rps VALUES (?, ?, ?, ?, ?)", (vid, seq, 0, count, orphans))
         db.execute("UPDATE volumes SET state_seq = ? WHERE id = ?", (seq, vid))
         out["volumes"] += 1
@@ -384,7 +389,7 @@ def update_index(repo, vm: str | None = None, *, only=None,
 
     directory = os.path.dirname(repo.catalog_path)
     summary = {"indexed": 0, "volumes": 0, "entries": 0, "changed_records": 0,
-               "unchanged_volumes": 0, "errors": [], "seconds": 0.0}
+               "unchanged_volumes": 0, "mft_bytes_read": 0, "errors": [], "seconds": 0.0}
     t0 = time.monotonic()
     with dbm.WriteLock(directory):
         db = dbm.connect(dbm.index_path(repo), write=True)
@@ -415,7 +420,8 @@ def update_index(repo, vm: str | None = None, *, only=None,
                         db.execute("ROLLBACK")
                         raise
                     summary["indexed"] += 1
-                    for k in ("volumes", "entries", "changed_records", "unchanged_volumes"):
+                    for k in ("volumes", "entries", "changed_records", "unchanged_volumes",
+                              "mft_bytes_read"):
                         summary[k] += r[k]
                     summary["errors"] += r["errors"]
                 if progress and todo:

@@ -30,9 +30,11 @@ Schema (version in ``PRAGMA user_version``):
   fingerprint)``: one row per name (hard links: one per link) per run of recovery points in
   which nothing about it changed. Times are NT ticks; ``ads`` is ``name:size`` joined by
   ``/``; ``fingerprint`` 16 bytes over the data attributes (scan.py).
-- ``blocks(volume_id, block, first, last, hash)``: the hash of each 16 KiB block of
-  ``$MFT``, with the same interval rule: the next recovery point re-reads only records of
-  blocks whose hash differs.
+- ``blocks(volume_id, block, first, last, hash, token)``: the hash of each 16 KiB block of
+  ``$MFT`` and, where the layers below can tell (provenance.py), a hash of the stored
+  chunks it comes from, with the same interval rule: the next recovery point does not
+  read a block whose token is unchanged, and parses only records of blocks whose hash
+  differs.
 """
 
 from __future__ import annotations
@@ -80,8 +82,8 @@ CREATE INDEX IF NOT EXISTS entries_dir ON entries (dir_id, name_id);
 CREATE INDEX IF NOT EXISTS entries_ref ON entries (volume_id, ref, last);
 CREATE TABLE IF NOT EXISTS blocks (
     volume_id INTEGER NOT NULL, block INTEGER NOT NULL, first INTEGER NOT NULL,
-    last INTEGER NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (volume_id, block, first))
-    WITHOUT ROWID;
+    last INTEGER NOT NULL, hash BLOB NOT NULL, token BLOB,
+    PRIMARY KEY (volume_id, block, first)) WITHOUT ROWID;
 """
 
 

@@ -28,6 +28,7 @@ from ntfs_reader.reparse import (
     IO_REPARSE_TAG_LX_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK,
 )
 from rpfs.errors import RpfsError
+from rpfs.index.provenance import pieces, split
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class MftScan:
     the previous indexed state; None: everything), in two passes so that memory holds only
     the directories, not every file:
 
-    1. ``__init__`` reads the whole $MFT once: the hash of every block (``hashes``), the
+    1. ``__init__`` reads the whole $MFT once (but for the 1 MiB pieces stored as the same
+       chunks as before, per provenance.py): the hash of every block (``hashes``), the
        numbers of the records in changed blocks plus the base records of changed extension
        records (``changed``), and the FileInfo of every changed directory (``dirs``);
     2. ``records()`` re-reads only the changed blocks and yields (number, FileInfo or None)
@@ -78,22 +80,34 @@ class MftScan:
     ``everything``: every block counts as changed (hashes are still computed).
     """
 
-    def __init__(self, volume, old: dict[int, bytes] | None, everything: bool = False):
+    def __init__(self, volume, old: dict[int, tuple] | None, everything: bool = False):
         self.volume = volume
         self.record_size = rs = volume.record_size
-        self.hashes: dict[int, bytes] = {}
+        self.hashes: dict[int, tuple] = {}      # block -> (content hash, token or None)
         self.changed: set[int] = set()
         self.dirs: dict[int, FileInfo] = {}
+        self.bytes_read = 0
         self._blocks: list[int] = []
         bases: set[int] = set()
         mft = volume._mft
         for off in range(0, mft.size, READ):
-            data = mft.read(off, min(READ, mft.size - off))
+            n = min(READ, mft.size - off)
+            found = pieces(mft, off, n)
+            tokens = ([blake3(repr(b).encode()).digest(16) for b in split(found, BLOCK)]
+                      if found is not None else [None] * -(-n // BLOCK))
+            first = off // BLOCK
+            if old is not None and not everything and found is not None and all(
+                    old.get(first + j, (None, None))[1] == t for j, t in enumerate(tokens)):
+                for j, t in enumerate(tokens):        # the same stored bytes: not read
+                    self.hashes[first + j] = (old[first + j][0], t)
+                continue
+            data = mft.read(off, n)
+            self.bytes_read += n
             for i in range(0, len(data), BLOCK):
                 block = (off + i) // BLOCK
                 h = blake3(data[i:i + BLOCK]).digest(16)
-                self.hashes[block] = h
-                if old is not None and old.get(block) == h and not everything:
+                self.hashes[block] = (h, tokens[i // BLOCK])
+                if old is not None and old.get(block, (None,))[0] == h and not everything:
                     continue
                 self._blocks.append(block)
                 for at in range(i, min(i + BLOCK, len(data)), rs):
