@@ -11,6 +11,7 @@ then applied to each candidate. Results stream: nothing is loaded whole.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -308,42 +309,39 @@ def file_history(tree, path: str, *, verify: bool = False,
     (a version = the same kind, size, modification time and data fingerprint; ``verify``
     also hashes the contents and splits versions whose bytes differ); ``absent``: the
     recovery points where the path does not exist."""
+    from rpfs.tree import RepoRecoveryPoint
+
     vm, volume, inner = split_path(tree, path)
     say = notice or (lambda text: log.warning("%s", text))
     repo = getattr(tree, "repo", None)
-    found: list[tuple] = []       # (rp, key, actual path)
-    absent: list[str] = []
-    if repo is None:
-        rps = [(None, tree.recovery_point)]
+    if repo is None:        # an image or folder: its one recovery point, never indexed
+        one = tree.recovery_point
+        points = [(getattr(one, "path", Path("")).name, None, lambda: one)]
     else:
-        rps = repo.recovery_points(vm)
-    indexed = {}
+        points = [(rp.name, rp.id, functools.partial(RepoRecoveryPoint, repo, rp))
+                  for rp in repo.recovery_points(vm)]
+    indexed: dict = {}
     db = dbm.connect(dbm.index_path(repo)) if repo is not None else None
-    try:
-        if db is not None:
-            indexed = _history_indexed(db, vm, volume, inner, {rp.id for rp in rps})
-    finally:
-        if db is not None:
+    if db is not None:
+        try:
+            indexed = _history_indexed(db, vm, volume, inner, {cid for _, cid, _ in points})
+        finally:
             db.close()
+    found: list[tuple] = []       # (recovery point, version key, path as found)
+    absent: list[str] = []
     walked = 0
-    from rpfs.tree import RepoRecoveryPoint
-    for item in rps:
-        if repo is None:
-            rp, source = None, item[1]
-        else:
-            rp, source = item, None
-        if rp is not None and rp.id in indexed:
-            hit = indexed[rp.id]
+    for name, cid, open_rp in points:
+        if cid in indexed:
+            hit = indexed[cid]
         else:
             walked += 1
-            hit = _history_lookup(source or RepoRecoveryPoint(repo, rp), volume, inner)
-        name = rp.name if rp is not None else getattr(source, "path", Path("")).name
+            hit = _history_lookup(open_rp(), volume, inner)
         if hit is None:
             absent.append(name)
         else:
             found.append((name, hit[0], hit[1]))
     if walked and repo is not None:
-        say(f"{walked} of {len(rps)} recovery points are not indexed: looked the file up in"
+        say(f"{walked} of {len(points)} recovery points are not indexed: looked the file up in"
             " each (`rpfs index REPO` builds the index)")
     if verify:
         found = [(name, key + (_content_hash(tree, vm, name, volume, actual),), actual)
