@@ -197,8 +197,8 @@ def test_cli_find_history_index(small_fixtures, tmp_path, fx):
     r = tmp_path / "r"
     rpfs("init", r)
     rpfs("backup", r, s1, "--time", RP1, "--no-index")
-    out = rpfs("backup", r, s2, "--time", RP2)
-    assert "indexed" in out.stderr.decode()
+    out = rpfs("backup", r, s2, "--time", RP2, "--json")
+    assert json.loads(out.stdout)["index"].startswith("indexed 6 volumes")
     path = "/Users/alice/Documents/notes.txt"
     h = rpfs("history", r, f"/{fx['vm']}/latest/volumes/{VOL}{path}")
     assert "1 of 2 recovery points are not indexed" in h.stderr.decode()

@@ -87,13 +87,14 @@ def cmd_backup(args) -> int:
     from rpfs.backup import backup
     with _open(args.repo) as repo:
         r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read)
+        note = None
         if not args.no_index:
             from rpfs.cli.index import index_after_backup
             note = index_after_backup(repo, r.vm, r.rp)
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps(r.as_dict()))
+        print(json.dumps({**r.as_dict(), "index": note}))
     else:
         ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
         print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"
