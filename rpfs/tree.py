@@ -305,6 +305,9 @@ class RepoRecoveryPoint(RecoveryPoint):
 class Tree:
     """The root of the namespace for one SOURCE, plus path resolution."""
 
+    repo = None             # the Repository, for a repository
+    recovery_point = None   # the one RecoveryPoint, for a VM folder or an image
+
     def __init__(self, root: Node, closer: Callable[[], None] | None = None,
                  kind: str = "image"):
         self.root = root
@@ -376,7 +379,9 @@ def open_source(source: str | os.PathLike) -> Tree:
     if path.is_dir() and (path / "catalog.sqlite").exists():
         return repo_tree(path)
     rp = FolderRecoveryPoint(path)
-    return Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
+    tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
+    tree.recovery_point = rp
+    return tree
 
 
 def repo_tree(path: Path | str) -> Tree:
@@ -391,6 +396,8 @@ def repo_tree(path: Path | str) -> Tree:
             newest = max(rps, key=lambda r: r.time)
             nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
                                  int(newest.time.timestamp() * 1e9), immutable=False))
+        from rpfs.index.versions import versions_dir
+        nodes += versions_dir(tree, vm)   # /<vm>/.versions, once the VM is indexed
         return nodes
 
     def vms() -> list[Node]:
@@ -398,5 +405,7 @@ def repo_tree(path: Path | str) -> Tree:
                 for vm in repo.vms()]
 
     # New recovery points appear while a mount is up: the root and VM directories refresh.
-    return Tree(StaticDir("", ("repo",), vms, ttl=REFRESH_SECONDS), closer=repo.close,
+    tree = Tree(StaticDir("", ("repo",), vms, ttl=REFRESH_SECONDS), closer=repo.close,
                 kind="repository")
+    tree.repo = repo
+    return tree

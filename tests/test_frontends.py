@@ -55,7 +55,7 @@ def test_export_refuses_what_is_not_a_disk(repo, tmp_path):
 def test_repository_paths_through_cli(repo, small_fixtures):
     assert rpfs("ls", repo, "/").stdout.decode().split() == ["web01"]
     rps = rpfs("ls", repo, "/web01").stdout.decode().split()
-    assert rps == ["2026-11-01T020000Z", "2026-11-02T020000Z", "latest"]
+    assert rps == [".versions", "2026-11-01T020000Z", "2026-11-02T020000Z", "latest"]
     manifest = small_fixtures.volumes["system-p3"].manifest["entries"]
     want = manifest["/Users/alice/Documents/report.docx"]["sha256"]
     data = rpfs("cat", repo, "/web01/2026-11-01T020000Z/volumes/system-p3/Users/alice/Documents/report.docx").stdout

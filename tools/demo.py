@@ -128,7 +128,10 @@ def main(argv=None) -> int:
         run("ls", "-l", repo, f"/{vm}/latest/volumes/{system}/Users")
         docs = f"/{vm}/latest/volumes/{system}/Users/alice/Documents"
         run("ls", repo, docs)
+        print("\n== Find files and their versions across recovery points (the index) ==")
         run("find", repo, "*report*", "--vm", vm)
+        run("find", repo, "setup.exe", "--type", "f", "--json")
+        run("history", repo, f"{docs}/notes.txt")
 
         print("\n== Item-level recovery: copy files out ==")
         run("restore", repo, docs, work / "restored")
@@ -142,6 +145,7 @@ def main(argv=None) -> int:
             try:
                 shell(f"ls {shlex.quote(str(mnt))}/{vm}")
                 shell(f"ls {shlex.quote(str(mnt))}/{vm}/latest/volumes/{system}")
+                shell(f"ls -l {shlex.quote(str(mnt))}/{vm}/.versions/{system}/Users/alice/Documents/notes.txt")
                 shell(f"cp -a {shlex.quote(str(mnt))}/{vm}/2026-11-01T020000Z/volumes/{system}"
                       f"/Users/alice/Documents {shlex.quote(str(work / 'from-mount'))}")
                 shell(f"diff -r {shlex.quote(str(work / 'from-mount'))} "

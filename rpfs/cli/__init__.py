@@ -16,7 +16,7 @@ from rpfs.errors import RpfsError
 
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",
-                   "rpfs.cli.serve"]
+                   "rpfs.cli.serve", "rpfs.cli.index"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,9 +1,7 @@
-"""Commands that read the namespace: ls, cat, info, find, restore."""
+"""Commands that read the namespace: ls, cat, info, restore (find: cli/index.py)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import fnmatch
 import json
 import stat as statmod
 import sys
@@ -34,15 +32,6 @@ def register(sub) -> None:
     p.add_argument("path", nargs="?", default="/")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("find", help="find files by name in every volume")
-    p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("pattern", help="shell pattern, matched case-insensitively against names "
-                                   "(or against the path inside the volume if it has a '/')")
-    p.add_argument("--vm", help="only this VM")
-    p.add_argument("--since", help="only recovery points at or after this date (ISO 8601)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_find)
 
     p = sub.add_parser("restore", help="copy a file or directory out of the namespace")
     p.add_argument("source", help=SOURCE_HELP)
@@ -174,72 +163,6 @@ def cmd_info(args) -> int:
         else:
             _print_info(info)
     return 1 if "error" in info else 0
-
-
-def _walk(node: Node, path: str, errors: list[str]):
-    try:
-        children = list(node.iterdir())
-    except RpfsError as e:
-        errors.append(f"{path}: {e}")
-        return
-    for child in children:
-        cpath = f"{path}/{child.name}"
-        yield child, cpath
-        if child.kind == "dir":
-            yield from _walk(child, cpath, errors)
-
-
-def cmd_find(args) -> int:
-    since = None
-    if args.since:
-        try:
-            since = dt.datetime.fromisoformat(args.since.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"--since: not an ISO 8601 date: {args.since}") from None
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=dt.timezone.utc)
-    pattern = args.pattern.lower()
-    by_path = "/" in pattern
-    errors: list[str] = []
-    found = []
-    with open_source(args.source) as tree:
-        if tree.kind == "repository":
-            rps = []
-            for vm in tree.root.iterdir():
-                if args.vm and vm.name != args.vm:
-                    continue
-                for rp in vm.iterdir():
-                    if rp.kind != "dir":
-                        continue
-                    if since and _rp_time(rp.name) < since:
-                        continue
-                    rps.append((f"/{vm.name}/{rp.name}", rp))
-        else:
-            rps = [("", tree.root)]
-        for prefix, rp in rps:
-            volumes = rp.child("volumes")
-            for vol in volumes.iterdir():
-                base = f"{prefix}/volumes/{vol.name}"
-                for node, path in _walk(vol, base, errors):
-                    inner = path[len(base):].lower()
-                    subject = inner if by_path else node.name.lower()
-                    if fnmatch.fnmatchcase(subject, pattern):
-                        found.append(path)
-                        if not args.json:
-                            _out(path)
-    if args.json:
-        json.dump(found, sys.stdout, indent=1, ensure_ascii=False)
-        sys.stdout.write("\n")
-    for e in errors:
-        print(f"rpfs: {e}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def _rp_time(name: str) -> dt.datetime:
-    try:
-        return dt.datetime.strptime(name, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
-    except ValueError:
-        return dt.datetime.max.replace(tzinfo=dt.timezone.utc)
 
 
 def cmd_restore(args) -> int:

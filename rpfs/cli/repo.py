@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--force-read", action="store_true",
                    help="read every file, even those whose size, times and inode say unchanged")
+    p.add_argument("--no-index", action="store_true",
+                   help="do not index the new recovery point's volumes (`rpfs index` does it later)")
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("list", help="list VMs, or the recovery points of one VM")
@@ -95,8 +97,14 @@ def cmd_backup(args) -> int:
     from rpfs.backup import backup
     with _open(args.repo) as repo:
         r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read)
+        note = None
+        if not args.no_index:
+            from rpfs.cli.index import index_after_backup
+            note = index_after_backup(repo, r.vm, r.rp)
+            if not args.json:
+                print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
     if args.json:
-        print(json.dumps(r.as_dict()))
+        print(json.dumps({**r.as_dict(), "index": note}))
     else:
         ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
         print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"

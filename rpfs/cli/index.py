@@ -1,0 +1,134 @@
+"""Commands of the metadata index: ``find``, ``history``, ``index``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rpfs.cli.browse import SOURCE_HELP, _out
+
+
+def register(sub) -> None:
+    p = sub.add_parser("find", help="find files by name in every recovery point (from the index)")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("pattern", help="shell pattern, case-insensitive like Windows, matched against"
+                                   " names (against the path inside the volume if it has a '/';"
+                                   " '*' stays within a component, '**' does not)")
+    p.add_argument("--regex", action="store_true", help="PATTERN is a regular expression"
+                                                        " (searched in the name, or the path if it has a '/')")
+    p.add_argument("--vm", help="only this VM")
+    p.add_argument("--since", help="only recovery points at or after this time (ISO 8601)")
+    p.add_argument("--until", help="only recovery points at or before this time (ISO 8601)")
+    p.add_argument("--size", help="+N larger than, -N smaller than, N exactly (K, M, G: binary)")
+    p.add_argument("--modified-after", metavar="TIME", help="modified at or after (ISO 8601)")
+    p.add_argument("--modified-before", metavar="TIME", help="modified at or before (ISO 8601)")
+    p.add_argument("--type", choices=["f", "d", "l"], help="files, directories or symlinks")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_find)
+
+    p = sub.add_parser("history", help="every version of one file across recovery points")
+    p.add_argument("source", help=SOURCE_HELP)
+    p.add_argument("path", help="/<vm>/<recovery point>/volumes/<volume>/<path>")
+    p.add_argument("--verify", action="store_true",
+                   help="also hash the contents (splits versions the metadata cannot tell apart)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("index", help="index the recovery points that are not indexed yet")
+    p.add_argument("repo")
+    p.add_argument("vm", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_index)
+
+
+def _notice(text: str) -> None:
+    print(f"rpfs: {text}", file=sys.stderr)
+
+
+def cmd_find(args) -> int:
+    from rpfs.index import find_entries
+    from rpfs.tree import open_source
+
+    found = 0
+    with open_source(args.source) as tree:
+        for hit in find_entries(tree, args.pattern, regex=args.regex, vm=args.vm,
+                                since=args.since, until=args.until, size=args.size,
+                                modified_after=args.modified_after,
+                                modified_before=args.modified_before, type=args.type,
+                                notice=_notice):
+            found += 1
+            if args.json:
+                sys.stdout.write(json.dumps(hit, ensure_ascii=False) + "\n")
+            else:
+                prefix = f"/{hit['vm']}/{hit['recovery_point']}" if hit["vm"] else ""
+                _out(f"{prefix}/volumes/{hit['volume']}{hit['path']}")
+    return 0 if found else 1
+
+
+def cmd_history(args) -> int:
+    from rpfs.index import file_history
+    from rpfs.tree import open_source
+
+    with open_source(args.source) as tree:
+        h = file_history(tree, args.path, verify=args.verify, notice=_notice)
+    if args.json:
+        json.dump(h["versions"], sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        for v in h["versions"]:
+            rps = v["recovery_points"]
+            span = rps[0] if len(rps) == 1 else f"{rps[0]} .. {rps[-1]} ({len(rps)} recovery points)"
+            _out(f"{v['modified'] or '?':<32} {v['size']:>14}  {v['path']}  in {span}")
+        if h["absent"]:
+            _out(f"absent in: {', '.join(str(a) for a in h['absent'])}")
+    return 0 if h["versions"] else 1
+
+
+def cmd_index(args) -> int:
+    from rpfs.index import update_index
+    from rpfs.progress import Progress
+    from rpfs.store import Repository
+
+    bar = None
+
+    class Counted(Progress):
+        def line(self, now=None) -> str:
+            return f"{self.label}: {self.done}/{self.total} recovery points"
+
+    def progress(what: str, done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None and not args.json:
+            bar = Counted(total, "index")
+        if bar is not None:
+            bar.label = f"index {what}"
+            bar.total = total
+            bar.update(done)
+
+    with Repository.open(args.repo) as repo:
+        r = update_index(repo, args.vm, progress=progress)
+    if bar is not None:
+        bar.close()
+    if args.json:
+        print(json.dumps(r, indent=1))
+    else:
+        for e in r["errors"]:
+            print(f"rpfs: {e}", file=sys.stderr)
+        print(f"indexed {r['indexed']} recovery points ({r['volumes']} volumes,"
+              f" {r['changed_records']} MFT records read) in {r['seconds']:.1f}s",
+              file=sys.stderr)
+    return 1 if r["errors"] else 0
+
+
+def index_after_backup(repo, vm: str, rp: str) -> str:
+    """What ``rpfs backup`` prints after indexing the recovery point it made."""
+    from rpfs.errors import RpfsError
+    from rpfs.index import update_index
+
+    try:
+        r = update_index(repo, vm, only=rp)
+    except RpfsError as e:   # the recovery point is stored all the same
+        return f"not indexed ({e}); `rpfs index` will retry"
+    for e in r["errors"]:
+        print(f"rpfs: index: {e}", file=sys.stderr)
+    return (f"indexed {r['volumes']} volumes ({r['changed_records']} MFT records read)"
+            f" in {r['seconds']:.1f}s")
