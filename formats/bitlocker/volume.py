@@ -6,6 +6,10 @@ the three FVE metadata areas and that header block read as zeros. Everything els
 decrypted in place with the IV of its own offset. Bytes at or past ``encrypted_size`` are
 still plaintext (a conversion that was paused or is under way encrypts from the start).
 This is the same view ``cryptsetup bitlkOpen`` gives, so exports can be checked against it.
+
+A volume encrypted with "used space only" (encrypt on write) may keep the moved boot sectors
+in the clear (Windows wrote them before any key existed): they are read as they are when
+they hold a boot sector in the clear.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from formats.bitlocker.metadata import METADATA_AREA, Metadata
 from rpfs.errors import FormatError
 from rpfs.stream import Stream
 
-CRYPT, ZEROS, MOVED = "crypt", "zeros", "moved"
+CRYPT, ZEROS, MOVED, PLAIN = "crypt", "zeros", "moved", "plain"
 
 
 class BitLockerVolume(Stream):
@@ -30,7 +34,8 @@ class BitLockerVolume(Stream):
         self.cipher = SectorCipher(meta.method, fvek, ss)
         self.encrypted_size = min(meta.encrypted_size, base.size) if meta.encrypted_size else base.size
         hs, ho = meta.header_size, meta.header_offset
-        special = [(0, hs, MOVED, ho), (ho, hs, ZEROS, 0)]
+        self.plain_header = meta.eow and _boot_sector(base.read(ho, 512))
+        special = [(0, hs, PLAIN if self.plain_header else MOVED, ho), (ho, hs, ZEROS, 0)]
         special += [(m, METADATA_AREA, ZEROS, 0) for m in sorted(set(meta.metadata_offsets))]
         special.sort()
         self._starts, self._ranges = [], []
@@ -64,6 +69,8 @@ class BitLockerVolume(Stream):
             stop = min(end, start + rlen)
             if kind == ZEROS:
                 out += bytes(stop - pos)
+            elif kind == PLAIN:
+                out += self.base.read(src + (pos - start), stop - pos)
             else:
                 out += self._physical(src + (pos - start), stop - pos)
             pos = stop
@@ -89,3 +96,7 @@ class BitLockerVolume(Stream):
         data = b"".join(parts)
         skip = phys % ss
         return data[skip:skip + length]
+
+
+def _boot_sector(sector: bytes) -> bool:
+    return len(sector) == 512 and sector[510:512] == b"\x55\xaa" and sector[0] in (0xEB, 0xE9)
