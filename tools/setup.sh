@@ -20,7 +20,7 @@ quiet() {
 
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
-      borgbackup wimtools make)
+      borgbackup wimtools make dislocker)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,4 +46,11 @@ if [[ ! -f $stamp || -n $(find pyproject.toml setup.py rpfs formats ntfs_reader 
   quiet .venv/bin/python -m pip install -q --upgrade pip
   quiet .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
+fi
+
+# cryptsetup's BitLocker test images (written by Windows) from Debian's cryptsetup source
+# package, into .cache/bitlk-images (adds a deb-src entry for the same mirror if none).
+if [[ ! -f .cache/bitlk-images/images.conf ]]; then
+  echo "setup: fetching cryptsetup's BitLocker test images"
+  .venv/bin/python -m tools.fixtures.bitlk_images >/dev/null
 fi

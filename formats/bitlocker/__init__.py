@@ -16,7 +16,8 @@ from formats.bitlocker.volume import BitLockerVolume
 from rpfs.errors import FormatError, LockedError
 from rpfs.stream import Stream
 
-__all__ = ["KeyRing", "BitLockerVolume", "is_bitlocker", "open_volume", "describe", "unwrap"]
+__all__ = ["KeyRing", "BitLockerVolume", "is_bitlocker", "open_volume", "describe", "unwrap",
+           "partition_info"]
 
 
 def is_bitlocker(stream: Stream) -> bool:
@@ -58,7 +59,7 @@ def unwrap(stream: Stream, keys: KeyRing | None = None) -> Stream:
 
 
 def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
-    """Version, method, state, protectors and whether ``keys`` unlock it."""
+    """Version, method, state, protectors and whether ``keys`` unlock it (never a key)."""
     keys = keys or NO_KEYS
     meta = _copies(stream)[0]
     out = {
@@ -67,13 +68,33 @@ def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
         "sector_size": meta.sector_size, "encrypted_size": meta.encrypted_size,
         "used_space_only": meta.eow, "volume_guid": str(meta.volume_guid),
         "description": meta.description,
-        "protectors": [{"type": p.name, "id": str(p.guid),
-                        "usable": p.usable} for p in meta.protectors],
+        "protectors": [{"type": p.name, "id": str(p.guid), "usable": p.usable}
+                       for p in meta.protectors],
     }
     try:
         open_volume(stream, keys)
         out["unlocked"] = True
     except LockedError as e:
         out["unlocked"] = False
-        out["locked_reason"] = str(e).split(": ", 1)[-1] if keys is not None else explain(meta, keys)
+        out["locked"] = str(e).split(": ", 1)[-1]
+    return out
+
+
+def partition_info(stream: Stream, keys: KeyRing | None, open_fs) -> dict:
+    """The ``rpfs info`` fields of a BitLocker partition: ``bitlocker`` (see ``describe``)
+    and, once unlocked, what ``open_fs`` finds in the decrypted volume."""
+    try:
+        out = {"bitlocker": describe(stream, keys), "filesystem": None}
+    except FormatError as e:
+        return {"filesystem": None, "error": f"BitLocker: {e}"}
+    if not out["bitlocker"]["unlocked"]:
+        out["note"] = out["bitlocker"].pop("locked")
+        return out
+    vol = open_fs(open_volume(stream, keys))
+    if isinstance(vol, Exception):
+        out["error"] = str(vol)
+    elif vol is None:
+        out["note"] = "BitLocker volume unlocked; no NTFS file system inside (export it raw)"
+    else:
+        out["filesystem"] = "ntfs"
     return out

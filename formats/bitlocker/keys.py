@@ -208,13 +208,13 @@ def unlock(meta: Metadata, keys: KeyRing) -> tuple[bytes, Protector]:
 
 def explain(meta: Metadata, keys: KeyRing) -> str:
     """One line: which protectors exist, and what to give (or why nothing can be given)."""
-    names = [p.name for p in meta.protectors]
+    names = [p.name if p.usable else f"{p.name} (cannot be used here)" for p in meta.protectors]
     have = ", ".join(dict.fromkeys(names)) or "none"
     usable = [p for p in meta.protectors if p.usable]
     if not usable:
         return (f"BitLocker volume is locked and has no protector rpfs can use (protectors: "
-                f"{have}; TPM and smart card keys can only be used on the machine or card "
-                "that holds them)")
+                f"{have}): TPM and smart card keys stay in the machine or card that holds "
+                "them; give the recovery password with --keys FILE")
     if not keys.keys:
         return (f"BitLocker volume is locked (protectors: {have}): give its recovery "
                 "password, password or .BEK file with --keys FILE")

@@ -14,6 +14,22 @@ from rpfs.restore import fsname, restore
 from rpfs.tree import Node, ns_to_iso, open_source
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
+KEYS_HELP = ("BitLocker: a file with one recovery password, password or .BEK file path per "
+             "line, tried on every encrypted volume")
+
+
+def add_keys_option(p) -> None:
+    p.add_argument("--keys", metavar="FILE", help=KEYS_HELP)
+
+
+def open_tree(args):
+    """``open_source`` with the keys of ``--keys`` (read once, kept in memory only)."""
+    keys = None
+    if getattr(args, "keys", None):
+        from formats.bitlocker import KeyRing
+
+        keys = KeyRing.load(args.keys)
+    return open_source(args.source, keys=keys)
 
 
 def register(sub) -> None:
@@ -22,17 +38,20 @@ def register(sub) -> None:
     p.add_argument("path", nargs="?", default="/")
     p.add_argument("-l", dest="long", action="store_true", help="long listing")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("cat", help="write a file (or file:stream) to standard output")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("path")
+    add_keys_option(p)
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("info", help="what a VM, recovery point, disk, volume or file is")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("path", nargs="?", default="/")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("find", help="find files by name in every volume")
@@ -42,6 +61,7 @@ def register(sub) -> None:
     p.add_argument("--vm", help="only this VM")
     p.add_argument("--since", help="only recovery points at or after this date (ISO 8601)")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_find)
 
     p = sub.add_parser("restore", help="copy a file or directory out of the namespace")
@@ -53,6 +73,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--dry-run", action="store_true", help="show what would be restored")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_restore)
 
 
@@ -89,7 +110,7 @@ def _out(text: str) -> None:
 
 def cmd_ls(args) -> int:
     failures = 0
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=not args.long)
         children = sorted(node.iterdir(), key=lambda n: n.name) if node.kind == "dir" else [node]
         if args.json:
@@ -116,7 +137,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cat(args) -> int:
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path)
         if node.kind == "dir":
             raise UsageError(f"{args.path}: is a directory")
@@ -162,7 +183,7 @@ def _print_info(obj, indent: int = 0) -> None:
 
 
 def cmd_info(args) -> int:
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=False)
         info = node.info()
         if node is tree.root:
@@ -202,7 +223,7 @@ def cmd_find(args) -> int:
     by_path = "/" in pattern
     errors: list[str] = []
     found = []
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         if tree.kind == "repository":
             rps = []
             for vm in tree.root.iterdir():
@@ -244,7 +265,7 @@ def _rp_time(name: str) -> dt.datetime:
 
 def cmd_restore(args) -> int:
     progress = Progress(0, "restore", enabled=False if args.json else None)
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=False)
         result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
                          overwrite=args.overwrite,

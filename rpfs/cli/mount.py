@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from rpfs.errors import RpfsError, UsageError
-from rpfs.tree import open_source
+from rpfs.cli.browse import add_keys_option, open_tree
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
 
@@ -27,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--allow-other", action="store_true",
                    help="let other users read the mount (guest ACLs are not enforced!)")
     p.add_argument("--debug-fuse", action="store_true", help=argparse_suppress())
+    add_keys_option(p)
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("umount", help="unmount an rpfs mount")
@@ -54,7 +55,7 @@ def cmd_mount(args) -> int:
     if args.foreground:
         from rpfs.fuse import mount
 
-        tree = open_source(args.source)
+        tree = open_tree(args)
         try:
             mount(tree, args.mountpoint, allow_other=args.allow_other, debug=args.debug_fuse)
         finally:
@@ -65,6 +66,11 @@ def cmd_mount(args) -> int:
     cmd = [sys.executable, "-m", "rpfs", "mount", "--foreground", args.source, args.mountpoint]
     if args.allow_other:
         cmd.append("--allow-other")
+    if args.keys:  # the file's name only: keys never reach a command line or process title
+        from formats.bitlocker import KeyRing
+
+        KeyRing.load(args.keys)  # a bad keys file is reported here, not by the child
+        cmd += ["--keys", os.path.abspath(args.keys)]
     child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                              start_new_session=True)
     deadline = time.monotonic() + 60
