@@ -1,5 +1,5 @@
 /* The per-block arithmetic of BitLocker's ciphers (see fvecrypt.py for the Python twins):
- * XTS tweak sequence, CBC chaining XOR and the Elephant diffuser.
+ * XTS tweak sequence, CBC chaining XOR, Elephant's sector key XOR and its diffuser.
  * AES itself is done by the caller with the `cryptography` package. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -80,7 +80,29 @@ static PyObject *cbc_xor(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* sector_key_xor(buf, keys, sector_size): each sector ^= its 32-byte key, repeated (Elephant) */
+static PyObject *sector_key_xor(PyObject *self, PyObject *args) {
+    Py_buffer buf, keys;
+    Py_ssize_t ss;
+    if (!PyArg_ParseTuple(args, "w*y*n", &buf, &keys, &ss)) return NULL;
+    if (check_sectors(buf.len, ss) < 0 || ss % 32 || keys.len < buf.len / ss * 32) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "too few sector keys");
+        PyBuffer_Release(&buf); PyBuffer_Release(&keys); return NULL;
+    }
+    unsigned char *p = buf.buf;
+    const unsigned char *k = keys.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t s = 0; s < buf.len / ss; s++)
+        for (Py_ssize_t j = 0; j < ss; j++) p[s * ss + j] ^= k[32 * s + (j & 31)];
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf); PyBuffer_Release(&keys);
+    Py_RETURN_NONE;
+}
+
 static const int ROT_A[4] = {9, 0, 13, 0}, ROT_B[4] = {0, 10, 0, 25};
+
+/* index i + k wrapped into [0, n) for 0 <= i < n and -n < k < n, without a division */
+static Py_ssize_t wrap(Py_ssize_t i, Py_ssize_t n) { return i < 0 ? i + n : (i >= n ? i - n : i); }
 
 static void diffuse(unsigned char *sector, Py_ssize_t ss, int decrypt) {
     uint32_t d[1024];
@@ -89,17 +111,17 @@ static void diffuse(unsigned char *sector, Py_ssize_t ss, int decrypt) {
     if (decrypt) {
         for (int c = 0; c < 3; c++)
             for (Py_ssize_t i = 0; i < n; i++)
-                d[i] += d[(i + 2) % n] ^ rotl(d[(i + 5) % n], ROT_B[i % 4]);
+                d[i] += d[wrap(i + 2, n)] ^ rotl(d[wrap(i + 5, n)], ROT_B[i & 3]);
         for (int c = 0; c < 5; c++)
             for (Py_ssize_t i = 0; i < n; i++)
-                d[i] += d[(i + n - 2) % n] ^ rotl(d[(i + n - 5) % n], ROT_A[i % 4]);
+                d[i] += d[wrap(i - 2, n)] ^ rotl(d[wrap(i - 5, n)], ROT_A[i & 3]);
     } else {
         for (int c = 0; c < 5; c++)
             for (Py_ssize_t i = n - 1; i >= 0; i--)
-                d[i] -= d[(i + n - 2) % n] ^ rotl(d[(i + n - 5) % n], ROT_A[i % 4]);
+                d[i] -= d[wrap(i - 2, n)] ^ rotl(d[wrap(i - 5, n)], ROT_A[i & 3]);
         for (int c = 0; c < 3; c++)
             for (Py_ssize_t i = n - 1; i >= 0; i--)
-                d[i] -= d[(i + 2) % n] ^ rotl(d[(i + 5) % n], ROT_B[i % 4]);
+                d[i] -= d[wrap(i + 2, n)] ^ rotl(d[wrap(i + 5, n)], ROT_B[i & 3]);
     }
     for (Py_ssize_t i = 0; i < n; i++) wr32(sector + 4 * i, d[i]);
 }
@@ -124,6 +146,7 @@ static PyObject *elephant_encrypt(PyObject *self, PyObject *args) { return eleph
 static PyMethodDef methods[] = {
     {"xts_xor", xts_xor, METH_VARARGS, "XOR with the XTS tweak sequence of each sector"},
     {"cbc_xor", cbc_xor, METH_VARARGS, "CBC chaining XOR after an ECB decryption"},
+    {"sector_key_xor", sector_key_xor, METH_VARARGS, "XOR each sector with its 32-byte key"},
     {"elephant_decrypt", elephant_decrypt, METH_VARARGS, "undo the Elephant diffusers B, A"},
     {"elephant_encrypt", elephant_encrypt, METH_VARARGS, "apply the Elephant diffusers A, B"},
     {NULL, NULL, 0, NULL}};

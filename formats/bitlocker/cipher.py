@@ -21,11 +21,6 @@ def _ecb(key: bytes, data, encrypt: bool) -> bytes:
     return ctx.update(data) + ctx.finalize()
 
 
-def _xor(a, b) -> bytearray:
-    n = len(a)
-    return bytearray((int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(n, "little"))
-
-
 def _offsets(first: int, count: int, step: int) -> bytes:
     """``count`` 16-byte little-endian numbers ``first, first+step, ...``."""
     return b"".join((first + i * step).to_bytes(16, "little") for i in range(count))
@@ -62,18 +57,11 @@ class SectorCipher:
         return _ecb(self.key, _offsets(offset, count, self.sector_size), True)
 
     def _sector_keys(self, offset: int, count: int) -> bytes:
-        """Elephant's sector key (32 bytes: AES of the offset, and of it with byte 15 set to
-        0x80) repeated across each sector."""
-        ss = self.sector_size
-        plain = bytearray()
-        for i in range(count):
-            o = bytearray((offset + i * ss).to_bytes(16, "little"))
-            plain += o
-            o[15] = 0x80
-            plain += o
-        enc = _ecb(self.tweak_key, bytes(plain), True)
-        reps = ss // 32
-        return b"".join(enc[32 * i:32 * i + 32] * reps for i in range(count))
+        """Elephant's 32-byte sector keys: AES of the offset, and of the offset with byte 15
+        set to 0x80."""
+        plain = b"".join(o + o[:15] + b"\x80" for o in
+                         ((offset + i * self.sector_size).to_bytes(16, "little") for i in range(count)))
+        return _ecb(self.tweak_key, plain, True)
 
     def decrypt(self, data, offset: int) -> bytearray:
         count = self._check(data, offset)
@@ -91,7 +79,7 @@ class SectorCipher:
         fvecrypt.cbc_xor(buf, data, self._ivs(offset, count), ss)
         if self.mode == "cbc-elephant":
             fvecrypt.elephant_decrypt(buf, ss)
-            buf = _xor(buf, self._sector_keys(offset, count))
+            fvecrypt.sector_key_xor(buf, self._sector_keys(offset, count), ss)
         return buf
 
     def encrypt(self, data, offset: int) -> bytes:
@@ -107,7 +95,7 @@ class SectorCipher:
             return bytes(buf)
         buf = bytearray(data)
         if self.mode == "cbc-elephant":
-            buf = _xor(buf, self._sector_keys(offset, count))
+            fvecrypt.sector_key_xor(buf, self._sector_keys(offset, count), ss)
             fvecrypt.elephant_encrypt(buf, ss)
         ivs = self._ivs(offset, count)
         out = bytearray()

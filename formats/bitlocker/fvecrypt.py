@@ -2,7 +2,7 @@
 
 AES itself always comes from ``cryptography`` (one ECB call over a whole read). What is left
 is per-block arithmetic that Python does slowly: the XTS tweak sequence, the CBC chaining
-XOR and the Elephant diffuser (which no library has). Each has a pure-Python twin below; the
+XOR, and Elephant's sector key XOR and diffuser (which no library has). Each has a pure-Python twin below; the
 extension ``_fvecrypt`` replaces them when it was built (tests check both against each
 other). The key stretch stays in Python: hashlib's SHA-256 is faster than a plain C one.
 """
@@ -43,6 +43,14 @@ def py_cbc_xor(buf: bytearray, ciphertext: bytes, ivs: bytes, sector_size: int) 
         prev[base + 16:base + sector_size] = ciphertext[base:base + sector_size - 16]
     n = len(buf)
     buf[:] = (int.from_bytes(buf, "little") ^ int.from_bytes(prev, "little")).to_bytes(n, "little")
+
+
+def py_sector_key_xor(buf: bytearray, keys: bytes, sector_size: int) -> None:
+    """Elephant: XOR each sector with its 32-byte sector key, repeated across the sector."""
+    reps = sector_size // 32
+    pad = b"".join(keys[32 * s:32 * s + 32] * reps for s in range(len(buf) // sector_size))
+    n = len(buf)
+    buf[:] = (int.from_bytes(buf, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
 
 
 def _rotl(x: int, r: int) -> int:
@@ -89,11 +97,12 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 
 try:
-    from formats.bitlocker._fvecrypt import cbc_xor, elephant_decrypt, elephant_encrypt, xts_xor
+    from formats.bitlocker._fvecrypt import (cbc_xor, elephant_decrypt, elephant_encrypt,
+                                             sector_key_xor, xts_xor)
     NATIVE = True
 except ImportError:  # built with optional=True: slower, same results
     warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
                   "the pure-Python helpers (slow)", RuntimeWarning, stacklevel=2)
     NATIVE = False
-    xts_xor, cbc_xor = py_xts_xor, py_cbc_xor
+    xts_xor, cbc_xor, sector_key_xor = py_xts_xor, py_cbc_xor, py_sector_key_xor
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
