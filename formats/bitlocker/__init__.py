@@ -10,7 +10,7 @@ partition comes back as it is, a BitLocker one decrypted (or an error saying wha
 
 from __future__ import annotations
 
-from formats.bitlocker.keys import NO_KEYS, KeyRing, LockedReason, explain, unlock
+from formats.bitlocker.keys import NO_KEYS, KeyRing, LockedReason, unlock
 from formats.bitlocker.metadata import Metadata, probe, read_copies
 from formats.bitlocker.volume import BitLockerVolume
 from rpfs.errors import FormatError, LockedError

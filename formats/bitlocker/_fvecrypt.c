@@ -1,5 +1,5 @@
 /* The per-block arithmetic of BitLocker's ciphers (see fvecrypt.py for the Python twins):
- * XTS tweak sequence, CBC chaining XOR, Elephant's sector key XOR and its diffuser.
+ * XTS tweak sequence, CBC chaining XOR, and Elephant's diffuser with its sector key XOR.
  * AES itself is done by the caller with the `cryptography` package. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -17,7 +17,7 @@ static uint64_t rd64(const unsigned char *p) {
     return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
 }
 static void wr64(unsigned char *p, uint64_t v) { wr32(p, (uint32_t)v); wr32(p + 4, (uint32_t)(v >> 32)); }
-static uint32_t rotl(uint32_t x, int r) { return r ? (x << r) | (x >> (32 - r)) : x; }
+static uint32_t rotl(uint32_t x, int r) { return (x << r) | (x >> ((32 - r) & 31)); }  /* r = 0: x */
 
 static int check_sectors(Py_ssize_t len, Py_ssize_t sector_size) {
     if (sector_size < 64 || sector_size % 16 || len % sector_size) {
@@ -80,64 +80,63 @@ static PyObject *cbc_xor(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* sector_key_xor(buf, keys, sector_size): each sector ^= its 32-byte key, repeated (Elephant) */
-static PyObject *sector_key_xor(PyObject *self, PyObject *args) {
-    Py_buffer buf, keys;
-    Py_ssize_t ss;
-    if (!PyArg_ParseTuple(args, "w*y*n", &buf, &keys, &ss)) return NULL;
-    if (check_sectors(buf.len, ss) < 0 || ss % 32 || keys.len < buf.len / ss * 32) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "too few sector keys");
-        PyBuffer_Release(&buf); PyBuffer_Release(&keys); return NULL;
-    }
-    unsigned char *p = buf.buf;
-    const unsigned char *k = keys.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t s = 0; s < buf.len / ss; s++)
-        for (Py_ssize_t j = 0; j < ss; j++) p[s * ss + j] ^= k[32 * s + (j & 31)];
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&buf); PyBuffer_Release(&keys);
-    Py_RETURN_NONE;
-}
-
 static const int ROT_A[4] = {9, 0, 13, 0}, ROT_B[4] = {0, 10, 0, 25};
 
 /* index i + k wrapped into [0, n) for 0 <= i < n and -n < k < n, without a division */
 static Py_ssize_t wrap(Py_ssize_t i, Py_ssize_t n) { return i < 0 ? i + n : (i >= n ? i - n : i); }
 
-static void diffuse(unsigned char *sector, Py_ssize_t ss, int decrypt) {
+/* The wrap-around is needed only for the first or last five words, so each pass is split
+ * into a short part with wrap() and a long one without. */
+static void diffuse(unsigned char *sector, Py_ssize_t ss, int decrypt, const unsigned char *key) {
     uint32_t d[1024];
-    Py_ssize_t n = ss / 4;
-    for (Py_ssize_t i = 0; i < n; i++) d[i] = rd32(sector + 4 * i);
+    Py_ssize_t n = ss / 4, i;
+    if (n < 16 || n > 1024) return;  /* callers check 64 <= ss <= 4096 */
+    for (i = 0; i < n; i++) d[i] = rd32(sector + 4 * i);
+    if (key && !decrypt)  /* encryption starts with the sector key */
+        for (i = 0; i < n; i++) d[i] ^= rd32(key + 4 * (i & 7));
     if (decrypt) {
-        for (int c = 0; c < 3; c++)
-            for (Py_ssize_t i = 0; i < n; i++)
-                d[i] += d[wrap(i + 2, n)] ^ rotl(d[wrap(i + 5, n)], ROT_B[i & 3]);
-        for (int c = 0; c < 5; c++)
-            for (Py_ssize_t i = 0; i < n; i++)
-                d[i] += d[wrap(i - 2, n)] ^ rotl(d[wrap(i - 5, n)], ROT_A[i & 3]);
+        for (int c = 0; c < 3; c++) {
+            for (i = 0; i < n - 5; i++) d[i] += d[i + 2] ^ rotl(d[i + 5], ROT_B[i & 3]);
+            for (; i < n; i++) d[i] += d[wrap(i + 2, n)] ^ rotl(d[wrap(i + 5, n)], ROT_B[i & 3]);
+        }
+        for (int c = 0; c < 5; c++) {
+            for (i = 0; i < 5; i++) d[i] += d[wrap(i - 2, n)] ^ rotl(d[wrap(i - 5, n)], ROT_A[i & 3]);
+            for (; i < n; i++) d[i] += d[i - 2] ^ rotl(d[i - 5], ROT_A[i & 3]);
+        }
     } else {
-        for (int c = 0; c < 5; c++)
-            for (Py_ssize_t i = n - 1; i >= 0; i--)
-                d[i] -= d[wrap(i - 2, n)] ^ rotl(d[wrap(i - 5, n)], ROT_A[i & 3]);
-        for (int c = 0; c < 3; c++)
-            for (Py_ssize_t i = n - 1; i >= 0; i--)
-                d[i] -= d[wrap(i + 2, n)] ^ rotl(d[wrap(i + 5, n)], ROT_B[i & 3]);
+        for (int c = 0; c < 5; c++) {
+            for (i = n - 1; i >= 5; i--) d[i] -= d[i - 2] ^ rotl(d[i - 5], ROT_A[i & 3]);
+            for (; i >= 0; i--) d[i] -= d[wrap(i - 2, n)] ^ rotl(d[wrap(i - 5, n)], ROT_A[i & 3]);
+        }
+        for (int c = 0; c < 3; c++) {
+            for (i = n - 1; i >= n - 5; i--)  /* here i + 5 >= n always */
+                d[i] -= d[wrap(i + 2, n)] ^ rotl(d[i + 5 - n], ROT_B[i & 3]);
+            for (; i >= 0; i--) d[i] -= d[i + 2] ^ rotl(d[i + 5], ROT_B[i & 3]);
+        }
     }
-    for (Py_ssize_t i = 0; i < n; i++) wr32(sector + 4 * i, d[i]);
+    if (key && decrypt)  /* decryption ends with it */
+        for (i = 0; i < n; i++) d[i] ^= rd32(key + 4 * (i & 7));
+    for (i = 0; i < n; i++) wr32(sector + 4 * i, d[i]);
 }
 
+/* elephant_decrypt/encrypt(buf, sector_size[, keys]): the diffusers, and with ``keys`` (32
+ * bytes per sector) the sector key XOR too, in one pass over each sector */
 static PyObject *elephant(PyObject *args, int decrypt) {
-    Py_buffer buf;
+    Py_buffer buf, keys = {0};
     Py_ssize_t ss;
-    if (!PyArg_ParseTuple(args, "w*n", &buf, &ss)) return NULL;
-    if (check_sectors(buf.len, ss) < 0 || ss > 4096) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "sector larger than 4096");
-        PyBuffer_Release(&buf); return NULL;
+    if (!PyArg_ParseTuple(args, "w*n|y*", &buf, &ss, &keys)) return NULL;
+    if (check_sectors(buf.len, ss) < 0 || ss > 4096 ||
+        (keys.buf && keys.len < buf.len / ss * 32)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "sector larger than 4096 or too few keys");
+        PyBuffer_Release(&buf); if (keys.buf) PyBuffer_Release(&keys); return NULL;
     }
+    const unsigned char *k = keys.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t off = 0; off < buf.len; off += ss) diffuse((unsigned char *)buf.buf + off, ss, decrypt);
+    for (Py_ssize_t off = 0, s = 0; off < buf.len; off += ss, s++)
+        diffuse((unsigned char *)buf.buf + off, ss, decrypt, k ? k + 32 * s : NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
+    if (keys.buf) PyBuffer_Release(&keys);
     Py_RETURN_NONE;
 }
 static PyObject *elephant_decrypt(PyObject *self, PyObject *args) { return elephant(args, 1); }
@@ -146,7 +145,6 @@ static PyObject *elephant_encrypt(PyObject *self, PyObject *args) { return eleph
 static PyMethodDef methods[] = {
     {"xts_xor", xts_xor, METH_VARARGS, "XOR with the XTS tweak sequence of each sector"},
     {"cbc_xor", cbc_xor, METH_VARARGS, "CBC chaining XOR after an ECB decryption"},
-    {"sector_key_xor", sector_key_xor, METH_VARARGS, "XOR each sector with its 32-byte key"},
     {"elephant_decrypt", elephant_decrypt, METH_VARARGS, "undo the Elephant diffusers B, A"},
     {"elephant_encrypt", elephant_encrypt, METH_VARARGS, "apply the Elephant diffusers A, B"},
     {NULL, NULL, 0, NULL}};

@@ -8,6 +8,9 @@ cipher object per sector, which would cap throughput far below the disk's.
 
 from __future__ import annotations
 
+import struct
+import threading
+
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from formats.bitlocker import fvecrypt
@@ -15,15 +18,36 @@ from formats.bitlocker.metadata import METHODS
 from rpfs.errors import FormatError
 
 
-def _ecb(key: bytes, data, encrypt: bool) -> bytes:
-    c = Cipher(algorithms.AES(key), modes.ECB())
-    ctx = c.encryptor() if encrypt else c.decryptor()
-    return ctx.update(data) + ctx.finalize()
+class _Ecb:
+    """AES-ECB under one key. ECB keeps no state between blocks, so each thread keeps its
+    own encryptor/decryptor and reuses it for every read (building one costs more than
+    decrypting 4 KiB)."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+        self._local = threading.local()
+
+    def _ctx(self, encrypt: bool):
+        name = "enc" if encrypt else "dec"
+        ctx = getattr(self._local, name, None)
+        if ctx is None:
+            c = Cipher(algorithms.AES(self.key), modes.ECB())
+            ctx = c.encryptor() if encrypt else c.decryptor()
+            setattr(self._local, name, ctx)
+        return ctx
+
+    def encrypt(self, data) -> bytes:
+        return self._ctx(True).update(data)
+
+    def decrypt(self, data) -> bytes:
+        return self._ctx(False).update(data)
 
 
 def _offsets(first: int, count: int, step: int) -> bytes:
-    """``count`` 16-byte little-endian numbers ``first, first+step, ...``."""
-    return b"".join((first + i * step).to_bytes(16, "little") for i in range(count))
+    """``count`` 16-byte little-endian numbers ``first, first+step, ...`` (below 2^64)."""
+    values = [0] * (2 * count)
+    values[0::2] = range(first, first + count * step, step)
+    return struct.pack(f"<{2 * count}Q", *values)
 
 
 class SectorCipher:
@@ -43,6 +67,8 @@ class SectorCipher:
         else:
             self.key = fvek[:klen]
             self.tweak_key = fvek[32:32 + klen] if self.mode == "cbc-elephant" else None
+        self._data = _Ecb(self.key)
+        self._tweak = _Ecb(self.tweak_key) if self.tweak_key else None
 
     def _check(self, data, offset: int) -> int:
         ss = self.sector_size
@@ -51,17 +77,20 @@ class SectorCipher:
         return len(data) // ss
 
     def _xts_tweaks(self, offset: int, count: int) -> bytes:
-        return _ecb(self.tweak_key, _offsets(offset // self.sector_size, count, 1), True)
+        return self._tweak.encrypt(_offsets(offset // self.sector_size, count, 1))
 
     def _ivs(self, offset: int, count: int) -> bytes:
-        return _ecb(self.key, _offsets(offset, count, self.sector_size), True)
+        return self._data.encrypt(_offsets(offset, count, self.sector_size))
 
     def _sector_keys(self, offset: int, count: int) -> bytes:
         """Elephant's 32-byte sector keys: AES of the offset, and of the offset with byte 15
         set to 0x80."""
-        plain = b"".join(o + o[:15] + b"\x80" for o in
-                         ((offset + i * self.sector_size).to_bytes(16, "little") for i in range(count)))
-        return _ecb(self.tweak_key, plain, True)
+        values = [0] * (4 * count)
+        offsets = range(offset, offset + count * self.sector_size, self.sector_size)
+        values[0::4] = offsets
+        values[2::4] = offsets
+        values[3::4] = [1 << 63] * count
+        return self._tweak.encrypt(struct.pack(f"<{4 * count}Q", *values))
 
     def decrypt(self, data, offset: int) -> bytearray:
         count = self._check(data, offset)
@@ -72,14 +101,13 @@ class SectorCipher:
             tw = self._xts_tweaks(offset, count)
             buf = bytearray(data)
             fvecrypt.xts_xor(buf, tw, ss)
-            buf = bytearray(_ecb(self.key, buf, False))
+            buf = bytearray(self._data.decrypt(buf))
             fvecrypt.xts_xor(buf, tw, ss)
             return buf
-        buf = bytearray(_ecb(self.key, data, False))
+        buf = bytearray(self._data.decrypt(data))
         fvecrypt.cbc_xor(buf, data, self._ivs(offset, count), ss)
         if self.mode == "cbc-elephant":
-            fvecrypt.elephant_decrypt(buf, ss)
-            fvecrypt.sector_key_xor(buf, self._sector_keys(offset, count), ss)
+            fvecrypt.elephant_decrypt(buf, ss, self._sector_keys(offset, count))
         return buf
 
     def encrypt(self, data, offset: int) -> bytes:
@@ -90,13 +118,12 @@ class SectorCipher:
             tw = self._xts_tweaks(offset, count)
             buf = bytearray(data)
             fvecrypt.xts_xor(buf, tw, ss)
-            buf = bytearray(_ecb(self.key, buf, True))
+            buf = bytearray(self._data.encrypt(buf))
             fvecrypt.xts_xor(buf, tw, ss)
             return bytes(buf)
         buf = bytearray(data)
         if self.mode == "cbc-elephant":
-            fvecrypt.sector_key_xor(buf, self._sector_keys(offset, count), ss)
-            fvecrypt.elephant_encrypt(buf, ss)
+            fvecrypt.elephant_encrypt(buf, ss, self._sector_keys(offset, count))
         ivs = self._ivs(offset, count)
         out = bytearray()
         for i in range(count):

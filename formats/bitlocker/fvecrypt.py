@@ -57,8 +57,9 @@ def _rotl(x: int, r: int) -> int:
     return ((x << r) | (x >> (32 - r))) & MASK32 if r else x
 
 
-def py_elephant_decrypt(buf: bytearray, sector_size: int) -> None:
-    """Undo the Elephant diffusers (B, then A) on every sector, in place."""
+def py_elephant_decrypt(buf: bytearray, sector_size: int, keys: bytes | None = None) -> None:
+    """Undo the Elephant diffusers (B, then A) on every sector, in place; then, with
+    ``keys`` (32 bytes per sector), XOR the sector keys."""
     n = sector_size // 4
     for base in range(0, len(buf), sector_size):
         d = list(struct.unpack_from(f"<{n}I", buf, base))
@@ -69,10 +70,15 @@ def py_elephant_decrypt(buf: bytearray, sector_size: int) -> None:
             for i in range(n):
                 d[i] = (d[i] + (d[i - 2] ^ _rotl(d[i - 5], ROT_A[i % 4]))) & MASK32
         struct.pack_into(f"<{n}I", buf, base, *d)
+    if keys is not None:
+        py_sector_key_xor(buf, keys, sector_size)
 
 
-def py_elephant_encrypt(buf: bytearray, sector_size: int) -> None:
-    """Apply the Elephant diffusers (A, then B) to every sector, in place."""
+def py_elephant_encrypt(buf: bytearray, sector_size: int, keys: bytes | None = None) -> None:
+    """With ``keys``, XOR the sector keys; then apply the Elephant diffusers (A, then B) to
+    every sector, in place."""
+    if keys is not None:
+        py_sector_key_xor(buf, keys, sector_size)
     n = sector_size // 4
     for base in range(0, len(buf), sector_size):
         d = list(struct.unpack_from(f"<{n}I", buf, base))
@@ -97,12 +103,11 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 
 try:
-    from formats.bitlocker._fvecrypt import (cbc_xor, elephant_decrypt, elephant_encrypt,
-                                             sector_key_xor, xts_xor)
+    from formats.bitlocker._fvecrypt import cbc_xor, elephant_decrypt, elephant_encrypt, xts_xor
     NATIVE = True
 except ImportError:  # built with optional=True: slower, same results
     warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
                   "the pure-Python helpers (slow)", RuntimeWarning, stacklevel=2)
     NATIVE = False
-    xts_xor, cbc_xor, sector_key_xor = py_xts_xor, py_cbc_xor, py_sector_key_xor
+    xts_xor, cbc_xor = py_xts_xor, py_cbc_xor
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt

@@ -60,9 +60,12 @@ class BitLockerVolume(Stream):
         self._ranges.append((start, length, kind, src))
 
     def _read(self, offset: int, length: int) -> bytes:
-        out = bytearray()
         end = offset + length
         i = bisect.bisect_right(self._starts, offset) - 1
+        start, rlen, kind, src = self._ranges[i]
+        if kind == CRYPT and end <= start + rlen:  # the common case: one range, no copies
+            return self._physical(src + (offset - start), length)
+        out = bytearray()
         pos = offset
         while pos < end:
             start, rlen, kind, src = self._ranges[i]
@@ -80,6 +83,8 @@ class BitLockerVolume(Stream):
     def _physical(self, phys: int, length: int) -> bytes:
         """``length`` decrypted bytes at ``phys`` on the underlying volume."""
         ss = self.sector_size
+        if not (phys | length) % ss and phys + length <= self.encrypted_size:
+            return bytes(self.cipher.decrypt(self.base.read(phys, length), phys))
         lo = phys - phys % ss
         hi = -(-(phys + length) // ss) * ss
         hi = min(hi, self.base.size - self.base.size % ss) if hi > self.base.size else hi
