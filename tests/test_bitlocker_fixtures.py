@@ -165,7 +165,7 @@ def test_backed_up_vm_through_the_mount(bl, vm_repo, tmp_path, small_fixtures):
         rpfs("umount", mp, check=False)
 
 
-def test_backed_up_vm_through_the_cli(bl, vm_repo, tmp_path):
+def test_backed_up_vm_through_the_cli(bl, vm_repo, tmp_path, small_fixtures):
     xts, eleph = bl.volumes["xts128"], bl.volumes["elephant128"]
     keys = keys_file(tmp_path / "keys.txt", key_of(xts, "recovery"))
     base = "/locked01/latest"
@@ -186,6 +186,13 @@ def test_backed_up_vm_through_the_cli(bl, vm_repo, tmp_path):
                         f"{base}/volumes/bitlocker-p2/compressed/random.bin", "--keys", str(keys)],
                        stdout=f, check=True)
     assert sha256(out) == xts.manifest["entries"]["/compressed/random.bin"]["sha256"]
+    # a plain volume exports raw too (the partition's bytes)
+    rpfs("export", vm_repo, f"{base}/volumes/bitlocker-p1", tmp_path / "p1.raw", "--format", "raw")
+    plain = small_fixtures.volumes["data-p1"].image.read_bytes()
+    got = (tmp_path / "p1.raw").read_bytes()
+    assert got[:len(plain)] == plain and not got[len(plain):].strip(b"\0")
+    r = rpfs("export", vm_repo, f"{base}/volumes/bitlocker-p1", tmp_path / "p1.vhdx", check=False)
+    assert r.returncode != 0 and "--format raw" in r.stderr
     # keys reach neither the repository nor its catalog
     secrets = [key_of(v, w).encode(enc) for v in (xts, eleph) for w in ("password", "recovery")
                for enc in ("utf-8", "utf-16-le")]
