@@ -25,6 +25,11 @@ CRYPT, ZEROS, MOVED, PLAIN = "crypt", "zeros", "moved", "plain"
 
 
 class BitLockerVolume(Stream):
+    """The decrypted volume over ``base`` (the partition), given its metadata and FVEK.
+
+    The volume is cut into ranges once: moved boot sectors, zero areas, and the rest
+    (decrypted in place); a read finds its first range by bisection."""
+
     def __init__(self, base: Stream, meta: Metadata, fvek: bytes):
         self.base = base
         self.meta = meta
@@ -63,7 +68,7 @@ class BitLockerVolume(Stream):
         end = offset + length
         i = bisect.bisect_right(self._starts, offset) - 1
         start, rlen, kind, src = self._ranges[i]
-        if kind == CRYPT and end <= start + rlen:  # the common case: one range, no copies
+        if kind == CRYPT and end <= start + rlen:  # the common case: inside one range
             return self._physical(src + (offset - start), length)
         out = bytearray()
         pos = offset
@@ -86,8 +91,7 @@ class BitLockerVolume(Stream):
         if not (phys | length) % ss and phys + length <= self.encrypted_size:
             return bytes(self.cipher.decrypt(self.base.read(phys, length), phys))
         lo = phys - phys % ss
-        hi = -(-(phys + length) // ss) * ss
-        hi = min(hi, self.base.size - self.base.size % ss) if hi > self.base.size else hi
+        hi = min(-(-(phys + length) // ss) * ss, self.base.size)
         parts = []
         if lo < self.encrypted_size:
             cut = min(hi, self.encrypted_size)
