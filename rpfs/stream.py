@@ -175,6 +175,11 @@ class SliceStream(Stream):
     def _read(self, offset: int, length: int) -> bytes:
         return self.base.read(self.offset + offset, length)
 
+    def readinto(self, offset: int, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - offset))
+        return self.base.readinto(self.offset + offset, view[:n]) if n else 0
+
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         end = self.size if length is None else min(self.size, offset + length)
         for e in self.base.extents(self.offset + offset, end - offset):

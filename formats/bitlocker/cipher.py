@@ -42,6 +42,26 @@ class _Ecb:
     def decrypt(self, data) -> bytes:
         return self._ctx(False).update(data)
 
+    def decrypt_into(self, data, out) -> None:
+        """Decrypt into ``out`` (at least len(data) + 15 bytes, as cryptography asks)."""
+        self._ctx(False).update_into(data, out)
+
+
+SCRATCH_MAX = 4 << 20  # reads larger than this allocate their own buffers
+_scratch = threading.local()
+
+
+def scratch(i: int, n: int) -> memoryview:
+    """Per-thread buffer ``i`` of at least ``n`` bytes, reused by every read: a fresh
+    128 KiB buffer per read costs more (page faults: malloc maps large blocks anew) than
+    decrypting it."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = [bytearray() for _ in range(3)]
+    if len(bufs[i]) < n:
+        bufs[i] = bytearray(max(n, 1 << 20))
+    return memoryview(bufs[i])
+
 
 def _offsets(first: int, count: int, step: int) -> bytes:
     """``count`` 16-byte little-endian numbers ``first, first+step, ...`` (below 2^64)."""
@@ -109,6 +129,32 @@ class SectorCipher:
         if self.mode == "cbc-elephant":
             fvecrypt.elephant_decrypt(buf, ss, self._sector_keys(offset, count))
         return buf
+
+    def decrypt_into(self, data, offset: int, out) -> None:
+        """Decrypt ``data`` (whole sectors at ``offset``) into the writable buffer ``out``
+        without allocating: the read path of the mount."""
+        count = self._check(data, offset)
+        n = len(data)
+        if count == 0:
+            return
+        if n > SCRATCH_MAX:
+            memoryview(out)[:n] = self.decrypt(data, offset)
+            return
+        ss = self.sector_size
+        plain = scratch(1, n + 16)
+        if self.mode == "xts":
+            tw = self._xts_tweaks(offset, count)
+            tmp = scratch(0, n)[:n]
+            tmp[:] = data
+            fvecrypt.xts_xor(tmp, tw, ss)
+            self._data.decrypt_into(tmp, plain)
+            fvecrypt.xts_xor(plain[:n], tw, ss)
+        else:
+            self._data.decrypt_into(data, plain)
+            fvecrypt.cbc_xor(plain[:n], data, self._ivs(offset, count), ss)
+            if self.mode == "cbc-elephant":
+                fvecrypt.elephant_decrypt(plain[:n], ss, self._sector_keys(offset, count))
+        memoryview(out)[:n] = plain[:n]
 
     def encrypt(self, data, offset: int) -> bytes:
         """The inverse of ``decrypt`` (used by the test-image writer, not on the read path)."""

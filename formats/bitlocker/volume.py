@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import bisect
 
-from formats.bitlocker.cipher import SectorCipher
+from formats.bitlocker.cipher import SCRATCH_MAX, SectorCipher, scratch
 from formats.bitlocker.metadata import METADATA_AREA, Metadata
 from rpfs.errors import FormatError
 from rpfs.stream import Stream
@@ -84,6 +84,24 @@ class BitLockerVolume(Stream):
             pos = stop
             i += 1
         return bytes(out)
+
+    def readinto(self, offset: int, buffer) -> int:
+        """Decrypts straight into ``buffer`` (how NTFS reads file data) when the range is
+        whole sectors inside one encrypted range; anything else goes through ``read``."""
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - offset))
+        ss = self.sector_size
+        if n and not (offset | n) % ss:
+            i = bisect.bisect_right(self._starts, offset) - 1
+            start, rlen, kind, src = self._ranges[i]
+            phys = src + (offset - start)
+            if (kind == CRYPT and offset + n <= start + rlen and phys + n <= self.encrypted_size
+                    and n <= SCRATCH_MAX):
+                data = scratch(2, n)[:n]
+                if self.base.readinto(phys, data) == n:
+                    self.cipher.decrypt_into(data, phys, view[:n])
+                    return n
+        return super().readinto(offset, view[:n])
 
     def _physical(self, phys: int, length: int) -> bytes:
         """``length`` decrypted bytes at ``phys`` on the underlying volume."""
