@@ -73,3 +73,9 @@ class UsageError(RpfsError):
 
     exit_code = 2
     errno = _errno.EINVAL
+
+
+class LockedError(RpfsError, PermissionError):
+    """An encrypted volume (BitLocker) that no key given unlocks. Never names a key."""
+
+    errno = _errno.EACCES

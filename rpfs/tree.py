@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from rpfs.errors import NotFoundError, RpfsError, UsageError
+from rpfs.errors import NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
 )
@@ -45,6 +45,7 @@ class RecoveryPoint:
 
     key: tuple = ()
     mtime_ns: int = 0
+    keys = None  # formats.bitlocker.KeyRing from --keys: unlocks BitLocker volumes
 
     def file_sizes(self) -> dict[str, int]:
         raise NotImplementedError
@@ -74,9 +75,11 @@ class RecoveryPoint:
         return disks
 
     @functools.cached_property
-    def volumes(self) -> dict[str, object]:
-        """``<disk>-p<N>`` -> (ntfs Volume or error, partition, disk stem)."""
+    def volume_streams(self) -> dict[str, object]:
+        """``<disk>-p<N>`` -> the partition's bytes as Windows presents them (BitLocker
+        volumes decrypted with ``self.keys``), or the error saying why they cannot be read."""
         import formats
+        from formats import bitlocker
 
         out: dict[str, object] = {}
         for stem, disk in sorted(self.disks.items()):
@@ -90,9 +93,28 @@ class RecoveryPoint:
             for part in table.partitions:
                 if not part.readable:
                     continue
-                vol = open_ntfs(part.stream)
-                if vol is not None:
-                    out[f"{stem}-p{part.number}"] = vol
+                try:
+                    out[f"{stem}-p{part.number}"] = bitlocker.unwrap(part.stream, self.keys)
+                except RpfsError as e:  # locked or damaged: listed, and says why
+                    out[f"{stem}-p{part.number}"] = e
+        return out
+
+    @functools.cached_property
+    def volumes(self) -> dict[str, object]:
+        """``<disk>-p<N>`` -> ntfs Volume or error (every NTFS or BitLocker volume)."""
+        from formats.bitlocker import BitLockerVolume
+
+        out: dict[str, object] = {}
+        for name, stream in self.volume_streams.items():
+            if isinstance(stream, Exception):
+                out[name] = stream
+                continue
+            vol = open_ntfs(stream)
+            if vol is None and isinstance(stream, BitLockerVolume):
+                vol = UnsupportedError(f"{name}: the decrypted BitLocker volume holds no NTFS "
+                                       "file system (export it with --format raw)")
+            if vol is not None:
+                out[name] = vol
         return out
 
     def describe(self) -> dict:
@@ -187,12 +209,13 @@ def disk_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
             nodes.append(BrokenNode(name, key + (name,), disk))
         else:
             nodes.append(StreamFile(name, key + (name,), disk.size, lambda d=disk: d,
-                                    rp.mtime_ns, functools.partial(disk_info, disk)))
+                                    rp.mtime_ns, functools.partial(disk_info, disk, rp.keys)))
     return nodes
 
 
-def disk_info(disk) -> dict:
+def disk_info(disk, keys=None) -> dict:
     import formats
+    from formats import bitlocker
 
     chain = [{"file": d.name, "format": d.format, "kind": d.kind} for d in disk.chain]
     out = {
@@ -207,7 +230,9 @@ def disk_info(disk) -> dict:
         for p in table.partitions:
             entry = {"number": p.number, "offset": p.offset, "size": p.size,
                      "type": p.type_name, "name": p.name, "readable": p.readable}
-            if p.readable:
+            if p.readable and bitlocker.is_bitlocker(p.stream):
+                entry.update(bitlocker.partition_info(p.stream, keys, open_ntfs))
+            elif p.readable:
                 vol = open_ntfs(p.stream)
                 entry["filesystem"] = ("ntfs" if vol is not None and not isinstance(vol, Exception)
                                        else None)
@@ -231,9 +256,11 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
     for name, vol in sorted(rp.volumes.items()):
         k = key + (name,)
         if isinstance(vol, Exception):
-            nodes.append(BrokenNode(name, k, vol, kind="dir"))
+            node = BrokenNode(name, k, vol, kind="dir")
         else:
-            nodes.append(volume_root(vol, name, k))
+            node = volume_root(vol, name, k)
+        node.volume_stream = rp.volume_streams.get(name, vol)  # for export --format raw
+        nodes.append(node)
     return nodes
 
 
@@ -279,9 +306,10 @@ class FolderRecoveryPoint(RecoveryPoint):
 
 
 class RepoRecoveryPoint(RecoveryPoint):
-    def __init__(self, repo, rp):
+    def __init__(self, repo, rp, keys=None):
         self.repo = repo
         self.rp = rp
+        self.keys = keys
         self.key = ("rp", rp.vm, rp.name)
         self.mtime_ns = int(rp.time.timestamp() * 1e9)
 
@@ -369,29 +397,32 @@ def lookup_child(parent: Node, name: str) -> Node:
         return ads(stream)
 
 
-def open_source(source: str | os.PathLike) -> Tree:
-    """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a Tree."""
+def open_source(source: str | os.PathLike, keys=None) -> Tree:
+    """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a
+    Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it."""
     if str(source).startswith("s3://"):
-        return repo_tree(str(source))
+        return repo_tree(str(source), keys)
     path = Path(source)
     if not path.exists():
         raise NotFoundError(f"{source}: no such file or directory")
     if path.is_dir() and (path / "catalog.sqlite").exists():
-        return repo_tree(path)
+        return repo_tree(path, keys)
     rp = FolderRecoveryPoint(path)
+    rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
     tree.recovery_point = rp
     return tree
 
 
-def repo_tree(path: Path | str) -> Tree:
+def repo_tree(path: Path | str, keys=None) -> Tree:
     from rpfs.store import Repository
 
     repo = Repository.open(path)
 
     def vm_children(vm: str) -> list[Node]:
         rps = repo.recovery_points(vm)
-        nodes: list[Node] = [RepoRecoveryPoint(repo, rp).node(rp.name, ("rp", vm, rp.name)) for rp in rps]
+        nodes: list[Node] = [RepoRecoveryPoint(repo, rp, keys).node(rp.name, ("rp", vm, rp.name))
+                             for rp in rps]
         if rps:
             newest = max(rps, key=lambda r: r.time)
             nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,

@@ -21,6 +21,8 @@ quiet() {
 DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
       borgbackup wimtools make 7zip
+      # BitLocker tests: an independent decrypter to cross-check the factory's writer
+      dislocker
       # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
       chromium unzip
       # a real S3 server for the tests (a single-node Ceph RADOS Gateway, ../shared/s3/s3-start.sh)
@@ -50,4 +52,11 @@ if [[ ! -f $stamp || -n $(find pyproject.toml setup.py rpfs formats ntfs_reader 
   quiet .venv/bin/python -m pip install -q --upgrade pip
   quiet .venv/bin/python -m pip install -q -e '.[test]'
   touch "$stamp"
+fi
+
+# cryptsetup's BitLocker test images (written by Windows) from Debian's cryptsetup source
+# package, into .cache/bitlk-images (adds a deb-src entry for the same mirror if none).
+if [[ ! -f .cache/bitlk-images/images.conf ]]; then
+  echo "setup: fetching cryptsetup's BitLocker test images"
+  .venv/bin/python -m tools.fixtures.bitlk_images >/dev/null
 fi

@@ -12,6 +12,26 @@ from rpfs.restore import fsname, restore
 from rpfs.tree import Node, ns_to_iso, open_source
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
+KEYS_HELP = ("BitLocker: a file with one recovery password, password or .BEK file path per "
+             "line, tried on every encrypted volume")
+
+
+def add_keys_option(p) -> None:
+    p.add_argument("--keys", metavar="FILE", help=KEYS_HELP)
+
+
+def load_keys(args):
+    """The BitLocker keys of ``--keys`` (read once, kept in memory only), or None."""
+    if not getattr(args, "keys", None):
+        return None
+    from formats.bitlocker import KeyRing
+
+    return KeyRing.load(args.keys)
+
+
+def open_tree(args):
+    """``open_source`` with the keys of ``--keys``."""
+    return open_source(args.source, keys=load_keys(args))
 
 
 def register(sub) -> None:
@@ -20,17 +40,20 @@ def register(sub) -> None:
     p.add_argument("path", nargs="?", default="/")
     p.add_argument("-l", dest="long", action="store_true", help="long listing")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_ls)
 
     p = sub.add_parser("cat", help="write a file (or file:stream) to standard output")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("path")
+    add_keys_option(p)
     p.set_defaults(func=cmd_cat)
 
     p = sub.add_parser("info", help="what a VM, recovery point, disk, volume or file is")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("path", nargs="?", default="/")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("restore", help="copy a file or directory out of the namespace")
@@ -42,6 +65,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--dry-run", action="store_true", help="show what would be restored")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_restore)
 
 
@@ -78,7 +102,7 @@ def _out(text: str) -> None:
 
 def cmd_ls(args) -> int:
     failures = 0
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=not args.long)
         children = sorted(node.iterdir(), key=lambda n: n.name) if node.kind == "dir" else [node]
         if args.json:
@@ -105,7 +129,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_cat(args) -> int:
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path)
         if node.kind == "dir":
             raise UsageError(f"{args.path}: is a directory")
@@ -151,7 +175,7 @@ def _print_info(obj, indent: int = 0) -> None:
 
 
 def cmd_info(args) -> int:
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=False)
         info = node.info()
         if node is tree.root:
@@ -167,7 +191,7 @@ def cmd_info(args) -> int:
 
 def cmd_restore(args) -> int:
     progress = Progress(0, "restore", enabled=False if args.json else None)
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=False)
         result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
                          overwrite=args.overwrite,

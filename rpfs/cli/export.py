@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from rpfs.cli.browse import SOURCE_HELP
+from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.cli.repo import parse_size
 from rpfs.errors import UsageError
 from rpfs.progress import Progress, human
@@ -24,13 +24,15 @@ FORMATS = ("vhdx", "vhd", "raw")
 def register(sub) -> None:
     p = sub.add_parser("export", help="export a virtual disk as VHDX, VHD or raw")
     p.add_argument("source", help=SOURCE_HELP)
-    p.add_argument("path", help="a disk: /<vm>/<rp>/disks/<disk>.raw (or /disks/<disk>.raw)")
+    p.add_argument("path", help="a disk: /<vm>/<rp>/disks/<disk>.raw (or /disks/<disk>.raw); "
+                                "a volume: /<vm>/<rp>/volumes/<disk>-p<N> (raw only)")
     p.add_argument("dest", help="file to write")
     p.add_argument("--format", choices=FORMATS, help="default: from DEST's suffix, else vhdx")
     p.add_argument("--fixed", action="store_true", help="fixed-size VHDX/VHD instead of dynamic")
     p.add_argument("--block-size", type=parse_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("export-vm", help="write a recovery point's VM files to a folder, as stored")
@@ -48,12 +50,16 @@ def cmd_export(args) -> int:
     fmt = args.format or next((f for f in FORMATS if args.dest.lower().endswith("." + f)), "vhdx")
     if os.path.exists(args.dest) and not args.force:
         raise UsageError(f"{args.dest}: exists (use --force to replace it)")
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         node = tree.resolve(args.path)
         parts = [p for p in args.path.split("/") if p]
-        if node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":
-            raise UsageError(f"{args.path}: not a disk (expected .../disks/<disk>.raw)")
-        disk = node.open()
+        if len(parts) >= 2 and parts[-2] == "volumes" and hasattr(node, "volume_stream"):
+            disk = _volume(node, fmt)  # a volume as Windows presents it (decrypted)
+        elif node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":
+            raise UsageError(f"{args.path}: not a disk or volume (expected .../disks/<disk>.raw "
+                             "or .../volumes/<disk>-p<N>)")
+        else:
+            disk = node.open()
         progress = Progress(disk.size, f"export {node.name}")
         start = time.monotonic()
         tmp = args.dest + ".rpfs-partial"
@@ -73,9 +79,18 @@ def cmd_export(args) -> int:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(f"exported {human(disk.size)} disk to {args.dest} ({fmt}, "
+        print(f"exported {human(disk.size)} {'volume' if parts[-2] == 'volumes' else 'disk'} to {args.dest} ({fmt}, "
               f"{human(summary['allocated'])} allocated) in {seconds:.1f} s", file=sys.stderr)
     return 0
+
+
+def _volume(node, fmt: str):
+    if fmt != "raw":
+        raise UsageError(f"{node.name}: a volume exports as a raw image only (--format raw)")
+    stream = node.volume_stream
+    if isinstance(stream, Exception):
+        raise stream
+    return stream
 
 
 def cmd_export_vm(args) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from rpfs.cli.browse import SOURCE_HELP, _out
+from rpfs.cli.browse import SOURCE_HELP, _out, add_keys_option, load_keys, open_tree
 
 
 def register(sub) -> None:
@@ -24,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--modified-before", metavar="TIME", help="modified at or before (ISO 8601)")
     p.add_argument("--type", choices=["f", "d", "l"], help="files, directories or symlinks")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_keys_option(p)
     p.set_defaults(func=cmd_find)
 
     p = sub.add_parser("history", help="every version of one file across recovery points")
@@ -32,12 +33,14 @@ def register(sub) -> None:
     p.add_argument("--verify", action="store_true",
                    help="also hash the contents (splits versions the metadata cannot tell apart)")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("index", help="index the recovery points that are not indexed yet")
     p.add_argument("repo")
     p.add_argument("vm", nargs="?")
     p.add_argument("--json", action="store_true")
+    add_keys_option(p)
     p.set_defaults(func=cmd_index)
 
 
@@ -47,10 +50,9 @@ def _notice(text: str) -> None:
 
 def cmd_find(args) -> int:
     from rpfs.index import find_entries
-    from rpfs.tree import open_source
 
     found = 0
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         for hit in find_entries(tree, args.pattern, regex=args.regex, vm=args.vm,
                                 since=args.since, until=args.until, size=args.size,
                                 modified_after=args.modified_after,
@@ -67,9 +69,8 @@ def cmd_find(args) -> int:
 
 def cmd_history(args) -> int:
     from rpfs.index import file_history
-    from rpfs.tree import open_source
 
-    with open_source(args.source) as tree:
+    with open_tree(args) as tree:
         h = file_history(tree, args.path, verify=args.verify, notice=_notice)
     if args.json:
         json.dump(h["versions"], sys.stdout, indent=1, ensure_ascii=False)
@@ -105,7 +106,7 @@ def cmd_index(args) -> int:
             bar.update(done)
 
     with Repository.open(args.repo) as repo:
-        r = update_index(repo, args.vm, progress=progress)
+        r = update_index(repo, args.vm, progress=progress, keys=load_keys(args))
     if bar is not None:
         bar.close()
     if args.json:
@@ -119,13 +120,13 @@ def cmd_index(args) -> int:
     return 1 if r["errors"] else 0
 
 
-def index_after_backup(repo, vm: str, rp: str) -> str:
+def index_after_backup(repo, vm: str, rp: str, keys=None) -> str:
     """What ``rpfs backup`` prints after indexing the recovery point it made."""
     from rpfs.errors import RpfsError
     from rpfs.index import update_index
 
     try:
-        r = update_index(repo, vm, only=rp)
+        r = update_index(repo, vm, only=rp, keys=keys)
     except RpfsError as e:   # the recovery point is stored all the same
         return f"not indexed ({e}); `rpfs index` will retry"
     for e in r["errors"]:

@@ -10,14 +10,14 @@ import os
 import select
 import shutil
 import signal
-import sys
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
 
 from rpfs.errors import RpfsError, UsageError
-from rpfs.tree import open_source
+from rpfs.cli.browse import add_keys_option, open_tree
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
 
@@ -30,6 +30,7 @@ def register(sub) -> None:
     p.add_argument("--allow-other", action="store_true",
                    help="let other users read the mount (guest ACLs are not enforced!)")
     p.add_argument("--debug-fuse", action="store_true", help=argparse_suppress())
+    add_keys_option(p)
     p.set_defaults(func=cmd_mount)
 
     p = sub.add_parser("umount", help="unmount an rpfs mount")
@@ -63,7 +64,7 @@ def cmd_mount(args) -> int:
 def _serve(args, ready=None) -> None:
     from rpfs.fuse import mount
 
-    tree = open_source(args.source)
+    tree = open_tree(args)
     try:
         mount(tree, args.mountpoint, allow_other=args.allow_other,
               debug=getattr(args, "debug_fuse", False), ready=ready)
@@ -78,6 +79,10 @@ def _daemon(args) -> int:
     import rpfs.fuse  # noqa: F401  (imported once, before the fork)
 
     _ask_passphrase(args.source)
+    if args.keys:  # a bad keys file is reported here, before the fork
+        from formats.bitlocker import KeyRing
+
+        KeyRing.load(args.keys)
     log = tempfile.NamedTemporaryFile(prefix="rpfs-mount-", suffix=".log", delete=False)
     r, w = os.pipe()
     pid = os.fork()

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from rpfs.cli.browse import add_keys_option, load_keys
 from rpfs.progress import human
 
 
@@ -30,6 +31,7 @@ def register(sub) -> None:
                    help="read every file, even those whose size, times and inode say unchanged")
     p.add_argument("--no-index", action="store_true",
                    help="do not index the new recovery point's volumes (`rpfs index` does it later)")
+    add_keys_option(p)
     p.set_defaults(func=cmd_backup)
 
     p = sub.add_parser("list", help="list VMs, or the recovery points of one VM")
@@ -100,7 +102,7 @@ def cmd_backup(args) -> int:
         note = None
         if not args.no_index:
             from rpfs.cli.index import index_after_backup
-            note = index_after_backup(repo, r.vm, r.rp)
+            note = index_after_backup(repo, r.vm, r.rp, load_keys(args))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
     if args.json:

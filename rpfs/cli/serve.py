@@ -7,9 +7,8 @@ import socket
 import sys
 from pathlib import Path
 
-from rpfs.cli.browse import SOURCE_HELP
+from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.errors import UsageError
-from rpfs.tree import open_source
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -22,6 +21,7 @@ def register(sub) -> None:
                         " Any address but loopback needs --token-file")
     p.add_argument("--token-file", metavar="FILE",
                    help="a file holding the token every request must carry (the page asks once)")
+    add_keys_option(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -68,7 +68,7 @@ def cmd_serve(args) -> int:
         raise UsageError(f"refusing to listen on {host} without --token-file (anyone who can "
                          "reach it could read every recovery point)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with open_source(args.source) as tree, \
+    with open_tree(args) as tree, \
             socket.create_server((host, port), family=family) as sock:  # errors: one line
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
                          loopback=loopback)

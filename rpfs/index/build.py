@@ -380,8 +380,9 @@ def same_disk_files(repo, rrp):
 
 
 def update_index(repo, vm: str | None = None, *, only=None,
-                 progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """Index every recovery point of ``vm`` (all VMs if None) that is not indexed yet.
+                 progress: Callable[[str, int, int], None] | None = None, keys=None) -> dict:
+    """Index every recovery point of ``vm`` (all VMs if None) that is not indexed yet
+    (``keys``: a ``formats.bitlocker.KeyRing`` for BitLocker volumes).
 
     ``only``: a recovery point name; just that one (and, if older ones of its VM are not
     indexed, nothing else: they come with the next ``rpfs index``). Returns counts."""
@@ -402,7 +403,7 @@ def update_index(repo, vm: str | None = None, *, only=None,
                 for i, rp in enumerate(todo):
                     if progress:
                         progress(f"{v}/{rp.name}", i, len(todo))
-                    rrp = RepoRecoveryPoint(repo, rp)
+                    rrp = RepoRecoveryPoint(repo, rp, keys)
                     db.execute("BEGIN IMMEDIATE")
                     try:
                         seq = (db.execute("SELECT max(seq) FROM rps WHERE vm = ?",

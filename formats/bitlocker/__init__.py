@@ -1,0 +1,100 @@
+"""BitLocker volumes: detection, unlocking with the user's keys, decryption as a stream.
+
+    is_bitlocker(stream) -> bool                  one 512-byte read
+    open_volume(stream, keys) -> BitLockerVolume  decrypted view; LockedError without a key
+    describe(stream, keys) -> dict                what ``rpfs info`` shows (never a key)
+
+A partition is passed through ``unwrap(stream, keys)`` before NTFS is looked for: a plain
+partition comes back as it is, a BitLocker one decrypted (or an error saying what to give).
+"""
+
+from __future__ import annotations
+
+from formats.bitlocker.keys import NO_KEYS, KeyRing, LockedReason, unlock
+from formats.bitlocker.metadata import Metadata, probe, read_copies
+from formats.bitlocker.volume import BitLockerVolume
+from rpfs.errors import FormatError, LockedError
+from rpfs.stream import Stream
+
+__all__ = ["KeyRing", "BitLockerVolume", "is_bitlocker", "open_volume", "describe", "unwrap",
+           "partition_info"]
+
+
+def is_bitlocker(stream: Stream) -> bool:
+    try:
+        return probe(stream) is not None
+    except FormatError:
+        return True  # recognised (e.g. Vista's version 1) but not readable
+
+
+def _copies(stream: Stream) -> list[Metadata]:
+    found = probe(stream)
+    if found is None:
+        raise FormatError("not a BitLocker volume", source=stream.name,
+                          structure="BitLocker volume header", offset=0)
+    return read_copies(stream, found)
+
+
+def open_volume(stream: Stream, keys: KeyRing | None = None) -> BitLockerVolume:
+    """The decrypted volume. Each metadata copy that parses is tried in turn, so damage to
+    one copy's key entries does not lock the volume."""
+    keys = keys or NO_KEYS
+    copies = _copies(stream)
+    reasons = []
+    for meta in copies:
+        try:
+            fvek, _ = unlock(meta, keys)
+        except LockedReason as e:
+            reasons.append(str(e))
+            continue
+        return BitLockerVolume(stream, meta, fvek)
+    raise LockedError(f"{stream.name}: {reasons[0]}")
+
+
+def unwrap(stream: Stream, keys: KeyRing | None = None) -> Stream:
+    """``stream`` itself if it is not BitLocker, else its decrypted view (or an error)."""
+    if not is_bitlocker(stream):
+        return stream
+    return open_volume(stream, keys)
+
+
+def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
+    """Version, method, state, protectors and whether ``keys`` unlock it (never a key)."""
+    keys = keys or NO_KEYS
+    meta = _copies(stream)[0]
+    out = {
+        "type": "BitLocker To Go" if meta.togo else "BitLocker",
+        "version": meta.version, "encryption": meta.method_name, "state": meta.state,
+        "sector_size": meta.sector_size, "encrypted_size": meta.encrypted_size,
+        "used_space_only": meta.eow, "volume_guid": str(meta.volume_guid),
+        "description": meta.description,
+        "protectors": [{"type": p.name, "id": str(p.guid), "usable": p.usable}
+                       for p in meta.protectors],
+    }
+    try:
+        open_volume(stream, keys)
+        out["unlocked"] = True
+    except LockedError as e:
+        out["unlocked"] = False
+        out["locked"] = str(e).split(": ", 1)[-1]
+    return out
+
+
+def partition_info(stream: Stream, keys: KeyRing | None, open_fs) -> dict:
+    """The ``rpfs info`` fields of a BitLocker partition: ``bitlocker`` (see ``describe``)
+    and, once unlocked, what ``open_fs`` finds in the decrypted volume."""
+    try:
+        out = {"bitlocker": describe(stream, keys), "filesystem": None}
+    except FormatError as e:
+        return {"filesystem": None, "error": f"BitLocker: {e}"}
+    if not out["bitlocker"]["unlocked"]:
+        out["note"] = out["bitlocker"].pop("locked")
+        return out
+    vol = open_fs(open_volume(stream, keys))
+    if isinstance(vol, Exception):
+        out["error"] = str(vol)
+    elif vol is None:
+        out["note"] = "BitLocker volume unlocked; no NTFS file system inside (export it raw)"
+    else:
+        out["filesystem"] = "ntfs"
+    return out

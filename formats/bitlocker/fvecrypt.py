@@ -1,0 +1,113 @@
+"""The byte-shuffling half of BitLocker's ciphers, in C when the extension is built.
+
+AES itself always comes from ``cryptography`` (one ECB call over a whole read). What is left
+is per-block arithmetic that Python does slowly: the XTS tweak sequence, the CBC chaining
+XOR, and Elephant's sector key XOR and diffuser (which no library has). Each has a pure-Python twin below; the
+extension ``_fvecrypt`` replaces them when it was built (tests check both against each
+other). The key stretch stays in Python: hashlib's SHA-256 is faster than a plain C one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import warnings
+
+MASK32 = 0xFFFFFFFF
+ROT_A = (9, 0, 13, 0)
+ROT_B = (0, 10, 0, 25)
+CYCLES_A, CYCLES_B = 5, 3
+STRETCH_ROUNDS = 0x100000
+
+
+def py_xts_xor(buf: bytearray, tweaks: bytes, sector_size: int) -> None:
+    """XOR each 16-byte block j of sector s with ``tweaks[s] * alpha^j`` in GF(2^128)."""
+    view = memoryview(buf)
+    for s in range(len(buf) // sector_size):
+        t = int.from_bytes(tweaks[16 * s:16 * s + 16], "little")
+        base = s * sector_size
+        for off in range(base, base + sector_size, 16):
+            block = int.from_bytes(view[off:off + 16], "little") ^ t
+            view[off:off + 16] = block.to_bytes(16, "little")
+            t <<= 1
+            if t >> 128:
+                t = (t & ((1 << 128) - 1)) ^ 0x87
+
+
+def py_cbc_xor(buf: bytearray, ciphertext: bytes, ivs: bytes, sector_size: int) -> None:
+    """CBC decryption's chaining: block j of sector s ^= ciphertext block j-1 (IV for j=0)."""
+    prev = bytearray(len(buf))
+    for s in range(len(buf) // sector_size):
+        base = s * sector_size
+        prev[base:base + 16] = ivs[16 * s:16 * s + 16]
+        prev[base + 16:base + sector_size] = ciphertext[base:base + sector_size - 16]
+    n = len(buf)
+    buf[:] = (int.from_bytes(buf, "little") ^ int.from_bytes(prev, "little")).to_bytes(n, "little")
+
+
+def py_sector_key_xor(buf: bytearray, keys: bytes, sector_size: int) -> None:
+    """Elephant: XOR each sector with its 32-byte sector key, repeated across the sector."""
+    reps = sector_size // 32
+    pad = b"".join(keys[32 * s:32 * s + 32] * reps for s in range(len(buf) // sector_size))
+    n = len(buf)
+    buf[:] = (int.from_bytes(buf, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (32 - r))) & MASK32 if r else x
+
+
+def py_elephant_decrypt(buf: bytearray, sector_size: int, keys: bytes | None = None) -> None:
+    """Undo the Elephant diffusers (B, then A) on every sector, in place; then, with
+    ``keys`` (32 bytes per sector), XOR the sector keys."""
+    n = sector_size // 4
+    for base in range(0, len(buf), sector_size):
+        d = list(struct.unpack_from(f"<{n}I", buf, base))
+        for _ in range(CYCLES_B):
+            for i in range(n):
+                d[i] = (d[i] + (d[(i + 2) % n] ^ _rotl(d[(i + 5) % n], ROT_B[i % 4]))) & MASK32
+        for _ in range(CYCLES_A):
+            for i in range(n):
+                d[i] = (d[i] + (d[i - 2] ^ _rotl(d[i - 5], ROT_A[i % 4]))) & MASK32
+        struct.pack_into(f"<{n}I", buf, base, *d)
+    if keys is not None:
+        py_sector_key_xor(buf, keys, sector_size)
+
+
+def py_elephant_encrypt(buf: bytearray, sector_size: int, keys: bytes | None = None) -> None:
+    """With ``keys``, XOR the sector keys; then apply the Elephant diffusers (A, then B) to
+    every sector, in place."""
+    if keys is not None:
+        py_sector_key_xor(buf, keys, sector_size)
+    n = sector_size // 4
+    for base in range(0, len(buf), sector_size):
+        d = list(struct.unpack_from(f"<{n}I", buf, base))
+        for _ in range(CYCLES_A):
+            for i in reversed(range(n)):
+                d[i] = (d[i] - (d[i - 2] ^ _rotl(d[i - 5], ROT_A[i % 4]))) & MASK32
+        for _ in range(CYCLES_B):
+            for i in reversed(range(n)):
+                d[i] = (d[i] - (d[(i + 2) % n] ^ _rotl(d[(i + 5) % n], ROT_B[i % 4]))) & MASK32
+        struct.pack_into(f"<{n}I", buf, base, *d)
+
+
+def stretch(initial: bytes, salt: bytes) -> bytes:
+    """BitLocker's key stretch: 2^20 rounds of SHA-256 over (last, initial, salt, count)."""
+    last = bytes(32)
+    sha = hashlib.sha256
+    tail = initial
+    pack = struct.Struct("<Q").pack
+    for count in range(STRETCH_ROUNDS):
+        last = sha(last + tail + salt + pack(count)).digest()
+    return last
+
+
+try:
+    from formats.bitlocker._fvecrypt import cbc_xor, elephant_decrypt, elephant_encrypt, xts_xor
+    NATIVE = True
+except ImportError:  # built with optional=True: slower, same results
+    warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
+                  "the pure-Python helpers (slow)", RuntimeWarning, stacklevel=2)
+    NATIVE = False
+    xts_xor, cbc_xor = py_xts_xor, py_cbc_xor
+    elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt

@@ -1,0 +1,183 @@
+"""cryptsetup's BitLocker images (written by Windows): every protector unlocks, and the
+exported volume is byte-identical to the sha256 cryptsetup records in images.conf.
+
+The images' data areas hold no real files, so they prove decryption and the layout of the
+volume (moved boot sectors, zeroed metadata areas), not browsing (see test_bitlocker_fixtures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from formats.bitlocker import BitLockerVolume, KeyRing, describe, open_volume
+from formats.bitlocker.keys import Key, recovery_key
+from formats.bitlocker.metadata import read_metadata
+from rpfs.cli import main
+from rpfs.errors import LockedError
+from rpfs.stream import FileStream
+from tools.fixtures import bitlk_images
+
+
+@pytest.fixture(scope="module")
+def images():
+    try:
+        d = bitlk_images.fetch()
+    except bitlk_images.Unavailable as e:
+        pytest.skip(f"cryptsetup's BitLocker images: {e}")
+    return d, bitlk_images.load_conf(d)
+
+
+def protectors(d, conf: dict) -> list[tuple[str, Key]]:
+    out = []
+    if conf.get("PW"):
+        out.append(("password", Key("password", conf["PW"].encode("utf-16-le"), 1)))
+    out.append(("recovery password", Key("recovery password", recovery_key(conf["RP"]), 1)))
+    if conf.get("SK_VMK_GUID"):
+        bek = d / f"{conf['SK_VMK_GUID'].upper()}.BEK"
+        out.append(("startup key", Key("startup key", bek.read_bytes(), 1)))
+    return out
+
+
+NAMES = ["bitlk-aes-cbc-128", "bitlk-aes-cbc-256", "bitlk-aes-xts-128", "bitlk-aes-xts-256",
+         "bitlk-aes-cbc-elephant-128", "bitlk-aes-cbc-elephant-256", "bitlk-togo-aes-cbc-128",
+         "bitlk-togo-aes-xts-128", "bitlk-clearkey-aes-cbc-128", "bitlk-aes-xts-128-new-entry",
+         "bitlk-aes-xts-128-smart-card", "bitlk-aes-xts-128-eow", "bitlk-aes-cbc-128-4k",
+         "bitlk-aes-xts-128-4k", "bitlk-aes-xts-128-startup-key",
+         "bitlk-aes-xts-128-startup-key-win11"]
+
+
+def test_list_is_complete(images):
+    d, conf = images
+    assert sorted(conf) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_protector_unlocks_the_same_key(images, name):
+    d, conf = images
+    c = conf[name]
+    stream = FileStream(d / f"{name}.img")
+    info = describe(stream)
+    kinds = {p["type"] for p in info["protectors"]}
+    keys = {}
+    for kind, key in protectors(d, c):
+        assert kind in kinds
+        vol = open_volume(stream, KeyRing([key]))
+        keys[kind] = (vol.cipher.key, vol.cipher.tweak_key)
+        assert vol.read(3, 8) in (b"NTFS    ", b"MSDOS5.0")
+    assert len(set(keys.values())) == 1, keys
+    if "clearkey" in name:  # suspended: opens with no key at all
+        assert open_volume(stream).cipher.key == next(iter(keys.values()))[0]
+    else:
+        with pytest.raises(LockedError) as e:
+            open_volume(stream)
+        assert "--keys FILE" in str(e.value)
+    if "smart-card" in name:
+        assert "smart card (cannot be used here)" in describe(stream)["locked"]
+
+
+def sha256_of(stream) -> str:
+    h = hashlib.sha256()
+    for off in range(0, stream.size, 4 << 20):
+        h.update(stream.read(off, 4 << 20))
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "clearkey" not in n and "eow" not in n])
+def test_decrypted_volume_matches_cryptsetup(images, name):
+    """The decrypted volume is what ``cryptsetup bitlkOpen`` maps, byte for byte."""
+    d, conf = images
+    c = conf[name]
+    vol = open_volume(FileStream(d / f"{name}.img"), KeyRing([protectors(d, c)[-1][1]]))
+    assert sha256_of(vol) == c["SHA256SUM"]
+
+
+@pytest.mark.parametrize("name", ["bitlk-aes-cbc-elephant-128", "bitlk-togo-aes-xts-128",
+                                  "bitlk-aes-xts-128-startup-key-win11"])
+def test_export_matches_cryptsetup(images, name, tmp_path):
+    """``rpfs export ... --format raw`` writes it too, keys taken from a keys file."""
+    d, conf = images
+    c = conf[name]
+    kind, key = protectors(d, c)[-1]  # the BEK where there is one, else the recovery password
+    keys = tmp_path / "keys.txt"
+    secret = {"startup key": str(d / f"{c.get('SK_VMK_GUID', '').upper()}.BEK"),
+              "recovery password": c["RP"]}[kind]
+    keys.write_text(f"# one per line\nnot the password\n{secret}\n")
+    out = tmp_path / "volume.raw"
+    assert main(["export", str(d / f"{name}.img"), f"/volumes/{name}-p0", str(out),
+                 "--format", "raw", "--keys", str(keys)]) == 0
+    h = hashlib.sha256()
+    with open(out, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    assert h.hexdigest() == c["SHA256SUM"]
+
+
+def test_clear_key_and_used_space_only(images):
+    """No sha256 in images.conf (cryptsetup refuses both): the moved boot sector must read
+    as an NTFS boot sector, and the rest decrypts like any volume of the same method."""
+    d, conf = images
+    for name in ("bitlk-clearkey-aes-cbc-128", "bitlk-aes-xts-128-eow"):
+        stream = FileStream(d / f"{name}.img")
+        key = protectors(d, conf[name])[0][1]
+        vol = open_volume(stream, KeyRing([key]))
+        assert isinstance(vol, BitLockerVolume)
+        boot = vol.read(0, 512)
+        assert boot[3:11] == b"NTFS    " and boot[510:] == b"\x55\xaa"
+        m = vol.meta
+        for off in m.metadata_offsets:
+            assert vol.read(off, 65536) == bytes(65536)
+        assert vol.read(m.header_offset, m.header_size) == bytes(m.header_size)
+
+
+def test_cli_errors_are_one_line_without_keys(images, tmp_path, capsys):
+    d, conf = images
+    name = "bitlk-aes-xts-128"
+    img = str(d / f"{name}.img")
+    wrong = tmp_path / "keys.txt"
+    secret = "correct horse battery staple"
+    wrong.write_text(f"{secret}\n111111-222222-333333-444444-555555-666666-777777-888888\n")
+    for extra, expect in (([], "give its recovery password, password or .BEK file with --keys FILE"),
+                          (["--keys", str(wrong)], "none of the 2 keys in")):
+        rc = main(["ls", img, f"/volumes/{name}-p0", *extra])
+        err = capsys.readouterr().err
+        assert rc != 0
+        assert err.count("\n") == 1 and expect in err, err
+        assert secret not in err and "111111" not in err
+    # a recovery-password-shaped line whose groups are not multiples of 11 is a password
+    assert KeyRing.load(wrong).keys[1].kind == "password"
+
+
+def test_damaged_metadata(images, tmp_path, capsys):
+    """One damaged copy: the others unlock. All three damaged: one line naming the structure."""
+    d, conf = images
+    name = "bitlk-aes-xts-128"
+    data = bytearray((d / f"{name}.img").read_bytes())
+    c = conf[name]
+    meta = read_metadata(FileStream(d / f"{name}.img"))
+    keys = tmp_path / "keys.txt"
+    keys.write_text(c["RP"] + "\n")
+    first = meta.metadata_offsets[0]
+    data[first + 64 + 48:first + 64 + 48 + 4096] = os.urandom(4096)  # entries of copy 1
+    img = tmp_path / f"{name}.img"
+    img.write_bytes(data)
+    assert main(["info", str(img), f"/volumes/{name}-p0", "--keys", str(keys)]) != 0  # no NTFS files
+    err = capsys.readouterr().err
+    assert "locked" not in err and "FVE" not in err  # unlocked from copy 2 or 3
+    for off in meta.metadata_offsets:
+        data[off:off + 8] = b"XXXXXXXX"
+    img.write_bytes(data)
+    rc = main(["ls", str(img), f"/volumes/{name}-p0", "--keys", str(keys)])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("\n") == 1
+    assert "all 3 copies of the FVE metadata are damaged" in err
+    assert c["RP"] not in err
+    img.write_bytes(data[:meta.metadata_offsets[0] + 100])  # truncated inside the metadata
+    rc = main(["ls", str(img), "/volumes", "--keys", str(keys)])
+    out = capsys.readouterr()
+    assert rc == 0 and f"{name}-p0" in out.out  # listed; opening it says why
+    rc = main(["ls", str(img), f"/volumes/{name}-p0", "--keys", str(keys)])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("\n") == 1 and "outside the volume" in err
