@@ -370,9 +370,12 @@ def same_disk_files(repo, rrp):
         if disk is None or isinstance(disk, Exception):
             return False
         paths = [d.name for d in disk.chain]
-        rows = repo.query(
-            "SELECT rp_id, path, size, chunk_map FROM files WHERE rp_id IN (?, ?)"
-            f" AND path IN ({','.join('?' * len(paths))})", [rrp.rp.id, other_id] + paths)
+        try:
+            rows = repo.query(
+                "SELECT rp_id, path, size, chunk_map FROM files WHERE rp_id IN (?, ?)"
+                f" AND path IN ({','.join('?' * len(paths))})", [rrp.rp.id, other_id] + paths)
+        except RpfsError:     # cannot tell: read the volume
+            return False
         mine = {p: (size, bytes(m)) for r, p, size, m in rows if r == rrp.rp.id}
         theirs = {p: (size, bytes(m)) for r, p, size, m in rows if r == other_id}
         return len(mine) == len(paths) and mine == theirs

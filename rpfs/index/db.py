@@ -144,7 +144,6 @@ def connect(path: str, *, write: bool = False) -> sqlite3.Connection | None:
         if write:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")   # a cache: a lost commit is re-indexed
-            db.execute("PRAGMA cache_size = -65536")    # 64 MiB: index pages of big builds
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise FormatError(f"index schema {version} is newer than this rpfs",
