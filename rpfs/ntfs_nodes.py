@@ -201,12 +201,14 @@ def _stream_size(s) -> int:
 
 
 class VolumeRoot(NtfsNode):
-    """The root directory of a volume, which also answers ``rpfs info`` for the volume."""
+    """The root directory of a volume, which also answers ``rpfs info`` for the volume.
+    ``volume_stream``: the volume's bytes as Windows presents them (``export --format raw``)."""
 
-    __slots__ = ("volume",)
+    __slots__ = ("volume", "volume_stream")
 
     def __init__(self, volume, name: str, key: tuple):
         self.volume = volume
+        self.volume_stream = None
         super().__init__(volume.root, key, name=name)
         self.key = key
 
