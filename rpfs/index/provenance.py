@@ -35,7 +35,8 @@ def _layers() -> dict:
     found = {}
     for module, name in (("formats.disk", "RawDisk"), ("formats.vhdx.reader", "VhdxDisk"),
                          ("ntfs_reader.datastream", "RunlistStream"),
-                         ("rpfs.store.repository", "StoredFile"), ("rpfs.stream", "SliceStream"),
+                         ("rpfs.store.repository", "StoredFile"),
+                         ("rpfs.store.readahead", "ReadAhead"), ("rpfs.stream", "SliceStream"),
                          ("rpfs.tree", "_LazyStream")):
         try:
             found[name] = getattr(importlib.import_module(module), name)
@@ -67,6 +68,8 @@ def _walk(stream, offset: int, length: int, out: list, depth: int) -> bool:
         return _walk(stream.base, stream.offset + offset, length, out, depth + 1)
     if kind is L["_LazyStream"]:
         return _walk(stream.stream, offset, length, out, depth + 1)
+    if kind is L["ReadAhead"]:
+        return _walk(stream.file, offset, length, out, depth + 1)
     if kind is L["RawDisk"]:
         return _walk(stream.source, offset, length, out, depth + 1)
     if kind is L["VhdxDisk"]:
