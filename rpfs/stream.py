@@ -176,6 +176,8 @@ class SliceStream(Stream):
         return self.base.read(self.offset + offset, length)
 
     def readinto(self, offset: int, buffer) -> int:
+        if offset < 0:
+            raise ValueError(f"negative read {offset} on {self.name}")
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self.size - offset))
         return self.base.readinto(self.offset + offset, view[:n]) if n else 0
