@@ -174,7 +174,32 @@ static PyObject *elephant(PyObject *args, int decrypt) {
 static PyObject *elephant_decrypt(PyObject *self, PyObject *args) { return elephant(args, 1); }
 static PyObject *elephant_encrypt(PyObject *self, PyObject *args) { return elephant(args, 0); }
 
+/* counters(first, count, step, elephant=False) -> count little-endian 128-bit numbers
+ * first, first + step, ... (the plaintext of XTS tweaks and CBC IVs); with ``elephant``
+ * each is followed by the same number with its top byte 0x80 (Elephant's sector key). */
+static PyObject *counters(PyObject *self, PyObject *args) {
+    unsigned long long first, step;
+    Py_ssize_t count;
+    int pair = 0;
+    if (!PyArg_ParseTuple(args, "KnK|p", &first, &count, &step, &pair)) return NULL;
+    Py_ssize_t width = pair ? 32 : 16;
+    if (count < 0 || count > PY_SSIZE_T_MAX / width) {
+        PyErr_SetString(PyExc_ValueError, "bad count");
+        return NULL;
+    }
+    PyObject *res = PyBytes_FromStringAndSize(NULL, count * width);
+    if (!res) return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(res);
+    for (Py_ssize_t i = 0; i < count; i++, p += width) {
+        uint64_t v = first + (uint64_t)i * step;
+        wr64(p, v); wr64(p + 8, 0);
+        if (pair) { wr64(p + 16, v); wr64(p + 24, (uint64_t)1 << 63); }
+    }
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"counters", counters, METH_VARARGS, "128-bit little-endian counters (tweaks, IVs)"},
     {"xts_xor", xts_xor, METH_VARARGS, "XOR with the XTS tweak sequence of each sector"},
     {"cbc_xor", cbc_xor, METH_VARARGS, "CBC chaining XOR after an ECB decryption"},
     {"elephant_decrypt", elephant_decrypt, METH_VARARGS, "undo the Elephant diffusers B, A"},
