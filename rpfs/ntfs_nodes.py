@@ -220,6 +220,7 @@ class VolumeRoot(NtfsNode):
             "version": v.version, "dirty": v.dirty, "cluster_size": v.cluster_size,
             "mft_record_size": v.record_size, "size": getattr(v, "size", None),
             "warnings": list(v.warnings),
+            **getattr(v.stream, "describe", dict)(),  # BitLocker: what encrypts the volume
         }
 
 

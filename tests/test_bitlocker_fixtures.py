@@ -178,6 +178,10 @@ def test_backed_up_vm_through_the_cli(bl, vm_repo, tmp_path, small_fixtures):
     assert [p["type"] for p in parts[2]["bitlocker"]["protectors"]] == ["password", "recovery password"]
     assert not parts[3]["bitlocker"]["unlocked"]
     assert parts[3]["bitlocker"]["encryption"] == "AES-CBC 128 + Elephant diffuser"
+    vol = json.loads(rpfs("info", vm_repo, f"{base}/volumes/bitlocker-p2", "--json",
+                          "--keys", keys).stdout)
+    assert vol["filesystem"] == "ntfs" and vol["bitlocker"]["encryption"] == "AES-XTS 128"
+    assert vol["bitlocker"]["unlocked"]
     r = rpfs("ls", vm_repo, f"{base}/volumes/bitlocker-p3", "--keys", keys, check=False)
     assert r.returncode != 0 and r.stderr.count("\n") == 1 and "none of the 1 key" in r.stderr
     out = tmp_path / "random.bin"

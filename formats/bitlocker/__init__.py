@@ -58,11 +58,9 @@ def unwrap(stream: Stream, keys: KeyRing | None = None) -> Stream:
     return open_volume(stream, keys)
 
 
-def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
-    """Version, method, state, protectors and whether ``keys`` unlock it (never a key)."""
-    keys = keys or NO_KEYS
-    meta = _copies(stream)[0]
-    out = {
+def summary(meta: Metadata) -> dict:
+    """What one metadata block says, for ``rpfs info`` (never a key)."""
+    return {
         "type": "BitLocker To Go" if meta.togo else "BitLocker",
         "version": meta.version, "encryption": meta.method_name, "state": meta.state,
         "sector_size": meta.sector_size, "encrypted_size": meta.encrypted_size,
@@ -71,6 +69,12 @@ def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
         "protectors": [{"type": p.name, "id": str(p.guid), "usable": p.usable}
                        for p in meta.protectors],
     }
+
+
+def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
+    """Version, method, state, protectors and whether ``keys`` unlock it (never a key)."""
+    keys = keys or NO_KEYS
+    out = summary(_copies(stream)[0])
     try:
         open_volume(stream, keys)
         out["unlocked"] = True

@@ -8,7 +8,6 @@ cipher object per sector, which would cap throughput far below the disk's.
 
 from __future__ import annotations
 
-import struct
 import threading
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -63,13 +62,6 @@ def scratch(i: int, n: int) -> memoryview:
     return memoryview(bufs[i])
 
 
-def _offsets(first: int, count: int, step: int) -> bytes:
-    """``count`` 16-byte little-endian numbers ``first, first+step, ...`` (below 2^64)."""
-    values = [0] * (2 * count)
-    values[0::2] = range(first, first + count * step, step)
-    return struct.pack(f"<{2 * count}Q", *values)
-
-
 class SectorCipher:
     """``decrypt``/``encrypt`` whole sectors that start at byte ``offset`` of the volume."""
 
@@ -97,20 +89,15 @@ class SectorCipher:
         return len(data) // ss
 
     def _xts_tweaks(self, offset: int, count: int) -> bytes:
-        return self._tweak.encrypt(_offsets(offset // self.sector_size, count, 1))
+        return self._tweak.encrypt(fvecrypt.counters(offset // self.sector_size, count, 1))
 
     def _ivs(self, offset: int, count: int) -> bytes:
-        return self._data.encrypt(_offsets(offset, count, self.sector_size))
+        return self._data.encrypt(fvecrypt.counters(offset, count, self.sector_size))
 
     def _sector_keys(self, offset: int, count: int) -> bytes:
         """Elephant's 32-byte sector keys: AES of the offset, and of the offset with byte 15
         set to 0x80."""
-        values = [0] * (4 * count)
-        offsets = range(offset, offset + count * self.sector_size, self.sector_size)
-        values[0::4] = offsets
-        values[2::4] = offsets
-        values[3::4] = [1 << 63] * count
-        return self._tweak.encrypt(struct.pack(f"<{4 * count}Q", *values))
+        return self._tweak.encrypt(fvecrypt.counters(offset, count, self.sector_size, True))
 
     def decrypt(self, data, offset: int) -> bytearray:
         count = self._check(data, offset)

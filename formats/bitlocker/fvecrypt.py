@@ -91,6 +91,20 @@ def py_elephant_encrypt(buf: bytearray, sector_size: int, keys: bytes | None = N
         struct.pack_into(f"<{n}I", buf, base, *d)
 
 
+def py_counters(first: int, count: int, step: int, elephant: bool = False) -> bytes:
+    """``count`` 16-byte little-endian numbers ``first, first+step, ...`` (the plaintext of
+    XTS tweaks and CBC IVs); with ``elephant`` each is followed by the same number with its
+    byte 15 set to 0x80 (Elephant's sector key)."""
+    width = 4 if elephant else 2
+    values = [0] * (width * count)
+    numbers = range(first, first + count * step, step)
+    values[0::width] = numbers
+    if elephant:
+        values[2::4] = numbers
+        values[3::4] = [1 << 63] * count
+    return struct.pack(f"<{width * count}Q", *values)
+
+
 def stretch(initial: bytes, salt: bytes) -> bytes:
     """BitLocker's key stretch: 2^20 rounds of SHA-256 over (last, initial, salt, count)."""
     last = bytes(32)
@@ -103,11 +117,12 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 
 try:
-    from formats.bitlocker._fvecrypt import cbc_xor, elephant_decrypt, elephant_encrypt, xts_xor
+    from formats.bitlocker._fvecrypt import (cbc_xor, counters, elephant_decrypt,
+                                             elephant_encrypt, xts_xor)
     NATIVE = True
 except ImportError:  # built with optional=True: slower, same results
     warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
                   "the pure-Python helpers (slow)", RuntimeWarning, stacklevel=2)
     NATIVE = False
-    xts_xor, cbc_xor = py_xts_xor, py_cbc_xor
+    xts_xor, cbc_xor, counters = py_xts_xor, py_cbc_xor, py_counters
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt

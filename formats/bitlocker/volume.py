@@ -60,6 +60,13 @@ class BitLockerVolume(Stream):
         if pos < self.size:
             self._add(pos, self.size - pos, CRYPT, pos)
 
+    def describe(self) -> dict:
+        """For ``rpfs info`` on the volume: what encrypts it (it is unlocked, or we would
+        not be reading it)."""
+        from formats.bitlocker import summary
+
+        return {"bitlocker": {**summary(self.meta), "unlocked": True}}
+
     def _add(self, start, length, kind, src):
         self._starts.append(start)
         self._ranges.append((start, length, kind, src))

@@ -22,7 +22,7 @@ FORMATS = ("vhdx", "vhd", "raw")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a virtual disk as VHDX, VHD or raw")
+    p = sub.add_parser("export", help="export a virtual disk as VHDX, VHD or raw, or a volume as raw")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("path", help="a disk: /<vm>/<rp>/disks/<disk>.raw (or /disks/<disk>.raw); "
                                 "a volume: /<vm>/<rp>/volumes/<disk>-p<N> (raw only)")
@@ -79,7 +79,8 @@ def cmd_export(args) -> int:
         json.dump(summary, sys.stdout)
         sys.stdout.write("\n")
     else:
-        print(f"exported {human(disk.size)} {'volume' if parts[-2] == 'volumes' else 'disk'} to {args.dest} ({fmt}, "
+        what = "volume" if parts[-2] == "volumes" else "disk"
+        print(f"exported {human(disk.size)} {what} to {args.dest} ({fmt}, "
               f"{human(summary['allocated'])} allocated) in {seconds:.1f} s", file=sys.stderr)
     return 0
 
