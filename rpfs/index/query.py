@@ -290,8 +290,14 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
 
 def split_path(tree, path: str) -> tuple[str | None, str, str]:
     """``/<vm>/<rp>/volumes/<vol>/<inner>`` (or ``volumes/<vol>/<inner>`` for an image or
-    folder) -> (vm, volume, inner path)."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
+    folder) -> (vm, volume, inner path); ``..`` goes up as in ``Tree.resolve`` (never above
+    the root)."""
+    parts: list[str] = []
+    for p in path.split("/"):
+        if p == "..":
+            del parts[-1:]
+        elif p not in ("", "."):
+            parts.append(p)
     if getattr(tree, "repo", None) is not None:
         if len(parts) < 5 or parts[2] != "volumes":
             raise UsageError(f"{path}: not a file under /<vm>/<recovery point>/volumes/<volume>/")
@@ -355,6 +361,8 @@ def file_history(tree, path: str, *, verify: bool = False,
             if verify:
                 v["blake2b"] = key[-1]
         v["recovery_points"].append(name)
+    if not versions:
+        raise NotFoundError(f"{path}: in no recovery point")
     return {"vm": vm, "volume": volume, "path": inner, "versions": list(versions.values()),
             "absent": absent}
 

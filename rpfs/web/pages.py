@@ -232,7 +232,8 @@ async def history(request: Request):
     for v in result["versions"]:
         v["links"] = [(rp, f"/{parts[0]}/{rp}/{inner}") for rp in v["recovery_points"]]
     return page(request, "history.html", title=f"versions of {parts[-1]} — rpfs", path=path,
-                crumbs=crumbs(path), vm=parts[0], inner=inner, **result)
+                crumbs=crumbs(path), vm=parts[0], inner=inner, versions=result["versions"],
+                absent=result["absent"])
 
 
 def error_page(request: Request, error: Exception, status: int):
