@@ -14,7 +14,8 @@ Three ways to see the volume:
 
 and on each: mount to first listing, ``cat`` of each big file, ``cp -r`` of the small files,
 1,000 random 4 KiB preads of the random file; plus ``rpfs restore`` of the small files from
-the repository and from the VHDX against ``7zz x`` of them from the VHDX.
+the repository and from the VHDX against ``7zz x`` of them from the VHDX, written to --dest
+(a tmpfs by default) and to the repository's own file system.
 
 Part ``system``: the factory's system volume (fixture set ``small``, dynamic VHDX, volume
 system-p3 with its 50,000-entry directory), mounted as an image by rpfs and by the peer:
