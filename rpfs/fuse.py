@@ -364,11 +364,12 @@ class Operations(pyfuse3.Operations):
                 await self._run(_attrs_of, None, batch)
         by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
         nodes, sent, reply = self._node, listing.sent, pyfuse3.readdir_reply
+        upgrade = listing.stat_wanted  # else no child's attributes were computed
         for i in range(start_id, len(entries)):  # the hot loop of a warm listing
             e = sent[i]
             if e is not None and e.st_ino in nodes:  # sent before, its inode still known
                 ino = e.st_ino
-                if not e.attr_timeout:  # a stub then: complete now?
+                if upgrade and not e.attr_timeout:  # a stub then: complete now?
                     full = attrs.get(ino)
                     if full is None:
                         a = nodes[ino].attr_if_known()

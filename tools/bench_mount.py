@@ -138,19 +138,32 @@ class Peer:
                 fn()
             except Exception as e:  # keep undoing the rest
                 log(f"{self.name}: cleanup: {e}")
+        for _ in range(100):  # a daemon still exiting would count in the next mount's RSS
+            if not self.pids():
+                break
+            time.sleep(0.1)
 
-    def rss(self) -> int:
-        """Resident bytes of the processes serving this peer's mounts (by mount point in
-        their command line)."""
-        dirs = [str(d) for d in self.work.glob(f"{self.name}-*")]
-        total = 0
+    def pids(self) -> list[str]:
+        """The processes serving this peer's mounts (by mount point in their command line)."""
+        dirs = [str(self.work / f"{self.name}-{n}") for n in ("mnt", "vhdi", "ntfs", "fsntfs")]
+        out = []
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-                if pid != str(os.getpid()) and any(d in cmd.split("\0") for d in dirs):
-                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            total += int(line.split()[1]) * 1024
+            except OSError:
+                continue
+            if pid != str(os.getpid()) and any(d in cmd.split("\0") for d in dirs):
+                out.append(pid)
+        return out
+
+    def rss(self) -> int:
+        """Resident bytes of the processes serving this peer's mounts."""
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
             except OSError:
                 continue
         return total
