@@ -534,6 +534,7 @@ def test_in_a_real_browser(server, small_fixtures, tmp_path):
             first_line = data.decode().splitlines()[0]
             assert page.locator("pre.preview").inner_text().startswith(first_line)
             page.click("#versions")
+            page.wait_for_url("**/history/**")  # count only once the versions page is there
             assert page.locator("#versions tbody tr").count() == 2
             page.screenshot(path=str(shots / "versions.png"))
 
