@@ -50,7 +50,6 @@ import pyfuse3
 import trio
 
 from rpfs.errors import RpfsError
-from rpfs.kernel_readahead import raise_read_ahead_when_served
 from rpfs.lru import LRU
 from rpfs.node import MODES, Attr, Node, report_once
 from rpfs.tree import Tree, lookup_child
@@ -589,7 +588,6 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     real = os.path.realpath(mountpoint)  # not after init: that would ask this process
     ops.after_init = functools.partial(_raise_readahead, real)
     pyfuse3.init(ops, mountpoint, options)
-    raise_read_ahead_when_served(mountpoint)  # 1 MiB requests for sequential readers (root only)
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
     if ready:
         ready()
