@@ -21,7 +21,7 @@ from ntfs_reader.runlist import decode_runlist
 from rpfs.errors import FormatError, RpfsError
 from rpfs.stream import BytesStream, FileStream, Stream
 
-from test_ntfs_images import features_image
+from tests.helpers.ntfs_images import features_image
 
 pytestmark = pytest.mark.timeout(120)
 WHERE = {"source": "t", "structure": "s", "offset": 0}
@@ -596,7 +596,7 @@ def test_lzx_bit_flips_of_real_chunks():
     some output of the right size, nothing else."""
     import shutil
     from ntfs_reader.lzx import decompress
-    from test_ntfs_images import _text, wim_resources
+    from tests.helpers.ntfs_images import _text, wim_resources
     if shutil.which("wimlib-imagex") is None:
         pytest.skip("wimlib-imagex not installed (tools/setup.sh installs wimtools)")
     data = _text(40_000, 3)

@@ -14,7 +14,7 @@ import pytest
 from rpfs.backup import backup
 from rpfs.prune import Policy, decide, prune
 from rpfs.store import RecoveryPoint, Repository
-from test_store_fixtures import MiB, rpfs
+from tests.helpers.store_fixtures import MiB, rpfs
 
 
 def _rp(t: datetime, i: int) -> RecoveryPoint:

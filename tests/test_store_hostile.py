@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -63,7 +64,7 @@ def pack(tmp_path_factory):
         codec, payload = compress(c, 3)
         w.add(chunk_hash(c), codec, payload, len(c))
     w.finish()
-    raw = open(be.path(w.name), "rb").read()
+    raw = Path(be.path(w.name)).read_bytes()
     return be, w.name, raw, chunks
 
 

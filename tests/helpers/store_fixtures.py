@@ -1,4 +1,4 @@
-"""Shared images for the store tests (no tests here): two states of a small VM folder.
+"""Shared images for the store tests: two states of a small VM folder.
 
 State 1: a dynamic VHDX made by ``qemu-img convert`` from 48 MiB of random, compressible and
 zero data, a fixed VHD of a second disk, and a small config file. State 2: a copy in which
@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PY = str(ROOT / ".venv" / "bin" / "python")
 MiB = 1 << 20
 

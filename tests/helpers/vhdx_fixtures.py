@@ -24,7 +24,7 @@ from formats.vhdx import structures as S
 from formats.vhdx.writer import LOG_LENGTH, LOG_OFFSET, build_header
 from rpfs.stream import FileStream
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "vhdx"
 _SRC_KEY = hashlib.sha256(Path(__file__).read_bytes()
                           + (ROOT / "formats/vhdx/writer.py").read_bytes()).hexdigest()[:12]
