@@ -10,6 +10,7 @@ than the pack's retirement (see docs/store.md "Readers and gc"). One writer at a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import secrets
@@ -135,6 +136,9 @@ class Repository:
             finally:
                 db.close()
         except sqlite3.DatabaseError as e:
+            st = os.statvfs(path)  # SQLite says "disk I/O error" when it cannot grow its -shm
+            if st.f_bavail == 0 or st.f_favail == 0:
+                raise OSError(errno.ENOSPC, f"No space left on device (catalog: {e})", cat) from None
             raise FormatError(f"catalog unreadable: {e}", source=cat, structure="catalog") from None
         return cls(path, cfg, register=register)
 
