@@ -399,7 +399,8 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
             ids.append(cur.lastrowid)
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite already rolled back after SQLITE_FULL/IOERR
+            db.execute("ROLLBACK")
         raise
     with run.lock:
         for e, i in zip(writer.entries, ids):
@@ -431,5 +432,6 @@ def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
                        " VALUES (?,?,?,?,?,?,?,?)", (rp_id, f.rel, f.size, blob, *f.ident))
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite already rolled back after SQLITE_FULL/IOERR
+            db.execute("ROLLBACK")
         raise

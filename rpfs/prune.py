@@ -114,7 +114,8 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
                 db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite already rolled back after SQLITE_FULL/IOERR
+                    db.execute("ROLLBACK")
                 raise
         g = gc(repo, dry_run=dry_run, exclude=set(gone) if dry_run else set()) if collect else None
     return PruneResult(decisions, g, _time.monotonic() - t0, dry_run)

@@ -115,7 +115,8 @@ def migrate(db: sqlite3.Connection, source: str = CATALOG_NAME) -> int:
             db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite already rolled back after SQLITE_FULL/IOERR
+                db.execute("ROLLBACK")
             raise
     return version
 

@@ -183,7 +183,8 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
             db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite already rolled back after SQLITE_FULL/IOERR
+                db.execute("ROLLBACK")
             raise
         res.packs_retired = len(retire)
     elif dry_run:
