@@ -17,7 +17,6 @@ printed and appended to ``tests/fuzz/results.log``.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import subprocess
 import sys

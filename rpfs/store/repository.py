@@ -68,6 +68,32 @@ class ChunkLoc:
     hash: bytes
 
 
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories made meanwhile are 0600/0700 (packs, catalog and its WAL, the
+    config): a repository holds whole disks, readable by nobody else. The umask is the
+    process's: only writers (init, backup, prune) use this, never a mount serving readers."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def refuse_if_writable_by_others(path: str) -> None:
+    """Anyone who can write the repository can change what a restore brings back: refuse
+    one whose directory, catalog, config or packs directory other users may write."""
+    for p in [path] + [os.path.join(path, n) for n in (catalog.CATALOG_NAME, CONFIG_NAME, PACKS_DIR)]:
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o022:
+            raise UsageError(f"{p} is writable by other users (mode {st.st_mode & 0o777:o}): "
+                             f"anyone who can write a repository can change what it restores; "
+                             f"fix with `chmod -R go-w {path}`")
+
+
 class Repository:
     def __init__(self, path: str, config: Config, *, register: bool = True):
         self.path = os.path.abspath(path)
@@ -102,20 +128,21 @@ class Repository:
                 raise UsageError(f"{path}: exists and is not a directory")
             if os.listdir(path):
                 raise UsageError(f"{path}: directory is not empty; refusing to create a repository")
-        else:
-            os.makedirs(path, mode=0o700)
-        os.chmod(path, 0o700)
-        tmp = os.path.join(path, CONFIG_NAME + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(cfg.dumps())
-            f.flush()
-            os.fsync(f.fileno())
-        catalog.create(os.path.join(path, catalog.CATALOG_NAME))
-        LocalBackend.create(os.path.join(path, PACKS_DIR))
-        os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
-        open(os.path.join(path, LOCK_NAME), "a").close()
-        os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
-        fsync_dir(path)
+        with private_files():
+            if not os.path.exists(path):
+                os.makedirs(path, mode=0o700)
+            os.chmod(path, 0o700)
+            tmp = os.path.join(path, CONFIG_NAME + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(cfg.dumps())
+                f.flush()
+                os.fsync(f.fileno())
+            catalog.create(os.path.join(path, catalog.CATALOG_NAME))
+            LocalBackend.create(os.path.join(path, PACKS_DIR))
+            os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
+            open(os.path.join(path, LOCK_NAME), "a").close()
+            os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
+            fsync_dir(path)
         return cls.open(path)
 
     @classmethod
@@ -123,6 +150,7 @@ class Repository:
         path = os.path.abspath(path)
         if not os.path.isdir(path):
             raise NotFoundError(f"{path}: no such repository")
+        refuse_if_writable_by_others(path)
         cfg = Config.load(path)
         cat = os.path.join(path, catalog.CATALOG_NAME)
         if not os.path.exists(cat):
@@ -207,7 +235,8 @@ class Repository:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{what} pid {os.getpid()}".encode(), 0)
             self.backend.clean_staging()
-            yield
+            with private_files():
+                yield
         finally:
             os.close(fd)
 
