@@ -264,12 +264,7 @@ def test_catalog_from_the_older_schema(three_files, tmp_path):
     """A v1 catalog (before the source-identity columns) is brought forward on open:
     everything reads, verifies, and the next backup works."""
     repo, truth, base = three_files
-    db = sqlite3.connect(repo / "catalog.sqlite")
-    for col in ("mtime_ns", "ctime_ns", "inode", "dev"):
-        db.execute(f"ALTER TABLE files DROP COLUMN {col}")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
+    downgrade_to_v1(repo / "catalog.sqlite")
     for name, digest in truth.items():
         assert cat_sha(repo, base + name) == digest
     assert verify_json(repo)["ok"]
@@ -278,3 +273,29 @@ def test_catalog_from_the_older_schema(three_files, tmp_path):
     assert db.execute("PRAGMA user_version").fetchone()[0] >= 2
     db.close()
     assert verify_json(repo)["ok"]
+
+
+def downgrade_to_v1(path) -> None:
+    """Turn a current catalog into what schema v1 had (the first migration's tables and
+    columns only, data kept), as a repository made by the first release would hold."""
+    from rpfs.store import catalog
+    v1 = sqlite3.connect(":memory:", isolation_level=None)
+    catalog.MIGRATIONS[1](v1)
+    want = {t: {c[1] for c in v1.execute(f"PRAGMA table_info({t})")}
+            for (t,) in v1.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    indexes = {n for (n,) in v1.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db = sqlite3.connect(path, isolation_level=None)
+    for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").fetchall():
+        if n not in indexes:
+            db.execute(f"DROP INDEX {n}")
+    for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+        if t.startswith("sqlite_"):
+            continue
+        if t not in want:
+            db.execute(f"DROP TABLE {t}")
+            continue
+        for col in [c[1] for c in db.execute(f"PRAGMA table_info({t})")]:
+            if col not in want[t]:
+                db.execute(f"ALTER TABLE {t} DROP COLUMN {col}")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
