@@ -209,6 +209,7 @@ def test_truncated_pack(three_files):
     os.truncate(pack_path(repo, pack), off + n // 2)
     expected = files_using(repo, pack, off, 1 << 62)
     line = one_line_error(rpfs("cat", str(repo), base + "b.bin", check=False))
+    print(line)
     assert "b.bin" in line and pack in line and "rpfs verify" in line, line
     report = verify_json(repo)
     assert not report["ok"] and damaged_files(report) == expected, report
@@ -222,6 +223,7 @@ def test_deleted_pack(three_files):
     expected = files_using(repo, pack)
     os.unlink(pack_path(repo, pack))
     line = one_line_error(rpfs("cat", str(repo), base + "a.bin", check=False))
+    print(line)
     assert "missing" in line and "rpfs verify" in line, line
     report = verify_json(repo)
     assert not report["ok"] and damaged_files(report) == expected, report
@@ -248,6 +250,7 @@ def test_read_error_in_a_pack(three_files, tmp_path):
             (real / ".eio").write_text(f"{pack}.pack {off + 10} {off + 11}\n")
             expected = files_using(repo, pack, off, off + n)
             line = one_line_error(rpfs("cat", str(repo), base + "c.bin", check=False))
+            print(line)
             assert "Input/output error" in line and "rpfs verify" in line, line
             report = verify_json(repo)
             assert not report["ok"] and damaged_files(report) == expected, report

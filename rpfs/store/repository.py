@@ -85,7 +85,7 @@ def refuse_if_writable_by_others(path: str) -> None:
     one whose directory, catalog, config or packs directory other users may write."""
     for p in [path] + [os.path.join(path, n) for n in (catalog.CATALOG_NAME, CONFIG_NAME, PACKS_DIR)]:
         try:
-            st = os.lstat(p)
+            st = os.stat(p)  # a symlinked part is judged by what it points to
         except FileNotFoundError:
             continue
         if st.st_mode & 0o022:
