@@ -170,9 +170,12 @@ def test_vhdx_log_overlay():
 def _ntfs_streams(volume: Volume, manifest: dict, want: int) -> list[tuple[str, Stream, str]]:
     """(what, stream, sha256) for files and named streams of every kind in a manifest."""
     picked: dict[type, list] = {}
-    for path, e in sorted(manifest["entries"].items()):
-        if e.get("type") != "file" or "sha256" not in e or e.get("unsupported"):
-            continue
+    files = [(p, e) for p, e in sorted(manifest["entries"].items())
+             if e.get("type") == "file" and "sha256" in e and not e.get("unsupported")]
+    # the unusual ones first (compressed, WOF, sparse, with streams), then a few plain ones
+    files.sort(key=lambda pe: not (pe[1].get("compressed") or "wof" in pe[1]
+                                   or pe[1].get("sparse") or pe[1].get("ads")))
+    for path, e in files[:80]:
         candidates = [(path, "", e["sha256"], e["size"])]
         candidates += [(path, name, a["sha256"], a["size"]) for name, a in e.get("ads", {}).items()
                        if name != "WofCompressedData"]
