@@ -3,6 +3,7 @@
 
     tools/fuzz.py [--minutes N] [TARGET ...]     fuzz each target N minutes (default 1) in turn
     tools/fuzz.py --seed                         (re)cut the seed corpora from the fixture images
+    tools/fuzz.py --minimize [TARGET ...]        shrink the corpora to what adds coverage
     tools/fuzz.py --list                         the targets
 
 Each target runs as its own libFuzzer process under ``nice``, with ``-rss_limit_mb`` and a
@@ -17,6 +18,7 @@ printed and appended to ``tests/fuzz/results.log``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -62,11 +64,44 @@ def fuzz(target: str, seconds: int) -> dict:
     return result
 
 
+def minimize(target: str) -> tuple[int, int]:
+    """libFuzzer's merge into a fresh directory: keeps the inputs that add coverage, plus
+    every seed-* and regress-* file (they document where the corpus came from)."""
+    import shutil
+    import tempfile
+    corpus = CORPUS / target
+    before = len(list(corpus.iterdir()))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "out")
+        out.mkdir()
+        wrapper = Path(tmp, "fuzz-target")
+        wrapper.write_text(f"#!/bin/sh\ncd {ROOT} && exec {PY} -m tests.fuzz.atheris_main "
+                           f"{target} \"$@\"\n")
+        wrapper.chmod(0o700)
+        env = dict(os.environ, FUZZ_ARGV0=str(wrapper))
+        subprocess.run(["nice", "-n", "19", PY, "-m", "tests.fuzz.atheris_main", target,
+                        "-merge=1", f"-rss_limit_mb={RSS_LIMIT_MB}", f"-timeout={INPUT_TIMEOUT_S}",
+                        str(out), str(corpus)], cwd=ROOT, env=env, capture_output=True, check=True)
+        kept = {p.read_bytes() for p in out.iterdir()}
+        if not kept:
+            raise RuntimeError(f"{target}: the merge kept nothing (libFuzzer could not re-run)")
+        for p in corpus.iterdir():
+            if not p.name.startswith(("seed-", "regress-")):
+                p.unlink()
+        import hashlib
+        have = {p.read_bytes() for p in corpus.iterdir()}
+        for data in kept - have:
+            (corpus / f"cov-{hashlib.sha1(data).hexdigest()[:16]}").write_bytes(data)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return before, len(list(corpus.iterdir()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("targets", nargs="*")
     ap.add_argument("--minutes", type=float, default=1.0, help="per target (default 1)")
     ap.add_argument("--seed", action="store_true", help="cut seed corpora from the fixtures")
+    ap.add_argument("--minimize", action="store_true", help="shrink the corpora")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     from tests.fuzz.targets import TARGETS
@@ -82,6 +117,11 @@ def main() -> int:
     if unknown:
         print(f"fuzz: unknown target(s) {' '.join(unknown)}; see --list", file=sys.stderr)
         return 2
+    if args.minimize:
+        for target in args.targets or list(TARGETS):
+            before, after = minimize(target)
+            print(f"{target}: {before} -> {after} inputs")
+        return 0
     failed = 0
     for target in args.targets or list(TARGETS):
         r = fuzz(target, max(1, int(args.minutes * 60)))

@@ -5,6 +5,7 @@ rpfs's own packages are instrumented for coverage; the native decoders (_lznt1, 
 run uninstrumented and are checked against their Python twins by the targets.
 """
 
+import os
 import sys
 
 import atheris
@@ -37,7 +38,9 @@ def main() -> None:
 
     def one_input(data: bytes) -> None:
         run_one(target, data)
-    atheris.Setup(sys.argv, one_input)
+    # libFuzzer's -merge re-runs argv[0] itself: tools/fuzz.py points it at a wrapper script
+    argv = [os.environ.get("FUZZ_ARGV0", sys.argv[0])] + sys.argv[1:]
+    atheris.Setup(argv, one_input)
     atheris.Fuzz()
 
 
