@@ -629,3 +629,16 @@ def test_any_name_asked_for_is_an_answer_or_a_typed_error(name):
 
 
 _VOLUME: dict = {}
+
+
+def test_zeroed_upcase_table_falls_back_to_unicode(small_fixtures):
+    """$UpCase whose clusters read as zeros (found by fuzzing the whole volume): lookups
+    must still work, with Unicode upper case and a warning, instead of failing every name."""
+    base = FileStream(small_fixtures.volumes["data-p1"].image)
+    vol = Volume(base)
+    table = vol.attribute_stream(vol.file(10), 0x80)
+    patches = {disk: bytes(n) for _, n, disk in table._pieces(0, table.size) if disk is not None}
+    (path, entry), = [(p, e) for p, e in vol.walk("/") if not e.is_dir][:1]
+    damaged = Volume(PatchedStream(base, patches))
+    assert damaged.lookup(path.upper()).ref == entry.ref
+    assert any("$UpCase" in w for w in damaged.warnings)

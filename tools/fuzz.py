@@ -34,7 +34,7 @@ PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sy
 
 RSS_LIMIT_MB = 1536      # one input may not make the process bigger than this
 INPUT_TIMEOUT_S = 20     # nor take longer than this (libFuzzer reports a "timeout" crash)
-MAX_LEN = 64 << 10
+MAX_LEN = {"ntfs_volume": 192 << 10}   # per target; others 64 KiB
 
 
 def fuzz(target: str, seconds: int) -> dict:
@@ -44,7 +44,7 @@ def fuzz(target: str, seconds: int) -> dict:
     crashes.mkdir(parents=True, exist_ok=True)
     cmd = ["nice", "-n", "19", PY, "-m", "tests.fuzz.atheris_main", target,
            f"-max_total_time={seconds}", f"-rss_limit_mb={RSS_LIMIT_MB}",
-           f"-timeout={INPUT_TIMEOUT_S}", f"-max_len={MAX_LEN}", "-print_final_stats=1",
+           f"-timeout={INPUT_TIMEOUT_S}", f"-max_len={MAX_LEN.get(target, 64 << 10)}", "-print_final_stats=1",
            f"-artifact_prefix={crashes}/", str(corpus)]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, errors="replace")

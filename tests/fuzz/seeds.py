@@ -21,6 +21,7 @@ from tests.fuzz.targets import encode_image
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MAX_SEED = 64 << 10
+MAX_VOLUME_SEED = 192 << 10   # a whole small NTFS volume's used records
 
 
 def _nonzero_blocks(stream, ranges, block: int = 4096, budget: int = MAX_SEED - 1024):
@@ -53,8 +54,28 @@ def _vhdx_seed(path) -> bytes:
     return _image_seed(path, ranges)
 
 
+def _volume_seed(image) -> bytes:
+    """Boot sector, the first MFT records and the root directory's index of a small volume
+    ($UpCase left out: the reader falls back to Unicode upper case)."""
+    from ntfs_reader import Volume
+    s = FileStream(image)
+    vol = Volume(s)
+    mft = vol.boot.mft_lcn * vol.cluster_size
+    blocks = _nonzero_blocks(s, [(0, 8192), (mft, mft + 160 * vol.record_size)], 512,
+                             budget=MAX_VOLUME_SEED - 8192)
+    used = sum(len(b) for _, b in blocks)
+    dirs = [vol.root] + [e for i, (_, e) in zip(range(300), vol.walk("/")) if e.is_dir]
+    for d in dirs:  # the first INDX record of each directory's index, while there is room
+        alloc = d._index().allocation
+        for _, n, disk in (alloc._pieces(0, min(4096, alloc.size)) if alloc is not None else []):
+            if disk is not None and used + n <= MAX_VOLUME_SEED - 1024:
+                blocks.append((disk, s.read(disk, n)))
+                used += n
+    return encode_image(s.size, blocks)
+
+
 def _save(target: str, data: bytes, seeds: dict) -> None:
-    if data and len(data) <= MAX_SEED:
+    if data and len(data) <= (MAX_VOLUME_SEED if target == "ntfs_volume" else MAX_SEED):
         seeds.setdefault(target, []).append(data)
 
 
@@ -101,6 +122,8 @@ def build_seeds() -> dict[str, list[bytes]]:
     from ntfs_reader.record import AT_ATTRIBUTE_LIST, AT_DATA, AT_INDEX_ALLOCATION, AT_INDEX_ROOT
     for name in ("system-p3", "sector4k-p0", "data-p1"):
         _save("ntfs_boot", FileStream(fx.volumes[name].image).read(0, 512), seeds)
+    for name in ("data-p1", "data-p5", "clusters-p1"):
+        _save("ntfs_volume", _volume_seed(fx.volumes[name].image), seeds)
     vol = Volume(FileStream(fx.volumes["system-p3"].image))
     feats = fx.volumes["system-p3"].manifest["features"]
     paths = ["/", feats["fragmented"]["path"], feats["compressed_dir"], feats["big_dir"]["path"],

@@ -254,6 +254,31 @@ def fuzz_mft_record(data: bytes) -> None:
             reparse.parse_reparse(v, _WHERE)
 
 
+def fuzz_ntfs_volume(data: bytes) -> None:
+    """A whole NTFS volume (sparse image): open, then walk and read what it holds the way
+    the namespace does: names, times, sizes, streams, reparse points, links, security
+    descriptors, extended attributes, lookups by name."""
+    from ntfs_reader import Volume
+    _, img = decode_image(data)
+    vol = Volume(img)
+    vol.upcase
+    for i, (path, e) in enumerate(vol.walk("/")):
+        if i >= 300:
+            break
+        e.name, e.times, e.attributes, e.nlink, e.size, e.short_name, e.hard_links
+        e.security_descriptor, e.object_id, e.eas
+        if e.is_symlink:
+            e.readlink()
+            continue
+        if not e.is_dir:
+            for name, _ in e.streams()[:8]:
+                s = e.open(name)
+                s.read(0, 8192)
+                list(s.extents())[:64]
+        vol.lookup(path)
+    vol.metadata_files()
+
+
 def fuzz_attribute_list(data: bytes) -> None:
     from ntfs_reader.attrs import parse_attribute_list
     for e in parse_attribute_list(data, _WHERE)[:4096]:
