@@ -35,6 +35,7 @@ PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sy
 RSS_LIMIT_MB = 1536      # one input may not make the process bigger than this
 INPUT_TIMEOUT_S = 20     # nor take longer than this (libFuzzer reports a "timeout" crash)
 MAX_LEN = {"ntfs_volume": 192 << 10}   # per target; others 64 KiB
+CORPUS_BUDGET = {"ntfs_volume": 1 << 20}  # bytes of coverage inputs kept; others 256 KiB
 
 
 def fuzz(target: str, seconds: int) -> dict:
@@ -42,6 +43,7 @@ def fuzz(target: str, seconds: int) -> dict:
     corpus.mkdir(parents=True, exist_ok=True)
     crashes = CRASHES / target
     crashes.mkdir(parents=True, exist_ok=True)
+    (crashes / "last-failure.log").unlink(missing_ok=True)
     cmd = ["nice", "-n", "19", PY, "-m", "tests.fuzz.atheris_main", target,
            f"-max_total_time={seconds}", f"-rss_limit_mb={RSS_LIMIT_MB}",
            f"-timeout={INPUT_TIMEOUT_S}", f"-max_len={MAX_LEN.get(target, 64 << 10)}", "-print_final_stats=1",
@@ -52,7 +54,7 @@ def fuzz(target: str, seconds: int) -> dict:
     out = proc.stdout + proc.stderr
     cov = re.findall(r"cov: (\d+) ft: (\d+)", out)
     runs = re.findall(r"stat::number_of_executed_units: (\d+)", out)
-    found = sorted(p.name for p in crashes.iterdir())
+    found = sorted(p.name for p in crashes.iterdir() if p.name != "last-failure.log")
     result = {"target": target, "seconds": round(took), "runs": int(runs[-1]) if runs else 0,
               "cov": int(cov[-1][0]) if cov else 0, "ft": int(cov[-1][1]) if cov else 0,
               "corpus": len(list(corpus.iterdir())), "exit": proc.returncode,
@@ -65,8 +67,9 @@ def fuzz(target: str, seconds: int) -> dict:
 
 
 def minimize(target: str) -> tuple[int, int]:
-    """libFuzzer's merge into a fresh directory: keeps the inputs that add coverage, plus
-    every seed-* and regress-* file (they document where the corpus came from)."""
+    """libFuzzer's merge into a fresh directory: keeps the inputs that add coverage
+    (smallest first, within the target's budget), plus every seed-* and regress-* file
+    (they document where the corpus came from)."""
     import shutil
     import tempfile
     corpus = CORPUS / target
@@ -90,7 +93,11 @@ def minimize(target: str) -> tuple[int, int]:
                 p.unlink()
         import hashlib
         have = {p.read_bytes() for p in corpus.iterdir()}
-        for data in kept - have:
+        room = CORPUS_BUDGET.get(target, 256 << 10)  # committed corpora stay small
+        for data in sorted(kept - have, key=len):
+            if len(data) > room:
+                break
+            room -= len(data)
             (corpus / f"cov-{hashlib.sha1(data).hexdigest()[:16]}").write_bytes(data)
         shutil.rmtree(tmp, ignore_errors=True)
     return before, len(list(corpus.iterdir()))
