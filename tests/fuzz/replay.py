@@ -33,7 +33,11 @@ def main() -> int:
         failures = []
         for f in files:
             try:
-                run_one(target, f.read_bytes())
+                data = f.read_bytes()
+            except FileNotFoundError:  # a fuzzer running on the corpus just replaced it
+                continue
+            try:
+                run_one(target, data)
             except BaseException as e:  # noqa: B902 - every escape is the finding
                 failures.append({"input": f.name, "error": f"{type(e).__name__}: {e}"[:300],
                                  "where": traceback.format_exc().splitlines()[-3][:300]})
