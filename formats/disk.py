@@ -68,8 +68,10 @@ class RawDisk(Disk):
     def _read(self, offset: int, length: int) -> bytes:
         return self.source.read(offset, length)
 
-    def readinto(self, offset: int, buffer) -> int:
-        return self.source.readinto(offset, buffer)
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        got = self.source.readinto(offset, view)
+        if got != len(view):
+            raise self._short(offset, len(view), got)
 
-    def extents(self, offset: int = 0, length: int | None = None):
-        return self.source.extents(offset, length)
+    def _extents(self, offset: int, end: int):
+        return self.source.extents(offset, end - offset)

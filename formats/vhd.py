@@ -389,19 +389,14 @@ class VhdDisk(Disk):
         self._fill(offset, memoryview(buf))
         return bytes(buf)
 
-    def readinto(self, offset: int, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self.size - offset))
-        if n == 0:
-            return 0
+    def _readinto(self, offset: int, view: memoryview) -> None:
         if self.kind == "fixed":
-            got = self.source.readinto(offset, view[:n])
-            if got != n:
-                raise FormatError(f"short read of {n} bytes", source=self.name,
+            got = self.source.readinto(offset, view)
+            if got != len(view):
+                raise FormatError(f"short read of {len(view)} bytes", source=self.name,
                                   structure="VHD fixed data", offset=offset + got)
-            return n
-        self._fill(offset, view[:n])
-        return n
+            return
+        self._fill(offset, view)
 
     def _fill(self, offset: int, view: memoryview) -> None:
         """Fill ``view`` with the disk bytes at ``offset`` (``view`` starts zeroed or not)."""
@@ -436,16 +431,13 @@ class VhdDisk(Disk):
         if avail < n:
             part[avail:] = bytes(n - avail)
 
-    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        end = self.size if length is None else min(self.size, offset + length)
-        if offset >= end:
-            return
+    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
         if self.kind == "fixed":
             yield from merge_extents(self.source.extents(offset, end - offset))
             return
-        yield from merge_extents(self._extents(offset, end))
+        yield from merge_extents(self._block_extents(offset, end))
 
-    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
+    def _block_extents(self, offset: int, end: int) -> Iterator[Extent]:
         diff = self.kind == "differencing"
         bs = self.block_size
         pos = offset

@@ -81,12 +81,8 @@ class RunlistStream(Stream):
         self._fill(offset, memoryview(buf))
         return bytes(buf)
 
-    def readinto(self, offset: int, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self.size - offset))
-        if n:
-            self._fill(offset, view[:n])
-        return n
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        self._fill(offset, view)
 
     def _fill(self, offset: int, view: memoryview) -> None:
         for pos, n, disk in self._pieces(offset, offset + len(view)):
@@ -100,10 +96,7 @@ class RunlistStream(Stream):
                                       f"the volume", source=self.name, structure="runlist",
                                       offset=pos)
 
-    def extents(self, offset: int = 0, length: int | None = None):
-        end = self.size if length is None else min(self.size, offset + length)
-        if offset >= end:
-            return
+    def _extents(self, offset: int, end: int):
         pend = None
         for pos, n, disk in self._pieces(offset, end):
             kind = ZERO if disk is None else DATA
@@ -206,8 +199,7 @@ class CompressedStream(Stream):
             pos += n
         return bytes(out)
 
-    def extents(self, offset: int = 0, length: int | None = None):
-        end = self.size if length is None else min(self.size, offset + length)
+    def _extents(self, offset: int, end: int):
         pos = offset
         pend = None
         while pos < end:

@@ -340,6 +340,12 @@ class Volume:
                     import sys
                     if sys.byteorder == "big":
                         table.byteswap()
+                    if table[0x61:0x7B] != array("H", range(0x41, 0x5B)) \
+                            or table[0x41:0x5B] != array("H", range(0x41, 0x5B)):
+                        # zeroed or garbage clusters: such a table breaks every lookup
+                        self.warnings.append("$UpCase does not map a-z to A-Z; using "
+                                             "Unicode upper case instead")
+                        table = None
                 else:
                     self.warnings.append(f"$UpCase has {len(data)} bytes; using Unicode "
                                          "upper case instead")

@@ -38,56 +38,79 @@ class Extent:
 
 
 class Stream:
-    """Base class: subclasses set ``size``/``name`` and implement ``_read``.
+    """Base class: subclasses set ``size``/``name`` and implement ``_read`` or ``_readinto``
+    (or both, when each has a faster path), and ``_extents`` if they know their holes.
 
-    ``_read(offset, length)`` is only called with ``0 <= offset`` and
-    ``offset + length <= size`` and must return exactly ``length`` bytes.
+    The public ``read``/``readinto``/``extents`` do the one bounds check every stream shares
+    (negative offsets and lengths refused, reads clipped at ``size``, short results turned
+    into a typed error), so the ``_`` methods are only called with
+    ``0 <= offset < offset + length <= size`` and must produce exactly ``length`` bytes.
     """
 
     size: int = 0
     name: str = "<stream>"
 
-    def read(self, offset: int, length: int) -> bytes:
+    def _clip(self, offset: int, length: int) -> int:
+        """How many of ``length`` bytes at ``offset`` exist (0 at or past the end)."""
         if offset < 0 or length < 0:
             raise ValueError(f"negative read {offset}+{length} on {self.name}")
-        if offset >= self.size or length == 0:
+        return max(0, min(length, self.size - offset))
+
+    def read(self, offset: int, length: int) -> bytes:
+        n = self._clip(offset, length)
+        if n == 0:
             return b""
-        length = min(length, self.size - offset)
-        data = self._read(offset, length)
-        if len(data) != length:
-            raise FormatError(
-                f"short read: wanted {length} bytes, got {len(data)}",
-                source=self.name, structure="stream", offset=offset,
-            )
+        data = self._read(offset, n)
+        if len(data) != n:
+            raise self._short(offset, n, len(data))
         return data
 
-    def _read(self, offset: int, length: int) -> bytes:
-        raise NotImplementedError
-
     def readinto(self, offset: int, buffer) -> int:
-        data = self.read(offset, len(buffer))
-        memoryview(buffer)[: len(data)] = data
-        return len(data)
+        """Fills the start of ``buffer`` with the bytes at ``offset``; returns how many (fewer
+        than ``len(buffer)`` only at the end of the stream)."""
+        view = memoryview(buffer).cast("B")
+        n = self._clip(offset, len(view))
+        if n:
+            self._readinto(offset, view[:n])
+        return n
 
     def read_buffer(self, offset: int, length: int) -> memoryview:
         """``read`` as a buffer filled by ``readinto``: for consumers that take any buffer
         (a FUSE reply), one copy of the data less than ``read`` through layers that
         implement ``readinto``."""
-        if offset < 0 or length < 0:
-            raise ValueError(f"negative read {offset}+{length} on {self.name}")
-        n = max(0, min(length, self.size - offset))
+        n = self._clip(offset, length)
         buf = bytearray(n)
         got = self.readinto(offset, buf) if n else 0
         if got != n:
-            raise FormatError(f"short read: wanted {n} bytes, got {got}",
-                              source=self.name, structure="stream", offset=offset)
+            raise self._short(offset, n, got)
         return memoryview(buf)
 
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         """Data/zero extents covering ``[offset, offset+length)`` clipped to the size."""
-        end = self.size if length is None else min(self.size, offset + length)
-        if offset < end:
-            yield Extent(offset, end - offset, DATA)
+        n = self._clip(offset, self.size if length is None else length)
+        return self._extents(offset, offset + n) if n else iter(())
+
+    # -- what subclasses implement (each default is written in terms of the other) ----------
+
+    def _read(self, offset: int, length: int) -> bytes:
+        if type(self)._readinto is Stream._readinto:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _read nor _readinto")
+        buf = bytearray(length)
+        self._readinto(offset, memoryview(buf))
+        return bytes(buf)
+
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        data = self._read(offset, len(view))
+        if len(data) != len(view):
+            raise self._short(offset, len(view), len(data))
+        view[:] = data
+
+    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
+        yield Extent(offset, end - offset, DATA)
+
+    def _short(self, offset: int, wanted: int, got: int) -> FormatError:
+        return FormatError(f"short read: wanted {wanted} bytes, got {got}",
+                           source=self.name, structure="stream", offset=offset)
 
     def open(self) -> "StreamReader":
         """A buffered, seekable file object over the stream (for shutil, zipfile, ...)."""
@@ -135,19 +158,15 @@ class FileStream(Stream):
             got += len(more)
         return b"".join(parts)
 
-    def readinto(self, offset: int, buffer) -> int:
-        view = memoryview(buffer)
-        want = min(len(view), max(0, self.size - offset))
+    def _readinto(self, offset: int, view: memoryview) -> None:
         got = 0
-        while got < want:
-            n = os.preadv(self._fd, [view[got:want]], offset + got)
-            if n <= 0:
-                break
+        while got < len(view):
+            n = os.preadv(self._fd, [view[got:]], offset + got)
+            if n <= 0:  # the file shrank under us
+                raise self._short(offset, len(view), got)
             got += n
-        return got
 
-    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        end = self.size if length is None else min(self.size, offset + length)
+    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
         pos = offset
         while pos < end:
             try:
@@ -189,16 +208,12 @@ class SliceStream(Stream):
     def _read(self, offset: int, length: int) -> bytes:
         return self.base.read(self.offset + offset, length)
 
-    def readinto(self, offset: int, buffer) -> int:
-        """Straight into ``buffer`` (a partition must not cost NTFS reads a copy)."""
-        if offset < 0:
-            raise ValueError(f"negative read {offset} on {self.name}")
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self.size - offset))
-        return self.base.readinto(self.offset + offset, view[:n]) if n else 0
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        got = self.base.readinto(self.offset + offset, view)
+        if got != len(view):
+            raise self._short(offset, len(view), got)
 
-    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        end = self.size if length is None else min(self.size, offset + length)
+    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
         for e in self.base.extents(self.offset + offset, end - offset):
             yield Extent(e.offset - self.offset, e.length, e.kind)
 
@@ -213,10 +228,11 @@ class ZeroStream(Stream):
     def _read(self, offset: int, length: int) -> bytes:
         return bytes(length)
 
-    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        end = self.size if length is None else min(self.size, offset + length)
-        if offset < end:
-            yield Extent(offset, end - offset, ZERO)
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        view[:] = bytes(len(view))
+
+    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
+        yield Extent(offset, end - offset, ZERO)
 
 
 class StreamReader(io.RawIOBase):

@@ -8,7 +8,7 @@ import random
 
 from rpfs.backup import backup
 from rpfs.store import Repository
-from test_store_fixtures import MiB, changed_chunks, files_of, new_contents, sha256
+from tests.helpers.store_fixtures import MiB, changed_chunks, files_of, new_contents, sha256
 
 
 def test_fixture_vm_two_states(small_fixtures, tmp_path):

@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from rpfs.store import Repository
-from test_store_fixtures import MiB, PY, ROOT, rpfs
+from tests.helpers.store_fixtures import MiB, PY, ROOT, rpfs
 
 
 def _mutate(path, rnd: random.Random) -> str:
@@ -51,23 +51,24 @@ def test_sigkill_backup_at_random_moments(tmp_path):
         digest = _mutate(disk, rnd)
         name = (datetime(2024, 2, 1, tzinfo=timezone.utc) + timedelta(days=it)).strftime("%Y-%m-%dT%H%M%SZ")
         t0 = time.monotonic()
-        p = subprocess.Popen([PY, "-m", "rpfs", "backup", str(repo), str(src), "--time", name],
-                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if last is None or it % 3 == 0:
-            rc = p.wait(timeout=120)  # let it finish: its duration times the next kills
-        else:
-            # killed at a random point inside a measured backup's duration, so the kill
-            # lands mid-run however fast or loaded the machine is
-            time.sleep(rnd.uniform(0.05, 0.95) * last)
-            p.send_signal(signal.SIGKILL)
-            rc = p.wait()
+        with subprocess.Popen([PY, "-m", "rpfs", "backup", str(repo), str(src), "--time", name],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as p:
+            if last is None or it % 3 == 0:
+                rc = p.wait(timeout=120)  # let it finish: its duration times the next kills
+            else:
+                # killed at a random point inside a measured backup's duration, so the kill
+                # lands mid-run however fast or loaded the machine is
+                time.sleep(rnd.uniform(0.05, 0.95) * last)
+                p.send_signal(signal.SIGKILL)
+                rc = p.wait()
+            err = p.stderr.read()
         if rc == 0:
             last = time.monotonic() - t0
         if rc == 0:
             completed += 1
             truth[name] = digest
         else:
-            assert rc == -signal.SIGKILL, p.stderr.read()
+            assert rc == -signal.SIGKILL, err
             killed += 1
             # killed after its commit: complete, so listed (and checked below)
             if name in {r.name for r in _rps(repo)}:

@@ -8,7 +8,7 @@ import time
 
 from rpfs.backup import backup
 from rpfs.store import Repository, catalog
-from test_store_fixtures import MiB
+from tests.helpers.store_fixtures import MiB
 
 
 def _old(path, t=1_600_000_000):

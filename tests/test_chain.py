@@ -175,20 +175,17 @@ def test_raw_images_and_in_memory_streams():
 
 
 def test_vhdx_chain_resolves(tmp_path):
-    vhdx = pytest.importorskip("formats.vhdx")
+    from formats import vhdx
     c0 = _content(1)
     c1 = _content(2, c0)
     c2 = _content(3, c1)
     vhdx.write_vhdx(BytesStream(c0), tmp_path / "disk.vhdx", block_size=1 << 20)
     parent = open_image(FileStream(tmp_path / "disk.vhdx"))
-    try:
-        vhdx.write_vhdx(BytesStream(c1), tmp_path / "disk_1.avhdx", block_size=1 << 20,
-                        parent=parent, parent_path=str(tmp_path / "disk.vhdx"))
-        (mid,) = open_path(tmp_path / "disk_1.avhdx").values()
-        vhdx.write_vhdx(BytesStream(c2), tmp_path / "disk_2.avhdx", block_size=1 << 20,
-                        parent=mid, parent_path=str(tmp_path / "disk_1.avhdx"))
-    except TypeError as e:  # the writer's differencing API is not there yet
-        pytest.skip(f"write_vhdx cannot write children yet: {e}")
+    vhdx.write_vhdx(BytesStream(c1), tmp_path / "disk_1.avhdx", block_size=1 << 20,
+                    parent=parent, parent_path=str(tmp_path / "disk.vhdx"))
+    (mid,) = open_path(tmp_path / "disk_1.avhdx").values()
+    vhdx.write_vhdx(BytesStream(c2), tmp_path / "disk_2.avhdx", block_size=1 << 20,
+                    parent=mid, parent_path=str(tmp_path / "disk_1.avhdx"))
     disks = resolve_chains(_files(tmp_path))
     assert list(disks) == ["disk"]
     assert [d.format for d in disks["disk"].chain] == ["vhdx"] * 3

@@ -125,10 +125,20 @@ def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     assert path("small").parent == Path(__file__).resolve().parent.parent / ".cache" / "fixtures"
 
 
-def test_cached_build_is_instant(fx):
-    t0 = time.monotonic()
+def test_cached_build_starts_no_tool(fx, monkeypatch):
+    """A cached set is loaded, not rebuilt: no tool is started and its files stay as they are."""
+    started = []
+    real_init = subprocess.Popen.__init__
+
+    def counting_init(self, *args, **kw):
+        started.append(args[0] if args else kw.get("args"))
+        real_init(self, *args, **kw)
+    stamp = (fx.root / "fixtures.json").stat().st_mtime_ns
+    monkeypatch.setattr(subprocess.Popen, "__init__", counting_init)
     again = build("small")
-    assert time.monotonic() - t0 < 2.0
+    monkeypatch.undo()
+    assert started == []
+    assert (fx.root / "fixtures.json").stat().st_mtime_ns == stamp
     assert again.root == fx.root == path("small")
     assert fx.root.name.endswith(cache_key("small"))
     out = sh(sys.executable, "-m", "tools.fixtures", "path", "small")

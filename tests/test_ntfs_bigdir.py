@@ -7,34 +7,12 @@ import hashlib
 import math
 import random
 import threading
-import time
 
 import pytest
 
 from ntfs_reader import Volume
-from rpfs.stream import FileStream, Stream
-
-
-class CountingStream(Stream):
-    """Counts the reads that reach the image (a wrapper, not a mock: it reads the file)."""
-
-    def __init__(self, base: Stream):
-        self.base = base
-        self.size = base.size
-        self.name = base.name
-        self.reads = 0
-        self.bytes = 0
-
-    def _read(self, offset, length):
-        self.reads += 1
-        self.bytes += length
-        return self.base.read(offset, length)
-
-    def readinto(self, offset, buffer):
-        self.reads += 1
-        n = self.base.readinto(offset, buffer)
-        self.bytes += n
-        return n
+from rpfs.stream import FileStream
+from tests.helpers.streams import CountingStream
 
 
 @pytest.fixture(scope="module")
@@ -44,16 +22,19 @@ def bigdir(small_fixtures):
     return fx, feat["path"], feat["entries"]
 
 
-def test_enumerate_50000_under_a_second(bigdir):
+def test_enumerate_50000_reads_each_index_node_once(bigdir):
+    """Enumeration walks the B+tree once: every INDX node read once, nothing else re-read."""
     fx, path, count = bigdir
-    d = Volume(FileStream(fx.image)).lookup(path)
-    # CPU time, not wall time: the test machine is shared and often overloaded
-    t = time.process_time()
+    stream = CountingStream(FileStream(fx.image))
+    d = Volume(stream).lookup(path)
+    index = d._index()
+    before_nodes, before_reads = index.node_reads, stream.reads
     names = [e.name for e in d.iterdir()]
-    elapsed = time.process_time() - t
     assert len(names) == count == 50_000
     assert names == sorted(names, key=str.upper)  # index (collation) order
-    assert elapsed < 1.0, f"{elapsed:.2f}s"
+    nodes = index.node_reads - before_nodes
+    assert nodes <= index.allocation.size // index.block_size, nodes  # no node twice
+    assert stream.reads - before_reads <= nodes + 4, (stream.reads - before_reads, nodes)
 
 
 def test_lookup_reads_log_n_index_records(bigdir):

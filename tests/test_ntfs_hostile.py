@@ -21,7 +21,7 @@ from ntfs_reader.runlist import decode_runlist
 from rpfs.errors import FormatError, RpfsError
 from rpfs.stream import BytesStream, FileStream, Stream
 
-from test_ntfs_images import features_image
+from tests.helpers.ntfs_images import features_image
 
 pytestmark = pytest.mark.timeout(120)
 WHERE = {"source": "t", "structure": "s", "offset": 0}
@@ -596,7 +596,7 @@ def test_lzx_bit_flips_of_real_chunks():
     some output of the right size, nothing else."""
     import shutil
     from ntfs_reader.lzx import decompress
-    from test_ntfs_images import _text, wim_resources
+    from tests.helpers.ntfs_images import _text, wim_resources
     if shutil.which("wimlib-imagex") is None:
         pytest.skip("wimlib-imagex not installed (tools/setup.sh installs wimtools)")
     data = _text(40_000, 3)
@@ -629,3 +629,16 @@ def test_any_name_asked_for_is_an_answer_or_a_typed_error(name):
 
 
 _VOLUME: dict = {}
+
+
+def test_zeroed_upcase_table_falls_back_to_unicode(small_fixtures):
+    """$UpCase whose clusters read as zeros (found by fuzzing the whole volume): lookups
+    must still work, with Unicode upper case and a warning, instead of failing every name."""
+    base = FileStream(small_fixtures.volumes["data-p1"].image)
+    vol = Volume(base)
+    table = vol.attribute_stream(vol.file(10), 0x80)
+    patches = {disk: bytes(n) for _, n, disk in table._pieces(0, table.size) if disk is not None}
+    (path, entry), = [(p, e) for p, e in vol.walk("/") if not e.is_dir][:1]
+    damaged = Volume(PatchedStream(base, patches))
+    assert damaged.lookup(path.upper()).ref == entry.ref
+    assert any("$UpCase" in w for w in damaged.warnings)

@@ -15,7 +15,7 @@ from formats import open_image, read_partitions
 from formats.disk import RawDisk
 from rpfs.errors import FormatError
 from rpfs.stream import BytesStream, FileStream
-from test_vhd_images import images, imgs, run  # noqa: F401 (fixture)
+from tests.helpers.vhd_images import images, run
 
 LDM_DATA = "af9b60a0-1431-4f62-bc68-3311714a69ad"
 
@@ -315,3 +315,8 @@ def test_hybrid_mbr_uses_gpt(imgs, tmp_path):
     table = read_partitions(open_image(FileStream(hybrid)))
     assert table.scheme == "gpt" and len(table.partitions) == 8
 
+
+
+def test_images_build(imgs):
+    for name in ("gpt.raw", "mbr.raw", "bare.raw", "random.raw", "gpt.qd.vhd", "mbr.qf.vhd"):
+        assert (imgs / name).stat().st_size > 0

@@ -12,9 +12,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from rpfs.backup import backup
+from rpfs.errors import UsageError
 from rpfs.prune import Policy, decide, prune
 from rpfs.store import RecoveryPoint, Repository
-from test_store_fixtures import MiB, rpfs
+from tests.helpers.store_fixtures import MiB, rpfs
 
 
 def _rp(t: datetime, i: int) -> RecoveryPoint:
@@ -47,7 +48,7 @@ def test_retention_semantics():
     ds = decide(rps, Policy(last=1, daily=2, monthly=1))
     assert ds[0].reasons == ["last 1/1", "daily 1/2 (2024-04-09)", "monthly 1/1 (2024-04)"]
     assert sum(d.keep for d in ds) == 2
-    with pytest.raises(Exception):
+    with pytest.raises(UsageError, match="--keep-last must be a non-negative number"):
         Policy(last=-1).validate()
 
 

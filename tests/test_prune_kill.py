@@ -9,12 +9,11 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 
 from rpfs.backup import backup
 from rpfs.store import Repository
-from test_store_fixtures import MiB, PY, ROOT, rpfs
+from tests.helpers.store_fixtures import MiB, PY, ROOT, rpfs
 
 READER = r"""
 import hashlib, sys, time
@@ -66,17 +65,19 @@ def _fill(tmp_path, n):
 def test_reader_process_survives_prune(tmp_path):
     path, truth = _fill(tmp_path, 4)
     oldest = sorted(truth)[0]
-    p = subprocess.Popen([PY, "-c", READER, str(path), truth[oldest]], cwd=ROOT, text=True,
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert p.stdout.readline().strip() == "ready"
-    out = json.loads(rpfs("prune", str(path), "--keep-last", "1", "--json").stdout)
-    assert out["removed"] == 3 and out["gc"]["packs_pending"] > 0 and out["gc"]["packs_repacked"] > 0
-    p.stdin.write("go\n")
-    p.stdin.flush()
-    assert p.stdout.readline().strip() == "ok", p.stderr.read()
-    p.stdin.write("bye\n")
-    p.stdin.flush()
-    assert p.wait(timeout=30) == 0
+    with subprocess.Popen([PY, "-c", READER, str(path), truth[oldest]], cwd=ROOT, text=True,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE) as p:
+        assert p.stdout.readline().strip() == "ready"
+        out = json.loads(rpfs("prune", str(path), "--keep-last", "1", "--json").stdout)
+        assert out["removed"] == 3 and out["gc"]["packs_pending"] > 0
+        assert out["gc"]["packs_repacked"] > 0
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        assert p.stdout.readline().strip() == "ok", p.stderr.read()
+        p.stdin.write("bye\n")
+        p.stdin.flush()
+        assert p.wait(timeout=30) == 0
     out = json.loads(rpfs("prune", str(path), "--json").stdout)
     assert out["gc"]["packs_pending"] == 0 and out["gc"]["packs_deleted"] > 0
     assert json.loads(rpfs("verify", str(path), "--read-data", "--json").stdout)["ok"]

@@ -18,7 +18,7 @@ from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
 from rpfs.store import Repository
 from rpfs.store import catalog
 from rpfs.stream import ZERO
-from test_store_fixtures import MiB, changed_chunks, new_contents, files_of, rpfs, sha256, vm_states
+from tests.helpers.store_fixtures import MiB, changed_chunks, new_contents, files_of, rpfs, sha256, vm_states
 
 
 @pytest.fixture
@@ -273,7 +273,7 @@ def test_progress_only_on_a_terminal(tmp_path):
     src.mkdir()
     (src / "a.bin").write_bytes(os.urandom(64 * MiB))
     rpfs("init", str(tmp_path / "repo"))
-    from test_store_fixtures import PY, ROOT
+    from tests.helpers.store_fixtures import PY, ROOT
     master, slave = pty.openpty()
     p = subprocess.Popen([PY, "-m", "rpfs", "backup", str(tmp_path / "repo"), str(src)],
                          stdin=slave, stdout=slave, stderr=slave, cwd=ROOT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -14,7 +15,7 @@ from rpfs.errors import FormatError, IntegrityError, RpfsError
 from rpfs.store import Repository, catalog
 from rpfs.store.backend import LocalBackend
 from rpfs.store.config import Config
-from rpfs.store.packs import PackWriter, chunk_hash, compress, decompress, read_index
+from rpfs.store.packs import ZSTD, PackWriter, chunk_hash, compress, decompress, read_index
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -63,7 +64,7 @@ def pack(tmp_path_factory):
         codec, payload = compress(c, 3)
         w.add(chunk_hash(c), codec, payload, len(c))
     w.finish()
-    raw = open(be.path(w.name), "rb").read()
+    raw = Path(be.path(w.name)).read_bytes()
     return be, w.name, raw, chunks
 
 
@@ -114,6 +115,14 @@ def test_decompress_hostile(codec, payload, usize):
     except IntegrityError:
         return
     assert len(out) == usize
+
+
+def test_zstd_frame_declaring_exabytes_is_refused_before_allocating():
+    """Found by fuzzing (tests/fuzz/corpus/pack/regress-zstd-declared-exabytes): a frame
+    header declaring 8.5e18 bytes made zstandard allocate them (MemoryError)."""
+    frame = bytes.fromhex("28b52ffdf720ad00006868656c6c6f20776f726c642c200100f01ff8f905")
+    with pytest.raises(IntegrityError, match="declares 8583983401233901672 bytes"):
+        decompress(ZSTD, frame, 16384)
 
 
 @SETTINGS

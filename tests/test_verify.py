@@ -12,7 +12,7 @@ from rpfs.backup import backup
 from rpfs.errors import IntegrityError
 from rpfs.store import Repository
 from rpfs.verify import verify
-from test_store_fixtures import MiB, rpfs, vm_states
+from tests.helpers.store_fixtures import MiB, rpfs, vm_states
 
 
 def _repo_two_vms(tmp_path):

@@ -12,7 +12,7 @@ from formats.vhd import VhdDisk, vhd_checksum
 from formats.vhd_writer import write_vhd
 from rpfs.errors import ChainError, FormatError
 from rpfs.stream import DATA, ZERO, BytesStream, FileStream, is_zero
-from test_vhd_images import imgs, run, vhdimount  # noqa: F401 (fixture)
+from tests.helpers.vhd_images import run, vhdimount
 
 STEMS = ("gpt", "mbr", "random")
 KINDS = {"qd": "dynamic", "qf": "fixed", "qs": "dynamic"}

@@ -15,8 +15,8 @@ from formats.vhdx import VhdxDisk, write_vhdx
 from formats.vhdx import structures as S
 from rpfs.errors import ChainError
 from rpfs.stream import ZERO, BytesStream, FileStream, is_zero
-from tests import vhdx_fixtures as F
-from tests.test_vhdx_read import assert_extents_honest, assert_same
+from tests.helpers import vhdx_fixtures as F
+from tests.helpers.streams import assert_extents_honest, assert_same
 
 MiB = 1 << 20
 

@@ -11,9 +11,9 @@ import pytest
 
 from formats.vhdx import VhdxDisk, write_vhdx
 from rpfs.stream import FileStream
-from tests.test_vhdx_read import assert_extents_honest, assert_same
+from tests.helpers.streams import assert_extents_honest, assert_same
 
-fixtures = pytest.importorskip("tools.fixtures")
+from tools import fixtures
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from formats.vhdx.log import LogOverlay
 from formats.vhdx.writer import LOG_LENGTH, LOG_OFFSET
 from rpfs.errors import FormatError
 from rpfs.stream import BytesStream, FileStream, ZERO
-from tests import vhdx_fixtures as F
+from tests.helpers import vhdx_fixtures as F
 
 MiB = 1 << 20
 

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from formats.vhdx import VhdxDisk, write_vhdx
 from rpfs.errors import UsageError
 from rpfs.stream import DATA, ZERO, BytesStream, FileStream, Stream
-from tests import vhdx_fixtures as F
-from tests.test_vhdx_read import assert_same
+from tests.helpers import vhdx_fixtures as F
+from tests.helpers.streams import assert_same
 
 MiB = 1 << 20
 

@@ -42,7 +42,7 @@ from rpfs.errors import FormatError
 from rpfs.stream import FileStream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.test_ntfs_images import mounted, run, tag_buffer, wim_resources  # noqa: E402
+from tests.helpers.ntfs_images import mounted, run, tag_buffer, wim_resources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "wofnative"

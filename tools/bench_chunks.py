@@ -38,10 +38,9 @@ def states() -> tuple[Path, Path, str]:
         s = build("small")
         return s.vm_states[0], s.vm_states[1], "tools.fixtures small (TestVM)"
     except Exception as e:  # the factory is optional here
-        sys.path.insert(0, str(ROOT / "tests"))
-        from test_store_fixtures import vm_states
+        from tests.helpers.store_fixtures import vm_states
         a, b = vm_states()
-        return a, b, f"tests/test_store_fixtures ({type(e).__name__} from tools.fixtures)"
+        return a, b, f"tests/helpers/store_fixtures ({type(e).__name__} from tools.fixtures)"
 
 
 def parse_size(t: str) -> int:

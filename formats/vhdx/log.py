@@ -219,14 +219,8 @@ class LogOverlay(Stream):
         self.patches = _patches(data, zeros)
         self._starts = [p[0] for p in self.patches]
 
-    def _read(self, offset: int, length: int) -> bytes:
-        buf = bytearray(length)
-        self.readinto(offset, buf)
-        return bytes(buf)
-
-    def readinto(self, offset: int, buffer) -> int:
-        view = memoryview(buffer).cast("B")
-        n = max(0, min(len(view), self.size - offset))
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        n = len(view)
         base_n = max(0, min(n, self.base.size - offset))
         if base_n:
             got = self.base.readinto(offset, view[:base_n])
@@ -246,10 +240,8 @@ class LogOverlay(Stream):
                 else:
                     view[a - offset:b - offset] = payload[a - start:b - start]
             i += 1
-        return n
 
-    def extents(self, offset: int = 0, length: int | None = None):
-        end = self.size if length is None else min(self.size, offset + length)
+    def _extents(self, offset: int, end: int):
         pieces: list[Extent] = []
         if offset < min(end, self.base.size):
             pieces.extend(self.base.extents(offset, min(end, self.base.size) - offset))

@@ -475,24 +475,21 @@ class VhdxDisk(Disk):
     # ---------------------------------------------------------------------- reads
     def _read(self, offset: int, length: int) -> bytes:
         buf = bytearray(length)          # already zeros: zero runs need no filling
-        self.readinto(offset, buf, _zeroed=True)
+        self._fill(offset, memoryview(buf), zeroed=True)
         return bytes(buf)
 
-    def readinto(self, offset: int, buffer, _zeroed: bool = False) -> int:
-        view = memoryview(buffer).cast("B")
-        if offset < 0:
-            raise ValueError(f"negative read {offset} on {self.name}")
-        n = max(0, min(len(view), self.size - offset))
-        if n == 0:
-            return 0
-        for kind, voff, length, foff in self._plan(offset, n):
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        self._fill(offset, view, zeroed=False)
+
+    def _fill(self, offset: int, view: memoryview, zeroed: bool) -> None:
+        for kind, voff, length, foff in self._plan(offset, len(view)):
             part = view[voff - offset:voff - offset + length]
             if kind == _FILE:
                 got = self.file.readinto(foff, part)
                 if got != length:
                     raise self._err(f"short read: wanted {length} bytes, got {got}", "VHDX payload", foff)
             elif kind == _ZERO:
-                if not _zeroed:
+                if not zeroed:
                     _zero_fill(part)
             else:
                 parent = self._require_parent()
@@ -501,7 +498,6 @@ class VhdxDisk(Disk):
                     _zero_fill(part[got:])
                 if kind == _MIXED:  # then the sectors this file holds, copied from one file read
                     self._overlay_runs(view, offset, voff, length, *foff)
-        return n
 
     def _overlay_runs(self, view, offset: int, voff: int, length: int, fpos: int, runs) -> None:
         """Copy the file's present runs of [voff, voff+length) into ``view`` (at ``offset``),
@@ -550,13 +546,10 @@ class VhdxDisk(Disk):
                              structure="VHDX logical sector size")
         self.parent = parent
 
-    def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
-        end = self.size if length is None else min(self.size, offset + length)
-        if offset >= end:
-            return iter(())
-        return merge_extents(self._extents(offset, end))
+    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
+        return merge_extents(self._plan_extents(offset, end))
 
-    def _extents(self, offset: int, end: int):
+    def _plan_extents(self, offset: int, end: int):
         for kind, voff, length, foff in self._plan(offset, end - offset):
             if kind == _ZERO:
                 yield Extent(voff, length, ZERO)

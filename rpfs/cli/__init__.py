@@ -7,12 +7,14 @@ only with ``RPFS_DEBUG=1``.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
+import sqlite3
 import sys
 
-from rpfs.errors import RpfsError
+from rpfs.errors import IntegrityError, RpfsError
 
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",
@@ -60,6 +62,18 @@ def export_repository_options(args) -> None:
             os.environ[env] = os.path.abspath(value) if opt == "cache_dir" else str(value)
 
 
+# What to do about the errors of the disk itself (one line with the error; see docs/hardening.md)
+_HINTS = {
+    errno.ENOSPC: ": free space on that filesystem and run the command again (what was "
+                  "committed before is unchanged)",
+    errno.EDQUOT: ": free space within your quota and run the command again (what was "
+                  "committed before is unchanged)",
+    errno.EIO: ": the disk reported a read error; `rpfs verify REPO --read-data` lists "
+               "what it affects",
+}
+_DAMAGE_HINT = " (`rpfs verify REPO --read-data` lists everything the damage affects)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except RpfsError as e:
         if debug:
             raise
-        print(f"rpfs: {e}", file=sys.stderr)
+        hint = _DAMAGE_HINT if isinstance(e, IntegrityError) else ""
+        print(f"rpfs: {e}{hint}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("rpfs: interrupted", file=sys.stderr)
@@ -89,7 +104,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         if debug:
             raise
-        print(f"rpfs: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"rpfs: {where}{e.strerror or e}{_HINTS.get(e.errno, '')}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as e:  # the catalog's disk full, failing or damaged
+        if debug:
+            raise
+        text = str(e)
+        hint = (_HINTS[errno.ENOSPC] if "full" in text else _HINTS[errno.EIO] if "I/O" in text
+                else "; `rpfs repair REPO` rebuilds the catalog from the repository's objects")
+        print(f"rpfs: catalog: {text}{hint}", file=sys.stderr)
         return 1
     except Exception as e:  # a bug: still one line, with a way to get the details
         if debug:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import sys
 
@@ -74,9 +76,17 @@ def parse_size(text: str) -> int:
     return value
 
 
+@contextlib.contextmanager
 def _open(path: str):
+    """The repository, closed at the end; a full disk is named as the repository's."""
     from rpfs.store import Repository
-    return Repository.open(path)
+    with Repository.open(path) as repo:
+        try:
+            yield repo
+        except OSError as e:
+            if e.filename is None and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(e.errno, e.strerror, f"repository {path}") from None
+            raise
 
 
 def cmd_init(args) -> int:

@@ -29,6 +29,7 @@ transaction after every pack they reference is durable and its objects are writt
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import time
@@ -121,14 +122,16 @@ MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}  # version n: function bringing version n-
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection):
     """The one way to write: ``BEGIN IMMEDIATE`` (the write lock up front, so no deadlock
-    between two upgrading readers), COMMIT on success, ROLLBACK on any exception."""
+    between two upgrading readers), COMMIT on success, ROLLBACK on any exception (a failed
+    COMMIT included) unless SQLite has already rolled back itself (SQLITE_FULL, IOERR)."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
 
 
 def migrate(db: sqlite3.Connection, source: str = CATALOG_NAME) -> int:
@@ -180,6 +183,9 @@ def check(path: str) -> None:
         finally:
             db.close()
     except sqlite3.DatabaseError as e:
+        st = os.statvfs(os.path.dirname(path) or ".")  # "disk I/O error" when -shm cannot grow
+        if st.f_bavail == 0 or st.f_favail == 0:
+            raise OSError(errno.ENOSPC, f"No space left on device (catalog: {e})", path) from None
         raise FormatError(f"catalog unreadable: {e} (rpfs repair rebuilds it)", source=path,
                           structure="catalog") from None
 

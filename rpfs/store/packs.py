@@ -84,6 +84,11 @@ def decompress(codec: int, payload: bytes, usize: int) -> bytes:
     if d is None:
         d = _tls.decompressor = zstandard.ZstdDecompressor()
     try:
+        # a frame that declares its size gets exactly that allocated, max_output_size or
+        # not: a damaged header claiming exabytes must be refused first (found by fuzzing)
+        declared = zstandard.frame_content_size(payload)
+        if declared > usize:
+            raise IntegrityError(f"zstd frame declares {declared} bytes, expected {usize}")
         out = d.decompress(payload, max_output_size=usize)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"zstd: {e}") from None

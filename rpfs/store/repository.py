@@ -103,6 +103,32 @@ class ChunkLoc:
     hash: bytes
 
 
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories made meanwhile are 0600/0700 (packs, catalog and its WAL, the
+    config): a repository holds whole disks, readable by nobody else. The umask is the
+    process's: only writers (init, backup, prune) use this, never a mount serving readers."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def refuse_if_writable_by_others(path: str) -> None:
+    """Anyone who can write the repository can change what a restore brings back: refuse
+    one whose directory, catalog, config or packs directory other users may write."""
+    for p in [path] + [os.path.join(path, n) for n in (catalog.CATALOG_NAME, CONFIG_NAME, PACKS_DIR)]:
+        try:
+            st = os.stat(p)  # a symlinked part is judged by what it points to
+        except FileNotFoundError:
+            continue
+        if st.st_mode & 0o022:
+            raise UsageError(f"{p} is writable by other users (mode {st.st_mode & 0o777:o}): "
+                             f"anyone who can write a repository can change what it restores; "
+                             f"fix with `chmod -R go-w {path}`")
+
+
 class Repository:
     """A repository at ``address``: a directory, or ``s3://BUCKET/PREFIX`` whose catalog,
     reader and writer locks and block cache live in a local cache directory."""
@@ -174,22 +200,23 @@ class Repository:
             backend.close()
             return cls.open(address, cache_dir=cache_dir, endpoint=endpoint, _crypto=crypto)
         path = address
-        if not os.path.exists(path):
-            os.makedirs(path, mode=0o700)
-        os.chmod(path, 0o700)
-        tmp = os.path.join(path, CONFIG_NAME + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(cfg.dumps())
-            f.flush()
-            os.fsync(f.fileno())
-        catalog.create(os.path.join(path, catalog.CATALOG_NAME), cfg.id)
-        LocalBackend.create(os.path.join(path, PACKS_DIR))
-        if key_file is not None:
-            LocalBackend(os.path.join(path, PACKS_DIR)).put_object(KEY_OBJECT, key_file)
-        os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
-        open(os.path.join(path, LOCK_NAME), "a").close()
-        os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
-        fsync_dir(path)
+        with private_files():
+            if not os.path.exists(path):
+                os.makedirs(path, mode=0o700)
+            os.chmod(path, 0o700)
+            tmp = os.path.join(path, CONFIG_NAME + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(cfg.dumps())
+                f.flush()
+                os.fsync(f.fileno())
+            catalog.create(os.path.join(path, catalog.CATALOG_NAME), cfg.id)
+            LocalBackend.create(os.path.join(path, PACKS_DIR))
+            if key_file is not None:
+                LocalBackend(os.path.join(path, PACKS_DIR)).put_object(KEY_OBJECT, key_file)
+            os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
+            open(os.path.join(path, LOCK_NAME), "a").close()
+            os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
+            fsync_dir(path)
         return cls.open(path, _crypto=crypto)
 
     @classmethod
@@ -203,6 +230,7 @@ class Repository:
         path = os.path.abspath(address)
         if not os.path.isdir(path):
             raise NotFoundError(f"{path}: no such repository")
+        refuse_if_writable_by_others(path)
         cfg = Config.load(path)
         cat = os.path.join(path, catalog.CATALOG_NAME)
         if not os.path.exists(cat):
@@ -340,7 +368,8 @@ class Repository:
             try:
                 if clean:
                     self.backend.clean_staging()
-                yield
+                with private_files():
+                    yield
             finally:
                 if remote:
                     self.backend.unlock()

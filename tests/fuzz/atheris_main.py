@@ -1,0 +1,48 @@
+"""One atheris (libFuzzer) process for one target: ``python -m tests.fuzz.atheris_main TARGET
+[libFuzzer options] [corpus dirs]``. tools/fuzz.py starts these with time and memory limits.
+
+rpfs's own packages are instrumented for coverage; the native decoders (_lznt1, _wofdecomp)
+run uninstrumented and are checked against their Python twins by the targets.
+"""
+
+import os
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader"]):
+    import formats.partitions  # noqa: F401
+    import formats.vhd  # noqa: F401
+    import formats.vhdx  # noqa: F401
+    import formats.vhdx.log  # noqa: F401
+    import ntfs_reader.attrs  # noqa: F401
+    import ntfs_reader.boot  # noqa: F401
+    import ntfs_reader.index  # noqa: F401
+    import ntfs_reader.lznt1  # noqa: F401
+    import ntfs_reader.lzx  # noqa: F401
+    import ntfs_reader.record  # noqa: F401
+    import ntfs_reader.reparse  # noqa: F401
+    import ntfs_reader.runlist  # noqa: F401
+    import ntfs_reader.xpress  # noqa: F401
+    import rpfs.store.catalog  # noqa: F401
+    import rpfs.store.packs  # noqa: F401
+    import rpfs.stream  # noqa: F401
+
+from tests.fuzz.targets import TARGETS, run_one  # noqa: E402
+
+
+def main() -> None:
+    target = sys.argv.pop(1)
+    if target not in TARGETS:
+        sys.exit(f"unknown target {target!r}; targets: {' '.join(TARGETS)}")
+
+    def one_input(data: bytes) -> None:
+        run_one(target, data)
+    # libFuzzer's -merge re-runs argv[0] itself: tools/fuzz.py points it at a wrapper script
+    argv = [os.environ.get("FUZZ_ARGV0", sys.argv[0])] + sys.argv[1:]
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Seeds for the fuzz targets, cut from the real fixture images (``tools/fuzz.py --seed``).
+
+Each seed is a real structure as the tools made it: VHDX/VHD images from qemu-img and our
+writer (headers, region tables, metadata, BAT, a pending log), MBR/EBR/GPT disks from
+sfdisk/sgdisk, NTFS boot sectors, MFT records, attribute lists, INDX records, runlists and
+reparse points from mkntfs + ntfs-3g volumes, LZNT1 units from NTFS-compressed files,
+XPRESS/LZX chunks from wimlib's WOF files, and a pack and chunk maps from a real backup.
+They are written under ``tests/fuzz/corpus/<target>/seed-*`` (small: at most 64 KiB each).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+from rpfs.stream import FileStream
+from tests.fuzz.targets import encode_image
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+MAX_SEED = 64 << 10
+MAX_VOLUME_SEED = 192 << 10   # a whole small NTFS volume's used records
+
+
+def _nonzero_blocks(stream, ranges, block: int = 4096, budget: int = MAX_SEED - 1024):
+    """(offset, bytes) of the non-zero blocks in ``ranges`` of ``stream``, within budget."""
+    out, used = [], 0
+    for start, end in ranges:
+        for off in range(max(0, start), min(end, stream.size), block):
+            b = stream.read(off, block)
+            if b.count(0) != len(b) and used + len(b) <= budget:
+                out.append((off, b))
+                used += len(b)
+    return out
+
+
+def _image_seed(path, ranges, flags: int = 1) -> bytes:
+    s = FileStream(path)
+    return encode_image(s.size, _nonzero_blocks(s, ranges), flags)
+
+
+def _vhdx_seed(path) -> bytes:
+    """Header section, metadata region, the start of the BAT and of the log of a VHDX."""
+    from formats.vhdx import VhdxDisk
+    from formats.vhdx import structures as S
+    disk = VhdxDisk(FileStream(path))
+    meta, _ = disk.regions[S.METADATA_GUID]
+    bat, _ = disk.regions[S.BAT_GUID]
+    ranges = [(0, 320 << 10), (meta, meta + (128 << 10)), (bat, bat + (16 << 10))]
+    if disk.log_replayed:
+        ranges.append((1 << 20, 2 << 20))
+    return _image_seed(path, ranges)
+
+
+def _volume_seed(image) -> bytes:
+    """Boot sector, the first MFT records and the root directory's index of a small volume
+    ($UpCase left out: the reader falls back to Unicode upper case)."""
+    from ntfs_reader import Volume
+    s = FileStream(image)
+    vol = Volume(s)
+    mft = vol.boot.mft_lcn * vol.cluster_size
+    blocks = _nonzero_blocks(s, [(0, 8192), (mft, mft + 160 * vol.record_size)], 512,
+                             budget=MAX_VOLUME_SEED - 8192)
+    used = sum(len(b) for _, b in blocks)
+    dirs = [vol.root] + [e for i, (_, e) in zip(range(300), vol.walk("/")) if e.is_dir]
+    for d in dirs:  # the first INDX record of each directory's index, while there is room
+        alloc = d._index().allocation
+        for _, n, disk in (alloc._pieces(0, min(4096, alloc.size)) if alloc is not None else []):
+            if disk is not None and used + n <= MAX_VOLUME_SEED - 1024:
+                blocks.append((disk, s.read(disk, n)))
+                used += n
+    return encode_image(s.size, blocks)
+
+
+def _save(target: str, data: bytes, seeds: dict) -> None:
+    if data and len(data) <= (MAX_VOLUME_SEED if target == "ntfs_volume" else MAX_SEED):
+        seeds.setdefault(target, []).append(data)
+
+
+def build_seeds() -> dict[str, list[bytes]]:
+    from tools.fixtures import build
+    from tests.helpers import vhdx_fixtures as F
+    fx = build("small")
+    seeds: dict[str, list[bytes]] = {}
+    MiB = 1 << 20
+
+    # containers
+    for disk in ("bare", "gpt4k"):
+        images = fx.disks[disk].images
+        for kind in ("vhdx-dynamic-1M", "vhdx-fixed"):
+            _save("vhdx", _vhdx_seed(images[kind]), seeds)
+        for kind in ("vhd-dynamic", "vhd-fixed"):
+            s = FileStream(images[kind])
+            blocks = _nonzero_blocks(s, [(0, 64 << 10), (s.size - 4096, s.size)], 512)
+            _save("vhd", encode_image(s.size, blocks), seeds)
+    chain = F.chain(2)
+    _save("vhdx", _vhdx_seed(chain[1][0]), seeds)  # differencing: parent locator
+    pending, _, _ = F.logged()
+    _save("vhdx", _vhdx_seed(pending), seeds)
+    log = FileStream(pending).read(MiB, MiB)
+    end = len(log.rstrip(b"\0"))
+    from formats.vhdx import structures as S
+    h = S.Header.parse(FileStream(pending).read(64 << 10, S.Header.sizeof()))
+    h2 = S.Header.parse(FileStream(pending).read(128 << 10, S.Header.sizeof()))
+    guid = max((h, h2), key=lambda x: x.sequence_number).log_guid
+    _save("vhdx_log", b"\1" + guid.bytes_le + log[:(end + 4095) // 4096 * 4096], seeds)
+    for disk, flags in (("data", 1), ("system", 1), ("gpt4k", 3)):
+        s = FileStream(fx.disks[disk].raw)
+        blocks = _nonzero_blocks(s, [(0, 64 << 10), (s.size - (64 << 10), s.size)], 512)
+        _save("partitions", encode_image(s.size, blocks, flags), seeds)
+        # the EBR chain of an MBR disk lives inside the extended partition
+        if fx.disks[disk].scheme == "mbr":
+            ebrs = [(p["offset"] - 1 * MiB, p["offset"]) for p in fx.disks[disk].partitions]
+            blocks = _nonzero_blocks(s, [(0, 4096)] + ebrs, 512)
+            _save("partitions", encode_image(s.size, blocks, flags), seeds)
+
+    # NTFS structures
+    from ntfs_reader import Volume
+    from ntfs_reader.datastream import RunlistStream
+    from ntfs_reader.record import AT_ATTRIBUTE_LIST, AT_DATA, AT_INDEX_ALLOCATION, AT_INDEX_ROOT
+    for name in ("system-p3", "sector4k-p0", "data-p1"):
+        _save("ntfs_boot", FileStream(fx.volumes[name].image).read(0, 512), seeds)
+    for name in ("data-p1", "data-p5", "clusters-p1"):
+        _save("ntfs_volume", _volume_seed(fx.volumes[name].image), seeds)
+    vol = Volume(FileStream(fx.volumes["system-p3"].image))
+    feats = fx.volumes["system-p3"].manifest["features"]
+    paths = ["/", feats["fragmented"]["path"], feats["compressed_dir"], feats["big_dir"]["path"],
+             *feats["attribute_list"], "/ProgramData/Contoso/sparse.bin",
+             "/ProgramData/Contoso/with-ads.txt"]
+    for p in paths:
+        e = vol.lookup(p)
+        rec_bytes = vol._mft.read(e.ref * vol.record_size, vol.record_size)
+        _save("mft_record", rec_bytes, seeds)
+        rec = vol.record(e.ref)
+        for a in rec.attributes:
+            if a.type == AT_ATTRIBUTE_LIST:
+                value = a.value if a.resident else RunlistStream(
+                    vol.stream, vol.cluster_size, a.decode_runs(vol.total_clusters, "seed"),
+                    a.data_size, a.initialized_size, "seed").read(0, a.data_size)
+                _save("attribute_list", value, seeds)
+            if not a.resident and a.type == AT_DATA and len(seeds.get("runlist", [])) < 6:
+                _save("runlist", bytes([a.lowest_vcn % 256]) + a.raw[a.pairs_at:a.pairs_end],
+                      seeds)
+            if a.type == AT_INDEX_ROOT and a.resident and len(seeds.get("index_record", [])) < 4:
+                alloc = vol.attribute_stream(e._attrs(), AT_INDEX_ALLOCATION, "$I30") \
+                    if any(b.type == AT_INDEX_ALLOCATION for b in rec.attributes) else None
+                tail = alloc.read(0, 4 * 4096) if alloc is not None else b""
+                _save("index_record", struct.pack("<H", len(a.value)) + a.value + tail, seeds)
+    for p in ("/$Extend/$Reparse",):
+        try:
+            vol.lookup(p)
+        except Exception:
+            pass
+    # compressed units: the allocated clusters of the first unit of compressed files
+    from ntfs_reader.datastream import CompressedStream
+    for p, ent in sorted(fx.volumes["system-p3"].manifest["entries"].items()):
+        if ent.get("type") == "file" and ent.get("compressed") and len(seeds.get("lznt1", [])) < 6:
+            s = vol.lookup(p).open()
+            if isinstance(s, CompressedStream):
+                allocated = [x for x in s._unit_pieces(0) if x[2] is not None]
+                raw = b"".join(s.raw.volume.read(lcn * s.cs, n * s.cs) for _, n, lcn in allocated)
+                if len(allocated) and sum(n for _, n, _ in allocated) < s.unit_clusters:
+                    _save("lznt1", bytes([(s.unit // 4096).bit_length() - 1]) + raw, seeds)
+    _wof_seeds(seeds)
+    _store_seeds(seeds)
+    return seeds
+
+
+def _wof_seeds(seeds: dict) -> None:
+    """XPRESS and LZX chunks and reparse points from the features volume (wimlib + ntfs-3g)."""
+    if shutil.which("wimlib-imagex") is None:
+        return
+    from ntfs_reader import Volume
+    from ntfs_reader.record import AT_REPARSE_POINT
+    from tests.helpers.ntfs_images import features_image, wim_resources
+    image, man = features_image()
+    vol = Volume(FileStream(image))
+    for p, e in sorted(man["entries"].items()):
+        if "reparse_tag" in e or e.get("type") == "symlink" or "wof" in e:
+            try:
+                rec = vol.record(vol.lookup(p).ref)
+            except Exception:
+                continue
+            for a in rec.attributes:
+                if a.type == AT_REPARSE_POINT and a.resident and len(seeds.get("reparse", [])) < 10:
+                    _save("reparse", a.value, seeds)
+    import random
+    rnd = random.Random(5)
+    text = b" ".join(rnd.choice([b"alpha", b"beta", b"volume", b"cluster"]) for _ in range(9000))
+    files = {"text": text[:30000], "mixed": text[:9000] + rnd.randbytes(3000)}
+    for method, chunk, target in (("XPRESS", 4096, "xpress"), ("XPRESS", 16384, "xpress"),
+                                  ("LZX", 32768, "lzx")):
+        for path, (res, _) in wim_resources(files, chunk, method).items():
+            size = len(files[path])
+            count = (size + chunk - 1) // chunk
+            table = [0] + list(struct.unpack_from(f"<{count - 1}I", res, 0))
+            body = res[4 * (count - 1):]
+            ends = table[1:] + [len(body)]
+            for i in range(min(count, 2)):
+                want = min(chunk, size - i * chunk)
+                comp = body[table[i]:ends[i]]
+                if len(comp) < want:
+                    n = want - 1 if target == "xpress" else want - 1
+                    _save(target, struct.pack("<H", n) + comp, seeds)
+
+
+def _store_seeds(seeds: dict) -> None:
+    """A real pack (a few chunks: zstd and raw) and the chunk maps of a real backup."""
+    import random
+    from rpfs.backup import backup
+    from rpfs.store.repository import Repository
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "src")
+        src.mkdir()
+        rnd = random.Random(3)
+        (src / "a.txt").write_bytes(b"hello world, " * 3000)
+        (src / "b.bin").write_bytes(rnd.randbytes(9000))
+        (src / "c.txt").write_bytes(b"x" * 100)
+        repo = Repository.init(str(Path(tmp, "repo")), chunk_size=16384)
+        try:
+            backup(repo, [str(p) for p in sorted(src.iterdir())], vm="fuzz",
+                   time="2026-01-01T00:00:00Z", show_progress=False)
+            for (blob, size) in repo.query("SELECT chunk_map, size FROM files"):
+                count = (size + 16383) // 16384
+                _save("chunk_map", struct.pack("<H", count) + blob, seeds)
+        finally:
+            repo.close()
+        for pack in sorted(Path(tmp, "repo").rglob("*.pack")):
+            _save("pack", b"\1" + pack.read_bytes(), seeds)
+
+
+def write_seeds() -> dict[str, int]:
+    counts = {}
+    for target, items in build_seeds().items():
+        d = CORPUS / target
+        d.mkdir(parents=True, exist_ok=True)
+        for data in items:
+            (d / f"seed-{hashlib.sha1(data).hexdigest()[:16]}").write_bytes(data)
+        counts[target] = len(items)
+    return counts

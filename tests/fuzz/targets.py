@@ -1,0 +1,421 @@
+"""Fuzz targets: every entry point of rpfs that parses untrusted bytes, one function each.
+
+A target takes the fuzzer's bytes and drives one parser the way rpfs drives it (open, then
+read, list extents, walk entries). The property checked by ``run_one``: the only exceptions
+that escape are rpfs's typed errors (``RpfsError``); anything else (IndexError,
+struct.error, RecursionError, MemoryError, ...) is a crash. Time and memory per input are
+bounded by the runner (atheris ``-timeout``/``-rss_limit_mb``, ``tools/fuzz.py``).
+
+Disk-sized inputs use a *sparse image* encoding, so a seed can be a real image from the
+fixtures without its megabytes of zeros: ``u8 flags, u32 size in 512-byte units``, then
+records ``u32 offset in 512-byte units, u16 length, bytes``. With flag bit 0 set, the target
+recomputes the checksums the format has (VHDX headers and region tables, VHD footer and
+dynamic header, GPT header and entries, pack index) so mutations reach the checks behind them.
+
+Used by ``tools/fuzz.py`` (atheris, coverage-guided) and ``tests/test_fuzz_corpus.py``
+(replays the corpora under ``tests/fuzz/corpus/<target>/`` in CI).
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import uuid
+import zlib
+
+from rpfs.errors import RpfsError
+from rpfs.stream import DATA, ZERO, BytesStream, Extent, Stream
+
+UNIT = 512
+MAX_IMAGE = 1 << 41      # 2 TiB: big enough for every size field path, reads stay sparse
+
+
+# -- the sparse image ----------------------------------------------------------------------
+
+class SparseImage(Stream):
+    """``size`` bytes of zeros with ``patches`` [(offset, bytes)] on top (later ones win)."""
+
+    def __init__(self, size: int, patches: list[tuple[int, bytes]], name: str = "fuzz.img"):
+        self.size = size
+        self.name = name
+        flat: list[tuple[int, int, bytes]] = []
+        for off, data in patches:
+            if off < size and data:
+                data = data[:size - off]
+                flat = [p for p in flat if p[1] <= off or p[0] >= off + len(data)] + \
+                       [(off, off + len(data), data)]
+        self.patches = sorted(flat)
+        self._starts = [p[0] for p in self.patches]
+
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        end = offset + len(view)
+        view[:] = bytes(len(view))
+        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while i < len(self.patches) and self.patches[i][0] < end:
+            a, b, data = self.patches[i]
+            lo, hi = max(a, offset), min(b, end)
+            if lo < hi:
+                view[lo - offset:hi - offset] = data[lo - a:hi - a]
+            i += 1
+
+    def _extents(self, offset: int, end: int):
+        pos = offset
+        i = max(0, bisect.bisect_right(self._starts, offset) - 1)
+        while i < len(self.patches) and self.patches[i][0] < end:
+            a, b, _ = self.patches[i]
+            lo, hi = max(a, pos), min(b, end)
+            if lo < hi:
+                if lo > pos:
+                    yield Extent(pos, lo - pos, ZERO)
+                yield Extent(lo, hi - lo, DATA)
+                pos = hi
+            i += 1
+        if pos < end:
+            yield Extent(pos, end - pos, ZERO)
+
+    def patch(self, offset: int, data: bytes) -> None:
+        """Overwrite bytes (checksum fix-ups), keeping the patch list sorted."""
+        self.__init__(self.size, [(a, d) for a, _, d in self.patches] + [(offset, data)],
+                      self.name)
+
+
+def decode_image(data: bytes) -> tuple[int, SparseImage]:
+    if len(data) < 5:
+        return 0, SparseImage(0, [])
+    flags, units = struct.unpack_from("<BI", data, 0)
+    size = min(units * UNIT, MAX_IMAGE)
+    patches, pos = [], 5
+    while pos + 6 <= len(data):
+        off, n = struct.unpack_from("<IH", data, pos)
+        pos += 6
+        patches.append((off * UNIT, data[pos:pos + n]))
+        pos += n
+    return flags, SparseImage(size, patches)
+
+
+def encode_image(size: int, blocks: list[tuple[int, bytes]], flags: int = 1) -> bytes:
+    """The encoding of an image with these (offset, bytes) pieces (offsets 512-aligned)."""
+    out = bytearray(struct.pack("<BI", flags, (size + UNIT - 1) // UNIT))
+    for off, b in blocks:
+        for i in range(0, len(b), 0xFFFF & ~(UNIT - 1)):
+            piece = b[i:i + (0xFFFF & ~(UNIT - 1))]
+            out += struct.pack("<IH", (off + i) // UNIT, len(piece)) + piece
+    return bytes(out)
+
+
+def exercise(stream: Stream, reads: int = 8) -> None:
+    """Reads at the start, the end and spread over the stream, then its extents."""
+    size = stream.size
+    for i in range(reads):
+        at = (size * i) // reads
+        stream.read(at, 65536)
+    stream.read(max(0, size - 4096), 8192)
+    for n, e in enumerate(stream.extents()):
+        if n >= 2000:
+            break
+        if e.kind == DATA:
+            stream.read(e.offset, min(e.length, 4096))
+
+
+# -- containers ------------------------------------------------------------------------------
+
+def fuzz_vhdx(data: bytes) -> None:
+    """VHDX file identifier, headers, region tables, metadata, BAT and log (replayed on open)."""
+    from formats.vhdx import VhdxDisk
+    from formats.vhdx import structures as S
+    flags, img = decode_image(data)
+    if flags & 1:
+        for off in (64 << 10, 128 << 10):
+            head = bytearray(img.read(off, 4096))
+            if head[:4] == b"head":
+                head[4:8] = b"\0\0\0\0"
+                head[4:8] = struct.pack("<I", S.crc32c(bytes(head)))
+                img.patch(off, bytes(head))
+        for off in (192 << 10, 256 << 10):
+            table = bytearray(img.read(off, 65536))
+            if table[:4] == b"regi":
+                table[4:8] = b"\0\0\0\0"
+                table[4:8] = struct.pack("<I", S.crc32c(bytes(table)))
+                img.patch(off, bytes(table))
+    disk = VhdxDisk(img)
+    disk.describe()
+    if disk.has_parent:
+        return
+    exercise(disk)
+
+
+def fuzz_vhdx_log(data: bytes) -> None:
+    """The VHDX log alone: the first 16 bytes are the log GUID, the rest the log region
+    (placed at 1 MiB in a file of zeros); entries' checksums are fixed up with flag bit 0."""
+    from formats.vhdx import structures as S
+    from formats.vhdx.log import replay_log
+    if len(data) < 17:
+        return
+    flags, guid, log = data[0], uuid.UUID(bytes_le=data[1:17]), bytearray(data[17:])
+    log = log[: 1 << 20]
+    length = max(4096, (len(log) + 4095) // 4096 * 4096)
+    log += bytes(length - len(log))
+    if flags & 1:
+        for pos in range(0, length, 4096):
+            if log[pos:pos + 4] == b"loge":
+                n = struct.unpack_from("<I", log, pos + 8)[0]
+                if 0 < n <= length - pos and n % 4096 == 0:
+                    log[pos + 4:pos + 8] = b"\0\0\0\0"
+                    log[pos + 4:pos + 8] = struct.pack("<I", S.crc32c(bytes(log[pos:pos + n])))
+    file = SparseImage(1 << 30, [(1 << 20, bytes(log))], "log.vhdx")
+    overlay = replay_log(file, 1 << 20, length, guid)
+    exercise(overlay, 4)
+
+
+def fuzz_vhd(data: bytes) -> None:
+    """VHD footer (and its copy), dynamic header, BAT, block bitmaps, parent locators."""
+    from formats.vhd import VhdDisk
+    flags, img = decode_image(data)
+    if flags & 1 and img.size >= 512:
+        _vhd_fix(img, img.size - 512, 512, 64)
+        footer = img.read(img.size - 512, 512)
+        if footer[:8] == b"conectix":
+            data_offset = struct.unpack_from(">Q", footer, 16)[0]
+            if data_offset < img.size - 1024:
+                _vhd_fix(img, data_offset, 1024, 36)
+    disk = VhdDisk(img)
+    if disk.kind == "differencing":
+        return
+    exercise(disk)
+
+
+def _vhd_fix(img: SparseImage, off: int, n: int, field: int) -> None:
+    b = bytearray(img.read(off, n))
+    if len(b) == n and b[:8] in (b"conectix", b"cxsparse"):
+        b[field:field + 4] = b"\0\0\0\0"
+        b[field:field + 4] = struct.pack(">I", ~sum(b) & 0xFFFFFFFF)
+        img.patch(off, bytes(b))
+
+
+def fuzz_partitions(data: bytes) -> None:
+    """MBR, the EBR chain, protective MBR and both GPTs (flag bit 1: 4096-byte sectors)."""
+    from formats.disk import RawDisk
+    from formats.partitions import read_partitions
+    flags, img = decode_image(data)
+    ss = 4096 if flags & 2 else 512
+    if flags & 1 and img.size >= 2 * ss:
+        head = bytearray(img.read(ss, 512))
+        if head[:8] == b"EFI PART":
+            hsize, = struct.unpack_from("<I", head, 12)
+            entries_lba, count, esize = struct.unpack_from("<QII", head, 72)
+            if count * esize <= 1 << 20 and entries_lba * ss < img.size:
+                head[88:92] = struct.pack("<I", zlib.crc32(img.read(entries_lba * ss, count * esize)))
+            if 92 <= hsize <= 512:
+                head[16:20] = b"\0\0\0\0"
+                head[16:20] = struct.pack("<I", zlib.crc32(bytes(head[:hsize])))
+            img.patch(ss, bytes(head))
+    table = read_partitions(RawDisk(img, logical_sector_size=ss))
+    for p in table.partitions[:64]:
+        p.stream.read(0, 512)
+        p.stream.read(max(0, p.stream.size - 512), 512)
+
+
+# -- NTFS --------------------------------------------------------------------------------------
+
+_WHERE = {"source": "fuzz", "structure": "fuzz", "offset": 0}
+
+
+def fuzz_ntfs_boot(data: bytes) -> None:
+    from ntfs_reader.boot import parse_boot_sector
+    b = parse_boot_sector(data[:512].ljust(512, b"\0"), "fuzz", 0)
+    b.volume_size, b.total_clusters
+
+
+def fuzz_mft_record(data: bytes) -> None:
+    """One MFT record: fixups, header, attribute headers, and the values rpfs parses from it
+    (standard information, file names, attribute list, object id, reparse point, runlists)."""
+    from ntfs_reader import attrs, record, reparse
+    size = 4096 if len(data) > 1024 else 1024
+    data = data[:size].ljust(size, b"\0")
+    rec = record.parse_record(data, struct.unpack_from("<I", data, 0x2C)[0], "fuzz", 0)
+    rec.in_use, rec.is_directory, rec.is_base
+    for a in rec.attributes[:64]:
+        a.type_name, a.size
+        if not a.resident:
+            a.decode_runs(1 << 24, "fuzz")
+            continue
+        v = a.value
+        if a.type == record.AT_STANDARD_INFORMATION:
+            attrs.parse_standard_information(v, _WHERE)
+        elif a.type == record.AT_FILE_NAME:
+            attrs.parse_file_name(v, _WHERE)
+        elif a.type == record.AT_ATTRIBUTE_LIST:
+            attrs.parse_attribute_list(v, _WHERE)
+        elif a.type == record.AT_OBJECT_ID:
+            attrs.parse_object_id(v)
+        elif a.type == record.AT_VOLUME_INFORMATION:
+            attrs.parse_volume_information(v, _WHERE)
+        elif a.type == record.AT_REPARSE_POINT:
+            reparse.parse_reparse(v, _WHERE)
+
+
+def fuzz_ntfs_volume(data: bytes) -> None:
+    """A whole NTFS volume (sparse image): open, then walk and read what it holds the way
+    the namespace does: names, times, sizes, streams, reparse points, links, security
+    descriptors, extended attributes, lookups by name."""
+    from ntfs_reader import Volume
+    _, img = decode_image(data)
+    vol = Volume(img)
+    vol.upcase
+    for i, (path, e) in enumerate(vol.walk("/")):
+        if i >= 300:
+            break
+        e.name, e.times, e.attributes, e.nlink, e.size, e.short_name, e.hard_links
+        e.security_descriptor, e.object_id, e.eas
+        if e.is_symlink:
+            e.readlink()
+            continue
+        if not e.is_dir:
+            for name, _ in e.streams()[:8]:
+                s = e.open(name)
+                s.read(0, 8192)
+                list(s.extents())[:64]
+        vol.lookup(path)
+    vol.metadata_files()
+
+
+def fuzz_attribute_list(data: bytes) -> None:
+    from ntfs_reader.attrs import parse_attribute_list
+    for e in parse_attribute_list(data, _WHERE)[:4096]:
+        e.__repr__()
+
+
+def fuzz_index_record(data: bytes) -> None:
+    """An $I30 index: the first u16 is the length of the $INDEX_ROOT value, the rest the
+    $INDEX_ALLOCATION stream (INDX records with fixups); every entry walked, keys parsed."""
+    from ntfs_reader.attrs import parse_file_name
+    from ntfs_reader.index import Index
+    if len(data) < 2:
+        return
+    n = struct.unpack_from("<H", data, 0)[0] % 4096
+    root, alloc = data[2:2 + n], data[2 + n:]
+    idx = Index(root, BytesStream(alloc, "fuzz $INDEX_ALLOCATION") if alloc else None, None,
+                4096, dict(_WHERE))
+    for i, e in enumerate(idx):
+        if i >= 20000:
+            break
+        if e.key:
+            parse_file_name(e.key, _WHERE)
+    idx.find(lambda e: 0)
+    list(idx.iter_after(lambda e: -1))[:100]
+
+
+def fuzz_runlist(data: bytes) -> None:
+    from ntfs_reader.runlist import decode_runlist
+    if len(data) < 2:
+        return
+    first_vcn = data[0] * 97
+    decode_runlist(data, 1, len(data), first_vcn, 1 << 32, "fuzz")
+
+
+def fuzz_reparse(data: bytes) -> None:
+    from ntfs_reader.reparse import parse_reparse, wof_description
+    r = parse_reparse(data, _WHERE)
+    r.name
+    wof_description(data)
+
+
+def _differential(native, python, data: bytes, size: int) -> None:
+    """The native decoder and its Python twin agree: same bytes or the same typed error."""
+    from rpfs.errors import FormatError
+    outcomes = []
+    for fn in (native, python):
+        try:
+            outcomes.append(("ok", fn(data, size)))
+        except FormatError as e:
+            outcomes.append(("error", type(e).__name__))
+    if outcomes[0] != outcomes[1]:
+        raise AssertionError(f"native and Python decoders disagree: {outcomes[0][0]} vs "
+                             f"{outcomes[1][0]}")
+    if outcomes[0][0] == "error":
+        native(data, size)  # re-raise the typed error for the caller
+
+
+def fuzz_lznt1(data: bytes) -> None:
+    """LZNT1 (NTFS compression): first byte picks the unit size (a cluster-size multiple)."""
+    from ntfs_reader import lznt1
+    if not data:
+        return
+    unit = 4096 << (data[0] % 5)
+    _differential(lambda d, u: lznt1.decompress(d, u), lznt1.decompress_py, data[1:], unit)
+
+
+def fuzz_xpress(data: bytes) -> None:
+    """XPRESS Huffman (WOF): first two bytes are the output size (at most 64 KiB)."""
+    from ntfs_reader import xpress
+    if len(data) < 2:
+        return
+    size = struct.unpack_from("<H", data, 0)[0] + 1
+    _differential(xpress.decompress, xpress.decompress_py, data[2:], size)
+
+
+def fuzz_lzx(data: bytes) -> None:
+    """LZX (WOF, 32 KiB chunks): first two bytes are the output size (at most 32 KiB)."""
+    from ntfs_reader import lzx
+    if len(data) < 2:
+        return
+    size = struct.unpack_from("<H", data, 0)[0] % 32768 + 1
+    _differential(lzx.decompress, lzx.decompress_py, data[2:], size)
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+class _BytesBackend:
+    """One pack object in memory, with the two calls the pack reader makes."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def get(self, name: str, offset: int, length: int) -> bytes:
+        return self.data[offset:offset + length]
+
+    def size(self, name: str) -> int | None:
+        return len(self.data)
+
+
+def fuzz_pack(data: bytes) -> None:
+    """A pack file: header, trailer, index (checksum fixed up with flag bit 0), then each
+    chunk's payload decompressed and hashed as a read does."""
+    from rpfs.store import packs
+    if not data:
+        return
+    flags, body = data[0], bytearray(data[1:])
+    t = packs.TRAILER_SIZE
+    if flags & 1 and len(body) >= packs.HEADER_SIZE + t and body[-8:] == b"RPFSIDX1":
+        try:
+            tr = packs.Trailer.parse(bytes(body[-t:]))
+            idx = bytes(body[tr.index_offset:len(body) - t])
+            fixed = packs.Trailer.build(dict(tr, crc=zlib.crc32(idx)))
+            body[-t:] = fixed
+        except Exception:  # a trailer the fix-up cannot rebuild: leave it as it is
+            pass
+    be = _BytesBackend(bytes(body))
+    for e in packs.read_index(be, "fuzz", len(body))[:256]:
+        payload = be.get("fuzz", e.offset, e.csize)
+        out = packs.decompress(e.codec, payload, e.usize)
+        packs.chunk_hash(out)
+
+
+def fuzz_chunk_map(data: bytes) -> None:
+    """A file's chunk map as stored in the catalog (first u16: how many ids it claims)."""
+    from rpfs.store.catalog import decode_map
+    if len(data) < 2:
+        return
+    count = struct.unpack_from("<H", data, 0)[0]
+    decode_map(data[2:], count, "fuzz")
+
+
+TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}
+
+
+def run_one(target: str, data: bytes) -> None:
+    """One input through one target: typed errors are the expected outcome of bad input."""
+    try:
+        TARGETS[target](data)
+    except RpfsError:
+        pass
