@@ -125,6 +125,17 @@ def test_zstd_frame_declaring_exabytes_is_refused_before_allocating():
         decompress(ZSTD, frame, 16384)
 
 
+def test_repository_object_declaring_exabytes_is_refused_before_allocating():
+    """The same frame sealed as a repository object (recovery point, map, pack index)."""
+    from rpfs.store import objects
+    from rpfs.store.crypto import Plain
+
+    frame = bytes.fromhex("28b52ffdf720ad00006868656c6c6f20776f726c642c200100f01ff8f905")
+    raw = objects.MAGIC + Plain().seal_object(frame, "rps/x")
+    with pytest.raises(IntegrityError, match="declares 8583983401233901672 bytes"):
+        objects.decode(Plain(), "rps/x", raw)
+
+
 @SETTINGS
 @given(st.one_of(st.binary(max_size=300),
                  st.dictionaries(st.sampled_from(["format", "chunk_size", "hash", "zstd_level",

@@ -1,4 +1,3 @@
-
 import pytest
 
 from rpfs.errors import FormatError, NotFoundError

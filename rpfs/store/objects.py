@@ -47,6 +47,10 @@ def decode(crypto, key: str, raw: bytes) -> bytes:
         raise FormatError("bad magic", source=key, structure="repository object", offset=0)
     packed = crypto.open_object(raw[8:], key)
     try:
+        # a frame declaring its size gets that much allocated whatever max_output_size says
+        declared = zstandard.frame_content_size(packed)
+        if declared > MAX_OBJECT:
+            raise IntegrityError(f"object {key}: zstd frame declares {declared} bytes")
         return zstandard.ZstdDecompressor().decompress(packed, max_output_size=MAX_OBJECT)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"object {key}: {e}") from None
