@@ -361,12 +361,14 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
             res.seconds = _time.monotonic() - t0
             _commit_rp(repo, run, vm, name, when, files, res)
         finally:
+            # threads first: a pack commit must not outlive the catalog connection it uses
+            # (the caller closes the repository next)
             run.stop.set()
-            if writer is not None:
-                writer.abort()
             run.pool.shutdown(wait=True, cancel_futures=True)
             run.finisher.shutdown(wait=True)
             reader.join()
+            if writer is not None:
+                writer.abort()
             if own_progress and progress:
                 progress.close()
     res.seconds = _time.monotonic() - t0

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import blake3
 import pytest
@@ -84,7 +85,7 @@ def dir_objects(path) -> dict[str, bytes]:
         for n in names:
             if not n.startswith("catalog.sqlite"):
                 p = os.path.join(root, n)
-                out[p] = open(p, "rb").read()
+                out[p] = Path(p).read_bytes()
     return out
 
 
@@ -481,10 +482,10 @@ def test_passphrase_asked_on_the_terminal_reaches_a_background_mount(tmp_path):
         assert sha(f.read_bytes()) == want["notes.txt"]
         for p in filter(str.isdigit, os.listdir("/proc")):
             try:
-                cmd = open(f"/proc/{p}/cmdline", "rb").read()
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes()
                 if b"rpfs\0mount" in cmd and str(mp).encode() in cmd:  # the forked server
                     assert secret.encode() not in cmd
-                    assert secret.encode() not in open(f"/proc/{p}/environ", "rb").read()
+                    assert secret.encode() not in Path(f"/proc/{p}/environ").read_bytes()
                     break
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue

@@ -138,6 +138,8 @@ def connect(path: str, *, write: bool = False) -> sqlite3.Connection | None:
     """A connection to the index (None if there is none and ``write`` is false)."""
     if not write and not os.path.exists(path):
         return None
+    if write and not os.path.exists(path):  # private like the catalog (its -wal/-shm follow)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     try:
         db = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 60000")

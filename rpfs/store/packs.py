@@ -134,24 +134,31 @@ class PackWriter:
     def finish(self) -> int:
         """Write index + trailer, fsync, publish under the final name. Returns the size."""
         index = encode_index(self.entries)
-        self._f.write(index)
-        self._f.write(Trailer.build(dict(index_offset=self.size, count=len(self.entries),
-                                         crc=zlib.crc32(index))))
-        self.size += len(index) + TRAILER_SIZE
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
-        self.backend.put(self.name, self.tmp_path)
+        try:
+            self._f.write(index)
+            self._f.write(Trailer.build(dict(index_offset=self.size, count=len(self.entries),
+                                             crc=zlib.crc32(index))))
+            self.size += len(index) + TRAILER_SIZE
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            self.backend.put(self.name, self.tmp_path)
+        except BaseException:  # e.g. the disk full: no temporary pack is left behind
+            self.abort()
+            raise
         return self.size
 
     def abort(self) -> None:
+        """Drop the pack being written; never raises for it (a full disk fails the flush
+        that closing does, and the error that made us abort is the one to report)."""
         try:
             self._f.close()
-        finally:
-            try:
-                os.unlink(self.tmp_path)
-            except FileNotFoundError:
-                pass
+        except OSError:
+            pass
+        try:
+            os.unlink(self.tmp_path)
+        except FileNotFoundError:
+            pass
 
 
 def read_index(backend: Backend, name: str, size: int | None = None) -> list[PackEntry]:

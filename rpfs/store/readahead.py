@@ -171,12 +171,10 @@ class ReadAhead(Stream):
         self._note(offset, length)
         return self.file._read(offset, length)
 
-    def readinto(self, offset: int, buffer) -> int:
-        """Copies each chunk's bytes once, straight into ``buffer``."""
-        view = memoryview(buffer).cast("B")
-        length = min(len(view), max(0, self.size - offset))
-        if length <= 0:
-            return 0
+    def _readinto(self, offset: int, view: memoryview) -> None:
+        """Copies each chunk's bytes once, straight into ``view`` (bounds checked by
+        ``Stream.readinto``)."""
+        length = len(view)
         self._note(offset, length)
         cs = self.chunk_size
         pos, end = offset, offset + length
@@ -191,7 +189,6 @@ class ReadAhead(Stream):
                 start = pos - i * cs
                 dst[:] = memoryview(data)[start:start + take]
             pos += take
-        return length
 
     def extents(self, offset: int = 0, length: int | None = None):
         return self.file.extents(offset, length)

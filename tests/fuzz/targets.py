@@ -24,6 +24,7 @@ import uuid
 import zlib
 
 from rpfs.errors import RpfsError
+from rpfs.store.backend import Backend
 from rpfs.stream import DATA, ZERO, BytesStream, Extent, Stream
 
 UNIT = 512
@@ -365,8 +366,8 @@ def fuzz_lzx(data: bytes) -> None:
 
 # -- the store ---------------------------------------------------------------------------------
 
-class _BytesBackend:
-    """One pack object in memory, with the two calls the pack reader makes."""
+class _BytesBackend(Backend):
+    """One pack object in memory: the store's backend interface over bytes."""
 
     def __init__(self, data: bytes):
         self.data = data
