@@ -17,7 +17,7 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
                                    "rpfs.store", "rpfs.index.build", "importlib.metadata"]
 
 
-def loaded_after(code: str) -> list[dict]:
+def loaded_after(code: str) -> dict[str, set]:
     """Run ``code`` in a fresh interpreter; each ``snapshot(label)`` it calls records the
     modules loaded at that point."""
     prelude = ("import json, sys\n"
@@ -32,8 +32,8 @@ def heavy(loaded: set, names: list[str]) -> list[str]:
     return sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in names))
 
 
-def test_parsing_any_command_line_imports_nothing_heavy(tmp_path):
-    snaps = loaded_after(f"""
+def test_parsing_any_command_line_imports_nothing_heavy():
+    snaps = loaded_after("""
 import contextlib, io
 import rpfs.cli
 parser = rpfs.cli.build_parser()
