@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import threading
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from formats.bitlocker import fvecrypt
 from formats.bitlocker.metadata import METHODS
 from rpfs.errors import FormatError
+
+
+def _aes(key: bytes, mode: str, *args):
+    """An AES ``Cipher`` in ``mode`` (a name in ``cryptography``'s ``modes``). cryptography
+    costs ~20 ms to import, so it is loaded with the first BitLocker volume, not with rpfs."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    return Cipher(algorithms.AES(key), getattr(modes, mode)(*args))
 
 
 class _Ecb:
@@ -30,7 +36,7 @@ class _Ecb:
         name = "enc" if encrypt else "dec"
         ctx = getattr(self._local, name, None)
         if ctx is None:
-            c = Cipher(algorithms.AES(self.key), modes.ECB())
+            c = _aes(self.key, "ECB")
             ctx = c.encryptor() if encrypt else c.decryptor()
             setattr(self._local, name, ctx)
         return ctx
@@ -160,6 +166,6 @@ class SectorCipher:
         ivs = self._ivs(offset, count)
         out = bytearray()
         for i in range(count):
-            enc = Cipher(algorithms.AES(self.key), modes.CBC(ivs[16 * i:16 * i + 16])).encryptor()
+            enc = _aes(self.key, "CBC", ivs[16 * i:16 * i + 16]).encryptor()
             out += enc.update(bytes(buf[i * ss:(i + 1) * ss])) + enc.finalize()
         return bytes(out)

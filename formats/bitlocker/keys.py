@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-
 from formats.bitlocker.fvecrypt import stretch
 from formats.bitlocker.metadata import (ENTRY_STARTUP_KEY, VALUE_EXTERNAL_KEY, VALUE_KEY,
                                         Metadata, Protector, WrappedKey, parse_entries)
@@ -176,6 +173,10 @@ def unwrap(wrapped: WrappedKey, key: bytes) -> bytes | None:
     then the key bytes."""
     if len(key) not in (16, 24, 32):
         return None
+    # cryptography costs ~20 ms to import: only volumes that are BitLocker need it
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESCCM
+
     try:
         plain = AESCCM(key, tag_length=16).decrypt(wrapped.nonce, wrapped.ciphertext + wrapped.tag, None)
     except (InvalidTag, ValueError):

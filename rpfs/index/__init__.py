@@ -14,7 +14,16 @@ lives), scan (MFT records -> FileInfo), build (incremental writes), query (find,
 versions (the ``/<vm>/.versions/`` view).
 """
 
-from rpfs.index.build import update_index
-from rpfs.index.query import file_history, find_entries
-
 __all__ = ["find_entries", "file_history", "update_index"]
+
+
+def __getattr__(name: str):
+    # Loaded on first use: build and query import the NTFS reader, which a mount listing a
+    # VM (rpfs.index.versions imports this package) or `rpfs --help` must not pay for.
+    if name == "update_index":
+        from rpfs.index.build import update_index
+        return update_index
+    if name in ("file_history", "find_entries"):
+        from rpfs.index import query
+        return getattr(query, name)
+    raise AttributeError(f"module 'rpfs.index' has no attribute {name!r}")

@@ -21,7 +21,6 @@ from typing import Callable, Iterator
 
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
-from rpfs.index.scan import file_info
 from rpfs.tree import ns_to_iso
 
 log = logging.getLogger(__name__)
@@ -262,6 +261,8 @@ def _find_indexed(db, rps: dict, m: _Matcher, keep) -> Iterator[dict]:
 
 def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
     """The same answers from one recovery point's volumes, walked (no index)."""
+    from rpfs.index import scan  # the NTFS reader: only when a volume is walked
+
     for vol_name, vol in sorted(rp.volumes.items()):
         if isinstance(vol, Exception):
             log.warning("%s", vol)
@@ -273,7 +274,7 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
                     continue
                 try:
                     fa = vol.file(e.ref)
-                    info = file_info(vol, fa.record, fa.attrs)
+                    info = scan.file_info(vol, fa.record, fa.attrs)
                 except RpfsError as err:
                     log.warning("%s: %s", path, err)
                     continue
@@ -397,13 +398,15 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
 
 
 def _history_lookup(rp, volume: str, inner: str):
+    from rpfs.index import scan  # the NTFS reader: only when a volume is opened
+
     vol = rp.volumes.get(volume)
     if vol is None or isinstance(vol, Exception):
         return None
     try:
         e = vol.lookup(inner)
         fa = vol.file(e.ref)
-        info = file_info(vol, fa.record, fa.attrs)
+        info = scan.file_info(vol, fa.record, fa.attrs)
     except (NotFoundError, RpfsError):
         return None
     if info is None:

@@ -1,0 +1,75 @@
+"""Starting a command costs only what it uses: parsing any command line, or serving a plain
+repository's mount, never imports the S3 client, cryptography, the web stack, or the VHDX and
+NTFS readers before a disk is opened. Each check runs in a fresh interpreter (this process has
+imported everything already) and first proves it can see the modules it looks for."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.helpers.cli import rpfs
+
+NEVER_UNASKED = ["boto3", "botocore", "cryptography", "starlette", "uvicorn", "jinja2",
+                 "rpfs.web"]
+NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "ntfs_reader",
+                                   "rpfs.store", "rpfs.index.build", "importlib.metadata"]
+
+
+def loaded_after(code: str) -> dict[str, set]:
+    """Run ``code`` in a fresh interpreter; each ``snapshot(label)`` it calls records the
+    modules loaded at that point."""
+    prelude = ("import json, sys\n"
+               "def snapshot(label):\n"
+               "    print(json.dumps([label, sorted(sys.modules)]), flush=True)\n")
+    r = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return {label: set(mods) for label, mods in map(json.loads, r.stdout.splitlines())}
+
+
+def heavy(loaded: set, names: list[str]) -> list[str]:
+    return sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_parsing_any_command_line_imports_nothing_heavy():
+    snaps = loaded_after("""
+import contextlib, io
+import rpfs.cli
+parser = rpfs.cli.build_parser()
+for argv in (["ls", "R", "/"], ["restore", "R", "/a", "D"], ["mount", "R", "M"],
+             ["backup", "R", "S", "--vm", "x"], ["find", "R", "*.txt"], ["serve", "R"],
+             ["ls", "--help"], ["--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        parser.parse_args(argv)
+snapshot("parsed")
+import rpfs.store  # the control: what opening a repository loads is seen
+snapshot("store")
+""")
+    assert heavy(snaps["parsed"], NOT_FOR_PARSING) == []
+    assert "rpfs.cli.mount" in snaps["parsed"]
+    assert {"zstandard", "rpfs.store"} <= snaps["store"]
+
+
+def test_plain_repository_mount_opens_only_what_it_lists(tmp_path, small_fixtures):
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
+    snaps = loaded_after(f"""
+import rpfs.fuse  # the mount imports its adapter before it forks
+from rpfs.tree import open_source
+tree = open_source({str(repo)!r})
+ops = rpfs.fuse.Operations(tree)
+[n.attr() for n in tree.root.iterdir()]
+[n.attr() for n in tree.resolve("/web01").iterdir()]
+snapshot("listed")
+vols = tree.resolve("/web01/latest/volumes")
+for vol in vols.iterdir():
+    for n in vol.iterdir():
+        n.attr()
+snapshot("volumes")
+""")
+    listed, volumes = snaps["listed"], snaps["volumes"]
+    assert heavy(listed, NEVER_UNASKED + ["formats.vhdx", "ntfs_reader", "rpfs.index.build"]) == []
+    assert heavy(volumes, NEVER_UNASKED) == []
+    assert {"formats.vhdx", "ntfs_reader"} <= volumes   # a volume really was read
