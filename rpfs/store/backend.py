@@ -73,7 +73,15 @@ class Backend:
         raise NotImplementedError
 
     def clean_staging(self) -> int:
-        return 0
+        """Remove temp files a killed writer left (caller holds the writer lock)."""
+        n = 0
+        for fn in os.listdir(self.staging):
+            try:
+                os.unlink(os.path.join(self.staging, fn))
+                n += 1
+            except (FileNotFoundError, IsADirectoryError):
+                pass
+        return n
 
     def get_direct(self, name: str, offset: int, length: int) -> bytes:
         """``get`` around any cache (pack indexes: small reads nobody repeats)."""
@@ -254,17 +262,6 @@ class LocalBackend(Backend):
             e = self._fds.pop(name, None)
             if e is not None:
                 self._evict(e)
-
-    def clean_staging(self) -> int:
-        """Remove temp files a killed writer left (caller holds the writer lock)."""
-        n = 0
-        for fn in os.listdir(self.staging):
-            try:
-                os.unlink(os.path.join(self.staging, fn))
-                n += 1
-            except (FileNotFoundError, IsADirectoryError):
-                pass
-        return n
 
     def close(self) -> None:
         with self._lock:

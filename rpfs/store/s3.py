@@ -405,13 +405,7 @@ class S3Backend(Backend):
     def clean_staging(self) -> int:
         """Temp files and unfinished multipart uploads a killed writer left (caller holds
         the writer lock)."""
-        n = 0
-        for fn in os.listdir(self.staging):
-            try:
-                os.unlink(os.path.join(self.staging, fn))
-                n += 1
-            except (FileNotFoundError, IsADirectoryError):
-                pass
+        n = super().clean_staging()
         r = self._call("list uploads", self.s3.list_multipart_uploads, Bucket=self.bucket,
                        Prefix=self._key("packs") + "/")
         for u in r.get("Uploads", []):
