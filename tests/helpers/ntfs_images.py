@@ -9,7 +9,6 @@ of this file's builder source, and its manifest records what was put in.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import inspect
@@ -20,10 +19,10 @@ import shutil
 import struct
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from ntfs_reader import names
+from tools.fixtures.ntfs import mounted
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "ntfs_reader"
@@ -38,31 +37,6 @@ def run(cmd, **kw):
     if r.returncode:
         raise RuntimeError(f"{cmd} failed: {r.stderr[-2000:]!r}")
     return r.stdout
-
-
-@contextlib.contextmanager
-def mounted(image: Path, mnt: Path):
-    """ntfs-3g in the foreground as our child: once it exits, every write is in the image."""
-    mnt.mkdir(parents=True, exist_ok=True)
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(["ntfs-3g", "-o", "no_detach,streams_interface=windows,compression",
-                             str(image), str(mnt)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not os.path.ismount(mnt):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.seek(0)
-            raise RuntimeError(f"ntfs-3g failed: {log.read()[-2000:]!r}")
-        time.sleep(0.02)
-    try:
-        yield mnt
-    finally:
-        os.sync()
-        for _ in range(100):
-            if subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        proc.wait(timeout=120)
 
 
 def link_buffer(kind: str, target: str, relative: bool = False) -> bytes:
