@@ -89,6 +89,14 @@ def damaged_files(report: dict) -> set[tuple[str, str, str]]:
     return {(d["vm"], d["rp"], d["file"]) for d in report["damage"]}
 
 
+def damage_is_confined(repo, truth: dict, base: str, expected: set) -> None:
+    """verify names exactly ``expected``, and every other file reads back intact."""
+    report = verify_json(repo)
+    assert not report["ok"] and damaged_files(report) == expected, report
+    for name in set(truth) - {f for _, _, f in expected}:
+        assert cat_sha(repo, base + name) == truth[name]
+
+
 def no_temporary_packs(repo) -> None:
     left = [p for p in repo.rglob("*") if p.is_file() and ".tmp" in p.name]
     assert left == [], left
@@ -211,10 +219,7 @@ def test_truncated_pack(three_files):
     line = one_line_error(rpfs("cat", str(repo), base + "b.bin", check=False))
     print(line)
     assert "b.bin" in line and pack in line and "rpfs verify" in line, line
-    report = verify_json(repo)
-    assert not report["ok"] and damaged_files(report) == expected, report
-    for name in {"a.bin", "b.bin", "c.bin"} - {f for _, _, f in expected}:
-        assert cat_sha(repo, base + name) == truth[name]
+    damage_is_confined(repo, truth, base, expected)
 
 
 def test_deleted_pack(three_files):
@@ -225,10 +230,7 @@ def test_deleted_pack(three_files):
     line = one_line_error(rpfs("cat", str(repo), base + "a.bin", check=False))
     print(line)
     assert "missing" in line and "rpfs verify" in line, line
-    report = verify_json(repo)
-    assert not report["ok"] and damaged_files(report) == expected, report
-    for name in {"a.bin", "b.bin", "c.bin"} - {f for _, _, f in expected}:
-        assert cat_sha(repo, base + name) == truth[name]
+    damage_is_confined(repo, truth, base, expected)
 
 
 @pytest.mark.fuse
@@ -252,10 +254,7 @@ def test_read_error_in_a_pack(three_files, tmp_path):
             line = one_line_error(rpfs("cat", str(repo), base + "c.bin", check=False))
             print(line)
             assert "Input/output error" in line and "rpfs verify" in line, line
-            report = verify_json(repo)
-            assert not report["ok"] and damaged_files(report) == expected, report
-            for name in {"a.bin", "b.bin", "c.bin"} - {f for _, _, f in expected}:
-                assert cat_sha(repo, base + name) == truth[name]
+            damage_is_confined(repo, truth, base, expected)
         finally:
             subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
             fs.wait(timeout=30)

@@ -73,6 +73,33 @@ def run(cmd, check=True, timeout=120, **kw) -> subprocess.CompletedProcess:
     return r
 
 
+
+def serving_pids(mountpoints: list[str]) -> list[str]:
+    """Processes (not this one) with one of ``mountpoints`` as an argument: the daemons
+    serving them."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if pid != str(os.getpid()) and any(m in argv for m in mountpoints):
+            out.append(pid)
+    return out
+
+
+def rss_of(pids: list[str]) -> int:
+    """Resident bytes of ``pids`` together (those gone meanwhile count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
 def wait_mounted(mp: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -144,29 +171,13 @@ class Peer:
             time.sleep(0.1)
 
     def pids(self) -> list[str]:
-        """The processes serving this peer's mounts (by mount point in their command line)."""
-        dirs = [str(self.work / f"{self.name}-{n}") for n in ("mnt", "vhdi", "ntfs", "fsntfs")]
-        out = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if pid != str(os.getpid()) and any(d in cmd.split("\0") for d in dirs):
-                out.append(pid)
-        return out
+        """The processes serving this peer's mounts."""
+        return serving_pids([str(self.work / f"{self.name}-{n}")
+                             for n in ("mnt", "vhdi", "ntfs", "fsntfs")])
 
     def rss(self) -> int:
         """Resident bytes of the processes serving this peer's mounts."""
-        total = 0
-        for pid in self.pids():
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                continue
-        return total
+        return rss_of(self.pids())
 
     def _dir(self, name: str) -> Path:
         d = self.work / f"{self.name}-{name}"

@@ -48,7 +48,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tools.bench_mount import detach_loop, drop_caches, run, unmount, wait_mounted  # noqa: E402
+from tools.bench_mount import (  # noqa: E402
+    detach_loop, drop_caches, rss_of, run, serving_pids, unmount, wait_mounted,
+)
 
 CACHE = REPO / ".cache" / "bench_peers"
 MiB = 1 << 20
@@ -196,20 +198,7 @@ class Mount:
 
     def rss(self) -> int:
         """Sum of the resident memory of the processes serving this mount (bytes)."""
-        total = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if not any(a.decode(errors="replace") in self.pids_of for a in argv):
-                    continue
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-            except OSError:
-                continue
-        return total
+        return rss_of(serving_pids(self.pids_of))
 
 
 class RepoMount(Mount):
