@@ -106,38 +106,23 @@ class SectorCipher:
         return self._tweak.encrypt(fvecrypt.counters(offset, count, self.sector_size, True))
 
     def decrypt(self, data, offset: int) -> bytearray:
-        count = self._check(data, offset)
-        ss = self.sector_size
-        if count == 0:
-            return bytearray()
-        if self.mode == "xts":
-            tw = self._xts_tweaks(offset, count)
-            buf = bytearray(data)
-            fvecrypt.xts_xor(buf, tw, ss)
-            buf = bytearray(self._data.decrypt(buf))
-            fvecrypt.xts_xor(buf, tw, ss)
-            return buf
-        buf = bytearray(self._data.decrypt(data))
-        fvecrypt.cbc_xor(buf, data, self._ivs(offset, count), ss)
-        if self.mode == "cbc-elephant":
-            fvecrypt.elephant_decrypt(buf, ss, self._sector_keys(offset, count))
-        return buf
+        out = bytearray(len(data))
+        self.decrypt_into(data, offset, out)
+        return out
 
     def decrypt_into(self, data, offset: int, out) -> None:
-        """Decrypt ``data`` (whole sectors at ``offset``) into the writable buffer ``out``
-        without allocating: the read path of the mount."""
+        """Decrypt ``data`` (whole sectors at ``offset``) into the writable buffer ``out``;
+        reads up to SCRATCH_MAX (the mount's) allocate nothing."""
         count = self._check(data, offset)
         n = len(data)
         if count == 0:
             return
-        if n > SCRATCH_MAX:
-            memoryview(out)[:n] = self.decrypt(data, offset)
-            return
+        big = n > SCRATCH_MAX   # the per-thread scratch buffers stay small
         ss = self.sector_size
-        plain = scratch(1, n + 16)
+        plain = memoryview(bytearray(n + 16)) if big else scratch(1, n + 16)
         if self.mode == "xts":
             tw = self._xts_tweaks(offset, count)
-            tmp = scratch(0, n)[:n]
+            tmp = memoryview(bytearray(n)) if big else scratch(0, n)[:n]
             tmp[:] = data
             fvecrypt.xts_xor(tmp, tw, ss)
             self._data.decrypt_into(tmp, plain)
