@@ -152,11 +152,13 @@ class _LazyStream(Stream):
     def _read(self, offset, length):
         return self.stream.read(offset, length)
 
-    def readinto(self, offset, buffer):
-        return self.stream.readinto(offset, buffer)
+    def _readinto(self, offset, view):
+        got = self.stream.readinto(offset, view)
+        if got != len(view):  # the opened stream is shorter than the catalog said
+            raise self._short(offset, len(view), got)
 
-    def extents(self, offset=0, length=None):
-        return self.stream.extents(offset, length)
+    def _extents(self, offset, end):
+        return self.stream.extents(offset, end - offset)
 
 
 def open_ntfs(stream: Stream):

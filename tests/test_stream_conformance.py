@@ -210,9 +210,13 @@ def test_ntfs_streams(small_fixtures, volume):
 
 
 def test_stored_file_streams(small_fixtures, tmp_path):
-    """Files in a repository (StoredFile: chunks, unstored zero chunks as holes)."""
+    """Files in a repository as the mount reads them (ReadAhead over StoredFile: chunks,
+    unstored zero chunks as holes), the StoredFile itself, and the lazily opened stream a
+    recovery point's disks/ are built on."""
     from rpfs.backup import backup
-    from rpfs.store.repository import Repository
+    from rpfs.store.readahead import ReadAhead
+    from rpfs.store.repository import Repository, StoredFile
+    from rpfs.tree import _LazyStream
     d = small_fixtures.disks["bare"]
     src = tmp_path / "src"
     src.mkdir()
@@ -227,7 +231,28 @@ def test_stored_file_streams(small_fixtures, tmp_path):
         files = repo.files(rp)
         assert len(files) == 3
         for i, path in enumerate(sorted(files)):
+            flat = Flat(path=src / path.rsplit("/", 1)[-1])
             stored = repo.open_file(rp, path)
-            check_conformance(stored, Flat(path=src / path.rsplit("/", 1)[-1]), 90 + i, reads=40)
+            assert type(stored) is ReadAhead and type(stored.file) is StoredFile
+            check_conformance(stored, flat, 90 + i, reads=40)
+            check_conformance(stored.file, flat, 95 + i, reads=20)
+            lazy = _LazyStream(lambda: repo.open_file(rp, path), stored.size, path)
+            check_conformance(lazy, flat, 100 + i, reads=20)
     finally:
         repo.close()
+
+
+@pytest.mark.parametrize("name", ["xts128", "cbc256", "elephant128", "xts128-4k",
+                                  "xts128-paused", "cbc128-suspended"])
+def test_bitlocker_volumes(small_fixtures, name, tmp_path):
+    """The decrypted view of the factory's BitLocker volumes (moved boot sectors, zeroed
+    metadata areas, a conversion paused half-way, a clear key) against the plain image they
+    were encrypted from (dislocker agrees with it: tests/test_bitlocker_fixtures.py)."""
+    from formats.bitlocker import KeyRing, open_volume
+    from tools.fixtures import bitlocker as blfx
+
+    v = blfx.build(small_fixtures).volumes[name]
+    (tmp_path / "keys").write_text(v.info["recovery_password"] + "\n")
+    vol = open_volume(FileStream(v.image), KeyRing.load(tmp_path / "keys"))
+    plain = v.plain.read_bytes()
+    check_conformance(vol, Flat(plain + bytes(vol.size - len(plain))), 110, reads=60)
