@@ -22,6 +22,9 @@ from rpfs.cli.browse import add_keys_option, open_tree
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
 
 
+MOUNT_CHUNK_CACHE = 32 << 20
+
+
 def register(sub) -> None:
     p = sub.add_parser("mount", help="mount read-only with FUSE")
     p.add_argument("source", help=SOURCE_HELP)
@@ -65,6 +68,11 @@ def _serve(args, ready=None) -> None:
     from rpfs.fuse import mount
 
     tree = open_tree(args)
+    repo = getattr(tree, "repo", None)
+    if repo is not None and not os.environ.get("RPFS_CACHE_MB"):
+        # file data read through a mount lives in the kernel's page cache; the chunk cache
+        # only has to hold read-ahead and the chunks of metadata being parsed
+        repo.cache.max_bytes = min(repo.cache.max_bytes, MOUNT_CHUNK_CACHE)
     try:
         mount(tree, args.mountpoint, allow_other=args.allow_other,
               debug=getattr(args, "debug_fuse", False), ready=ready)
