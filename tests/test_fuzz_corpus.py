@@ -31,3 +31,15 @@ def test_corpora_replay_with_typed_errors_only():
     assert not failed, json.dumps(failed, indent=1)[:5000]
     assert r.returncode == 0, r.stderr[-3000:]
     assert set(report) == set(TARGETS)
+
+
+def test_short_coverage_guided_run():
+    """A minute of atheris over every target at once (one process, the committed corpora as
+    its start): only typed errors, no input past the time or memory limit. The long runs are
+    ``tools/fuzz.py --minutes N``; what this one finds is in tests/fuzz/crashes/all/."""
+    r = subprocess.run([sys.executable, "tools/fuzz.py", "--smoke", "60"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr[-4000:]
+    line = r.stdout.strip().splitlines()[-1]
+    assert " all: " in line and "crashes none" in line, line
+    assert int(line.split(" inputs")[0].rsplit(" ", 1)[1]) > 1000, line  # it did fuzz

@@ -5,6 +5,7 @@
     tools/fuzz.py --seed                         (re)cut the seed corpora from the fixture images
     tools/fuzz.py --minimize [TARGET ...]        shrink the corpora to what adds coverage
     tools/fuzz.py --list                         the targets
+    tools/fuzz.py --smoke SECONDS                every target in one process, briefly (CI)
 
 Each target runs as its own libFuzzer process under ``nice``, with ``-rss_limit_mb`` and a
 per-input ``-timeout`` (a hang or a huge allocation is a crash too), over its corpus
@@ -43,10 +44,15 @@ def fuzz(target: str, seconds: int) -> dict:
     corpus.mkdir(parents=True, exist_ok=True)
     crashes = CRASHES / target
     crashes.mkdir(parents=True, exist_ok=True)
+    return _run(target, corpus, crashes, seconds, MAX_LEN.get(target, 64 << 10))
+
+
+def _run(target: str, corpus: Path, crashes: Path, seconds: int, max_len: int) -> dict:
+    """One libFuzzer process of ``target`` over ``corpus`` (new coverage is added there)."""
     (crashes / "last-failure.log").unlink(missing_ok=True)
     cmd = ["nice", "-n", "19", PY, "-m", "tests.fuzz.atheris_main", target,
            f"-max_total_time={seconds}", f"-rss_limit_mb={RSS_LIMIT_MB}",
-           f"-timeout={INPUT_TIMEOUT_S}", f"-max_len={MAX_LEN.get(target, 64 << 10)}", "-print_final_stats=1",
+           f"-timeout={INPUT_TIMEOUT_S}", f"-max_len={max_len}", "-print_final_stats=1",
            f"-artifact_prefix={crashes}/", str(corpus)]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, errors="replace")
@@ -64,6 +70,24 @@ def fuzz(target: str, seconds: int) -> dict:
         (crashes / "last-failure.log").write_text(tail)
         result["log"] = str(crashes / "last-failure.log")
     return result
+
+
+def smoke(seconds: int) -> dict:
+    """Every target at once for ``seconds`` (the combined target ``all``, started from all
+    the committed corpora), in a scratch directory: the committed corpora are not touched.
+    What it finds is left in ``tests/fuzz/crashes/all/`` (first byte: the target's index
+    in ``tests.fuzz.targets.ALL``)."""
+    import tempfile
+    from tests.fuzz.targets import ALL
+
+    crashes = CRASHES / "all"
+    crashes.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rpfs-fuzz-") as tmp:
+        corpus = Path(tmp)
+        for i, target in enumerate(ALL):
+            for p in (CORPUS / target).iterdir():
+                (corpus / f"{target}-{p.name}").write_bytes(bytes([i]) + p.read_bytes())
+        return _run("all", corpus, crashes, seconds, max(MAX_LEN.values()) + 1)
 
 
 def minimize(target: str) -> tuple[int, int]:
@@ -110,6 +134,8 @@ def main() -> int:
     ap.add_argument("--seed", action="store_true", help="cut seed corpora from the fixtures")
     ap.add_argument("--minimize", action="store_true", help="shrink the corpora")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--smoke", type=int, metavar="SECONDS",
+                    help="every target in one process for SECONDS (CI); corpora untouched")
     args = ap.parse_args()
     from tests.fuzz.targets import TARGETS
     if args.list:
@@ -129,17 +155,28 @@ def main() -> int:
             before, after = minimize(target)
             print(f"{target}: {before} -> {after} inputs")
         return 0
+    if args.smoke:
+        r = smoke(args.smoke)
+        print(summary(r), flush=True)
+        if r["exit"] or r["crashes"]:
+            print((CRASHES / "all" / "last-failure.log").read_text(), file=sys.stderr)
+            return 1
+        return 0
     failed = 0
     for target in args.targets or list(TARGETS):
         r = fuzz(target, max(1, int(args.minutes * 60)))
-        line = (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {r['target']}: "
-                f"{r['seconds']}s, {r['runs']} inputs, cov {r['cov']} ft {r['ft']}, "
-                f"corpus {r['corpus']}, exit {r['exit']}, crashes {r['crashes'] or 'none'}")
+        line = summary(r)
         print(line, flush=True)
         with open(RESULTS, "a") as f:
             f.write(line + "\n")
         failed += bool(r["crashes"]) or r["exit"] != 0
     return 1 if failed else 0
+
+
+def summary(r: dict) -> str:
+    return (f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {r['target']}: "
+            f"{r['seconds']}s, {r['runs']} inputs, cov {r['cov']} ft {r['ft']}, "
+            f"corpus {r['corpus']}, exit {r['exit']}, crashes {r['crashes'] or 'none'}")
 
 
 if __name__ == "__main__":

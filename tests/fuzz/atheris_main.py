@@ -1,6 +1,10 @@
 """One atheris (libFuzzer) process for one target: ``python -m tests.fuzz.atheris_main TARGET
 [libFuzzer options] [corpus dirs]``. tools/fuzz.py starts these with time and memory limits.
 
+The target ``all`` fuzzes every target in one process (the instrumented imports, ~15 s, are
+paid once): the first byte of an input picks the target (``ALL[byte % len(ALL)]``), the
+rest is that target's input. It is what CI runs for a short while (``tools/fuzz.py --smoke``).
+
 rpfs's own packages are instrumented for coverage; the native decoders (_lznt1, _wofdecomp)
 run uninstrumented and are checked against their Python twins by the targets.
 """
@@ -28,16 +32,19 @@ with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader"]):
     import rpfs.store.packs  # noqa: F401
     import rpfs.stream  # noqa: F401
 
-from tests.fuzz.targets import TARGETS, run_one  # noqa: E402
+from tests.fuzz.targets import ALL, TARGETS, run_one  # noqa: E402
 
 
 def main() -> None:
     target = sys.argv.pop(1)
-    if target not in TARGETS:
-        sys.exit(f"unknown target {target!r}; targets: {' '.join(TARGETS)}")
+    if target not in TARGETS and target != "all":
+        sys.exit(f"unknown target {target!r}; targets: all {' '.join(TARGETS)}")
 
     def one_input(data: bytes) -> None:
-        run_one(target, data)
+        if target != "all":
+            run_one(target, data)
+        elif data:
+            run_one(ALL[data[0] % len(ALL)], data[1:])
     # libFuzzer's -merge re-runs argv[0] itself: tools/fuzz.py points it at a wrapper script
     argv = [os.environ.get("FUZZ_ARGV0", sys.argv[0])] + sys.argv[1:]
     atheris.Setup(argv, one_input)

@@ -412,6 +412,7 @@ def fuzz_chunk_map(data: bytes) -> None:
 
 
 TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}
+ALL = sorted(TARGETS)   # the combined target "all": an input's first byte indexes this list
 
 
 def run_one(target: str, data: bytes) -> None:
