@@ -535,3 +535,35 @@ def test_one_writer_across_machines(s3_gateway, tmp_path):
     s3.put_object(Bucket=bucket, Key=f"{prefix}/locks/00000000000000bb", Body=mine)
     rpfs("backup", repo, src)
     assert [k for k in bucket_keys(repo) if "/locks/" in k] == []
+
+
+def test_a_gc_on_another_machine_is_followed(s3_gateway, tmp_path):
+    """Machine B prunes and its gc repacks (moves the chunks that live on into a new pack
+    and deletes the old one). Machine A, whose catalog cache still points into the deleted
+    pack, reads the surviving recovery point right: a file it had open before the gc (its
+    chunk locations resolved then) and a fresh command; verify from A finds nothing wrong."""
+    repo = s3_gateway.address("follow")
+    a, b = {"RPFS_CACHE_DIR": str(tmp_path / "a")}, {"RPFS_CACHE_DIR": str(tmp_path / "b")}
+    rnd = random.Random(8)
+    shared = rnd.randbytes(2 * MiB)   # in both recovery points: copied by the repack
+    rpfs("init", repo, env=b)
+    want = {}
+    for day in (1, 2):
+        src = tmp_path / f"day{day}"
+        src.mkdir()
+        want[day] = rnd.randbytes(6 * MiB) + shared
+        (src / "disk.vhdx").write_bytes(want[day])
+        rpfs("backup", repo, src, "--vm", "vm", "--time", f"2026-01-0{day}T00:00:00Z", env=b)
+    with Repository.open(repo, cache_dir=str(tmp_path / "a")) as r:
+        rp2 = r.recovery_point("vm", "2026-01-02T000000Z")
+        f = r.open_file(rp2, "disk.vhdx")
+        packs_before = {loc.pack for loc in f.locs.values()}
+        out = rpfs("prune", repo, "--keep-last", "1", env=b).stdout.decode()
+        assert "1 packs repacked, 1 deleted" in out, out
+        assert not packs_before <= {n for n, _ in r.backend.list()}   # A's pack is gone
+        assert f.read(0, f.size) == want[2]
+    r = rpfs("cat", repo, "/vm/latest/files/disk.vhdx", env=a)
+    assert r.stdout == want[2]
+    assert "dropped from the local catalog" in r.stderr.decode()    # day 1, pruned by B
+    v = rpfs("verify", repo, "--read-data", "--json", env=a)
+    assert json.loads(v.stdout)["ok"] is True

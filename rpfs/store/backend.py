@@ -38,6 +38,11 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class PackMissing(IntegrityError):
+    """The pack object a chunk row names does not exist (damage, or, in an s3:// cache, a
+    gc on another machine that moved its chunks and deleted it)."""
+
+
 class Backend:
     """Interface; names are 32 lowercase hex digits."""
 
@@ -175,7 +180,7 @@ class LocalBackend(Backend):
         try:
             e = self._acquire(name)
         except FileNotFoundError:
-            raise IntegrityError(f"pack {name} is missing") from None
+            raise PackMissing(f"pack {name} is missing") from None
         try:
             data = os.pread(e.fd, length, offset)
             while len(data) < length:

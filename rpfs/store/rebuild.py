@@ -35,6 +35,8 @@ class RebuildResult:
     packs_read: int = 0             # packs whose own index was read (no index object had them)
     indexes_read: int = 0           # index objects read
     chunks_added: int = 0
+    chunks_moved: int = 0           # s3 cache: rows pointed at the copy a gc elsewhere made
+    packs_gone: int = 0             # s3 cache: packs a gc elsewhere deleted
     objects_written: int = 0        # repair: objects written for catalog entries that had none
     lost: list[str] = field(default_factory=list)
     catalog_moved_to: str | None = None
@@ -60,7 +62,8 @@ def _catalog_objects(db, crypto) -> dict[str, int]:
 def sync(repo, *, locked: bool = False, drop_missing: bool | None = None,
          quiet: bool = False) -> RebuildResult:
     """Import recovery point objects the catalog lacks; for an s3:// cache (``drop_missing``)
-    also forget catalog recovery points whose object is gone (pruned elsewhere). Skipped
+    also forget catalog recovery points whose object is gone (pruned elsewhere) and follow
+    chunks a gc elsewhere moved (``follow_gc``). Skipped
     when another writer on this machine holds the lock (it keeps the catalog current).
     What it drops or cannot import is logged as a warning (unless ``quiet``)."""
     from rpfs.store.repository import RepositoryBusy
@@ -78,7 +81,8 @@ def sync(repo, *, locked: bool = False, drop_missing: bool | None = None,
     res.recovery_points = len(names)
     have = _catalog_objects(db, repo.crypto)
     gone = [rid for n, rid in have.items() if n not in names]
-    if gone and (repo.remote if drop_missing is None else drop_missing):
+    cache = repo.remote if drop_missing is None else drop_missing
+    if gone and cache:
         if not quiet:
             for rid in gone:
                 vm, name = db.execute("SELECT v.name, r.name FROM recovery_points r JOIN vms v"
@@ -90,12 +94,14 @@ def sync(repo, *, locked: bool = False, drop_missing: bool | None = None,
             db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])
             db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
         res.dropped = len(gone)
+    if cache:
+        follow_gc(repo, res)
     new = sorted(n for n in names if n not in have)
     if new:
         import_recovery_points(repo, new, res)
-        if not quiet:
-            for line in res.lost:
-                log.warning("%s: %s", repo.path, line)
+    if not quiet:
+        for line in res.lost:
+            log.warning("%s: %s", repo.path, line)
     res.seconds = time.monotonic() - t0
     return res
 
@@ -194,8 +200,44 @@ def _chunk_ids(db, hashes) -> dict[bytes, int]:
     return out
 
 
-def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: set[bytes]) -> None:
-    """Read the index of every pack the catalog does not know; add its packs and chunks."""
+def follow_gc(repo, res: RebuildResult) -> None:
+    """An s3:// cache after a gc on another machine: packs that gc deleted are gone from the
+    bucket, and the chunks of them that live on were first copied into new packs. Point this
+    catalog's rows at the new copies (chunk ids unchanged, so every chunk map stays valid),
+    drop rows of chunks no file here uses, and forget packs left with no chunk. A pack whose
+    used chunks are in no other pack was lost, not collected: it stays, and reads and
+    ``verify`` name it missing. (That case runs the mark step again at every open.)"""
+    db = repo.writer
+    present = {n for n, _ in repo.backend.list()}
+    gone = [pid for pid, n in db.execute("SELECT id, name FROM packs WHERE name != ?",
+                                         (catalog.LOST_PACK,)) if n not in present]
+    if not gone:
+        return
+    moved: dict[bytes, int] = {}
+    for pid in gone:
+        moved.update(db.execute("SELECT hash, id FROM chunks WHERE pack_id = ?", (pid,)))
+    before = len(moved)
+    _import_packs(repo, res, {}, set(), relocate=moved)
+    res.chunks_moved = before - len(moved)
+    if moved:
+        from rpfs.store.gc import mark
+        used = mark(repo)
+        with catalog.transaction(db):
+            db.executemany("DELETE FROM chunks WHERE id = ?",
+                           [(cid,) for cid in moved.values() if cid not in used])
+    with catalog.transaction(db):
+        for pid in gone:
+            if not db.execute("SELECT 1 FROM chunks WHERE pack_id = ? LIMIT 1", (pid,)).fetchone():
+                db.execute("DELETE FROM packs WHERE id = ?", (pid,))
+                res.packs_gone += 1
+
+
+def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: set[bytes],
+                  relocate: dict[bytes, int] | None = None) -> None:
+    """Read the index of every pack the catalog does not know; add its packs and chunks.
+    A chunk in ``relocate`` (hash -> id of a row whose pack is gone) has its row pointed at
+    the new pack instead, and leaves ``relocate``."""
+    relocate = {} if relocate is None else relocate
     db = repo.writer
     have = {n for (n,) in db.execute("SELECT name FROM packs")}
     todo = {n: s for n, s in repo.backend.list() if n not in have}
@@ -231,12 +273,20 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
             pid = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
                              (n, s, len(entries), time.time())).lastrowid
             for e in entries:
+                cid = relocate.pop(e.hash, None)
+                if cid is not None:
+                    db.execute("UPDATE chunks SET pack_id = ?, offset = ?, csize = ?, usize = ?,"
+                               " codec = ? WHERE id = ?", (pid, e.offset, e.csize, e.usize, e.codec, cid))
+                    known[e.hash] = cid
+                    continue
                 if e.hash in known:
                     continue   # also in another pack (a repack a gc had not finished deleting)
-                known[e.hash] = db.execute(
-                    "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)",
-                    (e.hash, pid, e.offset, e.csize, e.usize, e.codec)).lastrowid
-                res.chunks_added += 1
+                cur = db.execute(
+                    "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
+                    " ON CONFLICT (hash) DO NOTHING", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
+                if cur.rowcount:   # else the catalog has it in a pack still there: keep that copy
+                    known[e.hash] = cur.lastrowid
+                    res.chunks_added += 1
                 missing.discard(e.hash)
 
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 from rpfs.errors import FormatError, IntegrityError, NotFoundError, RpfsError, UsageError
 from rpfs.store import catalog
-from rpfs.store.backend import Backend, LocalBackend, fsync_dir
+from rpfs.store.backend import Backend, LocalBackend, PackMissing, fsync_dir
 from rpfs.store.cache import ChunkCache
 from rpfs.store.config import CONFIG_NAME, Config
 from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file, passphrase
@@ -36,6 +36,7 @@ from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 PACKS_DIR = "packs"
 READERS_DIR = "readers"
+FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
 LOCK_NAME = "lock"
 RP_FORMAT = "%Y-%m-%dT%H%M%SZ"
 
@@ -157,6 +158,8 @@ class Repository:
         self._regs: "weakref.WeakSet[_Registration]" = weakref.WeakSet()
         self._reg_lock = threading.Lock()
         self.epoch = 0
+        self._follow_lock = threading.Lock()
+        self._followed = -FOLLOW_SECONDS
         self.closed = False
         if register:
             self._register_reader()
@@ -514,7 +517,38 @@ class Repository:
     def fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
         """The one way a chunk is read: (stored payload, data), the data decrypted,
         decompressed and checked against the chunk's id. A check that fails on a cached copy
-        of the pack is retried once from the repository itself. IntegrityError otherwise."""
+        of the pack is retried once from the repository itself; a chunk whose pack a gc on
+        another machine deleted is read where that gc moved it. IntegrityError otherwise."""
+        try:
+            return self._fetch_chunk(loc)
+        except PackMissing:
+            moved = self._moved(loc)
+            if moved is None:
+                raise
+            return self._fetch_chunk(moved)
+
+    def _moved(self, loc: ChunkLoc) -> ChunkLoc | None:
+        """s3://: where a chunk whose pack is gone is now, once the catalog cache has followed
+        what a gc elsewhere did (``rebuild.follow_gc``, at most every FOLLOW_SECONDS: one
+        listing of the bucket's packs); None if it is nowhere else (the pack was lost)."""
+        if not self.remote:
+            return None
+        with self._follow_lock:
+            if time.monotonic() - self._followed > FOLLOW_SECONDS:
+                from rpfs.store.rebuild import RebuildResult, follow_gc
+                try:
+                    with self.writer_lock("sync", clean=False):
+                        follow_gc(self, RebuildResult())
+                except RepositoryBusy:
+                    pass   # a writer of this machine holds it and catches the catalog up
+                self._followed = time.monotonic()
+        rows = self.query("SELECT p.name, c.offset, c.csize, c.usize, c.codec FROM chunks c"
+                          " JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?", (loc.hash,))
+        if not rows or rows[0][0] == loc.pack:
+            return None
+        return ChunkLoc(*rows[0], loc.hash)
+
+    def _fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
         for attempt in (0, 1):
             stored = self.backend.get(loc.pack, loc.offset, loc.csize)
             try:

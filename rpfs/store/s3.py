@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from rpfs.errors import IntegrityError, NotFoundError, RpfsError, UsageError
-from rpfs.store.backend import Backend, check_key
+from rpfs.store.backend import Backend, PackMissing, check_key
 from rpfs.store.diskcache import DiskCache
 
 PART = 16 << 20          # packs up to this size go in one PUT; larger ones in parts of this size
@@ -239,7 +239,7 @@ class S3Backend(Backend):
         try:
             return self._read(f"packs/{name}", f"bytes={start}-{end - 1}")
         except FileNotFoundError:
-            raise IntegrityError(f"pack {name} is missing") from None
+            raise PackMissing(f"pack {name} is missing") from None
         except EOFError:
             return b""
 
