@@ -49,6 +49,7 @@ from typing import Callable
 import pyfuse3
 import trio
 
+from rpfs import fuse_loop
 from rpfs.errors import RpfsError
 from rpfs.lru import LRU
 from rpfs.node import MODES, Attr, Node, report_once
@@ -589,6 +590,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     ops.after_init = functools.partial(_raise_readahead, real)
     pyfuse3.init(ops, mountpoint, options)
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
+    fuse_loop.install()
     if ready:
         ready()
     try:
