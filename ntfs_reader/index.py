@@ -11,28 +11,17 @@ from __future__ import annotations
 import struct
 from typing import Callable, Iterator, NamedTuple
 
-from construct import Int8ul, Int32ul, Padding, Struct
-
 from rpfs.errors import FormatError
 from rpfs.stream import Stream
 
 from .cache import INDEX_NODE_CACHE, INDEX_READ_CHUNK, INDEX_WHOLE_READ, LRU, MAX_INDEX_DEPTH
 from .record import apply_fixups
 
-INDEX_ROOT = Struct(
-    "attr_type" / Int32ul,
-    "collation" / Int32ul,
-    "block_size" / Int32ul,
-    "clusters_per_block" / Int8ul,
-    Padding(3),
-)
-INDEX_HEADER = Struct(
-    "entries_offset" / Int32ul,
-    "index_length" / Int32ul,
-    "allocated_size" / Int32ul,
-    "flags" / Int8ul,
-    Padding(3),
-)
+# $INDEX_ROOT: attribute type, collation rule, block size, clusters per block, 3 bytes pad
+INDEX_ROOT = struct.Struct("<IIIB3x")
+# index header (at 16 in $INDEX_ROOT, 24 in an INDX record): entries offset, index length,
+# allocated size, flags, 3 bytes pad. struct, not construct: one per INDX record read.
+INDEX_HEADER = struct.Struct("<IIIB3x")
 
 COLLATION_BINARY = 0x00
 COLLATION_FILE_NAME = 0x01
@@ -100,19 +89,15 @@ class Index:
         self.where = where
         if len(root_value) < 32:
             raise FormatError("$INDEX_ROOT too short", **where)
-        r = INDEX_ROOT.parse(root_value)
-        h = INDEX_HEADER.parse(root_value[16:32])
-        self.collation = r.collation
-        self.attr_type = r.attr_type
-        self.block_size = r.block_size
+        self.attr_type, self.collation, self.block_size, _ = INDEX_ROOT.unpack_from(root_value, 0)
+        entries_offset, index_length, _, _ = INDEX_HEADER.unpack_from(root_value, 16)
         if self.block_size < 256 or self.block_size > 65536 or self.block_size & (self.block_size - 1):
             raise FormatError(f"bad index block size {self.block_size}", **where)
         # VCNs count clusters when a block is at least a cluster, else 512-byte units
         self.vcn_size = cluster_size if cluster_size <= self.block_size else 512
         self.allocation = allocation
         self.bitmap = bitmap
-        self.root = parse_entries(root_value, 16 + h.entries_offset, 16 + h.index_length,
-                                  where)
+        self.root = parse_entries(root_value, 16 + entries_offset, 16 + index_length, where)
         self._cache = cache if cache is not None else LRU(INDEX_NODE_CACHE)
         self._key = cache_key if cache_key is not None else id(self)
         self.node_reads = 0
@@ -144,10 +129,10 @@ class Index:
         if struct.unpack_from("<q", buf, 16)[0] != vcn:
             raise FormatError(f"INDX record says it is VCN {struct.unpack_from('<q', buf, 16)[0]}",
                               **where)
-        h = INDEX_HEADER.parse(bytes(buf[24:40]))
-        if h.index_length > self.block_size - 24 or h.entries_offset < 16:
+        entries_offset, index_length, _, _ = INDEX_HEADER.unpack_from(buf, 24)
+        if index_length > self.block_size - 24 or entries_offset < 16:
             raise FormatError("bad INDX header", **where)
-        entries = parse_entries(bytes(buf), 24 + h.entries_offset, 24 + h.index_length, where)
+        entries = parse_entries(bytes(buf), 24 + entries_offset, 24 + index_length, where)
         self._cache.put(key, entries)
         return entries
 
