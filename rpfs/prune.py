@@ -106,6 +106,14 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
             vms = [vm] if vm else repo.vms()
             for v in vms:
                 decisions.extend(decide(repo.recovery_points(v), policy))
+        if repo.remote and any(not d.keep for d in decisions):
+            # a reader on another machine has files of these open: they stay until it is gone
+            held = repo.backend.live_readers()
+            for d in decisions:
+                who = held.get(f"{d.rp.vm}/{d.rp.name}")
+                if who and not d.keep:
+                    d.keep = True
+                    d.reasons.append(f"open by a reader ({who})")
         gone = [d.rp.id for d in decisions if not d.keep]
         if gone and not dry_run:
             # the objects first: they are the truth a catalog is rebuilt from

@@ -567,3 +567,32 @@ def test_a_gc_on_another_machine_is_followed(s3_gateway, tmp_path):
     assert "dropped from the local catalog" in r.stderr.decode()    # day 1, pruned by B
     v = rpfs("verify", repo, "--read-data", "--json", env=a)
     assert json.loads(v.stdout)["ok"] is True
+
+
+def test_a_recovery_point_read_on_another_machine_is_kept_by_prune(s3_gateway, tmp_path):
+    """A reader on machine A (its own cache, so not in B's readers/ directory) publishes the
+    recovery points it has files of open; a prune on machine B keeps those, says why, and
+    A reads on. Once A has closed, the next prune removes it; no reader object is left."""
+    repo = s3_gateway.address("holds")
+    b = {"RPFS_CACHE_DIR": str(tmp_path / "b")}
+    rnd = random.Random(9)
+    rpfs("init", repo, env=b)
+    want = {}
+    for day in (1, 2):
+        src = tmp_path / f"day{day}"
+        src.mkdir()
+        want[day] = rnd.randbytes(3 * MiB)
+        (src / "disk.vhdx").write_bytes(want[day])
+        rpfs("backup", repo, src, "--vm", "vm", "--time", f"2026-01-0{day}T00:00:00Z", env=b)
+    day1 = "vm/2026-01-01T000000Z"
+    with Repository.open(repo, cache_dir=str(tmp_path / "a")) as r:
+        f = r.open_file(r.recovery_point("vm", "2026-01-01T000000Z"), "disk.vhdx")
+        readers = {k: v for k, v in bucket_objects(repo).items() if "/readers/" in k}
+        assert [json.loads(v)["holds"] for v in readers.values()] == [[day1]]
+        out = rpfs("prune", repo, "--keep-last", "1", env=b).stdout.decode()
+        line = next(x for x in out.splitlines() if day1 in x)
+        assert line.startswith("keep") and f"open by a reader (pid {os.getpid()} on" in line, out
+        assert f.read(0, f.size) == want[1]
+    assert [k for k in bucket_keys(repo) if "/readers/" in k] == []
+    out = rpfs("prune", repo, "--keep-last", "1", env=b).stdout.decode()
+    assert next(x for x in out.splitlines() if day1 in x).startswith("remove"), out

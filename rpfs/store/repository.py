@@ -160,6 +160,7 @@ class Repository:
         self.epoch = 0
         self._follow_lock = threading.Lock()
         self._followed = -FOLLOW_SECONDS
+        self._holds: set[str] = set()    # s3://: vm/rp of the files opened (published in the bucket)
         self.closed = False
         if register:
             self._register_reader()
@@ -405,6 +406,18 @@ class Repository:
                 self._register_reader()
             return self._reg
 
+    def _hold(self, rp: RecoveryPoint) -> None:
+        """s3://: readers on other machines are not in our ``readers/`` directory, so the
+        recovery points this process reads are published in the bucket, and a prune on any
+        machine keeps them while we live (``S3Backend.publish_reader``)."""
+        name = f"{rp.vm}/{rp.name}"
+        if not self._register or not self.remote or name in self._holds:
+            return
+        with self._reg_lock:
+            if name not in self._holds:
+                self._holds.add(name)
+                self.backend.publish_reader(sorted(self._holds))
+
     @property
     def reader_files(self) -> set[str]:
         return {r.name for r in list(self._regs) if r.fd is not None}
@@ -488,6 +501,7 @@ class Repository:
             raise NotFoundError(f"{rp.vm}/{rp.name}/files/{path}: no such stored file")
         size, blob, cs = rows[0]
         reg = self._registration_for_open()
+        self._hold(rp)
         return ReadAhead(StoredFile(self, rp, path, size, cs, blob, reg), self.loader)
 
     # --- chunks ------------------------------------------------------------------------

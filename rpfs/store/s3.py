@@ -118,6 +118,11 @@ class S3Backend(Backend):
         self._flight_lock = threading.Lock()
         self._last_block: dict[str, int] = {}          # pack -> the block fetched last
         self._ahead = ThreadPoolExecutor(self.prefetch, thread_name_prefix="rpfs-s3-ahead")
+        self._reader_lock = threading.Lock()
+        self._reader_id: str | None = None             # readers/<id> while we publish one
+        self._reader_body = b""
+        self._reader_stop = threading.Event()
+        self._reader_thread: threading.Thread | None = None
 
     # --- errors and retries ------------------------------------------------------------
     def _key(self, key: str) -> str:
@@ -385,22 +390,83 @@ class S3Backend(Backend):
             log.info("%s: could not remove the writer lock: %s", self.address, e)
 
     def _live_locks(self, exclude: str | None = None) -> list[str]:
+        return [f"{d['what']} pid {d['pid']} on {d['host']}" if d else f"lock object locks/{n}"
+                for n, d in self._live("locks", exclude)]
+
+    def _live(self, kind: str, exclude: str | None) -> list[tuple[str, dict | None]]:
+        """The objects under ``kind/`` of live processes (name, their JSON or None if it
+        does not parse): not older than ``LOCK_STALE`` s, and not of a process of this host
+        that has died (those are deleted)."""
         now = datetime.now(timezone.utc)
         out = []
-        for name, _, modified in self._list("locks"):
+        for name, _, modified in self._list(kind):
             if name == exclude or (now - modified).total_seconds() > LOCK_STALE:
                 continue
-            raw = self.get_object(f"locks/{name}") or b"{}"
+            raw = self.get_object(f"{kind}/{name}")
+            if raw is None:
+                continue    # gone since the listing (rewritten under a new name, or released)
             try:
                 d = json.loads(raw)
-                holder = f"{d['what']} pid {d['pid']} on {d['host']}"
                 if d["host"] == socket.gethostname() and not _alive(int(d["pid"])):
-                    self.delete_object(f"locks/{name}")      # a writer of this host that died
+                    self.delete_object(f"{kind}/{name}")
                     continue
             except (ValueError, KeyError, TypeError):
-                holder = f"lock object locks/{name}"
-            out.append(holder)
+                d = None
+            out.append((name, d))
         return out
+
+    # --- readers on any machine ----------------------------------------------------------
+    def publish_reader(self, holds: list[str]) -> None:
+        """Say in the bucket which recovery points (``vm/rp``) this process reads files of,
+        so that a prune on any machine keeps them (``live_readers``): an object
+        ``readers/<id>`` (host, pid, holds), rewritten every ``LOCK_REFRESH`` s under a new
+        name before the old one is deleted (it is never absent), until ``withdraw_reader``."""
+        with self._reader_lock:
+            self._reader_body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                            "holds": sorted(holds)}).encode()
+            self._rotate_reader()
+            if self._reader_thread is None:
+                self._reader_thread = threading.Thread(target=self._refresh_reader, daemon=True,
+                                                       name="rpfs-s3-reader")
+                self._reader_thread.start()
+
+    def _rotate_reader(self) -> None:
+        new = secrets.token_hex(8)
+        self.put_object(f"readers/{new}", self._reader_body)
+        old, self._reader_id = self._reader_id, new
+        if old:
+            self.delete_object(f"readers/{old}")
+
+    def _refresh_reader(self) -> None:
+        while not self._reader_stop.wait(LOCK_REFRESH):
+            with self._reader_lock:
+                try:
+                    self._rotate_reader()
+                except Exception as e:
+                    log.warning("%s: could not refresh this reader's object: %s", self.address, e)
+
+    def withdraw_reader(self) -> None:
+        if self._reader_thread is not None:
+            self._reader_stop.set()
+            self._reader_thread.join()
+            self._reader_thread = None
+        with self._reader_lock:
+            rid, self._reader_id = self._reader_id, None
+        if rid:
+            try:
+                self.delete_object(f"readers/{rid}")
+            except (S3Error, OSError) as e:   # stale after LOCK_STALE s; dead pids are seen at once here
+                log.info("%s: could not remove this reader's object: %s", self.address, e)
+
+    def live_readers(self) -> dict[str, str]:
+        """``vm/rp`` -> who reads it, for the recovery points live readers on any machine
+        (this process excluded) have files of open."""
+        held: dict[str, str] = {}
+        for _, d in self._live("readers", self._reader_id):
+            if d and isinstance(d.get("holds"), list):
+                for h in d["holds"]:
+                    held.setdefault(str(h), f"pid {d['pid']} on {d['host']}")
+        return held
 
     def clean_staging(self) -> int:
         """Temp files and unfinished multipart uploads a killed writer left (caller holds
@@ -418,6 +484,7 @@ class S3Backend(Backend):
         return n
 
     def close(self) -> None:
+        self.withdraw_reader()
         self._ahead.shutdown(wait=True, cancel_futures=True)
         try:
             self.s3.close()
