@@ -46,6 +46,8 @@ def _lazy(fn):
 
     def get(self):
         cache = self._cache
+        if cache is None:  # most listed entries never compute one: no dict for them
+            cache = self._cache = {}
         try:
             return cache[key]
         except KeyError:
@@ -102,7 +104,7 @@ class Entry:
         self.sequence = sequence
         self._fn = fn
         self._fa = None
-        self._cache: dict = {}
+        self._cache: dict | None = None
 
     # -- record-level ----------------------------------------------------------------
 
@@ -115,12 +117,14 @@ class Entry:
         """Drop the parsed record and the values computed from it (the volume's caches
         keep recent records): a namespace node may outlive its first use by hours."""
         self._fa = None
-        self._cache = {}
+        self._cache = None
 
     def _where(self, structure: str | None = None) -> "_Where":
         return _Where(self, structure)
 
     def _memo(self, key, fn):  # for the few values that are not properties
+        if self._cache is None:
+            self._cache = {}
         try:
             return self._cache[key]
         except KeyError:

@@ -43,6 +43,7 @@ import gc
 import itertools
 import logging
 import os
+import stat
 from collections import OrderedDict
 from typing import Callable
 
@@ -50,7 +51,7 @@ import pyfuse3
 import trio
 
 from rpfs import fuse_loop
-from rpfs.errors import RpfsError
+from rpfs.errors import RpfsError, UsageError
 from rpfs.lru import LRU
 from rpfs.node import MODES, Attr, Node, report_once
 from rpfs.tree import Tree, lookup_child
@@ -58,7 +59,9 @@ from rpfs.tree import Tree, lookup_child
 log = logging.getLogger(__name__)
 
 WORKER_THREADS = 16
-LISTING_CACHE_ENTRIES = 100_000  # entries kept with their nodes (NTFS: 1.3 KB each, 1.8 KB with attributes)
+LISTING_CACHE_ENTRIES = 60_000  # entries kept with their nodes (NTFS: 1.3 KB each, 1.8 KB with attributes)
+INODE_LIMIT = 50_000  # inodes held for the kernel before it is asked to let go of the oldest
+                       # files (env RPFS_MOUNT_INODES; ~1.7 KB each for NTFS files)
 ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
 NAMES_ONLY_FROM = 2048  # a directory this big is listed without attributes until one is asked
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
@@ -186,6 +189,8 @@ class Operations(pyfuse3.Operations):
         self._stubs: dict[int, pyfuse3.EntryAttributes] = {}  # kind only, until attrs known
         self._links: dict[int, bytes] = {}  # symlink targets of immutable nodes
         self._handles: dict[int, object] = {}
+        self._let_go: set[int] = set()  # inodes the kernel was asked to forget (see _shed)
+        self.inode_limit = 1 << 62  # a mount sets INODE_LIMIT: shedding needs the kernel
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         self._listings = _Listings(LISTING_CACHE_ENTRIES)
@@ -262,6 +267,8 @@ class Operations(pyfuse3.Operations):
         """A lookup's answer: the inode now counts one more kernel reference."""
         ino = self._inode(node, parent)
         self._looked_up(ino)
+        if len(self._node) > self.inode_limit:
+            self._shed()
         return self._entry(node, ino, a)
 
     # -- metadata -----------------------------------------------------------------------
@@ -396,9 +403,11 @@ class Operations(pyfuse3.Operations):
             if not reply(token, name, e, i + 1):
                 if not known:
                     self._drop(ino)
-                return
+                break
             lookups[ino] = lookups.get(ino, 0) + 1
             sent[i] = e
+        if len(nodes) > self.inode_limit:
+            self._shed()
 
     @_errors
     async def releasedir(self, fh):
@@ -490,6 +499,7 @@ class Operations(pyfuse3.Operations):
         if ino == pyfuse3.ROOT_INODE:
             return
         self._lookups.pop(ino, None)
+        self._let_go.discard(ino)
         node = self._node.pop(ino, None)
         if node is not None and self._ino_by_key.get(node.key) == ino:
             del self._ino_by_key[node.key]
@@ -500,6 +510,28 @@ class Operations(pyfuse3.Operations):
         self._listings.drop(ino)
         self._streams.pop(ino)
         self._xattr_names.pop(ino)
+
+    def _shed(self) -> None:
+        """The kernel keeps every entry it was given until memory runs short, and each one
+        holds a node here (a walk of a million files would hold a million). Past
+        ``inode_limit``, ask it to drop the entries of the oldest files (directories stay:
+        a walker inside one must keep seeing the same inode); it then forgets them, and
+        ``forget`` drops them here. One looked up again gets a new inode number."""
+        excess = len(self._node) - len(self._let_go) - self.inode_limit
+        if excess <= 0:
+            return
+        excess += self.inode_limit // 10      # not again at the next entry
+        for ino, node in self._node.items():
+            if excess <= 0:
+                break
+            sent = self._attrs.get(ino) or self._stubs.get(ino)  # immutable nodes only
+            if sent is None or stat.S_ISDIR(sent.st_mode) or ino in self._let_go \
+                    or ino not in self._lookups:
+                continue
+            self._let_go.add(ino)
+            excess -= 1
+            pyfuse3.invalidate_entry_async(self._parent[ino], os.fsencode(node.name),
+                                           ignore_enoent=True)
 
     def stats(self) -> dict:
         """How much is held (tests and benchmarks look at it)."""
@@ -578,6 +610,11 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
           ready: Callable[[], None] | None = None) -> None:
     """Serve ``tree`` at ``mountpoint`` until unmounted (blocks)."""
     ops = Operations(tree)
+    limit = os.environ.get("RPFS_MOUNT_INODES") or INODE_LIMIT
+    try:
+        ops.inode_limit = max(1000, int(limit))
+    except ValueError:
+        raise UsageError(f"RPFS_MOUNT_INODES={limit!r} is not a number") from None
     options = set(pyfuse3.default_options)
     # No max_read option: pyfuse3 cannot set the matching conn->max_read, and without one
     # libfuse (3.14) already lets the kernel send MAX_READ (max_pages = 256).

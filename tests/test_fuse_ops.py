@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pyfuse3
 import pytest
@@ -273,8 +274,9 @@ def test_damaged_object_fails_alone_and_is_logged_once(caplog):
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 
 
-def rpfs(*args, check=True):
-    r = subprocess.run([sys.executable, "-m", "rpfs", *map(str, args)], capture_output=True)
+def rpfs(*args, check=True, env=None):
+    r = subprocess.run([sys.executable, "-m", "rpfs", *map(str, args)], capture_output=True,
+                       env=None if env is None else {**os.environ, **env})
     if check and r.returncode:
         raise AssertionError(r.stderr.decode())
     return r
@@ -316,5 +318,40 @@ def test_mount_matches_tree_and_gives_memory_back(image, tmp_path):
         except OSError:
             pytest.skip("/proc/sys/vm/drop_caches not writable (needs root)")
         assert os.statvfs(mp).f_files < held / 10
+    finally:
+        rpfs("umount", mp, check=False)
+
+
+@fuse
+def test_a_walk_past_the_inode_limit_is_let_go_and_reads_right(image, tmp_path):
+    """The kernel keeps every entry until memory runs short; past RPFS_MOUNT_INODES the
+    mount asks it to drop the oldest files' entries, so a walk of any size holds a bounded
+    number of nodes. Files let go read right when looked up again."""
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    rpfs("mount", image, mp, env={"RPFS_MOUNT_INODES": "1000"})
+    try:
+        ref = open_source(image)
+        root = mp / volume_path(ref).lstrip("/")
+        files, dirs = [], 0
+        for d, subdirs, names in os.walk(root):
+            subdirs[:] = [x for x in subdirs if x not in SKIP_DIRS]
+            dirs += len(subdirs)
+            for name in names:
+                p = os.path.join(d, name)
+                os.lstat(p)
+                files.append(p)
+        assert len(files) > 3000
+        held = None
+        for _ in range(100):   # the kernel lets go asynchronously
+            held = os.statvfs(mp).f_files
+            if held <= 1000 + dirs + 200:
+                break
+            time.sleep(0.1)
+        assert held <= 1000 + dirs + 200, (held, dirs)
+        for p in files[:50] + files[-50:]:   # the first were let go, the last are held
+            st = os.lstat(p)
+            a = ref.resolve(volume_path(ref) + "/" + os.path.relpath(p, root), follow=False).attr()
+            assert (st.st_mode, st.st_size, st.st_mtime_ns) == (a.mode, a.size, clamp(a.mtime_ns)), p
     finally:
         rpfs("umount", mp, check=False)
