@@ -627,7 +627,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     ops.after_init = functools.partial(_raise_readahead, real)
     pyfuse3.init(ops, mountpoint, options)
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
-    fuse_loop.install()
+    fuse_loop.install(lambda: ops._limiter.borrowed_tokens > 0)
     if ready:
         ready()
     try:

@@ -11,16 +11,25 @@ request (a zero-timeout poll) is read at once; every ``YIELD_EVERY`` requests th
 still goes through trio's wait, so worker-thread completions and other tasks run. An idle
 mount waits in trio exactly as before, and unmounting still ends the loop (the read then
 fails with ENODEV, which ends pyfuse3's session).
+
+When no worker thread is busy, the loop also polls /dev/fuse for up to ``SPIN`` seconds
+before sleeping in epoll: a program asking one thing after another (``ls -l``, ``stat``
+of each file) sends its next request a few microseconds after our answer, and a thread
+that went to sleep in between pays the CPU's wake-up from idle, which on this machine
+cost more than the answer itself (an idle machine's `ls -l` of 50,000 files: 8.1 s without,
+4.4 s with). Not while workers run: the spin would hold the GIL they need.
 """
 
 from __future__ import annotations
 
 import select
+import time
 import types
 
 import trio
 
 YIELD_EVERY = 8
+SPIN = 50e-6
 
 
 class ReadLock:
@@ -61,11 +70,26 @@ class _Ready:
 
 ready = _Ready()
 _streak = 0
+busy = bool   # () -> whether worker threads are running (set by install)
+
+
+def _arrives(fd: int) -> bool:
+    """A request is there, or comes within SPIN seconds (only polled while nothing else
+    needs this process's GIL)."""
+    if ready(fd):
+        return True
+    if busy():
+        return False
+    end = time.perf_counter() + SPIN
+    while time.perf_counter() < end:
+        if ready(fd):
+            return True
+    return False
 
 
 async def wait_readable(fd: int) -> None:
     global _streak
-    if _streak < YIELD_EVERY and ready(fd):
+    if _streak < YIELD_EVERY and _arrives(fd):
         _streak += 1
         ready.fast += 1
         return
@@ -84,9 +108,12 @@ class _Namespace(types.SimpleNamespace):
         return getattr(self._base, name)
 
 
-def install() -> None:
-    """Make pyfuse3 use this loop (before ``pyfuse3.main``)."""
+def install(workers_busy=bool) -> None:
+    """Make pyfuse3 use this loop (before ``pyfuse3.main``); ``workers_busy()`` says
+    whether worker threads are running."""
     import pyfuse3
 
+    global busy
+    busy = workers_busy
     pyfuse3.trio = _Namespace(trio, Lock=ReadLock,
                               lowlevel=_Namespace(trio.lowlevel, wait_readable=wait_readable))

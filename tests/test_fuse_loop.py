@@ -65,3 +65,26 @@ def test_a_ready_fd_is_read_at_once_but_trio_still_runs_every_few():
             os.close(r)
             os.close(w)
     trio.run(main)
+
+
+class _Polls:
+    """Stands in for ``fuse_loop.ready``: not ready for the first ``after`` polls."""
+
+    def __init__(self, after: int):
+        self.after, self.calls, self.fast = after, 0, 0
+
+    def __call__(self, fd: int) -> bool:
+        self.calls += 1
+        return self.calls > self.after
+
+
+def test_waits_for_the_next_request_briefly_unless_workers_run(monkeypatch):
+    monkeypatch.setattr(fuse_loop, "SPIN", 60.0)   # generous: the fake arrives after 5 polls
+    polls = _Polls(after=5)
+    monkeypatch.setattr(fuse_loop, "ready", polls)
+    monkeypatch.setattr(fuse_loop, "busy", lambda: False)
+    assert fuse_loop._arrives(0) and polls.calls == 6        # polled until it came
+    polls = _Polls(after=5)
+    monkeypatch.setattr(fuse_loop, "ready", polls)
+    monkeypatch.setattr(fuse_loop, "busy", lambda: True)     # workers need the GIL
+    assert not fuse_loop._arrives(0) and polls.calls == 1    # one look, then trio's wait
