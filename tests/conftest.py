@@ -31,6 +31,18 @@ def small_fixtures():
 
 
 @pytest.fixture(scope="session")
+def bitlk_images_dir():
+    """cryptsetup's BitLocker test images (written by Windows) and their images.conf:
+    (directory, conf by image name); skipped where they cannot be fetched."""
+    from tools.fixtures import bitlk_images
+    try:
+        d = bitlk_images.fetch()
+    except bitlk_images.Unavailable as e:
+        pytest.skip(f"cryptsetup's BitLocker images: {e}")
+    return d, bitlk_images.load_conf(d)
+
+
+@pytest.fixture(scope="session")
 def large_fixtures():
     """The "large" set: multi-GiB, for benchmarks; only with RPFS_LARGE=1."""
     if os.environ.get("RPFS_LARGE") != "1":

@@ -12,7 +12,6 @@ from formats.bitlocker.keys import Key, KeyRing, recovery_key
 from formats.bitlocker.metadata import read_metadata
 from rpfs.errors import RpfsError
 from rpfs.stream import FileStream, Stream
-from tools.fixtures import bitlk_images
 
 NAME = "bitlk-aes-xts-128-startup-key"
 
@@ -35,12 +34,9 @@ class Patched(Stream):
 
 
 @pytest.fixture(scope="module")
-def image():
-    try:
-        d = bitlk_images.fetch()
-    except bitlk_images.Unavailable as e:
-        pytest.skip(f"cryptsetup's BitLocker images: {e}")
-    conf = bitlk_images.load_conf(d)[NAME]
+def image(bitlk_images_dir):
+    d, confs = bitlk_images_dir
+    conf = confs[NAME]
     base = FileStream(d / f"{NAME}.img")
     keys = KeyRing([Key("startup key", (d / f"{conf['SK_VMK_GUID'].upper()}.BEK").read_bytes(), 1),
                     Key("recovery password", recovery_key(conf["RP"]), 2)])

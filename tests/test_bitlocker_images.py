@@ -18,16 +18,11 @@ from formats.bitlocker.metadata import read_metadata
 from rpfs.cli import main
 from rpfs.errors import LockedError
 from rpfs.stream import FileStream
-from tools.fixtures import bitlk_images
 
 
 @pytest.fixture(scope="module")
-def images():
-    try:
-        d = bitlk_images.fetch()
-    except bitlk_images.Unavailable as e:
-        pytest.skip(f"cryptsetup's BitLocker images: {e}")
-    return d, bitlk_images.load_conf(d)
+def images(bitlk_images_dir):
+    return bitlk_images_dir
 
 
 def protectors(d, conf: dict) -> list[tuple[str, Key]]:

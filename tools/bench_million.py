@@ -99,15 +99,6 @@ def build(rebuild: bool) -> tuple[Path, Path]:
     return image, repo
 
 
-def peak_of(pids: list[str]) -> int:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
 def measure(kind: str, image: Path, repo: Path) -> dict:
     mp = CACHE / f"mnt-{kind}"
     mp.mkdir(exist_ok=True)
@@ -139,7 +130,7 @@ def measure(kind: str, image: Path, repo: Path) -> dict:
         run(["sh", "-c", f"cat {vol}/big/*.bin > /dev/null"], timeout=7200)
         out["copy_seconds"] = round(time.monotonic() - t0, 2)
         out["rss_after_copy"] = rss_of(pids)
-        out["rss_peak"] = peak_of(pids)
+        out["rss_peak"] = rss_of(pids, "VmHWM")
         out["sample_ok"] = check_sample(vol)
         return out
     finally:

@@ -88,13 +88,14 @@ def serving_pids(mountpoints: list[str]) -> list[str]:
     return out
 
 
-def rss_of(pids: list[str]) -> int:
-    """Resident bytes of ``pids`` together (those gone meanwhile count 0)."""
+def rss_of(pids: list[str], field: str = "VmRSS") -> int:
+    """Resident bytes of ``pids`` together (those gone meanwhile count 0); ``field="VmHWM"``
+    for their peaks."""
     total = 0
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     total += int(line.split()[1]) * 1024
         except OSError:
             continue

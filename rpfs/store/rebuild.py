@@ -208,7 +208,7 @@ def follow_gc(repo, res: RebuildResult) -> None:
     used chunks are in no other pack was lost, not collected: it stays, and reads and
     ``verify`` name it missing. (That case runs the mark step again at every open.)"""
     db = repo.writer
-    present = {n for n, _ in repo.backend.list()}
+    present = dict(repo.backend.list())
     gone = [pid for pid, n in db.execute("SELECT id, name FROM packs WHERE name != ?",
                                          (catalog.LOST_PACK,)) if n not in present]
     if not gone:
@@ -217,7 +217,7 @@ def follow_gc(repo, res: RebuildResult) -> None:
     for pid in gone:
         moved.update(db.execute("SELECT hash, id FROM chunks WHERE pack_id = ?", (pid,)))
     before = len(moved)
-    _import_packs(repo, res, {}, set(), relocate=moved)
+    _import_packs(repo, res, {}, set(), relocate=moved, listing=present)
     res.chunks_moved = before - len(moved)
     if moved:
         from rpfs.store.gc import mark
@@ -233,14 +233,18 @@ def follow_gc(repo, res: RebuildResult) -> None:
 
 
 def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: set[bytes],
-                  relocate: dict[bytes, int] | None = None) -> None:
+                  relocate: dict[bytes, int] | None = None,
+                  listing: dict[str, int] | None = None) -> None:
     """Read the index of every pack the catalog does not know; add its packs and chunks.
     A chunk in ``relocate`` (hash -> id of a row whose pack is gone) has its row pointed at
-    the new pack instead, and leaves ``relocate``."""
+    the new pack instead, and leaves ``relocate``. ``listing``: the backend's packs (name ->
+    size), when the caller has just listed them."""
     relocate = {} if relocate is None else relocate
     db = repo.writer
     have = {n for (n,) in db.execute("SELECT name FROM packs")}
-    todo = {n: s for n, s in repo.backend.list() if n not in have}
+    if listing is None:
+        listing = dict(repo.backend.list())
+    todo = {n: s for n, s in listing.items() if n not in have}
     found = []
     if todo:
         def index_object(name):

@@ -120,6 +120,15 @@ def exercise(stream: Stream, reads: int = 8) -> None:
 
 # -- containers ------------------------------------------------------------------------------
 
+def _fix_vhdx_crc(img: SparseImage, off: int, size: int, magic: bytes, crc32c) -> None:
+    """A VHDX header or region table at ``off`` gets the checksum of its (mutated) bytes."""
+    block = bytearray(img.read(off, size))
+    if block[:4] == magic:
+        block[4:8] = b"\0\0\0\0"
+        block[4:8] = struct.pack("<I", crc32c(bytes(block)))
+        img.patch(off, bytes(block))
+
+
 def fuzz_vhdx(data: bytes) -> None:
     """VHDX file identifier, headers, region tables, metadata, BAT and log (replayed on open)."""
     from formats.vhdx import VhdxDisk
@@ -127,17 +136,9 @@ def fuzz_vhdx(data: bytes) -> None:
     flags, img = decode_image(data)
     if flags & 1:
         for off in (64 << 10, 128 << 10):
-            head = bytearray(img.read(off, 4096))
-            if head[:4] == b"head":
-                head[4:8] = b"\0\0\0\0"
-                head[4:8] = struct.pack("<I", S.crc32c(bytes(head)))
-                img.patch(off, bytes(head))
+            _fix_vhdx_crc(img, off, 4096, b"head", S.crc32c)
         for off in (192 << 10, 256 << 10):
-            table = bytearray(img.read(off, 65536))
-            if table[:4] == b"regi":
-                table[4:8] = b"\0\0\0\0"
-                table[4:8] = struct.pack("<I", S.crc32c(bytes(table)))
-                img.patch(off, bytes(table))
+            _fix_vhdx_crc(img, off, 65536, b"regi", S.crc32c)
     disk = VhdxDisk(img)
     disk.describe()
     if disk.has_parent:
