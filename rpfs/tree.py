@@ -24,6 +24,7 @@ from rpfs.errors import NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
 )
+from rpfs.once import once
 from rpfs.stream import FileStream, Stream
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class RecoveryPoint:
 
     # -- disks ---------------------------------------------------------------------------
 
-    @functools.cached_property
+    @once
     def disks(self) -> dict[str, object]:
         """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
         import formats
@@ -74,7 +75,7 @@ class RecoveryPoint:
             disks.setdefault(stem, err)
         return disks
 
-    @functools.cached_property
+    @once
     def volume_streams(self) -> dict[str, object]:
         """``<disk>-p<N>`` -> the partition's bytes as Windows presents them (BitLocker
         volumes decrypted with ``self.keys``), or the error saying why they cannot be read."""
@@ -99,7 +100,7 @@ class RecoveryPoint:
                     out[f"{stem}-p{part.number}"] = e
         return out
 
-    @functools.cached_property
+    @once
     def volumes(self) -> dict[str, object]:
         """``<disk>-p<N>`` -> ntfs Volume or error (every NTFS or BitLocker volume)."""
         from formats.bitlocker import BitLockerVolume
@@ -294,7 +295,7 @@ class FolderRecoveryPoint(RecoveryPoint):
     def open_file(self, path: str) -> Stream:
         return FileStream(self._base / path, name=path)
 
-    @functools.cached_property
+    @once
     def disks(self) -> dict[str, object]:
         if self.path.is_dir():
             return super().disks
@@ -315,7 +316,7 @@ class RepoRecoveryPoint(RecoveryPoint):
         self.key = ("rp", rp.vm, rp.name)
         self.mtime_ns = int(rp.time.timestamp() * 1e9)
 
-    @functools.cached_property
+    @once
     def _sizes(self) -> dict[str, int]:
         return dict(self.repo.files(self.rp))
 
