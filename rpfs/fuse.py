@@ -252,6 +252,8 @@ class Operations(pyfuse3.Operations):
             return e
         e.attr_timeout = node.cache_seconds
         e.st_mode = a.mode
+        if a.uid is not None:   # a POSIX volume: owner, group and device as the guest had them
+            e.st_uid, e.st_gid, e.st_rdev = a.uid, a.gid, a.rdev
         e.st_nlink = a.nlink
         e.st_size = a.size
         e.st_blocks = -(-(a.allocated if a.allocated is not None else a.size) // 512)
@@ -618,7 +620,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     options = set(pyfuse3.default_options)
     # No max_read option: pyfuse3 cannot set the matching conn->max_read, and without one
     # libfuse (3.14) already lets the kernel send MAX_READ (max_pages = 256).
-    options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions"}
+    options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions", "nosuid", "nodev"}
     if allow_other:
         options.add("allow_other")
     if debug:
