@@ -333,10 +333,14 @@ def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int,
     then its open rows simply stay open, and nothing is read."""
     out = {"volumes": 0, "entries": 0, "changed_records": 0, "unchanged_volumes": 0,
            "mft_bytes_read": 0, "errors": []}
+    from rpfs.tree import is_posix_volume
+
     for name, vol in sorted(volumes.items()):
         if isinstance(vol, Exception):
             out["errors"].append(f"{vm}/{rp.name}/volumes/{name}: {vol}")
             continue
+        if is_posix_volume(vol):
+            continue    # walked by find/history until the index reads them (posix.py)
         row = db.execute("SELECT id FROM volumes WHERE vm = ? AND name = ?", (vm, name)).fetchone()
         vid = row[0] if row else db.execute("INSERT INTO volumes (vm, name) VALUES (?, ?)",
                                             (vm, name)).lastrowid
