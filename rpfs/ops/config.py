@@ -208,6 +208,8 @@ class _Checker:
                 groups[name] = g
         if not data.get("groups"):
             self.bad("groups", "no protection group: add a [groups.NAME] table")
+        self.problems.sort(key=lambda line: int(m.group(1)) if (m := re.match(
+            re.escape(self.path) + r":(\d+):", line)) else 0)
         return Config(self.path, repos, groups), self.problems
 
     def _tables(self, data: dict, kind: str) -> dict:
