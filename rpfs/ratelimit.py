@@ -45,6 +45,35 @@ class RateLimit:
             self._sleep(wait)
 
 
+def paced(progress, limit: "RateLimit | None"):
+    """A progress callback (``progress(done, total=None)``, called with the bytes written so
+    far after each write) that also holds the writer to ``limit``: restore and export are
+    paced through the callback they already make, whatever writes underneath."""
+    if limit is None:
+        return progress
+    last = [0]
+    lock = threading.Lock()
+
+    def callback(done, total=None):
+        with lock:
+            n, last[0] = done - last[0], max(last[0], done)
+        if n > 0:
+            limit.take(n)
+        if progress:
+            progress(done, total)
+    return callback
+
+
+def add_limit_option(p, what: str) -> None:
+    p.add_argument("--limit-rate", type=parse_rate, metavar="RATE",
+                   help=f"bound {what}, e.g. 10M (bytes per second)")
+
+
+def limit_of(args) -> "RateLimit | None":
+    rate = getattr(args, "limit_rate", None)
+    return RateLimit(rate) if rate else None
+
+
 def parse_rate(text: str) -> int:
     """``--limit-rate`` values: ``500K``, ``10M``, ``1G`` (bytes per second), as curl takes them."""
     import argparse

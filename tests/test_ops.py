@@ -6,12 +6,14 @@ units checked by ``systemd-analyze verify``, and the OnCalendar reader against s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import subprocess
 import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -41,6 +43,41 @@ def _notify_script(tmp: Path) -> tuple[Path, Path]:
 
 def _notices(d: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(d.iterdir())]
+
+
+@contextlib.contextmanager
+def _serve(source, conf, log: Path):
+    """``rpfs serve`` on a free loopback port; yields its base URL."""
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rpfs", "serve", str(source), "--config", str(conf),
+                                 "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for _ in range(600):
+            text = log.read_text(errors="replace")
+            if " at http://" in text:
+                break
+            assert proc.poll() is None, text
+            time.sleep(0.1)
+        yield text.split(" at ", 1)[1].split("/ ", 1)[0]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_rate_limit_counts_its_waits():
+    """The bucket, on a clock the test moves: 10 MiB at 1 MiB/s after a 1 MiB burst waits 9 s."""
+    from rpfs.ratelimit import RateLimit
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+    limit = RateLimit(MiB, clock=lambda: now[0], sleep=sleep)
+    for _ in range(10):
+        limit.take(MiB)
+    assert abs(limit.slept - 9.0) < 1e-9 and abs(now[0] - 9.0) < 1e-9
+    now[0] += 100                      # a long pause refills at most one second's worth
+    limit.take(3 * MiB)
+    assert abs(limit.slept - 11.0) < 1e-9
 
 
 def test_config_check_names_file_line_and_key(tmp_path):
@@ -214,6 +251,30 @@ notify = "{script}"
     p = rpfs("status", "--config", str(conf), "offsite", "--json", "--time", "2026-11-30T06:00:00Z",
              check=False)
     assert not json.loads(p.stdout)["vms"][0]["overdue"]
+
+    # rpfs serve: /metrics and the dashboard say what status says (at the real clock)
+    now = json.loads(rpfs("status", "--config", str(conf), "local", "--json", check=False).stdout)
+    with _serve(local, conf, tmp_path / "serve.log") as base:
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+        metrics = httpx.get(base + "/metrics", timeout=60)
+        assert metrics.status_code == 200
+        fam = {f.name: f for f in text_string_to_metric_families(metrics.text)}
+        for v in now["vms"]:
+            got = {f: next(s.value for s in fam[f].samples if s.labels["vm"] == v["vm"])
+                   for f in ("rpfs_vm_overdue", "rpfs_vm_recovery_points", "rpfs_vm_logical_size_bytes",
+                             "rpfs_vm_stored_size_bytes", "rpfs_vm_last_result_ok")}
+            assert got == {"rpfs_vm_overdue": int(v["overdue"]), "rpfs_vm_recovery_points": v["recovery_points"],
+                           "rpfs_vm_logical_size_bytes": v["logical_size"],
+                           "rpfs_vm_stored_size_bytes": v["stored_size"], "rpfs_vm_last_result_ok": 1}
+        assert {s.labels["vm"] for s in fam["rpfs_vm_overdue"].samples} == {"web01", "db01"}
+        page = httpx.get(base + "/dashboard", timeout=60).text
+        assert "Group local" in page and "Group offsite" not in page   # offsite is another repository
+        for v in now["vms"]:
+            cls = "healthy" if v["ok"] else "broken"
+            assert f'<tr class="{cls}" data-vm="{v["vm"]}">' in page
+        assert page.count("<td>local</td>") == 31                       # the job history
+        assert '<polyline class="logical"' in page and '<polyline class="stored"' in page
 
     # job records are repository objects: a rebuilt catalog gives the same status
     before = json.loads(rpfs("status", "--config", str(conf), "local", "--json", "--time", at).stdout)

@@ -8,6 +8,7 @@ import sys
 
 from rpfs.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
+from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import fsname, restore
 from rpfs.tree import Node, ns_to_iso, open_source
 
@@ -65,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--dry-run", action="store_true", help="show what would be restored")
     p.add_argument("--json", action="store_true")
+    add_limit_option(p, "the writes")
     add_keys_option(p)
     p.set_defaults(func=cmd_restore)
 
@@ -195,7 +197,7 @@ def cmd_restore(args) -> int:
         node = tree.resolve(args.path, follow=False)
         result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
                          overwrite=args.overwrite,
-                         progress=lambda done, total=None: progress.update(done))
+                         progress=paced(lambda done, total=None: progress.update(done), limit_of(args)))
     progress.close()
     if args.json:
         out = result.as_dict()

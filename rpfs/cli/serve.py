@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.errors import UsageError
+from rpfs.ratelimit import RateLimit, parse_rate
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -21,8 +22,28 @@ def register(sub) -> None:
                         " Any address but loopback needs --token-file")
     p.add_argument("--token-file", metavar="FILE",
                    help="a file holding the token every request must carry (the page asks once)")
+    p.add_argument("--limit-rate", type=parse_rate, metavar="RATE",
+                   help="bound the downloads, all together, e.g. 2M (bytes per second)")
+    p.add_argument("--config", metavar="FILE",
+                   help="protection groups for the dashboard and /metrics (default: $RPFS_CONFIG,"
+                        " else /etc/rpfs/rpfs.toml if it exists)")
     add_keys_option(p)
     p.set_defaults(func=cmd_serve)
+
+
+def load_ops_config(given: str | None):
+    """(config, error line): the groups the dashboard reports on; a broken file is shown on
+    the page rather than stopping the server."""
+    import os
+
+    from rpfs.ops.config import ConfigError, config_path, load
+    path = config_path(given)
+    if given is None and not os.path.exists(path):
+        return None, None
+    try:
+        return load(path), None
+    except ConfigError as e:
+        return None, str(e)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -70,8 +91,10 @@ def cmd_serve(args) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with open_tree(args) as tree, \
             socket.create_server((host, port), family=family) as sock:  # errors: one line
+        cfg, cfg_error = load_ops_config(args.config)
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
-                         loopback=loopback)
+                         loopback=loopback, limit=RateLimit(args.limit_rate) if args.limit_rate else None,
+                         ops_config=cfg, ops_config_error=cfg_error)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         print(f"rpfs: serving {args.source} at http://{shown}:{bound}/ (Ctrl-C to stop)",
