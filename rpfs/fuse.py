@@ -365,16 +365,20 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         parent, listing = self._handles[fh]
         entries = listing.entries
+        stop = len(entries)
         if listing.stat_wanted and start_id < len(entries):
             # whoever lists this directory stats its children too (ls -l, du, a walk):
-            # send complete attributes, one worker call per batch, not a getattr each
+            # send complete attributes, one worker call per batch, not a getattr each;
+            # the reply ends with the batch (the kernel's buffer holds ~800 entries: past
+            # the batch it would get stubs, and one getattr round trip each)
             batch = self._unknown(listing, start_id, start_id + ATTR_BATCH)
             if batch:
                 await self._run(_attrs_of, None, batch)
+                stop = min(stop, start_id + ATTR_BATCH)
         by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
         nodes, sent, reply = self._node, listing.sent, pyfuse3.readdir_reply
         upgrade = listing.stat_wanted  # else no child's attributes were computed
-        for i in range(start_id, len(entries)):  # the hot loop of a warm listing
+        for i in range(start_id, stop):  # the hot loop of a warm listing
             e = sent[i]
             if e is not None and e.st_ino in nodes:  # sent before, its inode still known
                 ino = e.st_ino
