@@ -78,12 +78,10 @@ class Entry:
         for name, ino, _ft in dirs.entries(self.vol, self.inode):
             yield Entry(self.vol, ino, name.decode("utf-8", "surrogateescape"))
 
-    @cached_property
-    def _children(self) -> dict[str, int]:
-        return {e.name: e.ino for e in self.iterdir()}
-
     def child(self, name: str) -> "Entry":
-        ino = self._children.get(name)
+        """Answered from the directory's name table, built from one listing and kept in
+        the volume's small cache of recent directories."""
+        ino = self.vol.name_table(self).get(name)
         if ino is None:
             raise NotFoundError(f"{name}: no such file in {self.name}")
         return Entry(self.vol, ino, name)

@@ -15,6 +15,7 @@ from . import superblock
 from .log import log_state
 
 INODE_CACHE = 4096
+DIR_CACHE = 64          # name tables of recently looked-in directories
 
 
 class Volume:
@@ -36,6 +37,7 @@ class Volume:
         self.block_size = self.sb.block_size
         self.size = self.sb.dblocks * self.sb.block_size
         self._inodes = LRU(INODE_CACHE)
+        self._dirs = LRU(DIR_CACHE)
         self._warnings: list[str] = []
         if stream.size < self.size:
             self._warnings.append(f"the volume is {stream.size} bytes but its superblock "
@@ -73,6 +75,13 @@ class Volume:
         got = inodes.parse(raw, ino, sb, self.name, at)
         self._inodes.put(ino, got)
         return got
+
+    def name_table(self, directory: "Entry") -> dict[str, int]:
+        table = self._dirs.get(directory.ino)
+        if table is None:
+            table = {e.name: e.ino for e in directory.iterdir()}
+            self._dirs.put(directory.ino, table)
+        return table
 
     def entry(self, ino: int, name: str = "") -> "Entry":
         from .entry import Entry
