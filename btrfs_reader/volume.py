@@ -197,11 +197,11 @@ class Volume:
         except FormatError as e:
             subs, default = {}, None
             self._warnings.append(f"subvolumes unreadable: {e}")
-        return {"file system": "btrfs", "label": self.label, "uuid": self.uuid,
-                "size": self.size, "block size": self.block_size,
-                "node size": self.sb.nodesize, "generation": self.sb.generation,
+        return {"filesystem": "btrfs", "label": self.label, "uuid": self.uuid,
+                "size": self.size, "block_size": self.block_size,
+                "node_size": self.sb.nodesize, "generation": self.sb.generation,
                 "devices": self.sb.num_devices,
-                "default subvolume": "/" if default == items.FS_TREE else
+                "default_subvolume": "/" if default == items.FS_TREE else
                 subs.get(default, str(default)),
                 "subvolumes": sorted(subs.values()), "state": self.state}
 

@@ -104,7 +104,7 @@ def test_contract_errors(linuxfs_images):
     assert vol.entry(e.ino).open().read(0, 100) == b"one file, three names\n"
     assert vol.lookup("/names").child("bad-\udcff\udcfe").size == 10
     d = vol.describe()
-    assert d["file system"] == "xfs" and d["state"] == "clean" and d["version"] == "v5 (CRC)"
+    assert d["filesystem"] == "xfs" and d["state"] == "clean" and d["version"] == "v5 (CRC)"
 
 
 def test_probe(linuxfs_images):

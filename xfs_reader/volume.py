@@ -121,10 +121,11 @@ class Volume:
 
     def describe(self) -> dict:
         sb = self.sb
-        return {"file system": "xfs", "version": f"v{sb.version}" + (" (CRC)" if sb.crc else ""),
+        return {"filesystem": "xfs", "version": f"v{sb.version}" + (" (CRC)" if sb.crc else ""),
                 "label": self.label, "uuid": self.uuid, "size": self.size,
-                "block size": self.block_size, "inode size": sb.inode_size,
-                "allocation groups": sb.agcount, "big time": sb.bigtime,
+                "block_size": self.block_size, "inode_size": sb.inode_size,
+                "directory_block_size": sb.dir_block_size,
+                "allocation_groups": sb.agcount, "big_time": sb.bigtime,
                 "state": self.state}
 
 
