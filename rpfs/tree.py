@@ -194,7 +194,7 @@ def _partition_streams(stem: str, disk) -> list[tuple[str, Stream]]:
 
 
 # The Linux file system readers (docs/filesystems.md), tried in this order after NTFS.
-POSIX_READERS = ("ext4_reader",)
+POSIX_READERS = ("ext4_reader", "xfs_reader", "btrfs_reader")
 
 
 def open_filesystem(stream: Stream):
