@@ -165,9 +165,13 @@ class PosixVolumeRoot(PosixNode):
         self.key = key
 
     def info(self) -> dict:
+        from formats.lvm import LogicalVolume
+
         v = self.volume
-        return {"name": self.name, "type": "dir", **v.describe(),
-                "warnings": list(v.warnings)}
+        out = {"name": self.name, "type": "dir", **v.describe(), "warnings": list(v.warnings)}
+        if isinstance(self.volume_stream, LogicalVolume):   # its LVM layout
+            out.update(self.volume_stream.describe())
+        return out
 
 
 def volume_root(volume, name: str, key: tuple) -> Node:
