@@ -289,7 +289,7 @@ class Restorer:
             os.fchmod(fd, 0o644 if a.posix_mode is None else a.posix_mode & 0o7777)
             if self.xattrs:
                 self._copy_xattrs(node, fd)
-            if a.mtime_ns or a.atime_ns:
+            if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
                 try:
                     os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
                 except OSError as e:  # out-of-range times on some filesystems
@@ -325,7 +325,7 @@ class Restorer:
 
     def _set_times(self, node: Node, dirfd: int, bname: bytes) -> None:
         a = node.attr()
-        if a.mtime_ns or a.atime_ns:
+        if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
             try:
                 os.utime(bname, ns=(a.atime_ns, a.mtime_ns), dir_fd=dirfd, follow_symlinks=False)
             except OSError as e:  # out-of-range times on some filesystems

@@ -146,3 +146,26 @@ def differences(kernel: dict, ours: dict, *, ignore=("atime",), limit: int = 20)
         if len(diffs) >= limit:
             break
     return diffs[:limit]
+
+
+def link_groups(tree: dict) -> set[frozenset]:
+    """Paths that are one inode (hard links), as sets: comparable across mounts whose inode
+    numbers differ."""
+    by_ino: dict = {}
+    for p, e in tree.items():
+        if e["kind"] != "dir":
+            by_ino.setdefault(e["ino"], set()).add(p)
+    return {frozenset(g) for g in by_ino.values() if len(g) > 1}
+
+
+def without(tree: dict, *, fields=(), dir_size: bool = True, kinds=()) -> dict:
+    """``tree`` without some fields (and directory sizes, and entries of some kinds)."""
+    out = {}
+    for p, e in tree.items():
+        if e["kind"] in kinds:
+            continue
+        e = {k: v for k, v in e.items() if k not in fields}
+        if not dir_size and e["kind"] == "dir":
+            e.pop("size", None)
+        out[p] = e
+    return out
