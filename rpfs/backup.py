@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from rpfs.errors import RpfsError, UsageError
-from rpfs.live import Identity, changed_ranges, frozen_selection, identity
+from rpfs.live import Identity, changed_ranges, frozen_selection, identity, settle
 from rpfs.progress import Progress
 from rpfs.ratelimit import RateLimit
 from rpfs.store import catalog, objects
@@ -131,6 +131,10 @@ def collect_sources(sources: list[str], vm: str | None) -> tuple[str, list[_Sour
     if vm is None:
         first = os.path.abspath(sources[0]).rstrip("/")
         vm = os.path.basename(first) if os.path.isdir(first) else Path(first).stem
+    settled = settle({f.path: f.before for f in out.values()})
+    for f in out.values():
+        f.before = settled[f.path]
+        f.size = f.before.size
     return check_vm_name(vm), list(out.values())
 
 

@@ -7,9 +7,9 @@ data-write and log GUIDs): Hyper-V bumps the sequence number and changes the GUI
 opens a disk for writing or starts a log, even where the times move coarsely. The kernel
 stamps a write with its coarse clock (one tick, 1-10 ms, behind the precise one), so an
 identity taken while the file's times are within ``RACY_NS`` (50 ms) of the clock proves
-nothing: a write in the same tick would leave them as they are. ``identity`` waits that
-long once or twice for a quiet moment; a file written all the time stays "racy" and is
-read twice (compared chunk by chunk).
+nothing: a write in the same tick would leave them as they are. ``settle`` waits that
+long once for the files of a backup that are racy and looks again; a file written all the
+time stays racy and is read twice (compared chunk by chunk).
 
 ``--frozen``: a disk with a checkpoint chain is stored up to the newest parent (Hyper-V
 never writes to a parent once a checkpoint has a child: the state the checkpoint froze,
@@ -42,13 +42,9 @@ class Identity:
             (other.size, other.mtime_ns, other.ctime_ns, other.inode, other.dev, other.headers)
 
 
-def identity(path: str, *, waits: int = 2) -> Identity:
-    for _ in range(waits + 1):
-        st = os.stat(path)
-        age = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns)
-        if age >= RACY_NS:
-            break
-        time.sleep((RACY_NS - max(age, 0)) / 1e9)
+def identity(path: str) -> Identity:
+    st = os.stat(path)
+    age = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns)
     headers = b""
     if path.lower().endswith((".vhdx", ".avhdx")):
         try:
@@ -58,6 +54,15 @@ def identity(path: str, *, waits: int = 2) -> Identity:
             headers = b""
     return Identity(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, headers,
                     age < RACY_NS)
+
+
+def settle(paths: dict[str, Identity]) -> dict[str, Identity]:
+    """Identities again, after one wait of ``RACY_NS``, for those that were racy."""
+    racy = [p for p, i in paths.items() if i.racy]
+    if not racy:
+        return paths
+    time.sleep(RACY_NS / 1e9)
+    return {**paths, **{p: identity(p) for p in racy}}
 
 
 def changed_ranges(a: list, b: list, chunk_size: int) -> list[tuple[int, int]]:
