@@ -326,3 +326,17 @@ def test_schedule_units_pass_systemd_analyze_verify(tmp_path):
     (units / "other.service").write_text("[Service]\nExecStart=/bin/true\n")
     rpfs("schedule", "remove", "--dir", str(units))
     assert os.listdir(units) == ["other.service"]
+
+
+def test_the_readme_configuration_is_valid(tmp_path):
+    """The configuration file the README shows passes `rpfs config check` but for the files
+    it names that this machine does not have."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    toml = text.split("## Nightly backups", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    conf = tmp_path / "rpfs.toml"
+    conf.write_text(toml)
+    p = rpfs("config", "check", "--config", str(conf), check=False)
+    lines = p.stdout.splitlines()
+    assert [ln.split(": ", 2)[1] for ln in lines] == ["repositories.offsite.passphrase_file",
+                                                       "groups.nightly.notify"], p.stdout
+    assert "no such file" in lines[0] and "not an executable file" in lines[1]

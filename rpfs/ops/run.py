@@ -108,12 +108,16 @@ def run_group(cfg: Config, name: str, opts: RunOptions, say=print) -> dict:
             record["vms"].append(r)
             say(_vm_line(r))
         made = [(r["vm"], r["recovery_point"]) for r in record["vms"] if r["result"] == "ok"]
-        if not group.keep.empty():
-            record["prune"] = _prune(repo, group, [v.name for v in vms], say)
-        if group.verify_bytes and made:
-            record["verify"] = verify_sample(repo, made, group.verify_bytes, start)
-            say(_verify_line(record["verify"]))
-        record["totals"] = totals(repo)
+        try:   # the job record is kept whatever happens here
+            if not group.keep.empty():
+                record["prune"] = _prune(repo, group, [v.name for v in vms], say)
+            if group.verify_bytes and made:
+                record["verify"] = verify_sample(repo, made, group.verify_bytes, start)
+                say(_verify_line(record["verify"]))
+            record["totals"] = totals(repo)
+        except (RpfsError, OSError) as e:
+            record["error"] = f"after the backups: {e}"
+            say(f"failed {record['error']}")
         failed = [r for r in record["vms"] if r["result"] == "failed"]
         if failed or record["error"] or (record["verify"] and not record["verify"]["ok"]):
             record["result"] = "failed"
@@ -226,8 +230,9 @@ def _index(repo, vm: str, rp: str, keys) -> str:
 def _prune(repo, group: GroupConfig, vms: list[str], say) -> dict:
     """The group's retention, applied to its own VMs only, then one gc."""
     removed, kept = [], 0
+    present = set(repo.vms())
     for vm in vms:
-        if not repo.recovery_points(vm):
+        if vm not in present:      # never backed up (yet): nothing to keep or remove
             continue
         r = _locked(group, lambda: prune(repo, group.keep, vm=vm, collect=False))
         for d in r.decisions:

@@ -11,11 +11,13 @@ hold now plus those its last job named, so a share that vanished does not hide i
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 from rpfs.ops import jobs
 from rpfs.ops.config import Config, GroupConfig, resolve_vms
 
+log = logging.getLogger("rpfs.status")
 SLACK = timedelta(seconds=60)   # a timer fires up to its accuracy late, never early
 
 
@@ -32,7 +34,7 @@ def group_status(repo, group: GroupConfig, now: datetime, records: list[dict] | 
     due_at = group.schedule.previous(now - timedelta(seconds=group.grace))
     out = []
     for vm in names:
-        out.append(_vm_status(repo, group, vm, now, due_at, mine))
+        out.append(_vm_status(repo, group.name, group.repository, vm, now, due_at, mine))
     job = None
     if last_job:
         job = {k: last_job.get(k) for k in ("job", "start", "end", "result", "error")}
@@ -41,7 +43,20 @@ def group_status(repo, group: GroupConfig, now: datetime, records: list[dict] | 
             "last_job": job, "vms": out}
 
 
-def _vm_status(repo, group: GroupConfig, vm: str, now: datetime, due_at, mine: list[dict]) -> dict:
+def unscheduled_status(repo, now: datetime, records: list[dict], skip: set[str]) -> list[dict]:
+    """VMs of the repository that no configured group names (manual backups, or no
+    configuration at hand): what the repository and the job records say, never overdue."""
+    out = []
+    for vm in repo.vms():
+        if vm in skip:
+            continue
+        mine = [r for r in records if not r.get("dry_run") and any(v["vm"] == vm for v in r["vms"])]
+        out.append(_vm_status(repo, "", "", vm, now, None, mine))
+    return out
+
+
+def _vm_status(repo, group: str, repository: str, vm: str, now: datetime, due_at,
+               mine: list[dict]) -> dict:
     rps = repo.recovery_points(vm) if vm in set(repo.vms()) else []
     newest = rps[-1] if rps else None
     last = None
@@ -54,7 +69,7 @@ def _vm_status(repo, group: GroupConfig, vm: str, now: datetime, due_at, mine: l
             break
     overdue = due_at is not None and (newest is None or newest.time < due_at - SLACK)
     d = {
-        "vm": vm, "group": group.name, "repository": group.repository,
+        "vm": vm, "group": group, "repository": repository,
         "last_success": newest.time.isoformat() if newest else None,
         "recovery_point": newest.name if newest else None,
         "age_seconds": int((now - newest.time).total_seconds()) if newest else None,
@@ -76,17 +91,16 @@ def _vm_status(repo, group: GroupConfig, vm: str, now: datetime, due_at, mine: l
 
 
 def verdict_of(repo, vm: str, rp: str) -> dict:
-    """The change-analysis verdict of a recovery point where there is one (rpfs scan)."""
-    try:
-        from rpfs.index import scan   # present once change analysis exists
-    except ImportError:
-        return {}
-    get = getattr(scan, "stored_verdict", None)
+    """The change-analysis verdict of a recovery point where there is one (its ``scans/``
+    object, written by change analysis after a backup or by ``rpfs scan``)."""
+    from rpfs.store import objects
+    get = getattr(objects, "get_scan", None)   # absent where change analysis is not built
     if get is None:
         return {}
     try:
         v = get(repo, vm, rp)
-    except Exception:   # an analysis that cannot be read is no verdict, never a failed status
+    except Exception as e:   # an analysis that cannot be read is no verdict, never a failed status
+        log.warning("%s/%s: change analysis unreadable: %s", vm, rp, e)
         return {}
     if not v:
         return {}

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rpfs.ops import jobs
-from rpfs.ops.status import exposition, group_status
+from rpfs.ops.status import exposition, group_status, unscheduled_status
 from rpfs.web.nodes import in_thread
 from rpfs.web.pages import page
 
@@ -42,6 +42,11 @@ def collect(tree, cfg, now: datetime) -> dict:
                 s = group_status(repo, g, now, records)
                 vms.extend(s.pop("vms"))
                 groups.append(s)
+    others = unscheduled_status(repo, now, records, {v["vm"] for v in vms})
+    if others:
+        vms.extend(others)
+        groups.append({"group": "", "repository": "", "schedule": "not in a configured group",
+                       "due_at": None, "last_job": None})
     history = []
     for r in records[:HISTORY]:
         start = datetime.fromisoformat(r["start"])
