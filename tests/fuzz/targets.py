@@ -342,9 +342,11 @@ class _NoVolume:
 
     name = "fuzz"
 
-    def file(self, number):
+    def file(self, *args, **kw):
         from rpfs.errors import FormatError
         raise FormatError("no volume", source="fuzz")
+
+    read_attribute = file
 
 
 def _summary_twins(summary, rec, number: int) -> None:
@@ -367,10 +369,46 @@ def _summary_twins(summary, rec, number: int) -> None:
         raise AssertionError(f"C and Python index rows differ:\n{got!r:.600}\n{expected!r:.600}")
 
 
+class _OneRecord(_NoVolume):
+    """Entry's volume holding one record (no attribute list: stat_summary declines those)."""
+
+    def __init__(self, rec):
+        from ntfs_reader.volume import FileAttributes
+        self.fa = FileAttributes(rec, rec.attributes)
+
+    def file(self, number, sequence=0):
+        return self.fa
+
+    read_attribute = _NoVolume.file
+
+    def mft_offset_safe(self, number):
+        return None
+
+
+def _stat_twins(summary, rec) -> None:
+    """stat_summary (C) against the Entry properties a node's attr() reads (Python): when C
+    answers, Python must give the same values (C may always decline)."""
+    if summary is None:
+        return
+    from ntfs_reader.entry import Entry
+    from ntfs_reader.times import Times
+    seq, flags, times, nondos, size, allocated, dir_allocated = summary
+    e = Entry(_OneRecord(rec), rec.number, None)
+    try:
+        expected = (e.is_dir, e.times, max(1, e.nlink), e.size, e.allocated_size)
+    except RpfsError as err:
+        raise AssertionError(f"C summarised a record whose stat Python refuses: {err}")
+    is_dir = bool(flags & 2)
+    got = (is_dir, Times(*times), max(1, nondos), expected[3] if is_dir else size,
+           dir_allocated if is_dir else allocated)
+    if (seq, flags) != (rec.sequence, rec.flags) or got != expected or rec.base_ref:
+        raise AssertionError(f"C and Python stat differ:\n{summary!r}\n{expected!r}")
+
+
 def fuzz_ntfs_native(data: bytes) -> None:
     """The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins. The first
     byte picks the parser (mod 5): 0 an MFT record (1 KiB, 4 KiB past 1 KiB of input; then
-    the metadata index's row of it and each of its runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
+    the metadata index's row of it, what a stat reads of it and each of its runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
     entries (u16 start, u16 end, then the buffer), 3 a $FILE_NAME value, 4 fixups of an INDX
     record (stride 512; padded to whole sectors)."""
     from ntfs_reader import attrs, index, native, record, runlist
@@ -385,6 +423,7 @@ def fuzz_ntfs_native(data: bytes) -> None:
         rec = p.parse_record(body, number, 4096)
         _twins(rec, lambda: record.parse_record_python(body, number, "fuzz", 4096))
         _summary_twins(p.record_summary(body, number), rec, number)
+        _stat_twins(p.stat_summary(body, number), rec)
         for a in rec.attributes[:64]:
             if not a.resident:
                 _twins(p.decode_runlist(a.raw, a.pairs_at, a.pairs_end, a.lowest_vcn, 1 << 24),
