@@ -97,3 +97,10 @@ def test_contract_errors_and_inodes(linuxfs_images):
 def test_probe(linuxfs_images):
     assert btrfs_reader.probe(FileStream(linuxfs_images.images["btrfs"]))
     assert not btrfs_reader.probe(FileStream(linuxfs_images.images["xfs5"]))
+
+
+def test_a_pending_log_tree_is_said_in_one_line(linuxfs_images):
+    vol = _open(linuxfs_images, "btrfs-log")
+    assert vol.sb.log_root != 0 and vol.state.startswith("log tree present")
+    assert vol.warnings == [f"Btrfs: {vol.state}"]
+    assert _open(linuxfs_images, "btrfs").sb.log_root == 0

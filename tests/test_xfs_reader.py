@@ -110,3 +110,17 @@ def test_contract_errors(linuxfs_images):
 def test_probe(linuxfs_images):
     assert xfs_reader.probe(FileStream(linuxfs_images.images["xfs4"]))
     assert not xfs_reader.probe(FileStream(linuxfs_images.images["btrfs"]))
+
+
+def test_a_dirty_log_is_said_in_one_line(linuxfs_images):
+    """xfs_logprint is the oracle: DIRTY on the copy taken while mounted, CLEAN on the rest."""
+    def logprint(name):
+        out = subprocess.run(["xfs_logprint", "-t", str(linuxfs_images.images[name])],
+                             capture_output=True, text=True).stdout
+        return "<CLEAN>" in out, "<DIRTY>" in out
+    assert logprint("xfs5-dirty") == (False, True) and logprint("xfs5") == (True, False)
+    vol = _open(linuxfs_images, "xfs5-dirty")
+    assert vol.state.startswith("needs log recovery")
+    assert [w for w in vol.warnings if "log" in w] == [f"XFS log: {vol.state}"]
+    assert vol.describe()["state"] == vol.state
+    assert {e.name for e in vol.root.iterdir()} <= {"before-sync.txt"}   # read as on disk
