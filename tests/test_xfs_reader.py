@@ -88,6 +88,9 @@ def test_times_big_time_and_crtime(linuxfs_images):
     assert y2100.crtime_ns <= y2100.ctime_ns
     v4 = _open(linuxfs_images, "xfs4")
     assert v4.lookup("/hello.txt").crtime_ns is None and v4.sb.version == 4
+    assert not v4.sb.has_ftype                                  # entries without file types
+    one_k = _open(linuxfs_images, "xfs5-1k")
+    assert one_k.lookup("/frag.bin").inode.flags2 & (1 << 4)    # 64-bit extent counters
 
 
 def test_contract_errors(linuxfs_images):
