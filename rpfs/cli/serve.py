@@ -21,6 +21,18 @@ def register(sub) -> None:
                         " Any address but loopback needs --token-file")
     p.add_argument("--token-file", metavar="FILE",
                    help="a file holding the token every request must carry (the page asks once)")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="serve HTTPS with this certificate (PEM; with --tls-key): the token and "
+                        "the session cookie (then Secure) never travel in clear")
+    p.add_argument("--tls-key", metavar="FILE", help="the certificate's private key (PEM)")
+    p.add_argument("--trusted-proxy", metavar="ADDRESS",
+                   help="a TLS proxy in front at this address (comma-separated for several): "
+                        "its X-Forwarded-Proto and X-Forwarded-For are believed (cookie Secure "
+                        "when it says https; wrong tokens limited per real client); needs "
+                        "--token-file")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="close a connection whose request headers are not complete within "
+                        "this long (default 10)")
     add_keys_option(p)
     p.set_defaults(func=cmd_serve)
 
@@ -60,6 +72,7 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from rpfs.web import create_app
+    from rpfs.web.protocol import timed_protocol
 
     host, port = parse_listen(args.listen)
     token = read_token(args.token_file) if args.token_file else None
@@ -67,16 +80,32 @@ def cmd_serve(args) -> int:
     if not loopback and token is None:
         raise UsageError(f"refusing to listen on {host} without --token-file (anyone who can "
                          "reach it could read every recovery point)")
+    if args.trusted_proxy and token is None:
+        raise UsageError("--trusted-proxy needs --token-file (through the proxy, anyone who can "
+                         "reach it could read every recovery point)")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    for option, path in (("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if path and not Path(path).is_file():
+            raise UsageError(f"{option}: {path}: no such file")
+    if not args.header_timeout > 0:
+        raise UsageError("--header-timeout: must be more than 0 seconds")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with open_tree(args) as tree, \
             socket.create_server((host, port), family=family) as sock:  # errors: one line
+        # behind a proxy the Host is the proxy's public name: the token guards instead
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
-                         loopback=loopback)
+                         loopback=loopback and not args.trusted_proxy)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
-        print(f"rpfs: serving {args.source} at http://{shown}:{bound}/ (Ctrl-C to stop)",
+        scheme = "https" if args.tls_cert else "http"
+        print(f"rpfs: serving {args.source} at {scheme}://{shown}:{bound}/ (Ctrl-C to stop)",
               file=sys.stderr, flush=True)
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=2, server_header=False)
+                                timeout_graceful_shutdown=2, server_header=False,
+                                http=timed_protocol(args.header_timeout),
+                                proxy_headers=bool(args.trusted_proxy),
+                                forwarded_allow_ips=args.trusted_proxy or "",
+                                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
         uvicorn.Server(config).run(sockets=[sock])
     return 0
