@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.restore import fsname
 from rpfs.web import queries
-from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, in_thread, page_of,
-                            query, resolve, url_query)
+from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, give_back, in_thread,
+                            page_of, query, resolve, url_query)
 from rpfs.web.zipstream import zip_chunks
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,7 @@ async def api_ls(request: Request):
         if node.kind != "dir":
             return [entry(node, detail)], None
         page = page_of(node, detail, after=after, limit=limit)
+        give_back()
         return page["entries"], page["next"]
 
     items, nxt = await in_thread(listing)
@@ -281,6 +282,7 @@ async def _zip_response(tree, paths: list[str], head_only: bool = False):
                 log.error("%s: %s", name, e)
                 raise StreamAborted(str(e)) from None
             if chunk is end:
+                await in_thread(give_back)
                 return
             if chunk:
                 yield chunk

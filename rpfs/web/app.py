@@ -104,8 +104,9 @@ def is_loopback_name(name: str | None) -> bool:
 class Attempts:
     """Wrong tokens per client address: the first ``FREE`` cost nothing, then each one makes
     that address wait twice as long as the last (1 s, 2 s, ... ``LONGEST``), during which
-    every request from it carrying a token is answered 429. A right token clears it. At most
-    ``ADDRESSES`` addresses are remembered (the oldest go first)."""
+    every request from it carrying a token is answered 429 and counts as one more wrong try
+    (its token is not even compared). A right token clears it. At most ``ADDRESSES``
+    addresses are remembered (the oldest go first)."""
 
     FREE = 5
     LONGEST = 60.0
@@ -184,9 +185,9 @@ async def login(request: Request):
     if token is None:
         return RedirectResponse(nxt, status_code=303)
     attempts, client = request.app.state.attempts, _client(request)
-    wait = attempts.wait(client)
-    if wait:
-        return _too_many(wait)
+    if attempts.wait(client):
+        attempts.wrong(client)
+        return _too_many(attempts.wait(client))
     if not hmac.compare_digest(given.encode(), token.encode()):
         attempts.wrong(client)
         return pages.page(request, "login.html", status=403, title="token — rpfs", next=nxt,
@@ -260,9 +261,9 @@ class Guard:
         auth = conn.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):  # a guess at the token: rate-limited
             attempts, client = self.state.attempts, _client(conn)
-            wait = attempts.wait(client)
-            if wait:
-                return _too_many(wait)
+            if attempts.wait(client):
+                attempts.wrong(client)
+                return _too_many(attempts.wait(client))
             if hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
                 attempts.right(client)
                 return None
