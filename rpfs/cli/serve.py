@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from pathlib import Path
 
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
+from rpfs.cli.mount import MOUNT_CHUNK_CACHE
 from rpfs.errors import UsageError
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -93,6 +95,12 @@ def cmd_serve(args) -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with open_tree(args) as tree, \
             socket.create_server((host, port), family=family) as sock:  # errors: one line
+        repo = getattr(tree, "repo", None)
+        if repo is not None and not os.environ.get("RPFS_CACHE_MB"):
+            # downloads stream each chunk once: like a mount's, the chunk cache only has to
+            # hold read-ahead and the metadata being parsed (128 -> 32 MiB: a 100,000-file
+            # folder zipped or listed had the server keep 96 MiB more for nothing)
+            repo.cache.max_bytes = min(repo.cache.max_bytes, MOUNT_CHUNK_CACHE)
         # behind a proxy the Host is the proxy's public name: the token guards instead
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
                          loopback=loopback and not args.trusted_proxy)
