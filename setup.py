@@ -1,5 +1,5 @@
-"""Builds the optional C extensions ntfs_reader._lznt1, ntfs_reader._wofdecomp and
-formats.bitlocker._fvecrypt (metadata lives in pyproject.toml).
+"""Builds the optional C extensions ntfs_reader._lznt1, ntfs_reader._wofdecomp,
+ntfs_reader._ntfsparse and formats.bitlocker._fvecrypt (metadata lives in pyproject.toml).
 
 ``optional=True``: if gcc or the Python headers are missing the install still succeeds and
 ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning).
@@ -18,6 +18,12 @@ setup(
         Extension(
             "ntfs_reader._wofdecomp",
             ["ntfs_reader/_wofdecomp.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
+        Extension(
+            "ntfs_reader._ntfsparse",
+            ["ntfs_reader/_ntfsparse.c"],
             extra_compile_args=["-O3"],
             optional=True,
         ),

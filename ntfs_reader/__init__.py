@@ -22,12 +22,15 @@ source/structure/offset) for damage, UnsupportedError for contents we cannot pro
 
 Modules, bottom up: boot (boot sector), record (MFT records, fixups, attribute headers),
 runlist, datastream (runs, sparse, VDL, LZNT1 units), attrs (small attribute values),
-index ($I30/$SII B+trees), names, reparse, security ($Secure), xpress / lzx / wof (WOF
+index ($I30/$SII B+trees), native (the C parser the four before try first), names, reparse, security ($Secure), xpress / lzx / wof (WOF
 CompactOS files), volume, entry; cache holds every cache size and bound.
 """
 
+from . import native
 from .entry import Entry
 from .times import Times
 from .volume import Volume
+
+native.load()
 
 __all__ = ["Volume", "Entry", "Times"]

@@ -16,6 +16,7 @@ from construct import Int8ul, Int16ul, Int32ul, Int64ul, Struct, ConstructError
 
 from rpfs.errors import FormatError
 
+from . import native
 from .times import Times
 
 # FILE_ATTRIBUTE_* flags (in $STANDARD_INFORMATION and $FILE_NAME)
@@ -115,6 +116,16 @@ class FileName(NamedTuple):
 
 
 def parse_file_name(value: bytes, where: dict) -> FileName:
+    p = native.parser
+    if p is not None:
+        fn = p.parse_file_name(value)
+        if fn is not None:
+            return fn
+    return parse_file_name_python(value, where)
+
+
+def parse_file_name_python(value: bytes, where: dict) -> FileName:
+    """The reference twin of parse_file_name (and what reports a bad value)."""
     if len(value) < 66:
         raise FormatError(f"$FILE_NAME too short ({len(value)} bytes)", **where)
     (parent, cr, mo, ch, ac, alloc, size, flags, reparse, nlen,

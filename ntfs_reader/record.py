@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rpfs.errors import FormatError
 
+from . import native
 from .runlist import decode_runlist
 
 # attribute types
@@ -76,6 +77,14 @@ def ref_sequence(ref: int) -> int:
 def apply_fixups(buf: bytearray, magic: bytes, source: str, structure: str, offset: int,
                  stride: int = 512) -> None:
     """Checks and undoes the update sequence array in place (a torn write is an error)."""
+    p = native.parser
+    if p is None or p.fixups(buf, magic, stride) is None:
+        apply_fixups_python(buf, magic, source, structure, offset, stride)
+
+
+def apply_fixups_python(buf: bytearray, magic: bytes, source: str, structure: str,
+                        offset: int, stride: int = 512) -> None:
+    """The reference twin of apply_fixups (and what reports a bad buffer)."""
     if bytes(buf[:4]) != magic:
         what = "BAAD (marked bad by chkdsk)" if buf[:4] == b"BAAD" else repr(bytes(buf[:4]))
         raise FormatError(f"bad magic {what}", source=source, structure=structure,
@@ -170,9 +179,19 @@ class MftRecord:
 
 def parse_record(data: bytes, number: int, source: str, offset: int) -> MftRecord:
     """Fixups, header and attribute headers of one MFT record (values copied out)."""
+    p = native.parser
+    if p is not None:
+        rec = p.parse_record(data, number, offset)
+        if rec is not None:
+            return rec
+    return parse_record_python(data, number, source, offset)
+
+
+def parse_record_python(data: bytes, number: int, source: str, offset: int) -> MftRecord:
+    """The reference twin of parse_record (and what reports a bad record)."""
     structure = f"MFT record {number}"
     buf = bytearray(data)
-    apply_fixups(buf, b"FILE", source, structure, offset)
+    apply_fixups_python(buf, b"FILE", source, structure, offset)
     size = len(buf)
     (_, _, _, _, seq, links, attrs_off, flags, in_use, allocated, base_ref,
      _) = _HEADER.unpack_from(buf, 0)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from rpfs.errors import FormatError
 
+from . import native
+
 Run = tuple  # (vcn, length, lcn | None)
 
 
@@ -19,6 +21,19 @@ def decode_runlist(data: bytes, pos: int, end: int, first_vcn: int, total_cluste
     Every run must have a positive length and lie inside the volume (``total_clusters``);
     anything else is a FormatError naming the byte where it was found.
     """
+    p = native.parser
+    if p is not None:
+        runs = p.decode_runlist(data, pos, end, first_vcn, total_clusters)
+        if runs is not None:
+            return runs
+    return decode_runlist_python(data, pos, end, first_vcn, total_clusters, source, structure,
+                                 base_offset)
+
+
+def decode_runlist_python(data: bytes, pos: int, end: int, first_vcn: int,
+                          total_clusters: int, source: str = "<volume>",
+                          structure: str = "runlist", base_offset: int = 0) -> list[Run]:
+    """The reference twin of decode_runlist (and what reports a bad runlist)."""
     runs: list[Run] = []
     vcn = first_vcn
     lcn = 0

@@ -28,8 +28,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rpfs.errors import FormatError, UsageError
+from rpfs.errors import RpfsError, UsageError
+from rpfs.live import Identity, changed_ranges, frozen_selection, identity, settle
 from rpfs.progress import Progress
+from rpfs.ratelimit import RateLimit
 from rpfs.store import catalog, objects
 from rpfs.store.packs import PackWriter, compress
 from rpfs.store.rebuild import sync
@@ -38,6 +40,11 @@ from rpfs.stream import DATA, FileStream
 
 BATCH_BYTES = 8 << 20   # one read (and one worker job) covers at least this much
 RACY_NS = 2_000_000_000  # files modified this recently are never skipped next time
+STABLE_TRIES = 4        # reads of a file that changes while read before the backup fails
+
+
+class SourceChanged(RpfsError):
+    """A disk kept changing while it was read: no stable copy, so none is stored."""
 
 
 @dataclass
@@ -56,6 +63,9 @@ class BackupResult:
     packs: int = 0
     unchanged_files: int = 0     # not read: size, mtime, ctime, inode, device as last time
     unchanged_bytes: int = 0
+    reread_bytes: int = 0        # read again because the file changed while it was read
+    warnings: list = field(default_factory=list)
+    left_out: list = field(default_factory=list)   # --frozen: running disks not stored
 
     @property
     def dedup_ratio(self) -> float:
@@ -83,6 +93,8 @@ class _Source:
     hashes: list = field(default_factory=list)   # per chunk: hash or None (zeros)
     reuse: bytes | None = None                   # previous RP's chunk map (file unchanged)
     map_object: str | None = None                # ... and its map object
+    before: Identity | None = None               # identity before this read (torn-copy check)
+    size_changed: bool = False                   # the size moved before this read started
 
 
 def check_vm_name(name: str) -> str:
@@ -119,19 +131,23 @@ def collect_sources(sources: list[str], vm: str | None) -> tuple[str, list[_Sour
     if vm is None:
         first = os.path.abspath(sources[0]).rstrip("/")
         vm = os.path.basename(first) if os.path.isdir(first) else Path(first).stem
+    settled = settle({f.path: f.before for f in out.values()})
+    for f in out.values():
+        f.before = settled[f.path]
+        f.size = f.before.size
     return check_vm_name(vm), list(out.values())
 
 
 def _add(out: dict, rel: str, path: str) -> None:
     if rel in out:
         raise UsageError(f"two sources would be stored as {rel!r}")
-    st = os.stat(path)
-    ident = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
-    if _time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
+    before = identity(path)
+    ident = (before.mtime_ns, before.ctime_ns, before.inode, before.dev)
+    if _time.time_ns() - max(before.mtime_ns, before.ctime_ns) < RACY_NS:
         # changed moments ago: a write in the same clock tick after our read would leave the
         # times as they are, so never let the next backup skip this file on its stat alone
         ident = (None, None, None, None)
-    out[rel] = _Source(rel, path, st.st_size, ident)
+    out[rel] = _Source(rel, path, before.size, ident, before=before)
 
 
 def parse_time(text: str | None) -> datetime:
@@ -155,8 +171,10 @@ _PENDING = -1
 class _Run:
     """State shared by the stages of one backup run."""
 
-    def __init__(self, repo: Repository, workers: int):
+    def __init__(self, repo: Repository, workers: int, limit: RateLimit | None = None):
         self.repo = repo
+        self.limit = limit
+        self.writer: PackWriter | None = None
         self.cs = repo.chunk_size
         self.level = repo.config.zstd_level
         self.zero = bytes(self.cs)
@@ -173,6 +191,7 @@ class _Run:
         self.finishing: list[Future] = []
         self.commit_lock = threading.Lock()     # one catalog transaction at a time
         self.published: list = []               # (pack, size, entries) for the index object
+        self.readers: list[threading.Thread] = []
 
     def finish(self, writer: PackWriter) -> None:
         while len(self.finishing) >= self.publishers + 1:
@@ -241,9 +260,9 @@ class _Run:
             return
         fs = FileStream(src.path, name=src.rel)
         try:
-            if fs.size != src.size:
-                raise FormatError(f"size changed from {src.size} to {fs.size} during backup",
-                                  source=src.path, structure="source file")
+            if fs.size != src.size:   # changed since its identity was taken: read it again
+                src.size_changed = True
+                return
             try:
                 os.posix_fadvise(fs._fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             except (AttributeError, OSError):
@@ -274,6 +293,8 @@ class _Run:
                 while j < nchunks and j - i < per_batch and has_data(j):
                     j += 1
                 off = i * cs
+                if self.limit:
+                    self.limit.take(min(j * cs, src.size) - off)
                 data = fs.read(off, min(j * cs, src.size) - off)
                 self._put((fi, i, j - i, self.pool.submit(self.work, data, j - i)))
                 i = j
@@ -284,15 +305,26 @@ class _Run:
 def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
            time: datetime | str | None = None, workers: int | None = None,
            progress: Progress | None = None, show_progress: bool = True,
-           force_read: bool = False) -> BackupResult:
+           force_read: bool = False, frozen: bool = False, limit: RateLimit | None = None,
+           stable_tries: int = STABLE_TRIES) -> BackupResult:
     """Back up ``sources`` as one new recovery point of ``vm``; returns what it did.
 
     A file whose size, mtime, ctime, inode and device equal those recorded (before reading)
     in the VM's newest recovery point reuses that chunk map unread, like restic and borg;
     ``force_read`` reads everything. (A parent VHDX frozen by a checkpoint is the common
-    case: large and unchanged.)"""
+    case: large and unchanged.)
+
+    A file that changed while it was read (rpfs/live.py) is read again until two reads agree
+    (chunks already stored are only hashed again; the changed ranges are stored), at most
+    ``stable_tries`` reads, else ``SourceChanged``: a torn copy is never stored. ``frozen``
+    leaves the running disk of each checkpoint chain out; ``limit`` bounds the read rate."""
     t0 = _time.monotonic()
     vm, files = collect_sources(sources, vm)
+    left_out, notes = [], []
+    if frozen:
+        leave, notes = frozen_selection({f.rel: f.path for f in files})
+        left_out = [f.rel for f in files if f.rel in leave]
+        files = [f for f in files if f.rel not in leave]
     when = time if isinstance(time, datetime) else parse_time(time)
     when = when.astimezone(timezone.utc).replace(microsecond=0)
     name = rp_name(when)
@@ -307,57 +339,21 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
         own_progress = progress is None and show_progress
         if own_progress:
             progress = Progress(total, f"backup {vm}/{name}")
-        run = _Run(repo, workers)
+        run = _Run(repo, workers, limit)
         res = BackupResult(vm, name, len(files), total, 0, 0, 0, 0, 0, 0, 0.0)
+        res.warnings.extend(notes)
+        res.left_out = left_out
         if not force_read:
             _find_unchanged(repo, vm, files, run.cs, res)
-        writer: PackWriter | None = None
-        reader = threading.Thread(target=run.read_all, args=(files,), name="rpfs-backup-reader",
-                                  daemon=True)
-        reader.start()
-        done = res.unchanged_bytes
         try:
-            while True:
-                item = run.q.get()
-                if item is None:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                fi, first, n, fut = item
-                src = files[fi]
-                if fut is None:
-                    src.hashes.extend([None] * n)
-                    res.zero_chunks += n
-                else:
-                    for r in fut.result():
-                        if r is None:
-                            src.hashes.append(None)
-                            res.zero_chunks += 1
-                            continue
-                        h, codec, payload, usize = r
-                        src.hashes.append(h)
-                        if payload is None:
-                            res.reused_chunks += 1
-                            continue
-                        if writer is None:
-                            writer = PackWriter(repo.backend)
-                        writer.add(h, codec, payload, usize)
-                        res.new_chunks += 1
-                        res.new_bytes_stored += len(payload)
-                        res.new_bytes_logical += usize
-                        if writer.size >= repo.config.pack_size:
-                            run.finish(writer)
-                            res.packs += 1
-                            writer = None
-                    res.read_bytes += min(n * run.cs, src.size - first * run.cs)
-                done += min(n * run.cs, src.size - first * run.cs)
-                if progress:
-                    progress.update(done, new=res.new_bytes_logical, stored=res.new_bytes_stored)
-            if writer is not None:
-                run.finish(writer)
+            _read_pass(run, [f for f in files if f.reuse is None], res, progress, res.unchanged_bytes)
+            _settle(run, vm, [f for f in files if f.reuse is None], res, stable_tries)
+            if run.writer is not None:
+                run.finish(run.writer)
                 res.packs += 1
-                writer = None
+                run.writer = None
             run.drain()
+            res.logical_bytes = sum(f.size for f in files)
             res.seconds = _time.monotonic() - t0
             _commit_rp(repo, run, vm, name, when, files, res)
         finally:
@@ -366,13 +362,112 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
             run.stop.set()
             run.pool.shutdown(wait=True, cancel_futures=True)
             run.finisher.shutdown(wait=True)
-            reader.join()
-            if writer is not None:
-                writer.abort()
+            for t in run.readers:
+                t.join()
+            if run.writer is not None:
+                run.writer.abort()
             if own_progress and progress:
                 progress.close()
     res.seconds = _time.monotonic() - t0
     return res
+
+
+def _read_pass(run: _Run, files: list[_Source], res: BackupResult, progress, done: int) -> None:
+    """Read ``files`` once through the pipeline: their ``hashes`` are filled, new chunks
+    go into packs."""
+    reader = threading.Thread(target=run.read_all, args=(files,), name="rpfs-backup-reader",
+                              daemon=True)
+    run.readers.append(reader)
+    reader.start()
+    repo = run.repo
+    while True:
+        item = run.q.get()
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        fi, first, n, fut = item
+        src = files[fi]
+        if fut is None:
+            src.hashes.extend([None] * n)
+            res.zero_chunks += n
+        else:
+            for r in fut.result():
+                if r is None:
+                    src.hashes.append(None)
+                    res.zero_chunks += 1
+                    continue
+                h, codec, payload, usize = r
+                src.hashes.append(h)
+                if payload is None:
+                    res.reused_chunks += 1
+                    continue
+                if run.writer is None:
+                    run.writer = PackWriter(repo.backend)
+                run.writer.add(h, codec, payload, usize)
+                res.new_chunks += 1
+                res.new_bytes_stored += len(payload)
+                res.new_bytes_logical += usize
+                if run.writer.size >= repo.config.pack_size:
+                    run.finish(run.writer)
+                    res.packs += 1
+                    run.writer = None
+            res.read_bytes += min(n * run.cs, src.size - first * run.cs)
+        done += min(n * run.cs, src.size - first * run.cs)
+        if progress:
+            progress.update(done, new=res.new_bytes_logical, stored=res.new_bytes_stored)
+    reader.join()
+
+
+def _settle(run: _Run, vm: str, files: list[_Source], res: BackupResult, tries: int) -> None:
+    """Read again every file that changed while it was read, until a read is a copy of one
+    moment: one during which the file provably did not change, or one equal to the read
+    before it (each chunk then held the same bytes before and after the moment between the
+    two reads). Raises SourceChanged after ``tries`` reads."""
+    unsettled = [f for f in files if _moved(f)]
+    attempt = 1
+    while unsettled:
+        if attempt >= tries:
+            f = unsettled[0]
+            raise SourceChanged(
+                f"{vm}: {f.rel} changed while it was read, {attempt} reads in a row"
+                f" (nothing was stored for this VM): take a checkpoint, or export the VM,"
+                f" and back up with --frozen, or back it up while it is off")
+        attempt += 1
+        previous = {}
+        for f in unsettled:
+            previous[f.rel] = f.hashes
+            f.before = identity(f.path)
+            f.size, f.hashes, f.size_changed = f.before.size, [], False
+        n0 = res.read_bytes
+        _read_pass(run, unsettled, res, None, 0)
+        res.reread_bytes += res.read_bytes - n0
+        still = []
+        for f in unsettled:
+            ranges = changed_ranges(previous[f.rel], f.hashes, run.cs)
+            if f.size_changed:
+                still.append(f)
+            elif not ranges or not _moved(f):
+                f.ident = (None, None, None, None)   # never skipped on its stat next time
+                res.warnings.append(
+                    f"{f.rel} changed while it was read: read {attempt} times; stored "
+                    + ("the copy the last two reads agree on" if not ranges else
+                       f"read {attempt}, during which it did not change ({len(ranges)} ranges"
+                       " differed from the read before)"))
+            else:
+                still.append(f)
+        unsettled = still
+
+
+def _moved(f: _Source) -> bool:
+    """Did ``f`` change during the read that just ended (or can that not be ruled out)?"""
+    if f.size_changed or f.before is None or f.before.racy:
+        return True
+    try:
+        after = identity(f.path)
+    except OSError:
+        return True
+    return not f.before.same(after)
 
 
 def _find_unchanged(repo: Repository, vm: str, files: list[_Source], cs: int,

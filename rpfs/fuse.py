@@ -252,6 +252,8 @@ class Operations(pyfuse3.Operations):
             return e
         e.attr_timeout = node.cache_seconds
         e.st_mode = a.mode
+        if a.uid is not None:   # a POSIX volume: owner, group and device as the guest had them
+            e.st_uid, e.st_gid, e.st_rdev = a.uid, a.gid, a.rdev
         e.st_nlink = a.nlink
         e.st_size = a.size
         e.st_blocks = -(-(a.allocated if a.allocated is not None else a.size) // 512)
@@ -363,16 +365,20 @@ class Operations(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         parent, listing = self._handles[fh]
         entries = listing.entries
+        stop = len(entries)
         if listing.stat_wanted and start_id < len(entries):
             # whoever lists this directory stats its children too (ls -l, du, a walk):
-            # send complete attributes, one worker call per batch, not a getattr each
+            # send complete attributes, one worker call per batch, not a getattr each;
+            # the reply ends with the batch (the kernel's buffer holds ~800 entries: past
+            # the batch it would get stubs, and one getattr round trip each)
             batch = self._unknown(listing, start_id, start_id + ATTR_BATCH)
             if batch:
                 await self._run(_attrs_of, None, batch)
+                stop = min(stop, start_id + ATTR_BATCH)
         by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
         nodes, sent, reply = self._node, listing.sent, pyfuse3.readdir_reply
         upgrade = listing.stat_wanted  # else no child's attributes were computed
-        for i in range(start_id, len(entries)):  # the hot loop of a warm listing
+        for i in range(start_id, stop):  # the hot loop of a warm listing
             e = sent[i]
             if e is not None and e.st_ino in nodes:  # sent before, its inode still known
                 ino = e.st_ino
@@ -618,7 +624,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     options = set(pyfuse3.default_options)
     # No max_read option: pyfuse3 cannot set the matching conn->max_read, and without one
     # libfuse (3.14) already lets the kernel send MAX_READ (max_pages = 256).
-    options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions"}
+    options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions", "nosuid", "nodev"}
     if allow_other:
         options.add("allow_other")
     if debug:

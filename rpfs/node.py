@@ -70,7 +70,7 @@ def report_once(error: RpfsError) -> None:
 class Attr:
     """What ``stat`` says about a node. Times are ns since the Unix epoch."""
 
-    kind: str  # "dir", "file", "symlink"
+    kind: str  # "dir", "file", "symlink"; on POSIX volumes also a SPECIAL_KINDS name
     size: int = 0
     mtime_ns: int = 0
     atime_ns: int = 0
@@ -78,14 +78,24 @@ class Attr:
     crtime_ns: int | None = None
     nlink: int = 1
     allocated: int | None = None
+    # POSIX file systems (ext4, XFS, Btrfs) give the guest's own: the full st_mode, owner,
+    # group and device number. None: the front end's defaults (MODES, the mounting user).
+    posix_mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    rdev: int = 0
 
     @property
     def mode(self) -> int:
-        return MODES[self.kind]
+        return MODES[self.kind] if self.posix_mode is None else self.posix_mode
 
 
 MODES = {"dir": statmod.S_IFDIR | 0o555, "symlink": statmod.S_IFLNK | 0o777,
-         "file": statmod.S_IFREG | 0o444}
+         "file": statmod.S_IFREG | 0o444,
+         # special files exist only on POSIX volumes; nothing is read through them
+         "chardev": statmod.S_IFCHR | 0o444, "blockdev": statmod.S_IFBLK | 0o444,
+         "fifo": statmod.S_IFIFO | 0o444, "socket": statmod.S_IFSOCK | 0o444}
+SPECIAL_KINDS = frozenset({"chardev", "blockdev", "fifo", "socket"})
 
 
 class Node:

@@ -79,6 +79,14 @@ class NtfsNode(Node):
 
     def _read_attr(self) -> Attr:
         e = self.entry
+        if self._kind in ("file", "dir"):  # known from the index: no reparse point
+            q = e.quick_stat()
+            if q is not None:
+                is_dir, size, t, nlink, allocated = q
+                return Attr(self._kind, size=0 if is_dir else size,
+                            mtime_ns=nt_to_ns(t.modified), atime_ns=nt_to_ns(t.accessed),
+                            ctime_ns=nt_to_ns(t.changed), crtime_ns=nt_to_ns(t.created),
+                            nlink=2 if is_dir else nlink, allocated=allocated)
         kind = self.kind
         if self._error is not None:
             raise self._error

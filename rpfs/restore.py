@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rpfs.errors import RpfsError, TooLargeError, UsageError
+from rpfs.node import SPECIAL_KINDS
 from rpfs.stream import ZERO
 from rpfs.tree import Node
 
@@ -38,13 +39,16 @@ class RestoreResult:
     dirs: int = 0
     symlinks: int = 0
     hardlinks: int = 0
+    special: int = 0             # device nodes and FIFOs made (--devices)
     bytes: int = 0
     errors: list[str] = field(default_factory=list)
     planned: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)   # "path (kind)": not restored
 
     def as_dict(self) -> dict:
         return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks,
-                "hardlinks": self.hardlinks, "bytes": self.bytes, "errors": self.errors}
+                "hardlinks": self.hardlinks, "special": self.special, "bytes": self.bytes,
+                "errors": self.errors, "skipped": self.skipped}
 
 
 def safe_name(name: str) -> str:
@@ -76,8 +80,10 @@ def fsname(name: str) -> bytes:
 class Restorer:
     def __init__(self, dest: str, *, xattrs: bool = False, dry_run: bool = False,
                  overwrite: bool = False, progress: Callable[[int, int], None] | None = None,
-                 workers: int = WORKERS):
+                 workers: int = WORKERS, devices: bool = False):
         self.dest = dest
+        self.devices = devices
+        self.as_root = os.geteuid() == 0     # owners, groups, trusted.*/security.* xattrs
         self.workers = workers
         self.xattrs = xattrs
         self.dry_run = dry_run
@@ -118,6 +124,12 @@ class Restorer:
             elif node.kind == "symlink":
                 self.result.symlinks += 1
                 self.result.planned.append(f"{rel} -> {node.readlink()}")
+            elif node.kind in SPECIAL_KINDS:
+                if self._makes(node.kind):
+                    self.result.special += 1
+                    self.result.planned.append(f"{rel} ({node.kind})")
+                else:
+                    self.result.skipped.append(f"{rel} ({node.kind})")
             else:
                 if node.key in self._links:
                     self.result.hardlinks += 1
@@ -142,9 +154,12 @@ class Restorer:
             elif node.kind == "symlink":
                 self._remove_existing(dirfd, bname)
                 os.symlink(fsname(node.readlink()), bname, dir_fd=dirfd)
+                self._set_owner(node.attr(), bname, dirfd)
                 self._set_times(node, dirfd, bname)
                 with self._lock:
                     self.result.symlinks += 1
+            elif node.kind in SPECIAL_KINDS:
+                self._restore_special(node, dirfd, bname, path)
             else:
                 linked = self._links.get(node.key) if node.key else None
                 if linked is not None and self._link(linked, dirfd, bname):
@@ -156,6 +171,35 @@ class Restorer:
                     self._links[node.key] = (job, os.dup(dirfd), bname)
         except (RpfsError, OSError) as e:
             self._error(path, e)
+
+    def _makes(self, kind: str) -> bool:
+        return self.devices and kind in ("chardev", "blockdev", "fifo")
+
+    def _restore_special(self, node: Node, dirfd: int, bname: bytes, path: str) -> None:
+        """A device node or FIFO (only with ``devices``); a socket is never made."""
+        if not self._makes(node.kind):
+            with self._lock:
+                self.result.skipped.append(f"{path} ({node.kind})")
+            return
+        a = node.attr()
+        self._remove_existing(dirfd, bname)
+        os.mknod(bname, a.mode, a.rdev, dir_fd=dirfd)
+        self._set_owner(a, bname, dirfd)
+        os.chmod(bname, a.mode & 0o7777, dir_fd=dirfd)
+        if self.xattrs:
+            fd = os.open(bname, os.O_PATH | os.O_NOFOLLOW, dir_fd=dirfd)
+            try:
+                self._copy_xattrs(node, f"/proc/self/fd/{fd}", path)
+            finally:
+                os.close(fd)
+        self._set_times(node, dirfd, bname)
+        with self._lock:
+            self.result.special += 1
+
+    def _set_owner(self, a, bname: bytes, dirfd: int) -> None:
+        """The guest's owner and group (POSIX volumes, when run as root)."""
+        if self.as_root and a.uid is not None:
+            os.chown(bname, a.uid, a.gid, dir_fd=dirfd, follow_symlinks=False)
 
     def _error(self, path: str, e: Exception) -> None:
         msg = str(e) if isinstance(e, RpfsError) else (getattr(e, "strerror", None) or str(e))
@@ -199,7 +243,12 @@ class Restorer:
             for job in pending:    # the files in fd are written before fd closes
                 job.result()
         try:
-            os.chmod(fd, 0o755)
+            a = node.attr()
+            if self.as_root and a.uid is not None:
+                os.fchown(fd, a.uid, a.gid)
+            os.chmod(fd, 0o755 if a.posix_mode is None else a.posix_mode & 0o7777)
+            if self.xattrs:
+                self._copy_xattrs(node, fd, path)
         finally:
             os.close(fd)
         self._set_times(node, dirfd, bname)
@@ -238,10 +287,12 @@ class Restorer:
                     pos += n
                     self._count(n)
             os.ftruncate(fd, stream.size)
-            os.fchmod(fd, 0o644)
+            if self.as_root and a.uid is not None:
+                os.fchown(fd, a.uid, a.gid)      # before the mode: chown clears set-id bits
+            os.fchmod(fd, 0o644 if a.posix_mode is None else a.posix_mode & 0o7777)
             if self.xattrs:
                 self._copy_xattrs(node, fd, path)
-            if a.mtime_ns or a.atime_ns:
+            if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
                 try:
                     os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
                 except OSError as e:  # out-of-range times on some filesystems
@@ -257,10 +308,10 @@ class Restorer:
             if self.progress:
                 self.progress(self.result.bytes, 0)
 
-    def _copy_xattrs(self, node: Node, fd: int, path: str) -> None:
+    def _copy_xattrs(self, node: Node, fd, path: str) -> None:
         for name in node.xattr_names():
-            if not name.startswith("user."):
-                continue  # system.ntfs_* are not settable on Linux filesystems
+            if not self._settable(name):
+                continue
             try:
                 value = node.getxattr(name)  # its size is checked before anything is read
             except TooLargeError as e:  # not an xattr on any Linux filesystem: the file is
@@ -277,9 +328,17 @@ class Restorer:
                 with self._lock:
                     self.result.errors.append(f"{node.name}: xattr {name}: {e.strerror}")
 
+    def _settable(self, name: str) -> bool:
+        """user.* and POSIX ACLs always; security.*/trusted.* as root; never
+        system.ntfs_* (NTFS metadata no Linux file system takes)."""
+        if name.startswith("user.") or name in ("system.posix_acl_access",
+                                                "system.posix_acl_default"):
+            return True
+        return self.as_root and name.startswith(("security.", "trusted."))
+
     def _set_times(self, node: Node, dirfd: int, bname: bytes) -> None:
         a = node.attr()
-        if a.mtime_ns or a.atime_ns:
+        if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
             try:
                 os.utime(bname, ns=(a.atime_ns, a.mtime_ns), dir_fd=dirfd, follow_symlinks=False)
             except OSError as e:  # out-of-range times on some filesystems

@@ -24,6 +24,7 @@ from rpfs.errors import NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
 )
+from rpfs.once import once
 from rpfs.stream import FileStream, Stream
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class RecoveryPoint:
 
     # -- disks ---------------------------------------------------------------------------
 
-    @functools.cached_property
+    @once
     def disks(self) -> dict[str, object]:
         """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
         import formats
@@ -74,7 +75,7 @@ class RecoveryPoint:
             disks.setdefault(stem, err)
         return disks
 
-    @functools.cached_property
+    @once
     def volume_streams(self) -> dict[str, object]:
         """``<disk>-p<N>`` -> the partition's bytes as Windows presents them (BitLocker
         volumes decrypted with ``self.keys``), or the error saying why they cannot be read."""
@@ -97,11 +98,31 @@ class RecoveryPoint:
                     out[f"{stem}-p{part.number}"] = bitlocker.unwrap(part.stream, self.keys)
                 except RpfsError as e:  # locked or damaged: listed, and says why
                     out[f"{stem}-p{part.number}"] = e
+        out.update(self.lvm_volumes)
         return out
 
-    @functools.cached_property
+    @once
+    def lvm_volumes(self) -> dict[str, object]:
+        """``lvm-<vg>-<lv>`` -> each LVM2 logical volume's bytes (its physical volumes may be
+        partitions or whole disks of any of this recovery point's disks), or why not."""
+        from formats import lvm
+
+        pvs = {}
+        for stem, disk in sorted(self.disks.items()):
+            if isinstance(disk, Exception):
+                continue
+            for name, stream in _partition_streams(stem, disk):
+                if lvm.probe(stream):
+                    pvs[name] = stream
+        if not pvs:
+            return {}
+        return {f"lvm-{vg}-{lv}": value for (vg, lv), value in lvm.assemble(pvs).items()}
+
+    @once
     def volumes(self) -> dict[str, object]:
-        """``<disk>-p<N>`` -> ntfs Volume or error (every NTFS or BitLocker volume)."""
+        """``<disk>-p<N>`` / ``lvm-<vg>-<lv>`` -> a Volume (NTFS, or a POSIX one per
+        docs/filesystems.md) or the error saying why it cannot be read. Streams holding no
+        known file system (MSR, swap, LVM physical volumes) are left out."""
         from formats.bitlocker import BitLockerVolume
 
         out: dict[str, object] = {}
@@ -109,7 +130,7 @@ class RecoveryPoint:
             if isinstance(stream, Exception):
                 out[name] = stream
                 continue
-            vol = open_ntfs(stream)
+            vol = open_filesystem(stream)
             if vol is None and isinstance(stream, BitLockerVolume):
                 vol = UnsupportedError(f"{name}: the decrypted BitLocker volume holds no NTFS "
                                        "file system (export it with --format raw)")
@@ -159,6 +180,50 @@ class _LazyStream(Stream):
 
     def _extents(self, offset, end):
         return self.stream.extents(offset, end - offset)
+
+
+def _partition_streams(stem: str, disk) -> list[tuple[str, Stream]]:
+    """(``<disk>-p<N>``, stream) for each readable partition (p0: a disk with no table)."""
+    import formats
+
+    try:
+        table = formats.read_partitions(disk)
+    except RpfsError:
+        return []
+    return [(f"{stem}-p{p.number}", p.stream) for p in table.partitions if p.readable]
+
+
+# The Linux file system readers (docs/filesystems.md), tried in this order after NTFS.
+POSIX_READERS = ("ext4_reader", "xfs_reader", "btrfs_reader")
+
+
+def open_filesystem(stream: Stream):
+    """The Volume on ``stream`` (NTFS, then each POSIX reader's ``probe``), None if no
+    reader knows it; a damaged one is an error value."""
+    vol = open_ntfs(stream)
+    if vol is not None:
+        return vol
+    return open_posix(stream)
+
+
+def open_posix(stream: Stream):
+    """A POSIX Volume over ``stream``, None if no reader recognises it; damage is a value."""
+    import importlib
+
+    for module in POSIX_READERS:
+        reader = importlib.import_module(module)
+        try:
+            if not reader.probe(stream):
+                continue
+            return reader.open_volume(stream)
+        except RpfsError as e:
+            return e
+    return None
+
+
+def is_posix_volume(vol) -> bool:
+    """True for a Volume of a POSIX reader (it says its ``fs_type``); NTFS has none."""
+    return isinstance(getattr(vol, "fs_type", None), str)
 
 
 def open_ntfs(stream: Stream):
@@ -235,13 +300,7 @@ def disk_info(disk, keys=None) -> dict:
             if p.readable and bitlocker.is_bitlocker(p.stream):
                 entry.update(bitlocker.partition_info(p.stream, keys, open_ntfs))
             elif p.readable:
-                vol = open_ntfs(p.stream)
-                entry["filesystem"] = ("ntfs" if vol is not None and not isinstance(vol, Exception)
-                                       else None)
-                if isinstance(vol, Exception):
-                    entry["error"] = str(vol)
-                elif vol is None:
-                    entry["note"] = "no NTFS file system found (not browsable)"
+                entry.update(filesystem_info(p.stream))
             else:
                 entry["note"] = getattr(p, "reason", None) or "recognised but not readable"
             parts.append(entry)
@@ -251,16 +310,38 @@ def disk_info(disk, keys=None) -> dict:
     return out
 
 
+def filesystem_info(stream: Stream) -> dict:
+    """What ``rpfs info`` on a disk says of one partition's contents."""
+    from formats import lvm
+
+    if lvm.probe(stream):
+        try:
+            return {"filesystem": None, "lvm": lvm.describe_pv(stream)}
+        except RpfsError as e:
+            return {"filesystem": None, "lvm": None, "error": str(e)}
+    vol = open_filesystem(stream)
+    if vol is None:
+        return {"filesystem": None, "note": "no known file system found (not browsable)"}
+    if isinstance(vol, Exception):
+        return {"filesystem": None, "error": str(vol)}
+    if is_posix_volume(vol):
+        return {"filesystem": vol.fs_type, "label": vol.label, "uuid": vol.uuid,
+                "state": vol.state}
+    return {"filesystem": "ntfs"}
+
+
 def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
-    from rpfs.ntfs_nodes import volume_root
+    from rpfs import ntfs_nodes, posix_nodes
 
     nodes: list[Node] = []
     for name, vol in sorted(rp.volumes.items()):
         k = key + (name,)
         if isinstance(vol, Exception):
             node = BrokenNode(name, k, vol, kind="dir")
+        elif is_posix_volume(vol):
+            node = posix_nodes.volume_root(vol, name, k)
         else:
-            node = volume_root(vol, name, k)
+            node = ntfs_nodes.volume_root(vol, name, k)
         node.volume_stream = rp.volume_streams.get(name, vol)  # for export --format raw
         nodes.append(node)
     return nodes
@@ -294,7 +375,7 @@ class FolderRecoveryPoint(RecoveryPoint):
     def open_file(self, path: str) -> Stream:
         return FileStream(self._base / path, name=path)
 
-    @functools.cached_property
+    @once
     def disks(self) -> dict[str, object]:
         if self.path.is_dir():
             return super().disks
@@ -315,7 +396,7 @@ class RepoRecoveryPoint(RecoveryPoint):
         self.key = ("rp", rp.vm, rp.name)
         self.mtime_ns = int(rp.time.timestamp() * 1e9)
 
-    @functools.cached_property
+    @once
     def _sizes(self) -> dict[str, int]:
         return dict(self.repo.files(self.rp))
 

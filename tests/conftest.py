@@ -50,6 +50,16 @@ def hostile_repo(hostile_fixtures, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def linuxfs_images():
+    """XFS and Btrfs images written by mkfs and the kernel, with manifests read back through
+    the kernel's read-only mount (tools/fixtures/linuxfs.py; built once, then cached)."""
+    from tools.fixtures import linuxfs
+    if not linuxfs.loop_available():
+        pytest.skip("no loop device (building XFS/Btrfs images needs root and loop mounts)")
+    return linuxfs.build()
+
+
+@pytest.fixture(scope="session")
 def bitlk_images_dir():
     """cryptsetup's BitLocker test images (written by Windows) and their images.conf:
     (directory, conf by image name); skipped where they cannot be fetched."""

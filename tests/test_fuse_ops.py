@@ -359,3 +359,57 @@ def test_a_walk_past_the_inode_limit_is_let_go_and_reads_right(image, tmp_path):
             assert (st.st_mode, st.st_size, st.st_mtime_ns) == (a.mode, a.size, clamp(a.mtime_ns)), p
     finally:
         rpfs("umount", mp, check=False)
+
+
+@fuse
+def test_cp_r_costs_few_fuse_requests_per_file(image, tmp_path):
+    """Every FUSE request of a ``cp -r`` of 2,000 small files, counted in libfuse's debug
+    log (a count, never a time): per file one OPEN, one READ (none when empty) and one
+    RELEASE; the attributes came with the listing (readdirplus), so no LOOKUP or GETATTR
+    per file, and FLUSH is answered ENOSYS once and never sent again. OPEN and RELEASE stay
+    because pyfuse3 (3.5) hands read() only the file handle: an ENOSYS open, which the
+    kernel supports, would leave reads without a way to tell which file they are for."""
+    import collections
+    import re
+
+    ref = open_source(image)
+    rel = volume_path(ref) + "/Windows/System32"
+    files, dirs, todo = 0, 0, [ref.resolve(rel)]
+    while todo:
+        dirs += 1
+        for n in todo.pop().iterdir():
+            if n.kind == "dir":
+                todo.append(n)
+            else:
+                files += 1
+    assert files >= 2000 and dirs < 20
+    mp, log = tmp_path / "mnt", tmp_path / "fuse.log"
+    mp.mkdir()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rpfs", "mount", "-f", "--debug-fuse",
+                                 str(image), str(mp)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for _ in range(600):
+            if os.path.ismount(mp) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert os.path.ismount(mp), log.read_text(errors="replace")[-2000:]
+        start = log.stat().st_size
+        subprocess.run(["cp", "-r", str(mp / rel.lstrip("/")), str(tmp_path / "out")],
+                       check=True)
+        end = log.stat().st_size
+    finally:
+        rpfs("umount", mp, check=False)
+        proc.wait(timeout=60)
+    with open(log, "rb") as f:
+        f.seek(start)
+        ops = collections.Counter(re.findall(rb"opcode: (\w+)", f.read(end - start)))
+    copied = sum(len(fs) for _, _, fs in os.walk(tmp_path / "out"))
+    assert copied == files
+    counts = {k.decode(): v for k, v in ops.items()}
+    assert counts.get("OPEN", 0) <= files and counts.get("RELEASE", 0) <= files, counts
+    assert counts.get("READ", 0) <= files, counts          # small files: one read each
+    assert counts.get("GETATTR", 0) + counts.get("LOOKUP", 0) <= 12, counts   # the path
+    assert counts.get("FLUSH", 0) <= 1, counts
+    assert counts.get("OPENDIR", 0) <= dirs and counts.get("READDIRPLUS", 0) <= 2 * dirs + 8, counts
+    assert sum(counts.values()) <= 3 * files + 4 * dirs + 30, counts

@@ -89,8 +89,7 @@ def test_sigkill_prune_at_random_moments(tmp_path):
     keep = 9
     prev = 10
     kills = 0
-    deadline = time.monotonic() + 40
-    while keep >= 1 and time.monotonic() < deadline:
+    while keep >= 1:      # five prunes, however long they take
         # A prune takes about as long as its dry run plus gc (0.1-0.3 s here, more on a
         # loaded machine): kill somewhere inside that, measured, not guessed.
         t0 = time.monotonic()

@@ -170,7 +170,10 @@ def test_repair_names_what_it_cannot_recover_and_a_backup_heals_it(tmp_path):
     want = make_vm(src, 5)
     store(repo, [(src, "2026-11-01T02:00:00Z")], chunk_size=64 << 10, pack_size=64 << 10)
     packs = sorted((repo / "packs").glob("*/*.pack"))
-    lost = packs[len(packs) // 2]
+    # pack names are random: the pack lost is chosen by what it holds, one with only chunks
+    # of disk0.vhdx (the first pack also holds notes.txt's chunk, which must survive)
+    only_disk = packs_holding_only(repo, "Virtual Hard Disks/disk0.vhdx")
+    lost = sorted(p for p in packs if p.stem in only_disk)[len(only_disk) // 2]
     data = lost.read_bytes()
     os.unlink(lost)
     os.unlink(repo / "catalog.sqlite")
@@ -194,6 +197,27 @@ def test_repair_names_what_it_cannot_recover_and_a_backup_heals_it(tmp_path):
     assert read_all(str(repo), "web01", "2026-11-01T020000Z", want) == want
     assert json.loads(rpfs("verify", repo, "--read-data", "--json").stdout)["ok"]
     assert data  # the pack we removed held real data
+
+
+def packs_holding_only(repo, path: str) -> set[str]:
+    """Names of the packs of a local repository whose chunks only ``path`` uses."""
+    import sqlite3
+    from rpfs.store.catalog import decode_map
+    db = sqlite3.connect(repo / "catalog.sqlite")
+    try:
+        users: dict[str, set[str]] = {}
+        for p, size, blob, cs in db.execute("SELECT f.path, f.size, f.chunk_map, r.chunk_size"
+                                            " FROM files f JOIN recovery_points r ON r.id = f.rp_id"):
+            ids = [i for i in decode_map(blob, (size + cs - 1) // cs) if i]
+            for k in range(0, len(ids), 500):
+                part = ids[k:k + 500]
+                for (pack,) in db.execute("SELECT p.name FROM chunks c JOIN packs p ON p.id ="
+                                          f" c.pack_id WHERE c.id IN ({','.join('?' * len(part))})",
+                                          part):
+                    users.setdefault(pack, set()).add(p)
+    finally:
+        db.close()
+    return {pack for pack, paths in users.items() if paths == {path}}
 
 
 def test_repair_writes_objects_for_an_older_repository(tmp_path):

@@ -72,7 +72,11 @@ def test_restore_never_escapes_dest_while_directories_are_swapped(small_fixtures
     outside = tmp_path / "outside"
     outside.mkdir()
     total_swaps = 0
-    for round_ in range(8):
+    round_ = 0
+    # 8 rounds, more until the race has happened 8 times (how many swaps a round sees depends
+    # on how the two threads are scheduled), bounded by a count of rounds, not a time
+    while round_ < 8 or (total_swaps < 8 and round_ < 64):
+        round_ += 1
         dest = tmp_path / f"dest{round_}"
         dest.mkdir()
         stop, swaps = threading.Event(), []

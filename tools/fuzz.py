@@ -5,7 +5,7 @@
     tools/fuzz.py --seed                         (re)cut the seed corpora from the fixture images
     tools/fuzz.py --minimize [TARGET ...]        shrink the corpora to what adds coverage
     tools/fuzz.py --list                         the targets
-    tools/fuzz.py --smoke SECONDS                every target in one process, briefly (CI)
+    tools/fuzz.py --smoke RUNS                   every target in one process: the corpora, then RUNS mutated inputs (CI)
 
 Each target runs as its own libFuzzer process under ``nice``, with ``-rss_limit_mb`` and a
 per-input ``-timeout`` (a hang or a huge allocation is a crash too), over its corpus
@@ -47,11 +47,15 @@ def fuzz(target: str, seconds: int) -> dict:
     return _run(target, corpus, crashes, seconds, MAX_LEN.get(target, 64 << 10))
 
 
-def _run(target: str, corpus: Path, crashes: Path, seconds: int, max_len: int) -> dict:
-    """One libFuzzer process of ``target`` over ``corpus`` (new coverage is added there)."""
+def _run(target: str, corpus: Path, crashes: Path, seconds: int, max_len: int,
+         runs: int | None = None) -> dict:
+    """One libFuzzer process of ``target`` over ``corpus`` (new coverage is added there):
+    for ``seconds``, or, given ``runs``, until that many inputs have run (corpus included)
+    however long it takes."""
     (crashes / "last-failure.log").unlink(missing_ok=True)
+    limit = f"-runs={runs}" if runs is not None else f"-max_total_time={seconds}"
     cmd = ["nice", "-n", "19", PY, "-m", "tests.fuzz.atheris_main", target,
-           f"-max_total_time={seconds}", f"-rss_limit_mb={RSS_LIMIT_MB}",
+           limit, f"-rss_limit_mb={RSS_LIMIT_MB}",
            f"-timeout={INPUT_TIMEOUT_S}", f"-max_len={max_len}", "-print_final_stats=1",
            f"-artifact_prefix={crashes}/", str(corpus)]
     t0 = time.monotonic()
@@ -72,9 +76,11 @@ def _run(target: str, corpus: Path, crashes: Path, seconds: int, max_len: int) -
     return result
 
 
-def smoke(seconds: int) -> dict:
-    """Every target at once for ``seconds`` (the combined target ``all``, started from all
-    the committed corpora), in a scratch directory: the committed corpora are not touched.
+def smoke(mutations: int) -> dict:
+    """Every target at once (the combined target ``all``): all the committed corpora, then
+    ``mutations`` inputs the fuzzer derives from them, in a scratch directory (the committed
+    corpora are not touched). A count of inputs, not a time: on a slow machine it takes
+    longer and does the same work. ``seeds`` in the result: the corpus inputs it started from.
     What it finds is left in ``tests/fuzz/crashes/all/`` (first byte: the target's index
     in ``tests.fuzz.targets.ALL``)."""
     import tempfile
@@ -87,7 +93,10 @@ def smoke(seconds: int) -> dict:
         for i, target in enumerate(ALL):
             for p in (CORPUS / target).iterdir():
                 (corpus / f"{target}-{p.name}").write_bytes(bytes([i]) + p.read_bytes())
-        return _run("all", corpus, crashes, seconds, max(MAX_LEN.values()) + 1)
+        seeds = len(list(corpus.iterdir()))
+        r = _run("all", corpus, crashes, 0, max(MAX_LEN.values()) + 1, runs=seeds + mutations)
+        r["seeds"] = seeds
+        return r
 
 
 def minimize(target: str) -> tuple[int, int]:
@@ -134,8 +143,9 @@ def main() -> int:
     ap.add_argument("--seed", action="store_true", help="cut seed corpora from the fixtures")
     ap.add_argument("--minimize", action="store_true", help="shrink the corpora")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--smoke", type=int, metavar="SECONDS",
-                    help="every target in one process for SECONDS (CI); corpora untouched")
+    ap.add_argument("--smoke", type=int, metavar="RUNS",
+                    help="every target in one process: the corpora, then RUNS mutated inputs"
+                         " (CI); corpora untouched")
     args = ap.parse_args()
     from tests.fuzz.targets import TARGETS
     if args.list:
@@ -157,7 +167,7 @@ def main() -> int:
         return 0
     if args.smoke:
         r = smoke(args.smoke)
-        print(summary(r), flush=True)
+        print(f"{summary(r)}, seeds {r['seeds']}", flush=True)
         if r["exit"] or r["crashes"]:
             print((CRASHES / "all" / "last-failure.log").read_text(), file=sys.stderr)
             return 1

@@ -25,8 +25,13 @@ DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g
       dislocker
       # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
       chromium unzip
+      # Linux guests: the file system and LVM tools that build the test images, and the
+      # kernel's own readers (loop mounts) that check them; attr/acl set xattrs and ACLs
+      e2fsprogs xfsprogs btrfs-progs lvm2 attr acl
       # a real S3 server for the tests (a single-node Ceph RADOS Gateway, ../shared/s3/s3-start.sh)
-      ceph-mon ceph-osd radosgw ceph-common)
+      ceph-mon ceph-osd radosgw ceph-common
+      # rpfs schedule's tests check the units with systemd-analyze (verify, calendar)
+      systemd)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

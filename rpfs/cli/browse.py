@@ -8,6 +8,7 @@ import sys
 
 from rpfs.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
+from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import fsname, restore
 from rpfs.tree import Node, ns_to_iso, open_source
 
@@ -61,10 +62,15 @@ def register(sub) -> None:
     p.add_argument("path")
     p.add_argument("dest", help="directory to restore into (created if missing)")
     p.add_argument("--xattrs", action="store_true",
-                   help="also restore alternate data streams as user.* extended attributes")
+                   help="also restore extended attributes: NTFS alternate data streams as "
+                        "user.*; from Linux volumes user.*, POSIX ACLs, and as root "
+                        "security.* and trusted.*")
+    p.add_argument("--devices", action="store_true",
+                   help="also make device nodes and FIFOs from POSIX volumes (else skipped)")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--dry-run", action="store_true", help="show what would be restored")
     p.add_argument("--json", action="store_true")
+    add_limit_option(p, "the writes")
     add_keys_option(p)
     p.set_defaults(func=cmd_restore)
 
@@ -194,8 +200,8 @@ def cmd_restore(args) -> int:
     with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=False)
         result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
-                         overwrite=args.overwrite,
-                         progress=lambda done, total=None: progress.update(done))
+                         overwrite=args.overwrite, devices=args.devices,
+                         progress=paced(lambda done, total=None: progress.update(done), limit_of(args)))
     progress.close()
     if args.json:
         out = result.as_dict()
@@ -209,9 +215,13 @@ def cmd_restore(args) -> int:
                 _out(line)
         for e in result.errors:
             print(f"rpfs: {e}", file=sys.stderr)
+        for s in result.skipped:
+            print(f"rpfs: skipped {s} (--devices makes device nodes and FIFOs)", file=sys.stderr)
         verb = "would restore" if args.dry_run else "restored"
         print(f"{verb} {result.files} files ({human(result.bytes)}), {result.dirs} directories,"
               f" {result.symlinks} symlinks, {result.hardlinks} hard links"
+              + (f", {result.special} device nodes/FIFOs" if result.special else "")
+              + (f"; {len(result.skipped)} skipped" if result.skipped else "")
               + (f"; {len(result.errors)} errors" if result.errors else ""),
               file=sys.stderr)
     return 1 if result.errors else 0

@@ -15,6 +15,7 @@ from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.cli.repo import parse_size
 from rpfs.errors import UsageError
 from rpfs.progress import Progress, human
+from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import Restorer
 from rpfs.tree import open_source
 
@@ -32,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--block-size", type=parse_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     p.add_argument("--json", action="store_true")
+    add_limit_option(p, "the writes")
     add_keys_option(p)
     p.set_defaults(func=cmd_export)
 
@@ -41,6 +43,7 @@ def register(sub) -> None:
     p.add_argument("destdir")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     p.add_argument("--json", action="store_true")
+    add_limit_option(p, "the writes")
     p.set_defaults(func=cmd_export_vm)
 
 
@@ -65,7 +68,8 @@ def cmd_export(args) -> int:
         tmp = args.dest + ".rpfs-partial"
         try:
             formats.write_image(disk, tmp, fmt, block_size=args.block_size, fixed=args.fixed,
-                                progress=lambda done, total=None: progress.update(done))
+                                progress=paced(lambda done, total=None: progress.update(done),
+                                               limit_of(args)))
             os.replace(tmp, args.dest)
         finally:
             if os.path.exists(tmp):
@@ -101,7 +105,7 @@ def cmd_export_vm(args) -> int:
         total = sum(child.attr().size for child in files.iterdir() if child.kind == "file")
         progress = Progress(total, "export-vm")
         r = Restorer(args.destdir, overwrite=args.overwrite,
-                     progress=lambda done, total=None: progress.update(done))
+                     progress=paced(lambda done, total=None: progress.update(done), limit_of(args)))
         try:
             for child in files.iterdir():
                 r.run(child)

@@ -10,6 +10,7 @@ import sys
 
 from rpfs.cli.browse import add_keys_option, load_keys
 from rpfs.progress import human
+from rpfs.ratelimit import add_limit_option, limit_of
 
 
 def register(sub) -> None:
@@ -33,6 +34,10 @@ def register(sub) -> None:
                    help="read every file, even those whose size, times and inode say unchanged")
     p.add_argument("--no-index", action="store_true",
                    help="do not index the new recovery point's volumes (`rpfs index` does it later)")
+    p.add_argument("--frozen", action="store_true",
+                   help="leave each checkpoint chain's running disk out (stores the state the"
+                        " checkpoint froze)")
+    add_limit_option(p, "the reads of the source")
     add_keys_option(p)
     p.set_defaults(func=cmd_backup)
 
@@ -108,7 +113,11 @@ def cmd_init(args) -> int:
 def cmd_backup(args) -> int:
     from rpfs.backup import backup
     with _open(args.repo) as repo:
-        r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read)
+        r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read,
+                   frozen=args.frozen, limit=limit_of(args))
+        if not args.json:
+            for w in r.warnings:
+                print(f"{r.vm}/{r.rp}: {w}", file=sys.stderr)
         note = None
         if not args.no_index:
             from rpfs.cli.index import index_after_backup

@@ -11,6 +11,7 @@ from pathlib import Path
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.cli.mount import MOUNT_CHUNK_CACHE
 from rpfs.errors import UsageError
+from rpfs.ratelimit import RateLimit, parse_rate
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -35,8 +36,28 @@ def register(sub) -> None:
     p.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="close a connection whose request headers are not complete within "
                         "this long (default 10)")
+    p.add_argument("--limit-rate", type=parse_rate, metavar="RATE",
+                   help="bound the downloads, all together, e.g. 2M (bytes per second)")
+    p.add_argument("--config", metavar="FILE",
+                   help="protection groups for the dashboard and /metrics (default: $RPFS_CONFIG,"
+                        " else /etc/rpfs/rpfs.toml if it exists)")
     add_keys_option(p)
     p.set_defaults(func=cmd_serve)
+
+
+def load_ops_config(given: str | None):
+    """(config, error line): the groups the dashboard reports on; a broken file is shown on
+    the page rather than stopping the server."""
+    import os
+
+    from rpfs.ops.config import ConfigError, config_path, load
+    path = config_path(given)
+    if given is None and not os.path.exists(path):
+        return None, None
+    try:
+        return load(path), None
+    except ConfigError as e:
+        return None, str(e)
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -102,8 +123,11 @@ def cmd_serve(args) -> int:
             # folder zipped or listed had the server keep 96 MiB more for nothing)
             repo.cache.max_bytes = min(repo.cache.max_bytes, MOUNT_CHUNK_CACHE)
         # behind a proxy the Host is the proxy's public name: the token guards instead
+        cfg, cfg_error = load_ops_config(args.config)
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,
-                         loopback=loopback and not args.trusted_proxy)
+                         loopback=loopback and not args.trusted_proxy,
+                         limit=RateLimit(args.limit_rate) if args.limit_rate else None,
+                         ops_config=cfg, ops_config_error=cfg_error)
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         scheme = "https" if args.tls_cert else "http"

@@ -293,6 +293,17 @@ def truncate(db, vm: str, seq: int) -> None:
                            f" AND last < ?", (OPEN, vid, m, OPEN))
 
 
+def _scan(vol, old, everything: bool):
+    """$MFT's changed blocks for NTFS; a walk for a POSIX volume (posix.py)."""
+    from rpfs.tree import is_posix_volume
+
+    if is_posix_volume(vol):
+        from rpfs.index.posix import PosixScan
+
+        return PosixScan(vol, old, everything)
+    return MftScan(vol, old, everything)
+
+
 def _index_volume(db, ids: Ids, vid: int, seq: int, vol):
     """Write one volume's changes (inside a savepoint: all or nothing). If directories
     appeared while the previous state had records without a path, those records may now
@@ -306,7 +317,7 @@ def _index_volume(db, ids: Ids, vid: int, seq: int, vol):
                                 (vid, w.prev)).fetchone()[0]
         db.execute("SAVEPOINT volume")
         try:
-            scan = MftScan(vol, old, everything)
+            scan = _scan(vol, old, everything)
             w.apply(scan, old)
         except BaseException:
             db.execute("ROLLBACK TO volume")
@@ -326,7 +337,7 @@ def _index_volume(db, ids: Ids, vid: int, seq: int, vol):
 
 def index_recovery_point(db, ids: Ids, vm: str, rp, volumes: dict, seq: int,
                          unchanged=None) -> dict:
-    """Index every NTFS volume of one recovery point as ordinal ``seq`` (caller commits).
+    """Index every volume (NTFS or POSIX) of one recovery point as ordinal ``seq`` (caller commits).
 
     ``unchanged(volume name, catalog id of the recovery point it was last indexed in)``
     may say the volume's bytes are the same there (its disk files have the same chunks):

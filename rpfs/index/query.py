@@ -263,9 +263,14 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
     """The same answers from one recovery point's volumes, walked (no index)."""
     from rpfs.index import scan  # the NTFS reader: only when a volume is walked
 
+    from rpfs.tree import is_posix_volume
+
     for vol_name, vol in sorted(rp.volumes.items()):
         if isinstance(vol, Exception):
             log.warning("%s", vol)
+            continue
+        if is_posix_volume(vol):
+            yield from _walk_posix(vol, vm, rp_name, vol_name, m, keep)
             continue
         try:
             for path, e in vol.walk():
@@ -284,6 +289,41 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
                        "size": info.size, "modified": nt_iso(info.modified), "type": info.kind}
         except RpfsError as err:
             log.warning("%s: %s", vol_name, err)
+
+
+def _walk_posix(vol, vm, rp_name, vol_name, m: _Matcher, keep) -> Iterator[dict]:
+    """A POSIX volume (ext4, XFS, Btrfs) walked through its reader's entries."""
+    stack = [("", vol.root)]
+    while stack:
+        d, entry = stack.pop()
+        try:
+            children = list(entry.iterdir())
+        except RpfsError as err:
+            log.warning("%s: %s%s: %s", vol_name, d, "/", err)
+            continue
+        for child in children:
+            path = f"{d}/{child.name}"
+            try:
+                kind = child.kind
+                if kind == "dir":
+                    stack.append((path, child))
+                if not m.match(m.subject(d, child.name)):
+                    continue
+                size, modified = child.size, ns_to_nt(child.mtime_ns)
+            except RpfsError as err:
+                log.warning("%s: %s", path, err)
+                continue
+            if kind not in ("file", "dir", "symlink"):
+                kind = "file"
+            if not keep(kind, size, modified):
+                continue
+            yield {"vm": vm, "recovery_point": rp_name, "volume": vol_name, "path": path,
+                   "size": size, "modified": nt_iso(modified), "type": kind}
+
+
+def ns_to_nt(ns: int) -> int:
+    """ns since the Unix epoch -> NT ticks (what the index and its filters hold)."""
+    return ns // 100 + 116444736000000000
 
 
 # -- history -----------------------------------------------------------------------------
@@ -400,9 +440,13 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
 def _history_lookup(rp, volume: str, inner: str):
     from rpfs.index import scan  # the NTFS reader: only when a volume is opened
 
+    from rpfs.tree import is_posix_volume
+
     vol = rp.volumes.get(volume)
     if vol is None or isinstance(vol, Exception):
         return None
+    if is_posix_volume(vol):
+        return _posix_history_lookup(vol, inner)
     try:
         e = vol.lookup(inner)
         fa = vol.file(e.ref)
@@ -412,6 +456,18 @@ def _history_lookup(rp, volume: str, inner: str):
     if info is None:
         return None
     return ((info.kind, info.size, info.modified, info.fingerprint.hex()), inner)
+
+
+def _posix_history_lookup(vol, inner: str):
+    """(version key, path) of ``inner`` on a POSIX volume: kind, size, mtime and a
+    fingerprint of where its data lives (inode number, ctime), or None if absent."""
+    try:
+        e = vol.lookup(inner)
+        kind = e.kind if e.kind in ("file", "dir", "symlink") else "file"
+        fp = hashlib.blake2b(f"{e.ino}:{e.ctime_ns}:{e.size}".encode(), digest_size=16)
+        return ((kind, e.size, ns_to_nt(e.mtime_ns), fp.hexdigest()), inner)
+    except RpfsError:
+        return None
 
 
 def _content_hash(tree, vm, rp_name, volume, inner) -> str:

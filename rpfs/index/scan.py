@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from blake3 import blake3
 
-from ntfs_reader import names
+from ntfs_reader import names, native
 from ntfs_reader.attrs import NS_DOS, parse_file_name, parse_standard_information
 from ntfs_reader.record import (
     AT_ATTRIBUTE_LIST, AT_DATA, AT_FILE_NAME, AT_REPARSE_POINT, AT_STANDARD_INFORMATION,
@@ -156,6 +156,11 @@ def _record(volume, num: int, raw: bytes):
         return None, ref_number(base_ref)
     if num < FIRST_USER_RECORD:
         return None, None
+    p = native.parser
+    if p is not None:
+        summary = p.record_summary(raw, num)
+        if summary is not None:
+            return _from_summary(num, summary), None
     try:
         rec = parse_record(raw, num, volume.name, 0)
         if any(a.type == AT_ATTRIBUTE_LIST for a in rec.attributes):
@@ -223,23 +228,42 @@ def file_info(volume, rec, attrs) -> FileInfo | None:
                         interix = True
             elif a.resident or a.lowest_vcn == 0:
                 ads.append(f"{names.to_linux(a.name)}:{a.size}")
-    links = links or dos
+    times = si.times if si else None
+    return _file_info(rec.number, rec.sequence, rec.flags, si.file_attributes if si else 0,
+                      tuple(times) if times else None, links or dos, reparse_tag, size,
+                      allocated, interix, ads, fp.digest())
+
+
+def _from_summary(num: int, s: tuple) -> FileInfo | None:
+    """file_info from what the C parser read of a record (``record_summary`` in
+    ntfs_reader/_ntfsparse.c: the same fields, in file_info's order and by its rules)."""
+    seq, rflags, si, fns, reparse_tag, material, size, allocated, interix, streams = s
+    links = []
+    dos = []
+    for parent, namespace, raw in fns:
+        (dos if namespace == NS_DOS else links).append(
+            (ref_number(parent), ref_sequence(parent), names.from_raw(raw)))
+    ads = [f"{names.to_linux(name)}:{n}" for name, n in streams]
+    return _file_info(num, seq, rflags, si[4] if si else 0, si[:4] if si else None,
+                      links or dos, reparse_tag, size, allocated, interix, ads,
+                      hashlib.blake2b(material, digest_size=16).digest())
+
+
+def _file_info(num, seq, rflags, sattr, times, links, reparse_tag, size, allocated, interix,
+               ads, fingerprint) -> FileInfo | None:
     if not links:
         return None
-    sattr = si.file_attributes if si else 0
     if reparse_tag in LINK_TAGS or (interix and not reparse_tag and sattr & 0x4
-                                    and not rec.flags & REC_DIRECTORY):
+                                    and not rflags & REC_DIRECTORY):
         kind = "symlink"
-    elif rec.flags & REC_DIRECTORY:
+    elif rflags & REC_DIRECTORY:
         kind = "dir"
     else:
         kind = "file"
     if kind != "file":
         size = allocated = 0
-    times = si.times if si else None
+    created, modified, changed, accessed = times or (0, 0, 0, 0)
     return FileInfo(
-        rec.number, rec.sequence, kind, tuple(links), size, allocated,
-        times.created if times else 0, times.modified if times else 0,
-        times.changed if times else 0, times.accessed if times else 0,
-        sattr | (0x10 if rec.flags & REC_DIRECTORY else 0), reparse_tag,
-        "/".join(ads) or None, fp.digest())
+        num, seq, kind, tuple(links), size, allocated, created, modified, changed, accessed,
+        sattr | (0x10 if rflags & REC_DIRECTORY else 0), reparse_tag, "/".join(ads) or None,
+        fingerprint)

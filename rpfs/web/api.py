@@ -16,6 +16,7 @@ import posixpath
 import re
 from urllib.parse import quote
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -189,7 +190,8 @@ async def api_download(request: Request):
     # bytes of an escaped name, its percent-encoding it can)
     paths = q.getlist("path") + [decode_url(p) for p in q.getlist("qpath")] or ["/"]
     if q.get("format", "") == "zip":
-        return await _zip_response(tree, paths, head_only=request.method == "HEAD")
+        return await _zip_response(tree, paths, head_only=request.method == "HEAD",
+                                   limit=request.app.state.limit)
     if q.get("format", "") not in ("", "raw"):
         raise UsageError("format: zip, or none for the file itself")
     if len(paths) != 1:
@@ -225,7 +227,8 @@ async def api_download(request: Request):
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
     head_only = request.method == "HEAD"
-    body = _nothing() if head_only else _file_body(stream, start, end, head, node.name)
+    body = _nothing() if head_only else _file_body(stream, start, end, head, node.name,
+                                                   request.app.state.limit)
     return StreamingResponse(body, status_code=status, headers=headers,
                              media_type=inline_type or "application/octet-stream")
 
@@ -240,10 +243,19 @@ def image_type(head: bytes) -> str | None:
     return None
 
 
-async def _file_body(stream, start: int, end: int, head: bytes, name: str):
+async def throttle(limit, n: int) -> None:
+    """``rpfs serve --limit-rate``: every download shares one bucket."""
+    if limit is not None:
+        wait = limit.delay(n)
+        if wait > 0:
+            await anyio.sleep(wait)
+
+
+async def _file_body(stream, start: int, end: int, head: bytes, name: str, limit=None):
     pos = start
     if start < len(head):  # read before answering (see HEAD)
         chunk = head[start:end]
+        await throttle(limit, len(chunk))
         yield chunk
         pos += len(chunk)
     while pos < end:
@@ -254,6 +266,7 @@ async def _file_body(stream, start: int, end: int, head: bytes, name: str):
             raise StreamAborted(str(e)) from None
         if not data:
             raise StreamAborted(f"{name}: unexpected end of data at offset {pos}")
+        await throttle(limit, len(data))
         yield data
         pos += len(data)
 
@@ -264,7 +277,7 @@ async def _nothing():
     yield
 
 
-async def _zip_response(tree, paths: list[str], head_only: bool = False):
+async def _zip_response(tree, paths: list[str], head_only: bool = False, limit=None):
     def collect():  # two selected names never collide: zip_chunks numbers the second
         return [(node.name or "rpfs", node) for node in (resolve(tree, p) for p in paths)]
 
@@ -285,6 +298,7 @@ async def _zip_response(tree, paths: list[str], head_only: bool = False):
                 await in_thread(give_back)
                 return
             if chunk:
+                await throttle(limit, len(chunk))
                 yield chunk
 
     headers = {"Content-Disposition": content_disposition(name + ".zip"),

@@ -53,10 +53,16 @@ MAX_LOGIN_BODY = 4096
 
 
 def create_app(tree: Tree, *, source: str = "", token: str | None = None,
-               loopback: bool = True) -> "Guard":
+               loopback: bool = True, limit=None, ops_config=None,
+               ops_config_error: str | None = None) -> "Guard":
     """The ASGI application for ``tree``. ``loopback``: only requests naming this machine
-    in ``Host`` are answered; ``token``: every request must carry it."""
+    in ``Host`` are answered; ``token``: every request must carry it; ``limit``: a
+    RateLimit every download shares; ``ops_config``: the protection groups the dashboard
+    and /metrics report on."""
+    from rpfs.web import dashboard
     routes = [
+        Route("/dashboard", dashboard.dashboard),
+        Route("/metrics", dashboard.metrics),
         Route("/", pages.home),
         Route("/vm/{vm}", pages.vm_page),
         Route("/browse/{path:path}", pages.browse),
@@ -80,6 +86,9 @@ def create_app(tree: Tree, *, source: str = "", token: str | None = None,
     app.state.token = token
     app.state.session = session_value(token) if token else None
     app.state.attempts = Attempts()
+    app.state.limit = limit
+    app.state.ops_config = ops_config
+    app.state.ops_config_error = ops_config_error
     return Guard(app, token=token, loopback=loopback)
 
 

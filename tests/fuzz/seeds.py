@@ -148,6 +148,7 @@ def build_seeds() -> dict[str, list[bytes]]:
                     if any(b.type == AT_INDEX_ALLOCATION for b in rec.attributes) else None
                 tail = alloc.read(0, 4 * 4096) if alloc is not None else b""
                 _save("index_record", struct.pack("<H", len(a.value)) + a.value + tail, seeds)
+    _native_seeds(vol, seeds)
     for p in ("/$Extend/$Reparse",):
         try:
             vol.lookup(p)
@@ -204,6 +205,37 @@ def _wof_seeds(seeds: dict) -> None:
                 if len(comp) < want:
                     n = want - 1 if target == "xpress" else want - 1
                     _save(target, struct.pack("<H", n) + comp, seeds)
+
+
+def native_seeds(seeds: dict, index_buffers: list[bytes]) -> None:
+    """Inputs of the differential target ntfs_native, from the other NTFS seeds (first
+    byte: which parser) and from whole INDX records (``index_buffers``)."""
+    for data in seeds.get("mft_record", []):
+        _save("ntfs_native", b"\0" + data, seeds)
+    for data in seeds.get("runlist", []):
+        _save("ntfs_native", b"\1" + data, seeds)
+    for buf in index_buffers:
+        start = 24 + struct.unpack_from("<I", buf, 24)[0]
+        end = 24 + struct.unpack_from("<I", buf, 28)[0]
+        _save("ntfs_native", b"\2" + struct.pack("<HH", start, end) + buf, seeds)
+        _save("ntfs_native", b"\4" + buf, seeds)
+
+
+def _native_seeds(vol, seeds: dict) -> None:
+    from ntfs_reader.record import AT_FILE_NAME, apply_fixups
+    bufs = []
+    for p in ("/", "/bigdir"):
+        e = vol.lookup(p)
+        for a in vol.record(e.ref).attributes:
+            if a.type == AT_FILE_NAME and a.resident:
+                _save("ntfs_native", b"\3" + a.value, seeds)
+        idx = e._index()
+        if idx.allocation is not None:
+            raw = bytearray(idx.allocation.read(0, idx.block_size))
+            bufs.append(bytes(raw))
+            apply_fixups(raw, b"INDX", "seed", "seed", 0)
+            bufs.append(bytes(raw))  # fixed up: its entries parse
+    native_seeds(seeds, bufs)
 
 
 def _store_seeds(seeds: dict) -> None:

@@ -322,6 +322,138 @@ def fuzz_reparse(data: bytes) -> None:
     wof_description(data)
 
 
+def _twins(native_result, python_call) -> None:
+    """A C parser's answer against its Python twin's: equal objects of the same class, or
+    None from C exactly where the twin raises a typed error (which is re-raised)."""
+    try:
+        expected = python_call()
+    except RpfsError:
+        if native_result is not None:
+            raise AssertionError(f"C parsed what Python refuses: {native_result!r:.300}")
+        raise
+    if native_result is None:
+        raise AssertionError(f"C refused what Python parses: {expected!r:.300}")
+    if type(native_result) is not type(expected) or native_result != expected:
+        raise AssertionError(f"C and Python differ:\n{native_result!r:.600}\n{expected!r:.600}")
+
+
+class _NoVolume:
+    """file_info's volume for one record alone: reading more of the volume is refused."""
+
+    name = "fuzz"
+
+    def file(self, *args, **kw):
+        from rpfs.errors import FormatError
+        raise FormatError("no volume", source="fuzz")
+
+    read_attribute = file
+
+
+def _summary_twins(summary, rec, number: int) -> None:
+    """record_summary (C) against file_info (Python): the same index row, or None from C
+    where file_info refuses the record, reads beyond it or needs its attribute list."""
+    from ntfs_reader.record import AT_ATTRIBUTE_LIST
+    from rpfs.index import scan
+    try:
+        expected = scan.file_info(_NoVolume(), rec, rec.attributes)
+    except RpfsError:
+        if summary is not None:
+            raise AssertionError(f"C summarised what Python refuses: {summary!r:.300}")
+        return
+    if summary is None:
+        if not any(a.type == AT_ATTRIBUTE_LIST for a in rec.attributes):
+            raise AssertionError(f"C refused a record Python indexes: {expected!r:.300}")
+        return
+    got = scan._from_summary(number, summary)
+    if got != expected:
+        raise AssertionError(f"C and Python index rows differ:\n{got!r:.600}\n{expected!r:.600}")
+
+
+class _OneRecord(_NoVolume):
+    """Entry's volume holding one record (no attribute list: stat_summary declines those)."""
+
+    def __init__(self, rec):
+        from ntfs_reader.volume import FileAttributes
+        self.fa = FileAttributes(rec, rec.attributes)
+
+    def file(self, number, sequence=0):
+        return self.fa
+
+    read_attribute = _NoVolume.file
+
+    def mft_offset_safe(self, number):
+        return None
+
+
+def _stat_twins(summary, rec) -> None:
+    """stat_summary (C) against the Entry properties a node's attr() reads (Python): when C
+    answers, Python must give the same values (C may always decline)."""
+    if summary is None:
+        return
+    from ntfs_reader.entry import Entry
+    from ntfs_reader.times import Times
+    seq, flags, times, nondos, size, allocated, dir_allocated = summary
+    e = Entry(_OneRecord(rec), rec.number, None)
+    try:
+        expected = (e.is_dir, e.times, max(1, e.nlink), e.size, e.allocated_size)
+    except RpfsError as err:
+        raise AssertionError(f"C summarised a record whose stat Python refuses: {err}")
+    is_dir = bool(flags & 2)
+    got = (is_dir, Times(*times), max(1, nondos), expected[3] if is_dir else size,
+           dir_allocated if is_dir else allocated)
+    if (seq, flags) != (rec.sequence, rec.flags) or got != expected or rec.base_ref:
+        raise AssertionError(f"C and Python stat differ:\n{summary!r}\n{expected!r}")
+
+
+def fuzz_ntfs_native(data: bytes) -> None:
+    """The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins. The first
+    byte picks the parser (mod 5): 0 an MFT record (1 KiB, 4 KiB past 1 KiB of input; then
+    the metadata index's row of it, what a stat reads of it and each of its runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
+    entries (u16 start, u16 end, then the buffer), 3 a $FILE_NAME value, 4 fixups of an INDX
+    record (stride 512; padded to whole sectors)."""
+    from ntfs_reader import attrs, index, native, record, runlist
+    p = native._module
+    if p is None or not data:
+        return
+    kind, body = data[0] % 5, data[1:]
+    if kind == 0:
+        size = 4096 if len(body) > 1024 else 1024
+        body = body[:size].ljust(size, b"\0")
+        number = struct.unpack_from("<I", body, 0x2C)[0]
+        rec = p.parse_record(body, number, 4096)
+        _twins(rec, lambda: record.parse_record_python(body, number, "fuzz", 4096))
+        _summary_twins(p.record_summary(body, number), rec, number)
+        _stat_twins(p.stat_summary(body, number), rec)
+        for a in rec.attributes[:64]:
+            if not a.resident:
+                _twins(p.decode_runlist(a.raw, a.pairs_at, a.pairs_end, a.lowest_vcn, 1 << 24),
+                       lambda: runlist.decode_runlist_python(a.raw, a.pairs_at, a.pairs_end,
+                                                             a.lowest_vcn, 1 << 24, "fuzz"))
+    elif kind == 1:
+        if len(body) < 2:
+            return
+        vcn = body[0] * 97
+        _twins(p.decode_runlist(body, 1, len(body), vcn, 1 << 32),
+               lambda: runlist.decode_runlist_python(body, 1, len(body), vcn, 1 << 32, "fuzz"))
+    elif kind == 2:
+        if len(body) < 4:
+            return
+        start, end = struct.unpack_from("<HH", body, 0)
+        buf = body[4:]
+        _twins(p.parse_entries(buf, start, end),
+               lambda: index.parse_entries_python(buf, start, end, _WHERE))
+    elif kind == 3:
+        _twins(p.parse_file_name(body), lambda: attrs.parse_file_name_python(body, _WHERE))
+    else:
+        body = body.ljust(-(-max(len(body), 1) // 512) * 512, b"\0")  # whole sectors, as read
+        a, b = bytearray(body), bytearray(body)
+        ok = p.fixups(a, b"INDX", 512)
+        if ok is None and a != body:
+            raise AssertionError("C fixups changed a buffer it refused")
+        _twins(a if ok else None,
+               lambda: record.apply_fixups_python(b, b"INDX", "fuzz", "fuzz", 0) or b)
+
+
 def _differential(native, python, data: bytes, size: int) -> None:
     """The native decoder and its Python twin agree: same bytes or the same typed error."""
     from rpfs.errors import FormatError

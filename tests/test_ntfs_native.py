@@ -1,0 +1,112 @@
+"""The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins on real
+volumes: every NTFS volume of the "small" fixture set and the reader's feature images give
+the same MFT records, the same tree (names, kinds, sizes, times, links, streams, link
+targets), the same namespace nodes' attributes and the same metadata-index rows whichever
+parser runs. tests/fuzz/targets.py
+(ntfs_native) does the same on hostile input."""
+
+from __future__ import annotations
+
+import pytest
+
+from ntfs_reader import Volume, native
+from rpfs.errors import RpfsError
+from rpfs.index.scan import MftScan
+from rpfs.ntfs_nodes import volume_root
+from rpfs.stream import FileStream
+from tests.helpers.ntfs_images import features_image, mftfrag_image
+
+SMALL = ["system-p3", "system-p4", "data-p1", "data-p2", "data-p5", "data-p6", "bare-p0",
+         "sector4k-p0"] + [f"clusters-p{i}" for i in range(1, 9)]
+
+
+def _safe(fn):
+    try:
+        return fn()
+    except RpfsError as e:
+        return ("error", type(e).__name__, str(e))
+
+
+def describe(image) -> dict:
+    """Everything the nodes and the metadata index take from a volume."""
+    vol = Volume(FileStream(str(image)))
+    records = [_safe(lambda n=n: vol.record(n)) for n in range(vol.mft_records)]
+    tree = []
+    for path, e in vol.walk("/"):
+        tree.append((path, e.ref, e.sequence, _safe(lambda e=e: (
+            e.name, e.ntfs_name, e.short_name, e.index_kind, e.is_dir, e.is_symlink, e.size,
+            e.allocated_size, e.times, e.attributes, e.nlink, e.hard_links, e.file_names,
+            e.streams(), e.reparse_tag, e.readlink() if e.is_symlink else None))))
+    nodes, quick = [], 0
+    stack = [("", volume_root(Volume(FileStream(str(image))), "v", ("v",)))]
+    while stack:   # the nodes' attributes: Entry.quick_stat (C) or the Entry properties
+        path, node = stack.pop()
+        for child in node.iterdir():
+            p = f"{path}/{child.name}"
+            nodes.append((p, child.kind, _safe(child.attr)))
+            quick += child.entry.quick_stat() is not None
+            if child.kind == "dir":
+                stack.append((p, child))
+    scan = MftScan(vol, None)
+    rows = sorted(scan.records(), key=lambda r: r[0])
+    return {"records": records, "tree": tree, "nodes": nodes, "index": rows,
+            "hashes": scan.hashes, "quick": quick}
+
+
+def both(image) -> tuple[dict, dict]:
+    assert native.available(), "ntfs_reader._ntfsparse missing: run tools/setup.sh"
+    before = native.use(True)
+    try:
+        c = describe(image)
+        native.use(False)
+        python = describe(image)
+    finally:
+        native.use(before)
+    return c, python
+
+
+def _compare(c: dict, python: dict) -> None:
+    assert len(c["tree"]) == len(python["tree"]) and len(c["records"]) > 16
+    assert c["quick"] > len(c["nodes"]) // 2 and python["quick"] == 0   # each path ran
+    for key in ("records", "tree", "nodes", "index", "hashes"):
+        for i, (a, b) in enumerate(zip(c[key], python[key])):
+            assert a == b, f"{key} #{i}: C {a!r:.500} != Python {b!r:.500}"
+        assert len(c[key]) == len(python[key])
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_fixture_volumes_identical(small_fixtures, name):
+    _compare(*both(small_fixtures.volumes[name].image))
+
+
+@pytest.mark.parametrize("build", [features_image, mftfrag_image])
+def test_feature_images_identical(build):
+    image, _ = build()
+    _compare(*both(image))
+
+
+def test_switching_really_switches():
+    """use(False) leaves no C in the path (else the comparisons above compare C with C)."""
+    from ntfs_reader import record
+    calls = []
+    real = native._module
+
+    class Spy:
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(real, name)
+
+    before = native.use(False)
+    try:
+        native.parser = Spy()
+        data = bytearray(1024)
+        with pytest.raises(RpfsError):
+            record.parse_record(bytes(data), 0, "t", 0)
+        assert calls == ["parse_record"]
+        native.use(False)
+        calls.clear()
+        with pytest.raises(RpfsError):
+            record.parse_record(bytes(data), 0, "t", 0)
+        assert calls == []
+    finally:
+        native.use(before)

@@ -1,0 +1,142 @@
+"""A name in an XFS directory tree, to the reader contract shared by the Linux readers
+(ino, name, kind, mode, owners, times, iterdir/child/open/readlink/xattrs)."""
+
+from __future__ import annotations
+
+import stat
+from functools import cached_property
+from typing import TYPE_CHECKING, Iterator
+
+from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from rpfs.stream import BytesStream, Stream
+
+from . import dirs, xattr
+from .bmap import FileStream, fork_map, read_logical
+from .inode import FMT_DEV, FMT_LOCAL, Inode
+from .volume import kind_of
+
+if TYPE_CHECKING:
+    from .volume import Volume
+
+SYMLINK_MAX = 1024
+
+
+class Entry:
+    __slots__ = ("vol", "ino", "name", "__dict__")
+
+    def __init__(self, vol: "Volume", ino: int, name: str):
+        self.vol = vol
+        self.ino = ino
+        self.name = name
+
+    @property
+    def inode(self) -> Inode:
+        return self.vol.inode(self.ino)
+
+    @cached_property
+    def mode(self) -> int:
+        return self.inode.mode
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.mode)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_symlink(self) -> bool:
+        return stat.S_ISLNK(self.mode)
+
+    size = property(lambda self: self.inode.size)
+    uid = property(lambda self: self.inode.uid)
+    gid = property(lambda self: self.inode.gid)
+    nlink = property(lambda self: self.inode.nlink)
+    atime_ns = property(lambda self: self.inode.atime_ns)
+    mtime_ns = property(lambda self: self.inode.mtime_ns)
+    ctime_ns = property(lambda self: self.inode.ctime_ns)
+    crtime_ns = property(lambda self: self.inode.crtime_ns)
+
+    @property
+    def rdev(self) -> int:
+        ino = self.inode
+        if ino.format != FMT_DEV or len(ino.data_fork) < 4:
+            return 0
+        dev = int.from_bytes(ino.data_fork[:4], "big")
+        import os
+        return os.makedev(dev >> 18, dev & 0x3FFFF)
+
+    def _name(self) -> str:
+        return f"{self.vol.name}: XFS inode {self.ino}"
+
+    # -- directories -------------------------------------------------------------------
+
+    def iterdir(self) -> Iterator["Entry"]:
+        if not self.is_dir:
+            raise UsageError(f"{self.name}: not a directory")
+        for name, ino, _ft in dirs.entries(self.vol, self.inode):
+            yield Entry(self.vol, ino, name.decode("utf-8", "surrogateescape"))
+
+    def child(self, name: str) -> "Entry":
+        """Answered from the directory's name table, built from one listing and kept in
+        the volume's small cache of recent directories."""
+        ino = self.vol.name_table(self).get(name)
+        if ino is None:
+            raise NotFoundError(f"{name}: no such file in {self.name}")
+        return Entry(self.vol, ino, name)
+
+    # -- contents ----------------------------------------------------------------------
+
+    def open(self) -> Stream:
+        ino = self.inode
+        if not stat.S_ISREG(ino.mode):
+            raise UsageError(f"{self.name}: not a regular file")
+        if ino.realtime:
+            raise UnsupportedError("file on the realtime device", source=self.vol.name,
+                                   structure=f"XFS inode {self.ino}")
+        if ino.format == FMT_LOCAL:
+            return BytesStream(ino.data_fork[:ino.size], name=self._name())
+        return FileStream(self.vol, fork_map(self.vol, ino), ino.size, self._name())
+
+    def readlink(self) -> str:
+        ino = self.inode
+        if not stat.S_ISLNK(ino.mode):
+            raise UsageError(f"{self.name}: not a symbolic link")
+        if ino.size > SYMLINK_MAX or ino.size == 0:
+            raise FormatError(f"symlink of {ino.size} bytes", source=self.vol.name,
+                              structure=f"XFS inode {self.ino}", offset=ino.offset)
+        if ino.format == FMT_LOCAL:
+            raw = ino.data_fork[:ino.size]
+        else:
+            raw = self._remote_symlink(ino)
+        return raw.decode("utf-8", "surrogateescape")
+
+    def _remote_symlink(self, ino: Inode) -> bytes:
+        vol, sb = self.vol, self.vol.sb
+        maps = fork_map(vol, ino)
+        starts = [m.startoff for m in maps]
+        hdr = 56 if sb.crc else 0
+        per = sb.block_size - hdr
+        nblocks = -(-ino.size // per)
+        structure = f"XFS inode {self.ino} symlink block"
+        raw = read_logical(vol, maps, starts, 0, nblocks, structure)
+        if raw is None:
+            raise FormatError("symlink blocks not mapped", source=vol.name, structure=structure)
+        if not sb.crc:
+            return raw[:ino.size]
+        from .checksum import verify_crc
+        out = []
+        for i in range(nblocks):
+            blk = raw[i * sb.block_size:(i + 1) * sb.block_size]
+            if blk[:4] != b"XSLM":
+                raise FormatError("bad symlink block magic", source=vol.name, structure=structure)
+            verify_crc(blk, 12, vol.name, structure, 0)
+            out.append(blk[hdr:])
+        return b"".join(out)[:ino.size]
+
+    def xattrs(self) -> dict[str, bytes]:
+        return xattr.xattrs(self.vol, self.inode)
+
+    def __repr__(self) -> str:
+        return f"<xfs Entry {self.name!r} ino={self.ino}>"

@@ -1,0 +1,139 @@
+"""An XFS volume over a stream: the superblock at open, everything else on demand."""
+
+from __future__ import annotations
+
+import stat
+import struct
+from functools import cached_property
+
+from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from rpfs.lru import LRU
+from rpfs.stream import Stream
+
+from . import inode as inodes
+from . import superblock
+from .log import log_state
+
+INODE_CACHE = 4096
+DIR_CACHE = 64          # name tables of recently looked-in directories
+
+
+class Volume:
+    fs_type = "xfs"
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.name = stream.name
+        head = stream.read(0, 512)
+        if len(head) < 512:
+            raise FormatError("volume smaller than a superblock", source=self.name,
+                              structure="XFS superblock", offset=0)
+        sect = struct.unpack_from(">H", head, 102)[0] if head[:4] == superblock.MAGIC else 512
+        if 512 < sect <= 32768:
+            head = stream.read(0, sect)
+        self.sb = superblock.parse(head, self.name)
+        self.label = self.sb.label
+        self.uuid = self.sb.uuid
+        self.block_size = self.sb.block_size
+        self.size = self.sb.dblocks * self.sb.block_size
+        self._inodes = LRU(INODE_CACHE)
+        self._dirs = LRU(DIR_CACHE)
+        self._warnings: list[str] = []
+        if stream.size < self.size:
+            self._warnings.append(f"the volume is {stream.size} bytes but its superblock "
+                                  f"says {self.size}: data past the end is unreadable")
+
+    # -- raw reads ---------------------------------------------------------------------
+
+    def read_meta(self, at: int, n: int, structure: str) -> bytes:
+        if at < 0 or at + n > min(self.size, self.stream.size):
+            raise FormatError(f"{n} bytes at {at:#x} lie outside the volume", source=self.name,
+                              structure=structure, offset=at)
+        return self.stream.read(at, n)
+
+    def read_data_into(self, at: int, view: memoryview, what: str) -> None:
+        if at < 0 or at + len(view) > min(self.size, self.stream.size):
+            raise FormatError(f"data at {at:#x} lies outside the volume", source=self.name,
+                              structure=what, offset=at)
+        self.stream.readinto(at, view)
+
+    # -- inodes ------------------------------------------------------------------------
+
+    def inode(self, ino: int) -> inodes.Inode:
+        got = self._inodes.get(ino)
+        if got is not None:
+            return got
+        sb = self.sb
+        agno = ino >> (sb.agblklog + sb.inopblog)
+        agbno = (ino >> sb.inopblog) & ((1 << sb.agblklog) - 1)
+        slot = ino & ((1 << sb.inopblog) - 1)
+        if agno >= sb.agcount or agbno >= sb.agblocks or ino <= 0:
+            raise FormatError(f"inode number {ino} outside the volume", source=self.name,
+                              structure="XFS inode number")
+        at = (agno * sb.agblocks + agbno) * sb.block_size + slot * sb.inode_size
+        raw = self.read_meta(at, sb.inode_size, f"XFS inode {ino}")
+        got = inodes.parse(raw, ino, sb, self.name, at)
+        self._inodes.put(ino, got)
+        return got
+
+    def name_table(self, directory: "Entry") -> dict[str, int]:
+        table = self._dirs.get(directory.ino)
+        if table is None:
+            table = {e.name: e.ino for e in directory.iterdir()}
+            self._dirs.put(directory.ino, table)
+        return table
+
+    def entry(self, ino: int, name: str = "") -> "Entry":
+        from .entry import Entry
+        return Entry(self, ino, name)
+
+    @cached_property
+    def root(self) -> "Entry":
+        root = self.entry(self.sb.rootino, "/")
+        if not root.is_dir:
+            raise FormatError("the root inode is not a directory", source=self.name,
+                              structure=f"XFS inode {self.sb.rootino}")
+        return root
+
+    def lookup(self, path: str) -> "Entry":
+        node = self.root
+        for part in [p for p in path.split("/") if p]:
+            if not node.is_dir:
+                raise NotFoundError(f"{path}: {node.name} is not a directory")
+            node = node.child(part)
+        return node
+
+    # -- description -------------------------------------------------------------------
+
+    @cached_property
+    def state(self) -> str:
+        try:
+            return log_state(self)
+        except FormatError as e:
+            return f"log unreadable ({e})"
+
+    @property
+    def warnings(self) -> list[str]:
+        out = list(self._warnings)
+        if self.state != "clean" and not self.state.startswith(("external", "log never")):
+            out.append(f"XFS log: {self.state}")
+        return out
+
+    def describe(self) -> dict:
+        sb = self.sb
+        return {"filesystem": "xfs", "version": f"v{sb.version}" + (" (CRC)" if sb.crc else ""),
+                "label": self.label, "uuid": self.uuid, "size": self.size,
+                "block_size": self.block_size, "inode_size": sb.inode_size,
+                "directory_block_size": sb.dir_block_size,
+                "allocation_groups": sb.agcount, "big_time": sb.bigtime,
+                "state": self.state}
+
+
+def kind_of(mode: int) -> str:
+    fmt = stat.S_IFMT(mode)
+    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+            stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
+            stat.S_IFSOCK: "socket"}.get(fmt, "unknown")
+
+
+__all__ = ["Volume", "kind_of", "UnsupportedError", "UsageError"]
