@@ -218,12 +218,15 @@ def _backup_vm(rc, crypto, group: GroupConfig, vm: Vm, start: datetime, frozen: 
 
 
 def _index(repo, vm: str, rp: str, keys) -> str:
-    from rpfs.errors import RpfsError as _E
+    """Index the new recovery point; its failure is a note, the backup stands."""
     from rpfs.index import update_index
     try:
         x = update_index(repo, vm, only=rp, keys=keys)
-    except _E as e:
+    except RpfsError as e:
         return f"not indexed ({e}); `rpfs index` will retry"
+    except Exception as e:   # a bug in indexing must not turn a stored backup into a failure
+        log.exception("indexing %s/%s", vm, rp)
+        return f"not indexed (internal error: {type(e).__name__}: {e}); `rpfs index` will retry"
     return f"indexed {x['volumes']} volumes"
 
 
