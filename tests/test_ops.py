@@ -64,22 +64,6 @@ def _serve(source, conf, log: Path):
         proc.wait(timeout=30)
 
 
-def test_rate_limit_counts_its_waits():
-    """The bucket, on a clock the test moves: 10 MiB at 1 MiB/s after a 1 MiB burst waits 9 s."""
-    from rpfs.ratelimit import RateLimit
-    now = [0.0]
-
-    def sleep(s):
-        now[0] += s
-    limit = RateLimit(MiB, clock=lambda: now[0], sleep=sleep)
-    for _ in range(10):
-        limit.take(MiB)
-    assert abs(limit.slept - 9.0) < 1e-9 and abs(now[0] - 9.0) < 1e-9
-    now[0] += 100                      # a long pause refills at most one second's worth
-    limit.take(3 * MiB)
-    assert abs(limit.slept - 11.0) < 1e-9
-
-
 def test_config_check_names_file_line_and_key(tmp_path):
     conf = tmp_path / "rpfs.toml"
     conf.write_text("""
