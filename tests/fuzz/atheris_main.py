@@ -18,6 +18,9 @@ with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader", "xfs_
                                           "btrfs_reader"]):
     import btrfs_reader  # noqa: F401
     import btrfs_reader.compression  # noqa: F401
+    import formats.bitlocker.conversion  # noqa: F401
+    import formats.bitlocker.metadata  # noqa: F401
+    import formats.bitlocker.volume  # noqa: F401
     import formats.partitions  # noqa: F401
     import formats.vhd  # noqa: F401
     import formats.vhdx  # noqa: F401

@@ -170,6 +170,7 @@ def build_seeds() -> dict[str, list[bytes]]:
     _wof_seeds(seeds)
     _store_seeds(seeds)
     linuxfs_seeds(seeds)
+    _bitlocker_seeds(fx, seeds)
     return seeds
 
 
@@ -250,6 +251,19 @@ def linuxfs_seeds(seeds: dict) -> None:
     body = len(seg).to_bytes(4, "little") + seg
     _save("btrfs_decompress", b"\x02" + (4096).to_bytes(3, "little")
           + (len(body) + 4).to_bytes(4, "little") + body, seeds)
+
+
+def _bitlocker_seeds(fx, seeds: dict) -> None:
+    """The used-space-only volumes of the BitLocker factory: boot sector, FVE metadata,
+    FVE-EOW blocks, bitmaps and conversion logs (the tail past the file system)."""
+    from tools.fixtures import bitlocker as blfx
+    bl = blfx.build(fx)
+    for name, v in sorted(bl.volumes.items()):
+        if blfx.VARIANTS[name][3] == "eow":
+            s = FileStream(v.image)
+            tail = v.info["metadata"][0]
+            blocks = _nonzero_blocks(s, [(0, 512), (tail, s.size)], 512, MAX_SEED - 1024)
+            _save("bitlocker_eow", encode_image(s.size, blocks), seeds)
 
 
 def _wof_seeds(seeds: dict) -> None:
