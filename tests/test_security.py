@@ -304,6 +304,21 @@ def test_every_escaped_name_renders_marked_and_opens(hostile_server, hostile_fix
         assert "%C0%AE%C0%AE" in zf.namelist() and "a%C0%AFb" in zf.namelist()
 
 
+def test_restore_and_the_mount_keep_every_escaped_name(hostile_repo, hostile_fixtures, tmp_path):
+    """Finding 3, copy-out: restore writes each escaped name as the bytes the mount shows
+    (ntfs-3g's), with its own contents, and nothing lands outside DEST."""
+    want = {os.fsencode(n): e["sha256"] for n, e in _linux_names(hostile_fixtures, "/names").items()}
+    dest = tmp_path / "dest"
+    rpfs("restore", hostile_repo, f"{P1}/names", dest)
+    folder = os.fsencode(dest / "names")
+    got = {}
+    for n in os.listdir(folder):
+        with open(folder + b"/" + n, "rb") as f:
+            got[n] = hashlib.sha256(f.read()).hexdigest()
+    assert got == want
+    assert sorted(os.listdir(tmp_path)) == ["dest"]
+
+
 def test_a_huge_stream_is_never_read_as_an_xattr_by_restore(hostile_repo, tmp_path):
     """Finding 2 (restore): streams too big for an xattr (50 GiB sparse, 70 KiB) are skipped
     with one warning line each, the restore carries on and ends well, under an address-space
