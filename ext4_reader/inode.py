@@ -67,7 +67,7 @@ class Inode:
     def kind(self) -> str:
         kind = KINDS.get(stat.S_IFMT(self.mode))
         if kind is None:
-            raise FormatError(f"inode {self.ino}: unknown file type {self.mode:#o}",
+            raise FormatError(f"unknown file type {self.mode:#o} (a free or damaged inode)",
                               structure=f"ext4 inode {self.ino}")
         return kind
 

@@ -90,14 +90,19 @@ def zip_chunks(items: Iterable[tuple[str, Node]]) -> Iterator[bytes]:
 
 
 def _add(zf: zipfile.ZipFile, sink: _Sink, arcname: str, node: Node,
-         errors: list[str]) -> Iterator[bytes]:
+         errors: list[str], ancestors: frozenset = frozenset()) -> Iterator[bytes]:
     try:
         if node.kind == "dir":
+            if node.key and node.key in ancestors:   # a damaged file system's cycle
+                errors.append(f"{arcname}: a directory that contains itself: not followed")
+                return
             children = list(node.iterdir())
             zf.writestr(_info(arcname + "/", node, stat.S_IFDIR | 0o755), b"")
             yield sink.take()
+            inner = ancestors | {node.key}
             for child in children:
-                yield from _add(zf, sink, f"{arcname}/{zip_name(child.name)}", child, errors)
+                yield from _add(zf, sink, f"{arcname}/{zip_name(child.name)}", child, errors,
+                                inner)
             return
         if node.kind == "symlink":
             zf.writestr(_info(arcname, node, stat.S_IFLNK | 0o777),

@@ -166,6 +166,8 @@ def build_seeds() -> dict[str, list[bytes]]:
                     _save("lznt1", bytes([(s.unit // 4096).bit_length() - 1]) + raw, seeds)
     _wof_seeds(seeds)
     _store_seeds(seeds)
+    from tests.fuzz.seeds_linux import linux_seeds
+    linux_seeds(lambda target, data: seeds.setdefault(target, []).append(data))
     return seeds
 
 
