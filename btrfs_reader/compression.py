@@ -72,8 +72,8 @@ def _lzo(data: bytes, ram_bytes: int, sectorsize: int, source: str, structure: s
         left = sectorsize - pos % sectorsize
         if left < 4:
             pos += left
-            if pos >= total:
-                break
+        if pos + 4 > total:
+            break
         seg, = struct.unpack_from("<I", data, pos)
         pos += 4
         if seg == 0 or pos + seg > total:

@@ -17,6 +17,7 @@
  *   fixups(buf: bytearray, magic: bytes, stride: int) -> True | None
  *   parse_record(data, number: int, offset: int) -> MftRecord | None
  *   record_summary(data, number: int) -> tuple | None   (rpfs/index/scan.py's file_info)
+ *   stat_summary(data, number: int) -> tuple | None     (Entry.quick_stat, for attr())
  *   decode_runlist(data, pos, end, first_vcn, total_clusters) -> list | None
  *   parse_entries(buf, start, end) -> list[IndexEntry] | None
  *   parse_file_name(value) -> FileName | None
@@ -560,6 +561,109 @@ done:
     return result;
 }
 
+/* -- what a stat of a plain file or directory needs ------------------------------------------ */
+
+/* The extent of an attribute that FileAttributes.first() picks: lowest VCN, then record order. */
+static void
+pick_first(const uint8_t *a, const uint8_t **best, int64_t *best_low)
+{
+    int64_t low = a[8] ? i64(a + 16) : 0;
+    if (*best == NULL || low < *best_low) {
+        *best = a;
+        *best_low = low;
+    }
+}
+
+/* (size, allocated) of an attribute as Entry.size / Entry.allocated_size read them. */
+static void
+sizes(const uint8_t *a, int64_t *size, int64_t *allocated)
+{
+    if (a == NULL) {
+        *size = *allocated = 0;
+    } else if (!a[8]) {
+        *size = u32(a + 16);
+        *allocated = 0;
+    } else {
+        *size = i64(a + 48);
+        *allocated = (a[34] || (u16(a + 12) & 0x8001)) ? compressed_size(a) : i64(a + 40);
+    }
+}
+
+/*
+ * stat_summary(data, number) -> (sequence, record flags, (created, modified, changed,
+ * accessed), names outside the DOS namespace, size and allocated of the unnamed $DATA,
+ * allocated of $INDEX_ALLOCATION:$I30) | None: what rpfs/ntfs_nodes.py's attr() reads
+ * through Entry (times, size, nlink, allocated_size) for a base record that is neither a
+ * reparse point nor a possible Interix symlink and has no attribute list and a resident
+ * $STANDARD_INFORMATION. None for anything else: the Entry path answers (and reports).
+ */
+static PyObject *
+stat_summary(PyObject *self, PyObject *args)
+{
+    Py_buffer in;
+    long long number;
+    if (!PyArg_ParseTuple(args, "y*L", &in, &number))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t size = in.len, in_use, pos, n;
+    uint8_t *buf = PyMem_Malloc(size > 0 ? size : 1);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(buf, in.buf, size);
+    if (check_record(buf, size, number, &in_use, &pos, &n) < 0 || u64(buf + 0x20) != 0)
+        goto fallback;
+    static const uint8_t I30[8] = {'$', 0, 'I', 0, '3', 0, '0', 0};
+    const uint8_t *si = NULL, *data = NULL, *alloc = NULL;
+    int si_seen = 0;
+    int64_t data_low = 0, alloc_low = 0;
+    long nondos = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const uint8_t *a = buf + pos;
+        uint32_t atype = u32(a), alen = u32(a + 4);
+        uint8_t nonres = a[8], name_len = a[9];
+        const uint8_t *name = a + u16(a + 10);
+        pos += alen;
+        if (atype == 0x20 || atype == 0xC0)
+            goto fallback;
+        if (atype == 0x10 && name_len == 0 && !si_seen) {
+            si_seen = 1;
+            if (nonres || u32(a + 16) < 48)
+                goto fallback;
+            si = a + u16(a + 20);
+        } else if (atype == 0x30 && !nonres) {
+            uint32_t vlen = u32(a + 16);
+            const uint8_t *v = a + u16(a + 20);
+            if (vlen < 66 || v[64] == 0 || 66 + 2 * (uint32_t)v[64] > vlen)
+                goto fallback;
+            if (v[65] != 2)
+                nondos++;
+        } else if (atype == 0x80 && name_len == 0) {
+            pick_first(a, &data, &data_low);
+        } else if (atype == 0xA0 && name_len == 4 && memcmp(name, I30, 8) == 0) {
+            pick_first(a, &alloc, &alloc_low);
+        }
+    }
+    uint16_t rflags = u16(buf + 0x16);
+    if (si == NULL || ((u32(si + 32) & 0x4) && !(rflags & 0x2)))
+        goto fallback; /* times from $FILE_NAME, or a possible Interix symlink */
+    int64_t dsize, dalloc, isize, ialloc;
+    sizes(data, &dsize, &dalloc);
+    sizes(alloc, &isize, &ialloc);
+    result = Py_BuildValue("(ii(KKKK)lLLL)", (int)u16(buf + 0x10), (int)rflags,
+                           (unsigned long long)u64(si), (unsigned long long)u64(si + 8),
+                           (unsigned long long)u64(si + 16), (unsigned long long)u64(si + 24),
+                           nondos, (long long)dsize, (long long)dalloc, (long long)ialloc);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_Free(buf);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 /* -- mapping pairs ------------------------------------------------------------------------ */
 
 static PyObject *
@@ -762,6 +866,8 @@ static PyMethodDef methods[] = {
      "parse_record(data, number, offset) -> MftRecord, or None: run the Python twin"},
     {"record_summary", record_summary, METH_VARARGS,
      "record_summary(data, number) -> what the metadata index keeps of a record, or None"},
+    {"stat_summary", stat_summary, METH_VARARGS,
+     "stat_summary(data, number) -> what a stat of a plain file or directory needs, or None"},
     {"decode_runlist", decode_runlist, METH_VARARGS,
      "decode_runlist(data, pos, end, first_vcn, total_clusters) -> runs, or None"},
     {"parse_entries", parse_entries, METH_VARARGS,

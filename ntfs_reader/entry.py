@@ -25,7 +25,7 @@ from .cache import MAX_INDEX_DEPTH
 from .record import (
     AT_DATA, AT_EA, AT_FILE_NAME, AT_INDEX_ALLOCATION, AT_INDEX_ROOT, AT_OBJECT_ID,
     AT_REPARSE_POINT, AT_SECURITY_DESCRIPTOR, AT_STANDARD_INFORMATION, ATTR_ENCRYPTED,
-    ref_number, ref_sequence,
+    REC_DIRECTORY, REC_IN_USE, ref_number, ref_sequence,
 )
 from .reparse import (
     CONTENT_ELSEWHERE, IO_REPARSE_TAG_LX_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT,
@@ -179,6 +179,22 @@ class Entry:
         if a is None or not a.resident:
             return None
         return parse_standard_information(a.value, self._where())
+
+    def quick_stat(self) -> tuple | None:
+        """(is_dir, size, times, nlink, allocated_size) as the properties of that name give
+        them, read by the C parser without building the record's objects; None unless the
+        file is a plain file or directory (no reparse point, no attribute list, not a
+        possible Interix symlink, times in a resident $STANDARD_INFORMATION) or when the
+        parser is absent or the record damaged or stale: then the properties answer."""
+        q = self.volume.stat_summary(self.ref)
+        if q is None:
+            return None
+        seq, flags, times, nondos, size, allocated, dir_allocated = q
+        if not flags & REC_IN_USE or (self.sequence and seq != self.sequence):
+            return None  # the record path raises the error
+        if flags & REC_DIRECTORY:
+            return True, 0, Times(*times), max(1, nondos), dir_allocated
+        return False, size, Times(*times), max(1, nondos), allocated
 
     @property
     def times(self) -> Times:

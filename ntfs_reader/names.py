@@ -80,11 +80,14 @@ def _shorten(ntfs_name: str, data: bytes) -> str:
     digest = hashlib.blake2b(ntfs_name.encode("utf-16-le", "surrogatepass"),
                              digest_size=8).hexdigest()
     cut = data[:_LONG_PREFIX_MAX]
-    prefix = cut.decode("utf-8", "ignore")  # drop a split trailing sequence
     try:
-        prefix.encode("utf-8")
-    except UnicodeEncodeError:
-        prefix = cut.decode("utf-8", "surrogateescape")
+        prefix = cut.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start >= len(cut) - 3 and e.end == len(cut):  # a character split by the cut
+            prefix = cut[:e.start].decode("utf-8", "surrogateescape")
+        else:  # escaped bytes (unpaired surrogates) stay escaped: dropping them would leave
+            # a name too short to be recognised as shortened (and so never found again)
+            prefix = cut.decode("utf-8", "surrogateescape")
     return f"{prefix}~{digest}"
 
 

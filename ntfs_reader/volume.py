@@ -11,7 +11,7 @@ from array import array
 from rpfs.errors import FormatError, NotFoundError, RpfsError
 from rpfs.stream import BytesStream, Stream
 
-from . import names
+from . import names, native
 from .attrs import (
     VOLUME_IS_DIRTY, parse_attribute_list, parse_volume_information,
 )
@@ -177,6 +177,19 @@ class Volume:
         data = self._mft_bytes(number)
         off = self.mft_offset_safe(number)
         return parse_record(data, number, self.name, off or 0)
+
+    def stat_summary(self, number: int) -> tuple | None:
+        """What a stat of a plain file or directory needs of record ``number``, read by the
+        C parser without building its attribute objects (``stat_summary`` in _ntfsparse.c);
+        None when only the full path can tell (Entry.quick_stat explains)."""
+        p = native.parser
+        if p is None or not 0 <= number < self.mft_records:
+            return None
+        try:
+            data = self._mft_bytes(number)
+        except RpfsError:
+            return None
+        return p.stat_summary(data, number)
 
     # -- files: base record + extension records ------------------------------------
 

@@ -75,6 +75,14 @@ class UsageError(RpfsError):
     errno = _errno.EINVAL
 
 
+class TooLargeError(RpfsError):
+    """A value too large for where it was asked to go: an alternate data stream asked for
+    as an extended attribute when it is over the 64 KiB an extended attribute can hold.
+    Nothing is read: the size is checked first."""
+
+    errno = _errno.E2BIG
+
+
 class LockedError(RpfsError, PermissionError):
     """An encrypted volume (BitLocker) that no key given unlocks. Never names a key."""
 

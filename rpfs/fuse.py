@@ -86,7 +86,7 @@ def _errors(fn: Callable) -> Callable:
         except pyfuse3.FUSEError:
             raise
         except RpfsError as e:
-            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENODATA):
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENODATA, errno.E2BIG):
                 report_once(e)
             raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
         except OSError as e:

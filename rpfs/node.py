@@ -39,6 +39,7 @@ log = logging.getLogger("rpfs.tree")
 
 IMMUTABLE_CACHE_SECONDS = 3600.0  # recovery point contents never change
 REFRESH_SECONDS = 2.0             # repository root and VM directories gain recovery points
+XATTR_SIZE_MAX = 65536            # Linux's largest extended attribute value (XATTR_SIZE_MAX)
 
 
 def ns_to_iso(ns: int | None) -> str | None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import FormatError, NotFoundError, RpfsError
-from rpfs.node import Attr, BrokenNode, Node, ns_to_iso
+from rpfs.errors import FormatError, NotFoundError, RpfsError, TooLargeError
+from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node, ns_to_iso
 from rpfs.stream import Stream
 
 NT_EPOCH_DELTA = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
@@ -79,6 +79,14 @@ class NtfsNode(Node):
 
     def _read_attr(self) -> Attr:
         e = self.entry
+        if self._kind in ("file", "dir"):  # known from the index: no reparse point
+            q = e.quick_stat()
+            if q is not None:
+                is_dir, size, t, nlink, allocated = q
+                return Attr(self._kind, size=0 if is_dir else size,
+                            mtime_ns=nt_to_ns(t.modified), atime_ns=nt_to_ns(t.accessed),
+                            ctime_ns=nt_to_ns(t.changed), crtime_ns=nt_to_ns(t.created),
+                            nlink=2 if is_dir else nlink, allocated=allocated)
         kind = self.kind
         if self._error is not None:
             raise self._error
@@ -131,6 +139,10 @@ class NtfsNode(Node):
         if name.startswith("user."):
             stream = name[5:]
             s = e.open(stream)
+            if s.size > XATTR_SIZE_MAX:  # checked before reading: a stream may be 50 GiB
+                raise TooLargeError(f"{self.name}: stream {stream} is {s.size} bytes, more than "
+                                    f"an extended attribute holds (read it as "
+                                    f"{self.name}:{stream})")
             return s.read(0, s.size)
         if name == "system.ntfs_attrib":
             return struct.pack("<I", e.attributes)

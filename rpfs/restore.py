@@ -2,7 +2,7 @@
 
 Nothing is ever written outside the destination: every file and directory is created
 relative to an open directory descriptor with ``O_NOFOLLOW``/``O_EXCL``, names from the
-image are made safe (no ``/``, NUL, ``.`` or ``..``), and symlinks found in the image are
+image are made safe (no ``/``, ``\\``, NUL, ``.`` or ``..``), and symlinks found in the image are
 recreated as links but never followed while writing.
 
 Files are copied by a small pool of threads while the tree is walked: on Linux creating a
@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rpfs.errors import FormatError, RpfsError, UsageError
+from rpfs.errors import FormatError, RpfsError, TooLargeError, UsageError
 from rpfs.node import SPECIAL_KINDS
 from rpfs.stream import ZERO
 from rpfs.tree import Node
@@ -53,10 +53,13 @@ class RestoreResult:
 
 
 def safe_name(name: str) -> str:
-    """A name that can only ever mean one entry inside its directory."""
+    """A name that can only ever mean one entry inside its directory, here and on Windows
+    (a backslash is a separator there: zips made from the same names are unpacked there).
+    Reversible: ``%`` itself is escaped."""
     if name in ("", ".", ".."):
         return {"": "%00", ".": "%2E", "..": "%2E%2E"}[name]
-    out = name.replace("%", "%25").replace("/", "%2F").replace("\0", "%00")
+    out = (name.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
+           .replace("\0", "%00"))
     # A name longer than the filesystem allows is shortened, keeping it distinct.
     raw = fsname(out)
     if len(raw) > 255:
@@ -204,7 +207,7 @@ class Restorer:
         if self.xattrs:
             fd = os.open(bname, os.O_PATH | os.O_NOFOLLOW, dir_fd=dirfd)
             try:
-                self._copy_xattrs(node, f"/proc/self/fd/{fd}")
+                self._copy_xattrs(node, f"/proc/self/fd/{fd}", path)
             finally:
                 os.close(fd)
         self._set_times(node, dirfd, bname)
@@ -236,7 +239,7 @@ class Restorer:
     def _copy_file(self, node: Node, attr, dirfd: int, bname: bytes, path: str) -> bool:
         """(In a worker.) Errors are recorded against ``path``; True if the file is written."""
         try:
-            self._restore_file(node, attr, dirfd, bname)
+            self._restore_file(node, attr, dirfd, bname, path)
             return True
         except (RpfsError, OSError) as e:
             self._error(path, e)
@@ -264,7 +267,7 @@ class Restorer:
                 os.fchown(fd, a.uid, a.gid)
             os.chmod(fd, 0o755 if a.posix_mode is None else a.posix_mode & 0o7777)
             if self.xattrs:
-                self._copy_xattrs(node, fd)
+                self._copy_xattrs(node, fd, path)
         finally:
             os.close(fd)
         self._set_times(node, dirfd, bname)
@@ -280,7 +283,7 @@ class Restorer:
             raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
         os.unlink(bname, dir_fd=dirfd)
 
-    def _restore_file(self, node: Node, a, dirfd: int, bname: bytes) -> None:
+    def _restore_file(self, node: Node, a, dirfd: int, bname: bytes, path: str) -> None:
         stream = node.open()     # before creating anything: a broken file leaves no empty one
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -307,7 +310,7 @@ class Restorer:
                 os.fchown(fd, a.uid, a.gid)      # before the mode: chown clears set-id bits
             os.fchmod(fd, 0o644 if a.posix_mode is None else a.posix_mode & 0o7777)
             if self.xattrs:
-                self._copy_xattrs(node, fd)
+                self._copy_xattrs(node, fd, path)
             if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
                 try:
                     os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
@@ -324,12 +327,22 @@ class Restorer:
             if self.progress:
                 self.progress(self.result.bytes, 0)
 
-    def _copy_xattrs(self, node: Node, fd) -> None:
+    def _copy_xattrs(self, node: Node, fd, path: str) -> None:
         for name in node.xattr_names():
             if not self._settable(name):
                 continue
             try:
-                os.setxattr(fd, name, node.getxattr(name))
+                value = node.getxattr(name)  # its size is checked before anything is read
+            except TooLargeError as e:  # not an xattr on any Linux filesystem: the file is
+                log.warning("%s: %s", path, e)  # restored, the stream stays readable
+                continue
+            except RpfsError as e:
+                with self._lock:
+                    self.result.errors.append(f"{path}: xattr {name}: {e}")
+                log.error("%s: xattr %s: %s", path, name, e)
+                continue
+            try:
+                os.setxattr(fd, name, value)
             except OSError as e:
                 with self._lock:
                     self.result.errors.append(f"{node.name}: xattr {name}: {e.strerror}")

@@ -31,6 +31,25 @@ def small_fixtures():
 
 
 @pytest.fixture(scope="session")
+def hostile_fixtures():
+    """The hostile VM (tools/fixtures/hostile.py: patched names, symlinks out of their
+    folder, a 50 GiB sparse stream, a 100,000-file folder), built on first use, then cached."""
+    from tools.fixtures import hostile
+    return hostile.build()
+
+
+@pytest.fixture(scope="session")
+def hostile_repo(hostile_fixtures, tmp_path_factory):
+    """A repository holding the hostile VM as ``/evil/2026-11-01T020000Z``."""
+    from tests.helpers.cli import rpfs
+    repo = tmp_path_factory.mktemp("hostile") / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, hostile_fixtures.vm, "--vm", "evil", "--time", "2026-11-01T02:00:00Z",
+         "--no-index")
+    return repo
+
+
+@pytest.fixture(scope="session")
 def linuxfs_images():
     """XFS and Btrfs images written by mkfs and the kernel, with manifests read back through
     the kernel's read-only mount (tools/fixtures/linuxfs.py; built once, then cached)."""

@@ -1,7 +1,8 @@
 """The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins on real
 volumes: every NTFS volume of the "small" fixture set and the reader's feature images give
 the same MFT records, the same tree (names, kinds, sizes, times, links, streams, link
-targets) and the same metadata-index rows whichever parser runs. tests/fuzz/targets.py
+targets), the same namespace nodes' attributes and the same metadata-index rows whichever
+parser runs. tests/fuzz/targets.py
 (ntfs_native) does the same on hostile input."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pytest
 from ntfs_reader import Volume, native
 from rpfs.errors import RpfsError
 from rpfs.index.scan import MftScan
+from rpfs.ntfs_nodes import volume_root
 from rpfs.stream import FileStream
 from tests.helpers.ntfs_images import features_image, mftfrag_image
 
@@ -35,9 +37,20 @@ def describe(image) -> dict:
             e.name, e.ntfs_name, e.short_name, e.index_kind, e.is_dir, e.is_symlink, e.size,
             e.allocated_size, e.times, e.attributes, e.nlink, e.hard_links, e.file_names,
             e.streams(), e.reparse_tag, e.readlink() if e.is_symlink else None))))
+    nodes, quick = [], 0
+    stack = [("", volume_root(Volume(FileStream(str(image))), "v", ("v",)))]
+    while stack:   # the nodes' attributes: Entry.quick_stat (C) or the Entry properties
+        path, node = stack.pop()
+        for child in node.iterdir():
+            p = f"{path}/{child.name}"
+            nodes.append((p, child.kind, _safe(child.attr)))
+            quick += child.entry.quick_stat() is not None
+            if child.kind == "dir":
+                stack.append((p, child))
     scan = MftScan(vol, None)
     rows = sorted(scan.records(), key=lambda r: r[0])
-    return {"records": records, "tree": tree, "index": rows, "hashes": scan.hashes}
+    return {"records": records, "tree": tree, "nodes": nodes, "index": rows,
+            "hashes": scan.hashes, "quick": quick}
 
 
 def both(image) -> tuple[dict, dict]:
@@ -54,7 +67,8 @@ def both(image) -> tuple[dict, dict]:
 
 def _compare(c: dict, python: dict) -> None:
     assert len(c["tree"]) == len(python["tree"]) and len(c["records"]) > 16
-    for key in ("records", "tree", "index", "hashes"):
+    assert c["quick"] > len(c["nodes"]) // 2 and python["quick"] == 0   # each path ran
+    for key in ("records", "tree", "nodes", "index", "hashes"):
         for i, (a, b) in enumerate(zip(c[key], python[key])):
             assert a == b, f"{key} #{i}: C {a!r:.500} != Python {b!r:.500}"
         assert len(c[key]) == len(python[key])

@@ -23,6 +23,7 @@ from rpfs.tree import StaticDir, StreamFile
 from rpfs.web.api import content_disposition, parse_range
 from rpfs.web.zipstream import BLOCK, zip_chunks
 from tests.helpers.cli import rpfs, two_point_repo
+from tests.helpers.web import start_server
 
 RP1, RP2 = "2026-11-01T020000Z", "2026-11-02T020000Z"
 VOL = "system-p3"
@@ -35,23 +36,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 def repo(small_fixtures, tmp_path_factory):
     """A repository holding both states of the fixture VM."""
     return two_point_repo(small_fixtures, tmp_path_factory.mktemp("serve") / "repo")
-
-
-def start_server(source, *extra, log: Path):
-    """``rpfs serve`` on a free loopback port; returns (process, base URL)."""
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "rpfs", "serve", str(source),
-                                 "--listen", "127.0.0.1:0", *map(str, extra)],
-                                stdout=subprocess.DEVNULL, stderr=err)
-    for _ in range(600):  # the first line names the address; give up after a minute
-        text = log.read_text(errors="replace")
-        if " at http://" in text:
-            return proc, text.split(" at ", 1)[1].split("/ ", 1)[0]
-        if proc.poll() is not None:
-            raise AssertionError(f"rpfs serve exited: {text}")
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("rpfs serve did not start")
 
 
 @pytest.fixture(scope="module")

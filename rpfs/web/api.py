@@ -23,7 +23,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.restore import fsname
 from rpfs.web import queries
-from rpfs.web.nodes import clean_path, entries, in_thread, resolve
+from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, give_back, in_thread,
+                            page_of, query, resolve, url_query)
 from rpfs.web.zipstream import zip_chunks
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 BLOCK = 1 << 20
 HEAD = 64 << 10  # read before answering: to tell an image, and to fail with a status, not midway
 FIND_LIMIT = 1000
+LS_LIMIT, LS_LIMIT_MAX = 1000, 10_000  # entries per /api/ls answer: by default, at most
 IMAGE_MAGIC = [(b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
                (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"), (b"BM", "image/bmp")]
 
@@ -65,24 +67,53 @@ def error_json(error: Exception) -> Json:
 
 
 def _flag(request: Request, name: str) -> bool:
-    return request.query_params.get(name, "") not in ("", "0", "false", "no")
+    return query(request).get(name, "") not in ("", "0", "false", "no")
+
+
+def _number(request: Request, name: str, default: int, most: int) -> int:
+    try:
+        return max(1, min(int(query(request).get(name) or default), most))
+    except ValueError:
+        raise UsageError(f"{name}: not a number") from None
 
 
 async def api_ls(request: Request):
+    """A folder's entries, directories first then by name: at most ``limit`` (default 1000,
+    at most 10,000) from ``cursor`` on. When more follow, the answer says where to go on:
+    ``Link: </api/ls?...&cursor=C>; rel="next"`` and ``X-Rpfs-Next-Cursor: C``. Each answer
+    is one pass over the folder holding one page, whatever the folder's size."""
     tree = request.app.state.tree
-    path = request.query_params.get("path", "/")
+    q = query(request)
+    path = clean_path(q.get("path", "/"))
     detail = _flag(request, "detail")
-    return Json(await in_thread(lambda: entries(resolve(tree, path), detail=detail)))
+    limit = _number(request, "limit", LS_LIMIT, LS_LIMIT_MAX)
+    after = decode_cursor(q.get("cursor"))
+
+    def listing():
+        node = resolve(tree, path)
+        if node.kind != "dir":
+            return [entry(node, detail)], None
+        page = page_of(node, detail, after=after, limit=limit)
+        give_back()
+        return page["entries"], page["next"]
+
+    items, nxt = await in_thread(listing)
+    headers = {}
+    if nxt:
+        url = (f"/api/ls?path={url_query(path)}{'&detail=1' if detail else ''}"
+               f"&limit={limit}&cursor={nxt}")
+        headers = {"Link": f'<{url}>; rel="next"', "X-Rpfs-Next-Cursor": nxt}
+    return Json(items, headers=headers)
 
 
 async def api_info(request: Request):
     tree = request.app.state.tree
-    path = request.query_params.get("path", "/")
+    path = query(request).get("path", "/")
     return Json(await in_thread(lambda: resolve(tree, path, follow=False).info()))
 
 
 async def api_find(request: Request):
-    q = request.query_params
+    q = query(request)
     pattern = q.get("pattern") or ""
     if not pattern:
         raise UsageError("pattern: missing")
@@ -107,7 +138,7 @@ def find(tree, pattern: str, limit: int, **filters) -> tuple[list[dict], bool]:
 
 async def api_history(request: Request):
     tree = request.app.state.tree
-    path = clean_path(request.query_params.get("path"))
+    path = clean_path(query(request).get("path"))
     return Json(await in_thread(queries.file_history, tree, path, verify=_flag(request, "verify")))
 
 
@@ -154,11 +185,14 @@ def _etag(node, size: int) -> str:
 
 async def api_download(request: Request):
     tree = request.app.state.tree
-    paths = request.query_params.getlist("path") or ["/"]
-    if request.query_params.get("format", "") == "zip":
+    q = query(request)
+    # qpath: a path percent-encoded (the page's checkboxes: an HTML form cannot carry the
+    # bytes of an escaped name, its percent-encoding it can)
+    paths = q.getlist("path") + [decode_url(p) for p in q.getlist("qpath")] or ["/"]
+    if q.get("format", "") == "zip":
         return await _zip_response(tree, paths, head_only=request.method == "HEAD",
                                    limit=request.app.state.limit)
-    if request.query_params.get("format", "") not in ("", "raw"):
+    if q.get("format", "") not in ("", "raw"):
         raise UsageError("format: zip, or none for the file itself")
     if len(paths) != 1:
         raise UsageError("path: several paths need format=zip")
@@ -244,18 +278,8 @@ async def _nothing():
 
 
 async def _zip_response(tree, paths: list[str], head_only: bool = False, limit=None):
-    def collect():
-        items, seen = [], set()
-        for p in paths:
-            node = resolve(tree, p)
-            name = node.name or "rpfs"
-            n = 1
-            while name in seen:  # two selected names never collide in the zip
-                n += 1
-                name = f"{node.name} ({n})"
-            seen.add(name)
-            items.append((name, node))
-        return items
+    def collect():  # two selected names never collide: zip_chunks numbers the second
+        return [(node.name or "rpfs", node) for node in (resolve(tree, p) for p in paths)]
 
     items = await in_thread(collect)
     name = items[0][0] if len(items) == 1 else posixpath.basename(
@@ -271,6 +295,7 @@ async def _zip_response(tree, paths: list[str], head_only: bool = False, limit=N
                 log.error("%s: %s", name, e)
                 raise StreamAborted(str(e)) from None
             if chunk is end:
+                await in_thread(give_back)
                 return
             if chunk:
                 await throttle(limit, len(chunk))

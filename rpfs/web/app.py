@@ -4,11 +4,22 @@ The guard (one ASGI layer) answers before any route: it refuses a ``Host`` that 
 machine when serving on loopback (so a web page elsewhere cannot reach the API through DNS
 rebinding), asks for the token when there is one, and puts a strict Content-Security-Policy
 and friends on every response. Only GET and HEAD exist, plus the token form's POST.
+
+The token: scripts send it (``Authorization: Bearer``); the page asks for it once and keeps a
+session value derived from it (HMAC-SHA256 keyed with the token) in an HttpOnly cookie, so the
+token itself never sits in a browser; the cookie is ``Secure`` when the request came over
+HTTPS (``--tls-cert``, or a proxy given as ``--trusted-proxy`` said so). Wrong tokens are
+rate-limited per client address: after five, each costs a doubling wait (up to a minute)
+during which that address gets 429.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import ipaddress
+import time
+from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -23,10 +34,11 @@ from starlette.staticfiles import StaticFiles
 from rpfs.errors import RpfsError, UsageError
 from rpfs.tree import Tree
 from rpfs.web import api, pages
+from rpfs.web.nodes import decode_url
 
 
-COOKIE = "rpfs_token"
-LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+COOKIE = "rpfs_session"
+SESSION_LABEL = b"rpfs web session v1"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = [
@@ -72,10 +84,72 @@ def create_app(tree: Tree, *, source: str = "", token: str | None = None,
     app.state.tree = tree
     app.state.source = source or "rpfs"
     app.state.token = token
+    app.state.session = session_value(token) if token else None
+    app.state.attempts = Attempts()
     app.state.limit = limit
     app.state.ops_config = ops_config
     app.state.ops_config_error = ops_config_error
     return Guard(app, token=token, loopback=loopback)
+
+
+def session_value(token: str) -> str:
+    """What the login cookie holds: derived from the token, which it does not reveal."""
+    return hmac.new(token.encode(), SESSION_LABEL, hashlib.sha256).hexdigest()
+
+
+def is_loopback_name(name: str | None) -> bool:
+    """``localhost`` or a loopback address literal (127.0.0.0/8, ::1): a name a web page
+    elsewhere cannot point at this machine by DNS rebinding (an address is not looked up)."""
+    if name is None:
+        return False
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class Attempts:
+    """Wrong tokens per client address: the first ``FREE`` cost nothing, then each one makes
+    that address wait twice as long as the last (1 s, 2 s, ... ``LONGEST``), during which
+    every request from it carrying a token is answered 429 and counts as one more wrong try
+    (its token is not even compared). A right token clears it. At most ``ADDRESSES``
+    addresses are remembered (the oldest go first)."""
+
+    FREE = 5
+    LONGEST = 60.0
+    ADDRESSES = 10_000
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()  # -> (wrong, until)
+
+    def wait(self, address: str) -> float:
+        """Seconds ``address`` must still wait (0: it may try)."""
+        _, until = self._seen.get(address, (0, 0.0))
+        return max(0.0, until - self.clock())
+
+    def wrong(self, address: str) -> None:
+        count, _ = self._seen.pop(address, (0, 0.0))
+        count += 1
+        delay = 0.0 if count <= self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE - 1))
+        self._seen[address] = (count, self.clock() + delay)
+        while len(self._seen) > self.ADDRESSES:
+            self._seen.popitem(last=False)
+
+    def right(self, address: str) -> None:
+        self._seen.pop(address, None)
+
+
+def _client(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "?"
+
+
+def _too_many(wait: float) -> Response:
+    seconds = max(1, int(wait + 0.999))
+    return api.Json({"error": f"too many wrong tokens from this address: wait {seconds} s"},
+                    status_code=429, headers={"Retry-After": str(seconds)})
 
 
 def _is_api(request: Request) -> bool:
@@ -119,11 +193,18 @@ async def login(request: Request):
     token = request.app.state.token
     if token is None:
         return RedirectResponse(nxt, status_code=303)
+    attempts, client = request.app.state.attempts, _client(request)
+    if attempts.wait(client):
+        attempts.wrong(client)
+        return _too_many(attempts.wait(client))
     if not hmac.compare_digest(given.encode(), token.encode()):
+        attempts.wrong(client)
         return pages.page(request, "login.html", status=403, title="token — rpfs", next=nxt,
                           wrong=True)
+    attempts.right(client)
     response = RedirectResponse(nxt, status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="lax", path="/")
+    response.set_cookie(COOKIE, request.app.state.session, httponly=True, samesite="lax",
+                        path="/", secure=request.url.scheme == "https")
     return response
 
 
@@ -147,6 +228,8 @@ class Guard:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if scope.get("raw_path"):  # the path's bytes as sent: an escaped name's stay as they are
+            scope = {**scope, "path": decode_url(scope["raw_path"].decode("latin-1"))}
         conn = HTTPConnection(scope)
         started = False
 
@@ -172,21 +255,32 @@ class Guard:
     def _refuse(self, conn: HTTPConnection) -> Response | None:
         if self.loopback:
             host = Headers(scope=conn.scope).get("host", "")
-            name = urlsplit("//" + host).hostname if host else None
-            if name not in LOOPBACK_NAMES:
-                return api.Json({"error": "this server answers only requests for 127.0.0.1 or "
-                                          "localhost"}, status_code=403)
+            try:
+                name = urlsplit("//" + host).hostname if host else None
+            except ValueError:
+                name = None
+            if not is_loopback_name(name):
+                return api.Json({"error": "this server answers only requests for localhost or a "
+                                          "loopback address"}, status_code=403)
         if self.token is None:
             return None
         path = conn.url.path
         if path == "/login" or path.startswith("/static/"):
             return None
-        given = conn.cookies.get(COOKIE, "")
         auth = conn.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if given and hmac.compare_digest(given.encode(), self.token.encode()):
-            return None
+        if auth.lower().startswith("bearer "):  # a guess at the token: rate-limited
+            attempts, client = self.state.attempts, _client(conn)
+            if attempts.wait(client):
+                attempts.wrong(client)
+                return _too_many(attempts.wait(client))
+            if hmac.compare_digest(auth[7:].strip().encode(), self.token.encode()):
+                attempts.right(client)
+                return None
+            attempts.wrong(client)
+        else:  # a session value: 256 bits no one guesses, nothing to limit
+            cookie = conn.cookies.get(COOKIE, "")
+            if cookie and hmac.compare_digest(cookie.encode(), self.state.session.encode()):
+                return None
         if path.startswith("/api/"):
             return api.Json({"error": "a token is needed: send 'Authorization: Bearer TOKEN' "
                                       "(the server's --token-file)"}, status_code=403)

@@ -7,11 +7,17 @@ all requests share, like the FUSE adapter's; the tree and its caches are shared 
 
 from __future__ import annotations
 
+import base64
+import ctypes
 import functools
+import heapq
+import json
+import os
 import posixpath
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 import anyio
+from starlette.datastructures import MultiDict
 
 from rpfs.errors import RpfsError, UsageError
 from rpfs.tree import Node, Tree, ns_to_iso
@@ -32,6 +38,23 @@ async def in_thread(fn, *args, **kw):
     if LIMITER is None:  # made inside the running loop
         LIMITER = anyio.CapacityLimiter(WORKER_THREADS)
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kw), limiter=LIMITER)
+
+
+def give_back() -> None:
+    """Return the C heap's free pages to the system after a big answer (a zip or a listing
+    of a huge folder frees many small objects; glibc keeps their pages otherwise). The
+    reader's caches stay: they are bounded (``ntfs_reader.cache``)."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
 
 
 def clean_path(path: str | None) -> str:
@@ -75,27 +98,106 @@ def entries(node: Node, detail: bool = False) -> list[dict]:
     """A directory's entries (or the node's own), directories first then by name."""
     if node.kind != "dir":
         return [entry(node, detail)]
-    return page_of(node, detail)[0]
+    return page_of(node, detail, limit=None)["entries"]
 
 
-def page_of(node: Node, detail: bool = False, offset: int = 0,
-            limit: int | None = None) -> tuple[list[dict], int]:
-    """One page of a directory's entries and how many there are in all: only the page's
-    entries are stat'ed. A broken child is shown with its error, the others as usual."""
-    children = sorted(node.iterdir(), key=lambda n: (n.kind != "dir", n.name.lower(), n.name))
+def sort_key(node: Node) -> tuple:
+    """Where an entry goes in a listing: directories first, then by name ignoring case. The
+    node's key breaks ties between equal names (a hostile index may hold one name twice)."""
+    return (node.kind != "dir", node.name.lower(), node.name, repr(node.key))
+
+
+def encode_cursor(key: tuple) -> str:
+    """An opaque, URL-safe cursor for a listing position (the sort key of an entry)."""
+    data = json.dumps(key, ensure_ascii=True).encode("ascii")
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple | None:
+    if not cursor:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if (isinstance(key, list) and len(key) == 4 and isinstance(key[0], bool)
+                and all(isinstance(k, str) for k in key[1:])):
+            return tuple(key)
+    except (ValueError, UnicodeError):
+        pass
+    raise UsageError("cursor: not a cursor this server gave")
+
+
+def page_of(node: Node, detail: bool = False, *, after: tuple | None = None,
+            before: tuple | None = None, limit: int | None = 500) -> dict:
+    """One page of a directory's entries in listing order: the ``limit`` first after
+    ``after`` (or the last before ``before``), in one pass over the directory that holds
+    ``limit`` nodes at most, whatever its size; only the page's entries are stat'ed.
+
+    Returns ``entries``, ``total`` (entries in the directory), ``first`` (the page's
+    position, 0-based), and cursors ``next``/``previous`` (None at either end). A broken
+    child is shown with its error, the others as usual."""
+    seen = {"total": 0, "before": 0, "candidates": 0}
+
+    def candidates():
+        for child in node.iterdir():
+            seen["total"] += 1
+            k = sort_key(child)
+            if after is not None and k <= after:
+                seen["before"] += 1
+                continue
+            if before is not None and k >= before:
+                continue
+            seen["candidates"] += 1
+            yield k, child
+
+    first_key = lambda kc: kc[0]  # noqa: E731
+    if limit is None:
+        chosen = sorted(candidates(), key=first_key)
+        first = seen["before"]
+    elif before is None:
+        chosen = heapq.nsmallest(limit, candidates(), key=first_key)
+        first = seen["before"]
+    else:
+        chosen = sorted(heapq.nlargest(limit, candidates(), key=first_key), key=first_key)
+        first = seen["candidates"] - len(chosen)
     out = []
-    for child in children[offset:None if limit is None else offset + limit]:
+    for _, child in chosen:
         try:
             out.append(entry(child, detail))
         except RpfsError as e:
             out.append({"name": child.name, "type": child.kind, "size": None, "modified": None,
                         "error": str(e)})
-    return out, len(children)
+    last = first + len(chosen)
+    return {"entries": out, "total": seen["total"], "first": first,
+            "next": encode_cursor(chosen[-1][0]) if chosen and last < seen["total"] else None,
+            "previous": encode_cursor(chosen[0][0]) if chosen and first > 0 else None}
 
 
 def url_path(path: str) -> str:
-    """A namespace path as the path part of a URL (each name percent-encoded)."""
+    """A namespace path as the path part of a URL (each name percent-encoded; an escaped
+    name's bytes as they are, which ``request_path`` and ``query`` decode back)."""
     return "/".join(quote(p, safe="", errors="surrogateescape") for p in path.split("/"))
+
+
+def url_query(value: str) -> str:
+    """A value for a URL's query string (``?path=...``), escaped names included."""
+    return quote(value, safe="/", errors="surrogateescape")
+
+
+def decode_url(text: str) -> str:
+    """Percent-decoding that keeps bytes that are not UTF-8 (escaped names) as they were."""
+    return os.fsdecode(unquote_to_bytes(text))
+
+
+def query(request) -> MultiDict:
+    """The query string's parameters, decoded like ``decode_url`` (Starlette's own
+    ``query_params`` turns the bytes of an escaped name into U+FFFD, which names nothing)."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    pairs = []
+    for part in raw.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            pairs.append((decode_url(k.replace("+", " ")), decode_url(v.replace("+", " "))))
+    return MultiDict(pairs)
 
 
 def link_target(path: str, target: str) -> str:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import jinja2
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.templating import Jinja2Templates
@@ -19,18 +20,59 @@ from starlette.templating import Jinja2Templates
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.progress import human
 from rpfs.web import api, queries
-from rpfs.web.nodes import (attribute_letters, clean_path, in_thread, link_target, page_of,
-                            resolve, url_path)
+from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, in_thread, link_target,
+                            page_of, query, resolve, url_path, url_query)
 
 PAGE_SIZE = 500
 PREVIEW_BYTES = 64 << 10
 SEARCH_LIMIT = 200
 
+ESCAPED_TITLE = ("bytes that are not UTF-8, shown as \\xHH: the name holds an unpaired "
+                 "UTF-16 surrogate, or a / or NUL that Linux names cannot hold")
+
+
+def _escapes(text: str) -> list[tuple[bool, str]]:
+    """``text`` cut into (escaped?, piece): runs of escaped bytes (U+DC80-DCFF, as
+    ``ntfs_reader.names`` and ``os.fsdecode`` carry them) become ``\\xHH`` text."""
+    out: list[tuple[bool, str]] = []
+    for c in text:
+        esc = "\udc80" <= c <= "\udcff"
+        piece = f"\\x{ord(c) - 0xDC00:02X}" if esc else (
+            "\ufffd" if "\ud800" <= c <= "\udfff" else c)
+        if out and out[-1][0] == esc:
+            out[-1] = (esc, out[-1][1] + piece)
+        else:
+            out.append((esc, piece))
+    return out
+
+
+def printable(value):
+    """Every value a template prints: text that UTF-8 cannot hold is shown escaped (a name
+    with escaped bytes used to make the whole page fail)."""
+    if isinstance(value, str) and not isinstance(value, Markup):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join(piece for _, piece in _escapes(value))
+    return value
+
+
+def shown(name) -> Markup:
+    """A name for the eye: escaped bytes as ``\\xHH`` in a marked span."""
+    if not isinstance(name, str):
+        return name
+    return Markup("").join(
+        Markup('<span class="escaped" title="{}">{}</span>').format(ESCAPED_TITLE, piece)
+        if esc else escape(piece) for esc, piece in _escapes(name))
+
+
 templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
-    autoescape=True, trim_blocks=True, lstrip_blocks=True))
+    autoescape=True, trim_blocks=True, lstrip_blocks=True, finalize=printable))
 templates.env.filters["human"] = lambda n: "" if n is None else human(n)
 templates.env.filters["url"] = url_path
+templates.env.filters["q"] = url_query
+templates.env.filters["shown"] = shown
 templates.env.filters["attributes"] = attribute_letters
 templates.env.filters["when"] = lambda t: (t[:19].replace("T", " ") if isinstance(t, str)
                                            else "" if t is None else str(t))
@@ -86,8 +128,8 @@ def _month_arg(value: str | None, what: str) -> dt.date | None:
 async def vm_page(request: Request):
     tree = request.app.state.tree
     vm = request.path_params["vm"]
-    month = _month_arg(request.query_params.get("month"), "month")
-    day = _month_arg(request.query_params.get("day"), "day")
+    month = _month_arg(query(request).get("month"), "month")
+    day = _month_arg(query(request).get("day"), "day")
     cal = await in_thread(vm_calendar, tree, vm, month, day)
     return page(request, "vm.html", title=f"{vm} — rpfs", vm=vm, **cal)
 
@@ -133,24 +175,24 @@ def vm_calendar(tree, vm: str, month: dt.date | None, day: dt.date | None) -> di
 async def browse(request: Request):
     tree = request.app.state.tree
     path = clean_path(request.path_params.get("path", ""))
-    try:
-        offset = max(0, int(request.query_params.get("offset") or 0))
-    except ValueError:
-        raise UsageError("offset: not a number") from None
-    data = await in_thread(_browse_data, tree, path, offset)
+    q = query(request)
+    after, before = decode_cursor(q.get("after")), decode_cursor(q.get("before"))
+    data = await in_thread(_browse_data, tree, path, after, before)
     name = path.rsplit("/", 1)[-1] or request.app.state.source
     return page(request, "browse.html", title=f"{name} — rpfs", path=path, crumbs=crumbs(path),
-                offset=offset, page_size=PAGE_SIZE, **data)
+                page_size=PAGE_SIZE, **data)
 
 
-def _browse_data(tree, path: str, offset: int) -> dict:
+def _browse_data(tree, path: str, after=None, before=None) -> dict:
     node = resolve(tree, path, follow=False)
     out = {"kind": node.kind, "node_name": node.name}
     parts = [p for p in path.split("/") if p]
     in_rp = tree.kind != "repository" or len(parts) >= 2
     out["zip_ok"] = in_rp  # a whole VM or repository is not one download
     if node.kind == "dir":
-        out["entries"], out["total"] = page_of(node, detail=True, offset=offset, limit=PAGE_SIZE)
+        listing = page_of(node, detail=True, after=after, before=before, limit=PAGE_SIZE)
+        out.update(entries=listing["entries"], total=listing["total"], first=listing["first"],
+                   next=listing["next"], previous=listing["previous"])
         rp_root = tree.kind == "repository" and len(parts) == 2
         if rp_root or (len(parts) >= 2 and parts[-2] == "volumes"):  # what it is, folded
             out["info"] = _safe_info(node)
@@ -209,7 +251,7 @@ def decode_text(data: bytes, complete: bool = True) -> str | None:
 
 
 async def search(request: Request):
-    q = request.query_params
+    q = query(request)
     pattern = q.get("pattern", "")
     vm = q.get("vm") or None
     results, truncated = [], False

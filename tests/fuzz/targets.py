@@ -342,9 +342,11 @@ class _NoVolume:
 
     name = "fuzz"
 
-    def file(self, number):
+    def file(self, *args, **kw):
         from rpfs.errors import FormatError
         raise FormatError("no volume", source="fuzz")
+
+    read_attribute = file
 
 
 def _summary_twins(summary, rec, number: int) -> None:
@@ -367,10 +369,46 @@ def _summary_twins(summary, rec, number: int) -> None:
         raise AssertionError(f"C and Python index rows differ:\n{got!r:.600}\n{expected!r:.600}")
 
 
+class _OneRecord(_NoVolume):
+    """Entry's volume holding one record (no attribute list: stat_summary declines those)."""
+
+    def __init__(self, rec):
+        from ntfs_reader.volume import FileAttributes
+        self.fa = FileAttributes(rec, rec.attributes)
+
+    def file(self, number, sequence=0):
+        return self.fa
+
+    read_attribute = _NoVolume.file
+
+    def mft_offset_safe(self, number):
+        return None
+
+
+def _stat_twins(summary, rec) -> None:
+    """stat_summary (C) against the Entry properties a node's attr() reads (Python): when C
+    answers, Python must give the same values (C may always decline)."""
+    if summary is None:
+        return
+    from ntfs_reader.entry import Entry
+    from ntfs_reader.times import Times
+    seq, flags, times, nondos, size, allocated, dir_allocated = summary
+    e = Entry(_OneRecord(rec), rec.number, None)
+    try:
+        expected = (e.is_dir, e.times, max(1, e.nlink), e.size, e.allocated_size)
+    except RpfsError as err:
+        raise AssertionError(f"C summarised a record whose stat Python refuses: {err}")
+    is_dir = bool(flags & 2)
+    got = (is_dir, Times(*times), max(1, nondos), expected[3] if is_dir else size,
+           dir_allocated if is_dir else allocated)
+    if (seq, flags) != (rec.sequence, rec.flags) or got != expected or rec.base_ref:
+        raise AssertionError(f"C and Python stat differ:\n{summary!r}\n{expected!r}")
+
+
 def fuzz_ntfs_native(data: bytes) -> None:
     """The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins. The first
     byte picks the parser (mod 5): 0 an MFT record (1 KiB, 4 KiB past 1 KiB of input; then
-    the metadata index's row of it and each of its runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
+    the metadata index's row of it, what a stat reads of it and each of its runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
     entries (u16 start, u16 end, then the buffer), 3 a $FILE_NAME value, 4 fixups of an INDX
     record (stride 512; padded to whole sectors)."""
     from ntfs_reader import attrs, index, native, record, runlist
@@ -385,6 +423,7 @@ def fuzz_ntfs_native(data: bytes) -> None:
         rec = p.parse_record(body, number, 4096)
         _twins(rec, lambda: record.parse_record_python(body, number, "fuzz", 4096))
         _summary_twins(p.record_summary(body, number), rec, number)
+        _stat_twins(p.stat_summary(body, number), rec)
         for a in rec.attributes[:64]:
             if not a.resident:
                 _twins(p.decode_runlist(a.raw, a.pairs_at, a.pairs_end, a.lowest_vcn, 1 << 24),
@@ -505,32 +544,68 @@ def fuzz_chunk_map(data: bytes) -> None:
     decode_map(data[2:], count, "fuzz")
 
 
-# -- Linux guests: ext2/3/4 and LVM2 ---------------------------------------------------------
+# -- Linux file systems (XFS, Btrfs) ----------------------------------------------------------
 
-def _walk_posix(vol, limit: int = 300) -> None:
-    """Walk a POSIX volume (docs/filesystems.md) the way the namespace and the index do."""
-    vol.describe()
-    stack, seen = [vol.root], 0
-    while stack and seen < limit:
-        d = stack.pop()
+def _walk_posix(vol, limit: int = 200) -> None:
+    """What the namespace does with a POSIX reader's volume: every attribute, listings,
+    lookups by name, link targets, xattrs and a few reads of each file."""
+    vol.state, vol.warnings, vol.describe()
+    todo, seen = [vol.root], 0
+    while todo and seen < limit:
+        d = todo.pop()
         for e in d.iterdir():
             seen += 1
-            if seen >= limit:
+            if seen > limit:
                 break
-            e.kind, e.mode, e.uid, e.gid, e.nlink, e.size, e.rdev
-            e.mtime_ns, e.ctime_ns, e.atime_ns, e.crtime_ns
+            e.kind, e.mode, e.size, e.uid, e.gid, e.nlink, e.rdev, e.ino
+            e.atime_ns, e.mtime_ns, e.ctime_ns, e.crtime_ns
             e.xattrs()
-            if e.kind == "dir":
-                stack.append(e)
-                d.child(e.name)
-            elif e.kind == "symlink":
+            d.child(e.name)
+            if e.is_dir:
+                todo.append(e)
+            elif e.is_symlink:
                 e.readlink()
             elif e.kind == "file":
-                s = e.open()
-                s.read(0, 8192)
-                s.read(max(0, s.size - 4096), 4096)
-                list(s.extents())[:64]
+                exercise(e.open(), reads=4)
 
+
+def _posix_volume(data: bytes, reader, checksum_module) -> None:
+    """Flag bit 0 of the image: checksums are not enforced (the fuzzer cannot fix up every
+    metadata CRC it mutates), so mutations reach the parsers behind the checks."""
+    import importlib
+    flags, img = decode_image(data)
+    csum = importlib.import_module(checksum_module)
+    csum.ENFORCE = not flags & 1
+    try:
+        _walk_posix(importlib.import_module(reader).open_volume(img))
+    finally:
+        csum.ENFORCE = True
+
+
+def fuzz_xfs_volume(data: bytes) -> None:
+    """An XFS volume (sparse image): superblock, log head, inodes, every directory and
+    attribute form, extent lists and bmbt blocks, symlinks, file reads."""
+    _posix_volume(data, "xfs_reader", "xfs_reader.checksum")
+
+
+def fuzz_btrfs_volume(data: bytes) -> None:
+    """A Btrfs volume (sparse image): superblock, system chunk array, chunk/root/fs trees,
+    subvolumes, inode/dir/xattr/extent items, compressed extents, file reads."""
+    _posix_volume(data, "btrfs_reader", "btrfs_reader.checksum")
+
+
+def fuzz_btrfs_decompress(data: bytes) -> None:
+    """One Btrfs compressed extent: first byte the kind (1 zlib, 2 LZO, 3 zstd), the next
+    three the declared uncompressed size (at most 16 MiB), then the compressed bytes."""
+    from btrfs_reader.compression import decompress
+    if len(data) < 4:
+        return
+    ram = int.from_bytes(data[1:4], "little")
+    out = decompress(data[0] % 4 or 1, data[4:], ram, 4096, "fuzz", "extent", 0)
+    assert len(out) <= ram
+
+
+# -- Linux guests: ext2/3/4 (the walk above) and LVM2 -----------------------------------------
 
 def _fix_ext4_superblock(img: SparseImage) -> None:
     """The superblock's crc32c (metadata_csum) over its mutated bytes."""
