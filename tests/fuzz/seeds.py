@@ -171,6 +171,8 @@ def build_seeds() -> dict[str, list[bytes]]:
     _store_seeds(seeds)
     linuxfs_seeds(seeds)
     _bitlocker_seeds(fx, seeds)
+    from tests.fuzz.seeds_linux import linux_seeds
+    linux_seeds(lambda target, data: seeds.setdefault(target, []).append(data))
     return seeds
 
 

@@ -675,6 +675,80 @@ def fuzz_btrfs_decompress(data: bytes) -> None:
     assert len(out) <= ram
 
 
+# -- Linux guests: ext2/3/4 (the walk above) and LVM2 -----------------------------------------
+
+def _fix_ext4_superblock(img: SparseImage) -> None:
+    """The superblock's crc32c (metadata_csum) over its mutated bytes."""
+    from ext4_reader.checksum import crc32c_raw
+    sb = bytearray(img.read(1024, 1024))
+    if len(sb) == 1024 and sb[56:58] == b"\x53\xef" and struct.unpack_from("<I", sb, 100)[0] & 0x400:
+        sb[0x3FC:0x400] = struct.pack("<I", crc32c_raw(0xFFFFFFFF, bytes(sb[:0x3FC])))
+        img.patch(1024, bytes(sb))
+
+
+def fuzz_ext4_volume(data: bytes) -> None:
+    """A whole ext2/3/4 volume (sparse image): superblock, group descriptors, inodes, extent
+    trees, indirect blocks, directories (linear, htree, inline), xattrs, and the journal
+    replayed on open; flag bit 0 fixes the superblock checksum."""
+    import ext4_reader
+    flags, img = decode_image(data)
+    if flags & 1:
+        _fix_ext4_superblock(img)
+    if not ext4_reader.probe(img):
+        return
+    _walk_posix(ext4_reader.open_volume(img))
+
+
+def _fix_lvm(img: SparseImage) -> None:
+    """The label's, metadata area header's and metadata text's checksums, over their
+    mutated bytes (so mutations reach the text parser and the assembly)."""
+    from formats import lvm
+    head = img.read(0, 4 * 512)
+    for n in range(4):
+        sector = bytearray(head[n * 512:(n + 1) * 512])
+        if sector[:8] != lvm.LABEL_ID:
+            continue
+        sector[16:20] = struct.pack("<I", lvm.lvm_crc(bytes(sector[20:])))
+        img.patch(n * 512, bytes(sector))
+        try:
+            pv = lvm.read_pv("fuzz", img)
+        except RpfsError:
+            return
+        for start, _size in pv.metadata_areas[:2]:
+            if start + 512 > img.size:
+                continue
+            mda = bytearray(img.read(start, 512))
+            off, length = struct.unpack_from("<QQ", mda, 40)
+            if 0 < length <= 64 << 10 and start + off + length <= img.size:
+                text = img.read(start + off, length)
+                mda[56:60] = struct.pack("<I", lvm.lvm_crc(text))
+            mda[0:4] = struct.pack("<I", lvm.lvm_crc(bytes(mda[4:])))
+            img.patch(start, bytes(mda))
+        return
+
+
+def fuzz_lvm(data: bytes) -> None:
+    """An LVM2 physical volume (sparse image): label, PV header, metadata area, the text,
+    then every logical volume assembled and read; flag bit 0 fixes the checksums. The
+    image is also given as a second PV of the same volume group."""
+    from formats import lvm
+    flags, img = decode_image(data)
+    if flags & 1:
+        _fix_lvm(img)
+    if not lvm.probe(img):
+        return
+    lvm.describe_pv(img, "fuzz")
+    for value in lvm.assemble({"a": img}).values():
+        if isinstance(value, Stream):
+            exercise(value, reads=4)
+
+
+def fuzz_lvm_text(data: bytes) -> None:
+    """LVM2's metadata text syntax alone."""
+    from formats import lvm
+    lvm.parse_text(data.decode("utf-8", "replace"), "fuzz")
+
+
 TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}
 ALL = sorted(TARGETS)   # the combined target "all": an input's first byte indexes this list
 
