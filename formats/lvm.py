@@ -353,6 +353,13 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
     if not isinstance(lvs, dict):
         raise bad("logical_volumes is not a section")
     out: dict[str, object] = {}
+    # An old-style snapshot: a hidden LV of segment type "snapshot" names the visible LV
+    # that holds its copy-on-write store; that LV is the snapshot the user sees.
+    cow_of: dict[str, str] = {}
+    for lv in lvs.values():
+        for key, seg in (lv.items() if isinstance(lv, dict) else ()):
+            if key.startswith("segment") and isinstance(seg, dict) and seg.get("type") == "snapshot":
+                cow_of[str(seg.get("cow_store"))] = str(seg.get("origin"))
 
     def build(lv_name: str, depth: int = 0) -> LogicalVolume:
         if depth > 8:
@@ -430,6 +437,11 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
         if not isinstance(lv, dict):
             continue
         status = lv.get("status") or []
+        if lv_name in cow_of:      # LVM writes a snapshot's COW LV without VISIBLE
+            out[lv_name] = UnsupportedError(
+                f"a snapshot (of {cow_of[lv_name]}) cannot be read here",
+                source=f"lvm-{vg_name}-{lv_name}", structure="LVM2 logical volume")
+            continue
         if "VISIBLE" not in status:
             continue
         try:
