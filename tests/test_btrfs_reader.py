@@ -50,7 +50,7 @@ def test_subvolumes_and_snapshot(linuxfs_images):
     vol = _open(linuxfs_images, "btrfs")
     d = vol.describe()
     assert d["subvolumes"] == ["@", "@home", "@home-snap", "@home/nested"]
-    assert d["default_subvolume"] == "/"
+    assert d["default_subvolume"] == "@"
     home, snap = vol.lookup("/@home"), vol.lookup("/@home-snap")
     assert home.ino != snap.ino and home.tree != snap.tree != items.FS_TREE
     old = snap.child("alice").child("notes.txt").open()
