@@ -677,7 +677,7 @@ def fuzz_btrfs_volume(data: bytes) -> None:
 
 def fuzz_btrfs_decompress(data: bytes) -> None:
     """One Btrfs compressed extent: first byte the kind (1 zlib, 2 LZO, 3 zstd), the next
-    three the declared uncompressed size (at most 16 MiB), then the compressed bytes."""
+    three the declared uncompressed size (past 1 MiB a typed error), then the compressed bytes."""
     from btrfs_reader.compression import decompress
     if len(data) < 4:
         return
