@@ -50,7 +50,7 @@ def test_subvolumes_and_snapshot(linuxfs_images):
     vol = _open(linuxfs_images, "btrfs")
     d = vol.describe()
     assert d["subvolumes"] == ["@", "@home", "@home-snap", "@home/nested"]
-    assert d["default_subvolume"] == "/"
+    assert d["default_subvolume"] == "@"
     home, snap = vol.lookup("/@home"), vol.lookup("/@home-snap")
     assert home.ino != snap.ino and home.tree != snap.tree != items.FS_TREE
     old = snap.child("alice").child("notes.txt").open()
@@ -75,6 +75,9 @@ def test_compressed_extents_are_what_the_test_reads(linuxfs_images, algo, code):
     assert kinds == {code}
     small = vol.lookup(f"/c-{algo}/small.txt")._extents()
     assert small[0].inline is not None and small[0].compression == code
+    pre = vol.lookup("/prealloc.bin")
+    assert {x.type for x in pre._extents()} >= {items.FILE_EXTENT_PREALLOC}
+    assert list(pre.open().extents())[-1].kind == ZERO
     sparse = vol.lookup(f"/c-{algo}/sparse.txt").open()
     ext = list(sparse.extents())
     assert [x.kind for x in ext] == [DATA, ZERO, DATA]

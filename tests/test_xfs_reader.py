@@ -5,6 +5,7 @@ xattrs must match, and the structures the tests claim to cover must be the ones 
 
 from __future__ import annotations
 
+import struct
 import subprocess
 
 import pytest
@@ -55,6 +56,20 @@ def test_structures_are_the_claimed_forms(linuxfs_images):
     assert form("/sym-rel") == FMT_LOCAL and form("/sym-long") == FMT_EXTENTS
     xa = vol.lookup("/xattrs/node").inode
     assert xa.aformat == FMT_EXTENTS and xa.anextents > 1      # node-form attributes
+    # the first hash block of each directory and the first attribute block say the form
+    from xfs_reader.bmap import fork_map, read_logical
+
+    def magic(path, lblock, attr=False):
+        ino = vol.lookup(path).inode
+        maps = fork_map(vol, ino, attr=attr)
+        blk = read_logical(vol, maps, [m.startoff for m in maps], lblock, 1, "test")
+        return blk and struct.unpack_from(">H", blk, 8)[0]
+    hashes = (32 << 30) // vol.block_size
+    assert magic("/dirs/d40", hashes) is None                  # block form: no hash blocks
+    assert magic("/dirs/d400", hashes) == 0x3DF1               # leaf form
+    assert magic("/dirs/d3000", hashes) == 0x3EBE              # node form
+    assert magic("/xattrs/remote", 0, attr=True) == 0x3BEE     # leaf-form attributes
+    assert magic("/xattrs/node", 0, attr=True) == 0x3EBE       # node-form attributes
     assert vol.lookup("/xattrs/one").inode.aformat == FMT_LOCAL
     # xfs_db agrees on the node form: its first attribute block is a da node
     ino = vol.lookup("/xattrs/node").ino

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import stat
-from functools import cached_property
 from typing import TYPE_CHECKING, Iterator
 
 from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
@@ -22,18 +21,23 @@ SYMLINK_MAX = 1024
 
 
 class Entry:
-    __slots__ = ("vol", "ino", "name", "__dict__")
+    __slots__ = ("vol", "ino", "name", "_inode")
 
     def __init__(self, vol: "Volume", ino: int, name: str):
         self.vol = vol
         self.ino = ino
         self.name = name
+        self._inode = None
 
     @property
     def inode(self) -> Inode:
-        return self.vol.inode(self.ino)
+        """Read on first use and kept (the volume's LRU shares it between entries)."""
+        got = self._inode
+        if got is None:
+            got = self._inode = self.vol.inode(self.ino)
+        return got
 
-    @cached_property
+    @property
     def mode(self) -> int:
         return self.inode.mode
 

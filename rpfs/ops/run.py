@@ -3,9 +3,9 @@ the group's retention, read back a sample, keep a job record, and tell the notif
 
 One VM failing never stops the others: its error becomes one line in the job record. A
 backup that finds the repository busy (another writer holds the lock) waits for it, up to
-the group's ``lock_wait``; VMs of one repository therefore commit one after another until
-the store lets several writers in at once, while their sources are still read in parallel
-up to the lock.
+the group's ``lock_wait``. Until the store lets several backups into one repository at
+once (issue 22: backups under a shared lock), a backup takes the lock before it reads, so
+the VMs of one repository are backed up one after another whatever ``parallel`` says.
 """
 
 from __future__ import annotations

@@ -194,15 +194,42 @@ class _Recorder:
         self.stream = S()
 
 
-def _reader_seed(path, reader) -> bytes:
-    """The blocks a full walk of a small volume reads, as a sparse image (flag 0: checks on)."""
+def _reader_seed(path, reader, limit: int = 10_000) -> bytes:
+    """The blocks a walk of a small volume reads, as a sparse image (flag 0: checks on)."""
     from tests.fuzz.targets import _walk_posix
     base = FileStream(path)
     rec = _Recorder(base)
-    _walk_posix(reader.open_volume(rec.stream), limit=10_000)
+    _walk_posix(reader.open_volume(rec.stream), limit=limit)
     blocks = [(b * 4096, base.read(b * 4096, 4096)) for b in sorted(rec.blocks)]
     blocks = [(o, b) for o, b in blocks if b.count(0) != len(b)]
     return encode_image(base.size, blocks, flags=0)
+
+
+def _dirty_xfs_seed(t: Path, seeds: dict) -> None:
+    """An XFS volume copied while mounted, its log holding one small checkpoint: the seed
+    that drives the log replay (needs root and a loop device; skipped without)."""
+    import os
+    import subprocess
+
+    import xfs_reader
+    from tools.fixtures.linuxfs import loop_available, mounted
+    if not loop_available():
+        return
+    img, copy, mnt = t / "dirty.src", t / "dirty.img", t / "mnt"
+    with open(img, "wb") as f:
+        f.truncate(320 << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-d", "agcount=2", str(img)], check=True,
+                   capture_output=True)
+    with mounted(img, mnt):
+        (mnt / "d").mkdir()
+        for i in range(5):
+            (mnt / "d" / f"f{i}").write_bytes(b"%d" % i)
+        os.symlink("d/f1", mnt / "link")
+        os.sync()
+        subprocess.run(["cp", "--sparse=always", str(img), str(copy)], check=True)
+    vol = xfs_reader.open_volume(FileStream(copy))
+    assert vol.state.startswith("needs log recovery (replayed"), vol.state
+    _save("xfs_volume", _reader_seed(copy, xfs_reader), seeds)
 
 
 def linuxfs_seeds(seeds: dict) -> None:
@@ -243,6 +270,7 @@ def linuxfs_seeds(seeds: dict) -> None:
         subprocess.run(["mkfs.btrfs", "-q", "--rootdir", str(src), str(img)], check=True,
                        capture_output=True)
         _save("btrfs_volume", _reader_seed(img, btrfs_reader), seeds)
+        _dirty_xfs_seed(t, seeds)
     text = b"backup restore hyper-v " * 200
     _save("btrfs_decompress", b"\x01" + len(text).to_bytes(3, "little") + zlib.compress(text), seeds)
     import zstandard
