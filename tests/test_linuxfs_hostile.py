@@ -13,7 +13,7 @@ import btrfs_reader
 import xfs_reader
 from btrfs_reader import checksum as bcsum
 from btrfs_reader import items
-from btrfs_reader.tree import HEADER, KEY_PTR, Key
+from btrfs_reader.tree import HEADER, Key
 from rpfs.errors import FormatError
 from rpfs.stream import DATA, FileStream
 from tests.helpers.linuxfs import Overlay

@@ -304,7 +304,7 @@ def test_every_escaped_name_renders_marked_and_opens(hostile_server, hostile_fix
         assert "%C0%AE%C0%AE" in zf.namelist() and "a%C0%AFb" in zf.namelist()
 
 
-def test_restore_and_the_mount_keep_every_escaped_name(hostile_repo, hostile_fixtures, tmp_path):
+def test_restore_keeps_every_escaped_name(hostile_repo, hostile_fixtures, tmp_path):
     """Finding 3, copy-out: restore writes each escaped name as the bytes the mount shows
     (ntfs-3g's), with its own contents, and nothing lands outside DEST."""
     want = {os.fsencode(n): e["sha256"] for n, e in _linux_names(hostile_fixtures, "/names").items()}
@@ -346,7 +346,8 @@ def test_a_huge_stream_is_never_read_as_an_xattr_by_restore(hostile_repo, tmp_pa
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 def test_a_huge_stream_is_e2big_in_the_mount(hostile_repo, hostile_fixtures, tmp_path):
     """Finding 2 (mount): getxattr of a stream over 64 KiB answers E2BIG without reading it;
-    the daemon's memory does not move; the stream itself reads as file:stream."""
+    the daemon's memory does not move; the stream itself reads as file:stream. Finding 3:
+    every escaped name lists and opens with its own contents."""
     from tools.bench_mount import serving_pids
     mp = tmp_path / "mnt"
     mp.mkdir()
@@ -368,6 +369,13 @@ def test_a_huge_stream_is_e2big_in_the_mount(hostile_repo, hostile_fixtures, tmp
         with open(f"{f}:huge", "rb") as s:
             s.seek(hostile_fixtures.manifest["huge_ads"] - 4)
             assert s.read() == b"tail"
+        folder = os.fsencode(mp / P1.lstrip("/") / "names")
+        got = {}
+        for n in os.listdir(folder):
+            with open(folder + b"/" + n, "rb") as fh:
+                got[n] = hashlib.sha256(fh.read()).hexdigest()
+        assert got == {os.fsencode(n): e["sha256"]
+                       for n, e in _linux_names(hostile_fixtures, "/names").items()}
     finally:
         rpfs("umount", mp, check=False)
 
@@ -416,7 +424,7 @@ def test_a_100000_file_folder_lists_pages_and_zips_in_bounded_memory(hostile_rep
         # the reader's caches are bounded (ntfs_reader/cache.py: 8192 records, 1024 INDX
         # records, 64 MFT blocks, the store's 32 MiB), not the folder's size
         assert zipping.peak - start < 256 * MiB and listing.peak - start < 256 * MiB
-        assert after - start < 256 * MiB
+        assert after - start < 160 * MiB  # given back (it was 290 MiB more before)
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,16 +1,18 @@
 """rpfs against what a Linux admin does today with a Linux guest's VHDX (issue 18): libvhdi's
-``vhdimount`` + a read-only loop device at the partition + the host kernel's own ext4
-(``mount -o ro``), side by side in one run.
+``vhdimount`` + a read-only loop device at the partition + the host kernel's own ext4, XFS
+or Btrfs (``mount -o ro``), side by side in one run.
 
-    sudo .venv/bin/python tools/bench_linux.py [--repeat 3] [--json docs/bench_linux.json]
+    sudo .venv/bin/python tools/bench_linux.py [--fs ext4|xfs|btrfs] [--repeat 3] [--json F]
 
-The data (built once into ``.cache/bench_linux/``): a 1.2 GB dynamic VHDX with GPT and one
-ext4 partition holding a 384 MiB random file, a 384 MiB text log, 4,000 files of 1-16 KiB
+(``--json`` defaults to docs/bench_linux.json for ext4, docs/bench_linux_<fs>.json else.)
+
+The data (built once per file system into ``.cache/bench_linux/``): a 1.2 GB dynamic VHDX
+with GPT and one partition of that file system holding a 384 MiB random file, a 384 MiB text log, 4,000 files of 1-16 KiB
 in 40 directories and a directory of 50,000 empty files, written through the kernel's loop
 mount; then ``rpfs backup`` into a repository beside it. Two ways to see the volume:
 
   repo    ``rpfs mount REPO MNT``, then MNT/<vm>/<recovery point>/volumes/bench-p1
-  peer    ``vhdimount`` + ``losetup -r -o OFFSET`` + ``mount -o ro -t ext4``
+  peer    ``vhdimount`` + ``losetup -r -o OFFSET`` + ``mount -o ro -t FS``
 
 Workloads, each cold (``sync; echo 3 > drop_caches`` and fresh mounts) and warm (again on
 the same mounts): ``cat`` of each big file, ``cp -r`` of the small files, ``ls -l`` of the
@@ -45,6 +47,9 @@ DATA_VERSION = 1
 DISK_SIZE = 1200 * MiB
 BIGDIR = 50_000
 VM = "linuxbench"
+MKFS = {"ext4": ["mkfs.ext4", "-q", "-F", "-L", "bench", "-N", "80000"],
+        "xfs": ["mkfs.xfs", "-q", "-f", "-L", "bench"],
+        "btrfs": ["mkfs.btrfs", "-q", "-f", "-L", "bench"]}
 TARGETS = {"cat random.bin": 1.5, "cat log.txt": 1.5, "cp -r small": 1.0,
            "ls -l bigdir": 1.0, "restore small": 1.0}
 
@@ -57,8 +62,8 @@ def rpfs_cmd(*args) -> list:
     return [sys.executable, "-m", "rpfs", *map(str, args)]
 
 
-def build_data() -> dict:
-    root = CACHE / f"v{DATA_VERSION}"
+def build_data(fs: str = "ext4") -> dict:
+    root = CACHE / (f"v{DATA_VERSION}" if fs == "ext4" else f"v{DATA_VERSION}-{fs}")
     info = root / "data.json"
     if info.exists():
         return json.loads(info.read_text())
@@ -74,8 +79,8 @@ def build_data() -> dict:
         vol = tmp / "volume.img"
         with open(vol, "wb") as f:
             f.truncate(size)
-        run(["mkfs.ext4", "-q", "-F", "-L", "bench", "-N", "80000", vol])
-        log("writing the files through the kernel's ext4")
+        run([*MKFS[fs], vol])
+        log(f"writing the files through the kernel's {fs}")
         with mounted(vol, tmp / "mnt") as mnt:
             for name, kind in BIG.items():
                 with open(mnt / name, "wb") as f:
@@ -107,7 +112,7 @@ def build_data() -> dict:
         repo = tmp / "repo"
         run(rpfs_cmd("init", repo), cwd=REPO)
         run(rpfs_cmd("backup", repo, image, "--vm", VM), cwd=REPO, timeout=1800)
-        d = {"image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
+        d = {"fs": fs, "image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
              "partition": {"offset": offset, "size": size},
              "built_seconds": round(time.monotonic() - t0, 1)}
         (tmp / "data.json").write_text(json.dumps(d, indent=1))
@@ -155,7 +160,7 @@ class Mounts:
                    part["size"], vmp / "vhdi1"]).stdout.strip()
         self.undo.append(lambda: detach_loop(dev))
         kmp = self._dir("kernel")
-        run(["mount", "-o", "ro", "-t", "ext4", dev, kmp])
+        run(["mount", "-o", "ro", "-t", self.data.get("fs", "ext4"), dev, kmp])
         self.undo.append(lambda: unmount(kmp))
         return {"repo": repo_root, "peer": kmp, "rp": rp,
                 "repo-ls": ls_mp / VM / rp / "volumes" / "bench-p1", "peer-ls": kmp}
@@ -217,7 +222,9 @@ def bench(data: dict, repeat: int, budget: float, dest: Path) -> dict:
                      "peer_s": med.get("peer"), "speedup": ratio, "target": TARGETS[name],
                      "met": None if ratio is None else ratio >= TARGETS[name]})
     return {"rows": rows, "repeat": repeat,
-            "peer": "vhdimount + losetup -r + mount -o ro -t ext4 (restore: cp -a from it)",
+            "fs": data.get("fs", "ext4"),
+            "peer": f"vhdimount + losetup -r + mount -o ro -t {data.get('fs', 'ext4')} "
+                    "(restore: cp -a from it)",
             "load": os.getloadavg(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -236,12 +243,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--budget", type=float, default=600.0, help="seconds per command at most")
     ap.add_argument("--dest", type=Path, default=None, help="where cp/restore write (default: a temp dir)")
-    ap.add_argument("--json", type=Path, default=REPO / "docs" / "bench_linux.json")
+    ap.add_argument("--fs", choices=sorted(MKFS), default="ext4")
+    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.json is None:
+        args.json = REPO / "docs" / ("bench_linux.json" if args.fs == "ext4"
+                                     else f"bench_linux_{args.fs}.json")
     if os.geteuid() != 0:
         print("bench_linux: needs root (loop devices, mounts, drop_caches)", file=sys.stderr)
         return 2
-    data = build_data()
+    data = build_data(args.fs)
     with tempfile.TemporaryDirectory(prefix="bench-linux-dest-") as d:
         dest = args.dest or Path(d)
         result = bench(data, args.repeat, args.budget, dest)

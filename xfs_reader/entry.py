@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from typing import TYPE_CHECKING, Iterator
 
@@ -11,6 +12,7 @@ from rpfs.stream import BytesStream, Stream
 
 from . import dirs, xattr
 from .bmap import FileStream, fork_map, read_logical
+from .checksum import verify_crc
 from .inode import FMT_DEV, FMT_LOCAL, Inode
 from .volume import kind_of
 
@@ -67,8 +69,7 @@ class Entry:
         ino = self.inode
         if ino.format != FMT_DEV or len(ino.data_fork) < 4:
             return 0
-        dev = int.from_bytes(ino.data_fork[:4], "big")
-        import os
+        dev = int.from_bytes(ino.data_fork[:4], "big")     # XFS: 14-bit major, 18-bit minor
         return os.makedev(dev >> 18, dev & 0x3FFFF)
 
     def _name(self) -> str:
@@ -129,7 +130,6 @@ class Entry:
             raise FormatError("symlink blocks not mapped", source=vol.name, structure=structure)
         if not sb.crc:
             return raw[:ino.size]
-        from .checksum import verify_crc
         out = []
         for i in range(nblocks):
             blk = raw[i * sb.block_size:(i + 1) * sb.block_size]

@@ -7,7 +7,7 @@ import struct
 import threading
 from functools import cached_property
 
-from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from rpfs.errors import FormatError, NotFoundError
 from rpfs.lru import LRU
 from rpfs.stream import Stream
 
@@ -174,4 +174,4 @@ def kind_of(mode: int) -> str:
             stat.S_IFSOCK: "socket"}.get(fmt, "unknown")
 
 
-__all__ = ["Volume", "kind_of", "UnsupportedError", "UsageError"]
+__all__ = ["Volume", "kind_of"]

@@ -17,6 +17,7 @@ import re
 from urllib.parse import quote
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -94,7 +95,6 @@ async def api_ls(request: Request):
         if node.kind != "dir":
             return [entry(node, detail)], None
         page = page_of(node, detail, after=after, limit=limit)
-        give_back()
         return page["entries"], page["next"]
 
     items, nxt = await in_thread(listing)
@@ -103,7 +103,9 @@ async def api_ls(request: Request):
         url = (f"/api/ls?path={url_query(path)}{'&detail=1' if detail else ''}"
                f"&limit={limit}&cursor={nxt}")
         headers = {"Link": f'<{url}>; rel="next"', "X-Rpfs-Next-Cursor": nxt}
-    return Json(items, headers=headers)
+    # a big folder's pass freed many small objects: give their pages back once it is sent
+    return Json(items, headers=headers,
+                background=BackgroundTask(give_back) if nxt or len(items) > 1000 else None)
 
 
 async def api_info(request: Request):

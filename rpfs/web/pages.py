@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 from markupsafe import Markup, escape
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.templating import Jinja2Templates
@@ -20,8 +21,8 @@ from starlette.templating import Jinja2Templates
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.progress import human
 from rpfs.web import api, queries
-from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, in_thread, link_target,
-                            page_of, query, resolve, url_path, url_query)
+from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, give_back, in_thread,
+                            link_target, page_of, query, resolve, url_path, url_query)
 
 PAGE_SIZE = 500
 PREVIEW_BYTES = 64 << 10
@@ -179,8 +180,11 @@ async def browse(request: Request):
     after, before = decode_cursor(q.get("after")), decode_cursor(q.get("before"))
     data = await in_thread(_browse_data, tree, path, after, before)
     name = path.rsplit("/", 1)[-1] or request.app.state.source
-    return page(request, "browse.html", title=f"{name} — rpfs", path=path, crumbs=crumbs(path),
-                page_size=PAGE_SIZE, **data)
+    response = page(request, "browse.html", title=f"{name} — rpfs", path=path,
+                    crumbs=crumbs(path), page_size=PAGE_SIZE, **data)
+    if data.get("total", 0) > PAGE_SIZE:  # a big folder: its pages go back once sent
+        response.background = BackgroundTask(give_back)
+    return response
 
 
 def _browse_data(tree, path: str, after=None, before=None) -> dict:
