@@ -202,9 +202,9 @@ def test_export_raw_of_a_logical_volume(vm, repo, tmp_path):
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 def test_cp_r_of_ext4_costs_few_fuse_requests_per_file(tmp_path):
     """The FUSE requests of ``cp -r`` of an ext4 directory of 400 files, counted in libfuse's
-    debug log (a count, never a time): a listing brings its entries' attributes, so per
-    file one OPEN, one READ and one RELEASE, and no LOOKUP or GETATTR (as for NTFS,
-    tests/test_fuse_ops.py)."""
+    debug log (a count, never a time): once cp stats the first child, the mount computes
+    the attributes of each listing batch it sends (readdirplus), so per file one OPEN, one
+    READ and one RELEASE, and no LOOKUP or GETATTR (as for NTFS, tests/test_fuse_ops.py)."""
     import collections
     import re
 
