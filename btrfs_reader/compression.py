@@ -18,7 +18,7 @@ from lzallright import LZOCompressor, LZOError
 from rpfs.errors import FormatError, UnsupportedError
 
 ZLIB, LZO, ZSTD = 1, 2, 3
-MAX_RAM = 128 * 1024 * 1024   # far above Btrfs's 128 KiB, only a sanity bound
+MAX_RAM = 1 << 20             # Btrfs compresses at most 128 KiB per extent
 ZSTD_FEED = 1024              # input bytes per step: a step inflates to 32 MiB at most
 
 
@@ -72,8 +72,8 @@ def _lzo(data: bytes, ram_bytes: int, sectorsize: int, source: str, structure: s
         left = sectorsize - pos % sectorsize
         if left < 4:
             pos += left
-            if pos >= total:
-                break
+        if pos + 4 > total:
+            break
         seg, = struct.unpack_from("<I", data, pos)
         pos += 4
         if seg == 0 or pos + seg > total:

@@ -63,7 +63,7 @@ class Entry:
     @property
     def rdev(self) -> int:
         r = self.item.rdev
-        return os.makedev(r >> 20, r & 0xFFFFF) if r else 0
+        return os.makedev((r >> 20) & 0xFFF, r & 0xFFFFF) if r else 0   # the kernel's dev_t
 
     def _where(self) -> str:
         return f"Btrfs tree {self.tree} inode {self.objectid}"

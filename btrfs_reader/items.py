@@ -33,20 +33,24 @@ class InodeItem:
     otime_ns: int
 
 
-def _ts(data: bytes, at: int) -> int:
-    sec, nsec = struct.unpack_from("<qI", data, at)
-    return sec * 1_000_000_000 + min(nsec, 999_999_999)
+# size nbytes block_group nlink uid gid mode rdev flags (16-71), then the four timestamps
+_INODE = struct.Struct("<QQQIIIIQQ")
+_TIMES = struct.Struct("<qIqIqIqI")
 
 
 def inode_item(data: bytes, where: str, source: str) -> InodeItem:
     if len(data) < 160:
         raise FormatError(f"inode item of {len(data)} bytes", source=source, structure=where)
-    size, nbytes = struct.unpack_from("<QQ", data, 16)
-    nlink, uid, gid, mode = struct.unpack_from("<IIII", data, 40)
-    rdev, flags = struct.unpack_from("<QQ", data, 56)
+    size, nbytes, _bg, nlink, uid, gid, mode, rdev, flags = _INODE.unpack_from(data, 16)
+    a, an, c, cn, m, mn, o, on = _TIMES.unpack_from(data, 112)
+    g = 1_000_000_000
     return InodeItem(size=size, nbytes=nbytes, nlink=nlink, uid=uid, gid=gid, mode=mode,
-                     rdev=rdev, flags=flags, atime_ns=_ts(data, 112), ctime_ns=_ts(data, 124),
-                     mtime_ns=_ts(data, 136), otime_ns=_ts(data, 148))
+                     rdev=rdev, flags=flags, atime_ns=a * g + min(an, g - 1),
+                     ctime_ns=c * g + min(cn, g - 1), mtime_ns=m * g + min(mn, g - 1),
+                     otime_ns=o * g + min(on, g - 1))
+
+
+_DIR = struct.Struct("<QBQQHHB")
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,7 @@ def dir_entries(data: bytes, where: str, source: str) -> list[DirEntry]:
     while pos < len(data):
         if pos + 30 > len(data):
             raise FormatError("directory item truncated", source=source, structure=where)
-        oid, typ, off = struct.unpack_from("<QBQ", data, pos)
-        data_len, name_len = struct.unpack_from("<HH", data, pos + 25)
-        ftype = data[pos + 29]
+        oid, typ, off, _transid, data_len, name_len, ftype = _DIR.unpack_from(data, pos)
         end = pos + 30 + name_len + data_len
         if end > len(data):
             raise FormatError("directory item name past its end", source=source, structure=where)

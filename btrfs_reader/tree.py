@@ -22,6 +22,8 @@ HEADER = 101
 ITEM = 25
 KEY_PTR = 33
 MAX_LEVEL = 7
+_ITEM = struct.Struct("<QBQII")
+_KEY_PTR = struct.Struct("<QBQQQ")
 
 
 class Key(NamedTuple):
@@ -59,19 +61,21 @@ class Block:
             if nritems * ITEM > room:
                 raise FormatError(f"{nritems} items do not fit", source=vol.name,
                                   structure=structure, offset=bytenr)
-            for i in range(nritems):
-                oid, typ, off, doff, dsize = struct.unpack_from("<QBQII", raw, HEADER + ITEM * i)
-                if doff + dsize > room or doff < nritems * ITEM:
+            keys, data = self.keys, self.data
+            low = nritems * ITEM
+            for i, (oid, typ, off, doff, dsize) in enumerate(
+                    _ITEM.iter_unpack(raw[HEADER:HEADER + low])):
+                if doff + dsize > room or doff < low:
                     raise FormatError(f"item {i} data outside the block", source=vol.name,
                                       structure=structure, offset=bytenr)
-                self.keys.append(Key(oid, typ, off))
-                self.data.append(raw[HEADER + doff:HEADER + doff + dsize])
+                keys.append(Key(oid, typ, off))
+                data.append(raw[HEADER + doff:HEADER + doff + dsize])
         else:
             if nritems * KEY_PTR > room or nritems == 0:
                 raise FormatError(f"node of {nritems} pointers", source=vol.name,
                                   structure=structure, offset=bytenr)
-            for i in range(nritems):
-                oid, typ, off, ptr = struct.unpack_from("<QBQQ", raw, HEADER + KEY_PTR * i)
+            for oid, typ, off, ptr, _gen in _KEY_PTR.iter_unpack(
+                    raw[HEADER:HEADER + nritems * KEY_PTR]):
                 self.keys.append(Key(oid, typ, off))
                 self.ptrs.append(ptr)
         for a, b in zip(self.keys, self.keys[1:]):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import stat
 from functools import cached_property
 
-from rpfs.errors import FormatError, NotFoundError, UsageError
+from rpfs.errors import FormatError, NotFoundError
 from rpfs.lru import LRU
 from rpfs.stream import Stream
 
@@ -195,15 +195,14 @@ class Volume:
             subs = self.subvolumes()
             default = self.default_subvolume
         except FormatError as e:
-            subs, default = {}, None
-            self._warnings.append(f"subvolumes unreadable: {e}")
+            subs, default = {f"unreadable: {e}": ""}, None
         return {"filesystem": "btrfs", "label": self.label, "uuid": self.uuid,
                 "size": self.size, "block_size": self.block_size,
                 "node_size": self.sb.nodesize, "generation": self.sb.generation,
                 "devices": self.sb.num_devices,
                 "default_subvolume": "/" if default == items.FS_TREE else
                 subs.get(default, str(default)),
-                "subvolumes": sorted(subs.values()), "state": self.state}
+                "subvolumes": sorted(v or k for k, v in subs.items()), "state": self.state}
 
 
 def kind_of(mode: int) -> str:
@@ -212,4 +211,4 @@ def kind_of(mode: int) -> str:
             stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "unknown")
 
 
-__all__ = ["Volume", "kind_of", "UsageError"]
+__all__ = ["Volume", "kind_of"]

@@ -32,6 +32,7 @@ KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
          stat.S_IFSOCK: "socket"}
 
 _INODE = struct.Struct("<HHIIIIIHHII4x60sIIIIHHHHH2x")
+_EXTRA = struct.Struct("<5I")     # i_ctime_extra, i_mtime_extra, i_atime_extra, i_crtime, i_crtime_extra
 
 
 def _time(base: int, extra: int | None) -> int:
@@ -67,7 +68,7 @@ class Inode:
     def kind(self) -> str:
         kind = KINDS.get(stat.S_IFMT(self.mode))
         if kind is None:
-            raise FormatError(f"inode {self.ino}: unknown file type {self.mode:#o}",
+            raise FormatError(f"unknown file type {self.mode:#o} (a free or damaged inode)",
                               structure=f"ext4 inode {self.ino}")
         return kind
 
@@ -102,36 +103,36 @@ def parse_inode(raw: bytes, ino: int, *, inode_size: int, huge_file: bool, csum_
     if csum_seed is not None:
         has_hi = extra_isize >= 4
         crc = crc32c_raw(csum_seed, struct.pack("<II", ino, generation))
-        body = bytearray(raw[:inode_size])
-        body[124:126] = b"\0\0"
+        crc = crc32c_raw(crc, raw[:124])
+        crc = crc32c_raw(crc, b"\0\0")            # i_checksum_lo, zeroed
         stored = csum_lo
         if has_hi:
+            crc = crc32c_raw(crc, raw[126:130])
+            crc = crc32c_raw(crc, b"\0\0")        # i_checksum_hi, zeroed
+            calc = crc32c_raw(crc, raw[132:inode_size])
             stored |= struct.unpack_from("<H", raw, 130)[0] << 16
-            body[130:132] = b"\0\0"
-        calc = crc32c_raw(crc, bytes(body))
-        if not has_hi:
-            calc &= 0xFFFF
+        else:
+            calc = crc32c_raw(crc, raw[126:inode_size]) & 0xFFFF
         if calc != stored and any(raw[:inode_size]):
             raise FormatError(f"checksum {stored:#x} does not match {calc:#x}", source=source,
                               structure=structure, offset=offset)
 
-    def extra_field(off: int) -> int | None:
-        if extra_isize >= off - 128 + 4:
-            return struct.unpack_from("<I", raw, off)[0]
-        return None
-
-    crtime = None
-    cr = extra_field(144)
-    if cr is not None:
-        crtime = _time(cr, extra_field(148))
+    if extra_isize >= 24:     # up to i_crtime_extra: every time field (the common case)
+        c_x, m_x, a_x, cr, cr_x = _EXTRA.unpack_from(raw, 132)
+        crtime = _time(cr, cr_x)
+    else:
+        def field(off: int) -> int | None:
+            return struct.unpack_from("<I", raw, off)[0] if extra_isize >= off - 128 + 4 else None
+        c_x, m_x, a_x, cr = field(132), field(136), field(140), field(144)
+        crtime = None if cr is None else _time(cr, field(148))
     blocks = blocks_lo | blocks_hi << 32
     if huge_file and flags & HUGE_FILE_FL:
         blocks *= block_size // 512
     return Inode(
         ino=ino, mode=mode, uid=uid_lo | uid_hi << 16, gid=gid_lo | gid_hi << 16,
         size=size_lo | size_hi << 32,
-        atime_ns=_time(atime, extra_field(140)), ctime_ns=_time(ctime, extra_field(132)),
-        mtime_ns=_time(mtime, extra_field(136)), crtime_ns=crtime, nlink=links, blocks=blocks,
+        atime_ns=_time(atime, a_x), ctime_ns=_time(ctime, c_x),
+        mtime_ns=_time(mtime, m_x), crtime_ns=crtime, nlink=links, blocks=blocks,
         flags=flags, block=block, generation=generation, file_acl=acl_lo | acl_hi << 32,
         extra=bytes(raw[128 + extra_isize:inode_size]) if inode_size > 128 else b"",
         dtime=dtime)

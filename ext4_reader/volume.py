@@ -51,6 +51,7 @@ class Volume:
         self._lock = threading.Lock()
         self._descs = LRU(1024)
         self._inodes = LRU(8192)
+        self._table_blocks = LRU(1024)  # raw inode table blocks (4 MiB at 4 KiB blocks)
         self._dirs = LRU(64)        # inode -> {name bytes: (ino, file type)} for lookups
         self._overlay: dict[int, tuple[int, bool]] = {}
         self._journal = None
@@ -121,6 +122,7 @@ class Volume:
                 self._overlay = dict(result.blocks)
             self._inodes.clear()
             self._descs.clear()
+            self._table_blocks.clear()
             # The superblock itself may be among the replayed blocks.
             raw = self.read(SUPERBLOCK_OFFSET, 1024)
             try:
@@ -167,13 +169,25 @@ class Volume:
         if d.inode_table >= sb.blocks_count:
             raise FormatError(f"inode table of group {group} at block {d.inode_table} is past "
                               "the end", source=self.name, structure=f"ext4 group descriptor {group}")
-        raw = self.read(offset, sb.inode_size)
+        raw = self._table_bytes(offset, sb.inode_size)
         node = parse_inode(raw, ino, inode_size=sb.inode_size,
                            huge_file=sb.has_ro_compat(RO_COMPAT_HUGE_FILE),
                            csum_seed=sb.csum_seed if sb.metadata_csum else None,
                            source=self.name, offset=offset, block_size=self.block_size)
         self._inodes.put(ino, node)
         return node
+
+    def _table_bytes(self, offset: int, length: int) -> bytes:
+        """Inode table bytes, read a block at a time (a listing's inodes are neighbours)."""
+        bs = self.block_size
+        block, within = divmod(offset, bs)
+        if within + length > bs:
+            return self.read(offset, length)
+        data = self._table_blocks.get(block)
+        if data is None:
+            data = self.read(block * bs, bs)
+            self._table_blocks.put(block, data)
+        return data[within:within + length]
 
     def inode_seed(self, inode: Inode) -> int:
         from ext4_reader.checksum import crc32c_raw
@@ -307,17 +321,21 @@ class Volume:
 class Entry:
     """A name in an ext4 directory; its inode is read on first use (kept in the volume's LRU)."""
 
-    __slots__ = ("volume", "ino", "name", "_ftype")
+    __slots__ = ("volume", "ino", "name", "_ftype", "_inode")
 
     def __init__(self, volume: Volume, ino: int, name: str, ftype: int):
         self.volume = volume
         self.ino = ino
         self.name = name
         self._ftype = ftype
+        self._inode: Inode | None = None
 
     @property
     def inode(self) -> Inode:
-        return self.volume.inode(self.ino)
+        node = self._inode
+        if node is None:
+            node = self._inode = self.volume.inode(self.ino)
+        return node
 
     @property
     def kind(self) -> str:
@@ -359,7 +377,9 @@ class Entry:
         if node.kind != "dir":
             raise UsageError(f"{self.name}: not a directory")
         vol = self.volume
-        for name, ino, ft in vol.dir_entries(node):
+        # In inode order, not hash order: whoever stats the entries next (ls -l, the
+        # mount's readdirplus, the index) then reads each inode table block once.
+        for name, ino, ft in sorted(vol.dir_entries(node), key=lambda e: e[1]):
             yield Entry(vol, ino, os.fsdecode(name), ft)
 
     def child(self, name: str) -> "Entry":
@@ -391,6 +411,16 @@ class Entry:
             s = self.volume._data_stream(node, f"symlink inode {self.ino}")
             data = s.read(0, node.size)
         return os.fsdecode(data.split(b"\0", 1)[0])
+
+    @property
+    def has_xattrs(self) -> bool:
+        """False only when the inode certainly has none (no xattr block, no in-inode
+        entries): answered from the inode alone, so ``ls -l`` asks the disk nothing more."""
+        node = self.inode
+        if node.file_acl:
+            return True
+        extra = node.extra
+        return len(extra) >= 8 and extra[:4] == b"\x00\x00\x02\xea" and extra[4:8] != b"\0\0\0\0"
 
     def xattrs(self) -> dict[str, bytes]:
         out = self.volume.xattrs(self.inode)

@@ -452,8 +452,8 @@ def _settle(run: _Run, vm: str, files: list[_Source], res: BackupResult, tries: 
                 res.warnings.append(
                     f"{f.rel} changed while it was read: read {attempt} times; stored "
                     + ("the copy the last two reads agree on" if not ranges else
-                       f"read {attempt}, during which it did not change ({len(ranges)} ranges"
-                       " differed from the read before)"))
+                       f"read {attempt}, during which it did not change ({len(ranges)}"
+                       f" range{'s' if len(ranges) != 1 else ''} differed from the read before)"))
             else:
                 still.append(f)
         unsettled = still

@@ -63,6 +63,8 @@ class PosixNode(Node):
                     ctime_ns=e.ctime_ns, crtime_ns=e.crtime_ns, nlink=e.nlink,
                     allocated=getattr(e, "allocated", None),
                     posix_mode=e.mode, uid=e.uid, gid=e.gid, rdev=e.rdev)
+                if self._xattrs is None and getattr(e, "has_xattrs", True) is False:
+                    self._xattrs = {}       # known without I/O: ls -l's getxattr costs nothing
             except RpfsError as err:
                 raise self._damaged(err) from None
         return self._attr

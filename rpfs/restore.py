@@ -13,6 +13,7 @@ directory's permissions and times are set once every file in it is written.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -22,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rpfs.errors import RpfsError, TooLargeError, UsageError
+from rpfs.errors import FormatError, RpfsError, TooLargeError, UsageError
 from rpfs.node import SPECIAL_KINDS
 from rpfs.stream import ZERO
 from rpfs.tree import Node
@@ -94,6 +95,7 @@ class Restorer:
         self._links: dict[tuple, tuple[Future | None, int, bytes]] = {}
         self._lock = threading.Lock()      # result counters and progress, updated by workers
         self._pool: ThreadPoolExecutor | None = None
+        self._ancestors: set[tuple] = set()  # keys of the directories being walked (cycles)
 
     def run(self, node: Node, name: str | None = None) -> RestoreResult:
         if self.dry_run:
@@ -119,8 +121,9 @@ class Restorer:
             if node.kind == "dir":
                 self.result.dirs += 1
                 self.result.planned.append(rel + "/")
-                for child in node.iterdir():
-                    self._plan(child, rel + "/" + safe_name(child.name))
+                with self._entered(node, rel):
+                    for child in node.iterdir():
+                        self._plan(child, rel + "/" + safe_name(child.name))
             elif node.kind == "symlink":
                 self.result.symlinks += 1
                 self.result.planned.append(f"{rel} -> {node.readlink()}")
@@ -171,6 +174,21 @@ class Restorer:
                     self._links[node.key] = (job, os.dup(dirfd), bname)
         except (RpfsError, OSError) as e:
             self._error(path, e)
+
+    @contextlib.contextmanager
+    def _entered(self, node: Node, path: str):
+        """Walk into directory ``node``, unless it is one of its own ancestors (a damaged
+        file system can link a directory below itself: that would never end)."""
+        key = node.key
+        if key and key in self._ancestors:
+            raise FormatError("a directory that contains itself (cycle in the file system): "
+                              "not followed")
+        if key:
+            self._ancestors.add(key)
+        try:
+            yield
+        finally:
+            self._ancestors.discard(key)
 
     def _makes(self, kind: str) -> bool:
         return self.devices and kind in ("chardev", "blockdev", "fifo")
@@ -237,8 +255,9 @@ class Restorer:
         try:
             with self._lock:
                 self.result.dirs += 1
-            for child in node.iterdir():
-                self._restore(child, fd, safe_name(child.name), path, pending)
+            with self._entered(node, path):
+                for child in node.iterdir():
+                    self._restore(child, fd, safe_name(child.name), path, pending)
         finally:
             for job in pending:    # the files in fd are written before fd closes
                 job.result()

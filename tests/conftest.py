@@ -72,6 +72,17 @@ def bitlk_images_dir():
 
 
 @pytest.fixture(scope="session")
+def dissect_fve_dir():
+    """BitLocker volumes written by Windows from dissect.fve's sdist (a used-space-only
+    volume paused half-way, one decrypted, a Vista one); skipped where pip cannot fetch it."""
+    from tools.fixtures import dissect_fve_images
+    try:
+        return dissect_fve_images.fetch()
+    except dissect_fve_images.Unavailable as e:
+        pytest.skip(f"dissect.fve's BitLocker images: {e}")
+
+
+@pytest.fixture(scope="session")
 def large_fixtures():
     """The "large" set: multi-GiB, for benchmarks; only with RPFS_LARGE=1."""
     if os.environ.get("RPFS_LARGE") != "1":

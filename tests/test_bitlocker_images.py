@@ -7,6 +7,7 @@ volume (moved boot sectors, zeroed metadata areas), not browsing (see test_bitlo
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 
@@ -16,7 +17,7 @@ from formats.bitlocker import BitLockerVolume, KeyRing, describe, open_volume
 from formats.bitlocker.keys import Key, recovery_key
 from formats.bitlocker.metadata import read_metadata
 from rpfs.cli import main
-from rpfs.errors import LockedError
+from rpfs.errors import FormatError, LockedError
 from rpfs.stream import FileStream
 
 
@@ -44,6 +45,11 @@ NAMES = ["bitlk-aes-cbc-128", "bitlk-aes-cbc-256", "bitlk-aes-xts-128", "bitlk-a
          "bitlk-aes-xts-128-startup-key-win11"]
 
 
+# Used space only, with the FVE-EOW blocks (the map of which chunks are encrypted) wiped
+# like the rest of the data area when cryptsetup cut the images down to what it parses.
+WIPED_MAP = ("bitlk-clearkey-aes-cbc-128", "bitlk-aes-xts-128-eow")
+
+
 def test_list_is_complete(images):
     d, conf = images
     assert sorted(conf) == sorted(NAMES)
@@ -61,7 +67,11 @@ def test_every_protector_unlocks_the_same_key(images, name):
         assert kind in kinds
         vol = open_volume(stream, KeyRing([key]))
         keys[kind] = (vol.cipher.key, vol.cipher.tweak_key)
-        assert vol.read(3, 8) in (b"NTFS    ", b"MSDOS5.0")
+        if name in WIPED_MAP:
+            with pytest.raises(FormatError, match="FVE-EOW"):
+                vol.read(3, 8)
+        else:
+            assert vol.read(3, 8) in (b"NTFS    ", b"MSDOS5.0")
     assert len(set(keys.values())) == 1, keys
     if "clearkey" in name:  # suspended: opens with no key at all
         assert open_volume(stream).cipher.key == next(iter(keys.values()))[0]
@@ -110,21 +120,38 @@ def test_export_matches_cryptsetup(images, name, tmp_path):
     assert h.hexdigest() == c["SHA256SUM"]
 
 
-def test_clear_key_and_used_space_only(images):
-    """No sha256 in images.conf (cryptsetup refuses both): the moved boot sector must read
-    as an NTFS boot sector, and the rest decrypts like any volume of the same method."""
+def test_used_space_only_without_its_map_is_never_guessed(images, tmp_path, capsys):
+    """Both used-space-only images lost their FVE-EOW blocks, so which chunks Windows had
+    encrypted is unknown (in one the moved boot sectors are in the clear, in the other
+    encrypted: only the map could say). Every read of data is a typed error naming the map,
+    never bytes; the metadata areas still read as zeros; the CLI says why in one line. The
+    data area of both images is all zeros on disk (never written), which a reader that
+    ignores the map would hand out decrypted, as noise."""
     d, conf = images
-    for name in ("bitlk-clearkey-aes-cbc-128", "bitlk-aes-xts-128-eow"):
+    for name in WIPED_MAP:
         stream = FileStream(d / f"{name}.img")
         key = protectors(d, conf[name])[0][1]
         vol = open_volume(stream, KeyRing([key]))
-        assert isinstance(vol, BitLockerVolume)
-        boot = vol.read(0, 512)
-        assert boot[3:11] == b"NTFS    " and boot[510:] == b"\x55\xaa"
         m = vol.meta
+        assert m.eow and m.current_state == 4 and len(m.eow_offsets) == 2
+        for off in (0, m.header_offset + m.header_size, 1 << 20, vol.size - 4096):
+            with pytest.raises(FormatError) as e:
+                vol.read(off, 4096)
+            assert "FVE-EOW" in str(e.value) and "cannot be read" in str(e.value)
+            assert e.value.errno == errno.EIO
+        assert stream.read(1 << 20, 4096) == bytes(4096)  # on disk: never written
+        assert vol.cipher.decrypt(bytes(4096), 1 << 20) != bytes(4096)  # what a guess gives
         for off in m.metadata_offsets:
             assert vol.read(off, 65536) == bytes(65536)
         assert vol.read(m.header_offset, m.header_size) == bytes(m.header_size)
+        info = describe(stream, KeyRing([key]))
+        assert info["unlocked"] and "FVE-EOW" in info["conversion"]["damaged"]
+    keys = tmp_path / "keys.txt"
+    keys.write_text(conf["bitlk-aes-xts-128-eow"]["RP"] + "\n")
+    rc = main(["ls", str(d / "bitlk-aes-xts-128-eow.img"), "/volumes/bitlk-aes-xts-128-eow-p0",
+               "--keys", str(keys)])
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("\n") == 1 and "FVE-EOW" in err, err
 
 
 def test_cli_errors_are_one_line_without_keys(images, tmp_path, capsys):

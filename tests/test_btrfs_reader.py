@@ -26,7 +26,7 @@ def _placeholder(path, want):
     return want.get("ino") == items.EMPTY_SUBVOL_DIR
 
 
-@pytest.mark.parametrize("name", ["btrfs", "btrfs-rootdir"])
+@pytest.mark.parametrize("name", ["btrfs", "btrfs-rootdir", "btrfs-dup-sha256", "btrfs-blake2"])
 def test_every_entry_equals_the_kernel(linuxfs_images, name):
     vol = _open(linuxfs_images, name)
     man = linuxfs_images.manifest(name)
@@ -50,7 +50,7 @@ def test_subvolumes_and_snapshot(linuxfs_images):
     vol = _open(linuxfs_images, "btrfs")
     d = vol.describe()
     assert d["subvolumes"] == ["@", "@home", "@home-snap", "@home/nested"]
-    assert d["default_subvolume"] == "/"
+    assert d["default_subvolume"] == "@"
     home, snap = vol.lookup("/@home"), vol.lookup("/@home-snap")
     assert home.ino != snap.ino and home.tree != snap.tree != items.FS_TREE
     old = snap.child("alice").child("notes.txt").open()
@@ -75,6 +75,9 @@ def test_compressed_extents_are_what_the_test_reads(linuxfs_images, algo, code):
     assert kinds == {code}
     small = vol.lookup(f"/c-{algo}/small.txt")._extents()
     assert small[0].inline is not None and small[0].compression == code
+    pre = vol.lookup("/prealloc.bin")
+    assert {x.type for x in pre._extents()} >= {items.FILE_EXTENT_PREALLOC}
+    assert list(pre.open().extents())[-1].kind == ZERO
     sparse = vol.lookup(f"/c-{algo}/sparse.txt").open()
     ext = list(sparse.extents())
     assert [x.kind for x in ext] == [DATA, ZERO, DATA]
@@ -94,6 +97,23 @@ def test_contract_errors_and_inodes(linuxfs_images):
     assert vol.lookup("/times/ns").crtime_ns is not None
 
 
+def test_profiles_and_checksums_are_the_claimed_ones(linuxfs_images):
+    from btrfs_reader.chunks import DUP
+    vol = _open(linuxfs_images, "btrfs-dup-sha256")
+    assert vol.sb.csum_type == 2 and vol.sb.nodesize == 4096
+    data = [c for c in vol.chunk_map.chunks if c.type & 1]          # DATA block groups
+    assert data and all(c.type & DUP and len(c.stripes) == 2 for c in data)
+    assert _open(linuxfs_images, "btrfs-blake2").sb.csum_type == 3
+    assert _open(linuxfs_images, "btrfs").sb.csum_type == 0
+
+
 def test_probe(linuxfs_images):
     assert btrfs_reader.probe(FileStream(linuxfs_images.images["btrfs"]))
     assert not btrfs_reader.probe(FileStream(linuxfs_images.images["xfs5"]))
+
+
+def test_a_pending_log_tree_is_said_in_one_line(linuxfs_images):
+    vol = _open(linuxfs_images, "btrfs-log")
+    assert vol.sb.log_root != 0 and vol.state.startswith("log tree present")
+    assert vol.warnings == [f"Btrfs: {vol.state}"]
+    assert _open(linuxfs_images, "btrfs").sb.log_root == 0

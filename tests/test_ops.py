@@ -64,22 +64,6 @@ def _serve(source, conf, log: Path):
         proc.wait(timeout=30)
 
 
-def test_rate_limit_counts_its_waits():
-    """The bucket, on a clock the test moves: 10 MiB at 1 MiB/s after a 1 MiB burst waits 9 s."""
-    from rpfs.ratelimit import RateLimit
-    now = [0.0]
-
-    def sleep(s):
-        now[0] += s
-    limit = RateLimit(MiB, clock=lambda: now[0], sleep=sleep)
-    for _ in range(10):
-        limit.take(MiB)
-    assert abs(limit.slept - 9.0) < 1e-9 and abs(now[0] - 9.0) < 1e-9
-    now[0] += 100                      # a long pause refills at most one second's worth
-    limit.take(3 * MiB)
-    assert abs(limit.slept - 11.0) < 1e-9
-
-
 def test_config_check_names_file_line_and_key(tmp_path):
     conf = tmp_path / "rpfs.toml"
     conf.write_text("""
@@ -190,13 +174,23 @@ notify = "{script}"
         web.write_bytes(bytes(data))
         os.utime(web, (OLD + night, OLD + night))
         sizes[night] = len(data)
-        groups = ["local"] if night == 30 else []       # the last night offsite does not run
-        p = rpfs("run", "--config", str(conf), *groups,
+        last = ["local", "--json"] if night == 30 else []    # the last night offsite does not run
+        p = rpfs("run", "--config", str(conf), *last,
                  "--time", (day + timedelta(hours=2)).isoformat(), check=False)
         if night < 30:     # broken fails every night
             assert p.returncode == 1 and "failed broken: " in p.stdout, p.stdout + p.stderr
         else:
             assert p.returncode == 0, p.stdout + p.stderr
+    # the last job record, as run --json printed it
+    (rec,) = json.loads(p.stdout)
+    assert rec["group"] == "local" and rec["result"] == "ok" and rec["start"] == "2026-12-01T02:00:00+00:00"
+    assert [(v["vm"], v["result"], v["recovery_point"]) for v in rec["vms"]] == [
+        ("db01", "ok", "2026-12-01T020000Z"), ("web01", "ok", "2026-12-01T020000Z")]
+    web_rec = rec["vms"][1]
+    assert web_rec["bytes_read"] == sizes[30] and 0 < web_rec["bytes_new"] <= MiB  # one 4 KiB change
+    assert rec["vms"][0]["bytes_read"] == 0                 # db01 did not change: not read
+    assert rec["prune"]["removed"] == ["db01/2026-11-24T020000Z", "web01/2026-11-24T020000Z"]
+    assert rec["verify"]["ok"] and 0 < rec["verify"]["bytes_read"] <= 2 * MiB
     # retention, as the rules say in words: local keeps the last 7 nights and the newest
     # of each of the last 4 ISO weeks; offsite the last 3 nights (November is one month)
     listed = json.loads(rpfs("list", str(local), "web01", "--json").stdout)

@@ -5,6 +5,7 @@ xattrs must match, and the structures the tests claim to cover must be the ones 
 
 from __future__ import annotations
 
+import struct
 import subprocess
 
 import pytest
@@ -55,6 +56,20 @@ def test_structures_are_the_claimed_forms(linuxfs_images):
     assert form("/sym-rel") == FMT_LOCAL and form("/sym-long") == FMT_EXTENTS
     xa = vol.lookup("/xattrs/node").inode
     assert xa.aformat == FMT_EXTENTS and xa.anextents > 1      # node-form attributes
+    # the first hash block of each directory and the first attribute block say the form
+    from xfs_reader.bmap import fork_map, read_logical
+
+    def magic(path, lblock, attr=False):
+        ino = vol.lookup(path).inode
+        maps = fork_map(vol, ino, attr=attr)
+        blk = read_logical(vol, maps, [m.startoff for m in maps], lblock, 1, "test")
+        return blk and struct.unpack_from(">H", blk, 8)[0]
+    hashes = (32 << 30) // vol.block_size
+    assert magic("/dirs/d40", hashes) is None                  # block form: no hash blocks
+    assert magic("/dirs/d400", hashes) == 0x3DF1               # leaf form
+    assert magic("/dirs/d3000", hashes) == 0x3EBE              # node form
+    assert magic("/xattrs/remote", 0, attr=True) == 0x3BEE     # leaf-form attributes
+    assert magic("/xattrs/node", 0, attr=True) == 0x3EBE       # node-form attributes
     assert vol.lookup("/xattrs/one").inode.aformat == FMT_LOCAL
     # xfs_db agrees on the node form: its first attribute block is a da node
     ino = vol.lookup("/xattrs/node").ino
@@ -88,6 +103,9 @@ def test_times_big_time_and_crtime(linuxfs_images):
     assert y2100.crtime_ns <= y2100.ctime_ns
     v4 = _open(linuxfs_images, "xfs4")
     assert v4.lookup("/hello.txt").crtime_ns is None and v4.sb.version == 4
+    assert not v4.sb.has_ftype                                  # entries without file types
+    one_k = _open(linuxfs_images, "xfs5-1k")
+    assert one_k.lookup("/frag.bin").inode.flags2 & (1 << 4)    # 64-bit extent counters
 
 
 def test_contract_errors(linuxfs_images):
@@ -110,3 +128,42 @@ def test_contract_errors(linuxfs_images):
 def test_probe(linuxfs_images):
     assert xfs_reader.probe(FileStream(linuxfs_images.images["xfs4"]))
     assert not xfs_reader.probe(FileStream(linuxfs_images.images["btrfs"]))
+
+
+@pytest.mark.parametrize("name", ["xfs5-dirty", "xfs5-dirty-1k"])
+def test_a_dirty_log_is_replayed_in_memory(linuxfs_images, name):
+    """An image copied while mounted: xfs_logprint (the oracle for the log's state) says
+    DIRTY; rpfs replays the log in memory and shows what the kernel shows after its own
+    recovery of the same image (every entry equal), without writing anything."""
+    def logprint(name):
+        out = subprocess.run(["xfs_logprint", "-t", str(linuxfs_images.images[name])],
+                             capture_output=True, text=True).stdout
+        return "<CLEAN>" in out, "<DIRTY>" in out
+    assert logprint(name) == (False, True) and logprint("xfs5") == (True, False)
+    img = linuxfs_images.images[name]
+    before = img.read_bytes()[:1 << 20], img.stat().st_mtime_ns
+    vol = _open(linuxfs_images, name)
+    assert vol.state.startswith("needs log recovery (replayed in memory: ")
+    assert [w for w in vol.warnings if "log" in w] == [f"XFS log: {vol.state}"]
+    assert vol.describe()["state"] == vol.state
+    man = linuxfs_images.manifest(name)
+    assert len(man["entries"]) > 40
+    assert compare_volume(vol, man) == []
+    seen = {path for path, _ in walk(vol.root)}
+    assert seen == set(man["entries"]) - {"/"}
+    assert (img.read_bytes()[:1 << 20], img.stat().st_mtime_ns) == before
+
+
+def test_an_unreplayable_log_is_said_and_the_disk_read_as_is(linuxfs_images):
+    """A log record header damaged: the state says why nothing was replayed."""
+    from tests.helpers.linuxfs import Overlay
+    vol = _open(linuxfs_images, "xfs5-dirty")
+    from xfs_reader.log import Log
+    log = Log(vol)
+    head = log.head()
+    last = log.last_record(head)
+    tail = last.tail_lsn & 0xFFFFFFFF
+    bad = xfs_reader.open_volume(Overlay(FileStream(linuxfs_images.images["xfs5-dirty"]),
+                                         {log.base + tail * 512: b"\0\0\0\0"}))
+    assert bad.state.startswith("needs log recovery (not replayed: ")
+    assert len(bad.warnings) == 1 and list(bad.root.iterdir()) is not None

@@ -35,8 +35,10 @@ PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv").exists() else sy
 
 RSS_LIMIT_MB = 1536      # one input may not make the process bigger than this
 INPUT_TIMEOUT_S = 20     # nor take longer than this (libFuzzer reports a "timeout" crash)
-MAX_LEN = {"ntfs_volume": 192 << 10}   # per target; others 64 KiB
-CORPUS_BUDGET = {"ntfs_volume": 1 << 20}  # bytes of coverage inputs kept; others 256 KiB
+MAX_LEN = {"ntfs_volume": 192 << 10, "xfs_volume": 192 << 10, "btrfs_volume": 192 << 10,
+           "ext4_volume": 192 << 10, "lvm": 96 << 10}   # per target; others 64 KiB
+CORPUS_BUDGET = {"ntfs_volume": 1 << 20, "xfs_volume": 1 << 20, "btrfs_volume": 1 << 20,
+                 "ext4_volume": 1 << 20}  # bytes of coverage inputs kept; others 256 KiB
 
 
 def fuzz(target: str, seconds: int) -> dict:

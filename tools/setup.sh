@@ -66,3 +66,10 @@ if [[ ! -f .cache/bitlk-images/images.conf ]]; then
   .venv/bin/python -m tools.fixtures.bitlk_images >/dev/null \
     || echo "setup: warning: no BitLocker test images (their tests will skip and say why)" >&2
 fi
+# BitLocker volumes written by Windows from dissect.fve's source distribution (pip download,
+# sha256 pinned): used space only paused half-way, decrypted, Vista.
+if [[ ! -f .cache/dissect-fve-images/vista.img ]]; then
+  echo "setup: fetching dissect.fve's BitLocker test volumes"
+  .venv/bin/python -m tools.fixtures.dissect_fve_images >/dev/null \
+    || echo "setup: warning: no dissect.fve test volumes (their tests will skip and say why)" >&2
+fi

@@ -110,7 +110,7 @@ def _walk_btree(vol: "Volume", inode: Inode, root: bytes, what: str) -> list[Map
                 raise FormatError(f"bmbt block owned by inode {owner}", source=vol.name,
                                   structure=structure, offset=at)
         lvl, n = struct.unpack_from(">HH", blk, 4)
-        cap = (sb.block_size - hdr) // (16 if lvl == 0 else 16)
+        cap = (sb.block_size - hdr) // 16     # 16-byte records, or 8-byte key + 8-byte pointer
         if lvl != want_level or n > cap:
             raise FormatError(f"bmbt block level {lvl} (expected {want_level}), {n} records",
                               source=vol.name, structure=structure, offset=at)

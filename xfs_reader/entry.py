@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import os
 import stat
-from functools import cached_property
 from typing import TYPE_CHECKING, Iterator
 
 from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
@@ -12,6 +12,7 @@ from rpfs.stream import BytesStream, Stream
 
 from . import dirs, xattr
 from .bmap import FileStream, fork_map, read_logical
+from .checksum import verify_crc
 from .inode import FMT_DEV, FMT_LOCAL, Inode
 from .volume import kind_of
 
@@ -22,18 +23,23 @@ SYMLINK_MAX = 1024
 
 
 class Entry:
-    __slots__ = ("vol", "ino", "name", "__dict__")
+    __slots__ = ("vol", "ino", "name", "_inode")
 
     def __init__(self, vol: "Volume", ino: int, name: str):
         self.vol = vol
         self.ino = ino
         self.name = name
+        self._inode = None
 
     @property
     def inode(self) -> Inode:
-        return self.vol.inode(self.ino)
+        """Read on first use and kept (the volume's LRU shares it between entries)."""
+        got = self._inode
+        if got is None:
+            got = self._inode = self.vol.inode(self.ino)
+        return got
 
-    @cached_property
+    @property
     def mode(self) -> int:
         return self.inode.mode
 
@@ -63,8 +69,7 @@ class Entry:
         ino = self.inode
         if ino.format != FMT_DEV or len(ino.data_fork) < 4:
             return 0
-        dev = int.from_bytes(ino.data_fork[:4], "big")
-        import os
+        dev = int.from_bytes(ino.data_fork[:4], "big")     # XFS: 14-bit major, 18-bit minor
         return os.makedev(dev >> 18, dev & 0x3FFFF)
 
     def _name(self) -> str:
@@ -125,7 +130,6 @@ class Entry:
             raise FormatError("symlink blocks not mapped", source=vol.name, structure=structure)
         if not sb.crc:
             return raw[:ino.size]
-        from .checksum import verify_crc
         out = []
         for i in range(nblocks):
             blk = raw[i * sb.block_size:(i + 1) * sb.block_size]

@@ -51,6 +51,14 @@ class Inode:
         return bool(self.flags & DIFLAG_REALTIME)
 
 
+# magic mode version format onlink uid gid nlink (8-23), size nblocks (56-71), nextents
+# anextents forkoff aformat (76-83), flags (90)
+_HEAD = struct.Struct(">2sHBBHIII")
+_SIZES = struct.Struct(">qQ")
+_COUNTS = struct.Struct(">IHBB")
+_LEGACY_TIMES = struct.Struct(">iIiIiI")
+
+
 def _time_ns(raw: bytes, at: int, bigtime: bool) -> int:
     if bigtime:
         v = struct.unpack_from(">Q", raw, at)[0]
@@ -65,10 +73,9 @@ def parse(raw: bytes, ino: int, sb: Superblock, source: str, offset: int) -> Ino
     def bad(msg: str, at: int = 0) -> FormatError:
         return FormatError(msg, source=source, structure=structure, offset=offset + at)
 
-    if raw[:2] != b"IN":
+    magic, mode, version, fmt, onlink, uid, gid, nlink = _HEAD.unpack_from(raw, 0)
+    if magic != b"IN":
         raise bad("bad inode magic")
-    mode, version, fmt, onlink = struct.unpack_from(">HBBH", raw, 2)
-    uid, gid, nlink = struct.unpack_from(">III", raw, 8)
     if version == 1:
         nlink = onlink
     elif version not in (2, 3) or (version == 3) != sb.crc:
@@ -83,18 +90,22 @@ def parse(raw: bytes, ino: int, sb: Superblock, source: str, offset: int) -> Ino
             raise bad(f"inode says it is number {stored_ino}", 152)
         flags2 = struct.unpack_from(">Q", raw, 120)[0]
     bigtime = bool(flags2 & FLAGS2_BIGTIME)
-    atime, mtime, ctime = (_time_ns(raw, at, bigtime) for at in (32, 40, 48))
+    if bigtime:
+        atime, mtime, ctime = (_time_ns(raw, at, True) for at in (32, 40, 48))
+    else:
+        asec, ans, msec, mns, csec, cns = _LEGACY_TIMES.unpack_from(raw, 32)
+        atime = asec * 1_000_000_000 + min(ans, 999_999_999)
+        mtime = msec * 1_000_000_000 + min(mns, 999_999_999)
+        ctime = csec * 1_000_000_000 + min(cns, 999_999_999)
     if version == 3:
         crtime = _time_ns(raw, 144, bigtime)
-    size, nblocks = struct.unpack_from(">qQ", raw, 56)
+    size, nblocks = _SIZES.unpack_from(raw, 56)
     if size < 0:
         raise bad(f"negative size {size}", 56)
+    nextents, anextents, forkoff, aformat = _COUNTS.unpack_from(raw, 76)
     if flags2 & FLAGS2_NREXT64:
         nextents = struct.unpack_from(">Q", raw, 24)[0]
         anextents = struct.unpack_from(">I", raw, 76)[0]
-    else:
-        nextents, anextents = struct.unpack_from(">IH", raw, 76)
-    forkoff, aformat = raw[82], raw[83]
     flags = struct.unpack_from(">H", raw, 90)[0]
     litsize = len(raw) - core
     if forkoff:

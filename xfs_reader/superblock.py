@@ -136,8 +136,6 @@ def parse(data: bytes, source: str) -> Superblock:
                                    source=source, structure="XFS superblock", offset=216)
         if incompat & INCOMPAT_META_UUID:
             meta_uuid = data[248:264]
-    if rblocks or rextents:
-        pass  # a realtime section lives on another device: files there are refused per file
     return Superblock(
         block_size=blocksize, dblocks=dblocks, uuid=str(_uuid.UUID(bytes=uid)),
         meta_uuid=meta_uuid, logstart=logstart, rootino=rootino, agblocks=agblocks,

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import stat
 import struct
+import threading
 from functools import cached_property
 
-from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from rpfs.errors import FormatError, NotFoundError
 from rpfs.lru import LRU
 from rpfs.stream import Stream
 
 from . import inode as inodes
 from . import superblock
 from .log import log_state
+from .replay import replay
 
 INODE_CACHE = 4096
 DIR_CACHE = 64          # name tables of recently looked-in directories
@@ -22,7 +24,7 @@ class Volume:
     fs_type = "xfs"
 
     def __init__(self, stream: Stream):
-        self.stream = stream
+        self.base = stream           # the volume as stored; ``stream`` adds the replayed log
         self.name = stream.name
         head = stream.read(0, 512)
         if len(head) < 512:
@@ -39,9 +41,48 @@ class Volume:
         self._inodes = LRU(INODE_CACHE)
         self._dirs = LRU(DIR_CACHE)
         self._warnings: list[str] = []
+        self._lock = threading.Lock()
         if stream.size < self.size:
             self._warnings.append(f"the volume is {stream.size} bytes but its superblock "
                                   f"says {self.size}: data past the end is unreadable")
+
+    # -- the log -----------------------------------------------------------------------
+
+    @property
+    def stream(self) -> Stream:
+        """The volume as the kernel would see it after log recovery (replayed in memory on
+        first use; the stored volume itself when the log is clean or cannot be replayed)."""
+        got = self.__dict__.get("_stream")
+        if got is None:
+            with self._lock:
+                got = self.__dict__.get("_stream")
+                if got is None:
+                    got = self._recover()
+                    self.__dict__["_stream"] = got
+        return got
+
+    def _recover(self) -> Stream:
+        try:
+            state, log, last = log_state(self)
+        except FormatError as e:
+            self._state = f"log unreadable ({e})"
+            return self.base
+        self._state = state
+        if state != "needs log recovery" or last is None:
+            return self.base
+        try:
+            overlay, transactions, blocks = replay(self, log, last)
+        except FormatError as e:
+            self._state = f"needs log recovery (not replayed: {e})"
+            return self.base
+        self._state = (f"needs log recovery (replayed in memory: {transactions} transactions, "
+                       f"{blocks} blocks)")
+        return overlay
+
+    @property
+    def state(self) -> str:
+        self.stream  # noqa: B018 - the state is known once the log was looked at
+        return self._state
 
     # -- raw reads ---------------------------------------------------------------------
 
@@ -59,10 +100,7 @@ class Volume:
 
     # -- inodes ------------------------------------------------------------------------
 
-    def inode(self, ino: int) -> inodes.Inode:
-        got = self._inodes.get(ino)
-        if got is not None:
-            return got
+    def inode_offset(self, ino: int) -> int:
         sb = self.sb
         agno = ino >> (sb.agblklog + sb.inopblog)
         agbno = (ino >> sb.inopblog) & ((1 << sb.agblklog) - 1)
@@ -70,7 +108,14 @@ class Volume:
         if agno >= sb.agcount or agbno >= sb.agblocks or ino <= 0:
             raise FormatError(f"inode number {ino} outside the volume", source=self.name,
                               structure="XFS inode number")
-        at = (agno * sb.agblocks + agbno) * sb.block_size + slot * sb.inode_size
+        return (agno * sb.agblocks + agbno) * sb.block_size + slot * sb.inode_size
+
+    def inode(self, ino: int) -> inodes.Inode:
+        got = self._inodes.get(ino)
+        if got is not None:
+            return got
+        sb = self.sb
+        at = self.inode_offset(ino)
         raw = self.read_meta(at, sb.inode_size, f"XFS inode {ino}")
         got = inodes.parse(raw, ino, sb, self.name, at)
         self._inodes.put(ino, got)
@@ -105,13 +150,6 @@ class Volume:
 
     # -- description -------------------------------------------------------------------
 
-    @cached_property
-    def state(self) -> str:
-        try:
-            return log_state(self)
-        except FormatError as e:
-            return f"log unreadable ({e})"
-
     @property
     def warnings(self) -> list[str]:
         out = list(self._warnings)
@@ -136,4 +174,4 @@ def kind_of(mode: int) -> str:
             stat.S_IFSOCK: "socket"}.get(fmt, "unknown")
 
 
-__all__ = ["Volume", "kind_of", "UnsupportedError", "UsageError"]
+__all__ = ["Volume", "kind_of"]

@@ -41,6 +41,8 @@ def open_volume(stream: Stream, keys: KeyRing | None = None) -> BitLockerVolume:
     keys = keys or NO_KEYS
     copies = _copies(stream)
     reasons = []
+    if copies[0].fvek is None:  # decrypted, keys removed: nothing to unlock
+        return BitLockerVolume(stream, copies[0], None)
     for meta in copies:
         try:
             fvek, _ = unlock(meta, keys)
@@ -76,8 +78,9 @@ def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
     keys = keys or NO_KEYS
     out = summary(_copies(stream)[0])
     try:
-        open_volume(stream, keys)
+        vol = open_volume(stream, keys)
         out["unlocked"] = True
+        out["conversion"] = vol.map.summary
     except LockedError as e:
         out["unlocked"] = False
         out["locked"] = str(e).split(": ", 1)[-1]

@@ -77,7 +77,10 @@ PROTECTORS = {
     0x1000: "smart card",
     0x2000: "password",
 }
-STATES = {1: "decrypted", 2: "converting", 3: "encrypt on write", 4: "encrypted", 5: "paused"}
+# current_state / next_state. A paused full-volume conversion made by Windows 7 reads 3
+# (libyal/dissect's test volume win7_partial: 3 then 1, a decryption paused); dislocker
+# calls 5 "paused"; a used-space-only volume says 4 however far its conversion got.
+STATES = {1: "decrypted", 2: "converting", 3: "paused", 4: "encrypted", 5: "paused"}
 
 # Entry types (what an entry is for) and value types (how its data is laid out).
 ENTRY_VMK, ENTRY_FVEK, ENTRY_STARTUP_KEY, ENTRY_DESCRIPTION = 0x0002, 0x0003, 0x0006, 0x0007
@@ -150,6 +153,8 @@ class Metadata:
     protectors: list[Protector] = field(default_factory=list)
     fvek: WrappedKey | None = None
     block_offset: int = 0
+    convert_size: int = 0            # bytes at the watermark a running conversion rewrites
+    eow_offsets: tuple[int, ...] = ()  # the two FVE-EOW copies of a used-space-only volume
 
     @property
     def method_name(self) -> str:
@@ -245,7 +250,9 @@ def _parse_block(stream: Stream, offset: int, togo: bool, sector: int) -> Metada
         header_offset=head.header_offset, header_size=head.header_sectors * sector,
         volume_guid=uuid.UUID(bytes_le=meta.volume_guid), created=meta.created,
         description=None, block_offset=offset)
-    out.eow = _eow(stream)
+    out.eow_offsets = _eow_offsets(stream)
+    out.eow = bool(out.eow_offsets)
+    out.convert_size = head.convert_size
     for e in entries:
         if e.type == ENTRY_VMK and e.value_type == VALUE_VMK:
             out.protectors.append(_parse_vmk(e, raw, stream.name, offset))
@@ -258,10 +265,11 @@ def _parse_block(stream: Stream, offset: int, togo: bool, sector: int) -> Metada
             out.header_size = int.from_bytes(e.data[8:16], "little")
         elif e.type == ENTRY_DESCRIPTION and e.value_type == VALUE_STRING:
             out.description = e.data.decode("utf-16-le", "replace").rstrip("\0")
-    if out.method not in METHODS:
+    decrypted = out.current_state == 1 and out.method == 0 and out.fvek is None
+    if out.method not in METHODS and not decrypted:
         raise UnsupportedError(f"encryption method {out.method:#06x} is not supported",
                                source=stream.name, structure=where, offset=offset + 64 + 36)
-    if out.fvek is None:
+    if out.fvek is None and not decrypted:  # decrypted: Windows removed the keys
         raise fail("no FVEK entry")
     if not (0 <= out.header_offset and 0 < out.header_size
             and out.header_offset + out.header_size <= stream.size):
@@ -270,10 +278,14 @@ def _parse_block(stream: Stream, offset: int, togo: bool, sector: int) -> Metada
     return out
 
 
-def _eow(stream: Stream) -> bool:
+def _eow_offsets(stream: Stream) -> tuple[int, ...]:
+    """The two FVE-EOW offsets that follow the metadata offsets when the boot sector carries
+    the used-space-only GUID; () for a volume encrypted in full."""
     head = stream.read(0, 512)
     at = 424 if head[3:11] == SIGNATURE_TOGO else 160
-    return uuid.UUID(bytes_le=head[at:at + 16]) == GUID_EOW
+    if uuid.UUID(bytes_le=head[at:at + 16]) != GUID_EOW:
+        return ()
+    return tuple(int.from_bytes(head[at + 40 + 8 * i:at + 48 + 8 * i], "little") for i in range(2))
 
 
 def parse_entries(raw: bytes, start: int, end: int, source: str, base: int) -> list[Entry]:

@@ -208,8 +208,11 @@ def cmd_schedule(args) -> int:
         print(f"removed {directory}/{n} (no such group any more)")
     timers = [n for n in written if n.endswith(".timer")]
     if system:
-        subprocess.run(["systemctl", "daemon-reload"], check=True)
-        subprocess.run(["systemctl", "enable", "--now", *timers], check=True)
+        for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", *timers]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode:
+                why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+                raise UsageError(f"units written, but `{' '.join(cmd)}` failed: {why}")
         print(f"enabled {', '.join(timers)}")
     else:
         print(f"to start them: systemctl daemon-reload && systemctl enable --now {' '.join(timers)}",

@@ -293,7 +293,9 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
 
 def _walk_posix(vol, vm, rp_name, vol_name, m: _Matcher, keep) -> Iterator[dict]:
     """A POSIX volume (ext4, XFS, Btrfs) walked through its reader's entries."""
-    stack = [("", vol.root)]
+    root = vol.root
+    stack = [("", root)]
+    seen = {root.ino}          # a damaged volume may link a directory below itself
     while stack:
         d, entry = stack.pop()
         try:
@@ -305,7 +307,8 @@ def _walk_posix(vol, vm, rp_name, vol_name, m: _Matcher, keep) -> Iterator[dict]
             path = f"{d}/{child.name}"
             try:
                 kind = child.kind
-                if kind == "dir":
+                if kind == "dir" and child.ino not in seen:
+                    seen.add(child.ino)
                     stack.append((path, child))
                 if not m.match(m.subject(d, child.name)):
                     continue

@@ -3,9 +3,9 @@ the group's retention, read back a sample, keep a job record, and tell the notif
 
 One VM failing never stops the others: its error becomes one line in the job record. A
 backup that finds the repository busy (another writer holds the lock) waits for it, up to
-the group's ``lock_wait``; VMs of one repository therefore commit one after another until
-the store lets several writers in at once, while their sources are still read in parallel
-up to the lock.
+the group's ``lock_wait``. Until the store lets several backups into one repository at
+once (issue 22: backups under a shared lock), a backup takes the lock before it reads, so
+the VMs of one repository are backed up one after another whatever ``parallel`` says.
 """
 
 from __future__ import annotations
@@ -218,12 +218,15 @@ def _backup_vm(rc, crypto, group: GroupConfig, vm: Vm, start: datetime, frozen: 
 
 
 def _index(repo, vm: str, rp: str, keys) -> str:
-    from rpfs.errors import RpfsError as _E
+    """Index the new recovery point; its failure is a note, the backup stands."""
     from rpfs.index import update_index
     try:
         x = update_index(repo, vm, only=rp, keys=keys)
-    except _E as e:
+    except RpfsError as e:
         return f"not indexed ({e}); `rpfs index` will retry"
+    except Exception as e:   # a bug in indexing must not turn a stored backup into a failure
+        log.exception("indexing %s/%s", vm, rp)
+        return f"not indexed (internal error: {type(e).__name__}: {e}); `rpfs index` will retry"
     return f"indexed {x['volumes']} volumes"
 
 

@@ -215,11 +215,14 @@ def _mtime(node: Node) -> int:
 
 
 def _add(writer: ZipWriter, names: FolderNames, folder: str, name: str, node: Node,
-         errors: list[str]) -> Iterator[bytes]:
+         errors: list[str], ancestors: frozenset = frozenset()) -> Iterator[bytes]:
     shown = folder + zip_name(name)
     try:
         kind = node.kind
         if kind == "dir":
+            if node.key and node.key in ancestors:   # a damaged file system's cycle
+                errors.append(f"{shown}/: a directory that contains itself: not followed")
+                return
             mtime = _mtime(node)
             children = node.iterdir()
         elif kind == "symlink":
@@ -235,9 +238,10 @@ def _add(writer: ZipWriter, names: FolderNames, folder: str, name: str, node: No
     if kind == "dir":
         yield from writer.entry(arcname + "/", stat.S_IFDIR | 0o755, mtime, 0, [])
         inside = FolderNames()
+        within = ancestors | {node.key}
         try:
             for child in children:
-                yield from _add(writer, inside, arcname + "/", child.name, child, errors)
+                yield from _add(writer, inside, arcname + "/", child.name, child, errors, within)
         except RpfsError as e:  # the listing broke part way: what was listed is in
             errors.append(f"{arcname}/: {e}")
     elif kind == "symlink":

@@ -14,7 +14,13 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader"]):
+with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader", "xfs_reader",
+                                          "btrfs_reader"]):
+    import btrfs_reader  # noqa: F401
+    import btrfs_reader.compression  # noqa: F401
+    import formats.bitlocker.conversion  # noqa: F401
+    import formats.bitlocker.metadata  # noqa: F401
+    import formats.bitlocker.volume  # noqa: F401
     import formats.partitions  # noqa: F401
     import formats.vhd  # noqa: F401
     import formats.vhdx  # noqa: F401
@@ -31,6 +37,7 @@ with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader"]):
     import rpfs.store.catalog  # noqa: F401
     import rpfs.store.packs  # noqa: F401
     import rpfs.stream  # noqa: F401
+    import xfs_reader  # noqa: F401
 
 from tests.fuzz.targets import ALL, TARGETS, run_one  # noqa: E402
 

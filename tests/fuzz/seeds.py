@@ -74,8 +74,11 @@ def _volume_seed(image) -> bytes:
     return encode_image(s.size, blocks)
 
 
+VOLUME_TARGETS = ("ntfs_volume", "xfs_volume", "btrfs_volume")
+
+
 def _save(target: str, data: bytes, seeds: dict) -> None:
-    if data and len(data) <= (MAX_VOLUME_SEED if target == "ntfs_volume" else MAX_SEED):
+    if data and len(data) <= (MAX_VOLUME_SEED if target in VOLUME_TARGETS else MAX_SEED):
         seeds.setdefault(target, []).append(data)
 
 
@@ -166,7 +169,131 @@ def build_seeds() -> dict[str, list[bytes]]:
                     _save("lznt1", bytes([(s.unit // 4096).bit_length() - 1]) + raw, seeds)
     _wof_seeds(seeds)
     _store_seeds(seeds)
+    linuxfs_seeds(seeds)
+    _bitlocker_seeds(fx, seeds)
+    from tests.fuzz.seeds_linux import linux_seeds
+    linux_seeds(lambda target, data: seeds.setdefault(target, []).append(data))
     return seeds
+
+
+class _Recorder:
+    """Remembers which 4 KiB blocks a reader read (the seed keeps just those)."""
+
+    def __init__(self, base):
+        from rpfs.stream import Stream
+
+        rec = self
+        self.blocks: set[int] = set()
+
+        class S(Stream):
+            size, name = base.size, base.name
+
+            def _read(self, offset: int, length: int) -> bytes:
+                rec.blocks.update(range(offset // 4096, (offset + length - 1) // 4096 + 1))
+                return base.read(offset, length)
+        self.stream = S()
+
+
+def _reader_seed(path, reader, limit: int = 10_000) -> bytes:
+    """The blocks a walk of a small volume reads, as a sparse image (flag 0: checks on)."""
+    from tests.fuzz.targets import _walk_posix
+    base = FileStream(path)
+    rec = _Recorder(base)
+    _walk_posix(reader.open_volume(rec.stream), limit=limit)
+    blocks = [(b * 4096, base.read(b * 4096, 4096)) for b in sorted(rec.blocks)]
+    blocks = [(o, b) for o, b in blocks if b.count(0) != len(b)]
+    return encode_image(base.size, blocks, flags=0)
+
+
+def _dirty_xfs_seed(t: Path, seeds: dict) -> None:
+    """An XFS volume copied while mounted, its log holding one small checkpoint: the seed
+    that drives the log replay (needs root and a loop device; skipped without)."""
+    import os
+    import subprocess
+
+    import xfs_reader
+    from tools.fixtures.linuxfs import loop_available, mounted
+    if not loop_available():
+        return
+    img, copy, mnt = t / "dirty.src", t / "dirty.img", t / "mnt"
+    with open(img, "wb") as f:
+        f.truncate(320 << 20)
+    subprocess.run(["mkfs.xfs", "-q", "-d", "agcount=2", str(img)], check=True,
+                   capture_output=True)
+    with mounted(img, mnt):
+        (mnt / "d").mkdir()
+        for i in range(5):
+            (mnt / "d" / f"f{i}").write_bytes(b"%d" % i)
+        os.symlink("d/f1", mnt / "link")
+        os.sync()
+        subprocess.run(["cp", "--sparse=always", str(img), str(copy)], check=True)
+    vol = xfs_reader.open_volume(FileStream(copy))
+    assert vol.state.startswith("needs log recovery (replayed"), vol.state
+    _save("xfs_volume", _reader_seed(copy, xfs_reader), seeds)
+
+
+def linuxfs_seeds(seeds: dict) -> None:
+    """Tiny XFS (v5 and v4, from a protofile) and Btrfs (mkfs --rootdir, zlib-compressed
+    inline data) volumes: made without a kernel mount, so any machine can cut them."""
+    import os
+    import subprocess
+    import zlib
+
+    import btrfs_reader
+    import xfs_reader
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        src = t / "src"
+        src.mkdir()
+        (src / "hello.txt").write_bytes(b"hello\n")
+        (src / "data.bin").write_bytes(bytes(range(256)) * 40)
+        (src / "dir").mkdir()
+        for i in range(30):
+            (src / "dir" / f"entry-{i:03d}").write_bytes(b"x" * i)
+        os.symlink("hello.txt", src / "link")
+        proto = t / "proto"
+        lines = ["/dev/null", "0 0", "d--755 0 0", f"hello.txt ---644 0 0 {src / 'hello.txt'}",
+                 f"data.bin ---600 1000 100 {src / 'data.bin'}", "link l--777 0 0 hello.txt",
+                 "dir d--755 0 0"]
+        lines += [f" entry-{i:03d} ---644 0 0 {src / 'dir' / f'entry-{i:03d}'}" for i in range(30)]
+        proto.write_text("\n".join(lines + [" $", "$", ""]))
+        for name, args in (("xfs5", ["-m", "crc=1"]), ("xfs4", ["-m", "crc=0"])):
+            img = t / f"{name}.img"
+            with open(img, "wb") as f:
+                f.truncate(320 << 20)
+            subprocess.run(["mkfs.xfs", "-q", *args, "-d", "agcount=2", "-p", str(proto),
+                            str(img)], check=True, capture_output=True)
+            _save("xfs_volume", _reader_seed(img, xfs_reader), seeds)
+        img = t / "btrfs.img"
+        with open(img, "wb") as f:
+            f.truncate(128 << 20)
+        subprocess.run(["mkfs.btrfs", "-q", "--rootdir", str(src), str(img)], check=True,
+                       capture_output=True)
+        _save("btrfs_volume", _reader_seed(img, btrfs_reader), seeds)
+        _dirty_xfs_seed(t, seeds)
+    text = b"backup restore hyper-v " * 200
+    _save("btrfs_decompress", b"\x01" + len(text).to_bytes(3, "little") + zlib.compress(text), seeds)
+    import zstandard
+    _save("btrfs_decompress", b"\x03" + len(text).to_bytes(3, "little")
+          + zstandard.ZstdCompressor().compress(text), seeds)
+    from lzallright import LZOCompressor
+    seg = LZOCompressor().compress(text[:4096])
+    body = len(seg).to_bytes(4, "little") + seg
+    _save("btrfs_decompress", b"\x02" + (4096).to_bytes(3, "little")
+          + (len(body) + 4).to_bytes(4, "little") + body, seeds)
+
+
+def _bitlocker_seeds(fx, seeds: dict) -> None:
+    """The used-space-only volumes of the BitLocker factory: boot sector, FVE metadata,
+    FVE-EOW blocks, bitmaps and conversion logs (the tail past the file system)."""
+    from tools.fixtures import bitlocker as blfx
+    bl = blfx.build(fx)
+    for name, v in sorted(bl.volumes.items()):
+        if blfx.VARIANTS[name][3] == "eow":
+            s = FileStream(v.image)
+            tail = v.info["metadata"][0]
+            blocks = _nonzero_blocks(s, [(0, 512), (tail, s.size)], 512, MAX_SEED - 1024)
+            _save("bitlocker_eow", encode_image(s.size, blocks), seeds)
 
 
 def _wof_seeds(seeds: dict) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from rpfs.stream import Stream
+
 ATTRS = ("kind", "mode", "uid", "gid", "nlink", "rdev", "atime_ns", "mtime_ns", "ctime_ns")
 
 
@@ -61,3 +63,22 @@ def walk(entry, prefix: str = ""):
         yield path, child
         if child.is_dir:
             yield from walk(child, path)
+
+
+
+class Overlay(Stream):
+    """A stream with some bytes replaced (damage without copying a 1 GiB image)."""
+
+    def __init__(self, base: Stream, patches: dict[int, bytes]):
+        self.base = base
+        self.patches = patches
+        self.size = base.size
+        self.name = base.name + " (damaged)"
+
+    def _read(self, offset: int, length: int) -> bytes:
+        data = bytearray(self.base.read(offset, length))
+        for at, b in self.patches.items():
+            lo, hi = max(at, offset), min(at + len(b), offset + length)
+            if lo < hi:
+                data[lo - offset:hi - offset] = b[lo - at:hi - at]
+        return bytes(data)
