@@ -37,6 +37,7 @@ RO_COMPAT_LARGE_FILE = 0x2
 RO_COMPAT_BTREE_DIR = 0x4
 RO_COMPAT_HUGE_FILE = 0x8
 RO_COMPAT_GDT_CSUM = 0x10
+RO_COMPAT_BIGALLOC = 0x200
 RO_COMPAT_METADATA_CSUM = 0x400
 
 # What this reader understands; anything else in incompat cannot be read correctly.
@@ -156,8 +157,8 @@ def parse_superblock(raw: bytes, source: str, *, verify: bool = True) -> Superbl
     if len(raw) < 1024:
         raise bad("truncated")
     f = _SB.unpack_from(raw)
-    (inodes_count, blocks_lo, _r, _fb, _fi, first_data_block, log_block, _log_cluster,
-     blocks_per_group, _cpg, inodes_per_group, mtime, wtime) = f[:13]
+    (inodes_count, blocks_lo, _r, _fb, _fi, first_data_block, log_block, log_cluster,
+     blocks_per_group, clusters_per_group, inodes_per_group, mtime, wtime) = f[:13]
     _mnt, _maxmnt, magic, state, _errors, _minor = f[13:19]
     _lastcheck, _interval, _os, rev_level = f[19:23]
     _resuid, _resgid = f[23:25]
@@ -194,7 +195,10 @@ def parse_superblock(raw: bytes, source: str, *, verify: bool = True) -> Superbl
             raise bad(f"group descriptor size {desc_size}", 254)
     else:
         desc_size = 32
-    if blocks_per_group == 0 or blocks_per_group > 8 * block_size:
+    # bigalloc: the bitmap counts clusters, so a group may hold 2^n times more blocks
+    ratio = 1 << (log_cluster - log_block) if ro_compat & RO_COMPAT_BIGALLOC and \
+        log_block <= log_cluster <= log_block + 16 else 1
+    if blocks_per_group == 0 or blocks_per_group > 8 * block_size * ratio:
         raise bad(f"{blocks_per_group} blocks per group", 32)
     if inodes_per_group == 0 or inodes_per_group > 8 * block_size:
         raise bad(f"{inodes_per_group} inodes per group", 40)

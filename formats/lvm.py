@@ -294,6 +294,23 @@ class LogicalVolume(Stream):
         return {"lvm": self.layout}
 
 
+def _dict(section, key: str) -> dict:
+    """``section[key]`` if it is a section, else an empty one (hostile text may put a
+    number or a list where a section belongs)."""
+    v = section.get(key) if isinstance(section, dict) else None
+    return v if isinstance(v, dict) else {}
+
+
+def _list(section, key: str) -> list:
+    v = section.get(key) if isinstance(section, dict) else None
+    return v if isinstance(v, list) else []
+
+
+def _int(section, key: str, default: int = 0) -> int:
+    v = section.get(key, default) if isinstance(section, dict) else default
+    return v if isinstance(v, int) else default
+
+
 def _pv_id(text: str) -> str:
     return text.replace("-", "")
 
@@ -317,7 +334,7 @@ def assemble(pvs: dict[str, Stream]) -> dict[tuple[str, str], object]:
         for vg_name, section in meta[1].items():
             if not isinstance(section, dict) or "physical_volumes" not in section:
                 continue
-            seq = section.get("seqno", 0) if isinstance(section.get("seqno"), int) else 0
+            seq = _int(section, "seqno")
             if vg_name not in metas or metas[vg_name][0] < seq:
                 metas[vg_name] = (seq, vg_name, section)
     for vg_name, (_seq, _n, vg) in sorted(metas.items()):
@@ -339,7 +356,7 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
         raise bad(f"extent_size {extent_size!r}")
     extent_bytes = extent_size * SECTOR
     pvs: dict[str, tuple[Stream, int, int] | str] = {}
-    for key, pv in (vg.get("physical_volumes") or {}).items():
+    for key, pv in _dict(vg, "physical_volumes").items():
         if not isinstance(pv, dict):
             continue
         ident = _pv_id(str(pv.get("id", "")))
@@ -349,10 +366,15 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
             raise bad(f"{key}: pe_start/pe_count not numbers")
         hit = found.get(ident)
         pvs[key] = (hit.stream, pe_start * SECTOR, pe_count) if hit else f"{key} ({pv.get('id')})"
-    lvs = vg.get("logical_volumes") or {}
-    if not isinstance(lvs, dict):
-        raise bad("logical_volumes is not a section")
+    lvs = _dict(vg, "logical_volumes")
     out: dict[str, object] = {}
+    # An old-style snapshot: a hidden LV of segment type "snapshot" names the visible LV
+    # that holds its copy-on-write store; that LV is the snapshot the user sees.
+    cow_of: dict[str, str] = {}
+    for lv in lvs.values():
+        for key, seg in (lv.items() if isinstance(lv, dict) else ()):
+            if key.startswith("segment") and isinstance(seg, dict) and seg.get("type") == "snapshot":
+                cow_of[str(seg.get("cow_store"))] = str(seg.get("origin"))
 
     def build(lv_name: str, depth: int = 0) -> LogicalVolume:
         if depth > 8:
@@ -378,11 +400,11 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
                           "one ended")
             length = extents * extent_bytes
             if kind == "striped":
-                stripes = seg.get("stripes") or []
-                n = seg.get("stripe_count", 1)
+                stripes = _list(seg, "stripes")
+                n = _int(seg, "stripe_count", 1)
                 if not isinstance(n, int) or n < 1 or len(stripes) != 2 * n:
                     raise bad(f"{lv_name}: segment{k}: {n} stripes, {len(stripes) // 2} listed")
-                stripe = seg.get("stripe_size", 0) * SECTOR if n > 1 else length
+                stripe = _int(seg, "stripe_size") * SECTOR if n > 1 else length
                 if n > 1 and (stripe <= 0 or extents % n):
                     raise bad(f"{lv_name}: segment{k}: stripe size {stripe}")
                 areas = []
@@ -404,8 +426,8 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
                 layout.append({"extents": extents, "type": "linear" if n == 1 else "striped",
                                "stripes": [f"{stripes[2 * j]}:{stripes[2 * j + 1]}" for j in range(n)]})
             elif kind in ("mirror", "raid1"):
-                legs = seg.get("mirrors") if kind == "mirror" else seg.get("raids")
-                names = [x for x in (legs or []) if isinstance(x, str)]
+                legs = _list(seg, "mirrors" if kind == "mirror" else "raids")
+                names = [x for x in legs if isinstance(x, str)]
                 if kind == "raid1":
                     names = [x for x in names if "_rimage_" in x]
                 if not names:
@@ -429,7 +451,12 @@ def _vg_lvs(vg_name: str, vg: dict, found: dict[str, PhysicalVolume]) -> dict[st
     for lv_name, lv in sorted(lvs.items()):
         if not isinstance(lv, dict):
             continue
-        status = lv.get("status") or []
+        status = _list(lv, "status")
+        if lv_name in cow_of:      # LVM writes a snapshot's COW LV without VISIBLE
+            out[lv_name] = UnsupportedError(
+                f"a snapshot (of {cow_of[lv_name]}) cannot be read here",
+                source=f"lvm-{vg_name}-{lv_name}", structure="LVM2 logical volume")
+            continue
         if "VISIBLE" not in status:
             continue
         try:
@@ -448,6 +475,6 @@ def describe_pv(stream: Stream, name: str = "<pv>") -> dict:
         for vg_name, section in meta[1].items():
             if isinstance(section, dict) and "physical_volumes" in section:
                 out["vg"] = vg_name
-                out["lvs"] = sorted(k for k, v in (section.get("logical_volumes") or {}).items()
-                                    if isinstance(v, dict) and "VISIBLE" in (v.get("status") or []))
+                out["lvs"] = sorted(k for k, v in _dict(section, "logical_volumes").items()
+                                    if "VISIBLE" in _list(v, "status"))
     return out

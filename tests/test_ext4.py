@@ -29,7 +29,8 @@ def _root(img):
 
 
 @pytest.mark.parametrize("name,fs", [("ext4", "ext4"), ("ext4-1k", "ext4"),
-                                     ("ext4-inline", "ext4"), ("ext3", "ext3"), ("ext2", "ext2")])
+                                     ("ext4-inline", "ext4"), ("ext4-ea", "ext4"),
+                                     ("ext4-bigalloc", "ext4"), ("ext3", "ext3"), ("ext2", "ext2")])
 def test_every_file_as_the_kernel_reads_it(name, fs):
     img = _image(name) / f"{name}.img"
     tree, root = _root(img)
@@ -83,6 +84,16 @@ def test_crtime_as_debugfs_shows_it():
     secs, nsec = line.split()[1].split(":")
     assert int(nsec, 16) >> 2, "the fixture should have a crtime with nanoseconds"
     assert node.attr().crtime_ns == int(secs, 16) * 10**9 + (int(nsec, 16) >> 2)
+
+
+def test_xattr_in_its_own_inode():
+    img = _image("ext4-ea") / "ext4-ea.img"
+    tree, root = _root(img)
+    node = root.child("etc").child("hostname")
+    value = node.getxattr("user.huge")
+    assert len(value) == 60_000
+    import random
+    assert value == random.Random(11).randbytes(60_000)
 
 
 def test_inline_data_really_inline():

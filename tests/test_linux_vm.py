@@ -181,3 +181,19 @@ def test_web_page_serves_the_files(repo, oracle, vm, tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_export_raw_of_a_logical_volume(vm, repo, tmp_path):
+    """``export --format raw`` of an LV striped over two disks gives the file system image
+    that was written to it, byte for byte (holes kept as holes)."""
+    out = tmp_path / "srv.img"
+    rpfs("export", repo, "/linux01/latest/volumes/lvm-vmvg-srv", out, "--format", "raw")
+    want = vm / "images" / "srv.img"
+    assert out.stat().st_size == want.stat().st_size
+    with open(out, "rb") as a, open(want, "rb") as b:
+        while True:
+            x, y = a.read(1 << 20), b.read(1 << 20)
+            assert x == y
+            if not x:
+                break
+    assert out.stat().st_blocks * 512 < out.stat().st_size // 4     # sparse

@@ -85,7 +85,9 @@ def test_thin_volumes_say_they_cannot_be_read(vm):
     assert {"lvm-guestvg-root", "lvm-guestvg-data", "lvm-guestvg-spanned",
             "lvm-guestvg-mirrored", "lvm-guestvg-pool", "lvm-guestvg-thin"} <= names
     assert not any("rimage" in n or "tmeta" in n for n in names)      # hidden legs
-    for lv, what in (("thin", "a thin volume"), ("pool", "a thin pool")):
+    assert "lvm-guestvg-snap" in names and "lvm-guestvg-snapshot0" not in names
+    for lv, what in (("thin", "a thin volume"), ("pool", "a thin pool"),
+                     ("snap", r"a snapshot \(of root\)")):
         with pytest.raises(UnsupportedError, match=f"{what} cannot be read here"):
             tree.resolve(f"/volumes/lvm-guestvg-{lv}").iterdir()
 

@@ -15,12 +15,15 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader", "xfs_reader",
-                                          "btrfs_reader"]):
+                                          "btrfs_reader", "ext4_reader"]):
     import btrfs_reader  # noqa: F401
     import btrfs_reader.compression  # noqa: F401
+    import ext4_reader  # noqa: F401
+    import ext4_reader.journal  # noqa: F401
     import formats.bitlocker.conversion  # noqa: F401
     import formats.bitlocker.metadata  # noqa: F401
     import formats.bitlocker.volume  # noqa: F401
+    import formats.lvm  # noqa: F401
     import formats.partitions  # noqa: F401
     import formats.vhd  # noqa: F401
     import formats.vhdx  # noqa: F401
