@@ -19,7 +19,9 @@ every rule below looks at that, and counts files, never names:
    same directories (per directory the smaller of the two): encryption to new files,
    originals deleted;
 4. ``notes``: one new file name (small, text) added to many directories that existed
-   before: a ransom note dropped in every folder (an installer creates its own folders).
+   before, where no file of that name was removed or renamed away: a ransom note dropped
+   in every folder (an installer creates its own folders; log rotation re-creates a name
+   it has just renamed).
 
 A rule fires at ``MIN_FILES`` files (5). The scenarios in docs/changes.md (built by
 tools/fixtures/scenarios.py) show the benign heavy changes at 0 on every rule and the
@@ -76,13 +78,14 @@ class _Sampler:
 
 def analyse(changes, contents) -> dict:
     """The rules over ``changes`` (diff.Change, with ``contents`` to read samples)."""
-    counts: Counter = Counter()
+    counts: Counter = Counter({k: 0 for k in ("added", "removed", "modified", "renamed", "metadata")})
     sampler = _Sampler(contents)
     encrypted, partial, examples = [], [], []
     renamed_to: dict[str, list[str]] = defaultdict(list)
     removed_docs: dict[tuple, int] = Counter()
     new_random: dict[tuple, int] = Counter()
-    note_dirs: dict[str, set] = defaultdict(set)
+    note_dirs: dict[str, set] = defaultdict(set)     # folded name -> directories
+    note_names: dict[str, str] = {}
     new_dirs: set = set()
     cut = False
 
@@ -93,10 +96,13 @@ def analyse(changes, contents) -> dict:
         return not cut
 
     changes = list(changes)
+    vacated = set()          # names a directory held before: removed or renamed away
     for c in changes:
         counts[c.change] += 1
         if c.change == "added" and c.kind == "dir":
             new_dirs.add((c.volume, c.path))
+        elif c.change in ("removed", "renamed"):
+            vacated.add((c.volume, c.old_path or c.path))
     for c in changes:
         if c.kind != "file":
             continue
@@ -125,8 +131,11 @@ def analyse(changes, contents) -> dict:
             k = sniff.kind(new[0])
             if k == "random":
                 new_random[where] += 1
-            elif (k == "text" or k == "rtf") and c.new.size <= NOTE_MAX and where not in new_dirs:
-                note_dirs[c.path.rsplit("/", 1)[-1].lower()].add(where)
+            elif (k in ("text", "rtf") and c.new.size <= NOTE_MAX and where not in new_dirs
+                  and (c.volume, c.path) not in vacated):
+                name = c.path.rsplit("/", 1)[-1]
+                note_names.setdefault(name.lower(), name)
+                note_dirs[name.lower()].add(where)
     reasons = []
     if len(encrypted) >= MIN_FILES:
         reasons.append(f"{len(encrypted)} files changed from a recognisable format to bytes with"
@@ -147,6 +156,7 @@ def analyse(changes, contents) -> dict:
                        " added beside them")
     note, dirs = max(note_dirs.items(), key=lambda kv: len(kv[1]), default=("", set()))
     if len(dirs) >= MIN_FILES:
+        note = note_names[note]
         reasons.append(f"a new file {note!r} in {len(dirs)} existing directories (a ransom note?)")
         examples += [f"{v}{d}/{note}" for v, d in sorted(dirs)[:3]]
     counts.update(encrypted=len(encrypted), partial=len(partial),

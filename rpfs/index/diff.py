@@ -390,3 +390,46 @@ def diff(tree, path_a: str, path_b: str, inner: str | None = None, *, exact: boo
     rp_a, rp_b = repo.recovery_point(va, na), repo.recovery_point(vb, nb)
     yield from changes(repo, rp_a, rp_b, keys=getattr(tree, "keys", None), exact=exact,
                        prefix=prefix, volume=volume, notice=notice)
+
+
+# -- versions: one meaning everywhere (history, the .versions view, the web page) ---------
+
+
+def row_of(info, path: str) -> Row:
+    """A Row from a FileInfo (scan.py) found at ``path``."""
+    name = path.rsplit("/", 1)[-1]
+    link = next((lk for lk in info.links if lk[2] == name), info.links[0])
+    return Row(info.ref, info.seq, path, link[0] | (link[1] << 48), info.kind, info.size,
+               info.allocated, info.created, info.modified, info.changed, info.attributes,
+               info.reparse_tag, info.ads, info.fingerprint)
+
+
+def group_versions(items: list[tuple], volume: str, opener) -> list[list[int]]:
+    """Versions of one file: ``items`` are (recovery point key, Row) oldest first;
+    ``opener(key)`` gives that recovery point (rpfs.tree) when contents must be compared.
+    Returns one list of item indices per distinct content (a new version only where the
+    content changed; a content that comes back joins its old version)."""
+    groups: list[list[int]] = []
+    opened: dict = {}
+
+    def rp(key):
+        if key not in opened:
+            opened[key] = opener(key)
+        return opened[key]
+
+    for i, (key, row) in enumerate(items):
+        for g in reversed(groups):
+            k0, r0 = items[g[0]]
+            same = _maybe_same_data(r0, row)
+            if same is None:
+                try:
+                    same = Contents(rp(k0), rp(key), exact=True).same(volume, r0, row)
+                except RpfsError as e:
+                    log.info("%s%s: versions not compared: %s", volume, row.path, e)
+                    same = False
+            if same:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
