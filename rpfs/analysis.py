@@ -204,6 +204,17 @@ def scan_and_store(repo, vm: str, name: str, *, keys=None, notice=None) -> dict:
     return result
 
 
+def after_backup(repo, vm: str, name: str, *, keys=None, notice=None) -> dict:
+    """What a backup reports: the verdict, reasons, counts, examples and seconds of the new
+    recovery point's analysis (stored), or ``verdict: None`` and the error that stopped
+    it (the recovery point is stored all the same; ``rpfs scan`` can do it later)."""
+    try:
+        r = scan_and_store(repo, vm, name, keys=keys, notice=notice)
+    except RpfsError as e:
+        return {"verdict": None, "error": f"{e}; `rpfs scan` will retry"}
+    return {k: r[k] for k in ("verdict", "reasons", "counts", "examples", "seconds")}
+
+
 def stored(repo, vm: str, name: str) -> dict | None:
     """The stored analysis of a recovery point, or None (never scanned, or unreadable)."""
     from rpfs.store import objects

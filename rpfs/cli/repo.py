@@ -128,7 +128,9 @@ def cmd_backup(args) -> int:
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
         if not args.no_scan:
-            scan = scan_after_backup(repo, r.vm, r.rp, load_keys(args))
+            from rpfs.analysis import after_backup
+            scan = after_backup(repo, r.vm, r.rp, keys=load_keys(args), notice=lambda text: print(
+                f"rpfs: scan: {text}", file=sys.stderr))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {scan_line(scan)}", file=sys.stderr)
     if args.json:
@@ -140,20 +142,6 @@ def cmd_backup(args) -> int:
               f" stored as {human(r.new_bytes_stored)}; dedup {ratio}"
               + (f"; {r.unchanged_files} unchanged files not read" if r.unchanged_files else ""))
     return 0
-
-
-def scan_after_backup(repo, vm: str, rp: str, keys=None) -> dict:
-    """The change analysis of the new recovery point (stored in the repository), or why
-    there is none: the recovery point is stored all the same."""
-    from rpfs.analysis import scan_and_store
-    from rpfs.errors import RpfsError
-
-    try:
-        r = scan_and_store(repo, vm, rp, keys=keys,
-                           notice=lambda text: print(f"rpfs: scan: {text}", file=sys.stderr))
-    except RpfsError as e:
-        return {"verdict": None, "error": f"{e}; `rpfs scan` will retry"}
-    return {k: r[k] for k in ("verdict", "reasons", "counts", "examples", "seconds")}
 
 
 def scan_line(scan: dict) -> str:

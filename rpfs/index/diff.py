@@ -345,6 +345,12 @@ def changes(repo, rp_a, rp_b, *, keys=None, exact: bool = True, prefix: str | No
                     if vol is None:
                         sides.append([])
                         continue
+                    from rpfs.tree import is_posix_volume
+                    if is_posix_volume(vol):
+                        say(f"{name}: a {vol.fs_type} volume: not compared until the index"
+                            " holds Linux file systems")
+                        sides = None
+                        break
                     if not walked:
                         say(f"{name}: not indexed in {t.rp.name}: walking it")
                     sides.append(walk_state(vol))
