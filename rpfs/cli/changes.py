@@ -91,13 +91,20 @@ def cmd_last_clean(args) -> int:
     from rpfs.analysis import last_clean
     from rpfs.store import Repository
 
+    from rpfs.errors import NotFoundError
+
     with Repository.open(args.source) as repo:
-        r = last_clean(repo, args.vm, keys=load_keys(args), notice=_notice)
+        try:
+            r = last_clean(repo, args.vm, keys=load_keys(args), notice=_notice)
+        except NotFoundError as e:     # no such VM: no recovery point at all
+            print(f"rpfs: {e}", file=sys.stderr)
+            r = {"vm": args.vm, "recovery_point": None, "first_suspicious": None,
+                 "reasons": [], "examples": []}
     if args.json:
         print(json.dumps(r, ensure_ascii=False, indent=1))
     elif r["recovery_point"] is None:
         print(f"no clean recovery point: {r['first_suspicious']} is suspicious"
-              if r["first_suspicious"] else "no recovery points")
+              if r["first_suspicious"] else "no recovery points", file=sys.stderr)
     else:
         print(r["recovery_point"])
         if r["first_suspicious"]:

@@ -36,6 +36,7 @@ from rpfs.index import db as dbm
 log = logging.getLogger(__name__)
 
 COMPARE_BLOCK = 64 << 10      # exact comparison: unit whose stored chunks are compared
+WINDOW = 16 << 20             # ... looked up this much at a time
 SAMPLE = 4096
 
 
@@ -159,12 +160,28 @@ class Contents:
         self.rps = (rp_a, rp_b)        # rpfs.tree RecoveryPoints
         self.exact = exact
         self.bytes_read = 0
+        self._volumes: dict = {}
+
+    def volume(self, side: int, name: str):
+        """That volume of that side, opening only it (not every volume of the recovery
+        point) unless they are open already."""
+        rp = self.rps[side]
+        key = (side, name)
+        if key not in self._volumes:
+            if "volumes" in rp.__dict__:
+                vol = rp.volumes.get(name)
+            else:
+                from rpfs.tree import open_filesystem
+                stream = rp.volume_streams.get(name)
+                vol = stream if stream is None or isinstance(stream, Exception) else open_filesystem(stream)
+            self._volumes[key] = vol
+        vol = self._volumes[key]
+        if vol is None or isinstance(vol, Exception):
+            raise NotFoundError(f"{name}: not readable in this recovery point")
+        return vol
 
     def stream(self, side: int, volume: str, row: Row):
-        vol = self.rps[side].volumes.get(volume)
-        if vol is None or isinstance(vol, Exception):
-            raise NotFoundError(f"{volume}: not readable in this recovery point")
-        return vol.entry(row.ref | (row.rseq << 48)).open()
+        return self.volume(side, volume).entry(row.ref | (row.rseq << 48)).open()
 
     def same(self, volume: str, old: Row, new: Row) -> bool:
         try:
@@ -178,17 +195,19 @@ class Contents:
             return all(self._read(a, o, SAMPLE) == self._read(b, o, SAMPLE)
                        for o in sample_offsets(a.size))
         from rpfs.index.provenance import pieces, split
-        pa, pb = pieces(a, 0, a.size), pieces(b, 0, b.size)
-        if pa is not None and pa == pb:
-            return True
-        ba = split(pa, COMPARE_BLOCK) if pa is not None else None
-        bb = split(pb, COMPARE_BLOCK) if pb is not None else None
-        for i, off in enumerate(range(0, a.size, COMPARE_BLOCK)):
-            if ba is not None and bb is not None and i < len(ba) and i < len(bb) and ba[i] == bb[i]:
+        for start in range(0, a.size, WINDOW):       # pieces are bounded: a window at a time
+            n = min(WINDOW, a.size - start)
+            pa, pb = pieces(a, start, n), pieces(b, start, n)
+            if pa is not None and pa == pb:
                 continue
-            n = min(COMPARE_BLOCK, a.size - off)
-            if self._read(a, off, n) != self._read(b, off, n):
-                return False
+            ba = split(pa, COMPARE_BLOCK) if pa is not None else []
+            bb = split(pb, COMPARE_BLOCK) if pb is not None else []
+            for i, off in enumerate(range(start, start + n, COMPARE_BLOCK)):
+                if i < len(ba) and i < len(bb) and ba[i] == bb[i]:
+                    continue
+                k = min(COMPARE_BLOCK, start + n - off)
+                if self._read(a, off, k) != self._read(b, off, k):
+                    return False
         return True
 
     def _read(self, s, off: int, n: int) -> bytes:
@@ -262,10 +281,12 @@ def compare(volume: str, old_rows: list[Row], new_rows: list[Row],
     # a file replaced by another under the same name (saved through a temporary file)
     gone = {c.path: c for c in out if c.change == "removed" and c.kind == "file"}
     came = {c.path: c for c in out if c.change == "added" and c.kind == "file"}
-    for p in gone.keys() & came.keys():
-        out.remove(gone[p])
-        out.remove(came[p])
-        out += content(gone[p].old, came[p].new)
+    both = gone.keys() & came.keys()
+    if both:
+        out = [c for c in out if c.change not in ("removed", "added") or c.path not in both
+               or c.kind != "file"]
+        for p in sorted(both):
+            out += content(gone[p].old, came[p].new)
     # a directory's move carries everything below it: those are not listed as renamed
     moved = {c.new.identity for c in out if c.change == "renamed" and c.kind == "dir"}
     out = [c for c in out if not (c.change == "renamed" and c.old.name == c.new.name
