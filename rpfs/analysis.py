@@ -212,6 +212,10 @@ def after_backup(repo, vm: str, name: str, *, keys=None, notice=None) -> dict:
         r = scan_and_store(repo, vm, name, keys=keys, notice=notice)
     except RpfsError as e:
         return {"verdict": None, "error": f"{e}; `rpfs scan` will retry"}
+    except Exception as e:   # a bug in the analysis must not turn a stored backup into a failure
+        log.exception("change analysis of %s/%s", vm, name)
+        return {"verdict": None, "error": f"internal error: {type(e).__name__}: {e};"
+                                          " `rpfs scan` will retry"}
     return {k: r[k] for k in ("verdict", "reasons", "counts", "examples", "seconds")}
 
 
