@@ -119,8 +119,9 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
             # the objects first: they are the truth a catalog is rebuilt from
             for d in decisions:
                 if not d.keep:
-                    repo.backend.delete_object(
-                        f"{objects.RPS}/{objects.rp_object_name(repo.crypto, d.rp.vm, d.rp.name)}")
+                    name = objects.rp_object_name(repo.crypto, d.rp.vm, d.rp.name)
+                    repo.backend.delete_object(f"{objects.RPS}/{name}")
+                    repo.backend.delete_object(f"{objects.SCANS}/{name}")
             db = repo.writer
             with catalog.transaction(db):
                 db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])

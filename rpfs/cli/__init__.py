@@ -18,7 +18,7 @@ from rpfs.errors import IntegrityError, RpfsError
 
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",
-                   "rpfs.cli.serve", "rpfs.cli.index", "rpfs.cli.ops"]
+                   "rpfs.cli.serve", "rpfs.cli.index", "rpfs.cli.ops", "rpfs.cli.changes"]
 
 
 def build_parser() -> argparse.ArgumentParser:

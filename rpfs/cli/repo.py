@@ -38,6 +38,9 @@ def register(sub) -> None:
                    help="leave each checkpoint chain's running disk out (stores the state the"
                         " checkpoint froze)")
     add_limit_option(p, "the reads of the source")
+    p.add_argument("--no-scan", action="store_true",
+                   help="do not analyse what changed since the previous recovery point"
+                        " (`rpfs scan` does it later)")
     add_keys_option(p)
     p.set_defaults(func=cmd_backup)
 
@@ -118,14 +121,20 @@ def cmd_backup(args) -> int:
         if not args.json:
             for w in r.warnings:
                 print(f"{r.vm}/{r.rp}: {w}", file=sys.stderr)
-        note = None
+        note = scan = None
         if not args.no_index:
             from rpfs.cli.index import index_after_backup
             note = index_after_backup(repo, r.vm, r.rp, load_keys(args))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
+        if not args.no_scan:
+            from rpfs.analysis import after_backup
+            scan = after_backup(repo, r.vm, r.rp, keys=load_keys(args), notice=lambda text: print(
+                f"rpfs: scan: {text}", file=sys.stderr))
+            if not args.json:
+                print(f"{r.vm}/{r.rp}: {scan_line(scan)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**r.as_dict(), "index": note}))
+        print(json.dumps({**r.as_dict(), "index": note, "scan": scan}))
     else:
         ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
         print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"
@@ -133,6 +142,18 @@ def cmd_backup(args) -> int:
               f" stored as {human(r.new_bytes_stored)}; dedup {ratio}"
               + (f"; {r.unchanged_files} unchanged files not read" if r.unchanged_files else ""))
     return 0
+
+
+def scan_line(scan: dict) -> str:
+    if scan.get("verdict") is None:
+        return f"not scanned ({scan['error']})"
+    if scan["verdict"] == "clean":
+        return f"change analysis: clean ({scan['seconds']:.1f}s)"
+    return "change analysis: SUSPICIOUS: " + "; ".join(scan["reasons"])
+
+
+# `rpfs list VM`: the change analysis of each recovery point (`-`: not analysed)
+VERDICT_MARKS = {"clean": "clean", "suspicious": "SUSPICIOUS", None: "-"}
 
 
 def _table(rows: list[list[str]], right: set[int]) -> str:
@@ -144,15 +165,20 @@ def _table(rows: list[list[str]], right: set[int]) -> str:
 def cmd_list(args) -> int:
     with _open(args.repo) as repo:
         if args.vm:
+            from rpfs.analysis import stored
             rps = repo.recovery_points(args.vm)
+            scans = {r.name: stored(repo, r.vm, r.name) or {} for r in rps}
             if args.json:
                 print(json.dumps([{"vm": r.vm, "rp": r.name, "time": r.time.isoformat(),
                                    "logical_size": r.logical_size, "stored_size": r.stored_size,
-                                   "file_count": r.file_count, "new_chunks": r.new_chunks}
+                                   "file_count": r.file_count, "new_chunks": r.new_chunks,
+                                   "verdict": scans[r.name].get("verdict"),
+                                   "reasons": scans[r.name].get("reasons", [])}
                                   for r in rps], indent=1))
                 return 0
-            rows = [["RECOVERY POINT", "SIZE", "NEW STORED", "FILES"]]
-            rows += [[r.name, human(r.logical_size), human(r.stored_size), str(r.file_count)] for r in rps]
+            rows = [["RECOVERY POINT", "SIZE", "NEW STORED", "FILES", "CHANGE"]]
+            rows += [[r.name, human(r.logical_size), human(r.stored_size), str(r.file_count),
+                      VERDICT_MARKS[scans[r.name].get("verdict")]] for r in rps]
             print(_table(rows, {1, 2, 3}))
             return 0
         out = []

@@ -205,6 +205,8 @@ def _backup_vm(rc, crypto, group: GroupConfig, vm: Vm, start: datetime, frozen: 
                      logical_size=b.logical_bytes, warnings=list(b.warnings), left_out=b.left_out)
             with index_lock:
                 r["index"] = _index(repo, b.vm, b.rp, keys)
+                from rpfs.analysis import after_backup
+                r["scan"] = after_backup(repo, b.vm, b.rp, keys=keys)
     except RpfsError as e:
         r["error"] = f"{vm.name}: {e}" if not str(e).startswith(f"{vm.name}:") else str(e)
     except OSError as e:
