@@ -58,7 +58,7 @@ def probe(volume: Stream) -> bool:
     if volume.size < HEADER_OFFSET + _HEADER.size:
         return False
     head = volume.read(HEADER_OFFSET, _HEADER.size)
-    return head[:16] == VSS_IDENTIFIER and _HEADER.unpack(head)[7] != 0
+    return head[:16] == VSS_IDENTIFIER and _HEADER.unpack(head)[6] != 0
 
 
 def filetime(ticks: int) -> datetime | None:
@@ -166,7 +166,7 @@ class ShadowCopies:
             seen.add(offset)
             data = self._block(offset, record, structure)
             yield offset, data
-            offset = _BLOCK_HEADER.unpack_from(data)[6]
+            offset = _BLOCK_HEADER.unpack_from(data)[5]
 
     def _volume_header(self) -> tuple[int, int]:
         if self.volume.size < HEADER_OFFSET + _HEADER.size:
