@@ -535,16 +535,17 @@ def lookup_child(parent: Node, name: str) -> Node:
         return ads(stream)
 
 
-def open_source(source: str | os.PathLike, keys=None) -> Tree:
+def open_source(source: str | os.PathLike, keys=None, store=None) -> Tree:
     """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a
-    Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it."""
+    Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it;
+    ``store``: the ``StoreOptions`` a repository is opened with."""
     if str(source).startswith("s3://"):
-        return repo_tree(str(source), keys)
+        return repo_tree(str(source), keys, store)
     path = Path(source)
     if not path.exists():
         raise NotFoundError(f"{source}: no such file or directory")
     if path.is_dir() and (path / "catalog.sqlite").exists():
-        return repo_tree(path, keys)
+        return repo_tree(path, keys, store)
     rp = FolderRecoveryPoint(path)
     rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
@@ -552,10 +553,10 @@ def open_source(source: str | os.PathLike, keys=None) -> Tree:
     return tree
 
 
-def repo_tree(path: Path | str, keys=None) -> Tree:
-    from rpfs.store import Repository
+def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
+    from rpfs.store import open_repository
 
-    repo = Repository.open(path)
+    repo = open_repository(path, store)
 
     def vm_children(vm: str) -> list[Node]:
         rps = repo.recovery_points(vm)

@@ -92,7 +92,7 @@ def cmd_history(args) -> int:
 def cmd_index(args) -> int:
     from rpfs.index import update_index
     from rpfs.progress import Progress
-    from rpfs.store import Repository
+    from rpfs.store import open_repository
 
     bar = None
 
@@ -109,7 +109,7 @@ def cmd_index(args) -> int:
             bar.total = total
             bar.update(done)
 
-    with Repository.open(args.repo) as repo:
+    with open_repository(args.repo, args.store) as repo:
         r = update_index(repo, args.vm, progress=progress, keys=load_keys(args))
     if bar is not None:
         bar.close()

@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--no-scan", action="store_true",
                    help="do not analyse what changed since the previous recovery point"
                         " (`rpfs scan` does it later)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for a running prune or gc instead of refusing (other backups never block)")
     add_keys_option(p)
     p.set_defaults(func=cmd_backup)
 
@@ -56,6 +58,8 @@ def register(sub) -> None:
     for k in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         p.add_argument(f"--keep-{k}", type=int, default=0, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for running backups (on any machine) to commit instead of refusing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prune)
 
@@ -85,10 +89,12 @@ def parse_size(text: str) -> int:
 
 
 @contextlib.contextmanager
-def _open(path: str):
-    """The repository, closed at the end; a full disk is named as the repository's."""
-    from rpfs.store import Repository
-    with Repository.open(path) as repo:
+def _open(args):
+    """The repository of ``args.repo``, closed at the end; a full disk is named as the
+    repository's."""
+    from rpfs.store import open_repository
+    path = args.repo
+    with open_repository(path, args.store) as repo:
         try:
             yield repo
         except OSError as e:
@@ -106,7 +112,7 @@ def cmd_init(args) -> int:
         kw["zstd_level"] = args.zstd_level
     if args.pack_size:
         kw["pack_size"] = args.pack_size
-    repo = Repository.init(args.repo, encrypt=args.encrypt, **kw)
+    repo = Repository.init(args.repo, args.store, encrypt=args.encrypt, **kw)
     enc = "encrypted" if repo.crypto.encrypted else "not encrypted"
     repo.close()
     print(f"created repository {args.repo} ({enc})", file=sys.stderr)
@@ -115,9 +121,9 @@ def cmd_init(args) -> int:
 
 def cmd_backup(args) -> int:
     from rpfs.backup import backup
-    with _open(args.repo) as repo:
+    with _open(args) as repo:
         r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read,
-                   frozen=args.frozen, limit=limit_of(args))
+                   frozen=args.frozen, limit=limit_of(args), wait=args.wait)
         if not args.json:
             for w in r.warnings:
                 print(f"{r.vm}/{r.rp}: {w}", file=sys.stderr)
@@ -163,7 +169,7 @@ def _table(rows: list[list[str]], right: set[int]) -> str:
 
 
 def cmd_list(args) -> int:
-    with _open(args.repo) as repo:
+    with _open(args) as repo:
         if args.vm:
             from rpfs.analysis import stored
             rps = repo.recovery_points(args.vm)
@@ -201,11 +207,11 @@ def cmd_list(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from rpfs.prune import Policy, prune
+    from rpfs.store.maintenance.prune import Policy, prune
     pol = Policy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily,
                  weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
-    with _open(args.repo) as repo:
-        r = prune(repo, pol, vm=args.vm, dry_run=args.dry_run)
+    with _open(args) as repo:
+        r = prune(repo, pol, vm=args.vm, dry_run=args.dry_run, wait=args.wait)
     if args.json:
         print(json.dumps(r.as_dict(), indent=1))
         return 0
@@ -224,8 +230,8 @@ def cmd_prune(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from rpfs.verify import verify
-    with _open(args.repo) as repo:
+    from rpfs.store.maintenance.verify import verify
+    with _open(args) as repo:
         r = verify(repo, read_data=args.read_data)
     if args.json:
         print(json.dumps(r.as_dict(), indent=1))
@@ -244,8 +250,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    from rpfs.store.rebuild import repair
-    r = repair(args.repo)
+    from rpfs.store.maintenance.repair import repair
+    r = repair(args.repo, args.store)
     if args.json:
         print(json.dumps(r.as_dict(), indent=1))
     else:
