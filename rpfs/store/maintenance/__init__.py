@@ -18,7 +18,7 @@ from rpfs.store.repository import Repository
 
 
 def open_repository(address, options: StoreOptions | None = None, *,
-                    register: bool = True) -> Repository:
+                    register: bool = True, _crypto=None) -> Repository:
     """``Repository.open`` whose s3:// catalog cache is brought up to date at open and
     follows a gc on another machine when a read meets a pack it deleted."""
     from rpfs.store.maintenance.sync import GcFollower, sync
@@ -28,4 +28,4 @@ def open_repository(address, options: StoreOptions | None = None, *,
         options = options.with_(catch_up=sync)
     if options.on_missing_pack is None:
         options = options.with_(on_missing_pack=GcFollower())
-    return Repository.open(str(address), options, register=register)
+    return Repository.open(str(address), options, register=register, _crypto=_crypto)
