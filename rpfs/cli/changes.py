@@ -89,11 +89,11 @@ def describe(result: dict) -> str:
 
 def cmd_last_clean(args) -> int:
     from rpfs.analysis import last_clean
-    from rpfs.store import Repository
+    from rpfs.store import open_repository
 
     from rpfs.errors import NotFoundError
 
-    with Repository.open(args.source) as repo:
+    with open_repository(args.source, args.store) as repo:
         try:
             r = last_clean(repo, args.vm, keys=load_keys(args), notice=_notice)
         except NotFoundError as e:     # no such VM: no recovery point at all
