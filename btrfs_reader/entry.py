@@ -20,19 +20,22 @@ from .filedata import FileStream, check_extents
 from .volume import kind_of
 
 SYMLINK_MAX = 4096
+FT_KINDS = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
+            7: "symlink"}     # BTRFS_FT_* in a directory entry: the kind without the inode
 EMPTY_DIR = items.InodeItem(size=0, nbytes=0, nlink=1, uid=0, gid=0, mode=stat.S_IFDIR | 0o755,
                             rdev=0, flags=0, atime_ns=0, ctime_ns=0, mtime_ns=0, otime_ns=0)
 
 
 class Entry:
-    __slots__ = ("vol", "tree", "objectid", "name", "_item")
+    __slots__ = ("vol", "tree", "objectid", "name", "_item", "_kind")
 
-    def __init__(self, vol, tree: int, objectid: int, name: str):
+    def __init__(self, vol, tree: int, objectid: int, name: str, ftype: int = 0):
         self.vol = vol
         self.tree = tree
         self.objectid = objectid
         self.name = name
         self._item = None
+        self._kind = FT_KINDS.get(ftype)
 
     @property
     def ino(self) -> int:
@@ -48,9 +51,14 @@ class Entry:
         return self._item
 
     mode = property(lambda self: self.item.mode)
-    kind = property(lambda self: kind_of(self.item.mode))
-    is_dir = property(lambda self: stat.S_ISDIR(self.item.mode))
-    is_symlink = property(lambda self: stat.S_ISLNK(self.item.mode))
+    is_dir = property(lambda self: self.kind == "dir")
+    is_symlink = property(lambda self: self.kind == "symlink")
+
+    @property
+    def kind(self) -> str:
+        if self._item is None and self._kind is not None:
+            return self._kind
+        return kind_of(self.item.mode)
     size = property(lambda self: self.item.size)
     uid = property(lambda self: self.item.uid)
     gid = property(lambda self: self.item.gid)
@@ -80,7 +88,7 @@ class Entry:
         if loc.type != items.INODE_ITEM:
             raise FormatError(f"directory entry {name!r} points at item type {loc.type}",
                               source=self.vol.name, structure=self._where())
-        return Entry(self.vol, self.tree, loc.objectid, name)
+        return Entry(self.vol, self.tree, loc.objectid, name, d.type)
 
     def iterdir(self) -> Iterator["Entry"]:
         if not self.is_dir:

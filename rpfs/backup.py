@@ -15,6 +15,13 @@ the short transaction that adds its chunk rows; the recovery point's rows are in
 one last transaction. A run killed at any moment leaves the previous state plus, at most,
 durable chunks no recovery point references yet — the next backup reuses them (they are
 found by hash like any other chunk) and gc removes those nobody ends up using.
+
+Many backups at once (processes of this machine, and other machines on an s3://
+repository) hold the repository lock shared; prune and gc take it exclusively, so they never
+see a backup's packs before its recovery point is committed. Each backup publishes its own
+packs, index object, chunk maps and recovery point object; catalogs merge them (sync.py). Two
+backups that store the same new chunk at once both upload it: the catalog keeps the row it
+has, and gc drops the other copy.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from rpfs.progress import Progress
 from rpfs.ratelimit import RateLimit
 from rpfs.store import catalog, objects
 from rpfs.store.packs import PackWriter, compress
-from rpfs.store.rebuild import sync
+from rpfs.store.maintenance.sync import sync
 from rpfs.store.repository import Repository, rp_name
 from rpfs.stream import DATA, FileStream
 
@@ -306,7 +313,7 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
            time: datetime | str | None = None, workers: int | None = None,
            progress: Progress | None = None, show_progress: bool = True,
            force_read: bool = False, frozen: bool = False, limit: RateLimit | None = None,
-           stable_tries: int = STABLE_TRIES) -> BackupResult:
+           stable_tries: int = STABLE_TRIES, wait: bool = False) -> BackupResult:
     """Back up ``sources`` as one new recovery point of ``vm``; returns what it did.
 
     A file whose size, mtime, ctime, inode and device equal those recorded (before reading)
@@ -317,7 +324,8 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
     A file that changed while it was read (rpfs/live.py) is read again until two reads agree
     (chunks already stored are only hashed again; the changed ranges are stored), at most
     ``stable_tries`` reads, else ``SourceChanged``: a torn copy is never stored. ``frozen``
-    leaves the running disk of each checkpoint chain out; ``limit`` bounds the read rate."""
+    leaves the running disk of each checkpoint chain out; ``limit`` bounds the read rate.
+    ``wait``: wait for a running prune or gc instead of refusing."""
     t0 = _time.monotonic()
     vm, files = collect_sources(sources, vm)
     left_out, notes = [], []
@@ -331,8 +339,8 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
     if workers is None:
         workers = max(1, len(os.sched_getaffinity(0)))
     total = sum(f.size for f in files)
-    with repo.writer_lock("backup"):
-        sync(repo, locked=True)   # a recovery point a killed run left as an object only
+    with repo.lock("backup", exclusive=False, wait=wait):
+        sync(repo)   # recovery points other backups committed, or a killed run left as an object only
         if repo.writer.execute("SELECT 1 FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
                                " WHERE v.name = ? AND r.name = ?", (vm, name)).fetchone():
             raise UsageError(f"VM {vm!r} already has a recovery point named {name}")
@@ -495,16 +503,24 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
     db = repo.writer
     ids = []
     with run.commit_lock, catalog.transaction(db):
-        cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
-                         (writer.name, size, len(writer.entries), _time.time()))
-        pid = cur.lastrowid
+        # a conflict: a catch-up of this catalog (another process's sync) imported the pack
+        # from the repository already
+        pid = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)"
+                         " ON CONFLICT (name) DO UPDATE SET size = excluded.size RETURNING id",
+                         (writer.name, size, len(writer.entries), _time.time())).fetchone()[0]
+        lost = db.execute("SELECT id FROM packs WHERE name = ?", (catalog.LOST_PACK,)).fetchone()
         for e in writer.entries:
-            # a conflict is a chunk a repair found in no pack: from now on it is in this one
-            ids.append(db.execute(
+            # a conflict is a chunk a repair found in no pack (from now on it is in this one),
+            # or one a concurrent backup stored too (its row is kept; gc drops our copy)
+            row = db.execute(
                 "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
                 " ON CONFLICT (hash) DO UPDATE SET pack_id = excluded.pack_id, offset = excluded.offset,"
-                " csize = excluded.csize, usize = excluded.usize, codec = excluded.codec RETURNING id",
-                (e.hash, pid, e.offset, e.csize, e.usize, e.codec)).fetchone()[0])
+                " csize = excluded.csize, usize = excluded.usize, codec = excluded.codec"
+                " WHERE chunks.pack_id = ? RETURNING id",
+                (e.hash, pid, e.offset, e.csize, e.usize, e.codec, lost[0] if lost else -1)).fetchone()
+            if row is None:
+                row = db.execute("SELECT id FROM chunks WHERE hash = ?", (e.hash,)).fetchone()
+            ids.append(row[0])
     with run.lock:
         for e, i in zip(writer.entries, ids):
             run.known[e.hash] = i
@@ -545,6 +561,12 @@ def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
     with catalog.transaction(db):
         db.execute("INSERT OR IGNORE INTO vms (name) VALUES (?)", (vm,))
         vm_id = db.execute("SELECT id FROM vms WHERE name = ?", (vm,)).fetchone()[0]
+        had = db.execute("SELECT created FROM recovery_points WHERE vm_id = ? AND name = ?",
+                         (vm_id, name)).fetchone()
+        if had is not None:
+            if had[0] == created:
+                return   # another process's catch-up imported it from our object meanwhile
+            raise UsageError(f"VM {vm!r} already has a recovery point named {name}")
         cur = db.execute(
             "INSERT INTO recovery_points (vm_id, name, time, logical_size, stored_size, file_count,"
             " new_chunks, chunk_size, created) VALUES (?,?,?,?,?,?,?,?,?)",

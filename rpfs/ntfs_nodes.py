@@ -216,17 +216,18 @@ class VolumeRoot(NtfsNode):
     """The root directory of a volume, which also answers ``rpfs info`` for the volume.
     ``volume_stream``: the volume's bytes as Windows presents them (``export --format raw``)."""
 
-    __slots__ = ("volume", "volume_stream")
+    __slots__ = ("volume", "volume_stream", "shadow_copies")
 
     def __init__(self, volume, name: str, key: tuple):
         self.volume = volume
         self.volume_stream = None
+        self.shadow_copies = None  # formats.vss.ShadowCopies when the volume holds stores
         super().__init__(volume.root, key, name=name)
         self.key = key
 
     def info(self) -> dict:
         v = self.volume
-        return {
+        out = {
             "name": self.name, "type": "dir", "filesystem": "ntfs",
             "label": v.label, "serial": f"{v.serial:016X}" if isinstance(v.serial, int) else v.serial,
             "version": v.version, "dirty": v.dirty, "cluster_size": v.cluster_size,
@@ -234,6 +235,12 @@ class VolumeRoot(NtfsNode):
             "warnings": list(v.warnings),
             **getattr(v.stream, "describe", dict)(),  # BitLocker: what encrypts the volume
         }
+        copies = self.shadow_copies
+        if isinstance(copies, Exception):
+            out["shadow_copies_error"] = str(copies)
+        elif copies is not None:
+            out["shadow_copies"] = [s.describe() for s in copies.stores]
+        return out
 
 
 def volume_root(volume, name: str, key: tuple) -> Node:

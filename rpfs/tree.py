@@ -138,6 +138,24 @@ class RecoveryPoint:
                 out[name] = vol
         return out
 
+    @once
+    def shadow_copies(self) -> dict[str, object]:
+        """``<disk>-p<N>`` -> the in-guest shadow copies (formats.vss.ShadowCopies) of each
+        NTFS volume that holds VSS stores, or the error saying why they cannot be read."""
+        from formats import vss
+
+        out: dict[str, object] = {}
+        for name, vol in self.volumes.items():
+            if isinstance(vol, Exception) or is_posix_volume(vol):
+                continue
+            stream = self.volume_streams[name]
+            try:
+                if vss.probe(stream):
+                    out[name] = vss.ShadowCopies(stream)
+            except RpfsError as e:
+                out[name] = e
+        return out
+
     def describe(self) -> dict:
         return {}
 
@@ -343,8 +361,45 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
         else:
             node = ntfs_nodes.volume_root(vol, name, k)
         node.volume_stream = rp.volume_streams.get(name, vol)  # for export --format raw
+        copies = rp.shadow_copies.get(name)
+        if copies is not None and hasattr(node, "volume"):
+            node.shadow_copies = copies  # rpfs info lists the stores
         nodes.append(node)
+        if copies is not None:
+            nodes.append(shadow_copies_node(copies, name + ".vss", key + (name + ".vss",),
+                                            rp.mtime_ns))
     return nodes
+
+
+def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
+    """``<volume>.vss/<creation time>/``: each shadow copy as a read-only NTFS tree; a store
+    that cannot be read is listed and answers EIO (the others still read)."""
+    if isinstance(copies, Exception):
+        return BrokenNode(name, key, copies, kind="dir")
+
+    def children() -> list[Node]:
+        from ntfs_reader import Volume
+        from rpfs import ntfs_nodes
+
+        nodes: list[Node] = []
+        seen: set[str] = set()
+        for store in copies.stores:
+            sname = store.name if store.name not in seen else f"{store.name}-{store.index}"
+            seen.add(sname)
+            try:
+                stream = copies.open(store)
+                node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,))
+                node.volume_stream = stream
+            except RpfsError as e:
+                node = BrokenNode(sname, key + (sname,), e, kind="dir")
+            nodes.append(node)
+        return nodes
+
+    def info() -> dict:
+        return {"name": name, "type": "dir", "volume": copies.name, "vss_version": copies.version,
+                "shadow_copies": [s.describe() for s in copies.stores]}
+
+    return StaticDir(name, key, children, mtime_ns, info=info)
 
 
 # ---------------------------------------------------------------------------------------
@@ -480,16 +535,17 @@ def lookup_child(parent: Node, name: str) -> Node:
         return ads(stream)
 
 
-def open_source(source: str | os.PathLike, keys=None) -> Tree:
+def open_source(source: str | os.PathLike, keys=None, store=None) -> Tree:
     """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a
-    Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it."""
+    Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it;
+    ``store``: the ``StoreOptions`` a repository is opened with."""
     if str(source).startswith("s3://"):
-        return repo_tree(str(source), keys)
+        return repo_tree(str(source), keys, store)
     path = Path(source)
     if not path.exists():
         raise NotFoundError(f"{source}: no such file or directory")
     if path.is_dir() and (path / "catalog.sqlite").exists():
-        return repo_tree(path, keys)
+        return repo_tree(path, keys, store)
     rp = FolderRecoveryPoint(path)
     rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
@@ -497,10 +553,10 @@ def open_source(source: str | os.PathLike, keys=None) -> Tree:
     return tree
 
 
-def repo_tree(path: Path | str, keys=None) -> Tree:
-    from rpfs.store import Repository
+def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
+    from rpfs.store import open_repository
 
-    repo = Repository.open(path)
+    repo = open_repository(path, store)
 
     def vm_children(vm: str) -> list[Node]:
         rps = repo.recovery_points(vm)

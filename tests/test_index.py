@@ -297,7 +297,7 @@ def test_damaged_mft_is_skipped_record_by_record(small_fixtures, tmp_path):
 def test_pruned_recovery_points_leave_the_index(small_fixtures, tmp_path, fx):
     """After a prune, `rpfs index` drops rows only pruned recovery points used; the next
     recovery point is still indexed incrementally and answers like the manifest."""
-    from rpfs.prune import Policy, prune
+    from rpfs.store.maintenance.prune import Policy, prune
 
     s1, s2 = small_fixtures.vm_states
     times = ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z", "2024-05-03T00:00:00Z"]

@@ -13,7 +13,7 @@ import pytest
 
 from rpfs.backup import backup
 from rpfs.errors import UsageError
-from rpfs.prune import Policy, decide, prune
+from rpfs.store.maintenance.prune import Policy, decide, prune
 from rpfs.store import RecoveryPoint, Repository
 from tests.helpers.store_fixtures import MiB, rpfs
 

@@ -11,9 +11,9 @@ import random
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from rpfs.backup import backup
-from rpfs.prune import Policy, prune
+from rpfs.store.maintenance.prune import Policy, prune
 from rpfs.store import Repository
-from rpfs.verify import verify
+from rpfs.store.maintenance.verify import verify
 
 K = 4096
 PACK = 1 << 16     # the smallest pack size config allows: 16 chunks

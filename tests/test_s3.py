@@ -20,7 +20,8 @@ from pathlib import Path
 import blake3
 import pytest
 
-from rpfs.store import Repository
+from rpfs.cli.options import store_options
+from rpfs.store import Repository, open_repository
 
 MiB = 1 << 20
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
@@ -35,6 +36,11 @@ def rpfs(*args, check=True, env=None):
     if check and r.returncode:
         raise AssertionError(f"rpfs {' '.join(map(str, args))}: {r.stderr.decode()}")
     return r
+
+
+def opts(**kw):
+    """The options the CLI would pass, from this process's environment (the gateway's)."""
+    return store_options().with_(**kw)
 
 
 def sha(data: bytes) -> str:
@@ -61,7 +67,7 @@ def store(addr, backups: list[tuple], **init) -> None:
     ``init`` settings, then one backup per (source, time)."""
     from rpfs.backup import backup
 
-    with Repository.init(str(addr), **init) as repo:
+    with Repository.init(str(addr), opts(), **init) as repo:
         for src, t in backups:
             backup(repo, [str(src)], time=t, show_progress=False)
 
@@ -99,7 +105,7 @@ def where(request, tmp_path):
 
 def read_all(repo: str, vm: str, rp: str, names) -> dict[str, str]:
     """sha256 of stored files, read in-process (the CLI's cat is exercised elsewhere)."""
-    with Repository.open(repo, register=False) as r:
+    with open_repository(repo, opts(), register=False) as r:
         point = r.recovery_points(vm)[-1] if rp == "latest" else r.recovery_point(vm, rp)
         out = {}
         for n in names:
@@ -139,7 +145,7 @@ def test_catalog_deleted_then_repaired(where, tmp_path):
         truth[f"2026-11-0{i + 1}T020000Z"] = make_vm(src, 10 + i)
         backups.append((src, f"2026-11-0{i + 1}T02:00:00Z"))
     store(where, backups, chunk_size=64 << 10, pack_size=256 << 10)
-    with Repository.open(where, register=False) as repo:
+    with open_repository(where, opts(), register=False) as repo:
         cat = repo.catalog_path
     for s in ("", "-wal", "-shm"):
         if os.path.exists(cat + s):
@@ -413,7 +419,7 @@ def test_server_errors_are_retried(s3_gateway, tmp_path):
     src = tmp_path / "web01"
     want = make_vm(src, 31, size=12 * MiB)
     store(repo, [(src, "2026-11-01T02:00:00Z")], chunk_size=64 << 10)
-    with Repository.open(repo, cache_dir=str(tmp_path / "cold")) as r:
+    with open_repository(repo, opts(cache_dir=str(tmp_path / "cold"))) as r:
         calls = []
 
         def fault(request, **kw):
@@ -438,7 +444,7 @@ def test_deleted_and_corrupted_objects_named_by_verify(s3_gateway, tmp_path):
         backups.append((tmp_path / f"s{i}" / "web01", t))
         make_vm(backups[-1][0], 40 + i)
     store(repo, backups, chunk_size=64 << 10, pack_size=128 << 10)
-    with Repository.open(repo) as r:
+    with open_repository(repo, opts()) as r:
         packs = [n for (n,) in r.query("SELECT name FROM packs ORDER BY id")]
     bucket, _, prefix = repo[5:].partition("/")
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
@@ -447,7 +453,7 @@ def test_deleted_and_corrupted_objects_named_by_verify(s3_gateway, tmp_path):
     data = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     data[100] ^= 0xFF
     s3.put_object(Bucket=bucket, Key=key, Body=bytes(data))
-    with Repository.open(repo) as r:
+    with open_repository(repo, opts()) as r:
         path, mo = r.query("SELECT path, map_object FROM files WHERE path = 'notes.txt' LIMIT 1")[0]
     s3.delete_object(Bucket=bucket, Key=f"{prefix}/maps/{mo}")
     r = rpfs("verify", repo, "--read-data", check=False)
@@ -578,7 +584,7 @@ def test_a_gc_on_another_machine_is_followed(s3_gateway, tmp_path):
         want[day] = rnd.randbytes(6 * MiB) + shared
         (src / "disk.vhdx").write_bytes(want[day])
         rpfs("backup", repo, src, "--vm", "vm", "--time", f"2026-01-0{day}T00:00:00Z", env=b)
-    with Repository.open(repo, cache_dir=str(tmp_path / "a")) as r:
+    with open_repository(repo, opts(cache_dir=str(tmp_path / "a"))) as r:
         rp2 = r.recovery_point("vm", "2026-01-02T000000Z")
         f = r.open_file(rp2, "disk.vhdx")
         packs_before = {loc.pack for loc in f.locs.values()}
@@ -609,7 +615,7 @@ def test_a_recovery_point_read_on_another_machine_is_kept_by_prune(s3_gateway, t
         (src / "disk.vhdx").write_bytes(want[day])
         rpfs("backup", repo, src, "--vm", "vm", "--time", f"2026-01-0{day}T00:00:00Z", env=b)
     day1 = "vm/2026-01-01T000000Z"
-    with Repository.open(repo, cache_dir=str(tmp_path / "a")) as r:
+    with open_repository(repo, opts(cache_dir=str(tmp_path / "a"))) as r:
         f = r.open_file(r.recovery_point("vm", "2026-01-01T000000Z"), "disk.vhdx")
         readers = {k: v for k, v in bucket_objects(repo).items() if "/readers/" in k}
         assert [json.loads(v)["holds"] for v in readers.values()] == [[day1]]

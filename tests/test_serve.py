@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rpfs.stream import ZeroStream
+from rpfs.stream import BytesStream, ZeroStream
 from rpfs.tree import StaticDir, StreamFile
 from rpfs.web.api import content_disposition, parse_range
 from rpfs.web.zipstream import BLOCK, zip_chunks
@@ -263,6 +263,41 @@ def test_zip_of_a_huge_file_is_zip64_in_bounded_memory(tmp_path):
     with open(out, "rb") as f:
         f.seek(-200, os.SEEK_END)
         assert b"PK\x06\x06" in f.read()  # the ZIP64 end of central directory record
+
+
+def test_zip_names_stay_unique_and_never_under_a_link():
+    """Names that U+FFFD used to merge stay apart (their bytes as %XX), a name equal but for
+    case to a symlink's gets " (2)" (so does a second selection of the same name); names are
+    cut to 255 bytes and stay distinct; backslashes and % are escaped."""
+    from rpfs.node import Symlink
+    from rpfs.web.zipstream import zip_name
+
+    t = 1_700_000_000 * 10**9
+    payload = StreamFile("payload.txt", ("p",), 2, lambda: BytesStream(b"hi"), t)
+    inner = lambda key: StaticDir("\udced\udca0\udc81", (key,), lambda: [payload], t)  # noqa
+    long_a, long_b = "\udced\udca0\udc80" * 90 + "a", "\udced\udca0\udc80" * 90 + "b"
+    children = [Symlink("\udced\udca0\udc80", ("l1",), "../../outside", t), inner("d1"),
+                Symlink("Same", ("l2",), "../../outside", t),
+                StaticDir("same", ("d2",), lambda: [payload], t),
+                StreamFile("a\\..\\..\\evil.txt", ("f1",), 2, lambda: BytesStream(b"hi"), t),
+                StreamFile("%5C", ("f2",), 2, lambda: BytesStream(b"hi"), t),
+                StreamFile(long_a, ("f3",), 2, lambda: BytesStream(b"hi"), t),
+                StreamFile(long_b, ("f4",), 2, lambda: BytesStream(b"hi"), t)]
+    folder = StaticDir("z", ("z",), lambda: children, t)
+    data = b"".join(zip_chunks([("z", folder), ("z", folder)]))
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        assert zf.testzip() is None
+    names = [i.filename for i in infos]
+    assert len(names) == len(set(names)) == 2 * 11
+    links = [i.filename for i in infos if (i.external_attr >> 16) & 0o170000 == 0o120000]
+    assert sorted(links) == ["z (2)/%ED%A0%80", "z (2)/Same", "z/%ED%A0%80", "z/Same"]
+    for link in links:
+        assert not [n for n in names if n.casefold().startswith(link.casefold() + "/")], link
+    assert {"z/%ED%A0%81/payload.txt", "z/same (2)/payload.txt",
+            "z/a%5C..%5C..%5Cevil.txt", "z/%255C"} <= set(names)
+    assert all(len(n.rsplit("/", 1)[-1].encode()) <= 255 for n in names)
+    assert zip_name(long_a) != zip_name(long_b)
 
 
 # -- safety ----------------------------------------------------------------------------------

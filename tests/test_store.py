@@ -15,7 +15,7 @@ import pytest
 
 from rpfs.backup import backup
 from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
-from rpfs.store import Repository
+from rpfs.store import Repository, StoreOptions
 from rpfs.store import catalog
 from rpfs.stream import ZERO
 from tests.helpers.store_fixtures import MiB, changed_chunks, new_contents, files_of, rpfs, sha256, vm_states
@@ -183,12 +183,11 @@ def test_bit_flip_raises_integrity_error_with_location(tmp_path):
             repo.open_file(rp, "a.bin").read(2 * MiB, 10)
 
 
-def test_cache_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.setenv("RPFS_CACHE_MB", "2")
+def test_cache_is_bounded(tmp_path):
     d = tmp_path / "vm"
     d.mkdir()
     (d / "a.bin").write_bytes(os.urandom(8 * MiB))
-    with Repository.init(tmp_path / "repo") as repo:
+    with Repository.init(tmp_path / "repo", StoreOptions(chunk_cache_bytes=2 * MiB)) as repo:
         backup(repo, [str(d)], time="2024-01-01T00:00:00Z", show_progress=False)
         s = repo.open_file(repo.recovery_points("vm")[0], "a.bin")
         s.read(0, 8 * MiB)
@@ -301,7 +300,7 @@ def test_progress_only_on_a_terminal(tmp_path):
 def test_writer_never_waits_for_a_reader_transaction(tmp_path):
     """A reader holding a read transaction open (an unfinished SELECT) does not block a
     backup's commits or a prune; the reader's snapshot stays consistent meanwhile."""
-    from rpfs.prune import Policy, prune
+    from rpfs.store.maintenance.prune import Policy, prune
     src = tmp_path / "vm"
     src.mkdir()
     (src / "a.bin").write_bytes(os.urandom(4 * MiB))
@@ -330,13 +329,13 @@ def test_writer_never_waits_for_a_reader_transaction(tmp_path):
 
 def test_many_threads_small_cache_few_fds(tmp_path, monkeypatch):
     """Concurrent random reads with constant cache eviction and pack-fd eviction."""
-    monkeypatch.setenv("RPFS_CACHE_MB", "1")
     rnd = random.Random(5)
     src = tmp_path / "vm"
     src.mkdir()
     data = rnd.randbytes(12 * MiB) + bytes(3 * MiB) + b"xyz" * (MiB // 3) + rnd.randbytes(MiB + 17)
     (src / "d.bin").write_bytes(data)
-    with Repository.init(tmp_path / "repo", pack_size=1 << 20) as repo:
+    with Repository.init(tmp_path / "repo", StoreOptions(chunk_cache_bytes=MiB),
+                         pack_size=1 << 20) as repo:
         backup(repo, [str(src)], time="2024-01-01T00:00:00Z", show_progress=False)
         repo.backend._max_fds = 2
         f = repo.open_file(repo.recovery_points("vm")[0], "d.bin")

@@ -143,11 +143,10 @@ def test_filesystem_full_during_prune_and_gc(tmp_path):
         # fill the filesystem to the last block, then give back a little more each round:
         # prune fails wherever the disk runs out (opening the catalog, in a transaction,
         # writing a repacked pack) until it has the room it needs
-        with open(fs / "filler", "wb") as f:
+        with open(fs / "filler", "wb", buffering=0) as f:   # unbuffered: close has nothing left to flush
             with contextlib.suppress(OSError):
-                while True:
-                    f.write(bytes(64 * KiB))
-                    f.flush()
+                while f.write(bytes(64 * KiB)):
+                    pass
         full = os.path.getsize(fs / "filler")
         failures = []
         for free in (0, 16, 64, 256, 1024, 4096, 8192):

@@ -11,7 +11,7 @@ import sqlite3
 from rpfs.backup import backup
 from rpfs.errors import IntegrityError
 from rpfs.store import Repository
-from rpfs.verify import verify
+from rpfs.store.maintenance.verify import verify
 from tests.helpers.store_fixtures import MiB, rpfs, vm_states
 
 

@@ -120,6 +120,9 @@ def test_contract_errors(linuxfs_images):
         vol.root.open()
     e = vol.lookup("/links/a")
     assert vol.entry(e.ino).open().read(0, 100) == b"one file, three names\n"
+    man = linuxfs_images.manifest("xfs5")["entries"]
+    for path in ("/hello.txt", "/links/a", "/xattrs/one", "/xattrs/node", "/xattrs/acl", "/xattrs"):
+        assert vol.lookup(path).has_xattrs == bool(man[path]["xattrs"]), path
     assert vol.lookup("/names").child("bad-\udcff\udcfe").size == 10
     d = vol.describe()
     assert d["filesystem"] == "xfs" and d["state"] == "clean" and d["version"] == "v5 (CRC)"

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rpfs.backup import backup  # noqa: E402
-from rpfs.store import Repository  # noqa: E402
+from rpfs.store import Repository, StoreOptions  # noqa: E402
 
 
 def states() -> tuple[Path, Path, str]:
@@ -55,35 +55,31 @@ def largest_file(repo: Repository, rp) -> str:
 
 
 def read_latency(path: Path, vm: str, reads: int, cache_mb: int) -> dict:
-    os.environ["RPFS_CACHE_MB"] = str(cache_mb)
-    try:
-        with Repository.open(path) as repo:
-            rp = repo.recovery_points(vm)[-1]
-            name = largest_file(repo, rp)
-            f = repo.open_file(rp, name)
-            rnd = random.Random(1)
-            # only offsets inside data chunks (zero chunks cost nothing at any size)
-            data_ext = [e for e in f.extents() if e.kind == "data"]
-            offs = []
-            for _ in range(reads):
-                e = rnd.choice(data_ext)
-                offs.append(e.offset + rnd.randrange(max(1, e.length - 4096)) // 4096 * 4096)
+    with Repository.open(path, StoreOptions(chunk_cache_bytes=cache_mb << 20)) as repo:
+        rp = repo.recovery_points(vm)[-1]
+        name = largest_file(repo, rp)
+        f = repo.open_file(rp, name)
+        rnd = random.Random(1)
+        # only offsets inside data chunks (zero chunks cost nothing at any size)
+        data_ext = [e for e in f.extents() if e.kind == "data"]
+        offs = []
+        for _ in range(reads):
+            e = rnd.choice(data_ext)
+            offs.append(e.offset + rnd.randrange(max(1, e.length - 4096)) // 4096 * 4096)
+        lat = []
+        for o in offs:
+            t = time.perf_counter()
+            f.read(o, 4096)
+            lat.append((time.perf_counter() - t) * 1e6)
+        if cache_mb:
             lat = []
-            for o in offs:
+            for o in offs:   # second pass: warm
                 t = time.perf_counter()
                 f.read(o, 4096)
                 lat.append((time.perf_counter() - t) * 1e6)
-            if cache_mb:
-                lat = []
-                for o in offs:   # second pass: warm
-                    t = time.perf_counter()
-                    f.read(o, 4096)
-                    lat.append((time.perf_counter() - t) * 1e6)
-            lat.sort()
-            return {"median_us": round(statistics.median(lat)),
-                    "p95_us": round(lat[int(len(lat) * 0.95) - 1])}
-    finally:
-        os.environ.pop("RPFS_CACHE_MB", None)
+        lat.sort()
+        return {"median_us": round(statistics.median(lat)),
+                "p95_us": round(lat[int(len(lat) * 0.95) - 1])}
 
 
 def run(size: int, s1: Path, s2: Path, tmp: Path, reads: int) -> dict:

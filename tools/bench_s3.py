@@ -152,13 +152,15 @@ def bench_read(tmp: Path, src: Path, repeat: int) -> dict:
 
 def bench_attach(tmp: Path, n: int) -> dict:
     from rpfs.backup import backup
+    from rpfs.cli.options import store_options
     from rpfs.store import Repository
 
     addr = f"s3://rpfs-bench/attach-{os.urandom(4).hex()}"
     vm = tmp / "attach" / "small01"
     vm.mkdir(parents=True)
     (vm / "base.vhdx").write_bytes(os.urandom(4 * MiB))
-    with Repository.init(addr, cache_dir=str(tmp / "attach-writer"), chunk_size=256 << 10) as repo:
+    with Repository.init(addr, store_options().with_(cache_dir=str(tmp / "attach-writer")),
+                         chunk_size=256 << 10) as repo:
         for i in range(n):
             (vm / "diff.avhdx").write_bytes(os.urandom(256 << 10) + bytes(256 << 10))
             (vm / "vm.vmcx").write_bytes(b"config %d" % i)

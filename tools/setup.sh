@@ -23,6 +23,8 @@ DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g
       borgbackup wimtools make 7zip
       # BitLocker tests: an independent decrypter to cross-check the factory's writer
       dislocker
+      # in-guest shadow copies: libvshadow reads back every store the factory writes
+      libvshadow-utils
       # rpfs serve's tests: Playwright drives this chromium (never its own); Info-ZIP unzip
       chromium unzip
       # Linux guests: the file system and LVM tools that build the test images, and the

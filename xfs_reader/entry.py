@@ -20,16 +20,21 @@ if TYPE_CHECKING:
     from .volume import Volume
 
 SYMLINK_MAX = 1024
+# the file type in a directory entry (XFS_DIR3_FT_*): a listing knows each kind without
+# reading the inode
+FT_KINDS = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
+            7: "symlink"}
 
 
 class Entry:
-    __slots__ = ("vol", "ino", "name", "_inode")
+    __slots__ = ("vol", "ino", "name", "_inode", "_kind")
 
-    def __init__(self, vol: "Volume", ino: int, name: str):
+    def __init__(self, vol: "Volume", ino: int, name: str, ftype: int = 0):
         self.vol = vol
         self.ino = ino
         self.name = name
         self._inode = None
+        self._kind = FT_KINDS.get(ftype)
 
     @property
     def inode(self) -> Inode:
@@ -45,15 +50,17 @@ class Entry:
 
     @property
     def kind(self) -> str:
+        if self._inode is None and self._kind is not None:
+            return self._kind
         return kind_of(self.mode)
 
     @property
     def is_dir(self) -> bool:
-        return stat.S_ISDIR(self.mode)
+        return self.kind == "dir"
 
     @property
     def is_symlink(self) -> bool:
-        return stat.S_ISLNK(self.mode)
+        return self.kind == "symlink"
 
     size = property(lambda self: self.inode.size)
     uid = property(lambda self: self.inode.uid)
@@ -80,16 +87,18 @@ class Entry:
     def iterdir(self) -> Iterator["Entry"]:
         if not self.is_dir:
             raise UsageError(f"{self.name}: not a directory")
-        for name, ino, _ft in dirs.entries(self.vol, self.inode):
-            yield Entry(self.vol, ino, name.decode("utf-8", "surrogateescape"))
+        for name, ino, ft in dirs.entries(self.vol, self.inode):
+            yield Entry(self.vol, ino, name.decode("utf-8", "surrogateescape"), ft)
 
     def child(self, name: str) -> "Entry":
         """Answered from the directory's name table, built from one listing and kept in
         the volume's small cache of recent directories."""
-        ino = self.vol.name_table(self).get(name)
-        if ino is None:
+        got = self.vol.name_table(self).get(name)
+        if got is None:
             raise NotFoundError(f"{name}: no such file in {self.name}")
-        return Entry(self.vol, ino, name)
+        child = Entry(self.vol, got[0], name)
+        child._kind = got[1]
+        return child
 
     # -- contents ----------------------------------------------------------------------
 
@@ -138,6 +147,17 @@ class Entry:
             verify_crc(blk, 12, vol.name, structure, 0)
             out.append(blk[hdr:])
         return b"".join(out)[:ino.size]
+
+    @property
+    def has_xattrs(self) -> bool:
+        """False only when the inode alone shows it has none (no attribute fork, or one
+        that is empty): ``ls -l``'s getxattr is then answered without reading more."""
+        ino = self.inode
+        if ino.attr_fork is None:
+            return False
+        if ino.aformat == FMT_LOCAL:
+            return len(ino.attr_fork) >= 3 and ino.attr_fork[2] > 0
+        return ino.anextents > 0 or ino.aformat != 2
 
     def xattrs(self) -> dict[str, bytes]:
         return xattr.xattrs(self.vol, self.inode)

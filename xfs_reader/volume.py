@@ -18,6 +18,8 @@ from .replay import replay
 
 INODE_CACHE = 4096
 DIR_CACHE = 64          # name tables of recently looked-in directories
+INODE_CLUSTER = 16384   # inodes are read this many bytes at a time (a chunk holds 64)
+CLUSTER_CACHE = 256     # clusters kept: 4 MiB
 
 
 class Volume:
@@ -40,6 +42,7 @@ class Volume:
         self.size = self.sb.dblocks * self.sb.block_size
         self._inodes = LRU(INODE_CACHE)
         self._dirs = LRU(DIR_CACHE)
+        self._clusters = LRU(CLUSTER_CACHE)
         self._warnings: list[str] = []
         self._lock = threading.Lock()
         if stream.size < self.size:
@@ -110,21 +113,34 @@ class Volume:
                               structure="XFS inode number")
         return (agno * sb.agblocks + agbno) * sb.block_size + slot * sb.inode_size
 
+    def _inode_bytes(self, at: int, n: int, ino: int) -> bytes:
+        """An inode's bytes from its cluster (a listing stats neighbours next: one read of
+        16 KiB instead of 32 or 64 small ones, which matters over a repository)."""
+        start = at - at % INODE_CLUSTER
+        cluster = self._clusters.get(start)
+        if cluster is None:
+            end = min(start + INODE_CLUSTER, self.size, self.stream.size)
+            if at + n > end:
+                return self.read_meta(at, n, f"XFS inode {ino}")
+            cluster = self.read_meta(start, end - start, f"XFS inode {ino}")
+            self._clusters.put(start, cluster)
+        return cluster[at - start:at - start + n]
+
     def inode(self, ino: int) -> inodes.Inode:
         got = self._inodes.get(ino)
         if got is not None:
             return got
         sb = self.sb
         at = self.inode_offset(ino)
-        raw = self.read_meta(at, sb.inode_size, f"XFS inode {ino}")
+        raw = self._inode_bytes(at, sb.inode_size, ino)
         got = inodes.parse(raw, ino, sb, self.name, at)
         self._inodes.put(ino, got)
         return got
 
-    def name_table(self, directory: "Entry") -> dict[str, int]:
+    def name_table(self, directory: "Entry") -> dict[str, tuple[int, str | None]]:
         table = self._dirs.get(directory.ino)
         if table is None:
-            table = {e.name: e.ino for e in directory.iterdir()}
+            table = {e.name: (e.ino, e._kind) for e in directory.iterdir()}
             self._dirs.put(directory.ino, table)
         return table
 

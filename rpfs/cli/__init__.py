@@ -18,7 +18,7 @@ from rpfs.errors import IntegrityError, RpfsError
 
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",
-                   "rpfs.cli.serve", "rpfs.cli.index", "rpfs.cli.ops"]
+                   "rpfs.cli.serve", "rpfs.cli.index", "rpfs.cli.ops", "rpfs.cli.changes"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_repository_options(p: argparse.ArgumentParser) -> None:
     """Where an s3:// repository is and where its local cache lives (for every command,
-    since any of them may be given one). They travel as the environment variables the
-    store reads, so a detached mount process gets them too."""
+    since any of them may be given one). With the environment they become ``args.store``
+    (rpfs/cli/options.py), the ``StoreOptions`` every command passes down."""
     g = p.add_argument_group("s3:// repositories")
     g.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
     g.add_argument("--cache-dir", metavar="DIR",
@@ -52,14 +52,6 @@ def add_repository_options(p: argparse.ArgumentParser) -> None:
     from rpfs.cli.repo import parse_size
     g.add_argument("--cache-size", metavar="SIZE", type=parse_size,
                    help="bound of the block cache, e.g. 4G (default 2G)")
-
-
-def export_repository_options(args) -> None:
-    for opt, env in (("s3_endpoint", "AWS_ENDPOINT_URL"), ("cache_dir", "RPFS_CACHE_DIR"),
-                     ("cache_size", "RPFS_CACHE_SIZE")):
-        value = getattr(args, opt, None)
-        if value:
-            os.environ[env] = os.path.abspath(value) if opt == "cache_dir" else str(value)
 
 
 # What to do about the errors of the disk itself (one line with the error; see docs/hardening.md)
@@ -82,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         format="rpfs: %(levelname)s: %(message)s",
     )
     debug = bool(os.environ.get("RPFS_DEBUG"))
-    export_repository_options(args)
     try:
+        from rpfs.cli.options import store_options
+        args.store = store_options(args)
         return args.func(args) or 0
     except RpfsError as e:
         if debug:

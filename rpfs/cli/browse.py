@@ -32,7 +32,7 @@ def load_keys(args):
 
 def open_tree(args):
     """``open_source`` with the keys of ``--keys``."""
-    return open_source(args.source, keys=load_keys(args))
+    return open_source(args.source, keys=load_keys(args), store=getattr(args, "store", None))
 
 
 def register(sub) -> None:

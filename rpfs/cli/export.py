@@ -99,7 +99,7 @@ def _volume(node, fmt: str):
 
 
 def cmd_export_vm(args) -> int:
-    with open_source(args.source) as tree:
+    with open_source(args.source, store=args.store) as tree:
         rp = tree.resolve(args.path)
         files = rp.child("files")
         total = sum(child.attr().size for child in files.iterdir() if child.kind == "file")

@@ -27,7 +27,8 @@ def register(sub) -> None:
     add_keys_option(p)
     p.set_defaults(func=cmd_find)
 
-    p = sub.add_parser("history", help="every version of one file across recovery points")
+    p = sub.add_parser("history", help="every version (distinct content) of one file across"
+                                       " recovery points")
     p.add_argument("source", help=SOURCE_HELP)
     p.add_argument("path", help="/<vm>/<recovery point>/volumes/<volume>/<path>")
     p.add_argument("--verify", action="store_true",
@@ -80,6 +81,9 @@ def cmd_history(args) -> int:
             rps = v["recovery_points"]
             span = rps[0] if len(rps) == 1 else f"{rps[0]} .. {rps[-1]} ({len(rps)} recovery points)"
             _out(f"{v['modified'] or '?':<32} {v['size']:>14}  {v['path']}  in {span}")
+            for m in v.get("metadata", []):
+                _out(f"{'':<32} {'':>14}  times or attributes changed in {m['recovery_point']}"
+                     f" (modified {m['modified'] or '?'}), same content")
         if h["absent"]:
             _out(f"absent in: {', '.join(str(a) for a in h['absent'])}")
     return 0 if h["versions"] else 1
@@ -88,7 +92,7 @@ def cmd_history(args) -> int:
 def cmd_index(args) -> int:
     from rpfs.index import update_index
     from rpfs.progress import Progress
-    from rpfs.store import Repository
+    from rpfs.store import open_repository
 
     bar = None
 
@@ -105,7 +109,7 @@ def cmd_index(args) -> int:
             bar.total = total
             bar.update(done)
 
-    with Repository.open(args.repo) as repo:
+    with open_repository(args.repo, args.store) as repo:
         r = update_index(repo, args.vm, progress=progress, keys=load_keys(args))
     if bar is not None:
         bar.close()

@@ -67,12 +67,11 @@ def cmd_mount(args) -> int:
 def _serve(args, ready=None) -> None:
     from rpfs.fuse import mount
 
-    tree = open_tree(args)
-    repo = getattr(tree, "repo", None)
-    if repo is not None and not os.environ.get("RPFS_CACHE_MB"):
+    if args.store.chunk_cache_bytes is None:
         # file data read through a mount lives in the kernel's page cache; the chunk cache
         # only has to hold read-ahead and the chunks of metadata being parsed
-        repo.cache.max_bytes = min(repo.cache.max_bytes, MOUNT_CHUNK_CACHE)
+        args.store = args.store.with_(chunk_cache_bytes=MOUNT_CHUNK_CACHE)
+    tree = open_tree(args)
     try:
         mount(tree, args.mountpoint, allow_other=args.allow_other,
               debug=getattr(args, "debug_fuse", False), ready=ready)
@@ -86,7 +85,7 @@ def _daemon(args) -> int:
     messages go to a log file in /tmp."""
     import rpfs.fuse  # noqa: F401  (imported once, before the fork)
 
-    _ask_passphrase(args.source)
+    _ask_passphrase(args.source, args.store)
     if args.keys:  # a bad keys file is reported here, before the fork
         from formats.bitlocker import KeyRing
 
@@ -146,14 +145,15 @@ def _tell(fd: int, message: str) -> None:
         pass
 
 
-def _ask_passphrase(source: str) -> None:
+def _ask_passphrase(source: str, store) -> None:
     """The forked child has no terminal: an encrypted repository's passphrase is asked here,
     before the fork, and kept in memory for the child (never argv or the environment)."""
     from rpfs.store import Repository
-    from rpfs.store import crypto
 
-    if crypto.prompt_needed() and sys.stdin.isatty() and Repository.is_encrypted(source):
-        crypto.keep_passphrase(crypto.passphrase(source))
+    pw = store.passphrase
+    if pw is not None and pw.prompt_needed() and sys.stdin.isatty() \
+            and Repository.is_encrypted(source, store):
+        pw.keep(pw(source))
 
 
 def cmd_umount(args) -> int:

@@ -78,7 +78,7 @@ def cmd_run(args) -> int:
     cfg = load(args.config)
     names = cfg.group_names(args.groups)
     opts = RunOptions(time=_time(args.time), dry_run=args.dry_run, frozen=args.frozen,
-                      limit_rate=args.limit_rate)
+                      limit_rate=args.limit_rate, store=args.store)
     say = (lambda s: print(s, file=sys.stderr)) if args.json else print
     records, failed = [], 0
     for name in names:

@@ -38,6 +38,11 @@ def register(sub) -> None:
                    help="leave each checkpoint chain's running disk out (stores the state the"
                         " checkpoint froze)")
     add_limit_option(p, "the reads of the source")
+    p.add_argument("--no-scan", action="store_true",
+                   help="do not analyse what changed since the previous recovery point"
+                        " (`rpfs scan` does it later)")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for a running prune or gc instead of refusing (other backups never block)")
     add_keys_option(p)
     p.set_defaults(func=cmd_backup)
 
@@ -53,6 +58,8 @@ def register(sub) -> None:
     for k in ("last", "hourly", "daily", "weekly", "monthly", "yearly"):
         p.add_argument(f"--keep-{k}", type=int, default=0, metavar="N")
     p.add_argument("--dry-run", action="store_true", help="say what would happen, change nothing")
+    p.add_argument("--wait", action="store_true",
+                   help="wait for running backups (on any machine) to commit instead of refusing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prune)
 
@@ -82,10 +89,12 @@ def parse_size(text: str) -> int:
 
 
 @contextlib.contextmanager
-def _open(path: str):
-    """The repository, closed at the end; a full disk is named as the repository's."""
-    from rpfs.store import Repository
-    with Repository.open(path) as repo:
+def _open(args):
+    """The repository of ``args.repo``, closed at the end; a full disk is named as the
+    repository's."""
+    from rpfs.store import open_repository
+    path = args.repo
+    with open_repository(path, args.store) as repo:
         try:
             yield repo
         except OSError as e:
@@ -103,7 +112,7 @@ def cmd_init(args) -> int:
         kw["zstd_level"] = args.zstd_level
     if args.pack_size:
         kw["pack_size"] = args.pack_size
-    repo = Repository.init(args.repo, encrypt=args.encrypt, **kw)
+    repo = Repository.init(args.repo, args.store, encrypt=args.encrypt, **kw)
     enc = "encrypted" if repo.crypto.encrypted else "not encrypted"
     repo.close()
     print(f"created repository {args.repo} ({enc})", file=sys.stderr)
@@ -112,20 +121,26 @@ def cmd_init(args) -> int:
 
 def cmd_backup(args) -> int:
     from rpfs.backup import backup
-    with _open(args.repo) as repo:
+    with _open(args) as repo:
         r = backup(repo, args.sources, vm=args.vm, time=args.time, force_read=args.force_read,
-                   frozen=args.frozen, limit=limit_of(args))
+                   frozen=args.frozen, limit=limit_of(args), wait=args.wait)
         if not args.json:
             for w in r.warnings:
                 print(f"{r.vm}/{r.rp}: {w}", file=sys.stderr)
-        note = None
+        note = scan = None
         if not args.no_index:
             from rpfs.cli.index import index_after_backup
             note = index_after_backup(repo, r.vm, r.rp, load_keys(args))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
+        if not args.no_scan:
+            from rpfs.analysis import after_backup
+            scan = after_backup(repo, r.vm, r.rp, keys=load_keys(args), notice=lambda text: print(
+                f"rpfs: scan: {text}", file=sys.stderr))
+            if not args.json:
+                print(f"{r.vm}/{r.rp}: {scan_line(scan)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**r.as_dict(), "index": note}))
+        print(json.dumps({**r.as_dict(), "index": note, "scan": scan}))
     else:
         ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
         print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"
@@ -135,6 +150,18 @@ def cmd_backup(args) -> int:
     return 0
 
 
+def scan_line(scan: dict) -> str:
+    if scan.get("verdict") is None:
+        return f"not scanned ({scan['error']})"
+    if scan["verdict"] == "clean":
+        return f"change analysis: clean ({scan['seconds']:.1f}s)"
+    return "change analysis: SUSPICIOUS: " + "; ".join(scan["reasons"])
+
+
+# `rpfs list VM`: the change analysis of each recovery point (`-`: not analysed)
+VERDICT_MARKS = {"clean": "clean", "suspicious": "SUSPICIOUS", None: "-"}
+
+
 def _table(rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) if i in right else c.ljust(w)
@@ -142,17 +169,22 @@ def _table(rows: list[list[str]], right: set[int]) -> str:
 
 
 def cmd_list(args) -> int:
-    with _open(args.repo) as repo:
+    with _open(args) as repo:
         if args.vm:
+            from rpfs.analysis import stored
             rps = repo.recovery_points(args.vm)
+            scans = {r.name: stored(repo, r.vm, r.name) or {} for r in rps}
             if args.json:
                 print(json.dumps([{"vm": r.vm, "rp": r.name, "time": r.time.isoformat(),
                                    "logical_size": r.logical_size, "stored_size": r.stored_size,
-                                   "file_count": r.file_count, "new_chunks": r.new_chunks}
+                                   "file_count": r.file_count, "new_chunks": r.new_chunks,
+                                   "verdict": scans[r.name].get("verdict"),
+                                   "reasons": scans[r.name].get("reasons", [])}
                                   for r in rps], indent=1))
                 return 0
-            rows = [["RECOVERY POINT", "SIZE", "NEW STORED", "FILES"]]
-            rows += [[r.name, human(r.logical_size), human(r.stored_size), str(r.file_count)] for r in rps]
+            rows = [["RECOVERY POINT", "SIZE", "NEW STORED", "FILES", "CHANGE"]]
+            rows += [[r.name, human(r.logical_size), human(r.stored_size), str(r.file_count),
+                      VERDICT_MARKS[scans[r.name].get("verdict")]] for r in rps]
             print(_table(rows, {1, 2, 3}))
             return 0
         out = []
@@ -175,11 +207,11 @@ def cmd_list(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from rpfs.prune import Policy, prune
+    from rpfs.store.maintenance.prune import Policy, prune
     pol = Policy(last=args.keep_last, hourly=args.keep_hourly, daily=args.keep_daily,
                  weekly=args.keep_weekly, monthly=args.keep_monthly, yearly=args.keep_yearly)
-    with _open(args.repo) as repo:
-        r = prune(repo, pol, vm=args.vm, dry_run=args.dry_run)
+    with _open(args) as repo:
+        r = prune(repo, pol, vm=args.vm, dry_run=args.dry_run, wait=args.wait)
     if args.json:
         print(json.dumps(r.as_dict(), indent=1))
         return 0
@@ -198,8 +230,8 @@ def cmd_prune(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from rpfs.verify import verify
-    with _open(args.repo) as repo:
+    from rpfs.store.maintenance.verify import verify
+    with _open(args) as repo:
         r = verify(repo, read_data=args.read_data)
     if args.json:
         print(json.dumps(r.as_dict(), indent=1))
@@ -218,8 +250,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_repair(args) -> int:
-    from rpfs.store.rebuild import repair
-    r = repair(args.repo)
+    from rpfs.store.maintenance.repair import repair
+    r = repair(args.repo, args.store)
     if args.json:
         print(json.dumps(r.as_dict(), indent=1))
     else:

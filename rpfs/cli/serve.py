@@ -114,14 +114,13 @@ def cmd_serve(args) -> int:
     if not args.header_timeout > 0:
         raise UsageError("--header-timeout: must be more than 0 seconds")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    if args.store.chunk_cache_bytes is None:
+        # downloads stream each chunk once: like a mount's, the chunk cache only has to
+        # hold read-ahead and the metadata being parsed (128 -> 32 MiB: a 100,000-file
+        # folder zipped or listed had the server keep 96 MiB more for nothing)
+        args.store = args.store.with_(chunk_cache_bytes=MOUNT_CHUNK_CACHE)
     with open_tree(args) as tree, \
             socket.create_server((host, port), family=family) as sock:  # errors: one line
-        repo = getattr(tree, "repo", None)
-        if repo is not None and not os.environ.get("RPFS_CACHE_MB"):
-            # downloads stream each chunk once: like a mount's, the chunk cache only has to
-            # hold read-ahead and the metadata being parsed (128 -> 32 MiB: a 100,000-file
-            # folder zipped or listed had the server keep 96 MiB more for nothing)
-            repo.cache.max_bytes = min(repo.cache.max_bytes, MOUNT_CHUNK_CACHE)
         # behind a proxy the Host is the proxy's public name: the token guards instead
         cfg, cfg_error = load_ops_config(args.config)
         app = create_app(tree, source=Path(args.source).name or str(args.source), token=token,

@@ -353,12 +353,16 @@ def split_path(tree, path: str) -> tuple[str | None, str, str]:
 
 def file_history(tree, path: str, *, verify: bool = False,
                  notice: Callable[[str], None] | None = None) -> dict:
-    """Every distinct version of one file across the recovery points of its VM.
+    """Every distinct version (content) of one file across the recovery points of its VM.
 
-    ``versions``: oldest first, ``{"recovery_points": [...], "size", "modified", "path"}``
-    (a version = the same kind, size, modification time and data fingerprint; ``verify``
-    also hashes the contents and splits versions whose bytes differ); ``absent``: the
-    recovery points where the path does not exist."""
+    ``versions``: oldest first, ``{"recovery_points": [...], "size", "modified", "path",
+    "type", "metadata": [...]}``. A version is one content: a new one only where the data
+    changed (decided from the index where it can be, else by comparing the data, diff.py);
+    a recovery point where only times or attributes changed is listed in ``metadata``
+    (``{"recovery_point", "modified"}``) under its version, and a content that comes back
+    joins its old version. ``verify`` hashes every recovery point's content instead
+    (``blake2b``); ``absent``: the recovery points where the path does not exist."""
+    from rpfs.index.diff import group_versions
     from rpfs.tree import RepoRecoveryPoint
 
     vm, volume, inner = split_path(tree, path)
@@ -368,7 +372,8 @@ def file_history(tree, path: str, *, verify: bool = False,
         one = tree.recovery_point
         points = [(getattr(one, "path", Path("")).name, None, lambda: one)]
     else:
-        points = [(rp.name, rp.id, functools.partial(RepoRecoveryPoint, repo, rp))
+        points = [(rp.name, rp.id, functools.partial(RepoRecoveryPoint, repo, rp,
+                                                     getattr(tree, "keys", None)))
                   for rp in repo.recovery_points(vm)]
     indexed: dict = {}
     db = dbm.connect(dbm.index_path(repo)) if repo is not None else None
@@ -377,7 +382,7 @@ def file_history(tree, path: str, *, verify: bool = False,
             indexed = _history_indexed(db, vm, volume, inner, {cid for _, cid, _ in points})
         finally:
             db.close()
-    found: list[tuple] = []       # (recovery point, version key, path as found)
+    found: list[tuple] = []       # (recovery point, Row, opener)
     absent: list[str] = []
     walked = 0
     for name, cid, open_rp in points:
@@ -389,31 +394,43 @@ def file_history(tree, path: str, *, verify: bool = False,
         if hit is None:
             absent.append(name)
         else:
-            found.append((name, hit[0], hit[1]))
+            found.append((name, hit, open_rp))
     if walked and repo is not None:
         say(f"{walked} of {len(points)} recovery points are not indexed: looked the file up in"
             " each (`rpfs index REPO` builds the index)")
     if verify:
-        found = [(name, key + (_content_hash(tree, vm, name, volume, actual),), actual)
-                 for name, key, actual in found]
-    versions: dict[tuple, dict] = {}
-    for name, key, actual in found:
-        v = versions.get(key)
-        if v is None:
-            v = versions[key] = {"recovery_points": [], "size": key[1],
-                                 "modified": nt_iso(key[2]), "path": actual, "type": key[0]}
-            if verify:
-                v["blake2b"] = key[-1]
-        v["recovery_points"].append(name)
+        hashes = [_content_hash(tree, vm, name, volume, row.path) for name, row, _ in found]
+        groups: dict[str, list[int]] = {}
+        for i, h in enumerate(hashes):
+            groups.setdefault(h, []).append(i)
+        members = list(groups.values())
+    else:
+        openers = {name: op for name, _, op in found}
+        members = group_versions([(name, row) for name, row, _ in found], volume,
+                                 lambda name: openers[name]())
+    versions = []
+    for idx in members:
+        name, row, _ = found[idx[0]]
+        v = {"recovery_points": [found[i][0] for i in idx], "size": row.size,
+             "modified": nt_iso(row.modified), "path": row.path, "type": row.kind,
+             "metadata": []}
+        for prev, i in zip(idx, idx[1:]):
+            a, b = found[prev][1], found[i][1]
+            if a.metadata_key() != b.metadata_key():
+                v["metadata"].append({"recovery_point": found[i][0], "modified": nt_iso(b.modified)})
+        if verify:
+            v["blake2b"] = hashes[idx[0]]
+        versions.append(v)
     if not versions:
         raise NotFoundError(f"{path}: in no recovery point")
-    return {"vm": vm, "volume": volume, "path": inner, "versions": list(versions.values()),
-            "absent": absent}
+    return {"vm": vm, "volume": volume, "path": inner, "versions": versions, "absent": absent}
 
 
 def _history_indexed(db, vm, volume, inner, live: set) -> dict:
-    """catalog id -> ((kind, size, modified, fingerprint), path), or None where the path
-    is absent, for the indexed recovery points; exact case preferred over other cases."""
+    """catalog id -> the file's diff.Row, or None where the path is absent, for the indexed
+    recovery points; exact case preferred over other cases."""
+    from rpfs.index.diff import _COLS, _row
+
     d, _, name = inner.rpartition("/")
     out: dict = {}
     for (cid,) in db.execute("SELECT catalog_id FROM rps WHERE vm = ?", (vm,)):
@@ -421,7 +438,7 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
             out[cid] = None
     exact: set = set()
     rows = db.execute(
-        "SELECT r.catalog_id, d.path, n.name, e.kind, e.size, e.modified, e.fingerprint"
+        f"SELECT r.catalog_id, {_COLS}"
         # CROSS JOIN fixes the order: by path first (the planner has no statistics)
         " FROM dirs d CROSS JOIN names n CROSS JOIN entries e ON e.dir_id = d.id"
         " AND e.name_id = n.id JOIN volumes v ON v.id = e.volume_id"
@@ -429,19 +446,21 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
         " JOIN rps r ON r.id = vr.rp_id"
         " WHERE d.fold = ? AND n.fold = ? AND v.vm = ? AND v.name = ?",
         (dbm.to_text(d).lower(), dbm.to_text(name).lower(), vm, volume))
-    for cid, dpath, nm, kind, size, modified, fp in rows:
+    for r in rows:
+        cid = r[0]
         if cid not in out or cid in exact:
             continue
-        actual = dbm.from_text(f"{dpath}/{nm}")
-        if out[cid] is None or actual == inner:
-            out[cid] = ((kind, size, modified, fp.hex()), actual)
-            if actual == inner:
+        row = _row(r[1:])
+        if out[cid] is None or row.path == inner:
+            out[cid] = row
+            if row.path == inner:
                 exact.add(cid)
     return out
 
 
 def _history_lookup(rp, volume: str, inner: str):
     from rpfs.index import scan  # the NTFS reader: only when a volume is opened
+    from rpfs.index.diff import row_of
 
     from rpfs.tree import is_posix_volume
 
@@ -458,7 +477,7 @@ def _history_lookup(rp, volume: str, inner: str):
         return None
     if info is None:
         return None
-    return ((info.kind, info.size, info.modified, info.fingerprint.hex()), inner)
+    return row_of(info, inner)
 
 
 def _posix_history_lookup(vol, inner: str):

@@ -1,7 +1,7 @@
 """``/<vm>/.versions/<volume>/<path>/``: every distinct version of a file, served from the
 index. Directories list every name that existed below them in any recovery point; a file
-is a directory holding one entry per version, named by the recovery point that first had
-it, whose bytes are read from that recovery point. Nothing here opens a volume until a
+is a directory holding one entry per version (distinct content, as ``rpfs history`` counts
+them), named by the recovery point that first had it, whose bytes are read from it. Nothing here opens a volume until a
 version is read. Listings refresh like the VM directories (new recovery points appear).
 """
 
@@ -97,24 +97,34 @@ def _children(tree, vm: str, volume: str, path: str) -> list:
 
 
 def _versions(tree, vm: str, volume: str, path: str) -> list:
-    """One file per distinct version (kind, size, modification time, fingerprint)."""
+    """One file per distinct content (diff.group_versions: the meaning ``rpfs history``
+    gives a version), named by the first recovery point that had it."""
+    from rpfs.index.diff import _COLS, _row, group_versions
+    from rpfs.tree import RepoRecoveryPoint
+
     db = _reader(tree).db()
     live = _live(tree, vm)
     d, _, name = path.rpartition("/")
-    seen: dict[tuple, tuple] = {}
-    for rp_name, rtime, size, modified, fp, cid in db.execute(
-            "SELECT r.name, r.time, e.size, e.modified, e.fingerprint, r.catalog_id"
+    items = []
+    for r in db.execute(
+            f"SELECT r.name, r.catalog_id, {_COLS}"
             " FROM dirs d CROSS JOIN entries e ON e.dir_id = d.id" + _ROWS +
             " WHERE d.path = ? AND n.name = ? AND v.vm = ? AND v.name = ? AND e.kind = 'file'"
             " ORDER BY r.seq", (dbm.to_text(d), dbm.to_text(name), vm, volume)):
-        if cid in live:
-            seen.setdefault((size, modified, fp), (rp_name, size, modified))
+        if r[1] in live:
+            items.append((r[0], _row(r[2:])))
+
+    def opener(rp_name: str):
+        return RepoRecoveryPoint(tree.repo, tree.repo.recovery_point(vm, rp_name),
+                                 getattr(tree, "keys", None))
+
     out = []
-    for rp_name, size, modified in seen.values():
+    for group in group_versions(items, volume, opener):
+        rp_name, row = items[group[0]]
         source = f"/{vm}/{rp_name}/volumes/{volume}{path}"
-        out.append(StreamFile(rp_name, ("versions", vm, volume, path, rp_name), size,
+        out.append(StreamFile(rp_name, ("versions", vm, volume, path, rp_name), row.size,
                               functools.partial(_open, tree, source),
-                              (modified - NT_EPOCH_DELTA) * 100))
+                              (row.modified - NT_EPOCH_DELTA) * 100))
     return out
 
 

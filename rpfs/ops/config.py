@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from rpfs.errors import RpfsError, UsageError
 from rpfs.ops import calendar
-from rpfs.prune import Policy
+from rpfs.store.maintenance.prune import Policy
 
 DEFAULT_PATH = "/etc/rpfs/rpfs.toml"
 KEEP_KEYS = ("last", "hourly", "daily", "weekly", "monthly", "yearly")

@@ -1,18 +1,15 @@
 """``rpfs run``: one run of a protection group: back up every VM (several at once), prune by
 the group's retention, read back a sample, keep a job record, and tell the notify command.
 
-One VM failing never stops the others: its error becomes one line in the job record. A
-backup that finds the repository busy (another writer holds the lock) waits for it, up to
-the group's ``lock_wait``. Until the store lets several backups into one repository at
-once (issue 22: backups under a shared lock), a backup takes the lock before it reads, so
-the VMs of one repository are backed up one after another whatever ``parallel`` says.
+One VM failing never stops the others: its error becomes one line in the job record.
+Backups of one repository run at once (they share the repository lock); one that finds it
+held exclusively (a prune or gc) waits for it, up to the group's ``lock_wait``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import threading
 import time as _time
@@ -24,29 +21,26 @@ from rpfs.errors import RpfsError
 from rpfs.ops import jobs
 from rpfs.ops.config import Config, GroupConfig, RepositoryConfig, Vm, resolve_vms
 from rpfs.ops.notify import notify
-from rpfs.prune import Policy, prune
+from rpfs.cli.options import Passphrase, store_options
 from rpfs.ratelimit import RateLimit
-from rpfs.store import Repository
+from rpfs.store import StoreOptions
+from rpfs.store import open_repository as open_store
+from rpfs.store.maintenance.prune import Policy, prune
 from rpfs.store.repository import RepositoryBusy
 
 log = logging.getLogger("rpfs.run")
-_ENV_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def open_repository(rc: RepositoryConfig, *, crypto=None):
-    """The group's repository, with the passphrase file and cache of its configuration."""
-    with _ENV_LOCK:
-        saved = os.environ.get("RPFS_PASSWORD_FILE")
-        if rc.passphrase_file and crypto is None:
-            os.environ["RPFS_PASSWORD_FILE"] = rc.passphrase_file
-        try:
-            repo = Repository.open(rc.path, cache_dir=rc.cache, endpoint=rc.s3_endpoint, _crypto=crypto)
-        finally:
-            if saved is None:
-                os.environ.pop("RPFS_PASSWORD_FILE", None)
-            else:
-                os.environ["RPFS_PASSWORD_FILE"] = saved
+def open_repository(rc: RepositoryConfig, *, crypto=None, store: StoreOptions | None = None):
+    """The group's repository, with the passphrase file, cache and endpoint of its
+    configuration over ``store`` (the CLI's options); ``crypto``: keys already unlocked."""
+    options = store or store_options()
+    if rc.passphrase_file:
+        options = options.with_(passphrase=Passphrase({"RPFS_PASSWORD_FILE": rc.passphrase_file}))
+    options = options.with_(cache_dir=rc.cache or options.cache_dir,
+                            endpoint=rc.s3_endpoint or options.endpoint)
+    repo = open_store(rc.path, options, _crypto=crypto)
     try:
         yield repo
     finally:
@@ -60,6 +54,7 @@ class RunOptions:
     frozen: bool | None = None         # overrides the group's
     limit_rate: int | None = None      # overrides the group's
     notify: bool = True
+    store: StoreOptions | None = None  # how repositories are opened (the CLI's options)
 
 
 def run_group(cfg: Config, name: str, opts: RunOptions, say=print) -> dict:
@@ -73,7 +68,7 @@ def run_group(cfg: Config, name: str, opts: RunOptions, say=print) -> dict:
               "dry_run": opts.dry_run, "result": "ok", "error": None, "warnings": [],
               "vms": [], "prune": None, "verify": None, "totals": None}
     vms, errors = resolve_vms(group)
-    with open_repository(rc) as repo:
+    with open_repository(rc, store=opts.store) as repo:
         previous = _last_job(repo, name)
         record["vms"] = _gone(previous, vms)
         if errors:
@@ -98,7 +93,8 @@ def run_group(cfg: Config, name: str, opts: RunOptions, say=print) -> dict:
         results: dict[str, dict] = {}
 
         def one(vm: Vm) -> None:
-            results[vm.name] = _backup_vm(rc, repo.crypto, group, vm, start, frozen, limit, keys, index_lock)
+            results[vm.name] = _backup_vm(rc, repo.crypto, group, vm, start, frozen, limit, keys,
+                                          index_lock, opts.store)
 
         with ThreadPoolExecutor(group.parallel, thread_name_prefix="rpfs-run") as pool:
             for f in [pool.submit(one, vm) for vm in vms]:
@@ -182,14 +178,14 @@ def _gone(previous: dict | None, vms: list[Vm]) -> list[dict]:
 
 
 def _backup_vm(rc, crypto, group: GroupConfig, vm: Vm, start: datetime, frozen: bool,
-               limit, keys, index_lock) -> dict:
+               limit, keys, index_lock, store=None) -> dict:
     from rpfs.backup import backup
     t0 = _time.monotonic()
     r = {"vm": vm.name, "folder": vm.folder, "result": "failed", "error": None,
          "recovery_point": None, "bytes_read": 0, "bytes_new": 0, "bytes_stored": 0,
          "logical_size": 0, "seconds": 0.0, "warnings": [], "left_out": []}
     try:
-        with open_repository(rc, crypto=crypto) as repo:
+        with open_repository(rc, crypto=crypto, store=store) as repo:
             deadline = _time.monotonic() + group.lock_wait
             while True:
                 try:
@@ -205,6 +201,8 @@ def _backup_vm(rc, crypto, group: GroupConfig, vm: Vm, start: datetime, frozen: 
                      logical_size=b.logical_bytes, warnings=list(b.warnings), left_out=b.left_out)
             with index_lock:
                 r["index"] = _index(repo, b.vm, b.rp, keys)
+                from rpfs.analysis import after_backup
+                r["scan"] = after_backup(repo, b.vm, b.rp, keys=keys)
     except RpfsError as e:
         r["error"] = f"{vm.name}: {e}" if not str(e).startswith(f"{vm.name}:") else str(e)
     except OSError as e:

@@ -1,8 +1,13 @@
 """The repository: packs of compressed chunks addressed by hash, and a SQLite catalog.
 
-Public API (docs/architecture.md "Store"): ``Repository``, ``RecoveryPoint``.
+Three layers (docs/architecture.md "Store"): backends (``backend``, ``s3``, ``locks``), the
+``Repository`` (``repository``: objects, packs, catalog), and ``maintenance`` (sync, gc,
+repair, prune, verify). Public API: ``open_repository``, ``Repository``, ``RecoveryPoint``,
+``StoreOptions``.
 """
 
+from rpfs.store.maintenance import open_repository
+from rpfs.store.options import StoreOptions
 from rpfs.store.repository import RecoveryPoint, Repository
 
-__all__ = ["Repository", "RecoveryPoint"]
+__all__ = ["Repository", "RecoveryPoint", "StoreOptions", "open_repository"]

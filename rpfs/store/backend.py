@@ -1,24 +1,33 @@
-"""Where a repository's objects live: a narrow interface so object storage can replace a directory.
+"""Where a repository lives: the one place that knows a directory from object storage.
 
 A backend stores immutable named objects of two sorts. **Packs** (names: 32 hex digits):
 ``put`` makes one durable and visible atomically (never a half-written object under its
 final name); ``get`` reads a byte range positionlessly; ``list``/``size``/``delete`` serve gc
-and verify. **Small objects** under a key ``<kind>/<name>`` (the config, the key file,
-recovery points, chunk maps: what rebuilds the catalog): ``put_object`` is write-once
-(False if the key already exists), ``get_object`` returns the whole object or None.
-Temporary files are written in ``staging`` first (local disk for every backend).
-``LocalBackend`` is a directory; ``S3Backend`` (s3.py) a bucket prefix.
+and verify. **Small objects** under a key ``<kind>/<name>`` (the key file, recovery points,
+chunk maps: what rebuilds the catalog): ``put_object`` is write-once (False if the key
+already exists), ``get_object`` returns the whole object or None. Temporary files are
+written in ``staging`` first (local disk for every backend).
+
+It also owns what differs between the two beyond objects (restic's ``Backend``): where the
+config is kept, where the local directory holding the catalog is (``local``: the repository
+itself, or a cache directory for s3://) and whether that catalog is only a cache; the
+repository lock (shared for backups, exclusive for prune/gc/repair) and reader
+registrations, as files in ``local`` (locks.py) and, for s3://, as objects other machines
+see. ``LocalBackend`` is a directory; ``S3Backend`` (s3.py) a bucket prefix.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import re
 import threading
 from typing import Iterator
 
-from rpfs.errors import IntegrityError
+from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
+from rpfs.store.config import CONFIG_NAME
+from rpfs.store.locks import LocalLocks
 
 _NAME = re.compile(r"^[0-9a-f]{32}$")
 _KEY = re.compile(r"^[a-z]+(/[0-9a-z.-]+)?$")
@@ -47,8 +56,12 @@ class Backend:
     """Interface; names are 32 lowercase hex digits."""
 
     staging: str
+    local: str              # the local directory: catalog, lock files, readers
+    locks: LocalLocks
+    catalog_is_cache = False   # True: the catalog is rebuilt from the objects whenever needed
     parallel_puts = 1      # packs a writer publishes at once
 
+    # --- packs ---------------------------------------------------------------------------
     def put(self, name: str, local_path: str) -> None:
         raise NotImplementedError
 
@@ -64,6 +77,7 @@ class Backend:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
+    # --- small objects -------------------------------------------------------------------
     def put_object(self, key: str, data: bytes) -> bool:
         raise NotImplementedError
 
@@ -77,8 +91,45 @@ class Backend:
     def delete_object(self, key: str) -> None:
         raise NotImplementedError
 
+    # --- the repository as a whole -------------------------------------------------------
+    def create(self, config: bytes, key_file: bytes | None) -> None:
+        """Make a new repository here (refused where one, or anything else, already is);
+        the config is written last: it is what marks a repository."""
+        raise NotImplementedError
+
+    def read_config(self) -> bytes:
+        """The config's bytes; NotFoundError/FormatError where there is no repository."""
+        raise NotImplementedError
+
+    def check_permissions(self) -> None:
+        """Refuse a repository others could change (a directory writable by other users)."""
+
+    # --- locks and readers ---------------------------------------------------------------
+    def lock(self, what: str, *, exclusive: bool, wait: bool, name: str):
+        """Context manager: the repository lock (RepositoryBusy if taken in a conflicting
+        way and not ``wait``). Shared: any number of backups; exclusive: nobody else."""
+        return self.locks.lock(what, exclusive=exclusive, wait=wait, name=name)
+
+    def catalog_mutex(self):
+        """Context manager: one catalog catch-up at a time among the processes sharing it."""
+        return self.locks.catalog_mutex()
+
+    def register_reader(self, epoch: int):
+        return self.locks.register_reader(epoch)
+
+    def live_reader_epochs(self, own: set[str]) -> list[int]:
+        return self.locks.live_reader_epochs(own)
+
+    def hold(self, names: list[str]) -> None:
+        """Say that this process reads files of the recovery points ``names`` (``vm/rp``),
+        for a prune on another machine; a directory has no other machine to tell."""
+
+    def live_holds(self) -> dict[str, str]:
+        """``vm/rp`` -> who reads it, of readers on other machines (see ``hold``)."""
+        return {}
+
     def clean_staging(self) -> int:
-        """Remove temp files a killed writer left (caller holds the writer lock)."""
+        """Remove temp files a killed writer left (caller holds the exclusive lock)."""
         n = 0
         for fn in os.listdir(self.staging):
             try:
@@ -110,21 +161,78 @@ class _Fd:
         self.fd, self.users, self.evicted = fd, 0, False
 
 
-class LocalBackend(Backend):
-    """Packs as files ``packs/<2 hex>/<name>.pack``; reads via a small LRU of open fds.
-    Small objects as files ``<kind>/<name>`` beside ``packs/`` (``objects_root``)."""
+PACKS_DIR = "packs"
 
-    def __init__(self, root: str, max_fds: int = 64, objects_root: str | None = None):
-        self.root = root
-        self.objects_root = objects_root or os.path.dirname(os.path.abspath(root))
-        self.staging = os.path.join(root, "tmp")
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files and directories made meanwhile are 0600/0700 (packs, catalog and its WAL, the
+    config): a repository holds whole disks, readable by nobody else. The umask is the
+    process's: only writers (init, backup, prune) use this, never a mount serving readers."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+class LocalBackend(Backend):
+    """A directory ``path``: ``config.json``, the catalog, lock files, packs as files
+    ``packs/<2 hex>/<name>.pack`` (read via a small LRU of open fds) and small objects as
+    files ``<kind>/<name>``."""
+
+    def __init__(self, path: str, max_fds: int = 64):
+        self.directory = self.local = self.objects_root = os.path.abspath(path)
+        self.root = os.path.join(self.directory, PACKS_DIR)
+        self.staging = os.path.join(self.root, "tmp")
+        self.locks = LocalLocks(self.directory)
         self._fds: collections.OrderedDict[str, _Fd] = collections.OrderedDict()
         self._max_fds = max_fds
         self._lock = threading.Lock()
 
-    @staticmethod
-    def create(root: str) -> None:
-        os.makedirs(os.path.join(root, "tmp"), mode=0o700, exist_ok=True)
+    def create(self, config: bytes, key_file: bytes | None) -> None:
+        path = self.directory
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"{path}: exists and is not a directory")
+        if os.path.exists(path) and os.listdir(path):
+            raise UsageError(f"{path}: directory is not empty; refusing to create a repository")
+        with private_files():
+            if not os.path.exists(path):
+                os.makedirs(path, mode=0o700)
+            os.chmod(path, 0o700)
+            tmp = os.path.join(path, CONFIG_NAME + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(config)
+                f.flush()
+                os.fsync(f.fileno())
+            os.makedirs(self.staging, mode=0o700, exist_ok=True)
+            if key_file is not None:
+                self.put_object("keys/default", key_file)
+            os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
+            fsync_dir(path)
+
+    def read_config(self) -> bytes:
+        if not os.path.isdir(self.directory):
+            raise NotFoundError(f"{self.directory}: no such repository")
+        try:
+            with open(os.path.join(self.directory, CONFIG_NAME), "rb") as f:
+                return f.read(1 << 16)
+        except FileNotFoundError:
+            raise FormatError("not an rpfs repository (no config.json)", source=self.directory) from None
+
+    def check_permissions(self) -> None:
+        """Anyone who can write the repository can change what a restore brings back: refuse
+        one whose directory, catalog, config or packs directory other users may write."""
+        path = self.directory
+        for p in [path] + [os.path.join(path, n) for n in ("catalog.sqlite", CONFIG_NAME, PACKS_DIR)]:
+            try:
+                st = os.stat(p)  # a symlinked part is judged by what it points to
+            except FileNotFoundError:
+                continue
+            if st.st_mode & 0o022:
+                raise UsageError(f"{p} is writable by other users (mode {st.st_mode & 0o777:o}): "
+                                 f"anyone who can write a repository can change what it restores; "
+                                 f"fix with `chmod -R go-w {path}`")
 
     def path(self, name: str) -> str:
         if not _NAME.match(name):

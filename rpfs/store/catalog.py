@@ -48,6 +48,15 @@ LOST_PACK = "0" * 32
 SCHEMA_VERSION = 3
 
 
+def path_in(directory: str) -> str:
+    """The catalog of a repository (or s3:// cache) directory."""
+    return os.path.join(directory, CATALOG_NAME)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
 def _run(db: sqlite3.Connection, script: str) -> None:
     """Statements one by one (executescript would commit the migration's transaction)."""
     for stmt in script.split(";"):

@@ -27,7 +27,7 @@ class Config:
     hash: str = "blake3"               # fastest well-kept 256-bit hash here, releases the GIL
     zstd_level: int = 1                # level 1: ~1.45x the CPU throughput of 3 for ~1.5% more bytes (docs/store.md)
     pack_size: int = 32 << 20          # target pack size; a pack closes once past it
-    cache_mb: int = 128                # decompressed-chunk cache bound (env RPFS_CACHE_MB wins); a
+    cache_mb: int = 128                # decompressed-chunk cache bound (StoreOptions.chunk_cache_bytes wins); a
                                        # mount's file data is in the page cache: this holds read-ahead
     repack_threshold: float = 0.5      # gc rewrites a pack whose live fraction is below this
     id: str = ""                       # random at init: tells a cache which repository it holds
@@ -99,12 +99,3 @@ class Config:
         except TypeError as e:
             raise FormatError(str(e), source=src, structure="repository config") from None
         return cfg.validate(src)
-
-    def cache_bytes(self) -> int:
-        env = os.environ.get("RPFS_CACHE_MB")
-        if env:
-            try:
-                return max(0, int(env)) << 20
-            except ValueError:
-                raise UsageError(f"RPFS_CACHE_MB={env!r} is not a number") from None
-        return self.cache_mb << 20

@@ -9,17 +9,16 @@ cannot be swapped), and chunk ids are BLAKE3 *keyed* with a second random key, s
 plaintext gives unrelated ids in two repositories and no id reveals a known file's hash.
 
 Both keys live in the repository's key file (``keys/default``), wrapped with a key derived
-from the passphrase by scrypt (memory-hard). The passphrase comes from ``RPFS_PASSWORD``,
-the file named by ``RPFS_PASSWORD_FILE``, or a terminal prompt; never from argv, never logged.
+from the passphrase by scrypt (memory-hard). The passphrase is asked of
+``StoreOptions.passphrase`` (the CLI's reads ``RPFS_PASSWORD``, the file named by
+``RPFS_PASSWORD_FILE``, or the terminal: rpfs/cli/options.py); never argv, never logged.
 """
 
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
-import sys
 
 import blake3
 
@@ -147,42 +146,3 @@ def open_key_file(raw: bytes, passphrase: str, where: str) -> Sealed:
     if len(keys) != 64:
         raise FormatError("key file holds keys of the wrong size", source=where, structure="key file")
     return Sealed(keys[:32], keys[32:])
-
-
-_kept: str | None = None   # asked before a mount forked away from the terminal
-
-
-def keep_passphrase(pw: str) -> None:
-    """Remember ``pw`` for this process (and a child it forks): a mount opens again later."""
-    global _kept
-    _kept = pw
-
-
-def prompt_needed() -> bool:
-    return _kept is None and not any(
-        os.environ.get(k) for k in ("RPFS_PASSWORD", "RPFS_PASSWORD_FILE"))
-
-
-def passphrase(where: str, *, new: bool = False) -> str:
-    """From RPFS_PASSWORD, one kept by ``keep_passphrase``, RPFS_PASSWORD_FILE (first line),
-    or the terminal."""
-    pw = os.environ.get("RPFS_PASSWORD")
-    if pw is None:
-        pw = _kept
-    if pw is None and os.environ.get("RPFS_PASSWORD_FILE"):
-        path = os.environ["RPFS_PASSWORD_FILE"]
-        try:
-            with open(path, encoding="utf-8") as f:
-                pw = f.readline().rstrip("\r\n")
-        except OSError as e:
-            raise UsageError(f"RPFS_PASSWORD_FILE {path}: {e.strerror}") from None
-    if pw is None:
-        if not sys.stdin.isatty():
-            raise UsageError(f"{where} is encrypted: set RPFS_PASSWORD or RPFS_PASSWORD_FILE"
-                             " (no terminal to ask on)")
-        pw = getpass.getpass(f"passphrase for {where}: ")
-        if new and getpass.getpass("again: ") != pw:
-            raise UsageError("the passphrases do not match")
-    if not pw:
-        raise UsageError("empty passphrase")
-    return pw

@@ -10,6 +10,9 @@
 - ``rps/<name>``: one recovery point as JSON (VM, name, time, sizes, and per file its path,
   size, map name and source identity). The name is derived from (VM, recovery point name),
   so the catalog knows which object each of its recovery points has.
+- ``scans/<name>``: the change analysis of that recovery point (rpfs/analysis.py), JSON,
+  under the same name as its ``rps/`` object; not part of the catalog (read when asked
+  for), so a catalog rebuild keeps every verdict. prune deletes it with the recovery point.
 
 Every object is ``RPFSOBJ1`` + sealed(zstd(body)) (crypto.py: a digest, or AES-256-GCM bound
 to the object's key). Packs carry their own index (packs.py), so with these two kinds every
@@ -28,7 +31,7 @@ from rpfs.errors import FormatError, IntegrityError
 from rpfs.store.packs import INDEX_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_index, parse_index
 
 MAGIC = b"RPFSOBJ1"
-RPS, MAPS, INDEX = "rps", "maps", "index"
+RPS, MAPS, INDEX, SCANS = "rps", "maps", "index", "scans"
 _PACK = struct.Struct("<16sQI")     # pack name (128 bits), size, entry count
 ZERO_ID = bytes(32)
 MAX_OBJECT = 1 << 30
@@ -136,3 +139,28 @@ def get_index(repo, name: str) -> dict[str, tuple[int, list[PackEntry]]]:
                                              index_offset, key, at))
         at += count * INDEX_ENTRY_SIZE
     return out
+
+
+def put_scan(repo, vm: str, name: str, result: dict) -> None:
+    """Store (or replace) the change analysis of one recovery point."""
+    key = f"{SCANS}/{rp_object_name(repo.crypto, vm, name)}"
+    raw = encode(repo.crypto, key, json.dumps({"version": 1, **result}).encode())
+    if not repo.backend.put_object(key, raw):   # a rescan replaces the older result
+        repo.backend.delete_object(key)
+        repo.backend.put_object(key, raw)
+
+
+def get_scan(repo, vm: str, name: str) -> dict | None:
+    """The stored change analysis of one recovery point, or None if it has none."""
+    key = f"{SCANS}/{rp_object_name(repo.crypto, vm, name)}"
+    raw = repo.backend.get_object(key)
+    if raw is None:
+        return None
+    try:
+        d = json.loads(decode(repo.crypto, key, raw))
+    except (ValueError, UnicodeDecodeError):
+        d = None
+    if not (isinstance(d, dict) and d.get("verdict") in ("clean", "suspicious")
+            and isinstance(d.get("reasons"), list)):
+        raise FormatError("not a change analysis", source=key, structure="scan object")
+    return d

@@ -1,50 +1,44 @@
-"""``Repository``: the store's API for the layers above (docs/architecture.md "Store").
+"""``Repository``: reads and writes a repository's objects, packs and catalog (the store's
+middle layer; docs/architecture.md "Store").
 
-Readers never block the writer: each thread reads through its own autocommit connection
-(WAL, short read transactions). A reader registers a lock file under ``readers/`` carrying
-the catalog epoch it started at; gc deletes a retired pack only once no live reader is older
-than the pack's retirement (see docs/store.md "Readers and gc"). One writer at a time
-(backup, prune) holds ``lock``.
+Everything that differs between a directory and s3:// is the ``Backend``'s (backend.py,
+s3.py); catalog maintenance (sync, following a gc elsewhere, gc, repair, prune, verify) is
+the maintenance layer's (maintenance/), which uses this module and is never imported by it:
+it serves a repository through the callbacks of ``StoreOptions`` (a missing pack met during
+a read, an s3:// catalog cache brought up to date at open).
+
+Readers never block writers: each thread reads through its own autocommit connection (WAL,
+short read transactions). A reader registers with the backend, carrying the catalog epoch it
+started at; gc deletes a retired pack only once no live reader is older than the pack's
+retirement (docs/store.md "Readers and gc"). Backups hold the repository lock shared, prune,
+gc and repair exclusive (``lock``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import secrets
 import sqlite3
 import threading
-import time
 import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
-from rpfs.errors import FormatError, IntegrityError, NotFoundError, RpfsError, UsageError
-from rpfs.store import catalog
-from rpfs.store.backend import Backend, LocalBackend, PackMissing, fsync_dir
+from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
+import rpfs.store.catalog as catalog
+from rpfs.store.backend import Backend, LocalBackend, PackMissing, private_files
 from rpfs.store.cache import ChunkCache
-from rpfs.store.config import CONFIG_NAME, Config
-from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file, passphrase
-from rpfs.store.diskcache import DiskCache
+from rpfs.store.config import Config
+from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file
+from rpfs.store.locks import Registration, RepositoryBusy  # noqa: F401  (RepositoryBusy: for callers)
+from rpfs.store.options import StoreOptions, is_s3
 from rpfs.store.packs import decompress
 from rpfs.store.readahead import ChunkLoader, ReadAhead
-from rpfs.store.s3 import S3Backend, is_s3
 from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
 
-PACKS_DIR = "packs"
-READERS_DIR = "readers"
-FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
-LOCK_NAME = "lock"
 RP_FORMAT = "%Y-%m-%dT%H%M%SZ"
-
-
-class RepositoryBusy(RpfsError):
-    """Another writer (backup, prune) holds the repository lock."""
-
-    exit_code = 75  # EX_TEMPFAIL
 
 
 @dataclass(frozen=True)
@@ -57,37 +51,6 @@ class RecoveryPoint:
     file_count: int
     id: int
     new_chunks: int = 0
-
-
-def default_cache_dir(address: str) -> str:
-    """``$RPFS_CACHE_DIR`` (the CLI's ``--cache-dir``), else ~/.cache/rpfs/<hash of address>."""
-    if os.environ.get("RPFS_CACHE_DIR"):
-        return os.environ["RPFS_CACHE_DIR"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "rpfs", hashlib.sha256(address.rstrip("/").encode()).hexdigest()[:16])
-
-
-def disk_cache_bytes() -> int:
-    """Bound of the block cache of an s3:// repository: ``$RPFS_CACHE_SIZE`` (the CLI's
-    ``--cache-size``), default 2 GiB."""
-    env = os.environ.get("RPFS_CACHE_SIZE")
-    if not env:
-        return 2 << 30
-    t = env.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    try:
-        return int(t.rstrip("KMG")) * mult
-    except ValueError:
-        raise UsageError(f"RPFS_CACHE_SIZE={env!r} is not a size") from None
-
-
-def load_crypto(backend: Backend, cfg: Config, where: str) -> Plain:
-    if cfg.encryption == "none":
-        return Plain()
-    raw = backend.get_object(KEY_OBJECT)
-    if raw is None:
-        raise FormatError("encrypted, but its key file is missing", source=where, structure="repository")
-    return open_key_file(raw, passphrase(where), where)
 
 
 def rp_name(t: datetime) -> str:
@@ -104,48 +67,54 @@ class ChunkLoc:
     hash: bytes
 
 
-@contextlib.contextmanager
-def private_files() -> Iterator[None]:
-    """Files and directories made meanwhile are 0600/0700 (packs, catalog and its WAL, the
-    config): a repository holds whole disks, readable by nobody else. The umask is the
-    process's: only writers (init, backup, prune) use this, never a mount serving readers."""
-    old = os.umask(0o077)
-    try:
-        yield
-    finally:
-        os.umask(old)
+def open_backend(address: str, options: StoreOptions, *, cache: bool = True) -> Backend:
+    """The backend of ``address``: ``s3://BUCKET/PREFIX`` or a directory."""
+    if is_s3(address):
+        from rpfs.store.s3 import S3Backend
+        return S3Backend(address, options, cache=cache)
+    return LocalBackend(address)
 
 
-def refuse_if_writable_by_others(path: str) -> None:
-    """Anyone who can write the repository can change what a restore brings back: refuse
-    one whose directory, catalog, config or packs directory other users may write."""
-    for p in [path] + [os.path.join(path, n) for n in (catalog.CATALOG_NAME, CONFIG_NAME, PACKS_DIR)]:
-        try:
-            st = os.stat(p)  # a symlinked part is judged by what it points to
-        except FileNotFoundError:
-            continue
-        if st.st_mode & 0o022:
-            raise UsageError(f"{p} is writable by other users (mode {st.st_mode & 0o777:o}): "
-                             f"anyone who can write a repository can change what it restores; "
-                             f"fix with `chmod -R go-w {path}`")
+def _passphrase(options: StoreOptions, where: str, new: bool = False) -> str:
+    if options.passphrase is None:
+        raise UsageError(f"{where} is encrypted: no passphrase given (the CLI takes it from"
+                         " RPFS_PASSWORD, RPFS_PASSWORD_FILE or the terminal)")
+    return options.passphrase(where, new)
+
+
+def load_crypto(backend: Backend, cfg: Config, where: str, options: StoreOptions) -> Plain:
+    if cfg.encryption == "none":
+        return Plain()
+    raw = backend.get_object(KEY_OBJECT)
+    if raw is None:
+        raise FormatError("encrypted, but its key file is missing", source=where, structure="repository")
+    return open_key_file(raw, _passphrase(options, where), where)
+
+
+def address_of(address) -> str:
+    """As the repository is named: s3:// as given, a directory as an absolute path."""
+    address = str(address)
+    return address if is_s3(address) else os.path.abspath(address)
 
 
 class Repository:
     """A repository at ``address``: a directory, or ``s3://BUCKET/PREFIX`` whose catalog,
-    reader and writer locks and block cache live in a local cache directory."""
+    lock files, reader registrations and block cache live in a local cache directory."""
 
-    def __init__(self, address: str, local: str, config: Config, backend: Backend,
-                 crypto: Plain, *, register: bool = True):
+    def __init__(self, address: str, config: Config, backend: Backend, crypto: Plain,
+                 options: StoreOptions, *, register: bool = True):
         self.path = address        # as the user names it (absolute for a directory)
-        self.local = local         # the directory holding catalog, lock, readers
-        self.remote = is_s3(address)
+        self.backend = backend
+        self.local = backend.local
+        self.remote = backend.catalog_is_cache    # the catalog is a cache of the objects
+        self.options = options
         self.config = config
         self.chunk_size = config.chunk_size
-        self.backend = backend
         self.crypto = crypto
-        self.cache = ChunkCache(config.cache_bytes())
+        cache = config.cache_mb << 20 if options.chunk_cache_bytes is None else options.chunk_cache_bytes
+        self.cache = ChunkCache(max(0, cache))
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
-        self.catalog_path = os.path.join(local, catalog.CATALOG_NAME)
+        self.catalog_path = catalog.path_in(self.local)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
         # exits drops its holder, which closes its connection, so a mount served by
@@ -154,148 +123,92 @@ class Repository:
         self._conns_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
         self._register = register
-        self._reg: _Registration | None = None          # the newest registration
-        self._regs: "weakref.WeakSet[_Registration]" = weakref.WeakSet()
+        self._reg: Registration | None = None          # the newest registration
+        self._regs: "weakref.WeakSet[Registration]" = weakref.WeakSet()
         self._reg_lock = threading.Lock()
         self.epoch = 0
-        self._follow_lock = threading.Lock()
-        self._followed = -FOLLOW_SECONDS
-        self._holds: set[str] = set()    # s3://: vm/rp of the files opened (published in the bucket)
+        self._holds: set[str] = set()    # vm/rp of the files opened (told to other machines)
         self.closed = False
         if register:
             self._register_reader()
 
     # --- lifecycle ---------------------------------------------------------------------
     @classmethod
-    def init(cls, address: str, *, encrypt: bool | None = None, cache_dir: str | None = None,
-             endpoint: str | None = None, **settings) -> "Repository":
+    def init(cls, address: str, options: StoreOptions | None = None, *, encrypt: bool | None = None,
+             cache_dir: str | None = None, endpoint: str | None = None, **settings) -> "Repository":
         """A new, empty repository. ``encrypt`` defaults to on for s3://, off for a directory;
-        the passphrase comes from ``crypto.passphrase`` (environment or prompt)."""
+        the passphrase comes from ``options.passphrase``."""
+        options = _options(options, cache_dir, endpoint)
         cfg = Config.from_kwargs(**settings)
-        address = str(address)
-        remote = is_s3(address)
-        if not remote:
-            address = os.path.abspath(address)
+        address = address_of(address)
         cfg.id = secrets.token_hex(16)
         crypto: Plain = Plain()
         key_file = None
         if encrypt is None:
-            encrypt = remote
-        backend = None
-        if remote:
-            local = cache_dir or default_cache_dir(address)
-            backend = S3Backend(address, os.path.join(local, "tmp"), endpoint=endpoint)
-            backend.ensure_bucket()
-            if backend.get_object("config") is not None:
-                backend.close()
-                raise UsageError(f"{address}: already holds a repository")
-        elif os.path.exists(address) and not os.path.isdir(address):
-            raise UsageError(f"{address}: exists and is not a directory")
-        elif os.path.exists(address) and os.listdir(address):
-            raise UsageError(f"{address}: directory is not empty; refusing to create a repository")
+            encrypt = is_s3(address)
         if encrypt:
             cfg.encryption = "aes-256-gcm"
-            key_file, crypto = new_key_file(passphrase(address, new=True))
-        if backend is not None:
-            if key_file is not None:
-                backend.put_object(KEY_OBJECT, key_file)
-            if not backend.put_object("config", cfg.dumps().encode()):   # config last: it marks a repository
-                raise UsageError(f"{address}: already holds a repository")
+            key_file, crypto = new_key_file(_passphrase(options, address, new=True))
+        backend = open_backend(address, options, cache=False)
+        try:
+            backend.create(cfg.dumps().encode(), key_file)
+        finally:
             backend.close()
-            return cls.open(address, cache_dir=cache_dir, endpoint=endpoint, _crypto=crypto)
-        path = address
-        with private_files():
-            if not os.path.exists(path):
-                os.makedirs(path, mode=0o700)
-            os.chmod(path, 0o700)
-            tmp = os.path.join(path, CONFIG_NAME + ".tmp")
-            with open(tmp, "w") as f:
-                f.write(cfg.dumps())
-                f.flush()
-                os.fsync(f.fileno())
-            catalog.create(os.path.join(path, catalog.CATALOG_NAME), cfg.id)
-            LocalBackend.create(os.path.join(path, PACKS_DIR))
-            if key_file is not None:
-                LocalBackend(os.path.join(path, PACKS_DIR)).put_object(KEY_OBJECT, key_file)
-            os.makedirs(os.path.join(path, READERS_DIR), mode=0o700, exist_ok=True)
-            open(os.path.join(path, LOCK_NAME), "a").close()
-            os.rename(tmp, os.path.join(path, CONFIG_NAME))  # config last: it marks a repository
-            fsync_dir(path)
-        return cls.open(path, _crypto=crypto)
+        if not backend.catalog_is_cache:
+            with private_files():
+                catalog.create(catalog.path_in(backend.local), cfg.id)
+        return cls.open(address, options, _crypto=crypto)
 
     @classmethod
-    def open(cls, address: str | os.PathLike, *, register: bool = True, cache_dir: str | None = None,
-             endpoint: str | None = None, sync: bool = True, _crypto: Plain | None = None) -> "Repository":
-        """Open a repository. For s3:// the local catalog is a cache: created and filled
-        from the repository's objects when missing, brought up to date when it is not."""
-        address = str(address)
-        if is_s3(address):
-            return cls._open_s3(address, register, cache_dir, endpoint, sync, _crypto)
-        path = os.path.abspath(address)
-        if not os.path.isdir(path):
-            raise NotFoundError(f"{path}: no such repository")
-        refuse_if_writable_by_others(path)
-        cfg = Config.load(path)
-        cat = os.path.join(path, catalog.CATALOG_NAME)
-        if not os.path.exists(cat):
-            raise FormatError("catalog.sqlite is missing (rpfs repair rebuilds it)", source=path,
-                              structure="repository")
-        catalog.check(cat)
-        backend = LocalBackend(os.path.join(path, PACKS_DIR))
-        crypto = _crypto or load_crypto(backend, cfg, path)
-        return cls(path, path, cfg, backend, crypto, register=register)
-
-    @staticmethod
-    def is_encrypted(address: str, *, endpoint: str | None = None) -> bool:
-        """Whether opening ``address`` will need a passphrase (False: not a repository)."""
-        address = str(address)
+    def open(cls, address: str, options: StoreOptions | None = None, *, register: bool = True,
+             cache_dir: str | None = None, endpoint: str | None = None,
+             _crypto: Plain | None = None) -> "Repository":
+        """Open a repository. For s3:// the local catalog is a cache: created when missing,
+        and brought up to date by ``options.catch_up`` when given (the maintenance layer's
+        ``open_repository`` gives it)."""
+        options = _options(options, cache_dir, endpoint)
+        address = address_of(address)
+        backend = open_backend(address, options)
         try:
-            if is_s3(address):
-                backend = S3Backend(address, os.path.join(default_cache_dir(address), "tmp"),
-                                    endpoint=endpoint)
-                try:
-                    raw = backend.get_object("config")
-                finally:
-                    backend.close()
-                return raw is not None and Config.loads(raw, address).encryption != "none"
-            if not os.path.exists(os.path.join(address, CONFIG_NAME)):
-                return False
-            return Config.load(address).encryption != "none"
-        except (FormatError, OSError):
-            return False
-
-    @classmethod
-    def _open_s3(cls, address, register, cache_dir, endpoint, sync, crypto) -> "Repository":
-        local = cache_dir or default_cache_dir(address)
-        os.makedirs(local, mode=0o700, exist_ok=True)
-        backend = S3Backend(address, os.path.join(local, "tmp"), endpoint=endpoint,
-                            cache=DiskCache(os.path.join(local, "blocks"), disk_cache_bytes()))
-        try:
-            raw = backend.get_object("config")
-            if raw is None:
-                raise NotFoundError(f"{address}: no rpfs repository there")
-            cfg = Config.loads(raw, f"{address}/config")
-            crypto = crypto or load_crypto(backend, cfg, address)
-            os.makedirs(os.path.join(local, READERS_DIR), mode=0o700, exist_ok=True)
-            open(os.path.join(local, LOCK_NAME), "a").close()
-            cat = os.path.join(local, catalog.CATALOG_NAME)
-            if os.path.exists(cat) and catalog.repository_id(cat) != cfg.id:
-                catalog.remove(cat)    # a cache of another repository (or a damaged one)
-            if not os.path.exists(cat):
-                catalog.create(cat, cfg.id)
+            backend.check_permissions()
+            where = f"{address}/config" if backend.catalog_is_cache else address
+            cfg = Config.loads(backend.read_config(), where)
+            crypto = _crypto or load_crypto(backend, cfg, address, options)
+            cat = catalog.path_in(backend.local)
+            if backend.catalog_is_cache:
+                if catalog.exists(cat) and catalog.repository_id(cat) != cfg.id:
+                    catalog.remove(cat)    # a cache of another repository (or a damaged one)
+                if not catalog.exists(cat):
+                    catalog.create(cat, cfg.id)
+            elif not catalog.exists(cat):
+                raise FormatError("catalog.sqlite is missing (rpfs repair rebuilds it)", source=address,
+                                  structure="repository")
             catalog.check(cat)
         except BaseException:
             backend.close()
             raise
-        repo = cls(address, local, cfg, backend, crypto, register=register)
-        if sync:
-            from rpfs.store.rebuild import sync as sync_catalog
+        repo = cls(address, cfg, backend, crypto, options, register=register)
+        if options.catch_up is not None and backend.catalog_is_cache:
             try:
-                sync_catalog(repo)
+                options.catch_up(repo)
             except BaseException:
                 repo.close()
                 raise
         return repo
+
+    @staticmethod
+    def is_encrypted(address: str, options: StoreOptions | None = None) -> bool:
+        """Whether opening ``address`` will need a passphrase (False: not a repository)."""
+        options = options or StoreOptions()
+        try:
+            backend = open_backend(address_of(address), options, cache=False)
+            try:
+                raw = backend.read_config()
+            finally:
+                backend.close()
+            return Config.loads(raw, str(address)).encryption != "none"
+        except (FormatError, NotFoundError, OSError):
+            return False
 
     def close(self) -> None:
         if self.closed:
@@ -351,34 +264,24 @@ class Repository:
         return self._writer
 
     @contextlib.contextmanager
-    def writer_lock(self, what: str = "writer", *, clean: bool = True) -> Iterator[None]:
-        """Exclusive: one backup/prune at a time (s3://: on any machine, through a lock
-        object). Cleans up what a killed writer left. ``clean=False``: only the local
-        catalog is written (catching it up), so only the local lock is taken."""
-        fd = os.open(os.path.join(self.local, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
-                raise RepositoryBusy(f"repository {self.path} is busy ({holder or 'another writer'})") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{what} pid {os.getpid()}".encode(), 0)
-            remote = clean and self.remote
-            if remote:
-                holder = self.backend.lock(what)
-                if holder:
-                    raise RepositoryBusy(f"repository {self.path} is busy ({holder})")
-            try:
-                if clean:
-                    self.backend.clean_staging()
-                with private_files():
-                    yield
-            finally:
-                if remote:
-                    self.backend.unlock()
-        finally:
-            os.close(fd)
+    def lock(self, what: str, *, exclusive: bool, wait: bool = False) -> Iterator[None]:
+        """The repository lock: shared (``exclusive=False``) for backups, any number at once
+        on any machine; exclusive for prune, gc and repair. RepositoryBusy in one line when
+        taken the other way, unless ``wait``. The exclusive holder first removes what killed
+        writers left in staging (nobody else can be writing)."""
+        with self.backend.lock(what, exclusive=exclusive, wait=wait, name=self.path):
+            if exclusive:
+                self.backend.clean_staging()
+            with private_files():
+                yield
+
+    def writer_lock(self, what: str = "writer", *, wait: bool = False):
+        """The exclusive lock (prune, gc, repair)."""
+        return self.lock(what, exclusive=True, wait=wait)
+
+    def catalog_mutex(self):
+        """One catalog catch-up at a time among the processes sharing this catalog."""
+        return self.backend.catalog_mutex()
 
     # --- reader registration -----------------------------------------------------------
     def _current_epoch(self) -> int:
@@ -389,13 +292,13 @@ class Repository:
 
     def _register_reader(self) -> None:
         epoch = self._current_epoch()
-        reg = _Registration.create(os.path.join(self.local, READERS_DIR), epoch)
+        reg = self.backend.register_reader(epoch)
         if reg is not None:
             self._reg = reg
             self._regs.add(reg)
         self.epoch = epoch
 
-    def _registration_for_open(self) -> "_Registration | None":
+    def _registration_for_open(self) -> "Registration | None":
         """Before resolving locations: if a gc retired packs since we registered, register
         anew at the current epoch. Files opened earlier keep the old registration alive; when
         the last of them is gone it is released, so a long-lived mount does not pin packs."""
@@ -407,55 +310,24 @@ class Repository:
             return self._reg
 
     def _hold(self, rp: RecoveryPoint) -> None:
-        """s3://: readers on other machines are not in our ``readers/`` directory, so the
-        recovery points this process reads are published in the bucket, and a prune on any
-        machine keeps them while we live (``S3Backend.publish_reader``)."""
+        """Readers on other machines are not in our reader registrations, so the recovery
+        points this process reads are told to the backend, and a prune on any machine keeps
+        them while we live (``Backend.hold``; a no-op for a directory)."""
         name = f"{rp.vm}/{rp.name}"
         if not self._register or not self.remote or name in self._holds:
             return
         with self._reg_lock:
             if name not in self._holds:
                 self._holds.add(name)
-                self.backend.publish_reader(sorted(self._holds))
+                self.backend.hold(sorted(self._holds))
 
     @property
     def reader_files(self) -> set[str]:
         return {r.name for r in list(self._regs) if r.fd is not None}
 
     def live_reader_epochs(self) -> list[int]:
-        """Epochs of readers still alive (ours excluded); stale lock files are removed."""
-        d = os.path.join(self.local, READERS_DIR)
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        own = self.reader_files
-        out = []
-        for fn in os.listdir(d):
-            if fn.startswith(".tmp-"):   # a reader between create and rename, or one that died there
-                try:
-                    if time.time() - os.stat(os.path.join(d, fn)).st_mtime > 3600:
-                        os.unlink(os.path.join(d, fn))
-                except FileNotFoundError:
-                    pass
-                continue
-            if fn in own or not fn.endswith(".lock"):
-                continue
-            p = os.path.join(d, fn)
-            try:
-                fd = os.open(p, os.O_RDWR | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    try:
-                        out.append(int(fn[1:].split("-", 1)[0]))
-                    except ValueError:
-                        out.append(0)
-                    continue
-                os.unlink(p)   # its owner died without cleaning up
-            finally:
-                os.close(fd)
-        return out
+        """Epochs of readers still alive (ours excluded); stale registrations are removed."""
+        return self.backend.live_reader_epochs(self.reader_files)
 
     # --- browsing ----------------------------------------------------------------------
     def vms(self) -> list[str]:
@@ -531,36 +403,24 @@ class Repository:
     def fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
         """The one way a chunk is read: (stored payload, data), the data decrypted,
         decompressed and checked against the chunk's id. A check that fails on a cached copy
-        of the pack is retried once from the repository itself; a chunk whose pack a gc on
-        another machine deleted is read where that gc moved it. IntegrityError otherwise."""
+        of the pack is retried once from the repository itself; a chunk whose pack is
+        missing is handed to ``options.on_missing_pack`` (the maintenance layer follows a gc
+        run on another machine), and read where it says the chunk is now. IntegrityError
+        otherwise."""
         try:
             return self._fetch_chunk(loc)
         except PackMissing:
-            moved = self._moved(loc)
-            if moved is None:
+            found = self.options.on_missing_pack
+            moved = found(self, loc) if found is not None else None
+            if moved is None or moved.pack == loc.pack:
                 raise
             return self._fetch_chunk(moved)
 
-    def _moved(self, loc: ChunkLoc) -> ChunkLoc | None:
-        """s3://: where a chunk whose pack is gone is now, once the catalog cache has followed
-        what a gc elsewhere did (``rebuild.follow_gc``, at most every FOLLOW_SECONDS: one
-        listing of the bucket's packs); None if it is nowhere else (the pack was lost)."""
-        if not self.remote:
-            return None
-        with self._follow_lock:
-            if time.monotonic() - self._followed > FOLLOW_SECONDS:
-                from rpfs.store.rebuild import RebuildResult, follow_gc
-                try:
-                    with self.writer_lock("sync", clean=False):
-                        follow_gc(self, RebuildResult())
-                except RepositoryBusy:
-                    pass   # a writer of this machine holds it and catches the catalog up
-                self._followed = time.monotonic()
+    def locate(self, h: bytes) -> ChunkLoc | None:
+        """Where the catalog says the chunk with id ``h`` is now."""
         rows = self.query("SELECT p.name, c.offset, c.csize, c.usize, c.codec FROM chunks c"
-                          " JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?", (loc.hash,))
-        if not rows or rows[0][0] == loc.pack:
-            return None
-        return ChunkLoc(*rows[0], loc.hash)
+                          " JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?", (h,))
+        return ChunkLoc(*rows[0], h) if rows else None
 
     def _fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
         for attempt in (0, 1):
@@ -599,50 +459,12 @@ class _Conn:
         self.close()
 
 
-class _Registration:
-    """One reader lock file ``readers/e<epoch>-<pid>-<rand>.lock``, flock-held while alive."""
-
-    def __init__(self, path: str, name: str, fd: int, epoch: int):
-        self.path, self.name, self.fd, self.epoch = path, name, fd, epoch
-        self._lock = threading.Lock()
-
-    @classmethod
-    def create(cls, d: str, epoch: int) -> "_Registration | None":
-        name = f"e{epoch:012d}-{os.getpid()}-{secrets.token_hex(4)}.lock"
-        tmp = os.path.join(d, ".tmp-" + name)
-        try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError:  # read-only medium: nobody can gc it either
-            return None
-        # locked before it gets a name gc looks at, so gc never mistakes it for a dead reader
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(tmp, os.path.join(d, name))
-        return cls(os.path.join(d, name), name, fd, epoch)
-
-    def close(self) -> None:
-        with self._lock:
-            if self.fd is None:
-                return
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
 class StoredFile(Stream):
     """A stored file as a Stream. Locations are resolved once at open, so a concurrent
     prune/gc cannot take data away from it (the packs it points to outlive this reader)."""
 
     def __init__(self, repo: Repository, rp: RecoveryPoint, path: str, size: int,
-                 chunk_size: int, blob: bytes, registration: "_Registration | None" = None):
+                 chunk_size: int, blob: bytes, registration: "Registration | None" = None):
         self.repo, self.rp, self.path = repo, rp, path
         self._registration = registration   # keeps the packs we resolve into alive
         self.size = size
@@ -708,3 +530,13 @@ class StoredFile(Stream):
                 s, e = max(offset, i * cs), min(end, (i + 1) * cs)
                 yield Extent(s, e - s, ZERO if self.ids[i] == 0 else DATA)
         yield from merge_extents(gen())
+
+
+def _options(options: StoreOptions | None, cache_dir: str | None, endpoint: str | None) -> StoreOptions:
+    """``options`` with the two settings callers used to pass one by one."""
+    options = options or StoreOptions()
+    if cache_dir:
+        options = options.with_(cache_dir=str(cache_dir))
+    if endpoint:
+        options = options.with_(endpoint=endpoint)
+    return options

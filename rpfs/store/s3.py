@@ -1,9 +1,11 @@
 """The repository on S3-compatible object storage (``s3://BUCKET/PREFIX``), through botocore.
 
 Objects under the prefix: ``config``, ``keys/default``, ``packs/<name>``, ``rps/<name>``,
-``maps/<name>`` (the same keys a local repository keeps as files). Endpoint and credentials
-come the way the AWS tools take them (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, profiles).
+``maps/<name>``, ``index/<name>`` (the same keys a local repository keeps as files), and
+``locks/<id>``, ``readers/<id>`` of the processes using it. The endpoint and region come in
+``StoreOptions`` (the CLI takes them from ``--s3-endpoint`` or ``AWS_ENDPOINT_URL``);
+credentials the way boto3 finds them (``AWS_ACCESS_KEY_ID``, profiles, ...). The catalog,
+lock files, reader registrations and block cache of this machine are in a local directory.
 
 - Packs are uploaded in one PUT up to ``PART`` bytes, else as a multipart upload (parts in
   parallel); every PUT and the multipart completion carry ``If-None-Match: *``, so an object
@@ -12,13 +14,16 @@ come the way the AWS tools take them (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`
   chunks a file needs sit next to each other in its packs, so one GET serves several
   (read-ahead for free) and a second read is local. Every chunk read is then checked against
   its id by the repository; small objects carry their own digest or AEAD tag.
-- One writer at a time across machines: a lock object (``lock``), like restic's.
+- The repository lock across machines: lock objects ``locks/<id>`` (host, pid, what,
+  exclusive), like restic's: any number of shared ones (backups), or one exclusive one
+  (prune, gc, repair); each process also takes the same lock in the local directory.
 - Retries: botocore's "standard" mode (exponential backoff with jitter) for errors before a
   response; a connection dropped while a body streams is retried here the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,12 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from rpfs.errors import IntegrityError, NotFoundError, RpfsError, UsageError
-from rpfs.store.backend import Backend, PackMissing, check_key
+from rpfs.store.backend import _NAME, Backend, PackMissing, check_key
 from rpfs.store.diskcache import DiskCache
+from rpfs.store.locks import WAIT_POLL, LocalLocks, RepositoryBusy
+from rpfs.store.options import SCHEME, StoreOptions, is_s3  # noqa: F401  (is_s3: for callers)
 
 PART = 16 << 20          # packs up to this size go in one PUT; larger ones in parts of this size
 BLOCK = 4 << 20          # ranged GETs fetch (and the disk cache keeps) aligned blocks of this size
-SCHEME = "s3://"
 LOCK_REFRESH = 300       # a writer rewrites its lock object this often
 LOCK_STALE = 1800        # a lock object older than this belongs to a writer that died
 log = logging.getLogger("rpfs.store")
@@ -57,10 +63,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def is_s3(address) -> bool:
-    return isinstance(address, str) and address.startswith(SCHEME)
-
-
 def parse_address(address: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
     rest = address[len(SCHEME):]
@@ -71,45 +73,43 @@ def parse_address(address: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def _attempts() -> int:
-    try:
-        return max(1, int(os.environ.get("RPFS_S3_ATTEMPTS", "6")))
-    except ValueError:
-        raise UsageError("RPFS_S3_ATTEMPTS must be a number") from None
-
-
-def make_client(endpoint: str | None = None):
+def make_client(options: StoreOptions):
     import boto3
     from botocore.config import Config
 
-    endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL") or None
-    cfg = Config(retries={"max_attempts": _attempts(), "mode": "standard"},
+    endpoint = options.endpoint
+    cfg = Config(retries={"max_attempts": max(1, options.s3_attempts), "mode": "standard"},
                  connect_timeout=5, read_timeout=60, max_pool_connections=32,
                  # servers such as Ceph RGW predate the new default checksum headers
                  request_checksum_calculation="when_required",
                  response_checksum_validation="when_required",
                  s3={"addressing_style": "path"} if endpoint else {})
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, config=cfg,
-        region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1")
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=cfg,
+                                          region_name=options.region or "us-east-1")
 
 
 class S3Backend(Backend):
     parallel_puts = 3      # each upload is mostly waiting on the network
     prefetch = 2           # blocks fetched ahead of a sequential reader
 
-    def __init__(self, address: str, staging: str, *, endpoint: str | None = None,
-                 cache: DiskCache | None = None):
+    catalog_is_cache = True
+
+    def __init__(self, address: str, options: StoreOptions, *, cache: bool = True):
+        """``cache``: keep pieces of packs read in the block cache (``options``' bound)."""
         import botocore.exceptions as bx
         import urllib3.exceptions as ux
 
         self.address = address
         self.bucket, self.prefix = parse_address(address)
-        self.staging = staging
-        os.makedirs(staging, mode=0o700, exist_ok=True)
-        self.cache = cache
-        self.attempts = _attempts()
-        self.s3 = make_client(endpoint)
+        self.local = options.local_dir(address)
+        os.makedirs(self.local, mode=0o700, exist_ok=True)
+        self.locks = LocalLocks(self.local)
+        self.staging = os.path.join(self.local, "tmp")
+        os.makedirs(self.staging, mode=0o700, exist_ok=True)
+        self.cache = DiskCache(os.path.join(self.local, "blocks"), options.block_cache_bytes) \
+            if cache else None
+        self.attempts = max(1, options.s3_attempts)
+        self.s3 = make_client(options)
         self.requests = 0            # GET/PUT/HEAD/LIST/DELETE sent (for tests and benchmarks)
         self._bx = bx
         self._transient = (bx.ConnectionError, bx.HTTPClientError, bx.ResponseStreamingError,
@@ -180,6 +180,21 @@ class S3Backend(Backend):
                 self._call("create bucket", self.s3.create_bucket, Bucket=self.bucket)
             except FileExistsError:
                 pass
+
+    def create(self, config: bytes, key_file: bytes | None) -> None:
+        self.ensure_bucket()
+        if self.get_object("config") is not None:
+            raise UsageError(f"{self.address}: already holds a repository")
+        if key_file is not None:
+            self.put_object("keys/default", key_file)
+        if not self.put_object("config", config):   # config last: it marks a repository
+            raise UsageError(f"{self.address}: already holds a repository")
+
+    def read_config(self) -> bytes:
+        raw = self.get_object("config")
+        if raw is None:
+            raise NotFoundError(f"{self.address}: no rpfs repository there")
+        return raw
 
     # --- packs ---------------------------------------------------------------------------
     def put(self, name: str, local_path: str) -> None:
@@ -321,7 +336,6 @@ class S3Backend(Backend):
             token = r["NextContinuationToken"]
 
     def list(self) -> Iterator[tuple[str, int]]:
-        from rpfs.store.backend import _NAME
         yield from ((n, s) for n, s, _ in self._list("packs") if _NAME.match(n))
 
     def delete(self, name: str) -> None:
@@ -350,23 +364,45 @@ class S3Backend(Backend):
         self._call(f"delete {key}", self.s3.delete_object, Bucket=self.bucket,
                    Key=self._key(check_key(key)))
 
-    # --- the writer lock across machines ----------------------------------------------
-    def lock(self, what: str) -> str | None:
-        """Take the repository's writer lock: an object ``locks/<id>`` (host, pid, what),
-        rewritten every ``LOCK_REFRESH`` s while held. Returns None, or a description of the
-        writer that holds it (a lock object not rewritten for ``LOCK_STALE`` s is a writer
-        that died). Two writers taking it at once both see each other and both back off."""
-        held = self._live_locks()
+    # --- the repository lock across machines ------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, what: str, *, exclusive: bool, wait: bool, name: str):
+        """The lock of this machine's processes (lock files in the cache directory), then
+        the lock objects every machine sees: ``locks/<id>`` (host, pid, what, exclusive),
+        rewritten every ``LOCK_REFRESH`` s while held (one not rewritten for ``LOCK_STALE`` s
+        belongs to a process that died). Shared ones coexist; an exclusive one excludes all.
+        Two processes taking conflicting locks at once both see each other and back off."""
+        with self.locks.lock(what, exclusive=exclusive, wait=wait, name=name):
+            while True:
+                held = self._take(what, exclusive)
+                if held is None:
+                    break
+                if not wait:
+                    raise RepositoryBusy(f"repository {name} is busy ({held})")
+                time.sleep(WAIT_POLL * (1 + random.random()))
+            try:
+                yield
+            finally:
+                self._release()
+
+    def _take(self, what: str, exclusive: bool) -> str | None:
+        """None once our lock object is written and no conflicting one is live; else who
+        holds the conflicting lock."""
+        def conflicts(exclude=None):
+            return [desc for _, d, desc in self._live_locks(exclude)
+                    if exclusive or d is None or d.get("exclusive", True)]
+        held = conflicts()
         if held:
             return held[0]
-        self._lock_id = secrets.token_hex(8)
-        self._lock_body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                      "what": what}).encode()
-        self.put_object(f"locks/{self._lock_id}", self._lock_body)
-        held = self._live_locks(exclude=self._lock_id)
+        lock_id = secrets.token_hex(8)
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "what": what,
+                           "exclusive": exclusive}).encode()
+        self.put_object(f"locks/{lock_id}", body)
+        held = conflicts(exclude=lock_id)
         if held:
-            self.delete_object(f"locks/{self._lock_id}")
+            self.delete_object(f"locks/{lock_id}")
             return held[0]
+        self._lock_id, self._lock_body = lock_id, body
         self._lock_stop = threading.Event()
         self._lock_thread = threading.Thread(target=self._refresh_lock, daemon=True,
                                              name="rpfs-s3-lock")
@@ -379,18 +415,20 @@ class S3Backend(Backend):
                 self.delete_object(f"locks/{self._lock_id}")
                 self.put_object(f"locks/{self._lock_id}", self._lock_body)
             except Exception as e:
-                log.warning("%s: could not refresh the writer lock: %s", self.address, e)
+                log.warning("%s: could not refresh the repository lock: %s", self.address, e)
 
-    def unlock(self) -> None:
+    def _release(self) -> None:
         self._lock_stop.set()
         self._lock_thread.join()
         try:
             self.delete_object(f"locks/{self._lock_id}")
         except (S3Error, OSError) as e:   # the next writer on this host sees our pid is gone
-            log.info("%s: could not remove the writer lock: %s", self.address, e)
+            log.info("%s: could not remove the repository lock: %s", self.address, e)
 
-    def _live_locks(self, exclude: str | None = None) -> list[str]:
-        return [f"{d['what']} pid {d['pid']} on {d['host']}" if d else f"lock object locks/{n}"
+    def _live_locks(self, exclude: str | None = None) -> list[tuple[str, dict | None, str]]:
+        """(id, body or None, "what pid N on HOST") of the live lock objects. A lock object
+        without ``exclusive`` was written by an rpfs that had only exclusive locks."""
+        return [(n, d, f"{d['what']} pid {d['pid']} on {d['host']}" if d else f"lock object locks/{n}")
                 for n, d in self._live("locks", exclude)]
 
     def _live(self, kind: str, exclude: str | None) -> list[tuple[str, dict | None]]:
@@ -416,6 +454,12 @@ class S3Backend(Backend):
         return out
 
     # --- readers on any machine ----------------------------------------------------------
+    def hold(self, names: list[str]) -> None:
+        self.publish_reader(names)
+
+    def live_holds(self) -> dict[str, str]:
+        return self.live_readers()
+
     def publish_reader(self, holds: list[str]) -> None:
         """Say in the bucket which recovery points (``vm/rp``) this process reads files of,
         so that a prune on any machine keeps them (``live_readers``): an object
@@ -470,7 +514,7 @@ class S3Backend(Backend):
 
     def clean_staging(self) -> int:
         """Temp files and unfinished multipart uploads a killed writer left (caller holds
-        the writer lock)."""
+        the exclusive lock)."""
         n = super().clean_staging()
         r = self._call("list uploads", self.s3.list_multipart_uploads, Bucket=self.bucket,
                        Prefix=self._key("packs") + "/")

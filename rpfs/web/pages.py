@@ -155,8 +155,12 @@ def vm_calendar(tree, vm: str, month: dt.date | None, day: dt.date | None) -> di
     months = sorted({(d.year, d.month) for d in by_day})
     prev = max((m for m in months if m < ym), default=None)
     nxt = min((m for m in months if m > ym), default=None)
+    shown = {d for week in calendar.Calendar(firstweekday=0).monthdatescalendar(*ym) for d in week}
+    scans = {name: _analysis(tree, vm, name) for d in shown | {day} for name in by_day.get(d, ())}
     weeks = [[{"date": d, "in_month": d.month == month.month, "count": len(by_day.get(d, ())),
-               "selected": d == day} for d in week]
+               "selected": d == day,
+               "suspicious": [r for n in by_day.get(d, ()) for r in scans[n].get("reasons", [])
+                              if scans[n].get("verdict") == "suspicious"]} for d in week]
              for week in calendar.Calendar(firstweekday=0).monthdatescalendar(*ym)]
     chosen = []
     for name in by_day.get(day, []):
@@ -164,10 +168,18 @@ def vm_calendar(tree, vm: str, month: dt.date | None, day: dt.date | None) -> di
             info = vm_node.child(name).info()
         except RpfsError as e:
             info = {"error": str(e)}
-        chosen.append({"name": name, "time": times[name], "newest": name == newest, "info": info})
+        chosen.append({"name": name, "time": times[name], "newest": name == newest, "info": info,
+                       "analysis": scans[name]})
     return {"month": month, "weeks": weeks, "day": day, "chosen": chosen, "newest": newest,
             "prev": prev and "%04d-%02d" % prev, "next": nxt and "%04d-%02d" % nxt,
             "total": len(times)}
+
+
+def _analysis(tree, vm: str, name: str) -> dict:
+    """The stored change analysis of a recovery point ({} if none: not analysed)."""
+    from rpfs.analysis import stored
+    repo = getattr(tree, "repo", None)
+    return (stored(repo, vm, name) or {}) if repo is not None else {}
 
 
 # -- the browser --------------------------------------------------------------------------

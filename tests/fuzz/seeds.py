@@ -232,6 +232,36 @@ def _dirty_xfs_seed(t: Path, seeds: dict) -> None:
     _save("xfs_volume", _reader_seed(copy, xfs_reader), seeds)
 
 
+def _kernel_btrfs_seed(t: Path, seeds: dict) -> None:
+    """A small Btrfs written by the kernel: zlib, LZO and zstd extents, a subvolume and a
+    snapshot, xattrs, a hard link (needs root and a loop device; skipped without)."""
+    import os
+    import subprocess
+
+    import btrfs_reader
+    from tools.fixtures.linuxfs import loop_available, mounted
+    if not loop_available():
+        return
+    img, mnt = t / "kbtrfs.img", t / "kmnt"
+    with open(img, "wb") as f:
+        f.truncate(128 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", str(img)], check=True, capture_output=True)
+    text = b"backup restore hyper-v guest " * 600
+    for algo in ("zlib", "lzo", "zstd"):
+        with mounted(img, mnt, f"compress-force={algo}"):
+            (mnt / algo).write_bytes(text)
+    with mounted(img, mnt):
+        subprocess.run(["btrfs", "subvolume", "create", str(mnt / "@home")], check=True,
+                       capture_output=True)
+        (mnt / "@home" / "f").write_bytes(b"in a subvolume\n")
+        subprocess.run(["btrfs", "subvolume", "snapshot", str(mnt / "@home"), str(mnt / "snap")],
+                       check=True, capture_output=True)
+        os.link(mnt / "zlib", mnt / "zlib-link")
+        os.setxattr(mnt / "lzo", "user.x", b"y" * 100)
+        os.symlink("zlib", mnt / "link")
+    _save("btrfs_volume", _reader_seed(img, btrfs_reader), seeds)
+
+
 def linuxfs_seeds(seeds: dict) -> None:
     """Tiny XFS (v5 and v4, from a protofile) and Btrfs (mkfs --rootdir, zlib-compressed
     inline data) volumes: made without a kernel mount, so any machine can cut them."""
@@ -271,6 +301,7 @@ def linuxfs_seeds(seeds: dict) -> None:
                        capture_output=True)
         _save("btrfs_volume", _reader_seed(img, btrfs_reader), seeds)
         _dirty_xfs_seed(t, seeds)
+        _kernel_btrfs_seed(t, seeds)
     text = b"backup restore hyper-v " * 200
     _save("btrfs_decompress", b"\x01" + len(text).to_bytes(3, "little") + zlib.compress(text), seeds)
     import zstandard

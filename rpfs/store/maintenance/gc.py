@@ -1,10 +1,13 @@
 """Garbage collection: mark chunks from the catalog, sweep the rest, repack wasteful packs.
 
-Run by a writer holding the repository lock (prune, or ``rpfs prune`` with no rule). Steps:
+Run by a writer holding the repository lock exclusively (prune, or ``rpfs prune`` with no
+rule): no backup is running anywhere, so every pack is either committed or a killed run's.
+Steps:
 
 1. mark: decode every stored file's chunk map; every chunk id seen is live;
-2. pack files the catalog does not know (a killed backup renamed them but never committed
-   their rows) are deleted: no other writer can be running;
+2. pack files the catalog does not know are deleted: a killed backup's (renamed but never
+   committed), or, in an s3:// cache, another machine's copies of chunks this catalog has
+   in its own packs (two backups that raced both uploaded them: one copy is kept);
 3. per pack: no live chunk -> retire it; live fraction below ``repack_threshold`` -> copy its
    live chunks (payload checked against its hash first) into new packs, then retire it;
 4. one transaction: bump ``epoch`` to E, point moved chunks at their new packs, delete dead
@@ -20,7 +23,10 @@ import time
 from dataclasses import asdict, dataclass
 
 from rpfs.errors import FormatError, IntegrityError
-from rpfs.store import catalog, objects
+import rpfs.store.catalog as catalog
+import rpfs.store.objects as objects
+from rpfs.store.maintenance.marks import mark
+from rpfs.store.maintenance.sync import sync
 from rpfs.store.packs import PackWriter
 from rpfs.store.repository import ChunkLoc
 
@@ -51,56 +57,11 @@ class GcResult:
         return d
 
 
-class Marks:
-    """Live chunk ids as one byte per id (ids are dense AUTOINCREMENT integers): 180 MB for
-    180 M chunks, where a Python set would need ~10 GB."""
-
-    def __init__(self, max_id: int):
-        self.bits = bytearray(max_id + 1)
-        self.count = 0
-
-    def add_all(self, ids) -> None:
-        bits = self.bits
-        n = len(bits)
-        for i in ids:
-            if 0 < i < n and not bits[i]:
-                bits[i] = 1
-                self.count += 1
-
-    def __contains__(self, cid: int) -> bool:
-        return 0 < cid < len(self.bits) and bool(self.bits[cid])
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def mark(repo, exclude: set[int] = frozenset()) -> Marks:
-    """Every chunk id some stored file references (files of ``exclude`` RPs left out).
-    A chunk map identical to the one just marked for the same path (an unchanged file in
-    the next recovery point) is skipped without decoding."""
-    db = repo.writer
-    max_id = db.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0]
-    live = Marks(max_id)
-    last: dict[str, bytes] = {}
-    for size, blob, cs, path, rp_id in db.execute(
-            "SELECT f.size, f.chunk_map, r.chunk_size, f.path, f.rp_id FROM files f"
-            " JOIN recovery_points r ON r.id = f.rp_id ORDER BY r.vm_id, f.path, r.time"):
-        if rp_id in exclude:
-            continue
-        if last.get(path) == blob:
-            continue
-        last[path] = blob
-        live.add_all(catalog.decode_map(blob, (size + cs - 1) // cs, path))
-    return live
-
-
 def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcResult:
-    """Caller holds ``repo.writer_lock()``. ``exclude``: RPs a dry run pretends are gone."""
-    from rpfs.store.rebuild import sync
-
+    """Caller holds ``repo.lock(exclusive=True)``. ``exclude``: RPs a dry run pretends are gone."""
     res = GcResult(dry_run=dry_run)
     db = repo.writer
-    sync(repo, locked=True)   # a recovery point whose object exists keeps its chunks
+    sync(repo)   # a recovery point whose object exists keeps its chunks
     live = mark(repo, exclude)
     res.chunks_live = len(live)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from rpfs.errors import FormatError, IntegrityError, RpfsError
 from rpfs.progress import Progress
-from rpfs.store import catalog, objects
+import rpfs.store.catalog as catalog
+import rpfs.store.objects as objects
 from rpfs.store.packs import read_index
 from rpfs.store.repository import ChunkLoc, Repository
 

@@ -1,6 +1,7 @@
 """The catalog from the repository's own objects: ``sync`` (an s3:// cache catching up, and
-any writer before it changes anything) and ``repair`` (``rpfs repair``: a lost or damaged
-catalog rebuilt). Neither deletes a repository object.
+any writer before it changes anything), ``follow_gc`` (an s3:// cache after a gc on another
+machine) and ``write_missing_objects`` (repair of an older repository). None deletes a
+repository object.
 
 Import of recovery point objects: fetch them and their chunk maps (in parallel); find the
 chunks the catalog does not know from the index objects, and for packs none covers from the
@@ -8,21 +9,27 @@ pack's own index (one ranged read of its tail); then, in one transaction, insert
 recovery points and files. A file whose map cannot be read is left out; one whose chunks
 are in no pack is imported with those chunks in ``catalog.LOST_PACK`` (so it reads except
 there, and verify names it). Both are named in ``lost``.
+
+Several processes may share one catalog (backups run at once): each catch-up runs under the
+repository's catalog mutex, so two never import the same recovery point.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from rpfs.errors import FormatError, RpfsError
-from rpfs.store import catalog, objects
+from rpfs.errors import RpfsError
+import rpfs.store.catalog as catalog
+import rpfs.store.objects as objects
+from rpfs.store.maintenance.marks import mark
 from rpfs.store.packs import read_index
 
 WORKERS = 16
+FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
 log = logging.getLogger("rpfs.store")
 
 
@@ -59,21 +66,17 @@ def _catalog_objects(db, crypto) -> dict[str, int]:
         "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")}
 
 
-def sync(repo, *, locked: bool = False, drop_missing: bool | None = None,
-         quiet: bool = False) -> RebuildResult:
+def sync(repo, *, drop_missing: bool | None = None, quiet: bool = False) -> RebuildResult:
     """Import recovery point objects the catalog lacks; for an s3:// cache (``drop_missing``)
     also forget catalog recovery points whose object is gone (pruned elsewhere) and follow
-    chunks a gc elsewhere moved (``follow_gc``). Skipped
-    when another writer on this machine holds the lock (it keeps the catalog current).
-    What it drops or cannot import is logged as a warning (unless ``quiet``)."""
-    from rpfs.store.repository import RepositoryBusy
+    chunks a gc elsewhere moved (``follow_gc``). Runs under the catalog mutex (a short wait
+    if another process of this catalog is catching up). What it drops or cannot import is
+    logged as a warning (unless ``quiet``)."""
+    with repo.catalog_mutex():
+        return _sync(repo, drop_missing, quiet)
 
-    if not locked:
-        try:
-            with repo.writer_lock("sync", clean=False):
-                return sync(repo, locked=True, drop_missing=drop_missing, quiet=quiet)
-        except RepositoryBusy:
-            return RebuildResult()
+
+def _sync(repo, drop_missing: bool | None, quiet: bool) -> RebuildResult:
     t0 = time.monotonic()
     res = RebuildResult()
     db = repo.writer
@@ -220,7 +223,6 @@ def follow_gc(repo, res: RebuildResult) -> None:
     _import_packs(repo, res, {}, set(), relocate=moved, listing=present)
     res.chunks_moved = before - len(moved)
     if moved:
-        from rpfs.store.gc import mark
         used = mark(repo)
         with catalog.transaction(db):
             db.executemany("DELETE FROM chunks WHERE id = ?",
@@ -230,6 +232,26 @@ def follow_gc(repo, res: RebuildResult) -> None:
             if not db.execute("SELECT 1 FROM chunks WHERE pack_id = ? LIMIT 1", (pid,)).fetchone():
                 db.execute("DELETE FROM packs WHERE id = ?", (pid,))
                 res.packs_gone += 1
+
+
+class GcFollower:
+    """``StoreOptions.on_missing_pack`` of an s3:// cache: a read met a pack that is gone.
+    Follows what a gc elsewhere did (``follow_gc``: one listing of the bucket's packs, at
+    most every ``FOLLOW_SECONDS``) and answers where the chunk is now, or None (lost)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._followed = -FOLLOW_SECONDS
+
+    def __call__(self, repo, loc):
+        if not repo.remote:
+            return None
+        with self._lock:
+            if time.monotonic() - self._followed > FOLLOW_SECONDS:
+                with repo.catalog_mutex():
+                    follow_gc(repo, RebuildResult())
+                self._followed = time.monotonic()
+        return repo.locate(loc.hash)
 
 
 def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: set[bytes],
@@ -329,60 +351,3 @@ def write_missing_objects(repo, res: RebuildResult) -> None:
                                           "stored_size": ss, "file_count": fc, "new_chunks": nc,
                                           "chunk_size": cs, "created": created}, files)
         res.objects_written += 1
-
-
-def repair(address: str, *, cache_dir: str | None = None, endpoint: str | None = None) -> RebuildResult:
-    """Rebuild the catalog of the repository at ``address`` from its objects.
-
-    A directory: a missing or unreadable catalog is moved aside (``catalog.sqlite.old-*``)
-    and rebuilt; a readable one gains what the objects have and it lacks, and objects are
-    written for what it has and they lack. s3://: the cached catalog is rebuilt from scratch."""
-    from rpfs.store.config import Config
-    from rpfs.store.repository import Repository
-    from rpfs.store.s3 import is_s3
-
-    t0 = time.monotonic()
-    res = RebuildResult()
-    if is_s3(address):
-        repo = Repository.open(address, cache_dir=cache_dir, endpoint=endpoint, sync=False, register=False)
-        try:
-            with repo.writer_lock("repair"):
-                catalog.remove(repo.catalog_path)
-                catalog.create(repo.catalog_path, repo.config.id)
-                _rebuild(repo, res)
-        finally:
-            repo.close()
-    else:
-        path = os.path.abspath(address)
-        cfg = Config.load(path)
-        cat = os.path.join(path, catalog.CATALOG_NAME)
-        try:
-            if os.path.exists(cat):
-                catalog.check(cat)
-                db = catalog.connect(cat)
-                try:
-                    bad = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()] != ["ok"]
-                finally:
-                    db.close()
-                if bad:
-                    raise FormatError("integrity check failed", source=cat, structure="catalog")
-        except (FormatError, OSError):
-            res.catalog_moved_to = catalog.discard(cat)
-        if not os.path.exists(cat):
-            catalog.create(cat, cfg.id)
-        repo = Repository.open(path, register=False)
-        try:
-            with repo.writer_lock("repair"):
-                _rebuild(repo, res)
-                write_missing_objects(repo, res)
-        finally:
-            repo.close()
-    res.seconds = time.monotonic() - t0
-    return res
-
-
-def _rebuild(repo, res: RebuildResult) -> None:
-    r = sync(repo, locked=True, drop_missing=False, quiet=True)
-    for k in ("recovery_points", "imported", "files", "packs_read", "indexes_read", "chunks_added"):
-        setattr(res, k, getattr(r, k))
-    res.lost.extend(r.lost)

@@ -12,8 +12,10 @@ import time as _time
 from dataclasses import dataclass, field
 
 from rpfs.errors import UsageError
-from rpfs.store import catalog, objects
-from rpfs.store.gc import GcResult, gc
+import rpfs.store.catalog as catalog
+import rpfs.store.objects as objects
+from rpfs.store.maintenance.gc import GcResult, gc
+from rpfs.store.maintenance.sync import sync
 from rpfs.store.repository import RecoveryPoint, Repository
 
 PERIODS = {
@@ -95,12 +97,15 @@ class PruneResult:
 
 
 def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
-          dry_run: bool = False, collect: bool = True) -> PruneResult:
+          dry_run: bool = False, collect: bool = True, wait: bool = False) -> PruneResult:
     """Forget the recovery points ``policy`` does not keep, then gc. An empty policy
-    forgets nothing (gc only) rather than everything."""
+    forgets nothing (gc only) rather than everything. Holds the repository lock exclusively:
+    a running backup (on any machine) makes it refuse in one line, or, with ``wait``, wait
+    until every running backup has committed, so nothing a backup references is deleted."""
     t0 = _time.monotonic()
     policy.validate()
-    with repo.writer_lock("prune"):
+    with repo.lock("prune", exclusive=True, wait=wait):
+        sync(repo)   # what backups (here or on other machines) committed before we got the lock
         decisions: list[Decision] = []
         if not policy.empty():
             vms = [vm] if vm else repo.vms()
@@ -108,7 +113,7 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
                 decisions.extend(decide(repo.recovery_points(v), policy))
         if repo.remote and any(not d.keep for d in decisions):
             # a reader on another machine has files of these open: they stay until it is gone
-            held = repo.backend.live_readers()
+            held = repo.backend.live_holds()
             for d in decisions:
                 who = held.get(f"{d.rp.vm}/{d.rp.name}")
                 if who and not d.keep:
@@ -119,8 +124,9 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
             # the objects first: they are the truth a catalog is rebuilt from
             for d in decisions:
                 if not d.keep:
-                    repo.backend.delete_object(
-                        f"{objects.RPS}/{objects.rp_object_name(repo.crypto, d.rp.vm, d.rp.name)}")
+                    name = objects.rp_object_name(repo.crypto, d.rp.vm, d.rp.name)
+                    repo.backend.delete_object(f"{objects.RPS}/{name}")
+                    repo.backend.delete_object(f"{objects.SCANS}/{name}")
             db = repo.writer
             with catalog.transaction(db):
                 db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])

@@ -1,0 +1,69 @@
+"""``rpfs repair``: a lost or damaged catalog rebuilt from the repository's own objects
+(sync.py does the import); nothing in the repository is deleted."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rpfs.errors import FormatError
+import rpfs.store.catalog as catalog
+from rpfs.store.backend import LocalBackend
+from rpfs.store.config import Config
+from rpfs.store.maintenance.sync import RebuildResult, sync, write_missing_objects
+from rpfs.store.options import StoreOptions, is_s3
+from rpfs.store.repository import Repository
+
+
+def repair(address: str, options: StoreOptions | None = None) -> RebuildResult:
+    """Rebuild the catalog of the repository at ``address`` from its objects.
+
+    A directory: a missing or unreadable catalog is moved aside (``catalog.sqlite.old-*``)
+    and rebuilt; a readable one gains what the objects have and it lacks, and objects are
+    written for what it has and they lack. s3://: the cached catalog is rebuilt from scratch."""
+    t0 = time.monotonic()
+    res = RebuildResult()
+    if is_s3(address):
+        repo = Repository.open(address, options, register=False)
+        try:
+            with repo.writer_lock("repair"):
+                catalog.remove(repo.catalog_path)
+                catalog.create(repo.catalog_path, repo.config.id)
+                _rebuild(repo, res)
+        finally:
+            repo.close()
+    else:
+        path = os.path.abspath(address)
+        backend = LocalBackend(path)
+        cfg = Config.loads(backend.read_config(), path)
+        cat = catalog.path_in(path)
+        try:
+            if os.path.exists(cat):
+                catalog.check(cat)
+                db = catalog.connect(cat)
+                try:
+                    bad = [r[0] for r in db.execute("PRAGMA integrity_check").fetchall()] != ["ok"]
+                finally:
+                    db.close()
+                if bad:
+                    raise FormatError("integrity check failed", source=cat, structure="catalog")
+        except (FormatError, OSError):
+            res.catalog_moved_to = catalog.discard(cat)
+        if not os.path.exists(cat):
+            catalog.create(cat, cfg.id)
+        repo = Repository.open(path, options, register=False)
+        try:
+            with repo.writer_lock("repair"):
+                _rebuild(repo, res)
+                write_missing_objects(repo, res)
+        finally:
+            repo.close()
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _rebuild(repo, res: RebuildResult) -> None:
+    r = sync(repo, drop_missing=False, quiet=True)
+    for k in ("recovery_points", "imported", "files", "packs_read", "indexes_read", "chunks_added"):
+        setattr(res, k, getattr(r, k))
+    res.lost.extend(r.lost)

@@ -1,0 +1,184 @@
+"""In-guest Volume Shadow Copies: every store the factory writes (tools/fixtures/vss.py) reads
+as its state in the manifest, byte for byte as libvshadow reads it, through the namespace
+(``volumes/<disk>-p<N>.vss/<creation time>/``) and the CLI; damaged stores are typed errors
+for that store only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import time
+
+import pytest
+
+from formats import vss
+from ntfs_reader import Volume
+from rpfs.errors import FormatError, RpfsError
+from rpfs.stream import BytesStream, FileStream
+from rpfs.tree import open_source
+from tests.helpers.cli import rpfs
+
+fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+vshadow = pytest.mark.skipif(shutil.which("vshadowinfo") is None or
+                             shutil.which("vshadowmount") is None,
+                             reason="vshadowinfo/vshadowmount not installed")
+
+
+@pytest.fixture(scope="module")
+def shadowed():
+    from tools.fixtures import vss as factory
+    return factory.build()
+
+
+def _files(node, prefix=""):
+    """path -> sha256 of every regular file below an NTFS node (metafiles and System Volume
+    Information left out, as in the manifest)."""
+    out = {}
+    for child in node.iterdir():
+        path = prefix + child.name
+        if child.name.startswith("$") or path == "System Volume Information":
+            continue
+        if child.kind == "dir":
+            out.update(_files(child, path + "/"))
+        elif child.kind == "file":
+            s = child.open()
+            out[path] = hashlib.sha256(s.read(0, s.size)).hexdigest()
+    return out
+
+
+def test_every_store_reads_as_its_state(shadowed):
+    tree = open_source(shadowed.vm)
+    vols = {n.name for n in tree.resolve("volumes").iterdir()}
+    assert vols == {"shadow-p1", "shadow-p1.vss"}
+    stores = [n.name for n in tree.resolve("volumes/shadow-p1.vss").iterdir()]
+    assert stores == [s["name"] for s in shadowed.manifest["stores"]]
+    for s in shadowed.manifest["stores"]:
+        assert s["saved_blocks"] > 0
+        assert _files(tree.resolve(f"volumes/shadow-p1.vss/{s['name']}")) == s["files"]
+    assert _files(tree.resolve("volumes/shadow-p1")) == shadowed.manifest["current"]
+    # the states differ, so a reader ignoring a store (or the chain) would fail above
+    states = [s["files"] for s in shadowed.manifest["stores"]] + [shadowed.manifest["current"]]
+    assert states[0] != states[1] != states[2]
+
+
+def test_cli_lists_and_reads_stores(shadowed):
+    info = rpfs("info", shadowed.vm, "volumes/shadow-p1", "--json").stdout.decode()
+    import json
+    copies = json.loads(info)["shadow_copies"]
+    assert [(c["store_id"], c["name"], c["size"]) for c in copies] == [
+        (s["store_id"], s["name"], shadowed.manifest["volume_size"])
+        for s in shadowed.manifest["stores"]]
+    old = shadowed.manifest["stores"][0]
+    data = rpfs("cat", shadowed.vm, f"volumes/shadow-p1.vss/{old['name']}/docs/report-2.bin").stdout
+    assert hashlib.sha256(data).hexdigest() == old["files"]["docs/report-2.bin"]
+    r = rpfs("cat", shadowed.vm, "volumes/shadow-p1/docs/report-2.bin", check=False)
+    assert r.returncode != 0  # deleted since: only the shadow copy has it
+
+
+@vshadow
+def test_vshadowinfo_lists_every_store(shadowed):
+    out = subprocess.run(["vshadowinfo", "-o", str(shadowed.partition_offset), shadowed.raw],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"Number of stores:\t{len(shadowed.manifest['stores'])}" in out
+    for s in shadowed.manifest["stores"]:
+        assert s["store_id"] in out
+
+
+@vshadow
+@fuse
+def test_stores_equal_libvshadow(shadowed, tmp_path):
+    mnt = tmp_path / "vss"
+    mnt.mkdir()
+    proc = subprocess.Popen(["vshadowmount", "-X", "allow_root", str(shadowed.volume), str(mnt)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if os.path.ismount(mnt):
+                break
+            time.sleep(0.05)
+        copies = vss.ShadowCopies(FileStream(shadowed.volume))
+        assert len(copies.stores) == len(shadowed.manifest["stores"])
+        for store in copies.stores:
+            ours = copies.open(store)
+            theirs = (mnt / f"vss{store.index + 1}").read_bytes()
+            assert len(theirs) == ours.size
+            assert hashlib.sha256(ours.read(0, ours.size)).digest() == \
+                hashlib.sha256(theirs).digest(), store.name
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        proc.wait(timeout=30)
+
+
+# -- damaged stores -------------------------------------------------------------------------
+
+def _layout(image: bytes):
+    """(catalog offset, [type-3 entry offset of each store]) from the documented layout."""
+    catalog = struct.unpack_from("<Q", image, 0x1E00 + 48)[0]
+    entries = [catalog + p for p in range(128, vss.BLOCK, 128)
+               if struct.unpack_from("<Q", image, catalog + p)[0] == 3]
+    return catalog, entries
+
+
+def _patched(shadowed, patch) -> vss.ShadowCopies:
+    image = bytearray(shadowed.volume.read_bytes())
+    patch(image, *_layout(image))
+    return vss.ShadowCopies(BytesStream(bytes(image), name="patched"))
+
+
+def _readable(copies, store) -> bool:
+    try:
+        s = copies.open(store)
+        Volume(s)
+        return True
+    except RpfsError:
+        return False
+
+
+@pytest.mark.parametrize("damage", ["cyclic", "outside", "descriptor"])
+def test_damaged_oldest_store_only_fails_itself(shadowed, damage):
+    def patch(image, catalog, entries):
+        blist = struct.unpack_from("<Q", image, entries[0] + 8)[0]
+        if damage == "cyclic":       # the block list's next offset points back at itself
+            struct.pack_into("<Q", image, blist + 40, blist)
+        elif damage == "outside":    # the block list lies past the end of the volume
+            struct.pack_into("<Q", image, entries[0] + 8, len(image) + vss.BLOCK)
+        else:                        # a saved block's data offset past the end
+            struct.pack_into("<Q", image, blist + 128 + 16, 1 << 60)
+    copies = _patched(shadowed, patch)
+    old, new = copies.stores
+    with pytest.raises(FormatError):
+        copies.open(old)
+    assert _readable(copies, new)
+
+
+def test_damaged_newer_store_fails_the_older_through_it(shadowed):
+    def patch(image, catalog, entries):
+        blist = struct.unpack_from("<Q", image, entries[1] + 8)[0]
+        struct.pack_into("<Q", image, blist + 40, blist)
+    copies = _patched(shadowed, patch)
+    for store in copies.stores:      # the older store reads through the newer one
+        with pytest.raises(FormatError, match="loops"):
+            copies.open(store)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "cyclic"])
+def test_damaged_catalog_is_an_error_for_the_shadow_copies_only(shadowed, damage, tmp_path):
+    image = bytearray(shadowed.raw.read_bytes())
+    base = shadowed.partition_offset
+    catalog = struct.unpack_from("<Q", image, base + 0x1E00 + 48)[0]
+    if damage == "truncated":
+        struct.pack_into("<Q", image, base + 0x1E00 + 48, shadowed.manifest["volume_size"] - 512)
+    else:
+        struct.pack_into("<Q", image, base + catalog + 40, catalog)
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "shadow.raw").write_bytes(image)
+    with pytest.raises(FormatError):
+        vss.ShadowCopies(BytesStream(bytes(image[base:base + shadowed.manifest["volume_size"]])))
+    tree = open_source(tmp_path / "vm")
+    assert _files(tree.resolve("volumes/shadow-p1")) == shadowed.manifest["current"]
+    r = rpfs("ls", tmp_path / "vm", "volumes/shadow-p1.vss", check=False)
+    assert r.returncode != 0 and b"Traceback" not in r.stderr
+    assert len(r.stderr.decode().strip().splitlines()) == 1
