@@ -167,6 +167,8 @@ def test_web_page_serves_the_files(repo, oracle, vm, tmp_path):
             want = {p.rsplit("/", 1)[1] for p in oracle[("root-p2", 2)]
                     if p.rsplit("/", 1)[0] == "/home/alice"}
             assert {e["name"] for e in listing} == want
+            notes = next(e for e in listing if e["name"] == "notes.txt")
+            assert (notes["mode"], notes["uid"], notes["gid"]) == ("-rw-r--r--", 1000, 1000)
             page = c.get(f"/browse{folder}")
             assert page.status_code == 200 and "notes-hardlink" in page.text
             page = c.get(f"/browse{folder}/notes.txt")

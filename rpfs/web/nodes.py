@@ -87,7 +87,11 @@ def entry(node: Node, detail: bool = False) -> dict:
     out = {"name": node.name, "type": node.kind, "size": a.size, "modified": ns_to_iso(a.mtime_ns)}
     if node.kind == "symlink":
         out["target"] = node.readlink()
-    if detail and hasattr(node, "entry"):  # NTFS: attributes and alternate data streams
+    if a.posix_mode is not None:   # a Linux volume: the guest's mode, owner and group
+        import stat
+
+        out.update(mode=stat.filemode(a.posix_mode), uid=a.uid, gid=a.gid)
+    elif detail and hasattr(node, "entry"):  # NTFS: attributes and alternate data streams
         info = node.info()
         out["attributes"] = attribute_letters(info.get("attributes"))
         out["streams"] = info.get("streams") or {}
