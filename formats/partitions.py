@@ -191,9 +191,9 @@ def _parse_mbr(sector: bytes):
     """The four entries, or None if the sector is not an MBR (no 55AA, a boot sector, ...)."""
     if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
         return None
-    if sector[3:11] in (b"NTFS    ", b"EXFAT   ") or sector[54:59] == b"FAT12" or \
+    if sector[3:11] in (b"NTFS    ", b"EXFAT   ", b"-FVE-FS-") or sector[54:59] == b"FAT12" or \
             sector[54:59] == b"FAT16" or sector[82:87] == b"FAT32":
-        return None  # a filesystem boot sector: the disk is one volume
+        return None  # a file system's (or BitLocker's, Vista's has no FAT32 label) boot sector
     entries = [MBR_ENTRY.parse(sector[446 + 16 * i : 462 + 16 * i]) for i in range(4)]
     if any(e.status not in (0, 0x80) for e in entries):
         return None

@@ -315,8 +315,8 @@ def linuxfs_seeds(seeds: dict) -> None:
 
 
 def _bitlocker_seeds(fx, seeds: dict) -> None:
-    """The used-space-only volumes of the BitLocker factory: boot sector, FVE metadata,
-    FVE-EOW blocks, bitmaps and conversion logs (the tail past the file system)."""
+    """The used-space-only and Vista volumes of the BitLocker factory: boot sector, FVE
+    metadata, FVE-EOW blocks, bitmaps and conversion logs (the tail past the file system)."""
     from tools.fixtures import bitlocker as blfx
     bl = blfx.build(fx)
     for name, v in sorted(bl.volumes.items()):
@@ -325,6 +325,11 @@ def _bitlocker_seeds(fx, seeds: dict) -> None:
             tail = v.info["metadata"][0]
             blocks = _nonzero_blocks(s, [(0, 512), (tail, s.size)], 512, MAX_SEED - 1024)
             _save("bitlocker_eow", encode_image(s.size, blocks), seeds)
+        elif blfx.VARIANTS[name][3] == "vista":  # boot sector, first sectors, metadata
+            s = FileStream(v.image)
+            tail = v.info["metadata"][0]
+            blocks = _nonzero_blocks(s, [(0, 8192), (tail, s.size)], 512, MAX_SEED - 1024)
+            _save("bitlocker_vista", encode_image(s.size, blocks), seeds)
 
 
 def _wof_seeds(seeds: dict) -> None:
