@@ -78,6 +78,22 @@ def test_cli_lists_and_reads_stores(shadowed):
     assert r.returncode != 0  # deleted since: only the shadow copy has it
 
 
+@fuse
+def test_mount_reads_every_store(shadowed, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    rpfs("mount", shadowed.vm, mp)
+    try:
+        for s in shadowed.manifest["stores"]:
+            root = mp / "volumes" / "shadow-p1.vss" / s["name"]
+            got = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                   for p in root.rglob("*") if p.is_file()
+                   and not p.relative_to(root).as_posix().startswith("System Volume")}
+            assert got == s["files"]
+    finally:
+        rpfs("umount", mp, check=False)
+
+
 @vshadow
 def test_vshadowinfo_lists_every_store(shadowed):
     out = subprocess.run(["vshadowinfo", "-o", str(shadowed.partition_offset), shadowed.raw],

@@ -774,6 +774,24 @@ def fuzz_lvm_text(data: bytes) -> None:
     lvm.parse_text(data.decode("utf-8", "replace"), "fuzz")
 
 
+def fuzz_vss(data: bytes) -> None:
+    """In-guest shadow copies in an NTFS volume (sparse image): the volume header at 0x1e00,
+    the catalog chain, each store's header, block list (forwarders, overlays), bitmaps, and
+    reads of every store through the newer ones."""
+    from formats import vss
+    _, img = decode_image(data)
+    if not vss.probe(img):
+        return
+    copies = vss.ShadowCopies(img)
+    for store in copies.stores[:16]:
+        store.describe()
+        try:
+            stream = copies.open(store)
+        except RpfsError:
+            continue
+        exercise(stream, reads=4)
+
+
 TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}
 ALL = sorted(TARGETS)   # the combined target "all": an input's first byte indexes this list
 
