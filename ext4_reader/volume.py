@@ -217,8 +217,10 @@ class Volume:
 
     def xattrs(self, inode: Inode, in_inode_only: bool = False) -> dict[str, bytes]:
         sb = self.sb
-        base = (inode.ino - 1) % sb.inodes_per_group  # only for the error's offset
-        out = xattr.inode_xattrs(inode.extra, self.name, base, inode.ino, self._ea_inode)
+        group, index = divmod(inode.ino - 1, sb.inodes_per_group)
+        at = (self._desc(group).inode_table * self.block_size + (index + 1) * sb.inode_size
+              - len(inode.extra))          # where the in-inode attributes start (errors)
+        out = xattr.inode_xattrs(inode.extra, self.name, at, inode.ino, self._ea_inode)
         if in_inode_only or not inode.file_acl:
             return out
         if inode.file_acl >= sb.blocks_count:

@@ -20,9 +20,6 @@ from rpfs.node import SPECIAL_KINDS, Attr, BrokenNode, Node, ns_to_iso
 from rpfs.stream import Stream
 
 
-EAGER_ATTRS = 4096     # listings up to this size come with their entries' attributes
-
-
 class PosixNode(Node):
     """One entry (file, directory, symlink, device, FIFO or socket) of a POSIX volume."""
 
@@ -88,15 +85,6 @@ class PosixNode(Node):
             nodes = [PosixNode(child, vk) for child in self.entry.iterdir()]
         except RpfsError as err:
             raise self._damaged(err) from None
-        if len(nodes) <= EAGER_ATTRS:
-            # A directory entry holds no attributes here (NTFS's index does): read the
-            # inodes now, in the same worker call, so the mount answers the lookups and
-            # stats that follow a listing (ls -l, cp -r) without one more round trip each.
-            for n in nodes:
-                try:
-                    n.attr()
-                except RpfsError:
-                    pass            # remembered by the node; raised when it is used
         return iter(nodes)
 
     def child(self, name: str) -> Node:

@@ -197,3 +197,44 @@ def test_export_raw_of_a_logical_volume(vm, repo, tmp_path):
             if not x:
                 break
     assert out.stat().st_blocks * 512 < out.stat().st_size // 4     # sparse
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
+def test_cp_r_of_ext4_costs_few_fuse_requests_per_file(tmp_path):
+    """The FUSE requests of ``cp -r`` of an ext4 directory of 400 files, counted in libfuse's
+    debug log (a count, never a time): once cp stats the first child, the mount computes
+    the attributes of each listing batch it sends (readdirplus), so per file one OPEN, one
+    READ and one RELEASE, and no LOOKUP or GETATTR (as for NTFS, tests/test_fuse_ops.py)."""
+    import collections
+    import re
+
+    try:
+        img = linux.image("ext4") / "ext4.img"
+    except linux.Unavailable as e:
+        pytest.skip(str(e))
+    mp, log = tmp_path / "mnt", tmp_path / "fuse.log"
+    mp.mkdir()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rpfs", "mount", "-f", "--debug-fuse",
+                                 str(img), str(mp)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for _ in range(600):
+            if os.path.ismount(mp) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert os.path.ismount(mp), log.read_text(errors="replace")[-2000:]
+        start = log.stat().st_size
+        subprocess.run(["cp", "-r", str(mp / "volumes" / "ext4-p0" / "dense"),
+                        str(tmp_path / "out")], check=True)
+        end = log.stat().st_size
+    finally:
+        rpfs("umount", mp, check=False)
+        proc.wait(timeout=60)
+    with open(log, "rb") as f:
+        f.seek(start)
+        counts = {k.decode(): v for k, v in
+                  collections.Counter(re.findall(rb"opcode: (\w+)", f.read(end - start))).items()}
+    assert len(os.listdir(tmp_path / "out")) == 400
+    assert counts.get("OPEN", 0) <= 400 and counts.get("RELEASE", 0) <= 400, counts
+    assert counts.get("READ", 0) <= 400, counts
+    assert counts.get("GETATTR", 0) + counts.get("LOOKUP", 0) <= 12, counts

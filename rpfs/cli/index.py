@@ -119,8 +119,8 @@ def cmd_index(args) -> int:
         for e in r["errors"]:
             print(f"rpfs: {e}", file=sys.stderr)
         print(f"indexed {r['indexed']} recovery points ({r['volumes']} volumes,"
-              f" {r['changed_records']} MFT records read) in {r['seconds']:.1f}s",
-              file=sys.stderr)
+              f" {r['changed_records']} changed MFT records or inodes read)"
+              f" in {r['seconds']:.1f}s", file=sys.stderr)
     return 1 if r["errors"] else 0
 
 
@@ -135,5 +135,5 @@ def index_after_backup(repo, vm: str, rp: str, keys=None) -> str:
         return f"not indexed ({e}); `rpfs index` will retry"
     for e in r["errors"]:
         print(f"rpfs: index: {e}", file=sys.stderr)
-    return (f"indexed {r['volumes']} volumes ({r['changed_records']} MFT records read)"
-            f" in {r['seconds']:.1f}s")
+    return (f"indexed {r['volumes']} volumes ({r['changed_records']} changed MFT records or"
+            f" inodes read) in {r['seconds']:.1f}s")
