@@ -198,3 +198,29 @@ def test_damaged_catalog_is_an_error_for_the_shadow_copies_only(shadowed, damage
     r = rpfs("ls", tmp_path / "vm", "volumes/shadow-p1.vss", check=False)
     assert r.returncode != 0 and b"Traceback" not in r.stderr
     assert len(r.stderr.decode().strip().splitlines()) == 1
+
+
+# -- history -------------------------------------------------------------------------------
+
+def _history(*args) -> list[dict]:
+    import json
+    return json.loads(rpfs("history", *args, "--json").stdout)
+
+
+def test_history_lists_versions_from_shadow_copies(shadowed, tmp_path):
+    """report-1.bin: overwritten in part between the stores (same size), rewritten since;
+    report-2.bin: only in the oldest store. Through a repository (indexed) and the folder."""
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, shadowed.vm, "--vm", "files01", "--time", "2026-01-07T02:00:00Z")
+    old, new = (s["name"] for s in shadowed.manifest["stores"])
+    rp = "2026-01-07T020000Z"
+    for verify in ((), ("--verify",)):
+        got = _history(repo, "/files01/latest/volumes/shadow-p1/docs/report-1.bin", *verify)
+        assert [v["recovery_points"] for v in got] == [
+            [f"{rp}/shadow-p1.vss/{old}"], [f"{rp}/shadow-p1.vss/{new}"], [rp]]
+        assert [v["size"] for v in got] == [261658, 261658, 50000]
+    got = _history(shadowed.vm, "volumes/shadow-p1/docs/report-2.bin")
+    assert [v["recovery_points"] for v in got] == [[f"vm/shadow-p1.vss/{old}"]]
+    r = rpfs("history", repo, "/files01/latest/volumes/shadow-p1/notes.txt")
+    assert b"not indexed" not in r.stderr
