@@ -69,6 +69,13 @@ class Entry:
     crtime_ns = property(lambda self: self.item.otime_ns)
 
     @property
+    def allocated(self) -> int:
+        """Bytes of extents the inode holds, rounded up to sectors as the kernel's
+        st_blocks counts them."""
+        sector = self.vol.block_size
+        return -(-self.item.nbytes // sector) * sector
+
+    @property
     def rdev(self) -> int:
         r = self.item.rdev
         return os.makedev((r >> 20) & 0xFFF, r & 0xFFFFF) if r else 0   # the kernel's dev_t
