@@ -145,6 +145,15 @@ class Entry:
                             f"{self.vol.name}: {self._where()}")
         return stream.read(0, self.size).decode("utf-8", "surrogateescape")
 
+    @property
+    def has_xattrs(self) -> bool:
+        """Whether any XATTR_ITEM follows the inode item (its leaf is read already): the
+        mount then answers ``ls -l``'s getxattr of the others from memory."""
+        if self.objectid == items.EMPTY_SUBVOL_DIR:
+            return False
+        tree = self.vol.fs_tree(self.tree)
+        return next(iter(tree.range(self.objectid, items.XATTR_ITEM)), None) is not None
+
     def xattrs(self) -> dict[str, bytes]:
         if self.objectid == items.EMPTY_SUBVOL_DIR:
             return {}
