@@ -156,6 +156,23 @@ class RecoveryPoint:
                 out[name] = e
         return out
 
+    @once
+    def shadow_volumes(self) -> dict[str, object]:
+        """``<disk>-p<N>.vss/<creation time>`` -> the NTFS Volume of each shadow copy (what
+        the index and ``find`` read besides ``volumes``), or the error saying why not."""
+        from ntfs_reader import Volume
+
+        out: dict[str, object] = {}
+        for name, copies in sorted(self.shadow_copies.items()):
+            if isinstance(copies, Exception):
+                continue
+            for sname, store in store_names(copies):
+                try:
+                    out[f"{name}.vss/{sname}"] = Volume(copies.open(store))
+                except RpfsError as e:
+                    out[f"{name}.vss/{sname}"] = e
+        return out
+
     def describe(self) -> dict:
         return {}
 
@@ -371,6 +388,16 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
     return nodes
 
 
+def store_names(copies) -> list[tuple[str, object]]:
+    """(directory name, store) of each shadow copy: its creation time, made unique."""
+    out, seen = [], set()
+    for store in copies.stores:
+        name = store.name if store.name not in seen else f"{store.name}-{store.index}"
+        seen.add(name)
+        out.append((name, store))
+    return out
+
+
 def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
     """``<volume>.vss/<creation time>/``: each shadow copy as a read-only NTFS tree; a store
     that cannot be read is listed and answers EIO (the others still read)."""
@@ -382,10 +409,7 @@ def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
         from rpfs import ntfs_nodes
 
         nodes: list[Node] = []
-        seen: set[str] = set()
-        for store in copies.stores:
-            sname = store.name if store.name not in seen else f"{store.name}-{store.index}"
-            seen.add(sname)
+        for sname, store in store_names(copies):
             try:
                 stream = copies.open(store)
                 node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,))

@@ -224,3 +224,24 @@ def test_history_lists_versions_from_shadow_copies(shadowed, tmp_path):
     assert [v["recovery_points"] for v in got] == [[f"vm/shadow-p1.vss/{old}"]]
     r = rpfs("history", repo, "/files01/latest/volumes/shadow-p1/notes.txt")
     assert b"not indexed" not in r.stderr
+
+
+def test_find_and_index_include_shadow_copies(shadowed, tmp_path):
+    """A file deleted before the backup is found in the shadow copy that still has it:
+    from the index (two recovery points: the store is indexed once and stays), and by
+    walking a folder."""
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    for day in ("07", "08"):
+        rpfs("backup", repo, shadowed.vm, "--vm", "files01", "--time", f"2026-01-{day}T02:00:00Z")
+    old = shadowed.manifest["stores"][0]["name"]
+    r = rpfs("find", repo, "report-2.bin")
+    assert r.stdout.decode().split() == [
+        f"/files01/2026-01-{day}T020000Z/volumes/shadow-p1.vss/{old}/docs/report-2.bin"
+        for day in ("07", "08")]
+    assert b"not indexed" not in r.stderr
+    r = rpfs("find", shadowed.vm, "new-in-b.bin")
+    assert r.stdout.decode().split() == [
+        f"/volumes/shadow-p1.vss/{shadowed.manifest['stores'][1]['name']}/docs/new-in-b.bin"]
+    # the .versions view still lists volumes only (a store is not a volume of its own)
+    assert rpfs("ls", repo, "/files01/.versions").stdout.decode().split() == ["shadow-p1"]

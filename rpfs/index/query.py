@@ -266,7 +266,7 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
 
     from rpfs.tree import is_posix_volume
 
-    for vol_name, vol in sorted(rp.volumes.items()):
+    for vol_name, vol in sorted({**rp.volumes, **rp.shadow_volumes}.items()):
         if isinstance(vol, Exception):
             log.warning("%s", vol)
             continue

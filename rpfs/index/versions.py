@@ -55,7 +55,8 @@ def _live(tree, vm: str) -> set[int]:
 def _volumes(tree, vm: str) -> list:
     db = _reader(tree).db()
     return [_dir(tree, vm, vol, "") for (vol,) in
-            db.execute("SELECT name FROM volumes WHERE vm = ? ORDER BY name", (vm,))]
+            db.execute("SELECT name FROM volumes WHERE vm = ? ORDER BY name", (vm,))
+            if "/" not in vol]   # shadow copies (<volume>.vss/<time>) join their volume's
 
 
 def _dir(tree, vm: str, volume: str, path: str) -> StaticDir:
