@@ -310,9 +310,7 @@ def _record(db: Database, rec: bytes, source: str, at: int) -> None:
         c.string()                       # a flag as text ("8000000000000000" or empty)
         c.skip(14)                       # state
         int_type = c.byte()
-        c.skip(6)
-        vflags = c.byte()
-        del vflags
+        c.skip(6)                        # unknown, volume number, zeros, flags
         n_comps = c.num()
         c.skip(16)                       # commit id, id
         vsize = c.num()
