@@ -184,7 +184,7 @@ def parse_config(config: bytes, source: str = "<ldm>", base: int = 0) -> Databas
     toc = None
     for sector in (2, 1):
         raw = config[sector * SECTOR:(sector + 1) * SECTOR]
-        if raw[:8] == b"TOCBLOCK":
+        if len(raw) == SECTOR and raw[:8] == b"TOCBLOCK":
             toc = raw
             break
     if toc is None:
