@@ -99,6 +99,26 @@ class RecoveryPoint:
                 except RpfsError as e:  # locked or damaged: listed, and says why
                     out[f"{stem}-p{part.number}"] = e
         out.update(self.lvm_volumes)
+        out.update(self.ldm_volumes)
+        return out
+
+    @once
+    def ldm_volumes(self) -> dict[str, object]:
+        """``ldm-<volume>`` -> each Windows dynamic volume's bytes (BitLocker ones decrypted
+        with ``self.keys``), assembled across this recovery point's dynamic disks, or why not."""
+        from formats import bitlocker, ldm
+
+        disks = {stem: d for stem, d in sorted(self.disks.items())
+                 if not isinstance(d, Exception)}
+        out: dict[str, object] = {}
+        for name, value in ldm.assemble(disks).items():
+            if isinstance(value, Exception):
+                out[name] = value
+                continue
+            try:
+                out[name] = bitlocker.unwrap(value, self.keys)
+            except RpfsError as e:
+                out[name] = e
         return out
 
     @once
@@ -342,7 +362,20 @@ def disk_info(disk, keys=None) -> dict:
         out["partitions"] = parts
     except RpfsError as e:
         out["partition_error"] = str(e)
+    out.update(_ldm_info(disk))
     return out
+
+
+def _ldm_info(disk) -> dict:
+    """``{"ldm": ...}`` for a Windows dynamic disk (its group and volumes), else nothing."""
+    from formats import ldm
+
+    if not ldm.probe(disk):
+        return {}
+    try:
+        return {"ldm": ldm.describe_disk(disk, disk.name)}
+    except RpfsError as e:
+        return {"ldm": None, "ldm_error": str(e)}
 
 
 def filesystem_info(stream: Stream) -> dict:

@@ -792,6 +792,35 @@ def fuzz_vss(data: bytes) -> None:
         exercise(stream, reads=4)
 
 
+def fuzz_ldm(data: bytes) -> None:
+    """A Windows dynamic disk (sparse image): partition table, PRIVHEAD, TOCBLOCK, VMDB and
+    VBLKs, then every volume of its group assembled (its other disks missing) and read."""
+    from formats import ldm
+    _flags, img = decode_image(data)
+    if not ldm.probe(img):
+        return
+    ldm.describe_disk(img, "fuzz")
+    for value in ldm.assemble({"a": img}).values():
+        if isinstance(value, Stream):
+            exercise(value, reads=4)
+
+
+def fuzz_ldm_database(data: bytes) -> None:
+    """An LDM database alone (TOCBLOCK, VMDB, VBLKs incl. multi-part records), its volumes
+    assembled over zero-filled disks standing for every disk it names, and read."""
+    from formats import ldm
+    db = ldm.parse_config(data, "fuzz")
+    disk = SparseImage(64 << 20, [])
+    members = {d.id: ldm.Member(f"d{d.id}", disk, d.guid, db.group_guid, db.group_name, 0,
+                                disk.size, db) for d in list(db.disks.values())[:8]}
+    for vol in list(db.vols.values())[:16]:
+        try:
+            value = ldm._volume(db, vol, members, "fuzz")
+        except RpfsError:
+            continue
+        exercise(value, reads=4)
+
+
 TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}
 ALL = sorted(TARGETS)   # the combined target "all": an input's first byte indexes this list
 
