@@ -243,5 +243,18 @@ def test_find_and_index_include_shadow_copies(shadowed, tmp_path):
     r = rpfs("find", shadowed.vm, "new-in-b.bin")
     assert r.stdout.decode().split() == [
         f"/volumes/shadow-p1.vss/{shadowed.manifest['stores'][1]['name']}/docs/new-in-b.bin"]
-    # the .versions view still lists volumes only (a store is not a volume of its own)
+    # .versions lists volumes only (a store is not a volume of its own), and each file's
+    # versions from shadow copies as <rp>.vss-<creation time>, read back as in the manifest
     assert rpfs("ls", repo, "/files01/.versions").stdout.decode().split() == ["shadow-p1"]
+    new = shadowed.manifest["stores"][1]["name"]
+    first = "2026-01-07T020000Z"
+    versions = "/files01/.versions/shadow-p1/docs/report-1.bin"
+    assert rpfs("ls", repo, versions).stdout.decode().split() == [
+        first, f"{first}.vss-{old}", f"{first}.vss-{new}"]
+    for name, want in ((f"{first}.vss-{old}", shadowed.manifest["stores"][0]["files"]),
+                       (f"{first}.vss-{new}", shadowed.manifest["stores"][1]["files"]),
+                       (first, shadowed.manifest["current"])):
+        data = rpfs("cat", repo, f"{versions}/{name}").stdout
+        assert hashlib.sha256(data).hexdigest() == want["docs/report-1.bin"]
+    assert rpfs("ls", repo, "/files01/.versions/shadow-p1/docs/report-2.bin").stdout.decode(
+        ).split() == [f"{first}.vss-{old}"]
