@@ -2,7 +2,8 @@
 ntfs_reader._ntfsparse and formats.bitlocker._fvecrypt (metadata lives in pyproject.toml).
 
 ``optional=True``: if gcc or the Python headers are missing the install still succeeds and
-ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning).
+ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning) and
+ntfs_reader.native to the Python metadata parser.
 """
 
 from setuptools import Extension, setup

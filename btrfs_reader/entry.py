@@ -69,6 +69,13 @@ class Entry:
     crtime_ns = property(lambda self: self.item.otime_ns)
 
     @property
+    def allocated(self) -> int:
+        """Bytes of extents the inode holds, rounded up to sectors as the kernel's
+        st_blocks counts them."""
+        sector = self.vol.block_size
+        return -(-self.item.nbytes // sector) * sector
+
+    @property
     def rdev(self) -> int:
         r = self.item.rdev
         return os.makedev((r >> 20) & 0xFFF, r & 0xFFFFF) if r else 0   # the kernel's dev_t
@@ -137,6 +144,15 @@ class Entry:
         stream = FileStream(self.vol, self._extents(), self.size,
                             f"{self.vol.name}: {self._where()}")
         return stream.read(0, self.size).decode("utf-8", "surrogateescape")
+
+    @property
+    def has_xattrs(self) -> bool:
+        """Whether any XATTR_ITEM follows the inode item (its leaf is read already): the
+        mount then answers ``ls -l``'s getxattr of the others from memory."""
+        if self.objectid == items.EMPTY_SUBVOL_DIR:
+            return False
+        tree = self.vol.fs_tree(self.tree)
+        return next(iter(tree.range(self.objectid, items.XATTR_ITEM)), None) is not None
 
     def xattrs(self) -> dict[str, bytes]:
         if self.objectid == items.EMPTY_SUBVOL_DIR:

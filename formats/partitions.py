@@ -4,7 +4,8 @@ Numbering follows Linux so users see the names they know: GPT entries by index +
 MBR primaries by slot 1-4, logical partitions 5, 6, ... in chain order. Extended containers
 are walked but not listed (they hold no volume). No table at all: one partition, number 0,
 covering the whole disk. Windows dynamic disks (LDM) and Storage Spaces are listed with
-``readable=False`` and a reason, never read as if they were plain volumes.
+``readable=False`` and a reason, never read as if they were plain volumes (LDM volumes are
+assembled across disks by ``formats.ldm``).
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ GPT_TYPES = {
     "a19d880f-05fc-4d3b-a006-743f0f84911e": "Linux RAID",
     "21686148-6449-6e6f-744e-656564454649": "BIOS boot",
 }
+LDM_REASON = "Windows dynamic disk (LDM): its volumes are under volumes/ldm-<name>"
 GPT_UNREADABLE = {
-    "5808c8aa-7e8f-42e0-85d2-e1e90434cfb3": "Windows dynamic disk (LDM) metadata is not supported",
-    "af9b60a0-1431-4f62-bc68-3311714a69ad": "Windows dynamic disk (LDM) volumes are not supported",
+    "5808c8aa-7e8f-42e0-85d2-e1e90434cfb3": "Windows dynamic disk (LDM) database",
+    "af9b60a0-1431-4f62-bc68-3311714a69ad": LDM_REASON,
     "e75caf8f-f680-4cee-afa3-b001e56efc2d": "Storage Spaces pools are not supported",
 }
 MBR_TYPES = {
@@ -88,7 +90,7 @@ MBR_TYPES = {
     0x85: "Linux extended", 0x8E: "Linux LVM", 0xEE: "GPT protective", 0xEF: "EFI system",
     0xFD: "Linux RAID",
 }
-MBR_UNREADABLE = {0x42: "Windows dynamic disk (LDM) volumes are not supported"}
+MBR_UNREADABLE = {0x42: LDM_REASON}
 
 
 @dataclass
@@ -191,9 +193,9 @@ def _parse_mbr(sector: bytes):
     """The four entries, or None if the sector is not an MBR (no 55AA, a boot sector, ...)."""
     if len(sector) < 512 or sector[510:512] != b"\x55\xaa":
         return None
-    if sector[3:11] in (b"NTFS    ", b"EXFAT   ") or sector[54:59] == b"FAT12" or \
+    if sector[3:11] in (b"NTFS    ", b"EXFAT   ", b"-FVE-FS-") or sector[54:59] == b"FAT12" or \
             sector[54:59] == b"FAT16" or sector[82:87] == b"FAT32":
-        return None  # a filesystem boot sector: the disk is one volume
+        return None  # a file system's (or BitLocker's, Vista's has no FAT32 label) boot sector
     entries = [MBR_ENTRY.parse(sector[446 + 16 * i : 462 + 16 * i]) for i in range(4)]
     if any(e.status not in (0, 0x80) for e in entries):
         return None

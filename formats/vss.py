@@ -302,43 +302,43 @@ class ShadowCopies:
 
     def read_block(self, active: int, offset: int) -> bytes:
         """The 16 KiB block at ``offset`` as store ``active`` saw it: walks the newer stores
-        (at most one step each, so never loops) down to the current volume."""
+        (one step each, so never loops and never recurses) down to the current volume; the
+        active store's overlays (512-byte sectors) are laid over what that walk found."""
         last = len(self.stores) - 1
         index = active
+        overlays = self._map(active).overlays.get(offset, ())
         while True:
             m = self._map(index)
             saved = m.blocks.get(offset)
             if isinstance(saved, tuple):         # forwarder: the next store's block
                 offset = saved[1]
                 if index == last:
-                    return self.volume.read(offset, BLOCK)
+                    data = self.volume.read(offset, BLOCK)
+                    break
                 index += 1
                 continue
-            overlay = index == active and offset in m.overlays
             if saved is not None:
                 data = self.volume.read(saved, BLOCK)
-            elif overlay:                        # sectors over the block as seen below
-                data = (self.read_block(index + 1, offset) if index < last
-                        else self.volume.read(offset, BLOCK))
             elif index < last:
                 index += 1
                 continue
             elif offset in m.reverse:
-                return self.volume.read(offset, BLOCK)
-            elif active == last and _bit(m.bitmap, offset // BLOCK) and (
+                data = self.volume.read(offset, BLOCK)
+            elif active == last and not overlays and _bit(m.bitmap, offset // BLOCK) and (
                     m.previous is None or _bit(m.previous, offset // BLOCK)):
-                return bytes(BLOCK)              # not in use when the copy was taken
+                data = bytes(BLOCK)              # not in use when the copy was taken
             else:
-                return self.volume.read(offset, BLOCK)
-            if overlay:
-                data = bytearray(data)
-                for store_off, bits in m.overlays[offset]:
-                    for sector in range(BLOCK // SECTOR):
-                        if bits >> sector & 1:
-                            at = sector * SECTOR
-                            data[at:at + SECTOR] = self.volume.read(store_off + at, SECTOR)
-                data = bytes(data)
-            return data
+                data = self.volume.read(offset, BLOCK)
+            break
+        if overlays:
+            data = bytearray(data)
+            for store_off, bits in overlays:
+                for sector in range(BLOCK // SECTOR):
+                    if bits >> sector & 1:
+                        at = sector * SECTOR
+                        data[at:at + SECTOR] = self.volume.read(store_off + at, SECTOR)
+            data = bytes(data)
+        return data
 
 
 def _bit(bitmap: bytes, n: int) -> bool:

@@ -99,6 +99,26 @@ class RecoveryPoint:
                 except RpfsError as e:  # locked or damaged: listed, and says why
                     out[f"{stem}-p{part.number}"] = e
         out.update(self.lvm_volumes)
+        out.update(self.ldm_volumes)
+        return out
+
+    @once
+    def ldm_volumes(self) -> dict[str, object]:
+        """``ldm-<volume>`` -> each Windows dynamic volume's bytes (BitLocker ones decrypted
+        with ``self.keys``), assembled across this recovery point's dynamic disks, or why not."""
+        from formats import bitlocker, ldm
+
+        disks = {stem: d for stem, d in sorted(self.disks.items())
+                 if not isinstance(d, Exception)}
+        out: dict[str, object] = {}
+        for name, value in ldm.assemble(disks).items():
+            if isinstance(value, Exception):
+                out[name] = value
+                continue
+            try:
+                out[name] = bitlocker.unwrap(value, self.keys)
+            except RpfsError as e:
+                out[name] = e
         return out
 
     @once
@@ -154,6 +174,23 @@ class RecoveryPoint:
                     out[name] = vss.ShadowCopies(stream)
             except RpfsError as e:
                 out[name] = e
+        return out
+
+    @once
+    def shadow_volumes(self) -> dict[str, object]:
+        """``<disk>-p<N>.vss/<creation time>`` -> the NTFS Volume of each shadow copy (what
+        the index and ``find`` read besides ``volumes``), or the error saying why not."""
+        from ntfs_reader import Volume
+
+        out: dict[str, object] = {}
+        for name, copies in sorted(self.shadow_copies.items()):
+            if isinstance(copies, Exception):
+                continue
+            for sname, store in store_names(copies):
+                try:
+                    out[f"{name}.vss/{sname}"] = Volume(copies.open(store))
+                except RpfsError as e:
+                    out[f"{name}.vss/{sname}"] = e
         return out
 
     def describe(self) -> dict:
@@ -325,7 +362,20 @@ def disk_info(disk, keys=None) -> dict:
         out["partitions"] = parts
     except RpfsError as e:
         out["partition_error"] = str(e)
+    out.update(_ldm_info(disk))
     return out
+
+
+def _ldm_info(disk) -> dict:
+    """``{"ldm": ...}`` for a Windows dynamic disk (its group and volumes), else nothing."""
+    from formats import ldm
+
+    if not ldm.probe(disk):
+        return {}
+    try:
+        return {"ldm": ldm.describe_disk(disk, disk.name)}
+    except RpfsError as e:
+        return {"ldm": None, "ldm_error": str(e)}
 
 
 def filesystem_info(stream: Stream) -> dict:
@@ -371,6 +421,16 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
     return nodes
 
 
+def store_names(copies) -> list[tuple[str, object]]:
+    """(directory name, store) of each shadow copy: its creation time, made unique."""
+    out, seen = [], set()
+    for store in copies.stores:
+        name = store.name if store.name not in seen else f"{store.name}-{store.index}"
+        seen.add(name)
+        out.append((name, store))
+    return out
+
+
 def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
     """``<volume>.vss/<creation time>/``: each shadow copy as a read-only NTFS tree; a store
     that cannot be read is listed and answers EIO (the others still read)."""
@@ -382,10 +442,7 @@ def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
         from rpfs import ntfs_nodes
 
         nodes: list[Node] = []
-        seen: set[str] = set()
-        for store in copies.stores:
-            sname = store.name if store.name not in seen else f"{store.name}-{store.index}"
-            seen.add(sname)
+        for sname, store in store_names(copies):
             try:
                 stream = copies.open(store)
                 node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,))

@@ -95,6 +95,10 @@ def test_contract_errors_and_inodes(linuxfs_images):
     home = vol.lookup("/@home/alice/new.txt")
     assert vol.entry(home.ino).open().read(0, 7) == b"new aft"
     assert vol.lookup("/times/ns").crtime_ns is not None
+    man = linuxfs_images.manifest("btrfs")["entries"]
+    for path in ("/hello.txt", "/links/a", "/xattrs/one", "/xattrs/node", "/xattrs/acl",
+                 "/xattrs", "/@home", "/@home-snap/nested"):
+        assert vol.lookup(path).has_xattrs == bool(man[path]["xattrs"]), path
 
 
 def test_profiles_and_checksums_are_the_claimed_ones(linuxfs_images):

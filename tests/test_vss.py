@@ -78,6 +78,22 @@ def test_cli_lists_and_reads_stores(shadowed):
     assert r.returncode != 0  # deleted since: only the shadow copy has it
 
 
+@fuse
+def test_mount_reads_every_store(shadowed, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    rpfs("mount", shadowed.vm, mp)
+    try:
+        for s in shadowed.manifest["stores"]:
+            root = mp / "volumes" / "shadow-p1.vss" / s["name"]
+            got = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                   for p in root.rglob("*") if p.is_file()
+                   and not p.relative_to(root).as_posix().startswith("System Volume")}
+            assert got == s["files"]
+    finally:
+        rpfs("umount", mp, check=False)
+
+
 @vshadow
 def test_vshadowinfo_lists_every_store(shadowed):
     out = subprocess.run(["vshadowinfo", "-o", str(shadowed.partition_offset), shadowed.raw],
@@ -182,3 +198,63 @@ def test_damaged_catalog_is_an_error_for_the_shadow_copies_only(shadowed, damage
     r = rpfs("ls", tmp_path / "vm", "volumes/shadow-p1.vss", check=False)
     assert r.returncode != 0 and b"Traceback" not in r.stderr
     assert len(r.stderr.decode().strip().splitlines()) == 1
+
+
+# -- history -------------------------------------------------------------------------------
+
+def _history(*args) -> list[dict]:
+    import json
+    return json.loads(rpfs("history", *args, "--json").stdout)
+
+
+def test_history_lists_versions_from_shadow_copies(shadowed, tmp_path):
+    """report-1.bin: overwritten in part between the stores (same size), rewritten since;
+    report-2.bin: only in the oldest store. Through a repository (indexed) and the folder."""
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, shadowed.vm, "--vm", "files01", "--time", "2026-01-07T02:00:00Z")
+    old, new = (s["name"] for s in shadowed.manifest["stores"])
+    rp = "2026-01-07T020000Z"
+    for verify in ((), ("--verify",)):
+        got = _history(repo, "/files01/latest/volumes/shadow-p1/docs/report-1.bin", *verify)
+        assert [v["recovery_points"] for v in got] == [
+            [f"{rp}/shadow-p1.vss/{old}"], [f"{rp}/shadow-p1.vss/{new}"], [rp]]
+        assert [v["size"] for v in got] == [261658, 261658, 50000]
+    got = _history(shadowed.vm, "volumes/shadow-p1/docs/report-2.bin")
+    assert [v["recovery_points"] for v in got] == [[f"vm/shadow-p1.vss/{old}"]]
+    r = rpfs("history", repo, "/files01/latest/volumes/shadow-p1/notes.txt")
+    assert b"not indexed" not in r.stderr
+
+
+def test_find_and_index_include_shadow_copies(shadowed, tmp_path):
+    """A file deleted before the backup is found in the shadow copy that still has it:
+    from the index (two recovery points: the store is indexed once and stays), and by
+    walking a folder."""
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    for day in ("07", "08"):
+        rpfs("backup", repo, shadowed.vm, "--vm", "files01", "--time", f"2026-01-{day}T02:00:00Z")
+    old = shadowed.manifest["stores"][0]["name"]
+    r = rpfs("find", repo, "report-2.bin")
+    assert r.stdout.decode().split() == [
+        f"/files01/2026-01-{day}T020000Z/volumes/shadow-p1.vss/{old}/docs/report-2.bin"
+        for day in ("07", "08")]
+    assert b"not indexed" not in r.stderr
+    r = rpfs("find", shadowed.vm, "new-in-b.bin")
+    assert r.stdout.decode().split() == [
+        f"/volumes/shadow-p1.vss/{shadowed.manifest['stores'][1]['name']}/docs/new-in-b.bin"]
+    # .versions lists volumes only (a store is not a volume of its own), and each file's
+    # versions from shadow copies as <rp>.vss-<creation time>, read back as in the manifest
+    assert rpfs("ls", repo, "/files01/.versions").stdout.decode().split() == ["shadow-p1"]
+    new = shadowed.manifest["stores"][1]["name"]
+    first = "2026-01-07T020000Z"
+    versions = "/files01/.versions/shadow-p1/docs/report-1.bin"
+    assert rpfs("ls", repo, versions).stdout.decode().split() == [
+        first, f"{first}.vss-{old}", f"{first}.vss-{new}"]
+    for name, want in ((f"{first}.vss-{old}", shadowed.manifest["stores"][0]["files"]),
+                       (f"{first}.vss-{new}", shadowed.manifest["stores"][1]["files"]),
+                       (first, shadowed.manifest["current"])):
+        data = rpfs("cat", repo, f"{versions}/{name}").stdout
+        assert hashlib.sha256(data).hexdigest() == want["docs/report-1.bin"]
+    assert rpfs("ls", repo, "/files01/.versions/shadow-p1/docs/report-2.bin").stdout.decode(
+        ).split() == [f"{first}.vss-{old}"]

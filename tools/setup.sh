@@ -32,6 +32,8 @@ DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g
       e2fsprogs xfsprogs btrfs-progs lvm2 attr acl
       # a real S3 server for the tests (a single-node Ceph RADOS Gateway, ../shared/s3/s3-start.sh)
       ceph-mon ceph-osd radosgw ceph-common
+      # Windows dynamic disks: libldm's ldmtool reads back the factory's LDM databases
+      ldmtool
       # rpfs schedule's tests check the units with systemd-analyze (verify, calendar)
       systemd)
 missing=()

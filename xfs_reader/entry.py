@@ -72,6 +72,11 @@ class Entry:
     crtime_ns = property(lambda self: self.inode.crtime_ns)
 
     @property
+    def allocated(self) -> int:
+        """Bytes of blocks the inode holds (data, bmbt and attribute blocks: st_blocks)."""
+        return self.inode.nblocks * self.vol.block_size
+
+    @property
     def rdev(self) -> int:
         ino = self.inode
         if ino.format != FMT_DEV or len(ino.data_fork) < 4:

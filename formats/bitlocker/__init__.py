@@ -24,7 +24,7 @@ def is_bitlocker(stream: Stream) -> bool:
     try:
         return probe(stream) is not None
     except FormatError:
-        return True  # recognised (e.g. Vista's version 1) but not readable
+        return True  # recognised (e.g. a Vista header naming no metadata) but not readable
 
 
 def _copies(stream: Stream) -> list[Metadata]:
@@ -63,7 +63,8 @@ def unwrap(stream: Stream, keys: KeyRing | None = None) -> Stream:
 def summary(meta: Metadata) -> dict:
     """What one metadata block says, for ``rpfs info`` (never a key)."""
     return {
-        "type": "BitLocker To Go" if meta.togo else "BitLocker",
+        "type": ("BitLocker To Go" if meta.togo else "BitLocker (Windows Vista)"
+                 if meta.version == 1 else "BitLocker"),
         "version": meta.version, "encryption": meta.method_name, "state": meta.state,
         "sector_size": meta.sector_size, "encrypted_size": meta.encrypted_size,
         "used_space_only": meta.eow, "volume_guid": str(meta.volume_guid),

@@ -212,6 +212,11 @@ def watermark(meta, size: int) -> ConversionMap:
         mark = min(meta.encrypted_size, size) if meta.encrypted_size else size
     parts = [Part(0, mark, ENCRYPTED), Part(mark, size, PLAIN)]
     ss = meta.sector_size
+    if meta.version == 1 and meta.current_state not in (1, 4):
+        why = (f"a Windows Vista volume whose conversion did not finish (state "
+               f"{meta.current_state}): where it stopped is not known")
+        return ConversionMap(size, [Part(0, size, UNKNOWN, why)],
+                             summary={"conversion": "full volume", "damaged": why})
     if mark % ss:  # Windows converts whole sectors: a watermark inside one is damage
         down, up = mark - mark % ss, min(size, mark - mark % ss + ss)
         why = f"the encrypted size {mark:#x} is not a whole number of sectors"

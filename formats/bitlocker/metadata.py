@@ -2,7 +2,11 @@
 
 A BitLocker volume starts with a boot sector signed ``-FVE-FS-`` (Windows 7 and later) or,
 for BitLocker To Go, a FAT32-looking one signed ``MSWIN4.1``; both carry the BitLocker GUID
-and the offsets of three copies of the FVE metadata block (64 KiB each). A block is a
+and the offsets of three copies of the FVE metadata block (64 KiB each). Windows Vista's
+(version 1) keeps NTFS's boot sector with only the signature changed and, where NTFS keeps
+the MFT mirror's cluster, the cluster of the first metadata block; that block's header
+(size in bytes, version 1) names all three and keeps the MFT mirror's cluster instead of a
+header block offset. Its blocks take (cluster + 16 KiB - 1) rounded down to clusters. A block is a
 header, then a list of entries: the volume master key (VMK) once per protector, each wrapped
 by what that protector unlocks, and the full-volume encryption key (FVEK) wrapped by the
 VMK. Parsing is strict about sizes (every entry must fit its parent) and reads only the
@@ -24,6 +28,8 @@ SIGNATURE_TOGO = b"MSWIN4.1"
 GUID_NORMAL = uuid.UUID("4967d63b-2e29-4ad8-8399-f6a339e3d001")
 GUID_EOW = uuid.UUID("92a84d3b-dd80-4d0e-9e4e-b1e3284eaed8")  # encrypt on write (used space only)
 METADATA_AREA = 64 << 10
+VISTA_JUMP = b"\xeb\x52\x90"
+VISTA_PLAIN = 8192  # Vista leaves the first 16 sectors unencrypted (the first one altered)
 
 BOOT_SECTOR = Struct(
     "jump" / Bytes(3),
@@ -153,6 +159,8 @@ class Metadata:
     protectors: list[Protector] = field(default_factory=list)
     fvek: WrappedKey | None = None
     block_offset: int = 0
+    metadata_size: int = METADATA_AREA  # bytes each metadata block's area takes
+    mft_mirror: int = 0              # Vista: the MFT mirror's cluster, for the boot sector
     convert_size: int = 0            # bytes at the watermark a running conversion rewrites
     eow_offsets: tuple[int, ...] = ()  # the two FVE-EOW copies of a used-space-only volume
 
@@ -165,9 +173,15 @@ class Metadata:
         return STATES.get(self.current_state, f"state {self.current_state}")
 
 
-def probe(stream: Stream) -> tuple[bool, tuple[int, int, int], int] | None:
-    """(To Go?, metadata offsets, sector size) if ``stream`` starts with a BitLocker
-    volume header, else None. Cheap: one 512-byte read."""
+def vista_area(cluster: int) -> int:
+    """Bytes each FVE metadata block takes on a Vista volume (what Windows shows as zeros)."""
+    return (cluster + 0x3FFF) & ~(cluster - 1)
+
+
+def probe(stream: Stream) -> tuple[bool, tuple[int, int, int], int, int] | None:
+    """(To Go?, metadata offsets, sector size, cluster size for Vista else 0) if ``stream``
+    starts with a BitLocker volume header, else None. Cheap: one 512-byte read (two for
+    Vista, whose boot sector names only the first metadata block)."""
     head = stream.read(0, 512)
     if len(head) < 512:
         return None
@@ -181,13 +195,30 @@ def probe(stream: Stream) -> tuple[bool, tuple[int, int, int], int] | None:
     ptr = FVE_POINTERS.parse(head[at:])
     guid = uuid.UUID(bytes_le=ptr.guid)
     if guid not in (GUID_NORMAL, GUID_EOW):
-        if boot.signature == SIGNATURE and head[:3] == b"\xeb\x52\x90":
-            raise UnsupportedError("BitLocker version 1 (Windows Vista) is not supported",
-                                   source=stream.name, structure="BitLocker volume header",
-                                   offset=0)
+        if boot.signature == SIGNATURE and head[:3] == VISTA_JUMP:
+            return _probe_vista(stream, head, boot.bytes_per_sector)
         return None  # a plain FAT volume formatted by an old Windows
     sector = boot.bytes_per_sector or 512
-    return togo, tuple(ptr.offsets), sector
+    return togo, tuple(ptr.offsets), sector, 0
+
+
+def _probe_vista(stream: Stream, head: bytes, sector: int):
+    def fail(msg, at=0):
+        return FormatError(msg, source=stream.name, structure="BitLocker (Vista) volume header",
+                           offset=at)
+
+    spc = head[13]
+    if sector not in (512, 1024, 2048, 4096) or spc == 0 or spc & (spc - 1):
+        raise fail(f"{sector} bytes per sector and {spc} sectors per cluster are not NTFS's")
+    cluster = sector * spc
+    first = int.from_bytes(head[56:64], "little") * cluster
+    if not 0 < first <= stream.size - 64:
+        raise fail(f"first metadata block at {first:#x} is outside the volume", 56)
+    block = BLOCK_HEADER.parse(stream.read(first, 64))
+    if block.signature != SIGNATURE:
+        raise fail("no -FVE-FS- signature at the first metadata block", first)
+    offsets = tuple(block.offsets) if first in block.offsets else (first,)
+    return False, offsets, sector, cluster
 
 
 def read_metadata(stream: Stream) -> Metadata:
@@ -201,7 +232,7 @@ def read_metadata(stream: Stream) -> Metadata:
 
 def read_copies(stream: Stream, found) -> list[Metadata]:
     """Every FVE metadata block copy that parses, in on-disk order (at least one)."""
-    togo, offsets, sector = found
+    togo, offsets, sector, cluster = found
     good: list[Metadata] = []
     errors: list[FormatError] = []
     seen = set()
@@ -210,7 +241,7 @@ def read_copies(stream: Stream, found) -> list[Metadata]:
             continue
         seen.add(off)
         try:
-            good.append(_parse_block(stream, off, togo, sector))
+            good.append(_parse_block(stream, off, togo, sector, cluster))
         except FormatError as e:
             errors.append(e)
     if not good:
@@ -220,23 +251,27 @@ def read_copies(stream: Stream, found) -> list[Metadata]:
     return good
 
 
-def _parse_block(stream: Stream, offset: int, togo: bool, sector: int) -> Metadata:
+def _parse_block(stream: Stream, offset: int, togo: bool, sector: int,
+                 cluster: int = 0) -> Metadata:
+    """One metadata block; ``cluster`` is set for Vista's (version 1) blocks."""
     where = "FVE metadata block"
+    area = vista_area(cluster) if cluster else METADATA_AREA
 
     def fail(msg, at=offset):
         return FormatError(msg, source=stream.name, structure=where, offset=at)
 
-    if offset <= 0 or offset % 512 or offset + METADATA_AREA > stream.size:
+    if offset <= 0 or offset % 512 or offset + area > stream.size:
         raise fail(f"metadata offset {offset:#x} is outside the volume", 0)
-    raw = stream.read(offset, METADATA_AREA)
+    raw = stream.read(offset, area)
     head = BLOCK_HEADER.parse(raw)
     if head.signature != SIGNATURE:
         raise fail("no -FVE-FS- signature")
-    if head.version != 2:
-        raise UnsupportedError(f"FVE metadata version {head.version} is not supported",
+    if head.version != (1 if cluster else 2):
+        raise UnsupportedError(f"FVE metadata version {head.version} is not supported"
+                               + (" in a Windows Vista volume" if cluster else ""),
                                source=stream.name, structure=where, offset=offset)
     meta = METADATA_HEADER.parse(raw[64:])
-    if meta.header_size != 48 or not 48 + 8 <= meta.size <= METADATA_AREA - 64 \
+    if meta.header_size != 48 or not 48 + 8 <= meta.size <= area - 64 \
             or meta.size_copy != meta.size:
         raise fail(f"metadata header sizes {meta.header_size}/{meta.size}/{meta.size_copy} "
                    "are inconsistent", offset + 64)
@@ -250,9 +285,12 @@ def _parse_block(stream: Stream, offset: int, togo: bool, sector: int) -> Metada
         header_offset=head.header_offset, header_size=head.header_sectors * sector,
         volume_guid=uuid.UUID(bytes_le=meta.volume_guid), created=meta.created,
         description=None, block_offset=offset)
-    out.eow_offsets = _eow_offsets(stream)
+    out.eow_offsets = () if cluster else _eow_offsets(stream)
     out.eow = bool(out.eow_offsets)
     out.convert_size = head.convert_size
+    out.metadata_size = area
+    if cluster:  # Vista: no moved boot sectors; the first 16 sectors stay in the clear
+        out.mft_mirror, out.header_offset, out.header_size = head.header_offset, 0, VISTA_PLAIN
     for e in entries:
         if e.type == ENTRY_VMK and e.value_type == VALUE_VMK:
             out.protectors.append(_parse_vmk(e, raw, stream.name, offset))

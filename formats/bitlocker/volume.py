@@ -8,6 +8,12 @@ the IV of its own offset where the volume's conversion state (``conversion.py``)
 encrypted, as it is where it says it is not, and not at all — a FormatError, EIO in the
 mount — where that state is unknown. This is the same view ``cryptsetup bitlkOpen`` gives
 of a volume encrypted in full, so exports can be checked against it.
+
+Windows Vista (version 1) moved nothing: its first 16 sectors are stored in the clear, the
+first one being NTFS's boot sector with ``-FVE-FS-`` for ``NTFS    `` and the first metadata
+block's cluster where the MFT mirror's belongs (both put back here, as libbde, dislocker and
+dissect do); the backup boot sector at the volume's end is altered the same way when it
+holds that signature.
 """
 
 from __future__ import annotations
@@ -16,11 +22,11 @@ import bisect
 
 from formats.bitlocker import conversion
 from formats.bitlocker.cipher import SCRATCH_MAX, SectorCipher, scratch
-from formats.bitlocker.metadata import METADATA_AREA, Metadata
+from formats.bitlocker.metadata import SIGNATURE, Metadata
 from rpfs.errors import FormatError
 from rpfs.stream import Stream
 
-PHYS, ZEROS = "phys", "zeros"
+PHYS, ZEROS, RAW, VISTA_BOOT = "phys", "zeros", "raw", "vista boot"
 
 
 class BitLockerVolume(Stream):
@@ -43,8 +49,14 @@ class BitLockerVolume(Stream):
         else:
             self.map = conversion.watermark(meta, base.size)
         hs, ho = meta.header_size, meta.header_offset
-        special = [(0, hs, PHYS, ho), (ho, hs, ZEROS, 0)]
-        special += [(m, METADATA_AREA, ZEROS, 0) for m in sorted(set(meta.metadata_offsets))]
+        if meta.version == 1:
+            special = [(0, ss, VISTA_BOOT, 0), (ss, hs - ss, RAW, ss)]
+            backup = int.from_bytes(base.read(40, 8), "little") * ss  # NTFS's total sectors
+            if hs <= backup <= self.size - ss and base.read(backup + 3, 8) == SIGNATURE:
+                special.append((backup, ss, VISTA_BOOT, backup))
+        else:
+            special = [(0, hs, PHYS, ho), (ho, hs, ZEROS, 0)]
+        special += [(m, meta.metadata_size, ZEROS, 0) for m in sorted(set(meta.metadata_offsets))]
         special += [(off, n, ZEROS, 0) for off, n in self.map.reserved]
         special.sort()
         self._starts, self._ranges = [], []
@@ -89,6 +101,10 @@ class BitLockerVolume(Stream):
             stop = min(end, start + rlen)
             if kind == ZEROS:
                 out += bytes(stop - pos)
+            elif kind == RAW:
+                out += self.base.read(src + (pos - start), stop - pos)
+            elif kind == VISTA_BOOT:
+                out += self._vista_boot(src)[pos - start:stop - start]
             else:
                 out += self._physical(src + (pos - start), stop - pos)
             pos = stop
@@ -134,6 +150,13 @@ class BitLockerVolume(Stream):
             else:
                 parts.append(self._decrypt(a, b - a))
         return b"".join(parts)
+
+    def _vista_boot(self, at: int) -> bytes:
+        """A Vista boot sector (or its backup) as NTFS wrote it."""
+        sector = bytearray(self.base.read(at, self.sector_size))
+        sector[3:11] = b"NTFS    "
+        sector[56:64] = self.meta.mft_mirror.to_bytes(8, "little")
+        return bytes(sector)
 
     def _decrypt(self, phys: int, length: int) -> bytes:
         """Decrypted bytes of an encrypted run, which may start or end inside a sector."""

@@ -377,6 +377,8 @@ def same_disk_files(repo, rrp):
     """For ``index_recovery_point``: does a volume of ``rrp`` come from disk files stored
     with exactly the same chunks as in the recovery point with that catalog id?"""
     def unchanged(volume: str, other_id: int) -> bool:
+        if ".vss/" in volume:   # a shadow copy indexed before: stores never change
+            return True
         disk = rrp.disks.get(volume.rsplit("-p", 1)[0])
         if disk is None or isinstance(disk, Exception):
             return False
@@ -423,7 +425,8 @@ def update_index(repo, vm: str | None = None, *, only=None,
                         seq = (db.execute("SELECT max(seq) FROM rps WHERE vm = ?",
                                           (v,)).fetchone()[0] or 0) + 1
                         ids = Ids(db)
-                        r = index_recovery_point(db, ids, v, rp, rrp.volumes, seq,
+                        r = index_recovery_point(db, ids, v, rp,
+                                                 {**rrp.volumes, **rrp.shadow_volumes}, seq,
                                                  same_disk_files(repo, rrp))
                         rid = db.execute("INSERT INTO rps (vm, name, time, catalog_id, seq)"
                                          " VALUES (?,?,?,?,?)",

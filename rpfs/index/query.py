@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 from rpfs.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
+from rpfs.stream import Stream
 from rpfs.tree import ns_to_iso
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
 
     from rpfs.tree import is_posix_volume
 
-    for vol_name, vol in sorted(rp.volumes.items()):
+    for vol_name, vol in sorted({**rp.volumes, **rp.shadow_volumes}.items()):
         if isinstance(vol, Exception):
             log.warning("%s", vol)
             continue
@@ -375,6 +376,7 @@ def file_history(tree, path: str, *, verify: bool = False,
         points = [(rp.name, rp.id, functools.partial(RepoRecoveryPoint, repo, rp,
                                                      getattr(tree, "keys", None)))
                   for rp in repo.recovery_points(vm)]
+    points = _with_shadow_copies(points, volume)
     indexed: dict = {}
     db = dbm.connect(dbm.index_path(repo)) if repo is not None else None
     if db is not None:
@@ -389,14 +391,14 @@ def file_history(tree, path: str, *, verify: bool = False,
         if cid in indexed:
             hit = indexed[cid]
         else:
-            walked += 1
+            walked += cid is not None   # shadow copies are never indexed: not counted
             hit = _history_lookup(open_rp(), volume, inner)
         if hit is None:
             absent.append(name)
         else:
             found.append((name, hit, open_rp))
     if walked and repo is not None:
-        say(f"{walked} of {len(points)} recovery points are not indexed: looked the file up in"
+        say(f"{walked} of {sum(c is not None for _, c, _ in points)} recovery points are not indexed: looked the file up in"
             " each (`rpfs index REPO` builds the index)")
     if verify:
         hashes = [_content_hash(tree, vm, name, volume, row.path) for name, row, _ in found]
@@ -424,6 +426,48 @@ def file_history(tree, path: str, *, verify: bool = False,
     if not versions:
         raise NotFoundError(f"{path}: in no recovery point")
     return {"vm": vm, "volume": volume, "path": inner, "versions": versions, "absent": absent}
+
+
+class ShadowPoint:
+    """One in-guest shadow copy of ``volume`` as a recovery point for history: its only
+    volume is the store's NTFS tree (``volumes``, as ``rpfs.tree.RecoveryPoint`` has)."""
+
+    def __init__(self, copies, store, volume: str):
+        from ntfs_reader import Volume
+
+        self.volumes = {volume: Volume(copies.open(store))}
+        self.volume_streams: dict = {}
+
+
+def _with_shadow_copies(points: list[tuple], volume: str) -> list[tuple]:
+    """``points`` with, before each recovery point, the shadow copies of ``volume`` that it
+    holds and no earlier one did (a store is the same in every backup that has it), named
+    ``<recovery point>/<volume>.vss/<creation time>``; a damaged store is left out."""
+    from formats import vss
+
+    out: list[tuple] = []
+    seen: set[str] = set()
+    for name, cid, open_rp in points:
+        try:
+            stream = open_rp().volume_streams.get(volume)
+            copies = vss.ShadowCopies(stream) if isinstance(stream, Stream) and \
+                vss.probe(stream) else None
+        except RpfsError as e:
+            log.info("%s: shadow copies of %s not read: %s", name, volume, e)
+            copies = None
+        for store in copies.stores if copies is not None else ():
+            if store.store_id in seen:
+                continue
+            seen.add(store.store_id)
+            try:
+                point = ShadowPoint(copies, store, volume)
+            except RpfsError as e:
+                log.info("%s: shadow copy %s not read: %s", name, store.name, e)
+                continue
+            out.append((f"{name}/{volume}.vss/{store.name}" if name else
+                        f"{volume}.vss/{store.name}", None, lambda p=point: p))
+        out.append((name, cid, open_rp))
+    return out
 
 
 def _history_indexed(db, vm, volume, inner, live: set) -> dict:
@@ -493,8 +537,10 @@ def _posix_history_lookup(vol, inner: str):
 
 
 def _content_hash(tree, vm, rp_name, volume, inner) -> str:
+    rp_name, sep, store = rp_name.partition(f"/{volume}.vss/")  # a shadow copy's point
     prefix = f"/{vm}/{rp_name}" if vm else ""
-    node = tree.resolve(f"{prefix}/volumes/{volume}{inner}", follow=False)
+    where = f"{volume}.vss/{store}" if sep else volume
+    node = tree.resolve(f"{prefix}/volumes/{where}{inner}", follow=False)
     if node.kind != "file":
         return ""
     s = node.open()

@@ -55,7 +55,8 @@ def _live(tree, vm: str) -> set[int]:
 def _volumes(tree, vm: str) -> list:
     db = _reader(tree).db()
     return [_dir(tree, vm, vol, "") for (vol,) in
-            db.execute("SELECT name FROM volumes WHERE vm = ? ORDER BY name", (vm,))]
+            db.execute("SELECT name FROM volumes WHERE vm = ? ORDER BY name", (vm,))
+            if "/" not in vol]   # shadow copies (<volume>.vss/<time>) join their volume's
 
 
 def _dir(tree, vm: str, volume: str, path: str) -> StaticDir:
@@ -80,7 +81,8 @@ def _children(tree, vm: str, volume: str, path: str) -> list:
     kinds: dict[str, str] = {}
     for name, kind, cid in db.execute(
             "SELECT n.name, e.kind, r.catalog_id FROM entries e" + _ROWS +
-            " WHERE e.dir_id = ? AND v.vm = ? AND v.name = ?", (row[0], vm, volume)):
+            " WHERE e.dir_id = ? AND v.vm = ? AND (v.name = ? OR v.name LIKE ? ESCAPE '\\')",
+            (row[0], vm, volume, _stores_like(volume))):
         name = dbm.from_text(name)
         if cid in live and kinds.get(name) != "dir":
             kinds[name] = kind
@@ -98,34 +100,69 @@ def _children(tree, vm: str, volume: str, path: str) -> list:
 
 def _versions(tree, vm: str, volume: str, path: str) -> list:
     """One file per distinct content (diff.group_versions: the meaning ``rpfs history``
-    gives a version), named by the first recovery point that had it."""
+    gives a version), named by the first recovery point that had it; a version first seen
+    in an in-guest shadow copy is named ``<rp>.vss-<creation time>`` (the recovery point
+    that first held that store), and listed before that recovery point's own."""
     from rpfs.index.diff import _COLS, _row, group_versions
+    from rpfs.index.query import ShadowPoint
     from rpfs.tree import RepoRecoveryPoint
 
     db = _reader(tree).db()
     live = _live(tree, vm)
     d, _, name = path.rpartition("/")
-    items = []
+    stores = _stores_like(volume)
+    found = []
+    seen_stores: set[str] = set()
     for r in db.execute(
-            f"SELECT r.name, r.catalog_id, {_COLS}"
+            f"SELECT r.seq, v.name, r.name, r.catalog_id, {_COLS}"
             " FROM dirs d CROSS JOIN entries e ON e.dir_id = d.id" + _ROWS +
-            " WHERE d.path = ? AND n.name = ? AND v.vm = ? AND v.name = ? AND e.kind = 'file'"
-            " ORDER BY r.seq", (dbm.to_text(d), dbm.to_text(name), vm, volume)):
-        if r[1] in live:
-            items.append((r[0], _row(r[2:])))
+            " WHERE d.path = ? AND n.name = ? AND v.vm = ?"
+            " AND (v.name = ? OR v.name LIKE ? ESCAPE '\\') AND e.kind = 'file'"
+            " ORDER BY r.seq", (dbm.to_text(d), dbm.to_text(name), vm, volume, stores)):
+        seq, vol, rp_name, cid = r[:4]
+        if cid not in live:
+            continue
+        if vol != volume:           # a shadow copy: once, where it first appears
+            if vol in seen_stores:
+                continue
+            seen_stores.add(vol)
+        found.append(((seq, vol == volume, vol), rp_name, vol, _row(r[4:])))
+    found.sort(key=lambda f: f[0])
+    items, where = [], {}
+    for _, rp_name, vol, row in found:
+        key = rp_name if vol == volume else f"{rp_name}.vss-{vol.rsplit('/', 1)[1]}"
+        items.append((key, row))
+        where[key] = (rp_name, vol)
 
-    def opener(rp_name: str):
-        return RepoRecoveryPoint(tree.repo, tree.repo.recovery_point(vm, rp_name),
-                                 getattr(tree, "keys", None))
+    def opener(key: str):
+        rp_name, vol = where[key]
+        rp = RepoRecoveryPoint(tree.repo, tree.repo.recovery_point(vm, rp_name),
+                               getattr(tree, "keys", None))
+        if vol == volume:
+            return rp
+        copies = rp.shadow_copies[volume]
+        store = dict(_store_names(copies))[vol.rsplit("/", 1)[1]]
+        return ShadowPoint(copies, store, volume)
 
     out = []
     for group in group_versions(items, volume, opener):
-        rp_name, row = items[group[0]]
-        source = f"/{vm}/{rp_name}/volumes/{volume}{path}"
-        out.append(StreamFile(rp_name, ("versions", vm, volume, path, rp_name), row.size,
+        key, row = items[group[0]]
+        rp_name, vol = where[key]
+        source = f"/{vm}/{rp_name}/volumes/{vol}{path}"
+        out.append(StreamFile(key, ("versions", vm, volume, path, key), row.size,
                               functools.partial(_open, tree, source),
                               (row.modified - NT_EPOCH_DELTA) * 100))
     return out
+
+
+def _stores_like(volume: str) -> str:
+    """A LIKE pattern for the index's names of ``volume``'s shadow copies."""
+    return volume.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".vss/%"
+
+
+def _store_names(copies):
+    from rpfs.tree import store_names
+    return store_names(copies)
 
 
 def _open(tree, source: str):

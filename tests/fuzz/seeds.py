@@ -315,8 +315,8 @@ def linuxfs_seeds(seeds: dict) -> None:
 
 
 def _bitlocker_seeds(fx, seeds: dict) -> None:
-    """The used-space-only volumes of the BitLocker factory: boot sector, FVE metadata,
-    FVE-EOW blocks, bitmaps and conversion logs (the tail past the file system)."""
+    """The used-space-only and Vista volumes of the BitLocker factory: boot sector, FVE
+    metadata, FVE-EOW blocks, bitmaps and conversion logs (the tail past the file system)."""
     from tools.fixtures import bitlocker as blfx
     bl = blfx.build(fx)
     for name, v in sorted(bl.volumes.items()):
@@ -325,6 +325,11 @@ def _bitlocker_seeds(fx, seeds: dict) -> None:
             tail = v.info["metadata"][0]
             blocks = _nonzero_blocks(s, [(0, 512), (tail, s.size)], 512, MAX_SEED - 1024)
             _save("bitlocker_eow", encode_image(s.size, blocks), seeds)
+        elif blfx.VARIANTS[name][3] == "vista":  # boot sector, first sectors, metadata
+            s = FileStream(v.image)
+            tail = v.info["metadata"][0]
+            blocks = _nonzero_blocks(s, [(0, 8192), (tail, s.size)], 512, MAX_SEED - 1024)
+            _save("bitlocker_vista", encode_image(s.size, blocks), seeds)
 
 
 def _wof_seeds(seeds: dict) -> None:
@@ -421,9 +426,29 @@ def _store_seeds(seeds: dict) -> None:
             _save("pack", b"\1" + pack.read_bytes(), seeds)
 
 
+def vss_seeds(seeds: dict) -> None:
+    """The shadow-copy fixture's VSS structures: volume header, catalog, store headers, block
+    lists, range lists and bitmaps (not the saved data blocks), zero tails cut."""
+    from formats import vss
+    from tools.fixtures import vss as factory
+    volume = factory.build().volume
+    s = FileStream(volume)
+    copies = vss.ShadowCopies(s)
+    blocks = [(0x1E00, s.read(0x1E00, 512))]
+    at = [struct.unpack_from("<Q", blocks[0][1], 48)[0]]
+    for st in copies.stores:
+        at += [st.header, st.block_list, st.range_list, st.bitmap]
+    for off in at:
+        b = s.read(off, vss.BLOCK).rstrip(b"\0")
+        blocks.append((off, b + bytes(-len(b) % 512)))
+    _save("vss", encode_image(s.size, blocks), seeds)
+
+
 def write_seeds() -> dict[str, int]:
     counts = {}
-    for target, items in build_seeds().items():
+    seeds = build_seeds()
+    vss_seeds(seeds)
+    for target, items in seeds.items():
         d = CORPUS / target
         d.mkdir(parents=True, exist_ok=True)
         for data in items:

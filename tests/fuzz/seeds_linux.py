@@ -7,6 +7,7 @@ and the physical volumes of the LVM fixture (pvcreate/vgcreate/vgcfgrestore)."""
 from __future__ import annotations
 
 import os
+import struct
 import random
 import subprocess
 import tempfile
@@ -110,3 +111,23 @@ def linux_seeds(save) -> None:
         save("lvm", data)
     for data in texts:
         save("lvm_text", data)
+    for target, data in ldm_seeds():
+        save(target, data)
+
+
+def ldm_seeds() -> list[tuple[str, bytes]]:
+    """Each dynamic disk of the LDM fixture VM (MBR and GPT) and its database."""
+    from tools.fixtures import ldm as factory
+    out = []
+    vm = factory.vm()
+    for n in (1, 4):
+        s = FileStream(vm / "raw" / f"disk{n}.raw")
+        ph = 6 * 512 if n == 1 else (34 + 2047) * 512
+        cfg_start = struct.unpack_from(">Q", s.read(ph + 299, 8))[0] * 512
+        blocks = [(0, s.read(0, 34 * 512)), (cfg_start, s.read(cfg_start, 20 << 10))]
+        if n == 4:      # GPT: the PRIVHEAD ends the metadata partition; the backup table
+            blocks.append((ph, s.read(ph, 512)))
+            blocks.append((s.size - 33 * 512, s.read(s.size - 33 * 512, 33 * 512)))
+        out.append(("ldm", encode_image(s.size, blocks, 0)))
+        out.append(("ldm_database", s.read(cfg_start, 20 << 10)))
+    return out

@@ -292,6 +292,20 @@ def fuzz_bitlocker_eow(data: bytes) -> None:
         exercise(BitLockerVolume(img, meta, bytes(64)))
 
 
+def fuzz_bitlocker_vista(data: bytes) -> None:
+    """A BitLocker volume header and metadata (sparse image; Windows Vista's version 1 in the
+    seeds): probe, every metadata copy parsed, the decrypted volume read (fixed key)."""
+    from formats.bitlocker import describe
+    from formats.bitlocker.metadata import read_metadata
+    from formats.bitlocker.volume import BitLockerVolume
+    _, img = decode_image(data)
+    if img.size < 4096:
+        return
+    meta = read_metadata(img)
+    describe(img)
+    exercise(BitLockerVolume(img, meta, bytes(64)))
+
+
 def fuzz_ntfs_boot(data: bytes) -> None:
     from ntfs_reader.boot import parse_boot_sector
     b = parse_boot_sector(data[:512].ljust(512, b"\0"), "fuzz", 0)
@@ -758,6 +772,53 @@ def fuzz_lvm_text(data: bytes) -> None:
     """LVM2's metadata text syntax alone."""
     from formats import lvm
     lvm.parse_text(data.decode("utf-8", "replace"), "fuzz")
+
+
+def fuzz_vss(data: bytes) -> None:
+    """In-guest shadow copies in an NTFS volume (sparse image): the volume header at 0x1e00,
+    the catalog chain, each store's header, block list (forwarders, overlays), bitmaps, and
+    reads of every store through the newer ones."""
+    from formats import vss
+    _, img = decode_image(data)
+    if not vss.probe(img):
+        return
+    copies = vss.ShadowCopies(img)
+    for store in copies.stores[:16]:
+        store.describe()
+        try:
+            stream = copies.open(store)
+        except RpfsError:
+            continue
+        exercise(stream, reads=4)
+
+
+def fuzz_ldm(data: bytes) -> None:
+    """A Windows dynamic disk (sparse image): partition table, PRIVHEAD, TOCBLOCK, VMDB and
+    VBLKs, then every volume of its group assembled (its other disks missing) and read."""
+    from formats import ldm
+    _flags, img = decode_image(data)
+    if not ldm.probe(img):
+        return
+    ldm.describe_disk(img, "fuzz")
+    for value in ldm.assemble({"a": img}).values():
+        if isinstance(value, Stream):
+            exercise(value, reads=4)
+
+
+def fuzz_ldm_database(data: bytes) -> None:
+    """An LDM database alone (TOCBLOCK, VMDB, VBLKs incl. multi-part records), its volumes
+    assembled over zero-filled disks standing for every disk it names, and read."""
+    from formats import ldm
+    db = ldm.parse_config(data, "fuzz")
+    disk = SparseImage(64 << 20, [])
+    members = {d.id: ldm.Member(f"d{d.id}", disk, d.guid, db.group_guid, db.group_name, 0,
+                                disk.size, db) for d in list(db.disks.values())[:8]}
+    for vol in list(db.vols.values())[:16]:
+        try:
+            value = ldm._volume(db, vol, members, "fuzz")
+        except RpfsError:
+            continue
+        exercise(value, reads=4)
 
 
 TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}

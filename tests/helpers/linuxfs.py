@@ -18,6 +18,9 @@ def entry_diffs(entry, want: dict, *, times: bool = True) -> list[str]:
         got = getattr(entry, k)
         if got != want[k]:
             out.append(f"{k}: {got!r} != {want[k]!r}")
+    if "blocks" in want and want.get("kind") in ("file", "dir") and \
+            -(-entry.allocated // 512) != want["blocks"]:
+        out.append(f"allocated: {entry.allocated} bytes != {want['blocks']} blocks of 512")
     if want.get("kind") != "dir" and "size" in want and entry.size != want["size"]:
         out.append(f"size: {entry.size} != {want['size']}")
     if "sha256" in want:

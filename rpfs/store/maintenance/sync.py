@@ -29,6 +29,7 @@ from rpfs.store.maintenance.marks import mark
 from rpfs.store.packs import read_index
 
 WORKERS = 16
+BATCH = 64              # recovery points imported per transaction (bounds a rebuild's memory)
 FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
 log = logging.getLogger("rpfs.store")
 
@@ -110,6 +111,16 @@ def _sync(repo, drop_missing: bool | None, quiet: bool) -> RebuildResult:
 
 
 def import_recovery_points(repo, names: list[str], res: RebuildResult) -> None:
+    """In batches of ``BATCH`` recovery points: a batch's objects and chunk maps are what is
+    held in memory (32 bytes per chunk of each map), not the whole repository's (a rebuild
+    of 10,000 recovery points of 10,000 chunks each would hold 3 GB of hashes at once). The
+    packs no catalog row names are imported once, by the first batch that misses a chunk."""
+    packs_done = False
+    for k in range(0, len(names), BATCH):
+        packs_done = _import_batch(repo, names[k:k + BATCH], res, packs_done)
+
+
+def _import_batch(repo, names: list[str], res: RebuildResult, packs_done: bool) -> bool:
     db = repo.writer
 
     def fetch_rp(n):
@@ -141,8 +152,9 @@ def import_recovery_points(repo, names: list[str], res: RebuildResult) -> None:
     needed = {h for m in maps.values() for h in m if h is not None}
     known = _chunk_ids(db, needed)
     missing = needed - known.keys()
-    if missing:
+    if missing and not packs_done:
         _import_packs(repo, res, known, missing)
+        packs_done = True
 
     with catalog.transaction(db):
         for d in sorted(rps, key=lambda d: (d["vm"], d.get("time", 0), d["name"])):
@@ -183,6 +195,7 @@ def import_recovery_points(repo, names: list[str], res: RebuildResult) -> None:
                            (rp_id, f["path"], f["size"], catalog.encode_map(ids), f.get("mtime_ns"),
                             f.get("ctime_ns"), f.get("inode"), f.get("dev"), f["map"]))
                 res.files += 1
+    return packs_done
 
 
 def _lost_pack(db) -> int:
