@@ -258,3 +258,66 @@ def test_find_and_index_include_shadow_copies(shadowed, tmp_path):
         assert hashlib.sha256(data).hexdigest() == want["docs/report-1.bin"]
     assert rpfs("ls", repo, "/files01/.versions/shadow-p1/docs/report-2.bin").stdout.decode(
         ).split() == [f"{first}.vss-{old}"]
+
+
+# -- the rules the factory's stores do not use, against libvshadow -------------------------
+
+def _variant(image: bytearray, which: str) -> list[int]:
+    """The newest store's bitmap marks every third block not in use; overlays (512-byte
+    sectors) over a block with no descriptor and over a saved one; a forwarder in the
+    oldest store. Returns the offsets of the blocks the change is about."""
+    catalog, entries = _layout(image)
+    lists = [struct.unpack_from("<Q", image, e + 8)[0] for e in entries]
+
+    def free_slot(blist: int) -> int:
+        return next(blist + p for p in range(128, vss.BLOCK, 32)
+                    if image[blist + p:blist + p + 32] == bytes(32))
+    if which == "bitmap":
+        bitmap = struct.unpack_from("<Q", image, entries[1] + 48)[0]
+        blocks = range(0, len(image) // vss.BLOCK, 3)
+        for b in blocks:
+            image[bitmap + 128 + b // 8] |= 1 << (b % 8)
+        return [b * vss.BLOCK for b in blocks]
+    if which == "overlay":   # sectors of random saved data over a block and a saved one
+        saved, _, data = struct.unpack_from("<QQQ", image, lists[1] + 128)
+        targets = [50 * vss.BLOCK, saved]
+        for orig, bits in zip(targets, (0b10100101, 0xF0F0)):
+            struct.pack_into("<QQQII", image, free_slot(lists[1]), orig, 1, data,
+                             vss.FLAG_OVERLAY, bits)
+        return targets
+    # block 60 (free space) forwarded to a block the newest store saved
+    to = struct.unpack_from("<Q", image, lists[1] + 128 + 32)[0]
+    struct.pack_into("<QQQII", image, free_slot(lists[0]), 60 * vss.BLOCK, to, 0,
+                     vss.FLAG_FORWARDER, 0)
+    return [60 * vss.BLOCK]
+
+
+@vshadow
+@fuse
+@pytest.mark.parametrize("which", ["bitmap", "overlay", "forwarder"])
+def test_bitmap_overlay_forwarder_equal_libvshadow(shadowed, which, tmp_path):
+    plain = vss.ShadowCopies(FileStream(shadowed.volume))
+    image = bytearray(shadowed.volume.read_bytes())
+    targets = _variant(image, which)
+    path = tmp_path / "variant.img"
+    path.write_bytes(image)
+    copies = vss.ShadowCopies(FileStream(path))
+    mnt = tmp_path / "vss"
+    mnt.mkdir()
+    proc = subprocess.Popen(["vshadowmount", str(path), str(mnt)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            if os.path.ismount(mnt):
+                break
+            time.sleep(0.05)
+        changed = 0
+        for store, before in zip(copies.stores, plain.stores):
+            ours = copies.open(store).read(0, store.volume_size)
+            assert ours == (mnt / f"vss{store.index + 1}").read_bytes(), store.name
+            was = plain.open(before).read(0, before.volume_size)
+            changed += sum(ours[t:t + vss.BLOCK] != was[t:t + vss.BLOCK] for t in targets)
+        assert changed  # the rule was used: a block it is about reads otherwise than before
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+        proc.wait(timeout=30)
