@@ -233,6 +233,7 @@ class VolumeRoot(NtfsNode):
             "version": v.version, "dirty": v.dirty, "cluster_size": v.cluster_size,
             "mft_record_size": v.record_size, "size": getattr(v, "size", None),
             "warnings": list(v.warnings),
+            **_dynamic_layout(v.stream),  # a BitLocker volume in a dynamic (LDM) volume
             **getattr(v.stream, "describe", dict)(),  # BitLocker: what encrypts the volume
         }
         copies = self.shadow_copies
@@ -241,6 +242,14 @@ class VolumeRoot(NtfsNode):
         elif copies is not None:
             out["shadow_copies"] = [s.describe() for s in copies.stores]
         return out
+
+
+def _dynamic_layout(stream) -> dict:
+    """The LDM layout under a BitLocker volume whose bytes come from a dynamic volume."""
+    from formats.ldm import LdmVolume
+
+    base = getattr(stream, "base", None)
+    return base.describe() if isinstance(base, LdmVolume) else {}
 
 
 def volume_root(volume, name: str, key: tuple) -> Node:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from formats import ldm
+from formats.bitlocker.keys import KeyRing
 from rpfs.errors import FormatError, RpfsError
 from rpfs.stream import BytesStream, FileStream
 from rpfs.tree import open_source
@@ -50,6 +51,14 @@ def _vm_without(vm: Path, dest: Path, *missing: str) -> Path:
 
 
 @pytest.fixture(scope="module")
+def keys(manifest, tmp_path_factory) -> Path:
+    """The keys file a user gives with --keys: the recovery password of ldm-Secure."""
+    path = tmp_path_factory.mktemp("ldmkeys") / "keys.txt"
+    path.write_text(manifest["volumes"]["ldm-Secure"]["recovery_password"] + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
 def repo(vm, tmp_path_factory) -> Path:
     """Two VMs backed up: ``dyn01`` whole and ``dyn01-degraded`` without disk4."""
     tmp = tmp_path_factory.mktemp("ldm")
@@ -72,7 +81,7 @@ READABLE_WITHOUT_DISK4 = ["ldm-Simple", "ldm-Spanned", "ldm-Striped", "ldm-Mirro
 # -- the factory against libldm ------------------------------------------------------------
 
 
-def test_ldmtool_reads_back_the_group_and_every_volume(vm, manifest):
+def test_ldmtool_reads_back_the_group_and_every_volume(vm, manifest, keys):
     if not shutil.which("ldmtool"):
         pytest.skip("ldmtool not installed")
     devs = [a for i in range(1, 5) for a in ("-d", str(vm / "raw" / f"disk{i}.raw"))]
@@ -89,7 +98,7 @@ def test_ldmtool_reads_back_the_group_and_every_volume(vm, manifest):
     want = {n.removeprefix("ldm-"): v["type"] for n, v in manifest["volumes"].items()}
     assert sorted(group["volumes"]) == sorted(want)
     types = {"RAID5": "raid5"}
-    with open_source(vm / "dyn01") as tree:
+    with open_source(vm / "dyn01", keys=KeyRing.load(keys)) as tree:
         for name, kind in want.items():
             vol = show("show", "volume", guid, name)
             assert types.get(vol["type"], vol["type"]) == kind
@@ -113,7 +122,7 @@ def test_every_volume_is_listed_with_its_layout(repo, manifest):
         assert [p["disk"] for p in info["components"][0]["partitions"]] == ["Disk2", "Disk3", "Disk4"]
         disk = tree.resolve(f"/dyn01/{RP}/disks/disk4.raw").info()
         assert disk["partition_scheme"] == "gpt" and disk["ldm"]["disk"] == "Disk4"
-        assert disk["ldm"]["volumes"][-2:] == ["ldm-Mirror", "ldm-Raid5"]
+        assert disk["ldm"]["volumes"][-3:] == ["ldm-Mirror", "ldm-Raid5", "ldm-Secure"]
 
 
 def _check_restored(root: Path, manifest: dict, volume: str) -> None:
@@ -125,29 +134,29 @@ def _check_restored(root: Path, manifest: dict, volume: str) -> None:
             assert hashlib.sha256(p.read_bytes()).hexdigest() == e["sha256"], (volume, path)
 
 
-def test_restore_reads_every_file_as_written(repo, manifest, tmp_path):
+def test_restore_reads_every_file_as_written(repo, manifest, keys, tmp_path):
     for vm_name, volumes in (("dyn01", list(manifest["volumes"])),
                              ("dyn01-degraded", READABLE_WITHOUT_DISK4)):
         for volume in volumes:
             dest = tmp_path / vm_name / volume
-            rpfs("restore", repo, f"/{vm_name}/{RP}/volumes/{volume}", dest)
+            rpfs("restore", repo, f"/{vm_name}/{RP}/volumes/{volume}", dest, "--keys", keys)
             _check_restored(dest / volume, manifest, volume)
 
 
-def test_cat_and_ls(repo, manifest):
+def test_cat_and_ls(repo, manifest, keys):
     for volume in manifest["volumes"]:
         e = manifest["volumes"][volume]["entries"]["/random.bin"]
-        got = rpfs("cat", repo, f"/dyn01/{RP}/volumes/{volume}/random.bin").stdout
+        got = rpfs("cat", repo, f"/dyn01/{RP}/volumes/{volume}/random.bin", "--keys", keys).stdout
         assert hashlib.sha256(got).hexdigest() == e["sha256"], volume
     listing = rpfs("ls", repo, f"/dyn01/{RP}/volumes/ldm-Mirror/docs").stdout.decode()
     assert "readme.txt" in listing and "file39.txt" in listing
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
-def test_mount_shows_every_file(repo, manifest, tmp_path):
+def test_mount_shows_every_file(repo, manifest, keys, tmp_path):
     mp = tmp_path / "mnt"
     mp.mkdir()
-    rpfs("mount", repo, mp)
+    rpfs("mount", repo, mp, "--keys", keys)
     try:
         for vm_name, volumes in (("dyn01", list(manifest["volumes"])),
                                  ("dyn01-degraded", READABLE_WITHOUT_DISK4)):
@@ -161,6 +170,15 @@ def test_mount_shows_every_file(repo, manifest, tmp_path):
             os.listdir(broken)
     finally:
         rpfs("umount", mp, check=False)
+
+
+def test_bitlocker_in_a_dynamic_volume(repo, keys):
+    locked = rpfs("ls", repo, f"/dyn01/{RP}/volumes/ldm-Secure", check=False)
+    assert locked.returncode != 0 and "BitLocker volume is locked" in locked.stderr.decode()
+    info = json.loads(rpfs("info", repo, f"/dyn01/{RP}/volumes/ldm-Secure", "--json",
+                           "--keys", keys).stdout)
+    assert info["filesystem"] == "ntfs" and info["bitlocker"]["encryption"] == "AES-XTS 128"
+    assert info["ldm"]["type"] == "striped" and info["ldm"]["state"] == "healthy"
 
 
 # -- a missing disk -------------------------------------------------------------------------
