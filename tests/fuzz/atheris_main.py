@@ -23,6 +23,7 @@ with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader", "xfs_
     import formats.bitlocker.conversion  # noqa: F401
     import formats.bitlocker.metadata  # noqa: F401
     import formats.bitlocker.volume  # noqa: F401
+    import formats.ldm  # noqa: F401
     import formats.lvm  # noqa: F401
     import formats.partitions  # noqa: F401
     import formats.vhd  # noqa: F401
