@@ -152,6 +152,14 @@ def test_cat_and_ls(repo, manifest, keys):
     assert "readme.txt" in listing and "file39.txt" in listing
 
 
+def test_the_index_finds_files_on_dynamic_volumes(repo, manifest):
+    rows = [json.loads(x) for x in rpfs("find", repo, "readme.txt", "--vm", "dyn01",
+                                        "--json").stdout.splitlines()]
+    found = {r["volume"] for r in rows if r["path"] == "/docs/readme.txt"}
+    # the BitLocker one was locked when the backup indexed (no keys given to backup)
+    assert found == set(manifest["volumes"]) - {"ldm-Secure"}
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")
 def test_mount_shows_every_file(repo, manifest, keys, tmp_path):
     mp = tmp_path / "mnt"
