@@ -321,3 +321,25 @@ def test_bitmap_overlay_forwarder_equal_libvshadow(shadowed, which, tmp_path):
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
         proc.wait(timeout=30)
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx`")
+def test_web_history_links_to_shadow_copies(shadowed, tmp_path):
+    """The web page's history links each version held by a shadow copy to that store's file,
+    and the link opens."""
+    import re
+
+    from starlette.testclient import TestClient
+
+    from rpfs.web.app import create_app
+
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, shadowed.vm, "--vm", "files01", "--time", "2026-01-07T02:00:00Z")
+    old = shadowed.manifest["stores"][0]["name"]
+    with open_source(repo) as tree, TestClient(create_app(tree), base_url="http://127.0.0.1") as c:
+        page = c.get("/history/files01/latest/volumes/shadow-p1/docs/report-1.bin")
+        assert page.status_code == 200
+        link = f"/browse/files01/2026-01-07T020000Z/volumes/shadow-p1.vss/{old}/docs/report-1.bin"
+        assert link in re.findall(r'href="([^"]+)"', page.text)
+        assert c.get(link).status_code == 200

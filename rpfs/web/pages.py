@@ -287,8 +287,13 @@ async def history(request: Request):
     parts = [p for p in path.split("/") if p]
     result = await in_thread(queries.file_history, tree, path)
     inner = "/".join(parts[2:])
+    rest = "/".join(parts[4:])   # the path inside the volume
+
+    def link(rp: str) -> str:
+        rp_name, sep, store = rp.partition("/")   # <rp>/<volume>.vss/<time>: a shadow copy
+        return f"/{parts[0]}/{rp_name}/volumes/{store}/{rest}" if sep else f"/{parts[0]}/{rp}/{inner}"
     for v in result["versions"]:
-        v["links"] = [(rp, f"/{parts[0]}/{rp}/{inner}") for rp in v["recovery_points"]]
+        v["links"] = [(rp, link(rp)) for rp in v["recovery_points"]]
     return page(request, "history.html", title=f"versions of {parts[-1]} — rpfs", path=path,
                 crumbs=crumbs(path), vm=parts[0], inner=inner, versions=result["versions"],
                 absent=result["absent"])
