@@ -24,11 +24,15 @@ sends them with the node's cache time, so ``ls -l`` and walks that stat cost one
 per entry less (a round trip through the kernel costs more than parsing an MFT record).
 Smaller directories are listed with their attributes from the start.
 
-**Bounded memory.** Inode numbers come from a counter and are never reused; nodes with the
-same key (hard links) share one. The kernel's lookup count of each inode is kept (lookup
-replies and readdirplus entries); when ``forget`` brings it to zero the inode, its node and
-everything cached for it are dropped, and a later lookup of the same name gets a new inode
-number (fine for a read-only file system). Listings, streams and xattrs are bounded LRUs.
+**Bounded memory.** A node's inode number is a hash of its key (``stable_inode``), so nodes
+with the same key (hard links) share one, and a file the kernel let go of comes back under
+the same number: ``cp -r`` compares a file's inode before and after opening it, and a walk
+past ``INODE_LIMIT`` (which asks the kernel to let go, see ``_shed``) must not look like a
+file replaced under it. Two keys on one number (a 62-bit hash; practically never) give the
+second a number of its own from a counter below 2**32. The kernel's lookup count of each
+inode is kept (lookup replies and readdirplus entries); when ``forget`` brings it to zero
+the inode, its node and everything cached for it are dropped. Listings, streams and xattrs
+are bounded LRUs.
 
 Immutable nodes (``Node.immutable``: everything inside a recovery point) are kept by the
 kernel for ``Node.cache_seconds`` with ``keep_cache``; the repository root, VM directories
@@ -38,6 +42,7 @@ and ``latest`` say they are not.
 from __future__ import annotations
 
 import errno
+import hashlib
 import functools
 import gc
 import itertools
@@ -217,7 +222,9 @@ class Operations(pyfuse3.Operations):
     def _inode(self, node: Node, parent: int) -> int:
         ino = self._ino_by_key.get(node.key)
         if ino is None:
-            ino = next(self._next_ino)
+            ino = stable_inode(node.key)
+            if ino in self._node:  # held by another key: a number of its own
+                ino = next(self._next_ino)
             self._ino_by_key[node.key] = ino
             self._node[ino] = node
             self._parent[ino] = parent
@@ -522,7 +529,7 @@ class Operations(pyfuse3.Operations):
         holds a node here (a walk of a million files would hold a million). Past
         ``inode_limit``, ask it to drop the entries of the oldest files (directories stay:
         a walker inside one must keep seeing the same inode); it then forgets them, and
-        ``forget`` drops them here. One looked up again gets a new inode number."""
+        ``forget`` drops them here. One looked up again gets its number back."""
         excess = len(self._node) - len(self._let_go) - self.inode_limit
         if excess <= 0:
             return
@@ -584,6 +591,14 @@ def _open_small(node: Node) -> _Handle:
         except RpfsError:
             pass  # damaged data: open still succeeds, and read() answers EIO as before
     return _Handle(stream, data)
+
+
+def stable_inode(key: tuple) -> int:
+    """The inode number of a node key: the same for the same key for the mount's lifetime,
+    in [2**32, 2**62) so it never meets the counter used on a collision or the root."""
+    h = int.from_bytes(hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"),
+                                       digest_size=8).digest(), "little")
+    return (h & ((1 << 62) - 1)) | (1 << 32)
 
 
 def _clamp_ns(ns: int) -> int:
