@@ -552,3 +552,20 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(hostile_repo, tmp_p
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_json_output_is_valid_json_with_escaped_names(hostile_repo):
+    """``--json`` lines are valid UTF-8 JSON even for names that are not UTF-8 (lone
+    surrogates are written as \\u escapes), and each decodes back to the name ``ls`` gives."""
+    import json
+
+    def run(*args) -> bytes:
+        return subprocess.run([sys.executable, "-m", "rpfs", *args], capture_output=True,
+                              check=True, cwd=ROOT).stdout
+
+    items = json.loads(run("ls", str(hostile_repo), f"{P1}/names", "--json").decode("utf-8"))
+    got = {os.fsencode(i["name"] if isinstance(i, dict) else i) for i in items}
+    plain = set(run("ls", str(hostile_repo), f"{P1}/names").splitlines())
+    assert got == plain and any(b"\xed" in n or not n.isascii() for n in got), (got, plain)
+    lines = run("find", str(hostile_repo), "**/names/sur*", "--json").decode("utf-8").splitlines()
+    assert lines and all(json.loads(line)["path"].startswith("/names/sur") for line in lines)

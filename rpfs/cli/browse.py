@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import stat as statmod
 import sys
 
+from rpfs.cli import jsonout
 from rpfs.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
@@ -119,7 +119,7 @@ def cmd_ls(args) -> int:
                 except RpfsError as e:
                     items.append({"name": child.name, "type": child.kind, "error": str(e)})
                     failures += 1
-            json.dump(items, sys.stdout, indent=1, ensure_ascii=False)
+            sys.stdout.write(jsonout.dumps(items, indent=1))
             sys.stdout.write("\n")
         else:
             for child in children:
@@ -188,7 +188,7 @@ def cmd_info(args) -> int:
             info = {"source": str(args.source), "kind": tree.kind, **info}
             info.pop("name", None)
         if args.json:
-            json.dump(info, sys.stdout, indent=1, ensure_ascii=False, default=str)
+            sys.stdout.write(jsonout.dumps(info, indent=1, default=str))
             sys.stdout.write("\n")
         else:
             _print_info(info)
@@ -207,7 +207,7 @@ def cmd_restore(args) -> int:
         out = result.as_dict()
         if args.dry_run:
             out["planned"] = result.planned
-        json.dump(out, sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write(jsonout.dumps(out, indent=1))
         sys.stdout.write("\n")
     else:
         if args.dry_run:

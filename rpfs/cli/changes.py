@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
+from rpfs.cli import jsonout
 from rpfs.cli.browse import SOURCE_HELP, _out, add_keys_option, load_keys, open_tree
 
 MARKS = {"added": "+", "removed": "-", "modified": "M", "metadata": "m", "renamed": "R"}
@@ -48,7 +48,7 @@ def cmd_diff(args) -> int:
     with open_tree(args) as tree:
         for c in diff(tree, args.rp_a, args.rp_b, args.path, notice=_notice):
             if args.json:
-                sys.stdout.write(json.dumps(c.as_dict(), ensure_ascii=False) + "\n")
+                sys.stdout.write(jsonout.dumps(c.as_dict()) + "\n")
             elif c.change == "renamed":
                 _out(f"R {c.volume}{c.old_path} -> {c.path}")
             else:
@@ -67,7 +67,7 @@ def cmd_scan(args) -> int:
         vm, name = parse_rp_path(tree, args.rp)
         result = scan_and_store(tree.repo, vm, name, keys=load_keys(args), notice=_notice)
     if args.json:
-        print(json.dumps(result, ensure_ascii=False, indent=1))
+        print(jsonout.dumps(result, indent=1))
     else:
         print(describe(result))
     return 0
@@ -101,7 +101,7 @@ def cmd_last_clean(args) -> int:
             r = {"vm": args.vm, "recovery_point": None, "first_suspicious": None,
                  "reasons": [], "examples": []}
     if args.json:
-        print(json.dumps(r, ensure_ascii=False, indent=1))
+        print(jsonout.dumps(r, indent=1))
     elif r["recovery_point"] is None:
         print(f"no clean recovery point: {r['first_suspicious']} is suspicious"
               if r["first_suspicious"] else "no recovery points", file=sys.stderr)

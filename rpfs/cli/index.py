@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from rpfs.cli import jsonout
 from rpfs.cli.browse import SOURCE_HELP, _out, add_keys_option, load_keys, open_tree
 
 
@@ -61,7 +62,7 @@ def cmd_find(args) -> int:
                                 notice=_notice):
             found += 1
             if args.json:
-                sys.stdout.write(json.dumps(hit, ensure_ascii=False) + "\n")
+                sys.stdout.write(jsonout.dumps(hit) + "\n")
             else:
                 prefix = f"/{hit['vm']}/{hit['recovery_point']}" if hit["vm"] else ""
                 _out(f"{prefix}/volumes/{hit['volume']}{hit['path']}")
@@ -74,7 +75,7 @@ def cmd_history(args) -> int:
     with open_tree(args) as tree:
         h = file_history(tree, args.path, verify=args.verify, notice=_notice)
     if args.json:
-        json.dump(h["versions"], sys.stdout, indent=1, ensure_ascii=False)
+        sys.stdout.write(jsonout.dumps(h["versions"], indent=1))
         sys.stdout.write("\n")
     else:
         for v in h["versions"]:
