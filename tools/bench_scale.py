@@ -13,7 +13,7 @@ Measured, each as a separate ``rpfs`` process (wall seconds, peak RSS from
 ``/usr/bin/time``): ``list`` (every VM), ``ls /`` and ``ls /<vm>`` (what a mount's start and
 first listing do), a backup of an unchanged 64 MiB disk with ``--force-read`` (every chunk
 hashed and looked up in the catalog), ``prune --keep-last 9`` (one recovery point of every
-VM, then gc), and ``repair`` of a deleted catalog from the objects.
+VM, then gc), ``repair`` of a deleted catalog from the objects, and ``verify`` after them.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def measure(*args) -> dict:
     line = [x for x in r.stderr.splitlines() if x.startswith("TIME ")][-1].split()
     if r.returncode not in (0, 1):
         raise RuntimeError(f"rpfs {' '.join(map(str, args))}: {r.stderr[-2000:]}")
-    return {"s": float(line[1]), "rss_mib": round(int(line[2]) / 1024)}
+    return {"s": float(line[1]), "rss_mib": round(int(line[2]) / 1024), "out": r.stdout}
 
 
 def run(scale: int, base: Path) -> dict:
@@ -119,12 +119,22 @@ def run(scale: int, base: Path) -> dict:
     out["list"] = measure("list", path)
     out["ls_root"] = measure("ls", path, "/")
     out["ls_vm"] = measure("ls", path, "/vm0000")
+    for k in ("list", "ls_root", "ls_vm"):
+        out[k].pop("out")
     measure("backup", path, src, "--time", "2026-12-30T00:00:00Z", "--no-index")
     out["backup_unchanged_64mib"] = measure("backup", path, src, "--time", "2026-12-31T00:00:00Z",
                                             "--no-index", "--force-read")
-    out["prune_gc"] = measure("prune", path, "--keep-last", "9")
+    out["backup_unchanged_64mib"].pop("out")
+    out["prune_gc"] = measure("prune", path, "--keep-last", "9", "--json")
+    gc = json.loads(out["prune_gc"].pop("out"))
+    out["prune_gc"].update(removed=gc["removed"], chunks_deleted=gc["gc"]["chunks_deleted"],
+                           chunks_live=gc["gc"]["chunks_live"])
     os.unlink(path / "catalog.sqlite")
-    out["repair"] = measure("repair", path)
+    out["repair"] = measure("repair", path, "--json")
+    rep = json.loads(out["repair"].pop("out"))
+    out["repair"].update(imported=rep["imported"], lost=len(rep["lost"]))
+    out["verify"] = measure("verify", path, "--json")
+    out["verify"]["ok"] = json.loads(out["verify"].pop("out"))["ok"]
     print(f"scale {scale}: {json.dumps(out)}", flush=True)
     shutil.rmtree(path, ignore_errors=True)
     return out
