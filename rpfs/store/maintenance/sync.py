@@ -280,21 +280,14 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
     if listing is None:
         listing = dict(repo.backend.list())
     todo = {n: s for n, s in listing.items() if n not in have}
-    found = []
-    if todo:
-        def index_object(name):
-            try:
-                return objects.get_index(repo, name)
-            except (RpfsError, OSError) as e:
-                log.warning("%s: index object %s unreadable (%s); its packs are read instead",
-                            repo.path, name, e)
-                return {}
-        for idx in _pmap(index_object, list(repo.backend.list_objects(objects.INDEX))):
-            res.indexes_read += 1
-            for n, (size, entries) in idx.items():
-                if todo.get(n) == size:
-                    found.append((n, size, entries, None))
-                    del todo[n]
+
+    def index_object(name):
+        try:
+            return objects.get_index(repo, name)
+        except (RpfsError, OSError) as e:
+            log.warning("%s: index object %s unreadable (%s); its packs are read instead",
+                        repo.path, name, e)
+            return {}
 
     def pack_tail(item):
         n, s = item
@@ -302,10 +295,26 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
             return n, s, read_index(repo.backend, n, s), None
         except (RpfsError, OSError) as e:
             return n, s, None, str(e)
-    res.packs_read += len(todo)
-    found += _pmap(pack_tail, list(todo.items()))
+
+    def found():
+        """(pack, size, entries or None, error) of every pack in ``todo``, a few index
+        objects or pack tails at a time (only those are held in memory, not every entry of
+        every pack: ~150 bytes per chunk)."""
+        names = list(repo.backend.list_objects(objects.INDEX)) if todo else []
+        for k in range(0, len(names), WORKERS):
+            for idx in _pmap(index_object, names[k:k + WORKERS]):
+                res.indexes_read += 1
+                for n, (size, entries) in idx.items():
+                    if todo.get(n) == size:
+                        del todo[n]
+                        yield n, size, entries, None
+        rest = list(todo.items())
+        res.packs_read += len(rest)
+        for k in range(0, len(rest), WORKERS):
+            yield from _pmap(pack_tail, rest[k:k + WORKERS])
+
     with catalog.transaction(db):
-        for n, s, entries, err in found:
+        for n, s, entries, err in found():
             if entries is None:
                 res.lost.append(f"pack {n}: index unreadable ({err}); its chunks are not used")
                 continue
@@ -324,8 +333,9 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
                     "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
                     " ON CONFLICT (hash) DO NOTHING", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
                 if cur.rowcount:   # else the catalog has it in a pack still there: keep that copy
-                    known[e.hash] = cur.lastrowid
                     res.chunks_added += 1
+                    if e.hash in missing:   # only what the caller needs is remembered
+                        known[e.hash] = cur.lastrowid
                 missing.discard(e.hash)
 
 
