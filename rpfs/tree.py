@@ -193,8 +193,33 @@ class RecoveryPoint:
                     out[f"{name}.vss/{sname}"] = e
         return out
 
+    @once
+    def hyperv_config(self) -> dict | None:
+        """What the VM's ``.vmcx`` says (name, id, generation, processors, memory, drives
+        mapped to stored files, checkpoints), or ``{"error": ...}`` for a damaged one; None
+        when no ``.vmcx`` is stored."""
+        from formats import vmcx
+
+        sizes = self.file_sizes()
+        found = sorted(p for p in sizes if p.lower().endswith(".vmcx"))
+        if not found:
+            return None
+        path = found[0]
+        try:
+            cfg = vmcx.vm_config(vmcx.read_keys(self.open_file(path)))
+        except RpfsError as e:
+            return {"file": path, "error": f"{path}: {e}"}
+        out = {"file": path, **cfg}
+        for drive in cfg["drives"]:
+            if drive["path"]:
+                drive["stored_file"] = stored_match(drive["path"], sizes)
+                if drive["stored_file"] is None:
+                    drive["note"] = f"{drive['path']}: no stored file matches this configured path"
+        return out
+
     def describe(self) -> dict:
-        return {}
+        cfg = self.hyperv_config
+        return {} if cfg is None else {"hyperv_config": cfg}
 
     def node(self, name: str, key: tuple) -> StaticDir:
         return StaticDir(name, key, lambda: [
@@ -205,6 +230,21 @@ class RecoveryPoint:
             StaticDir("volumes", key + ("volumes",),
                       lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
         ], self.mtime_ns, info=self.describe)
+
+
+def stored_match(configured: str, stored) -> str | None:
+    """The stored file a configured (Windows) path names: the one sharing the longest tail
+    of path components with it, compared case-insensitively; at least the file name."""
+    want = [c.lower() for c in configured.replace("\\", "/").split("/") if c]
+    best, best_len = None, 0
+    for path in stored:
+        have = [c.lower() for c in path.split("/") if c]
+        n = 0
+        while n < min(len(want), len(have)) and want[-1 - n] == have[-1 - n]:
+            n += 1
+        if n > best_len:
+            best, best_len = path, n
+    return best
 
 
 class _LazyStream(Stream):
@@ -522,7 +562,8 @@ class RepoRecoveryPoint(RecoveryPoint):
         rp = self.rp
         return {"vm": rp.vm, "recovery_point": rp.name, "time": rp.time.isoformat(),
                 "logical_size": rp.logical_size, "stored_size": rp.stored_size,
-                "file_count": rp.file_count, "disks": sorted(self.disks)}
+                "file_count": rp.file_count, "disks": sorted(self.disks),
+                **super().describe()}
 
 
 class Tree:
