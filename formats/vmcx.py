@@ -10,7 +10,8 @@ Layout after openvmm's ``support/hvs_file/FORMAT.md`` (all little-endian):
   flags, size, parent table index and offset, checksum, insertion sequence, name length)
   followed by a NUL-terminated UTF-8 name and the value; nodes are directories, the rest
   typed values (int, uint, double, UTF-16 string, byte array, bool); values of 2 KiB and
-  more live in a file object elsewhere in the file.
+  more live in a file object elsewhere in the file. Key table headers and key entries carry
+  a CRC-32 (header with the checksum zeroed, then name and value), checked here.
 
 ``read_keys`` gives the tree as nested dicts. ``vm_config`` picks out of a ``.vmcx`` what
 ``rpfs info`` shows: the VM's name, id, generation, processors, memory, drives and
@@ -114,6 +115,8 @@ def _key_tables(stream: Stream) -> dict[int, bytes]:
                 sig, index, seq = struct.unpack_from("<HHH", data)
                 if sig != KEY_TABLE_SIGNATURE:
                     raise _err(stream, f"key table signature 0x{sig:04x}", where, ooff)
+                if zlib.crc32(data[:6] + b"\0\0\0\0") != struct.unpack_from("<I", data, 6)[0]:
+                    raise _err(stream, "key table header checksum mismatch", where, ooff)
                 if index not in tables or seq > tables[index][0]:
                     tables[index] = (seq, data)
     return {i: d for i, (_, d) in tables.items()}
@@ -157,6 +160,17 @@ def _value(stream: Stream, etype: int, flags: int, data: bytes, where: str):
     raise _err(stream, f"unknown key type {etype}", where)
 
 
+def _value_size(etype: int, flags: int, body: bytes, nlen: int) -> int:
+    """Bytes of the value the entry checksum covers (the rest of the entry is slack)."""
+    if flags & FLAG_FILE_OBJECT:
+        return 12
+    if etype in (T_STRING, T_ARRAY):
+        if len(body) < nlen + 4:
+            return len(body) - nlen
+        return 4 + struct.unpack_from("<I", body, nlen)[0]
+    return {T_INT: 8, T_UINT: 8, T_DOUBLE: 8, T_BOOL: 4, T_NODE: 12}.get(etype, 0)
+
+
 def read_keys(stream: Stream) -> dict:
     """The key tree of a HyperVStorage file as nested dicts (nodes are dicts)."""
     _header(stream)
@@ -166,7 +180,7 @@ def read_keys(stream: Stream) -> dict:
     for index, data in tables.items():
         pos = KEY_TABLE_HEADER
         while pos + KEY_ENTRY.size < len(data):
-            etype, flags, size, ptab, poff, _, _, nlen = KEY_ENTRY.unpack_from(data, pos)
+            etype, flags, size, ptab, poff, crc, _, nlen = KEY_ENTRY.unpack_from(data, pos)
             where = f"key table {index} entry at {pos}"
             if size == 0:
                 break
@@ -176,6 +190,9 @@ def read_keys(stream: Stream) -> dict:
                 body = data[pos + KEY_ENTRY.size:pos + size]
                 if nlen == 0 or nlen > len(body):
                     raise _err(stream, f"key name of {nlen} bytes overruns its entry", where)
+                if zlib.crc32(data[pos:pos + 12] + b"\0\0\0\0" + data[pos + 16:pos + KEY_ENTRY.size]
+                              + body[:nlen + _value_size(etype, flags, body, nlen)]) != crc:
+                    raise _err(stream, "key entry checksum mismatch", where)
                 name = body[:nlen - 1].decode("utf-8", "replace")
                 value = None if etype == T_NODE else _value(stream, etype, flags, body[nlen:], where)
                 parent = None if ptab == 0 else (ptab, poff)
