@@ -83,6 +83,17 @@ def dissect_fve_dir():
 
 
 @pytest.fixture(scope="session")
+def dissect_hyperv_dir():
+    """A .vmcx and a .VMRS written by Hyper-V, from dissect.hypervisor's sdist; skipped where
+    pip cannot fetch it."""
+    from tools.fixtures import dissect_hyperv_files
+    try:
+        return dissect_hyperv_files.fetch()
+    except dissect_hyperv_files.Unavailable as e:
+        pytest.skip(f"dissect.hypervisor's Hyper-V files: {e}")
+
+
+@pytest.fixture(scope="session")
 def large_fixtures():
     """The "large" set: multi-GiB, for benchmarks; only with RPFS_LARGE=1."""
     if os.environ.get("RPFS_LARGE") != "1":

@@ -77,3 +77,10 @@ if [[ ! -f .cache/dissect-fve-images/vista.img ]]; then
   .venv/bin/python -m tools.fixtures.dissect_fve_images >/dev/null \
     || echo "setup: warning: no dissect.fve test volumes (their tests will skip and say why)" >&2
 fi
+# A .vmcx and a .VMRS written by Hyper-V, from dissect.hypervisor's source distribution
+# (pip download, sha256 pinned).
+if [[ ! -f .cache/dissect-hyperv-files/test.VMRS ]]; then
+  echo "setup: fetching dissect.hypervisor's Hyper-V configuration files"
+  .venv/bin/python -m tools.fixtures.dissect_hyperv_files >/dev/null \
+    || echo "setup: warning: no dissect.hypervisor test files (their tests will skip and say why)" >&2
+fi

@@ -1,0 +1,130 @@
+"""Hyper-V configuration (.vmcx/.VMRS): formats/vmcx against dissect.hypervisor on files
+written by Hyper-V, and what ``rpfs info`` says of a VM folder and a recovery point."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from formats import vmcx
+from rpfs.errors import FormatError, RpfsError
+from rpfs.stream import BytesStream, FileStream
+from tests.helpers.cli import rpfs
+
+VMCX_NAME = "282874FC-59D6-4F30-BC04-5FDD909C82E0.vmcx"
+CONFIGURED = r"C:\Users\Public\Documents\Hyper-V\Virtual Hard Disks\Other Location.vhdx"
+FACTS = {"name": "Other Location", "id": "282874FC-59D6-4F30-BC04-5FDD909C82E0",
+         "generation": 1, "processors": 1, "memory_mib": 1024, "checkpoints": []}
+
+
+@pytest.mark.parametrize("name", ["test.vmcx", "test.VMRS"])
+def test_keys_equal_dissect(dissect_hyperv_dir, name):
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    path = dissect_hyperv_dir / name
+    ours = vmcx.read_keys(FileStream(path))
+    with open(path, "rb") as f:
+        assert ours == HyperVFile(f).as_dict()
+
+
+def _vm_folder(dissect_hyperv_dir, root, with_disk=True):
+    (root / "Virtual Machines").mkdir(parents=True)
+    shutil.copy(dissect_hyperv_dir / "test.vmcx", root / "Virtual Machines" / VMCX_NAME)
+    shutil.copy(dissect_hyperv_dir / "test.VMRS",
+                root / "Virtual Machines" / VMCX_NAME.replace(".vmcx", ".VMRS"))
+    if with_disk:
+        (root / "Virtual Hard Disks").mkdir()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "vhdx",
+                        str(root / "Virtual Hard Disks" / "Other Location.vhdx"), "4M"], check=True)
+    return root
+
+
+def _check_facts(cfg, stored):
+    assert {k: cfg[k] for k in FACTS} == FACTS
+    assert cfg["file"] == f"Virtual Machines/{VMCX_NAME}"
+    assert [(d["controller_type"], d["controller"], d["location"], d["type"])
+            for d in cfg["drives"]] == [("ide", 0, 0, "VHD"), ("ide", 0, 1, "NONE"),
+                                       ("ide", 1, 0, "ISO"), ("ide", 1, 1, "NONE")]
+    disk = cfg["drives"][0]
+    assert disk["path"] == CONFIGURED
+    assert disk["stored_file"] == stored
+
+
+def test_info_folder(dissect_hyperv_dir, tmp_path):
+    vm = _vm_folder(dissect_hyperv_dir, tmp_path / "vm")
+    info = json.loads(rpfs("info", vm, "/", "--json").stdout)
+    _check_facts(info["hyperv_config"], "Virtual Hard Disks/Other Location.vhdx")
+    assert "note" not in info["hyperv_config"]["drives"][0]
+
+
+def test_info_folder_disk_missing(dissect_hyperv_dir, tmp_path):
+    vm = _vm_folder(dissect_hyperv_dir, tmp_path / "vm", with_disk=False)
+    cfg = json.loads(rpfs("info", vm, "/", "--json").stdout)["hyperv_config"]
+    _check_facts(cfg, None)
+    assert cfg["drives"][0]["note"] == f"{CONFIGURED}: no stored file matches this configured path"
+    text = rpfs("info", vm, "/").stdout.decode()
+    assert f"note: {CONFIGURED}: no stored file matches" in text
+
+
+def test_info_recovery_point(dissect_hyperv_dir, tmp_path):
+    vm = _vm_folder(dissect_hyperv_dir, tmp_path / "vm")
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, vm, "--vm", "other", "--time", "2026-11-01T02:00:00Z", "--no-index")
+    info = json.loads(rpfs("info", repo, "/other/2026-11-01T020000Z", "--json").stdout)
+    _check_facts(info["hyperv_config"], "Virtual Hard Disks/Other Location.vhdx")
+
+
+def _object_table_loop(data: bytes) -> bytes:
+    """The first object table entry turned into a link back to the table itself."""
+    b = bytearray(data)
+    struct.pack_into("<BIQIB", b, 8192 + 8, 1, 0, 8192, 4096, 1)
+    return bytes(b)
+
+
+def _hostile(data: bytes) -> dict[str, bytes]:
+    entry = 3 * 4096 + 10    # the first entry of the first key table (after the object table)
+    flipped = bytearray(data)
+    flipped[entry + 25] ^= 0x20
+    return {"truncated-header": data[:30], "truncated-tables": data[:9000],
+            "no-header": b"\0" * 8192 + data[8192:], "flipped-entry": bytes(flipped),
+            "object-table-loop": _object_table_loop(data)}
+
+
+@pytest.mark.parametrize("case", ["truncated-header", "truncated-tables", "no-header",
+                                  "flipped-entry", "object-table-loop"])
+def test_hostile_vmcx_one_line(dissect_hyperv_dir, tmp_path, case):
+    data = _hostile((dissect_hyperv_dir / "test.vmcx").read_bytes())[case]
+    with pytest.raises(FormatError):
+        vmcx.read_keys(BytesStream(data))
+    vm = tmp_path / "vm"
+    vm.mkdir()
+    (vm / "bad.vmcx").write_bytes(data)
+    r = rpfs("info", vm, "/", "--json", check=False)
+    assert b"Traceback" not in r.stderr
+    cfg = json.loads(r.stdout)["hyperv_config"]
+    assert cfg["error"].startswith("bad.vmcx: ") and "\n" not in cfg["error"]
+    text = rpfs("info", vm, "/").stdout.decode()
+    assert sum("error: bad.vmcx: " in line for line in text.splitlines()) == 1
+
+
+def test_mutations_typed(dissect_hyperv_dir):
+    """Truncated and bit-flipped copies: parsed or a typed error, nothing else (counted)."""
+    data = (dissect_hyperv_dir / "test.vmcx").read_bytes()
+    rnd = random.Random(19)
+    errors = 0
+    for i in range(400):
+        b = bytearray(data[:rnd.randrange(len(data))] if i % 2 else data)
+        for _ in range(rnd.randint(1, 6)):
+            if b:
+                b[rnd.randrange(len(b))] ^= 1 << rnd.randrange(8)
+        try:
+            vmcx.vm_config(vmcx.read_keys(BytesStream(bytes(b))))
+        except RpfsError:
+            errors += 1
+    assert errors > 200   # checksums catch most flips: the test can see a parser that accepts all
