@@ -444,10 +444,26 @@ def vss_seeds(seeds: dict) -> None:
     _save("vss", encode_image(s.size, blocks), seeds)
 
 
+def vmcx_seeds(seeds: dict) -> None:
+    """HyperVStorage files from the .vmcx writer: a generation 2 VM with SCSI drives, and a
+    generation 1 VM with an IDE drive and a value of every type."""
+    from tools.fixtures import vmcx_writer
+    _save("vmcx", vmcx_writer.write(vmcx_writer.gen2_config()), seeds)
+    ide = "83f8638b-8dca-4152-9eda-2ca8b33039b4"
+    _save("vmcx", vmcx_writer.write({"configuration": {
+        "properties": {"name": "old", "global_id": "G", "subtype": 0, "version": -1},
+        "settings": {"processors": {"count": 1}, "memory": {"bank": {"size": 512}}},
+        "manifest": {"vdev001": {"instance": ide, "name": "Microsoft Emulated IDE Controller"}},
+        f"_{ide}_": {"controller0": {"drive0": {"type": "VHD", "pathname": "C:\\a.vhd"}},
+                     "controller1": {"drive0": {"type": "NONE", "pathname": ""}}},
+        "blob": b"\x01\x02", "flag": False}}), seeds)
+
+
 def write_seeds() -> dict[str, int]:
     counts = {}
     seeds = build_seeds()
     vss_seeds(seeds)
+    vmcx_seeds(seeds)
     for target, items in seeds.items():
         d = CORPUS / target
         d.mkdir(parents=True, exist_ok=True)

@@ -821,6 +821,13 @@ def fuzz_ldm_database(data: bytes) -> None:
         exercise(value, reads=4)
 
 
+def fuzz_vmcx(data: bytes) -> None:
+    """A Hyper-V configuration file (HyperVStorage, raw bytes): headers, object tables, key
+    tables and entries, the key tree, then the VM facts ``rpfs info`` shows."""
+    from formats import vmcx
+    vmcx.vm_config(vmcx.read_keys(BytesStream(data, name="fuzz.vmcx")))
+
+
 TARGETS = {name[5:]: fn for name, fn in sorted(globals().items()) if name.startswith("fuzz_")}
 ALL = sorted(TARGETS)   # the combined target "all": an input's first byte indexes this list
 
