@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from datetime import datetime, timedelta, timezone
 
 from rpfs.errors import FormatError, UnsupportedError
 from rpfs.stream import Stream
@@ -248,6 +249,7 @@ def vm_config(keys: dict) -> dict:
         "id": _get(cfg, "properties/global_id"),
         "generation": subtype + 1 if isinstance(subtype, int) else None,
         "version": _get(cfg, "properties/version"),
+        "created": filetime(_get(cfg, "properties/creation_time")),
         "processors": _get(cfg, "settings/processors/count"),
         "memory_mib": memory,
         "dynamic_memory": _get(cfg, "settings/memory/bank/dynamic_memory_enabled"),
@@ -255,6 +257,17 @@ def vm_config(keys: dict) -> dict:
         "checkpoints": checkpoints(cfg),
     }
     return out
+
+
+def filetime(value) -> str | None:
+    """A Windows FILETIME (8 bytes, 100 ns since 1601) as ISO 8601 UTC, None if not one."""
+    if not isinstance(value, bytes) or len(value) != 8:
+        return None
+    ticks = struct.unpack("<Q", value)[0]
+    if not ticks or ticks >= 2650467743999999999:   # past 9999-12-31
+        return None
+    t = datetime(1601, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ticks // 10)
+    return t.isoformat()
 
 
 def drives(cfg: dict) -> list[dict]:

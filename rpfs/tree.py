@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd", ".avhd")
 MAX_SYMLINK_HOPS = 40
+MAX_CHECKPOINT_CONFIGS = 256   # checkpoint .vmcx files read for rpfs info
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,25 +198,40 @@ class RecoveryPoint:
     def hyperv_config(self) -> dict | None:
         """What the VM's ``.vmcx`` says (name, id, generation, processors, memory, drives
         mapped to stored files, checkpoints), or ``{"error": ...}`` for a damaged one; None
-        when no ``.vmcx`` is stored."""
-        from formats import vmcx
-
+        when no ``.vmcx`` is stored. A ``.vmcx`` under a ``Snapshots`` folder is a
+        checkpoint's configuration: listed under ``checkpoint_configs``."""
         sizes = self.file_sizes()
         found = sorted(p for p in sizes if p.lower().endswith(".vmcx"))
         if not found:
             return None
-        path = found[0]
-        try:
-            cfg = vmcx.vm_config(vmcx.read_keys(self.open_file(path)))
-        except RpfsError as e:
-            return {"file": path, "error": f"{path}: {e}"}
-        out = {"file": path, **cfg}
-        for drive in cfg["drives"]:
+        snaps = [p for p in found if "snapshots" in p.lower().split("/")[:-1]]
+        path = next((p for p in found if p not in snaps), found[0])
+        out = self._read_vmcx(path)
+        if "error" in out:
+            return out
+        for drive in out["drives"]:
             if drive["path"]:
                 drive["stored_file"] = stored_match(drive["path"], sizes)
                 if drive["stored_file"] is None:
                     drive["note"] = f"{drive['path']}: no stored file matches this configured path"
+        configs = []
+        for snap in snaps[:MAX_CHECKPOINT_CONFIGS]:
+            if snap == path:
+                continue
+            cfg = self._read_vmcx(snap)
+            configs.append(cfg if "error" in cfg else
+                           {k: cfg[k] for k in ("file", "name", "id", "created")})
+        if configs:
+            out["checkpoint_configs"] = configs
         return out
+
+    def _read_vmcx(self, path: str) -> dict:
+        from formats import vmcx
+
+        try:
+            return {"file": path, **vmcx.vm_config(vmcx.read_keys(self.open_file(path)))}
+        except RpfsError as e:
+            return {"file": path, "error": f"{path}: {e}"}
 
     def describe(self) -> dict:
         cfg = self.hyperv_config

@@ -19,7 +19,8 @@ from tests.helpers.cli import rpfs
 VMCX_NAME = "282874FC-59D6-4F30-BC04-5FDD909C82E0.vmcx"
 CONFIGURED = r"C:\Users\Public\Documents\Hyper-V\Virtual Hard Disks\Other Location.vhdx"
 FACTS = {"name": "Other Location", "id": "282874FC-59D6-4F30-BC04-5FDD909C82E0",
-         "generation": 1, "processors": 1, "memory_mib": 1024, "checkpoints": []}
+         "generation": 1, "processors": 1, "memory_mib": 1024, "checkpoints": [],
+         "created": "2021-08-22T21:41:00.717226+00:00"}   # properties/creation_time, a FILETIME
 
 
 @pytest.mark.parametrize("name", ["test.vmcx", "test.VMRS"])
@@ -72,12 +73,21 @@ def test_info_folder_disk_missing(dissect_hyperv_dir, tmp_path):
 
 
 def test_info_recovery_point(dissect_hyperv_dir, tmp_path):
+    """After a backup; a checkpoint's configuration (Snapshots/<id>.vmcx) is listed."""
+    from tools.fixtures import vmcx_writer
+
     vm = _vm_folder(dissect_hyperv_dir, tmp_path / "vm")
+    snap = vmcx_writer.gen2_config()
+    snap["configuration"]["properties"].update(name="before update", global_id="5A1E")
+    (vm / "Snapshots").mkdir()
+    (vm / "Snapshots" / "5A1E.vmcx").write_bytes(vmcx_writer.write(snap))
     repo = tmp_path / "repo"
     rpfs("init", repo)
     rpfs("backup", repo, vm, "--vm", "other", "--time", "2026-11-01T02:00:00Z", "--no-index")
     info = json.loads(rpfs("info", repo, "/other/2026-11-01T020000Z", "--json").stdout)
     _check_facts(info["hyperv_config"], "Virtual Hard Disks/Other Location.vhdx")
+    assert info["hyperv_config"]["checkpoint_configs"] == [
+        {"file": "Snapshots/5A1E.vmcx", "name": "before update", "id": "5A1E", "created": None}]
 
 
 def _object_table_loop(data: bytes) -> bytes:
