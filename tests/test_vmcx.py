@@ -89,6 +89,21 @@ def test_info_recovery_point(dissect_hyperv_dir, tmp_path):
     assert info["hyperv_config"]["checkpoint_configs"] == [
         {"file": "Snapshots/5A1E.vmcx", "name": "before update", "id": "5A1E", "created": None}]
 
+    import httpx
+
+    from tests.helpers.web import start_server
+    proc, base = start_server(repo, log=tmp_path / "serve.log")
+    try:   # the web page of the recovery point says the same
+        page = httpx.get(f"{base}/browse/other/2026-11-01T020000Z", timeout=60).text
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert "name: Other Location" in page and "processors: 1" in page
+    assert ("IDE 0:0 VHD C:\\Users\\Public\\Documents\\Hyper-V\\Virtual Hard Disks\\"
+            "Other Location.vhdx &rarr; <a href=\"/browse/other/2026-11-01T020000Z/files/"
+            "Virtual%20Hard%20Disks/Other%20Location.vhdx\">") in page
+    assert "checkpoint: before update" in page
+
 
 def _object_table_loop(data: bytes) -> bytes:
     """The first object table entry turned into a link back to the table itself."""
