@@ -46,7 +46,9 @@ MAX_OBJECT_TABLES = 64
 MAX_OBJECT_ENTRIES = 65536
 MAX_KEY_TABLE = 1 << 20          # bytes in one key table
 MAX_KEY_BYTES = 64 << 20         # all key tables together
-MAX_VALUE = 1 << 20              # a value read from a file object (larger: skipped, size said)
+MAX_VALUE = 64 << 10             # a value read from a file object (larger: skipped, size said;
+                                 # a .VMRS keeps the guest's RAM in 1 MiB values)
+MAX_FILE_OBJECT_BYTES = 16 << 20  # all values read from file objects together
 MAX_DEPTH = 64                   # nesting of nodes
 
 
@@ -123,15 +125,16 @@ def _key_tables(stream: Stream) -> dict[int, bytes]:
     return {i: d for i, (_, d) in tables.items()}
 
 
-def _value(stream: Stream, etype: int, flags: int, data: bytes, where: str):
+def _value(stream: Stream, etype: int, flags: int, data: bytes, where: str, budget: list[int]):
     if flags & FLAG_FILE_OBJECT:
         if len(data) < 12:
             raise _err(stream, "file object pointer cut short", where)
         size, off = struct.unpack_from("<IQ", data)
         if off + size > stream.size:
             raise _err(stream, f"file object of {size} bytes at {off} past the end", where, off)
-        if size > MAX_VALUE:
+        if size > MAX_VALUE or size > budget[0]:
             return {"skipped_bytes": size}
+        budget[0] -= size
         data = stream.read(off, size)
         body = data
     elif etype in (T_STRING, T_ARRAY):
@@ -178,6 +181,7 @@ def read_keys(stream: Stream) -> dict:
     tables = _key_tables(stream)
     # (table, offset) -> (parent (table, offset) or None, name, value or None for a node)
     entries: dict[tuple[int, int], tuple] = {}
+    budget = [MAX_FILE_OBJECT_BYTES]
     for index, data in tables.items():
         pos = KEY_TABLE_HEADER
         while pos + KEY_ENTRY.size < len(data):
@@ -195,7 +199,7 @@ def read_keys(stream: Stream) -> dict:
                               + body[:nlen + _value_size(etype, flags, body, nlen)]) != crc:
                     raise _err(stream, "key entry checksum mismatch", where)
                 name = body[:nlen - 1].decode("utf-8", "replace")
-                value = None if etype == T_NODE else _value(stream, etype, flags, body[nlen:], where)
+                value = None if etype == T_NODE else _value(stream, etype, flags, body[nlen:], where, budget)
                 parent = None if ptab == 0 else (ptab, poff)
                 entries[(index, pos)] = (parent, name, etype, value)
             pos += size

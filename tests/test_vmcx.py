@@ -202,3 +202,22 @@ def test_key_loop_is_an_error():
     struct.pack_into("<I", data, first + 12, zlib.crc32(bytes(entry)))
     with pytest.raises(FormatError):
         vmcx.read_keys(BytesStream(bytes(data)))
+
+
+def test_file_objects_bounded():
+    """Values of 2 KiB and more live in file objects: read equal to dissect.hypervisor up to
+    64 KiB each, larger ones (a .VMRS's RAM blocks) and those past 16 MiB in all only sized."""
+    import io
+
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    from tools.fixtures import vmcx_writer
+
+    tree = {"a": {"big": b"x" * 5000, "text": "y" * 3000, "n": 1}}
+    data = vmcx_writer.write(tree)
+    assert HyperVFile(io.BytesIO(data)).as_dict() == tree == vmcx.read_keys(BytesStream(data))
+    many = {"m": {f"v{i}": bytes([i % 251]) * 60_000 for i in range(300)}, "huge": b"z" * 70_000}
+    keys = vmcx.read_keys(BytesStream(vmcx_writer.write(many)))
+    assert keys["huge"] == {"skipped_bytes": 70_000}
+    read = [v for v in keys["m"].values() if isinstance(v, bytes)]
+    assert len(read) == (16 << 20) // 60_000 and read[0] == bytes(60_000)

@@ -29,6 +29,7 @@ with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader", "xfs_
     import formats.vhd  # noqa: F401
     import formats.vhdx  # noqa: F401
     import formats.vhdx.log  # noqa: F401
+    import formats.vmcx  # noqa: F401
     import formats.vss  # noqa: F401
     import ntfs_reader.attrs  # noqa: F401
     import ntfs_reader.boot  # noqa: F401
