@@ -230,8 +230,9 @@ class RecoveryPoint:
 
         try:
             return {"file": path, **vmcx.vm_config(vmcx.read_keys(self.open_file(path)))}
-        except RpfsError as e:
-            return {"file": path, "error": f"{path}: {e}"}
+        except RpfsError as e:   # one line, naming the file once
+            msg = str(e).replace("\n", " ")
+            return {"file": path, "error": msg if msg.startswith(path) else f"{path}: {msg}"}
 
     def describe(self) -> dict:
         cfg = self.hyperv_config

@@ -134,6 +134,7 @@ def test_hostile_vmcx_one_line(dissect_hyperv_dir, tmp_path, case):
     assert b"Traceback" not in r.stderr
     cfg = json.loads(r.stdout)["hyperv_config"]
     assert cfg["error"].startswith("bad.vmcx: ") and "\n" not in cfg["error"]
+    assert cfg["error"].count("bad.vmcx") == 1
     text = rpfs("info", vm, "/").stdout.decode()
     assert sum("error: bad.vmcx: " in line for line in text.splitlines()) == 1
 
