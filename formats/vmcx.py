@@ -74,8 +74,9 @@ def _header(stream: Stream) -> tuple:
         raise _err(stream, "no valid HyperVStorage header (signature and CRC-32 at 0 and 4096)",
                    "file header", 0)
     if not 0x0200 <= best[0] <= 0x04FF:
-        raise UnsupportedError(f"{stream.name}: HyperVStorage format version "
-                               f"{best[0] >> 8}.{best[0] & 0xFF} is not supported (2.0 to 4.x)")
+        raise UnsupportedError(f"HyperVStorage format version {best[0] >> 8}.{best[0] & 0xFF} "
+                               "is not supported (2.0 to 4.x)", source=stream.name,
+                               structure="file header")
     return best
 
 

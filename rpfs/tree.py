@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from rpfs.errors import NotFoundError, RpfsError, UnsupportedError, UsageError
+from rpfs.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
 )
@@ -230,7 +230,9 @@ class RecoveryPoint:
 
         try:
             return {"file": path, **vmcx.vm_config(vmcx.read_keys(self.open_file(path)))}
-        except RpfsError as e:   # one line, naming the file once
+        except RpfsError as e:   # one line, naming the file once (as stored)
+            if isinstance(e, FormatError):
+                e.source = path
             msg = str(e).replace("\n", " ")
             return {"file": path, "error": msg if msg.startswith(path) else f"{path}: {msg}"}
 

@@ -222,3 +222,19 @@ def test_file_objects_bounded():
     assert keys["huge"] == {"skipped_bytes": 70_000}
     read = [v for v in keys["m"].values() if isinstance(v, bytes)]
     assert len(read) == (16 << 20) // 60_000 and read[0] == bytes(60_000)
+
+
+def test_old_format_version_unsupported():
+    """A version 1.x file (WCHAR key names): UnsupportedError saying which version."""
+    import zlib
+
+    from rpfs.errors import UnsupportedError
+    from tools.fixtures import vmcx_writer
+
+    data = bytearray(vmcx_writer.write({"a": 1}))
+    for at in (0, 4096):
+        struct.pack_into("<II", data, at + 4, 0, 0)          # checksum and sequence zeroed
+        struct.pack_into("<I", data, at + 10, 0x0101)
+        struct.pack_into("<I", data, at + 4, zlib.crc32(bytes(data[at:at + 46])))
+    with pytest.raises(UnsupportedError, match="version 1.1 is not supported"):
+        vmcx.read_keys(BytesStream(bytes(data)))
