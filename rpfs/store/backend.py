@@ -336,7 +336,9 @@ class LocalBackend(Backend):
             os.makedirs(d, mode=0o700, exist_ok=True)
             fsync_dir(os.path.dirname(d))
         tmp = os.path.join(self.staging, f"obj-{os.getpid()}-{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as f:
+        # 0600 whatever the umask: scans and job records are written after a backup's
+        # private_files() has ended, and by commands that never enter it (rpfs scan)
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
