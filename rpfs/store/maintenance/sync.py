@@ -224,9 +224,13 @@ def follow_gc(repo, res: RebuildResult) -> None:
     used chunks are in no other pack was lost, not collected: it stays, and reads and
     ``verify`` name it missing. (That case runs the mark step again at every open.)"""
     db = repo.writer
+    # The catalog's packs before the bucket's: a backup on this catalog makes a pack
+    # durable before its row, so every row read first is in the listing unless a gc
+    # deleted it. Listed first, a pack uploaded and recorded in between looked gone, and
+    # its chunks (no file of a running backup uses them yet) were dropped from the catalog.
+    known = db.execute("SELECT id, name FROM packs WHERE name != ?", (catalog.LOST_PACK,)).fetchall()
     present = dict(repo.backend.list())
-    gone = [pid for pid, n in db.execute("SELECT id, name FROM packs WHERE name != ?",
-                                         (catalog.LOST_PACK,)) if n not in present]
+    gone = [pid for pid, n in known if n not in present]
     if not gone:
         return
     moved: dict[bytes, int] = {}
@@ -276,10 +280,13 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
     size), when the caller has just listed them."""
     relocate = {} if relocate is None else relocate
     db = repo.writer
-    have = {n for (n,) in db.execute("SELECT name FROM packs")}
+    have = dict(db.execute("SELECT name, id FROM packs"))
     if listing is None:
         listing = dict(repo.backend.list())
-    todo = {n: s for n, s in listing.items() if n not in have}
+    # Chunks to relocate may be in a pack the catalog already knows: two machines stored
+    # the same chunk, this catalog kept its own copy's row, and a gc elsewhere kept the
+    # other copy. Known packs are then read too, for relocation only.
+    todo = {n: s for n, s in listing.items() if n not in have or relocate}
 
     def index_object(name):
         try:
@@ -315,11 +322,17 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
 
     with catalog.transaction(db):
         for n, s, entries, err in found():
+            pid = have.get(n)
             if entries is None:
-                res.lost.append(f"pack {n}: index unreadable ({err}); its chunks are not used")
+                if pid is None:
+                    res.lost.append(f"pack {n}: index unreadable ({err}); its chunks are not used")
                 continue
-            pid = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
-                             (n, s, len(entries), time.time())).lastrowid
+            if pid is None:
+                pid = db.execute("INSERT INTO packs (name, size, chunk_count, created)"
+                                 " VALUES (?,?,?,?)", (n, s, len(entries), time.time())).lastrowid
+                added = True
+            else:
+                added = False
             for e in entries:
                 cid = relocate.pop(e.hash, None)
                 if cid is not None:
@@ -327,6 +340,8 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
                                " codec = ? WHERE id = ?", (pid, e.offset, e.csize, e.usize, e.codec, cid))
                     known[e.hash] = cid
                     continue
+                if not added:
+                    continue   # a known pack, read only to relocate
                 if e.hash in known:
                     continue   # also in another pack (a repack a gc had not finished deleting)
                 cur = db.execute(
