@@ -15,7 +15,7 @@ zstd), filedata (a file's stream), volume, entry.
 
 from __future__ import annotations
 
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 from .entry import Entry
 from .superblock import OFFSET, probe_bytes

@@ -8,7 +8,7 @@ import struct
 
 import crc32c as _crc32c
 
-from rpfs.errors import FormatError, UnsupportedError
+from streams.errors import FormatError, UnsupportedError
 
 # The fuzz targets turn this off so that mutations reach the parsers behind the checks.
 ENFORCE = True

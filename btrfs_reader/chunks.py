@@ -9,7 +9,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rpfs.errors import FormatError, UnsupportedError
+from streams.errors import FormatError, UnsupportedError
 
 if TYPE_CHECKING:
     from .volume import Volume

@@ -15,7 +15,7 @@ import zlib
 import zstandard
 from lzallright import LZOCompressor, LZOError
 
-from rpfs.errors import FormatError, UnsupportedError
+from streams.errors import FormatError, UnsupportedError
 
 ZLIB, LZO, ZSTD = 1, 2, 3
 MAX_RAM = 1 << 20             # Btrfs compresses at most 128 KiB per extent

@@ -11,8 +11,8 @@ import os
 import stat
 from typing import Iterator
 
-from rpfs.errors import FormatError, NotFoundError, UsageError
-from rpfs.stream import Stream
+from streams.errors import FormatError, NotFoundError, UsageError
+from streams.stream import Stream
 
 from . import items
 from .checksum import name_hash

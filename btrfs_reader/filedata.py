@@ -7,8 +7,8 @@ from __future__ import annotations
 import bisect
 from typing import TYPE_CHECKING, Iterator
 
-from rpfs.errors import FormatError
-from rpfs.stream import DATA, ZERO, Extent, Stream
+from streams.errors import FormatError
+from streams.stream import DATA, ZERO, Extent, Stream
 
 from .compression import decompress
 from .items import FILE_EXTENT_PREALLOC, FileExtent

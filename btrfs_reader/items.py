@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from .tree import Key
 

@@ -7,7 +7,7 @@ import struct
 import uuid as _uuid
 from dataclasses import dataclass
 
-from rpfs.errors import FormatError, UnsupportedError
+from streams.errors import FormatError, UnsupportedError
 
 from . import checksum
 

@@ -11,7 +11,7 @@ import bisect
 import struct
 from typing import TYPE_CHECKING, Iterator, NamedTuple
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from . import checksum
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import stat
 from functools import cached_property
 
-from rpfs.errors import FormatError, NotFoundError
-from rpfs.lru import LRU
-from rpfs.stream import Stream
+from streams.errors import FormatError, NotFoundError
+from streams.lru import LRU
+from streams.stream import Stream
 
 from . import items, superblock
 from .chunks import CHUNK_ITEM, ChunkMap, parse_chunk

@@ -1,4 +1,4 @@
-"""ext2/ext3/ext4 read-only, in user space, over any ``rpfs.stream.Stream``.
+"""ext2/ext3/ext4 read-only, in user space, over any ``streams.stream.Stream``.
 
 The reader contract (probe, open_volume, Volume, Entry) is docs/filesystems.md. A journal
 left with committed transactions that were not yet written home (a crash-consistent copy of

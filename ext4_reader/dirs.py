@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from ext4_reader.checksum import crc32c_raw
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 FILE_TYPES = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
               7: "symlink"}

@@ -14,8 +14,8 @@ import struct
 from dataclasses import dataclass
 
 from ext4_reader.checksum import crc32c_raw
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import DATA, ZERO, Extent, Stream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import DATA, ZERO, Extent, Stream
 
 EXTENTS_FL = 0x80000
 INLINE_DATA_FL = 0x10000000

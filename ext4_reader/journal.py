@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass, field
 
 from ext4_reader.checksum import crc32c_raw
-from rpfs.errors import FormatError, UnsupportedError
+from streams.errors import FormatError, UnsupportedError
 
 MAGIC = 0xC03B3998
 DESCRIPTOR, COMMIT, SB_V1, SB_V2, REVOKE = 1, 2, 3, 4, 5

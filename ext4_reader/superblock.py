@@ -8,7 +8,7 @@ import uuid as uuidmod
 from dataclasses import dataclass
 
 from ext4_reader.checksum import crc16, crc32c_raw
-from rpfs.errors import FormatError, UnsupportedError
+from streams.errors import FormatError, UnsupportedError
 
 SUPERBLOCK_OFFSET = 1024
 MAGIC = 0xEF53

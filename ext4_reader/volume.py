@@ -21,9 +21,9 @@ from ext4_reader.superblock import (
     COMPAT_HAS_JOURNAL, INCOMPAT_64BIT, INCOMPAT_FILETYPE, INCOMPAT_INLINE_DATA, INCOMPAT_RECOVER,
     RO_COMPAT_HUGE_FILE, SUPERBLOCK_OFFSET, descriptor_block, parse_descriptor, parse_superblock,
 )
-from rpfs.errors import FormatError, NotFoundError, RpfsError, UsageError
-from rpfs.lru import LRU
-from rpfs.stream import BytesStream, Stream
+from streams.errors import FormatError, NotFoundError, RpfsError, UsageError
+from streams.lru import LRU
+from streams.stream import BytesStream, Stream
 
 ROOT_INO = 2
 MAX_SYMLINK = 4096

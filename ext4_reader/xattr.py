@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 from ext4_reader.checksum import crc32c_raw
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 MAGIC = 0xEA020000
 PREFIXES = {1: "user.", 2: "system.posix_acl_access", 3: "system.posix_acl_default",

@@ -24,8 +24,8 @@ from formats.chain import Resolution, open_path, resolve_all, resolve_chains
 from formats.detect import detect_format, open_image
 from formats.disk import Disk, ParentRef, RawDisk
 from formats.partitions import Partition, PartitionTable, read_partitions
-from rpfs.errors import UsageError
-from rpfs.stream import Stream
+from streams.errors import UsageError
+from streams.stream import Stream
 
 __all__ = ["Disk", "ParentRef", "RawDisk", "Partition", "PartitionTable", "detect_format",
            "open_image", "open_path", "read_partitions", "resolve_all", "resolve_chains",

@@ -28,8 +28,8 @@ from typing import Mapping
 
 from formats.detect import open_image
 from formats.disk import Disk, RawDisk
-from rpfs.errors import ChainError, RpfsError
-from rpfs.stream import FileStream, Stream
+from streams.errors import ChainError, RpfsError
+from streams.stream import FileStream, Stream
 
 DISK_EXTENSIONS = (".vhdx", ".avhdx", ".vhd", ".avhd")
 RAW_EXTENSIONS = (".img", ".raw")
@@ -283,7 +283,7 @@ def open_path(path: str | os.PathLike) -> dict[str, Disk]:
                     files[rel] = FileStream(full, name=full)
         return resolve_chains(files)
     if not os.path.isfile(path):
-        from rpfs.errors import NotFoundError
+        from streams.errors import NotFoundError
         raise NotFoundError(f"{path}: no such file or directory")
     folder = os.path.dirname(os.path.abspath(path))
     me = os.path.basename(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 VHDX_SIGNATURE = b"vhdxfile"
 VHD_COOKIE = b"conectix"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 
 @dataclass(frozen=True)

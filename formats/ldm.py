@@ -29,8 +29,8 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 
-from rpfs.errors import FormatError, RpfsError, UnsupportedError
-from rpfs.stream import DATA, Extent, SliceStream, Stream
+from streams.errors import FormatError, RpfsError, UnsupportedError
+from streams.stream import DATA, Extent, SliceStream, Stream
 
 SECTOR = 512
 GPT_LDM_METADATA = "5808c8aa-7e8f-42e0-85d2-e1e90434cfb3"

@@ -21,8 +21,8 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-from rpfs.errors import FormatError, RpfsError, UnsupportedError
-from rpfs.stream import DATA, Extent, Stream
+from streams.errors import FormatError, RpfsError, UnsupportedError
+from streams.stream import DATA, Extent, Stream
 
 SECTOR = 512
 LABEL_ID = b"LABELONE"

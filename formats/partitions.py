@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from construct import Bytes, Int8ul, Int32ul, Int64ul, Struct
 
-from rpfs.errors import FormatError
-from rpfs.stream import SliceStream, Stream
+from streams.errors import FormatError
+from streams.stream import SliceStream, Stream
 
 MBR_ENTRY = Struct(
     "status" / Int8ul,

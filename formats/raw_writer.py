@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-from rpfs.errors import FormatError
-from rpfs.stream import ZERO, Stream, is_zero, merge_extents
+from streams.errors import FormatError
+from streams.stream import ZERO, Stream, is_zero, merge_extents
 
 CHUNK = 1 << 20
 GRAIN = 64 << 10  # zero runs this long inside data are left as holes too

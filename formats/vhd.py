@@ -30,8 +30,8 @@ from typing import Iterator
 from construct import Bytes, Int8ub, Int16ub, Int32ub, Int64ub, Padding, Struct, StreamError
 
 from formats.disk import Disk, ParentRef
-from rpfs.errors import ChainError, FormatError, UnsupportedError
-from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
+from streams.errors import ChainError, FormatError, UnsupportedError
+from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 SECTOR = 512
 FOOTER_COOKIE = b"conectix"

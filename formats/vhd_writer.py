@@ -21,8 +21,8 @@ import uuid
 from formats.raw_writer import atomic_output, data_chunks, nonzero_runs, pwrite_all
 from formats.vhd import (DYNAMIC_HEADER, FOOTER, NO_DATA_OFFSET, SECTOR, TYPE_DIFFERENCING,
                          TYPE_DYNAMIC, TYPE_FIXED, chs_geometry, vhd_checksum)
-from rpfs.errors import FormatError, UsageError
-from rpfs.stream import DATA, Stream, is_zero
+from streams.errors import FormatError, UsageError
+from streams.stream import DATA, Stream, is_zero
 
 DEFAULT_BLOCK_SIZE = 2 << 20
 MAX_VHD_SIZE = 2040 << 30          # Hyper-V's and qemu's limit for VHD

@@ -25,8 +25,8 @@ import struct
 import zlib
 from datetime import datetime, timedelta, timezone
 
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import Stream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import Stream
 
 HEADER_SIGNATURE = 0x01282014
 OBJECT_TABLE_SIGNATURE = 0x01110001

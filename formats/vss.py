@@ -26,8 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from rpfs.errors import FormatError
-from rpfs.stream import Stream
+from streams.errors import FormatError
+from streams.stream import Stream
 
 VSS_IDENTIFIER = uuid.UUID("3808876b-c176-4e48-b7ae-04046e6cc752").bytes_le
 HEADER_OFFSET = 0x1E00

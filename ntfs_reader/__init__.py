@@ -1,4 +1,4 @@
-"""Read-only NTFS over any random-access stream (rpfs.stream), parsed lazily in user space.
+"""Read-only NTFS over any random-access stream (streams.stream), parsed lazily in user space.
 
 Public API (docs/architecture.md, "Filesystem"), plus:
 
@@ -16,7 +16,7 @@ Public API (docs/architecture.md, "Filesystem"), plus:
   ``reparse_data()``, ``eas()``.
 
 Conventions: Linux names in names.py (unpaired surrogates, '/', NUL, long names), link
-targets in reparse.py, times in times.py. Errors are rpfs.errors types: FormatError (with
+targets in reparse.py, times in times.py. Errors are streams.errors types: FormatError (with
 source/structure/offset) for damage, UnsupportedError for contents we cannot produce
 (dedup, HSM, SIS, cloud placeholders, EFS), NotFoundError, UsageError (not a directory).
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from construct import Int8ul, Int16ul, Int32ul, Int64ul, Struct, ConstructError
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from . import native
 from .times import Times

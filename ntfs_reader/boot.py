@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from construct import Bytes, Const, Int8sl, Int8ul, Int16ul, Int64ul, Padding, Struct, ConstructError
 
-from rpfs.errors import FormatError
-from rpfs.stream import Stream
+from streams.errors import FormatError
+from streams.stream import Stream
 
 BOOT_SECTOR = Struct(
     "jump" / Bytes(3),

@@ -1,4 +1,4 @@
-"""Every cache size of the NTFS reader in one place; the caches are ``rpfs.lru.LRU``.
+"""Every cache size of the NTFS reader in one place; the caches are ``streams.lru.LRU``.
 
 The FUSE layer calls from many worker threads at once; parsed objects are immutable once
 built, so a lock around the dictionary is all the sharing needs. Two threads may parse the
@@ -7,7 +7,7 @@ same record at the same moment; both results are equal and the second one wins.
 
 from __future__ import annotations
 
-from rpfs.lru import LRU  # noqa: F401  (re-exported: the reader's modules import it here)
+from streams.lru import LRU  # noqa: F401  (re-exported: the reader's modules import it here)
 
 RECORD_CACHE = 8192          # parsed MFT records (about 1-4 KiB of bytes each)
 MFT_BLOCK = 64 << 10         # $MFT is read in blocks this size (64 records of 1 KiB)

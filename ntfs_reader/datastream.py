@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import DATA, ZERO, Extent, Stream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import DATA, ZERO, Extent, Stream
 
 from .cache import COMPRESSED_UNIT_CACHE, LRU, MAX_COMPRESSION_UNIT
 

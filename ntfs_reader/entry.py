@@ -10,8 +10,8 @@ import struct
 from array import array
 from collections.abc import Mapping
 
-from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
-from rpfs.stream import Stream
+from streams.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from streams.stream import Stream
 
 from . import names
 from .attrs import (
@@ -366,7 +366,7 @@ class Entry:
             raise NotFoundError(f"{self.volume.name}: no stream {stream_name!r}") from None
         if fa.first(AT_DATA, ntfs) is None:
             if not stream_name:
-                from rpfs.stream import BytesStream
+                from streams.stream import BytesStream
                 return BytesStream(b"", f"{self.volume.name}:record {self.ref}")
             raise NotFoundError(f"{self.volume.name}: record {self.ref} has no stream "
                                 f"{stream_name!r}")

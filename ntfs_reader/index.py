@@ -11,8 +11,8 @@ from __future__ import annotations
 import struct
 from typing import Callable, Iterator, NamedTuple
 
-from rpfs.errors import FormatError
-from rpfs.stream import Stream
+from streams.errors import FormatError
+from streams.stream import Stream
 
 from . import native
 from .cache import INDEX_NODE_CACHE, INDEX_READ_CHUNK, INDEX_WHOLE_READ, LRU, MAX_INDEX_DEPTH

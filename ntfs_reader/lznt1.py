@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import warnings
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 __all__ = ["decompress", "decompress_py", "NATIVE"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from .xpress import _wofdecomp, warn_fallback
 

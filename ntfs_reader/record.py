@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from . import native
 from .runlist import decode_runlist

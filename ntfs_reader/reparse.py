@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from construct import Int16ul, Int32ul, Struct
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003
 IO_REPARSE_TAG_SYMLINK = 0xA000000C

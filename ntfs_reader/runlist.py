@@ -6,7 +6,7 @@ not construct. A run is ``(vcn, length, lcn)`` with ``lcn`` None for a sparse ru
 
 from __future__ import annotations
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from . import native
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from .index import Index
 

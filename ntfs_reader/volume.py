@@ -8,8 +8,8 @@ from __future__ import annotations
 import threading
 from array import array
 
-from rpfs.errors import FormatError, NotFoundError, RpfsError
-from rpfs.stream import BytesStream, Stream
+from streams.errors import FormatError, NotFoundError, RpfsError
+from streams.stream import BytesStream, Stream
 
 from . import names, native
 from .attrs import (

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import Stream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import Stream
 
 from .cache import COMPRESSED_UNIT_CACHE, LRU
 from .lzx import decompress as lzx_decompress

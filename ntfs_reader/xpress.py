@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 try:
     from ntfs_reader import _wofdecomp

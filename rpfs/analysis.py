@@ -41,7 +41,7 @@ from collections import Counter, defaultdict
 from typing import Callable
 
 from rpfs import sniff
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from rpfs.errors import RpfsError, UsageError
+from streams.errors import RpfsError, UsageError
 from rpfs.live import Identity, changed_ranges, frozen_selection, identity, settle
 from rpfs.progress import Progress
 from rpfs.ratelimit import RateLimit
@@ -43,7 +43,7 @@ from rpfs.store import catalog, objects
 from rpfs.store.packs import PackWriter, compress
 from rpfs.store.maintenance.sync import sync
 from rpfs.store.repository import Repository, rp_name
-from rpfs.stream import DATA, FileStream
+from streams.stream import DATA, FileStream
 
 BATCH_BYTES = 8 << 20   # one read (and one worker job) covers at least this much
 RACY_NS = 2_000_000_000  # files modified this recently are never skipped next time

@@ -56,8 +56,8 @@ import pyfuse3
 import trio
 
 from rpfs import fuse_loop
-from rpfs.errors import RpfsError, UsageError
-from rpfs.lru import LRU
+from streams.errors import RpfsError, UsageError
+from streams.lru import LRU
 from rpfs.node import MODES, Attr, Node, report_once
 from rpfs.tree import Tree, lookup_child
 

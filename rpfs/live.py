@@ -82,7 +82,7 @@ def frozen_selection(paths: dict[str, str]) -> tuple[set[str], list[str]]:
     """``paths``: relative path -> file. Returns (relative paths to leave out, notes): the
     leaf of every checkpoint chain is left out; a disk without a checkpoint is read live."""
     from formats.chain import is_disk_file, resolve_all
-    from rpfs.stream import FileStream
+    from streams.stream import FileStream
 
     streams = {rel: FileStream(p, name=rel) for rel, p in paths.items() if is_disk_file(rel)}
     try:

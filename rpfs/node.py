@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from rpfs.errors import NotFoundError, RpfsError, UsageError
-from rpfs.lru import LRU
-from rpfs.stream import Stream
+from streams.errors import NotFoundError, RpfsError, UsageError
+from streams.lru import LRU
+from streams.stream import Stream
 
 log = logging.getLogger("rpfs.tree")
 

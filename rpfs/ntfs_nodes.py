@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import struct
 
-from rpfs.errors import FormatError, NotFoundError, RpfsError, TooLargeError
+from streams.errors import FormatError, NotFoundError, RpfsError, TooLargeError
 from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node, ns_to_iso
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 NT_EPOCH_DELTA = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
 FILE_ATTRIBUTE_READONLY = 0x1

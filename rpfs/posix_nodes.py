@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 
-from rpfs.errors import FormatError, NotFoundError, RpfsError, UsageError
+from streams.errors import FormatError, NotFoundError, RpfsError, UsageError
 from rpfs.node import SPECIAL_KINDS, Attr, BrokenNode, Node, ns_to_iso
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 
 class PosixNode(Node):

@@ -23,9 +23,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from rpfs.errors import FormatError, RpfsError, TooLargeError, UsageError
+from streams.errors import FormatError, RpfsError, TooLargeError, UsageError
 from rpfs.node import SPECIAL_KINDS
-from rpfs.stream import ZERO
+from streams.stream import ZERO
 from rpfs.tree import Node
 
 log = logging.getLogger(__name__)

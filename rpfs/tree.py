@@ -20,12 +20,12 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from rpfs.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
+from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
 )
 from rpfs.once import once
-from rpfs.stream import FileStream, Stream
+from streams.stream import FileStream, Stream
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from formats.bitlocker import KeyRing, describe, open_volume
 from formats.bitlocker import conversion as cv
 from formats.bitlocker.keys import Key
 from rpfs.cli import main
-from rpfs.errors import FormatError
-from rpfs.stream import FileStream, Stream
+from streams.errors import FormatError
+from streams.stream import FileStream, Stream
 from tools.fixtures import bitlocker as blfx
 from tools.fixtures import dissect_fve_images as dfx
 

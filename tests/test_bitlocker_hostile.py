@@ -10,8 +10,8 @@ import pytest
 from formats.bitlocker import describe, is_bitlocker, open_volume
 from formats.bitlocker.keys import Key, KeyRing, recovery_key
 from formats.bitlocker.metadata import read_metadata
-from rpfs.errors import RpfsError
-from rpfs.stream import FileStream, Stream
+from streams.errors import RpfsError
+from streams.stream import FileStream, Stream
 
 NAME = "bitlk-aes-xts-128-startup-key"
 

@@ -17,8 +17,8 @@ from formats.bitlocker import BitLockerVolume, KeyRing, describe, open_volume
 from formats.bitlocker.keys import Key, recovery_key
 from formats.bitlocker.metadata import read_metadata
 from rpfs.cli import main
-from rpfs.errors import FormatError, LockedError
-from rpfs.stream import FileStream
+from streams.errors import FormatError, LockedError
+from streams.stream import FileStream
 
 
 @pytest.fixture(scope="module")

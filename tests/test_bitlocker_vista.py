@@ -17,8 +17,8 @@ import pytest
 from formats.bitlocker import KeyRing, describe, open_volume
 from formats.bitlocker.keys import Key, recovery_key
 from formats.bitlocker.metadata import read_metadata, vista_area
-from rpfs.errors import FormatError
-from rpfs.stream import FileStream, Stream
+from streams.errors import FormatError
+from streams.stream import FileStream, Stream
 from tools.fixtures import bitlocker as blfx
 from tools.fixtures import dissect_fve_images as dfx
 

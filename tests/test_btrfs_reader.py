@@ -11,8 +11,8 @@ import pytest
 
 import btrfs_reader
 from btrfs_reader import items
-from rpfs.errors import NotFoundError, UsageError
-from rpfs.stream import DATA, ZERO, FileStream
+from streams.errors import NotFoundError, UsageError
+from streams.stream import DATA, ZERO, FileStream
 from tests.helpers.linuxfs import compare_volume, walk
 
 

@@ -12,8 +12,8 @@ import pytest
 from formats import open_image, open_path, resolve_chains
 from formats.chain import resolve_all
 from formats.vhd_writer import write_vhd
-from rpfs.errors import ChainError, FormatError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import ChainError, FormatError
+from streams.stream import BytesStream, FileStream
 
 SIZE = 4 << 20
 BLOCK = 512 << 10

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from rpfs.errors import FormatError, NotFoundError, UsageError
+from streams.errors import FormatError, NotFoundError, UsageError
 from rpfs.tree import open_source
 from tests.helpers.posix_oracle import differences, kernel_mount, kernel_tree, node_tree
 from tools.fixtures import linux

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.restore import restore
-from rpfs.stream import BytesStream, FileStream
+from streams.stream import BytesStream, FileStream
 from rpfs.tree import open_source
 from tools.fixtures import linux
 

@@ -10,8 +10,8 @@ import pytest
 import formats
 from formats import detect_format, open_image, open_path, read_partitions, write_image
 from formats.disk import Disk, ParentRef, RawDisk
-from rpfs.errors import UsageError
-from rpfs.stream import ZERO, BytesStream, FileStream, is_zero
+from streams.errors import UsageError
+from streams.stream import ZERO, BytesStream, FileStream, is_zero
 from tests.helpers.vhd_images import run
 
 

@@ -241,9 +241,9 @@ def test_forget_counts_partial_references(image):
 def test_damaged_object_fails_alone_and_is_logged_once(caplog):
     """A broken object answers EIO each time it is used, is logged once, and its
     siblings are served; the adapter never guessed anything from keys."""
-    from rpfs.errors import FormatError
+    from streams.errors import FormatError
     from rpfs.node import BrokenNode, StaticDir, StreamFile
-    from rpfs.stream import BytesStream
+    from streams.stream import BytesStream
     from rpfs.tree import Tree
 
     damage = FormatError("no valid header", source="disk.vhdx", structure="VHDX headers",

@@ -244,9 +244,9 @@ def test_versions_view_in_a_mount(repo, fx, tmp_path):
 def _index_states(path, images):
     """Index the volume images as consecutive states of one volume; the open rows."""
     from ntfs_reader import Volume
-    from rpfs.errors import RpfsError
+    from streams.errors import RpfsError
     from rpfs.index.build import _index_volume
-    from rpfs.stream import BytesStream
+    from streams.stream import BytesStream
 
     db = dbm.connect(str(path), write=True)
     db.execute("INSERT INTO volumes (vm, name) VALUES ('vm', 'v')")
@@ -272,7 +272,7 @@ def test_damaged_mft_is_skipped_record_by_record(small_fixtures, tmp_path):
     import random
 
     from ntfs_reader import Volume
-    from rpfs.stream import BytesStream
+    from streams.stream import BytesStream
 
     img = small_fixtures.volumes["bare-p0"].image.read_bytes()
     vol = Volume(BytesStream(img))

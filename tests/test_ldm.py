@@ -20,8 +20,8 @@ import pytest
 
 from formats import ldm
 from formats.bitlocker.keys import KeyRing
-from rpfs.errors import FormatError, RpfsError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import FormatError, RpfsError
+from streams.stream import BytesStream, FileStream
 from rpfs.tree import open_source
 from tests.helpers.cli import rpfs
 from tools.fixtures import ldm as factory

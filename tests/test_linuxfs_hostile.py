@@ -14,8 +14,8 @@ import xfs_reader
 from btrfs_reader import checksum as bcsum
 from btrfs_reader import items
 from btrfs_reader.tree import HEADER, Key
-from rpfs.errors import FormatError
-from rpfs.stream import DATA, FileStream
+from streams.errors import FormatError
+from streams.stream import DATA, FileStream
 from tests.helpers.linuxfs import Overlay
 from xfs_reader.checksum import crc_of
 
@@ -106,7 +106,7 @@ def test_xfs_huge_size_is_sparse_not_a_hang(linuxfs_images):
 
 
 def test_xfs_truncated_image(linuxfs_images):
-    from rpfs.stream import SliceStream
+    from streams.stream import SliceStream
     base = FileStream(linuxfs_images.images["xfs5"])
     vol = xfs_reader.open_volume(SliceStream(base, 0, 1 << 20))
     assert any("superblock says" in w for w in vol.warnings)
@@ -197,7 +197,7 @@ def test_btrfs_damaged_compressed_data(linuxfs_images):
 
 
 def test_btrfs_truncated_image(linuxfs_images):
-    from rpfs.stream import SliceStream
+    from streams.stream import SliceStream
     base = FileStream(linuxfs_images.images["btrfs"])
     vol = btrfs_reader.open_volume(SliceStream(base, 0, 1 << 20))
     with pytest.raises(FormatError):

@@ -100,7 +100,7 @@ def test_a_disk_written_all_the_time_fails_its_vm_only(tmp_path):
 
 def test_frozen_stores_the_checkpoint_and_leaves_the_running_disk_out(tmp_path):
     from formats.vhdx.writer import write_vhdx
-    from rpfs.stream import BytesStream
+    from streams.stream import BytesStream
     conf = _config(tmp_path, frozen=True)
     folder = tmp_path / "vms" / "live02"
     folder.mkdir(parents=True)

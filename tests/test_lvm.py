@@ -11,8 +11,8 @@ import shutil
 import pytest
 
 from formats import lvm
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import BytesStream, FileStream
 from rpfs.tree import open_source
 from tests.helpers.posix_oracle import differences, kernel_mount, kernel_tree, node_tree
 from tools.fixtures import linux

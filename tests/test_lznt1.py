@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ntfs_reader import lznt1
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / ".cache" / "lznt1"

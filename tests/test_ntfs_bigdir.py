@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from ntfs_reader import Volume
-from rpfs.stream import FileStream
+from streams.stream import FileStream
 from tests.helpers.streams import CountingStream
 
 

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 from ntfs_reader import Volume
-from rpfs.errors import NotFoundError
-from rpfs.stream import FileStream
+from streams.errors import NotFoundError
+from streams.stream import FileStream
 
 NTFS_VOLUMES = ["system-p3", "system-p4", "data-p1", "data-p2", "data-p5", "data-p6",
                 "bare-p0", "sector4k-p0"] + [f"clusters-p{i}" for i in range(1, 9)]

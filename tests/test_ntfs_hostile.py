@@ -1,6 +1,6 @@
 """Hostile NTFS input: random bytes into every parser (hypothesis), bit flips in boot sector,
 MFT records, index records and attribute lists of a real volume, and hand-made cycles.
-Every failure must be a typed error (rpfs.errors), never a hang or a raw exception."""
+Every failure must be a typed error (streams.errors), never a hang or a raw exception."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from ntfs_reader.index import Index, parse_entries
 from ntfs_reader.record import parse_record
 from ntfs_reader.reparse import parse_reparse
 from ntfs_reader.runlist import decode_runlist
-from rpfs.errors import FormatError, RpfsError
-from rpfs.stream import BytesStream, FileStream, Stream
+from streams.errors import FormatError, RpfsError
+from streams.stream import BytesStream, FileStream, Stream
 
 from tests.helpers.ntfs_images import features_image
 
@@ -380,7 +380,7 @@ def test_both_boot_sectors_damaged(image):
 
 def test_truncated_image(image):
     base, *_ = image
-    from rpfs.stream import SliceStream
+    from streams.stream import SliceStream
     vol = Volume(SliceStream(base, 0, base.size // 3))
     assert any("past the end" in w for w in vol.warnings)
     exercise(vol)
@@ -505,7 +505,7 @@ def test_mft_data_through_attribute_list():
 def test_efs_encrypted_file_refuses_to_open(image):
     """FILE_ATTRIBUTE_ENCRYPTED in $STANDARD_INFORMATION (ntfs-3g cannot set it): the
     contents are ciphertext, so open() must refuse rather than return them."""
-    from rpfs.errors import UnsupportedError
+    from streams.errors import UnsupportedError
     base, record_size, *_ = image
     vol = Volume(base)
     e = vol.lookup("/hello.txt")

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from ntfs_reader import Volume, names
-from rpfs.errors import NotFoundError, UnsupportedError
-from rpfs.stream import FileStream
+from streams.errors import NotFoundError, UnsupportedError
+from streams.stream import FileStream
 from tests.helpers.ntfs_images import (NT_EPOCH, features_image, linux_path, mftfrag_image,
                                        run, sha256_of)
 
@@ -201,7 +201,7 @@ def test_iterdir_after_each_name_walks_the_same_order(features):
 def test_backup_boot_sector_every_shape(features):
     """Primary boot sector zeroed: the copy in the volume's last sector (512 or 4096 bytes)."""
     vol, _, image = features
-    from rpfs.stream import Stream
+    from streams.stream import Stream
 
     class ZeroFirstSector(Stream):
         def __init__(self, base):

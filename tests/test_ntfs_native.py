@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from ntfs_reader import Volume, native
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.index.scan import MftScan
 from rpfs.ntfs_nodes import volume_root
-from rpfs.stream import FileStream
+from streams.stream import FileStream
 from tests.helpers.ntfs_images import features_image, mftfrag_image
 
 SMALL = ["system-p3", "system-p4", "data-p1", "data-p2", "data-p5", "data-p6", "bare-p0",

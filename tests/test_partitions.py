@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from formats import open_image, read_partitions
 from formats.disk import RawDisk
-from rpfs.errors import FormatError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import FormatError
+from streams.stream import BytesStream, FileStream
 from tests.helpers.vhd_images import images, run
 
 LDM_DATA = "af9b60a0-1431-4f62-bc68-3311714a69ad"

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from rpfs.backup import backup
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 from rpfs.store.maintenance.prune import Policy, decide, prune
 from rpfs.store import RecoveryPoint, Repository
 from tests.helpers.store_fixtures import MiB, rpfs

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from rpfs.backup import backup
-from rpfs.errors import IntegrityError
+from streams.errors import IntegrityError
 from rpfs.store import Repository
 
 CHUNK = 1 << 16

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from rpfs.restore import restore, safe_name
-from rpfs.stream import BytesStream
+from streams.stream import BytesStream
 from rpfs.tree import StaticDir, StreamFile, Symlink
 
 
@@ -122,7 +122,7 @@ def _enc(s):
 def test_many_files_through_the_pool_keep_bytes_times_and_links(tmp_path):
     """Files are written by worker threads: every byte, time and link must still be right,
     and a directory's time is set after its files are written."""
-    from rpfs.errors import IntegrityError
+    from streams.errors import IntegrityError
     from rpfs.tree import BrokenNode
 
     class Linked(StreamFile):

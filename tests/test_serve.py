@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rpfs.stream import BytesStream, ZeroStream
+from streams.stream import BytesStream, ZeroStream
 from rpfs.tree import StaticDir, StreamFile
 from rpfs.web.api import content_disposition, parse_range
 from rpfs.web.zipstream import BLOCK, zip_chunks

@@ -14,10 +14,10 @@ import threading
 import pytest
 
 from rpfs.backup import backup
-from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
+from streams.errors import FormatError, IntegrityError, NotFoundError, UsageError
 from rpfs.store import Repository, StoreOptions
 from rpfs.store import catalog
-from rpfs.stream import ZERO
+from streams.stream import ZERO
 from tests.helpers.store_fixtures import MiB, changed_chunks, new_contents, files_of, rpfs, sha256, vm_states
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from rpfs.errors import FormatError, IntegrityError, RpfsError
+from streams.errors import FormatError, IntegrityError, RpfsError
 from rpfs.store import Repository, catalog
 from rpfs.store.backend import LocalBackend
 from rpfs.store.config import Config

@@ -1,7 +1,7 @@
 import pytest
 
-from rpfs.errors import FormatError, NotFoundError
-from rpfs.stream import DATA, ZERO, BytesStream, FileStream, SliceStream, ZeroStream, merge_extents, Extent
+from streams.errors import FormatError, NotFoundError
+from streams.stream import DATA, ZERO, BytesStream, FileStream, SliceStream, ZeroStream, merge_extents, Extent
 
 
 def test_bytes_and_slice_reads_clip_at_end():

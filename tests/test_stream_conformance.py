@@ -1,4 +1,4 @@
-"""Every Stream class obeys the one contract (rpfs/stream.py), checked on streams built from
+"""Every Stream class obeys the one contract (streams/stream.py), checked on streams built from
 real fixture images against an independent flat copy: random reads and readintos (inside,
 across and past the end), EOF behaviour, refused negative offsets, and extents() that tile
 the range asked for and never call data a hole.
@@ -23,7 +23,7 @@ from formats.vhdx import VhdxDisk
 from ntfs_reader import Volume
 from ntfs_reader.datastream import CompressedStream, RunlistStream
 from ntfs_reader.wof import WofStream
-from rpfs.stream import ZERO, BytesStream, FileStream, SliceStream, Stream, ZeroStream, is_zero
+from streams.stream import ZERO, BytesStream, FileStream, SliceStream, Stream, ZeroStream, is_zero
 from tests.helpers import vhdx_fixtures as F
 from tests.helpers.ntfs_images import features_image
 

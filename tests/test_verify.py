@@ -9,7 +9,7 @@ import random
 import sqlite3
 
 from rpfs.backup import backup
-from rpfs.errors import IntegrityError
+from streams.errors import IntegrityError
 from rpfs.store import Repository
 from rpfs.store.maintenance.verify import verify
 from tests.helpers.store_fixtures import MiB, rpfs, vm_states

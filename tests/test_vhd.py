@@ -10,8 +10,8 @@ import pytest
 from formats import open_image, open_path
 from formats.vhd import VhdDisk, vhd_checksum
 from formats.vhd_writer import write_vhd
-from rpfs.errors import ChainError, FormatError
-from rpfs.stream import DATA, ZERO, BytesStream, FileStream, is_zero
+from streams.errors import ChainError, FormatError
+from streams.stream import DATA, ZERO, BytesStream, FileStream, is_zero
 from tests.helpers.vhd_images import run, vhdimount
 
 STEMS = ("gpt", "mbr", "random")

@@ -15,8 +15,8 @@ from formats import open_image
 from formats.disk import RawDisk
 from formats.vhd import VhdDisk, vhd_checksum
 from formats.vhd_writer import write_vhd
-from rpfs.errors import FormatError
-from rpfs.stream import BytesStream
+from streams.errors import FormatError
+from streams.stream import BytesStream
 
 SIZE = 3 << 20
 BLOCK = 256 << 10

@@ -13,8 +13,8 @@ import pytest
 
 from formats.vhdx import VhdxDisk, write_vhdx
 from formats.vhdx import structures as S
-from rpfs.errors import ChainError
-from rpfs.stream import ZERO, BytesStream, FileStream, is_zero
+from streams.errors import ChainError
+from streams.stream import ZERO, BytesStream, FileStream, is_zero
 from tests.helpers import vhdx_fixtures as F
 from tests.helpers.streams import assert_extents_honest, assert_same
 
@@ -214,6 +214,6 @@ def test_parent_given_as_a_path(tmp_path):
     assert child.parent_ref.paths[0] == "p.vhdx"
     child.set_parent(VhdxDisk(FileStream(tmp_path / "p.vhdx")))
     assert child.read(0, child.size) == want
-    from rpfs.errors import UsageError
+    from streams.errors import UsageError
     with pytest.raises(UsageError, match="itself differencing"):
         write_vhdx(BytesStream(want), tmp_path / "d.avhdx", parent=tmp_path / "c.avhdx")

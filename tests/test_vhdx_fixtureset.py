@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from formats.vhdx import VhdxDisk, write_vhdx
-from rpfs.stream import FileStream
+from streams.stream import FileStream
 from tests.helpers.streams import assert_extents_honest, assert_same
 
 from tools import fixtures

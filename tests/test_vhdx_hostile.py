@@ -16,8 +16,8 @@ from formats.vhdx import structures as S
 from formats.vhdx import log as log_module
 from formats.vhdx.log import replay_log
 from formats.vhdx.writer import BAT_OFFSET, LOG_LENGTH, LOG_OFFSET, METADATA_OFFSET
-from rpfs.errors import ChainError, FormatError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import ChainError, FormatError
+from streams.stream import BytesStream, FileStream
 from tests.helpers import vhdx_fixtures as F
 from tests.helpers.streams import CountingStream, LineCounter
 
@@ -276,7 +276,7 @@ def test_unknown_region(images, required):
             dict(guid=uuid.uuid4(), file_offset=64 * MiB, length=MiB, required=required))
     refresh_checksums(buf)
     if required:
-        from rpfs.errors import UnsupportedError
+        from streams.errors import UnsupportedError
         with pytest.raises(UnsupportedError, match="not understood"):
             VhdxDisk(BytesStream(bytes(buf), "x"))
     else:

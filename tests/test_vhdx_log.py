@@ -13,8 +13,8 @@ from formats.vhdx import VhdxDisk
 from formats.vhdx import structures as S
 from formats.vhdx.log import LogOverlay
 from formats.vhdx.writer import LOG_LENGTH, LOG_OFFSET
-from rpfs.errors import FormatError
-from rpfs.stream import BytesStream, FileStream, ZERO
+from streams.errors import FormatError
+from streams.stream import BytesStream, FileStream, ZERO
 from tests.helpers import vhdx_fixtures as F
 
 MiB = 1 << 20

@@ -13,7 +13,7 @@ import pytest
 
 from formats.disk import Disk
 from formats.vhdx import VhdxDisk, reader, write_vhdx
-from rpfs.stream import DATA, ZERO, FileStream
+from streams.stream import DATA, ZERO, FileStream
 from tests.helpers import vhdx_fixtures as F
 from tests.helpers.streams import CountingStream, LineCounter, assert_extents_honest, assert_same
 

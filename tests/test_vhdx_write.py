@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from formats.vhdx import VhdxDisk, write_vhdx
-from rpfs.errors import UsageError
-from rpfs.stream import DATA, ZERO, BytesStream, FileStream, Stream
+from streams.errors import UsageError
+from streams.stream import DATA, ZERO, BytesStream, FileStream, Stream
 from tests.helpers import vhdx_fixtures as F
 from tests.helpers.streams import assert_same
 

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from formats import vmcx
-from rpfs.errors import FormatError, RpfsError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import FormatError, RpfsError
+from streams.stream import BytesStream, FileStream
 from tests.helpers.cli import rpfs
 
 VMCX_NAME = "282874FC-59D6-4F30-BC04-5FDD909C82E0.vmcx"
@@ -228,7 +228,7 @@ def test_old_format_version_unsupported():
     """A version 1.x file (WCHAR key names): UnsupportedError saying which version."""
     import zlib
 
-    from rpfs.errors import UnsupportedError
+    from streams.errors import UnsupportedError
     from tools.fixtures import vmcx_writer
 
     data = bytearray(vmcx_writer.write({"a": 1}))

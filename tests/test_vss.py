@@ -16,8 +16,8 @@ import pytest
 
 from formats import vss
 from ntfs_reader import Volume
-from rpfs.errors import FormatError, RpfsError
-from rpfs.stream import BytesStream, FileStream
+from streams.errors import FormatError, RpfsError
+from streams.stream import BytesStream, FileStream
 from rpfs.tree import open_source
 from tests.helpers.cli import rpfs
 

@@ -38,8 +38,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ntfs_reader import Volume, lzx, wof, xpress
-from rpfs.errors import FormatError
-from rpfs.stream import FileStream
+from streams.errors import FormatError
+from streams.stream import FileStream
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers.ntfs_images import mounted, run, tag_buffer, wim_resources  # noqa: E402

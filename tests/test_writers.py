@@ -12,8 +12,8 @@ import pytest
 from formats import open_image, open_path, write_image
 from formats.disk import RawDisk
 from formats.vhd_writer import write_vhd
-from rpfs.errors import FormatError, UsageError
-from rpfs.stream import BytesStream, FileStream, Stream, ZeroStream
+from streams.errors import FormatError, UsageError
+from streams.stream import BytesStream, FileStream, Stream, ZeroStream
 from tests.helpers.streams import CountingStream
 from tests.helpers.vhd_images import run
 

@@ -11,8 +11,8 @@ import subprocess
 import pytest
 
 import xfs_reader
-from rpfs.errors import NotFoundError, UsageError
-from rpfs.stream import DATA, ZERO, FileStream
+from streams.errors import NotFoundError, UsageError
+from streams.stream import DATA, ZERO, FileStream
 from tests.helpers.linuxfs import compare_volume, walk
 from xfs_reader.inode import FMT_BTREE, FMT_EXTENTS, FMT_LOCAL
 

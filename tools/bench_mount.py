@@ -476,7 +476,7 @@ def layer_costs(image: Path, part: dict, bigdir: str) -> None:
     from formats import open_image
     from ntfs_reader import Volume
     from ntfs_reader.record import parse_record
-    from rpfs.stream import FileStream, SliceStream
+    from streams.stream import FileStream, SliceStream
 
     def volume():
         return Volume(SliceStream(open_image(FileStream(image)), part["offset"], part["size"]))

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ntfs_reader import Volume  # noqa: E402
-from rpfs.stream import FileStream  # noqa: E402
+from streams.stream import FileStream  # noqa: E402
 
 
 def _children_cpu() -> float:

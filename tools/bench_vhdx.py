@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from formats.vhdx import VhdxDisk  # noqa: E402
-from rpfs.stream import DATA, FileStream  # noqa: E402
+from streams.stream import DATA, FileStream  # noqa: E402
 
 MiB = 1 << 20
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ntfs_reader import Volume, lzx, wof, xpress  # noqa: E402
-from rpfs.stream import FileStream  # noqa: E402
+from streams.stream import FileStream  # noqa: E402
 from tests import test_wof_native as fx  # noqa: E402  (image builder, chunk splitting)
 from tools.bench_lznt1 import SOURCES, corpus  # noqa: E402
 

@@ -12,7 +12,7 @@ leaf and node attribute forks, ACLs), log (is the log clean?), volume, entry.
 
 from __future__ import annotations
 
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 from .entry import Entry
 from .superblock import probe_bytes

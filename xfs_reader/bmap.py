@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from rpfs.errors import FormatError
-from rpfs.stream import DATA, ZERO, Extent, Stream
+from streams.errors import FormatError
+from streams.stream import DATA, ZERO, Extent, Stream
 
 from .checksum import verify_crc
 from .inode import FMT_BTREE, FMT_EXTENTS, Inode

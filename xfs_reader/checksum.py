@@ -6,7 +6,7 @@ import struct
 
 import crc32c as _crc32c
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 # The fuzz targets turn this off for inputs whose checksums they did not fix up, so that
 # mutations reach the parsers behind the checks; nothing else changes it.

@@ -7,8 +7,8 @@ import os
 import stat
 from typing import TYPE_CHECKING, Iterator
 
-from rpfs.errors import FormatError, NotFoundError, UnsupportedError, UsageError
-from rpfs.stream import BytesStream, Stream
+from streams.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from streams.stream import BytesStream, Stream
 
 from . import dirs, xattr
 from .bmap import FileStream, fork_map, read_logical

@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from .checksum import verify_crc
 from .superblock import Superblock

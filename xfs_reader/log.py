@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 if TYPE_CHECKING:
     from .volume import Volume

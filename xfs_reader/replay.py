@@ -16,8 +16,8 @@ import bisect
 import struct
 from typing import TYPE_CHECKING, Iterator
 
-from rpfs.errors import FormatError
-from rpfs.stream import Stream
+from streams.errors import FormatError
+from streams.stream import Stream
 
 from .checksum import crc_of
 from .inode import CORE_V2, CORE_V3, FLAGS2_BIGTIME, FLAGS2_NREXT64

@@ -7,9 +7,9 @@ import struct
 import threading
 from functools import cached_property
 
-from rpfs.errors import FormatError, NotFoundError
-from rpfs.lru import LRU
-from rpfs.stream import Stream
+from streams.errors import FormatError, NotFoundError
+from streams.lru import LRU
+from streams.stream import Stream
 
 from . import inode as inodes
 from . import superblock

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 from .bmap import fork_map, read_logical
 from .checksum import verify_crc

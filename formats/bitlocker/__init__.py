@@ -13,8 +13,8 @@ from __future__ import annotations
 from formats.bitlocker.keys import NO_KEYS, KeyRing, LockedReason, unlock
 from formats.bitlocker.metadata import Metadata, probe, read_copies
 from formats.bitlocker.volume import BitLockerVolume
-from rpfs.errors import FormatError, LockedError
-from rpfs.stream import Stream
+from streams.errors import FormatError, LockedError
+from streams.stream import Stream
 
 __all__ = ["KeyRing", "BitLockerVolume", "is_bitlocker", "open_volume", "describe", "unwrap",
            "partition_info"]

@@ -12,7 +12,7 @@ import threading
 
 from formats.bitlocker import fvecrypt
 from formats.bitlocker.metadata import METHODS
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 
 def _aes(key: bytes, mode: str, *args):

@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 from construct import Bytes, Int16ul, Int32ul, Int64ul, Struct
 
-from rpfs.errors import FormatError
-from rpfs.stream import Stream
+from streams.errors import FormatError
+from streams.stream import Stream
 
 ENCRYPTED, PLAIN, UNKNOWN = "encrypted", "plain", "unknown"
 

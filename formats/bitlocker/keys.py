@@ -22,7 +22,7 @@ from pathlib import Path
 from formats.bitlocker.fvecrypt import stretch
 from formats.bitlocker.metadata import (ENTRY_STARTUP_KEY, VALUE_EXTERNAL_KEY, VALUE_KEY,
                                         Metadata, Protector, WrappedKey, parse_entries)
-from rpfs.errors import FormatError, UsageError
+from streams.errors import FormatError, UsageError
 
 RECOVERY_RE = re.compile(r"^\d{6}(-?\d{6}){7}$")
 MAX_KEYS_FILE = 1 << 20

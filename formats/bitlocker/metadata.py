@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 from construct import Bytes, Int16ul, Int32ul, Int64ul, Struct
 
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import Stream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import Stream
 
 SIGNATURE = b"-FVE-FS-"
 SIGNATURE_TOGO = b"MSWIN4.1"

@@ -23,8 +23,8 @@ import bisect
 from formats.bitlocker import conversion
 from formats.bitlocker.cipher import SCRATCH_MAX, SectorCipher, scratch
 from formats.bitlocker.metadata import SIGNATURE, Metadata
-from rpfs.errors import FormatError
-from rpfs.stream import Stream
+from streams.errors import FormatError
+from streams.stream import Stream
 
 PHYS, ZEROS, RAW, VISTA_BOOT = "phys", "zeros", "raw", "vista boot"
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from construct import ConstructError
 
-from rpfs.errors import FormatError, UnsupportedError
-from rpfs.stream import DATA, ZERO, Extent, Stream
+from streams.errors import FormatError, UnsupportedError
+from streams.stream import DATA, ZERO, Extent, Stream
 
 from .structures import (
     LOG_DATA_DESC_SIGNATURE, LOG_DATA_SECTOR_SIGNATURE, LOG_DESCRIPTOR_SIZE,

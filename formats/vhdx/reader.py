@@ -16,8 +16,8 @@ from typing import Iterator
 
 
 from formats.disk import Disk, ParentRef
-from rpfs.errors import ChainError, FormatError, UnsupportedError
-from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
+from streams.errors import ChainError, FormatError, UnsupportedError
+from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 from . import structures as S
 from .log import NoActiveSequence, replay_log

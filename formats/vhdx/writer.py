@@ -15,8 +15,8 @@ import os
 import uuid
 from typing import Callable
 
-from rpfs.errors import UsageError
-from rpfs.stream import DATA, Stream, is_zero
+from streams.errors import UsageError
+from streams.stream import DATA, Stream, is_zero
 
 from . import structures as S
 
@@ -106,7 +106,7 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
     (libvhdi reads ZERO blocks of a child through to the parent, against the spec).
     """
     if isinstance(parent, (str, os.PathLike)):   # a parent file: open it (it must be a chain root)
-        from rpfs.stream import FileStream
+        from streams.stream import FileStream
         from .reader import VhdxDisk
         parent_path = parent_path or os.fspath(parent)
         parent = VhdxDisk(FileStream(parent))

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import sys
 
-from rpfs.errors import IntegrityError, RpfsError
+from streams.errors import IntegrityError, RpfsError
 
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",

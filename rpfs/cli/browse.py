@@ -6,7 +6,7 @@ import stat as statmod
 import sys
 
 from rpfs.cli import jsonout
-from rpfs.errors import RpfsError, UsageError
+from streams.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import fsname, restore

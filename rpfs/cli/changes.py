@@ -62,7 +62,7 @@ def cmd_scan(args) -> int:
 
     with open_tree(args) as tree:
         if getattr(tree, "repo", None) is None:
-            from rpfs.errors import UsageError
+            from streams.errors import UsageError
             raise UsageError("scan works on the recovery points of a repository")
         vm, name = parse_rp_path(tree, args.rp)
         result = scan_and_store(tree.repo, vm, name, keys=load_keys(args), notice=_notice)
@@ -91,7 +91,7 @@ def cmd_last_clean(args) -> int:
     from rpfs.analysis import last_clean
     from rpfs.store import open_repository
 
-    from rpfs.errors import NotFoundError
+    from streams.errors import NotFoundError
 
     with open_repository(args.source, args.store) as repo:
         try:

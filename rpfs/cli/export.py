@@ -13,7 +13,7 @@ import time
 
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.cli.repo import parse_size
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import Restorer

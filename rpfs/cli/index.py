@@ -127,7 +127,7 @@ def cmd_index(args) -> int:
 
 def index_after_backup(repo, vm: str, rp: str, keys=None) -> str:
     """What ``rpfs backup`` prints after indexing the recovery point it made."""
-    from rpfs.errors import RpfsError
+    from streams.errors import RpfsError
     from rpfs.index import update_index
 
     try:

@@ -16,7 +16,7 @@ import tempfile
 import time
 import traceback
 
-from rpfs.errors import RpfsError, UsageError
+from streams.errors import RpfsError, UsageError
 from rpfs.cli.browse import add_keys_option, open_tree
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 from rpfs.ratelimit import parse_rate
 
 CONFIG_HELP = "configuration file (default: $RPFS_CONFIG, else /etc/rpfs/rpfs.toml)"
@@ -88,7 +88,7 @@ def cmd_run(args) -> int:
         except UsageError:
             raise
         except Exception as e:   # the group's repository cannot be opened: the next group runs
-            from rpfs.errors import RpfsError
+            from streams.errors import RpfsError
             if not isinstance(e, (RpfsError, OSError)):
                 raise
             say(f"  failed: {e}")

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import Mapping
 
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 from rpfs.store import StoreOptions
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.cli.mount import MOUNT_CHUNK_CACHE
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 from rpfs.ratelimit import RateLimit, parse_rate
 
 DEFAULT_LISTEN = "127.0.0.1:8080"

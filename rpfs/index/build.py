@@ -17,7 +17,7 @@ import os
 import time
 from typing import Callable
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.index import db as dbm
 from rpfs.index.db import OPEN
 from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan

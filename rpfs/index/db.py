@@ -43,7 +43,7 @@ import fcntl
 import os
 import sqlite3
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 INDEX_NAME = "index.sqlite"
 LOCK_NAME = "index.lock"

@@ -30,7 +30,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from rpfs.errors import NotFoundError, RpfsError, UsageError
+from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
 
 log = logging.getLogger(__name__)

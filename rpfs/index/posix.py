@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from rpfs.errors import RpfsError, UnsupportedError
+from streams.errors import RpfsError, UnsupportedError
 from rpfs.index.scan import BLOCK, FILE_ROOT, FIRST_USER_RECORD, FileInfo
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import importlib
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 
 MAX_PIECES = 4096
 MAX_DEPTH = 300
@@ -36,7 +36,7 @@ def _layers() -> dict:
     for module, name in (("formats.disk", "RawDisk"), ("formats.vhdx.reader", "VhdxDisk"),
                          ("ntfs_reader.datastream", "RunlistStream"),
                          ("rpfs.store.repository", "StoredFile"),
-                         ("rpfs.store.readahead", "ReadAhead"), ("rpfs.stream", "SliceStream"),
+                         ("rpfs.store.readahead", "ReadAhead"), ("streams.stream", "SliceStream"),
                          ("rpfs.tree", "_LazyStream")):
         try:
             found[name] = getattr(importlib.import_module(module), name)

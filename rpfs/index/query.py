@@ -19,9 +19,9 @@ import re
 from pathlib import Path
 from typing import Callable, Iterator
 
-from rpfs.errors import NotFoundError, RpfsError, UsageError
+from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
-from rpfs.stream import Stream
+from streams.stream import Stream
 from rpfs.tree import ns_to_iso
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from ntfs_reader.record import (
 from ntfs_reader.reparse import (
     IO_REPARSE_TAG_LX_SYMLINK, IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK,
 )
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.index.provenance import pieces, split
 
 log = logging.getLogger(__name__)

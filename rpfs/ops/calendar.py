@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 
 SHORTHANDS = {
     "minutely": "*-*-* *:*:00",

@@ -15,7 +15,7 @@ import shlex
 import tomllib
 from dataclasses import dataclass, field
 
-from rpfs.errors import RpfsError, UsageError
+from streams.errors import RpfsError, UsageError
 from rpfs.ops import calendar
 from rpfs.store.maintenance.prune import Policy
 

@@ -20,7 +20,7 @@ import json
 import secrets
 from datetime import datetime, timezone
 
-from rpfs.errors import FormatError, RpfsError
+from streams.errors import FormatError, RpfsError
 from rpfs.store import objects
 
 JOBS = "jobs"

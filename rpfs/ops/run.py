@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.ops import jobs
 from rpfs.ops.config import Config, GroupConfig, RepositoryConfig, Vm, resolve_vms
 from rpfs.ops.notify import notify

@@ -122,7 +122,7 @@ def collect(cfg: Config, groups: list[str], now: datetime, open_repo) -> dict:
                     out["vms"].extend(s.pop("vms"))
                     out["groups"].append(s)
         except Exception as e:   # one unreachable repository: its groups are reported failed
-            from rpfs.errors import RpfsError
+            from streams.errors import RpfsError
             if not isinstance(e, (RpfsError, OSError)):
                 raise
             for g in gs:

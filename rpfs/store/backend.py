@@ -25,7 +25,7 @@ import re
 import threading
 from typing import Iterator
 
-from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
+from streams.errors import FormatError, IntegrityError, NotFoundError, UsageError
 from rpfs.store.config import CONFIG_NAME
 from rpfs.store.locks import LocalLocks
 

@@ -38,7 +38,7 @@ from itertools import accumulate
 
 import zstandard
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 CATALOG_NAME = "catalog.sqlite"
 # the ``packs`` row of chunks a rebuild found named by a chunk map but in no pack: reading

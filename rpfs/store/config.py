@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 
-from rpfs.errors import FormatError, UsageError
+from streams.errors import FormatError, UsageError
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"

@@ -22,7 +22,7 @@ import os
 
 import blake3
 
-from rpfs.errors import FormatError, IntegrityError, RpfsError, UsageError
+from streams.errors import FormatError, IntegrityError, RpfsError, UsageError
 
 KEY_OBJECT = "keys/default"
 NONCE = 12

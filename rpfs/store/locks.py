@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Iterator
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 
 LOCK_NAME = "lock"
 CATALOG_LOCK = "catalog.lock"

@@ -27,7 +27,7 @@ import struct
 
 import zstandard
 
-from rpfs.errors import FormatError, IntegrityError
+from streams.errors import FormatError, IntegrityError
 from rpfs.store.packs import INDEX_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_index, parse_index
 
 MAGIC = b"RPFSOBJ1"

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import blake3
 import zstandard
 
-from rpfs.errors import FormatError, IntegrityError
+from streams.errors import FormatError, IntegrityError
 from rpfs.store.backend import Backend
 from rpfs.store.config import MAX_CHUNK
 

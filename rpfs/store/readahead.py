@@ -24,8 +24,8 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 
-from rpfs.errors import UsageError
-from rpfs.stream import Stream
+from streams.errors import UsageError
+from streams.stream import Stream
 
 WORKERS = 2                 # this machine class has two cores; zstd and blake3 release the GIL
 WINDOW = 16 << 20           # bytes decoded ahead of a sequential reader

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
-from rpfs.errors import FormatError, IntegrityError, NotFoundError, UsageError
+from streams.errors import FormatError, IntegrityError, NotFoundError, UsageError
 import rpfs.store.catalog as catalog
 from rpfs.store.backend import Backend, LocalBackend, PackMissing, private_files
 from rpfs.store.cache import ChunkCache
@@ -36,7 +36,7 @@ from rpfs.store.locks import Registration, RepositoryBusy  # noqa: F401  (Reposi
 from rpfs.store.options import StoreOptions, is_s3
 from rpfs.store.packs import decompress
 from rpfs.store.readahead import ChunkLoader, ReadAhead
-from rpfs.stream import DATA, ZERO, Extent, Stream, merge_extents
+from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 RP_FORMAT = "%Y-%m-%dT%H%M%SZ"
 

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
-from rpfs.errors import IntegrityError, NotFoundError, RpfsError, UsageError
+from streams.errors import IntegrityError, NotFoundError, RpfsError, UsageError
 from rpfs.store.backend import _NAME, Backend, PackMissing, check_key
 from rpfs.store.diskcache import DiskCache
 from rpfs.store.locks import WAIT_POLL, LocalLocks, RepositoryBusy

@@ -21,7 +21,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from rpfs.errors import NotFoundError, RpfsError, UsageError
+from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.restore import fsname
 from rpfs.web import queries
 from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, give_back, in_thread,

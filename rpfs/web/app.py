@@ -31,7 +31,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from rpfs.errors import RpfsError, UsageError
+from streams.errors import RpfsError, UsageError
 from rpfs.tree import Tree
 from rpfs.web import api, pages
 from rpfs.web.nodes import decode_url

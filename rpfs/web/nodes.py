@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote_to_bytes
 import anyio
 from starlette.datastructures import MultiDict
 
-from rpfs.errors import RpfsError, UsageError
+from streams.errors import RpfsError, UsageError
 from rpfs.tree import Node, Tree, ns_to_iso
 
 WORKER_THREADS = 8

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.templating import Jinja2Templates
 
-from rpfs.errors import NotFoundError, RpfsError, UsageError
+from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.progress import human
 from rpfs.web import api, queries
 from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, give_back, in_thread,

@@ -34,7 +34,7 @@ import time
 import zlib
 from typing import Iterable, Iterator
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.restore import fsname, safe_name
 from rpfs.tree import Node
 

@@ -42,7 +42,7 @@ with atheris.instrument_imports(include=["rpfs", "formats", "ntfs_reader", "xfs_
     import ntfs_reader.xpress  # noqa: F401
     import rpfs.store.catalog  # noqa: F401
     import rpfs.store.packs  # noqa: F401
-    import rpfs.stream  # noqa: F401
+    import streams.stream  # noqa: F401
     import xfs_reader  # noqa: F401
 
 from tests.fuzz.targets import ALL, TARGETS, run_one  # noqa: E402

@@ -16,7 +16,7 @@ import struct
 import tempfile
 from pathlib import Path
 
-from rpfs.stream import FileStream
+from streams.stream import FileStream
 from tests.fuzz.targets import encode_image
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -180,7 +180,7 @@ class _Recorder:
     """Remembers which 4 KiB blocks a reader read (the seed keeps just those)."""
 
     def __init__(self, base):
-        from rpfs.stream import Stream
+        from streams.stream import Stream
 
         rec = self
         self.blocks: set[int] = set()

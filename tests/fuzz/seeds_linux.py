@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from rpfs.stream import FileStream, SliceStream
+from streams.stream import FileStream, SliceStream
 from tests.fuzz.targets import encode_image
 
 MAX_SEED = 192 << 10

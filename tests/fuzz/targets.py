@@ -23,9 +23,9 @@ import struct
 import uuid
 import zlib
 
-from rpfs.errors import RpfsError
+from streams.errors import RpfsError
 from rpfs.store.backend import Backend
-from rpfs.stream import DATA, ZERO, BytesStream, Extent, Stream
+from streams.stream import DATA, ZERO, BytesStream, Extent, Stream
 
 UNIT = 512
 MAX_IMAGE = 1 << 41      # 2 TiB: big enough for every size field path, reads stay sparse
@@ -430,7 +430,7 @@ class _NoVolume:
     name = "fuzz"
 
     def file(self, *args, **kw):
-        from rpfs.errors import FormatError
+        from streams.errors import FormatError
         raise FormatError("no volume", source="fuzz")
 
     read_attribute = file
@@ -551,7 +551,7 @@ def fuzz_ntfs_native(data: bytes) -> None:
 
 def _differential(native, python, data: bytes, size: int) -> None:
     """The native decoder and its Python twin agree: same bytes or the same typed error."""
-    from rpfs.errors import FormatError
+    from streams.errors import FormatError
     outcomes = []
     for fn in (native, python):
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from rpfs.stream import Stream
+from streams.stream import Stream
 
 ATTRS = ("kind", "mode", "uid", "gid", "nlink", "rdev", "atime_ns", "mtime_ns", "ctime_ns")
 

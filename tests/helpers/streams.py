@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 
-from rpfs.stream import DATA, ZERO, Stream, is_zero
+from streams.stream import DATA, ZERO, Stream, is_zero
 
 MiB = 1 << 20
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from formats.vhdx import VhdxDisk, write_vhdx
 from formats.vhdx import structures as S
 from formats.vhdx.writer import LOG_LENGTH, LOG_OFFSET, build_header
-from rpfs.stream import FileStream
+from streams.stream import FileStream
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache" / "vhdx"

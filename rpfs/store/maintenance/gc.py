@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-from rpfs.errors import FormatError, IntegrityError
+from streams.errors import FormatError, IntegrityError
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.marks import mark

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time as _time
 from dataclasses import dataclass, field
 
-from rpfs.errors import UsageError
+from streams.errors import UsageError
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.gc import GcResult, gc

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 import rpfs.store.catalog as catalog
 from rpfs.store.backend import LocalBackend
 from rpfs.store.config import Config

@@ -15,7 +15,7 @@ import time as _time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from rpfs.errors import FormatError, IntegrityError, RpfsError
+from streams.errors import FormatError, IntegrityError, RpfsError
 from rpfs.progress import Progress
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from rpfs.errors import FormatError
+from streams.errors import FormatError
 
 DATA = "data"
 ZERO = "zero"
