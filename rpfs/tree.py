@@ -22,7 +22,7 @@ from typing import Callable
 
 from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
-    REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
+    REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink,
 )
 from rpfs.once import once
 from streams.stream import FileStream, Stream

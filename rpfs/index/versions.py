@@ -11,7 +11,7 @@ import functools
 import threading
 
 from rpfs.index import db as dbm
-from rpfs.index.query import NT_EPOCH_DELTA
+from streams.times import nt_to_unix_ns
 from rpfs.tree import REFRESH_SECONDS, StaticDir, StreamFile
 
 NAME = ".versions"
@@ -151,7 +151,7 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
         source = f"/{vm}/{rp_name}/volumes/{vol}{path}"
         out.append(StreamFile(key, ("versions", vm, volume, path, key), row.size,
                               functools.partial(_open, tree, source),
-                              (row.modified - NT_EPOCH_DELTA) * 100))
+                              nt_to_unix_ns(row.modified)))
     return out
 
 
