@@ -2,9 +2,12 @@
 
     /<vm>/<rp>/files/<relative path>    stored source files, byte for byte
     /<vm>/<rp>/disks/<disk>.raw         each virtual disk, chains resolved
-    /<vm>/<rp>/volumes/<disk>-p<N>/     each NTFS volume found
+    /<vm>/<rp>/volumes/<disk>-p<N>/     each volume found (NTFS, BitLocker, LVM, LDM, Linux)
+    /<vm>/<rp>/checkpoints/<name>/      disks/ and volumes/ as a Hyper-V checkpoint left them
+                                        (rpfs/checkpoints.py)
 
-For a single image or a VM folder the tree starts at ``files/ disks/ volumes/``.
+For a single image or a VM folder the tree starts at ``files/ disks/ volumes/`` (and
+``checkpoints/`` for a folder).
 
 Nodes are built lazily from the layers below and cached per recovery point, so listing a
 VM never opens a disk and looking up one file never walks a volume. The CLI and the FUSE
@@ -58,20 +61,24 @@ class RecoveryPoint:
     # -- disks ---------------------------------------------------------------------------
 
     @once
-    def disks(self) -> dict[str, object]:
-        """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
+    def chains(self):
+        """Every stored disk file opened and linked to its parent (a ``formats.Resolution``),
+        None when there is none. Shared by ``disks`` and the checkpoints."""
         import formats
 
-        streams = {}
-        for path in self.file_sizes():
-            if path.lower().endswith(DISK_SUFFIXES + (".raw", ".img")):
-                streams[path] = _LazyStream(functools.partial(self.open_file, path),
-                                            self.file_sizes()[path], path)
-        if not streams:
+        sizes = self.file_sizes()
+        streams = {path: _LazyStream(functools.partial(self.open_file, path), sizes[path], path)
+                   for path in sizes if path.lower().endswith(DISK_SUFFIXES + (".raw", ".img"))}
+        return formats.resolve_all(streams) if streams else None
+
+    @once
+    def disks(self) -> dict[str, object]:
+        """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
+        res = self.chains
+        if res is None:
             return {}
-        errors: dict[str, RpfsError] = {}
-        disks: dict[str, object] = dict(formats.resolve_chains(streams, errors=errors))
-        for stem, err in errors.items():  # one broken chain hides nothing else
+        disks: dict[str, object] = dict(res.disks)
+        for stem, err in res.failed.items():  # one broken chain hides nothing else
             log.info("%s", err)  # reported by the disk's node when someone uses it
             disks.setdefault(stem, err)
         return disks
@@ -236,19 +243,42 @@ class RecoveryPoint:
             msg = str(e).replace("\n", " ")
             return {"file": path, "error": msg if msg.startswith(path) else f"{path}: {msg}"}
 
+    def has_checkpoints(self) -> bool:
+        """Whether ``checkpoints/`` is shown: decided from stored file names alone."""
+        from rpfs import checkpoints
+
+        return checkpoints.may_have_checkpoints(self.file_sizes())
+
+    @once
+    def checkpoints(self) -> list:
+        """The VM's Hyper-V checkpoints (``rpfs.checkpoints.Checkpoint``), named."""
+        from rpfs import checkpoints
+
+        return checkpoints.find(self) if self.has_checkpoints() else []
+
     def describe(self) -> dict:
         cfg = self.hyperv_config
-        return {} if cfg is None else {"hyperv_config": cfg}
+        out = {} if cfg is None else {"hyperv_config": cfg}
+        if self.checkpoints:
+            out["checkpoints"] = [cp.describe() for cp in self.checkpoints]
+        return out
 
     def node(self, name: str, key: tuple) -> StaticDir:
-        return StaticDir(name, key, lambda: [
-            StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
-                      self.mtime_ns),
-            StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
-                      self.mtime_ns),
-            StaticDir("volumes", key + ("volumes",),
-                      lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
-        ], self.mtime_ns, info=self.describe)
+        def children() -> list[Node]:
+            from rpfs.checkpoints import checkpoints_node
+
+            nodes = [
+                StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
+                          self.mtime_ns),
+                StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
+                          self.mtime_ns),
+                StaticDir("volumes", key + ("volumes",),
+                          lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns)]
+            if self.has_checkpoints():
+                nodes.append(checkpoints_node(self, key + ("checkpoints",)))
+            return nodes
+
+        return StaticDir(name, key, children, self.mtime_ns, info=self.describe)
 
 
 def stored_match(configured: str, stored) -> str | None:
@@ -557,6 +587,9 @@ class FolderRecoveryPoint(RecoveryPoint):
             return dict(formats.open_path(self.path))
         except RpfsError as e:
             return {self.path.stem: e}
+
+    def has_checkpoints(self) -> bool:
+        return self.path.is_dir() and super().has_checkpoints()
 
 
 class RepoRecoveryPoint(RecoveryPoint):
