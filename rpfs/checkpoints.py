@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 from rpfs.once import once
 from rpfs.tree import BrokenNode, RecoveryPoint, StaticDir, disk_nodes, stored_match, volume_nodes
-from streams.errors import FormatError, RpfsError
+from streams.errors import FormatError
+from streams.times import parse_time_text, point_name
 
 MAX_CHECKPOINTS = 256          # checkpoint configurations read per recovery point
 MAX_NAME = 200                 # characters of a directory name (before a uniqueness suffix)
@@ -151,10 +152,8 @@ def _safe(title: str) -> str:
 
 def _compact(iso: str | None) -> str | None:
     """2026-12-07T03:00:00.123+00:00 -> 2026-12-07T030000Z (as recovery points are named)."""
-    if not iso:
-        return None
-    m = re.match(r"(\d{4}-\d\d-\d\d)T(\d\d):(\d\d):(\d\d)", iso)
-    return f"{m.group(1)}T{m.group(2)}{m.group(3)}{m.group(4)}Z" if m else None
+    t = parse_time_text(iso) if iso else None
+    return point_name(t) if t else None
 
 
 def _name(found: list[Checkpoint]) -> None:
@@ -179,7 +178,7 @@ def _name(found: list[Checkpoint]) -> None:
         cp.name = n
 
 
-def error_of(cp: Checkpoint) -> RpfsError:
+def error_of(cp: Checkpoint) -> FormatError:
     """The one-line error of a checkpoint that cannot be read (it names the file)."""
     return FormatError(cp.error)
 
