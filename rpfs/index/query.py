@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
 from streams.stream import Stream
+from rpfs.sizes import parse_size
 from streams.times import datetime_to_nt, nt_to_iso, parse_time_text, unix_ns_to_nt
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 KINDS = {"f": "file", "d": "dir", "l": "symlink", "file": "file", "dir": "dir",
          "symlink": "symlink"}
 ROWS_PER_DIR = 64   # what one directory is guessed to hold (choosing how to search)
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 def to_nt(when) -> int:
@@ -53,13 +53,15 @@ def parse_size_filter(size) -> Callable[[int], bool]:
     an exact size."""
     if isinstance(size, int):
         return lambda n: n == size
-    m = re.fullmatch(r"\s*([+-]?)(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(size))
-    if not m:
-        raise UsageError(f"--size: not a size: {size!r} (e.g. +1M, -10K, 4096)")
-    limit = int(m.group(2)) * _SIZE_UNITS[m.group(3).upper()]
-    if m.group(1) == "+":
+    text = str(size).strip()
+    sign = text[:1] if text[:1] in "+-" else ""
+    try:
+        limit = parse_size(text[len(sign):])
+    except ValueError:
+        raise UsageError(f"--size: not a size: {size!r} (e.g. +1M, -10K, 4096)") from None
+    if sign == "+":
         return lambda n: n > limit
-    if m.group(1) == "-":
+    if sign == "-":
         return lambda n: n < limit
     return lambda n: n == limit
 
