@@ -51,6 +51,17 @@ class NtfsNode(Node):
         return e
 
     @property
+    def number(self) -> int:
+        return self.entry.ref
+
+    def by_number(self, number: int) -> Node:
+        node = NtfsNode(self.entry.volume.entry(number), self.volume_key)
+        # the kind from the record, not from its own $FILE_NAME: only the index's copy of
+        # the flags is kept in step (a junction's record copy says "directory")
+        node._kind = None
+        return node
+
+    @property
     def kind(self) -> str:
         if self._kind is None:
             if self._error is not None:
@@ -217,6 +228,7 @@ class VolumeRoot(NtfsNode):
     ``volume_stream``: the volume's bytes as Windows presents them (``export --format raw``)."""
 
     __slots__ = ("volume", "volume_stream", "shadow_copies")
+    number = None  # its key is the volume's own: kept, not made again from record 5
 
     def __init__(self, volume, name: str, key: tuple):
         self.volume = volume
