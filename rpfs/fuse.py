@@ -244,10 +244,9 @@ class Operations(pyfuse3.Operations):
             if slot is None and len(self._anchors) < MAX_SLOTS:
                 slot = self._slots[node.key[:-1]] = len(self._anchors)
                 self._anchors.append(node)
-            if slot is not None:
+            if slot is not None:  # the node named last is kept (one LRU step, not two)
                 ino = NUMBERED | slot << SLOT_SHIFT | num
-                if self._live.get(ino) is None:
-                    self._live.put(ino, (node, parent))
+                self._live.put(ino, (node, parent))
                 return ino
         ino = self._ino_by_key.get(node.key)
         if ino is None:
@@ -463,7 +462,8 @@ class Operations(pyfuse3.Operations):
                 ino = self._inode(node, parent)
                 e = attrs.get(ino)
                 if e is None:
-                    node = self._known(ino) or node  # a hard link's first name may be known
+                    if not ino & NUMBERED:
+                        node = held[ino]  # a hard link's first name may be known
                     e = self._new_entry(node, ino, node.attr_if_known())
                 if not reply(token, name, e, i + 1):
                     if not ino & NUMBERED and ino not in lookups:
