@@ -339,6 +339,11 @@ def _partition_streams(stem: str, disk) -> list[tuple[str, Stream]]:
 
 # The Linux file system readers (docs/filesystems.md), tried in this order after NTFS.
 POSIX_READERS = ("ext4_reader", "xfs_reader", "btrfs_reader")
+# The magic each reader's probe needs first (offset, bytes): a reader is imported only for a
+# volume that has it (importing the three took 0.1-0.25 s each on every mount whose disks have
+# an EFI, MSR or recovery partition; tests/test_linux_vm.py checks these against the readers).
+POSIX_MAGIC = {"ext4_reader": (1024 + 56, b"\x53\xef"), "xfs_reader": (0, b"XFSB"),
+               "btrfs_reader": (65536 + 64, b"_BHRfS_M")}
 
 
 def open_filesystem(stream: Stream):
@@ -355,6 +360,9 @@ def open_posix(stream: Stream):
     import importlib
 
     for module in POSIX_READERS:
+        offset, magic = POSIX_MAGIC[module]
+        if stream.size < offset + len(magic) or stream.read(offset, len(magic)) != magic:
+            continue
         reader = importlib.import_module(module)
         try:
             if not reader.probe(stream):
