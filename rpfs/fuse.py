@@ -24,15 +24,19 @@ sends them with the node's cache time, so ``ls -l`` and walks that stat cost one
 per entry less (a round trip through the kernel costs more than parsing an MFT record).
 Smaller directories are listed with their attributes from the start.
 
-**Bounded memory.** A node's inode number is a hash of its key (``stable_inode``), so nodes
-with the same key (hard links) share one, and a file the kernel let go of comes back under
-the same number: ``cp -r`` compares a file's inode before and after opening it, and a walk
-past ``INODE_LIMIT`` (which asks the kernel to let go, see ``_shed``) must not look like a
-file replaced under it. Two keys on one number (a 62-bit hash; practically never) give the
-second a number of its own from a counter below 2**32. The kernel's lookup count of each
-inode is kept (lookup replies and readdirplus entries); when ``forget`` brings it to zero
-the inode, its node and everything cached for it are dropped. Listings, streams and xattrs
-are bounded LRUs.
+**Bounded memory.** An NTFS entry's inode number is its volume's slot and MFT record
+(``Node.number``): only the ``live_nodes`` most recently used keep their node, any other is
+made again from its number (``Node.by_number``) when the kernel asks, so nothing is kept per
+inode the kernel holds (a walk of a million entries holds the kernel's million inodes and
+a bounded number of objects here). Every other node is held: its inode number is a hash of
+its key (``stable_inode``), so a file the kernel let go of comes back under the same number
+(``cp -r`` compares a file's inode before and after opening it); two keys on one number (a
+62-bit hash; practically never) give the second a number of its own from a counter below
+2**32. The kernel's lookup count of each held inode is kept (lookup replies and
+readdirplus entries); when ``forget`` brings it to zero the inode, its node and everything
+cached for it are dropped, and past ``INODE_LIMIT`` held inodes the kernel is asked to let
+go of the oldest files (``_shed``). Listings, attributes, streams and xattrs are bounded
+LRUs.
 
 Immutable nodes (``Node.immutable``: everything inside a recovery point) are kept by the
 kernel for ``Node.cache_seconds`` with ``keep_cache``; the repository root, VM directories
