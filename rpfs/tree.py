@@ -151,15 +151,13 @@ class RecoveryPoint:
         """``<disk>-p<N>`` / ``lvm-<vg>-<lv>`` -> a Volume (NTFS, or a POSIX one per
         docs/filesystems.md) or the error saying why it cannot be read. Streams holding no
         known file system (MSR, swap, LVM physical volumes) are left out."""
-        from formats.bitlocker import BitLockerVolume
-
         out: dict[str, object] = {}
         for name, stream in self.volume_streams.items():
             if isinstance(stream, Exception):
                 out[name] = stream
                 continue
             vol = open_filesystem(stream)
-            if vol is None and isinstance(stream, BitLockerVolume):
+            if vol is None and _is_bitlocker_volume(stream):
                 vol = UnsupportedError(f"{name}: the decrypted BitLocker volume holds no NTFS "
                                        "file system (export it with --format raw)")
             if vol is not None:
@@ -324,6 +322,15 @@ class _LazyStream(Stream):
 
     def _extents(self, offset, end):
         return self.stream.extents(offset, end - offset)
+
+
+def _is_bitlocker_volume(stream) -> bool:
+    """A decrypted BitLocker view? (Imported only when one could exist: formats.bitlocker
+    loads its volume module with the first BitLocker volume.)"""
+    import sys
+
+    module = sys.modules.get("formats.bitlocker.volume")
+    return module is not None and isinstance(stream, module.BitLockerVolume)
 
 
 def _partition_streams(stem: str, disk) -> list[tuple[str, Stream]]:
