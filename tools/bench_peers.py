@@ -17,6 +17,10 @@ and on each: mount to first listing, ``cat`` of each big file, ``cp -r`` of the 
 the repository and from the VHDX against ``7zz x`` of them from the VHDX, written to --dest
 (a tmpfs by default) and to the repository's own file system.
 
+Part ``export``: ``rpfs export`` of the whole disk (from the repository and from the VHDX)
+to VHDX and to raw against ``qemu-img convert -O vhdx|raw`` of the same VHDX, all written
+sparse to --dest; sides alternate between rounds and each sample's load average is kept.
+
 Part ``system``: the factory's system volume (fixture set ``small``, dynamic VHDX, volume
 system-p3 with its 50,000-entry directory), mounted as an image by rpfs and by the peer:
 ``ls -f`` of the big directory cold, ``ls -l`` of it, ``find`` over the volume, and the
@@ -389,6 +393,40 @@ def check_small(out: Path, kind: str, res: Results) -> None:
     res.add("vhdx", "restored sample matches the source", "", kind, bad == 0)
 
 
+def bench_export(data: dict, repeat: int, budget: float, res: Results, dest: Path) -> None:
+    """``rpfs export`` of the whole disk (from the repository and from the VHDX) to VHDX and
+    to raw, against ``qemu-img convert`` of the same VHDX; every output is sparse (holes
+    neither side writes), written to --dest and removed after each run. The sides take
+    turns within each round; each sample records the load average it ran under."""
+    for rep in range(repeat):
+        for fmt in ("vhdx", "raw"):
+            out = dest / f"export.{fmt}"
+            runs = {
+                "repo": rpfs_cmd("export", data["repo"], f"/{VM}/latest/disks/{data['disk']}.raw",
+                                 out, "--format", fmt),
+                "image": rpfs_cmd("export", data["image"], f"/disks/{data['disk']}.raw", out,
+                                  "--format", fmt),
+                "peer": ["qemu-img", "convert", "-O", fmt, data["image"], out],
+            }
+            order = list(runs) if rep % 2 == 0 else list(reversed(runs))  # alternate sides
+            for phase in ("cold", "warm"):
+                for kind in order:
+                    out.unlink(missing_ok=True)
+                    os.sync()
+                    if phase == "cold":
+                        drop_caches()
+                    secs = timed(runs[kind], budget, cwd=REPO)
+                    workload = f"export whole disk to {fmt} (peer: qemu-img convert)"
+                    res.add("export", workload, phase, kind, secs)
+                    res.add("export", f"{workload}: load average", phase, kind,
+                            round(os.getloadavg()[0], 1))
+                    if phase == "cold" and secs is not None:
+                        res.add("export", f"{workload}: allocated", "", kind,
+                                os.stat(out).st_blocks * 512)
+                    log(f"rep {rep + 1} {kind}: export {fmt} {phase}: {secs}")
+                    out.unlink(missing_ok=True)
+
+
 def bench_system(data: dict, work: Path, repeat: int, budget: float, res: Results) -> None:
     workloads = {
         "ls -f bigdir": lambda root: timed(["ls", "-f", root / data["bigdir"]], budget),
@@ -440,6 +478,8 @@ TARGETS = {
     ("vhdx", "restore 4,000 small files (peer: 7zz x)"): ">= 1x",
     ("vhdx", "restore 4,000 small files to disk (peer: 7zz x)"): ">= 1x",
     ("vhdx", "mount to first listing"): "<= 0.25 s",
+    ("export", "export whole disk to vhdx (peer: qemu-img convert)"): ">= 1x",
+    ("export", "export whole disk to raw (peer: qemu-img convert)"): ">= 1x",
     ("system", "mount to first listing"): "<= 0.25 s",
     ("rps", f"mount to first listing ({RPS:,} recovery points)"): "<= 0.15 s",
     ("system", "ls -l bigdir"): "> 1x",
@@ -464,11 +504,15 @@ def rows(res: Results) -> list[dict]:
     for (part, workload, phase), by_kind in res.samples.items():
         med = {k: _median(v) for k, v in by_kind.items()}
         row = {"part": part, "workload": workload, "phase": phase,
-               "unit": "bytes" if "RSS" in workload else "ok" if "matches" in workload else "s",
+               "unit": ("bytes" if "RSS" in workload or "allocated" in workload else "ok"
+                        if "matches" in workload else "load" if "load average" in workload
+                        else "s"),
                "median": med, "samples": by_kind}
         peer = med.get("peer")
         for k in ("repo", "image"):
             v = med.get(k)
+            if row["unit"] == "load":
+                continue
             if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(peer, (int, float)) and v > 0:
                 row[f"{k}_ratio"] = round(peer / v, 3)   # > 1: rpfs faster (or smaller)
         target = TARGETS.get((part, workload)) if phase != "warm" else None
@@ -499,6 +543,8 @@ def fmt(v, unit: str) -> str:
         return f"{v / MiB:.0f} MiB"
     if unit == "ok":
         return "yes" if v else "NO"
+    if unit == "load":
+        return f"{v:.1f}"
     if v < 0.01:
         return f"{v * 1e6:.0f} us"
     return f"{v:.2f} s"
@@ -525,8 +571,8 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="vhdx,system,rps",
-                    help="any of vhdx, system, rps, comma-separated (default: all three)")
+    ap.add_argument("--part", default="vhdx,export,system,rps",
+                    help="any of vhdx, export, system, rps, comma-separated (default: all four)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per command")
     ap.add_argument("--json", default=str(REPO / "docs" / "bench_peers.json"),
@@ -545,7 +591,7 @@ def main(argv=None) -> int:
             return 2
     signal.signal(signal.SIGTERM, _terminate)  # unmount in the finally blocks, then exit
     parts = [p for p in args.part.split(",") if p]
-    data = {"vhdx": build_data() if "vhdx" in parts else None,
+    data = {"vhdx": build_data() if {"vhdx", "export"} & set(parts) else None,
             "system": build_system() if "system" in parts else None,
             "rps": build_rps() if "rps" in parts else None}
     if data["vhdx"]:
@@ -563,8 +609,10 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-"))
     dest = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-", dir=args.dest))
     try:
-        if data["vhdx"]:
+        if "vhdx" in parts:
             bench_vhdx(data["vhdx"], work, args.repeat, args.budget, res, dest)
+        if "export" in parts:
+            bench_export(data["vhdx"], args.repeat, args.budget, res, dest)
         if data["system"]:
             bench_system(data["system"], work, args.repeat, args.budget, res)
         if data["rps"]:
