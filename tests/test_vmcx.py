@@ -273,3 +273,23 @@ def test_checkpoint_list_equals_dissect(dissect_hyperv_dir):
         assert [d["path"].rsplit("\\", 1)[-1] for d in facts["drives"]] == [
             "system_9F7C5B31-6D2E-4A8B-8C1D-2E3F4A5B6C01.avhdx",
             "data_9F7C5B31-6D2E-4A8B-8C1D-2E3F4A5B6C01.avhdx", "install.iso"]
+
+
+def test_fixture_vm_has_a_real_configuration(small_fixtures):
+    """The factory's VM folders hold a .vmcx from tools/fixtures/vmcx_writer (not random
+    bytes): dissect.hypervisor reads it equal, and rpfs info maps each drive to its disk."""
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    for state in small_fixtures.vm_states:
+        (path,) = (state / "Virtual Machines").glob("*.vmcx")
+        with open(path, "rb") as f:
+            assert vmcx.read_keys(FileStream(path)) == HyperVFile(f).as_dict()
+        cfg = json.loads(rpfs("info", state, "/", "--json").stdout)["hyperv_config"]
+        assert "error" not in cfg
+        assert (cfg["name"], cfg["id"], cfg["generation"]) == (
+            state.name, path.stem, 2)
+        assert [(d["controller_type"], d["location"], d["type"], d.get("stored_file"))
+                for d in cfg["drives"]] == [
+            ("scsi", 0, "VHD", "Virtual Hard Disks/system.vhdx"),
+            ("scsi", 1, "VHD", "Virtual Hard Disks/data.vhdx"), ("scsi", 2, "NONE", None)]
+        assert not any("note" in d for d in cfg["drives"]) and cfg["checkpoints"] == []
