@@ -83,6 +83,17 @@ def dissect_fve_dir():
 
 
 @pytest.fixture(scope="session")
+def libldm_images_dir():
+    """Dynamic disks written by Windows Server 2003 R2 and 2008 R2 (libldm's test data, from
+    Debian's libldm source); skipped where apt cannot fetch it."""
+    from tools.fixtures import libldm_images
+    try:
+        return libldm_images.fetch()
+    except libldm_images.Unavailable as e:
+        pytest.skip(f"libldm's Windows dynamic disks: {e}")
+
+
+@pytest.fixture(scope="session")
 def dissect_hyperv_dir():
     """A .vmcx and a .VMRS written by Hyper-V, from dissect.hypervisor's sdist; skipped where
     pip cannot fetch it."""

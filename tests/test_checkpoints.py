@@ -168,6 +168,7 @@ def test_a_checkpoint_naming_a_missing_avhdx_is_one_error(built, manifest, tmp_p
         assert "Traceback" not in r.stderr.decode()
     info = json.loads(rpfs("info", vm, "/", "--json").stdout)
     errors = {c["name"]: c.get("error") for c in info["checkpoints"]}
+    assert len(errors) == 4 and errors["damaged"].startswith("Snapshots/damaged.vmcx: ")
     assert "is not stored" in errors["Missing disk"] and errors["Nightly/known good"] is None
     got = rpfs("cat", vm, f"/checkpoints/{NAMES[2]}/volumes/system-p1/notes.txt").stdout
     assert got == b"system in state C\n" * 2
@@ -211,3 +212,16 @@ def test_names_are_unique_and_path_safe():
                      "checkpoint"]
     assert len(set(names)) == len(names)
     assert all("/" not in n and "\0" not in n and n not in (".", "..") for n in names)
+
+
+def test_a_listed_checkpoint_whose_configuration_is_not_stored(built, tmp_path):
+    vm = _copy(built / "cpvm", tmp_path / "cpvm")
+    (vm / "Snapshots" / "1A2B3C4D-0000-4000-8000-000000000002.vmcx").unlink()
+    names = rpfs("ls", vm, "/checkpoints").stdout.decode().splitlines()
+    assert names == ["1A2B3C4D-0000-4000-8000-000000000002", "Before update",
+                     "Nightly_known good"]
+    r = rpfs("ls", vm, "/checkpoints/1A2B3C4D-0000-4000-8000-000000000002", check=False)
+    assert r.returncode != 0 and r.stderr.decode().count("\n") == 1
+    assert "Snapshots/1A2B3C4D-0000-4000-8000-000000000002.vmcx is not stored" in r.stderr.decode()
+    assert rpfs("cat", vm, "/checkpoints/Before update/volumes/data-p1/notes.txt").stdout == \
+        b"data in state A\n"
