@@ -79,6 +79,10 @@ class ChunkLoader:
             with self._lock:
                 self._inflight.pop(loc.hash, None)
 
+    def has(self, h: bytes) -> bool:
+        """Decoded whole already, or being decoded now."""
+        return h in self.cache or h in self._inflight
+
     def prefetch(self, locs) -> None:
         """Decode these chunks into the cache in the background (those not cached or in flight)."""
         for loc in locs:
@@ -181,13 +185,14 @@ class ReadAhead(Stream):
         while pos < end:
             i = pos // cs
             take = min(end, (i + 1) * cs) - pos
-            data = self.file.chunk(i)
+            start = pos - i * cs
+            got = self.file.part(i, start, start + take)
             dst = view[pos - offset:pos - offset + take]
-            if data is None:
+            if got is None:
                 dst[:] = bytes(take)
             else:
-                start = pos - i * cs
-                dst[:] = memoryview(data)[start:start + take]
+                data, at = got
+                dst[:] = memoryview(data)[at:at + take]
             pos += take
 
     def extents(self, offset: int = 0, length: int | None = None):
