@@ -132,8 +132,8 @@ class Sealed(Plain):
     def seal_frame(self, payload, chunk_id: bytes, index: int) -> bytes:
         return self._seal(payload, b"frame\0" + chunk_id + index.to_bytes(4, "little"))
 
-    def open_frame(self, stored: bytes, chunk_id: bytes, index: int) -> bytes:
-        return self._open(stored, b"frame\0" + chunk_id + index.to_bytes(4, "little"),
+    def open_frame(self, stored, chunk_id: bytes, index: int) -> bytes:
+        return self._open(bytes(stored), b"frame\0" + chunk_id + index.to_bytes(4, "little"),
                           "ciphertext")
 
     def seal_table(self, table: bytes, chunk_id: bytes) -> bytes:

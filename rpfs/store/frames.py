@@ -145,8 +145,8 @@ def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> by
     if len(stored) != table.lens[i]:
         raise IntegrityError(f"{where}: {len(stored)} bytes stored, expected {table.lens[i]}")
     try:
-        data = decompress(table.codecs[i], crypto.open_frame(bytes(stored), chunk_id, i),
-                          table.frame_usize(i))
+        data = bytes(decompress(table.codecs[i], crypto.open_frame(stored, chunk_id, i),
+                                table.frame_usize(i)))
     except IntegrityError as e:
         raise IntegrityError(f"{where}: {e}") from None
     if table.digests and crypto.frame_digest(data) != table.digests[i]:
@@ -160,16 +160,16 @@ def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames:
     digests disagree with good data would fail only small reads)."""
     table = parse_table(crypto, payload, len(payload), usize, chunk_id)
     mv = memoryview(payload)
-    out = bytearray()
+    pieces = []           # raw frames stay views of the payload: one copy, by the join
     for i in range(table.count):
         s = table.starts[i]
         stored = mv[s:s + table.lens[i]]
         if check_frames:
-            out += open_frame(crypto, table, i, stored, chunk_id)
+            pieces.append(open_frame(crypto, table, i, stored, chunk_id))
             continue
         try:
-            out += decompress(table.codecs[i], crypto.open_frame(bytes(stored), chunk_id, i),
-                              table.frame_usize(i))
+            pieces.append(decompress(table.codecs[i], crypto.open_frame(stored, chunk_id, i),
+                                     table.frame_usize(i)))
         except IntegrityError as e:
             raise IntegrityError(f"{_name(chunk_id)} frame {i} of {table.count}: {e}") from None
-    return bytes(out)
+    return b"".join(pieces)
