@@ -40,7 +40,7 @@ from rpfs.live import Identity, changed_ranges, frozen_selection, identity, sett
 from rpfs.progress import Progress
 from rpfs.ratelimit import RateLimit
 from rpfs.store import catalog, objects
-from rpfs.store import frames
+import rpfs.store.frames as frames
 from rpfs.store.packs import FRAMED, PackWriter, compress
 from rpfs.store.maintenance.sync import sync
 from rpfs.store.repository import Repository

@@ -34,7 +34,7 @@ from rpfs.store.config import Config
 from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file
 from rpfs.store.locks import Registration, RepositoryBusy  # noqa: F401  (RepositoryBusy: for callers)
 from rpfs.store.options import StoreOptions, is_s3
-from rpfs.store import frames
+import rpfs.store.frames as frames
 from rpfs.store.packs import FRAMED, decompress
 from rpfs.store.readahead import ChunkLoader, ReadAhead
 from streams.lru import LRU
