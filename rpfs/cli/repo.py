@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--chunk-size", type=positive_size, help="chunk size, e.g. 1M (default 1M)")
     p.add_argument("--zstd-level", type=int, help="zstd level (default 1)")
     p.add_argument("--pack-size", type=positive_size, help="target pack size, e.g. 32M")
+    p.add_argument("--frame-size", type=lambda t: 0 if t.strip() == "0" else positive_size(t),
+                   help="chunks are stored in independently compressed frames of this size, so a"
+                        " small read decompresses only its frames (default 64K; 0: unframed)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("backup", help="store SOURCE (a VM folder or disk files) as one recovery point")
@@ -100,6 +103,8 @@ def cmd_init(args) -> int:
         kw["zstd_level"] = args.zstd_level
     if args.pack_size:
         kw["pack_size"] = args.pack_size
+    if args.frame_size is not None:
+        kw["frame_size"] = args.frame_size
     repo = Repository.init(args.repo, args.store, encrypt=args.encrypt, **kw)
     enc = "encrypted" if repo.crypto.encrypted else "not encrypted"
     repo.close()
