@@ -10,9 +10,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import os
+
+# `rpfs backup` indexes in a background process by default; the suite's tests read what a
+# backup printed and the index right after it, so they index before returning unless a
+# test asks for the background (tests/test_index_background.py passes --index=background).
+os.environ.setdefault("RPFS_BACKUP_INDEX", "now")
+
 # -- the test-image factory (tools/fixtures) as session fixtures ---------------------------
 import logging
-import os
 import shutil
 import signal
 import subprocess

@@ -19,6 +19,7 @@ from typing import Callable
 
 from streams.errors import RpfsError
 from rpfs.index import db as dbm
+from rpfs.index.background import clear_pending
 from rpfs.index.db import OPEN
 from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan
 
@@ -437,6 +438,7 @@ def update_index(repo, vm: str | None = None, *, only=None,
                     except BaseException:
                         db.execute("ROLLBACK")
                         raise
+                    clear_pending(repo, rp.id)
                     summary["indexed"] += 1
                     for k in ("volumes", "entries", "changed_records", "unchanged_volumes",
                               "mft_bytes_read"):

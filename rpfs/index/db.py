@@ -182,3 +182,17 @@ class WriteLock:
     def __exit__(self, *exc):
         os.close(self.fd)
         self.fd = None
+
+    def held(self) -> bool:
+        """Does another process hold the lock now? (A probe: takes and drops it if free.)"""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
