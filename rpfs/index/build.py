@@ -426,9 +426,12 @@ def update_index(repo, vm: str | None = None, *, only=None,
                         seq = (db.execute("SELECT max(seq) FROM rps WHERE vm = ?",
                                           (v,)).fetchone()[0] or 0) + 1
                         ids = Ids(db)
+                        bulk = dbm.bulk_load(db)
                         r = index_recovery_point(db, ids, v, rp,
                                                  {**rrp.volumes, **rrp.shadow_volumes}, seq,
                                                  same_disk_files(repo, rrp))
+                        if bulk:
+                            dbm.create_indexes(db)
                         rid = db.execute("INSERT INTO rps (vm, name, time, catalog_id, seq)"
                                          " VALUES (?,?,?,?,?)",
                                          (v, rp.name, int(rp.time.timestamp()), rp.id,
