@@ -91,6 +91,15 @@ def test_killed_indexer_is_made_good_on_demand(small_fixtures, tmp_path):
         os.kill(out["indexer"]["pid"], signal.SIGKILL)
         _wait_gone(out["indexer"]["pid"])
     assert len(os.listdir(r / "index.pending")) == 1
+    conf = tmp_path / "c.toml"
+    (tmp_path / "vms" / "web01").mkdir(parents=True)
+    conf.write_text(f'[repositories.r]\npath = "{r}"\n\n[groups.g]\nrepository = "r"\n'
+                    f'vms = ["{tmp_path}/vms/*"]\nschedule = "daily"\nkeep = {{ last = 1 }}\n')
+    status = rpfs("status", "--config", conf, "--json", check=False)
+    [vm] = [v for v in json.loads(status.stdout)["vms"] if v["vm"] == "web01"]
+    assert vm["index_pending"] == [RP2.replace(":", "")]
+    assert "web01: index pending for 1 recovery point" in rpfs(
+        "status", "--config", conf, check=False).stdout.decode()
     got, err = _find(r)
     assert err.startswith("rpfs: indexing 1 recovery point whose index the backup left to"
                           " the background") and err.count("\n") == 1, err

@@ -125,6 +125,9 @@ def cmd_index(args) -> int:
         raise UsageError("--only needs the VM")
     scan = None
     with open_repository(args.repo, args.store) as repo:
+        from rpfs.index.background import indexer_running
+        if not args.json and indexer_running(repo):
+            print("rpfs: waiting for the running indexer", file=sys.stderr)
         r = update_index(repo, args.vm, only=args.only, progress=progress, keys=load_keys(args))
         if args.then_scan and args.only:
             from rpfs.analysis import after_backup
