@@ -42,6 +42,9 @@ class NtfsNode(Node):
         self.name = entry.name if name is None else name
         self.key = volume_key + (entry.ref,)
         self._kind = entry.index_kind
+        # the index's $FILE_NAME gave the name and the kind: let it go (with its times, about
+        # 400 of a listed node's 1,000 bytes); the record has them all if asked again
+        entry._fn = None
         self._attr: Attr | None = None
         self._error: RpfsError | None = None
 
