@@ -53,7 +53,6 @@ import itertools
 import logging
 import os
 import stat
-from collections import OrderedDict
 from typing import Callable
 
 import pyfuse3
@@ -139,40 +138,6 @@ class _Listing:
         return None if i is None else self.entries[i][1]
 
 
-class _Listings:
-    """Listings of immutable directories by inode, least recently used out first once they
-    hold more than ``max_entries`` entries in all."""
-
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._data: OrderedDict[int, _Listing] = OrderedDict()
-        self._total = 0
-
-    def get(self, ino: int) -> _Listing | None:
-        listing = self._data.get(ino)
-        if listing is not None:
-            self._data.move_to_end(ino)
-        return listing
-
-    def put(self, ino: int, listing: _Listing) -> None:
-        self.drop(ino)
-        if len(listing.entries) > self.max_entries:
-            return
-        self._data[ino] = listing
-        self._total += len(listing.entries)
-        while self._total > self.max_entries:
-            _, gone = self._data.popitem(last=False)
-            self._total -= len(gone.entries)
-
-    def drop(self, ino: int) -> None:
-        old = self._data.pop(ino, None)
-        if old is not None:
-            self._total -= len(old.entries)
-
-    def __len__(self) -> int:
-        return self._total
-
-
 class _Handle:
     """An open file: its stream, and the whole content when it was small enough."""
 
@@ -219,7 +184,8 @@ class Operations(pyfuse3.Operations):
         self.inode_limit = 1 << 62  # a mount sets INODE_LIMIT: shedding needs the kernel
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
-        self._listings = _Listings(LISTING_CACHE_ENTRIES)
+        # listings of immutable directories by inode, bounded by the entries they hold in all
+        self._listings = LRU(LISTING_CACHE_ENTRIES, weight=lambda listing: len(listing.entries))
         self._streams = LRU(STREAM_CACHE)
         self._xattr_names = LRU(XATTR_CACHE)
         self._xattr_values = LRU(XATTR_CACHE)
@@ -577,7 +543,7 @@ class Operations(pyfuse3.Operations):
         self._live.pop(ino)
         self._attrs.pop(ino)
         self._links.pop(ino)
-        self._listings.drop(ino)
+        self._listings.pop(ino)
         self._streams.pop(ino)
         self._xattr_names.pop(ino)
 
@@ -618,7 +584,7 @@ class Operations(pyfuse3.Operations):
         nodes, ``live`` nodes of numbered inodes, ``kernel_refs`` to numbered inodes."""
         return {"inodes": len(self._node), "keys": len(self._ino_by_key),
                 "live": len(self._live), "kernel_refs": self._numbered_refs,
-                "attrs": len(self._attrs), "listed": len(self._listings),
+                "attrs": len(self._attrs), "listed": self._listings.total,
                 "streams": len(self._streams), "xattr_names": len(self._xattr_names)}
 
     # -- everything that would write ----------------------------------------------------
