@@ -225,3 +225,33 @@ def test_a_listed_checkpoint_whose_configuration_is_not_stored(built, tmp_path):
     assert "Snapshots/1A2B3C4D-0000-4000-8000-000000000002.vmcx is not stored" in r.stderr.decode()
     assert rpfs("cat", vm, "/checkpoints/Before update/volumes/data-p1/notes.txt").stdout == \
         b"data in state A\n"
+
+
+def test_web_page_browses_checkpoints(repo, built, manifest, tmp_path):
+    """rpfs serve: the recovery point's page lists checkpoints/ and says what each is; a
+    checkpoint's volume browses and downloads as its state."""
+    import urllib.parse
+
+    import httpx
+
+    from tests.helpers.web import start_server
+
+    proc, base = start_server(repo, log=tmp_path / "serve.log")
+    try:
+        with httpx.Client(base_url=base, timeout=120) as http:
+            rp_page = http.get(f"/browse/cpvm/{RP}")
+            assert rp_page.status_code == 200 and "checkpoints" in rp_page.text
+            assert "Nightly/known good" in rp_page.text   # the info table: name as configured
+            names = [e["name"] for e in http.get(
+                "/api/ls", params={"path": f"/cpvm/{RP}/checkpoints"}).json()]
+            assert names == NAMES
+            vol = f"/cpvm/{RP}/checkpoints/{NAMES[0]}/volumes/system-p1"
+            page = http.get("/browse" + urllib.parse.quote(vol + "/docs"))
+            assert page.status_code == 200 and "report-0.bin" in page.text
+            want = manifest["checkpoints"][0]["volumes"]["system-p1"]
+            for path, digest in want.items():
+                r = http.get("/api/download", params={"path": f"{vol}/{path}"})
+                assert hashlib.sha256(r.content).hexdigest() == digest, path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -293,3 +293,19 @@ def test_fixture_vm_has_a_real_configuration(small_fixtures):
             ("scsi", 0, "VHD", "Virtual Hard Disks/system.vhdx"),
             ("scsi", 1, "VHD", "Virtual Hard Disks/data.vhdx"), ("scsi", 2, "NONE", None)]
         assert not any("note" in d for d in cfg["drives"]) and cfg["checkpoints"] == []
+
+
+def test_linux_fixture_vm_has_a_real_configuration():
+    """linux01 (tools/fixtures/linux.py) has a .vmcx naming its four disks, all stored."""
+    from tools.fixtures import linux
+
+    try:
+        vm = linux.image("vm")
+    except linux.Unavailable as e:
+        pytest.skip(str(e))
+    for state in ("state1", "state2"):
+        cfg = json.loads(rpfs("info", vm / state / "linux01", "/", "--json").stdout)["hyperv_config"]
+        assert (cfg["name"], cfg["id"], cfg["processors"], cfg["memory_mib"]) == (
+            "linux01", linux.VM_ID, 1, 1024)
+        assert [d["stored_file"] for d in cfg["drives"]] == [
+            f"Virtual Hard Disks/{d}" for d in ("root.vhdx", "lvm.vhdx", "lvm2.vhdx", "data.vhdx")]
