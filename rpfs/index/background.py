@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Callable
 
 from rpfs.index import db as dbm
@@ -24,12 +25,32 @@ def _pending_dir(repo) -> str:
     return os.path.join(os.path.dirname(repo.catalog_path), PENDING_DIR)
 
 
-def mark_pending(repo, rp_id: int) -> None:
-    """Note that recovery point ``rp_id``'s index is deferred (before the indexer starts)."""
+def mark_pending(repo, rp_id: int, pid: int | None = None) -> None:
+    """Note that recovery point ``rp_id``'s index is deferred (before the indexer starts),
+    and then which process indexes it (``pid``)."""
     d = _pending_dir(repo)
     os.makedirs(d, mode=0o700, exist_ok=True)
-    os.close(os.open(os.path.join(d, str(int(rp_id))), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
-                     0o600))
+    fd = os.open(os.path.join(d, str(int(rp_id))), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                 | os.O_CLOEXEC, 0o600)
+    try:
+        if pid is not None:
+            os.write(fd, f"{pid}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _indexer_alive(repo, rp_id: int) -> bool:
+    """Is the process named in the mark of ``rp_id`` still an ``rpfs index`` at work?"""
+    try:
+        with open(os.path.join(_pending_dir(repo), str(int(rp_id)))) as f:
+            pid = int(f.read().strip() or 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, ValueError, IndexError):
+        return False
+    return pid > 0 and not zombie and b"rpfs" in argv and b"index" in argv
 
 
 def clear_pending(repo, rp_id: int) -> None:
@@ -80,7 +101,8 @@ def start(repo, address: str, vm: str, rp: str, *, keys_file: str | None = None,
     """Start ``rpfs index ADDRESS VM --only RP [--then-scan]`` detached from this process
     (its own session, output appended to ``index.log`` beside the catalog), after marking
     the recovery point pending. Returns what ``backup --json`` says about it."""
-    mark_pending(repo, repo.recovery_point(vm, rp).id)
+    rp_id = repo.recovery_point(vm, rp).id
+    mark_pending(repo, rp_id)
     directory = os.path.dirname(repo.catalog_path)
     log = os.path.join(directory, LOG_NAME)
     argv = [sys.executable, "-m", "rpfs", "index", address, vm, "--only", rp, *global_args]
@@ -91,10 +113,10 @@ def start(repo, address: str, vm: str, rp: str, *, keys_file: str | None = None,
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                             start_new_session=True, close_fds=True,
-                             env={**os.environ, "RPFS_BACKGROUND_INDEXER": "1"})
+                             start_new_session=True, close_fds=True)
     finally:
         os.close(fd)
+    mark_pending(repo, rp_id, p.pid)
     return {"pid": p.pid, "log": log}
 
 
@@ -112,6 +134,19 @@ def ensure(repo, vm: str | None = None, *, notice: Callable[[str], None] | None 
     todo = pending(repo, vm)
     if not todo:
         return 0
+    ids = {(v, rp.name): rp.id for v in {v for v, _ in todo} for rp in repo.recovery_points(v)}
+    alive = [k for k in todo if _indexer_alive(repo, ids[k])]
+    if alive:
+        # Its indexer was started but may not hold the lock yet (indexing here first would
+        # race it, and without the backup's --keys): wait until it has done its part.
+        if notice:
+            notice(f"waiting for the background indexer of {len(alive)} recovery point"
+                   f"{'s' if len(alive) != 1 else ''}")
+        while any(_indexer_alive(repo, ids[k]) and k in pending(repo, k[0]) for k in alive):
+            time.sleep(0.1)
+        todo = pending(repo, vm)
+        if not todo:
+            return 0
     if notice:
         busy = " (waiting for the running indexer first)" if indexer_running(repo) else ""
         notice(f"indexing {len(todo)} recovery point{'s' if len(todo) != 1 else ''} whose"
