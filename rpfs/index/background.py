@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Callable
 
+from rpfs import nspath
 from rpfs.index import db as dbm
 
 LOG_NAME = "index.log"
@@ -173,5 +174,4 @@ def ensure_for(tree, vm: str | None = None, *, notice=None, keys=None) -> None:
 
 def vm_of(path: str) -> str | None:
     """The VM of a ``/<vm>/...`` path of the namespace (None if it names none)."""
-    first = str(path).strip("/").split("/", 1)[0]
-    return first or None
+    return nspath.vm_of(path)
