@@ -626,3 +626,22 @@ def test_a_recovery_point_read_on_another_machine_is_kept_by_prune(s3_gateway, t
     assert [k for k in bucket_keys(repo) if "/readers/" in k] == []
     out = rpfs("prune", repo, "--keep-last", "1", env=b).stdout.decode()
     assert next(x for x in out.splitlines() if day1 in x).startswith("remove"), out
+
+
+def test_a_small_read_of_a_framed_chunk_fetches_its_frames_not_the_block(s3_gateway, tmp_path):
+    """A cold 4 KiB read in the bucket: one ranged GET for the frame table and one for the
+    64 KiB frame (kept in the block cache under their own keys), never the 4 MiB block."""
+    repo = s3_gateway.address("frames")
+    src = tmp_path / "web01"
+    make_vm(src, 51, size=8 * MiB)
+    store(repo, [(src, "2026-11-01T02:00:00Z")])
+    data = (src / "Virtual Hard Disks" / "disk0.vhdx").read_bytes()
+    cache = tmp_path / "cache"
+    with open_repository(repo, opts(cache_dir=str(cache))) as r:
+        f = r.open_file(r.recovery_points("web01")[-1], "Virtual Hard Disks/disk0.vhdx")
+        off = 5 * MiB + 3 * 65536 + 100
+        assert f.read(off, 4096) == data[off:off + 4096]
+        assert (r.frames_decoded, r.loader.loaded) == (1, 0)
+    kept = {p.name: p.stat().st_size for p in (cache / "blocks").iterdir()}
+    assert kept and all("@" in k for k in kept), kept
+    assert sum(kept.values()) < 80 * 1024

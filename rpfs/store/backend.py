@@ -143,6 +143,11 @@ class Backend:
         """``get`` around any cache (pack indexes: small reads nobody repeats)."""
         return self.get(name, offset, length)
 
+    def get_part(self, name: str, offset: int, length: int) -> bytes:
+        """A small read at random (a framed chunk's table or frames): object storage fetches
+        just this range rather than the block around it; a directory reads it as ``get``."""
+        return self.get(name, offset, length)
+
     def discard_cached(self, name: str, offset: int, length: int) -> bool:
         """Forget any local copy of a pack range; False when there is none to forget."""
         return False

@@ -458,16 +458,22 @@ class Repository:
     def _table(self, loc: ChunkLoc) -> "frames.FrameTable":
         t = self.tables.get(loc.hash)
         if t is None:
+            first = min(loc.csize, frames.FIRST_READ)
             for attempt in (0, 1):
-                head = self.backend.get(loc.pack, loc.offset, min(loc.csize, frames.FIRST_READ))
+                head = self.backend.get_part(loc.pack, loc.offset, first)
+                need = first
                 try:
                     need = frames.table_length(head, loc.csize, loc.hash)
                     if need > len(head):
-                        head += self.backend.get(loc.pack, loc.offset + len(head), need - len(head))
+                        head += self.backend.get_part(loc.pack, loc.offset + first, need - first)
                     t = frames.parse_table(self.crypto, head, loc.csize, loc.usize, loc.hash)
                     break
                 except IntegrityError as e:
-                    if attempt or not self.backend.discard_cached(loc.pack, loc.offset, loc.csize):
+                    # forget the cached copies of what was read (the ranges get_part kept)
+                    dropped = self.backend.discard_cached(loc.pack, loc.offset, first)
+                    if need > first:
+                        self.backend.discard_cached(loc.pack, loc.offset + first, need - first)
+                    if attempt or not dropped:
                         raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
             self.tables.put(loc.hash, t)
         return t
@@ -483,7 +489,7 @@ class Repository:
             lo, hi = missing[0], missing[-1]
             for attempt in (0, 1):
                 at, n = t.span(lo, hi)
-                raw = self.backend.get(loc.pack, loc.offset + at, n)
+                raw = self.backend.get_part(loc.pack, loc.offset + at, n)
                 try:
                     if len(raw) != n:
                         raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + at + len(raw):#x}")

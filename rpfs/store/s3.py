@@ -255,6 +255,23 @@ class S3Backend(Backend):
     def get_direct(self, name: str, offset: int, length: int) -> bytes:
         return self._range(name, offset, offset + length) if length > 0 else b""
 
+    def get_part(self, name: str, offset: int, length: int) -> bytes:
+        """From a cached block if there is one, else one ranged GET of just these bytes, kept
+        in the disk cache under their own key: a random 4 KiB read of a framed chunk fetches
+        its table and frame (~70 KiB), not the 4 MiB block around them."""
+        if self.cache is None or length <= 0 or length > BLOCK:
+            return self.get(name, offset, length)
+        first, last = offset // BLOCK, (offset + length - 1) // BLOCK
+        if all(f"{name}-{b}" in self.cache for b in range(first, last + 1)):
+            return self.get(name, offset, length)
+        key = f"{name}@{offset}+{length}"
+        data = self.cache.get(key)
+        if data is None:
+            data = self._range(name, offset, offset + length)
+            if len(data) == length:
+                self.cache.put(key, data)
+        return data
+
     def _range(self, name: str, start: int, end: int) -> bytes:
         try:
             return self._read(f"packs/{name}", f"bytes={start}-{end - 1}")
@@ -312,6 +329,7 @@ class S3Backend(Backend):
             return False
         for b in range(offset // BLOCK, (offset + max(length, 1) - 1) // BLOCK + 1):
             self.cache.discard(f"{name}-{b}")
+        self.cache.discard(f"{name}@{offset}+{length}")     # a range get_part kept
         return True
 
     def size(self, name: str) -> int | None:
