@@ -192,16 +192,18 @@ def sparse_disk(path: Path) -> int:
 
 
 def measure(*args) -> dict:
-    """One ``rpfs`` process: wall seconds, peak RSS, the load average before and after."""
+    """One ``rpfs`` process: wall and CPU (user + system) seconds, peak RSS, the load
+    average before and after. On a shared machine the CPU seconds are the steadier figure."""
     load = os.getloadavg()[0]
-    r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", PY, "-m", "rpfs", *map(str, args)],
+    r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M %U %S", PY, "-m", "rpfs", *map(str, args)],
                        capture_output=True, text=True, cwd=ROOT)
     line = [x for x in r.stderr.splitlines() if x.startswith("TIME ")][-1].split()
     if r.returncode not in (0, 1):
         raise RuntimeError(f"rpfs {' '.join(map(str, args))}: {r.stderr[-2000:]}")
-    out = {"s": float(line[1]), "rss_mib": round(int(line[2]) / 1024),
+    out = {"s": float(line[1]), "cpu_s": round(float(line[3]) + float(line[4]), 1),
+           "rss_mib": round(int(line[2]) / 1024),
            "load": [round(load, 1), round(os.getloadavg()[0], 1)], "out": r.stdout}
-    print(f"  rpfs {' '.join(map(str, args[:1]))}: {out['s']} s, {out['rss_mib']} MiB,"
+    print(f"  rpfs {' '.join(map(str, args[:1]))}: {out['s']} s ({out['cpu_s']} s CPU), {out['rss_mib']} MiB,"
           f" load {out['load']}", flush=True)
     return out
 
