@@ -19,6 +19,7 @@ VM, then gc), ``repair`` of a deleted catalog from the objects, and ``verify`` a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -31,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from rpfs.index import db as index_db  # noqa: E402
 from rpfs.store import Repository, catalog, objects  # noqa: E402
 from rpfs.store.packs import PackWriter, compress  # noqa: E402
 
@@ -38,17 +40,35 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
 CS = 4096
 BASE, NEW, RPS = 9_100, 90, 10       # per VM: shared chunks, new ones per recovery point, RPs
+FILES, CHANGED = 1_000, 10           # per VM: files indexed on its volume, rewritten every night
+DISK_BYTES = 10 << 30                # the backup's disk: 10 GiB, its data chunks all stored
+NT_EPOCH_2025 = 133_801_632_000_000_000   # 2025-01-01 in NT ticks
 
 
 def chunk(n: int) -> bytes:
     return n.to_bytes(8, "little") + bytes(CS - 8)
 
 
+@contextlib.contextmanager
+def no_fsync():
+    """A generator, not the product: no fsync per pack, object and commit (at 100x that
+    is ~50,000 of them); the repository is measured from the page cache either way."""
+    real = os.fsync
+    os.fsync = lambda fd: None
+    try:
+        yield
+    finally:
+        os.fsync = real
+
+
 def generate(path: Path, scale: int) -> dict:
     t0 = time.monotonic()
     vms = 10 * scale
-    with Repository.init(str(path), chunk_size=CS, pack_size=8 << 20) as repo:
+    with no_fsync(), Repository.init(str(path), chunk_size=CS, pack_size=8 << 20) as repo:
         db = repo.writer
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("PRAGMA cache_size = -524288")   # 512 MiB: random inserts into the hash index
+        rp_ids = []
         next_id = 1
         for v in range(vms):
             vm = f"vm{v:04d}"
@@ -89,42 +109,134 @@ def generate(path: Path, scale: int) -> dict:
                         "INSERT INTO recovery_points (vm_id, name, time, logical_size, stored_size,"
                         " file_count, new_chunks, chunk_size, created) VALUES (?,?,?,?,?,?,?,?,?)",
                         (vm_id, name, when, fsize, NEW * 64, 1, NEW, CS, float(when))).lastrowid
+                    rp_ids.append((vm, r, rp_id, name, when))
                     db.execute("INSERT INTO files (rp_id, path, size, chunk_map, map_object)"
                                " VALUES (?,?,?,?,?)", (rp_id, "disk0.vhdx", fsize,
                                                        catalog.encode_map([ids[i] for i in sel]), m))
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        entries = generate_index(repo, rp_ids)
     return {"vms": vms, "recovery_points": vms * RPS, "chunks": next_id - 1,
-            "generate_s": round(time.monotonic() - t0, 1),
-            "catalog_mib": round(os.path.getsize(path / "catalog.sqlite") / 2**20, 1)}
+            "index_entries": entries, "generate_s": round(time.monotonic() - t0, 1),
+            "catalog_mib": round(os.path.getsize(path / "catalog.sqlite") / 2**20, 1),
+            "index_mib": round(os.path.getsize(path / "index.sqlite") / 2**20, 1)}
+
+
+def index_rows(v: int) -> list[tuple[str, str]]:
+    """(directory, name) of the files of VM ``v``'s one volume: FILES documents under ten
+    user folders (the same names on every VM, as on real fleets) and one note of its own."""
+    rows = [(f"/Users/u{k % 10}/Documents", f"doc{k:04d}.docx") for k in range(FILES)]
+    return rows + [("/Users/u0", f"vm{v:04d}-notes.txt")]
+
+
+def generate_index(repo, rp_ids) -> int:
+    """Metadata index rows (rpfs/index/db.py) for every recovery point, written directly:
+    a synthetic disk has no NTFS volume for ``rpfs index`` to read. Each VM has one volume
+    ``disk0-p1`` whose files are present in all its recovery points (one row each, open)
+    plus CHANGED documents rewritten in each recovery point (a row per version)."""
+    ix = index_db.connect(index_db.index_path(repo), write=True)
+    ix.execute("PRAGMA synchronous = OFF")
+    dirs, names, count = {}, {}, 0
+
+    def intern(table, cache, text):
+        if text not in cache:
+            cache[text] = ix.execute(f"INSERT INTO {table} (id, {'path' if table == 'dirs' else 'name'},"
+                                     " fold) VALUES (?,?,?)", (len(cache) + 1, text, text.lower())).lastrowid
+        return cache[text]
+    ix.execute("BEGIN")
+    by_vm: dict[str, list] = {}
+    for vm, seq, rp_id, name, when in rp_ids:
+        by_vm.setdefault(vm, []).append((seq, rp_id, name, when))
+    for v, (vm, rps) in enumerate(sorted(by_vm.items())):
+        vol = ix.execute("INSERT INTO volumes (vm, name, state_seq) VALUES (?,?,?)",
+                         (vm, "disk0-p1", len(rps) - 1)).lastrowid
+        files = index_rows(v)
+        for seq, rp_id, name, when in rps:
+            ix_rp = ix.execute("INSERT INTO rps (vm, name, time, catalog_id, seq) VALUES (?,?,?,?,?)",
+                               (vm, name, when, rp_id, seq)).lastrowid
+            ix.execute("INSERT INTO volume_rps (volume_id, seq, rp_id, entries) VALUES (?,?,?,?)",
+                       (vol, seq, ix_rp, len(files)))
+        rows = []
+        for ref, (d, n) in enumerate(files, start=64):
+            t = NT_EPOCH_2025 + ref
+            spans = [(0, index_db.OPEN)]
+            if ref - 64 < CHANGED:    # rewritten every night: one row per recovery point
+                spans = [(q, q if q < len(rps) - 1 else index_db.OPEN) for q in range(len(rps))]
+            for first, last in spans:
+                rows.append((vol, first, last, intern("dirs", dirs, d), intern("names", names, n),
+                             ref, 1, 5, "file", 4096 * (ref + first), 4096 * (ref + first + 1),
+                             t, t + first, t + first, t + first, 0x20, 0, None, bytes(16)))
+        ix.executemany("INSERT INTO entries (volume_id, first, last, dir_id, name_id, ref, rseq,"
+                       " parent, kind, size, allocated, created, modified, changed, accessed,"
+                       " attributes, reparse_tag, ads, fingerprint) VALUES"
+                       " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        count += len(rows)
+    ix.execute("INSERT INTO names_fts (names_fts) VALUES ('rebuild')")
+    ix.execute("COMMIT")
+    ix.close()
+    return count
+
+
+def sparse_disk(path: Path) -> int:
+    """A 10 GiB disk file whose every chunk is already in the repository (any scale): runs of
+    16 chunks of the first eight VMs' disks (chunk() of theirs: 65,536 distinct chunks,
+    256 MiB), one run every 2.5 MiB, holes between them (which a backup does not read).
+    Returns its data chunks."""
+    runs, n = DISK_BYTES // (2560 << 10), 0
+    with open(path, "wb") as f:
+        f.truncate(DISK_BYTES)
+        for r in range(runs):
+            f.seek(r * (2560 << 10))
+            f.write(b"".join(chunk((n + i) // 8192 * 1_000_000 + (n + i) % 8192) for i in range(16)))
+            n += 16
+    return n
 
 
 def measure(*args) -> dict:
-    r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", PY, "-m", "rpfs", *map(str, args)],
+    """One ``rpfs`` process: wall and CPU (user + system) seconds, peak RSS, the load
+    average before and after. On a shared machine the CPU seconds are the steadier figure."""
+    load = os.getloadavg()[0]
+    r = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M %U %S", PY, "-m", "rpfs", *map(str, args)],
                        capture_output=True, text=True, cwd=ROOT)
     line = [x for x in r.stderr.splitlines() if x.startswith("TIME ")][-1].split()
     if r.returncode not in (0, 1):
         raise RuntimeError(f"rpfs {' '.join(map(str, args))}: {r.stderr[-2000:]}")
-    return {"s": float(line[1]), "rss_mib": round(int(line[2]) / 1024), "out": r.stdout}
+    out = {"s": float(line[1]), "cpu_s": round(float(line[3]) + float(line[4]), 1),
+           "rss_mib": round(int(line[2]) / 1024),
+           "load": [round(load, 1), round(os.getloadavg()[0], 1)], "out": r.stdout}
+    print(f"  rpfs {' '.join(map(str, args[:1]))}: {out['s']} s ({out['cpu_s']} s CPU), {out['rss_mib']} MiB,"
+          f" load {out['load']}", flush=True)
+    return out
 
 
-def run(scale: int, base: Path) -> dict:
+def run(scale: int, base: Path, keep: bool = False) -> dict:
     path = base / f"scale-{scale}"
-    shutil.rmtree(path, ignore_errors=True)
-    out = {"scale": scale, **generate(path, scale)}
+    if (path / "done-generating").exists():
+        out = json.loads((path / "done-generating").read_text())
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        out = {"scale": scale, **generate(path, scale)}
+        (path / "done-generating").write_text(json.dumps(out))
+    out["commit"] = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                                   capture_output=True, text=True).stdout.strip()
     print(f"scale {scale}: generated {out}", flush=True)
-    src = base / "src" / "vm-new"
-    if not src.exists():
-        src.mkdir(parents=True)
-        (src / "disk0.vhdx").write_bytes(random.Random(1).randbytes(64 << 20))
-    out["list"] = measure("list", path)
-    out["ls_root"] = measure("ls", path, "/")
-    out["ls_vm"] = measure("ls", path, "/vm0000")
-    for k in ("list", "ls_root", "ls_vm"):
+    disk_dir = base / "src" / "vm-disk"
+    if not (disk_dir / "disk0.vhdx").exists():
+        disk_dir.mkdir(parents=True, exist_ok=True)
+        sparse_disk(disk_dir / "disk0.vhdx")
+    for k, args in (("list", ("list", path)), ("ls_root", ("ls", path, "/")),
+                    ("ls_vm", ("ls", path, "/vm0000"))):
+        out[k] = measure(*args)
         out[k].pop("out")
-    measure("backup", path, src, "--time", "2026-12-30T00:00:00Z", "--no-index")
-    out["backup_unchanged_64mib"] = measure("backup", path, src, "--time", "2026-12-31T00:00:00Z",
-                                            "--no-index", "--force-read")
-    out["backup_unchanged_64mib"].pop("out")
+    # find over the generated index rows: one VM's own note (10 hits at every scale), then
+    # a name every VM has (10 hits per VM: the output grows with the fleet)
+    for k, pattern in (("find_one_vm", "vm0007-notes.txt"), ("find_every_vm", "doc0042.docx")):
+        out[k] = measure("find", path, pattern)
+        out[k]["hits"] = len(out[k].pop("out").splitlines())
+    out["backup_10gib"] = measure("backup", path, disk_dir, "--time", "2026-12-31T00:00:00Z",
+                                  "--no-index", "--force-read", "--json")
+    b = json.loads(out["backup_10gib"].pop("out"))
+    out["backup_10gib"].update({k: b.get(k) for k in ("chunks", "new_chunks", "zero_chunks",
+                                                      "bytes_read", "logical_size") if k in b})
     out["prune_gc"] = measure("prune", path, "--keep-last", "9", "--json")
     gc = json.loads(out["prune_gc"].pop("out"))
     out["prune_gc"].update(removed=gc["removed"], chunks_deleted=gc["gc"]["chunks_deleted"],
@@ -136,7 +248,8 @@ def run(scale: int, base: Path) -> dict:
     out["verify"] = measure("verify", path, "--json")
     out["verify"]["ok"] = json.loads(out["verify"].pop("out"))["ok"]
     print(f"scale {scale}: {json.dumps(out)}", flush=True)
-    shutil.rmtree(path, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
     return out
 
 
@@ -144,12 +257,26 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=int, nargs="+", default=[1, 10])
     ap.add_argument("--out", help="where to build the repositories (default: a temp dir)")
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--json", help="write the results here (merged by scale into what is there)")
+    ap.add_argument("--generate-only", action="store_true",
+                    help="generate the repositories and stop (a later run measures them)")
+    ap.add_argument("--keep", action="store_true", help="leave the repositories (default: deleted)")
     args = ap.parse_args()
     base = Path(args.out or tempfile.mkdtemp(prefix="rpfs-scale-"))
-    results = [run(s, base) for s in args.scale]
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    for s in args.scale:
+        if args.generate_only:
+            path = base / f"scale-{s}"
+            shutil.rmtree(path, ignore_errors=True)
+            info = {"scale": s, **generate(path, s)}
+            (path / "done-generating").write_text(json.dumps(info))
+            print(f"scale {s}: generated {info}", flush=True)
+            continue
+        res = run(s, base, args.keep)
+        if args.json:
+            old = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else []
+            merged = [r for r in old if r.get("scale") != s] + [res]
+            Path(args.json).write_text(json.dumps(sorted(merged, key=lambda r: r["scale"]),
+                                                  indent=1) + "\n")
     return 0
 
 

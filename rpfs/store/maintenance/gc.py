@@ -20,6 +20,7 @@ Steps:
 from __future__ import annotations
 
 import time
+from array import array
 from dataclasses import asdict, dataclass
 
 from streams.errors import FormatError, IntegrityError
@@ -27,8 +28,10 @@ import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.marks import mark
 from rpfs.store.maintenance.sync import sync
-from rpfs.store.packs import PackWriter
+from rpfs.store.packs import ENTRY_HEADER_SIZE, INDEX_ENTRY_SIZE, PackWriter
 from rpfs.store.repository import ChunkLoc
+
+INDEX_GROUP = 100_000    # new pack entries per index object a repack writes
 
 
 @dataclass
@@ -79,11 +82,16 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
     # per live pack: live payload bytes and which rows are dead (the rows themselves are
     # read again only for the packs repacked: holding every live row would take ~150 bytes
     # per chunk, 1.5 GB at 10 million chunks)
+    # A chunk's bytes in its pack are its payload, the header in front of it and its index
+    # entry: counting the payload alone, a pack of small, well-compressed chunks (a 4 KiB
+    # chunk of a mostly empty page is ~20 bytes, its header and entry 100) looked mostly
+    # dead with every chunk live, and every gc repacked every such pack again.
+    per_chunk = ENTRY_HEADER_SIZE + INDEX_ENTRY_SIZE
     live_bytes: dict[int, int] = {pid: 0 for pid, v in packs.items() if v[2] is None}
-    dead: list[int] = []
+    dead = array("q")
     for cid, pid, csize in db.execute("SELECT id, pack_id, csize FROM chunks"):
         if cid in live:
-            live_bytes[pid] = live_bytes.get(pid, 0) + csize
+            live_bytes[pid] = live_bytes.get(pid, 0) + csize + per_chunk
         else:
             dead.append(cid)
     res.chunks_deleted = len(dead)
@@ -98,10 +106,24 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
         elif size > 0 and lb / size < threshold:
             repack.append(pid)
 
-    new_packs: list[tuple[PackWriter, int]] = []
+    # What a repack holds until its transaction is 24 bytes per moved chunk (three arrays),
+    # not a tuple per chunk and every new pack's entries (~250 bytes per chunk, 2.5 GB when
+    # a gc moves 10 million chunks): a new pack's entries go into an index object once
+    # INDEX_GROUP entries are waiting, and are dropped then.
+    new_packs: list[tuple[str, int, int]] = []          # name, size, entry count
+    moved_id, moved_off, moved_pack = array("q"), array("q"), array("q")
     if not dry_run and (repack or retire or dead):
         writer: PackWriter | None = None
-        pending: list[tuple[int, PackWriter, int]] = []
+        unindexed: list[tuple[str, int, list]] = []
+
+        def finish(w: PackWriter) -> None:
+            size = w.finish()
+            new_packs.append((w.name, size, len(w.entries)))
+            unindexed.append((w.name, size, w.entries))
+            if sum(len(e) for _, _, e in unindexed) >= INDEX_GROUP:
+                objects.put_index(repo, unindexed)
+                unindexed.clear()
+
         for pid in repack:
             name = packs[pid][0]
             ok = True
@@ -124,28 +146,29 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
                 if writer is None:
                     writer = PackWriter(repo.backend)
                 e = writer.add(h, codec, payload, usize)
-                pending.append((cid, writer, e.offset))
+                moved_id.append(cid)
+                moved_off.append(e.offset)
+                moved_pack.append(len(new_packs))    # the slot this writer takes when finished
                 if writer.size >= repo.config.pack_size:
-                    new_packs.append((writer, writer.finish()))
+                    finish(writer)
                     writer = None
             retire.append(pid)
             res.packs_repacked += 1
             res.chunks_moved += len(staged)
         if writer is not None:
-            new_packs.append((writer, writer.finish()))
-        if new_packs:
-            objects.put_index(repo, [(w.name, size, w.entries) for w, size in new_packs])
+            finish(writer)
+        if unindexed:
+            objects.put_index(repo, unindexed)
         with catalog.transaction(db):
             epoch = catalog.get_epoch(db) + 1
-            pack_ids = {}
-            for w, size in new_packs:
-                cur = db.execute("INSERT INTO packs (name, size, chunk_count, created) VALUES (?,?,?,?)",
-                                 (w.name, size, len(w.entries), time.time()))
-                pack_ids[w.name] = cur.lastrowid
+            pack_ids = [db.execute("INSERT INTO packs (name, size, chunk_count, created)"
+                                   " VALUES (?,?,?,?)", (n, size, count, time.time())).lastrowid
+                        for n, size, count in new_packs]
             db.executemany("UPDATE chunks SET pack_id = ?, offset = ? WHERE id = ?",
-                           [(pack_ids[w.name], off, cid) for cid, w, off in pending])
+                           ((pack_ids[moved_pack[i]], moved_off[i], moved_id[i])
+                            for i in range(len(moved_id))))
             for k in range(0, len(dead), 500):
-                part = dead[k:k + 500]
+                part = dead[k:k + 500].tolist()
                 db.execute(f"DELETE FROM chunks WHERE id IN ({','.join('?' * len(part))})", part)
             db.executemany("UPDATE packs SET retired_epoch = ? WHERE id = ?", [(epoch, p) for p in retire])
             db.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (epoch,))

@@ -30,6 +30,8 @@ from rpfs.store.packs import read_index
 
 WORKERS = 16
 BATCH = 64              # recovery points imported per transaction (bounds a rebuild's memory)
+IMPORT_GROUP = 500_000  # new chunk rows sorted by hash and inserted together (~120 bytes each)
+IMPORT_CACHE_MIB = 256  # SQLite page cache while importing: the hash index's pages a group touches
 FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
 log = logging.getLogger("rpfs.store")
 
@@ -116,8 +118,9 @@ def import_recovery_points(repo, names: list[str], res: RebuildResult) -> None:
     of 10,000 recovery points of 10,000 chunks each would hold 3 GB of hashes at once). The
     packs no catalog row names are imported once, by the first batch that misses a chunk."""
     packs_done = False
-    for k in range(0, len(names), BATCH):
-        packs_done = _import_batch(repo, names[k:k + BATCH], res, packs_done)
+    with catalog.page_cache(repo.writer, IMPORT_CACHE_MIB):   # each batch looks up its chunks by hash
+        for k in range(0, len(names), BATCH):
+            packs_done = _import_batch(repo, names[k:k + BATCH], res, packs_done)
 
 
 def _import_batch(repo, names: list[str], res: RebuildResult, packs_done: bool) -> bool:
@@ -320,7 +323,32 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
         for k in range(0, len(rest), WORKERS):
             yield from _pmap(pack_tail, rest[k:k + WORKERS])
 
-    with catalog.transaction(db):
+    group: list[tuple] = []     # new chunk rows waiting: (hash, id, pack, offset, csize, usize, codec)
+    next_id = [db.execute("SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'chunks'), 0),"
+                          " coalesce((SELECT max(id) FROM chunks), 0))").fetchone()[0] + 1]
+
+    def insert_group():
+        """The rows of a group in hash order, with ids given in pack order: the hash index
+        (random keys) is then filled in one sweep per group instead of one random page per
+        row, which with SQLite's small page cache read and rewrote ~4 KiB per chunk (1 M
+        chunks: 4.6 GB read, 4.2 GB written, 16x the time of 100 k); and ids stay in pack
+        order, so chunk maps (id deltas) stay small."""
+        group.sort()
+        rows, last = [], None
+        for r in group:
+            if r[0] != last:   # a chunk in two new packs: the first one's row
+                rows.append(r)
+                last = r[0]
+        cur = db.executemany("INSERT INTO chunks (hash, id, pack_id, offset, csize, usize, codec)"
+                             " VALUES (?,?,?,?,?,?,?) ON CONFLICT (hash) DO NOTHING", rows)
+        res.chunks_added += cur.rowcount
+        for r in rows:
+            if r[0] in missing:   # only what the caller needs is remembered
+                known[r[0]] = r[1]
+                missing.discard(r[0])
+        group.clear()
+
+    with catalog.page_cache(db, IMPORT_CACHE_MIB), catalog.transaction(db):
         for n, s, entries, err in found():
             pid = have.get(n)
             if entries is None:
@@ -344,14 +372,13 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
                     continue   # a known pack, read only to relocate
                 if e.hash in known:
                     continue   # also in another pack (a repack a gc had not finished deleting)
-                cur = db.execute(
-                    "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
-                    " ON CONFLICT (hash) DO NOTHING", (e.hash, pid, e.offset, e.csize, e.usize, e.codec))
-                if cur.rowcount:   # else the catalog has it in a pack still there: keep that copy
-                    res.chunks_added += 1
-                    if e.hash in missing:   # only what the caller needs is remembered
-                        known[e.hash] = cur.lastrowid
-                missing.discard(e.hash)
+                # else, if the catalog has it in a pack still there, ON CONFLICT keeps that copy
+                group.append((e.hash, next_id[0], pid, e.offset, e.csize, e.usize, e.codec))
+                next_id[0] += 1
+            if len(group) >= IMPORT_GROUP:
+                insert_group()
+        if group:
+            insert_group()
 
 
 def write_missing_objects(repo, res: RebuildResult) -> None:
