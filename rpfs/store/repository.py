@@ -112,7 +112,7 @@ class Repository:
         cache = config.cache_mb << 20 if options.chunk_cache_bytes is None else options.chunk_cache_bytes
         self.cache = ChunkCache(max(0, cache))
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
-        self.tables: LRU = LRU(4096)     # chunk id -> FrameTable of framed chunks read in part
+        self.tables: LRU = LRU(1024)     # chunk id -> FrameTable (~2.8 KB each) of chunks read in part
         self.frames_decoded = 0          # frames a part read decompressed (counted for tests)
         self.catalog_path = catalog.path_in(self.local)
         self._tls = threading.local()
