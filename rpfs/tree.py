@@ -609,6 +609,8 @@ class FolderRecoveryPoint(RecoveryPoint):
 
 
 class RepoRecoveryPoint(RecoveryPoint):
+    """A stored recovery point, parsed: ``rp`` is its catalog row (``RecoveryPointRecord``)."""
+
     def __init__(self, repo, rp, keys=None):
         self.repo = repo
         self.rp = rp

@@ -14,12 +14,12 @@ import pytest
 from rpfs.backup import backup
 from streams.errors import UsageError
 from rpfs.store.maintenance.prune import Policy, decide, prune
-from rpfs.store import RecoveryPoint, Repository
+from rpfs.store import RecoveryPointRecord, Repository
 from tests.helpers.store_fixtures import MiB, rpfs
 
 
-def _rp(t: datetime, i: int) -> RecoveryPoint:
-    return RecoveryPoint("vm", t.strftime("%Y-%m-%dT%H%M%SZ"), t, 0, 0, 0, i)
+def _rp(t: datetime, i: int) -> RecoveryPointRecord:
+    return RecoveryPointRecord("vm", t.strftime("%Y-%m-%dT%H%M%SZ"), t, 0, 0, 0, i)
 
 
 def _kept(rps, policy):

@@ -2,12 +2,12 @@
 
 Three layers (docs/architecture.md "Store"): backends (``backend``, ``s3``, ``locks``), the
 ``Repository`` (``repository``: objects, packs, catalog), and ``maintenance`` (sync, gc,
-repair, prune, verify). Public API: ``open_repository``, ``Repository``, ``RecoveryPoint``,
+repair, prune, verify). Public API: ``open_repository``, ``Repository``, ``RecoveryPointRecord``,
 ``StoreOptions``.
 """
 
 from rpfs.store.maintenance import open_repository
 from rpfs.store.options import StoreOptions
-from rpfs.store.repository import RecoveryPoint, Repository
+from rpfs.store.repository import RecoveryPointRecord, Repository
 
-__all__ = ["Repository", "RecoveryPoint", "StoreOptions", "open_repository"]
+__all__ = ["Repository", "RecoveryPointRecord", "StoreOptions", "open_repository"]

@@ -44,7 +44,10 @@ PART_OF = 4      # a read of at most 1/PART_OF of a framed chunk decodes only it
 
 
 @dataclass(frozen=True)
-class RecoveryPoint:
+class RecoveryPointRecord:
+    """A recovery point's row in the catalog (what it is called and counts); what it
+    contains, parsed, is ``rpfs.tree.RecoveryPoint``."""
+
     vm: str
     name: str                 # UTC time YYYY-MM-DDTHHMMSSZ
     time: datetime            # aware, UTC
@@ -309,7 +312,7 @@ class Repository:
                 self._register_reader()
             return self._reg
 
-    def _hold(self, rp: RecoveryPoint) -> None:
+    def _hold(self, rp: RecoveryPointRecord) -> None:
         """Readers on other machines are not in our reader registrations, so the recovery
         points this process reads are told to the backend, and a prune on any machine keeps
         them while we live (``Backend.hold``; a no-op for a directory)."""
@@ -338,35 +341,35 @@ class Repository:
                " r.new_chunks FROM recovery_points r JOIN vms v ON v.id = r.vm_id")
 
     @staticmethod
-    def _rp(row) -> RecoveryPoint:
-        return RecoveryPoint(vm=row[0], name=row[1],
+    def _rp(row) -> RecoveryPointRecord:
+        return RecoveryPointRecord(vm=row[0], name=row[1],
                              time=datetime.fromtimestamp(row[2], timezone.utc),
                              logical_size=row[3], stored_size=row[4], file_count=row[5],
                              id=row[6], new_chunks=row[7])
 
-    def recovery_points(self, vm: str) -> list[RecoveryPoint]:
+    def recovery_points(self, vm: str) -> list[RecoveryPointRecord]:
         """Oldest first. Unknown VM: NotFoundError."""
         rows = self.query(self._RP_SQL + " WHERE v.name = ? ORDER BY r.time, r.name", (vm,))
         if not rows:
             raise NotFoundError(f"{self.path}: no VM named {vm!r}")
         return [self._rp(r) for r in rows]
 
-    def recovery_point(self, vm: str, name: str) -> RecoveryPoint:
+    def recovery_point(self, vm: str, name: str) -> RecoveryPointRecord:
         rows = self.query(self._RP_SQL + " WHERE v.name = ? AND r.name = ?", (vm, name))
         if not rows:
             raise NotFoundError(f"{self.path}: VM {vm!r} has no recovery point {name}")
         return self._rp(rows[0])
 
-    def all_recovery_points(self) -> list[RecoveryPoint]:
+    def all_recovery_points(self) -> list[RecoveryPointRecord]:
         return [self._rp(r) for r in self.query(self._RP_SQL + " ORDER BY v.name, r.time")]
 
-    def files(self, rp: RecoveryPoint) -> dict[str, int]:
+    def files(self, rp: RecoveryPointRecord) -> dict[str, int]:
         rows = self.query("SELECT path, size FROM files WHERE rp_id = ? ORDER BY path", (rp.id,))
         if not rows and not self.query("SELECT 1 FROM recovery_points WHERE id = ?", (rp.id,)):
             raise NotFoundError(f"{self.path}: recovery point {rp.vm}/{rp.name} no longer exists")
         return {p: s for p, s in rows}
 
-    def open_file(self, rp: RecoveryPoint, path: str) -> "ReadAhead":
+    def open_file(self, rp: RecoveryPointRecord, path: str) -> "ReadAhead":
         rows = self.query("SELECT f.size, f.chunk_map, r.chunk_size FROM files f JOIN recovery_points r"
                           " ON r.id = f.rp_id WHERE f.rp_id = ? AND f.path = ?", (rp.id, path))
         if not rows:
@@ -534,7 +537,7 @@ class StoredFile(Stream):
     """A stored file as a Stream. Locations are resolved once at open, so a concurrent
     prune/gc cannot take data away from it (the packs it points to outlive this reader)."""
 
-    def __init__(self, repo: Repository, rp: RecoveryPoint, path: str, size: int,
+    def __init__(self, repo: Repository, rp: RecoveryPointRecord, path: str, size: int,
                  chunk_size: int, blob: bytes, registration: "Registration | None" = None):
         self.repo, self.rp, self.path = repo, rp, path
         self._registration = registration   # keeps the packs we resolve into alive

@@ -16,7 +16,7 @@ import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.gc import GcResult, gc
 from rpfs.store.maintenance.sync import sync
-from rpfs.store.repository import RecoveryPoint, Repository
+from rpfs.store.repository import RecoveryPointRecord, Repository
 
 PERIODS = {
     "hourly": lambda t: t.strftime("%Y-%m-%d %H"),
@@ -48,7 +48,7 @@ class Policy:
 
 @dataclass
 class Decision:
-    rp: RecoveryPoint
+    rp: RecoveryPointRecord
     keep: bool
     reasons: list[str] = field(default_factory=list)
 
@@ -56,7 +56,7 @@ class Decision:
         return {"vm": self.rp.vm, "rp": self.rp.name, "keep": self.keep, "reasons": self.reasons}
 
 
-def decide(rps: list[RecoveryPoint], policy: Policy) -> list[Decision]:
+def decide(rps: list[RecoveryPointRecord], policy: Policy) -> list[Decision]:
     """Newest first: which to keep and why."""
     ordered = sorted(rps, key=lambda r: (r.time, r.name), reverse=True)
     out = [Decision(rp, False) for rp in ordered]
@@ -86,7 +86,7 @@ class PruneResult:
     dry_run: bool = False
 
     @property
-    def removed(self) -> list[RecoveryPoint]:
+    def removed(self) -> list[RecoveryPointRecord]:
         return [d.rp for d in self.decisions if not d.keep]
 
     def as_dict(self) -> dict:
