@@ -652,17 +652,24 @@ def lookup_child(parent: Node, name: str) -> Node:
         return ads(stream)
 
 
-def open_source(source: str | os.PathLike, keys=None, store=None) -> Tree:
+VmView = Callable[["Tree", str], list[Node]]
+
+
+def source_tree(source: str | os.PathLike, keys=None, store=None,
+                vm_views: tuple[VmView, ...] = ()) -> Tree:
     """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a
     Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it;
-    ``store``: the ``StoreOptions`` a repository is opened with."""
+    ``store``: the ``StoreOptions`` a repository is opened with; ``vm_views``: what layers
+    above the tree add to each VM directory of a repository (each ``view(tree, vm)`` returns
+    nodes; rpfs.source passes the index's ``.versions``). Front ends call
+    ``rpfs.source.open_source``, which passes them all."""
     if str(source).startswith("s3://"):
-        return repo_tree(str(source), keys, store)
+        return repo_tree(str(source), keys, store, vm_views)
     path = Path(source)
     if not path.exists():
         raise NotFoundError(f"{source}: no such file or directory")
     if path.is_dir() and (path / "catalog.sqlite").exists():
-        return repo_tree(path, keys, store)
+        return repo_tree(path, keys, store, vm_views)
     rp = FolderRecoveryPoint(path)
     rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
@@ -670,7 +677,7 @@ def open_source(source: str | os.PathLike, keys=None, store=None) -> Tree:
     return tree
 
 
-def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
+def repo_tree(path: Path | str, keys=None, store=None, vm_views: tuple[VmView, ...] = ()) -> Tree:
     from rpfs.store import open_repository
 
     repo = open_repository(path, store)
@@ -683,8 +690,8 @@ def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
             newest = max(rps, key=lambda r: r.time)
             nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
                                  int(newest.time.timestamp() * 1e9), immutable=False))
-        from rpfs.index.versions import versions_dir
-        nodes += versions_dir(tree, vm)   # /<vm>/.versions, once the VM is indexed
+        for view in vm_views:
+            nodes += view(tree, vm)
         return nodes
 
     def vms() -> list[Node]:

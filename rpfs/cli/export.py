@@ -17,7 +17,7 @@ from streams.errors import UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import Restorer
-from rpfs.tree import open_source
+from rpfs.source import open_source
 
 FORMATS = ("vhdx", "vhd", "raw")
 

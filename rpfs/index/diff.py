@@ -32,6 +32,8 @@ from typing import Callable, Iterator
 
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
+from rpfs.index.provenance import pieces, split
+from rpfs.tree import RepoRecoveryPoint, is_posix_volume, open_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,6 @@ class Contents:
             if "volumes" in rp.__dict__:
                 vol = rp.volumes.get(name)
             else:
-                from rpfs.tree import open_filesystem
                 stream = rp.volume_streams.get(name)
                 vol = stream if stream is None or isinstance(stream, Exception) else open_filesystem(stream)
             self._volumes[key] = vol
@@ -194,7 +195,6 @@ class Contents:
         if not self.exact:
             return all(self._read(a, o, SAMPLE) == self._read(b, o, SAMPLE)
                        for o in sample_offsets(a.size))
-        from rpfs.index.provenance import pieces, split
         for start in range(0, a.size, WINDOW):       # pieces are bounded: a window at a time
             n = min(WINDOW, a.size - start)
             pa, pb = pieces(a, start, n), pieces(b, start, n)
@@ -315,7 +315,6 @@ def changes(repo, rp_a, rp_b, *, keys=None, exact: bool = True, prefix: str | No
             notice: Callable[[str], None] | None = None) -> Iterator[Change]:
     """The changes from catalog recovery point ``rp_a`` to ``rp_b`` (same VM), volume by
     volume; from the index where both are indexed, else by walking (``notice`` says so)."""
-    from rpfs.tree import RepoRecoveryPoint
 
     if rp_a.vm != rp_b.vm:
         raise UsageError(f"{rp_a.vm}/{rp_a.name} and {rp_b.vm}/{rp_b.name}: not the same VM")
@@ -366,7 +365,6 @@ def changes(repo, rp_a, rp_b, *, keys=None, exact: bool = True, prefix: str | No
                     if vol is None:
                         sides.append([])
                         continue
-                    from rpfs.tree import is_posix_volume
                     if is_posix_volume(vol):
                         say(f"{name}: a {vol.fs_type} volume: not compared until the index"
                             " holds Linux file systems")

@@ -21,8 +21,9 @@ from typing import Callable, Iterator
 
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
+from rpfs.index.diff import _COLS, _row, group_versions, row_of
 from streams.stream import Stream
-from rpfs.tree import ns_to_iso
+from rpfs.tree import RepoRecoveryPoint, is_posix_volume, ns_to_iso
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,6 @@ def find_entries(tree, pattern: str, *, regex: bool = False, vm: str | None = No
     finally:
         if db is not None:
             db.close()
-    from rpfs.tree import RepoRecoveryPoint
     for rp in todo:
         yield from _walk_rp(RepoRecoveryPoint(repo, rp), rp.vm, rp.name, m, keep)
 
@@ -264,7 +264,6 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
     """The same answers from one recovery point's volumes, walked (no index)."""
     from rpfs.index import scan  # the NTFS reader: only when a volume is walked
 
-    from rpfs.tree import is_posix_volume
 
     for vol_name, vol in sorted({**rp.volumes, **rp.shadow_volumes}.items()):
         if isinstance(vol, Exception):
@@ -363,8 +362,6 @@ def file_history(tree, path: str, *, verify: bool = False,
     (``{"recovery_point", "modified"}``) under its version, and a content that comes back
     joins its old version. ``verify`` hashes every recovery point's content instead
     (``blake2b``); ``absent``: the recovery points where the path does not exist."""
-    from rpfs.index.diff import group_versions
-    from rpfs.tree import RepoRecoveryPoint
 
     vm, volume, inner = split_path(tree, path)
     say = notice or (lambda text: log.warning("%s", text))
@@ -473,7 +470,6 @@ def _with_shadow_copies(points: list[tuple], volume: str) -> list[tuple]:
 def _history_indexed(db, vm, volume, inner, live: set) -> dict:
     """catalog id -> the file's diff.Row, or None where the path is absent, for the indexed
     recovery points; exact case preferred over other cases."""
-    from rpfs.index.diff import _COLS, _row
 
     d, _, name = inner.rpartition("/")
     out: dict = {}
@@ -504,9 +500,7 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
 
 def _history_lookup(rp, volume: str, inner: str):
     from rpfs.index import scan  # the NTFS reader: only when a volume is opened
-    from rpfs.index.diff import row_of
 
-    from rpfs.tree import is_posix_volume
 
     vol = rp.volumes.get(volume)
     if vol is None or isinstance(vol, Exception):

@@ -11,8 +11,9 @@ import functools
 import threading
 
 from rpfs.index import db as dbm
-from rpfs.index.query import NT_EPOCH_DELTA
-from rpfs.tree import REFRESH_SECONDS, StaticDir, StreamFile
+from rpfs.index.diff import _COLS, _row, group_versions
+from rpfs.index.query import NT_EPOCH_DELTA, ShadowPoint
+from rpfs.tree import REFRESH_SECONDS, RepoRecoveryPoint, StaticDir, StreamFile, store_names
 
 NAME = ".versions"
 
@@ -103,9 +104,6 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
     gives a version), named by the first recovery point that had it; a version first seen
     in an in-guest shadow copy is named ``<rp>.vss-<creation time>`` (the recovery point
     that first held that store), and listed before that recovery point's own."""
-    from rpfs.index.diff import _COLS, _row, group_versions
-    from rpfs.index.query import ShadowPoint
-    from rpfs.tree import RepoRecoveryPoint
 
     db = _reader(tree).db()
     live = _live(tree, vm)
@@ -141,7 +139,7 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
         if vol == volume:
             return rp
         copies = rp.shadow_copies[volume]
-        store = dict(_store_names(copies))[vol.rsplit("/", 1)[1]]
+        store = dict(store_names(copies))[vol.rsplit("/", 1)[1]]
         return ShadowPoint(copies, store, volume)
 
     out = []
@@ -158,11 +156,6 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
 def _stores_like(volume: str) -> str:
     """A LIKE pattern for the index's names of ``volume``'s shadow copies."""
     return volume.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".vss/%"
-
-
-def _store_names(copies):
-    from rpfs.tree import store_names
-    return store_names(copies)
 
 
 def _open(tree, source: str):
