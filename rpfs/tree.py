@@ -463,16 +463,14 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
     nodes: list[Node] = []
     for name, vol in sorted(rp.volumes.items()):
         k = key + (name,)
-        if isinstance(vol, Exception):
-            node = BrokenNode(name, k, vol, kind="dir")
-        elif is_posix_volume(vol):
-            node = posix_nodes.volume_root(vol, name, k)
-        else:
-            node = ntfs_nodes.volume_root(vol, name, k)
-        node.volume_stream = rp.volume_streams.get(name, vol)  # for export --format raw
+        stream = rp.volume_streams.get(name, vol)  # for export --format raw
         copies = rp.shadow_copies.get(name)
-        if copies is not None and hasattr(node, "volume"):
-            node.shadow_copies = copies  # rpfs info lists the stores
+        if isinstance(vol, Exception):
+            node = BrokenNode(name, k, vol, kind="dir", volume_stream=stream)
+        elif is_posix_volume(vol):
+            node = posix_nodes.volume_root(vol, name, k, stream)
+        else:
+            node = ntfs_nodes.volume_root(vol, name, k, stream, copies)  # info lists the stores
         nodes.append(node)
         if copies is not None:
             nodes.append(shadow_copies_node(copies, name + ".vss", key + (name + ".vss",),
@@ -504,8 +502,7 @@ def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
         for sname, store in store_names(copies):
             try:
                 stream = copies.open(store)
-                node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,))
-                node.volume_stream = stream
+                node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,), stream)
             except RpfsError as e:
                 node = BrokenNode(sname, key + (sname,), e, kind="dir")
             nodes.append(node)
@@ -590,6 +587,7 @@ class Tree:
 
     repo = None             # the Repository, for a repository
     recovery_point = None   # the one RecoveryPoint, for a VM folder or an image
+    keys = None             # the formats.bitlocker.KeyRing its volumes were unlocked with
 
     def __init__(self, root: Node, closer: Callable[[], None] | None = None,
                  kind: str = "image"):
@@ -645,11 +643,7 @@ def lookup_child(parent: Node, name: str) -> Node:
         base, sep, stream = name.rpartition(":")
         if not sep or not base:
             raise
-        node = parent.child(base)
-        ads = getattr(node, "stream_node", None)
-        if ads is None:
-            raise
-        return ads(stream)
+        return parent.child(base).stream_node(stream)
 
 
 VmView = Callable[["Tree", str], list[Node]]
@@ -674,6 +668,7 @@ def source_tree(source: str | os.PathLike, keys=None, store=None,
     rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
     tree.recovery_point = rp
+    tree.keys = keys
     return tree
 
 
@@ -702,4 +697,5 @@ def repo_tree(path: Path | str, keys=None, store=None, vm_views: tuple[VmView, .
     tree = Tree(StaticDir("", ("repo",), vms, ttl=REFRESH_SECONDS), closer=repo.close,
                 kind="repository")
     tree.repo = repo
+    tree.keys = keys
     return tree

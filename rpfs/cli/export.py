@@ -56,7 +56,7 @@ def cmd_export(args) -> int:
     with open_tree(args) as tree:
         node = tree.resolve(args.path)
         parts = [p for p in args.path.split("/") if p]
-        if len(parts) >= 2 and parts[-2] == "volumes" and hasattr(node, "volume_stream"):
+        if len(parts) >= 2 and parts[-2] == "volumes" and node.volume_stream is not None:
             disk = _volume(node, fmt)  # a volume as Windows presents it (decrypted)
         elif node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":
             raise UsageError(f"{args.path}: not a disk or volume (expected .../disks/<disk>.raw "

@@ -398,7 +398,7 @@ def diff(tree, path_a: str, path_b: str, inner: str | None = None, *, exact: boo
     """``rpfs diff``: the changes from ``/<vm>/<rpA>`` to ``/<vm>/<rpB>``, optionally only
     below ``inner``: a path inside every volume (``/Users/alice``) or inside one
     (``volumes/<volume>/Users/alice``)."""
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:
         raise UsageError("diff compares recovery points of a repository")
     va, na = parse_rp_path(tree, path_a)
@@ -413,7 +413,7 @@ def diff(tree, path_a: str, path_b: str, inner: str | None = None, *, exact: boo
             volume, parts = parts[1], parts[2:]
         prefix = "/" + "/".join(parts) if parts else None
     rp_a, rp_b = repo.recovery_point(va, na), repo.recovery_point(vb, nb)
-    yield from changes(repo, rp_a, rp_b, keys=getattr(tree, "keys", None), exact=exact,
+    yield from changes(repo, rp_a, rp_b, keys=tree.keys, exact=exact,
                        prefix=prefix, volume=volume, notice=notice)
 
 

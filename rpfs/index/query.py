@@ -181,9 +181,9 @@ def find_entries(tree, pattern: str, *, regex: bool = False, vm: str | None = No
         return ((kind is None or k == kind) and (size_ok is None or size_ok(sz))
                 and (lo is None or modified >= lo) and (hi is None or modified <= hi))
 
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:
-        rp = getattr(tree, "recovery_point", None)
+        rp = tree.recovery_point
         if rp is None:
             raise UsageError("this source has no volumes to search")
         say("a disk image or VM folder has no index: walking its volumes")
@@ -342,7 +342,7 @@ def split_path(tree, path: str) -> tuple[str | None, str, str]:
             del parts[-1:]
         elif p not in ("", "."):
             parts.append(p)
-    if getattr(tree, "repo", None) is not None:
+    if tree.repo is not None:
         if len(parts) < 5 or parts[2] != "volumes":
             raise UsageError(f"{path}: not a file under /<vm>/<recovery point>/volumes/<volume>/")
         return parts[0], parts[3], "/" + "/".join(parts[4:])
@@ -365,13 +365,13 @@ def file_history(tree, path: str, *, verify: bool = False,
 
     vm, volume, inner = split_path(tree, path)
     say = notice or (lambda text: log.warning("%s", text))
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:        # an image or folder: its one recovery point, never indexed
         one = tree.recovery_point
         points = [(getattr(one, "path", Path("")).name, None, lambda: one)]
     else:
         points = [(rp.name, rp.id, functools.partial(RepoRecoveryPoint, repo, rp,
-                                                     getattr(tree, "keys", None)))
+                                                     tree.keys))
                   for rp in repo.recovery_points(vm)]
     points = _with_shadow_copies(points, volume)
     indexed: dict = {}

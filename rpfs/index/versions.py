@@ -135,7 +135,7 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
     def opener(key: str):
         rp_name, vol = where[key]
         rp = RepoRecoveryPoint(tree.repo, tree.repo.recovery_point(vm, rp_name),
-                               getattr(tree, "keys", None))
+                               tree.keys)
         if vol == volume:
             return rp
         copies = rp.shadow_copies[volume]
