@@ -292,6 +292,9 @@ class _LazyStream(Stream):
         if got != len(view):  # the opened stream is shorter than the catalog said
             raise self._short(offset, len(view), got)
 
+    def _pieces_into(self, offset, length, out) -> bool:
+        return self.stream.pieces(offset, length, out)
+
     def _extents(self, offset, end):
         return self.stream.extents(offset, end - offset)
 
