@@ -1,6 +1,7 @@
 """The project's layers as docs/architecture.md draws them, checked on the source with `ast`:
 
-    streams  ->  formats/, the *_reader packages  ->  rpfs (nodes, tree)  ->  index, store  ->  front ends
+    streams  ->  formats/, the *_reader packages, rpfs/store  ->  rpfs nodes and tree
+             ->  index, backup, restore  ->  front ends (rpfs.source, cli, fuse, web, ops)
 
 A layer imports only layers below it: `streams` imports nothing of the project, the parsers
 import `streams` (and each other) but never `rpfs`, and no module imports itself back through
@@ -104,6 +105,34 @@ def test_parsers_never_import_rpfs(graph):
     bad = [f"{_where(m, line)} imports {t}" for m, targets in graph.items() if _in(m, PARSERS)
            for t, line in targets.items() if _in(t, ("rpfs",))]
     assert "formats.vhdx.reader" in graph and "ntfs_reader" in graph
+    assert not bad, "\n".join(bad)
+
+
+# rpfs's own layers, bottom up (docs/architecture.md); helpers used everywhere (progress,
+# once, live, ratelimit, sniff) sit outside them
+RPFS_LAYERS = (
+    ("the store", ("rpfs.store",)),
+    ("nodes and tree", ("rpfs.node", "rpfs.tree", "rpfs.ntfs_nodes", "rpfs.posix_nodes")),
+    ("index, backup, restore", ("rpfs.index", "rpfs.backup", "rpfs.restore", "rpfs.analysis")),
+    ("front ends", ("rpfs.source", "rpfs.cli", "rpfs.fuse", "rpfs.fuse_loop", "rpfs.web",
+                    "rpfs.ops")),
+)
+
+
+def _layer(module: str) -> int | None:
+    return next((i for i, (_, prefixes) in enumerate(RPFS_LAYERS) if _in(module, prefixes)), None)
+
+
+def test_rpfs_layers_import_only_downwards(graph):
+    assert _layer("rpfs.index.versions") == 2 and _layer("rpfs.tree") == 1
+    bad = []
+    for m, targets in graph.items():
+        low = _layer(m)
+        for t, line in targets.items():
+            high = _layer(t)
+            if low is not None and high is not None and high > low:
+                bad.append(f"{_where(m, line)}: {RPFS_LAYERS[low][0]} imports {t} "
+                           f"({RPFS_LAYERS[high][0]})")
     assert not bad, "\n".join(bad)
 
 
