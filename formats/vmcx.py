@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from datetime import datetime, timedelta, timezone
 
 from streams.errors import FormatError, UnsupportedError
 from streams.stream import Stream
+from streams.times import nt_to_datetime
 
 HEADER_SIGNATURE = 0x01282014
 OBJECT_TABLE_SIGNATURE = 0x01110001
@@ -271,8 +271,8 @@ def filetime(value) -> str | None:
     ticks = struct.unpack("<Q", value)[0]
     if not ticks or ticks >= 2650467743999999999:   # past 9999-12-31
         return None
-    t = datetime(1601, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ticks // 10)
-    return t.isoformat()
+    t = nt_to_datetime(ticks)
+    return t.isoformat() if t else None
 
 
 def drives(cfg: dict) -> list[dict]:

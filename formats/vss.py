@@ -24,10 +24,11 @@ import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 from streams.errors import FormatError
 from streams.stream import Stream
+from streams.times import nt_to_datetime, point_name
 
 VSS_IDENTIFIER = uuid.UUID("3808876b-c176-4e48-b7ae-04046e6cc752").bytes_le
 HEADER_OFFSET = 0x1E00
@@ -50,8 +51,6 @@ _ENTRY3 = struct.Struct("<QQ16sQQQQQQ")              # type, list, id, header, r
 _DESC = struct.Struct("<QQQII")
 _STORE_INFO = struct.Struct("<16s16s16sIII4x")       # after the store header's block header
 
-NT_EPOCH = datetime(1601, 1, 1, tzinfo=timezone.utc)
-
 
 def probe(volume: Stream) -> bool:
     """True when the volume header at 0x1e00 carries the VSS identifier and a catalog."""
@@ -59,13 +58,6 @@ def probe(volume: Stream) -> bool:
         return False
     head = volume.read(HEADER_OFFSET, _HEADER.size)
     return head[:16] == VSS_IDENTIFIER and _HEADER.unpack(head)[6] != 0
-
-
-def filetime(ticks: int) -> datetime | None:
-    try:
-        return NT_EPOCH + timedelta(microseconds=ticks // 10)
-    except OverflowError:
-        return None
 
 
 @dataclass
@@ -90,13 +82,13 @@ class Store:
 
     @property
     def creation_time(self) -> datetime | None:
-        return filetime(self.created)
+        return nt_to_datetime(self.created)
 
     @property
     def name(self) -> str:
         """``YYYY-MM-DDTHHMMSSZ``: the store's directory in the namespace."""
         t = self.creation_time
-        return t.strftime("%Y-%m-%dT%H%M%SZ") if t else f"store-{self.index}"
+        return point_name(t) if t else f"store-{self.index}"
 
     def describe(self) -> dict:
         t = self.creation_time

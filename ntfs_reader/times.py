@@ -1,23 +1,10 @@
-"""NT timestamps: 100 ns ticks since 1601-01-01 UTC, converted to ns since the Unix epoch.
-
-Pre-1970 times come out negative; far-future times stay plain Python ints (no overflow).
-"""
+"""NTFS's four $STANDARD_INFORMATION timestamps (NT ticks; conversions in streams.times)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-NT_EPOCH_OFFSET = 116_444_736_000_000_000  # ticks from 1601-01-01 to 1970-01-01
-
-
-def nt_to_unix_ns(ticks: int) -> int:
-    """NT ticks -> ns since 1970 (exact: one tick is 100 ns)."""
-    return (ticks - NT_EPOCH_OFFSET) * 100
-
-
-def unix_ns_to_nt(ns: int) -> int:
-    """ns since 1970 -> NT ticks (truncated to 100 ns)."""
-    return ns // 100 + NT_EPOCH_OFFSET
+from streams.times import nt_to_unix_ns
 
 
 class Times(NamedTuple):

@@ -42,7 +42,8 @@ from rpfs.ratelimit import RateLimit
 from rpfs.store import catalog, objects
 from rpfs.store.packs import PackWriter, compress
 from rpfs.store.maintenance.sync import sync
-from rpfs.store.repository import Repository, rp_name
+from rpfs.store.repository import Repository
+from streams.times import parse_time_text, point_name
 from streams.stream import DATA, FileStream
 
 BATCH_BYTES = 8 << 20   # one read (and one worker job) covers at least this much
@@ -160,15 +161,9 @@ def _add(out: dict, rel: str, path: str) -> None:
 def parse_time(text: str | None) -> datetime:
     if text is None:
         return datetime.now(timezone.utc).replace(microsecond=0)
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        try:
-            t = datetime.strptime(text, "%Y-%m-%dT%H%M%SZ")
-        except ValueError:
-            raise UsageError(f"--time {text!r} is not an ISO 8601 time") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
+    t = parse_time_text(text)
+    if t is None:
+        raise UsageError(f"--time {text!r} is not an ISO 8601 time")
     return t.astimezone(timezone.utc).replace(microsecond=0)
 
 
@@ -335,7 +330,7 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
         files = [f for f in files if f.rel not in leave]
     when = time if isinstance(time, datetime) else parse_time(time)
     when = when.astimezone(timezone.utc).replace(microsecond=0)
-    name = rp_name(when)
+    name = point_name(when)
     if workers is None:
         workers = max(1, len(os.sched_getaffinity(0)))
     total = sum(f.size for f in files)

@@ -53,19 +53,6 @@ REFRESH_SECONDS = 2.0             # repository root and VM directories gain reco
 XATTR_SIZE_MAX = 65536            # Linux's largest extended attribute value (XATTR_SIZE_MAX)
 
 
-def ns_to_iso(ns: int | None) -> str | None:
-    """ns since the Unix epoch -> ISO 8601 UTC (None if out of datetime's range)."""
-    if ns is None:
-        return None
-    import datetime as dt
-
-    try:
-        return (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-                + dt.timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
-    except OverflowError:
-        return None
-
-
 _reported = LRU(4096)
 
 

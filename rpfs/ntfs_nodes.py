@@ -11,17 +11,17 @@ from __future__ import annotations
 import struct
 
 from streams.errors import FormatError, NotFoundError, RpfsError, TooLargeError
-from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node, ns_to_iso
+from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node
 from streams.stream import Stream
+from streams.times import ns_to_iso, nt_to_unix_ns
 
-NT_EPOCH_DELTA = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
 FILE_ATTRIBUTE_READONLY = 0x1
 SYSTEM_XATTRS = frozenset({"system.ntfs_attrib", "system.ntfs_attrib_be", "system.ntfs_times",
                            "system.ntfs_crtime", "system.ntfs_acl", "system.ntfs_reparse_data"})
 
 
 def nt_to_ns(ticks: int | None) -> int:
-    return 0 if ticks is None else (ticks - NT_EPOCH_DELTA) * 100
+    return 0 if ticks is None else nt_to_unix_ns(ticks)
 
 
 class NtfsNode(Node):

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 
 from streams.errors import FormatError, NotFoundError, RpfsError, UsageError
-from rpfs.node import SPECIAL_KINDS, Attr, BrokenNode, Node, ns_to_iso
+from rpfs.node import SPECIAL_KINDS, Attr, BrokenNode, Node
+from streams.times import ns_to_iso
 from streams.stream import Stream
 
 

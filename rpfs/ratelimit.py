@@ -78,7 +78,7 @@ def parse_rate(text: str) -> int:
     """``--limit-rate`` values: ``500K``, ``10M``, ``1G`` (bytes per second), as curl takes them."""
     import argparse
 
-    from rpfs.ops.config import parse_size
+    from rpfs.sizes import parse_size
     try:
         value = parse_size(text)
     except ValueError:

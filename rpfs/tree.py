@@ -2,9 +2,12 @@
 
     /<vm>/<rp>/files/<relative path>    stored source files, byte for byte
     /<vm>/<rp>/disks/<disk>.raw         each virtual disk, chains resolved
-    /<vm>/<rp>/volumes/<disk>-p<N>/     each NTFS volume found
+    /<vm>/<rp>/volumes/<disk>-p<N>/     each volume found (NTFS, BitLocker, LVM, LDM, Linux)
+    /<vm>/<rp>/checkpoints/<name>/      disks/ and volumes/ as a Hyper-V checkpoint left them
+                                        (rpfs/checkpoints.py)
 
-For a single image or a VM folder the tree starts at ``files/ disks/ volumes/``.
+For a single image or a VM folder the tree starts at ``files/ disks/ volumes/`` (and
+``checkpoints/`` for a folder).
 
 Nodes are built lazily from the layers below and cached per recovery point, so listing a
 VM never opens a disk and looking up one file never walks a volume. The CLI and the FUSE
@@ -22,8 +25,10 @@ from typing import Callable
 
 from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
-    REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink, ns_to_iso,
+    REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink,
 )
+from rpfs import checkpoints
+from rpfs.checkpoints import Checkpoint, error_of, stored_match
 from rpfs.once import once
 from streams.stream import FileStream, Stream
 
@@ -58,20 +63,24 @@ class RecoveryPoint:
     # -- disks ---------------------------------------------------------------------------
 
     @once
-    def disks(self) -> dict[str, object]:
-        """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
+    def chains(self):
+        """Every stored disk file opened and linked to its parent (a ``formats.Resolution``),
+        None when there is none. Shared by ``disks`` and the checkpoints."""
         import formats
 
-        streams = {}
-        for path in self.file_sizes():
-            if path.lower().endswith(DISK_SUFFIXES + (".raw", ".img")):
-                streams[path] = _LazyStream(functools.partial(self.open_file, path),
-                                            self.file_sizes()[path], path)
-        if not streams:
+        sizes = self.file_sizes()
+        streams = {path: _LazyStream(functools.partial(self.open_file, path), sizes[path], path)
+                   for path in sizes if path.lower().endswith(DISK_SUFFIXES + (".raw", ".img"))}
+        return formats.resolve_all(streams) if streams else None
+
+    @once
+    def disks(self) -> dict[str, object]:
+        """stem -> Disk (the leaf of each chain), or a BrokenNode-worthy error."""
+        res = self.chains
+        if res is None:
             return {}
-        errors: dict[str, RpfsError] = {}
-        disks: dict[str, object] = dict(formats.resolve_chains(streams, errors=errors))
-        for stem, err in errors.items():  # one broken chain hides nothing else
+        disks: dict[str, object] = dict(res.disks)
+        for stem, err in res.failed.items():  # one broken chain hides nothing else
             log.info("%s", err)  # reported by the disk's node when someone uses it
             disks.setdefault(stem, err)
         return disks
@@ -236,14 +245,78 @@ class RecoveryPoint:
             msg = str(e).replace("\n", " ")
             return {"file": path, "error": msg if msg.startswith(path) else f"{path}: {msg}"}
 
+    def has_checkpoints(self) -> bool:
+        """Whether ``checkpoints/`` is shown: decided from stored file names alone."""
+        return checkpoints.may_have_checkpoints(self.file_sizes())
+
+    @once
+    def checkpoints(self) -> list:
+        """The VM's Hyper-V checkpoints (``rpfs.checkpoints.Checkpoint``), named."""
+        return checkpoints.find(self) if self.has_checkpoints() else []
+
     def describe(self) -> dict:
         cfg = self.hyperv_config
-        return {} if cfg is None else {"hyperv_config": cfg}
+        out = {} if cfg is None else {"hyperv_config": cfg}
+        if self.checkpoints:
+            out["checkpoints"] = [cp.describe() for cp in self.checkpoints]
+        return out
+
+    def node(self, name: str, key: tuple) -> StaticDir:
+        def children() -> list[Node]:
+            nodes = [
+                StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
+                          self.mtime_ns),
+                StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
+                          self.mtime_ns),
+                StaticDir("volumes", key + ("volumes",),
+                          lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns)]
+            if self.has_checkpoints():
+                nodes.append(checkpoints_node(self, key + ("checkpoints",)))
+            return nodes
+
+        return StaticDir(name, key, children, self.mtime_ns, info=self.describe)
+
+
+# ---------------------------------------------------------------------------------------
+# Hyper-V checkpoints (rpfs/checkpoints.py finds them): each a recovery point of its own
+# with disks/ and volumes/
+
+
+class CheckpointRecoveryPoint(RecoveryPoint):
+    """Checkpoint ``cp`` of recovery point ``rp``: its disks are the chains ending at the
+    checkpoint's files; volumes, LVM, LDM, BitLocker and shadow copies follow from them as
+    for any recovery point. Stored files and Disk objects are shared with ``rp``."""
+
+    def __init__(self, rp: RecoveryPoint, cp: Checkpoint):
+        self.parent = rp
+        self.checkpoint = cp
+        self.key = rp.key + ("checkpoint", cp.name)
+        self.mtime_ns = rp.mtime_ns
+
+    @property
+    def keys(self):
+        return self.parent.keys
+
+    def file_sizes(self) -> dict[str, int]:
+        return self.parent.file_sizes()
+
+    def open_file(self, path: str):
+        return self.parent.open_file(path)
+
+    @once
+    def disks(self) -> dict[str, object]:
+        res = self.parent.chains
+        return {key: res.opened[path] for key, path in self.checkpoint.disks.items()}
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        return []
+
+    def describe(self) -> dict:
+        return {"checkpoint": self.checkpoint.describe()}
 
     def node(self, name: str, key: tuple) -> StaticDir:
         return StaticDir(name, key, lambda: [
-            StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
-                      self.mtime_ns),
             StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
                       self.mtime_ns),
             StaticDir("volumes", key + ("volumes",),
@@ -251,19 +324,24 @@ class RecoveryPoint:
         ], self.mtime_ns, info=self.describe)
 
 
-def stored_match(configured: str, stored) -> str | None:
-    """The stored file a configured (Windows) path names: the one sharing the longest tail
-    of path components with it, compared case-insensitively; at least the file name."""
-    want = [c.lower() for c in configured.replace("\\", "/").split("/") if c]
-    best, best_len = None, 0
-    for path in stored:
-        have = [c.lower() for c in path.split("/") if c]
-        n = 0
-        while n < min(len(want), len(have)) and want[-1 - n] == have[-1 - n]:
-            n += 1
-        if n > best_len:
-            best, best_len = path, n
-    return best
+def checkpoints_node(rp: RecoveryPoint, key: tuple) -> StaticDir:
+    """``checkpoints/``: one directory per checkpoint; one that cannot be read is listed
+    and answers its one error (EIO in the mount)."""
+
+    def children() -> list:
+        nodes = []
+        for cp in rp.checkpoints:
+            k = key + (cp.name,)
+            if cp.error:
+                nodes.append(BrokenNode(cp.name, k, error_of(cp), kind="dir"))
+            else:
+                nodes.append(CheckpointRecoveryPoint(rp, cp).node(cp.name, k))
+        return nodes
+
+    def info() -> dict:
+        return {"checkpoints": [cp.describe("") for cp in rp.checkpoints]}
+
+    return StaticDir("checkpoints", key, children, rp.mtime_ns, info=info)
 
 
 class _LazyStream(Stream):
@@ -557,6 +635,9 @@ class FolderRecoveryPoint(RecoveryPoint):
             return dict(formats.open_path(self.path))
         except RpfsError as e:
             return {self.path.stem: e}
+
+    def has_checkpoints(self) -> bool:
+        return self.path.is_dir() and super().has_checkpoints()
 
 
 class RepoRecoveryPoint(RecoveryPoint):

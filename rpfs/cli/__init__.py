@@ -49,8 +49,8 @@ def add_repository_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--s3-endpoint", metavar="URL", help="S3 endpoint (default: $AWS_ENDPOINT_URL, else AWS)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="local catalog and block cache (default: ~/.cache/rpfs/<hash of the address>)")
-    from rpfs.cli.repo import parse_size
-    g.add_argument("--cache-size", metavar="SIZE", type=parse_size,
+    from rpfs.sizes import positive_size
+    g.add_argument("--cache-size", metavar="SIZE", type=positive_size,
                    help="bound of the block cache, e.g. 4G (default 2G)")
 
 

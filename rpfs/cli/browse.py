@@ -11,7 +11,8 @@ from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import fsname, restore
 from rpfs.source import open_source
-from rpfs.tree import Node, ns_to_iso
+from rpfs.tree import Node
+from streams.times import ns_to_iso
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
 KEYS_HELP = ("BitLocker: a file with one recovery password, password or .BEK file path per "

@@ -12,7 +12,7 @@ import sys
 import time
 
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
-from rpfs.cli.repo import parse_size
+from rpfs.sizes import positive_size
 from streams.errors import UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
@@ -30,7 +30,7 @@ def register(sub) -> None:
     p.add_argument("dest", help="file to write")
     p.add_argument("--format", choices=FORMATS, help="default: from DEST's suffix, else vhdx")
     p.add_argument("--fixed", action="store_true", help="fixed-size VHDX/VHD instead of dynamic")
-    p.add_argument("--block-size", type=parse_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
+    p.add_argument("--block-size", type=positive_size, help="dynamic block size, e.g. 32M (VHDX) or 2M (VHD)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     p.add_argument("--json", action="store_true")
     add_limit_option(p, "the writes")

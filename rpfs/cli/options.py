@@ -13,12 +13,14 @@ itself never reads the environment).
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import sys
 from typing import Mapping
 
 from streams.errors import UsageError
+from rpfs.sizes import positive_size
 from rpfs.store import StoreOptions
 
 
@@ -56,17 +58,6 @@ class Passphrase:
         return pw
 
 
-def parse_size(text: str) -> int | None:
-    """'1M', '256K', '32MiB', '4096' -> bytes; None if it is not a size."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    try:
-        value = int(t[:-1] if t[-1:] in ("K", "M", "G") else t) * mult
-    except ValueError:
-        return None
-    return value if value > 0 else None
-
-
 def _number(environ: Mapping[str, str], name: str) -> int | None:
     text = environ.get(name)
     if not text:
@@ -86,9 +77,10 @@ def store_options(args=None, environ: Mapping[str, str] | None = None) -> StoreO
     cache_dir = getattr(args, "cache_dir", None) or env.get("RPFS_CACHE_DIR") or None
     size = getattr(args, "cache_size", None)
     if size is None and env.get("RPFS_CACHE_SIZE"):
-        size = parse_size(env["RPFS_CACHE_SIZE"])
-        if size is None:
-            raise UsageError(f"RPFS_CACHE_SIZE={env['RPFS_CACHE_SIZE']!r} is not a size")
+        try:
+            size = positive_size(env["RPFS_CACHE_SIZE"])
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"RPFS_CACHE_SIZE: {e}") from None
     chunk_mb = _number(env, "RPFS_CACHE_MB")
     attempts = _number(env, "RPFS_S3_ATTEMPTS")
     return opt.with_(

@@ -11,6 +11,7 @@ import sys
 from rpfs.cli.browse import add_keys_option, load_keys
 from rpfs.progress import human
 from rpfs.ratelimit import add_limit_option, limit_of
+from rpfs.sizes import positive_size
 
 
 def register(sub) -> None:
@@ -19,9 +20,9 @@ def register(sub) -> None:
     p.add_argument("--encrypt", action=argparse.BooleanOptionalAction, default=None,
                    help="encrypt every object (default: on for s3://, off for a directory); the"
                         " passphrase comes from $RPFS_PASSWORD, $RPFS_PASSWORD_FILE or a prompt")
-    p.add_argument("--chunk-size", type=parse_size, help="chunk size, e.g. 1M (default 1M)")
+    p.add_argument("--chunk-size", type=positive_size, help="chunk size, e.g. 1M (default 1M)")
     p.add_argument("--zstd-level", type=int, help="zstd level (default 1)")
-    p.add_argument("--pack-size", type=parse_size, help="target pack size, e.g. 32M")
+    p.add_argument("--pack-size", type=positive_size, help="target pack size, e.g. 32M")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("backup", help="store SOURCE (a VM folder or disk files) as one recovery point")
@@ -73,19 +74,6 @@ def register(sub) -> None:
     p.add_argument("repo")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_repair)
-
-
-def parse_size(text: str) -> int:
-    """'1M', '256K', '32MiB', '4096' -> bytes (argparse type for size options)."""
-    t = text.strip().upper().removesuffix("B").removesuffix("I")
-    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(t[-1:], 1)
-    try:
-        value = int(t[:-1] if t[-1:] in ("K", "M", "G") else t) * mult
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
-    return value
 
 
 @contextlib.contextmanager

@@ -19,18 +19,18 @@ import hashlib
 import logging
 
 from streams.errors import RpfsError, UnsupportedError
+from streams.times import unix_ns_to_nt
 from rpfs.index.scan import BLOCK, FILE_ROOT, FIRST_USER_RECORD, FileInfo
 
 log = logging.getLogger(__name__)
 
-NT_EPOCH_DELTA = 116444736000000000
 MAX_REF = 1 << 48
 KINDS = {"file": "file", "dir": "dir", "symlink": "symlink"}   # special files count as files
 
 
 def ticks(ns: int | None) -> int:
     """ns since the Unix epoch -> NT ticks (what the index's time columns hold)."""
-    return 0 if ns is None else ns // 100 + NT_EPOCH_DELTA
+    return 0 if ns is None else unix_ns_to_nt(ns)
 
 
 class PosixScan:

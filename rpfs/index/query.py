@@ -23,25 +23,20 @@ from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.index import db as dbm
 from rpfs.index.diff import _COLS, _row, group_versions, row_of
 from streams.stream import Stream
-from rpfs.tree import RepoRecoveryPoint, is_posix_volume, ns_to_iso
+from rpfs.sizes import parse_size
+from rpfs.tree import RepoRecoveryPoint, is_posix_volume
+from streams.times import datetime_to_nt, nt_to_iso, parse_time_text, unix_ns_to_nt
 
 log = logging.getLogger(__name__)
 
-NT_EPOCH_DELTA = 116444736000000000
 KINDS = {"f": "file", "d": "dir", "l": "symlink", "file": "file", "dir": "dir",
          "symlink": "symlink"}
 ROWS_PER_DIR = 64   # what one directory is guessed to hold (choosing how to search)
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def nt_iso(ticks: int) -> str | None:
-    return ns_to_iso((ticks - NT_EPOCH_DELTA) * 100)
 
 
 def to_nt(when) -> int:
     """A datetime or ISO 8601 text -> NT ticks (naive times are UTC)."""
-    t = parse_time(when, "time")
-    return int(t.timestamp() * 10_000_000) + NT_EPOCH_DELTA
+    return datetime_to_nt(parse_time(when, "time"))
 
 
 def parse_time(when, what: str) -> dt.datetime:
@@ -49,13 +44,9 @@ def parse_time(when, what: str) -> dt.datetime:
         t = when
     else:
         text = str(when).strip()
-        try:
-            t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            try:
-                t = dt.datetime.strptime(text, "%Y-%m-%dT%H%M%SZ")
-            except ValueError:
-                raise UsageError(f"{what}: not an ISO 8601 date: {text}") from None
+        t = parse_time_text(text)
+        if t is None:
+            raise UsageError(f"{what}: not an ISO 8601 date: {text}")
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
@@ -64,13 +55,15 @@ def parse_size_filter(size) -> Callable[[int], bool]:
     an exact size."""
     if isinstance(size, int):
         return lambda n: n == size
-    m = re.fullmatch(r"\s*([+-]?)(\d+)\s*([kKmMgGtT]?)(?:i?[bB])?\s*", str(size))
-    if not m:
-        raise UsageError(f"--size: not a size: {size!r} (e.g. +1M, -10K, 4096)")
-    limit = int(m.group(2)) * _SIZE_UNITS[m.group(3).upper()]
-    if m.group(1) == "+":
+    text = str(size).strip()
+    sign = text[:1] if text[:1] in "+-" else ""
+    try:
+        limit = parse_size(text[len(sign):])
+    except ValueError:
+        raise UsageError(f"--size: not a size: {size!r} (e.g. +1M, -10K, 4096)") from None
+    if sign == "+":
         return lambda n: n > limit
-    if m.group(1) == "-":
+    if sign == "-":
         return lambda n: n < limit
     return lambda n: n == limit
 
@@ -257,7 +250,7 @@ def _find_indexed(db, rps: dict, m: _Matcher, keep) -> Iterator[dict]:
             if m.by_path and not m.match(path):
                 continue
             yield {"vm": rp.vm, "recovery_point": rp.name, "volume": vol, "path": path,
-                   "size": size, "modified": nt_iso(modified), "type": kind}
+                   "size": size, "modified": nt_to_iso(modified), "type": kind}
 
 
 def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
@@ -286,7 +279,7 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
                 if info is None or not keep(info.kind, info.size, info.modified):
                     continue
                 yield {"vm": vm, "recovery_point": rp_name, "volume": vol_name, "path": path,
-                       "size": info.size, "modified": nt_iso(info.modified), "type": info.kind}
+                       "size": info.size, "modified": nt_to_iso(info.modified), "type": info.kind}
         except RpfsError as err:
             log.warning("%s: %s", vol_name, err)
 
@@ -312,7 +305,7 @@ def _walk_posix(vol, vm, rp_name, vol_name, m: _Matcher, keep) -> Iterator[dict]
                     stack.append((path, child))
                 if not m.match(m.subject(d, child.name)):
                     continue
-                size, modified = child.size, ns_to_nt(child.mtime_ns)
+                size, modified = child.size, unix_ns_to_nt(child.mtime_ns)
             except RpfsError as err:
                 log.warning("%s: %s", path, err)
                 continue
@@ -321,12 +314,7 @@ def _walk_posix(vol, vm, rp_name, vol_name, m: _Matcher, keep) -> Iterator[dict]
             if not keep(kind, size, modified):
                 continue
             yield {"vm": vm, "recovery_point": rp_name, "volume": vol_name, "path": path,
-                   "size": size, "modified": nt_iso(modified), "type": kind}
-
-
-def ns_to_nt(ns: int) -> int:
-    """ns since the Unix epoch -> NT ticks (what the index and its filters hold)."""
-    return ns // 100 + 116444736000000000
+                   "size": size, "modified": nt_to_iso(modified), "type": kind}
 
 
 # -- history -----------------------------------------------------------------------------
@@ -411,12 +399,12 @@ def file_history(tree, path: str, *, verify: bool = False,
     for idx in members:
         name, row, _ = found[idx[0]]
         v = {"recovery_points": [found[i][0] for i in idx], "size": row.size,
-             "modified": nt_iso(row.modified), "path": row.path, "type": row.kind,
+             "modified": nt_to_iso(row.modified), "path": row.path, "type": row.kind,
              "metadata": []}
         for prev, i in zip(idx, idx[1:]):
             a, b = found[prev][1], found[i][1]
             if a.metadata_key() != b.metadata_key():
-                v["metadata"].append({"recovery_point": found[i][0], "modified": nt_iso(b.modified)})
+                v["metadata"].append({"recovery_point": found[i][0], "modified": nt_to_iso(b.modified)})
         if verify:
             v["blake2b"] = hashes[idx[0]]
         versions.append(v)
@@ -525,7 +513,7 @@ def _posix_history_lookup(vol, inner: str):
         e = vol.lookup(inner)
         kind = e.kind if e.kind in ("file", "dir", "symlink") else "file"
         fp = hashlib.blake2b(f"{e.ino}:{e.ctime_ns}:{e.size}".encode(), digest_size=16)
-        return ((kind, e.size, ns_to_nt(e.mtime_ns), fp.hexdigest()), inner)
+        return ((kind, e.size, unix_ns_to_nt(e.mtime_ns), fp.hexdigest()), inner)
     except RpfsError:
         return None
 

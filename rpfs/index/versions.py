@@ -12,8 +12,9 @@ import threading
 
 from rpfs.index import db as dbm
 from rpfs.index.diff import _COLS, _row, group_versions
-from rpfs.index.query import NT_EPOCH_DELTA, ShadowPoint
+from rpfs.index.query import ShadowPoint
 from rpfs.tree import REFRESH_SECONDS, RepoRecoveryPoint, StaticDir, StreamFile, store_names
+from streams.times import nt_to_unix_ns
 
 NAME = ".versions"
 
@@ -149,7 +150,7 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
         source = f"/{vm}/{rp_name}/volumes/{vol}{path}"
         out.append(StreamFile(key, ("versions", vm, volume, path, key), row.size,
                               functools.partial(_open, tree, source),
-                              (row.modified - NT_EPOCH_DELTA) * 100))
+                              nt_to_unix_ns(row.modified)))
     return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from streams.errors import RpfsError, UsageError
 from rpfs.ops import calendar
+from rpfs.sizes import parse_size
 from rpfs.store.maintenance.prune import Policy
 
 DEFAULT_PATH = "/etc/rpfs/rpfs.toml"
@@ -167,18 +168,6 @@ def parse_duration(value) -> int:
         if m:
             return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
     raise ValueError("not a duration (e.g. 90s, 30m, 4h, 2d)")
-
-
-def parse_size(value) -> int:
-    """``1048576``, ``"512K"``, ``"1G"``, ``"10MiB"`` -> bytes (0 allowed)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", value.lower())
-        if m:
-            mult = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2)]
-            return int(float(m.group(1)) * mult)
-    raise ValueError("not a size (e.g. 512K, 100M, 1G)")
 
 
 class _Checker:

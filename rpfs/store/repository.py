@@ -38,9 +38,6 @@ from rpfs.store.packs import decompress
 from rpfs.store.readahead import ChunkLoader, ReadAhead
 from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
-RP_FORMAT = "%Y-%m-%dT%H%M%SZ"
-
-
 @dataclass(frozen=True)
 class RecoveryPoint:
     vm: str
@@ -51,10 +48,6 @@ class RecoveryPoint:
     file_count: int
     id: int
     new_chunks: int = 0
-
-
-def rp_name(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime(RP_FORMAT)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ import anyio
 from starlette.datastructures import MultiDict
 
 from streams.errors import RpfsError, UsageError
-from rpfs.tree import Node, Tree, ns_to_iso
+from rpfs.tree import Node, Tree
+from streams.times import ns_to_iso
 
 WORKER_THREADS = 8
 MAX_PATH = 8192

@@ -20,6 +20,7 @@ from starlette.templating import Jinja2Templates
 
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.progress import human
+from streams.times import parse_point_name
 from rpfs.web import api, queries
 from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, give_back, in_thread,
                             link_target, page_of, query, resolve, url_path, url_query)
@@ -140,7 +141,7 @@ def vm_calendar(tree, vm: str, month: dt.date | None, day: dt.date | None) -> di
     vm_node = resolve(tree, "/" + vm)
     times = {}
     for n in vm_node.iterdir():
-        t = queries.rp_time(n.name) if n.kind == "dir" else None
+        t = parse_point_name(n.name) if n.kind == "dir" else None
         if t:
             times[n.name] = t
     by_day: dict[dt.date, list[str]] = defaultdict(list)

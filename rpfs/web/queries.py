@@ -6,7 +6,6 @@ Results stream: the caller stops when it has enough.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Iterator
 
@@ -15,13 +14,6 @@ from rpfs.index import find_entries as _find_entries
 from rpfs.tree import Tree
 
 log = logging.getLogger(__name__)
-
-
-def rp_time(name: str) -> dt.datetime | None:
-    try:
-        return dt.datetime.strptime(name, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=dt.timezone.utc)
-    except ValueError:
-        return None
 
 
 def _notice(text: str) -> None:
