@@ -15,8 +15,9 @@ Volumes are assembled as Windows does:
 - mirrored: two (or more) components holding the same bytes: read from the first plex
   whose disks are present, the next one when a read fails;
 - RAID-5: one component, columns with rotating parity in the left-symmetric order (the
-  layout libldm hands to the kernel's dm-raid); with one column missing its bytes are the
-  XOR of the others in the same stripe.
+  layout libldm hands to the kernel's dm-raid, ``raid5_ls``; confirmed on RAID-5 volumes
+  Windows Server 2003 R2 and 2008 R2 made, tests/test_ldm.py); with one column missing its
+  bytes are the XOR of the others in the same stripe.
 
 The format is described by libldm (src/ldm.c) and the Linux kernel's block/partitions/ldm.c
 (both read, not copied). Names: ``volumes/ldm-<volume name>``.

@@ -311,8 +311,18 @@ def drives(cfg: dict) -> list[dict]:
 
 
 def checkpoints(cfg: dict) -> list:
-    """The checkpoint ids the configuration lists (global_settings/snapshots/list)."""
+    """The checkpoint ids the configuration lists (``global_settings/snapshots/list``: a
+    ``size`` and one value per checkpoint, in the order of the number ending each key, as
+    Hyper-V's older XML configurations numbered ``Snapshot0``, ``Snapshot1``...). The only
+    real file at hand has ``{"size": 0}``, so the entries' key names are unverified; any
+    name is taken."""
     lst = _get(cfg, "global_settings/snapshots/list")
     if not isinstance(lst, dict):
         return []
-    return [v for k, v in lst.items() if k != "size" and not isinstance(v, dict)]
+
+    def order(key: str) -> tuple:
+        digits = key[len(key.rstrip("0123456789")):]
+        return (int(digits) if digits else -1, key)
+
+    return [lst[k] for k in sorted(lst, key=order)
+            if k != "size" and isinstance(lst[k], str)]

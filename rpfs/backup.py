@@ -40,7 +40,8 @@ from rpfs.live import Identity, changed_ranges, frozen_selection, identity, sett
 from rpfs.progress import Progress
 from rpfs.ratelimit import RateLimit
 from rpfs.store import catalog, objects
-from rpfs.store.packs import PackWriter, compress
+import rpfs.store.frames as frames
+from rpfs.store.packs import FRAMED, PackWriter, compress
 from rpfs.store.maintenance.sync import sync
 from rpfs.store.repository import Repository
 from streams.times import parse_time_text, point_name
@@ -179,6 +180,7 @@ class _Run:
         self.writer: PackWriter | None = None
         self.cs = repo.chunk_size
         self.level = repo.config.zstd_level
+        self.frame_size = repo.config.frame_size    # 0: unframed chunks (a format-1 repository)
         self.zero = bytes(self.cs)
         self.known: dict[bytes, int] = {}        # hash -> chunk id, or _PENDING while in a pack
         self.lock = threading.Lock()
@@ -232,6 +234,9 @@ class _Run:
                         self.known[h] = _PENDING   # ours to store
             if known:
                 out.append((h, None, None, e - s))
+            elif self.frame_size:
+                payload = frames.encode(self.repo.crypto, chunk, h, self.level, self.frame_size)
+                out.append((h, FRAMED, payload, e - s))
             else:
                 codec, payload = compress(chunk, self.level)
                 out.append((h, codec, self.repo.crypto.seal_chunk(payload, h), e - s))

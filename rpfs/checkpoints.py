@@ -80,6 +80,8 @@ def find(rp) -> list[Checkpoint]:
     snaps = sorted(p for p in rp.file_sizes() if is_snapshot_config(p))[:MAX_CHECKPOINTS]
     found = ([_from_config(rp, res, path) for path in snaps] if snaps
              else _from_chains(res))
+    if snaps:
+        found += _listed_not_stored(rp, {cp.id for cp in found if cp.id}, snaps)
     _name(found)
     return found
 
@@ -124,6 +126,19 @@ def _from_config(rp, res, path: str) -> Checkpoint:
     elif not cp.disks:
         cp.error = f"checkpoint {cp.title!r} ({path}): its configuration names no virtual disk"
     return cp
+
+
+def _listed_not_stored(rp, known: set, snaps: list[str]) -> list[Checkpoint]:
+    """Checkpoints the VM's configuration lists whose own configuration was not stored."""
+    cfg = rp.hyperv_config or {}
+    stems = {posixpath.basename(p).rsplit(".", 1)[0].lower() for p in snaps}
+    out = []
+    for cid in cfg.get("checkpoints", [])[:MAX_CHECKPOINTS]:
+        if cid not in known and cid.lower() not in stems:
+            out.append(Checkpoint(cid, "configuration", id=cid, error=(
+                f"checkpoint {cid}: listed in {cfg.get('file')}, but its configuration "
+                f"Snapshots/{cid}.vmcx is not stored")))
+    return out
 
 
 def _basename(windows_path: str) -> str:

@@ -24,15 +24,19 @@ sends them with the node's cache time, so ``ls -l`` and walks that stat cost one
 per entry less (a round trip through the kernel costs more than parsing an MFT record).
 Smaller directories are listed with their attributes from the start.
 
-**Bounded memory.** A node's inode number is a hash of its key (``stable_inode``), so nodes
-with the same key (hard links) share one, and a file the kernel let go of comes back under
-the same number: ``cp -r`` compares a file's inode before and after opening it, and a walk
-past ``INODE_LIMIT`` (which asks the kernel to let go, see ``_shed``) must not look like a
-file replaced under it. Two keys on one number (a 62-bit hash; practically never) give the
-second a number of its own from a counter below 2**32. The kernel's lookup count of each
-inode is kept (lookup replies and readdirplus entries); when ``forget`` brings it to zero
-the inode, its node and everything cached for it are dropped. Listings, streams and xattrs
-are bounded LRUs.
+**Bounded memory.** An NTFS entry's inode number is its volume's slot and MFT record
+(``Node.number``): only the ``live_nodes`` most recently used keep their node, any other is
+made again from its number (``Node.by_number``) when the kernel asks, so nothing is kept per
+inode the kernel holds (a walk of a million entries holds the kernel's million inodes and
+a bounded number of objects here). Every other node is held: its inode number is a hash of
+its key (``stable_inode``), so a file the kernel let go of comes back under the same number
+(``cp -r`` compares a file's inode before and after opening it); two keys on one number (a
+62-bit hash; practically never) give the second a number of its own from a counter below
+2**32. The kernel's lookup count of each held inode is kept (lookup replies and
+readdirplus entries); when ``forget`` brings it to zero the inode, its node and everything
+cached for it are dropped, and past ``INODE_LIMIT`` held inodes the kernel is asked to let
+go of the oldest files (``_shed``). Listings, attributes, streams and xattrs are bounded
+LRUs.
 
 Immutable nodes (``Node.immutable``: everything inside a recovery point) are kept by the
 kernel for ``Node.cache_seconds`` with ``keep_cache``; the repository root, VM directories
@@ -49,7 +53,6 @@ import itertools
 import logging
 import os
 import stat
-from collections import OrderedDict
 from typing import Callable
 
 import pyfuse3
@@ -65,8 +68,14 @@ log = logging.getLogger(__name__)
 
 WORKER_THREADS = 16
 LISTING_CACHE_ENTRIES = 60_000  # entries kept with their nodes (NTFS: 1.3 KB each, 1.8 KB with attributes)
-INODE_LIMIT = 50_000  # inodes held for the kernel before it is asked to let go of the oldest
-                       # files (env RPFS_MOUNT_INODES; ~1.7 KB each for NTFS files)
+LIVE_NODES = 60_000  # node objects of numbered inodes kept (env RPFS_MOUNT_INODES): as many
+                     # as the listings hold, which they share (~1.3 KB each for NTFS files)
+INODE_LIMIT = 50_000  # held (unnumbered) inodes before the kernel is asked to let go of the
+                      # oldest files: entries of POSIX volumes (numbered NTFS entries need not)
+ATTR_CACHE = 65_536  # complete attributes as sent, by inode (~250 B each)
+NUMBERED = 1 << 63  # inode numbers with this bit are (volume slot << SLOT_SHIFT) | number
+SLOT_SHIFT = 48  # NTFS record numbers are 48 bits
+MAX_SLOTS = 1 << (63 - SLOT_SHIFT)
 ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
 NAMES_ONLY_FROM = 2048  # a directory this big is listed without attributes until one is asked
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
@@ -129,40 +138,6 @@ class _Listing:
         return None if i is None else self.entries[i][1]
 
 
-class _Listings:
-    """Listings of immutable directories by inode, least recently used out first once they
-    hold more than ``max_entries`` entries in all."""
-
-    def __init__(self, max_entries: int):
-        self.max_entries = max_entries
-        self._data: OrderedDict[int, _Listing] = OrderedDict()
-        self._total = 0
-
-    def get(self, ino: int) -> _Listing | None:
-        listing = self._data.get(ino)
-        if listing is not None:
-            self._data.move_to_end(ino)
-        return listing
-
-    def put(self, ino: int, listing: _Listing) -> None:
-        self.drop(ino)
-        if len(listing.entries) > self.max_entries:
-            return
-        self._data[ino] = listing
-        self._total += len(listing.entries)
-        while self._total > self.max_entries:
-            _, gone = self._data.popitem(last=False)
-            self._total -= len(gone.entries)
-
-    def drop(self, ino: int) -> None:
-        old = self._data.pop(ino, None)
-        if old is not None:
-            self._total -= len(old.entries)
-
-    def __len__(self) -> int:
-        return self._total
-
-
 class _Handle:
     """An open file: its stream, and the whole content when it was small enough."""
 
@@ -175,30 +150,42 @@ class _Handle:
 
 class Operations(pyfuse3.Operations):
     """pyfuse3 operations over a Tree. Every table here is touched on the trio loop only;
-    worker threads get nodes and return values."""
+    worker threads get nodes and return values.
+
+    Two kinds of inode. A *numbered* one (an NTFS entry, ``Node.number``: ``NUMBERED |
+    slot << SLOT_SHIFT | record``, the slot naming its volume) is made again from its number
+    (``Node.by_number``, in a worker) whenever its node is not among the ``live_nodes``
+    most recently used: nothing is kept per inode the kernel holds, and ``forget`` only
+    lets go of caches. A *held* one (the repository, VMs, disks, volume roots, alternate
+    streams, POSIX entries) keeps its node until the kernel's lookup count of it, kept
+    here, drops to zero."""
 
     supports_dot_lookup = True
     enable_writeback_cache = False
     enable_acl = False  # (with it the kernel would cache "no ACL", but forgets it on every readdirplus)
 
-    def __init__(self, tree: Tree):
+    def __init__(self, tree: Tree, live_nodes: int = LIVE_NODES):
         super().__init__()
         self.tree = tree
         root = pyfuse3.ROOT_INODE
         self._next_ino = itertools.count(root + 1)
-        self._ino_by_key: dict[tuple, int] = {tree.root.key: root}
-        self._node: dict[int, Node] = {root: tree.root}
-        self._lookups: dict[int, int] = {}  # the kernel's lookup count of each inode
-        self._parent: dict[int, int] = {root: root}
-        self._attrs: dict[int, pyfuse3.EntryAttributes] = {}  # complete, of immutable nodes
-        self._stubs: dict[int, pyfuse3.EntryAttributes] = {}  # kind only, until attrs known
-        self._links: dict[int, bytes] = {}  # symlink targets of immutable nodes
+        self._ino_by_key: dict[tuple, int] = {tree.root.key: root}  # held inodes only
+        self._node: dict[int, Node] = {root: tree.root}  # held inodes
+        self._lookups: dict[int, int] = {}  # the kernel's lookup count of each held inode
+        self._parent: dict[int, int] = {root: root}  # of held inodes
+        self._slots: dict[tuple, int] = {}  # volume key -> slot of its numbered inodes
+        self._anchors: list[Node] = []  # slot -> a node of that volume (rebuilds the others)
+        self._live = LRU(live_nodes)  # numbered inode -> (node, parent inode or 0)
+        self._numbered_refs = 0  # the kernel's references to numbered inodes, in all
+        self._attrs = LRU(ATTR_CACHE)  # complete attributes of immutable nodes, as sent
+        self._links = LRU(XATTR_CACHE)  # symlink targets of immutable nodes
         self._handles: dict[int, object] = {}
-        self._let_go: set[int] = set()  # inodes the kernel was asked to forget (see _shed)
+        self._let_go: set[int] = set()  # held inodes the kernel was asked to forget (_shed)
         self.inode_limit = 1 << 62  # a mount sets INODE_LIMIT: shedding needs the kernel
         self._next_fh = itertools.count(1)
         self._limiter = trio.CapacityLimiter(WORKER_THREADS)
-        self._listings = _Listings(LISTING_CACHE_ENTRIES)
+        # listings of immutable directories by inode, bounded by the entries they hold in all
+        self._listings = LRU(LISTING_CACHE_ENTRIES, weight=lambda listing: len(listing.entries))
         self._streams = LRU(STREAM_CACHE)
         self._xattr_names = LRU(XATTR_CACHE)
         self._xattr_values = LRU(XATTR_CACHE)
@@ -213,13 +200,24 @@ class Operations(pyfuse3.Operations):
                 self.after_init()
             trio.lowlevel.spawn_system_task(later)
 
-    # -- helpers ------------------------------------------------------------------------
+    # -- inodes -------------------------------------------------------------------------
 
     async def _run(self, fn, *args):
         self.worker_calls += 1
         return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     def _inode(self, node: Node, parent: int) -> int:
+        """The inode number of ``node`` (listed or looked up in ``parent``), registered."""
+        num = node.number
+        if num is not None and 0 <= num < 1 << SLOT_SHIFT:
+            slot = self._slots.get(node.key[:-1])
+            if slot is None and len(self._anchors) < MAX_SLOTS:
+                slot = self._slots[node.key[:-1]] = len(self._anchors)
+                self._anchors.append(node)
+            if slot is not None:  # the node named last is kept (one LRU step, not two)
+                ino = NUMBERED | slot << SLOT_SHIFT | num
+                self._live.put(ino, (node, parent))
+                return ino
         ino = self._ino_by_key.get(node.key)
         if ino is None:
             ino = stable_inode(node.key)
@@ -230,20 +228,49 @@ class Operations(pyfuse3.Operations):
             self._parent[ino] = parent
         return ino
 
-    def _looked_up(self, ino: int) -> None:
-        self._lookups[ino] = self._lookups.get(ino, 0) + 1
+    def _known(self, ino: int) -> Node | None:
+        """The node of ``ino`` if it is in memory (no I/O)."""
+        if ino & NUMBERED:
+            v = self._live.get(ino)
+            return None if v is None else v[0]
+        return self._node.get(ino)
 
-    def _get(self, ino: int) -> Node:
+    async def _get(self, ino: int) -> Node:
+        """The node of ``ino``; a numbered one not in memory is made again in a worker."""
+        if ino & NUMBERED:
+            v = self._live.get(ino)
+            if v is not None:
+                return v[0]
+            slot, num = (ino ^ NUMBERED) >> SLOT_SHIFT, ino & ((1 << SLOT_SHIFT) - 1)
+            if slot >= len(self._anchors):
+                raise pyfuse3.FUSEError(errno.ENOENT)
+            node = await self._run(_rebuild, self._anchors[slot], num)
+            self._live.put(ino, (node, 0))
+            return node
         try:
             return self._node[ino]
         except KeyError:
             raise pyfuse3.FUSEError(errno.ENOENT) from None
 
+    def _parent_of(self, ino: int) -> int:
+        """The directory ``ino`` was listed or looked up in (0: not known)."""
+        if ino & NUMBERED:
+            v = self._live.get(ino)
+            return 0 if v is None else v[1]
+        return self._parent.get(ino, 0)
+
+    def _looked_up(self, ino: int) -> None:
+        if ino & NUMBERED:
+            self._numbered_refs += 1
+        else:
+            self._lookups[ino] = self._lookups.get(ino, 0) + 1
+
     def _entry(self, node: Node, ino: int, a: Attr | None) -> pyfuse3.EntryAttributes:
-        """The kernel's view of a node; without ``a`` only its kind, to be asked again."""
         e = self._attrs.get(ino)
-        if e is not None:
-            return e
+        return e if e is not None else self._new_entry(node, ino, a)
+
+    def _new_entry(self, node: Node, ino: int, a: Attr | None) -> pyfuse3.EntryAttributes:
+        """The kernel's view of a node; without ``a`` only its kind, to be asked again."""
         e = pyfuse3.EntryAttributes()
         e.st_ino = ino
         e.entry_timeout = node.cache_seconds
@@ -254,8 +281,6 @@ class Operations(pyfuse3.Operations):
             e.attr_timeout = 0
             e.st_mode = MODES[node.kind]
             e.st_nlink = 1
-            if node.immutable:
-                self._stubs[ino] = e
             return e
         e.attr_timeout = node.cache_seconds
         e.st_mode = a.mode
@@ -268,8 +293,7 @@ class Operations(pyfuse3.Operations):
         e.st_mtime_ns = _clamp_ns(a.mtime_ns)
         e.st_ctime_ns = _clamp_ns(a.ctime_ns)
         if node.immutable:
-            self._attrs[ino] = e
-            self._stubs.pop(ino, None)
+            self._attrs.put(ino, e)
         return e
 
     def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> pyfuse3.EntryAttributes:
@@ -285,18 +309,18 @@ class Operations(pyfuse3.Operations):
     @_errors
     async def lookup(self, parent_inode, name, ctx=None):
         if name in (b".", b".."):
-            ino = parent_inode if name == b"." else self._parent.get(parent_inode,
-                                                                     pyfuse3.ROOT_INODE)
+            ino = parent_inode if name == b"." else (self._parent_of(parent_inode)
+                                                     or pyfuse3.ROOT_INODE)
             e = await self.getattr(ino)
             self._looked_up(ino)
             return e
-        parent = self._get(parent_inode)
-        if parent.kind != "dir":
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
         listing = self._listings.get(parent_inode)
         node = listing.find(name) if listing is not None else None
         if node is not None:
             return self._reply_entry(node, parent_inode, node.attr_if_known())
+        parent = await self._get(parent_inode)
+        if parent.kind != "dir":
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
 
         def work():
             child = lookup_child(parent, os.fsdecode(name))
@@ -311,7 +335,7 @@ class Operations(pyfuse3.Operations):
         e = self._attrs.get(inode)
         if e is not None:
             return e
-        node = self._get(inode)
+        node = await self._get(inode)
         a = node.attr_if_known()
         if a is None:
             listing, i = self._place(node, inode)
@@ -324,7 +348,7 @@ class Operations(pyfuse3.Operations):
 
     def _place(self, node: Node, inode: int) -> tuple[_Listing | None, int]:
         """The cached listing ``node`` was listed in, and its position there."""
-        listing = self._listings.get(self._parent.get(inode, 0))
+        listing = self._listings.get(self._parent_of(inode))
         if listing is None:
             return None, 0
         i = listing.position(os.fsencode(node.name))
@@ -334,12 +358,14 @@ class Operations(pyfuse3.Operations):
         """Listed children in ``[start, end)`` whose attributes are not known yet (``ls -l``
         asks for them next, in this order); for a child the kernel knows, its node."""
         out = []
-        for _, n in listing.entries[start:end]:
-            ino = self._ino_by_key.get(n.key)
-            if ino is not None:
-                if ino in self._attrs:
+        entries, sent = listing.entries, listing.sent
+        for j in range(start, min(end, len(entries))):
+            n = entries[j][1]
+            e = sent[j]
+            if e is not None:
+                if e.attr_timeout or self._attrs.get(e.st_ino) is not None:
                     continue
-                n = self._node[ino]
+                n = self._known(e.st_ino) or n
             if n.attr_if_known() is None:
                 out.append(n)
         return out
@@ -348,19 +374,19 @@ class Operations(pyfuse3.Operations):
     async def readlink(self, inode, ctx):
         target = self._links.get(inode)
         if target is None:
-            node = self._get(inode)
+            node = await self._get(inode)
             target = os.fsencode(await self._run(node.readlink))
             if node.immutable:
-                self._links[inode] = target
+                self._links.put(inode, target)
         return target
 
     @_errors
     async def opendir(self, inode, ctx):
-        node = self._get(inode)
-        if node.kind != "dir":
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        listing = self._listings.get(inode) if node.immutable else None
+        listing = self._listings.get(inode)  # immutable directories only
         if listing is None:
+            node = await self._get(inode)
+            if node.kind != "dir":
+                raise pyfuse3.FUSEError(errno.ENOTDIR)
             listing = await self._run(_list, node)
             if node.immutable:
                 self._listings.put(inode, listing)
@@ -382,44 +408,44 @@ class Operations(pyfuse3.Operations):
             if batch:
                 await self._run(_attrs_of, None, batch)
                 stop = min(stop, start_id + ATTR_BATCH)
-        by_key, attrs, stubs, lookups = self._ino_by_key, self._attrs, self._stubs, self._lookups
-        nodes, sent, reply = self._node, listing.sent, pyfuse3.readdir_reply
+        attrs, held, lookups = self._attrs, self._node, self._lookups
+        sent, reply = listing.sent, pyfuse3.readdir_reply
         upgrade = listing.stat_wanted  # else no child's attributes were computed
+        numbered = 0
         for i in range(start_id, stop):  # the hot loop of a warm listing
             e = sent[i]
-            if e is not None and e.st_ino in nodes:  # sent before, its inode still known
-                ino = e.st_ino
+            if e is not None and (e.st_ino & NUMBERED or e.st_ino in held):
+                ino = e.st_ino  # sent before, its inode still known
                 if upgrade and not e.attr_timeout:  # a stub then: complete now?
                     full = attrs.get(ino)
                     if full is None:
-                        a = nodes[ino].attr_if_known()
+                        node = self._known(ino) or entries[i][1]
+                        a = node.attr_if_known()
                         if a is not None:
-                            full = self._entry(nodes[ino], ino, a)
+                            full = self._new_entry(node, ino, a)
                     if full is not None:
                         e = sent[i] = full
                 if not reply(token, entries[i][0], e, i + 1):
-                    return
-                lookups[ino] = lookups.get(ino, 0) + 1
-                continue
-            name, node = entries[i]
-            ino = by_key.get(node.key)
-            known = ino is not None
-            if not known:
+                    break
+            else:
+                name, node = entries[i]
                 ino = self._inode(node, parent)
-            e = attrs.get(ino)
-            if e is None:
-                node = self._node[ino]  # a hard link's first name may have been listed
-                a = node.attr_if_known()
-                e = stubs.get(ino) if a is None else None
+                e = attrs.get(ino)
                 if e is None:
-                    e = self._entry(node, ino, a)
-            if not reply(token, name, e, i + 1):
-                if not known:
-                    self._drop(ino)
-                break
-            lookups[ino] = lookups.get(ino, 0) + 1
-            sent[i] = e
-        if len(nodes) > self.inode_limit:
+                    if not ino & NUMBERED:
+                        node = held[ino]  # a hard link's first name may be known
+                    e = self._new_entry(node, ino, node.attr_if_known())
+                if not reply(token, name, e, i + 1):
+                    if not ino & NUMBERED and ino not in lookups:
+                        self._drop(ino)
+                    break
+                sent[i] = e
+            if ino & NUMBERED:
+                numbered += 1
+            else:
+                lookups[ino] = lookups.get(ino, 0) + 1
+        self._numbered_refs += numbered
+        if len(held) > self.inode_limit:
             self._shed()
 
     @_errors
@@ -432,7 +458,7 @@ class Operations(pyfuse3.Operations):
         s.f_bsize = 4096
         s.f_frsize = 4096
         s.f_blocks = s.f_bfree = s.f_bavail = 0
-        s.f_files = len(self._node)
+        s.f_files = len(self._node) + max(0, self._numbered_refs)  # what the kernel holds
         s.f_ffree = s.f_favail = 0
         s.f_namemax = 1024
         return s
@@ -441,7 +467,7 @@ class Operations(pyfuse3.Operations):
     async def listxattr(self, inode, ctx):
         names = self._xattr_names.get(inode)
         if names is None:
-            node = self._get(inode)
+            node = await self._get(inode)
             names = [os.fsencode(n) for n in await self._run(node.xattr_names)]
             if node.immutable:
                 self._xattr_names.put(inode, names)
@@ -455,7 +481,7 @@ class Operations(pyfuse3.Operations):
         if value is not None:
             return value
         names = self._xattr_names.get(inode)
-        node = self._get(inode)
+        node = await self._get(inode)
         if names is not None and name not in names or not node.may_have_xattr(os.fsdecode(name)):
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         try:
@@ -474,19 +500,19 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
             raise pyfuse3.FUSEError(errno.EROFS)
-        node = self._get(inode)
-        if node.kind == "dir":
-            raise pyfuse3.FUSEError(errno.EISDIR)
-        stream = self._streams.get(inode)
+        stream = self._streams.get(inode)  # files of immutable nodes only
         if stream is not None:  # opened before: the kernel's page cache has or gets the data
-            handle = _Handle(stream)
+            handle, keep = _Handle(stream), True
         else:
-            handle = await self._run(_open_small, node)
-            if node.immutable:
+            node = await self._get(inode)
+            if node.kind == "dir":
+                raise pyfuse3.FUSEError(errno.EISDIR)
+            handle, keep = await self._run(_open_small, node), node.immutable
+            if keep:
                 self._streams.put(inode, handle.stream)
         fh = next(self._next_fh)
         self._handles[fh] = handle
-        return pyfuse3.FileInfo(fh=fh, keep_cache=node.immutable, direct_io=False)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
 
     @_errors
     async def read(self, fh, off, size):
@@ -500,13 +526,26 @@ class Operations(pyfuse3.Operations):
         self._handles.pop(fh, None)
 
     async def forget(self, inode_list):
-        """The kernel let go of these references: an inode nobody holds is dropped."""
+        """The kernel let go of these references: a held inode nobody holds is dropped; a
+        numbered one only leaves the caches (its number still finds it)."""
         for ino, n in inode_list:
+            if ino & NUMBERED:
+                self._numbered_refs -= n
+                self._uncache(ino)
+                continue
             left = self._lookups.get(ino, 0) - n
             if left > 0:
                 self._lookups[ino] = left
             else:
                 self._drop(ino)
+
+    def _uncache(self, ino: int) -> None:
+        self._live.pop(ino)
+        self._attrs.pop(ino)
+        self._links.pop(ino)
+        self._listings.pop(ino)
+        self._streams.pop(ino)
+        self._xattr_names.pop(ino)
 
     def _drop(self, ino: int) -> None:
         if ino == pyfuse3.ROOT_INODE:
@@ -517,16 +556,11 @@ class Operations(pyfuse3.Operations):
         if node is not None and self._ino_by_key.get(node.key) == ino:
             del self._ino_by_key[node.key]
         self._parent.pop(ino, None)
-        self._attrs.pop(ino, None)
-        self._stubs.pop(ino, None)
-        self._links.pop(ino, None)
-        self._listings.drop(ino)
-        self._streams.pop(ino)
-        self._xattr_names.pop(ino)
+        self._uncache(ino)
 
     def _shed(self) -> None:
-        """The kernel keeps every entry it was given until memory runs short, and each one
-        holds a node here (a walk of a million files would hold a million). Past
+        """The kernel keeps every entry it was given until memory runs short, and each held
+        inode holds a node here (a walk of a big POSIX volume would hold them all). Past
         ``inode_limit``, ask it to drop the entries of the oldest files (directories stay:
         a walker inside one must keep seeing the same inode); it then forgets them, and
         ``forget`` drops them here. One looked up again gets its number back."""
@@ -537,8 +571,7 @@ class Operations(pyfuse3.Operations):
         for ino, node in self._node.items():
             if excess <= 0:
                 break
-            sent = self._attrs.get(ino) or self._stubs.get(ino)  # immutable nodes only
-            if sent is None or stat.S_ISDIR(sent.st_mode) or ino in self._let_go \
+            if not node.immutable or node.kind == "dir" or ino in self._let_go \
                     or ino not in self._lookups:
                 continue
             self._let_go.add(ino)
@@ -547,9 +580,11 @@ class Operations(pyfuse3.Operations):
                                            ignore_enoent=True)
 
     def stats(self) -> dict:
-        """How much is held (tests and benchmarks look at it)."""
+        """How much is held (tests and benchmarks look at it): ``inodes`` held with their
+        nodes, ``live`` nodes of numbered inodes, ``kernel_refs`` to numbered inodes."""
         return {"inodes": len(self._node), "keys": len(self._ino_by_key),
-                "attrs": len(self._attrs), "listed": len(self._listings),
+                "live": len(self._live), "kernel_refs": self._numbered_refs,
+                "attrs": len(self._attrs), "listed": self._listings.total,
                 "streams": len(self._streams), "xattr_names": len(self._xattr_names)}
 
     # -- everything that would write ----------------------------------------------------
@@ -580,6 +615,13 @@ def _attrs_of(node: Node | None, siblings: list[Node]) -> Attr | None:
         except RpfsError:
             pass
     return a
+
+
+def _rebuild(anchor: Node, number: int) -> Node:
+    """The node numbered ``number`` on ``anchor``'s volume, its kind settled (a worker call)."""
+    node = anchor.by_number(number)
+    node.kind  # noqa: B018
+    return node
 
 
 def _open_small(node: Node) -> _Handle:
@@ -630,12 +672,13 @@ def _raise_readahead(real_mountpoint: str) -> None:
 def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool = False,
           ready: Callable[[], None] | None = None) -> None:
     """Serve ``tree`` at ``mountpoint`` until unmounted (blocks)."""
-    ops = Operations(tree)
-    limit = os.environ.get("RPFS_MOUNT_INODES") or INODE_LIMIT
+    limit = os.environ.get("RPFS_MOUNT_INODES")
     try:
-        ops.inode_limit = max(1000, int(limit))
+        limit = max(1000, int(limit)) if limit else None
     except ValueError:
         raise UsageError(f"RPFS_MOUNT_INODES={limit!r} is not a number") from None
+    ops = Operations(tree, live_nodes=limit or LIVE_NODES)
+    ops.inode_limit = limit or INODE_LIMIT
     options = set(pyfuse3.default_options)
     # No max_read option: pyfuse3 cannot set the matching conn->max_read, and without one
     # libfuse (3.14) already lets the kernel send MAX_READ (max_pages = 256).

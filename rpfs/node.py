@@ -105,6 +105,14 @@ class Node:
     key: tuple = ()
     immutable = True
     cache_seconds = IMMUTABLE_CACHE_SECONDS
+    # A node of a big file system that can be made again from a number alone (its MFT
+    # record): ``key == volume_key + (number,)`` and ``by_number(number)`` rebuilds it, so
+    # a front end need not keep one object per name the kernel holds. None: keep the node.
+    number: int | None = None
+
+    def by_number(self, number: int) -> "Node":
+        """The node numbered ``number`` on this node's volume, made again (reads it)."""
+        raise NotImplementedError
 
     def attr(self) -> Attr:
         raise NotImplementedError

@@ -42,6 +42,9 @@ class NtfsNode(Node):
         self.name = entry.name if name is None else name
         self.key = volume_key + (entry.ref,)
         self._kind = entry.index_kind
+        # the index's $FILE_NAME gave the name and the kind: let it go (with its times, about
+        # 400 of a listed node's 1,000 bytes); the record has them all if asked again
+        entry._fn = None
         self._attr: Attr | None = None
         self._error: RpfsError | None = None
 
@@ -49,6 +52,17 @@ class NtfsNode(Node):
         if isinstance(e, FormatError):
             self._error = e
         return e
+
+    @property
+    def number(self) -> int:
+        return self.entry.ref
+
+    def by_number(self, number: int) -> Node:
+        node = NtfsNode(self.entry.volume.entry(number), self.volume_key)
+        # the kind from the record, not from its own $FILE_NAME: only the index's copy of
+        # the flags is kept in step (a junction's record copy says "directory")
+        node._kind = None
+        return node
 
     @property
     def kind(self) -> str:
@@ -224,6 +238,7 @@ class VolumeRoot(NtfsNode):
     ``shadow_copies``: formats.vss.ShadowCopies (or its error) when the volume holds stores."""
 
     __slots__ = ("volume", "volume_stream", "shadow_copies")
+    number = None  # its key is the volume's own: kept, not made again from record 5
 
     def __init__(self, volume, name: str, key: tuple, volume_stream=None, shadow_copies=None):
         self.volume = volume

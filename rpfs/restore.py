@@ -96,6 +96,7 @@ class Restorer:
         self._lock = threading.Lock()      # result counters and progress, updated by workers
         self._pool: ThreadPoolExecutor | None = None
         self._ancestors: set[tuple] = set()  # keys of the directories being walked (cycles)
+        self._umask = current_umask()
 
     def run(self, node: Node, name: str | None = None) -> RestoreResult:
         if self.dry_run:
@@ -286,14 +287,21 @@ class Restorer:
     def _restore_file(self, node: Node, a, dirfd: int, bname: bytes, path: str) -> None:
         stream = node.open()     # before creating anything: a broken file leaves no empty one
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        mode = 0o644 if a.posix_mode is None else a.posix_mode & 0o7777
+        chown = self.as_root and a.uid is not None
+        # Created with its final mode when the umask leaves that mode whole (one system
+        # call less per file); set-id bits and a chown (which clears them) take fchmod.
+        direct = not chown and not mode & 0o7000 and not mode & self._umask
+        create = mode if direct else 0o600
         try:
-            fd = os.open(bname, flags, 0o600, dir_fd=dirfd)
+            fd = os.open(bname, flags, create, dir_fd=dirfd)
         except FileExistsError:
             self._remove_existing(dirfd, bname)
-            fd = os.open(bname, flags, 0o600, dir_fd=dirfd)
+            fd = os.open(bname, flags, create, dir_fd=dirfd)
         try:
             buf = bytearray(min(COPY_BLOCK, max(1, stream.size)))
             view = memoryview(buf)
+            written = 0   # end of the last byte written: a new file's size is that already
             for ext in stream.extents():
                 if ext.kind == ZERO:
                     continue  # a hole: ftruncate below leaves it sparse
@@ -304,11 +312,14 @@ class Restorer:
                         raise RpfsError(f"unexpected end of data at offset {pos}")
                     _pwrite_all(fd, view[:n], pos)
                     pos += n
+                    written = pos
                     self._count(n)
-            os.ftruncate(fd, stream.size)
-            if self.as_root and a.uid is not None:
+            if written != stream.size:   # a trailing hole (or an empty file's 0: a no-op)
+                os.ftruncate(fd, stream.size)
+            if chown:
                 os.fchown(fd, a.uid, a.gid)      # before the mode: chown clears set-id bits
-            os.fchmod(fd, 0o644 if a.posix_mode is None else a.posix_mode & 0o7777)
+            if not direct:
+                os.fchmod(fd, mode)
             if self.xattrs:
                 self._copy_xattrs(node, fd, path)
             if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
@@ -368,6 +379,19 @@ class Restorer:
             if fd >= 0:
                 os.close(fd)
         self._links.clear()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (os.umask would, for every thread);
+    0o777 where /proc does not say it (every file then gets an fchmod)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

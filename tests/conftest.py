@@ -10,9 +10,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import os
+
+# `rpfs backup` indexes in a background process by default; the suite's tests read what a
+# backup printed and the index right after it, so they index before returning unless a
+# test asks for the background (tests/test_index_background.py passes --index=background).
+os.environ.setdefault("RPFS_BACKUP_INDEX", "now")
+
 # -- the test-image factory (tools/fixtures) as session fixtures ---------------------------
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -80,6 +86,17 @@ def dissect_fve_dir():
         return dissect_fve_images.fetch()
     except dissect_fve_images.Unavailable as e:
         pytest.skip(f"dissect.fve's BitLocker images: {e}")
+
+
+@pytest.fixture(scope="session")
+def libldm_images_dir():
+    """Dynamic disks written by Windows Server 2003 R2 and 2008 R2 (libldm's test data, from
+    Debian's libldm source); skipped where apt cannot fetch it."""
+    from tools.fixtures import libldm_images
+    try:
+        return libldm_images.fetch()
+    except libldm_images.Unavailable as e:
+        pytest.skip(f"libldm's Windows dynamic disks: {e}")
 
 
 @pytest.fixture(scope="session")

@@ -168,6 +168,7 @@ def test_a_checkpoint_naming_a_missing_avhdx_is_one_error(built, manifest, tmp_p
         assert "Traceback" not in r.stderr.decode()
     info = json.loads(rpfs("info", vm, "/", "--json").stdout)
     errors = {c["name"]: c.get("error") for c in info["checkpoints"]}
+    assert len(errors) == 4 and errors["damaged"].startswith("Snapshots/damaged.vmcx: ")
     assert "is not stored" in errors["Missing disk"] and errors["Nightly/known good"] is None
     got = rpfs("cat", vm, f"/checkpoints/{NAMES[2]}/volumes/system-p1/notes.txt").stdout
     assert got == b"system in state C\n" * 2
@@ -211,3 +212,46 @@ def test_names_are_unique_and_path_safe():
                      "checkpoint"]
     assert len(set(names)) == len(names)
     assert all("/" not in n and "\0" not in n and n not in (".", "..") for n in names)
+
+
+def test_a_listed_checkpoint_whose_configuration_is_not_stored(built, tmp_path):
+    vm = _copy(built / "cpvm", tmp_path / "cpvm")
+    (vm / "Snapshots" / "1A2B3C4D-0000-4000-8000-000000000002.vmcx").unlink()
+    names = rpfs("ls", vm, "/checkpoints").stdout.decode().splitlines()
+    assert names == ["1A2B3C4D-0000-4000-8000-000000000002", "Before update",
+                     "Nightly_known good"]
+    r = rpfs("ls", vm, "/checkpoints/1A2B3C4D-0000-4000-8000-000000000002", check=False)
+    assert r.returncode != 0 and r.stderr.decode().count("\n") == 1
+    assert "Snapshots/1A2B3C4D-0000-4000-8000-000000000002.vmcx is not stored" in r.stderr.decode()
+    assert rpfs("cat", vm, "/checkpoints/Before update/volumes/data-p1/notes.txt").stdout == \
+        b"data in state A\n"
+
+
+def test_web_page_browses_checkpoints(repo, built, manifest, tmp_path):
+    """rpfs serve: the recovery point's page lists checkpoints/ and says what each is; a
+    checkpoint's volume browses and downloads as its state."""
+    import urllib.parse
+
+    import httpx
+
+    from tests.helpers.web import start_server
+
+    proc, base = start_server(repo, log=tmp_path / "serve.log")
+    try:
+        with httpx.Client(base_url=base, timeout=120) as http:
+            rp_page = http.get(f"/browse/cpvm/{RP}")
+            assert rp_page.status_code == 200 and "checkpoints" in rp_page.text
+            assert "Nightly/known good" in rp_page.text   # the info table: name as configured
+            names = [e["name"] for e in http.get(
+                "/api/ls", params={"path": f"/cpvm/{RP}/checkpoints"}).json()]
+            assert names == NAMES
+            vol = f"/cpvm/{RP}/checkpoints/{NAMES[0]}/volumes/system-p1"
+            page = http.get("/browse" + urllib.parse.quote(vol + "/docs"))
+            assert page.status_code == 200 and "report-0.bin" in page.text
+            want = manifest["checkpoints"][0]["volumes"]["system-p1"]
+            for path, digest in want.items():
+                r = http.get("/api/download", params={"path": f"{vol}/{path}"})
+                assert hashlib.sha256(r.content).hexdigest() == digest, path
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -46,3 +46,23 @@ def test_restore_and_export_vm(vm, tmp_path):
     r = rpfs("export-vm", vm, "/", tmp_path / "copy")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "copy" / "Virtual Machines" / "A.vmcx").read_bytes() == b"config"
+
+
+def test_command_owners_table_matches_the_modules():
+    """``rpfs X`` imports only COMMAND_OWNERS[X]: that module must register X, and every
+    registered command must be in the table (else it would only parse as ``rpfs --help``)."""
+    import argparse
+    import importlib
+
+    from rpfs import cli
+
+    registered = {}
+    for name in cli.COMMAND_MODULES:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(name).register(sub)
+        registered.update({command: name for command in sub.choices})
+    assert registered == cli.COMMAND_OWNERS
+    parser = cli.build_parser(["-v", "restore", "R", "/a", "D"])
+    args = parser.parse_args(["-v", "restore", "R", "/a", "D"])
+    assert args.command == "restore" and args.verbose
+    assert cli.command_of(["--help"]) is None

@@ -153,3 +153,48 @@ def test_many_files_through_the_pool_keep_bytes_times_and_links(tmp_path):
     assert len(result.errors) == 8 and all("hash check" in e for e in result.errors)
     assert not any((out / f"d{d}" / "bad").exists() for d in range(8))   # no empty file left
     assert all(os.stat(out / f"d{d}").st_mtime_ns == dir_mtime for d in range(8))
+
+
+def test_modes_and_sizes_whichever_way_the_file_is_made(tmp_path):
+    """A file is created with its final mode when the umask leaves it whole, else chmod'ed
+    after: either way the mode is the image's exactly; its size is right with or without a
+    trailing hole (ftruncate is skipped only when the last byte was written)."""
+    from rpfs.restore import Restorer, current_umask
+
+    class Moded(StreamFile):
+        def __init__(self, name, mode, stream):
+            super().__init__(name, ("m", name), stream.size, lambda: stream, 10**18)
+            self.mode = mode
+
+        def attr(self):
+            a = super().attr()
+            a.posix_mode = 0o100000 | self.mode
+            return a
+
+    class TrailingHole(BytesStream):
+        def _extents(self, offset, end):
+            from streams.stream import DATA, ZERO, Extent
+            yield Extent(0, 4, DATA)
+            yield Extent(4, self.size - 4, ZERO)
+
+    old = os.umask(0o022)
+    try:
+        assert current_umask() == 0o022
+        modes = {"plain": 0o644, "private": 0o600, "group-write": 0o664, "setgid": 0o2755,
+                 "readonly": 0o444}
+        children = [Moded(n, m, BytesStream(b"x" * 10)) for n, m in modes.items()]
+        children += [Moded("hole", 0o640, TrailingHole(b"abcd" + bytes(8188))),
+                     Moded("empty", 0o644, BytesStream(b""))]
+        r = Restorer(str(tmp_path))
+        result = r.run(tree("r", children))
+        r.close()
+    finally:
+        os.umask(old)
+    out = tmp_path / "r"
+    assert not result.errors
+    for name, mode in modes.items():
+        assert os.stat(out / name).st_mode & 0o7777 == mode, name
+        assert (out / name).read_bytes() == b"x" * 10
+    assert (out / "hole").read_bytes() == b"abcd" + bytes(8188)
+    assert os.stat(out / "hole").st_blocks * 512 < 8192      # the hole stayed a hole
+    assert os.stat(out / "empty").st_size == 0

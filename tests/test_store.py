@@ -34,7 +34,8 @@ def test_init_layout(tmp_path):
         assert r.chunk_size == 1 << 16
     assert os.stat(p).st_mode & 0o777 == 0o700
     cfg = json.loads((p / "config.json").read_text())
-    assert cfg["format"] == 1 and cfg["chunk_size"] == 65536 and cfg["hash"] == "blake3"
+    assert cfg["format"] == 2 and cfg["chunk_size"] == 65536 and cfg["hash"] == "blake3"
+    assert cfg["frame_size"] == 65536      # new repositories write framed chunks
     db = sqlite3.connect(p / "catalog.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == catalog.SCHEMA_VERSION
@@ -170,9 +171,10 @@ def test_bit_flip_raises_integrity_error_with_location(tmp_path):
         rp = repo.recovery_points("vm")[0]
         s = repo.open_file(rp, "a.bin")
         with pytest.raises(IntegrityError) as ei:
-            s.read(0, 10)
+            s.read(0, MiB)                     # the whole chunk: the damaged frame too
         msg = str(ei.value)
         assert "vm vm" in msg and "2024-01-01T000000Z" in msg and "a.bin" in msg and "offset 0x0" in msg
+        assert s.read(0, 10)                   # the chunk's first frame is not damaged
         assert s.read(MiB, 10)                 # other chunks still fine
         # a missing pack is an IntegrityError too
         for name, _ in list(repo.backend.list()):

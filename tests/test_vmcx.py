@@ -238,3 +238,74 @@ def test_old_format_version_unsupported():
         struct.pack_into("<I", data, at + 4, zlib.crc32(bytes(data[at:at + 46])))
     with pytest.raises(UnsupportedError, match="version 1.1 is not supported"):
         vmcx.read_keys(BytesStream(bytes(data)))
+
+
+def test_checkpoint_list_equals_dissect(dissect_hyperv_dir):
+    """global_settings/snapshots/list, as dissect.hypervisor reads it: on Hyper-V's own file
+    ``{"size": 0}`` (no checkpoint); on the writer's, the ids in the order of their keys."""
+    import io
+
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    from tools.fixtures import checkpoints as cpfix
+    from tools.fixtures import vmcx_writer
+
+    with open(dissect_hyperv_dir / "test.vmcx", "rb") as f:
+        theirs = HyperVFile(f).as_dict()["configuration"]["global_settings"]["snapshots"]
+    ours = vmcx.read_keys(FileStream(dissect_hyperv_dir / "test.vmcx"))
+    assert ours["configuration"]["global_settings"]["snapshots"] == theirs
+    assert theirs["list"] == {"size": 0}
+    assert vmcx.vm_config(ours)["checkpoints"] == []
+    ids = [f"1A2B3C4D-0000-4000-8000-0000000000{i:02d}" for i in range(12)]
+    tree = cpfix.config("vm", "6C0E8A52-0000-4000-8000-00000000C4E1", "2026-11-01T00:00:00Z",
+                        0, ids)
+    data = vmcx_writer.write(tree)
+    theirs = HyperVFile(io.BytesIO(data)).as_dict()
+    assert vmcx.read_keys(BytesStream(data)) == theirs == tree
+    assert theirs["configuration"]["global_settings"]["snapshots"]["list"]["size"] == 12
+    assert vmcx.vm_config(theirs)["checkpoints"] == ids   # Snapshot10 after Snapshot9
+    for name in (f"{cid}.vmcx" for cid in ids[:3]):   # a checkpoint's own configuration
+        one = vmcx_writer.write(cpfix.config("Before update", name[:-5], "2026-11-02T09:15:00Z", 1))
+        facts = vmcx.vm_config(vmcx.read_keys(BytesStream(one)))
+        assert facts == vmcx.vm_config(HyperVFile(io.BytesIO(one)).as_dict())
+        assert (facts["name"], facts["id"], facts["created"]) == (
+            "Before update", name[:-5], "2026-11-02T09:15:00+00:00")
+        assert [d["path"].rsplit("\\", 1)[-1] for d in facts["drives"]] == [
+            "system_9F7C5B31-6D2E-4A8B-8C1D-2E3F4A5B6C01.avhdx",
+            "data_9F7C5B31-6D2E-4A8B-8C1D-2E3F4A5B6C01.avhdx", "install.iso"]
+
+
+def test_fixture_vm_has_a_real_configuration(small_fixtures):
+    """The factory's VM folders hold a .vmcx from tools/fixtures/vmcx_writer (not random
+    bytes): dissect.hypervisor reads it equal, and rpfs info maps each drive to its disk."""
+    from dissect.hypervisor.descriptor.hyperv import HyperVFile
+
+    for state in small_fixtures.vm_states:
+        (path,) = (state / "Virtual Machines").glob("*.vmcx")
+        with open(path, "rb") as f:
+            assert vmcx.read_keys(FileStream(path)) == HyperVFile(f).as_dict()
+        cfg = json.loads(rpfs("info", state, "/", "--json").stdout)["hyperv_config"]
+        assert "error" not in cfg
+        assert (cfg["name"], cfg["id"], cfg["generation"]) == (
+            state.name, path.stem, 2)
+        assert [(d["controller_type"], d["location"], d["type"], d.get("stored_file"))
+                for d in cfg["drives"]] == [
+            ("scsi", 0, "VHD", "Virtual Hard Disks/system.vhdx"),
+            ("scsi", 1, "VHD", "Virtual Hard Disks/data.vhdx"), ("scsi", 2, "NONE", None)]
+        assert not any("note" in d for d in cfg["drives"]) and cfg["checkpoints"] == []
+
+
+def test_linux_fixture_vm_has_a_real_configuration():
+    """linux01 (tools/fixtures/linux.py) has a .vmcx naming its four disks, all stored."""
+    from tools.fixtures import linux
+
+    try:
+        vm = linux.image("vm")
+    except linux.Unavailable as e:
+        pytest.skip(str(e))
+    for state in ("state1", "state2"):
+        cfg = json.loads(rpfs("info", vm / state / "linux01", "/", "--json").stdout)["hyperv_config"]
+        assert (cfg["name"], cfg["id"], cfg["processors"], cfg["memory_mib"]) == (
+            "linux01", linux.VM_ID, 1, 1024)
+        assert [d["stored_file"] for d in cfg["drives"]] == [
+            f"Virtual Hard Disks/{d}" for d in ("root.vhdx", "lvm.vhdx", "lvm2.vhdx", "data.vhdx")]

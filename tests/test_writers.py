@@ -165,3 +165,21 @@ def test_odd_size_and_limits(tmp_path):
     assert os.path.getsize(tmp_path / "zero.vhd") < 64 << 10
     assert _qemu_size(tmp_path / "zero.vhd", "vhd") == 64 << 20
     assert "Dynamic" in run("vhdiinfo", tmp_path / "zero.vhd")
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_vhdx_leaves_zero_runs_inside_data_unwritten(tmp_path, fixed):
+    """A data extent holding 1 MiB of zeros between two pieces of data: the VHDX reads back
+    equal (qemu-img compare) and its file allocates no room for that run."""
+    rnd = random.Random(7)
+    body = rnd.randbytes(256 << 10) + bytes(1 << 20) + rnd.randbytes(256 << 10)
+    src_path = tmp_path / "src.raw"
+    src_path.write_bytes(body + bytes((4 << 20) - len(body)))   # written out: one data extent
+    src = RawDisk(FileStream(src_path))
+    assert [e.kind for e in src.extents()] == ["data"]
+    out = tmp_path / "out.vhdx"
+    write_image(src, out, "vhdx", fixed=fixed)
+    _compare(src_path, out, "vhdx")
+    run("qemu-img", "check", "-q", "-f", "vhdx", out)
+    allocated = os.stat(out).st_blocks * 512   # data 512 KiB + headers, BAT, metadata
+    assert allocated < (512 << 10) + (1 << 20), allocated  # not the zero run (was 4.2 MiB)

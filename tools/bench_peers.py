@@ -17,10 +17,18 @@ and on each: mount to first listing, ``cat`` of each big file, ``cp -r`` of the 
 the repository and from the VHDX against ``7zz x`` of them from the VHDX, written to --dest
 (a tmpfs by default) and to the repository's own file system.
 
+Part ``export``: ``rpfs export`` of the whole disk (from the repository and from the VHDX)
+to VHDX and to raw against ``qemu-img convert -O vhdx|raw`` of the same VHDX, all written
+sparse to --dest; sides alternate between rounds and each sample's load average is kept.
+
 Part ``system``: the factory's system volume (fixture set ``small``, dynamic VHDX, volume
 system-p3 with its 50,000-entry directory), mounted as an image by rpfs and by the peer:
 ``ls -f`` of the big directory cold, ``ls -l`` of it, ``find`` over the volume, and the
 daemon's RSS after those.
+
+Part ``rps``: a repository of 1,000 recovery points of that system VHDX (one ``rpfs backup``,
+then 999 in process reusing its chunk map), mounted: mount to first listing of the newest
+recovery point's volume, cold and warm (repository mount only).
 
 Every figure is the median of --repeat runs (default 3), cold (page cache dropped with
 ``sync; echo 3 > /proc/sys/vm/drop_caches`` and a fresh mount) and warm (same mount, run
@@ -160,6 +168,40 @@ def build_system() -> dict:
     return {"image": str(image), "repo": str(repo), "disk": image.stem, "vm": "system",
             "partition": {"number": part["number"], "offset": part["offset"], "size": part["size"]},
             "bigdir": bigdir, "entries": fx.volumes["system-p3"].manifest["features"]["big_dir"]["entries"]}
+
+
+RPS = 1000  # recovery points of the "rps" part
+
+
+def build_rps() -> dict:
+    """A repository holding ``RPS`` recovery points of the system VHDX, an hour apart: one
+    ``rpfs backup`` (every chunk stored), then backups in this process through
+    ``rpfs.backup.backup``, each reusing the unchanged file's chunk map unread (what a
+    nightly backup of an unchanged disk does), so the thousand cost seconds, not hours."""
+    from datetime import datetime, timedelta, timezone
+
+    from rpfs.backup import backup
+    from rpfs.store import open_repository
+
+    system = build_system()
+    root = CACHE / f"rps{RPS}-{Path(system['image']).parent.parent.parent.name}"
+    repo = root / "repo"
+    if not (root / "done").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        log(f"a repository of {RPS} recovery points of the system VHDX")
+        run(rpfs_cmd("init", repo), cwd=REPO)
+        start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        run(rpfs_cmd("backup", repo, system["image"], "--vm", "rps", "--no-index",
+                     "--time", start.strftime("%Y-%m-%dT%H:%M:%SZ")), cwd=REPO, timeout=1800)
+        t0 = time.monotonic()
+        with open_repository(repo) as r:
+            for i in range(1, RPS):
+                backup(r, [system["image"]], vm="rps", time=start + timedelta(hours=i),
+                       show_progress=False)
+        log(f"{RPS - 1} more backups in {time.monotonic() - t0:.0f} s")
+        (root / "done").touch()
+    return {**system, "repo": str(repo), "vm": "rps", "recovery_points": RPS}
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,6 +393,40 @@ def check_small(out: Path, kind: str, res: Results) -> None:
     res.add("vhdx", "restored sample matches the source", "", kind, bad == 0)
 
 
+def bench_export(data: dict, repeat: int, budget: float, res: Results, dest: Path) -> None:
+    """``rpfs export`` of the whole disk (from the repository and from the VHDX) to VHDX and
+    to raw, against ``qemu-img convert`` of the same VHDX; every output is sparse (holes
+    neither side writes), written to --dest and removed after each run. The sides take
+    turns within each round; each sample records the load average it ran under."""
+    for rep in range(repeat):
+        for fmt in ("vhdx", "raw"):
+            out = dest / f"export.{fmt}"
+            runs = {
+                "repo": rpfs_cmd("export", data["repo"], f"/{VM}/latest/disks/{data['disk']}.raw",
+                                 out, "--format", fmt),
+                "image": rpfs_cmd("export", data["image"], f"/disks/{data['disk']}.raw", out,
+                                  "--format", fmt),
+                "peer": ["qemu-img", "convert", "-O", fmt, data["image"], out],
+            }
+            order = list(runs) if rep % 2 == 0 else list(reversed(runs))  # alternate sides
+            for phase in ("cold", "warm"):
+                for kind in order:
+                    out.unlink(missing_ok=True)
+                    os.sync()
+                    if phase == "cold":
+                        drop_caches()
+                    secs = timed(runs[kind], budget, cwd=REPO)
+                    workload = f"export whole disk to {fmt} (peer: qemu-img convert)"
+                    res.add("export", workload, phase, kind, secs)
+                    res.add("export", f"{workload}: load average", phase, kind,
+                            round(os.getloadavg()[0], 1))
+                    if phase == "cold" and secs is not None:
+                        res.add("export", f"{workload}: allocated", "", kind,
+                                os.stat(out).st_blocks * 512)
+                    log(f"rep {rep + 1} {kind}: export {fmt} {phase}: {secs}")
+                    out.unlink(missing_ok=True)
+
+
 def bench_system(data: dict, work: Path, repeat: int, budget: float, res: Results) -> None:
     workloads = {
         "ls -f bigdir": lambda root: timed(["ls", "-f", root / data["bigdir"]], budget),
@@ -373,6 +449,24 @@ def bench_system(data: dict, work: Path, repeat: int, budget: float, res: Result
                 m.unmount()
 
 
+def bench_rps(data: dict, work: Path, repeat: int, res: Results) -> None:
+    """Mount to first listing of a volume when its VM has 1,000 recovery points: the
+    repository mount only (the peer has no repository; its figure is the system part's)."""
+    for _ in range(repeat):
+        m = RepoMount(data, work)
+        try:
+            drop_caches()
+            _, secs = mount_and_list(m)
+            res.add("rps", f"mount to first listing ({data['recovery_points']:,} recovery points)",
+                    "cold", m.kind, secs)
+            m.unmount()
+            _, secs = mount_and_list(m)
+            res.add("rps", f"mount to first listing ({data['recovery_points']:,} recovery points)",
+                    "warm", m.kind, secs)
+        finally:
+            m.unmount()
+
+
 # ---------------------------------------------------------------------------------------
 # The table
 
@@ -384,7 +478,10 @@ TARGETS = {
     ("vhdx", "restore 4,000 small files (peer: 7zz x)"): ">= 1x",
     ("vhdx", "restore 4,000 small files to disk (peer: 7zz x)"): ">= 1x",
     ("vhdx", "mount to first listing"): "<= 0.25 s",
+    ("export", "export whole disk to vhdx (peer: qemu-img convert)"): ">= 1x",
+    ("export", "export whole disk to raw (peer: qemu-img convert)"): ">= 1x",
     ("system", "mount to first listing"): "<= 0.25 s",
+    ("rps", f"mount to first listing ({RPS:,} recovery points)"): "<= 0.15 s",
     ("system", "ls -l bigdir"): "> 1x",
     ("system", "ls -f bigdir"): ">= 0.33x",
     ("system", "find volume"): ">= 0.33x",
@@ -407,11 +504,15 @@ def rows(res: Results) -> list[dict]:
     for (part, workload, phase), by_kind in res.samples.items():
         med = {k: _median(v) for k, v in by_kind.items()}
         row = {"part": part, "workload": workload, "phase": phase,
-               "unit": "bytes" if "RSS" in workload else "ok" if "matches" in workload else "s",
+               "unit": ("bytes" if "RSS" in workload or "allocated" in workload else "ok"
+                        if "matches" in workload else "load" if "load average" in workload
+                        else "s"),
                "median": med, "samples": by_kind}
         peer = med.get("peer")
         for k in ("repo", "image"):
             v = med.get(k)
+            if row["unit"] == "load":
+                continue
             if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(peer, (int, float)) and v > 0:
                 row[f"{k}_ratio"] = round(peer / v, 3)   # > 1: rpfs faster (or smaller)
         target = TARGETS.get((part, workload)) if phase != "warm" else None
@@ -442,6 +543,8 @@ def fmt(v, unit: str) -> str:
         return f"{v / MiB:.0f} MiB"
     if unit == "ok":
         return "yes" if v else "NO"
+    if unit == "load":
+        return f"{v:.1f}"
     if v < 0.01:
         return f"{v * 1e6:.0f} us"
     return f"{v:.2f} s"
@@ -453,7 +556,7 @@ def table(rs: list[dict]) -> str:
     for r in rs:
         m = r["median"]
         lines.append([r["part"], r["workload"], r["phase"]] +
-                     [fmt(m.get(k), r["unit"]) for k in ("repo", "image", "peer")] +
+                     [fmt(m.get(k), r["unit"]) if k in m else "" for k in ("repo", "image", "peer")] +
                      [f"{r[k]:.2f}x" if k in r else "" for k in ("repo_ratio", "image_ratio")] +
                      [(r.get("target", "") + ("" if "met" not in r else
                                               " ok" if r["met"] else " MISSED" if r["met"] is False else " ?"))])
@@ -468,7 +571,8 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="vhdx,system", help="vhdx, system or both (default)")
+    ap.add_argument("--part", default="vhdx,export,system,rps",
+                    help="any of vhdx, export, system, rps, comma-separated (default: all four)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per command")
     ap.add_argument("--json", default=str(REPO / "docs" / "bench_peers.json"),
@@ -487,8 +591,9 @@ def main(argv=None) -> int:
             return 2
     signal.signal(signal.SIGTERM, _terminate)  # unmount in the finally blocks, then exit
     parts = [p for p in args.part.split(",") if p]
-    data = {"vhdx": build_data() if "vhdx" in parts else None,
-            "system": build_system() if "system" in parts else None}
+    data = {"vhdx": build_data() if {"vhdx", "export"} & set(parts) else None,
+            "system": build_system() if "system" in parts else None,
+            "rps": build_rps() if "rps" in parts else None}
     if data["vhdx"]:
         data["vhdx"].update(vm=VM)
     if args.build_only:
@@ -504,10 +609,14 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-"))
     dest = Path(tempfile.mkdtemp(prefix="rpfs-bench-peers-", dir=args.dest))
     try:
-        if data["vhdx"]:
+        if "vhdx" in parts:
             bench_vhdx(data["vhdx"], work, args.repeat, args.budget, res, dest)
+        if "export" in parts:
+            bench_export(data["vhdx"], args.repeat, args.budget, res, dest)
         if data["system"]:
             bench_system(data["system"], work, args.repeat, args.budget, res)
+        if data["rps"]:
+            bench_rps(data["rps"], work, args.repeat, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dest, ignore_errors=True)

@@ -77,6 +77,13 @@ if [[ ! -f .cache/dissect-fve-images/vista.img ]]; then
   .venv/bin/python -m tools.fixtures.dissect_fve_images >/dev/null \
     || echo "setup: warning: no dissect.fve test volumes (their tests will skip and say why)" >&2
 fi
+# Dynamic disks written by Windows Server 2003 R2 / 2008 R2 (libldm's test data) from
+# Debian's libldm source package, into .cache/libldm-images (inner tarball sha256 pinned).
+if [[ ! -f .cache/libldm-images/ldm-2008r2-raid5-3.img ]]; then
+  echo "setup: fetching libldm's Windows dynamic disks"
+  .venv/bin/python -m tools.fixtures.libldm_images >/dev/null \
+    || echo "setup: warning: no libldm test disks (their tests will skip and say why)" >&2
+fi
 # A .vmcx and a .VMRS written by Hyper-V, from dissect.hypervisor's source distribution
 # (pip download, sha256 pinned).
 if [[ ! -f .cache/dissect-hyperv-files/test.VMRS ]]; then

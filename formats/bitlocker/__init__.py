@@ -10,17 +10,35 @@ partition comes back as it is, a BitLocker one decrypted (or an error saying wha
 
 from __future__ import annotations
 
-from formats.bitlocker.keys import NO_KEYS, KeyRing, LockedReason, unlock
-from formats.bitlocker.metadata import Metadata, probe, read_copies
-from formats.bitlocker.volume import BitLockerVolume
 from streams.errors import FormatError, LockedError
 from streams.stream import Stream
 
 __all__ = ["KeyRing", "BitLockerVolume", "is_bitlocker", "open_volume", "describe", "unwrap",
            "partition_info"]
 
+# The OEM id (bytes 3-10) of every BitLocker volume header (To Go: "MSWIN4.1"). Every
+# partition is checked, so the check costs one 8-byte read and imports nothing: the
+# parsers and the cipher (construct, ~15 modules) load with the first BitLocker volume.
+SIGNATURES = (b"-FVE-FS-", b"MSWIN4.1")
+_LAZY = {"KeyRing": "keys", "NO_KEYS": "keys", "LockedReason": "keys", "unlock": "keys",
+         "Metadata": "metadata", "probe": "metadata", "read_copies": "metadata",
+         "BitLockerVolume": "volume"}
+
+
+def __getattr__(name: str):
+    """The names this package re-exports from its modules, imported on first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+
 
 def is_bitlocker(stream: Stream) -> bool:
+    if stream.read(3, 8) not in SIGNATURES:
+        return False
+    from formats.bitlocker.metadata import probe
+
     try:
         return probe(stream) is not None
     except FormatError:
@@ -28,6 +46,8 @@ def is_bitlocker(stream: Stream) -> bool:
 
 
 def _copies(stream: Stream) -> list[Metadata]:
+    from formats.bitlocker.metadata import probe, read_copies
+
     found = probe(stream)
     if found is None:
         raise FormatError("not a BitLocker volume", source=stream.name,
@@ -38,6 +58,9 @@ def _copies(stream: Stream) -> list[Metadata]:
 def open_volume(stream: Stream, keys: KeyRing | None = None) -> BitLockerVolume:
     """The decrypted volume. Each metadata copy that parses is tried in turn, so damage to
     one copy's key entries does not lock the volume."""
+    from formats.bitlocker.keys import NO_KEYS, LockedReason, unlock
+    from formats.bitlocker.volume import BitLockerVolume
+
     keys = keys or NO_KEYS
     copies = _copies(stream)
     reasons = []
@@ -62,6 +85,8 @@ def unwrap(stream: Stream, keys: KeyRing | None = None) -> Stream:
 
 def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
     """Version, method, state, protectors and whether ``keys`` unlock it (never a key)."""
+    from formats.bitlocker.keys import NO_KEYS
+
     keys = keys or NO_KEYS
     out = _copies(stream)[0].summary()
     try:

@@ -127,11 +127,14 @@ class SectorCipher:
             fvecrypt.xts_xor(tmp, tw, ss)
             self._data.decrypt_into(tmp, plain)
             fvecrypt.xts_xor(plain[:n], tw, ss)
+        elif self.mode == "cbc-elephant":   # the rest in one pass, straight into out
+            self._data.decrypt_into(data, plain)
+            fvecrypt.cbc_elephant_decrypt(out, plain[:n], data, self._ivs(offset, count),
+                                          self._sector_keys(offset, count), ss)
+            return
         else:
             self._data.decrypt_into(data, plain)
             fvecrypt.cbc_xor(plain[:n], data, self._ivs(offset, count), ss)
-            if self.mode == "cbc-elephant":
-                fvecrypt.elephant_decrypt(plain[:n], ss, self._sector_keys(offset, count))
         memoryview(out)[:n] = plain[:n]
 
     def encrypt(self, data, offset: int) -> bytes:

@@ -91,6 +91,16 @@ def py_elephant_encrypt(buf: bytearray, sector_size: int, keys: bytes | None = N
         struct.pack_into(f"<{n}I", buf, base, *d)
 
 
+def py_cbc_elephant_decrypt(out, ecb, ciphertext: bytes, ivs: bytes, keys: bytes,
+                            sector_size: int) -> None:
+    """AES-CBC + Elephant decryption of whole sectors into ``out``, given ``ecb`` (the
+    sectors' AES-ECB decryption): CBC chaining, the diffusers, the sector key XOR."""
+    buf = bytearray(ecb)
+    py_cbc_xor(buf, ciphertext, ivs, sector_size)
+    py_elephant_decrypt(buf, sector_size, keys)
+    memoryview(out)[:len(buf)] = buf
+
+
 def py_counters(first: int, count: int, step: int, elephant: bool = False) -> bytes:
     """``count`` 16-byte little-endian numbers ``first, first+step, ...`` (the plaintext of
     XTS tweaks and CBC IVs); with ``elephant`` each is followed by the same number with its
@@ -117,8 +127,8 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 
 try:
-    from formats.bitlocker._fvecrypt import (cbc_xor, counters, elephant_decrypt,
-                                             elephant_encrypt, xts_xor)
+    from formats.bitlocker._fvecrypt import (cbc_elephant_decrypt, cbc_xor, counters,
+                                             elephant_decrypt, elephant_encrypt, xts_xor)
     NATIVE = True
 except ImportError:  # built with optional=True: slower, same results
     warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
@@ -126,3 +136,4 @@ except ImportError:  # built with optional=True: slower, same results
     NATIVE = False
     xts_xor, cbc_xor, counters = py_xts_xor, py_cbc_xor, py_counters
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
+    cbc_elephant_decrypt = py_cbc_elephant_decrypt

@@ -19,16 +19,38 @@ from streams.errors import IntegrityError, RpfsError
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",
                    "rpfs.cli.serve", "rpfs.cli.index", "rpfs.cli.ops", "rpfs.cli.changes"]
+# The module that registers each command: a command line naming one imports only that
+# module (starting ``rpfs restore`` need not load the mount's or the web server's code).
+# tests/test_cli.py checks this table against what the modules register.
+COMMAND_OWNERS = {
+    "init": "rpfs.cli.repo", "backup": "rpfs.cli.repo", "list": "rpfs.cli.repo",
+    "prune": "rpfs.cli.repo", "verify": "rpfs.cli.repo", "repair": "rpfs.cli.repo",
+    "ls": "rpfs.cli.browse", "cat": "rpfs.cli.browse", "info": "rpfs.cli.browse",
+    "restore": "rpfs.cli.browse", "export": "rpfs.cli.export", "export-vm": "rpfs.cli.export",
+    "mount": "rpfs.cli.mount", "umount": "rpfs.cli.mount", "serve": "rpfs.cli.serve",
+    "find": "rpfs.cli.index", "history": "rpfs.cli.index", "index": "rpfs.cli.index",
+    "config": "rpfs.cli.ops", "run": "rpfs.cli.ops", "schedule": "rpfs.cli.ops",
+    "status": "rpfs.cli.ops", "diff": "rpfs.cli.changes", "scan": "rpfs.cli.changes",
+    "last-clean": "rpfs.cli.changes",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: list[str]) -> str | None:
+    """The command word of ``argv`` (the first argument that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with ``argv`` naming a known command, of that
+    command's module only (what ``main`` uses: the others' imports are not paid for)."""
     parser = argparse.ArgumentParser(
         prog="rpfs",
         description="Browse, restore and export Hyper-V recovery points on Linux.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    owner = COMMAND_OWNERS.get(command_of(argv)) if argv is not None else None
+    for name in [owner] if owner else COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as e:
@@ -67,7 +89,8 @@ _DAMAGE_HINT = " (`rpfs verify REPO --read-data` lists everything the damage aff
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

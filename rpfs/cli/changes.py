@@ -43,9 +43,11 @@ def _notice(text: str) -> None:
 
 
 def cmd_diff(args) -> int:
+    from rpfs.index.background import ensure_for, vm_of
     from rpfs.index.diff import diff
 
     with open_tree(args) as tree:
+        ensure_for(tree, vm_of(args.rp_a), notice=_notice, keys=load_keys(args))
         for c in diff(tree, args.rp_a, args.rp_b, args.path, notice=_notice):
             if args.json:
                 sys.stdout.write(jsonout.dumps(c.as_dict()) + "\n")
@@ -65,6 +67,8 @@ def cmd_scan(args) -> int:
             from streams.errors import UsageError
             raise UsageError("scan works on the recovery points of a repository")
         vm, name = parse_rp_path(tree, args.rp)
+        from rpfs.index.background import ensure_for
+        ensure_for(tree, vm, notice=_notice, keys=load_keys(args))
         result = scan_and_store(tree.repo, vm, name, keys=load_keys(args), notice=_notice)
     if args.json:
         print(jsonout.dumps(result, indent=1))

@@ -41,6 +41,10 @@ def register(sub) -> None:
     p = sub.add_parser("index", help="index the recovery points that are not indexed yet")
     p.add_argument("repo")
     p.add_argument("vm", nargs="?")
+    p.add_argument("--only", metavar="RP", help="just this recovery point of VM")
+    p.add_argument("--then-scan", action="store_true",
+                   help="then run the change analysis of --only's recovery point (what the"
+                        " indexer `rpfs backup` starts in the background does)")
     p.add_argument("--json", action="store_true")
     add_keys_option(p)
     p.set_defaults(func=cmd_index)
@@ -53,8 +57,11 @@ def _notice(text: str) -> None:
 def cmd_find(args) -> int:
     from rpfs.index import find_entries
 
+    from rpfs.index.background import ensure_for
+
     found = 0
     with open_tree(args) as tree:
+        ensure_for(tree, args.vm, notice=_notice, keys=load_keys(args))
         for hit in find_entries(tree, args.pattern, regex=args.regex, vm=args.vm,
                                 since=args.since, until=args.until, size=args.size,
                                 modified_after=args.modified_after,
@@ -72,7 +79,10 @@ def cmd_find(args) -> int:
 def cmd_history(args) -> int:
     from rpfs.index import file_history
 
+    from rpfs.index.background import ensure_for, vm_of
+
     with open_tree(args) as tree:
+        ensure_for(tree, vm_of(args.path), notice=_notice, keys=load_keys(args))
         h = file_history(tree, args.path, verify=args.verify, notice=_notice)
     if args.json:
         sys.stdout.write(jsonout.dumps(h["versions"], indent=1))
@@ -110,8 +120,20 @@ def cmd_index(args) -> int:
             bar.total = total
             bar.update(done)
 
+    if args.only and not args.vm:
+        from streams.errors import UsageError
+        raise UsageError("--only needs the VM")
+    scan = None
     with open_repository(args.repo, args.store) as repo:
-        r = update_index(repo, args.vm, progress=progress, keys=load_keys(args))
+        from rpfs.index.background import indexer_running
+        if not args.json and indexer_running(repo):
+            print("rpfs: waiting for the running indexer", file=sys.stderr)
+        r = update_index(repo, args.vm, only=args.only, progress=progress, keys=load_keys(args))
+        if args.then_scan and args.only:
+            from rpfs.analysis import after_backup
+            from rpfs.cli.repo import scan_line
+            scan = after_backup(repo, args.vm, args.only, keys=load_keys(args))
+            r["scan"] = scan
     if bar is not None:
         bar.close()
     if args.json:
@@ -122,6 +144,8 @@ def cmd_index(args) -> int:
         print(f"indexed {r['indexed']} recovery points ({r['volumes']} volumes,"
               f" {r['changed_records']} changed MFT records or inodes read)"
               f" in {r['seconds']:.1f}s", file=sys.stderr)
+        if scan is not None:
+            print(f"{args.vm}/{args.only}: {scan_line(scan)}", file=sys.stderr)
     return 1 if r["errors"] else 0
 
 

@@ -151,6 +151,11 @@ def format_status(status: dict) -> str:
             lines.append(f"{v['group']}/{v['vm']}: {v['error']}")
         if v["reasons"]:
             lines.append(f"{v['group']}/{v['vm']}: {v['verdict']}: {'; '.join(v['reasons'])}")
+        if v.get("index_pending"):
+            n = len(v["index_pending"])
+            lines.append(f"{v['group']}/{v['vm']}: index pending for {n} recovery point"
+                         f"{'s' if n != 1 else ''} ({', '.join(v['index_pending'][-3:])}):"
+                         " being built in the background, or by the next `rpfs index`")
     for g in status["groups"]:
         j = g.get("last_job")
         if g.get("error"):

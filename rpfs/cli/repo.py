@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--chunk-size", type=positive_size, help="chunk size, e.g. 1M (default 1M)")
     p.add_argument("--zstd-level", type=int, help="zstd level (default 1)")
     p.add_argument("--pack-size", type=positive_size, help="target pack size, e.g. 32M")
+    p.add_argument("--frame-size", type=lambda t: 0 if t.strip() == "0" else positive_size(t),
+                   help="chunks are stored in independently compressed frames of this size, so a"
+                        " small read decompresses only its frames (default 64K; 0: unframed)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("backup", help="store SOURCE (a VM folder or disk files) as one recovery point")
@@ -33,8 +36,13 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--force-read", action="store_true",
                    help="read every file, even those whose size, times and inode say unchanged")
-    p.add_argument("--no-index", action="store_true",
-                   help="do not index the new recovery point's volumes (`rpfs index` does it later)")
+    p.add_argument("--index", choices=["background", "now", "none"], default=None,
+                   help="index the new recovery point's volumes in a process started after the"
+                        " backup committed (default; the change analysis follows it there), now"
+                        " (before returning), or not at all (`rpfs index` does it later);"
+                        " default from $RPFS_BACKUP_INDEX")
+    p.add_argument("--no-index", dest="index", action="store_const", const="none",
+                   help="the same as --index=none")
     p.add_argument("--frozen", action="store_true",
                    help="leave each checkpoint chain's running disk out (stores the state the"
                         " checkpoint froze)")
@@ -100,6 +108,8 @@ def cmd_init(args) -> int:
         kw["zstd_level"] = args.zstd_level
     if args.pack_size:
         kw["pack_size"] = args.pack_size
+    if args.frame_size is not None:
+        kw["frame_size"] = args.frame_size
     repo = Repository.init(args.repo, args.store, encrypt=args.encrypt, **kw)
     enc = "encrypted" if repo.crypto.encrypted else "not encrypted"
     repo.close()
@@ -115,20 +125,34 @@ def cmd_backup(args) -> int:
         if not args.json:
             for w in r.warnings:
                 print(f"{r.vm}/{r.rp}: {w}", file=sys.stderr)
-        note = scan = None
-        if not args.no_index:
+        note = scan = indexer = None
+        mode = _index_mode(args, repo)
+        if mode == "background":
+            from rpfs.index.background import start
+            indexer = start(repo, args.repo, r.vm, r.rp, keys_file=getattr(args, "keys", None),
+                            scan=not args.no_scan, global_args=_global_args(args))
+            note = "pending"
+            if not args.no_scan:
+                scan = "pending"
+            if not args.json:
+                print(f"{r.vm}/{r.rp}: indexing{' and change analysis' if scan else ''} in the"
+                      f" background (pid {indexer['pid']}, log {indexer['log']})", file=sys.stderr)
+        elif mode == "now":
             from rpfs.cli.index import index_after_backup
             note = index_after_backup(repo, r.vm, r.rp, load_keys(args))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
-        if not args.no_scan:
+        if not args.no_scan and mode != "background":
             from rpfs.analysis import after_backup
             scan = after_backup(repo, r.vm, r.rp, keys=load_keys(args), notice=lambda text: print(
                 f"rpfs: scan: {text}", file=sys.stderr))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {scan_line(scan)}", file=sys.stderr)
     if args.json:
-        print(json.dumps({**r.as_dict(), "index": note, "scan": scan}))
+        out = {**r.as_dict(), "index": note, "scan": scan}
+        if indexer:
+            out["indexer"] = indexer
+        print(json.dumps(out))
     else:
         ratio = "no new data" if r.new_bytes_stored == 0 else f"{r.dedup_ratio:.1f}x"
         print(f"{r.vm}/{r.rp}: {r.files} files, {human(r.logical_bytes)} in {r.seconds:.1f}s"
@@ -136,6 +160,30 @@ def cmd_backup(args) -> int:
               f" stored as {human(r.new_bytes_stored)}; dedup {ratio}"
               + (f"; {r.unchanged_files} unchanged files not read" if r.unchanged_files else ""))
     return 0
+
+
+def _index_mode(args, repo) -> str:
+    """--index, else $RPFS_BACKUP_INDEX, else background; background needs a passphrase the
+    indexer can read too (an encrypted repository whose passphrase was typed is indexed now)."""
+    import os
+    from streams.errors import UsageError
+    mode = args.index or os.environ.get("RPFS_BACKUP_INDEX") or "background"
+    if mode not in ("background", "now", "none"):
+        raise UsageError(f"RPFS_BACKUP_INDEX={mode!r}: not background, now or none")
+    if mode == "background" and repo.crypto.encrypted and args.store.passphrase.prompt_needed():
+        return "now"
+    return mode
+
+
+def _global_args(args) -> list[str]:
+    """The repository options of this command, for the indexer it starts."""
+    out = []
+    for opt, attr in (("--s3-endpoint", "s3_endpoint"), ("--cache-dir", "cache_dir")):
+        if getattr(args, attr, None):
+            out += [opt, str(getattr(args, attr))]
+    if getattr(args, "cache_size", None):
+        out += ["--cache-size", str(args.cache_size)]
+    return out
 
 
 def scan_line(scan: dict) -> str:

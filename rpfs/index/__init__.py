@@ -11,7 +11,8 @@ Public API (the CLI and the web UI use these):
 
 ``tree`` is what ``rpfs.source.open_source()`` returns. Modules: db (schema, where it
 lives), scan (MFT records -> FileInfo), build (incremental writes), query (find, history),
-versions (the ``/<vm>/.versions/`` view).
+versions (the ``/<vm>/.versions/`` view), background (indexing after ``rpfs backup`` in a
+process of its own, and on demand).
 """
 
 __all__ = ["find_entries", "file_history", "update_index"]

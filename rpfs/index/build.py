@@ -19,6 +19,7 @@ from typing import Callable
 
 from streams.errors import RpfsError
 from rpfs.index import db as dbm
+from rpfs.index.background import clear_pending
 from rpfs.index.db import OPEN
 from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan
 from rpfs.tree import RepoRecoveryPoint, is_posix_volume
@@ -424,9 +425,12 @@ def update_index(repo, vm: str | None = None, *, only=None,
                         seq = (db.execute("SELECT max(seq) FROM rps WHERE vm = ?",
                                           (v,)).fetchone()[0] or 0) + 1
                         ids = Ids(db)
+                        bulk = dbm.bulk_load(db)
                         r = index_recovery_point(db, ids, v, rp,
                                                  {**rrp.volumes, **rrp.shadow_volumes}, seq,
                                                  same_disk_files(repo, rrp))
+                        if bulk:
+                            dbm.create_indexes(db)
                         rid = db.execute("INSERT INTO rps (vm, name, time, catalog_id, seq)"
                                          " VALUES (?,?,?,?,?)",
                                          (v, rp.name, int(rp.time.timestamp()), rp.id,
@@ -436,6 +440,7 @@ def update_index(repo, vm: str | None = None, *, only=None,
                     except BaseException:
                         db.execute("ROLLBACK")
                         raise
+                    clear_pending(repo, rp.id)
                     summary["indexed"] += 1
                     for k in ("volumes", "entries", "changed_records", "unchanged_volumes",
                               "mft_bytes_read"):

@@ -74,7 +74,8 @@ class MftScan:
        chunks as before, per provenance.py): the hash of every block (``hashes``), the
        numbers of the records in changed blocks plus the base records of changed extension
        records (``changed``), and the FileInfo of every changed directory (``dirs``);
-    2. ``records()`` re-reads only the changed blocks and yields (number, FileInfo or None)
+    2. ``records()`` re-reads only the changed blocks (runs of them, up to ``READ`` bytes a
+       read) and yields (number, FileInfo or None)
        for every record in ``changed``, extension records folded into their base records.
 
     ``everything``: every block counts as changed (hashes are still computed).
@@ -129,14 +130,31 @@ class MftScan:
 
     def records(self):
         rs = self.record_size
-        for block in self._blocks:
-            data = self.volume._mft.read(block * BLOCK, min(BLOCK, self.volume._mft.size - block * BLOCK))
+        mft = self.volume._mft
+        for start, count in _runs(self._blocks, READ // BLOCK):
+            off = start * BLOCK
+            data = mft.read(off, min(count * BLOCK, mft.size - off))
             for at in range(0, len(data), rs):
-                num = block * BLOCK // rs + at // rs
+                num = (off + at) // rs
                 info = self.dirs.get(num)
                 yield num, info if info is not None else _record(self.volume, num, data[at:at + rs])[0]
         for num in self._bases:
             yield num, self.dirs.get(num) or _record_by_number(self.volume, num)
+
+
+def _runs(blocks: list[int], most: int):
+    """(first block, count) of each run of consecutive blocks (ascending), at most ``most``
+    long: one read per run instead of one per block."""
+    start = prev = None
+    for b in blocks:
+        if start is not None and b == prev + 1 and b - start < most:
+            prev = b
+            continue
+        if start is not None:
+            yield start, prev - start + 1
+        start = prev = b
+    if start is not None:
+        yield start, prev - start + 1
 
 
 def _header(data: bytes, at: int) -> tuple[int, int]:

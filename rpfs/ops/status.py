@@ -86,8 +86,20 @@ def _vm_status(repo, group: str, repository: str, vm: str, now: datetime, due_at
     }
     if newest:
         d.update(verdict_of(repo, vm, newest.name))
+    d["index_pending"] = _index_pending(repo, vm) if rps else []
     d["ok"] = not overdue and d["last_result"] != "failed" and d["verdict"] != "suspicious"
     return d
+
+
+def _index_pending(repo, vm: str) -> list[str]:
+    """The recovery points whose index a backup left to a background indexer that has not
+    built it yet (running, or killed: the next `rpfs index` or find builds it)."""
+    try:
+        from rpfs.index.background import pending
+        return [name for _, name in pending(repo, vm)]
+    except Exception as e:   # the index is a cache: never a failed status
+        log.warning("%s: index state unreadable: %s", vm, e)
+        return []
 
 
 def verdict_of(repo, vm: str, rp: str) -> dict:

@@ -18,7 +18,6 @@ see. ``LocalBackend`` is a directory; ``S3Backend`` (s3.py) a bucket prefix.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import re
@@ -26,6 +25,7 @@ import threading
 from typing import Iterator
 
 from streams.errors import FormatError, IntegrityError, NotFoundError, UsageError
+from streams.lru import LRU
 from rpfs.store.config import CONFIG_NAME
 from rpfs.store.locks import LocalLocks
 
@@ -186,8 +186,8 @@ class LocalBackend(Backend):
         self.root = os.path.join(self.directory, PACKS_DIR)
         self.staging = os.path.join(self.root, "tmp")
         self.locks = LocalLocks(self.directory)
-        self._fds: collections.OrderedDict[str, _Fd] = collections.OrderedDict()
-        self._max_fds = max_fds
+        # open pack fds; one pushed out is closed once its last reader lets go (self._lock held)
+        self._fds = LRU(max_fds, evicted=lambda _name, e: self._evict(e))
         self._lock = threading.Lock()
 
     def create(self, config: bytes, key_file: bytes | None) -> None:
@@ -260,7 +260,6 @@ class LocalBackend(Backend):
         with self._lock:
             e = self._fds.get(name)
             if e is not None:
-                self._fds.move_to_end(name)
                 e.users += 1
                 return e
         fd = os.open(self.path(name), os.O_RDONLY | os.O_CLOEXEC)
@@ -268,12 +267,9 @@ class LocalBackend(Backend):
             e = self._fds.get(name)
             if e is not None:          # another thread opened it meanwhile
                 os.close(fd)
-                self._fds.move_to_end(name)
             else:
-                e = self._fds[name] = _Fd(fd)
-                while len(self._fds) > self._max_fds:
-                    _, victim = self._fds.popitem(last=False)
-                    self._evict(victim)
+                e = _Fd(fd)
+                self._fds.put(name, e)
             e.users += 1
             return e
 
@@ -374,7 +370,7 @@ class LocalBackend(Backend):
     def forget(self, name: str) -> None:
         """Drop a cached fd (the pack may have been replaced); closed later, never under a reader."""
         with self._lock:
-            e = self._fds.pop(name, None)
+            e = self._fds.pop(name)
             if e is not None:
                 self._evict(e)
 

@@ -1,7 +1,13 @@
 """Repository configuration: a small JSON file written once at ``init``.
 
 It pins what every reader must agree on (format version, chunk size, hash) and holds the
-tunables a writer uses (zstd level, pack size). Unknown keys are kept so a newer rpfs can
+tunables a writer uses (zstd level, pack size, frame size).
+
+Format 2 (this rpfs's ``rpfs init``) may hold framed chunks (frames.py: each chunk's
+plaintext in ``frame_size`` pieces compressed one by one, so a 4 KiB read decompresses one
+64 KiB frame instead of a 1 MiB chunk); an rpfs that reads only format 1 refuses it in one
+line instead of failing chunk by chunk. A format-1 repository (no ``frame_size``: 0) is
+read and written as it always was: its chunks stay unframed (docs/store.md "Framed chunks"). Unknown keys are kept so a newer rpfs can
 add settings without breaking an older reader of the same format version.
 """
 
@@ -13,11 +19,14 @@ from dataclasses import asdict, dataclass, field, fields
 
 from streams.errors import FormatError, UsageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2                  # what ``init`` writes
+READ_FORMATS = (1, 2)               # format 1: no framed chunks (frame_size 0)
 CONFIG_NAME = "config.json"
 HASHES = ("blake3",)
 MIN_CHUNK = 4096
 MAX_CHUNK = 64 << 20
+FRAME_SIZE = 64 << 10               # the default frame (docs/store.md "Framed chunks")
+MIN_FRAME = 4096
 
 
 @dataclass
@@ -32,13 +41,15 @@ class Config:
     repack_threshold: float = 0.5      # gc rewrites a pack whose live fraction is below this
     id: str = ""                       # random at init: tells a cache which repository it holds
     encryption: str = "none"           # "none" | "aes-256-gcm" (keys in keys/default, crypto.py)
+    frame_size: int = FRAME_SIZE       # new chunks framed in pieces of this much plaintext; 0: unframed
     extra: dict = field(default_factory=dict)
 
     def validate(self, source: str = CONFIG_NAME) -> "Config":
         def bad(msg):
             raise FormatError(msg, source=source, structure="repository config")
-        if self.format != FORMAT_VERSION:
-            bad(f"format version {self.format} not supported (this rpfs reads {FORMAT_VERSION})")
+        if self.format not in READ_FORMATS:
+            bad(f"format version {self.format} not supported (this rpfs reads"
+                f" {', '.join(map(str, READ_FORMATS))})")
         cs = self.chunk_size
         if not isinstance(cs, int) or cs < MIN_CHUNK or cs > MAX_CHUNK or cs & (cs - 1):
             bad(f"chunk_size {cs!r} must be a power of two between {MIN_CHUNK} and {MAX_CHUNK}")
@@ -54,6 +65,11 @@ class Config:
             bad(f"repack_threshold {self.repack_threshold!r} out of range")
         if self.encryption not in ("none", "aes-256-gcm"):
             bad(f"encryption {self.encryption!r} not supported")
+        fs = self.frame_size
+        if not isinstance(fs, int) or fs and (fs < MIN_FRAME or fs > cs or fs & (fs - 1)):
+            bad(f"frame_size {fs!r} must be 0 or a power of two between {MIN_FRAME} and the chunk size")
+        if fs and self.format < 2:
+            bad(f"frame_size {fs} needs format 2 (this config says {self.format})")
         return self
 
     @classmethod
@@ -62,6 +78,8 @@ class Config:
         unknown = set(kw) - known
         if unknown:
             raise UsageError(f"unknown repository setting(s): {', '.join(sorted(unknown))}")
+        if "frame_size" not in kw:     # the default frame, never past the chunk
+            kw["frame_size"] = max(MIN_FRAME, min(FRAME_SIZE, kw.get("chunk_size", cls.chunk_size)))
         try:
             return cls(**kw).validate("<settings>")
         except FormatError as e:
@@ -94,6 +112,7 @@ class Config:
         known = {f.name for f in fields(cls)} - {"extra"}
         kw = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known}
+        kw.setdefault("frame_size", 0)    # written before framed chunks: none
         try:
             cfg = cls(**kw, extra=extra)
         except TypeError as e:

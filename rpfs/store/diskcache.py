@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import OrderedDict
+
+from streams.lru import LRU
 
 
 class DiskCache:
@@ -20,8 +21,8 @@ class DiskCache:
         self.max_bytes = max_bytes
         self.hits = self.misses = 0
         self._lock = threading.Lock()
-        self._sizes: OrderedDict[str, int] = OrderedDict()
-        self.bytes = 0
+        # name -> size of the entries this process knows of; evicting one removes its file
+        self._sizes = LRU(max_bytes, weight=lambda size: size, evicted=self._unlink)
         os.makedirs(directory, mode=0o700, exist_ok=True)
         found = []
         for e in os.scandir(directory):
@@ -32,10 +33,11 @@ class DiskCache:
             except FileNotFoundError:
                 continue
             found.append((st.st_mtime, e.name, st.st_size))
-        for _, name, size in sorted(found):
-            self._sizes[name] = size
-            self.bytes += size
-        self._evict()
+        for _, name, size in sorted(found):   # oldest first: they go first
+            if size > max_bytes:
+                self._unlink(name)
+            else:
+                self._sizes.put(name, size)
 
     def get(self, key: str, offset: int = 0, length: int = -1) -> bytes | None:
         """The entry (or ``length`` bytes of it from ``offset``; -1: to its end), None if absent."""
@@ -44,8 +46,7 @@ class DiskCache:
         except FileNotFoundError:
             with self._lock:
                 self.misses += 1
-                if key in self._sizes:
-                    self.bytes -= self._sizes.pop(key)
+            self._sizes.pop(key)
             return None
         try:
             if length < 0:
@@ -55,14 +56,12 @@ class DiskCache:
             os.close(fd)
         with self._lock:
             self.hits += 1
-            if key in self._sizes:
-                self._sizes.move_to_end(key)
+        self._sizes.get(key)                # refreshes its place
         return data
 
     def __contains__(self, key: str) -> bool:
-        with self._lock:
-            if key in self._sizes:
-                return True
+        if key in self._sizes:
+            return True
         return os.path.exists(os.path.join(self.dir, key))
 
     def put(self, key: str, data: bytes) -> None:
@@ -73,26 +72,18 @@ class DiskCache:
         with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, p)
-        with self._lock:
-            self.bytes -= self._sizes.pop(key, 0)
-            self._sizes[key] = len(data)
-            self.bytes += len(data)
-            self._evict()
+        self._sizes.put(key, len(data))
 
     def discard(self, key: str) -> None:
-        with self._lock:
-            self.bytes -= self._sizes.pop(key, 0)
+        self._sizes.pop(key)
+        self._unlink(key)
+
+    @property
+    def bytes(self) -> int:
+        return self._sizes.total
+
+    def _unlink(self, name: str, _size: int = 0) -> None:
         try:
-            os.unlink(os.path.join(self.dir, key))
+            os.unlink(os.path.join(self.dir, name))
         except FileNotFoundError:
             pass
-
-    def _evict(self) -> None:
-        """Caller holds the lock (or is the constructor)."""
-        while self.bytes > self.max_bytes and self._sizes:
-            name, size = self._sizes.popitem(last=False)
-            self.bytes -= size
-            try:
-                os.unlink(os.path.join(self.dir, name))
-            except FileNotFoundError:
-                pass

@@ -10,7 +10,9 @@ Layout (little-endian)::
 Every entry repeats its hash and sizes in front of the payload and the index repeats them
 at the end, so the catalog's view of a pack can be rebuilt or checked from the pack alone
 (borg's habit). The catalog points straight at ``payload_offset``; a reader never parses
-a pack. Codec 0 = stored raw (compression did not help), 1 = zstd.
+a pack. Codec 0 = stored raw (compression did not help), 1 = zstd, 2 = framed: frames
+compressed (or not) one by one behind a frame table (frames.py), so a small read needs
+only its frames.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from rpfs.store.backend import Backend
 from rpfs.store.config import MAX_CHUNK
 
 PACK_VERSION = 1
-RAW, ZSTD = 0, 1
+RAW, ZSTD, FRAMED = 0, 1, 2
+CODECS = (RAW, ZSTD, FRAMED)
 HASH_LEN = 32
 
 # The layouts, little-endian, as plain struct (every command that opens a repository loads
@@ -212,7 +215,7 @@ def parse_index(index: bytes, count: int, index_offset: int, src: str, at: int =
     out = []
     for i in range(count):
         h, off, usize, csize, codec = _INDEX.unpack_from(index, i * INDEX_ENTRY_SIZE)
-        if codec not in (RAW, ZSTD) or off < HEADER_SIZE + ENTRY_HEADER_SIZE or off + csize > index_offset:
+        if codec not in CODECS or off < HEADER_SIZE + ENTRY_HEADER_SIZE or off + csize > index_offset:
             raise FormatError(f"entry {i} out of bounds", source=src, structure="pack index",
                               offset=at + i * INDEX_ENTRY_SIZE)
         out.append(PackEntry(h, off, usize, csize, codec))

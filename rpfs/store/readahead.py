@@ -16,7 +16,8 @@ chunk cache, and the reader copies from there.
   ``readinto`` copies straight from the cached chunks into the caller's buffer.
 
 Random readers pay (almost) nothing: read-ahead starts only once three reads in a row each
-began where the one before ended (give or take one chunk).
+began where the one before ended (give or take one chunk), and a small read of a framed
+chunk that is neither cached nor being decoded takes only its frames (``StoredFile.part``).
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ class ChunkLoader:
         finally:
             with self._lock:
                 self._inflight.pop(loc.hash, None)
+
+    def has(self, h: bytes) -> bool:
+        """Decoded whole already, or being decoded now."""
+        return h in self.cache or h in self._inflight
 
     def prefetch(self, locs) -> None:
         """Decode these chunks into the cache in the background (those not cached or in flight)."""
@@ -184,13 +189,14 @@ class ReadAhead(Stream):
         while pos < end:
             i = pos // cs
             take = min(end, (i + 1) * cs) - pos
-            data = self.file.chunk(i)
+            start = pos - i * cs
+            got = self.file.part(i, start, start + take)
             dst = view[pos - offset:pos - offset + take]
-            if data is None:
+            if got is None:
                 dst[:] = bytes(take)
             else:
-                start = pos - i * cs
-                dst[:] = memoryview(data)[start:start + take]
+                data, at = got
+                dst[:] = memoryview(data)[at:at + take]
             pos += take
 
     def extents(self, offset: int = 0, length: int | None = None):

@@ -34,9 +34,14 @@ from rpfs.store.config import Config
 from rpfs.store.crypto import KEY_OBJECT, Plain, new_key_file, open_key_file
 from rpfs.store.locks import Registration, RepositoryBusy  # noqa: F401  (RepositoryBusy: for callers)
 from rpfs.store.options import StoreOptions, is_s3
-from rpfs.store.packs import decompress
+import rpfs.store.frames as frames
+from rpfs.store.packs import FRAMED, decompress
 from rpfs.store.readahead import ChunkLoader, ReadAhead
+from streams.lru import LRU
 from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
+
+PART_OF = 4      # a read of at most 1/PART_OF of a framed chunk decodes only its frames
+
 
 @dataclass(frozen=True)
 class RecoveryPoint:
@@ -107,6 +112,8 @@ class Repository:
         cache = config.cache_mb << 20 if options.chunk_cache_bytes is None else options.chunk_cache_bytes
         self.cache = ChunkCache(max(0, cache))
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
+        self.tables: LRU = LRU(4096)     # chunk id -> FrameTable of framed chunks read in part
+        self.frames_decoded = 0          # frames a part read decompressed (counted for tests)
         self.catalog_path = catalog.path_in(self.local)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
@@ -393,21 +400,22 @@ class Repository:
         self.cache.put(loc.hash, data)
         return data
 
-    def fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
+    def fetch_chunk(self, loc: ChunkLoc, *, thorough: bool = False) -> tuple[bytes, bytes]:
         """The one way a chunk is read: (stored payload, data), the data decrypted,
         decompressed and checked against the chunk's id. A check that fails on a cached copy
         of the pack is retried once from the repository itself; a chunk whose pack is
         missing is handed to ``options.on_missing_pack`` (the maintenance layer follows a gc
         run on another machine), and read where it says the chunk is now. IntegrityError
-        otherwise."""
+        otherwise. ``thorough`` (verify): a framed chunk's frames are also checked one by
+        one, as a small read checks them."""
         try:
-            return self._fetch_chunk(loc)
+            return self._fetch_chunk(loc, thorough)
         except PackMissing:
             found = self.options.on_missing_pack
             moved = found(self, loc) if found is not None else None
             if moved is None or moved.pack == loc.pack:
                 raise
-            return self._fetch_chunk(moved)
+            return self._fetch_chunk(moved, thorough)
 
     def locate(self, h: bytes) -> ChunkLoc | None:
         """Where the catalog says the chunk with id ``h`` is now."""
@@ -415,13 +423,16 @@ class Repository:
                           " JOIN packs p ON p.id = c.pack_id WHERE c.hash = ?", (h,))
         return ChunkLoc(*rows[0], h) if rows else None
 
-    def _fetch_chunk(self, loc: ChunkLoc) -> tuple[bytes, bytes]:
+    def _fetch_chunk(self, loc: ChunkLoc, thorough: bool = False) -> tuple[bytes, bytes]:
         for attempt in (0, 1):
             stored = self.backend.get(loc.pack, loc.offset, loc.csize)
             try:
                 if len(stored) != loc.csize:
                     raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + len(stored):#x}")
-                data = decompress(loc.codec, self.crypto.open_chunk(stored, loc.hash), loc.usize)
+                if loc.codec == FRAMED:
+                    data = frames.decode(self.crypto, stored, loc.usize, loc.hash, check_frames=thorough)
+                else:
+                    data = decompress(loc.codec, self.crypto.open_chunk(stored, loc.hash), loc.usize)
                 if self.crypto.chunk_id(data) != loc.hash:
                     raise IntegrityError(f"chunk {loc.hash.hex()[:16]} in pack {loc.pack} at"
                                          f" {loc.offset:#x} fails its hash check")
@@ -430,6 +441,67 @@ class Repository:
                 if attempt or not self.backend.discard_cached(loc.pack, loc.offset, loc.csize):
                     raise
         raise AssertionError("unreachable")
+
+    def read_part(self, loc: ChunkLoc, start: int, end: int) -> bytes:
+        """Bytes [start, end) of a framed chunk, reading, decompressing and checking only the
+        frames that hold them (each cached under (chunk id, frame number)). IntegrityError
+        names the chunk and the frame; the other frames of the chunk stay readable."""
+        try:
+            return self._read_part(loc, start, end)
+        except PackMissing:
+            found = self.options.on_missing_pack
+            moved = found(self, loc) if found is not None else None
+            if moved is None or moved.pack == loc.pack:
+                raise
+            return self._read_part(moved, start, end)
+
+    def _table(self, loc: ChunkLoc) -> "frames.FrameTable":
+        t = self.tables.get(loc.hash)
+        if t is None:
+            for attempt in (0, 1):
+                head = self.backend.get(loc.pack, loc.offset, min(loc.csize, frames.FIRST_READ))
+                try:
+                    need = frames.table_length(head, loc.csize, loc.hash)
+                    if need > len(head):
+                        head += self.backend.get(loc.pack, loc.offset + len(head), need - len(head))
+                    t = frames.parse_table(self.crypto, head, loc.csize, loc.usize, loc.hash)
+                    break
+                except IntegrityError as e:
+                    if attempt or not self.backend.discard_cached(loc.pack, loc.offset, loc.csize):
+                        raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
+            self.tables.put(loc.hash, t)
+        return t
+
+    def _read_part(self, loc: ChunkLoc, start: int, end: int) -> bytes:
+        t = self._table(loc)
+        fs = t.frame_size
+        first, last = start // fs, (end - 1) // fs
+        keys = [loc.hash + i.to_bytes(4, "little") for i in range(first, last + 1)]
+        got = [self.cache.get(k) for k in keys]
+        missing = [first + j for j, d in enumerate(got) if d is None]
+        if missing:
+            lo, hi = missing[0], missing[-1]
+            for attempt in (0, 1):
+                at, n = t.span(lo, hi)
+                raw = self.backend.get(loc.pack, loc.offset + at, n)
+                try:
+                    if len(raw) != n:
+                        raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + at + len(raw):#x}")
+                    mv = memoryview(raw)
+                    for i in missing:
+                        s = t.starts[i] - at
+                        data = frames.open_frame(self.crypto, t, i, mv[s:s + t.lens[i]], loc.hash)
+                        self.frames_decoded += 1
+                        got[i - first] = data
+                        self.cache.put(keys[i - first], data)
+                    break
+                except IntegrityError as e:
+                    if attempt or not self.backend.discard_cached(loc.pack, loc.offset + at, n):
+                        raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
+        base = first * fs
+        if len(got) == 1:
+            return got[0][start - base:end - base]
+        return b"".join(got)[start - base:end - base]
 
 
 class _Conn:
@@ -473,8 +545,8 @@ class StoredFile(Stream):
         return (f"repository {self.repo.path}: vm {self.rp.vm}, recovery point {self.rp.name},"
                 f" file {self.path}, offset {offset:#x}")
 
-    def chunk(self, index: int) -> bytes | None:
-        """Chunk ``index`` (None = all zeros); IntegrityError names where it belongs."""
+    def _loc(self, index: int) -> "ChunkLoc | None":
+        """Where chunk ``index`` is (None = all zeros); IntegrityError names where it belongs."""
         cid = self.ids[index]
         if cid == 0:
             return None
@@ -485,12 +557,32 @@ class StoredFile(Stream):
         want = min(self.chunk_size, self.size - start)
         if loc.usize != want:
             raise IntegrityError(f"{self._where(start)}: chunk {cid} holds {loc.usize} bytes, expected {want}")
+        return loc
+
+    def chunk(self, index: int) -> bytes | None:
+        """Chunk ``index`` (None = all zeros); IntegrityError names where it belongs."""
+        loc = self._loc(index)
+        if loc is None:
+            return None
         try:
             return self.repo.loader.get(loc)
-        except IntegrityError as e:
-            raise IntegrityError(f"{self._where(start)}: {e}") from None
-        except OSError as e:
-            raise IntegrityError(f"{self._where(start)}: {e}") from None
+        except (IntegrityError, OSError) as e:
+            raise IntegrityError(f"{self._where(index * self.chunk_size)}: {e}") from None
+
+    def part(self, index: int, start: int, end: int) -> "tuple[bytes, int] | None":
+        """Bytes [start, end) of chunk ``index`` as (buffer, where they begin in it); None =
+        zeros. A small part of a framed chunk that is not decoded whole already (or being
+        decoded by read-ahead) reads only its frames (``Repository.read_part``)."""
+        loc = self._loc(index)
+        if loc is None:
+            return None
+        if loc.codec == FRAMED and end - start <= self.chunk_size // PART_OF and \
+                not self.repo.loader.has(loc.hash):
+            try:
+                return self.repo.read_part(loc, start, end), 0
+            except (IntegrityError, OSError) as e:
+                raise IntegrityError(f"{self._where(index * self.chunk_size + start)}: {e}") from None
+        return self.chunk(index), start
 
     def _read(self, offset: int, length: int) -> bytes:
         cs = self.chunk_size
@@ -501,13 +593,15 @@ class StoredFile(Stream):
             cstart = i * cs
             cend = min(cstart + cs, self.size)
             take_end = min(end, cend)
-            data = self.chunk(i)
-            if data is None:
+            got = self.part(i, offset - cstart, take_end - cstart)
+            if got is None:
                 parts.append(bytes(take_end - offset))
-            elif offset == cstart and take_end == cend:
-                parts.append(data)
             else:
-                parts.append(data[offset - cstart:take_end - cstart])
+                data, at = got
+                if at == 0 and len(data) == take_end - offset:
+                    parts.append(data)
+                else:
+                    parts.append(data[at:at + take_end - offset])
             offset = take_end
             i += 1
         return parts[0] if len(parts) == 1 else b"".join(parts)

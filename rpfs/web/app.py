@@ -19,7 +19,6 @@ import hashlib
 import hmac
 import ipaddress
 import time
-from collections import OrderedDict
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -32,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from streams.errors import RpfsError, UsageError
+from streams.lru import LRU
 from rpfs.tree import Tree
 from rpfs.web import api, pages
 from rpfs.web.nodes import decode_url
@@ -115,7 +115,7 @@ class Attempts:
     that address wait twice as long as the last (1 s, 2 s, ... ``LONGEST``), during which
     every request from it carrying a token is answered 429 and counts as one more wrong try
     (its token is not even compared). A right token clears it. At most ``ADDRESSES``
-    addresses are remembered (the oldest go first)."""
+    addresses are remembered (the least recently seen go first)."""
 
     FREE = 5
     LONGEST = 60.0
@@ -123,7 +123,7 @@ class Attempts:
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
-        self._seen: OrderedDict[str, tuple[int, float]] = OrderedDict()  # -> (wrong, until)
+        self._seen = LRU(self.ADDRESSES)  # address -> (wrong tries, until)
 
     def wait(self, address: str) -> float:
         """Seconds ``address`` must still wait (0: it may try)."""
@@ -134,9 +134,7 @@ class Attempts:
         count, _ = self._seen.pop(address, (0, 0.0))
         count += 1
         delay = 0.0 if count <= self.FREE else min(self.LONGEST, 2.0 ** (count - self.FREE - 1))
-        self._seen[address] = (count, self.clock() + delay)
-        while len(self._seen) > self.ADDRESSES:
-            self._seen.popitem(last=False)
+        self._seen.put(address, (count, self.clock() + delay))
 
     def right(self, address: str) -> None:
         self._seen.pop(address, None)

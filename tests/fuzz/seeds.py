@@ -424,6 +424,25 @@ def _store_seeds(seeds: dict) -> None:
             repo.close()
         for pack in sorted(Path(tmp, "repo").rglob("*.pack")):
             _save("pack", b"\1" + pack.read_bytes(), seeds)
+    _frame_seeds(seeds)
+
+
+def _frame_seeds(seeds: dict) -> None:
+    """Framed chunk payloads as a backup writes them: text, random and mixed, 4 and 16 KiB
+    frames, plain (flags 2: digest fixed up) and sealed under the fuzz target's keys."""
+    import random
+    from rpfs.store import frames
+    from rpfs.store.crypto import Plain, Sealed
+    from tests.fuzz.targets import _FRAME_KEYS
+    rnd = random.Random(11)
+    texts = [b"frame seed line\n" * 2000, rnd.randbytes(20000),
+             b"a" * 5000 + rnd.randbytes(7000) + bytes(9000)]
+    for flags, crypto in ((2, Plain()), (1, Sealed(*_FRAME_KEYS))):
+        for data in texts:
+            for fs in (4096, 16384):
+                # the chunk id the target uses (32 zero bytes): binds table and frames to it
+                payload = frames.encode(crypto, data, bytes(32), 1, fs)
+                _save("frames", bytes([flags]) + struct.pack("<I", len(data)) + payload, seeds)
 
 
 def vss_seeds(seeds: dict) -> None:

@@ -630,6 +630,37 @@ def fuzz_pack(data: bytes) -> None:
         packs.chunk_hash(out)
 
 
+_FRAME_KEYS = (bytes(range(32)), bytes(range(32, 64)))    # the sealed flavour's fixed keys
+
+
+def fuzz_frames(data: bytes) -> None:
+    """A framed chunk's stored payload (rpfs/store/frames.py) as a small read and a whole
+    read take it: ``u8 flags, u32 usize``, payload. Flag bit 0: sealed (AES-256-GCM under
+    fixed keys; chunk id = keyed BLAKE3 of nothing, so reads stop at authentication unless
+    the input was made with these keys); bit 1: the plain table's digest is recomputed so
+    mutations reach the table checks behind it."""
+    from rpfs.store import frames
+    from rpfs.store.crypto import Plain, Sealed
+    if len(data) < 5:
+        return
+    flags, usize = data[0], struct.unpack_from("<I", data, 1)[0] % (65 << 20)
+    payload = bytearray(data[5:])
+    crypto = Sealed(*_FRAME_KEYS) if flags & 1 else Plain()
+    chunk_id = bytes(32)
+    if flags & 2 and not flags & 1 and len(payload) >= frames.HEAD_SIZE + 32:
+        tlen = struct.unpack_from("<I", payload, 4)[0]
+        end = frames.HEAD_SIZE + tlen
+        if 32 <= tlen and end <= len(payload):
+            table = bytes(payload[frames.HEAD_SIZE:end - 32])
+            payload[frames.HEAD_SIZE:end] = Plain.seal_table(table, chunk_id)
+    payload = bytes(payload)
+    t = frames.parse_table(crypto, payload, len(payload), usize, chunk_id)
+    for i in range(min(t.count, 64)):
+        s = t.starts[i]
+        frames.open_frame(crypto, t, i, payload[s:s + t.lens[i]], chunk_id)
+    frames.decode(crypto, payload, usize, chunk_id, check_frames=True)
+
+
 def fuzz_chunk_map(data: bytes) -> None:
     """A file's chunk map as stored in the catalog (first u16: how many ids it claims)."""
     from rpfs.store.catalog import decode_map

@@ -19,7 +19,7 @@ from streams.errors import FormatError, IntegrityError, RpfsError
 from rpfs.progress import Progress
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
-from rpfs.store.packs import read_index
+from rpfs.store.packs import CODECS, read_index
 from rpfs.store.repository import ChunkLoc, Repository
 
 
@@ -150,7 +150,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
                     res.problems.append(f"pack {name}: own index unusable: {e}")
             for off, cid, csize, usize, codec, h in items:
                 try:
-                    repo.fetch_chunk(ChunkLoc(name, off, csize, usize, codec, h))
+                    repo.fetch_chunk(ChunkLoc(name, off, csize, usize, codec, h), thorough=True)
                 except (IntegrityError, OSError) as e:
                     local_bad[cid] = f"chunk {h.hex()[:16]} in pack {name} at {off:#x}: {e}"
                 else:
@@ -185,7 +185,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
             res.problems.append(f"{vm}/{name}: catalog says {want_n} files, {want_size} bytes;"
                                 f" {n} files, {size} bytes are stored")
     for (n,) in db.execute("SELECT count(*) FROM chunks WHERE offset < 0 OR csize < 0 OR usize < 0"
-                           " OR usize > ? OR codec NOT IN (0, 1)", (64 << 20,)):
+                           f" OR usize > ? OR codec NOT IN {CODECS}", (64 << 20,)):
         if n:
             res.problems.append(f"{n} chunk row(s) with impossible offsets, sizes or codecs")
     referenced_bad: set[int] = set()

@@ -1,0 +1,175 @@
+"""Framed chunks: a chunk's payload as independently compressed frames behind a frame table,
+so a small read decompresses and checks only the frames it needs (issue 17).
+
+A framed chunk is stored under codec ``FRAMED`` (packs.py); its id is the same as an
+unframed chunk's (the plaintext's), so dedup against chunks stored either way still works.
+Payload layout (little-endian)::
+
+    head    "RPFF" u32 table_len                                             8 bytes
+    table   sealed(u8 version u8 log2(frame_size) u16 0 u32 count,
+                   count x (u32 stored_len u8 codec pad[3] [digest[32]]))    table_len bytes
+    frames  count stored frames, back to back, in order
+
+``sealed`` is the repository's crypto (crypto.py): without encryption the table is followed
+by a BLAKE3 digest over (chunk id, table) and every entry carries the BLAKE3 of its frame's
+plaintext; with encryption the table is one AES-256-GCM message bound to the chunk id and
+every frame is its own message bound to (chunk id, frame number), so no entry needs a
+digest. Either way the table is bound to its chunk and every frame to its place: a frame
+read alone is checked as surely as a whole chunk is by its id.
+
+Every size in a table is checked before anything is allocated or read: the frame size is a
+power of two from 4 KiB to the chunk, the count is exactly what the chunk's size needs, the
+frames fill the payload exactly. Anything else is an ``IntegrityError`` naming the chunk.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from streams.errors import IntegrityError
+from rpfs.store.packs import RAW, ZSTD, compress, decompress
+
+MAGIC = b"RPFF"
+VERSION = 1
+MIN_FRAME_LOG = 12              # 4 KiB
+DIGEST = 32
+_HEAD = struct.Struct("<4sI")
+_TABLE = struct.Struct("<BBHI")
+_ENTRY = struct.Struct("<IB3x")
+HEAD_SIZE = _HEAD.size
+FIRST_READ = 4096               # a read of a table starts with this much of the payload
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTable:
+    """Where each frame of one stored chunk is: ``starts[i]`` (in the payload) and
+    ``lens[i]`` of frame i, which holds plaintext [i * frame_size, min(usize, (i+1) * frame_size))."""
+
+    frame_size: int
+    usize: int
+    starts: tuple
+    lens: tuple
+    codecs: tuple
+    digests: tuple              # plaintext BLAKE3 per frame, or () when frames are sealed
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+    def frame_usize(self, i: int) -> int:
+        return min(self.frame_size, self.usize - i * self.frame_size)
+
+    def span(self, first: int, last: int) -> tuple[int, int]:
+        """(offset in the payload, length) of frames first..last (inclusive)."""
+        start = self.starts[first]
+        return start, self.starts[last] + self.lens[last] - start
+
+
+def _name(chunk_id: bytes) -> str:
+    return f"chunk {chunk_id.hex()[:16]}"
+
+
+def encode(crypto, data, chunk_id: bytes, level: int, frame_size: int) -> bytes:
+    """The framed payload of ``data`` (whose id is ``chunk_id``)."""
+    digest = not crypto.encrypted
+    n = max(1, (len(data) + frame_size - 1) // frame_size)
+    mv = memoryview(data)
+    entries, frames = [], []
+    for i in range(n):
+        piece = mv[i * frame_size:(i + 1) * frame_size]
+        codec, payload = compress(piece, level)
+        stored = crypto.seal_frame(payload, chunk_id, i)
+        entries.append(_ENTRY.pack(len(stored), codec) + (crypto.frame_digest(piece) if digest else b""))
+        frames.append(stored)
+    table = _TABLE.pack(VERSION, frame_size.bit_length() - 1, 0, n) + b"".join(entries)
+    sealed = crypto.seal_table(table, chunk_id)
+    return b"".join([_HEAD.pack(MAGIC, len(sealed)), sealed, *frames])
+
+
+def table_length(head: bytes, csize: int, chunk_id: bytes) -> int:
+    """How many bytes of the payload hold head and table (from its first 8 bytes)."""
+    if len(head) < HEAD_SIZE:
+        raise IntegrityError(f"{_name(chunk_id)}: framed payload of {csize} bytes too short")
+    magic, tlen = _HEAD.unpack_from(head, 0)
+    if magic != MAGIC:
+        raise IntegrityError(f"{_name(chunk_id)}: no frame table (bad magic)")
+    if tlen > csize - HEAD_SIZE:
+        raise IntegrityError(f"{_name(chunk_id)}: frame table of {tlen} bytes past the payload's {csize}")
+    return HEAD_SIZE + tlen
+
+
+def parse_table(crypto, head: bytes, csize: int, usize: int, chunk_id: bytes) -> FrameTable:
+    """The checked frame table from the payload's first ``table_length`` bytes."""
+    end = table_length(head, csize, chunk_id)
+    if len(head) < end:
+        raise IntegrityError(f"{_name(chunk_id)}: frame table truncated")
+    table = crypto.open_table(bytes(head[HEAD_SIZE:end]), chunk_id)
+    what = f"{_name(chunk_id)}: frame table"
+    if len(table) < _TABLE.size:
+        raise IntegrityError(f"{what} too short")
+    version, log, _, count = _TABLE.unpack_from(table, 0)
+    if version != VERSION:
+        raise IntegrityError(f"{what} version {version} not supported")
+    if not MIN_FRAME_LOG <= log <= 26:
+        raise IntegrityError(f"{what}: frame size 2^{log} out of range")
+    frame_size = 1 << log
+    if count != max(1, (usize + frame_size - 1) // frame_size):
+        raise IntegrityError(f"{what}: {count} frames cannot hold {usize} bytes of {frame_size}")
+    digest = 0 if crypto.encrypted else DIGEST
+    step = _ENTRY.size + digest
+    if len(table) != _TABLE.size + count * step:
+        raise IntegrityError(f"{what}: {len(table)} bytes for {count} frames")
+    starts, lens, codecs, digests = [], [], [], []
+    at = end
+    for i in range(count):
+        pos = _TABLE.size + i * step
+        n, codec = _ENTRY.unpack_from(table, pos)
+        if codec not in (RAW, ZSTD):
+            raise IntegrityError(f"{what}: frame {i} has unknown codec {codec}")
+        starts.append(at)
+        lens.append(n)
+        codecs.append(codec)
+        if digest:
+            digests.append(bytes(table[pos + _ENTRY.size:pos + step]))
+        at += n
+    if at != csize:
+        raise IntegrityError(f"{what}: frames end at {at}, the payload at {csize}")
+    return FrameTable(frame_size, usize, tuple(starts), tuple(lens), tuple(codecs), tuple(digests))
+
+
+def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> bytes:
+    """Frame ``i``'s plaintext from its stored bytes, checked (digest or authentication);
+    IntegrityError naming the chunk and the frame."""
+    where = f"{_name(chunk_id)} frame {i} of {table.count}"
+    if len(stored) != table.lens[i]:
+        raise IntegrityError(f"{where}: {len(stored)} bytes stored, expected {table.lens[i]}")
+    try:
+        data = bytes(decompress(table.codecs[i], crypto.open_frame(stored, chunk_id, i),
+                                table.frame_usize(i)))
+    except IntegrityError as e:
+        raise IntegrityError(f"{where}: {e}") from None
+    if table.digests and crypto.frame_digest(data) != table.digests[i]:
+        raise IntegrityError(f"{where} fails its hash check")
+    return data
+
+
+def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False) -> bytes:
+    """The whole chunk from its framed payload. The caller checks the chunk id over the
+    result; ``check_frames`` also checks each frame's own digest (verify: a table whose
+    digests disagree with good data would fail only small reads)."""
+    table = parse_table(crypto, payload, len(payload), usize, chunk_id)
+    mv = memoryview(payload)
+    pieces = []           # raw frames stay views of the payload: one copy, by the join
+    for i in range(table.count):
+        s = table.starts[i]
+        stored = mv[s:s + table.lens[i]]
+        if check_frames:
+            pieces.append(open_frame(crypto, table, i, stored, chunk_id))
+            continue
+        try:
+            pieces.append(decompress(table.codecs[i], crypto.open_frame(stored, chunk_id, i),
+                                     table.frame_usize(i)))
+        except IntegrityError as e:
+            raise IntegrityError(f"{_name(chunk_id)} frame {i} of {table.count}: {e}") from None
+    return b"".join(pieces)

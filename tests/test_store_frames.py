@@ -1,0 +1,285 @@
+"""Framed chunks (rpfs/store/frames.py): a small read of a stored file decompresses and checks
+only the frames it needs; damage in one frame fails only the reads that need that frame;
+chunk ids (dedup) are those of unframed chunks; format-1 repositories written by the rpfs
+before framing (tests/data/store-format1.tar.xz) still read, and keep being written
+unframed; verify, gc and repair handle framed chunks; hostile frame tables are typed errors.
+
+The format-1 fixture was made by rpfs at commit 0f0c40c (before framed chunks) with
+``rpfs init DIR [--encrypt] --chunk-size 16K`` and ``rpfs backup DIR vm --vm vm --time
+2024-05-01T00:00:00Z --no-index --no-scan`` (passphrase ``frames-fixture``) over the file
+``_format1_data()`` makes."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import struct
+import tarfile
+from pathlib import Path
+
+import blake3
+import pytest
+
+from rpfs.backup import backup
+from rpfs.store import Repository, StoreOptions, frames
+from rpfs.store.crypto import Plain, Sealed
+from rpfs.store.maintenance.prune import Policy, prune
+from rpfs.store.maintenance.repair import repair
+from rpfs.store.maintenance.verify import verify
+from rpfs.store.packs import FRAMED
+from streams.errors import IntegrityError
+
+KiB, MiB = 1 << 10, 1 << 20
+CHUNK, FRAME = 256 * KiB, 16 * KiB
+FIXTURE = Path(__file__).parent / "data" / "store-format1.tar.xz"
+PASS = "frames-fixture"
+
+
+def _options() -> StoreOptions:
+    return StoreOptions(passphrase=lambda where, new: PASS)
+
+
+def _data(seed: int, size: int) -> bytes:
+    """Random, text and zero runs, so frames are stored raw, compressed, and chunks skipped."""
+    rnd = random.Random(seed)
+    out, n = [], 0
+    while n < size:
+        k, m = rnd.randrange(3), rnd.randrange(1, 3 * FRAME)
+        out.append(bytes(m) if k == 0 else (b"entry %d ok\n" % n * m)[:m] if k == 1 else rnd.randbytes(m))
+        n += m
+    return b"".join(out)[:size]
+
+
+def _repo(tmp_path, data: bytes, *, encrypt: bool = False, frame_size: int = FRAME, name: str = "repo"):
+    src = tmp_path / f"src-{name}"
+    src.mkdir(exist_ok=True)
+    (src / "d.bin").write_bytes(data)
+    path = tmp_path / name
+    with Repository.init(path, _options(), encrypt=encrypt, chunk_size=CHUNK, frame_size=frame_size,
+                         pack_size=1 << 20) as r:
+        backup(r, [str(src)], vm="vm", time="2024-01-01T00:00:00Z", show_progress=False)
+    return path
+
+
+def _open(path):
+    r = Repository.open(path, _options())
+    return r, r.open_file(r.recovery_points("vm")[0], "d.bin")
+
+
+def _table_of(r, loc) -> frames.FrameTable:
+    payload = r.backend.get(loc.pack, loc.offset, loc.csize)
+    return frames.parse_table(r.crypto, payload, loc.csize, loc.usize, loc.hash)
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_round_trip_through_small_and_whole_reads(tmp_path, encrypt):
+    data = _data(1, 5 * CHUNK + 1234)
+    r, f = _open(_repo(tmp_path, data, encrypt=encrypt))
+    with r:
+        codecs = {loc.codec for loc in f.locs.values()}
+        assert codecs == {FRAMED}
+        rnd = random.Random(2)
+        for _ in range(300):
+            off, n = rnd.randrange(len(data)), rnd.choice([1, 4096, 5000, FRAME + 7, CHUNK // 4, CHUNK + 3])
+            assert f.read(off, n) == data[off:off + n]
+            buf = bytearray(n)
+            got = f.readinto(off, buf)
+            assert bytes(buf[:got]) == data[off:off + n]
+        assert r.frames_decoded > 0
+        r.cache.clear()
+        assert f.read(0, len(data)) == data          # whole chunks (and read-ahead)
+        assert r.loader.loaded > 0
+
+
+def test_chunk_ids_do_not_change_so_dedup_still_works(tmp_path):
+    data = _data(3, 4 * CHUNK)
+    framed, unframed = _repo(tmp_path, data), _repo(tmp_path, data, frame_size=0, name="flat")
+    ids = []
+    for path in (framed, unframed):
+        db = sqlite3.connect(path / "catalog.sqlite")
+        ids.append(sorted(h for (h,) in db.execute("SELECT hash FROM chunks")))
+        db.close()
+    assert ids[0] == ids[1] and ids[0]
+    # a backup of the same data into the framed repository stores nothing new
+    with Repository.open(framed) as r:
+        res = backup(r, [str(tmp_path / "src-repo")], vm="vm", time="2024-01-02T00:00:00Z",
+                     show_progress=False, force_read=True)
+        assert res.new_chunks == 0
+
+
+def test_a_4k_read_decompresses_one_frame(tmp_path):
+    """Count work, not time: a cold 4 KiB read inside a framed 256 KiB chunk decodes one
+    16 KiB frame and no whole chunk; one straddling two frames decodes two."""
+    data = random.Random(4).randbytes(4 * CHUNK)
+    r, f = _open(_repo(tmp_path, data))
+    with r:
+        off = CHUNK + 3 * FRAME + 100
+        assert f.read(off, 4096) == data[off:off + 4096]
+        assert (r.frames_decoded, r.loader.loaded) == (1, 0)
+        buf = bytearray(4096)
+        off = 2 * CHUNK + 5 * FRAME - 2048
+        f.readinto(off, buf)
+        assert bytes(buf) == data[off:off + 4096]
+        assert (r.frames_decoded, r.loader.loaded) == (3, 0)
+        f.read(CHUNK + 3 * FRAME, 10)                 # that frame is cached now
+        assert r.frames_decoded == 3
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_damaged_frame_fails_only_the_reads_that_need_it(tmp_path, encrypt):
+    data = random.Random(5).randbytes(3 * CHUNK)     # incompressible: frames stored raw
+    path = _repo(tmp_path, data, encrypt=encrypt)
+    r, f = _open(path)
+    with r:
+        loc = f.locs[f.ids[1]]
+        t = _table_of(r, loc)
+        at = loc.offset + t.starts[3] + t.lens[3] // 2
+        pack = r.backend.path(loc.pack)
+    with open(pack, "r+b") as p:
+        p.seek(at)
+        b = p.read(1)
+        p.seek(at)
+        p.write(bytes([b[0] ^ 0x40]))
+    r, f = _open(path)
+    with r:
+        bad = CHUNK + 3 * FRAME + 10
+        with pytest.raises(IntegrityError) as ei:
+            f.read(bad, 4096)
+        msg = str(ei.value)
+        assert f"chunk {loc.hash.hex()[:16]} frame 3 of {CHUNK // FRAME}" in msg
+        assert "d.bin" in msg and f"offset {bad:#x}" in msg
+        for ok in (CHUNK + 2 * FRAME, CHUNK + 4 * FRAME, 0, 2 * CHUNK):   # the rest still reads
+            assert f.read(ok, 4096) == data[ok:ok + 4096]
+        with pytest.raises(IntegrityError, match=f"offset {CHUNK:#x}"):
+            f.read(CHUNK, CHUNK)                                          # the whole chunk
+        res = verify(r, read_data=True, show_progress=False)
+        assert not res.ok and [d.file for d in res.damage] == ["d.bin"]
+        assert res.damage[0].ranges == [(CHUNK, 2 * CHUNK)]
+
+
+def test_damaged_frame_table_names_the_chunk(tmp_path):
+    data = _data(6, 2 * CHUNK)
+    path = _repo(tmp_path, data)
+    r, f = _open(path)
+    with r:
+        loc = f.locs[f.ids[0]]
+        pack = r.backend.path(loc.pack)
+    with open(pack, "r+b") as p:
+        p.seek(loc.offset + frames.HEAD_SIZE + 9)          # inside the first table entry
+        b = p.read(1)
+        p.seek(loc.offset + frames.HEAD_SIZE + 9)
+        p.write(bytes([b[0] ^ 1]))
+    r, f = _open(path)
+    with r:
+        with pytest.raises(IntegrityError, match=f"chunk {loc.hash.hex()[:16]}: frame table"):
+            f.read(100, 10)
+        assert f.read(CHUNK + 5, 10) == data[CHUNK + 5:CHUNK + 15]
+
+
+def _format1_data() -> bytes:
+    rnd = random.Random(17)
+    c = 16384
+    log = b"".join(b"line %d of the log\n" % i for i in range(3000))[:2 * c]
+    return rnd.randbytes(c) + log + bytes(c) + rnd.randbytes(1000)
+
+
+@pytest.mark.parametrize("kind", ["plain", "sealed"])
+def test_format1_repository_reads_and_stays_unframed(tmp_path, kind):
+    with tarfile.open(FIXTURE) as t:
+        t.extractall(tmp_path, filter="data")
+    path = tmp_path / kind
+    path.chmod(0o700)
+    want = _format1_data()
+    with Repository.open(path, _options()) as r:
+        assert r.config.format == 1 and r.config.frame_size == 0
+        f = r.open_file(r.recovery_points("vm")[0], "disk.raw")
+        assert f.read(0, f.size) == want
+        assert f.read(20000, 4096) == want[20000:24096]
+        assert verify(r, read_data=True, show_progress=False).ok
+        src = tmp_path / "vm"
+        src.mkdir()
+        (src / "disk.raw").write_bytes(want[:30000] + b"new bytes" * 3000)
+        backup(r, [str(src)], vm="vm", time="2024-06-01T00:00:00Z", show_progress=False)
+        f = r.open_file(r.recovery_points("vm")[-1], "disk.raw")
+        assert f.read(0, f.size) == want[:30000] + b"new bytes" * 3000
+        assert FRAMED not in {loc.codec for loc in f.locs.values()}   # an older rpfs still reads it
+    assert json.loads((path / "config.json").read_text())["format"] == 1
+
+
+def test_gc_repair_and_verify_keep_framed_chunks_readable(tmp_path):
+    a = _data(7, 6 * CHUNK)
+    b = a[:CHUNK] + _data(8, 5 * CHUNK)          # the first pack keeps one live chunk of six
+    path = _repo(tmp_path, a)
+    src = tmp_path / "src-repo"
+    (src / "d.bin").write_bytes(b)
+    with Repository.open(path) as r:
+        backup(r, [str(src)], vm="vm", time="2024-01-02T00:00:00Z", show_progress=False)
+        res = prune(r, Policy(last=1))
+        assert res.gc is not None and res.gc.chunks_moved > 0     # framed payloads repacked
+    (path / "catalog.sqlite").unlink()
+    for suffix in ("-wal", "-shm"):
+        (path / f"catalog.sqlite{suffix}").unlink(missing_ok=True)
+    repair(str(path))
+    r, f = _open(path)
+    with r:
+        assert {loc.codec for loc in f.locs.values()} == {FRAMED}
+        assert f.read(0, f.size) == b
+        r.cache.clear()
+        assert f.read(3 * CHUNK + 5 * FRAME, 4096) == b[3 * CHUNK + 5 * FRAME:][:4096]
+        assert verify(r, read_data=True, show_progress=False).ok
+
+
+# --- hostile tables -----------------------------------------------------------------------
+
+_ID = bytes(range(32))
+
+
+def _plain_payload(table: bytes, frames_bytes: bytes = b"") -> bytes:
+    sealed = Plain.seal_table(table, _ID)
+    return struct.pack("<4sI", b"RPFF", len(sealed)) + sealed + frames_bytes
+
+
+@pytest.mark.parametrize("table, usize, why", [
+    (struct.pack("<BBHI", 1, 16, 0, 0xFFFFFFFF), 1 << 20, "frames cannot hold"),       # huge count
+    (struct.pack("<BBHI", 1, 40, 0, 1), 1 << 20, "frame size"),                        # 2^40 frames
+    (struct.pack("<BBHI", 1, 3, 0, 1), 1 << 20, "frame size"),                         # 8-byte frames
+    (struct.pack("<BBHI", 9, 16, 0, 1), 1 << 16, "version"),
+    (struct.pack("<BBHI", 1, 16, 0, 1) + struct.pack("<IB3x", 1 << 31, 1) + bytes(32), 1 << 16,
+     "frames end"),                                                                     # past the payload
+    (struct.pack("<BBHI", 1, 16, 0, 1) + struct.pack("<IB3x", 0, 7) + bytes(32), 1 << 16, "codec"),
+    (struct.pack("<BBHI", 1, 16, 0, 2) + struct.pack("<IB3x", 0, 0) + bytes(32), 1 << 17, "bytes for 2"),
+    (b"\1", 1 << 16, "too short"),
+])
+def test_hostile_frame_tables_are_integrity_errors(table, usize, why):
+    payload = _plain_payload(table)
+    with pytest.raises(IntegrityError, match=why):
+        frames.parse_table(Plain(), payload, len(payload), usize, _ID)
+    with pytest.raises(IntegrityError):
+        frames.decode(Plain(), payload, usize, _ID)
+
+
+def test_frame_table_bound_to_its_chunk_and_head_checked():
+    data = _data(9, CHUNK)
+    p = frames.encode(Plain(), data, _ID, 1, FRAME)
+    assert frames.decode(Plain(), p, len(data), _ID) == data
+    with pytest.raises(IntegrityError, match="checksum"):             # another chunk's table
+        frames.parse_table(Plain(), p, len(p), len(data), bytes(32))
+    with pytest.raises(IntegrityError, match="magic"):
+        frames.parse_table(Plain(), b"XXXX" + p[4:], len(p), len(data), _ID)
+    with pytest.raises(IntegrityError, match="past the payload"):
+        frames.table_length(p[:4] + struct.pack("<I", 1 << 30), len(p), _ID)
+    with pytest.raises(IntegrityError, match="too short"):
+        frames.table_length(p[:5], len(p), _ID)
+    sealed = Sealed(bytes(32), bytes(range(32)))
+    cid = sealed.chunk_id(data)
+    p = frames.encode(sealed, data, cid, 1, FRAME)
+    assert frames.decode(sealed, p, len(data), cid, check_frames=True) == data
+    t = frames.parse_table(sealed, p, len(p), len(data), cid)
+    # frames swapped in place: each is bound to its number
+    a, b = t.span(0, 0), t.span(1, 1)
+    if a[1] == b[1]:
+        swapped = p[:a[0]] + p[b[0]:b[0] + b[1]] + p[a[0]:a[0] + a[1]] + p[b[0] + b[1]:]
+        with pytest.raises(IntegrityError, match="frame 0"):
+            frames.decode(sealed, swapped, len(data), cid)
+    assert blake3.blake3(data).digest() != cid                         # keyed ids
