@@ -15,13 +15,10 @@ import sys
 from typing import Callable
 
 from rpfs.index import db as dbm
+from rpfs.index.db import clear_pending
+from rpfs.index.db import pending_dir as _pending_dir
 
 LOG_NAME = "index.log"
-PENDING_DIR = "index.pending"   # one empty file per recovery point (catalog id) to index
-
-
-def _pending_dir(repo) -> str:
-    return os.path.join(os.path.dirname(repo.catalog_path), PENDING_DIR)
 
 
 def mark_pending(repo, rp_id: int) -> None:
@@ -30,14 +27,6 @@ def mark_pending(repo, rp_id: int) -> None:
     os.makedirs(d, mode=0o700, exist_ok=True)
     os.close(os.open(os.path.join(d, str(int(rp_id))), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
                      0o600))
-
-
-def clear_pending(repo, rp_id: int) -> None:
-    """Its index is committed (build.py calls this after each recovery point)."""
-    try:
-        os.unlink(os.path.join(_pending_dir(repo), str(int(rp_id))))
-    except FileNotFoundError:
-        pass
 
 
 def pending(repo, vm: str | None = None) -> list[tuple[str, str]]:
@@ -129,7 +118,7 @@ def ensure(repo, vm: str | None = None, *, notice: Callable[[str], None] | None 
 def ensure_for(tree, vm: str | None = None, *, notice=None, keys=None) -> None:
     """``ensure`` for a source of ``find``/``history``/``diff``/``scan`` (a repository;
     folders and images have no index)."""
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is not None:
         if vm is not None and vm not in set(repo.vms()):
             return

@@ -19,8 +19,7 @@ from typing import Callable
 
 from streams.errors import RpfsError
 from rpfs.index import db as dbm
-from rpfs.index.background import clear_pending
-from rpfs.index.db import OPEN
+from rpfs.index.db import OPEN, clear_pending
 from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan
 from rpfs.tree import RepoRecoveryPoint, is_posix_volume
 
