@@ -29,7 +29,7 @@ from streams.errors import FormatError
 from streams.times import parse_time_text, point_name
 
 MAX_CHECKPOINTS = 256          # checkpoint configurations read per recovery point
-MAX_NAME = 200                 # characters of a directory name (before a uniqueness suffix)
+MAX_NAME = 200                 # bytes of a directory name before a uniqueness suffix
 NOT_DISKS = ("ISO", "NONE")    # drive types that are no virtual hard disk
 _UNSAFE = re.compile(r"[\x00-\x1f/\x7f]")
 
@@ -160,7 +160,10 @@ def _from_chains(res) -> list[Checkpoint]:
 
 
 def _safe(title: str) -> str:
-    name = _UNSAFE.sub("_", title).strip()[:MAX_NAME].strip()
+    """``title`` as one path component: no ``/`` or control characters, at most MAX_NAME
+    bytes of UTF-8 (a file name may have 255; the suffixes need the rest)."""
+    name = _UNSAFE.sub("_", title).strip()
+    name = name.encode()[:MAX_NAME].decode(errors="ignore").strip()
     return "checkpoint" if name in ("", ".", "..") else name
 
 

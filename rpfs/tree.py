@@ -27,7 +27,7 @@ from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedErr
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink,
 )
-from rpfs import checkpoints
+from rpfs import checkpoints, nspath
 from rpfs.checkpoints import Checkpoint, error_of, stored_match
 from rpfs.once import once
 from streams.stream import FileStream, Stream
@@ -707,7 +707,7 @@ class Tree:
     def resolve(self, path: str, follow: bool = True) -> Node:
         """The node at ``path``; symlinks in the middle are followed (``latest`` too), the
         last one only if ``follow``. ``name:stream`` reaches an alternate data stream."""
-        parts = [p for p in path.split("/") if p not in ("", ".")]
+        parts = nspath.parts(path)
         hops = 0
         stack: list[Node] = [self.root]
         i = 0

@@ -255,3 +255,14 @@ def test_web_page_browses_checkpoints(repo, built, manifest, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_long_names_fit_a_file_name():
+    """A checkpoint name of 300 four-byte characters: at most 200 bytes of UTF-8, cut on a
+    character boundary, and with its uniqueness suffix still under the 255 a name may have."""
+    made = [cps.Checkpoint("\U0001F600" * 300, "configuration", created=c)
+            for c in ("2026-01-01T00:00:00+00:00", "2026-01-02T00:00:00+00:00")]
+    cps._name(made)
+    for cp in made:
+        assert len(cp.name.encode()) <= 255 and cp.name.startswith("\U0001F600" * 50)
+    assert made[0].name != made[1].name

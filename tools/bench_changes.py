@@ -46,7 +46,7 @@ def table() -> None:
         for name, sc in s.index["scenarios"].items():
             for i, st in enumerate(sc["states"]):
                 out = json.loads(rpfs("backup", repo, s.image(st), "--vm", name, "--time",
-                                      _iso(st["time"]), "--json").stdout)["scan"]
+                                      _iso(st["time"]), "--json", "--index=now").stdout)["scan"]
                 if i < 2 and name != "encrypt-in-place":
                     continue        # the two clean states are the same for every scenario
                 c = out["counts"]
@@ -72,7 +72,7 @@ def cost(repeat: int) -> None:
             with tempfile.TemporaryDirectory() as d:
                 repo = Path(d) / "repo"
                 rpfs("init", repo)
-                extra = ["--no-scan"] if mode == "no-scan" else []
+                extra = ["--index=now"] + (["--no-scan"] if mode == "no-scan" else [])
                 rpfs("backup", repo, s1, "--vm", "vm", "--time", "2026-11-01T02:00:00Z", *extra)
                 t0 = time.monotonic()
                 out = json.loads(rpfs("backup", repo, s2, "--vm", "vm", "--time",

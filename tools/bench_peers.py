@@ -21,6 +21,11 @@ Part ``export``: ``rpfs export`` of the whole disk (from the repository and from
 to VHDX and to raw against ``qemu-img convert -O vhdx|raw`` of the same VHDX, all written
 sparse to --dest; sides alternate between rounds and each sample's load average is kept.
 
+Part ``bitlocker``: a plain NTFS volume with one 256 MiB random file and the same volume
+encrypted with AES-CBC 128 + Elephant (the factory's writer), each mounted with
+``rpfs mount`` (cold, fresh mount) and the file read in 1 MiB reads; "image" is the
+Elephant volume, "peer" the plain one, so the ratio is the share of the plain speed kept.
+
 Part ``system``: the factory's system volume (fixture set ``small``, dynamic VHDX, volume
 system-p3 with its 50,000-entry directory), mounted as an image by rpfs and by the peer:
 ``ls -f`` of the big directory cold, ``ls -l`` of it, ``find`` over the volume, and the
@@ -427,6 +432,69 @@ def bench_export(data: dict, repeat: int, budget: float, res: Results, dest: Pat
                     out.unlink(missing_ok=True)
 
 
+BL_FILE = 256 * MiB
+
+
+def build_bitlocker() -> dict:
+    """A plain NTFS volume holding one 256 MiB random file, and the same volume encrypted
+    with AES-CBC 128 + Elephant by the factory's BitLocker writer (built once)."""
+    from tools.bench_bitlocker import METHODS as BL_METHODS
+    from tools.fixtures import bitlocker as blfx
+    from tools.fixtures.ntfs import mkntfs, mounted
+
+    root = CACHE / "bitlocker-v1"
+    info = root / "data.json"
+    if info.exists():
+        return json.loads(info.read_text())
+    tmp = CACHE / f".tmp-bl-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        plain = tmp / "plain.img"
+        mkntfs(plain, BL_FILE + 64 * MiB, cluster=4096, sector=512, label="bench",
+               hidden_sectors=2048, serial=0x1234)
+        with mounted(plain, tmp / "mnt") as mnt:
+            with open(mnt / "random.bin", "wb") as f:
+                for _ in range(BL_FILE // MiB):
+                    f.write(os.urandom(MiB))
+        (tmp / "mnt").rmdir()
+        log("encrypting the volume (AES-CBC 128 + Elephant)")
+        enc = blfx.encrypt_volume(plain, tmp / "elephant128.img", method=BL_METHODS["elephant128"],
+                                  protectors=("recovery",))
+        (tmp / "elephant128.keys").write_text(enc["recovery_password"] + "\n")
+        d = {"plain": str(root / "plain.img"), "elephant": str(root / "elephant128.img"),
+             "keys": str(root / "elephant128.keys"), "file": "random.bin"}
+        info_tmp = tmp / "data.json"
+        info_tmp.write_text(json.dumps(d, indent=1))
+        shutil.rmtree(root, ignore_errors=True)
+        os.rename(tmp, root)
+        return d
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_bitlocker(data: dict, repeat: int, res: Results) -> None:
+    """``cat`` of the 256 MiB file through ``rpfs mount`` of the Elephant volume ("image")
+    against the same on the plain volume ("peer"): the ratio is the share of a plain
+    volume's read speed BitLocker keeps. Cold (page cache dropped, fresh mount); the sides
+    alternate; the mount process's CPU per MiB is kept too (less disturbed by load)."""
+    from tools.bench_bitlocker import one_run
+
+    sides = {"image": (Path(data["elephant"]), Path(data["keys"])),
+             "peer": (Path(data["plain"]), None)}
+    workload = "read 256 MiB file, BitLocker Elephant (image) vs plain volume (peer)"
+    for rep in range(repeat):
+        for kind in (list(sides) if rep % 2 == 0 else list(reversed(sides))):
+            img, keys = sides[kind]
+            drop_caches()
+            n, secs, _unlock, cpu = one_run(img, f"{img.stem}-p0", keys, [data["file"]])
+            res.add("bitlocker", workload, "cold", kind, secs)
+            res.add("bitlocker", "mount process CPU per MiB (ms)", "cold", kind, cpu * 1000 / (n / MiB))
+            res.add("bitlocker", f"{workload}: load average", "cold", kind,
+                    round(os.getloadavg()[0], 1))
+            log(f"rep {rep + 1} {kind}: bitlocker read {secs:.2f} s, CPU {cpu:.2f} s")
+
+
 def bench_system(data: dict, work: Path, repeat: int, budget: float, res: Results) -> None:
     workloads = {
         "ls -f bigdir": lambda root: timed(["ls", "-f", root / data["bigdir"]], budget),
@@ -480,6 +548,7 @@ TARGETS = {
     ("vhdx", "mount to first listing"): "<= 0.25 s",
     ("export", "export whole disk to vhdx (peer: qemu-img convert)"): ">= 1x",
     ("export", "export whole disk to raw (peer: qemu-img convert)"): ">= 1x",
+    ("bitlocker", "read 256 MiB file, BitLocker Elephant (image) vs plain volume (peer)"): ">= 0.8x",
     ("system", "mount to first listing"): "<= 0.25 s",
     ("rps", f"mount to first listing ({RPS:,} recovery points)"): "<= 0.15 s",
     ("system", "ls -l bigdir"): "> 1x",
@@ -506,7 +575,7 @@ def rows(res: Results) -> list[dict]:
         row = {"part": part, "workload": workload, "phase": phase,
                "unit": ("bytes" if "RSS" in workload or "allocated" in workload else "ok"
                         if "matches" in workload else "load" if "load average" in workload
-                        else "s"),
+                        else "ms" if "(ms)" in workload else "s"),
                "median": med, "samples": by_kind}
         peer = med.get("peer")
         for k in ("repo", "image"):
@@ -525,8 +594,8 @@ def rows(res: Results) -> list[dict]:
 
 def _met(target: str, row: dict, med: dict) -> bool | None:
     op, num = target.split()[0], float(target.split()[1].rstrip("x"))
-    if target.endswith("x"):
-        value = row.get("repo_ratio")
+    if target.endswith("x"):   # bitlocker: the Elephant image against the plain one
+        value = row.get("image_ratio" if row["part"] == "bitlocker" else "repo_ratio")
     elif target.endswith("MiB"):
         value, num = med.get("repo"), num * MiB
     else:
@@ -545,6 +614,8 @@ def fmt(v, unit: str) -> str:
         return "yes" if v else "NO"
     if unit == "load":
         return f"{v:.1f}"
+    if unit == "ms":
+        return f"{v:.2f} ms"
     if v < 0.01:
         return f"{v * 1e6:.0f} us"
     return f"{v:.2f} s"
@@ -571,8 +642,8 @@ def _terminate(signum, frame):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", default="vhdx,export,system,rps",
-                    help="any of vhdx, export, system, rps, comma-separated (default: all four)")
+    ap.add_argument("--part", default="vhdx,export,system,rps,bitlocker",
+                    help="any of vhdx, export, system, rps, bitlocker, comma-separated (default: all)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per command")
     ap.add_argument("--json", default=str(REPO / "docs" / "bench_peers.json"),
@@ -593,7 +664,8 @@ def main(argv=None) -> int:
     parts = [p for p in args.part.split(",") if p]
     data = {"vhdx": build_data() if {"vhdx", "export"} & set(parts) else None,
             "system": build_system() if "system" in parts else None,
-            "rps": build_rps() if "rps" in parts else None}
+            "rps": build_rps() if "rps" in parts else None,
+            "bitlocker": build_bitlocker() if "bitlocker" in parts else None}
     if data["vhdx"]:
         data["vhdx"].update(vm=VM)
     if args.build_only:
@@ -617,6 +689,8 @@ def main(argv=None) -> int:
             bench_system(data["system"], work, args.repeat, args.budget, res)
         if data["rps"]:
             bench_rps(data["rps"], work, args.repeat, res)
+        if data["bitlocker"]:
+            bench_bitlocker(data["bitlocker"], args.repeat, res)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dest, ignore_errors=True)

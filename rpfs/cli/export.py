@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from rpfs import nspath
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.sizes import positive_size
 from streams.errors import UsageError
@@ -55,7 +56,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"{args.dest}: exists (use --force to replace it)")
     with open_tree(args) as tree:
         node = tree.resolve(args.path)
-        parts = [p for p in args.path.split("/") if p]
+        parts = nspath.parts(args.path)
         if len(parts) >= 2 and parts[-2] == "volumes" and node.volume_stream is not None:
             disk = _volume(node, fmt)  # a volume as Windows presents it (decrypted)
         elif node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":

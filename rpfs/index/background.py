@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Callable
 
+from rpfs import nspath
 from rpfs.index import db as dbm
 from rpfs.index.db import clear_pending
 from rpfs.index.db import pending_dir as _pending_dir
@@ -21,12 +23,32 @@ from rpfs.index.db import pending_dir as _pending_dir
 LOG_NAME = "index.log"
 
 
-def mark_pending(repo, rp_id: int) -> None:
-    """Note that recovery point ``rp_id``'s index is deferred (before the indexer starts)."""
+def mark_pending(repo, rp_id: int, pid: int | None = None) -> None:
+    """Note that recovery point ``rp_id``'s index is deferred (before the indexer starts),
+    and then which process indexes it (``pid``)."""
     d = _pending_dir(repo)
     os.makedirs(d, mode=0o700, exist_ok=True)
-    os.close(os.open(os.path.join(d, str(int(rp_id))), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
-                     0o600))
+    fd = os.open(os.path.join(d, str(int(rp_id))), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                 | os.O_CLOEXEC, 0o600)
+    try:
+        if pid is not None:
+            os.write(fd, f"{pid}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _indexer_alive(repo, rp_id: int) -> bool:
+    """Is the process named in the mark of ``rp_id`` still an ``rpfs index`` at work?"""
+    try:
+        with open(os.path.join(_pending_dir(repo), str(int(rp_id)))) as f:
+            pid = int(f.read().strip() or 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, ValueError, IndexError):
+        return False
+    return pid > 0 and not zombie and b"rpfs" in argv and b"index" in argv
 
 
 def pending(repo, vm: str | None = None) -> list[tuple[str, str]]:
@@ -69,7 +91,8 @@ def start(repo, address: str, vm: str, rp: str, *, keys_file: str | None = None,
     """Start ``rpfs index ADDRESS VM --only RP [--then-scan]`` detached from this process
     (its own session, output appended to ``index.log`` beside the catalog), after marking
     the recovery point pending. Returns what ``backup --json`` says about it."""
-    mark_pending(repo, repo.recovery_point(vm, rp).id)
+    rp_id = repo.recovery_point(vm, rp).id
+    mark_pending(repo, rp_id)
     directory = os.path.dirname(repo.catalog_path)
     log = os.path.join(directory, LOG_NAME)
     argv = [sys.executable, "-m", "rpfs", "index", address, vm, "--only", rp, *global_args]
@@ -80,10 +103,10 @@ def start(repo, address: str, vm: str, rp: str, *, keys_file: str | None = None,
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd,
-                             start_new_session=True, close_fds=True,
-                             env={**os.environ, "RPFS_BACKGROUND_INDEXER": "1"})
+                             start_new_session=True, close_fds=True)
     finally:
         os.close(fd)
+    mark_pending(repo, rp_id, p.pid)
     return {"pid": p.pid, "log": log}
 
 
@@ -101,6 +124,19 @@ def ensure(repo, vm: str | None = None, *, notice: Callable[[str], None] | None 
     todo = pending(repo, vm)
     if not todo:
         return 0
+    ids = {(v, rp.name): rp.id for v in {v for v, _ in todo} for rp in repo.recovery_points(v)}
+    alive = [k for k in todo if _indexer_alive(repo, ids[k])]
+    if alive:
+        # Its indexer was started but may not hold the lock yet (indexing here first would
+        # race it, and without the backup's --keys): wait until it has done its part.
+        if notice:
+            notice(f"waiting for the background indexer of {len(alive)} recovery point"
+                   f"{'s' if len(alive) != 1 else ''}")
+        while any(_indexer_alive(repo, ids[k]) and k in pending(repo, k[0]) for k in alive):
+            time.sleep(0.1)
+        todo = pending(repo, vm)
+        if not todo:
+            return 0
     if notice:
         busy = " (waiting for the running indexer first)" if indexer_running(repo) else ""
         notice(f"indexing {len(todo)} recovery point{'s' if len(todo) != 1 else ''} whose"
@@ -127,5 +163,4 @@ def ensure_for(tree, vm: str | None = None, *, notice=None, keys=None) -> None:
 
 def vm_of(path: str) -> str | None:
     """The VM of a ``/<vm>/...`` path of the namespace (None if it names none)."""
-    first = str(path).strip("/").split("/", 1)[0]
-    return first or None
+    return nspath.vm_of(path)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from streams.errors import NotFoundError, RpfsError, UsageError
+from rpfs import nspath
 from rpfs.index import db as dbm
 from rpfs.index.provenance import pieces, split
 from rpfs.tree import RepoRecoveryPoint, is_posix_volume, open_filesystem
@@ -384,10 +385,7 @@ def changes(repo, rp_a, rp_b, *, keys=None, exact: bool = True, prefix: str | No
 
 def parse_rp_path(tree, path: str) -> tuple[str, str]:
     """``/<vm>/<rp>`` -> (vm, recovery point name); ``latest`` is the newest."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    if len(parts) != 2:
-        raise UsageError(f"{path}: not /<vm>/<recovery point>")
-    vm, name = parts
+    vm, name = nspath.recovery_point(path)
     if name == "latest":
         name = tree.repo.recovery_points(vm)[-1].name
     return vm, name
@@ -408,7 +406,7 @@ def diff(tree, path_a: str, path_b: str, inner: str | None = None, *, exact: boo
     volume = None
     prefix = None
     if inner:
-        parts = [p for p in inner.split("/") if p not in ("", ".")]
+        parts = nspath.parts(inner)
         if parts[:1] == ["volumes"] and len(parts) >= 2:
             volume, parts = parts[1], parts[2:]
         prefix = "/" + "/".join(parts) if parts else None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from streams.errors import NotFoundError, RpfsError, UsageError
+from rpfs import nspath
 from rpfs.index import db as dbm
 from rpfs.index.diff import _COLS, _row, group_versions, row_of
 from streams.stream import Stream
@@ -324,19 +325,8 @@ def split_path(tree, path: str) -> tuple[str | None, str, str]:
     """``/<vm>/<rp>/volumes/<vol>/<inner>`` (or ``volumes/<vol>/<inner>`` for an image or
     folder) -> (vm, volume, inner path); ``..`` goes up as in ``Tree.resolve`` (never above
     the root)."""
-    parts: list[str] = []
-    for p in path.split("/"):
-        if p == "..":
-            del parts[-1:]
-        elif p not in ("", "."):
-            parts.append(p)
-    if tree.repo is not None:
-        if len(parts) < 5 or parts[2] != "volumes":
-            raise UsageError(f"{path}: not a file under /<vm>/<recovery point>/volumes/<volume>/")
-        return parts[0], parts[3], "/" + "/".join(parts[4:])
-    if len(parts) < 3 or parts[0] != "volumes":
-        raise UsageError(f"{path}: not a file under volumes/<volume>/")
-    return None, parts[1], "/" + "/".join(parts[2:])
+    n = nspath.volume_file(path, repository=tree.repo is not None)
+    return n.vm, n.volume, n.inner
 
 
 def file_history(tree, path: str, *, verify: bool = False,

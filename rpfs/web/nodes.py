@@ -20,6 +20,7 @@ import anyio
 from starlette.datastructures import MultiDict
 
 from streams.errors import RpfsError, UsageError
+from rpfs import nspath
 from rpfs.tree import Node, Tree
 from streams.times import ns_to_iso
 
@@ -67,7 +68,7 @@ def clean_path(path: str | None) -> str:
         return "/"
     if "\0" in path or len(path) > MAX_PATH:
         raise UsageError("path: not a valid path")
-    return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+    return "/" + "/".join(nspath.parts(path))
 
 
 def resolve(tree: Tree, path: str, follow: bool = True) -> Node:

@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse
 from starlette.templating import Jinja2Templates
 
 from streams.errors import NotFoundError, RpfsError, UsageError
+from rpfs import nspath
 from rpfs.progress import human
 from streams.times import parse_point_name
 from rpfs.web import api, queries
@@ -91,7 +92,7 @@ def page(request: Request, name: str, status: int = 200, **context):
 def crumbs(path: str) -> list[tuple[str, str]]:
     """``/a/b`` -> [("a", "/a"), ("b", "/a/b")] for the breadcrumb trail."""
     out, acc = [], ""
-    for part in [p for p in path.split("/") if p]:
+    for part in nspath.parts(path):
         acc += "/" + part
         out.append((part, acc))
     return out
@@ -203,7 +204,7 @@ async def browse(request: Request):
 def _browse_data(tree, path: str, after=None, before=None) -> dict:
     node = resolve(tree, path, follow=False)
     out = {"kind": node.kind, "node_name": node.name}
-    parts = [p for p in path.split("/") if p]
+    parts = nspath.parts(path)
     in_rp = tree.kind != "repository" or len(parts) >= 2
     out["zip_ok"] = in_rp  # a whole VM or repository is not one download
     if node.kind == "dir":
@@ -285,7 +286,7 @@ async def search(request: Request):
 async def history(request: Request):
     tree = request.app.state.tree
     path = clean_path(request.path_params.get("path", ""))
-    parts = [p for p in path.split("/") if p]
+    parts = nspath.parts(path)
     result = await in_thread(queries.file_history, tree, path)
     inner = "/".join(parts[2:])
     rest = "/".join(parts[4:])   # the path inside the volume
