@@ -9,7 +9,6 @@ the one a plain ``mount`` would show.
 
 from __future__ import annotations
 
-import stat
 from functools import cached_property
 
 from streams.errors import FormatError, NotFoundError
@@ -19,6 +18,7 @@ from streams.stream import Stream
 from . import items, superblock
 from .chunks import CHUNK_ITEM, ChunkMap, parse_chunk
 from .compression import decompress
+from .entry import Entry
 from .tree import Block, Key, Tree
 
 BLOCK_CACHE = 512          # tree blocks (16 KiB each by default)
@@ -155,21 +155,19 @@ class Volume:
 
     # -- the contract ------------------------------------------------------------------
 
-    def entry(self, ino: int, name: str = "") -> "Entry":
-        from .entry import Entry
+    def entry(self, ino: int, name: str = "") -> Entry:
         tree, objectid = (ino >> 40, ino & ((1 << 40) - 1)) if ino >> 40 else (items.FS_TREE, ino)
         return Entry(self, tree, objectid, name)
 
     @cached_property
-    def root(self) -> "Entry":
-        from .entry import Entry
+    def root(self) -> Entry:
         root = Entry(self, items.FS_TREE, items.FIRST_FREE, "/")
         if not root.is_dir:
             raise FormatError("the top-level directory is not a directory", source=self.name,
                               structure="Btrfs tree 5 inode 256")
         return root
 
-    def lookup(self, path: str) -> "Entry":
+    def lookup(self, path: str) -> Entry:
         node = self.root
         for part in [p for p in path.split("/") if p]:
             if not node.is_dir:
@@ -205,10 +203,4 @@ class Volume:
                 "subvolumes": sorted(v or k for k, v in subs.items()), "state": self.state}
 
 
-def kind_of(mode: int) -> str:
-    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-            stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
-            stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "unknown")
-
-
-__all__ = ["Volume", "kind_of"]
+__all__ = ["Volume"]

@@ -75,3 +75,6 @@ class RawDisk(Disk):
 
     def _extents(self, offset: int, end: int):
         return self.source.extents(offset, end - offset)
+
+    def _pieces_into(self, offset: int, length: int, out) -> bool:
+        return self.source.pieces(offset, length, out)

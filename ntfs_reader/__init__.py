@@ -27,10 +27,13 @@ CompactOS files), volume, entry; cache holds every cache size and bound.
 """
 
 from . import native
+from .attrs import FileName
 from .entry import Entry
+from .index import IndexEntry
+from .record import Attribute, MftRecord
 from .times import Times
 from .volume import Volume
 
-native.load()
+native.load(Attribute, MftRecord, IndexEntry, FileName, Times)
 
 __all__ = ["Volume", "Entry", "Times"]

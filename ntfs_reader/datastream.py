@@ -66,6 +66,14 @@ class RunlistStream(Stream):
             yield pos, n, (None if lcn is None else lcn * cs + (pos - vcn * cs))
             pos += n
 
+    def _pieces_into(self, offset: int, length: int, out) -> bool:
+        for _, n, disk in self._pieces(offset, offset + length):
+            if disk is None:
+                out.append(("Z", n))
+            elif not self.volume.pieces(disk, n, out):
+                return False
+        return True
+
     def _read(self, offset: int, length: int) -> bytes:
         end = offset + length
         if end <= self.init:  # fast path: inside one allocated run (MFT records, INDX)

@@ -2,7 +2,8 @@
 index.py try it first and are its reference twins.
 
 ``parser`` is the loaded module once ``load()`` has handed it the classes it builds
-(ntfs_reader/__init__.py does at import). It stays None when the extension was not built
+(ntfs_reader/__init__.py does at import: the package sits above both this module and the
+twins, which read ``native.parser``, so neither imports the other). It stays None when the extension was not built
 (setup.py builds it optionally, like _lznt1) or when ``RPFS_NTFS_PYTHON=1`` asks for the
 pure-Python parser. A C function answers None for anything it does not accept (bad input
 above all): the twin then runs and raises the typed error, so messages and offsets come
@@ -17,7 +18,9 @@ parser = None
 _module = None
 
 
-def load() -> None:
+def load(attribute: type, mft_record: type, index_entry: type, file_name: type,
+         times: type) -> None:
+    """Load the extension and hand it the Python classes whose instances it builds."""
     global parser, _module
     if os.environ.get("RPFS_NTFS_PYTHON") == "1":
         return
@@ -25,11 +28,7 @@ def load() -> None:
         from ntfs_reader import _ntfsparse
     except ImportError:  # pragma: no cover - depends on the build
         return
-    from .attrs import FileName
-    from .index import IndexEntry
-    from .record import Attribute, MftRecord
-    from .times import Times
-    _ntfsparse.init(Attribute, MftRecord, IndexEntry, FileName, Times)
+    _ntfsparse.init(attribute, mft_record, index_entry, file_name, times)
     _module = parser = _ntfsparse
 
 

@@ -25,8 +25,6 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from rpfs.once import once
-from rpfs.tree import BrokenNode, RecoveryPoint, StaticDir, disk_nodes, stored_match, volume_nodes
 from streams.errors import FormatError
 from streams.times import parse_time_text, point_name
 
@@ -74,7 +72,8 @@ def may_have_checkpoints(paths) -> bool:
 
 
 def find(rp) -> list[Checkpoint]:
-    """The checkpoints of recovery point ``rp`` (a ``rpfs.tree.RecoveryPoint``), named."""
+    """The checkpoints of recovery point ``rp`` (a ``rpfs.tree.RecoveryPoint``, which shows
+    them as ``checkpoints/``: ``rpfs.tree.checkpoints_node``), named."""
     res = rp.chains
     if res is None:
         return []
@@ -201,67 +200,16 @@ def error_of(cp: Checkpoint) -> FormatError:
     return FormatError(cp.error)
 
 
-# ---------------------------------------------------------------------------------------
-# The namespace: each checkpoint as a recovery point of its own with disks/ and volumes/
-
-
-class CheckpointRecoveryPoint(RecoveryPoint):
-    """Checkpoint ``cp`` of recovery point ``rp``: its disks are the chains ending at the
-    checkpoint's files; volumes, LVM, LDM, BitLocker and shadow copies follow from them as
-    for any recovery point. Stored files and Disk objects are shared with ``rp``."""
-
-    def __init__(self, rp: RecoveryPoint, cp: Checkpoint):
-        self.parent = rp
-        self.checkpoint = cp
-        self.key = rp.key + ("checkpoint", cp.name)
-        self.mtime_ns = rp.mtime_ns
-
-    @property
-    def keys(self):
-        return self.parent.keys
-
-    def file_sizes(self) -> dict[str, int]:
-        return self.parent.file_sizes()
-
-    def open_file(self, path: str):
-        return self.parent.open_file(path)
-
-    @once
-    def disks(self) -> dict[str, object]:
-        res = self.parent.chains
-        return {key: res.opened[path] for key, path in self.checkpoint.disks.items()}
-
-    @property
-    def checkpoints(self) -> list[Checkpoint]:
-        return []
-
-    def describe(self) -> dict:
-        return {"checkpoint": self.checkpoint.describe()}
-
-    def node(self, name: str, key: tuple) -> StaticDir:
-        return StaticDir(name, key, lambda: [
-            StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
-                      self.mtime_ns),
-            StaticDir("volumes", key + ("volumes",),
-                      lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
-        ], self.mtime_ns, info=self.describe)
-
-
-def checkpoints_node(rp: RecoveryPoint, key: tuple) -> StaticDir:
-    """``checkpoints/``: one directory per checkpoint; one that cannot be read is listed
-    and answers its one error (EIO in the mount)."""
-
-    def children() -> list:
-        nodes = []
-        for cp in rp.checkpoints:
-            k = key + (cp.name,)
-            if cp.error:
-                nodes.append(BrokenNode(cp.name, k, error_of(cp), kind="dir"))
-            else:
-                nodes.append(CheckpointRecoveryPoint(rp, cp).node(cp.name, k))
-        return nodes
-
-    def info() -> dict:
-        return {"checkpoints": [cp.describe("") for cp in rp.checkpoints]}
-
-    return StaticDir("checkpoints", key, children, rp.mtime_ns, info=info)
+def stored_match(configured: str, stored) -> str | None:
+    """The stored file a configured (Windows) path names: the one sharing the longest tail
+    of path components with it, compared case-insensitively; at least the file name."""
+    want = [c.lower() for c in configured.replace("\\", "/").split("/") if c]
+    best, best_len = None, 0
+    for path in stored:
+        have = [c.lower() for c in path.split("/") if c]
+        n = 0
+        while n < min(len(want), len(have)) and want[-1 - n] == have[-1 - n]:
+            n += 1
+        if n > best_len:
+            best, best_len = path, n
+    return best

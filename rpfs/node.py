@@ -16,6 +16,17 @@ Two methods let a front end answer without parsing:
 - ``may_have_xattr(name)``: False for extended attribute names the node can never have
   (``security.selinux`` on NTFS), so ``ls -l`` asking for them needs no I/O at all.
 
+Capabilities only some nodes have are declared here too, each with a default meaning "not
+this node", so a front end asks the node instead of probing it with ``hasattr``:
+
+- ``stream_node(name)``: the alternate data stream ``file:name`` (NTFS files); NotFoundError
+  elsewhere. ``Tree.resolve`` uses it for a final ``name:stream``.
+- ``volume_stream``: on a volume's root directory (and on the BrokenNode of a volume whose
+  file system cannot be read), the volume's bytes as the guest sees them, decrypted, or the
+  error opening them (``export --format raw``); None on every other node.
+- ``detail()``: what a detailed listing shows besides ``attr()`` (NTFS: ``attributes``, the
+  FILE_ATTRIBUTE_* flags, and ``streams``, {name: size}); {} where there is nothing more.
+
 A damaged object is a ``BrokenNode`` (or a node that remembers its error): listed, and
 raising the same error whenever it is used, without parsing again; front ends log it once
 (``report_once``), the CLI prints it as its one line.
@@ -144,6 +155,17 @@ class Node:
         a = self.attr()
         return {"name": self.name, "type": self.kind, "size": a.size}
 
+    # capabilities some nodes have (the module docstring lists them); defaults: not this one
+    volume_stream: Stream | RpfsError | None = None
+
+    def stream_node(self, stream: str) -> "Node":
+        """The alternate data stream ``stream`` of this file, as a file node."""
+        raise NotFoundError(f"{self.name}:{stream}: no such file or directory")
+
+    def detail(self) -> dict:
+        """What a detailed listing shows besides ``attr()`` (JSON-able)."""
+        return {}
+
 
 class StaticDir(Node):
     """A directory whose children are computed by a function: once (immutable), or again
@@ -252,13 +274,16 @@ class Symlink(Node):
 
 class BrokenNode(Node):
     """An object that exists but cannot be read: listing shows it, using it raises its
-    error (which front ends log once: ``report_once``)."""
+    error (which front ends log once: ``report_once``). ``volume_stream``: for a volume whose
+    file system cannot be read, its bytes (still exported raw)."""
 
-    def __init__(self, name: str, key: tuple, error: RpfsError, kind: str = "file"):
+    def __init__(self, name: str, key: tuple, error: RpfsError, kind: str = "file",
+                 volume_stream: Stream | RpfsError | None = None):
         self.name = name
         self.key = key
         self.error = error
         self.kind = kind
+        self.volume_stream = volume_stream
 
     def attr(self) -> Attr:
         return Attr(self.kind, nlink=2 if self.kind == "dir" else 1)

@@ -140,6 +140,12 @@ class NtfsNode(Node):
             raise NotFoundError(f"{self.name}:{stream}: no such stream")
         return AdsNode(self, stream)
 
+    def detail(self) -> dict:
+        """The FILE_ATTRIBUTE_* flags and the alternate data streams (name: size)."""
+        e = self.entry
+        return {"attributes": e.attributes,
+                "streams": {_stream_name(s): _stream_size(s) for s in e.streams() if _stream_name(s)}}
+
     def xattr_names(self) -> list[str]:
         names = [f"user.{_stream_name(s)}" for s in self.entry.streams() if _stream_name(s)]
         names += ["system.ntfs_attrib", "system.ntfs_attrib_be", "system.ntfs_times",
@@ -228,15 +234,16 @@ def _stream_size(s) -> int:
 
 class VolumeRoot(NtfsNode):
     """The root directory of a volume, which also answers ``rpfs info`` for the volume.
-    ``volume_stream``: the volume's bytes as Windows presents them (``export --format raw``)."""
+    ``volume_stream``: the volume's bytes as Windows presents them (``export --format raw``);
+    ``shadow_copies``: formats.vss.ShadowCopies (or its error) when the volume holds stores."""
 
     __slots__ = ("volume", "volume_stream", "shadow_copies")
     number = None  # its key is the volume's own: kept, not made again from record 5
 
-    def __init__(self, volume, name: str, key: tuple):
+    def __init__(self, volume, name: str, key: tuple, volume_stream=None, shadow_copies=None):
         self.volume = volume
-        self.volume_stream = None
-        self.shadow_copies = None  # formats.vss.ShadowCopies when the volume holds stores
+        self.volume_stream = volume_stream
+        self.shadow_copies = shadow_copies
         super().__init__(volume.root, key, name=name)
         self.key = key
 
@@ -267,8 +274,10 @@ def _dynamic_layout(stream) -> dict:
     return base.describe() if isinstance(base, LdmVolume) else {}
 
 
-def volume_root(volume, name: str, key: tuple) -> Node:
+def volume_root(volume, name: str, key: tuple, volume_stream=None, shadow_copies=None) -> Node:
+    """A volume's root directory (``volume_stream``, ``shadow_copies``: see VolumeRoot), or
+    a BrokenNode that still has the volume's bytes."""
     try:
-        return VolumeRoot(volume, name, key)
+        return VolumeRoot(volume, name, key, volume_stream, shadow_copies)
     except RpfsError as e:
-        return BrokenNode(name, key, e, kind="dir")
+        return BrokenNode(name, key, e, kind="dir", volume_stream=volume_stream)

@@ -162,9 +162,9 @@ class PosixVolumeRoot(PosixNode):
 
     __slots__ = ("volume", "volume_stream")
 
-    def __init__(self, volume, name: str, key: tuple):
+    def __init__(self, volume, name: str, key: tuple, volume_stream=None):
         self.volume = volume
-        self.volume_stream = None
+        self.volume_stream = volume_stream
         super().__init__(volume.root, key, name=name)
         self.key = key
 
@@ -178,8 +178,9 @@ class PosixVolumeRoot(PosixNode):
         return out
 
 
-def volume_root(volume, name: str, key: tuple) -> Node:
+def volume_root(volume, name: str, key: tuple, volume_stream=None) -> Node:
+    """A volume's root directory, or a BrokenNode that still has the volume's bytes."""
     try:
-        return PosixVolumeRoot(volume, name, key)
+        return PosixVolumeRoot(volume, name, key, volume_stream)
     except RpfsError as e:
-        return BrokenNode(name, key, e, kind="dir")
+        return BrokenNode(name, key, e, kind="dir", volume_stream=volume_stream)

@@ -27,7 +27,8 @@ from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedErr
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
     REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink,
 )
-from rpfs import nspath
+from rpfs import checkpoints, nspath
+from rpfs.checkpoints import Checkpoint, error_of, stored_match
 from rpfs.once import once
 from streams.stream import FileStream, Stream
 
@@ -244,15 +245,11 @@ class RecoveryPoint:
 
     def has_checkpoints(self) -> bool:
         """Whether ``checkpoints/`` is shown: decided from stored file names alone."""
-        from rpfs import checkpoints
-
         return checkpoints.may_have_checkpoints(self.file_sizes())
 
     @once
     def checkpoints(self) -> list:
         """The VM's Hyper-V checkpoints (``rpfs.checkpoints.Checkpoint``), named."""
-        from rpfs import checkpoints
-
         return checkpoints.find(self) if self.has_checkpoints() else []
 
     def describe(self) -> dict:
@@ -264,8 +261,6 @@ class RecoveryPoint:
 
     def node(self, name: str, key: tuple) -> StaticDir:
         def children() -> list[Node]:
-            from rpfs.checkpoints import checkpoints_node
-
             nodes = [
                 StaticDir("files", key + ("files",), lambda: files_tree(self, key + ("files",)),
                           self.mtime_ns),
@@ -280,19 +275,71 @@ class RecoveryPoint:
         return StaticDir(name, key, children, self.mtime_ns, info=self.describe)
 
 
-def stored_match(configured: str, stored) -> str | None:
-    """The stored file a configured (Windows) path names: the one sharing the longest tail
-    of path components with it, compared case-insensitively; at least the file name."""
-    want = [c.lower() for c in configured.replace("\\", "/").split("/") if c]
-    best, best_len = None, 0
-    for path in stored:
-        have = [c.lower() for c in path.split("/") if c]
-        n = 0
-        while n < min(len(want), len(have)) and want[-1 - n] == have[-1 - n]:
-            n += 1
-        if n > best_len:
-            best, best_len = path, n
-    return best
+# ---------------------------------------------------------------------------------------
+# Hyper-V checkpoints (rpfs/checkpoints.py finds them): each a recovery point of its own
+# with disks/ and volumes/
+
+
+class CheckpointRecoveryPoint(RecoveryPoint):
+    """Checkpoint ``cp`` of recovery point ``rp``: its disks are the chains ending at the
+    checkpoint's files; volumes, LVM, LDM, BitLocker and shadow copies follow from them as
+    for any recovery point. Stored files and Disk objects are shared with ``rp``."""
+
+    def __init__(self, rp: RecoveryPoint, cp: Checkpoint):
+        self.parent = rp
+        self.checkpoint = cp
+        self.key = rp.key + ("checkpoint", cp.name)
+        self.mtime_ns = rp.mtime_ns
+
+    @property
+    def keys(self):
+        return self.parent.keys
+
+    def file_sizes(self) -> dict[str, int]:
+        return self.parent.file_sizes()
+
+    def open_file(self, path: str):
+        return self.parent.open_file(path)
+
+    @once
+    def disks(self) -> dict[str, object]:
+        res = self.parent.chains
+        return {key: res.opened[path] for key, path in self.checkpoint.disks.items()}
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        return []
+
+    def describe(self) -> dict:
+        return {"checkpoint": self.checkpoint.describe()}
+
+    def node(self, name: str, key: tuple) -> StaticDir:
+        return StaticDir(name, key, lambda: [
+            StaticDir("disks", key + ("disks",), lambda: disk_nodes(self, key + ("disks",)),
+                      self.mtime_ns),
+            StaticDir("volumes", key + ("volumes",),
+                      lambda: volume_nodes(self, key + ("volumes",)), self.mtime_ns),
+        ], self.mtime_ns, info=self.describe)
+
+
+def checkpoints_node(rp: RecoveryPoint, key: tuple) -> StaticDir:
+    """``checkpoints/``: one directory per checkpoint; one that cannot be read is listed
+    and answers its one error (EIO in the mount)."""
+
+    def children() -> list:
+        nodes = []
+        for cp in rp.checkpoints:
+            k = key + (cp.name,)
+            if cp.error:
+                nodes.append(BrokenNode(cp.name, k, error_of(cp), kind="dir"))
+            else:
+                nodes.append(CheckpointRecoveryPoint(rp, cp).node(cp.name, k))
+        return nodes
+
+    def info() -> dict:
+        return {"checkpoints": [cp.describe("") for cp in rp.checkpoints]}
+
+    return StaticDir("checkpoints", key, children, rp.mtime_ns, info=info)
 
 
 class _LazyStream(Stream):
@@ -320,6 +367,9 @@ class _LazyStream(Stream):
         got = self.stream.readinto(offset, view)
         if got != len(view):  # the opened stream is shorter than the catalog said
             raise self._short(offset, len(view), got)
+
+    def _pieces_into(self, offset, length, out) -> bool:
+        return self.stream.pieces(offset, length, out)
 
     def _extents(self, offset, end):
         return self.stream.extents(offset, end - offset)
@@ -509,16 +559,14 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
     nodes: list[Node] = []
     for name, vol in sorted(rp.volumes.items()):
         k = key + (name,)
-        if isinstance(vol, Exception):
-            node = BrokenNode(name, k, vol, kind="dir")
-        elif is_posix_volume(vol):
-            node = posix_nodes.volume_root(vol, name, k)
-        else:
-            node = ntfs_nodes.volume_root(vol, name, k)
-        node.volume_stream = rp.volume_streams.get(name, vol)  # for export --format raw
+        stream = rp.volume_streams.get(name, vol)  # for export --format raw
         copies = rp.shadow_copies.get(name)
-        if copies is not None and hasattr(node, "volume"):
-            node.shadow_copies = copies  # rpfs info lists the stores
+        if isinstance(vol, Exception):
+            node = BrokenNode(name, k, vol, kind="dir", volume_stream=stream)
+        elif is_posix_volume(vol):
+            node = posix_nodes.volume_root(vol, name, k, stream)
+        else:
+            node = ntfs_nodes.volume_root(vol, name, k, stream, copies)  # info lists the stores
         nodes.append(node)
         if copies is not None:
             nodes.append(shadow_copies_node(copies, name + ".vss", key + (name + ".vss",),
@@ -550,8 +598,7 @@ def shadow_copies_node(copies, name: str, key: tuple, mtime_ns: int) -> Node:
         for sname, store in store_names(copies):
             try:
                 stream = copies.open(store)
-                node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,))
-                node.volume_stream = stream
+                node = ntfs_nodes.volume_root(Volume(stream), sname, key + (sname,), stream)
             except RpfsError as e:
                 node = BrokenNode(sname, key + (sname,), e, kind="dir")
             nodes.append(node)
@@ -641,6 +688,7 @@ class Tree:
 
     repo = None             # the Repository, for a repository
     recovery_point = None   # the one RecoveryPoint, for a VM folder or an image
+    keys = None             # the formats.bitlocker.KeyRing its volumes were unlocked with
 
     def __init__(self, root: Node, closer: Callable[[], None] | None = None,
                  kind: str = "image"):
@@ -696,32 +744,36 @@ def lookup_child(parent: Node, name: str) -> Node:
         base, sep, stream = name.rpartition(":")
         if not sep or not base:
             raise
-        node = parent.child(base)
-        ads = getattr(node, "stream_node", None)
-        if ads is None:
-            raise
-        return ads(stream)
+        return parent.child(base).stream_node(stream)
 
 
-def open_source(source: str | os.PathLike, keys=None, store=None) -> Tree:
+VmView = Callable[["Tree", str], list[Node]]
+
+
+def source_tree(source: str | os.PathLike, keys=None, store=None,
+                vm_views: tuple[VmView, ...] = ()) -> Tree:
     """A repository (a directory or s3://BUCKET/PREFIX), a VM folder, or one disk image, as a
     Tree. ``keys`` (a ``formats.bitlocker.KeyRing``) unlock the BitLocker volumes in it;
-    ``store``: the ``StoreOptions`` a repository is opened with."""
+    ``store``: the ``StoreOptions`` a repository is opened with; ``vm_views``: what layers
+    above the tree add to each VM directory of a repository (each ``view(tree, vm)`` returns
+    nodes; rpfs.source passes the index's ``.versions``). Front ends call
+    ``rpfs.source.open_source``, which passes them all."""
     if str(source).startswith("s3://"):
-        return repo_tree(str(source), keys, store)
+        return repo_tree(str(source), keys, store, vm_views)
     path = Path(source)
     if not path.exists():
         raise NotFoundError(f"{source}: no such file or directory")
     if path.is_dir() and (path / "catalog.sqlite").exists():
-        return repo_tree(path, keys, store)
+        return repo_tree(path, keys, store, vm_views)
     rp = FolderRecoveryPoint(path)
     rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
     tree.recovery_point = rp
+    tree.keys = keys
     return tree
 
 
-def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
+def repo_tree(path: Path | str, keys=None, store=None, vm_views: tuple[VmView, ...] = ()) -> Tree:
     from rpfs.store import open_repository
 
     repo = open_repository(path, store)
@@ -734,8 +786,8 @@ def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
             newest = max(rps, key=lambda r: r.time)
             nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
                                  int(newest.time.timestamp() * 1e9), immutable=False))
-        from rpfs.index.versions import versions_dir
-        nodes += versions_dir(tree, vm)   # /<vm>/.versions, once the VM is indexed
+        for view in vm_views:
+            nodes += view(tree, vm)
         return nodes
 
     def vms() -> list[Node]:
@@ -746,4 +798,5 @@ def repo_tree(path: Path | str, keys=None, store=None) -> Tree:
     tree = Tree(StaticDir("", ("repo",), vms, ttl=REFRESH_SECONDS), closer=repo.close,
                 kind="repository")
     tree.repo = repo
+    tree.keys = keys
     return tree

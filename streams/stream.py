@@ -8,6 +8,13 @@ stream; a layer that cannot produce bytes raises a typed error instead of return
 ``extents(offset, length)`` says which ranges are data and which are known to read as zeros
 (unallocated in a container, sparse in a file, not stored in the repository) without reading
 them, so that export and the mount can skip holes. The default is "all data".
+
+``pieces(offset, length, out)`` says, also without reading, which stored bytes a range comes
+from: each layer that knows maps the range onto the stream below it (an NTFS runlist onto
+the volume, a partition onto the disk, a VHDX block onto its file or its parent) until a
+stored file names its chunks. Two ranges with the same pieces hold the same bytes (chunk ids
+name immutable contents), so the index need not read an unchanged $MFT block again. The
+default is "cannot tell": the caller reads the bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from streams.errors import FormatError
 
 DATA = "data"
 ZERO = "zero"
+MAX_PIECES = 4096   # a range that needs more pieces than this is read instead
+MAX_DEPTH = 300     # streams over streams followed at most (a chain of VHDX parents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +46,18 @@ class Extent:
         return self.offset + self.length
 
 
+class Pieces(list):
+    """Where a range of bytes comes from, as ``Stream.pieces`` finds it: items are
+    ``("C", chunk id, offset in the chunk, length)`` (stored bytes) or ``("Z", length)``
+    (known zeros), in order."""
+
+    depth = 0   # streams followed so far (bounded by MAX_DEPTH)
+
+
 class Stream:
     """Base class: subclasses set ``size``/``name`` and implement ``_read`` or ``_readinto``
-    (or both, when each has a faster path), and ``_extents`` if they know their holes.
+    (or both, when each has a faster path), ``_extents`` if they know their holes and
+    ``_pieces_into`` if they know where their bytes come from.
 
     The public ``read``/``readinto``/``extents`` do the one bounds check every stream shares
     (negative offsets and lengths refused, reads clipped at ``size``, short results turned
@@ -90,6 +108,21 @@ class Stream:
         n = self._clip(offset, self.size if length is None else length)
         return self._extents(offset, offset + n) if n else iter(())
 
+    def pieces(self, offset: int, length: int, out: Pieces) -> bool:
+        """Append to ``out`` where the bytes at ``[offset, offset+length)`` come from, without
+        reading them. False when this stream or one below it cannot tell, the range is not
+        inside the stream, or it takes more than MAX_PIECES pieces: the caller reads."""
+        if length <= 0:
+            return True
+        if (offset < 0 or offset + length > self.size or out.depth >= MAX_DEPTH
+                or len(out) > MAX_PIECES):
+            return False
+        out.depth += 1
+        try:
+            return self._pieces_into(offset, length, out)
+        finally:
+            out.depth -= 1
+
     # -- what subclasses implement (each default is written in terms of the other) ----------
 
     def _read(self, offset: int, length: int) -> bytes:
@@ -107,6 +140,11 @@ class Stream:
 
     def _extents(self, offset: int, end: int) -> Iterator[Extent]:
         yield Extent(offset, end - offset, DATA)
+
+    def _pieces_into(self, offset: int, length: int, out: Pieces) -> bool:
+        """Called with ``0 <= offset < offset + length <= size``: append pieces to ``out``
+        (asking the stream below with its ``pieces``) or return False (cannot tell)."""
+        return False
 
     def _short(self, offset: int, wanted: int, got: int) -> FormatError:
         return FormatError(f"short read: wanted {wanted} bytes, got {got}",
@@ -217,6 +255,9 @@ class SliceStream(Stream):
         for e in self.base.extents(self.offset + offset, end - offset):
             yield Extent(e.offset - self.offset, e.length, e.kind)
 
+    def _pieces_into(self, offset: int, length: int, out: Pieces) -> bool:
+        return self.base.pieces(self.offset + offset, length, out)
+
 
 class ZeroStream(Stream):
     """``size`` zero bytes: an absent parent, an empty attribute."""
@@ -233,6 +274,10 @@ class ZeroStream(Stream):
 
     def _extents(self, offset: int, end: int) -> Iterator[Extent]:
         yield Extent(offset, end - offset, ZERO)
+
+    def _pieces_into(self, offset: int, length: int, out: Pieces) -> bool:
+        out.append(("Z", length))
+        return True
 
 
 class StreamReader(io.RawIOBase):

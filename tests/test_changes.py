@@ -227,7 +227,7 @@ def test_one_meaning_of_version(scenarios, repo):
                         "--verify").stdout)
     assert [x["recovery_points"] for x in v] == [x["recovery_points"] for x in h]
     # the .versions view of the same files, through the tree every front end uses
-    from rpfs.tree import open_source
+    from rpfs.source import open_source
     with open_source(repo) as tree:
         node = tree.resolve(f"/metadata/.versions/{VOL}{touched}")
         assert [n.name for n in node.iterdir()] == [meta[0]["time"]]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from rpfs import checkpoints as cps
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.cli import rpfs
 from tools.fixtures import checkpoints as factory
 from tools.fixtures import vmcx_writer

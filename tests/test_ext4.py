@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from streams.errors import FormatError, NotFoundError, UsageError
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.posix_oracle import differences, kernel_mount, kernel_tree, node_tree
 from tools.fixtures import linux
 

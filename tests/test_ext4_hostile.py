@@ -12,7 +12,7 @@ import pytest
 from streams.errors import RpfsError
 from rpfs.restore import restore
 from streams.stream import BytesStream, FileStream
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tools.fixtures import linux
 
 import ext4_reader

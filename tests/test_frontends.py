@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.cli import rpfs, two_point_repo
 
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")

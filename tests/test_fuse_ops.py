@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from rpfs.fuse import Operations
-from rpfs.tree import open_source
+from rpfs.source import open_source
 
 SKIP_DIRS = {"bigdir"}  # 50,000 entries: tests/test_ntfs_bigdir.py has it
 ASKED_XATTRS = [b"security.selinux", b"system.posix_acl_access", b"user.nope",

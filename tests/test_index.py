@@ -17,7 +17,7 @@ from rpfs.index.build import ChangeSet, Ids, VolumeWriter
 from rpfs.index import db as dbm
 from rpfs.index.scan import FileInfo
 from rpfs.store import Repository
-from rpfs.tree import open_source
+from rpfs.source import open_source
 
 RP1, RP2 = "2024-04-01T000000Z", "2024-04-02T000000Z"
 VOL = "system-p3"

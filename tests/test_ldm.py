@@ -22,7 +22,7 @@ from formats import ldm
 from formats.bitlocker.keys import KeyRing
 from streams.errors import FormatError, RpfsError
 from streams.stream import BytesStream, FileStream
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.cli import rpfs
 from tools.fixtures import ldm as factory
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from rpfs.tree import POSIX_READERS, open_source
+from rpfs.source import open_source
+from rpfs.tree import POSIX_READERS
 from tests.helpers.cli import rpfs
 from tests.helpers.posix_oracle import (
     differences, kernel_mount, kernel_tree, link_groups, node_tree, without,

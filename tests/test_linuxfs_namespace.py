@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.posix_oracle import differences, kernel_mount, kernel_tree, node_tree
 from tools.fixtures.linux import Unavailable
 

@@ -13,7 +13,7 @@ import pytest
 from formats import lvm
 from streams.errors import FormatError, UnsupportedError
 from streams.stream import BytesStream, FileStream
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.posix_oracle import differences, kernel_mount, kernel_tree, node_tree
 from tools.fixtures import linux
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from rpfs.tree import open_source
+from rpfs.source import open_source
 
 SKIP_IN_FULL_HASH = ("/bigdir/",)  # 50,000 tiny files: counted, hashed by the NTFS tests
 

@@ -71,7 +71,7 @@ def test_backup_reads_go_through_the_bucket(repo, tmp_path):
 
 def test_restore_writes_are_paced(repo, tmp_path):
     from rpfs.restore import restore
-    from rpfs.tree import open_source
+    from rpfs.source import open_source
     limit, clock = _limit(MiB)
     with open_source(repo / "repo") as tree:
         node = tree.resolve("/web01/2026-11-01T020000Z/files", follow=False)
@@ -85,7 +85,7 @@ def test_restore_writes_are_paced(repo, tmp_path):
 def test_web_downloads_share_the_bucket(repo):
     import httpx
 
-    from rpfs.tree import open_source
+    from rpfs.source import open_source
     from rpfs.web import create_app
     limit = RateLimit(64 * MiB)
     with open_source(repo / "repo") as tree:

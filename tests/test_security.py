@@ -34,7 +34,7 @@ import pytest
 
 from ntfs_reader import names
 from rpfs.restore import restore
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from rpfs.web import nodes
 from rpfs.web.app import Attempts
 from tests.helpers.store_fixtures import ROOT, rpfs

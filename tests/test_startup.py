@@ -57,7 +57,7 @@ def test_plain_repository_mount_opens_only_what_it_lists(tmp_path, small_fixture
     rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
     snaps = loaded_after(f"""
 import rpfs.fuse  # the mount imports its adapter before it forks
-from rpfs.tree import open_source
+from rpfs.source import open_source
 tree = open_source({str(repo)!r})
 ops = rpfs.fuse.Operations(tree)
 [n.attr() for n in tree.root.iterdir()]

@@ -18,7 +18,7 @@ from formats import vss
 from ntfs_reader import Volume
 from streams.errors import FormatError, RpfsError
 from streams.stream import BytesStream, FileStream
-from rpfs.tree import open_source
+from rpfs.source import open_source
 from tests.helpers.cli import rpfs
 
 fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")

@@ -68,7 +68,7 @@ def rp_time(i: int) -> str:
 
 def bench_sample(work: Path, n_rps: int) -> dict:
     from rpfs.index import find_entries
-    from rpfs.tree import open_source
+    from rpfs.source import open_source
     from tools.fixtures import build
 
     fx = build("small")
@@ -199,7 +199,7 @@ def bench_synthetic(work: Path, files: int, n_rps: int) -> dict:
     from rpfs.index.build import Ids, VolumeWriter
     from rpfs.backup import backup
     from rpfs.store import Repository
-    from rpfs.tree import open_source
+    from rpfs.source import open_source
 
     repo_path = work / "synthetic"
     src = work / "synthetic-src"

@@ -14,7 +14,6 @@ from . import dirs, xattr
 from .bmap import FileStream, fork_map, read_logical
 from .checksum import verify_crc
 from .inode import FMT_DEV, FMT_LOCAL, Inode
-from .volume import kind_of
 
 if TYPE_CHECKING:
     from .volume import Volume
@@ -24,6 +23,13 @@ SYMLINK_MAX = 1024
 # reading the inode
 FT_KINDS = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
             7: "symlink"}
+
+
+def kind_of(mode: int) -> str:
+    """The kind of an inode's mode, in the names rpfs.node uses."""
+    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
+            stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
+            stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "unknown")
 
 
 class Entry:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import stat
 import struct
 import threading
 from functools import cached_property
@@ -13,6 +12,7 @@ from streams.stream import Stream
 
 from . import inode as inodes
 from . import superblock
+from .entry import Entry
 from .log import log_state
 from .replay import replay
 
@@ -137,26 +137,25 @@ class Volume:
         self._inodes.put(ino, got)
         return got
 
-    def name_table(self, directory: "Entry") -> dict[str, tuple[int, str | None]]:
+    def name_table(self, directory: Entry) -> dict[str, tuple[int, str | None]]:
         table = self._dirs.get(directory.ino)
         if table is None:
             table = {e.name: (e.ino, e._kind) for e in directory.iterdir()}
             self._dirs.put(directory.ino, table)
         return table
 
-    def entry(self, ino: int, name: str = "") -> "Entry":
-        from .entry import Entry
+    def entry(self, ino: int, name: str = "") -> Entry:
         return Entry(self, ino, name)
 
     @cached_property
-    def root(self) -> "Entry":
+    def root(self) -> Entry:
         root = self.entry(self.sb.rootino, "/")
         if not root.is_dir:
             raise FormatError("the root inode is not a directory", source=self.name,
                               structure=f"XFS inode {self.sb.rootino}")
         return root
 
-    def lookup(self, path: str) -> "Entry":
+    def lookup(self, path: str) -> Entry:
         node = self.root
         for part in [p for p in path.split("/") if p]:
             if not node.is_dir:
@@ -183,11 +182,4 @@ class Volume:
                 "state": self.state}
 
 
-def kind_of(mode: int) -> str:
-    fmt = stat.S_IFMT(mode)
-    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-            stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
-            stat.S_IFSOCK: "socket"}.get(fmt, "unknown")
-
-
-__all__ = ["Volume", "kind_of"]
+__all__ = ["Volume"]

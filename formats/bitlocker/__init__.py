@@ -83,26 +83,12 @@ def unwrap(stream: Stream, keys: KeyRing | None = None) -> Stream:
     return open_volume(stream, keys)
 
 
-def summary(meta: Metadata) -> dict:
-    """What one metadata block says, for ``rpfs info`` (never a key)."""
-    return {
-        "type": ("BitLocker To Go" if meta.togo else "BitLocker (Windows Vista)"
-                 if meta.version == 1 else "BitLocker"),
-        "version": meta.version, "encryption": meta.method_name, "state": meta.state,
-        "sector_size": meta.sector_size, "encrypted_size": meta.encrypted_size,
-        "used_space_only": meta.eow, "volume_guid": str(meta.volume_guid),
-        "description": meta.description,
-        "protectors": [{"type": p.name, "id": str(p.guid), "usable": p.usable}
-                       for p in meta.protectors],
-    }
-
-
 def describe(stream: Stream, keys: KeyRing | None = None) -> dict:
     """Version, method, state, protectors and whether ``keys`` unlock it (never a key)."""
     from formats.bitlocker.keys import NO_KEYS
 
     keys = keys or NO_KEYS
-    out = summary(_copies(stream)[0])
+    out = _copies(stream)[0].summary()
     try:
         vol = open_volume(stream, keys)
         out["unlocked"] = True

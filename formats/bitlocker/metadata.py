@@ -172,6 +172,19 @@ class Metadata:
     def state(self) -> str:
         return STATES.get(self.current_state, f"state {self.current_state}")
 
+    def summary(self) -> dict:
+        """What this block says, for ``rpfs info`` (never a key)."""
+        return {
+            "type": ("BitLocker To Go" if self.togo else "BitLocker (Windows Vista)"
+                     if self.version == 1 else "BitLocker"),
+            "version": self.version, "encryption": self.method_name, "state": self.state,
+            "sector_size": self.sector_size, "encrypted_size": self.encrypted_size,
+            "used_space_only": self.eow, "volume_guid": str(self.volume_guid),
+            "description": self.description,
+            "protectors": [{"type": p.name, "id": str(p.guid), "usable": p.usable}
+                           for p in self.protectors],
+        }
+
 
 def vista_area(cluster: int) -> int:
     """Bytes each FVE metadata block takes on a Vista volume (what Windows shows as zeros)."""

@@ -79,9 +79,7 @@ class BitLockerVolume(Stream):
     def describe(self) -> dict:
         """For ``rpfs info`` on the volume: what encrypts it (it is unlocked, or we would
         not be reading it)."""
-        from formats.bitlocker import summary
-
-        return {"bitlocker": {**summary(self.meta), "unlocked": True,
+        return {"bitlocker": {**self.meta.summary(), "unlocked": True,
                               "conversion": self.map.summary}}
 
     def _add(self, start, length, kind, src):

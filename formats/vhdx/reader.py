@@ -402,6 +402,23 @@ class VhdxDisk(Disk):
         raw = self._read_exact(self.file, offset + within, nbytes, f"VHDX sector bitmap {chunk}")
         return int.from_bytes(raw, "little")
 
+    def _pieces_into(self, offset: int, length: int, out) -> bool:
+        """Present blocks are pieces of the file, absent ones zeros or the parent's; a
+        partly present block (a sector bitmap to merge) is read instead."""
+        for what, voff, n, foff in self._plan(offset, length):
+            if what == _FILE:
+                ok = self.file.pieces(foff, n, out)
+            elif what == _ZERO:
+                out.append(("Z", n))
+                ok = True
+            elif what == _PARENT and self.parent is not None:
+                ok = self.parent.pieces(voff, n, out)
+            else:
+                ok = False
+            if not ok:
+                return False
+        return True
+
     # ------------------------------------------------------------------ planning
     def _plan(self, offset: int, length: int):
         """Yield (kind, virtual offset, length, file offset) runs, merging neighbours."""

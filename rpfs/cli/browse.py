@@ -10,7 +10,8 @@ from streams.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import fsname, restore
-from rpfs.tree import Node, open_source
+from rpfs.source import open_source
+from rpfs.tree import Node
 from streams.times import ns_to_iso
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"

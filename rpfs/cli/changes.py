@@ -63,7 +63,7 @@ def cmd_scan(args) -> int:
     from rpfs.index.diff import parse_rp_path
 
     with open_tree(args) as tree:
-        if getattr(tree, "repo", None) is None:
+        if tree.repo is None:
             from streams.errors import UsageError
             raise UsageError("scan works on the recovery points of a repository")
         vm, name = parse_rp_path(tree, args.rp)

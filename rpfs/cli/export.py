@@ -18,7 +18,7 @@ from streams.errors import UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
 from rpfs.restore import Restorer
-from rpfs.tree import open_source
+from rpfs.source import open_source
 
 FORMATS = ("vhdx", "vhd", "raw")
 
@@ -57,7 +57,7 @@ def cmd_export(args) -> int:
     with open_tree(args) as tree:
         node = tree.resolve(args.path)
         parts = nspath.parts(args.path)
-        if len(parts) >= 2 and parts[-2] == "volumes" and hasattr(node, "volume_stream"):
+        if len(parts) >= 2 and parts[-2] == "volumes" and node.volume_stream is not None:
             disk = _volume(node, fmt)  # a volume as Windows presents it (decrypted)
         elif node.kind != "file" or len(parts) < 2 or parts[-2] != "disks":
             raise UsageError(f"{args.path}: not a disk or volume (expected .../disks/<disk>.raw "

@@ -131,7 +131,6 @@ def cmd_index(args) -> int:
         r = update_index(repo, args.vm, only=args.only, progress=progress, keys=load_keys(args))
         if args.then_scan and args.only:
             from rpfs.analysis import after_backup
-            from rpfs.cli.repo import scan_line
             scan = after_backup(repo, args.vm, args.only, keys=load_keys(args))
             r["scan"] = scan
     if bar is not None:
@@ -147,6 +146,15 @@ def cmd_index(args) -> int:
         if scan is not None:
             print(f"{args.vm}/{args.only}: {scan_line(scan)}", file=sys.stderr)
     return 1 if r["errors"] else 0
+
+
+def scan_line(scan: dict) -> str:
+    """One line on a change analysis (after a backup or `rpfs index --then-scan`)."""
+    if scan.get("verdict") is None:
+        return f"not scanned ({scan['error']})"
+    if scan["verdict"] == "clean":
+        return f"change analysis: clean ({scan['seconds']:.1f}s)"
+    return "change analysis: SUSPICIOUS: " + "; ".join(scan["reasons"])
 
 
 def index_after_backup(repo, vm: str, rp: str, keys=None) -> str:

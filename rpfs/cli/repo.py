@@ -9,6 +9,7 @@ import json
 import sys
 
 from rpfs.cli.browse import add_keys_option, load_keys
+from rpfs.cli.index import index_after_backup, scan_line
 from rpfs.progress import human
 from rpfs.ratelimit import add_limit_option, limit_of
 from rpfs.sizes import positive_size
@@ -138,7 +139,6 @@ def cmd_backup(args) -> int:
                 print(f"{r.vm}/{r.rp}: indexing{' and change analysis' if scan else ''} in the"
                       f" background (pid {indexer['pid']}, log {indexer['log']})", file=sys.stderr)
         elif mode == "now":
-            from rpfs.cli.index import index_after_backup
             note = index_after_backup(repo, r.vm, r.rp, load_keys(args))
             if not args.json:
                 print(f"{r.vm}/{r.rp}: {note}", file=sys.stderr)
@@ -184,14 +184,6 @@ def _global_args(args) -> list[str]:
     if getattr(args, "cache_size", None):
         out += ["--cache-size", str(args.cache_size)]
     return out
-
-
-def scan_line(scan: dict) -> str:
-    if scan.get("verdict") is None:
-        return f"not scanned ({scan['error']})"
-    if scan["verdict"] == "clean":
-        return f"change analysis: clean ({scan['seconds']:.1f}s)"
-    return "change analysis: SUSPICIOUS: " + "; ".join(scan["reasons"])
 
 
 # `rpfs list VM`: the change analysis of each recovery point (`-`: not analysed)

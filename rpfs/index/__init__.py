@@ -9,7 +9,7 @@ Public API (the CLI and the web UI use these):
 - ``file_history(tree, path, *, verify=False) -> dict``
 - ``update_index(repo, vm=None, *, only=None, progress=None) -> dict``
 
-``tree`` is what ``rpfs.tree.open_source()`` returns. Modules: db (schema, where it
+``tree`` is what ``rpfs.source.open_source()`` returns. Modules: db (schema, where it
 lives), scan (MFT records -> FileInfo), build (incremental writes), query (find, history),
 versions (the ``/<vm>/.versions/`` view), background (indexing after ``rpfs backup`` in a
 process of its own, and on demand).

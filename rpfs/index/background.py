@@ -17,13 +17,10 @@ from typing import Callable
 
 from rpfs import nspath
 from rpfs.index import db as dbm
+from rpfs.index.db import clear_pending
+from rpfs.index.db import pending_dir as _pending_dir
 
 LOG_NAME = "index.log"
-PENDING_DIR = "index.pending"   # one empty file per recovery point (catalog id) to index
-
-
-def _pending_dir(repo) -> str:
-    return os.path.join(os.path.dirname(repo.catalog_path), PENDING_DIR)
 
 
 def mark_pending(repo, rp_id: int, pid: int | None = None) -> None:
@@ -52,14 +49,6 @@ def _indexer_alive(repo, rp_id: int) -> bool:
     except (OSError, ValueError, IndexError):
         return False
     return pid > 0 and not zombie and b"rpfs" in argv and b"index" in argv
-
-
-def clear_pending(repo, rp_id: int) -> None:
-    """Its index is committed (build.py calls this after each recovery point)."""
-    try:
-        os.unlink(os.path.join(_pending_dir(repo), str(int(rp_id))))
-    except FileNotFoundError:
-        pass
 
 
 def pending(repo, vm: str | None = None) -> list[tuple[str, str]]:
@@ -165,7 +154,7 @@ def ensure(repo, vm: str | None = None, *, notice: Callable[[str], None] | None 
 def ensure_for(tree, vm: str | None = None, *, notice=None, keys=None) -> None:
     """``ensure`` for a source of ``find``/``history``/``diff``/``scan`` (a repository;
     folders and images have no index)."""
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is not None:
         if vm is not None and vm not in set(repo.vms()):
             return

@@ -19,9 +19,9 @@ from typing import Callable
 
 from streams.errors import RpfsError
 from rpfs.index import db as dbm
-from rpfs.index.background import clear_pending
-from rpfs.index.db import OPEN
+from rpfs.index.db import OPEN, clear_pending
 from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan
+from rpfs.tree import RepoRecoveryPoint, is_posix_volume
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,6 @@ def truncate(db, vm: str, seq: int) -> None:
 
 def _scan(vol, old, everything: bool):
     """$MFT's changed blocks for NTFS; a walk for a POSIX volume (posix.py)."""
-    from rpfs.tree import is_posix_volume
 
     if is_posix_volume(vol):
         from rpfs.index.posix import PosixScan
@@ -403,7 +402,6 @@ def update_index(repo, vm: str | None = None, *, only=None,
 
     ``only``: a recovery point name; just that one (and, if older ones of its VM are not
     indexed, nothing else: they come with the next ``rpfs index``). Returns counts."""
-    from rpfs.tree import RepoRecoveryPoint
 
     directory = os.path.dirname(repo.catalog_path)
     summary = {"indexed": 0, "volumes": 0, "entries": 0, "changed_records": 0,

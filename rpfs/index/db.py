@@ -47,6 +47,7 @@ from streams.errors import FormatError
 
 INDEX_NAME = "index.sqlite"
 LOCK_NAME = "index.lock"
+PENDING_DIR = "index.pending"   # one file per recovery point (catalog id) whose index waits
 SCHEMA_VERSION = 1
 OPEN = 1 << 62
 
@@ -148,6 +149,19 @@ def from_text(t: str) -> str:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def pending_dir(repo) -> str:
+    """Where the marks of deferred indexes live (background.py makes and reads them)."""
+    return os.path.join(os.path.dirname(repo.catalog_path), PENDING_DIR)
+
+
+def clear_pending(repo, rp_id: int) -> None:
+    """Recovery point ``rp_id``'s index is committed (build.py, after each one)."""
+    try:
+        os.unlink(os.path.join(pending_dir(repo), str(int(rp_id))))
+    except FileNotFoundError:
+        pass
 
 
 def index_path(repo) -> str:

@@ -33,6 +33,8 @@ from typing import Callable, Iterator
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs import nspath
 from rpfs.index import db as dbm
+from rpfs.index.provenance import pieces, split
+from rpfs.tree import RepoRecoveryPoint, is_posix_volume, open_filesystem
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +174,6 @@ class Contents:
             if "volumes" in rp.__dict__:
                 vol = rp.volumes.get(name)
             else:
-                from rpfs.tree import open_filesystem
                 stream = rp.volume_streams.get(name)
                 vol = stream if stream is None or isinstance(stream, Exception) else open_filesystem(stream)
             self._volumes[key] = vol
@@ -195,7 +196,6 @@ class Contents:
         if not self.exact:
             return all(self._read(a, o, SAMPLE) == self._read(b, o, SAMPLE)
                        for o in sample_offsets(a.size))
-        from rpfs.index.provenance import pieces, split
         for start in range(0, a.size, WINDOW):       # pieces are bounded: a window at a time
             n = min(WINDOW, a.size - start)
             pa, pb = pieces(a, start, n), pieces(b, start, n)
@@ -316,7 +316,6 @@ def changes(repo, rp_a, rp_b, *, keys=None, exact: bool = True, prefix: str | No
             notice: Callable[[str], None] | None = None) -> Iterator[Change]:
     """The changes from catalog recovery point ``rp_a`` to ``rp_b`` (same VM), volume by
     volume; from the index where both are indexed, else by walking (``notice`` says so)."""
-    from rpfs.tree import RepoRecoveryPoint
 
     if rp_a.vm != rp_b.vm:
         raise UsageError(f"{rp_a.vm}/{rp_a.name} and {rp_b.vm}/{rp_b.name}: not the same VM")
@@ -367,7 +366,6 @@ def changes(repo, rp_a, rp_b, *, keys=None, exact: bool = True, prefix: str | No
                     if vol is None:
                         sides.append([])
                         continue
-                    from rpfs.tree import is_posix_volume
                     if is_posix_volume(vol):
                         say(f"{name}: a {vol.fs_type} volume: not compared until the index"
                             " holds Linux file systems")
@@ -398,7 +396,7 @@ def diff(tree, path_a: str, path_b: str, inner: str | None = None, *, exact: boo
     """``rpfs diff``: the changes from ``/<vm>/<rpA>`` to ``/<vm>/<rpB>``, optionally only
     below ``inner``: a path inside every volume (``/Users/alice``) or inside one
     (``volumes/<volume>/Users/alice``)."""
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:
         raise UsageError("diff compares recovery points of a repository")
     va, na = parse_rp_path(tree, path_a)
@@ -413,7 +411,7 @@ def diff(tree, path_a: str, path_b: str, inner: str | None = None, *, exact: boo
             volume, parts = parts[1], parts[2:]
         prefix = "/" + "/".join(parts) if parts else None
     rp_a, rp_b = repo.recovery_point(va, na), repo.recovery_point(vb, nb)
-    yield from changes(repo, rp_a, rp_b, keys=getattr(tree, "keys", None), exact=exact,
+    yield from changes(repo, rp_a, rp_b, keys=tree.keys, exact=exact,
                        prefix=prefix, volume=volume, notice=notice)
 
 

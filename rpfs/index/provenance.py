@@ -5,98 +5,26 @@ differencing parents, a raw disk, a stored file's chunk map) turns a range into 
 ``("C", chunk id, offset in chunk, length)`` or ``("Z", length)`` for known zeros. Chunk
 ids name immutable contents, so two ranges with the same pieces hold the same bytes: an
 $MFT block whose pieces are the same as in the previous recovery point need not be read.
-A layer this module does not know (or any doubt: a range past an end, a partly present
-VHDX block, a damaged map) answers None, and the caller reads and hashes the bytes.
+Each stream answers for itself (``Stream.pieces``, overridden by the streams that know
+where their bytes come from); any doubt (a stream that cannot tell, a range past an end, a
+partly present VHDX block, a damaged map) answers None, and the caller reads and hashes
+the bytes.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
-
 from streams.errors import RpfsError
-
-MAX_PIECES = 4096
-MAX_DEPTH = 300
+from streams.stream import Pieces, Stream
 
 
-def pieces(stream, offset: int, length: int) -> list | None:
-    out: list = []
+def pieces(stream: Stream, offset: int, length: int) -> list | None:
+    """The pieces of ``stream``'s range (``Stream.pieces``: each layer that knows where its
+    bytes come from says so), or None where they cannot be told: the caller reads."""
+    out = Pieces()
     try:
-        return out if _walk(stream, offset, length, out, 0) else None
-    except (RpfsError, AttributeError, IndexError, TypeError, ValueError):
+        return list(out) if stream.pieces(offset, length, out) else None
+    except (RpfsError, IndexError, ValueError):   # a damaged map: read, and meet the error there
         return None
-
-
-@functools.cache
-def _layers() -> dict:
-    """The classes this module can see through (one that moved or was renamed is simply
-    not seen through: its ranges are read)."""
-    found = {}
-    for module, name in (("formats.disk", "RawDisk"), ("formats.vhdx.reader", "VhdxDisk"),
-                         ("ntfs_reader.datastream", "RunlistStream"),
-                         ("rpfs.store.repository", "StoredFile"),
-                         ("rpfs.store.readahead", "ReadAhead"), ("streams.stream", "SliceStream"),
-                         ("rpfs.tree", "_LazyStream")):
-        try:
-            found[name] = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            found[name] = None
-    try:
-        from formats.vhdx.reader import _FILE, _PARENT, _ZERO
-        found["plan"] = (_FILE, _ZERO, _PARENT)
-    except ImportError:
-        found["VhdxDisk"] = None
-    return found
-
-
-def _walk(stream, offset: int, length: int, out: list, depth: int) -> bool:
-    L = _layers()
-    if length <= 0:
-        return True
-    if offset < 0 or offset + length > stream.size or depth > MAX_DEPTH or len(out) > MAX_PIECES:
-        return False
-    kind = type(stream)
-    if kind is L["RunlistStream"]:
-        for pos, n, disk in stream._pieces(offset, offset + length):
-            if disk is None:
-                out.append(("Z", n))
-            elif not _walk(stream.volume, disk, n, out, depth + 1):
-                return False
-        return True
-    if kind is L["SliceStream"]:
-        return _walk(stream.base, stream.offset + offset, length, out, depth + 1)
-    if kind is L["_LazyStream"]:
-        return _walk(stream.stream, offset, length, out, depth + 1)
-    if kind is L["ReadAhead"]:
-        return _walk(stream.file, offset, length, out, depth + 1)
-    if kind is L["RawDisk"]:
-        return _walk(stream.source, offset, length, out, depth + 1)
-    if kind is L["VhdxDisk"]:
-        _FILE, _ZERO, _PARENT = L["plan"]
-        for what, voff, n, foff in stream._plan(offset, length):
-            if what == _FILE:
-                ok = _walk(stream.file, foff, n, out, depth + 1)
-            elif what == _ZERO:
-                out.append(("Z", n))
-                ok = True
-            elif what == _PARENT and stream.parent is not None:
-                ok = _walk(stream.parent, voff, n, out, depth + 1)
-            else:
-                ok = False
-            if not ok:
-                return False
-        return True
-    if kind is L["StoredFile"]:
-        cs = stream.chunk_size
-        pos, end = offset, offset + length
-        while pos < end:
-            i = pos // cs
-            stop = min((i + 1) * cs, end)
-            out.append(("C", stream.ids[i], pos - i * cs, stop - pos))
-            pos = stop
-        return True
-    return False
 
 
 def split(found: list, block: int) -> list[tuple]:

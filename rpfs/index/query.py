@@ -22,8 +22,10 @@ from typing import Callable, Iterator
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs import nspath
 from rpfs.index import db as dbm
+from rpfs.index.diff import _COLS, _row, group_versions, row_of
 from streams.stream import Stream
 from rpfs.sizes import parse_size
+from rpfs.tree import RepoRecoveryPoint, is_posix_volume
 from streams.times import datetime_to_nt, nt_to_iso, parse_time_text, unix_ns_to_nt
 
 log = logging.getLogger(__name__)
@@ -173,9 +175,9 @@ def find_entries(tree, pattern: str, *, regex: bool = False, vm: str | None = No
         return ((kind is None or k == kind) and (size_ok is None or size_ok(sz))
                 and (lo is None or modified >= lo) and (hi is None or modified <= hi))
 
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:
-        rp = getattr(tree, "recovery_point", None)
+        rp = tree.recovery_point
         if rp is None:
             raise UsageError("this source has no volumes to search")
         say("a disk image or VM folder has no index: walking its volumes")
@@ -198,7 +200,6 @@ def find_entries(tree, pattern: str, *, regex: bool = False, vm: str | None = No
     finally:
         if db is not None:
             db.close()
-    from rpfs.tree import RepoRecoveryPoint
     for rp in todo:
         yield from _walk_rp(RepoRecoveryPoint(repo, rp), rp.vm, rp.name, m, keep)
 
@@ -257,7 +258,6 @@ def _walk_rp(rp, vm, rp_name, m: _Matcher, keep) -> Iterator[dict]:
     """The same answers from one recovery point's volumes, walked (no index)."""
     from rpfs.index import scan  # the NTFS reader: only when a volume is walked
 
-    from rpfs.tree import is_posix_volume
 
     for vol_name, vol in sorted({**rp.volumes, **rp.shadow_volumes}.items()):
         if isinstance(vol, Exception):
@@ -325,7 +325,7 @@ def split_path(tree, path: str) -> tuple[str | None, str, str]:
     """``/<vm>/<rp>/volumes/<vol>/<inner>`` (or ``volumes/<vol>/<inner>`` for an image or
     folder) -> (vm, volume, inner path); ``..`` goes up as in ``Tree.resolve`` (never above
     the root)."""
-    n = nspath.volume_file(path, repository=getattr(tree, "repo", None) is not None)
+    n = nspath.volume_file(path, repository=tree.repo is not None)
     return n.vm, n.volume, n.inner
 
 
@@ -340,18 +340,16 @@ def file_history(tree, path: str, *, verify: bool = False,
     (``{"recovery_point", "modified"}``) under its version, and a content that comes back
     joins its old version. ``verify`` hashes every recovery point's content instead
     (``blake2b``); ``absent``: the recovery points where the path does not exist."""
-    from rpfs.index.diff import group_versions
-    from rpfs.tree import RepoRecoveryPoint
 
     vm, volume, inner = split_path(tree, path)
     say = notice or (lambda text: log.warning("%s", text))
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:        # an image or folder: its one recovery point, never indexed
         one = tree.recovery_point
         points = [(getattr(one, "path", Path("")).name, None, lambda: one)]
     else:
         points = [(rp.name, rp.id, functools.partial(RepoRecoveryPoint, repo, rp,
-                                                     getattr(tree, "keys", None)))
+                                                     tree.keys))
                   for rp in repo.recovery_points(vm)]
     points = _with_shadow_copies(points, volume)
     indexed: dict = {}
@@ -450,7 +448,6 @@ def _with_shadow_copies(points: list[tuple], volume: str) -> list[tuple]:
 def _history_indexed(db, vm, volume, inner, live: set) -> dict:
     """catalog id -> the file's diff.Row, or None where the path is absent, for the indexed
     recovery points; exact case preferred over other cases."""
-    from rpfs.index.diff import _COLS, _row
 
     d, _, name = inner.rpartition("/")
     out: dict = {}
@@ -481,9 +478,7 @@ def _history_indexed(db, vm, volume, inner, live: set) -> dict:
 
 def _history_lookup(rp, volume: str, inner: str):
     from rpfs.index import scan  # the NTFS reader: only when a volume is opened
-    from rpfs.index.diff import row_of
 
-    from rpfs.tree import is_posix_volume
 
     vol = rp.volumes.get(volume)
     if vol is None or isinstance(vol, Exception):

@@ -11,8 +11,10 @@ import functools
 import threading
 
 from rpfs.index import db as dbm
+from rpfs.index.diff import _COLS, _row, group_versions
+from rpfs.index.query import ShadowPoint
+from rpfs.tree import REFRESH_SECONDS, RepoRecoveryPoint, StaticDir, StreamFile, store_names
 from streams.times import nt_to_unix_ns
-from rpfs.tree import REFRESH_SECONDS, StaticDir, StreamFile
 
 NAME = ".versions"
 
@@ -103,9 +105,6 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
     gives a version), named by the first recovery point that had it; a version first seen
     in an in-guest shadow copy is named ``<rp>.vss-<creation time>`` (the recovery point
     that first held that store), and listed before that recovery point's own."""
-    from rpfs.index.diff import _COLS, _row, group_versions
-    from rpfs.index.query import ShadowPoint
-    from rpfs.tree import RepoRecoveryPoint
 
     db = _reader(tree).db()
     live = _live(tree, vm)
@@ -137,11 +136,11 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
     def opener(key: str):
         rp_name, vol = where[key]
         rp = RepoRecoveryPoint(tree.repo, tree.repo.recovery_point(vm, rp_name),
-                               getattr(tree, "keys", None))
+                               tree.keys)
         if vol == volume:
             return rp
         copies = rp.shadow_copies[volume]
-        store = dict(_store_names(copies))[vol.rsplit("/", 1)[1]]
+        store = dict(store_names(copies))[vol.rsplit("/", 1)[1]]
         return ShadowPoint(copies, store, volume)
 
     out = []
@@ -158,11 +157,6 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
 def _stores_like(volume: str) -> str:
     """A LIKE pattern for the index's names of ``volume``'s shadow copies."""
     return volume.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + ".vss/%"
-
-
-def _store_names(copies):
-    from rpfs.tree import store_names
-    return store_names(copies)
 
 
 def _open(tree, source: str):

@@ -176,6 +176,9 @@ class ReadAhead(Stream):
         self._note(offset, length)
         return self.file._read(offset, length)
 
+    def _pieces_into(self, offset: int, length: int, out) -> bool:
+        return self.file.pieces(offset, length, out)
+
     def _readinto(self, offset: int, view: memoryview) -> None:
         """Copies each chunk's bytes once, straight into ``view`` (bounds checked by
         ``Stream.readinto``)."""

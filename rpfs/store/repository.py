@@ -615,6 +615,17 @@ class StoredFile(Stream):
             i += 1
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _pieces_into(self, offset: int, length: int, out) -> bool:
+        """The chunks (by id) that hold the range: the bottom of every chain of pieces."""
+        cs = self.chunk_size
+        pos, end = offset, offset + length
+        while pos < end:
+            i = pos // cs
+            stop = min((i + 1) * cs, end)
+            out.append(("C", self.ids[i], pos - i * cs, stop - pos))
+            pos = stop
+        return True
+
     def extents(self, offset: int = 0, length: int | None = None):
         end = self.size if length is None else min(self.size, offset + length)
         if offset >= end:

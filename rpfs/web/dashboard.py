@@ -31,7 +31,7 @@ def _same_address(a: str, b: str) -> bool:
 
 def collect(tree, cfg, now: datetime) -> dict:
     """Status of the served repository's groups, its job history and its size over time."""
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     if repo is None:
         return {"groups": [], "vms": [], "jobs": [], "sizes": [], "repository": False}
     records = jobs.recent_jobs(repo)

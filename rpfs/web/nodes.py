@@ -93,10 +93,9 @@ def entry(node: Node, detail: bool = False) -> dict:
         import stat
 
         out.update(mode=stat.filemode(a.posix_mode), uid=a.uid, gid=a.gid)
-    elif detail and hasattr(node, "entry"):  # NTFS: attributes and alternate data streams
-        info = node.info()
-        out["attributes"] = attribute_letters(info.get("attributes"))
-        out["streams"] = info.get("streams") or {}
+    elif detail and (more := node.detail()):  # NTFS: attributes and alternate data streams
+        out["attributes"] = attribute_letters(more.get("attributes"))
+        out["streams"] = more.get("streams") or {}
     return out
 
 

@@ -180,7 +180,7 @@ def vm_calendar(tree, vm: str, month: dt.date | None, day: dt.date | None) -> di
 def _analysis(tree, vm: str, name: str) -> dict:
     """The stored change analysis of a recovery point ({} if none: not analysed)."""
     from rpfs.analysis import stored
-    repo = getattr(tree, "repo", None)
+    repo = tree.repo
     return (stored(repo, vm, name) or {}) if repo is not None else {}
 
 
