@@ -81,7 +81,7 @@ def generate(path: Path, scale: int) -> dict:
                 w.add(h, codec, payload, CS)
                 hashes.append(h)
             size = w.finish()
-            objects.put_index(repo, [(w.name, size, w.entries)])
+            objects.put_pack_manifest(repo, [(w.name, size, w.entries)])
             ids = list(range(next_id, next_id + len(hashes)))
             next_id += len(hashes)
             with catalog.transaction(db):
