@@ -1,19 +1,25 @@
 """How the store grows: a synthetic directory repository generated directly (packs, index,
-chunk-map and recovery-point objects and the catalog, through the store's own writers, not
-by backing up terabytes), then the time and peak memory of the commands a user runs on it.
+chunk-map and recovery-point objects, the catalog, and metadata index rows, not by backing
+up terabytes), then the time and peak memory of the commands a user runs on it.
 
     nice -n 19 .venv/bin/python tools/bench_scale.py --scale 1 10 [--out DIR] [--json F]
+        [--generate-only] [--keep] [--steps list,find,backup,prune,repair]
 
 Scale s: 10*s VMs, 10 recovery points each (100*s), 10,000 chunks per VM (100,000*s
 chunks): each VM's disk file has 9,190 chunks of 4 KiB, of which 90 are new in each
 recovery point (1% change per night). Chunk payloads are tiny (a counter and zeros, zstd),
-so the packs stay small while every row, map entry and index entry is real.
+so the packs stay small while every row, map entry and index entry is real. Each VM also
+has one indexed NTFS volume, as rows written straight into ``index.sqlite`` (a synthetic
+disk has no volume for ``rpfs index`` to read): 1,000 documents under ten user folders with
+the same names on every VM, one note of its own, and 10 documents rewritten every night.
 
-Measured, each as a separate ``rpfs`` process (wall seconds, peak RSS from
-``/usr/bin/time``): ``list`` (every VM), ``ls /`` and ``ls /<vm>`` (what a mount's start and
-first listing do), a backup of an unchanged 64 MiB disk with ``--force-read`` (every chunk
-hashed and looked up in the catalog), ``prune --keep-last 9`` (one recovery point of every
-VM, then gc), ``repair`` of a deleted catalog from the objects, and ``verify`` after them.
+Measured, each as a separate ``rpfs`` process (wall and CPU seconds and peak RSS from
+``/usr/bin/time``, the load average around it): ``list`` (every VM), ``ls /`` and
+``ls /<vm>`` (what a mount's start and first listing do), ``find`` of one VM's note and of
+a name every VM has, a backup with ``--force-read`` of a 10 GiB sparse disk whose 65,536
+data chunks are all in the repository already (the dedup lookups; holes are not read),
+``prune --keep-last 9`` (one recovery point of every VM, then gc), ``repair`` of a deleted
+catalog from the objects, and ``verify`` after it.
 """
 
 from __future__ import annotations
