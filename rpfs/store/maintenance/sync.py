@@ -31,7 +31,10 @@ from rpfs.store.packs import read_entry_table
 WORKERS = 16
 BATCH = 64              # recovery points imported per transaction (bounds a rebuild's memory)
 IMPORT_GROUP = 500_000  # new chunk rows sorted by hash and inserted together (~120 bytes each)
-IMPORT_CACHE_MIB = 256  # SQLite page cache while importing: the hash index's pages a group touches
+# SQLite's page cache while importing, at most: the chunk hash index (~50 bytes per chunk,
+# random keys) is read and written at random unless it fits, and then a rebuild's I/O grows
+# faster than the repository. Pages are allocated as used: 10 MiB catalog, 10 MiB cache.
+IMPORT_CACHE_MIB = 1024
 FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
 log = logging.getLogger("rpfs.store")
 
