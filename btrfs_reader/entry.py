@@ -12,6 +12,7 @@ import stat
 from typing import Iterator
 
 from streams.errors import FormatError, NotFoundError, UsageError
+from streams.filekinds import FT_KINDS, kind_of_mode
 from streams.stream import Stream
 
 from . import items
@@ -19,17 +20,8 @@ from .checksum import name_hash
 from .filedata import FileStream, check_extents
 
 SYMLINK_MAX = 4096
-FT_KINDS = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
-            7: "symlink"}     # BTRFS_FT_* in a directory entry: the kind without the inode
 EMPTY_DIR = items.InodeItem(size=0, nbytes=0, nlink=1, uid=0, gid=0, mode=stat.S_IFDIR | 0o755,
                             rdev=0, flags=0, atime_ns=0, ctime_ns=0, mtime_ns=0, otime_ns=0)
-
-
-def kind_of(mode: int) -> str:
-    """The kind of an inode's mode, in the names rpfs.node uses."""
-    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-            stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
-            stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "unknown")
 
 
 class Entry:
@@ -64,7 +56,7 @@ class Entry:
     def kind(self) -> str:
         if self._item is None and self._kind is not None:
             return self._kind
-        return kind_of(self.item.mode)
+        return kind_of_mode(self.item.mode) or "unknown"
     size = property(lambda self: self.item.size)
     uid = property(lambda self: self.item.uid)
     gid = property(lambda self: self.item.gid)

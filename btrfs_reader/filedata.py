@@ -8,7 +8,7 @@ import bisect
 from typing import TYPE_CHECKING, Iterator
 
 from streams.errors import FormatError
-from streams.stream import DATA, ZERO, Extent, Stream
+from streams.extentmap import ExtentMapStream
 
 from .compression import decompress
 from .items import FILE_EXTENT_PREALLOC, FileExtent
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .volume import Volume
 
 
-class FileStream(Stream):
+class FileStream(ExtentMapStream):
     def __init__(self, vol: "Volume", extents: list[FileExtent], size: int, name: str):
         self.vol = vol
         self.exts = extents
@@ -25,7 +25,7 @@ class FileStream(Stream):
         self.size = size
         self.name = name
 
-    def _pieces(self, offset: int, end: int) -> Iterator[tuple[int, int, FileExtent | None]]:
+    def _map(self, offset: int, end: int) -> Iterator[tuple[int, int, FileExtent | None]]:
         i = max(0, bisect.bisect_right(self.starts, offset) - 1)
         pos = offset
         while pos < end:
@@ -67,26 +67,8 @@ class FileStream(Stream):
         piece = data[at:at + n]
         return piece + bytes(n - len(piece)) if len(piece) < n else piece
 
-    def _readinto(self, offset: int, view: memoryview) -> None:
-        for pos, n, e in self._pieces(offset, offset + len(view)):
-            dst = view[pos - offset:pos - offset + n]
-            if e is None:
-                dst[:] = bytes(n)
-            else:
-                dst[:] = self._bytes(e, pos - e.offset, n)
-
-    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
-        pending = None
-        for pos, n, e in self._pieces(offset, end):
-            kind = ZERO if e is None else DATA
-            if pending and pending.kind == kind:
-                pending = Extent(pending.offset, pending.length + n, kind)
-                continue
-            if pending:
-                yield pending
-            pending = Extent(pos, n, kind)
-        if pending:
-            yield pending
+    def _fill(self, e: FileExtent, pos: int, dst: memoryview) -> None:
+        dst[:] = self._bytes(e, pos - e.offset, len(dst))
 
 
 def check_extents(extents: list[FileExtent], source: str, where: str) -> list[FileExtent]:

@@ -13,8 +13,6 @@ import struct
 from ext4_reader.checksum import crc32c_raw
 from streams.errors import FormatError
 
-FILE_TYPES = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
-              7: "symlink"}
 TAIL_FT = 0xDE
 _DIRENT = struct.Struct("<IHBB")
 

@@ -9,12 +9,12 @@ stream reports both as ZERO extents.
 from __future__ import annotations
 
 import bisect
-import stat
 import struct
 from dataclasses import dataclass
 
 from ext4_reader.checksum import crc32c_raw
 from streams.errors import FormatError, UnsupportedError
+from streams.filekinds import kind_of_mode
 from streams.stream import DATA, ZERO, Extent, Stream
 
 EXTENTS_FL = 0x80000
@@ -26,10 +26,6 @@ EA_INODE_FL = 0x200000
 EXTENT_MAGIC = 0xF30A
 MAX_EXTENT_DEPTH = 5
 INLINE_SIZE = 60
-
-KINDS = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-         stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
-         stat.S_IFSOCK: "socket"}
 
 _INODE = struct.Struct("<HHIIIIIHHII4x60sIIIIHHHHH2x")
 _EXTRA = struct.Struct("<5I")     # i_ctime_extra, i_mtime_extra, i_atime_extra, i_crtime, i_crtime_extra
@@ -66,7 +62,7 @@ class Inode:
 
     @property
     def kind(self) -> str:
-        kind = KINDS.get(stat.S_IFMT(self.mode))
+        kind = kind_of_mode(self.mode)
         if kind is None:
             raise FormatError(f"unknown file type {self.mode:#o} (a free or damaged inode)",
                               structure=f"ext4 inode {self.ino}")

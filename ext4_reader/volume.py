@@ -22,6 +22,7 @@ from ext4_reader.superblock import (
     RO_COMPAT_HUGE_FILE, SUPERBLOCK_OFFSET, descriptor_block, parse_descriptor, parse_superblock,
 )
 from streams.errors import FormatError, NotFoundError, RpfsError, UsageError
+from streams.filekinds import FT_KINDS
 from streams.lru import LRU
 from streams.stream import BytesStream, Stream
 
@@ -341,7 +342,7 @@ class Entry:
 
     @property
     def kind(self) -> str:
-        kind = dirs.FILE_TYPES.get(self._ftype)
+        kind = FT_KINDS.get(self._ftype)
         return kind if kind is not None else self.inode.kind
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from streams.errors import FormatError, UnsupportedError
+from streams.extentmap import ExtentMapStream
 from streams.stream import DATA, ZERO, Extent, Stream
 
 from .cache import COMPRESSED_UNIT_CACHE, LRU, MAX_COMPRESSION_UNIT
@@ -30,7 +31,7 @@ def coalesce(runs: list) -> list:
     return out
 
 
-class RunlistStream(Stream):
+class RunlistStream(ExtentMapStream):
     """``size`` bytes of a non-resident attribute on ``volume`` (a Stream)."""
 
     def __init__(self, volume: Stream, cluster_size: int, runs: list, size: int,
@@ -44,7 +45,7 @@ class RunlistStream(Stream):
         self.name = name
         self.mapped = (self.runs[-1][0] + self.runs[-1][1]) * cluster_size if self.runs else 0
 
-    def _pieces(self, offset: int, end: int):
+    def _map(self, offset: int, end: int):
         """(offset, length, disk offset | None) pieces covering [offset, end)."""
         cs = self.cs
         pos = offset
@@ -67,7 +68,7 @@ class RunlistStream(Stream):
             pos += n
 
     def _pieces_into(self, offset: int, length: int, out) -> bool:
-        for _, n, disk in self._pieces(offset, offset + length):
+        for _, n, disk in self._map(offset, offset + length):
             if disk is None:
                 out.append(("Z", n))
             elif not self.volume.pieces(disk, n, out):
@@ -86,36 +87,15 @@ class RunlistStream(Stream):
                     if len(data) == length:
                         return data
         buf = bytearray(length)
-        self._fill(offset, memoryview(buf))
+        self._readinto(offset, memoryview(buf))
         return bytes(buf)
 
-    def _readinto(self, offset: int, view: memoryview) -> None:
-        self._fill(offset, view)
-
-    def _fill(self, offset: int, view: memoryview) -> None:
-        for pos, n, disk in self._pieces(offset, offset + len(view)):
-            dst = view[pos - offset:pos - offset + n]
-            if disk is None:
-                dst[:] = bytes(n)
-            else:
-                got = self.volume.readinto(disk, dst)
-                if got != n:
-                    raise FormatError(f"run at volume offset {disk:#x} is past the end of "
-                                      f"the volume", source=self.name, structure="runlist",
-                                      offset=pos)
-
-    def _extents(self, offset: int, end: int):
-        pend = None
-        for pos, n, disk in self._pieces(offset, end):
-            kind = ZERO if disk is None else DATA
-            if pend and pend.kind == kind:
-                pend = Extent(pend.offset, pend.length + n, kind)
-                continue
-            if pend:
-                yield pend
-            pend = Extent(pos, n, kind)
-        if pend:
-            yield pend
+    def _fill(self, disk: int, pos: int, dst: memoryview) -> None:
+        got = self.volume.readinto(disk, dst)
+        if got != len(dst):
+            raise FormatError(f"run at volume offset {disk:#x} is past the end of "
+                              f"the volume", source=self.name, structure="runlist",
+                              offset=pos)
 
 
 class CompressedStream(Stream):

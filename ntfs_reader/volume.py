@@ -140,8 +140,8 @@ class Volume:
 
     def mft_offset(self, number: int) -> int | None:
         """Volume byte offset of an MFT record (for error messages and tools)."""
-        for pos, n, disk in self._mft._pieces(number * self.record_size,
-                                              number * self.record_size + 1):
+        for pos, n, disk in self._mft._map(number * self.record_size,
+                                           number * self.record_size + 1):
             return disk
         return None
 

@@ -541,7 +541,7 @@ def _commit_rp(repo: Repository, run: _Run, vm: str, name: str, when: datetime,
     """The index of this run's packs, chunk maps and the recovery point object first (the
     repository's truth), then the catalog rows in one transaction."""
     if run.published:
-        objects.put_index(repo, run.published)
+        objects.put_pack_manifest(repo, run.published)
     maps = []
     for f in files:
         if f.reuse is not None and f.map_object:

@@ -77,11 +77,12 @@ def find(rp) -> list[Checkpoint]:
     res = rp.chains
     if res is None:
         return []
-    snaps = sorted(p for p in rp.file_sizes() if is_snapshot_config(p))[:MAX_CHECKPOINTS]
+    stored = sorted(p for p in rp.file_sizes() if is_snapshot_config(p))
+    snaps = stored[:MAX_CHECKPOINTS]   # more: the first (by path) are shown
     found = ([_from_config(rp, res, path) for path in snaps] if snaps
              else _from_chains(res))
     if snaps:
-        found += _listed_not_stored(rp, {cp.id for cp in found if cp.id}, snaps)
+        found += _listed_not_stored(rp, {cp.id for cp in found if cp.id}, stored)
     _name(found)
     return found
 

@@ -266,3 +266,19 @@ def test_long_names_fit_a_file_name():
     for cp in made:
         assert len(cp.name.encode()) <= 255 and cp.name.startswith("\U0001F600" * 50)
     assert made[0].name != made[1].name
+
+
+def test_checkpoint_configurations_are_bounded(built, tmp_path):
+    """300 more checkpoint configurations than Hyper-V would keep: the first 256 by path
+    are read and listed, none of the others is opened; a listed checkpoint whose
+    configuration is stored past the bound is not called missing."""
+    vm = _copy(built / "cpvm", tmp_path / "cpvm")
+    for i in range(300):
+        cid = f"0{i:07d}-0000-4000-8000-000000000000"   # sorts before the three real ones
+        (vm / "Snapshots" / f"{cid}.vmcx").write_bytes(
+            vmcx_writer.write(factory.config(f"extra {i}", cid, "2026-11-02T09:15:00Z", 1)))
+    with open_source(vm) as tree:
+        found = tree.recovery_point.checkpoints
+    assert len(found) == cps.MAX_CHECKPOINTS
+    assert {cp.title for cp in found} == {f"extra {i}" for i in range(cps.MAX_CHECKPOINTS)}
+    assert not any(cp.error for cp in found)

@@ -18,7 +18,7 @@ import pytest
 
 from rpfs.cli.options import store_options
 from rpfs.store import open_repository
-from rpfs.store.packs import read_index
+from rpfs.store.packs import read_entry_table
 from tests.helpers.store_fixtures import ROOT
 
 MiB = 1 << 20
@@ -159,7 +159,7 @@ def test_two_machines_writing_at_once_converge(s3_gateway, tmp_path):
     # gc from machine a: every chunk in exactly one pack afterwards
     rpfs("prune", repo, "--json", env=a)
     with open_repository(repo, store_options(environ=a), register=False) as r:
-        entries = [e.hash for name, size in r.backend.list() for e in read_index(r.backend, name, size)]
+        entries = [e.hash for name, size in r.backend.list() for e in read_entry_table(r.backend, name, size)]
         assert len(entries) == len(set(entries)), "a chunk stored twice survived gc"
         chunks = r.query("SELECT count(*) FROM chunks")[0][0]
         assert len(entries) == chunks

@@ -272,7 +272,7 @@ def test_index_cycle_is_detected(image):
     vcn = parents[0].child
     off = vol.root._attrs().first(0xA0, "$I30")  # allocation stream position of that node
     stream_alloc = vol.attribute_stream(vol.root._attrs(), 0xA0, "$I30")
-    disk = next(p for p in stream_alloc._pieces(vcn * index.vcn_size, vcn * index.vcn_size + 1))[2]
+    disk = next(p for p in stream_alloc._map(vcn * index.vcn_size, vcn * index.vcn_size + 1))[2]
 
     def edit(buf):
         first = 24 + struct.unpack_from("<I", buf, 24)[0]
@@ -637,7 +637,7 @@ def test_zeroed_upcase_table_falls_back_to_unicode(small_fixtures):
     base = FileStream(small_fixtures.volumes["data-p1"].image)
     vol = Volume(base)
     table = vol.attribute_stream(vol.file(10), 0x80)
-    patches = {disk: bytes(n) for _, n, disk in table._pieces(0, table.size) if disk is not None}
+    patches = {disk: bytes(n) for _, n, disk in table._map(0, table.size) if disk is not None}
     (path, entry), = [(p, e) for p, e in vol.walk("/") if not e.is_dir][:1]
     damaged = Volume(PatchedStream(base, patches))
     assert damaged.lookup(path.upper()).ref == entry.ref

@@ -73,3 +73,5 @@ snapshot("volumes")
     assert heavy(listed, NEVER_UNASKED + ["formats.vhdx", "ntfs_reader", "rpfs.index.build"]) == []
     assert heavy(volumes, NEVER_UNASKED) == []
     assert {"formats.vhdx", "ntfs_reader"} <= volumes   # a volume really was read
+    assert "formats.vhdx.writer" not in volumes          # reading needs no writer
+    assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher

@@ -15,7 +15,7 @@ from streams.errors import FormatError, IntegrityError, RpfsError
 from rpfs.store import Repository, catalog
 from rpfs.store.backend import LocalBackend
 from rpfs.store.config import Config
-from rpfs.store.packs import ZSTD, PackWriter, chunk_hash, compress, decompress, read_index
+from rpfs.store.packs import ZSTD, PackWriter, chunk_hash, compress, decompress, read_entry_table
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -70,7 +70,7 @@ def pack(tmp_path_factory):
 
 def test_pack_index_roundtrip(pack):
     be, name, raw, chunks = pack
-    entries = read_index(be, name)
+    entries = read_entry_table(be, name)
     assert [e.hash for e in entries] == [chunk_hash(c) for c in chunks]
     for e, c in zip(entries, chunks):
         assert decompress(e.codec, be.get(name, e.offset, e.csize), e.usize) == c
@@ -95,7 +95,7 @@ def test_pack_index_hostile(pack, data):
               _mk(be, hostile), "wb") as f:
         f.write(bytes(buf))
     try:
-        read_index(be, hostile)
+        read_entry_table(be, hostile)
     except (FormatError, IntegrityError):
         pass
     finally:

@@ -1,19 +1,25 @@
 """How the store grows: a synthetic directory repository generated directly (packs, index,
-chunk-map and recovery-point objects and the catalog, through the store's own writers, not
-by backing up terabytes), then the time and peak memory of the commands a user runs on it.
+chunk-map and recovery-point objects, the catalog, and metadata index rows, not by backing
+up terabytes), then the time and peak memory of the commands a user runs on it.
 
     nice -n 19 .venv/bin/python tools/bench_scale.py --scale 1 10 [--out DIR] [--json F]
+        [--generate-only] [--keep] [--steps list,find,backup,prune,repair]
 
 Scale s: 10*s VMs, 10 recovery points each (100*s), 10,000 chunks per VM (100,000*s
 chunks): each VM's disk file has 9,190 chunks of 4 KiB, of which 90 are new in each
 recovery point (1% change per night). Chunk payloads are tiny (a counter and zeros, zstd),
-so the packs stay small while every row, map entry and index entry is real.
+so the packs stay small while every row, map entry and index entry is real. Each VM also
+has one indexed NTFS volume, as rows written straight into ``index.sqlite`` (a synthetic
+disk has no volume for ``rpfs index`` to read): 1,000 documents under ten user folders with
+the same names on every VM, one note of its own, and 10 documents rewritten every night.
 
-Measured, each as a separate ``rpfs`` process (wall seconds, peak RSS from
-``/usr/bin/time``): ``list`` (every VM), ``ls /`` and ``ls /<vm>`` (what a mount's start and
-first listing do), a backup of an unchanged 64 MiB disk with ``--force-read`` (every chunk
-hashed and looked up in the catalog), ``prune --keep-last 9`` (one recovery point of every
-VM, then gc), ``repair`` of a deleted catalog from the objects, and ``verify`` after them.
+Measured, each as a separate ``rpfs`` process (wall and CPU seconds and peak RSS from
+``/usr/bin/time``, the load average around it): ``list`` (every VM), ``ls /`` and
+``ls /<vm>`` (what a mount's start and first listing do), ``find`` of one VM's note and of
+a name every VM has, a backup with ``--force-read`` of a 10 GiB sparse disk whose 65,536
+data chunks are all in the repository already (the dedup lookups; holes are not read),
+``prune --keep-last 9`` (one recovery point of every VM, then gc), ``repair`` of a deleted
+catalog from the objects, and ``verify`` after it.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def generate(path: Path, scale: int) -> dict:
                 w.add(h, codec, payload, CS)
                 hashes.append(h)
             size = w.finish()
-            objects.put_index(repo, [(w.name, size, w.entries)])
+            objects.put_pack_manifest(repo, [(w.name, size, w.entries)])
             ids = list(range(next_id, next_id + len(hashes)))
             next_id += len(hashes)
             with catalog.transaction(db):
@@ -208,7 +214,10 @@ def measure(*args) -> dict:
     return out
 
 
-def run(scale: int, base: Path, keep: bool = False) -> dict:
+STEPS = ("list", "find", "backup", "prune", "repair")
+
+
+def run(scale: int, base: Path, keep: bool = False, steps=STEPS) -> dict:
     path = base / f"scale-{scale}"
     if (path / "done-generating").exists():
         out = json.loads((path / "done-generating").read_text())
@@ -225,32 +234,52 @@ def run(scale: int, base: Path, keep: bool = False) -> dict:
         sparse_disk(disk_dir / "disk0.vhdx")
     for k, args in (("list", ("list", path)), ("ls_root", ("ls", path, "/")),
                     ("ls_vm", ("ls", path, "/vm0000"))):
-        out[k] = measure(*args)
-        out[k].pop("out")
+        if "list" in steps:
+            out[k] = measure(*args)
+            out[k].pop("out")
     # find over the generated index rows: one VM's own note (10 hits at every scale), then
     # a name every VM has (10 hits per VM: the output grows with the fleet)
     for k, pattern in (("find_one_vm", "vm0007-notes.txt"), ("find_every_vm", "doc0042.docx")):
-        out[k] = measure("find", path, pattern)
-        out[k]["hits"] = len(out[k].pop("out").splitlines())
+        if "find" in steps:
+            out[k] = measure("find", path, pattern)
+            out[k]["hits"] = len(out[k].pop("out").splitlines())
+    if "backup" in steps:
+        backup(out, path, disk_dir)
+    if "prune" in steps:
+        prune(out, path)
+    if "repair" in steps:
+        repair(out, path)
+    print(f"scale {scale}: {json.dumps(out)}", flush=True)
+    if not keep:
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def backup(out: dict, path: Path, disk_dir: Path) -> None:
     out["backup_10gib"] = measure("backup", path, disk_dir, "--time", "2026-12-31T00:00:00Z",
                                   "--no-index", "--force-read", "--json")
     b = json.loads(out["backup_10gib"].pop("out"))
     out["backup_10gib"].update({k: b.get(k) for k in ("chunks", "new_chunks", "zero_chunks",
                                                       "bytes_read", "logical_size") if k in b})
+
+
+def prune(out: dict, path: Path) -> None:
     out["prune_gc"] = measure("prune", path, "--keep-last", "9", "--json")
     gc = json.loads(out["prune_gc"].pop("out"))
     out["prune_gc"].update(removed=gc["removed"], chunks_deleted=gc["gc"]["chunks_deleted"],
                            chunks_live=gc["gc"]["chunks_live"])
-    os.unlink(path / "catalog.sqlite")
+
+
+def repair(out: dict, path: Path) -> None:
+    """The catalog deleted, rebuilt from the objects, then verified."""
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path / f"catalog.sqlite{suffix}")
     out["repair"] = measure("repair", path, "--json")
     rep = json.loads(out["repair"].pop("out"))
     out["repair"].update(imported=rep["imported"], lost=len(rep["lost"]))
     out["verify"] = measure("verify", path, "--json")
     out["verify"]["ok"] = json.loads(out["verify"].pop("out"))["ok"]
-    print(f"scale {scale}: {json.dumps(out)}", flush=True)
-    if not keep:
-        shutil.rmtree(path, ignore_errors=True)
-    return out
 
 
 def main() -> int:
@@ -261,6 +290,8 @@ def main() -> int:
     ap.add_argument("--generate-only", action="store_true",
                     help="generate the repositories and stop (a later run measures them)")
     ap.add_argument("--keep", action="store_true", help="leave the repositories (default: deleted)")
+    ap.add_argument("--steps", default=",".join(STEPS),
+                    help=f"which to measure, in this order: {','.join(STEPS)} (default: all)")
     args = ap.parse_args()
     base = Path(args.out or tempfile.mkdtemp(prefix="rpfs-scale-"))
     for s in args.scale:
@@ -271,9 +302,10 @@ def main() -> int:
             (path / "done-generating").write_text(json.dumps(info))
             print(f"scale {s}: generated {info}", flush=True)
             continue
-        res = run(s, base, args.keep)
+        res = run(s, base, args.keep, args.steps.split(","))
         if args.json:
             old = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else []
+            res = {**next((r for r in old if r.get("scale") == s), {}), **res}
             merged = [r for r in old if r.get("scale") != s] + [res]
             Path(args.json).write_text(json.dumps(sorted(merged, key=lambda r: r["scale"]),
                                                   indent=1) + "\n")

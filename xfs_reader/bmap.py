@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from streams.errors import FormatError
-from streams.stream import DATA, ZERO, Extent, Stream
+from streams.extentmap import ExtentMapStream
 
 from .checksum import verify_crc
 from .inode import FMT_BTREE, FMT_EXTENTS, Inode
@@ -125,7 +125,7 @@ def _walk_btree(vol: "Volume", inode: Inode, root: bytes, what: str) -> list[Map
     return out
 
 
-class FileStream(Stream):
+class FileStream(ExtentMapStream):
     """A regular file's bytes: mapped blocks read from the volume, the rest zeros."""
 
     def __init__(self, vol: "Volume", maps: list[Mapping], size: int, name: str):
@@ -136,7 +136,7 @@ class FileStream(Stream):
         self.name = name
         self.bs = vol.sb.block_size
 
-    def _pieces(self, offset: int, end: int) -> Iterator[tuple[int, int, Mapping | None]]:
+    def _map(self, offset: int, end: int) -> Iterator[tuple[int, int, Mapping | None]]:
         """(offset, length, mapping or None for zeros) covering [offset, end)."""
         bs = self.bs
         i = max(0, bisect.bisect_right(self.starts, offset // bs) - 1)
@@ -160,28 +160,9 @@ class FileStream(Stream):
             pos += n
             i += 1
 
-    def _readinto(self, offset: int, view: memoryview) -> None:
-        base = offset
-        for pos, n, m in self._pieces(offset, offset + len(view)):
-            dst = view[pos - base:pos - base + n]
-            if m is None:
-                dst[:] = bytes(n)
-            else:
-                phys = self.vol.sb.fsb_to_byte(m.startblock) + pos - m.startoff * self.bs
-                self.vol.read_data_into(phys, dst, self.name)
-
-    def _extents(self, offset: int, end: int) -> Iterator[Extent]:
-        pending = None
-        for pos, n, m in self._pieces(offset, end):
-            kind = ZERO if m is None else DATA
-            if pending and pending.kind == kind:
-                pending = Extent(pending.offset, pending.length + n, kind)
-                continue
-            if pending:
-                yield pending
-            pending = Extent(pos, n, kind)
-        if pending:
-            yield pending
+    def _fill(self, m: Mapping, pos: int, dst: memoryview) -> None:
+        phys = self.vol.sb.fsb_to_byte(m.startblock) + pos - m.startoff * self.bs
+        self.vol.read_data_into(phys, dst, self.name)
 
 
 def read_logical(vol: "Volume", maps: list[Mapping], starts: list[int], lblock: int,

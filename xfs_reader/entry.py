@@ -8,6 +8,7 @@ import stat
 from typing import TYPE_CHECKING, Iterator
 
 from streams.errors import FormatError, NotFoundError, UnsupportedError, UsageError
+from streams.filekinds import FT_KINDS, kind_of_mode
 from streams.stream import BytesStream, Stream
 
 from . import dirs, xattr
@@ -21,15 +22,6 @@ if TYPE_CHECKING:
 SYMLINK_MAX = 1024
 # the file type in a directory entry (XFS_DIR3_FT_*): a listing knows each kind without
 # reading the inode
-FT_KINDS = {1: "file", 2: "dir", 3: "chardev", 4: "blockdev", 5: "fifo", 6: "socket",
-            7: "symlink"}
-
-
-def kind_of(mode: int) -> str:
-    """The kind of an inode's mode, in the names rpfs.node uses."""
-    return {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink",
-            stat.S_IFCHR: "chardev", stat.S_IFBLK: "blockdev", stat.S_IFIFO: "fifo",
-            stat.S_IFSOCK: "socket"}.get(stat.S_IFMT(mode), "unknown")
 
 
 class Entry:
@@ -58,7 +50,7 @@ class Entry:
     def kind(self) -> str:
         if self._inode is None and self._kind is not None:
             return self._kind
-        return kind_of(self.mode)
+        return kind_of_mode(self.mode) or "unknown"
 
     @property
     def is_dir(self) -> bool:

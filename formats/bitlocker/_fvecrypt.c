@@ -155,7 +155,7 @@ static inline __attribute__((always_inline)) void diffuse_group(row_t *d, Py_ssi
  * sector key, XORed in before encrypting or after decrypting. */
 /* Built for the widest vector unit the CPU has (chosen once at load by the dynamic
  * linker): AVX-512 runs 16 lanes per instruction, AVX2 8, the x86-64 baseline (SSE2) 4. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)  /* ifunc */
 #define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VECTOR_CLONES

@@ -3,10 +3,11 @@
 - ``maps/<name>``: one file's chunk map as the chunk ids (32 bytes each; 32 zero bytes = an
   all-zero chunk). Content-addressed (name = keyed id of the map), so an unchanged file
   shares one map object across recovery points.
-- ``index/<name>``: the index of the packs one backup (or gc) wrote: per pack its name,
-  size and entries (the same entries as the pack's own trailer index), so a rebuild reads
-  one object per backup instead of the tail of every pack (like restic's index files).
-  Only an accelerator: a pack no index object covers is read from its own tail.
+- ``index/<name>``: a pack manifest (the prefix is the on-disk name, kept so existing
+  repositories open): the packs one backup (or gc) wrote, per pack its name, size and
+  entries (the same entries as the pack's own entry table), so a rebuild reads one object
+  per backup instead of the tail of every pack (like restic's index files). Only an
+  accelerator: a pack no manifest covers is read from its own tail.
 - ``rps/<name>``: one recovery point as JSON (VM, name, time, sizes, and per file its path,
   size, map name and source identity). The name is derived from (VM, recovery point name),
   so the catalog knows which object each of its recovery points has.
@@ -15,7 +16,7 @@
   for), so a catalog rebuild keeps every verdict. prune deletes it with the recovery point.
 
 Every object is ``RPFSOBJ1`` + sealed(zstd(body)) (crypto.py: a digest, or AES-256-GCM bound
-to the object's key). Packs carry their own index (packs.py), so with these two kinds every
+to the object's key). Packs carry their own entry table (packs.py), so with these two kinds every
 catalog row can be rebuilt. Write order in a backup: packs, maps, the recovery point object,
 then the catalog transaction; the recovery point object is what makes it exist.
 """
@@ -28,10 +29,10 @@ import struct
 import zstandard
 
 from streams.errors import FormatError, IntegrityError
-from rpfs.store.packs import INDEX_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_index, parse_index
+from rpfs.store.packs import TABLE_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_entry_table, parse_entry_table
 
 MAGIC = b"RPFSOBJ1"
-RPS, MAPS, INDEX, SCANS = "rps", "maps", "index", "scans"
+RPS, MAPS, PACK_MANIFESTS, SCANS = "rps", "maps", "index", "scans"
 _PACK = struct.Struct("<16sQI")     # pack name (128 bits), size, entry count
 ZERO_ID = bytes(32)
 MAX_OBJECT = 1 << 30
@@ -112,18 +113,18 @@ def get_recovery_point(repo, name: str) -> dict:
     return d
 
 
-def put_index(repo, packs: list[tuple[str, int, list[PackEntry]]]) -> str:
-    """One index object for ``packs`` (name, size, entries)."""
-    body = b"".join(_PACK.pack(bytes.fromhex(n), size, len(es)) + encode_index(es) for n, size, es in packs)
+def put_pack_manifest(repo, packs: list[tuple[str, int, list[PackEntry]]]) -> str:
+    """One pack manifest object for ``packs`` (name, size, entries)."""
+    body = b"".join(_PACK.pack(bytes.fromhex(n), size, len(es)) + encode_entry_table(es) for n, size, es in packs)
     name = repo.crypto.object_id(b"index\0" + body)
-    key = f"{INDEX}/{name}"
+    key = f"{PACK_MANIFESTS}/{name}"
     repo.backend.put_object(key, encode(repo.crypto, key, body))
     return name
 
 
-def get_index(repo, name: str) -> dict[str, tuple[int, list[PackEntry]]]:
-    """pack name -> (size, entries), every entry checked as a pack's own index is."""
-    key = f"{INDEX}/{name}"
+def get_pack_manifest(repo, name: str) -> dict[str, tuple[int, list[PackEntry]]]:
+    """pack name -> (size, entries), every entry checked as a pack's own entry table is."""
+    key = f"{PACK_MANIFESTS}/{name}"
     raw = repo.backend.get_object(key)
     if raw is None:
         raise IntegrityError(f"index object {name} is missing")
@@ -134,10 +135,10 @@ def get_index(repo, name: str) -> dict[str, tuple[int, list[PackEntry]]]:
             raise FormatError("truncated", source=key, structure="index object", offset=at)
         pack, size, count = _PACK.unpack_from(body, at)
         at += _PACK.size
-        index_offset = size - TRAILER_SIZE - count * INDEX_ENTRY_SIZE
-        out[pack.hex()] = (size, parse_index(body[at:at + count * INDEX_ENTRY_SIZE], count,
-                                             index_offset, key, at))
-        at += count * INDEX_ENTRY_SIZE
+        table_offset = size - TRAILER_SIZE - count * TABLE_ENTRY_SIZE
+        out[pack.hex()] = (size, parse_entry_table(body[at:at + count * TABLE_ENTRY_SIZE], count,
+                                                   table_offset, key, at))
+        at += count * TABLE_ENTRY_SIZE
     return out
 
 

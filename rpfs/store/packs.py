@@ -4,11 +4,12 @@ Layout (little-endian)::
 
     header   "RPFSPACK" u32 version u32 reserved                       16 bytes
     entry*   hash[32] u32 usize u32 csize u8 codec pad[3]  payload[csize]
-    index    entry_count x (hash[32] u64 payload_offset u32 usize u32 csize u8 codec pad[3])
-    trailer  u64 index_offset u32 entry_count u32 crc32(index) "RPFSIDX1"   24 bytes
+    table    entry_count x (hash[32] u64 payload_offset u32 usize u32 csize u8 codec pad[3])
+    trailer  u64 table_offset u32 entry_count u32 crc32(table) "RPFSIDX1"   24 bytes
 
-Every entry repeats its hash and sizes in front of the payload and the index repeats them
-at the end, so the catalog's view of a pack can be rebuilt or checked from the pack alone
+Every entry repeats its hash and sizes in front of the payload and the entry table repeats
+them at the end (older text and error messages call it the pack index; the word "index"
+in code means only the metadata index, rpfs/index/), so the catalog's view of a pack can be rebuilt or checked from the pack alone
 (borg's habit). The catalog points straight at ``payload_offset``; a reader never parses
 a pack. Codec 0 = stored raw (compression did not help), 1 = zstd, 2 = framed: frames
 compressed (or not) one by one behind a frame table (frames.py), so a small read needs
@@ -41,16 +42,16 @@ HASH_LEN = 32
 # this module; construct would add ~12 ms to its start).
 _HEADER = struct.Struct("<8sI4x")      # magic b"RPFSPACK", version, padding
 _ENTRY = struct.Struct("<32sIIB3x")    # before each chunk: hash, usize, csize, codec, padding
-_INDEX = struct.Struct("<32sQIIB3x")   # index entry: hash, offset, usize, csize, codec, padding
-_TRAILER = struct.Struct("<QII8s")     # index offset, entry count, crc32 of the index, b"RPFSIDX1"
+_TABLE_ENTRY = struct.Struct("<32sQIIB3x")   # table entry: hash, offset, usize, csize, codec, padding
+_TRAILER = struct.Struct("<QII8s")     # table offset, entry count, crc32 of the table, b"RPFSIDX1"
 HEADER_SIZE = _HEADER.size
 ENTRY_HEADER_SIZE = _ENTRY.size
-INDEX_ENTRY_SIZE = _INDEX.size
+TABLE_ENTRY_SIZE = _TABLE_ENTRY.size
 TRAILER_SIZE = _TRAILER.size
 
 
 class Trailer(NamedTuple):
-    index_offset: int
+    table_offset: int
     count: int
     crc: int
     magic: bytes
@@ -137,8 +138,8 @@ class PackWriter:
         return e
 
     def finish(self) -> int:
-        """Write index + trailer, fsync, publish under the final name. Returns the size."""
-        index = encode_index(self.entries)
+        """Write entry table + trailer, fsync, publish under the final name. Returns the size."""
+        index = encode_entry_table(self.entries)
         try:
             self._f.write(index)
             self._f.write(_TRAILER.pack(self.size, len(self.entries), zlib.crc32(index), b"RPFSIDX1"))
@@ -165,8 +166,8 @@ class PackWriter:
             pass
 
 
-def read_index(backend: Backend, name: str, size: int | None = None) -> list[PackEntry]:
-    """Parse a pack's trailer and index (for verify and catalog rebuild)."""
+def read_entry_table(backend: Backend, name: str, size: int | None = None) -> list[PackEntry]:
+    """Parse a pack's trailer and entry table (for verify and catalog rebuild)."""
     src = f"pack {name}"
     if size is None:
         size = backend.size(name)
@@ -174,7 +175,7 @@ def read_index(backend: Backend, name: str, size: int | None = None) -> list[Pac
             raise IntegrityError(f"{src} is missing")
     if size < HEADER_SIZE + TRAILER_SIZE:
         raise FormatError(f"too small ({size} bytes)", source=src, structure="pack", offset=0)
-    # one read of the tail holds trailer and index of a typical pack (and, if small, the header)
+    # one read of the tail holds trailer and entry table of a typical pack (and, if small, the header)
     tail_len = min(size, 1 << 16)
     tail_at = size - tail_len
     tail = backend.get_direct(name, tail_at, tail_len)
@@ -188,35 +189,35 @@ def read_index(backend: Backend, name: str, size: int | None = None) -> list[Pac
     if raw[-8:] != b"RPFSIDX1":
         raise FormatError("bad trailer", source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
     t = Trailer._make(_TRAILER.unpack(raw))
-    if t.index_offset < HEADER_SIZE or t.index_offset + t.count * INDEX_ENTRY_SIZE != size - TRAILER_SIZE:
-        raise FormatError(f"index at {t.index_offset:#x} with {t.count} entries does not fit",
+    if t.table_offset < HEADER_SIZE or t.table_offset + t.count * TABLE_ENTRY_SIZE != size - TRAILER_SIZE:
+        raise FormatError(f"index at {t.table_offset:#x} with {t.count} entries does not fit",
                           source=src, structure="pack trailer", offset=size - TRAILER_SIZE)
-    if t.index_offset >= tail_at:
-        index = tail[t.index_offset - tail_at:tail_len - TRAILER_SIZE]
+    if t.table_offset >= tail_at:
+        index = tail[t.table_offset - tail_at:tail_len - TRAILER_SIZE]
     else:
-        index = backend.get_direct(name, t.index_offset, t.count * INDEX_ENTRY_SIZE)
+        index = backend.get_direct(name, t.table_offset, t.count * TABLE_ENTRY_SIZE)
     if zlib.crc32(index) != t.crc:
         raise FormatError("index checksum mismatch", source=src, structure="pack index",
-                          offset=t.index_offset)
-    return parse_index(index, t.count, t.index_offset, src, t.index_offset)
+                          offset=t.table_offset)
+    return parse_entry_table(index, t.count, t.table_offset, src, t.table_offset)
 
 
-def encode_index(entries: list[PackEntry]) -> bytes:
-    return b"".join(_INDEX.pack(e.hash, e.offset, e.usize, e.csize, e.codec) for e in entries)
+def encode_entry_table(entries: list[PackEntry]) -> bytes:
+    return b"".join(_TABLE_ENTRY.pack(e.hash, e.offset, e.usize, e.csize, e.codec) for e in entries)
 
 
-def parse_index(index: bytes, count: int, index_offset: int, src: str, at: int = 0) -> list[PackEntry]:
-    """``count`` index entries of a pack whose index starts at ``index_offset`` (every
-    payload must lie between the header and the index); ``at``: where ``index`` sits in
-    ``src``, for errors. Shared by the pack's own index and the index objects (objects.py)."""
-    if len(index) < count * INDEX_ENTRY_SIZE:
+def parse_entry_table(index: bytes, count: int, table_offset: int, src: str, at: int = 0) -> list[PackEntry]:
+    """``count`` entries of a pack whose entry table starts at ``table_offset`` (every
+    payload must lie between the header and the table); ``at``: where ``index`` sits in
+    ``src``, for errors. Shared by the pack's own table and the pack manifests (objects.py)."""
+    if len(index) < count * TABLE_ENTRY_SIZE:
         raise FormatError(f"{count} entries do not fit in {len(index)} bytes", source=src,
                           structure="pack index", offset=at)
     out = []
     for i in range(count):
-        h, off, usize, csize, codec = _INDEX.unpack_from(index, i * INDEX_ENTRY_SIZE)
-        if codec not in CODECS or off < HEADER_SIZE + ENTRY_HEADER_SIZE or off + csize > index_offset:
+        h, off, usize, csize, codec = _TABLE_ENTRY.unpack_from(index, i * TABLE_ENTRY_SIZE)
+        if codec not in CODECS or off < HEADER_SIZE + ENTRY_HEADER_SIZE or off + csize > table_offset:
             raise FormatError(f"entry {i} out of bounds", source=src, structure="pack index",
-                              offset=at + i * INDEX_ENTRY_SIZE)
+                              offset=at + i * TABLE_ENTRY_SIZE)
         out.append(PackEntry(h, off, usize, csize, codec))
     return out

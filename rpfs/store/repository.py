@@ -40,7 +40,7 @@ from rpfs.store.readahead import ChunkLoader, ReadAhead
 from streams.lru import LRU
 from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
-PART_OF = 4      # a read of at most 1/PART_OF of a framed chunk decodes only its frames
+PART_OF = 16     # a read of at most 1/PART_OF of a framed chunk (64 KiB of 1 MiB) decodes only its frames
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def _volume_seed(image) -> bytes:
     dirs = [vol.root] + [e for i, (_, e) in zip(range(300), vol.walk("/")) if e.is_dir]
     for d in dirs:  # the first INDX record of each directory's index, while there is room
         alloc = d._index().allocation
-        for _, n, disk in (alloc._pieces(0, min(4096, alloc.size)) if alloc is not None else []):
+        for _, n, disk in (alloc._map(0, min(4096, alloc.size)) if alloc is not None else []):
             if disk is not None and used + n <= MAX_VOLUME_SEED - 1024:
                 blocks.append((disk, s.read(disk, n)))
                 used += n

@@ -618,13 +618,13 @@ def fuzz_pack(data: bytes) -> None:
     if flags & 1 and len(body) >= packs.HEADER_SIZE + t and body[-8:] == b"RPFSIDX1":
         try:
             tr = packs.Trailer.parse(bytes(body[-t:]))
-            idx = bytes(body[tr.index_offset:len(body) - t])
+            idx = bytes(body[tr.table_offset:len(body) - t])
             fixed = packs.Trailer.build(dict(tr, crc=zlib.crc32(idx)))
             body[-t:] = fixed
         except Exception:  # a trailer the fix-up cannot rebuild: leave it as it is
             pass
     be = _BytesBackend(bytes(body))
-    for e in packs.read_index(be, "fuzz", len(body))[:256]:
+    for e in packs.read_entry_table(be, "fuzz", len(body))[:256]:
         payload = be.get("fuzz", e.offset, e.csize)
         out = packs.decompress(e.codec, payload, e.usize)
         packs.chunk_hash(out)

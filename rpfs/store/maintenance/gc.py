@@ -28,7 +28,7 @@ import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.marks import mark
 from rpfs.store.maintenance.sync import sync
-from rpfs.store.packs import ENTRY_HEADER_SIZE, INDEX_ENTRY_SIZE, PackWriter
+from rpfs.store.packs import ENTRY_HEADER_SIZE, TABLE_ENTRY_SIZE, PackWriter
 from rpfs.store.repository import ChunkLoc
 
 INDEX_GROUP = 100_000    # new pack entries per index object a repack writes
@@ -86,7 +86,7 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
     # entry: counting the payload alone, a pack of small, well-compressed chunks (a 4 KiB
     # chunk of a mostly empty page is ~20 bytes, its header and entry 100) looked mostly
     # dead with every chunk live, and every gc repacked every such pack again.
-    per_chunk = ENTRY_HEADER_SIZE + INDEX_ENTRY_SIZE
+    per_chunk = ENTRY_HEADER_SIZE + TABLE_ENTRY_SIZE
     live_bytes: dict[int, int] = {pid: 0 for pid, v in packs.items() if v[2] is None}
     dead = array("q")
     for cid, pid, csize in db.execute("SELECT id, pack_id, csize FROM chunks"):
@@ -121,7 +121,7 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
             new_packs.append((w.name, size, len(w.entries)))
             unindexed.append((w.name, size, w.entries))
             if sum(len(e) for _, _, e in unindexed) >= INDEX_GROUP:
-                objects.put_index(repo, unindexed)
+                objects.put_pack_manifest(repo, unindexed)
                 unindexed.clear()
 
         for pid in repack:
@@ -158,7 +158,7 @@ def gc(repo, *, dry_run: bool = False, exclude: set[int] = frozenset()) -> GcRes
         if writer is not None:
             finish(writer)
         if unindexed:
-            objects.put_index(repo, unindexed)
+            objects.put_pack_manifest(repo, unindexed)
         with catalog.transaction(db):
             epoch = catalog.get_epoch(db) + 1
             pack_ids = [db.execute("INSERT INTO packs (name, size, chunk_count, created)"

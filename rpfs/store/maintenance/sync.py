@@ -26,12 +26,15 @@ from streams.errors import RpfsError
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.marks import mark
-from rpfs.store.packs import read_index
+from rpfs.store.packs import read_entry_table
 
 WORKERS = 16
 BATCH = 64              # recovery points imported per transaction (bounds a rebuild's memory)
 IMPORT_GROUP = 500_000  # new chunk rows sorted by hash and inserted together (~120 bytes each)
-IMPORT_CACHE_MIB = 256  # SQLite page cache while importing: the hash index's pages a group touches
+# SQLite's page cache while importing, at most: the chunk hash index (~50 bytes per chunk,
+# random keys) is read and written at random unless it fits, and then a rebuild's I/O grows
+# faster than the repository. Pages are allocated as used: 10 MiB catalog, 10 MiB cache.
+IMPORT_CACHE_MIB = 1024
 FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
 log = logging.getLogger("rpfs.store")
 
@@ -293,7 +296,7 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
 
     def index_object(name):
         try:
-            return objects.get_index(repo, name)
+            return objects.get_pack_manifest(repo, name)
         except (RpfsError, OSError) as e:
             log.warning("%s: index object %s unreadable (%s); its packs are read instead",
                         repo.path, name, e)
@@ -302,7 +305,7 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
     def pack_tail(item):
         n, s = item
         try:
-            return n, s, read_index(repo.backend, n, s), None
+            return n, s, read_entry_table(repo.backend, n, s), None
         except (RpfsError, OSError) as e:
             return n, s, None, str(e)
 
@@ -310,7 +313,7 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
         """(pack, size, entries or None, error) of every pack in ``todo``, a few index
         objects or pack tails at a time (only those are held in memory, not every entry of
         every pack: ~150 bytes per chunk)."""
-        names = list(repo.backend.list_objects(objects.INDEX)) if todo else []
+        names = list(repo.backend.list_objects(objects.PACK_MANIFESTS)) if todo else []
         for k in range(0, len(names), WORKERS):
             for idx in _pmap(index_object, names[k:k + WORKERS]):
                 res.indexes_read += 1

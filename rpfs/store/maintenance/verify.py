@@ -19,7 +19,7 @@ from streams.errors import FormatError, IntegrityError, RpfsError
 from rpfs.progress import Progress
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
-from rpfs.store.packs import CODECS, read_index
+from rpfs.store.packs import CODECS, read_entry_table
 from rpfs.store.repository import ChunkLoc, Repository
 
 
@@ -143,7 +143,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
             items = sorted(by_pack[pid])
             local_bad, n, nbytes = {}, 0, 0
             try:
-                idx = {e.offset: e for e in read_index(repo.backend, name, packs[pid][1])}
+                idx = {e.offset: e for e in read_entry_table(repo.backend, name, packs[pid][1])}
             except (FormatError, IntegrityError) as e:
                 idx = None
                 with lock:
