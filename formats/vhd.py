@@ -414,6 +414,27 @@ class VhdDisk(Disk):
                 self._read_parent(where, part)
             at += n
 
+    def _pieces_into(self, offset: int, length: int, out) -> bool:
+        """A fixed disk's bytes are its file's; a dynamic one's present sectors too (the
+        block's sector bitmap is read, its data not), absent ones zeros or the parent's."""
+        if self.kind == "fixed":
+            return self.source.pieces(offset, length, out)
+        for kind, where, n in self._plan(offset, length):
+            if kind == "zero":
+                out.append(("Z", n))
+            elif kind == "file":
+                if not self.source.pieces(where, n, out):
+                    return False
+            else:
+                if self.parent is None:
+                    return False
+                avail = max(0, min(n, self.parent.size - where))
+                if avail and not self.parent.pieces(where, avail, out):
+                    return False
+                if avail < n:
+                    out.append(("Z", n - avail))
+        return True
+
     def _read_parent(self, offset: int, part: memoryview) -> None:
         parent = self.parent
         if parent is None:
