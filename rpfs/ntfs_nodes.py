@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import struct
 
-from streams.errors import FormatError, NotFoundError, RpfsError, TooLargeError
+from streams.errors import NotFoundError, RpfsError, TooLargeError
+from rpfs.entry_node import EntryNode
 from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node
 from streams.stream import Stream
 from streams.times import ns_to_iso, nt_to_unix_ns
@@ -24,7 +25,7 @@ def nt_to_ns(ticks: int | None) -> int:
     return 0 if ticks is None else nt_to_unix_ns(ticks)
 
 
-class NtfsNode(Node):
+class NtfsNode(EntryNode):
     """One NTFS entry (a file, directory, symlink or junction) under a volume root.
 
     Made from a directory index entry without reading the child's MFT record: the kind
@@ -34,7 +35,7 @@ class NtfsNode(Node):
     its error is raised again without re-parsing.
     """
 
-    __slots__ = ("entry", "volume_key", "name", "key", "_kind", "_attr", "_error")
+    __slots__ = ()
 
     def __init__(self, entry, volume_key: tuple, name: str | None = None):
         self.entry = entry
@@ -48,11 +49,6 @@ class NtfsNode(Node):
         self._attr: Attr | None = None
         self._error: RpfsError | None = None
 
-    def _damaged(self, e: RpfsError) -> RpfsError:
-        if isinstance(e, FormatError):
-            self._error = e
-        return e
-
     @property
     def number(self) -> int:
         return self.entry.ref
@@ -64,32 +60,12 @@ class NtfsNode(Node):
         node._kind = None
         return node
 
-    @property
-    def kind(self) -> str:
-        if self._kind is None:
-            if self._error is not None:
-                return "file"
-            try:
-                e = self.entry
-                self._kind = "symlink" if e.is_symlink else "dir" if e.is_dir else "file"
-            except RpfsError as err:  # listed, and answers EIO when used
-                self._damaged(err)
-                return "file"
-        return self._kind
+    def _read_kind(self) -> str:
+        e = self.entry
+        return "symlink" if e.is_symlink else "dir" if e.is_dir else "file"
 
-    def attr(self) -> Attr:
-        if self._attr is None:
-            if self._error is not None:
-                raise self._error
-            try:
-                self._attr = self._read_attr()
-            except RpfsError as err:
-                raise self._damaged(err) from None
-            self.entry.release()
-        return self._attr
-
-    def attr_if_known(self) -> Attr | None:
-        return self._attr
+    def _attr_read(self) -> None:
+        self.entry.release()   # the attributes are kept: the parsed record may go
 
     def _read_attr(self) -> Attr:
         e = self.entry

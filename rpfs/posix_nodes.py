@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import os
 
-from streams.errors import FormatError, NotFoundError, RpfsError, UsageError
+from streams.errors import NotFoundError, RpfsError, UsageError
+from rpfs.entry_node import EntryNode
 from rpfs.node import SPECIAL_KINDS, Attr, BrokenNode, Node
 from streams.times import ns_to_iso
 from streams.stream import Stream
 
 
-class PosixNode(Node):
+class PosixNode(EntryNode):
     """One entry (file, directory, symlink, device, FIFO or socket) of a POSIX volume."""
 
-    __slots__ = ("entry", "volume_key", "name", "key", "_kind", "_attr", "_error", "_xattrs")
+    __slots__ = ("_xattrs",)
 
     def __init__(self, entry, volume_key: tuple, name: str | None = None):
         self.entry = entry
@@ -36,46 +37,18 @@ class PosixNode(Node):
         self._error: RpfsError | None = None
         self._xattrs: dict[str, bytes] | None = None
 
-    def _damaged(self, e: RpfsError) -> RpfsError:
-        if isinstance(e, FormatError):
-            self._error = e
-        return e
+    def _read_kind(self) -> str:
+        return self.entry.kind
 
-    @property
-    def kind(self) -> str:
-        if self._kind is None:
-            if self._error is not None:
-                return "file"
-            try:
-                self._kind = self.entry.kind
-            except RpfsError as err:  # listed, and answers EIO when used
-                self._damaged(err)
-                return "file"
-        return self._kind
-
-    def attr(self) -> Attr:
-        if self._attr is None:
-            if self._error is not None:
-                raise self._error
-            try:
-                e = self.entry
-                self._attr = Attr(
-                    self.kind, size=e.size, mtime_ns=e.mtime_ns, atime_ns=e.atime_ns,
-                    ctime_ns=e.ctime_ns, crtime_ns=e.crtime_ns, nlink=e.nlink,
-                    allocated=getattr(e, "allocated", None),
-                    posix_mode=e.mode, uid=e.uid, gid=e.gid, rdev=e.rdev)
-                if self._xattrs is None and getattr(e, "has_xattrs", True) is False:
-                    self._xattrs = {}       # known without I/O: ls -l's getxattr costs nothing
-            except RpfsError as err:
-                raise self._damaged(err) from None
-        return self._attr
-
-    def attr_if_known(self) -> Attr | None:
-        return self._attr
-
-    def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
+    def _read_attr(self) -> Attr:
+        e = self.entry
+        a = Attr(self.kind, size=e.size, mtime_ns=e.mtime_ns, atime_ns=e.atime_ns,
+                 ctime_ns=e.ctime_ns, crtime_ns=e.crtime_ns, nlink=e.nlink,
+                 allocated=getattr(e, "allocated", None),
+                 posix_mode=e.mode, uid=e.uid, gid=e.gid, rdev=e.rdev)
+        if self._xattrs is None and getattr(e, "has_xattrs", True) is False:
+            self._xattrs = {}       # known without I/O: ls -l's getxattr costs nothing
+        return a
 
     def iterdir(self):
         self._check()

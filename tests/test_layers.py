@@ -109,10 +109,11 @@ def test_parsers_never_import_rpfs(graph):
 
 
 # rpfs's own layers, bottom up (docs/architecture.md); helpers used everywhere (progress,
-# once, live, ratelimit, sniff) sit outside them
+# once, live, ratelimit, sniff, sizes, nspath) sit outside them
 RPFS_LAYERS = (
     ("the store", ("rpfs.store",)),
-    ("nodes and tree", ("rpfs.node", "rpfs.tree", "rpfs.ntfs_nodes", "rpfs.posix_nodes")),
+    ("nodes and tree", ("rpfs.node", "rpfs.entry_node", "rpfs.tree", "rpfs.ntfs_nodes",
+                        "rpfs.posix_nodes")),
     ("index, backup, restore", ("rpfs.index", "rpfs.backup", "rpfs.restore", "rpfs.analysis")),
     ("front ends", ("rpfs.source", "rpfs.cli", "rpfs.fuse", "rpfs.fuse_loop", "rpfs.web",
                     "rpfs.ops")),
