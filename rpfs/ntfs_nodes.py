@@ -232,7 +232,7 @@ class VolumeRoot(NtfsNode):
             "mft_record_size": v.record_size, "size": getattr(v, "size", None),
             "warnings": list(v.warnings),
             **_dynamic_layout(v.stream),  # a BitLocker volume in a dynamic (LDM) volume
-            **getattr(v.stream, "describe", dict)(),  # BitLocker: what encrypts the volume
+            **v.stream.describe(),  # BitLocker: what encrypts the volume; a shadow copy
         }
         copies = self.shadow_copies
         if isinstance(copies, Exception):

@@ -123,6 +123,11 @@ class Stream:
         finally:
             out.depth -= 1
 
+    def describe(self) -> dict:
+        """What ``rpfs info`` says about how this stream makes its bytes (BitLocker, a shadow
+        copy, LVM, LDM, a VHDX container); {} for a plain one."""
+        return {}
+
     # -- what subclasses implement (each default is written in terms of the other) ----------
 
     def _read(self, offset: int, length: int) -> bytes:
