@@ -86,7 +86,7 @@ def test_web_downloads_share_the_bucket(repo):
     import httpx
 
     from rpfs.source import open_source
-    from rpfs.web import create_app
+    from rpfs.web.app import create_app
     limit = RateLimit(64 * MiB)
     with open_source(repo / "repo") as tree:
         app = create_app(tree, source="repo", limit=limit)

@@ -94,7 +94,7 @@ def read_token(path: str) -> str:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from rpfs.web import create_app
+    from rpfs.web.app import create_app
     from rpfs.web.protocol import timed_protocol
 
     host, port = parse_listen(args.listen)
