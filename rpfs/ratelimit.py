@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
+from rpfs.sizes import positive_size
+
 
 class RateLimit:
     def __init__(self, bytes_per_second: int, *, clock=time.monotonic, sleep=time.sleep):
@@ -76,13 +78,4 @@ def limit_of(args) -> "RateLimit | None":
 
 def parse_rate(text: str) -> int:
     """``--limit-rate`` values: ``500K``, ``10M``, ``1G`` (bytes per second), as curl takes them."""
-    import argparse
-
-    from rpfs.sizes import parse_size
-    try:
-        value = parse_size(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 500K, 10M: bytes per second)")
-    return value
+    return positive_size(text, what="rate", examples="e.g. 500K, 10M: bytes per second")

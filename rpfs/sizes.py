@@ -24,12 +24,13 @@ def parse_size(value) -> int:
     raise ValueError(f"not a size: {value!r} ({EXAMPLES})")
 
 
-def positive_size(text: str) -> int:
-    """argparse ``type=`` for size options: bytes > 0, else one usage line."""
+def positive_size(text: str, *, what: str = "size", examples: str = EXAMPLES) -> int:
+    """argparse ``type=`` for size options: bytes > 0, else one usage line naming ``what``
+    (a rate is a size per second)."""
     try:
         value = parse_size(text)
     except ValueError:
         value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} ({EXAMPLES})")
+        raise argparse.ArgumentTypeError(f"not a {what}: {text!r} ({examples})")
     return value

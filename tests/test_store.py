@@ -385,3 +385,26 @@ def test_second_writer_refused_while_one_runs(tmp_path):
             assert "busy" in p.stderr and f"pid {os.getpid()}" in p.stderr
             assert rpfs("list", str(path)).returncode == 0          # readers are not refused
         assert rpfs("backup", str(path), str(src)).returncode == 0
+
+
+def test_repair_of_a_file_holding_a_lost_chunk_twice(tmp_path):
+    """A file whose lost chunk occurs twice gets one catalog row for it (one per occurrence
+    made repair fail on the catalog's UNIQUE hash) and is named as damaged."""
+    src = tmp_path / "web01"
+    src.mkdir()
+    block = random.Random(7).randbytes(64 << 10)
+    (src / "disk0.img").write_bytes(block + random.Random(8).randbytes(64 << 10) + block)
+    repo = tmp_path / "repo"
+    rpfs("init", str(repo), "--chunk-size", "64K")
+    rpfs("backup", str(repo), str(src), "--time", "2026-11-01T02:00:00Z", "--no-index")
+    packs = list((repo / "packs").glob("*/*.pack"))
+    assert packs
+    for p in packs:
+        p.unlink()
+    for p in repo.glob("catalog.sqlite*"):
+        p.unlink()
+    r = rpfs("repair", str(repo), check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "web01/2026-11-01T020000Z/files/disk0.img: 3 of its 3 chunks are in no pack" in r.stdout
+    db = sqlite3.connect(repo / "catalog.sqlite")
+    assert db.execute("SELECT count(*) FROM chunks").fetchone()[0] == 2

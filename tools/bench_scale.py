@@ -25,6 +25,7 @@ catalog from the objects, and ``verify`` after it.
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 import contextlib
 import json
 import os
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from rpfs.index import db as index_db  # noqa: E402
 from rpfs.store import Repository, catalog, objects  # noqa: E402
 from rpfs.store.packs import PackWriter, compress  # noqa: E402
+from streams.times import point_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = str(ROOT / ".venv" / "bin" / "python")
@@ -101,7 +103,7 @@ def generate(path: Path, scale: int) -> dict:
                 vm_id = db.execute("SELECT id FROM vms WHERE name = ?", (vm,)).fetchone()[0]
                 for r in range(RPS):
                     when = 1_764_547_200 + r * 86_400
-                    name = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime(when))
+                    name = point_name(datetime.fromtimestamp(when, timezone.utc))
                     sel = list(range(BASE)) + list(range(BASE + r * NEW, BASE + (r + 1) * NEW))
                     m = objects.put_map(repo, [hashes[i] for i in sel])
                     fsize = len(sel) * CS

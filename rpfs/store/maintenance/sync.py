@@ -187,15 +187,18 @@ def _import_batch(repo, names: list[str], res: RebuildResult, packs_done: bool) 
                 if len(m) != (f["size"] + cs - 1) // cs:
                     res.lost.append(f"{where}: chunk map has {len(m)} chunks for {f['size']} bytes")
                     continue
-                absent = [i for i, h in enumerate(m) if h is not None and h not in known]
-                if absent:
+                get = known.get    # one pass over the map (-1: in no pack), another only if so
+                ids = [0 if h is None else get(h, -1) for h in m]
+                if -1 in ids:
+                    absent = [i for i, x in enumerate(ids) if x == -1]
                     res.lost.append(f"{where}: {len(absent)} of its {len(m)} chunks are in no pack"
                                     " (those ranges fail to read; a backup of the same data heals them)")
                     for i in absent:
-                        known[m[i]] = db.execute(
-                            "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
-                            " VALUES (?,?,0,0,?,0)", (m[i], _lost_pack(db), min(cs, f["size"] - i * cs))).lastrowid
-                ids = [0 if h is None else known[h] for h in m]
+                        if m[i] not in known:   # the same chunk twice in one file: one row
+                            known[m[i]] = db.execute(
+                                "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec)"
+                                " VALUES (?,?,0,0,?,0)", (m[i], _lost_pack(db), min(cs, f["size"] - i * cs))).lastrowid
+                        ids[i] = known[m[i]]
                 db.execute("INSERT INTO files (rp_id, path, size, chunk_map, mtime_ns, ctime_ns,"
                            " inode, dev, map_object) VALUES (?,?,?,?,?,?,?,?,?)",
                            (rp_id, f["path"], f["size"], catalog.encode_map(ids), f.get("mtime_ns"),
