@@ -114,10 +114,13 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
         if packs[pid][0] != catalog.LOST_PACK:   # those chunks are named as damage below
             res.problems.append(r)
 
-    chunks: dict[int, tuple] = {}
-    for cid, pid, off, csize, usize, codec, h in db.execute(
-            "SELECT id, pack_id, offset, csize, usize, codec, hash FROM chunks"):
-        chunks[cid] = (pid, off, csize, usize, codec, h)
+    # One byte per chunk id (present or not), not a row object per chunk: at 10 M chunks a
+    # dict of rows held 3.3 GB (docs/scale.md); --read-data reads one pack's rows at a time.
+    (top,) = db.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()
+    present = bytearray(top + 1)
+    for cid, pid, off, csize in db.execute("SELECT id, pack_id, offset, csize FROM chunks"):
+        present[cid] = 1
+        res.chunks += 1
         p = packs.get(pid)
         if p is None:
             bad[cid] = f"chunk {cid} points to unknown pack {pid}"
@@ -127,20 +130,22 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
             bad[cid] = bad_pack[pid]
         elif off < 0 or csize < 0 or off + csize > p[1]:
             bad[cid] = f"chunk {cid} lies outside pack {p[0]}"
-    res.chunks = len(chunks)
 
     if read_data:
-        by_pack: dict[int, list] = {}
-        for cid, (pid, off, csize, usize, codec, h) in chunks.items():
-            if cid not in bad:
-                by_pack.setdefault(pid, []).append((off, cid, csize, usize, codec, h))
-        total = sum(c[2] for v in by_pack.values() for c in v)
+        to_read = [pid for pid, (_, _, retired) in packs.items()
+                   if retired is None and pid not in bad_pack]
+        wanted = set(to_read)
+        total = sum(size for pid, size in db.execute(
+            "SELECT pack_id, sum(csize) FROM chunks GROUP BY pack_id") if pid in wanted)
         prog = Progress(total, "verify", enabled=None if show_progress else False)
         lock = threading.Lock()
 
         def check_pack(pid: int) -> None:
             name = packs[pid][0]
-            items = sorted(by_pack[pid])
+            with lock:   # the catalog connection is shared by the worker threads
+                items = sorted((off, cid, csize, usize, codec, h) for cid, off, csize, usize, codec, h
+                               in db.execute("SELECT id, offset, csize, usize, codec, hash FROM chunks"
+                                             " WHERE pack_id = ?", (pid,)) if cid not in bad)
             local_bad, n, nbytes = {}, 0, 0
             try:
                 idx = {e.offset: e for e in read_entry_table(repo.backend, name, packs[pid][1])}
@@ -169,7 +174,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
 
         try:
             with ThreadPoolExecutor(workers, thread_name_prefix="rpfs-verify") as pool:
-                list(pool.map(check_pack, list(by_pack)))
+                list(pool.map(check_pack, to_read))
         finally:
             prog.close()
 
@@ -205,7 +210,7 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
             if cid == 0:
                 continue
             why = bad.get(cid)
-            if why is None and cid not in chunks:
+            if why is None and (cid >= len(present) or not present[cid]):
                 why = f"chunk {cid} missing from the catalog"
             if why is None:
                 continue
