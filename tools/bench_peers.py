@@ -538,11 +538,13 @@ def bench_rps(data: dict, work: Path, repeat: int, res: Results) -> None:
 # ---------------------------------------------------------------------------------------
 # The table
 
-# (part, workload) -> (ratio the repository mount must reach, or an absolute bound)
+# (part, workload) -> (ratio the repository mount must reach, or an absolute bound): the
+# targets of issue 17
 TARGETS = {
-    ("vhdx", "cat random.bin"): ">= 1.5x",
-    ("vhdx", "cat log.txt"): ">= 1.5x",
+    ("vhdx", "cat random.bin"): ">= 2x",
+    ("vhdx", "cat log.txt"): ">= 2x",
     ("vhdx", "cp -r small"): ">= 1.5x",
+    ("vhdx", "random 4 KiB read"): ">= 0.7x",
     ("vhdx", "restore 4,000 small files (peer: 7zz x)"): ">= 1x",
     ("vhdx", "restore 4,000 small files to disk (peer: 7zz x)"): ">= 1x",
     ("vhdx", "mount to first listing"): "<= 0.25 s",
@@ -551,9 +553,9 @@ TARGETS = {
     ("bitlocker", "read 256 MiB file, BitLocker Elephant (image) vs plain volume (peer)"): ">= 0.8x",
     ("system", "mount to first listing"): "<= 0.25 s",
     ("rps", f"mount to first listing ({RPS:,} recovery points)"): "<= 0.15 s",
-    ("system", "ls -l bigdir"): "> 1x",
-    ("system", "ls -f bigdir"): ">= 0.33x",
-    ("system", "find volume"): ">= 0.33x",
+    ("system", "ls -l bigdir"): ">= 1.5x",
+    ("system", "ls -f bigdir"): ">= 0.5x",
+    ("system", "find volume"): ">= 0.5x",
     ("vhdx", "daemon RSS after these"): "< 300 MiB",
     ("system", "daemon RSS after these"): "< 300 MiB",
 }
