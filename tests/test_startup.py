@@ -16,6 +16,10 @@ NEVER_UNASKED = ["boto3", "botocore", "cryptography", "starlette", "uvicorn", "j
 NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "ntfs_reader",
                                    "rpfs.store", "rpfs.index.build", "importlib.metadata"]
 
+# never imported by a mount of a local repository up to its first volume listing: the restore
+# command's module, the s3:// catalog cache's sync
+NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync"]
+
 
 def loaded_after(code: str) -> dict[str, set]:
     """Run ``code`` in a fresh interpreter; each ``snapshot(label)`` it calls records the
@@ -56,6 +60,7 @@ def test_plain_repository_mount_opens_only_what_it_lists(tmp_path, small_fixture
     rpfs("init", repo)
     rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
     snaps = loaded_after(f"""
+import rpfs.cli.mount  # the command's module and what it imports
 import rpfs.fuse  # the mount imports its adapter before it forks
 from rpfs.source import open_source
 tree = open_source({str(repo)!r})
@@ -75,3 +80,4 @@ snapshot("volumes")
     assert {"formats.vhdx", "ntfs_reader"} <= volumes   # a volume really was read
     assert "formats.vhdx.writer" not in volumes          # reading needs no writer
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
+    assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only

@@ -9,7 +9,6 @@ from rpfs.cli import jsonout
 from streams.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
-from rpfs.restore import fsname, restore
 from rpfs.source import open_source
 from rpfs.tree import Node
 from streams.times import ns_to_iso
@@ -102,6 +101,8 @@ def long_line(node: Node) -> str:
 
 
 def _out(text: str) -> None:
+    from rpfs.restore import fsname  # the restore module only for the commands that print names
+
     sys.stdout.buffer.write(fsname(text) + b"\n")
 
 
@@ -198,6 +199,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_restore(args) -> int:
+    from rpfs.restore import restore  # here: mount, export and serve import this module too
+
     progress = Progress(0, "restore", enabled=False if args.json else None)
     with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=False)

@@ -21,11 +21,31 @@ def open_repository(address, options: StoreOptions | None = None, *,
                     register: bool = True, _crypto=None) -> Repository:
     """``Repository.open`` whose s3:// catalog cache is brought up to date at open and
     follows a gc on another machine when a read meets a pack it deleted."""
-    from rpfs.store.maintenance.sync import GcFollower, sync
-
     options = options or StoreOptions()
     if options.catch_up is None:
-        options = options.with_(catch_up=sync)
+        options = options.with_(catch_up=_catch_up)
     if options.on_missing_pack is None:
-        options = options.with_(on_missing_pack=GcFollower())
+        options = options.with_(on_missing_pack=_FollowGc())
     return Repository.open(str(address), options, register=register, _crypto=_crypto)
+
+
+def _catch_up(repo):
+    # sync is imported only here: only an s3:// catalog cache catches up (a local mount never)
+    from rpfs.store.maintenance.sync import sync
+
+    return sync(repo)
+
+
+class _FollowGc:
+    """``GcFollower``, made on the first missing pack: most repositories never meet one, so
+    opening them does not import the sync module."""
+
+    def __init__(self):
+        self._follower = None
+
+    def __call__(self, repo, loc):
+        if self._follower is None:
+            from rpfs.store.maintenance.sync import GcFollower
+
+            self._follower = GcFollower()
+        return self._follower(repo, loc)
