@@ -66,3 +66,24 @@ def test_mount_refuses_busy_mountpoint(tmp_path, mounted):
     r = rpfs("mount", tmp_path / "vm", mp, check=False)
     assert r.returncode != 0
     assert r.stderr.decode().count("\n") == 1 and "already mounted" in r.stderr.decode()
+
+
+def test_mount_command_exits_without_teardown_once_the_mount_is_live(tmp_path):
+    """The parent of the forked daemon leaves with os._exit: its interpreter teardown is
+    work on the way to a user's first listing (an exit handler shows whether it ran)."""
+    vm = tmp_path / "vm"
+    (vm / "Virtual Machines").mkdir(parents=True)
+    (vm / "a.txt").write_bytes(b"a\n")
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('teardown'))\n"
+            "from rpfs.cli import main\n"
+            f"sys.exit(main(['mount', {str(vm)!r}, {str(mp)!r}]))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    try:
+        assert r.returncode == 0, r.stderr
+        assert os.path.ismount(mp)
+        assert "teardown" not in r.stdout
+    finally:
+        rpfs("umount", mp, check=False)

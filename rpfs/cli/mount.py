@@ -61,7 +61,12 @@ def cmd_mount(args) -> int:
     if args.foreground:
         _serve(args)
         return 0
-    return _daemon(args)
+    code = _daemon(args)
+    # The mount is live and the child serves it: this process has nothing left to do, so it
+    # skips the interpreter's teardown of its ~390 modules (~20 ms of every mount command).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _serve(args, ready=None) -> None:
