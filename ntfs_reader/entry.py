@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from streams.errors import FormatError, NotFoundError, UnsupportedError, UsageError
 from streams.stream import Stream
@@ -91,6 +91,15 @@ class _Where(Mapping):
 
     def __len__(self):
         return 3
+
+
+def _index_kind(flags: int) -> str | None:
+    """What the flags of an index's $FILE_NAME tell of the kind (see Entry.index_kind)."""
+    if flags & FILE_ATTRIBUTE_REPARSE_POINT:
+        return None
+    if flags & FILE_NAME_INDEX_PRESENT:
+        return "dir"
+    return None if flags & FILE_ATTRIBUTE_SYSTEM else "file"
 
 
 class Entry:
@@ -286,11 +295,7 @@ class Entry:
         junction or plain file) and system files (an Interix symlink is one). Windows and
         ntfs-3g keep these two flags of the index copy in step with the record."""
         fn = self._fn
-        if fn is None or fn.flags & FILE_ATTRIBUTE_REPARSE_POINT:
-            return None
-        if fn.flags & FILE_NAME_INDEX_PRESENT:
-            return "dir"
-        return None if fn.flags & FILE_ATTRIBUTE_SYSTEM else "file"
+        return None if fn is None else _index_kind(fn.flags)
 
     @property
     def is_encrypted(self) -> bool:
@@ -473,6 +478,26 @@ class Entry:
             if root and num < 16 and fn.raw_name[:2] == b"$\x00" or (root and num == FILE_ROOT):
                 continue
             yield Entry(volume, num, fn, e.ref >> 48)
+
+    def listing(self) -> Iterator[tuple[str, "Entry", str | None]]:
+        """Every child as (name, entry, index_kind), in ``iterdir`` order, in one pass: what
+        a directory listing needs, without a property call per child for its name and kind."""
+        index = self._index()
+        where = self._where(f"$I30 of MFT record {self.ref}")
+        root = self.ref == FILE_ROOT
+        volume = self.volume
+        from_raw = names.from_raw
+        for e in index:
+            fn = parse_file_name(e.key, where)
+            if fn.namespace == NS_DOS:
+                continue
+            num = e.ref & 0xFFFFFFFFFFFF
+            raw = fn.raw_name
+            if root and (num < 16 and raw[:2] == b"$\x00" or num == FILE_ROOT):
+                continue
+            entry = Entry(volume, num, fn, e.ref >> 48)
+            yield (entry.name if num == FILE_ROOT else from_raw(raw), entry,
+                   _index_kind(fn.flags))
 
     def child(self, name: str) -> "Entry":
         """The child called ``name`` (case-insensitive; an exact-case match wins)."""

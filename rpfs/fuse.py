@@ -599,11 +599,7 @@ class Operations(pyfuse3.Operations):
 def _list(node: Node) -> _Listing:
     """A directory's children (one worker call: the index parsing is the cost). Kinds are
     settled here, so the loop never parses; attributes are not asked for."""
-    entries = []
-    for child in node.iterdir():
-        child.kind  # noqa: B018  (an NTFS child the index cannot type reads its record)
-        entries.append((os.fsencode(child.name), child))
-    return _Listing(entries)
+    return _Listing(node.listing())
 
 
 def _attrs_of(node: Node | None, siblings: list[Node]) -> Attr | None:

@@ -125,6 +125,15 @@ class Node:
     def iterdir(self) -> Iterator["Node"]:
         raise UsageError(f"{self.name}: not a directory")
 
+    def listing(self) -> list[tuple[bytes, "Node"]]:
+        """The children as (name as bytes, node), kinds settled: what a mount's directory
+        listing serves (a subclass may build it faster than ``iterdir``)."""
+        out = []
+        for child in self.iterdir():
+            child.kind  # noqa: B018  (an NTFS child the index cannot type reads its record)
+            out.append((os.fsencode(child.name), child))
+        return out
+
     def child(self, name: str) -> "Node":
         for node in self.iterdir():
             if node.name == name:

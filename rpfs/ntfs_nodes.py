@@ -8,6 +8,7 @@ extended attributes; ``system.ntfs_*`` attributes carry the raw NTFS metadata.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from streams.errors import NotFoundError, RpfsError, TooLargeError
@@ -37,12 +38,13 @@ class NtfsNode(EntryNode):
 
     __slots__ = ()
 
-    def __init__(self, entry, volume_key: tuple, name: str | None = None):
+    def __init__(self, entry, volume_key: tuple, name: str | None = None,
+                 index_kind: str | None = None):
         self.entry = entry
         self.volume_key = volume_key
         self.name = entry.name if name is None else name
         self.key = volume_key + (entry.ref,)
-        self._kind = entry.index_kind
+        self._kind = index_kind or entry.index_kind
         # the index's $FILE_NAME gave the name and the kind: let it go (with its times, about
         # 400 of a listed node's 1,000 bytes); the record has them all if asked again
         entry._fn = None
@@ -97,6 +99,19 @@ class NtfsNode(EntryNode):
         if self.kind != "dir":
             return super().iterdir()
         return (NtfsNode(child, self.volume_key) for child in self.entry.iterdir())
+
+    def listing(self) -> list[tuple[bytes, Node]]:
+        """The children in one pass over the index (names and kinds from its $FILE_NAMEs)."""
+        if self.kind != "dir":
+            return super().listing()
+        key, fsencode = self.volume_key, os.fsencode
+        out = []
+        for name, entry, kind in self.entry.listing():
+            node = NtfsNode(entry, key, name, kind)
+            if kind is None:
+                node.kind  # noqa: B018  (a reparse point or system file: its record tells)
+            out.append((fsencode(name), node))
+        return out
 
     def child(self, name: str) -> Node:
         if self.kind != "dir":

@@ -1,11 +1,13 @@
 """The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins on real
 volumes: every NTFS volume of the "small" fixture set and the reader's feature images give
 the same MFT records, the same tree (names, kinds, sizes, times, links, streams, link
-targets), the same namespace nodes' attributes and the same metadata-index rows whichever
+targets), the same namespace nodes' attributes (and listings, as a mount builds them) and the same metadata-index rows whichever
 parser runs. tests/fuzz/targets.py
 (ntfs_native) does the same on hostile input."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -41,6 +43,9 @@ def describe(image) -> dict:
     stack = [("", volume_root(Volume(FileStream(str(image))), "v", ("v",)))]
     while stack:   # the nodes' attributes: Entry.quick_stat (C) or the Entry properties
         path, node = stack.pop()
+        # a mount's listing (one pass over the index) names the same children, same kinds
+        listed = [(name, c.key, c.kind) for name, c in node.listing()]
+        assert listed == [(os.fsencode(c.name), c.key, c.kind) for c in node.iterdir()], path
         for child in node.iterdir():
             p = f"{path}/{child.name}"
             nodes.append((p, child.kind, _safe(child.attr)))
