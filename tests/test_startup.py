@@ -81,3 +81,26 @@ snapshot("volumes")
     assert "formats.vhdx.writer" not in volumes          # reading needs no writer
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
     assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only
+
+
+def test_reading_a_small_table_decodes_nothing_ahead(tmp_path, small_fixtures):
+    """Opening a file system reads small tables in a row ($UpCase: 128 KiB in 4 KiB reads);
+    read-ahead waits until a run spans a whole chunk, so a mount's first listing decodes only
+    the chunks it reads (it decoded 26 instead of 2 in the 1,000-recovery-point bench)."""
+    from rpfs.store import Repository
+
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
+    with Repository.open(repo) as r:
+        rp = r.recovery_points("web01")[0]
+        name, size = max(r.files(rp).items(), key=lambda f: f[1])
+        f = r.open_file(rp, name)
+        cs = f.chunk_size
+        assert size > 4 * cs
+        for pos in range(cs, cs + (128 << 10), 4096):   # a table read in clusters
+            f.read(pos, 4096)
+        assert r.loader.prefetched == 0
+        for pos in range(cs + (128 << 10), 3 * cs, 64 << 10):   # the same run goes on
+            f.read(pos, 64 << 10)
+        assert r.loader.prefetched > 0   # the control: read-ahead is seen once it is due
