@@ -16,7 +16,8 @@ chunk cache, and the reader copies from there.
   ``readinto`` copies straight from the cached chunks into the caller's buffer.
 
 Random readers pay (almost) nothing: read-ahead starts only once three reads in a row each
-began where the one before ended (give or take one chunk), and a small read of a framed
+began where the one before ended (give or take one chunk) and the run spans a whole chunk
+(small tables read in a row, as opening a file system does, are not followed), and a small read of a framed
 chunk that is neither cached nor being decoded takes only its frames (``StoredFile.part``).
 """
 
