@@ -17,6 +17,7 @@ import time
 import traceback
 
 from streams.errors import RpfsError, UsageError
+from rpfs import heap
 from rpfs.cli.browse import add_keys_option, open_tree
 
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
@@ -76,6 +77,7 @@ def _serve(args, ready=None) -> None:
         # file data read through a mount lives in the kernel's page cache; the chunk cache
         # only has to hold read-ahead and the chunks of metadata being parsed
         args.store = args.store.with_(chunk_cache_bytes=MOUNT_CHUNK_CACHE)
+    heap.limit_arenas()  # before the worker threads start
     tree = open_tree(args)
     try:
         mount(tree, args.mountpoint, allow_other=args.allow_other,

@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+from rpfs import heap
 from rpfs.cli.browse import SOURCE_HELP, add_keys_option, open_tree
 from rpfs.cli.mount import MOUNT_CHUNK_CACHE
 from streams.errors import UsageError
@@ -119,6 +120,7 @@ def cmd_serve(args) -> int:
         # hold read-ahead and the metadata being parsed (128 -> 32 MiB: a 100,000-file
         # folder zipped or listed had the server keep 96 MiB more for nothing)
         args.store = args.store.with_(chunk_cache_bytes=MOUNT_CHUNK_CACHE)
+    heap.limit_arenas()
     with open_tree(args) as tree, \
             socket.create_server((host, port), family=family) as sock:  # errors: one line
         # behind a proxy the Host is the proxy's public name: the token guards instead

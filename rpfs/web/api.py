@@ -24,7 +24,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from streams.errors import NotFoundError, RpfsError, UsageError
 from rpfs.restore import fsname
 from rpfs.web import queries
-from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, give_back, in_thread,
+from rpfs.heap import give_back
+from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, in_thread,
                             page_of, query, resolve, url_query)
 from rpfs.web.zipstream import zip_chunks
 

@@ -8,7 +8,6 @@ all requests share, like the FUSE adapter's; the tree and its caches are shared 
 from __future__ import annotations
 
 import base64
-import ctypes
 import functools
 import heapq
 import json
@@ -40,23 +39,6 @@ async def in_thread(fn, *args, **kw):
     if LIMITER is None:  # made inside the running loop
         LIMITER = anyio.CapacityLimiter(WORKER_THREADS)
     return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kw), limiter=LIMITER)
-
-
-def give_back() -> None:
-    """Return the C heap's free pages to the system after a big answer (a zip or a listing
-    of a huge folder frees many small objects; glibc keeps their pages otherwise). The
-    reader's caches stay: they are bounded (``ntfs_reader.cache``)."""
-    global _TRIM
-    if _TRIM is None:
-        try:
-            _TRIM = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _TRIM = False
-    if _TRIM:
-        _TRIM(0)
-
-
-_TRIM = None
 
 
 def clean_path(path: str | None) -> str:

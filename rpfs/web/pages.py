@@ -23,7 +23,8 @@ from rpfs import nspath
 from rpfs.progress import human
 from streams.times import parse_point_name
 from rpfs.web import api, queries
-from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, give_back, in_thread,
+from rpfs.heap import give_back
+from rpfs.web.nodes import (attribute_letters, clean_path, decode_cursor, in_thread,
                             link_target, page_of, query, resolve, url_path, url_query)
 
 PAGE_SIZE = 500
