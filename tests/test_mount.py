@@ -5,6 +5,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -87,3 +88,27 @@ def test_mount_command_exits_without_teardown_once_the_mount_is_live(tmp_path):
         assert "teardown" not in r.stdout
     finally:
         rpfs("umount", mp, check=False)
+
+
+def test_a_mount_that_ends_with_nothing_to_say_removes_its_log(tmp_path):
+    """The daemon's messages go to a log in $TMPDIR; an empty one goes with the mount
+    (a machine that mounted often had hundreds of empty logs)."""
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "a").write_bytes(b"a")
+    logs = tmp_path / "tmpdir"
+    logs.mkdir()
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    r = subprocess.run([sys.executable, "-m", "rpfs", "mount", tmp_path / "vm", mp],
+                       capture_output=True, env={**os.environ, "TMPDIR": str(logs)})
+    assert r.returncode == 0, r.stderr
+    try:
+        assert [p.name.startswith("rpfs-mount-") for p in logs.iterdir()] == [True]
+        assert (mp / "files" / "a").read_bytes() == b"a"
+    finally:
+        rpfs("umount", mp)
+    for _ in range(300):  # the daemon leaves once the kernel has let go of the mount
+        if not any(logs.iterdir()):
+            break
+        time.sleep(0.1)
+    assert list(logs.iterdir()) == []

@@ -89,7 +89,7 @@ def _serve(args, ready=None) -> None:
 def _daemon(args) -> int:
     """Fork a child that serves the mount (like ntfs-3g: no second interpreter to start)
     and return once it says the mount is live, or print why it is not. The child's later
-    messages go to a log file in /tmp."""
+    messages go to a log file in /tmp, removed when the mount ends with nothing in it."""
     import rpfs.fuse  # noqa: F401  (imported once, before the fork)
 
     _ask_passphrase(args.source, args.store)
@@ -116,6 +116,8 @@ def _daemon(args) -> int:
 
             _serve(args, ready)
             code = 0
+            if os.fstat(log.fileno()).st_size == 0:  # unmounted with nothing to say
+                os.unlink(log.name)
         except RpfsError as e:
             _tell(w, str(e))
             code = e.exit_code
