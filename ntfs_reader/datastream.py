@@ -75,6 +75,19 @@ class RunlistStream(ExtentMapStream):
                 return False
         return True
 
+    def _span(self, offset: int, length: int):
+        end = offset + length
+        if end > self.init:
+            return None   # past the valid data length: zeros, not the volume's bytes
+        cs = self.cs
+        i = bisect_right(self.starts, offset // cs) - 1
+        if i < 0:
+            return None
+        vcn, n, lcn = self.runs[i]
+        if lcn is None or end > (vcn + n) * cs:
+            return None
+        return self.volume, lcn * cs + offset - vcn * cs
+
     def _read(self, offset: int, length: int) -> bytes:
         end = offset + length
         if end <= self.init:  # fast path: inside one allocated run (MFT records, INDX)

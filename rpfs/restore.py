@@ -9,6 +9,12 @@ Files are copied by a small pool of threads while the tree is walked: on Linux c
 file costs the kernel more CPU than copying a small file's bytes, and system calls release
 the GIL, so many small files go out about as fast as the cores can create them. A
 directory's permissions and times are set once every file in it is written.
+
+Small files are not read one by one: the walk notes where each one's bytes lie on the
+stream below it (``Stream.span``: a file in one run of its volume) or takes its bytes when
+they are already in memory (resident data), and every few thousand files those are read in
+volume order, neighbours with one read, and written by the pool. Reading a 4 KiB file
+through the layers (runlist, partition, container, repository) cost more than creating it.
 """
 
 from __future__ import annotations
@@ -25,13 +31,47 @@ from typing import Callable
 
 from streams.errors import FormatError, RpfsError, TooLargeError, UsageError
 from rpfs.node import SPECIAL_KINDS
-from streams.stream import ZERO
+from streams.stream import ZERO, BytesStream, Stream
 from rpfs.tree import Node
 
 log = logging.getLogger(__name__)
 
 COPY_BLOCK = 4 << 20
 WORKERS = 4          # files being written at once (creation is kernel CPU, done without the GIL)
+SMALL_FILE = 256 << 10   # files up to this size are read with their neighbours
+BATCH_FILES = 4096       # small files gathered before they are read and written ...
+BATCH_BYTES = 64 << 20   # ... or this many of their bytes ...
+BATCH_DIRS = 256         # ... or this many walked directories waiting for them (open fds)
+WINDOW = 1 << 20         # the most one read of the stream below covers
+GAP = 64 << 10           # unneeded bytes between two files read through rather than skipped
+
+
+@dataclass(slots=True)
+class _Small:
+    """A small file found by the walk, waiting to be read with its neighbours."""
+
+    node: Node
+    attr: object
+    stream: Stream
+    dirfd: int
+    bname: bytes
+    path: str
+    below: Stream | None    # the stream its bytes are read from (None: ``data`` holds them)
+    at: int                 # their offset there
+    data: bytes = b""
+
+
+@dataclass(slots=True)
+class _Walked:
+    """A directory whose walk has ended: its permissions and times are set once the files
+    in it are written (after the next batch), children before parents."""
+
+    node: Node
+    fd: int
+    parent_fd: int
+    bname: bytes
+    path: str
+    pending: list
 
 
 @dataclass
@@ -97,6 +137,9 @@ class Restorer:
         self._pool: ThreadPoolExecutor | None = None
         self._ancestors: set[tuple] = set()  # keys of the directories being walked (cycles)
         self._umask = current_umask()
+        self._small: list[_Small] = []       # small files waiting to be read (walk order)
+        self._small_bytes = 0
+        self._walked: list[_Walked] = []     # directories waiting for them (post-order)
 
     def run(self, node: Node, name: str | None = None) -> RestoreResult:
         if self.dry_run:
@@ -108,8 +151,13 @@ class Restorer:
         try:
             with ThreadPoolExecutor(self.workers, thread_name_prefix="rpfs-restore") as pool:
                 self._pool = pool
-                self._restore(node, fd, safe_name(name or node.name or "restore"), self.dest,
-                              pending)
+                try:
+                    self._restore(node, fd, safe_name(name or node.name or "restore"),
+                                  self.dest, pending)
+                finally:
+                    self._flush()
+                    for job in pending:
+                        job.result()
         finally:
             self._pool = None
             os.close(fd)
@@ -169,6 +217,9 @@ class Restorer:
                 if linked is not None and self._link(linked, dirfd, bname):
                     return
                 attr = node.attr()
+                if attr.nlink <= 1 and attr.size <= SMALL_FILE and self._gather(
+                        node, attr, dirfd, bname, path):
+                    return
                 job = self._pool.submit(self._copy_file, node, attr, dirfd, bname, path)
                 pending.append(job)
                 if node.key and linked is None and attr.nlink > 1:
@@ -252,26 +303,141 @@ class Restorer:
         except FileExistsError:
             pass
         fd = os.open(bname, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dirfd)
-        pending: list[Future] = []
+        walked = _Walked(node, fd, dirfd, bname, path, [])
         try:
             with self._lock:
                 self.result.dirs += 1
             with self._entered(node, path):
                 for child in node.iterdir():
-                    self._restore(child, fd, safe_name(child.name), path, pending)
+                    self._restore(child, fd, safe_name(child.name), path, walked.pending)
         finally:
-            for job in pending:    # the files in fd are written before fd closes
-                job.result()
+            # the files in fd are written before fd closes: after the next batch
+            self._walked.append(walked)
+            if len(self._walked) >= BATCH_DIRS:
+                self._flush()
+
+    def _finish_dir(self, w: _Walked) -> None:
+        """A walked directory's files are written: its owner, mode, xattrs and times."""
         try:
-            a = node.attr()
-            if self.as_root and a.uid is not None:
-                os.fchown(fd, a.uid, a.gid)
-            os.chmod(fd, 0o755 if a.posix_mode is None else a.posix_mode & 0o7777)
-            if self.xattrs:
-                self._copy_xattrs(node, fd, path)
+            for job in w.pending:
+                job.result()
+            try:
+                a = w.node.attr()
+                if self.as_root and a.uid is not None:
+                    os.fchown(w.fd, a.uid, a.gid)
+                os.chmod(w.fd, 0o755 if a.posix_mode is None else a.posix_mode & 0o7777)
+                if self.xattrs:
+                    self._copy_xattrs(w.node, w.fd, w.path)
+            finally:
+                os.close(w.fd)
+            self._set_times(w.node, w.parent_fd, w.bname)
+        except (RpfsError, OSError) as e:
+            self._error(w.path, e)
+
+    # -- small files, read in volume order --------------------------------------------
+
+    def _gather(self, node: Node, a, dirfd: int, bname: bytes, path: str) -> bool:
+        """Queue a small file for the next batch; False when it is read on its own (its
+        bytes are not in one piece of one stream below: holes, compression)."""
+        stream = node.open()     # before creating anything: a broken file leaves no empty one
+        size = stream.size
+        if size == 0 or isinstance(stream, BytesStream) and _one_extent(stream):
+            item = _Small(node, a, stream, dirfd, bname, path, None, 0,
+                          stream.read(0, size) if size else b"")
+        else:
+            where = stream.span(0, size)
+            if where is None:
+                return False
+            item = _Small(node, a, stream, dirfd, bname, path, where[0], where[1])
+        self._small.append(item)
+        self._small_bytes += size
+        if len(self._small) >= BATCH_FILES or self._small_bytes >= BATCH_BYTES:
+            self._flush()
+        return True
+
+    def _flush(self) -> None:
+        """Read and write the gathered small files, then finish the walked directories."""
+        small, self._small, self._small_bytes = self._small, [], 0
+        walked, self._walked = self._walked, []
+        jobs = [self._pool.submit(self._write_window, w) for w in _windows(small)]
+        for job in jobs:
+            job.result()
+        for w in walked:          # post-order: a directory after its subdirectories
+            self._finish_dir(w)
+
+    def _write_window(self, items: list[_Small]) -> None:
+        """(In a worker.) One read of the stream below for neighbouring files, then each
+        file written from it; if that read fails, each file is read on its own so the
+        error is reported against the file that has it."""
+        first = items[0]
+        buf = None
+        if first.below is not None:
+            start = first.at
+            end = max(i.at + i.stream.size for i in items)
+            buf = bytearray(end - start)
+            try:
+                if first.below.readinto(start, buf) != len(buf):
+                    buf = None
+            except RpfsError:
+                buf = None
+        view = memoryview(buf) if buf is not None else None
+        for i in items:
+            try:
+                if i.below is None:
+                    data = i.data
+                elif view is not None:
+                    data = view[i.at - first.at:i.at - first.at + i.stream.size]
+                else:
+                    data = i.stream.read(0, i.stream.size)
+                self._write_whole(i.node, i.attr, i.dirfd, i.bname, i.path, data)
+            except (RpfsError, OSError) as e:
+                self._error(i.path, e)
+
+    def _write_whole(self, node: Node, a, dirfd: int, bname: bytes, path: str, data) -> None:
+        """A file whose bytes are all in ``data``: create, write, owner/mode/xattrs/times."""
+        fd, direct, chown, mode = self._create(a, dirfd, bname)
+        try:
+            if len(data):
+                _pwrite_all(fd, memoryview(data), 0)
+            self._finish_file(fd, node, a, direct, chown, mode, bname, path)
         finally:
             os.close(fd)
-        self._set_times(node, dirfd, bname)
+        with self._lock:
+            self.result.files += 1
+            self.result.bytes += len(data)
+            if self.progress:
+                self.progress(self.result.bytes, 0)
+
+    def _create(self, a, dirfd: int, bname: bytes) -> tuple[int, bool, bool, int]:
+        """The new file, opened for writing: (fd, created with its final mode, to chown,
+        mode)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        mode = 0o644 if a.posix_mode is None else a.posix_mode & 0o7777
+        chown = self.as_root and a.uid is not None
+        # Created with its final mode when the umask leaves that mode whole (one system
+        # call less per file); set-id bits and a chown (which clears them) take fchmod.
+        direct = not chown and not mode & 0o7000 and not mode & self._umask
+        create = mode if direct else 0o600
+        try:
+            fd = os.open(bname, flags, create, dir_fd=dirfd)
+        except FileExistsError:
+            self._remove_existing(dirfd, bname)
+            fd = os.open(bname, flags, create, dir_fd=dirfd)
+        return fd, direct, chown, mode
+
+    def _finish_file(self, fd: int, node: Node, a, direct: bool, chown: bool, mode: int,
+                     bname: bytes, path: str) -> None:
+        if chown:
+            os.fchown(fd, a.uid, a.gid)      # before the mode: chown clears set-id bits
+        if not direct:
+            os.fchmod(fd, mode)
+        if self.xattrs:
+            self._copy_xattrs(node, fd, path)
+        if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
+            try:
+                os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
+            except OSError as e:  # out-of-range times on some filesystems
+                log.info("times of %r not set: %s", bname, e)
 
     def _remove_existing(self, dirfd: int, bname: bytes) -> None:
         try:
@@ -286,18 +452,7 @@ class Restorer:
 
     def _restore_file(self, node: Node, a, dirfd: int, bname: bytes, path: str) -> None:
         stream = node.open()     # before creating anything: a broken file leaves no empty one
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        mode = 0o644 if a.posix_mode is None else a.posix_mode & 0o7777
-        chown = self.as_root and a.uid is not None
-        # Created with its final mode when the umask leaves that mode whole (one system
-        # call less per file); set-id bits and a chown (which clears them) take fchmod.
-        direct = not chown and not mode & 0o7000 and not mode & self._umask
-        create = mode if direct else 0o600
-        try:
-            fd = os.open(bname, flags, create, dir_fd=dirfd)
-        except FileExistsError:
-            self._remove_existing(dirfd, bname)
-            fd = os.open(bname, flags, create, dir_fd=dirfd)
+        fd, direct, chown, mode = self._create(a, dirfd, bname)
         try:
             buf = bytearray(min(COPY_BLOCK, max(1, stream.size)))
             view = memoryview(buf)
@@ -316,17 +471,7 @@ class Restorer:
                     self._count(n)
             if written != stream.size:   # a trailing hole (or an empty file's 0: a no-op)
                 os.ftruncate(fd, stream.size)
-            if chown:
-                os.fchown(fd, a.uid, a.gid)      # before the mode: chown clears set-id bits
-            if not direct:
-                os.fchmod(fd, mode)
-            if self.xattrs:
-                self._copy_xattrs(node, fd, path)
-            if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
-                try:
-                    os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
-                except OSError as e:  # out-of-range times on some filesystems
-                    log.info("times of %r not set: %s", bname, e)
+            self._finish_file(fd, node, a, direct, chown, mode, bname, path)
         finally:
             os.close(fd)
         with self._lock:
@@ -392,6 +537,37 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o777
+
+
+def _one_extent(stream: Stream) -> bool:
+    """No hole in it (a hole is left a hole: written whole, it would take space)."""
+    extents = list(stream.extents())
+    return len(extents) == 1 and extents[0].kind != ZERO
+
+
+def _windows(small: list[_Small]):
+    """The gathered files in groups read with one read each: in-memory ones in groups of
+    64, the others by the stream below and their offset on it, neighbours (at most GAP
+    apart) together up to WINDOW bytes."""
+    held = [i for i in small if i.below is None]
+    for k in range(0, len(held), 64):
+        yield held[k:k + 64]
+    placed = sorted((i for i in small if i.below is not None),
+                    key=lambda i: (id(i.below), i.at))
+    group: list[_Small] = []
+    start = end = 0
+    for i in placed:
+        stop = i.at + i.stream.size
+        if group and (i.below is not group[0].below or i.at > end + GAP
+                      or max(end, stop) - start > WINDOW):
+            yield group
+            group = []
+        if not group:
+            start, end = i.at, stop
+        group.append(i)
+        end = max(end, stop)
+    if group:
+        yield group
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -123,6 +123,15 @@ class Stream:
         finally:
             out.depth -= 1
 
+    def span(self, offset: int, length: int) -> tuple["Stream", int] | None:
+        """``(below, at)`` when ``[offset, offset+length)`` is, whole and in order, the bytes
+        at ``at`` of the stream ``below`` this one reads from; None when it is not (holes,
+        several pieces) or this stream cannot tell. A reader of many small files (restore)
+        reads the neighbouring files of one volume with one call on ``below``."""
+        if length <= 0 or offset < 0 or offset + length > self.size:
+            return None
+        return self._span(offset, length)
+
     def describe(self) -> dict:
         """What ``rpfs info`` says about how this stream makes its bytes (BitLocker, a shadow
         copy, LVM, LDM, a VHDX container); {} for a plain one."""
@@ -150,6 +159,10 @@ class Stream:
         """Called with ``0 <= offset < offset + length <= size``: append pieces to ``out``
         (asking the stream below with its ``pieces``) or return False (cannot tell)."""
         return False
+
+    def _span(self, offset: int, length: int) -> tuple["Stream", int] | None:
+        """Called with ``0 <= offset < offset + length <= size``: see ``span``."""
+        return None
 
     def _short(self, offset: int, wanted: int, got: int) -> FormatError:
         return FormatError(f"short read: wanted {wanted} bytes, got {got}",

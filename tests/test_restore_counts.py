@@ -1,0 +1,148 @@
+"""What a restore of many small files costs, counted (never timed): reads of the volume below
+the files and system calls per file, on an NTFS volume made by mkntfs + ntfs-3g
+(tests/helpers/ntfs_images.py: ``mftfrag``, 1,531 files of 6,000 bytes in one run each with
+the space of a deleted file between neighbours, and 6,000 files of resident data)."""
+
+import os
+import shutil
+
+import pytest
+
+from ntfs_reader.volume import Volume
+from rpfs import restore as restore_module
+from rpfs.ntfs_nodes import volume_root
+from rpfs.restore import restore
+from streams.errors import IntegrityError
+from streams.stream import FileStream, Stream
+from tests.helpers.ntfs_images import _rand, mftfrag_image
+
+pytestmark = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("mkntfs", "ntfs-3g")) or not os.path.exists("/dev/fuse"),
+    reason="needs mkntfs and ntfs-3g (FUSE)")
+
+
+class Counted(Stream):
+    """The volume's bytes, counting the reads made of it; a read touching ``bad`` fails
+    the way a damaged chunk does."""
+
+    def __init__(self, base: Stream, bad: tuple[int, int] | None = None):
+        self.base, self.size, self.name = base, base.size, base.name
+        self.reads = 0
+        self.bad = bad
+
+    def _check(self, offset, length):
+        self.reads += 1
+        if self.bad and offset < self.bad[1] and offset + length > self.bad[0]:
+            raise IntegrityError("chunk fails its hash check (test)")
+
+    def _read(self, offset, length):
+        self._check(offset, length)
+        return self.base.read(offset, length)
+
+    def _readinto(self, offset, view):
+        self._check(offset, len(view))
+        self.base.readinto(offset, view)
+
+
+@pytest.fixture(scope="module")
+def frag():
+    image, manifest = mftfrag_image()
+    return str(image), manifest
+
+
+def _root(image, bad=None):
+    volume = Counted(FileStream(image), bad)
+    return volume, volume_root(Volume(volume), "vol", ("vol",))
+
+
+def test_small_files_are_read_with_their_neighbours(frag, tmp_path):
+    """1,531 non-resident files: their bytes come from a few reads of the volume, one per
+    neighbourhood, not one (or more) per file through the runlist."""
+    image, manifest = frag
+    volume, root = _root(image)
+    fill = root.child("fill")
+    before = volume.reads
+    result = restore(fill, str(tmp_path))
+    reads = volume.reads - before
+    names = manifest["fill_left"]
+    assert not result.errors and result.files == len(names) == 1531
+    assert sorted(os.listdir(tmp_path / "fill")) == sorted(names)
+    whole = 0
+    for name in names:   # the files written as the volume filled up are cut short
+        got = (tmp_path / "fill" / name).read_bytes()
+        assert got and got == _rand(6000, int(name))[:len(got)], name
+        whole += len(got) == 6000
+    assert whole >= 1500
+    # one file each was 1,744 reads; now about 240, most of them $MFT blocks (the $MFT of
+    # this volume is in hundreds of runs), not file data
+    assert reads < len(names) // 4, reads
+
+
+@pytest.mark.allow_error_log  # restore logs the damaged file
+def test_a_failed_read_fails_only_the_file_it_belongs_to(frag, tmp_path):
+    """The read shared by neighbours fails: each is then read on its own, and only the file
+    whose bytes are damaged is reported and left unwritten."""
+    image, manifest = frag
+    _, clean = _root(image)
+    victim = manifest["fill_left"][100]
+    stream = clean.child("fill").child(victim).open()
+    assert stream.size == 6000
+    where = stream.span(0, 6000)
+    assert where is not None
+    _, root = _root(image, bad=(where[1], where[1] + 6000))
+    result = restore(root.child("fill"), str(tmp_path))
+    assert len(result.errors) == 1 and victim in result.errors[0]
+    assert "hash check" in result.errors[0]
+    assert not (tmp_path / "fill" / victim).exists()
+    assert result.files == 1530
+    for name in manifest["fill_left"][95:106]:
+        if name != victim:
+            assert (tmp_path / "fill" / name).read_bytes() == _rand(6000, int(name))
+
+
+class _CountingOs:
+    """``os`` as rpfs.restore sees it, counting the calls that are system calls."""
+
+    CALLS = ("open", "close", "pwrite", "write", "utime", "fchmod", "chmod", "ftruncate",
+             "fchown", "chown", "setxattr", "stat", "fstat", "mkdir", "unlink", "dup")
+
+    def __init__(self):
+        self.counts = dict.fromkeys(self.CALLS, 0)
+
+    def __getattr__(self, name):
+        real = getattr(os, name)
+        if name not in self.CALLS:
+            return real
+
+        def counted(*args, **kw):
+            self.counts[name] += 1
+            return real(*args, **kw)
+        return counted
+
+
+@pytest.mark.parametrize("folder", ["fill", "many"])
+def test_system_calls_per_small_file(frag, tmp_path, monkeypatch, folder):
+    """A plain small file costs four system calls: create (O_EXCL|O_NOFOLLOW at its
+    directory's fd), one write, its times on the fd, close; no stat, no truncate, no chmod
+    (the umask leaves 0644 whole), no xattrs unless asked."""
+    image, manifest = frag
+    _, root = _root(image)
+    node = root.child(folder)
+    counting = _CountingOs()
+    monkeypatch.setattr(restore_module, "os", counting)
+    old = os.umask(0o022)
+    try:
+        result = restore(node, str(tmp_path))
+    finally:
+        os.umask(old)
+    files = result.files
+    assert not result.errors and files == (1531 if folder == "fill" else manifest["many"])
+    c = counting.counts
+    dirs = result.dirs
+    assert c["pwrite"] == files and c["utime"] == files + dirs
+    assert c["open"] == files + dirs + 1            # + the destination itself
+    assert c["close"] == c["open"]
+    assert c["chmod"] == dirs
+    for name in ("fchmod", "ftruncate", "fchown", "chown", "setxattr", "stat", "fstat",
+                 "unlink", "dup", "write"):
+        assert c[name] == 0, (name, c)
