@@ -151,21 +151,11 @@ static inline __attribute__((always_inline)) void diffuse_group(row_t *d, Py_ssi
     }
 }
 
-/* Diffuse ``count`` sectors at ``buf``; ``keys`` (32 bytes per sector, may be NULL) is the
- * sector key, XORed in before encrypting or after decrypting. */
-/* Built for the widest vector unit the CPU has (chosen once at load by the dynamic
- * linker): AVX-512 runs 16 lanes per instruction, AVX2 8, the x86-64 baseline (SSE2) 4. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__GLIBC__)  /* ifunc */
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR_CLONES
-#endif
-
-/* Diffuse ``count`` sectors read from ``buf`` and written to ``out`` (may be ``buf``).
- * Decrypting with ``ct`` (the ciphertext) and ``ivs`` (16 bytes per sector), ``buf`` holds
- * the sectors' AES-ECB decryption and the CBC chaining XOR is done as the words are loaded:
- * CBC, diffusers and sector key in one pass over each sector. */
-VECTOR_CLONES
+/* Diffuse ``count`` sectors read from ``buf`` and written to ``out`` (may be ``buf``), in
+ * portable C; ``keys`` (32 bytes per sector, may be NULL) is the sector key, XORed in before
+ * encrypting or after decrypting. Decrypting with ``ct`` (the ciphertext) and ``ivs`` (16
+ * bytes per sector), ``buf`` holds the sectors' AES-ECB decryption and the CBC chaining XOR
+ * is done as the words are loaded: CBC, diffusers and sector key in one pass per sector. */
 static void diffuse_cbc(const unsigned char *buf, unsigned char *out, Py_ssize_t count,
                         Py_ssize_t ss, int decrypt, const unsigned char *keys,
                         const unsigned char *ct, const unsigned char *ivs) {
@@ -195,37 +185,297 @@ static void diffuse_cbc(const unsigned char *buf, unsigned char *out, Py_ssize_t
     }
 }
 
+/* Decryption (CBC chaining, diffusers B then A, sector key) of ``count`` sectors; ``ct`` and
+ * ``ivs`` NULL: the diffusers and sector key only; returns how many sectors it did (from
+ * the first). One of the functions below. */
+typedef Py_ssize_t (*undiffuse_fn)(const unsigned char *buf, unsigned char *out, Py_ssize_t count,
+                             Py_ssize_t ss, const unsigned char *keys,
+                             const unsigned char *ct, const unsigned char *ivs);
+
+static Py_ssize_t undiffuse_portable(const unsigned char *buf, unsigned char *out,
+                                     Py_ssize_t count, Py_ssize_t ss, const unsigned char *keys,
+                                     const unsigned char *ct, const unsigned char *ivs) {
+    diffuse_cbc(buf, out, count, ss, 1, keys, ct, ivs);
+    return count;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* Hand-vectorised decryption for x86-64 CPUs with AVX2 or AVX-512, picked at load.
+ *
+ * A group of sectors (8 with AVX2, 16 with AVX-512) is transposed so that vector d[i] holds
+ * word i of every sector, one sector per lane: a sector's own steps depend on each other,
+ * different sectors do not. The transposes are register shuffles over 8x8 / 16x16 blocks of
+ * words; the CBC chaining XOR is done on the block before its transpose and the sector key
+ * XOR after the transpose back. The diffusers carry the rows a step needs in registers
+ * (see undiffuse_rows) so each row is loaded and stored once per cycle of a diffuser. */
+#include <immintrin.h>
+#define X86_SIMD 1
+
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+#define ROL(x, r) (((x) << (r)) | ((x) >> (32 - (r))))
+
+/* Undo diffuser B (3 cycles) then A (5 cycles) on the rows d[0..n) of type V, n a multiple
+ * of 4 and at least 16. B: d[i] += d[i+2] ^ rotl(d[i+5], 0/10/0/25) reads rows not yet
+ * updated in its cycle except where i+2, i+5 wrap past n to rows 0..4 (already updated):
+ * o0..o8 are rows i..i+8 as the sequential loop sees them. A: d[i] += d[i-2] ^ rotl(d[i-5],
+ * 9/0/13/0) reads rows just updated; m1..m5 are rows i-1..i-5, starting with the old rows
+ * n-1..n-5 (which the sequential loop also reads before updating them). */
+#define DEFINE_UNDIFFUSE_ROWS(NAME, V, TARGET)                                           \
+    TARGET static NOT_INLINED void NAME(V *d, Py_ssize_t n) {                            \
+        for (int c = 0; c < 3; c++) {                                                    \
+            V o0 = d[0], o1 = d[1], o2 = d[2], o3 = d[3], o4 = d[4];                     \
+            V o5 = d[5], o6 = d[6], o7 = d[7], o8 = d[8];                                \
+            for (Py_ssize_t i = 0; i < n; i += 4) {                                      \
+                V x0 = o0 + (o2 ^ o5), x1 = o1 + (o3 ^ ROL(o6, 10));                     \
+                V x2 = o2 + (o4 ^ o7), x3 = o3 + (o5 ^ ROL(o8, 25));                     \
+                d[i] = x0; d[i + 1] = x1; d[i + 2] = x2; d[i + 3] = x3;                  \
+                o0 = o4; o1 = o5; o2 = o6; o3 = o7; o4 = o8;                             \
+                if (i + 12 < n) {                                                        \
+                    o5 = d[i + 9]; o6 = d[i + 10]; o7 = d[i + 11]; o8 = d[i + 12];       \
+                } else {                                                                 \
+                    o5 = d[wrap(i + 9, n)]; o6 = d[wrap(i + 10, n)];                     \
+                    o7 = d[wrap(i + 11, n)]; o8 = d[wrap(i + 12, n)];                    \
+                }                                                                        \
+            }                                                                            \
+        }                                                                                \
+        for (int c = 0; c < 5; c++) {                                                    \
+            V m5 = d[n - 5], m4 = d[n - 4], m3 = d[n - 3], m2 = d[n - 2], m1 = d[n - 1]; \
+            for (Py_ssize_t i = 0; i < n; i += 4) {                                      \
+                V x0 = d[i] + (m2 ^ ROL(m5, 9)), x1 = d[i + 1] + (m1 ^ m4);              \
+                V x2 = d[i + 2] + (x0 ^ ROL(m3, 13)), x3 = d[i + 3] + (x1 ^ m2);         \
+                d[i] = x0; d[i + 1] = x1; d[i + 2] = x2; d[i + 3] = x3;                  \
+                m5 = m1; m4 = x0; m3 = x1; m2 = x2; m1 = x3;                             \
+            }                                                                            \
+        }                                                                                \
+    }
+/* Not inlined nor specialised: ``d`` is a thread-local array whose address the compiler
+ * would otherwise look up again (a call) inside the loops. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NOT_INLINED __attribute__((noinline, noipa))
+#else
+#define NOT_INLINED __attribute__((noinline))
+#endif
+DEFINE_UNDIFFUSE_ROWS(undiffuse_rows8, u32x8, __attribute__((target("avx2"))))
+DEFINE_UNDIFFUSE_ROWS(undiffuse_rows16, u32x16, __attribute__((target("avx512f"))))
+
+/* r[k] = old column k of the 8x8 words r[0..8) (rows in, rows of the transpose out) */
+__attribute__((target("avx2"))) static inline void transpose8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) {  /* u[4k+m], 128-bit lane j: column 4j+m of rows 4k..4k+3 */
+        u[4 * k] = _mm256_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm256_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm256_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    for (int m = 0; m < 4; m++) {
+        r[m] = _mm256_permute2x128_si256(u[m], u[4 + m], 0x20);
+        r[4 + m] = _mm256_permute2x128_si256(u[m], u[4 + m], 0x31);
+    }
+}
+
+/* r[k] = old column k of the 16x16 words r[0..16) */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) {  /* u[4k+m], 128-bit lane j: column 4j+m of rows 4k..4k+3 */
+        u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+        u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+        u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+    }
+    for (int m = 0; m < 4; m++) {  /* gather lane j of u[m], u[4+m], u[8+m], u[12+m] */
+        __m512i v0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x88);
+        __m512i v1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xDD);
+        __m512i v2 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x88);
+        __m512i v3 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xDD);
+        r[m] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+        r[4 + m] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+        r[8 + m] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+        r[12 + m] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+    }
+}
+
+/* Each SIMD path decrypts whole groups of sectors (8 or 16) and returns how many it did;
+ * the rest go to the next narrower path. */
+__attribute__((target("avx2")))
+static Py_ssize_t undiffuse_avx2(const unsigned char *buf, unsigned char *out, Py_ssize_t count,
+                                 Py_ssize_t ss, const unsigned char *keys,
+                                 const unsigned char *ct, const unsigned char *ivs) {
+    static __thread u32x8 d[1024];
+    Py_ssize_t n = ss / 4, s0;
+    for (s0 = 0; s0 + 8 <= count; s0 += 8) {
+        for (Py_ssize_t b = 0; b < n; b += 8) {  /* words b..b+7 of the 8 sectors */
+            const unsigned char *p = buf + s0 * ss + 4 * b, *c = ct + s0 * ss + 4 * b;
+            __m256i r[8];
+            for (int l = 0; l < 8; l++) {
+                r[l] = _mm256_loadu_si256((const __m256i *)(p + l * ss));
+                if (ct)   /* CBC: block j ^= ciphertext block j-1, block 0 ^= the IV */
+                    r[l] = _mm256_xor_si256(r[l], b ? _mm256_loadu_si256((const __m256i *)(c + l * ss - 16))
+                        : _mm256_set_m128i(_mm_loadu_si128((const __m128i *)(c + l * ss)),
+                                           _mm_loadu_si128((const __m128i *)(ivs + 16 * (s0 + l)))));
+            }
+            transpose8(r);
+            for (int k = 0; k < 8; k++) memcpy(&d[b + k], &r[k], 32);
+        }
+        undiffuse_rows8(d, n);
+        for (Py_ssize_t b = 0; b < n; b += 8) {
+            unsigned char *q = out + s0 * ss + 4 * b;
+            __m256i r[8];
+            for (int k = 0; k < 8; k++) memcpy(&r[k], &d[b + k], 32);
+            transpose8(r);
+            for (int l = 0; l < 8; l++) {
+                if (keys)
+                    r[l] = _mm256_xor_si256(r[l], _mm256_loadu_si256((const __m256i *)(keys + 32 * (s0 + l))));
+                _mm256_storeu_si256((__m256i *)(q + l * ss), r[l]);
+            }
+        }
+    }
+    return s0;
+}
+
+__attribute__((target("avx512f")))
+static Py_ssize_t undiffuse_avx512(const unsigned char *buf, unsigned char *out, Py_ssize_t count,
+                                   Py_ssize_t ss, const unsigned char *keys,
+                                   const unsigned char *ct, const unsigned char *ivs) {
+    static __thread u32x16 d[1024];
+    Py_ssize_t n = ss / 4, s0;
+    for (s0 = 0; s0 + 16 <= count; s0 += 16) {
+        for (Py_ssize_t b = 0; b < n; b += 16) {  /* words b..b+15 of the 16 sectors */
+            const unsigned char *p = buf + s0 * ss + 4 * b, *c = ct + s0 * ss + 4 * b;
+            __m512i r[16];
+            for (int l = 0; l < 16; l++) {
+                r[l] = _mm512_loadu_si512(p + l * ss);
+                if (ct)   /* CBC: block j ^= ciphertext block j-1, block 0 ^= the IV */
+                    r[l] = _mm512_xor_si512(r[l], b ? _mm512_loadu_si512(c + l * ss - 16)
+                        : _mm512_alignr_epi32(_mm512_loadu_si512(c + l * ss), _mm512_broadcast_i32x4(
+                              _mm_loadu_si128((const __m128i *)(ivs + 16 * (s0 + l)))), 12));
+            }
+            transpose16(r);
+            for (int k = 0; k < 16; k++) memcpy(&d[b + k], &r[k], 64);
+        }
+        undiffuse_rows16(d, n);
+        for (Py_ssize_t b = 0; b < n; b += 16) {
+            unsigned char *q = out + s0 * ss + 4 * b;
+            __m512i r[16];
+            for (int k = 0; k < 16; k++) memcpy(&r[k], &d[b + k], 64);
+            transpose16(r);
+            for (int l = 0; l < 16; l++) {
+                if (keys)   /* the 32-byte key, twice */
+                    r[l] = _mm512_xor_si512(r[l], _mm512_broadcast_i64x4(
+                        _mm256_loadu_si256((const __m256i *)(keys + 32 * (s0 + l)))));
+                _mm512_storeu_si512(q + l * ss, r[l]);
+            }
+        }
+    }
+    return s0;
+}
+#endif
+
+/* The decryption paths this build and CPU can run, fastest first; the first is used unless
+ * a caller names another (tests run each). A SIMD path takes sector sizes that are a
+ * multiple of its block of words (32 / 64 bytes), and leaves the sectors past its last whole
+ * group to the paths after it; the portable path, last, takes anything. */
+static const struct { const char *name; undiffuse_fn fn; Py_ssize_t block; } PATHS[] = {
+#ifdef X86_SIMD
+    {"avx512", undiffuse_avx512, 64},
+    {"avx2", undiffuse_avx2, 32},
+#endif
+    {"portable", undiffuse_portable, 16},
+};
+#define NPATHS ((int)(sizeof(PATHS) / sizeof(PATHS[0])))
+static int path_ok[NPATHS];
+static int best_path;
+
+static void pick_paths(void) {
+    for (int i = 0; i < NPATHS; i++) {
+        path_ok[i] = 1;
+#ifdef X86_SIMD
+        __builtin_cpu_init();
+        if (PATHS[i].fn == undiffuse_avx512) path_ok[i] = __builtin_cpu_supports("avx512f");
+        if (PATHS[i].fn == undiffuse_avx2) path_ok[i] = __builtin_cpu_supports("avx2");
+#endif
+    }
+    best_path = NPATHS - 1;
+    for (int i = NPATHS - 1; i >= 0; i--)
+        if (path_ok[i]) best_path = i;
+}
+
+/* The path named ``name`` (NULL: the best), or -1 with ValueError */
+static int find_path(const char *name) {
+    if (!name) return best_path;
+    for (int i = 0; i < NPATHS; i++)
+        if (path_ok[i] && !strcmp(PATHS[i].name, name)) return i;
+    PyErr_Format(PyExc_ValueError, "no decryption path %s on this CPU/build", name);
+    return -1;
+}
+
+/* Decrypt with ``path``, then what it left with the next usable paths */
+static void undiffuse(int path, const unsigned char *buf, unsigned char *out, Py_ssize_t count,
+                      Py_ssize_t ss, const unsigned char *keys, const unsigned char *ct,
+                      const unsigned char *ivs) {
+    for (Py_ssize_t s = 0; s < count; path++) {
+        if (!path_ok[path] || ss % PATHS[path].block) continue;  /* the last path takes all */
+        s += PATHS[path].fn(buf + s * ss, out + s * ss, count - s, ss, keys ? keys + 32 * s : NULL,
+                            ct ? ct + s * ss : NULL, ivs ? ivs + 16 * s : NULL);
+    }
+}
+
 /* elephant_decrypt/encrypt(buf, sector_size[, keys]): the diffusers, and with ``keys`` (32
  * bytes per sector) the sector key XOR too, in one pass over each sector */
-static PyObject *elephant(PyObject *args, int decrypt) {
+static PyObject *elephant(PyObject *args, PyObject *kw, int decrypt) {
+    static char *names[] = {"buf", "sector_size", "keys", "path", NULL};
     Py_buffer buf, keys = {0};
     Py_ssize_t ss;
-    if (!PyArg_ParseTuple(args, "w*n|y*", &buf, &ss, &keys)) return NULL;
-    if (check_sectors(buf.len, ss) < 0 || ss > 4096 ||
+    const char *name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "w*n|y*z", names, &buf, &ss, &keys, &name))
+        return NULL;
+    int path = find_path(name);
+    if (path < 0 || check_sectors(buf.len, ss) < 0 || ss > 4096 ||
         (keys.buf && keys.len < buf.len / ss * 32)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "sector larger than 4096 or too few keys");
         PyBuffer_Release(&buf); if (keys.buf) PyBuffer_Release(&keys); return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    diffuse_cbc(buf.buf, buf.buf, buf.len / ss, ss, decrypt, keys.buf, NULL, NULL);
+    if (decrypt)
+        undiffuse(path, buf.buf, buf.buf, buf.len / ss, ss, keys.buf, NULL, NULL);
+    else
+        diffuse_cbc(buf.buf, buf.buf, buf.len / ss, ss, 0, keys.buf, NULL, NULL);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&buf);
     if (keys.buf) PyBuffer_Release(&keys);
     Py_RETURN_NONE;
 }
-static PyObject *elephant_decrypt(PyObject *self, PyObject *args) { return elephant(args, 1); }
-static PyObject *elephant_encrypt(PyObject *self, PyObject *args) { return elephant(args, 0); }
+static PyObject *elephant_decrypt(PyObject *self, PyObject *args, PyObject *kw) {
+    return elephant(args, kw, 1);
+}
+static PyObject *elephant_encrypt(PyObject *self, PyObject *args, PyObject *kw) {
+    return elephant(args, kw, 0);
+}
 
-/* cbc_elephant_decrypt(out, ecb, ciphertext, ivs, keys, sector_size): whole sectors of
- * AES-CBC + Elephant decrypted into ``out`` from ``ecb`` (their AES-ECB decryption): the
- * CBC chaining, both diffusers and the sector key XOR in one pass */
-static PyObject *cbc_elephant_decrypt(PyObject *self, PyObject *args) {
+/* cbc_elephant_decrypt(out, ecb, ciphertext, ivs, keys, sector_size, path=None): whole
+ * sectors of AES-CBC + Elephant decrypted into ``out`` from ``ecb`` (their AES-ECB
+ * decryption): the CBC chaining, both diffusers and the sector key XOR in one pass.
+ * ``out`` may be ``ecb`` or ``ciphertext``. ``path`` names one of paths() (tests). */
+static PyObject *cbc_elephant_decrypt(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"out", "ecb", "ciphertext", "ivs", "keys", "sector_size", "path", NULL};
     Py_buffer out, ecb, ct, iv, keys;
     Py_ssize_t ss;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*y*n", &out, &ecb, &ct, &iv, &keys, &ss)) return NULL;
+    const char *name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "w*y*y*y*y*n|z", names, &out, &ecb, &ct, &iv,
+                                     &keys, &ss, &name))
+        return NULL;
     Py_ssize_t count = ss > 0 ? ecb.len / ss : 0;
     PyObject *res = NULL;
-    if (check_sectors(ecb.len, ss) < 0)
+    int path = find_path(name);
+    if (path < 0 || check_sectors(ecb.len, ss) < 0)
         goto done;
     if (ss > 4096 || out.len < ecb.len || ct.len < ecb.len || iv.len < count * 16 ||
         keys.len < count * 32) {
@@ -234,7 +484,7 @@ static PyObject *cbc_elephant_decrypt(PyObject *self, PyObject *args) {
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    diffuse_cbc(ecb.buf, out.buf, count, ss, 1, keys.buf, ct.buf, iv.buf);
+    undiffuse(path, ecb.buf, out.buf, count, ss, keys.buf, ct.buf, iv.buf);
     Py_END_ALLOW_THREADS
     res = Py_None;
     Py_INCREF(res);
@@ -268,16 +518,37 @@ static PyObject *counters(PyObject *self, PyObject *args) {
     return res;
 }
 
+/* paths() -> names of the decryption paths usable here, the one used by default first */
+static PyObject *paths(PyObject *self, PyObject *unused) {
+    PyObject *res = PyList_New(0);
+    for (int i = -1; res && i < NPATHS; i++) {
+        int j = i < 0 ? best_path : i;
+        if ((i < 0 || (path_ok[j] && j != best_path))) {
+            PyObject *s = PyUnicode_FromString(PATHS[j].name);
+            if (!s || PyList_Append(res, s) < 0) Py_CLEAR(res);
+            Py_XDECREF(s);
+        }
+    }
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"counters", counters, METH_VARARGS, "128-bit little-endian counters (tweaks, IVs)"},
     {"xts_xor", xts_xor, METH_VARARGS, "XOR with the XTS tweak sequence of each sector"},
     {"cbc_xor", cbc_xor, METH_VARARGS, "CBC chaining XOR after an ECB decryption"},
-    {"elephant_decrypt", elephant_decrypt, METH_VARARGS, "undo the Elephant diffusers B, A"},
-    {"elephant_encrypt", elephant_encrypt, METH_VARARGS, "apply the Elephant diffusers A, B"},
-    {"cbc_elephant_decrypt", cbc_elephant_decrypt, METH_VARARGS,
+    {"elephant_decrypt", (PyCFunction)(void (*)(void))elephant_decrypt, METH_VARARGS | METH_KEYWORDS,
+     "undo the Elephant diffusers B, A"},
+    {"elephant_encrypt", (PyCFunction)(void (*)(void))elephant_encrypt, METH_VARARGS | METH_KEYWORDS,
+     "apply the Elephant diffusers A, B"},
+    {"cbc_elephant_decrypt", (PyCFunction)(void (*)(void))cbc_elephant_decrypt,
+     METH_VARARGS | METH_KEYWORDS,
      "CBC chaining, Elephant diffusers and sector keys in one pass, into a buffer"},
+    {"paths", paths, METH_NOARGS, "the Elephant decryption paths usable here, default first"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fvecrypt", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fvecrypt(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fvecrypt(void) {
+    pick_paths();
+    return PyModule_Create(&module);
+}

@@ -2,9 +2,12 @@
 
 AES itself always comes from ``cryptography`` (one ECB call over a whole read). What is left
 is per-block arithmetic that Python does slowly: the XTS tweak sequence, the CBC chaining
-XOR, and Elephant's sector key XOR and diffuser (which no library has). Each has a pure-Python twin below; the
-extension ``_fvecrypt`` replaces them when it was built (tests check both against each
-other). The key stretch stays in Python: hashlib's SHA-256 is faster than a plain C one.
+XOR, and Elephant's sector key XOR and diffuser (which no library has). Each has a
+pure-Python twin below; the extension ``_fvecrypt`` replaces them when it was built (tests
+check both against each other). Elephant decryption has several C paths (``PATHS``: AVX-512
+and AVX2 on x86-64 CPUs that have them, then portable C); the first is used, and
+``cbc_elephant_decrypt``/``elephant_decrypt`` take ``path=`` so tests can run each. The key
+stretch stays in Python: hashlib's SHA-256 is faster than a plain C one.
 """
 
 from __future__ import annotations
@@ -128,12 +131,14 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 try:
     from formats.bitlocker._fvecrypt import (cbc_elephant_decrypt, cbc_xor, counters,
-                                             elephant_decrypt, elephant_encrypt, xts_xor)
+                                             elephant_decrypt, elephant_encrypt, paths, xts_xor)
     NATIVE = True
+    PATHS: tuple[str, ...] = tuple(paths())
 except ImportError:  # built with optional=True: slower, same results
     warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
                   "the pure-Python helpers (slow)", RuntimeWarning, stacklevel=2)
     NATIVE = False
+    PATHS = ()
     xts_xor, cbc_xor, counters = py_xts_xor, py_cbc_xor, py_counters
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
     cbc_elephant_decrypt = py_cbc_elephant_decrypt
