@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import struct
 
-import crc32c as _crc32c
+from streams import crc32c as _crc32c
 
 from streams.errors import FormatError, UnsupportedError
 

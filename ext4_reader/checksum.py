@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import crc32c as _crc32c
+from streams import crc32c as _crc32c
 
 
 def crc32c_raw(crc: int, data) -> int:

@@ -30,12 +30,13 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 
+from formats import probes
 from streams.errors import FormatError, RpfsError, UnsupportedError
 from streams.stream import DATA, Extent, SliceStream, Stream
 
 SECTOR = 512
-GPT_LDM_METADATA = "5808c8aa-7e8f-42e0-85d2-e1e90434cfb3"
-MBR_LDM = "0x42"
+GPT_LDM_METADATA = probes.LDM_GPT_METADATA
+MBR_LDM = probes.LDM_MBR_TYPE
 MAX_CONFIG = 16 << 20          # a database larger than this is refused (Windows: 1 MiB)
 MAX_VBLK_PARTS = 64            # pieces of one multi-part record
 MAX_OBJECTS = 100_000          # records in one database
@@ -119,21 +120,7 @@ class Member:
 # -- finding and reading the database ------------------------------------------------------
 
 
-def privhead_offset(disk: Stream) -> int | None:
-    """Byte offset of the PRIVHEAD on ``disk``, None if it is not a dynamic disk."""
-    import formats
-
-    try:
-        table = formats.read_partitions(disk)
-    except RpfsError:
-        return None
-    for p in table.partitions:
-        if table.scheme == "mbr" and p.type_id == MBR_LDM:
-            return 6 * SECTOR
-        if table.scheme == "gpt" and p.type_id == GPT_LDM_METADATA and p.size >= SECTOR:
-            ss = getattr(disk, "logical_sector_size", SECTOR) or SECTOR
-            return p.offset + p.size - ss
-    return None
+privhead_offset = probes.ldm_privhead_offset   # None if the disk is not a dynamic disk
 
 
 def probe(disk: Stream) -> bool:

@@ -21,12 +21,13 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from formats import probes
 from streams.errors import FormatError, RpfsError, UnsupportedError
 from streams.stream import DATA, Extent, Stream
 
 SECTOR = 512
-LABEL_ID = b"LABELONE"
-LABEL_TYPE = b"LVM2 001"
+LABEL_ID = probes.LVM_LABEL_ID
+LABEL_TYPE = probes.LVM_LABEL_TYPE
 MDA_MAGIC = b" LVM2 x[5A%r0N*>"
 INITIAL_CRC = 0xF597A6CF
 MAX_METADATA = 16 << 20           # VG metadata text larger than this is refused
@@ -60,15 +61,7 @@ class PhysicalVolume:
     metadata_areas: list[tuple[int, int]]
 
 
-def _label_sector(stream: Stream) -> int | None:
-    if stream.size < 4 * SECTOR:
-        return None
-    head = stream.read(0, 4 * SECTOR)
-    for n in range(4):
-        s = head[n * SECTOR:(n + 1) * SECTOR]
-        if s[:8] == LABEL_ID and s[24:32] == LABEL_TYPE:
-            return n
-    return None
+_label_sector = probes.lvm_label_sector
 
 
 def probe(stream: Stream) -> bool:

@@ -14,46 +14,21 @@ import uuid
 import zlib
 from dataclasses import dataclass, field
 
-from construct import Bytes, Int8ul, Int32ul, Int64ul, Struct
-
 from streams.errors import FormatError
+from streams.layout import Layout
 from streams.stream import SliceStream, Stream
 
-MBR_ENTRY = Struct(
-    "status" / Int8ul,
-    "chs_first" / Bytes(3),
-    "type" / Int8ul,
-    "chs_last" / Bytes(3),
-    "lba_start" / Int32ul,
-    "sectors" / Int32ul,
-)
+MBR_ENTRY = Layout("MbrEntry", "<B3sB3sII", "status chs_first type chs_last lba_start sectors")
 
-GPT_HEADER = Struct(
-    "signature" / Bytes(8),
-    "revision" / Int32ul,
-    "header_size" / Int32ul,
-    "header_crc" / Int32ul,
-    "reserved" / Int32ul,
-    "my_lba" / Int64ul,
-    "alternate_lba" / Int64ul,
-    "first_usable" / Int64ul,
-    "last_usable" / Int64ul,
-    "disk_guid" / Bytes(16),
-    "entries_lba" / Int64ul,
-    "entry_count" / Int32ul,
-    "entry_size" / Int32ul,
-    "entries_crc" / Int32ul,
-)
+GPT_HEADER = Layout(
+    "GptHeader", "<8sIIIIQQQQ16sQIII",
+    "signature revision header_size header_crc reserved my_lba alternate_lba first_usable "
+    "last_usable disk_guid entries_lba entry_count entry_size entries_crc")
 GPT_HEADER_SIZE = GPT_HEADER.sizeof()  # 92
 
-GPT_ENTRY = Struct(
-    "type_guid" / Bytes(16),
-    "unique_guid" / Bytes(16),
-    "first_lba" / Int64ul,
-    "last_lba" / Int64ul,  # inclusive
-    "attributes" / Int64ul,
-    "name" / Bytes(72),
-)
+# last_lba is inclusive
+GPT_ENTRY = Layout("GptEntry", "<16s16sQQQ72s",
+                   "type_guid unique_guid first_lba last_lba attributes name")
 
 MAX_GPT_ARRAY = 4 << 20   # bytes; 128 entries x 128 bytes is the norm (16 KiB)
 MAX_LOGICAL = 256         # logical partitions followed along an EBR chain

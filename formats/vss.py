@@ -26,12 +26,13 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from formats import probes
 from streams.errors import FormatError
 from streams.stream import Stream
 from streams.times import nt_to_datetime, point_name
 
-VSS_IDENTIFIER = uuid.UUID("3808876b-c176-4e48-b7ae-04046e6cc752").bytes_le
-HEADER_OFFSET = 0x1E00
+VSS_IDENTIFIER = probes.VSS_IDENTIFIER
+HEADER_OFFSET = probes.VSS_HEADER_OFFSET
 BLOCK = 0x4000            # catalog, list and data blocks are all 16 KiB
 BLOCK_HEADER = 128
 ENTRY = 128               # catalog entry
@@ -43,7 +44,7 @@ RECORD_STORE_HEADER, RECORD_RANGE_LIST, RECORD_BITMAP = 4, 5, 6
 
 FLAG_FORWARDER, FLAG_OVERLAY, FLAG_NOT_USED = 0x1, 0x2, 0x4
 
-_HEADER = struct.Struct("<16sII QQQQQ 16s16s")      # volume header, first 96 bytes
+_HEADER = probes.VSS_HEADER                          # volume header, first 96 bytes
 _BLOCK_HEADER = struct.Struct("<16sII QQQQ")         # catalog/store block header, 56 bytes
 _ENTRY2 = struct.Struct("<QQ16sQQQ")                 # type, size, id, seq, flags, time
 _ENTRY3 = struct.Struct("<QQ16sQQQQQQ")              # type, list, id, header, ranges,
@@ -52,12 +53,7 @@ _DESC = struct.Struct("<QQQII")
 _STORE_INFO = struct.Struct("<16s16s16sIII4x")       # after the store header's block header
 
 
-def probe(volume: Stream) -> bool:
-    """True when the volume header at 0x1e00 carries the VSS identifier and a catalog."""
-    if volume.size < HEADER_OFFSET + _HEADER.size:
-        return False
-    head = volume.read(HEADER_OFFSET, _HEADER.size)
-    return head[:16] == VSS_IDENTIFIER and _HEADER.unpack(head)[6] != 0
+probe = probes.vss_probe   # the VSS identifier and a catalog in the header at 0x1e00
 
 
 @dataclass

@@ -8,31 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from construct import Bytes, Const, Int8sl, Int8ul, Int16ul, Int64ul, Padding, Struct, ConstructError
-
 from streams.errors import FormatError
+from streams.layout import Layout
 from streams.stream import Stream
 
-BOOT_SECTOR = Struct(
-    "jump" / Bytes(3),
-    "oem" / Const(b"NTFS    "),
-    "bytes_per_sector" / Int16ul,
-    "sectors_per_cluster" / Int8ul,
-    Padding(7),
-    "media" / Int8ul,
-    Padding(18),
-    "total_sectors" / Int64ul,
-    "mft_lcn" / Int64ul,
-    "mftmirr_lcn" / Int64ul,
-    "clusters_per_record" / Int8sl,
-    Padding(3),
-    "clusters_per_index" / Int8sl,
-    Padding(3),
-    "serial" / Int64ul,
-    "checksum" / Bytes(4),
-    Padding(426),
-    "signature" / Bytes(2),
-)
+BOOT_SECTOR = Layout(
+    "NtfsBootSector", "<3s8sHB7xB18xQQQb3xb3xQ4s426x2s",
+    "jump oem bytes_per_sector sectors_per_cluster media total_sectors mft_lcn mftmirr_lcn "
+    "clusters_per_record clusters_per_index serial checksum signature")
 assert BOOT_SECTOR.sizeof() == 512
 
 
@@ -73,10 +56,9 @@ def parse_boot_sector(data: bytes, source: str = "<volume>", offset: int = 0) ->
 
     if len(data) < 512:
         raise bad("truncated")
-    try:
-        b = BOOT_SECTOR.parse(data[:512])
-    except ConstructError:
-        raise bad("no NTFS signature") from None
+    b = BOOT_SECTOR.parse(data)
+    if b.oem != b"NTFS    ":
+        raise bad("no NTFS signature")
     if b.signature != b"\x55\xaa":
         raise bad("missing 55 AA end marker")
     bps = b.bytes_per_sector

@@ -21,9 +21,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from construct import Int16ul, Int32ul, Struct
-
 from streams.errors import FormatError
+from streams.layout import Layout
 
 IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003
 IO_REPARSE_TAG_SYMLINK = 0xA000000C
@@ -67,9 +66,8 @@ TAG_NAMES = {
 
 WOF_ALGORITHMS = {0: "XPRESS4K", 1: "LZX", 2: "XPRESS8K", 3: "XPRESS16K"}
 
-REPARSE_HEADER = Struct("tag" / Int32ul, "data_length" / Int16ul, "reserved" / Int16ul)
-NAMES_HEADER = Struct("subst_offset" / Int16ul, "subst_length" / Int16ul,
-                      "print_offset" / Int16ul, "print_length" / Int16ul)
+REPARSE_HEADER = Layout("ReparseHeader", "<IHH", "tag data_length reserved")
+NAMES_HEADER = Layout("ReparseNames", "<HHHH", "subst_offset subst_length print_offset print_length")
 SYMLINK_RELATIVE = 0x1
 
 

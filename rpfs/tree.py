@@ -116,10 +116,14 @@ class RecoveryPoint:
     def ldm_volumes(self) -> dict[str, object]:
         """``ldm-<volume>`` -> each Windows dynamic volume's bytes (BitLocker ones decrypted
         with ``self.keys``), assembled across this recovery point's dynamic disks, or why not."""
-        from formats import bitlocker, ldm
+        from formats import probes
 
         disks = {stem: d for stem, d in sorted(self.disks.items())
                  if not isinstance(d, Exception)}
+        if not any(probes.ldm_privhead_offset(d) is not None for d in disks.values()):
+            return {}
+        from formats import bitlocker, ldm
+
         out: dict[str, object] = {}
         for name, value in ldm.assemble(disks).items():
             if isinstance(value, Exception):
@@ -135,17 +139,19 @@ class RecoveryPoint:
     def lvm_volumes(self) -> dict[str, object]:
         """``lvm-<vg>-<lv>`` -> each LVM2 logical volume's bytes (its physical volumes may be
         partitions or whole disks of any of this recovery point's disks), or why not."""
-        from formats import lvm
+        from formats import probes
 
         pvs = {}
         for stem, disk in sorted(self.disks.items()):
             if isinstance(disk, Exception):
                 continue
             for name, stream in _partition_streams(stem, disk):
-                if lvm.probe(stream):
+                if probes.lvm_label_sector(stream) is not None:
                     pvs[name] = stream
         if not pvs:
             return {}
+        from formats import lvm
+
         return {f"lvm-{vg}-{lv}": value for (vg, lv), value in lvm.assemble(pvs).items()}
 
     @once
@@ -170,7 +176,7 @@ class RecoveryPoint:
     def shadow_copies(self) -> dict[str, object]:
         """``<disk>-p<N>`` -> the in-guest shadow copies (formats.vss.ShadowCopies) of each
         NTFS volume that holds VSS stores, or the error saying why they cannot be read."""
-        from formats import vss
+        from formats import probes
 
         out: dict[str, object] = {}
         for name, vol in self.volumes.items():
@@ -178,7 +184,8 @@ class RecoveryPoint:
                 continue
             stream = self.volume_streams[name]
             try:
-                if vss.probe(stream):
+                if probes.vss_probe(stream):
+                    from formats import vss
                     out[name] = vss.ShadowCopies(stream)
             except RpfsError as e:
                 out[name] = e
@@ -523,10 +530,12 @@ def disk_info(disk, keys=None) -> dict:
 
 def _ldm_info(disk) -> dict:
     """``{"ldm": ...}`` for a Windows dynamic disk (its group and volumes), else nothing."""
+    from formats import probes
+
+    if probes.ldm_privhead_offset(disk) is None:
+        return {}
     from formats import ldm
 
-    if not ldm.probe(disk):
-        return {}
     try:
         return {"ldm": ldm.describe_disk(disk, disk.name)}
     except RpfsError as e:
@@ -535,9 +544,10 @@ def _ldm_info(disk) -> dict:
 
 def filesystem_info(stream: Stream) -> dict:
     """What ``rpfs info`` on a disk says of one partition's contents."""
-    from formats import lvm
+    from formats import probes
 
-    if lvm.probe(stream):
+    if probes.lvm_label_sector(stream) is not None:
+        from formats import lvm
         try:
             return {"filesystem": None, "lvm": lvm.describe_pv(stream)}
         except RpfsError as e:

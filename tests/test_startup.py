@@ -20,6 +20,13 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # command's module, the s3:// catalog cache's sync
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync"]
 
+# never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
+# construct (the on-disk records are streams.layout.Layout), the crc32c package and the
+# importlib.metadata it imports (streams.crc32c is ours), the volume layers of disks that do not
+# carry their marker (formats.probes), the index's readers behind /<vm>/.versions
+NOT_FOR_READING = ["construct", "crc32c", "formats.ldm", "formats.lvm", "formats.vss",
+                   "rpfs.index.diff", "rpfs.index.query"]
+
 
 def loaded_after(code: str) -> dict[str, set]:
     """Run ``code`` in a fresh interpreter; each ``snapshot(label)`` it calls records the
@@ -81,6 +88,26 @@ snapshot("volumes")
     assert "formats.vhdx.writer" not in volumes          # reading needs no writer
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
     assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only
+    assert heavy(volumes, NOT_FOR_READING) == []
+
+
+def test_restore_of_a_plain_volume_loads_nothing_it_does_not_read(tmp_path, small_fixtures):
+    repo = tmp_path / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
+    ntfs = [n for n in rpfs("ls", repo, "/web01/latest/volumes").stdout.decode().split()
+            if not n.startswith("lvm-")]
+    dest = tmp_path / "out"
+    snaps = loaded_after(f"""
+from rpfs.cli import main
+for vol in {ntfs!r}:
+    assert main(["restore", {str(repo)!r}, "/web01/latest/volumes/" + vol, {str(dest)!r} + "/" + vol]) == 0
+snapshot("restored")
+""")
+    restored = snaps["restored"]
+    assert {"rpfs.restore", "formats.vhdx", "ntfs_reader"} <= restored   # it really read NTFS
+    assert any(dest.rglob("*"))
+    assert heavy(restored, NEVER_UNASKED + NOT_FOR_READING + ["importlib.metadata"]) == []
 
 
 def test_reading_a_small_table_decodes_nothing_ahead(tmp_path, small_fixtures):

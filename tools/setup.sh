@@ -54,7 +54,7 @@ fi
 stamp=.venv/.rpfs-installed
 # Reinstall when the metadata or a C source changed: the editable install builds the C
 # extension (ntfs_reader/_lznt1.c) in place once, and nothing else would rebuild it.
-if [[ ! -f $stamp || -n $(find pyproject.toml setup.py rpfs formats ntfs_reader -newer "$stamp" \
+if [[ ! -f $stamp || -n $(find pyproject.toml setup.py rpfs formats ntfs_reader streams -newer "$stamp" \
                               \( -name '*.c' -o -name '*.h' -o -name pyproject.toml -o -name setup.py \) \
                               -print -quit 2>/dev/null) ]]; then
   echo "setup: installing rpfs into .venv"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-import crc32c as _crc32c
+from streams import crc32c as _crc32c
 
 from streams.errors import FormatError
 

@@ -9,10 +9,9 @@ head's tail lies inside it) and returns a ``LogOverlay``: the file's bytes with 
 from __future__ import annotations
 
 import bisect
+import struct
 import uuid
 from dataclasses import dataclass
-
-from construct import ConstructError
 
 from streams.errors import FormatError, UnsupportedError
 from streams.stream import DATA, ZERO, Extent, Stream
@@ -72,7 +71,7 @@ class _Log:
         try:
             head = self.read(pos, LOG_SECTOR)
             h = LogEntryHeader.parse(head)
-        except ConstructError:
+        except struct.error:   # a short read at the end of the ring
             return None
         if h.signature != LOG_ENTRY_SIGNATURE or h.log_guid != self.log_guid:
             return None

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import uuid
 
-import crc32c as _crc32c
-from construct import (
-    Adapter, Bytes, Int16ul, Int32ul, Int64ul, Padding, Struct,
-)
+from streams import crc32c as _crc32c
+from streams.layout import Layout
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -66,118 +64,55 @@ BAT_STATE_MASK = 0x7
 BAT_OFFSET_SHIFT = 20  # FileOffsetMB occupies bits 20..63
 
 
-class GuidAdapter(Adapter):
-    """16 bytes in the Microsoft mixed-endian GUID layout <-> uuid.UUID."""
+FileIdentifier = Layout("FileIdentifier", "<8s512s", "signature creator")
 
-    def _decode(self, obj, context, path):
-        return uuid.UUID(bytes_le=bytes(obj))
+Header = Layout(
+    "Header", "<4sIQ16s16s16sHHIQ",
+    "signature checksum sequence_number file_write_guid data_write_guid log_guid log_version "
+    "version log_length log_offset",
+    guids=("file_write_guid", "data_write_guid", "log_guid"))
 
-    def _encode(self, obj, context, path):
-        return obj.bytes_le
+RegionTableHeader = Layout("RegionTableHeader", "<4sII4x", "signature checksum entry_count")
 
+RegionTableEntry = Layout("RegionTableEntry", "<16sQII", "guid file_offset length required",
+                          guids=("guid",))
 
-Guid = GuidAdapter(Bytes(16))
+MetadataTableHeader = Layout("MetadataTableHeader", "<8s2xH20x", "signature entry_count")
 
-FileIdentifier = Struct(
-    "signature" / Bytes(8),
-    "creator" / Bytes(512),
-)
-
-Header = Struct(
-    "signature" / Bytes(4),
-    "checksum" / Int32ul,
-    "sequence_number" / Int64ul,
-    "file_write_guid" / Guid,
-    "data_write_guid" / Guid,
-    "log_guid" / Guid,
-    "log_version" / Int16ul,
-    "version" / Int16ul,
-    "log_length" / Int32ul,
-    "log_offset" / Int64ul,
-)
-
-RegionTableHeader = Struct(
-    "signature" / Bytes(4),
-    "checksum" / Int32ul,
-    "entry_count" / Int32ul,
-    Padding(4),
-)
-
-RegionTableEntry = Struct(
-    "guid" / Guid,
-    "file_offset" / Int64ul,
-    "length" / Int32ul,
-    "required" / Int32ul,
-)
-
-MetadataTableHeader = Struct(
-    "signature" / Bytes(8),
-    Padding(2),
-    "entry_count" / Int16ul,
-    Padding(20),
-)
-
-MetadataTableEntry = Struct(
-    "item_id" / Guid,
-    "offset" / Int32ul,
-    "length" / Int32ul,
-    "flags" / Int32ul,   # bit 0 IsUser, bit 1 IsVirtualDisk, bit 2 IsRequired
-    Padding(4),
-)
+# flags: bit 0 IsUser, bit 1 IsVirtualDisk, bit 2 IsRequired
+MetadataTableEntry = Layout("MetadataTableEntry", "<16sIII4x", "item_id offset length flags",
+                            guids=("item_id",))
 META_IS_USER = 1
 META_IS_VIRTUAL_DISK = 2
 META_IS_REQUIRED = 4
 
-FileParameters = Struct(
-    "block_size" / Int32ul,
-    "flags" / Int32ul,   # bit 0 LeaveBlockAllocated, bit 1 HasParent
-)
+# flags: bit 0 LeaveBlockAllocated, bit 1 HasParent
+FileParameters = Layout("FileParameters", "<II", "block_size flags")
 FP_LEAVE_BLOCK_ALLOCATED = 1
 FP_HAS_PARENT = 2
 
-ParentLocatorHeader = Struct(
-    "locator_type" / Guid,
-    Padding(2),
-    "key_value_count" / Int16ul,
-)
+ParentLocatorHeader = Layout("ParentLocatorHeader", "<16s2xH", "locator_type key_value_count",
+                             guids=("locator_type",))
 
-ParentLocatorEntry = Struct(
-    "key_offset" / Int32ul,
-    "value_offset" / Int32ul,
-    "key_length" / Int16ul,
-    "value_length" / Int16ul,
-)
+ParentLocatorEntry = Layout("ParentLocatorEntry", "<IIHH",
+                            "key_offset value_offset key_length value_length")
 
-LogEntryHeader = Struct(
-    "signature" / Bytes(4),
-    "checksum" / Int32ul,
-    "entry_length" / Int32ul,
-    "tail" / Int32ul,
-    "sequence_number" / Int64ul,
-    "descriptor_count" / Int32ul,
-    Padding(4),
-    "log_guid" / Guid,
-    "flushed_file_offset" / Int64ul,
-    "last_file_offset" / Int64ul,
-)
+LogEntryHeader = Layout(
+    "LogEntryHeader", "<4sIIIQI4x16sQQ",
+    "signature checksum entry_length tail sequence_number descriptor_count log_guid "
+    "flushed_file_offset last_file_offset",
+    guids=("log_guid",))
 LOG_ENTRY_HEADER_SIZE = 64
 LOG_DESCRIPTOR_SIZE = 32
 
 # Data and zero descriptors share a layout: the second and third fields differ in meaning.
-LogDescriptor = Struct(
-    "signature" / Bytes(4),
-    "trailing_bytes" / Bytes(4),   # zero descriptor: reserved
-    "leading_bytes" / Bytes(8),    # zero descriptor: ZeroLength (u64)
-    "file_offset" / Int64ul,
-    "sequence_number" / Int64ul,
-)
+LogDescriptor = Layout(
+    "LogDescriptor", "<4s4s8sQQ",
+    "signature trailing_bytes leading_bytes file_offset sequence_number")   # zero descriptor:
+#   trailing_bytes reserved, leading_bytes ZeroLength (u64)
 
-LogDataSector = Struct(
-    "signature" / Bytes(4),
-    "sequence_high" / Int32ul,
-    "data" / Bytes(4084),
-    "sequence_low" / Int32ul,
-)
+LogDataSector = Layout("LogDataSector", "<4sI4084sI",
+                       "signature sequence_high data sequence_low")
 
 
 def crc32c(data) -> int:

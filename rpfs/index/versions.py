@@ -11,8 +11,6 @@ import functools
 import threading
 
 from rpfs.index import db as dbm
-from rpfs.index.diff import _COLS, _row, group_versions
-from rpfs.index.query import ShadowPoint
 from rpfs.tree import REFRESH_SECONDS, RepoRecoveryPoint, StaticDir, StreamFile, store_names
 from streams.times import nt_to_unix_ns
 
@@ -105,6 +103,10 @@ def _versions(tree, vm: str, volume: str, path: str) -> list:
     gives a version), named by the first recovery point that had it; a version first seen
     in an in-guest shadow copy is named ``<rp>.vss-<creation time>`` (the recovery point
     that first held that store), and listed before that recovery point's own."""
+    # the index's readers are loaded only when a version is listed: a mount shows
+    # ``.versions`` without them (tests/test_startup.py)
+    from rpfs.index.diff import _COLS, _row, group_versions
+    from rpfs.index.query import ShadowPoint
 
     db = _reader(tree).db()
     live = _live(tree, vm)
