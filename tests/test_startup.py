@@ -23,9 +23,10 @@ NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync"]
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the
 # importlib.metadata it imports (streams.crc32c is ours), the volume layers of disks that do not
-# carry their marker (formats.probes), the index's readers behind /<vm>/.versions
+# carry their marker (formats.probes), the VHDX log replay of a file closed cleanly, the index's
+# readers behind /<vm>/.versions
 NOT_FOR_READING = ["construct", "crc32c", "formats.ldm", "formats.lvm", "formats.vss",
-                   "rpfs.index.diff", "rpfs.index.query"]
+                   "formats.vhdx.log", "rpfs.index.diff", "rpfs.index.query"]
 
 
 def loaded_after(code: str) -> dict[str, set]:

@@ -20,7 +20,6 @@ from streams.errors import ChainError, FormatError, UnsupportedError
 from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 from . import structures as S
-from .log import NoActiveSequence, replay_log
 
 _BAT_PAGE_ENTRIES = 1 << 15        # 256 KiB of BAT read at a time
 _ZEROS = bytes(1 << 20)
@@ -73,6 +72,8 @@ class VhdxDisk(Disk):
                                        structure=f"VHDX header {self.header_index + 1}",
                                        offset=S.HEADER_OFFSETS[self.header_index])
             self._check_log_placement(h.log_offset, h.log_length)
+            from .log import NoActiveSequence, replay_log   # only a file left open has a log
+
             try:
                 self.file = replay_log(stream, h.log_offset, h.log_length, h.log_guid)
                 self.log_replayed = True
