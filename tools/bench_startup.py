@@ -1,6 +1,6 @@
 """What starting an ``rpfs`` command costs, for two versions of the code side by side.
 
-    .venv/bin/python tools/bench_startup.py --before DIR [--runs 5] [--json OUT]
+    .venv/bin/python tools/bench_startup.py --before DIR [--runs 5] [--json OUT] [--only TEXT]
 
 DIR holds an older source tree (e.g. ``mkdir DIR && git archive main | tar -x -C DIR``);
 the current tree is "after". Each workload runs alternately before/after, ``--runs``
@@ -103,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--work", type=Path, default=Path("/tmp/rpfs-bench-startup"))
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--only", action="append", metavar="TEXT",
+                    help="run only the workloads whose name contains TEXT (repeatable)")
     ap.add_argument("--no-bytecode", action="store_true",
                     help="compile rpfs's modules at each start (their .pyc removed, "
                          "PYTHONDONTWRITEBYTECODE=1), as in a checkout whose environment sets it")
@@ -159,6 +161,8 @@ def main(argv=None) -> int:
         print(f"bench_startup: no {PEERS} (tools/bench_peers.py builds it): its rows skipped")
         workloads = {k: v for k, v in workloads.items() if "bench_peers" not in k
                      and "restore" not in k}
+    if args.only:
+        workloads = {k: v for k, v in workloads.items() if any(t in k for t in args.only)}
     if not os.path.exists("/dev/fuse"):
         workloads = {k: v for k, v in workloads.items() if not k.startswith("mount")}
 
