@@ -301,6 +301,58 @@ compressed_size(const uint8_t *a)
     return 0;
 }
 
+/* The Attribute at `pos` of a checked record, as parse_record_python builds it (`data`: the
+ * record's bytes, which a non-resident attribute keeps to decode its runs later). */
+static PyObject *
+make_attribute(const uint8_t *buf, Py_ssize_t pos, PyObject *data, long long number,
+               long long offset)
+{
+    const uint8_t *a = buf + pos;
+    uint32_t atype = u32(a), alen = u32(a + 4);
+    uint8_t nonres = a[8], name_len = a[9];
+    uint16_t name_off = u16(a + 10), aflags = u16(a + 12), attr_id = u16(a + 14);
+    PyObject *v[A_COUNT];
+    v[A_TYPE] = PyLong_FromUnsignedLong(atype);
+    v[A_NAME] = utf16(a + name_off, name_len ? 2 * (Py_ssize_t)name_len : 0);
+    v[A_FLAGS] = PyLong_FromLong(aflags);
+    v[A_ID] = PyLong_FromLong(attr_id);
+    v[A_RESIDENT] = PyBool_FromLong(!nonres);
+    v[A_RUNS] = Py_NewRef(Py_None);
+    v[A_RECORD] = PyLong_FromLongLong(number);
+    v[A_OFFSET] = PyLong_FromLongLong(offset + pos);
+    if (!nonres) {
+        uint32_t vlen = u32(a + 16);
+        uint16_t voff = u16(a + 20);
+        v[A_VALUE] = PyBytes_FromStringAndSize((const char *)a + voff, vlen);
+        v[A_LOW] = Py_NewRef(small_zero);
+        v[A_HIGH] = PyLong_FromLong(-1);
+        v[A_CUNIT] = Py_NewRef(small_zero);
+        v[A_ALLOC] = Py_NewRef(small_zero);
+        v[A_DSIZE] = Py_NewRef(small_zero);
+        v[A_ISIZE] = Py_NewRef(small_zero);
+        v[A_CSIZE] = Py_NewRef(small_zero);
+        v[A_RAW] = Py_NewRef(Py_None);
+        v[A_PAIRS_AT] = Py_NewRef(small_zero);
+        v[A_PAIRS_END] = Py_NewRef(small_zero);
+        v[A_REC_OFFSET] = Py_NewRef(small_zero);
+    } else {
+        uint16_t pairs_off = u16(a + 32);
+        v[A_VALUE] = Py_NewRef(Py_None);
+        v[A_LOW] = from_i64(i64(a + 16));
+        v[A_HIGH] = from_i64(i64(a + 24));
+        v[A_CUNIT] = PyLong_FromLong(a[34]);
+        v[A_ALLOC] = from_i64(i64(a + 40));
+        v[A_DSIZE] = from_i64(i64(a + 48));
+        v[A_ISIZE] = from_i64(i64(a + 56));
+        v[A_CSIZE] = from_i64(compressed_size(a));
+        v[A_RAW] = Py_NewRef(data);
+        v[A_PAIRS_AT] = PyLong_FromSsize_t(pos + pairs_off);
+        v[A_PAIRS_END] = PyLong_FromSsize_t(pos + alen);
+        v[A_REC_OFFSET] = PyLong_FromLongLong(offset);
+    }
+    return make_slots(AttributeType, attr_offsets, v, A_COUNT);
+}
+
 static PyObject *
 parse_record(PyObject *self, PyObject *args)
 {
@@ -326,54 +378,11 @@ parse_record(PyObject *self, PyObject *args)
     if (data == NULL || attrs == NULL)
         goto done;
     for (Py_ssize_t k = 0; k < n; k++) {
-        const uint8_t *a = buf + pos;
-        uint32_t atype = u32(a), alen = u32(a + 4);
-        uint8_t nonres = a[8], name_len = a[9];
-        uint16_t name_off = u16(a + 10), aflags = u16(a + 12), attr_id = u16(a + 14);
-        PyObject *v[A_COUNT];
-        v[A_TYPE] = PyLong_FromUnsignedLong(atype);
-        v[A_NAME] = utf16(a + name_off, name_len ? 2 * (Py_ssize_t)name_len : 0);
-        v[A_FLAGS] = PyLong_FromLong(aflags);
-        v[A_ID] = PyLong_FromLong(attr_id);
-        v[A_RESIDENT] = PyBool_FromLong(!nonres);
-        v[A_RUNS] = Py_NewRef(Py_None);
-        v[A_RECORD] = PyLong_FromLongLong(number);
-        v[A_OFFSET] = PyLong_FromLongLong(offset + pos);
-        if (!nonres) {
-            uint32_t vlen = u32(a + 16);
-            uint16_t voff = u16(a + 20);
-            v[A_VALUE] = PyBytes_FromStringAndSize((const char *)a + voff, vlen);
-            v[A_LOW] = Py_NewRef(small_zero);
-            v[A_HIGH] = PyLong_FromLong(-1);
-            v[A_CUNIT] = Py_NewRef(small_zero);
-            v[A_ALLOC] = Py_NewRef(small_zero);
-            v[A_DSIZE] = Py_NewRef(small_zero);
-            v[A_ISIZE] = Py_NewRef(small_zero);
-            v[A_CSIZE] = Py_NewRef(small_zero);
-            v[A_RAW] = Py_NewRef(Py_None);
-            v[A_PAIRS_AT] = Py_NewRef(small_zero);
-            v[A_PAIRS_END] = Py_NewRef(small_zero);
-            v[A_REC_OFFSET] = Py_NewRef(small_zero);
-        } else {
-            uint16_t pairs_off = u16(a + 32);
-            v[A_VALUE] = Py_NewRef(Py_None);
-            v[A_LOW] = from_i64(i64(a + 16));
-            v[A_HIGH] = from_i64(i64(a + 24));
-            v[A_CUNIT] = PyLong_FromLong(a[34]);
-            v[A_ALLOC] = from_i64(i64(a + 40));
-            v[A_DSIZE] = from_i64(i64(a + 48));
-            v[A_ISIZE] = from_i64(i64(a + 56));
-            v[A_CSIZE] = from_i64(compressed_size(a));
-            v[A_RAW] = Py_NewRef(data);
-            v[A_PAIRS_AT] = PyLong_FromSsize_t(pos + pairs_off);
-            v[A_PAIRS_END] = PyLong_FromSsize_t(pos + alen);
-            v[A_REC_OFFSET] = PyLong_FromLongLong(offset);
-        }
-        PyObject *attr = make_slots(AttributeType, attr_offsets, v, A_COUNT);
+        PyObject *attr = make_attribute(buf, pos, data, number, offset);
         if (attr == NULL)
             goto done;
         PyList_SET_ITEM(attrs, k, attr);
-        pos += alen;
+        pos += u32(buf + pos + 4);
     }
     {
         PyObject *v[R_COUNT];
@@ -664,6 +673,74 @@ done:
     return result;
 }
 
+/*
+ * data_attribute(data, number, offset) -> (sequence, record flags, file attributes of
+ * $STANDARD_INFORMATION, Attribute) | None: the unnamed $DATA of a plain base record, built
+ * exactly as parse_record builds it, without the record's other attribute objects (what
+ * Entry.open needs of a file, once per file of a restore). None unless the record is a
+ * base record with no attribute list and no reparse point, with a resident unnamed
+ * $STANDARD_INFORMATION of 48 bytes or more first, and exactly one unnamed $DATA
+ * attribute. The twin is record.data_attribute_python.
+ */
+static PyObject *
+data_attribute(PyObject *self, PyObject *args)
+{
+    Py_buffer in;
+    long long number, offset;
+    READY();
+    if (!PyArg_ParseTuple(args, "y*LL", &in, &number, &offset))
+        return NULL;
+    PyObject *result = NULL, *data = NULL, *attr = NULL;
+    Py_ssize_t size = in.len, in_use, pos, n, found = -1;
+    uint8_t *buf = PyMem_Malloc(size > 0 ? size : 1);
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(buf, in.buf, size);
+    if (check_record(buf, size, number, &in_use, &pos, &n) < 0 || u64(buf + 0x20) != 0)
+        goto fallback;
+    const uint8_t *si = NULL;
+    int si_seen = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const uint8_t *a = buf + pos;
+        uint32_t atype = u32(a), alen = u32(a + 4);
+        uint8_t name_len = a[9];
+        if (atype == 0x20 || atype == 0xC0)
+            goto fallback;
+        if (atype == 0x10 && !si_seen) {
+            si_seen = 1;
+            if (name_len || a[8] || u32(a + 16) < 48)
+                goto fallback;
+            si = a + u16(a + 20);
+        } else if (atype == 0x80 && name_len == 0) {
+            if (found >= 0)
+                goto fallback;
+            found = pos;
+        }
+        pos += alen;
+    }
+    if (si == NULL || found < 0)
+        goto fallback;
+    data = PyBytes_FromStringAndSize((const char *)buf, in_use);
+    if (data == NULL)
+        goto done;
+    attr = make_attribute(buf, found, data, number, offset);
+    if (attr == NULL)
+        goto done;
+    result = Py_BuildValue("(iikO)", (int)u16(buf + 0x10), (int)u16(buf + 0x16),
+                           (unsigned long)u32(si + 32), attr);
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(attr);
+    Py_XDECREF(data);
+    PyMem_Free(buf);
+    PyBuffer_Release(&in);
+    return result;
+}
+
 /* -- mapping pairs ------------------------------------------------------------------------ */
 
 static PyObject *
@@ -868,6 +945,9 @@ static PyMethodDef methods[] = {
      "record_summary(data, number) -> what the metadata index keeps of a record, or None"},
     {"stat_summary", stat_summary, METH_VARARGS,
      "stat_summary(data, number) -> what a stat of a plain file or directory needs, or None"},
+    {"data_attribute", data_attribute, METH_VARARGS,
+     "data_attribute(data, number, offset) -> (sequence, flags, file attributes, Attribute) of"
+     " a plain file's unnamed $DATA, or None"},
     {"decode_runlist", decode_runlist, METH_VARARGS,
      "decode_runlist(data, pos, end, first_vcn, total_clusters) -> runs, or None"},
     {"parse_entries", parse_entries, METH_VARARGS,

@@ -358,6 +358,10 @@ class Entry:
 
     def open(self, stream_name: str = "") -> Stream:
         """The unnamed data (or the named stream): a Stream, never silent zeros."""
+        if not stream_name and self._fa is None:
+            plain = self._open_plain()
+            if plain is not None:
+                return plain
         fa = self._attrs()
         if not stream_name and fa.record.is_directory and fa.first(AT_DATA) is None:
             raise UsageError(f"{self.volume.name}: MFT record {self.ref} is a directory")
@@ -378,6 +382,22 @@ class Entry:
         return self.volume.attribute_stream(
             fa, AT_DATA, ntfs, f"{self.volume.name}:record {self.ref}" +
             (f":{stream_name}" if stream_name else ""))
+
+    def _open_plain(self) -> Stream | None:
+        """``open()`` of a plain file from its unnamed $DATA alone (Volume.data_attribute:
+        no reparse point or attribute list) when it is not encrypted (a compressed one
+        is read as the whole-record path reads it); None for the whole-record path, which also reports damage and stale references."""
+        q = self.volume.data_attribute(self.ref)
+        if q is None:
+            return None
+        seq, flags, file_attributes, attr = q
+        if flags & (REC_IN_USE | REC_DIRECTORY) != REC_IN_USE or (
+                self.sequence and seq != self.sequence):
+            return None
+        if file_attributes & FILE_ATTRIBUTE_ENCRYPTED or attr.flags & ATTR_ENCRYPTED:
+            return None
+        return self.volume.extents_stream([attr], self.ref,
+                                          f"{self.volume.name}:record {self.ref}")
 
     def _open_wof(self, r: Reparse) -> Stream:
         from .wof import WOF_STREAM, WofStream, wof_algorithm

@@ -259,3 +259,43 @@ def parse_record_python(data: bytes, number: int, source: str, offset: int) -> M
                                    pos + pairs_off, end, number, offset + pos, offset))
         pos = end
     return MftRecord(number, seq, links, flags, base_ref, attrs)
+
+
+def data_attribute(data: bytes, number: int, offset: int) -> tuple | None:
+    """(sequence, record flags, $STANDARD_INFORMATION file attributes, the unnamed $DATA
+    Attribute) of a plain base record: no attribute list, no reparse point, a resident
+    unnamed $STANDARD_INFORMATION first, exactly one unnamed $DATA. What opening a file
+    needs, without the objects of its other attributes (one call per file of a restore).
+    None for anything else, a damaged record included: the caller reads the whole record,
+    which reports the damage."""
+    p = native.parser
+    if p is not None:
+        return p.data_attribute(data, number, offset)
+    return data_attribute_python(data, number, offset)
+
+
+def data_attribute_python(data: bytes, number: int, offset: int) -> tuple | None:
+    """The reference twin of data_attribute."""
+    try:
+        rec = parse_record_python(data, number, "<record>", offset)
+    except FormatError:
+        return None
+    if rec.base_ref:
+        return None
+    si = found = None
+    si_seen = False
+    for a in rec.attributes:
+        if a.type in (AT_ATTRIBUTE_LIST, AT_REPARSE_POINT):
+            return None
+        if a.type == AT_STANDARD_INFORMATION and not si_seen:
+            si_seen = True
+            if a.name or not a.resident or len(a.value) < 48:
+                return None
+            si = a.value
+        elif a.type == AT_DATA and a.name == "":
+            if found is not None:
+                return None
+            found = a
+    if si is None or found is None:
+        return None
+    return rec.sequence, rec.flags, struct.unpack_from("<I", si, 32)[0], found

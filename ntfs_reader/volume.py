@@ -24,7 +24,7 @@ from .datastream import CompressedStream, RunlistStream
 from .record import (
     AT_ATTRIBUTE_LIST, AT_BITMAP, AT_DATA, AT_INDEX_ALLOCATION, AT_INDEX_ROOT,
     AT_VOLUME_INFORMATION, AT_VOLUME_NAME, ATTR_COMPRESSED, REF_MASK, MftRecord,
-    parse_record, ref_number, ref_sequence,
+    data_attribute, parse_record, ref_number, ref_sequence,
 )
 
 FILE_MFT, FILE_MFTMIRR, FILE_LOGFILE, FILE_VOLUME, FILE_ATTRDEF, FILE_ROOT = 0, 1, 2, 3, 4, 5
@@ -191,6 +191,17 @@ class Volume:
             return None
         return p.stat_summary(data, number)
 
+    def data_attribute(self, number: int) -> tuple | None:
+        """What opening a plain file needs of record ``number`` (``record.data_attribute``),
+        without parsing its other attributes; None when only the whole record can tell."""
+        if not 0 <= number < self.mft_records:
+            return None
+        try:
+            data = self._mft_bytes(number)
+        except RpfsError:
+            return None
+        return data_attribute(data, number, self.mft_offset_safe(number) or 0)
+
     # -- files: base record + extension records ------------------------------------
 
     def file(self, number: int, sequence: int = 0) -> FileAttributes:
@@ -290,6 +301,10 @@ class Volume:
         label = label or f"{self.name}:record {num}:{atype:#x}:{name}"
         if not extents:
             raise NotFoundError(f"{label}: no such attribute")
+        return self.extents_stream(extents, num, label)
+
+    def extents_stream(self, extents: list, num: int, label: str) -> Stream:
+        """One attribute's extents (lowest VCN first) of record ``num`` as a Stream."""
         first = extents[0]
         if first.resident:
             if len(extents) > 1:

@@ -518,9 +518,11 @@ def test_efs_encrypted_file_refuses_to_open(image):
         struct.pack_into("<I", buf, value + 32, flags | 0x4000)
     vol2 = Volume(PatchedStream(base, _record_patch(base, off, record_size, b"FILE", edit)))
     e2 = vol2.lookup("/hello.txt")
+    with pytest.raises(UnsupportedError, match="EFS"):
+        e2.open()          # nothing read of it before: the plain-file path
     assert e2.is_encrypted and e2.attributes & 0x4000
     with pytest.raises(UnsupportedError, match="EFS"):
-        e2.open()
+        vol2.lookup("/hello.txt").open()
 
 
 @FAST

@@ -115,3 +115,52 @@ def test_switching_really_switches():
         assert calls == []
     finally:
         native.use(before)
+
+
+def _opened(stream) -> tuple:
+    """What a file's stream is: its class, size, name, runs and valid length, and bytes."""
+    import hashlib
+    return (type(stream).__name__, stream.size, stream.name, getattr(stream, "runs", None),
+            getattr(stream, "init", None),
+            hashlib.sha256(stream.read(0, min(stream.size, 1 << 20))).hexdigest())
+
+
+def _plain_opens(image) -> tuple[int, int]:
+    """Every file opened by the plain path (record.data_attribute) against the whole-record
+    path; (files, opened by the plain path)."""
+    from ntfs_reader.entry import Entry
+    vol = Volume(FileStream(str(image)))
+    files = plain = 0
+    for path, e in vol.walk("/"):
+        if _safe(lambda e=e: e.is_dir or e.is_symlink) is not False:
+            continue
+        files += 1
+        fast = Entry(vol, e.ref, None, e.sequence)
+        got = _safe(lambda: _opened(fast.open()))
+        whole = Entry(vol, e.ref, None, e.sequence)
+        whole._attrs()       # a parsed record: open() takes the whole-record path
+        assert _safe(lambda: _opened(whole.open())) == got, path
+        plain += Entry(vol, e.ref, None, e.sequence)._open_plain() is not None
+    return files, plain
+
+
+@pytest.mark.parametrize("parser", ["C", "Python"])
+@pytest.mark.parametrize("build", [features_image, mftfrag_image])
+def test_plain_open_is_the_whole_record_open(build, parser):
+    """Entry.open of a plain file reads only its unnamed $DATA (record.data_attribute, in C
+    or its twin): the same stream as the whole-record path, and taken for most files (a
+    count: the feature image's reparse points, compressed and encrypted files, named
+    streams' owners with attribute lists, go the whole way)."""
+    image, _ = build()
+    before = native.use(parser == "C")
+    try:
+        files, plain = _plain_opens(image)
+    finally:
+        native.use(before)
+    assert files > 20 and plain > files // 2, (files, plain)
+
+
+@pytest.mark.parametrize("name", ["system-p3", "data-p1"])
+def test_plain_open_on_fixture_volumes(small_fixtures, name):
+    files, plain = _plain_opens(small_fixtures.volumes[name].image)
+    assert plain > files // 2, (files, plain)

@@ -501,7 +501,8 @@ def _stat_twins(summary, rec) -> None:
 def fuzz_ntfs_native(data: bytes) -> None:
     """The C metadata parser (ntfs_reader/_ntfsparse.c) against its Python twins. The first
     byte picks the parser (mod 5): 0 an MFT record (1 KiB, 4 KiB past 1 KiB of input; then
-    the metadata index's row of it, what a stat reads of it and each of its runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
+    the metadata index's row of it, what a stat and an open read of it and each of its
+    runlists), 1 mapping pairs (the next byte * 97 is the first VCN), 2 index
     entries (u16 start, u16 end, then the buffer), 3 a $FILE_NAME value, 4 fixups of an INDX
     record (stride 512; padded to whole sectors)."""
     from ntfs_reader import attrs, index, native, record, runlist
@@ -517,6 +518,10 @@ def fuzz_ntfs_native(data: bytes) -> None:
         _twins(rec, lambda: record.parse_record_python(body, number, "fuzz", 4096))
         _summary_twins(p.record_summary(body, number), rec, number)
         _stat_twins(p.stat_summary(body, number), rec)
+        got = p.data_attribute(body, number, 4096)   # the record parsed: no reason to decline
+        want = record.data_attribute_python(body, number, 4096)
+        if got != want:
+            raise AssertionError(f"data_attribute differs:\n{got!r:.600}\n{want!r:.600}")
         for a in rec.attributes[:64]:
             if not a.resident:
                 _twins(p.decode_runlist(a.raw, a.pairs_at, a.pairs_end, a.lowest_vcn, 1 << 24),
