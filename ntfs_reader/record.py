@@ -269,9 +269,11 @@ def data_attribute(data: bytes, number: int, offset: int) -> tuple | None:
     None for anything else, a damaged record included: the caller reads the whole record,
     which reports the damage."""
     p = native.parser
-    if p is not None:
-        return p.data_attribute(data, number, offset)
-    return data_attribute_python(data, number, offset)
+    if p is None:
+        return data_attribute_python(data, number, offset)
+    fn = getattr(p, "data_attribute", None)
+    # an extension built before this function: the whole record, parsed in C, is quicker
+    return None if fn is None else fn(data, number, offset)
 
 
 def data_attribute_python(data: bytes, number: int, offset: int) -> tuple | None:
