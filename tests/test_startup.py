@@ -6,8 +6,11 @@ imported everything already) and first proves it can see the modules it looks fo
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 from tests.helpers.cli import rpfs
 
@@ -44,6 +47,17 @@ def heavy(loaded: set, names: list[str]) -> list[str]:
     return sorted(m for m in loaded if any(m == n or m.startswith(n + ".") for n in names))
 
 
+@pytest.fixture(scope="module")
+def plain_repo(small_fixtures, tmp_path_factory):
+    """A local repository holding the small fixture VM once (no index): what these tests
+    open. Tests that change it work on a copy."""
+    repo = tmp_path_factory.mktemp("startup") / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index",
+         "--time", "2026-11-01T02:00:00Z")
+    return repo
+
+
 def test_parsing_any_command_line_imports_nothing_heavy():
     snaps = loaded_after("""
 import contextlib, io
@@ -63,10 +77,8 @@ snapshot("store")
     assert {"zstandard", "rpfs.store"} <= snaps["store"]
 
 
-def test_plain_repository_mount_opens_only_what_it_lists(tmp_path, small_fixtures):
-    repo = tmp_path / "repo"
-    rpfs("init", repo)
-    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
+def test_plain_repository_mount_opens_only_what_it_lists(plain_repo):
+    repo = plain_repo
     snaps = loaded_after(f"""
 import rpfs.cli.mount  # the command's module and what it imports
 import rpfs.fuse  # the mount imports its adapter before it forks
@@ -92,10 +104,8 @@ snapshot("volumes")
     assert heavy(volumes, NOT_FOR_READING) == []
 
 
-def test_restore_of_a_plain_volume_loads_nothing_it_does_not_read(tmp_path, small_fixtures):
-    repo = tmp_path / "repo"
-    rpfs("init", repo)
-    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
+def test_restore_of_a_plain_volume_loads_nothing_it_does_not_read(tmp_path, plain_repo):
+    repo = plain_repo
     ntfs = [n for n in rpfs("ls", repo, "/web01/latest/volumes").stdout.decode().split()
             if not n.startswith("lvm-")]
     dest = tmp_path / "out"
@@ -111,15 +121,13 @@ snapshot("restored")
     assert heavy(restored, NEVER_UNASKED + NOT_FOR_READING + ["importlib.metadata"]) == []
 
 
-def test_reading_a_small_table_decodes_nothing_ahead(tmp_path, small_fixtures):
+def test_reading_a_small_table_decodes_nothing_ahead(plain_repo):
     """Opening a file system reads small tables in a row ($UpCase: 128 KiB in 4 KiB reads);
     read-ahead waits until a run spans a whole chunk, so a mount's first listing decodes only
     the chunks it reads (it decoded 26 instead of 2 in the 1,000-recovery-point bench)."""
     from rpfs.store import Repository
 
-    repo = tmp_path / "repo"
-    rpfs("init", repo)
-    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index")
+    repo = plain_repo
     with Repository.open(repo) as r:
         rp = r.recovery_points("web01")[0]
         name, size = max(r.files(rp).items(), key=lambda f: f[1])
@@ -132,3 +140,48 @@ def test_reading_a_small_table_decodes_nothing_ahead(tmp_path, small_fixtures):
         for pos in range(cs + (128 << 10), 3 * cs, 64 << 10):   # the same run goes on
             f.read(pos, 64 << 10)
         assert r.loader.prefetched > 0   # the control: read-ahead is seen once it is due
+
+
+def _first_listing(repo, monkeypatch) -> tuple[list[str], int]:
+    """The catalog statements and read-ahead jobs from opening ``repo`` to listing (with
+    attributes) its VM, ``latest``'s volumes and the first volume's root, as a mount's first
+    listing does."""
+    from rpfs.source import open_source
+    from rpfs.store import catalog
+
+    statements: list[str] = []
+    connect = catalog.connect
+
+    def traced(*a, **k):
+        db = connect(*a, **k)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(catalog, "connect", traced)
+    tree = open_source(repo)
+    try:
+        [n.attr() for n in tree.root.iterdir()]
+        [n.attr() for n in tree.resolve("/web01").iterdir()]
+        vols = sorted(n.name for n in tree.resolve("/web01/latest/volumes").iterdir())
+        [n.attr() for n in tree.resolve(f"/web01/latest/volumes/{vols[0]}").iterdir()]
+        return statements, tree.repo.loader.prefetched
+    finally:
+        tree.close()
+        monkeypatch.undo()
+
+
+def test_first_listing_costs_the_same_with_more_recovery_points(tmp_path, plain_repo,
+                                                                small_fixtures, monkeypatch):
+    """Counted, not timed: from opening a repository to a volume's first listing the catalog
+    answers a fixed number of statements (the recovery points come in one; the bench's VM has
+    1,000), and read-ahead starts the same jobs, however many recovery points there are."""
+    repo = tmp_path / "repo"
+    shutil.copytree(plain_repo, repo)
+    statements, prefetched = _first_listing(repo, monkeypatch)
+    assert 0 < len(statements) <= 12, statements
+    rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index",
+         "--time", "2026-11-02T02:00:00Z")
+    statements2, prefetched2 = _first_listing(repo, monkeypatch)
+    assert "2026-11-02T020000Z" in str(rpfs("ls", repo, "/web01").stdout)   # it was added
+    assert len(statements2) == len(statements), (statements, statements2)
+    assert prefetched2 == prefetched
