@@ -5,12 +5,21 @@ reused by another: after a 100,000-file folder was zipped and listed by the web 
 worker threads, it kept 100-170 MiB more than it started with, although its live objects
 (the bounded caches) were about 70 MiB. Two arenas kept it to 84-101 MiB in the same run,
 with no measurable cost in speed (the workers spend their time in I/O, zstd and the C
-parsers, not in malloc)."""
+parsers, not in malloc).
+
+Decoded chunks (1 MiB each) are above glibc's first mmap threshold, and a freed chunk at
+the top of an arena is handed back to the kernel: the next chunk then faults in every page
+afresh (256 minor faults per 1 MiB, about 0.5 ms here: as much as decompressing it).
+``keep_chunk_buffers`` keeps such buffers in the arenas, so a chunk evicted from the cache
+gives its pages to the next one (cat of a 384 MiB text log through a repository: 68,000
+faults before, 35,000 after, the rest being the cache's first fill)."""
 
 import ctypes
 
-M_ARENA_MAX = -8  # mallopt parameter, glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters, glibc's malloc.h
 ARENAS = 2
+MMAP_THRESHOLD = 4 << 20     # buffers up to this (chunks, read-ahead) come from the arenas
+TRIM_THRESHOLD = 16 << 20    # free memory an arena keeps at its top (a read-ahead window)
 
 _libc = None
 
@@ -30,6 +39,15 @@ def limit_arenas(arenas: int = ARENAS) -> None:
     """Call before the worker threads start: later threads share ``arenas`` arenas."""
     if _c():
         _libc[0](M_ARENA_MAX, arenas)
+
+
+def keep_chunk_buffers() -> None:
+    """Serve chunk-sized buffers from the arenas and keep up to ``TRIM_THRESHOLD`` free at
+    an arena's top, instead of mapping and unmapping each one (fixed values also stop glibc
+    from moving the thresholds itself)."""
+    if _c():
+        _libc[0](M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _libc[0](M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def give_back() -> None:

@@ -78,6 +78,7 @@ def _serve(args, ready=None) -> None:
         # only has to hold read-ahead and the chunks of metadata being parsed
         args.store = args.store.with_(chunk_cache_bytes=MOUNT_CHUNK_CACHE)
     heap.limit_arenas()  # before the worker threads start
+    heap.keep_chunk_buffers()
     tree = open_tree(args)
     try:
         mount(tree, args.mountpoint, allow_other=args.allow_other,
