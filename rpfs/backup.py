@@ -412,7 +412,8 @@ def _read_pass(run: _Run, files: list[_Source], res: BackupResult, progress, don
                     continue
                 if run.writer is None:
                     run.writer = PackWriter(repo.backend)
-                run.writer.add(h, codec, payload, usize)
+                run.writer.add(h, codec, payload, usize,
+                               frames.stored_table(payload) if codec == FRAMED else None)
                 res.new_chunks += 1
                 res.new_bytes_stored += len(payload)
                 res.new_bytes_logical += usize
@@ -513,11 +514,13 @@ def _commit_pack(repo: Repository, run: _Run, writer: PackWriter) -> None:
             # a conflict is a chunk a repair found in no pack (from now on it is in this one),
             # or one a concurrent backup stored too (its row is kept; gc drops our copy)
             row = db.execute(
-                "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec) VALUES (?,?,?,?,?,?)"
+                "INSERT INTO chunks (hash, pack_id, offset, csize, usize, codec, frames)"
+                " VALUES (?,?,?,?,?,?,?)"
                 " ON CONFLICT (hash) DO UPDATE SET pack_id = excluded.pack_id, offset = excluded.offset,"
-                " csize = excluded.csize, usize = excluded.usize, codec = excluded.codec"
-                " WHERE chunks.pack_id = ? RETURNING id",
-                (e.hash, pid, e.offset, e.csize, e.usize, e.codec, lost[0] if lost else -1)).fetchone()
+                " csize = excluded.csize, usize = excluded.usize, codec = excluded.codec,"
+                " frames = excluded.frames WHERE chunks.pack_id = ? RETURNING id",
+                (e.hash, pid, e.offset, e.csize, e.usize, e.codec, writer.tables.get(e.hash),
+                 lost[0] if lost else -1)).fetchone()
             if row is None:
                 row = db.execute("SELECT id FROM chunks WHERE hash = ?", (e.hash,)).fetchone()
             ids.append(row[0])

@@ -172,9 +172,86 @@ def test_damaged_frame_table_names_the_chunk(tmp_path):
         p.write(bytes([b[0] ^ 1]))
     r, f = _open(path)
     with r:
+        # a small read takes the catalog's copy of the table and still reads; a whole-chunk
+        # read meets the damaged one
+        assert f.read(100, 10) == data[100:110]
+        with pytest.raises(IntegrityError, match=f"chunk {loc.hash.hex()[:16]}: frame table"):
+            f.read(0, CHUNK)
+    _forget_catalog_tables(path)                           # as a repository stored before
+    r, f = _open(path)
+    with r:
         with pytest.raises(IntegrityError, match=f"chunk {loc.hash.hex()[:16]}: frame table"):
             f.read(100, 10)
         assert f.read(CHUNK + 5, 10) == data[CHUNK + 5:CHUNK + 15]
+
+
+def _forget_catalog_tables(path) -> None:
+    """The catalog as an rpfs that kept no frame tables there left it."""
+    db = sqlite3.connect(path / "catalog.sqlite")
+    db.execute("UPDATE chunks SET frames = NULL")
+    db.commit()
+    db.close()
+
+
+class _PackReads:
+    """Counts the preads of pack files (every read of a chunk's bytes is one)."""
+
+    def __init__(self, monkeypatch):
+        import os
+        self.count = 0
+        real = os.pread
+
+        def pread(fd, n, off):
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".pack"):
+                self.count += 1
+            return real(fd, n, off)
+        monkeypatch.setattr(os, "pread", pread)
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+def test_a_cold_4k_read_of_a_chunk_never_touched_is_one_pread_of_the_pack(tmp_path, monkeypatch, encrypt):
+    """Count reads, not time: the frame table comes from the catalog, so the first small read
+    of a chunk reads only its frame; a repository stored without catalog copies reads the
+    table first (two), until ``rpfs repair`` copies them in (one again)."""
+    data = random.Random(7).randbytes(4 * CHUNK)
+    path = _repo(tmp_path, data, encrypt=encrypt)
+    reads = _PackReads(monkeypatch)
+
+    def cold_reads(offsets) -> list[int]:
+        out = []
+        r, f = _open(path)
+        with r:
+            for off in offsets:
+                before = reads.count
+                assert f.read(off, 4096) == data[off:off + 4096]
+                out.append(reads.count - before)
+        return out
+
+    offsets = [CHUNK + 3 * FRAME + 100, 3 * CHUNK + 8192, 5000, 3 * CHUNK + 6 * FRAME]
+    assert cold_reads(offsets) == [1, 1, 1, 1]
+    _forget_catalog_tables(path)
+    assert cold_reads(offsets) == [2, 2, 2, 1]      # the last: the chunk's table is known
+    res = repair(str(path), _options())
+    assert res.frame_tables == 4 and not res.lost
+    assert cold_reads(offsets) == [1, 1, 1, 1]
+    assert repair(str(path), _options()).frame_tables == 0
+
+
+def test_a_catalog_table_of_another_copy_is_not_used(tmp_path, monkeypatch):
+    """The catalog's table is used only while its row names the very copy the reader holds:
+    a row pointed elsewhere (gc, a sync) makes the read take the pack's own table."""
+    data = random.Random(8).randbytes(2 * CHUNK)
+    path = _repo(tmp_path, data, encrypt=True)
+    reads = _PackReads(monkeypatch)
+    r, f = _open(path)
+    with r:
+        loc = f.locs[f.ids[0]]
+        db = sqlite3.connect(path / "catalog.sqlite")
+        db.execute("UPDATE chunks SET offset = offset + 1 WHERE hash = ?", (loc.hash,))  # elsewhere now
+        db.commit()
+        db.close()
+        assert f.read(FRAME + 10, 4096) == data[FRAME + 10:FRAME + 10 + 4096]
+        assert reads.count == 2
 
 
 def _format1_data() -> bytes:

@@ -1,12 +1,14 @@
 """Random 4 KiB reads and one big sequential read through a repository mount, cold (issue 17).
 
     nice .venv/bin/python tools/bench_random_reads.py REPO [REPO...] [--peer] [--repeat 3]
+        [--workloads "random 4 KiB read,cat random.bin,cat log.txt"]
 
 The smallest bench of ``tools/bench_peers.py``'s "random 4 KiB read" and "cat random.bin"
 rows: each REPO (a repository holding ``tools/bench_peers.py``'s bench VHDX, e.g. one
 unframed and one framed) is mounted with ``rpfs mount``, the page cache dropped, then 1,000
 preads of 4 KiB at random aligned offsets of the 384 MiB random file (median latency) and
-``cat`` of it (seconds), each on a fresh mount. ``--peer`` adds vhdimount + loop + ntfs-3g
+``cat`` of it (seconds), each on a fresh mount; ``--workloads`` picks among those and
+``cat log.txt`` (the 384 MiB text log). ``--peer`` adds vhdimount + loop + ntfs-3g
 on the VHDX itself. ``--rpfs DIR`` mounts with the rpfs of another checkout (its .venv),
 to measure code before a change. Rounds alternate the sides. Needs root. A benchmark,
 never a test: nothing here asserts a time.
@@ -29,6 +31,9 @@ from tools import bench_peers  # noqa: E402
 from tools.bench_mount import drop_caches  # noqa: E402
 
 
+WORKLOADS = ("random 4 KiB read", "cat random.bin", "cat log.txt")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("repos", nargs="+", help="repositories holding the bench VHDX (label=PATH allowed)")
@@ -36,7 +41,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rpfs", default=None, help="label=CHECKOUT: mount REPOs labelled so with that checkout's rpfs")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--budget", type=float, default=300.0)
+    ap.add_argument("--workloads", default="random 4 KiB read,cat random.bin",
+                    help=f"comma-separated, of: {', '.join(WORKLOADS)}")
     args = ap.parse_args(argv)
+    workloads = [w.strip() for w in args.workloads.split(",")]
+    if set(workloads) - set(WORKLOADS):
+        ap.error(f"unknown workload(s): {', '.join(sorted(set(workloads) - set(WORKLOADS)))}")
     data = json.loads((bench_peers.CACHE / f"v{bench_peers.DATA_VERSION}" / "data.json").read_text())
     data.setdefault("vm", bench_peers.VM)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-random-{os.getpid()}"
@@ -51,7 +61,7 @@ def main(argv=None) -> int:
     orig_cmd = bench_peers.rpfs_cmd
     for rnd in range(args.repeat):
         for label, path in (sides if rnd % 2 == 0 else sides[::-1]):
-            for workload in ("random 4 KiB read", "cat random.bin"):
+            for workload in workloads:
                 if path is None:
                     m = bench_peers.PeerMount(data, work)
                 else:
@@ -71,7 +81,7 @@ def main(argv=None) -> int:
                     if workload.startswith("random"):
                         v = bench_peers.random_reads(root / "random.bin", args.budget)
                     else:
-                        v = bench_peers.timed(["cat", root / "random.bin"], args.budget)
+                        v = bench_peers.timed(["cat", root / workload.split()[1]], args.budget)
                 finally:
                     m.unmount()
                 samples.setdefault(label, {}).setdefault(workload, []).append(v)

@@ -290,5 +290,6 @@ def cmd_repair(args) -> int:
         print(f"{'incomplete' if r.lost else 'ok'}: {r.recovery_points} recovery point objects,"
               f" {r.imported} imported, {r.files} files, {r.indexes_read} index objects and"
               f" {r.packs_read} pack tails read,"
-              f" {r.objects_written} objects written, in {r.seconds:.1f}s")
+              f" {r.objects_written} objects written, {r.frame_tables} frame tables copied"
+              f" into the catalog, in {r.seconds:.1f}s")
     return 1 if r.lost else 0

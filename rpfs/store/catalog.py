@@ -11,6 +11,12 @@ Schema (version in ``PRAGMA user_version``; ``migrate`` brings any older catalog
 - ``chunks(id, hash, pack_id, offset, csize, usize, codec)``: one row per stored chunk;
   ``hash`` is UNIQUE (B-tree: lookup by hash is O(log n)); ``offset`` is the payload offset
   in the pack. Ids come from AUTOINCREMENT and are never reused; id 0 means "all zeros".
+  ``frames`` (added in place, see ``add_columns``): a framed chunk's head and frame table,
+  the bytes its payload starts with (frames.py), so a small read of a chunk not read before
+  is one read of its frames (the copy is checked like the pack's: table digest or AEAD,
+  bound to the chunk id). NULL for unframed chunks, chunks stored by an rpfs without the
+  column and rows imported from objects: the read takes the table from the pack, and
+  ``rpfs repair`` fills them in.
 - ``recovery_points(id, vm_id, name, time, logical_size, stored_size, file_count,
   new_chunks, chunk_size, created)``: ``name`` is the UTC time ``YYYY-MM-DDTHHMMSSZ``,
   unique per VM; ``stored_size`` = compressed bytes of chunks this RP added.
@@ -127,6 +133,31 @@ def _v3(db: sqlite3.Connection) -> None:
 
 MIGRATIONS = {1: _v1, 2: _v2, 3: _v3}  # version n: function bringing version n-1 to n
 
+# Columns an older rpfs can ignore are added in place, without a new version: a version it
+# does not know makes an older rpfs refuse the whole catalog (a shared repository, a cache).
+# chunks.frames: a framed chunk's frame table beside its location (a cold small read is one
+# read of its frames, not two).
+EXTRA_COLUMNS = {"chunks": {"frames": "BLOB"}}
+
+
+def add_columns(db: sqlite3.Connection) -> None:
+    """Add the ``EXTRA_COLUMNS`` a catalog lacks (a read-only catalog is left as it is: its
+    readers do without them)."""
+    for table, cols in EXTRA_COLUMNS.items():
+        if not set(cols) - columns(db, table):
+            continue
+        try:
+            with transaction(db):
+                for name in sorted(set(cols) - columns(db, table)):   # again, under the lock
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {cols[name]}")
+        except sqlite3.OperationalError as e:
+            if "readonly" not in str(e):
+                raise
+
+
+def columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+
 
 @contextlib.contextmanager
 def transaction(db: sqlite3.Connection):
@@ -188,6 +219,7 @@ def create(path: str, repository_id: str = "") -> None:
         if mode.lower() != "wal":
             raise FormatError(f"cannot enable WAL (got {mode})", source=path, structure="catalog")
         migrate(db, path)
+        add_columns(db)
         with transaction(db):
             db.execute("INSERT OR REPLACE INTO meta VALUES ('repository', ?)", (repository_id,))
     finally:
@@ -201,6 +233,7 @@ def check(path: str) -> None:
         try:
             if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 migrate(db, path)
+            add_columns(db)
         finally:
             db.close()
     except sqlite3.DatabaseError as e:

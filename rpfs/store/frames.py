@@ -99,6 +99,14 @@ def table_length(head: bytes, csize: int, chunk_id: bytes) -> int:
     return HEAD_SIZE + tlen
 
 
+def stored_table(payload) -> bytes:
+    """The head and table a framed payload starts with, as stored (the catalog keeps a copy)."""
+    magic, tlen = _HEAD.unpack_from(payload, 0)
+    if magic != MAGIC:
+        raise ValueError("not a framed payload")
+    return bytes(payload[:HEAD_SIZE + tlen])
+
+
 def parse_table(crypto, head: bytes, csize: int, usize: int, chunk_id: bytes) -> FrameTable:
     """The checked frame table from the payload's first ``table_length`` bytes."""
     end = table_length(head, csize, chunk_id)

@@ -127,14 +127,18 @@ class PackWriter:
         self._f.write(_HEADER.pack(b"RPFSPACK", PACK_VERSION))
         self.size = HEADER_SIZE
         self.entries: list[PackEntry] = []
+        self.tables: dict[bytes, bytes] = {}    # chunk id -> frame table of a framed entry
 
-    def add(self, h: bytes, codec: int, payload: bytes, usize: int) -> PackEntry:
+    def add(self, h: bytes, codec: int, payload: bytes, usize: int, table: bytes | None = None) -> PackEntry:
+        """Append one chunk; ``table``: a framed payload's head and table, for the catalog."""
         self._f.write(_ENTRY.pack(h, usize, len(payload), codec))
         off = self.size + ENTRY_HEADER_SIZE
         self._f.write(payload)
         self.size = off + len(payload)
         e = PackEntry(h, off, usize, len(payload), codec)
         self.entries.append(e)
+        if table is not None:
+            self.tables[h] = table
         return e
 
     def finish(self) -> int:

@@ -66,6 +66,7 @@ class ChunkLoc:
     usize: int
     codec: int
     hash: bytes
+    id: int = 0       # the catalog row (0: not known), where a framed chunk's table is kept
 
 
 def open_backend(address: str, options: StoreOptions, *, cache: bool = True) -> Backend:
@@ -391,7 +392,7 @@ class Repository:
                 "SELECT c.id, p.name, c.offset, c.csize, c.usize, c.codec, c.hash FROM chunks c"
                 f" JOIN packs p ON p.id = c.pack_id WHERE c.id IN ({','.join('?' * len(part))})", part)
             for cid, pack, off, csize, usize, codec, h in rows:
-                out[cid] = ChunkLoc(names.setdefault(pack, pack), off, csize, usize, codec, h)
+                out[cid] = ChunkLoc(names.setdefault(pack, pack), off, csize, usize, codec, h, cid)
         return out
 
     def load_chunk(self, loc: ChunkLoc) -> bytes:
@@ -459,27 +460,55 @@ class Repository:
             return self._read_part(moved, start, end)
 
     def _table(self, loc: ChunkLoc) -> "frames.FrameTable":
+        """The chunk's checked frame table: remembered, else the catalog's copy (no read of
+        the pack), else read from the pack."""
         t = self.tables.get(loc.hash)
         if t is None:
-            first = min(loc.csize, frames.FIRST_READ)
-            for attempt in (0, 1):
-                head = self.backend.get_part(loc.pack, loc.offset, first)
-                need = first
-                try:
-                    need = frames.table_length(head, loc.csize, loc.hash)
-                    if need > len(head):
-                        head += self.backend.get_part(loc.pack, loc.offset + first, need - first)
-                    t = frames.parse_table(self.crypto, head, loc.csize, loc.usize, loc.hash)
-                    break
-                except IntegrityError as e:
-                    # forget the cached copies of what was read (the ranges get_part kept)
-                    dropped = self.backend.discard_cached(loc.pack, loc.offset, first)
-                    if need > first:
-                        self.backend.discard_cached(loc.pack, loc.offset + first, need - first)
-                    if attempt or not dropped:
-                        raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
+            t = self._catalog_table(loc)
+            if t is None:
+                t = self._pack_table(loc)
             self.tables.put(loc.hash, t)
         return t
+
+    def _catalog_table(self, loc: ChunkLoc) -> "frames.FrameTable | None":
+        """The catalog's copy of the table, if its row still names the copy at ``loc`` and
+        the copy passes its check (otherwise the pack's own table is read)."""
+        if not loc.id:
+            return None
+        rows = self.query("SELECT c.frames FROM chunks c JOIN packs p ON p.id = c.pack_id"
+                          " WHERE c.id = ? AND c.hash = ? AND c.offset = ? AND p.name = ?",
+                          (loc.id, loc.hash, loc.offset, loc.pack))
+        if not rows or rows[0][0] is None:
+            return None
+        try:
+            return frames.parse_table(self.crypto, rows[0][0], loc.csize, loc.usize, loc.hash)
+        except IntegrityError:
+            return None
+
+    def _pack_table(self, loc: ChunkLoc) -> "frames.FrameTable":
+        return self.stored_table(loc)[1]
+
+    def stored_table(self, loc: ChunkLoc) -> "tuple[bytes, frames.FrameTable]":
+        """A framed chunk's head and table as its pack holds them (the payload's first
+        4 KiB, more if the table is longer), and the table checked."""
+        first = min(loc.csize, frames.FIRST_READ)
+        for attempt in (0, 1):
+            head = self.backend.get_part(loc.pack, loc.offset, first)
+            need = first
+            try:
+                need = frames.table_length(head, loc.csize, loc.hash)
+                if need > len(head):
+                    head += self.backend.get_part(loc.pack, loc.offset + first, need - first)
+                t = frames.parse_table(self.crypto, head, loc.csize, loc.usize, loc.hash)
+                return bytes(head[:need]), t
+            except IntegrityError as e:
+                # forget the cached copies of what was read (the ranges get_part kept)
+                dropped = self.backend.discard_cached(loc.pack, loc.offset, first)
+                if need > first:
+                    self.backend.discard_cached(loc.pack, loc.offset + first, need - first)
+                if attempt or not dropped:
+                    raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
+        raise AssertionError("unreachable")
 
     def _read_part(self, loc: ChunkLoc, start: int, end: int) -> bytes:
         t = self._table(loc)

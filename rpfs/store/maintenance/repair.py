@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import time
 
-from streams.errors import FormatError
+from streams.errors import FormatError, IntegrityError
 import rpfs.store.catalog as catalog
 from rpfs.store.backend import LocalBackend
 from rpfs.store.config import Config
 from rpfs.store.maintenance.sync import RebuildResult, sync, write_missing_objects
 from rpfs.store.options import StoreOptions, is_s3
-from rpfs.store.repository import Repository
+from rpfs.store.packs import FRAMED
+from rpfs.store.repository import ChunkLoc, Repository
 
 
 def repair(address: str, options: StoreOptions | None = None) -> RebuildResult:
@@ -67,3 +68,29 @@ def _rebuild(repo, res: RebuildResult) -> None:
     for k in ("recovery_points", "imported", "files", "packs_read", "indexes_read", "chunks_added"):
         setattr(res, k, getattr(r, k))
     res.lost.extend(r.lost)
+    res.frame_tables = fill_frame_tables(repo)
+
+
+def fill_frame_tables(repo, batch: int = 500) -> int:
+    """Copy into the catalog the frame table of every framed chunk whose row has none
+    (stored by an rpfs without the column, or imported from objects), so a small read of it
+    is one read: one small read per chunk, in pack order. A table that fails its check is
+    left out (the read then fails as it would; ``rpfs verify`` names it). Returns how many
+    were copied."""
+    db = repo.writer
+    rows = db.execute(
+        "SELECT c.id, p.name, c.offset, c.csize, c.usize, c.hash FROM chunks c JOIN packs p"
+        " ON p.id = c.pack_id WHERE c.codec = ? AND c.frames IS NULL AND p.name != ?"
+        " ORDER BY p.name, c.offset", (FRAMED, catalog.LOST_PACK)).fetchall()
+    done = 0
+    for k in range(0, len(rows), batch):
+        found = []
+        for cid, pack, off, csize, usize, h in rows[k:k + batch]:
+            try:
+                found.append((repo.stored_table(ChunkLoc(pack, off, csize, usize, FRAMED, h, cid))[0], cid))
+            except (IntegrityError, OSError):
+                continue
+        with catalog.transaction(db):
+            db.executemany("UPDATE chunks SET frames = ? WHERE id = ? AND frames IS NULL", found)
+        done += len(found)
+    return done

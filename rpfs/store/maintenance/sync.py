@@ -51,6 +51,7 @@ class RebuildResult:
     chunks_moved: int = 0           # s3 cache: rows pointed at the copy a gc elsewhere made
     packs_gone: int = 0             # s3 cache: packs a gc elsewhere deleted
     objects_written: int = 0        # repair: objects written for catalog entries that had none
+    frame_tables: int = 0           # repair: framed chunks' tables copied into the catalog
     lost: list[str] = field(default_factory=list)
     catalog_moved_to: str | None = None
     seconds: float = 0.0
@@ -370,8 +371,10 @@ def _import_packs(repo, res: RebuildResult, known: dict[bytes, int], missing: se
             for e in entries:
                 cid = relocate.pop(e.hash, None)
                 if cid is not None:
+                    # another copy's frame table may differ (encryption nonces): NULL = read it there
                     db.execute("UPDATE chunks SET pack_id = ?, offset = ?, csize = ?, usize = ?,"
-                               " codec = ? WHERE id = ?", (pid, e.offset, e.csize, e.usize, e.codec, cid))
+                               " codec = ?, frames = NULL WHERE id = ?",
+                               (pid, e.offset, e.csize, e.usize, e.codec, cid))
                     known[e.hash] = cid
                     continue
                 if not added:
