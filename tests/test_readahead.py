@@ -83,6 +83,21 @@ def test_random_reader_gets_source_bytes(stored):
             assert bytes(buf[:got]) == data[off:off + n]
 
 
+def test_small_reads_that_land_near_each_other_set_off_no_read_ahead(stored):
+    """Count work: 4 KiB reads a chunk apart each 'continue' the one before (give or take a
+    chunk) and span many chunks, but read almost none of them: no read-ahead."""
+    path, files = stored
+    r, f = _open(path, "big.bin")
+    with r:
+        for i in range(12):
+            off = i * CHUNK + 100
+            assert f.read(off, 4096) == files["big.bin"][off:off + 4096]
+        assert r.loader.prefetched == 0
+        for pos in range(20 * CHUNK, 24 * CHUNK, CHUNK // 4):   # a real sequential run does
+            f.read(pos, CHUNK // 4)
+        assert r.loader.prefetched > 0
+
+
 def test_concurrent_readers_get_source_bytes_and_decode_each_chunk_once(stored):
     path, files = stored
     data = files["big.bin"]
