@@ -141,10 +141,13 @@ class Attribute:
 
     def decode_runs(self, total_clusters: int, source: str) -> list:
         if self.runs is None:
-            self.runs = decode_runlist(self.raw, self.pairs_at, self.pairs_end,
-                                       self.lowest_vcn, total_clusters, source,
-                                       f"runlist of {self.type_name} in MFT record {self.record}",
-                                       self.rec_offset)
+            p = native.parser    # first without the error context, which costs more than C
+            runs = None if p is None else p.decode_runlist(
+                self.raw, self.pairs_at, self.pairs_end, self.lowest_vcn, total_clusters)
+            self.runs = runs if runs is not None else decode_runlist(
+                self.raw, self.pairs_at, self.pairs_end, self.lowest_vcn, total_clusters,
+                source, f"runlist of {self.type_name} in MFT record {self.record}",
+                self.rec_offset)
             last = self.runs[-1][0] + self.runs[-1][1] - 1 if self.runs else self.lowest_vcn - 1
             if self.highest_vcn >= self.lowest_vcn and last != self.highest_vcn and self.runs:
                 if last < self.highest_vcn:

@@ -140,6 +140,9 @@ class Volume:
 
     def mft_offset(self, number: int) -> int | None:
         """Volume byte offset of an MFT record (for error messages and tools)."""
+        where = self._mft.span(number * self.record_size, 1)   # one run: no generator
+        if where is not None:
+            return where[1]
         for pos, n, disk in self._mft._map(number * self.record_size,
                                            number * self.record_size + 1):
             return disk

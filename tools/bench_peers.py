@@ -363,26 +363,34 @@ def bench_vhdx(data: dict, work: Path, repeat: int, budget: float, res: Results,
             finally:
                 m.unmount()
                 shutil.rmtree(small, ignore_errors=True)
-        # to --dest (tmpfs: the readers' cost) and to the repository's own file system
-        for label, out in (("", small), (" to disk", CACHE / f".out-{os.getpid()}")):
-            restores = {
-                "repo": rpfs_cmd("restore", data["repo"], f"/{VM}/latest/volumes/{data['disk']}-p1/small", out),
-                "image": rpfs_cmd("restore", data["image"], f"/volumes/{data['disk']}-p1/small", out),
-                "peer": ["7zz", "x", data["image"], f"-o{out}", "small", "-y"],
-            }
-            try:
-                for phase in ("cold", "warm"):
-                    for kind, cmd in restores.items():
-                        shutil.rmtree(out, ignore_errors=True)
-                        os.sync()
-                        if phase == "cold":
-                            drop_caches()
-                        res.add("vhdx", f"restore 4,000 small files{label} (peer: 7zz x)", phase, kind,
-                                timed(cmd, budget, cwd=REPO))
-                        if rep == 0 and phase == "cold" and not label:
-                            check_small(out, kind, res)
-            finally:
-                shutil.rmtree(out, ignore_errors=True)
+        restore_round(data, rep, budget, res, small)
+
+
+def restore_round(data: dict, rep: int, budget: float, res: Results, small: Path) -> None:
+    """One round of the restore rows: ``rpfs restore`` from the repository and from the VHDX
+    and ``7zz x``, to --dest (tmpfs: the readers' cost) and to the repository's own file
+    system, cold then warm; the sides alternate within each phase. Part ``restore`` runs
+    only these (``--part restore``)."""
+    for label, out in (("", small), (" to disk", CACHE / f".out-{os.getpid()}")):
+        restores = {
+            "repo": rpfs_cmd("restore", data["repo"], f"/{VM}/latest/volumes/{data['disk']}-p1/small", out),
+            "image": rpfs_cmd("restore", data["image"], f"/volumes/{data['disk']}-p1/small", out),
+            "peer": ["7zz", "x", data["image"], f"-o{out}", "small", "-y"],
+        }
+        try:
+            for phase in ("cold", "warm"):
+                for kind, cmd in restores.items():
+                    shutil.rmtree(out, ignore_errors=True)
+                    os.sync()
+                    if phase == "cold":
+                        drop_caches()
+                    res.add("vhdx", f"restore 4,000 small files{label} (peer: 7zz x)", phase, kind,
+                            timed(cmd, budget, cwd=REPO))
+                    log(f"rep {rep + 1} {kind}: restore{label} {phase}: {res.samples[('vhdx', f'restore 4,000 small files{label} (peer: 7zz x)', phase)][kind][-1]}")
+                    if rep == 0 and phase == "cold" and not label:
+                        check_small(out, kind, res)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def check_small(out: Path, kind: str, res: Results) -> None:
@@ -645,7 +653,8 @@ def _terminate(signum, frame):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", default="vhdx,export,system,rps,bitlocker",
-                    help="any of vhdx, export, system, rps, bitlocker, comma-separated (default: all)")
+                    help="any of vhdx, export, system, rps, bitlocker, comma-separated (default: all;"
+                         " restore: only vhdx's restore rows)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     ap.add_argument("--budget", type=float, default=180.0, help="seconds per command")
     ap.add_argument("--json", default=str(REPO / "docs" / "bench_peers.json"),
@@ -664,7 +673,7 @@ def main(argv=None) -> int:
             return 2
     signal.signal(signal.SIGTERM, _terminate)  # unmount in the finally blocks, then exit
     parts = [p for p in args.part.split(",") if p]
-    data = {"vhdx": build_data() if {"vhdx", "export"} & set(parts) else None,
+    data = {"vhdx": build_data() if {"vhdx", "export", "restore"} & set(parts) else None,
             "system": build_system() if "system" in parts else None,
             "rps": build_rps() if "rps" in parts else None,
             "bitlocker": build_bitlocker() if "bitlocker" in parts else None}
@@ -685,6 +694,9 @@ def main(argv=None) -> int:
     try:
         if "vhdx" in parts:
             bench_vhdx(data["vhdx"], work, args.repeat, args.budget, res, dest)
+        if "restore" in parts and "vhdx" not in parts:
+            for rep in range(args.repeat):
+                restore_round(data["vhdx"], rep, args.budget, res, dest / "out")
         if "export" in parts:
             bench_export(data["vhdx"], args.repeat, args.budget, res, dest)
         if data["system"]:
