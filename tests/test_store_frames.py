@@ -237,6 +237,21 @@ def test_a_cold_4k_read_of_a_chunk_never_touched_is_one_pread_of_the_pack(tmp_pa
     assert repair(str(path), _options()).frame_tables == 0
 
 
+def test_a_raw_frame_read_alone_is_kept_without_a_copy(tmp_path, monkeypatch):
+    """Count copies: an incompressible frame read alone is cached as the very bytes object
+    the pack read returned (a copy of 64 KiB per cold read, and its fresh pages, saved)."""
+    data = random.Random(9).randbytes(2 * CHUNK)
+    r, f = _open(_repo(tmp_path, data))
+    with r:
+        got = []
+        real = r.backend.get_part
+        monkeypatch.setattr(r.backend, "get_part", lambda *a: got.append(real(*a)) or got[-1])
+        off = CHUNK + 2 * FRAME + 10
+        assert f.read(off, 4096) == data[off:off + 4096]
+        loc = f.locs[f.ids[1]]
+        assert len(got) == 1 and r.cache.get(loc.hash + (2).to_bytes(4, "little")) is got[0]
+
+
 def test_a_catalog_table_of_another_copy_is_not_used(tmp_path, monkeypatch):
     """The catalog's table is used only while its row names the very copy the reader holds:
     a row pointed elsewhere (gc, a sync) makes the read take the pack's own table."""

@@ -527,8 +527,11 @@ class Repository:
                         raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + at + len(raw):#x}")
                     mv = memoryview(raw)
                     for i in missing:
-                        s = t.starts[i] - at
-                        data = frames.open_frame(self.crypto, t, i, mv[s:s + t.lens[i]], loc.hash)
+                        s, n = t.starts[i] - at, t.lens[i]
+                        # a frame read alone is all of ``raw``: a raw frame's plaintext is
+                        # then that very object (open_frame's bytes() of bytes copies nothing)
+                        data = frames.open_frame(self.crypto, t, i, raw if n == len(raw) else mv[s:s + n],
+                                                 loc.hash)
                         self.frames_decoded += 1
                         got[i - first] = data
                         self.cache.put(keys[i - first], data)
