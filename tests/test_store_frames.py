@@ -237,6 +237,25 @@ def test_a_cold_4k_read_of_a_chunk_never_touched_is_one_pread_of_the_pack(tmp_pa
     assert repair(str(path), _options()).frame_tables == 0
 
 
+def test_a_read_only_catalog_without_the_column_still_reads(tmp_path, monkeypatch):
+    """A catalog an older rpfs made, that this process cannot write (add_columns leaves it as
+    it is; the tests run as root, who could write it, hence the patch): it stays without the
+    frames column, and small reads take their tables from the pack."""
+    import rpfs.store.catalog as catalog
+    data = random.Random(10).randbytes(2 * CHUNK)
+    path = _repo(tmp_path, data)
+    db = sqlite3.connect(path / "catalog.sqlite")
+    db.execute("ALTER TABLE chunks DROP COLUMN frames")
+    db.commit()
+    db.close()
+    monkeypatch.setattr(catalog, "add_columns", lambda db: None)
+    reads = _PackReads(monkeypatch)
+    r, f = _open(path)
+    with r:
+        assert f.read(CHUNK + 10, 4096) == data[CHUNK + 10:CHUNK + 10 + 4096]
+        assert reads.count == 2
+
+
 def test_a_raw_frame_read_alone_is_kept_without_a_copy(tmp_path, monkeypatch):
     """Count copies: an incompressible frame read alone is cached as the very bytes object
     the pack read returned (a copy of 64 KiB per cold read, and its fresh pages, saved)."""

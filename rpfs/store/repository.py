@@ -118,6 +118,7 @@ class Repository:
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
         self.tables: LRU = LRU(1024)     # chunk id -> FrameTable (~2.8 KB each) of chunks read in part
         self.frames_decoded = 0          # frames a part read decompressed (counted for tests)
+        self._frames_column: bool | None = None   # the catalog has chunks.frames (None: not asked)
         self.catalog_path = catalog.path_in(self.local)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
@@ -474,6 +475,10 @@ class Repository:
         """The catalog's copy of the table, if its row still names the copy at ``loc`` and
         the copy passes its check (otherwise the pack's own table is read)."""
         if not loc.id:
+            return None
+        if self._frames_column is None:   # a read-only catalog an older rpfs made lacks it
+            self._frames_column = "frames" in catalog.columns(self.db, "chunks")
+        if not self._frames_column:
             return None
         rows = self.query("SELECT c.frames FROM chunks c JOIN packs p ON p.id = c.pack_id"
                           " WHERE c.id = ? AND c.hash = ? AND c.offset = ? AND p.name = ?",
