@@ -21,6 +21,8 @@
  *   decode_runlist(data, pos, end, first_vcn, total_clusters) -> list | None
  *   parse_entries(buf, start, end) -> list[IndexEntry] | None
  *   parse_file_name(value) -> FileName | None
+ *   list_index(root_value, allocation, bitmap, cluster_size, is_root) -> tuple | None
+ *       (a directory's listing as arrays: ntfs_reader/listing.py)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -933,6 +935,264 @@ error:
     return NULL;
 }
 
+/* -- a directory's listing as arrays ------------------------------------------------------- */
+
+/*
+ * list_index(root_value, allocation, bitmap, cluster_size, is_root) -> (names, offsets,
+ * numbers, sequences, kinds, flags, sizes, allocated, times) | None: ntfs_reader/listing.py's
+ * listing_python over a whole $I30 index (the $INDEX_ROOT value, the whole
+ * $INDEX_ALLOCATION as bytes or None, its $BITMAP or None), each as the bytes of an array of
+ * the twin's typecode: no Python object per entry. Walks the B+tree in Index's order with
+ * its checks (fixups, VCN, bitmap, depth, cycles); names as names.from_raw then
+ * os.fsencode give them. None for anything bad, and for a name longer than NAME_MAX
+ * bytes (its shortened form needs BLAKE2b): the twin answers, or raises the typed error.
+ */
+
+enum { L_NAMES, L_OFFSETS, L_NUMBERS, L_SEQS, L_KINDS, L_FLAGS, L_SIZES, L_ALLOCS, L_TIMES,
+       L_COUNT };
+#define LIST_NAME_MAX 255
+#define LIST_MAX_DEPTH 64   /* cache.MAX_INDEX_DEPTH */
+
+struct lister {
+    const uint8_t *alloc, *bitmap;
+    Py_ssize_t alloc_len, bitmap_len;
+    int has_alloc, has_bitmap, root;
+    Py_ssize_t block_size, vcn_size, max_vcn;
+    uint8_t *visited;
+    uint32_t names_len;
+    struct bytebuf out[L_COUNT];
+};
+
+/* The Linux name (as bytes) of UTF-16LE `raw` of `n` units: generalised UTF-8 (lone
+ * surrogates as 3 bytes), '/' -> C0 AF, NUL -> C0 80, "." and ".." -> C0 AE per dot. Returns
+ * the length written to `out` (room for 3 * n + 4 bytes). */
+static Py_ssize_t
+linux_name(const uint8_t *raw, int n, uint8_t *out)
+{
+    if ((n == 1 || n == 2) && u16(raw) == '.' && (n == 1 || u16(raw + 2) == '.')) {
+        for (int i = 0; i < n; i++) {
+            out[2 * i] = 0xC0;
+            out[2 * i + 1] = 0xAE;
+        }
+        return 2 * n;
+    }
+    Py_ssize_t len = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t c = u16(raw + 2 * i);
+        if (c >= 0xD800 && c < 0xDC00 && i + 1 < n) {
+            uint32_t d = u16(raw + 2 * i + 2);
+            if (d >= 0xDC00 && d < 0xE000) {
+                c = 0x10000 + ((c - 0xD800) << 10) + (d - 0xDC00);
+                i++;
+            }
+        }
+        if (c == '/' || c == 0) {
+            out[len++] = 0xC0;
+            out[len++] = c ? 0xAF : 0x80;
+        } else if (c < 0x80) {
+            out[len++] = (uint8_t)c;
+        } else if (c < 0x800) {
+            out[len++] = (uint8_t)(0xC0 | c >> 6);
+            out[len++] = (uint8_t)(0x80 | (c & 0x3F));
+        } else if (c < 0x10000) {
+            out[len++] = (uint8_t)(0xE0 | c >> 12);
+            out[len++] = (uint8_t)(0x80 | (c >> 6 & 0x3F));
+            out[len++] = (uint8_t)(0x80 | (c & 0x3F));
+        } else {
+            out[len++] = (uint8_t)(0xF0 | c >> 18);
+            out[len++] = (uint8_t)(0x80 | (c >> 12 & 0x3F));
+            out[len++] = (uint8_t)(0x80 | (c >> 6 & 0x3F));
+            out[len++] = (uint8_t)(0x80 | (c & 0x3F));
+        }
+    }
+    return len;
+}
+
+/* One listed entry (a non-last index entry): -1 when the twin must report or name it. */
+static int
+list_emit(struct lister *L, const uint8_t *e, uint16_t key_len)
+{
+    const uint8_t *key = e + 16;
+    if (key_len < 66)
+        return -1;
+    uint8_t nlen = key[64];
+    if (nlen == 0 || 66 + 2 * (Py_ssize_t)nlen > key_len)
+        return -1;
+    if (key[65] == 2)  /* NS_DOS: the 8.3 alias of a name listed under its long form */
+        return 0;
+    uint64_t ref = u64(e), num = ref & 0xFFFFFFFFFFFFULL;
+    const uint8_t *raw = key + 66;
+    if (L->root && ((num < 16 && raw[0] == '$' && raw[1] == 0) || num == 5))
+        return 0;   /* metadata files, and the root's own entry */
+    uint8_t name[3 * 255 + 8];
+    Py_ssize_t len = num == 5 ? 0 : linux_name(raw, nlen, name);  /* Entry.name of the root */
+    if (len > LIST_NAME_MAX)
+        return -1;  /* shortened with a BLAKE2b digest: the twin names it */
+    uint32_t flags = u32(key + 56);
+    uint8_t kind = (flags & 0x0400) ? 0 : (flags & 0x10000000) ? 2 : (flags & 0x0004) ? 0 : 1;
+    uint16_t seq = (uint16_t)(ref >> 48);
+    int64_t size = i64(key + 48), allocated = i64(key + 40);
+    uint64_t times[4] = {u64(key + 8), u64(key + 16), u64(key + 24), u64(key + 32)};
+    L->names_len += (uint32_t)len;
+    if (bb_add(&L->out[L_NAMES], name, len) < 0 ||
+        bb_add(&L->out[L_OFFSETS], &L->names_len, 4) < 0 ||
+        bb_add(&L->out[L_NUMBERS], &num, 8) < 0 || bb_add(&L->out[L_SEQS], &seq, 2) < 0 ||
+        bb_add(&L->out[L_KINDS], &kind, 1) < 0 || bb_add(&L->out[L_FLAGS], &flags, 4) < 0 ||
+        bb_add(&L->out[L_SIZES], &size, 8) < 0 ||
+        bb_add(&L->out[L_ALLOCS], &allocated, 8) < 0 ||
+        bb_add(&L->out[L_TIMES], times, 32) < 0) {
+        PyErr_NoMemory();
+        return -2;
+    }
+    return 0;
+}
+
+static int list_node(struct lister *L, const uint8_t *buf, Py_ssize_t buf_len, Py_ssize_t start,
+                     Py_ssize_t end, int depth);
+
+/* Index._descend then Index.node: the INDX record at `vcn`, walked. */
+static int
+list_descend(struct lister *L, int64_t vcn, int depth)
+{
+    if (depth >= LIST_MAX_DEPTH || !L->has_alloc || vcn < 0 || vcn > L->max_vcn)
+        return -1;
+    if (L->visited[vcn])
+        return -1;  /* a cycle */
+    L->visited[vcn] = 1;
+    Py_ssize_t offset = (Py_ssize_t)vcn * L->vcn_size, block = offset / L->block_size;
+    if (L->has_bitmap &&
+        (block / 8 >= L->bitmap_len || !(L->bitmap[block / 8] >> (block % 8) & 1)))
+        return -1;
+    uint8_t *copy = PyMem_Malloc(L->block_size);
+    if (copy == NULL) {
+        PyErr_NoMemory();
+        return -2;
+    }
+    memcpy(copy, L->alloc + offset, L->block_size);
+    int rc = -1;
+    if (apply_fixups(copy, L->block_size, "INDX", 512) == 0 && i64(copy + 16) == vcn) {
+        Py_ssize_t eo = u32(copy + 24), il = u32(copy + 28);
+        if (il <= L->block_size - 24 && eo >= 16)
+            rc = list_node(L, copy, L->block_size, 24 + eo, 24 + il, depth + 1);
+    }
+    PyMem_Free(copy);
+    return rc;
+}
+
+/* Index._walk over the entries in buf[start:end] (checked first, as parse_entries does). */
+static int
+list_node(struct lister *L, const uint8_t *buf, Py_ssize_t buf_len, Py_ssize_t start,
+          Py_ssize_t end, int depth)
+{
+    if (end > buf_len || start < 0)
+        return -1;
+    Py_ssize_t pos = start;
+    for (;;) {
+        if (pos + 16 > end)
+            return -1;
+        uint16_t length = u16(buf + pos + 8), key_len = u16(buf + pos + 10),
+                 flags = u16(buf + pos + 12);
+        if (length < 16 || (length & 7) || pos + length > end || 16 + key_len > length)
+            return -1;
+        if ((flags & 1) && (length < 24 + ((flags & 2) ? 0 : key_len) ||
+                            i64(buf + pos + length - 8) < 0))
+            return -1;
+        if (flags & 2)
+            break;
+        pos += length;
+    }
+    for (pos = start;;) {
+        const uint8_t *e = buf + pos;
+        uint16_t length = u16(e + 8), key_len = u16(e + 10), flags = u16(e + 12);
+        int rc;
+        if ((flags & 1) && (rc = list_descend(L, i64(e + length - 8), depth)) < 0)
+            return rc;
+        if (flags & 2)
+            return 0;
+        if ((rc = list_emit(L, e, key_len)) < 0)
+            return rc;
+        pos += length;
+    }
+}
+
+static PyObject *
+list_index(PyObject *self, PyObject *args)
+{
+    Py_buffer root, alloc = {0}, bitmap = {0};
+    PyObject *alloc_obj, *bitmap_obj;
+    Py_ssize_t cluster_size;
+    int is_root;
+    if (!PyArg_ParseTuple(args, "y*OOnp", &root, &alloc_obj, &bitmap_obj, &cluster_size,
+                          &is_root))
+        return NULL;
+    struct lister L;
+    memset(&L, 0, sizeof L);
+    PyObject *result = NULL;
+    if (alloc_obj != Py_None) {
+        if (PyObject_GetBuffer(alloc_obj, &alloc, PyBUF_SIMPLE) < 0)
+            goto done;
+        L.has_alloc = 1;
+    }
+    if (bitmap_obj != Py_None) {
+        if (PyObject_GetBuffer(bitmap_obj, &bitmap, PyBUF_SIMPLE) < 0)
+            goto done;
+        L.has_bitmap = 1;
+    }
+    const uint8_t *r = root.buf;
+    if (root.len < 32 || cluster_size <= 0)
+        goto fallback;
+    L.block_size = u32(r + 8);
+    if (L.block_size < 256 || L.block_size > 65536 || (L.block_size & (L.block_size - 1)))
+        goto fallback;
+    L.vcn_size = cluster_size <= L.block_size ? cluster_size : 512;
+    L.alloc = alloc.buf;
+    L.alloc_len = L.has_alloc ? alloc.len : 0;
+    L.bitmap = bitmap.buf;
+    L.bitmap_len = L.has_bitmap ? bitmap.len : 0;
+    L.root = is_root;
+    L.max_vcn = L.alloc_len >= L.block_size ? (L.alloc_len - L.block_size) / L.vcn_size : -1;
+    L.visited = PyMem_Calloc(L.max_vcn + 2, 1);
+    if (L.visited == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (bb_add(&L.out[L_OFFSETS], &L.names_len, 4) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int rc = list_node(&L, r, root.len, 16 + (Py_ssize_t)u32(r + 16),
+                       16 + (Py_ssize_t)u32(r + 20), 0);
+    if (rc == -2)
+        goto done;
+    if (rc < 0)
+        goto fallback;
+    result = PyTuple_New(L_COUNT);
+    if (result == NULL)
+        goto done;
+    for (int i = 0; i < L_COUNT; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(L.out[i].p ? (const char *)L.out[i].p : "",
+                                                (Py_ssize_t)L.out[i].len);
+        if (b == NULL) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyTuple_SET_ITEM(result, i, b);
+    }
+    goto done;
+fallback:
+    result = Py_NewRef(Py_None);
+done:
+    for (int i = 0; i < L_COUNT; i++)
+        PyMem_Free(L.out[i].p);
+    PyMem_Free(L.visited);
+    if (L.has_alloc)
+        PyBuffer_Release(&alloc);
+    if (L.has_bitmap)
+        PyBuffer_Release(&bitmap);
+    PyBuffer_Release(&root);
+    return result;
+}
+
 /* -- module --------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -953,6 +1213,9 @@ static PyMethodDef methods[] = {
     {"parse_entries", parse_entries, METH_VARARGS,
      "parse_entries(buf, start, end) -> [IndexEntry], or None"},
     {"parse_file_name", parse_file_name, METH_O, "parse_file_name(value) -> FileName, or None"},
+    {"list_index", list_index, METH_VARARGS,
+     "list_index(root_value, allocation, bitmap, cluster_size, is_root) -> arrays as bytes, "
+     "or None"},
     {NULL, NULL, 0, NULL},
 };
 

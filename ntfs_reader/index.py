@@ -98,6 +98,7 @@ class Index:
                  cluster_size: int, where: dict, cache: LRU | None = None,
                  cache_key=None):
         self.where = where
+        self.root_value, self.cluster_size = root_value, cluster_size  # for the C listing
         if len(root_value) < 32:
             raise FormatError("$INDEX_ROOT too short", **where)
         self.attr_type, self.collation, self.block_size, _ = INDEX_ROOT.unpack_from(root_value, 0)

@@ -125,14 +125,15 @@ class Node:
     def iterdir(self) -> Iterator["Node"]:
         raise UsageError(f"{self.name}: not a directory")
 
-    def listing(self) -> list[tuple[bytes, "Node"]]:
-        """The children as (name as bytes, node), kinds settled: what a mount's directory
-        listing serves (a subclass may build it faster than ``iterdir``)."""
-        out = []
-        for child in self.iterdir():
+    def listing(self) -> "Listing":
+        """The children in listing order, kinds settled: what a directory listing serves
+        (rpfs/listing.py). A subclass may build it faster than ``iterdir``, and without a
+        node per child (NTFS: arrays; nodes made only on ``listing.node(i)``)."""
+        from rpfs.listing import NodesListing
+        children = list(self.iterdir())
+        for child in children:
             child.kind  # noqa: B018  (an NTFS child the index cannot type reads its record)
-            out.append((os.fsencode(child.name), child))
-        return out
+        return NodesListing(children)
 
     def child(self, name: str) -> "Node":
         for node in self.iterdir():

@@ -13,6 +13,7 @@ import struct
 
 from streams.errors import NotFoundError, RpfsError, TooLargeError
 from rpfs.entry_node import EntryNode
+from rpfs.listing import NUMBERED_KINDS, Listing, NumberedListing
 from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node
 from streams.stream import Stream
 from streams.times import ns_to_iso, nt_to_unix_ns
@@ -100,18 +101,23 @@ class NtfsNode(EntryNode):
             return super().iterdir()
         return (NtfsNode(child, self.volume_key) for child in self.entry.iterdir())
 
-    def listing(self) -> list[tuple[bytes, Node]]:
-        """The children in one pass over the index (names and kinds from its $FILE_NAMEs)."""
+    def listing(self) -> Listing:
+        """The children as arrays from one pass over the index (names, records and kinds
+        from its $FILE_NAMEs; built in C): a child's node is made only when asked for
+        (rpfs/listing.py)."""
         if self.kind != "dir":
             return super().listing()
-        key, fsencode = self.volume_key, os.fsencode
-        out = []
-        for name, entry, kind in self.entry.listing():
-            node = NtfsNode(entry, key, name, kind)
-            if kind is None:
-                node.kind  # noqa: B018  (a reparse point or system file: its record tells)
-            out.append((fsencode(name), node))
-        return out
+        arrays = self.entry.listing_arrays()
+        entry_type, volume, key = type(self.entry), self.entry.volume, self.volume_key
+        numbers, sequences, kinds = arrays.numbers, arrays.sequences, arrays.kinds
+        names, offsets = arrays.names, arrays.offsets
+
+        def make(i: int) -> NtfsNode:
+            return NtfsNode(entry_type(volume, numbers[i], None, sequences[i]), key,
+                            os.fsdecode(names[offsets[i]:offsets[i + 1]]),
+                            NUMBERED_KINDS[kinds[i]])
+
+        return NumberedListing(arrays, key, make)
 
     def child(self, name: str) -> Node:
         if self.kind != "dir":

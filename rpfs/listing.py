@@ -1,0 +1,148 @@
+"""A directory's children in listing order, as ``Node.listing()`` gives them: names, kinds
+and numbers without a node per child, and the child's node made only when asked for.
+
+Every listing is a ``Listing``; a front end uses only this interface (see
+/work/wt/notes/listing-api.md, docs/architecture.md):
+
+- ``len(listing)``; ``name(i)`` -> the name as bytes (what ``os.fsencode(node.name)`` is);
+- ``kind(i)`` -> "file", "dir", "symlink", ... (settled: never None, never a parse);
+- ``number(i)`` -> the child's ``Node.number`` (its MFT record) or None; when not None the
+  child's node is ``volume_key + (number,)`` keyed and a front end can name it (an inode:
+  ``NUMBERED | slot << SLOT_SHIFT | number``) without making it;
+- ``volume_key``: the volume every numbered child belongs to (None: no numbered children);
+- ``node(i)`` -> the child's Node, made on first ask and kept (its attributes, once read,
+  stay with it); ``listing[i]`` is ``(name(i), node(i))`` and iterating gives those pairs
+  (code that wants every node: a restore's walk);
+- ``position(name)`` -> i or None (a dict built on the first call).
+
+``NodesListing`` holds nodes already made (small trees: VMs, disks, POSIX volumes);
+``NumberedListing`` holds ntfs_reader.listing.Listing arrays (an NTFS directory of 50,000
+names is ~3 MB of arrays instead of 50,000 nodes, entries and file-name tuples).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+NUMBERED_KINDS = (None, "file", "dir", "symlink")   # NumberedListing.kinds codes
+SYMLINK = 3
+
+
+class Listing:
+    """The interface (see the module docstring)."""
+
+    __slots__ = ("_pos",)
+    volume_key: tuple | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def name(self, i: int) -> bytes:
+        raise NotImplementedError
+
+    def kind(self, i: int) -> str:
+        raise NotImplementedError
+
+    def number(self, i: int) -> int | None:
+        return None
+
+    def node(self, i: int):
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> tuple:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.name(i), self.node(i)
+
+    def __iter__(self) -> Iterator[tuple]:
+        for i in range(len(self)):
+            yield self.name(i), self.node(i)
+
+    def names(self) -> Iterator[bytes]:
+        return (self.name(i) for i in range(len(self)))
+
+    def position(self, name: bytes) -> int | None:
+        pos = getattr(self, "_pos", None)
+        if pos is None:
+            pos = self._pos = {self.name(i): i for i in range(len(self))}
+        return pos.get(name)
+
+
+class NodesListing(Listing):
+    """A listing over nodes already made (kinds settled by the caller)."""
+
+    __slots__ = ("_names", "_nodes")
+
+    def __init__(self, nodes) -> None:
+        self._nodes = list(nodes)
+        self._names = [os.fsencode(n.name) for n in self._nodes]
+        self._pos = None
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def name(self, i: int) -> bytes:
+        return self._names[i]
+
+    def kind(self, i: int) -> str:
+        return self._nodes[i].kind
+
+    def number(self, i: int) -> int | None:
+        return self._nodes[i].number
+
+    def node(self, i: int):
+        return self._nodes[i]
+
+
+class NumberedListing(Listing):
+    """A listing over the arrays of ntfs_reader.listing.Listing. ``make(i)`` makes child
+    i's node; ``kinds``: NUMBERED_KINDS codes, with every UNKNOWN settled at construction
+    (its node made then, and kept: a reparse point or system file reads its record)."""
+
+    __slots__ = ("arrays", "kinds", "volume_key", "_make", "_nodes")
+
+    def __init__(self, arrays, volume_key: tuple, make: Callable[[int], object]) -> None:
+        self.arrays = arrays
+        self.volume_key = volume_key
+        self._make = make
+        self._nodes: dict[int, object] = {}
+        self._pos = None
+        kinds = self.kinds = arrays.kinds
+        if 0 in kinds:
+            kinds = self.kinds = kinds[:]   # the arrays stay the index's own
+            i = kinds.index(0)
+            while True:
+                node = self.node(i)
+                kinds[i] = NUMBERED_KINDS.index(node.kind) if node.kind in NUMBERED_KINDS else 1
+                try:
+                    i = kinds.index(0, i + 1)
+                except ValueError:
+                    break
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def name(self, i: int) -> bytes:
+        a = self.arrays
+        return a.names[a.offsets[i]:a.offsets[i + 1]]
+
+    def names(self) -> Iterator[bytes]:
+        names, offsets = self.arrays.names, self.arrays.offsets
+        return (names[offsets[i]:offsets[i + 1]] for i in range(len(self.kinds)))
+
+    def kind(self, i: int) -> str:
+        return NUMBERED_KINDS[self.kinds[i]]
+
+    def number(self, i: int) -> int:
+        return self.arrays.numbers[i]
+
+    def node(self, i: int):
+        if i < 0:
+            i += len(self)
+        node = self._nodes.get(i)
+        if node is None:
+            node = self._nodes[i] = self._make(i)
+        return node

@@ -1,0 +1,200 @@
+"""Directory listings as arrays (ntfs_reader/listing.py): the C builder
+(``_ntfsparse.list_index``) against its Python twin on every directory of every NTFS
+fixture volume (the "small" set, the reader's feature images, the hostile VM's volumes),
+and on bit-flipped and truncated $INDEX_ROOT/INDX buffers; both against ``Entry.listing``
+(names, records, kinds); the nodes a listing makes only when asked for, counted."""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from ntfs_reader import Volume, native
+from ntfs_reader.index import Index
+from ntfs_reader.listing import list_directory, listing_python
+from ntfs_reader.record import AT_BITMAP, AT_INDEX_ALLOCATION, AT_INDEX_ROOT
+from rpfs.ntfs_nodes import volume_root
+from streams.errors import FormatError, RpfsError
+from streams.stream import BytesStream, FileStream
+from tests.helpers.ntfs_images import features_image, mftfrag_image
+
+SMALL = ["system-p3", "system-p4", "data-p1", "data-p2", "data-p5", "data-p6", "bare-p0",
+         "sector4k-p0"] + [f"clusters-p{i}" for i in range(1, 9)]
+WHERE = {"source": "test", "structure": "test", "offset": 0}
+
+
+def _directories(vol: Volume):
+    """Every directory of the volume (not through links), depth first."""
+    stack = [vol.root]
+    seen = set()
+    while stack:
+        d = stack.pop()
+        if d.ref in seen:
+            continue
+        seen.add(d.ref)
+        yield d
+        for _, e, _ in d.listing():
+            try:
+                if e.is_dir and not e.is_symlink:
+                    stack.append(e)
+            except RpfsError:
+                pass
+
+
+def _raw_index(d) -> tuple[bytes, bytes | None, bytes | None, int]:
+    """The $I30 of directory entry ``d`` as the C builder takes it."""
+    vol = d.volume
+    fa = d._attrs()
+    root = fa.first(AT_INDEX_ROOT, "$I30").value
+    alloc = bitmap = None
+    if fa.first(AT_INDEX_ALLOCATION, "$I30") is not None:
+        s = vol.attribute_stream(fa, AT_INDEX_ALLOCATION, "$I30", "test")
+        alloc = s.read(0, s.size)
+        if fa.first(AT_BITMAP, "$I30") is not None:
+            bitmap = vol.read_attribute(fa, AT_BITMAP, "$I30")
+    return root, alloc, bitmap, vol.cluster_size
+
+
+def twins(root: bytes, alloc: bytes | None, bitmap: bytes | None, cluster: int,
+          is_root: bool):
+    """C's arrays and the twin's for one index: equal, or None from C exactly where the
+    twin raises a typed error (or names a name longer than 255 bytes, which C leaves to it).
+    Returns the twin's listing (or raises its error)."""
+    from ntfs_reader.listing import Listing
+    got = native._module.list_index(root, alloc, bitmap, cluster, is_root)
+    try:
+        index = Index(root, BytesStream(alloc, "alloc") if alloc is not None else None, bitmap,
+                      cluster, dict(WHERE))
+        expected = listing_python(index, is_root, WHERE)
+    except FormatError:
+        assert got is None, "C listed what Python refuses"
+        raise
+    if got is None:
+        assert any(expected.offsets[i + 1] - expected.offsets[i] > 255 - 18
+                   for i in range(len(expected))), f"C refused what Python lists: {expected}"
+        return expected
+    assert Listing.from_native(got) == expected
+    return expected
+
+
+def check_volume(image) -> int:
+    assert native.available(), "ntfs_reader._ntfsparse missing: run tools/setup.sh"
+    vol = Volume(FileStream(str(image)))
+    n = 0
+    for d in _directories(vol):
+        root, alloc, bitmap, cluster = _raw_index(d)
+        listing = twins(root, alloc, bitmap, cluster, d.ref == 5)
+        # both say what Entry.listing (the per-entry path) says
+        old = [(os.fsencode(name), e.ref, e.sequence, kind) for name, e, kind in d.listing()]
+        new = [(listing.name(i), listing.numbers[i], listing.sequences[i],
+                (None, "file", "dir")[listing.kinds[i]]) for i in range(len(listing))]
+        assert new == old, d.ref
+        assert d.listing_arrays() == listing
+        n += len(listing)
+    return n
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_fixture_volumes(small_fixtures, name):
+    assert check_volume(small_fixtures.volumes[name].image) > 0
+
+
+@pytest.mark.parametrize("build", [features_image, mftfrag_image])
+def test_feature_images(build):
+    image, _ = build()
+    assert check_volume(image) > 10
+
+
+def test_hostile_volumes(hostile_fixtures):
+    """Unpaired surrogates, '/', NUL, '.', long names, 100,000 files in one folder."""
+    for image in hostile_fixtures.volumes.values():
+        check_volume(image)
+
+
+def _an_index(small_fixtures):
+    vol = Volume(FileStream(str(small_fixtures.volumes["system-p3"].image)))
+    big = vol.lookup(small_fixtures.volumes["system-p3"].manifest["features"]["big_dir"]["path"])
+    return _raw_index(vol.root), _raw_index(big)
+
+
+@pytest.fixture(scope="module")
+def indexes(small_fixtures):
+    return _an_index(small_fixtures)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(0, 1), flips=st.lists(st.tuples(st.integers(0, 1 << 30), st.integers(0, 7)),
+                                                max_size=6),
+       cut=st.one_of(st.none(), st.integers(0, 1 << 30)), part=st.integers(0, 2))
+def test_damaged_indexes_agree(indexes, which, flips, cut, part):
+    """Bit flips and truncation of the root value, the INDX records or the bitmap: the same
+    arrays or the same typed error (the big index's 12 MiB: flips land in its INDX records)."""
+    root, alloc, bitmap, cluster = indexes[which]
+    bufs = [bytearray(root), bytearray(alloc or b""), bytearray(bitmap or b"")]
+    buf = bufs[part]
+    for pos, bit in flips:
+        if buf:
+            buf[pos % len(buf)] ^= 1 << bit
+    if cut is not None and buf:
+        del buf[cut % len(buf):]
+    try:
+        twins(bytes(bufs[0]), bytes(bufs[1]) if alloc is not None else None,
+              bytes(bufs[2]) if bitmap is not None else None, cluster, which == 0)
+    except FormatError:
+        pass
+
+
+def test_cycle_and_free_record_are_format_errors(indexes):
+    """Two entries pointing at one INDX record (a cycle or a shared subtree), and every
+    record marked free: typed errors from the twin, None from C."""
+    root, alloc, bitmap, cluster = indexes[1]
+    block = struct.unpack_from("<I", root, 8)[0]
+    top = struct.unpack_from("<q", root, 16 + struct.unpack_from("<I", root, 20)[0] - 8)[0]
+    # in the top INDX record, a child pointer (clear of the sector ends fixups rewrite)
+    # made to point at that record itself
+    rec = bytearray(alloc[top * cluster:top * cluster + block])
+    from ntfs_reader.record import apply_fixups_python
+    apply_fixups_python(rec, b"INDX", "t", "t", 0)
+    pos, end = 24 + struct.unpack_from("<I", rec, 24)[0], 24 + struct.unpack_from("<I", rec, 28)[0]
+    while pos < end:
+        length, flags = struct.unpack_from("<H", rec, pos + 8)[0], rec[pos + 12]
+        at = pos + length - 8
+        if flags & 1 and at % 512 <= 502:
+            break
+        pos += length
+    cyc = bytearray(alloc)
+    cyc[top * cluster + at:top * cluster + at + 8] = struct.pack("<q", top)
+    cyc = bytes(cyc)
+    with pytest.raises(FormatError, match="cycle"):
+        twins(root, cyc, bitmap, cluster, False)
+    with pytest.raises(FormatError, match="free"):
+        twins(root, alloc, bytes(len(bitmap)), cluster, False)
+
+
+def test_listing_makes_nodes_only_when_asked(small_fixtures):
+    """Node.listing() of the 50,000-entry directory: names, kinds and numbers with a few
+    objects in all (counted with sys.getallocatedblocks), a node only for what is asked."""
+    fx = small_fixtures.volumes["system-p3"]
+    path = fx.manifest["features"]["big_dir"]["path"]
+    root = volume_root(Volume(FileStream(fx.image)), "v", ("v",))
+    node = root
+    for part in path.strip("/").split("/"):
+        node = node.child(part)
+    node.listing()  # warm: the volume's caches, $UpCase
+    before = sys.getallocatedblocks()
+    listing = node.listing()
+    kept = sys.getallocatedblocks() - before
+    assert len(listing) == 50_000
+    assert kept < 200, kept   # per entry it was an NtfsNode, an Entry, a tuple, a name...
+    assert listing.volume_key == ("v",) and listing.number(7) > 16
+    assert listing.kind(7) == "file" and not listing._nodes
+    child = listing.node(7)
+    assert listing._nodes == {7: child} and listing.node(7) is child
+    assert child.key == ("v", listing.number(7)) and os.fsencode(child.name) == listing.name(7)
+    assert listing.position(listing.name(7)) == 7
+    assert [(n, c.key) for n, c in listing][:3] == [
+        (os.fsencode(c.name), c.key) for c in list(node.iterdir())[:3]]
