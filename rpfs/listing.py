@@ -10,9 +10,11 @@ Every listing is a ``Listing``; a front end uses only this interface (see
   child's node is ``volume_key + (number,)`` keyed and a front end can name it (an inode:
   ``NUMBERED | slot << SLOT_SHIFT | number``) without making it;
 - ``volume_key``: the volume every numbered child belongs to (None: no numbered children);
+- ``key(i)`` -> the child's ``Node.key`` (without making it when it is numbered);
 - ``node(i)`` -> the child's Node, made on first ask and kept (its attributes, once read,
-  stay with it); ``listing[i]`` is ``(name(i), node(i))`` and iterating gives those pairs
-  (code that wants every node: a restore's walk);
+  stay with it); ``listing[i]`` is ``(name(i), node(i))``;
+- iterating gives ``(name, node)`` pairs for a walk that visits each child once (a
+  restore): each node is made then and not kept by the listing;
 - ``position(name)`` -> i or None (a dict built on the first call).
 
 ``NodesListing`` holds nodes already made (small trees: VMs, disks, POSIX volumes);
@@ -50,6 +52,12 @@ class Listing:
     def node(self, i: int):
         raise NotImplementedError
 
+    def key(self, i: int) -> tuple:
+        return self.node(i).key
+
+    def _walk_node(self, i: int):
+        return self.node(i)
+
     def __getitem__(self, i: int) -> tuple:
         if i < 0:
             i += len(self)
@@ -59,7 +67,7 @@ class Listing:
 
     def __iter__(self) -> Iterator[tuple]:
         for i in range(len(self)):
-            yield self.name(i), self.node(i)
+            yield self.name(i), self._walk_node(i)
 
     def names(self) -> Iterator[bytes]:
         return (self.name(i) for i in range(len(self)))
@@ -138,6 +146,13 @@ class NumberedListing(Listing):
 
     def number(self, i: int) -> int:
         return self.arrays.numbers[i]
+
+    def key(self, i: int) -> tuple:
+        return self.volume_key + (self.arrays.numbers[i],)
+
+    def _walk_node(self, i: int):
+        node = self._nodes.get(i)
+        return node if node is not None else self._make(i)
 
     def node(self, i: int):
         if i < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat as statmod
 import sys
 
@@ -113,10 +114,17 @@ def cmd_ls(args) -> int:
     failures = 0
     with open_tree(args) as tree:
         node = tree.resolve(args.path, follow=not args.long)
-        children = sorted(node.iterdir(), key=lambda n: n.name) if node.kind == "dir" else [node]
+        if node.kind == "dir":   # names from the listing; a node only for -l and --json
+            listing = node.listing()
+            names = [os.fsdecode(n) for n in listing.names()]
+            order = sorted(range(len(names)), key=names.__getitem__)
+            children = [(names[i], lambda i=i: listing.node(i)) for i in order]
+        else:
+            children = [(node.name, lambda: node)]
         if args.json:
             items = []
-            for child in children:
+            for name, child_of in children:
+                child = child_of()
                 try:
                     items.append(node_json(child))
                 except RpfsError as e:
@@ -125,15 +133,16 @@ def cmd_ls(args) -> int:
             sys.stdout.write(jsonout.dumps(items, indent=1))
             sys.stdout.write("\n")
         else:
-            for child in children:
+            for name, child_of in children:
                 if args.long:
+                    child = child_of()
                     try:
                         _out(long_line(child))
                     except RpfsError as e:
                         print(f"rpfs: {child.name}: {e}", file=sys.stderr)
                         failures += 1
                 else:
-                    _out(child.name)
+                    _out(name)
     return 1 if failures else 0
 
 

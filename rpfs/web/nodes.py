@@ -124,17 +124,20 @@ def page_of(node: Node, detail: bool = False, *, after: tuple | None = None,
     child is shown with its error, the others as usual."""
     seen = {"total": 0, "before": 0, "candidates": 0}
 
+    listing = node.listing()   # names, kinds and keys without a node per child
+
     def candidates():
-        for child in node.iterdir():
+        for i, raw in enumerate(listing.names()):
             seen["total"] += 1
-            k = sort_key(child)
+            name = os.fsdecode(raw)
+            k = (listing.kind(i) != "dir", name.lower(), name, repr(listing.key(i)))  # sort_key
             if after is not None and k <= after:
                 seen["before"] += 1
                 continue
             if before is not None and k >= before:
                 continue
             seen["candidates"] += 1
-            yield k, child
+            yield k, i
 
     first_key = lambda kc: kc[0]  # noqa: E731
     if limit is None:
@@ -147,7 +150,8 @@ def page_of(node: Node, detail: bool = False, *, after: tuple | None = None,
         chosen = sorted(heapq.nlargest(limit, candidates(), key=first_key), key=first_key)
         first = seen["candidates"] - len(chosen)
     out = []
-    for _, child in chosen:
+    for _, i in chosen:
+        child = listing.node(i)
         try:
             out.append(entry(child, detail))
         except RpfsError as e:

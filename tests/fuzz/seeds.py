@@ -151,6 +151,8 @@ def build_seeds() -> dict[str, list[bytes]]:
                     if any(b.type == AT_INDEX_ALLOCATION for b in rec.attributes) else None
                 tail = alloc.read(0, 4 * 4096) if alloc is not None else b""
                 _save("index_record", struct.pack("<H", len(a.value)) + a.value + tail, seeds)
+                _save("ntfs_listing", b"\x0c" + struct.pack("<H", len(a.value)) + a.value + tail,
+                      seeds)
     _native_seeds(vol, seeds)
     for p in ("/$Extend/$Reparse",):
         try:

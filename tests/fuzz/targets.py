@@ -391,6 +391,43 @@ def fuzz_index_record(data: bytes) -> None:
     list(idx.iter_after(lambda e: -1))[:100]
 
 
+def fuzz_ntfs_listing(data: bytes) -> None:
+    """A directory's listing as arrays: C (``_ntfsparse.list_index``) against its Python
+    twin (ntfs_reader/listing.py). First byte: bit 0 the volume root (metadata names
+    hidden), bit 1 a $BITMAP follows (a length byte, then its bytes), bits 2-4 the cluster
+    size (512 << n); then a u16 $INDEX_ROOT length, the value, and the rest as
+    $INDEX_ALLOCATION (as index_record). Equal arrays, or None from C exactly where the
+    twin raises (or names a name past 255 bytes, which C leaves to it)."""
+    from ntfs_reader import native
+    from ntfs_reader.index import Index
+    from ntfs_reader.listing import Listing, listing_python
+    p = native._module
+    if p is None or len(data) < 3:
+        return
+    flags, rest = data[0], data[1:]
+    bitmap = None
+    if flags & 2:
+        n = rest[0]
+        bitmap, rest = rest[1:1 + n], rest[1 + n:]
+    if len(rest) < 2:
+        return
+    n = struct.unpack_from("<H", rest, 0)[0] % 4096
+    root, alloc = rest[2:2 + n], rest[2 + n:] or None
+    cluster = 512 << (flags >> 2 & 7)
+    got = p.list_index(root, alloc, bitmap, cluster, bool(flags & 1))
+
+    def python():
+        index = Index(root, BytesStream(alloc, "fuzz $INDEX_ALLOCATION") if alloc else None,
+                      bitmap, cluster, dict(_WHERE))
+        return listing_python(index, bool(flags & 1), _WHERE)
+
+    def long_name(expected) -> bool:
+        o = expected.offsets
+        return any(o[i + 1] - o[i] > 255 - 18 for i in range(len(expected)))
+
+    _twins(Listing.from_native(got) if got is not None else None, python, long_name)
+
+
 def fuzz_runlist(data: bytes) -> None:
     from ntfs_reader.runlist import decode_runlist
     if len(data) < 2:
