@@ -116,7 +116,7 @@ class NumberedListing(Listing):
         self.arrays = arrays
         self.volume_key = volume_key
         self._make = make
-        self._nodes: dict[int, object] = {}
+        self._nodes: list | None = None   # child i's node once made (one list, on first ask)
         self._pos = None
         kinds = self.kinds = arrays.kinds
         if 0 in kinds:
@@ -151,13 +151,14 @@ class NumberedListing(Listing):
         return self.volume_key + (self.arrays.numbers[i],)
 
     def _walk_node(self, i: int):
-        node = self._nodes.get(i)
+        node = self._nodes[i] if self._nodes is not None else None
         return node if node is not None else self._make(i)
 
     def node(self, i: int):
-        if i < 0:
-            i += len(self)
-        node = self._nodes.get(i)
+        nodes = self._nodes
+        if nodes is None:
+            nodes = self._nodes = [None] * len(self.kinds)
+        node = nodes[i]
         if node is None:
-            node = self._nodes[i] = self._make(i)
+            node = nodes[i] = self._make(i)
         return node

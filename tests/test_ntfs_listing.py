@@ -191,9 +191,9 @@ def test_listing_makes_nodes_only_when_asked(small_fixtures):
     assert len(listing) == 50_000
     assert kept < 200, kept   # per entry it was an NtfsNode, an Entry, a tuple, a name...
     assert listing.volume_key == ("v",) and listing.number(7) > 16
-    assert listing.kind(7) == "file" and not listing._nodes
+    assert listing.kind(7) == "file" and listing._nodes is None
     child = listing.node(7)
-    assert listing._nodes == {7: child} and listing.node(7) is child
+    assert listing.node(7) is child and sum(n is not None for n in listing._nodes) == 1
     assert child.key == ("v", listing.number(7)) and os.fsencode(child.name) == listing.name(7)
     assert listing.position(listing.name(7)) == 7
     assert [(n, c.key) for n, c in listing][:3] == [
