@@ -77,12 +77,13 @@ class Listing:
 
 def list_directory(index, is_root: bool, where: dict) -> Listing:
     """The listing of the directory whose $I30 is ``index`` (ntfs_reader.index.Index)."""
-    p = native.parser
-    if p is not None:
+    # None also for an extension built before list_index (a checkout not rebuilt)
+    list_index = getattr(native.parser, "list_index", None)
+    if list_index is not None:
         whole = _whole(index)
         if whole is not False:
-            parts = p.list_index(index.root_value, whole, index.bitmap, index.cluster_size,
-                                 is_root)
+            parts = list_index(index.root_value, whole, index.bitmap, index.cluster_size,
+                               is_root)
             if parts is not None:
                 return Listing.from_native(parts)
     return listing_python(index, is_root, where)
