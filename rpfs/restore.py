@@ -98,8 +98,10 @@ def safe_name(name: str) -> str:
     Reversible: ``%`` itself is escaped."""
     if name in ("", ".", ".."):
         return {"": "%00", ".": "%2E", "..": "%2E%2E"}[name]
-    out = (name.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
-           .replace("\0", "%00"))
+    out = name
+    if "%" in name or "/" in name or "\\" in name or "\0" in name:
+        out = (name.replace("%", "%25").replace("/", "%2F").replace("\\", "%5C")
+               .replace("\0", "%00"))
     # A name longer than the filesystem allows is shortened, keeping it distinct.
     raw = fsname(out)
     if len(raw) > 255:
@@ -217,10 +219,13 @@ class Restorer:
                 if linked is not None and self._link(linked, dirfd, bname):
                     return
                 attr = node.attr()
-                if attr.nlink <= 1 and attr.size <= SMALL_FILE and self._gather(
-                        node, attr, dirfd, bname, path):
-                    return
-                job = self._pool.submit(self._copy_file, node, attr, dirfd, bname, path)
+                stream = None
+                if attr.nlink <= 1 and attr.size <= SMALL_FILE:
+                    stream = node.open()  # before creating anything: a broken file leaves none
+                    if self._gather(node, attr, stream, dirfd, bname, path):
+                        return
+                job = self._pool.submit(self._copy_file, node, attr, dirfd, bname, path,
+                                        stream)
                 pending.append(job)
                 if node.key and linked is None and attr.nlink > 1:
                     self._links[node.key] = (job, os.dup(dirfd), bname)
@@ -288,10 +293,11 @@ class Restorer:
             self.result.hardlinks += 1
         return True
 
-    def _copy_file(self, node: Node, attr, dirfd: int, bname: bytes, path: str) -> bool:
+    def _copy_file(self, node: Node, attr, dirfd: int, bname: bytes, path: str,
+                   stream: Stream | None = None) -> bool:
         """(In a worker.) Errors are recorded against ``path``; True if the file is written."""
         try:
-            self._restore_file(node, attr, dirfd, bname, path)
+            self._restore_file(node, attr, dirfd, bname, path, stream)
             return True
         except (RpfsError, OSError) as e:
             self._error(path, e)
@@ -336,10 +342,10 @@ class Restorer:
 
     # -- small files, read in volume order --------------------------------------------
 
-    def _gather(self, node: Node, a, dirfd: int, bname: bytes, path: str) -> bool:
+    def _gather(self, node: Node, a, stream: Stream, dirfd: int, bname: bytes,
+                path: str) -> bool:
         """Queue a small file for the next batch; False when it is read on its own (its
         bytes are not in one piece of one stream below: holes, compression)."""
-        stream = node.open()     # before creating anything: a broken file leaves no empty one
         size = stream.size
         if size == 0 or isinstance(stream, BytesStream) and _one_extent(stream):
             item = _Small(node, a, stream, dirfd, bname, path, None, 0,
@@ -450,8 +456,10 @@ class Restorer:
             raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
         os.unlink(bname, dir_fd=dirfd)
 
-    def _restore_file(self, node: Node, a, dirfd: int, bname: bytes, path: str) -> None:
-        stream = node.open()     # before creating anything: a broken file leaves no empty one
+    def _restore_file(self, node: Node, a, dirfd: int, bname: bytes, path: str,
+                      stream: Stream | None = None) -> None:
+        if stream is None:   # opened before creating anything: a broken file leaves none
+            stream = node.open()
         fd, direct, chown, mode = self._create(a, dirfd, bname)
         try:
             buf = bytearray(min(COPY_BLOCK, max(1, stream.size)))
