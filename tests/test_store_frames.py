@@ -228,7 +228,18 @@ def test_a_cold_4k_read_of_a_chunk_never_touched_is_one_pread_of_the_pack(tmp_pa
         return out
 
     offsets = [CHUNK + 3 * FRAME + 100, 3 * CHUNK + 8192, 5000, 3 * CHUNK + 6 * FRAME]
+    import rpfs.store.catalog as catalog
+    statements: list[str] = []
+    connect = catalog.connect
+
+    def traced(*a, **k):
+        db = connect(*a, **k)
+        db.set_trace_callback(statements.append)
+        return db
+    monkeypatch.setattr(catalog, "connect", traced)
     assert cold_reads(offsets) == [1, 1, 1, 1]
+    # the four chunks' tables came in one statement (rows of neighbouring ids at once)
+    assert len([s for s in statements if "frames" in s]) == 1
     _forget_catalog_tables(path)
     assert cold_reads(offsets) == [2, 2, 2, 1]      # the last: the chunk's table is known
     res = repair(str(path), _options())

@@ -40,6 +40,7 @@ from rpfs.store.readahead import ChunkLoader, ReadAhead
 from streams.lru import LRU
 from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
+TABLE_ROWS = 256  # catalog rows of frame tables fetched at once (neighbouring chunk ids)
 PART_OF = 16     # a read of at most 1/PART_OF of a framed chunk (64 KiB of 1 MiB) decodes only its frames
 
 
@@ -118,7 +119,9 @@ class Repository:
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
         self.tables: LRU = LRU(1024)     # chunk id -> FrameTable (~2.8 KB each) of chunks read in part
         self.frames_decoded = 0          # frames a part read decompressed (counted for tests)
-        self._frames_column: bool | None = None   # the catalog has chunks.frames (None: not asked)
+        self._frames_column: bool | None = None   # False: the catalog has no chunks.frames
+        # chunk id -> (hash, offset, pack, stored table) of catalog rows, ~0.8 KB each
+        self.catalog_tables: LRU = LRU(4 * TABLE_ROWS)
         self.catalog_path = catalog.path_in(self.local)
         self._tls = threading.local()
         # holders, not connections (those cannot be weakly referenced): a worker thread that
@@ -473,20 +476,35 @@ class Repository:
 
     def _catalog_table(self, loc: ChunkLoc) -> "frames.FrameTable | None":
         """The catalog's copy of the table, if its row still names the copy at ``loc`` and
-        the copy passes its check (otherwise the pack's own table is read)."""
-        if not loc.id:
+        the copy passes its check (otherwise the pack's own table is read). Rows are fetched
+        ``TABLE_ROWS`` ids at a time: a file's chunks have neighbouring ids, so a mount's
+        first listing (a few dozen chunks) or 1,000 random reads of a 384 MiB file ask one
+        or two statements, not one per chunk."""
+        if not loc.id or self._frames_column is False:
             return None
-        if self._frames_column is None:   # a read-only catalog an older rpfs made lacks it
-            self._frames_column = "frames" in catalog.columns(self.db, "chunks")
-        if not self._frames_column:
-            return None
-        rows = self.query("SELECT c.frames FROM chunks c JOIN packs p ON p.id = c.pack_id"
-                          " WHERE c.id = ? AND c.hash = ? AND c.offset = ? AND p.name = ?",
-                          (loc.id, loc.hash, loc.offset, loc.pack))
-        if not rows or rows[0][0] is None:
+        row = self.catalog_tables.get(loc.id)
+        if row is None:
+            lo = loc.id - loc.id % TABLE_ROWS
+            try:
+                rows = self.db.execute(
+                    "SELECT c.id, c.hash, c.offset, p.name, c.frames FROM chunks c JOIN packs p"
+                    " ON p.id = c.pack_id WHERE c.id BETWEEN ? AND ? AND c.frames IS NOT NULL",
+                    (lo, lo + TABLE_ROWS - 1)).fetchall()
+            except sqlite3.OperationalError as e:
+                if "no such column" not in str(e):
+                    raise FormatError(f"catalog: {e}", source=self.catalog_path, structure="catalog") from None
+                self._frames_column = False   # a read-only catalog an older rpfs made
+                return None
+            except sqlite3.DatabaseError as e:
+                raise FormatError(f"catalog: {e}", source=self.catalog_path, structure="catalog") from None
+            found = {cid: (h, off, pack, blob) for cid, h, off, pack, blob in rows}
+            for cid in range(lo, lo + TABLE_ROWS):   # () = no copy: not asked again
+                self.catalog_tables.put(cid, found.get(cid, ()))
+            row = found.get(loc.id, ())
+        if row[:3] != (loc.hash, loc.offset, loc.pack):
             return None
         try:
-            return frames.parse_table(self.crypto, rows[0][0], loc.csize, loc.usize, loc.hash)
+            return frames.parse_table(self.crypto, row[3], loc.csize, loc.usize, loc.hash)
         except IntegrityError:
             return None
 
