@@ -198,3 +198,32 @@ def test_listing_makes_nodes_only_when_asked(small_fixtures):
     assert listing.position(listing.name(7)) == 7
     assert [(n, c.key) for n, c in listing][:3] == [
         (os.fsencode(c.name), c.key) for c in list(node.iterdir())[:3]]
+
+
+def _root_value(names: list[bytes], flags: int = 0, ref: int = 10) -> bytes:
+    """An $INDEX_ROOT value holding one entry per UTF-16LE name (records 10, 11...: at the
+    root, "$" names there are metadata files; no INDX records)."""
+    entries = b""
+    for i, raw in enumerate(names):
+        key = struct.pack("<Q4QqqIIBB", 5, 1, 2, 3, 4, 4096, 10, flags, 0, len(raw) // 2, 1) + raw
+        length = -(-(16 + len(key)) // 8) * 8
+        entries += struct.pack("<QHHH2x", (1 << 48) | (ref + i), length, len(key), 0) + key
+        entries += bytes(length - 16 - len(key))
+    entries += struct.pack("<QHHH2x", 0, 16, 0, 2)
+    return struct.pack("<IIIB3x", 0x30, 1, 4096, 1) + struct.pack("<IIIB3x", 16, 16 + len(entries),
+                                                                  16 + len(entries), 0) + entries
+
+
+@settings(max_examples=400, deadline=None)
+@given(units=st.lists(st.lists(st.sampled_from([0, 0x2E, 0x2F, 0x41, 0x24, 0xE9, 0x800, 0xD800,
+                                                0xDBFF, 0xDC00, 0xDFFF, 0xFFFF, 0x10, 0x7F]),
+                               min_size=1, max_size=255), min_size=1, max_size=4),
+       is_root=st.booleans())
+def test_names_escape_as_names_py_does(units, is_root):
+    """Unpaired surrogates, '/', NUL, '.', '..', '$' names at the root, names past 255 bytes:
+    C's bytes are os.fsencode(names.from_raw(raw)), or C leaves the listing to the twin."""
+    from ntfs_reader import names
+    raws = [struct.pack(f"<{len(u)}H", *u) for u in units]
+    listing = twins(_root_value(raws), None, None, 4096, is_root)
+    want = [os.fsencode(names.from_raw(r)) for r in raws if not (is_root and r[:2] == b"$\0")]
+    assert [listing.name(i) for i in range(len(listing))] == want
