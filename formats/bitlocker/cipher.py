@@ -52,7 +52,8 @@ class _Ecb:
         self._ctx(False).update_into(data, out)
 
 
-SCRATCH_MAX = 4 << 20  # reads larger than this allocate their own buffers
+SCRATCH_MAX = 4 << 20  # volume reads larger than this allocate their own buffers
+SLICE = 256 << 10      # decrypt_into works this much at a time
 _scratch = threading.local()
 
 
@@ -64,7 +65,7 @@ def scratch(i: int, n: int) -> memoryview:
     if bufs is None:
         bufs = _scratch.bufs = [bytearray() for _ in range(3)]
     if len(bufs[i]) < n:
-        bufs[i] = bytearray(max(n, 1 << 20))
+        bufs[i] = bytearray(max(n, SLICE + 16))
     return memoryview(bufs[i])
 
 
@@ -111,18 +112,33 @@ class SectorCipher:
         return out
 
     def decrypt_into(self, data, offset: int, out) -> None:
-        """Decrypt ``data`` (whole sectors at ``offset``) into the writable buffer ``out``;
-        reads up to SCRATCH_MAX (the mount's) allocate nothing."""
+        """Decrypt ``data`` (whole sectors at ``offset``) into the writable buffer ``out``, a
+        slice of at most SLICE bytes at a time: every pass (AES-ECB, then the C pass) then
+        finds the slice's ciphertext and ECB output still in the CPU's cache. A 4 MiB read
+        in one piece cost 0.63-0.72 ms/MiB of CPU, in 256 KiB slices 0.38-0.41 (Elephant,
+        512-byte sectors, load 9)."""
         count = self._check(data, offset)
-        n = len(data)
         if count == 0:
             return
-        big = n > SCRATCH_MAX   # the per-thread scratch buffers stay small
+        n = len(data)
+        step = max(1, SLICE // self.sector_size) * self.sector_size
+        if n <= step:
+            self._decrypt_slice(data, offset, out, n)
+            return
+        data, out = memoryview(data).cast("B"), memoryview(out).cast("B")
+        for at in range(0, n, step):
+            k = min(step, n - at)
+            self._decrypt_slice(data[at:at + k], offset + at, out[at:at + k], k)
+
+    def _decrypt_slice(self, data, offset: int, out, n: int) -> None:
+        """``decrypt_into`` of ``n`` bytes (whole sectors, at most SLICE): nothing allocated
+        but the IVs/tweaks/sector keys."""
         ss = self.sector_size
-        plain = memoryview(bytearray(n + 16)) if big else scratch(1, n + 16)
+        count = n // ss
+        plain = scratch(1, n + 16)
         if self.mode == "xts":
             tw = self._xts_tweaks(offset, count)
-            tmp = memoryview(bytearray(n)) if big else scratch(0, n)[:n]
+            tmp = scratch(0, n)[:n]
             tmp[:] = data
             fvecrypt.xts_xor(tmp, tw, ss)
             self._data.decrypt_into(tmp, plain)
