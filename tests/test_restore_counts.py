@@ -146,3 +146,25 @@ def test_system_calls_per_small_file(frag, tmp_path, monkeypatch, folder):
     for name in ("fchmod", "ftruncate", "fchown", "chown", "setxattr", "stat", "fstat",
                  "unlink", "dup", "write"):
         assert c[name] == 0, (name, c)
+
+
+def test_no_whole_record_is_parsed_per_plain_file(frag, tmp_path, monkeypatch):
+    """A plain file's stat and open come from the C parser's summaries of its record
+    (stat_summary, data_attribute): no MftRecord with every attribute object is built per
+    file, only for the directories walked."""
+    from ntfs_reader import native, volume as volume_module
+    assert native.available(), "ntfs_reader._ntfsparse missing: run tools/setup.sh"
+    image, _ = frag
+    _, root = _root(image)
+    fill = root.child("fill")
+    parsed = []
+    real = volume_module.parse_record
+
+    def counted(data, number, *args):
+        parsed.append(number)
+        return real(data, number, *args)
+    monkeypatch.setattr(volume_module, "parse_record", counted)
+    result = restore(fill, str(tmp_path))
+    assert not result.errors and result.files == 1531
+    # the directory and the odd record that is not plain; it was one per file (1,531)
+    assert len(parsed) <= 10, parsed
