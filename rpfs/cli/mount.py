@@ -6,6 +6,7 @@ returns once the mount point is live (or prints why the child could not mount), 
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import shutil
@@ -91,7 +92,10 @@ def _daemon(args) -> int:
     """Fork a child that serves the mount (like ntfs-3g: no second interpreter to start)
     and return once it says the mount is live, or print why it is not. The child's later
     messages go to a log file in /tmp, removed when the mount ends with nothing in it."""
-    import rpfs.fuse  # noqa: F401  (imported once, before the fork)
+    from rpfs.cli import loading
+
+    with loading():
+        import rpfs.fuse  # noqa: F401  (imported once, before the fork)
 
     _ask_passphrase(args.source, args.store)
     if args.keys:  # a bad keys file is reported here, before the fork
@@ -100,6 +104,7 @@ def _daemon(args) -> int:
         KeyRing.load(args.keys)
     log = tempfile.NamedTemporaryFile(prefix="rpfs-mount-", suffix=".log", delete=False)
     r, w = os.pipe()
+    gc.freeze()  # what was loaded stays out of the child's collections (and shared pages)
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(r)
