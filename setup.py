@@ -1,13 +1,27 @@
 """Builds the optional C extensions ntfs_reader._lznt1, ntfs_reader._wofdecomp,
 ntfs_reader._ntfsparse, streams._crc32c and formats.bitlocker._fvecrypt (metadata lives in
-pyproject.toml).
+pyproject.toml), and rpfs._fusell, the mount's binding of libfuse3 (libfuse3-dev and
+pkg-config, tools/setup.sh).
 
-``optional=True``: if gcc or the Python headers are missing the install still succeeds and
+``optional=True`` (all but rpfs._fusell): if gcc or the Python headers are missing the install still succeeds and
 ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning) and
 ntfs_reader.native to the Python metadata parser, streams.crc32c to the crc32c package.
 """
 
+import shlex
+import subprocess
+
 from setuptools import Extension, setup
+
+
+def pkg_config(*args: str) -> list[str]:
+    """Flags from pkg-config (empty if it or the package is missing: the build then fails)."""
+    try:
+        out = subprocess.run(["pkg-config", *args], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return []
+    return shlex.split(out.stdout)
+
 
 setup(
     ext_modules=[
@@ -28,6 +42,13 @@ setup(
             ["ntfs_reader/_ntfsparse.c"],
             extra_compile_args=["-O3"],
             optional=True,
+        ),
+        # the mount's FUSE binding (libfuse3's low-level API): required, the mount needs it
+        Extension(
+            "rpfs._fusell",
+            ["rpfs/_fusell.c"],
+            extra_compile_args=["-O2", *pkg_config("--cflags", "fuse3")],
+            extra_link_args=pkg_config("--libs", "fuse3"),
         ),
         Extension(
             "streams._crc32c",

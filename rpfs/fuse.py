@@ -1,15 +1,24 @@
-"""The FUSE front end: a thin pyfuse3 adapter over the node contract (rpfs/node.py), read-only.
+"""The FUSE front end: a thin adapter over the node contract (rpfs/node.py), read-only, on
+rpfs's own binding of libfuse's low-level API (rpfs/_fusell.c, loop in rpfs/fuse_loop.py).
+
+**Round trips.** OPEN is answered ENOSYS: the kernel then never sends OPEN, RELEASE or
+FLUSH again, keeps every file's data in its page cache (its default in that mode), and
+READ names the inode, so a ``cp -r`` costs one READ per small file and nothing else. OPENDIR
+is still answered (a directory of the repository or ``.versions`` changes while its mtime
+stays, and the kernel's no-opendir mode would cache every listing): an immutable
+directory's reply asks the kernel to keep its listing (``cache_readdir``) once it carries
+attributes (see below).
 
 All errno mapping happens here (``_errors``): a typed rpfs error becomes its ``errno``
 (EIO for damage, logged once) for that object only; anything unexpected is logged and
-becomes EIO.
+becomes EIO. ``handle`` answers every request exactly once.
 
 **Fast path.** Whatever is already known is answered on the trio loop, with no thread
 hand-off: a cached listing (names and the kinds the NTFS index gives), a lookup of a listed
 name, attributes a node has already computed (``Node.attr_if_known``), a cached xattr name
 list or small value, an xattr name the node can never have (``Node.may_have_xattr``: ``ls
 -l`` asks ``security.selinux`` and ``system.posix_acl_access`` of every file), an opened
-stream, a small file's bytes. Only real parsing and I/O go to worker threads
+stream. Only real parsing and I/O go to worker threads
 (``trio.to_thread`` behind one CapacityLimiter), so one slow chunk stalls no other reader.
 
 **Listings without MFT records.** A big directory (``NAMES_ONLY_FROM`` entries or more)
@@ -52,12 +61,14 @@ import gc
 import itertools
 import logging
 import os
+import queue
 import stat
+import threading
 from typing import Callable
 
-import pyfuse3
 import trio
 
+from rpfs import _fusell as ll
 from rpfs import fuse_loop
 from streams.errors import RpfsError, UsageError
 from streams.lru import LRU
@@ -79,7 +90,6 @@ MAX_SLOTS = 1 << (63 - SLOT_SHIFT)
 ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
 NAMES_ONLY_FROM = 2048  # a directory this big is listed without attributes until one is asked
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
-SMALL_FILE = 128 * 1024  # read whole in the open's worker call: one thread hop, not two
 XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name)
 XATTR_VALUE_MAX = 4096  # larger values (alternate data streams) are read each time
 MAX_READ = 1 << 20  # largest read request the kernel may send (1 MiB; libfuse's limit too)
@@ -88,6 +98,17 @@ MAX_READ = 1 << 20  # largest read request the kernel may send (1 MiB; libfuse's
 # than half of listing a 50,000-entry directory (4.2 s -> 2.1 s with these). Parsed NTFS
 # objects are acyclic and freed by reference counting; cycles still get collected.
 GC_THRESHOLDS = (100_000, 50, 100)
+ROOT_INODE = 1
+ENOATTR = errno.ENODATA  # what getxattr answers for a name a file does not have
+EntryAttributes = ll.EntryAttributes
+
+
+class FUSEError(Exception):
+    """Answer the request with this errno."""
+
+    def __init__(self, errno_: int):
+        super().__init__(errno_)
+        self.errno = errno_
 
 
 def _errors(fn: Callable) -> Callable:
@@ -97,18 +118,18 @@ def _errors(fn: Callable) -> Callable:
     async def wrapper(*args, **kw):
         try:
             return await fn(*args, **kw)
-        except pyfuse3.FUSEError:
+        except FUSEError:
             raise
         except RpfsError as e:
             if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ENODATA, errno.E2BIG):
                 report_once(e)
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+            raise FUSEError(e.errno or errno.EIO) from None
         except OSError as e:
             log.warning("%s: %s", fn.__name__, e)
-            raise pyfuse3.FUSEError(e.errno or errno.EIO) from None
+            raise FUSEError(e.errno or errno.EIO) from None
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise FUSEError(errno.EIO) from None
 
     return wrapper
 
@@ -123,7 +144,7 @@ class _Listing:
     def __init__(self, entries: list[tuple[bytes, Node]]):
         self.entries = entries
         self._pos: dict[bytes, int] | None = None
-        self.sent: list[pyfuse3.EntryAttributes | None] = [None] * len(entries)
+        self.sent: list[EntryAttributes | None] = [None] * len(entries)
         # small directories: attributes right away (a walk stats them, and a stub costs a
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
@@ -138,18 +159,8 @@ class _Listing:
         return None if i is None else self.entries[i][1]
 
 
-class _Handle:
-    """An open file: its stream, and the whole content when it was small enough."""
-
-    __slots__ = ("stream", "data")
-
-    def __init__(self, stream, data: bytes | None = None):
-        self.stream = stream
-        self.data = data
-
-
-class Operations(pyfuse3.Operations):
-    """pyfuse3 operations over a Tree. Every table here is touched on the trio loop only;
+class Operations:
+    """The file system's operations over a Tree. Every table here is touched on the trio loop only;
     worker threads get nodes and return values.
 
     Two kinds of inode. A *numbered* one (an NTFS entry, ``Node.number``: ``NUMBERED |
@@ -160,14 +171,9 @@ class Operations(pyfuse3.Operations):
     streams, POSIX entries) keeps its node until the kernel's lookup count of it, kept
     here, drops to zero."""
 
-    supports_dot_lookup = True
-    enable_writeback_cache = False
-    enable_acl = False  # (with it the kernel would cache "no ACL", but forgets it on every readdirplus)
-
     def __init__(self, tree: Tree, live_nodes: int = LIVE_NODES):
-        super().__init__()
         self.tree = tree
-        root = pyfuse3.ROOT_INODE
+        root = ROOT_INODE
         self._next_ino = itertools.count(root + 1)
         self._ino_by_key: dict[tuple, int] = {tree.root.key: root}  # held inodes only
         self._node: dict[int, Node] = {root: tree.root}  # held inodes
@@ -179,7 +185,7 @@ class Operations(pyfuse3.Operations):
         self._numbered_refs = 0  # the kernel's references to numbered inodes, in all
         self._attrs = LRU(ATTR_CACHE)  # complete attributes of immutable nodes, as sent
         self._links = LRU(XATTR_CACHE)  # symlink targets of immutable nodes
-        self._handles: dict[int, object] = {}
+        self._handles: dict[int, tuple[int, _Listing]] = {}  # open directories
         self._let_go: set[int] = set()  # held inodes the kernel was asked to forget (_shed)
         self.inode_limit = 1 << 62  # a mount sets INODE_LIMIT: shedding needs the kernel
         self._next_fh = itertools.count(1)
@@ -193,12 +199,72 @@ class Operations(pyfuse3.Operations):
         self.gid = os.getgid()
         self.worker_calls = 0  # for tests: what went to a thread
         self.after_init: Callable[[], None] | None = None  # runs once the kernel has our INIT
+        # asks the kernel to drop an entry (_shed): the mount sets it; a call may block
+        self.invalidate: Callable[[int, bytes], None] = lambda parent, name: None
+
+    # -- requests -----------------------------------------------------------------------
+
+    async def handle(self, r: tuple) -> None:
+        """Answer request ``r`` (a tuple from ``Session.process``) exactly once: a reply,
+        or its errno; anything unexpected, in the handler or the reply, is EIO."""
+        op, req = r[0], r[1]
+        try:
+            reply, *args = await self._answer(op, r)
+        except FUSEError as e:
+            reply, args = ll.reply_err, [e.errno]
+        except trio.Cancelled:   # the mount is ending: answer, then let the loop end
+            if req:
+                ll.reply_err(req, errno.EINTR)
+            raise
+        except Exception:
+            log.exception("unexpected error answering request %d", op)
+            reply, args = ll.reply_err, [errno.EIO]
+        if reply is None:
+            return  # FORGET and INIT: nothing to answer
+        try:
+            reply(req, *args)
+        except Exception:  # the reply's arguments were refused: nothing was sent yet
+            log.exception("unexpected error replying to request %d", op)
+            ll.reply_err(req, errno.EIO)
+
+    async def _answer(self, op: int, r: tuple) -> tuple:
+        """(reply function, its arguments after the request) for request ``r``."""
+        if op == ll.GETATTR:
+            return ll.reply_attr, await self.getattr(r[2])
+        if op == ll.LOOKUP:
+            return ll.reply_entry, await self.lookup(r[2], r[3])
+        if op == ll.READDIR:  # (op, req, inode, size, offset, fh)
+            buf = ll.DirBuffer(r[1], r[3])
+            await self.readdir(r[5], r[4], buf)
+            return ll.reply_dir, buf
+        if op == ll.READ:  # (op, req, inode, size, offset)
+            return ll.reply_data, await self.read(r[2], r[4], r[3])
+        if op == ll.GETXATTR:  # (op, req, inode, name, size)
+            return _sized(await self.getxattr(r[2], r[3]), r[4])
+        if op == ll.LISTXATTR:  # (op, req, inode, size)
+            names = await self.listxattr(r[2])
+            return _sized(b"".join(n + b"\0" for n in names), r[3])
+        if op == ll.OPENDIR:
+            return ll.reply_open, *await self.opendir(r[2])
+        if op == ll.RELEASEDIR:  # (op, req, inode, fh)
+            await self.releasedir(r[3])
+            return ll.reply_err, 0
+        if op == ll.READLINK:
+            return ll.reply_readlink, await self.readlink(r[2])
+        if op == ll.STATFS:
+            return ll.reply_statfs, await self.statfs()
+        if op == ll.FORGET:  # (op, 0, 0, [(inode, count), ...]): already answered
+            await self.forget(r[3])
+            return (None,)
+        if op == ll.INIT:
+            self.init()
+            return (None,)
+        raise FUSEError(errno.ENOSYS)
 
     def init(self) -> None:
-        if self.after_init is not None:  # INIT's reply is written when this returns
-            async def later():
-                self.after_init()
-            trio.lowlevel.spawn_system_task(later)
+        """INIT's reply is written: the mount is live."""
+        if self.after_init is not None:
+            self.after_init()
 
     # -- inodes -------------------------------------------------------------------------
 
@@ -243,14 +309,14 @@ class Operations(pyfuse3.Operations):
                 return v[0]
             slot, num = (ino ^ NUMBERED) >> SLOT_SHIFT, ino & ((1 << SLOT_SHIFT) - 1)
             if slot >= len(self._anchors):
-                raise pyfuse3.FUSEError(errno.ENOENT)
+                raise FUSEError(errno.ENOENT)
             node = await self._run(_rebuild, self._anchors[slot], num)
             self._live.put(ino, (node, 0))
             return node
         try:
             return self._node[ino]
         except KeyError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
+            raise FUSEError(errno.ENOENT) from None
 
     def _parent_of(self, ino: int) -> int:
         """The directory ``ino`` was listed or looked up in (0: not known)."""
@@ -265,13 +331,13 @@ class Operations(pyfuse3.Operations):
         else:
             self._lookups[ino] = self._lookups.get(ino, 0) + 1
 
-    def _entry(self, node: Node, ino: int, a: Attr | None) -> pyfuse3.EntryAttributes:
+    def _entry(self, node: Node, ino: int, a: Attr | None) -> EntryAttributes:
         e = self._attrs.get(ino)
         return e if e is not None else self._new_entry(node, ino, a)
 
-    def _new_entry(self, node: Node, ino: int, a: Attr | None) -> pyfuse3.EntryAttributes:
+    def _new_entry(self, node: Node, ino: int, a: Attr | None) -> EntryAttributes:
         """The kernel's view of a node; without ``a`` only its kind, to be asked again."""
-        e = pyfuse3.EntryAttributes()
+        e = EntryAttributes()
         e.st_ino = ino
         e.entry_timeout = node.cache_seconds
         e.st_uid = self.uid
@@ -296,7 +362,7 @@ class Operations(pyfuse3.Operations):
             self._attrs.put(ino, e)
         return e
 
-    def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> pyfuse3.EntryAttributes:
+    def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> EntryAttributes:
         """A lookup's answer: the inode now counts one more kernel reference."""
         ino = self._inode(node, parent)
         self._looked_up(ino)
@@ -310,7 +376,7 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode, name, ctx=None):
         if name in (b".", b".."):
             ino = parent_inode if name == b"." else (self._parent_of(parent_inode)
-                                                     or pyfuse3.ROOT_INODE)
+                                                     or ROOT_INODE)
             e = await self.getattr(ino)
             self._looked_up(ino)
             return e
@@ -320,7 +386,7 @@ class Operations(pyfuse3.Operations):
             return self._reply_entry(node, parent_inode, node.attr_if_known())
         parent = await self._get(parent_inode)
         if parent.kind != "dir":
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+            raise FUSEError(errno.ENOTDIR)
 
         def work():
             child = lookup_child(parent, os.fsdecode(name))
@@ -371,7 +437,7 @@ class Operations(pyfuse3.Operations):
         return out
 
     @_errors
-    async def readlink(self, inode, ctx):
+    async def readlink(self, inode, ctx=None):
         target = self._links.get(inode)
         if target is None:
             node = await self._get(inode)
@@ -381,18 +447,23 @@ class Operations(pyfuse3.Operations):
         return target
 
     @_errors
-    async def opendir(self, inode, ctx):
+    async def opendir(self, inode, ctx=None) -> tuple[int, bool]:
+        """(handle, whether the kernel may keep the listing): kept for an immutable
+        directory once its listing sends attributes (a big one listed by names alone is
+        listed again, with attributes, when someone stats a child)."""
         listing = self._listings.get(inode)  # immutable directories only
+        keep = listing is not None
         if listing is None:
             node = await self._get(inode)
             if node.kind != "dir":
-                raise pyfuse3.FUSEError(errno.ENOTDIR)
+                raise FUSEError(errno.ENOTDIR)
             listing = await self._run(_list, node)
-            if node.immutable:
+            keep = node.immutable
+            if keep:
                 self._listings.put(inode, listing)
         fh = next(self._next_fh)
         self._handles[fh] = (inode, listing)
-        return fh
+        return fh, keep and listing.stat_wanted
 
     @_errors
     async def readdir(self, fh, start_id, token):
@@ -409,7 +480,7 @@ class Operations(pyfuse3.Operations):
                 await self._run(_attrs_of, None, batch)
                 stop = min(stop, start_id + ATTR_BATCH)
         attrs, held, lookups = self._attrs, self._node, self._lookups
-        sent, reply = listing.sent, pyfuse3.readdir_reply
+        sent, reply = listing.sent, ll.readdir_reply
         upgrade = listing.stat_wanted  # else no child's attributes were computed
         numbered = 0
         for i in range(start_id, stop):  # the hot loop of a warm listing
@@ -453,18 +524,13 @@ class Operations(pyfuse3.Operations):
         self._handles.pop(fh, None)
 
     @_errors
-    async def statfs(self, ctx):
-        s = pyfuse3.StatvfsData()
-        s.f_bsize = 4096
-        s.f_frsize = 4096
-        s.f_blocks = s.f_bfree = s.f_bavail = 0
-        s.f_files = len(self._node) + max(0, self._numbered_refs)  # what the kernel holds
-        s.f_ffree = s.f_favail = 0
-        s.f_namemax = 1024
-        return s
+    async def statfs(self, ctx=None) -> tuple:
+        """(bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax); files:
+        the inodes the kernel holds."""
+        return (4096, 4096, 0, 0, 0, len(self._node) + max(0, self._numbered_refs), 0, 0, 1024)
 
     @_errors
-    async def listxattr(self, inode, ctx):
+    async def listxattr(self, inode, ctx=None):
         names = self._xattr_names.get(inode)
         if names is None:
             node = await self._get(inode)
@@ -474,7 +540,7 @@ class Operations(pyfuse3.Operations):
         return names
 
     @_errors
-    async def getxattr(self, inode, name, ctx):
+    async def getxattr(self, inode, name, ctx=None):
         # The kernel keeps no xattrs for FUSE; `ls -l` asks two per file and `cp -a` about
         # fourteen: answer what is known without a worker call.
         value = self._xattr_values.get((inode, name))
@@ -483,12 +549,12 @@ class Operations(pyfuse3.Operations):
         names = self._xattr_names.get(inode)
         node = await self._get(inode)
         if names is not None and name not in names or not node.may_have_xattr(os.fsdecode(name)):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise FUSEError(ENOATTR)
         try:
             value = await self._run(node.getxattr, os.fsdecode(name))
         except RpfsError as e:
             if e.errno == errno.ENOENT:
-                raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+                raise FUSEError(ENOATTR) from None
             raise
         if len(value) <= XATTR_VALUE_MAX and node.immutable:
             self._xattr_values.put((inode, name), value)
@@ -497,33 +563,19 @@ class Operations(pyfuse3.Operations):
     # -- data ---------------------------------------------------------------------------
 
     @_errors
-    async def open(self, inode, flags, ctx):
-        if flags & (os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC):
-            raise pyfuse3.FUSEError(errno.EROFS)
+    async def read(self, inode, off, size):
+        """No OPEN comes (it is answered ENOSYS): a file's stream is opened by its first
+        read, in the same worker call, and kept for an immutable file."""
         stream = self._streams.get(inode)  # files of immutable nodes only
-        if stream is not None:  # opened before: the kernel's page cache has or gets the data
-            handle, keep = _Handle(stream), True
-        else:
-            node = await self._get(inode)
-            if node.kind == "dir":
-                raise pyfuse3.FUSEError(errno.EISDIR)
-            handle, keep = await self._run(_open_small, node), node.immutable
-            if keep:
-                self._streams.put(inode, handle.stream)
-        fh = next(self._next_fh)
-        self._handles[fh] = handle
-        return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=False)
-
-    @_errors
-    async def read(self, fh, off, size):
-        handle = self._handles[fh]
-        if handle.data is not None:
-            return handle.data[off:off + size]
-        return await self._run(handle.stream.read_buffer, off, size)  # one copy less than read
-
-    @_errors
-    async def release(self, fh):
-        self._handles.pop(fh, None)
+        if stream is not None:
+            return await self._run(stream.read_buffer, off, size)  # one copy less than read
+        node = await self._get(inode)
+        if node.kind == "dir":
+            raise FUSEError(errno.EISDIR)
+        stream, data = await self._run(_open_read, node, off, size)
+        if node.immutable:
+            self._streams.put(inode, stream)
+        return data
 
     async def forget(self, inode_list):
         """The kernel let go of these references: a held inode nobody holds is dropped; a
@@ -548,7 +600,7 @@ class Operations(pyfuse3.Operations):
         self._xattr_names.pop(ino)
 
     def _drop(self, ino: int) -> None:
-        if ino == pyfuse3.ROOT_INODE:
+        if ino == ROOT_INODE:
             return
         self._lookups.pop(ino, None)
         self._let_go.discard(ino)
@@ -576,8 +628,7 @@ class Operations(pyfuse3.Operations):
                 continue
             self._let_go.add(ino)
             excess -= 1
-            pyfuse3.invalidate_entry_async(self._parent[ino], os.fsencode(node.name),
-                                           ignore_enoent=True)
+            self.invalidate(self._parent[ino], os.fsencode(node.name))
 
     def stats(self) -> dict:
         """How much is held (tests and benchmarks look at it): ``inodes`` held with their
@@ -586,14 +637,6 @@ class Operations(pyfuse3.Operations):
                 "live": len(self._live), "kernel_refs": self._numbered_refs,
                 "attrs": len(self._attrs), "listed": self._listings.total,
                 "streams": len(self._streams), "xattr_names": len(self._xattr_names)}
-
-    # -- everything that would write ----------------------------------------------------
-
-    async def _erofs(self, *args, **kw):
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    setattr = mknod = mkdir = unlink = rmdir = symlink = rename = link = _erofs
-    write = create = setxattr = removexattr = _erofs
 
 
 def _list(node: Node) -> _Listing:
@@ -620,15 +663,19 @@ def _rebuild(anchor: Node, number: int) -> Node:
     return node
 
 
-def _open_small(node: Node) -> _Handle:
+def _open_read(node: Node, off: int, size: int):
+    """A file's stream and its first read (one worker call)."""
     stream = node.open()
-    data = None
-    if stream.size <= SMALL_FILE:
-        try:
-            data = stream.read(0, stream.size)
-        except RpfsError:
-            pass  # damaged data: open still succeeds, and read() answers EIO as before
-    return _Handle(stream, data)
+    return stream, stream.read_buffer(off, size)
+
+
+def _sized(value: bytes, size: int) -> tuple:
+    """getxattr/listxattr's answer: the size when asked 0 bytes, ERANGE when it does not fit."""
+    if size == 0:
+        return ll.reply_xattr, len(value)
+    if len(value) > size:
+        raise FUSEError(errno.ERANGE)
+    return ll.reply_data, value
 
 
 def stable_inode(key: tuple) -> int:
@@ -675,22 +722,45 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
         raise UsageError(f"RPFS_MOUNT_INODES={limit!r} is not a number") from None
     ops = Operations(tree, live_nodes=limit or LIVE_NODES)
     ops.inode_limit = limit or INODE_LIMIT
-    options = set(pyfuse3.default_options)
-    # No max_read option: pyfuse3 cannot set the matching conn->max_read, and without one
-    # libfuse (3.14) already lets the kernel send MAX_READ (max_pages = 256).
-    options |= {"fsname=rpfs", "subtype=rpfs", "ro", "default_permissions", "nosuid", "nodev"}
+    # No max_read option: without one libfuse (3.14) already lets the kernel send MAX_READ
+    # (max_pages = 256).
+    options = ["fsname=rpfs", "subtype=rpfs", "ro", "default_permissions", "nosuid", "nodev"]
     if allow_other:
-        options.add("allow_other")
+        options.append("allow_other")
     if debug:
-        options.add("debug")
+        options.append("debug")   # libfuse prints every request on stderr
     real = os.path.realpath(mountpoint)  # not after init: that would ask this process
     ops.after_init = functools.partial(_raise_readahead, real)
-    pyfuse3.init(ops, mountpoint, options)
+    session = ll.Session(mountpoint, options)
+    ops.invalidate = _Invalidator(session).put
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
-    fuse_loop.install(lambda: ops._limiter.borrowed_tokens > 0)
     if ready:
         ready()
     try:
-        trio.run(pyfuse3.main)
+        trio.run(fuse_loop.serve, session, ops.handle, lambda: ops._limiter.borrowed_tokens > 0)
     finally:
-        pyfuse3.close(unmount=True)
+        session.close()   # unmounts (if still mounted) and ends the session
+
+
+class _Invalidator:
+    """Sends the kernel's entry invalidations from a thread of their own: one waits for the
+    directory's lock, which a request the loop has not answered yet may hold."""
+
+    def __init__(self, session):
+        self._session = session
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def put(self, parent: int, name: bytes) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fuse-invalidate", daemon=True)
+            self._thread.start()
+        self._queue.put((parent, name))
+
+    def _run(self) -> None:
+        while True:
+            parent, name = self._queue.get()
+            try:
+                self._session.invalidate_entry(parent, name)   # ENOENT: already gone
+            except ValueError:   # the session was closed
+                return

@@ -1,16 +1,17 @@
-"""pyfuse3's request loop on trio with fewer trips through the scheduler.
+"""The mount's request loop on trio: reader tasks take requests from a libfuse session
+(rpfs/_fusell.c) and hand each to the adapter, which answers it on the loop or in a worker.
 
-pyfuse3 takes what it needs from trio through its module attribute ``pyfuse3.trio`` (its
-``pyfuse3.asyncio`` swaps that attribute the same way). Before reading each request, a
-pyfuse3 task takes a ``trio.Lock`` and waits for /dev/fuse to be readable: two scheduling
-points and an epoll re-registration per request, about half of the ~40 us a request cost
-the loop when it is answered from memory (`ls -l` of 50,000 files is ~150,000 requests).
+One task reads at a time (``ReadLock``) and then handles what it read; when it is about to
+handle a request and no other task is waiting to read, it starts another reader (up to
+``MAX_TASKS``), so a request waiting for a worker thread never holds up the next one.
 
-Here, the lock is taken at once when it is free, and a /dev/fuse that already holds a
-request (a zero-timeout poll) is read at once; every ``YIELD_EVERY`` requests the task
-still goes through trio's wait, so worker-thread completions and other tasks run. An idle
-mount waits in trio exactly as before, and unmounting still ends the loop (the read then
-fails with ENODEV, which ends pyfuse3's session).
+Waiting for a request costs a trip through trio's scheduler and an epoll re-registration:
+about half of what a request answered from memory costs (`ls -l` of 50,000 files is
+~150,000 requests). So the lock is taken at once when it is free, and a /dev/fuse that
+already holds a request (a zero-timeout poll) is read at once; every ``YIELD_EVERY``
+requests the task still goes through trio's wait, so worker-thread completions and other
+tasks run. An idle mount waits in trio. Unmounting ends the loop (the read fails with
+ENODEV and libfuse marks the session exited), and so do SIGTERM and SIGINT.
 
 When no worker thread is busy, the loop also polls /dev/fuse for up to ``SPIN`` seconds
 before sleeping in epoll: a program asking one thing after another (``ls -l``, ``stat``
@@ -23,18 +24,19 @@ cost more than the answer itself (an idle machine's `ls -l` of 50,000 files: 8.1
 from __future__ import annotations
 
 import select
+import signal
 import time
-import types
+from typing import Awaitable, Callable
 
 import trio
 
 YIELD_EVERY = 8
 SPIN = 50e-6
+MAX_TASKS = 64  # requests handled at once (each waits for at most one worker thread)
 
 
 class ReadLock:
-    """The part of ``trio.Lock`` pyfuse3 uses (``async with``), with no checkpoint when the
-    lock is free. A release hands the lock to the first parked task, like trio's."""
+    """``async with`` like ``trio.Lock``, with no checkpoint when the lock is free. A release hands the lock to the first parked task, like trio's."""
 
     def __init__(self):
         self._held = False
@@ -97,23 +99,49 @@ async def wait_readable(fd: int) -> None:
     await trio.lowlevel.wait_readable(fd)
 
 
-class _Namespace(types.SimpleNamespace):
-    """``base``'s attributes, except those given."""
+class _Readers:
+    """How many reader tasks there are and how many are free to read."""
 
-    def __init__(self, base, **overrides):
-        super().__init__(**overrides)
-        self._base = base
-
-    def __getattr__(self, name):
-        return getattr(self._base, name)
+    def __init__(self):
+        self.tasks = 0
+        self.free = 0
 
 
-def install(workers_busy=bool) -> None:
-    """Make pyfuse3 use this loop (before ``pyfuse3.main``); ``workers_busy()`` says
-    whether worker threads are running."""
-    import pyfuse3
-
+async def serve(session, handle: Callable[[tuple], Awaitable[None]],
+                workers_busy: Callable[[], bool] = bool) -> None:
+    """Serve ``session`` until it is unmounted or the process gets SIGTERM/SIGINT: every
+    request ``session.process()`` returns goes to ``handle``, which answers it."""
     global busy
     busy = workers_busy
-    pyfuse3.trio = _Namespace(trio, Lock=ReadLock,
-                              lowlevel=_Namespace(trio.lowlevel, wait_readable=wait_readable))
+    lock, readers = ReadLock(), _Readers()
+    async with trio.open_nursery() as nursery:
+        async def stop_on_signal():
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for _ in signals:
+                    session.exit()
+                    nursery.cancel_scope.cancel()
+
+        async def reader():
+            fd = session.fd
+            while True:
+                async with lock:
+                    await wait_readable(fd)
+                    request = session.process()
+                if request is None:
+                    if session.exited:
+                        nursery.cancel_scope.cancel()
+                        return
+                    continue
+                readers.free -= 1
+                if readers.free == 0 and readers.tasks < MAX_TASKS:
+                    readers.tasks += 1
+                    readers.free += 1
+                    nursery.start_soon(reader)
+                try:
+                    await handle(request)
+                finally:
+                    readers.free += 1
+
+        nursery.start_soon(stop_on_signal)
+        readers.tasks = readers.free = 1
+        nursery.start_soon(reader)
