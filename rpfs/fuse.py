@@ -127,11 +127,23 @@ def _errors(fn: Callable) -> Callable:
         except OSError as e:
             log.warning("%s: %s", fn.__name__, e)
             raise FUSEError(e.errno or errno.EIO) from None
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
+        except Exception as e:
+            _bug_once(fn.__name__, e)
             raise FUSEError(errno.EIO) from None
 
     return wrapper
+
+
+_bugs = LRU(1024)
+
+
+def _bug_once(where: str, e: Exception) -> None:
+    """Log an unexpected error with its traceback the first time it is seen (a broken
+    object is used again and again: once is enough to find the bug)."""
+    key = (where, type(e).__name__, str(e))
+    if _bugs.get(key) is None:
+        _bugs.put(key, True)
+        log.error("unexpected error in %s", where, exc_info=e)
 
 
 class _Listing:
