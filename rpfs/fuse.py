@@ -72,7 +72,7 @@ from rpfs import _fusell as ll
 from rpfs import fuse_loop
 from streams.errors import RpfsError, UsageError
 from streams.lru import LRU
-from rpfs.node import MODES, Attr, Node, report_once
+from rpfs.node import MODES, Attr, BrokenNode, Node, report_once
 from rpfs.tree import Tree, lookup_child
 
 log = logging.getLogger(__name__)
@@ -351,7 +351,8 @@ class Operations:
         """The kernel's view of a node; without ``a`` only its kind, to be asked again."""
         e = EntryAttributes()
         e.st_ino = ino
-        e.entry_timeout = node.cache_seconds
+        # a damaged file is listed, and looked up again (and fails) whenever it is used
+        e.entry_timeout = 0 if type(node) is BrokenNode else node.cache_seconds
         e.st_uid = self.uid
         e.st_gid = self.gid
         e.st_blksize = 128 * 1024
@@ -375,7 +376,10 @@ class Operations:
         return e
 
     def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> EntryAttributes:
-        """A lookup's answer: the inode now counts one more kernel reference."""
+        """A lookup's answer: the inode now counts one more kernel reference. A damaged
+        file fails here: no OPEN comes where it could fail (and an empty one gets no READ)."""
+        if node.kind != "dir" and type(node) is BrokenNode:
+            raise node.error
         ino = self._inode(node, parent)
         self._looked_up(ino)
         if len(self._node) > self.inode_limit:

@@ -282,8 +282,9 @@ def test_forget_counts_partial_references(image):
 
 
 def test_damaged_object_fails_alone_and_is_logged_once(caplog):
-    """A broken object answers EIO each time it is used, is logged once, and its
-    siblings are served; the adapter never guessed anything from keys."""
+    """A broken object answers EIO each time it is used (looked up: no OPEN comes to fail
+    it), is logged once, and its siblings are served; the adapter never guessed anything
+    from keys."""
     from streams.errors import FormatError
     from rpfs.node import BrokenNode, StaticDir, StreamFile
     from streams.stream import BytesStream
@@ -299,8 +300,7 @@ def test_damaged_object_fails_alone_and_is_logged_once(caplog):
 
     async def run():
         listing = await k.readdir(ROOT_INODE)
-        broken = await k.lookup(ROOT_INODE, b"disk.raw")
-        errs = [await k.err(ops.read, broken.st_ino, 0, 10) for _ in range(3)]
+        errs = [await k.err(k.lookup, ROOT_INODE, b"disk.raw") for _ in range(3)]
         good = await k.lookup(ROOT_INODE, b"ok.txt")
         return listing, errs, bytes(await ops.read(good.st_ino, 0, 10)), good.st_ino
 
