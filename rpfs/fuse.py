@@ -748,13 +748,15 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     real = os.path.realpath(mountpoint)  # not after init: that would ask this process
     ops.after_init = functools.partial(_raise_readahead, real)
     session = ll.Session(mountpoint, options)
-    ops.invalidate = _Invalidator(session).put
+    invalidator = _Invalidator(session)
+    ops.invalidate = invalidator.put
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
     if ready:
         ready()
     try:
         trio.run(fuse_loop.serve, session, ops.handle, lambda: ops._limiter.borrowed_tokens > 0)
     finally:
+        invalidator.close()
         session.close()   # unmounts (if still mounted) and ends the session
 
 
@@ -766,6 +768,8 @@ class _Invalidator:
         self._session = session
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()   # held while a call is in libfuse
+        self._closed = False
 
     def put(self, parent: int, name: bytes) -> None:
         if self._thread is None:
@@ -776,7 +780,15 @@ class _Invalidator:
     def _run(self) -> None:
         while True:
             parent, name = self._queue.get()
-            try:
+            with self._lock:
+                if self._closed:
+                    return
                 self._session.invalidate_entry(parent, name)   # ENOENT: already gone
-            except ValueError:   # the session was closed
-                return
+
+    def close(self) -> None:
+        """No call after this one returns (the session is destroyed next); an unmounted
+        kernel answers a call at once, so the wait is short."""
+        got = self._lock.acquire(timeout=5)
+        self._closed = True
+        if got:
+            self._lock.release()
