@@ -21,14 +21,15 @@ pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev
 
 
 class Mount:
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, env: dict | None = None):
         self.mp = tmp_path / "mnt"
         self.mp.mkdir()
         self.report = tmp_path / "report.json"
         self.log = tmp_path / "llfs.log"
         self._err = open(self.log, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.llfs", str(self.mp),
-                                      str(self.report)], stdout=subprocess.PIPE, stderr=self._err)
+                                      str(self.report)], stdout=subprocess.PIPE, stderr=self._err,
+                                     env={**os.environ, **(env or {})})
         line = self.proc.stdout.readline()
         assert line == b"ready\n", self.log.read_text(errors="replace")
         for _ in range(100):
@@ -130,3 +131,24 @@ def test_the_kernels_forgets_reach_the_adapter(mount):
     assert {n: os.stat(mp / "many" / n).st_ino for n in first} == first
     report = mount.end()
     assert report["wrong"] == [] and report["requests"][str(_fusell.FORGET)] >= 1
+
+
+def test_past_the_inode_limit_the_kernel_is_asked_to_let_go(tmp_path):
+    """Held inodes (not NTFS-numbered) past RPFS_MOUNT_INODES: the adapter asks the kernel
+    to drop the oldest files' entries (from a thread of its own), the kernel forgets them,
+    and a file let go of is looked up again under its number, its bytes right."""
+    m = Mount(tmp_path, env={"RPFS_MOUNT_INODES": "1000"})
+    try:
+        many = m.mp / "many"
+        inos = {n: os.stat(many / n).st_ino for n in sorted(os.listdir(many))}
+        assert len(inos) == MANY
+        for _ in range(300):   # invalidations go out, forgets come back
+            if os.statvfs(m.mp).f_files < 1500:
+                break
+            time.sleep(0.1)
+        assert os.statvfs(m.mp).f_files < 1500
+        assert (many / "f00000").read_bytes() == b"0\n"
+        assert os.stat(many / "f00000").st_ino == inos["f00000"]
+    finally:
+        report = m.end()
+    assert report["wrong"] == []
