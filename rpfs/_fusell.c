@@ -111,7 +111,10 @@ static PyTypeObject SessionType;
 
 static fuse_req_t req_of(PyObject *o)
 {
-    return (fuse_req_t)PyLong_AsVoidPtr(o);
+    fuse_req_t req = (fuse_req_t)PyLong_AsVoidPtr(o);
+    if (req == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "no request to answer");
+    return req;
 }
 
 /* Hands a request to Python; if its tuple cannot be made, answers ENOMEM here. */

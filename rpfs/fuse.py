@@ -228,15 +228,15 @@ class Operations:
             if req:
                 ll.reply_err(req, errno.EINTR)
             raise
-        except Exception:
-            log.exception("unexpected error answering request %d", op)
+        except Exception as e:
+            _bug_once(f"request {op}", e)
             reply, args = ll.reply_err, [errno.EIO]
-        if reply is None:
-            return  # FORGET and INIT: nothing to answer
+        if reply is None or not req:
+            return  # FORGET and INIT: answered already
         try:
             reply(req, *args)
-        except Exception:  # the reply's arguments were refused: nothing was sent yet
-            log.exception("unexpected error replying to request %d", op)
+        except Exception as e:  # the reply's arguments were refused: nothing was sent yet
+            _bug_once(f"reply to request {op}", e)
             ll.reply_err(req, errno.EIO)
 
     async def _answer(self, op: int, r: tuple) -> tuple:
