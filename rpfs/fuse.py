@@ -73,6 +73,7 @@ from rpfs import fuse_loop
 from streams.errors import RpfsError, UsageError
 from streams.lru import LRU
 from rpfs.node import MODES, Attr, BrokenNode, Node, report_once
+from rpfs.listing import Listing
 from rpfs.tree import Tree, lookup_child
 
 log = logging.getLogger(__name__)
@@ -147,28 +148,26 @@ def _bug_once(where: str, e: Exception) -> None:
 
 
 class _Listing:
-    """One directory's children in listing order: (name bytes, node); ``sent``: what
-    readdirplus last sent for each (a warm listing reuses it while the inode is known).
-    ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them."""
+    """One directory's children in listing order (``Node.listing()``: ``entries[i]`` is
+    (name bytes, node), the node made on first ask); ``sent``: what readdirplus last sent
+    for each (a warm listing reuses it while the inode is known). ``stat_wanted``: someone
+    asked a child's attributes, so readdirplus computes them."""
 
-    __slots__ = ("entries", "_pos", "stat_wanted", "sent")
+    __slots__ = ("entries", "stat_wanted", "sent")
 
-    def __init__(self, entries: list[tuple[bytes, Node]]):
+    def __init__(self, entries: Listing):
         self.entries = entries
-        self._pos: dict[bytes, int] | None = None
         self.sent: list[EntryAttributes | None] = [None] * len(entries)
         # small directories: attributes right away (a walk stats them, and a stub costs a
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
 
     def position(self, name: bytes) -> int | None:
-        if self._pos is None:  # built on the first lookup, not for a plain listing
-            self._pos = {n: i for i, (n, _) in enumerate(self.entries)}
-        return self._pos.get(name)
+        return self.entries.position(name)   # its dict is built on the first lookup
 
     def find(self, name: bytes) -> Node | None:
         i = self.position(name)
-        return None if i is None else self.entries[i][1]
+        return None if i is None else self.entries.node(i)
 
 
 class Operations:
