@@ -101,7 +101,7 @@ snapshot("volumes")
     assert "formats.vhdx.writer" not in volumes          # reading needs no writer
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
     assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only
-    assert heavy(volumes, NOT_FOR_READING) == []
+    assert heavy(volumes, NOT_FOR_READING + ["importlib.metadata"]) == []   # was pyfuse3's and crc32c's
 
 
 def test_restore_of_a_plain_volume_loads_nothing_it_does_not_read(tmp_path, plain_repo):
