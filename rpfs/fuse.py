@@ -24,7 +24,10 @@ stream. Only real parsing and I/O go to worker threads
 **Listings without MFT records.** A big directory (``NAMES_ONLY_FROM`` entries or more)
 is listed with readdirplus (the kernel caches every entry) from its index alone: a child
 whose attributes are not known yet is sent with its kind and ``attr_timeout=0``, so a
-names-only ``ls -f`` or ``find`` never reads its children's MFT records, while the first
+names-only ``ls -f`` or ``find`` never reads its children's MFT records. A child whose
+node is not made yet is sent from the listing's arrays alone (``Listing.name``, ``kind``,
+``number``: its numbered inode), so no node is made per entry either; a getattr of it
+finds its node in the listing that sent it (``_listed``, made then, no I/O). The first
 ``stat`` still asks ``getattr`` and shows $STANDARD_INFORMATION's times as ntfs-3g does.
 That ``getattr`` computes the attributes of the next ``ATTR_BATCH`` listed siblings in the
 same worker call (``ls -l`` stats in listing order) and marks the listing: from then on
@@ -72,7 +75,7 @@ from rpfs import _fusell as ll
 from rpfs import fuse_loop
 from streams.errors import RpfsError, UsageError
 from streams.lru import LRU
-from rpfs.node import MODES, Attr, BrokenNode, Node, report_once
+from rpfs.node import IMMUTABLE_CACHE_SECONDS, MODES, Attr, BrokenNode, Node, report_once
 from rpfs.listing import Listing
 from rpfs.tree import Tree, lookup_child
 
@@ -88,6 +91,7 @@ ATTR_CACHE = 65_536  # complete attributes as sent, by inode (~250 B each)
 NUMBERED = 1 << 63  # inode numbers with this bit are (volume slot << SLOT_SHIFT) | number
 SLOT_SHIFT = 48  # NTFS record numbers are 48 bits
 MAX_SLOTS = 1 << (63 - SLOT_SHIFT)
+RECENT_BY_NUMBER = 8  # directories searched for a child sent by number (_listed)
 ATTR_BATCH = 512  # listed siblings whose attributes one getattr miss computes
 NAMES_ONLY_FROM = 2048  # a directory this big is listed without attributes until one is asked
 STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each)
@@ -153,7 +157,7 @@ class _Listing:
     for each (a warm listing reuses it while the inode is known). ``stat_wanted``: someone
     asked a child's attributes, so readdirplus computes them."""
 
-    __slots__ = ("entries", "stat_wanted", "sent")
+    __slots__ = ("entries", "stat_wanted", "sent", "_by_number")
 
     def __init__(self, entries: Listing):
         self.entries = entries
@@ -161,9 +165,19 @@ class _Listing:
         # small directories: attributes right away (a walk stats them, and a stub costs a
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
+        self._by_number: dict[int, int] | None = None
 
     def position(self, name: bytes) -> int | None:
         return self.entries.position(name)   # its dict is built on the first lookup
+
+    def index_of(self, number: int) -> int | None:
+        """Where the child numbered ``number`` is listed (a dict built on the first ask:
+        a getattr of a child sent by its number alone)."""
+        if self._by_number is None:
+            entries = self.entries
+            n = len(entries)
+            self._by_number = dict(zip(map(entries.number, range(n)), range(n)))
+        return self._by_number.get(number)
 
     def find(self, name: bytes) -> Node | None:
         i = self.position(name)
@@ -194,6 +208,9 @@ class Operations:
         self._anchors: list[Node] = []  # slot -> a node of that volume (rebuilds the others)
         self._live = LRU(live_nodes)  # numbered inode -> (node, parent inode or 0)
         self._numbered_refs = 0  # the kernel's references to numbered inodes, in all
+        # directories whose last readdir sent children by number alone (the last few): a
+        # getattr of such a child finds its node, and its parent, in their listings
+        self._sent_by_number: list[int] = []
         self._attrs = LRU(ATTR_CACHE)  # complete attributes of immutable nodes, as sent
         self._links = LRU(XATTR_CACHE)  # symlink targets of immutable nodes
         self._handles: dict[int, tuple[int, _Listing]] = {}  # open directories
@@ -321,6 +338,9 @@ class Operations:
             slot, num = (ino ^ NUMBERED) >> SLOT_SHIFT, ino & ((1 << SLOT_SHIFT) - 1)
             if slot >= len(self._anchors):
                 raise FUSEError(errno.ENOENT)
+            node = self._listed(ino, slot, num)
+            if node is not None:
+                return node
             node = await self._run(_rebuild, self._anchors[slot], num)
             self._live.put(ino, (node, 0))
             return node
@@ -328,6 +348,21 @@ class Operations:
             return self._node[ino]
         except KeyError:
             raise FUSEError(errno.ENOENT) from None
+
+    def _listed(self, ino: int, slot: int, num: int) -> Node | None:
+        """The node of numbered ``ino`` from a listing that sent it by number (readdir
+        makes no node): made there (no I/O), kept by that listing, with its parent."""
+        volume = self._anchors[slot].key[:-1]
+        for parent in reversed(self._sent_by_number):
+            listing = self._listings.get(parent)
+            if listing is None or listing.entries.volume_key != volume:
+                continue
+            i = listing.index_of(num)
+            if i is not None:
+                node = listing.entries.node(i)
+                self._live.put(ino, (node, parent))
+                return node
+        return None
 
     def _parent_of(self, ino: int) -> int:
         """The directory ``ino`` was listed or looked up in (0: not known)."""
@@ -372,6 +407,20 @@ class Operations:
         e.st_ctime_ns = _clamp_ns(a.ctime_ns)
         if node.immutable:
             self._attrs.put(ino, e)
+        return e
+
+    def _stub(self, ino: int, kind: str) -> EntryAttributes:
+        """What ``_new_entry`` gives a listed NTFS child without attributes, from the
+        listing's kind alone (no node): asked again by getattr (``attr_timeout`` 0)."""
+        e = EntryAttributes()
+        e.st_ino = ino
+        e.entry_timeout = IMMUTABLE_CACHE_SECONDS
+        e.st_uid = self.uid
+        e.st_gid = self.gid
+        e.st_blksize = 128 * 1024
+        e.attr_timeout = 0
+        e.st_mode = MODES[kind]
+        e.st_nlink = 1
         return e
 
     def _reply_entry(self, node: Node, parent: int, a: Attr | None) -> EntryAttributes:
@@ -441,12 +490,13 @@ class Operations:
         out = []
         entries, sent = listing.entries, listing.sent
         for j in range(start, min(end, len(entries))):
-            n = entries[j][1]
             e = sent[j]
             if e is not None:
                 if e.attr_timeout or self._attrs.get(e.st_ino) is not None:
                     continue
-                n = self._known(e.st_ino) or n
+                n = self._known(e.st_ino) or entries.node(j)
+            else:
+                n = entries.node(j)
             if n.attr_if_known() is None:
                 out.append(n)
         return out
@@ -497,7 +547,10 @@ class Operations:
         attrs, held, lookups = self._attrs, self._node, self._lookups
         sent, reply = listing.sent, ll.readdir_reply
         upgrade = listing.stat_wanted  # else no child's attributes were computed
+        # a child not made yet that has a number is sent by its number alone: no node
+        slot = self._slots.get(entries.volume_key) if entries.volume_key is not None else None
         numbered = 0
+        by_number = False
         for i in range(start_id, stop):  # the hot loop of a warm listing
             e = sent[i]
             if e is not None and (e.st_ino & NUMBERED or e.st_ino in held):
@@ -505,23 +558,35 @@ class Operations:
                 if upgrade and not e.attr_timeout:  # a stub then: complete now?
                     full = attrs.get(ino)
                     if full is None:
-                        node = self._known(ino) or entries[i][1]
+                        node = self._known(ino) or entries.node(i)
                         a = node.attr_if_known()
                         if a is not None:
                             full = self._new_entry(node, ino, a)
                     if full is not None:
                         e = sent[i] = full
-                if not reply(token, entries[i][0], e, i + 1):
+                if not reply(token, entries.name(i), e, i + 1):
                     break
+            elif slot is not None and entries.made(i) is None:
+                num = entries.number(i)
+                ino = NUMBERED | slot << SLOT_SHIFT | num
+                e = attrs.get(ino)
+                if e is None:
+                    e = self._stub(ino, entries.kind(i))
+                if not reply(token, entries.name(i), e, i + 1):
+                    break
+                sent[i] = e
+                by_number = True
             else:
-                name, node = entries[i]
+                node = entries.node(i)
                 ino = self._inode(node, parent)
+                if slot is None and ino & NUMBERED:  # its volume has a slot now
+                    slot = self._slots.get(entries.volume_key)
                 e = attrs.get(ino)
                 if e is None:
                     if not ino & NUMBERED:
                         node = held[ino]  # a hard link's first name may be known
                     e = self._new_entry(node, ino, node.attr_if_known())
-                if not reply(token, name, e, i + 1):
+                if not reply(token, entries.name(i), e, i + 1):
                     if not ino & NUMBERED and ino not in lookups:
                         self._drop(ino)
                     break
@@ -531,6 +596,12 @@ class Operations:
             else:
                 lookups[ino] = lookups.get(ino, 0) + 1
         self._numbered_refs += numbered
+        if by_number:
+            recent = self._sent_by_number
+            if parent in recent:
+                recent.remove(parent)
+            recent.append(parent)
+            del recent[:-RECENT_BY_NUMBER]
         if len(held) > self.inode_limit:
             self._shed()
 

@@ -12,7 +12,8 @@ Every listing is a ``Listing``; a front end uses only this interface (see
 - ``volume_key``: the volume every numbered child belongs to (None: no numbered children);
 - ``key(i)`` -> the child's ``Node.key`` (without making it when it is numbered);
 - ``node(i)`` -> the child's Node, made on first ask and kept (its attributes, once read,
-  stay with it); ``listing[i]`` is ``(name(i), node(i))``;
+  stay with it); ``listing[i]`` is ``(name(i), node(i))``; ``made(i)`` -> that node if it
+  is made already, else None (a front end sends a child never made by its number);
 - iterating gives ``(name, node)`` pairs for a walk that visits each child once (a
   restore): each node is made then and not kept by the listing;
 - ``position(name)`` -> i or None (a dict built on the first call).
@@ -51,6 +52,9 @@ class Listing:
 
     def node(self, i: int):
         raise NotImplementedError
+
+    def made(self, i: int):
+        return self.node(i)
 
     def key(self, i: int) -> tuple:
         return self.node(i).key
@@ -153,6 +157,10 @@ class NumberedListing(Listing):
     def _walk_node(self, i: int):
         node = self._nodes[i] if self._nodes is not None else None
         return node if node is not None else self._make(i)
+
+    def made(self, i: int):
+        nodes = self._nodes
+        return None if nodes is None else nodes[i]
 
     def node(self, i: int):
         nodes = self._nodes

@@ -193,6 +193,47 @@ def test_listing_reads_no_mft_record_until_stat(image):
     assert [view(a) for a in got] == [view(a) for _, a in relisted[:300]]
 
 
+def test_names_only_readdir_makes_no_node_per_entry(image):
+    """A names-only listing of the 50,000-entry directory sends every child from the
+    listing's arrays (name, kind, numbered inode): no node made per entry, none kept live.
+    A getattr then makes the node (in the listing that sent it) under the inode it was sent
+    with, and a lookup of the name gives that inode too."""
+    from rpfs.ntfs_nodes import NtfsNode
+
+    tree = open_source(image)
+    ops = Operations(tree)
+    k = Kernel(ops)
+    vol = tree.resolve(volume_path(tree))
+    big = vol.child("bigdir")
+    big_ino = ops._inode(big, ROOT_INODE)
+    k.counts[big_ino] = 1
+    made = [0]
+    real = NtfsNode.__init__
+
+    def counted(self, *args, **kw):
+        made[0] += 1
+        real(self, *args, **kw)
+
+    async def run():
+        NtfsNode.__init__ = counted
+        try:
+            listing = await k.readdir(big_ino, page=800)
+            listed = made[0], ops.stats()["live"]
+            names = [n for n, _ in listing[1000:1010]]
+            got = [await ops.getattr(a.st_ino, None) for _, a in listing[1000:1010]]
+            looked = [await k.lookup(big_ino, n) for n in names]
+        finally:
+            NtfsNode.__init__ = real
+        return listing, listed, got, looked
+
+    listing, (listed_made, live), got, looked = trio.run(run)
+    assert len(listing) == 50_000 and len({a.st_ino for _, a in listing}) == 50_000
+    assert listed_made < 100 and live < 100   # not one per entry
+    for (name, sent), a, e in zip(listing[1000:1010], got, looked):
+        assert a.st_ino == e.st_ino == sent.st_ino and stat.S_ISREG(a.st_mode)
+        assert a.st_size == big.child(os.fsdecode(name)).attr().size
+
+
 def test_forget_drops_nodes_and_gives_the_same_inodes_back(image):
     tree = open_source(image)
     ops = Operations(tree)
@@ -465,3 +506,41 @@ def test_cp_r_costs_few_fuse_requests_per_file(image, tmp_path):
     assert counts.get("FLUSH", 0) <= 1, counts
     assert counts.get("OPENDIR", 0) <= dirs and counts.get("READDIRPLUS", 0) <= 2 * dirs + 8, counts
     assert sum(counts.values()) <= files + 4 * dirs + 30, counts
+
+
+@fuse
+def test_ls_f_through_a_mount_makes_no_node_per_entry(image, tmp_path):
+    """``ls -f`` of the 50,000-entry directory through a real mount: every name and its
+    inode listed, and the mount made a handful of NTFS nodes, not one per entry (counted in
+    the serving process, tests/helpers/countmount.py); a child stat'ed afterwards has the
+    inode it was listed with."""
+    import json
+
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    report = tmp_path / "report.json"
+    log = open(tmp_path / "mount.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
+                             str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
+    try:
+        assert proc.stdout.readline() == b"ready\n", (tmp_path / "mount.log").read_text()
+        for _ in range(100):
+            if os.path.ismount(mp):
+                break
+            time.sleep(0.05)
+        ref = open_source(image)
+        big = mp / volume_path(ref).lstrip("/") / "bigdir"
+        with os.scandir(big) as it:   # getdents only, as ls -f
+            listed = {e.name: e.inode() for e in it}
+        names = sorted(listed)[:20]
+        stats = {n: os.lstat(big / n).st_ino for n in names}
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
+        code = proc.wait(timeout=60)
+        proc.stdout.close()
+        log.close()
+    assert code == 0, (tmp_path / "mount.log").read_text()
+    made = json.loads(report.read_text())["ntfs_nodes"]
+    assert len(listed) == 50_000
+    assert stats == {n: listed[n] for n in names}
+    assert made < 1000, made   # was 50,000 and more: one per listed entry
