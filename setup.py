@@ -1,11 +1,12 @@
 """Builds the optional C extensions ntfs_reader._lznt1, ntfs_reader._wofdecomp,
-ntfs_reader._ntfsparse, streams._crc32c and formats.bitlocker._fvecrypt (metadata lives in
+ntfs_reader._ntfsparse, streams._crc32c, formats.bitlocker._fvecrypt and rpfs._writeout (metadata lives in
 pyproject.toml), and rpfs._fusell, the mount's binding of libfuse3 (libfuse3-dev and
 pkg-config, tools/setup.sh).
 
 ``optional=True`` (all but rpfs._fusell): if gcc or the Python headers are missing the install still succeeds and
 ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning) and
-ntfs_reader.native to the Python metadata parser, streams.crc32c to the crc32c package.
+ntfs_reader.native to the Python metadata parser, streams.crc32c to the crc32c package,
+rpfs.restore to writing small files one system call at a time from Python.
 """
 
 import shlex
@@ -49,6 +50,13 @@ setup(
             ["rpfs/_fusell.c"],
             extra_compile_args=["-O2", *pkg_config("--cflags", "fuse3")],
             extra_link_args=pkg_config("--libs", "fuse3"),
+        ),
+        # restore's small files written in one call per batch (rpfs/restore.py's fallback)
+        Extension(
+            "rpfs._writeout",
+            ["rpfs/_writeout.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
         ),
         Extension(
             "streams._crc32c",

@@ -34,6 +34,11 @@ from rpfs.node import SPECIAL_KINDS
 from streams.stream import ZERO, BytesStream, Stream
 from rpfs.tree import Node
 
+try:   # small files written in one call per batch, the GIL released once
+    from rpfs import _writeout
+except ImportError:   # not built (no compiler): each file written from Python, _write_whole
+    _writeout = None
+
 log = logging.getLogger(__name__)
 
 COPY_BLOCK = 4 << 20
@@ -387,6 +392,8 @@ class Restorer:
             except RpfsError:
                 buf = None
         view = memoryview(buf) if buf is not None else None
+        batch = []     # (file, its bytes) written by _writeout in one call
+        batched = _writeout is not None and not self.xattrs
         for i in items:
             try:
                 if i.below is None:
@@ -395,9 +402,44 @@ class Restorer:
                     data = view[i.at - first.at:i.at - first.at + i.stream.size]
                 else:
                     data = i.stream.read(0, i.stream.size)
-                self._write_whole(i.node, i.attr, i.dirfd, i.bname, i.path, data)
+                if batched and self._mode(i.attr)[2]:
+                    batch.append((i, data))
+                else:
+                    self._write_whole(i.node, i.attr, i.dirfd, i.bname, i.path, data)
             except (RpfsError, OSError) as e:
                 self._error(i.path, e)
+        if batch:
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple[_Small, object]]) -> None:
+        """(In a worker.) Files created with their final mode and no owner or xattrs to set,
+        written by one C call: per file openat (O_EXCL|O_NOFOLLOW at its directory's fd),
+        pwrite, futimens, close, the GIL released once for all of them. A name that exists
+        goes through _write_whole (which refuses it, or replaces it with --overwrite)."""
+        files = [(i.dirfd, i.bname, self._mode(i.attr)[0], data if len(data) else None,
+                  _times(i.attr)) for i, data in batch]
+        failed = {k: (stage, err) for k, stage, err in _writeout.write_files(files)}
+        written = nbytes = 0
+        for k, (i, data) in enumerate(batch):
+            stage, err = failed.get(k, (0, 0))
+            if stage == _writeout.STAGE_TIMES:      # out-of-range times on some filesystems
+                log.info("times of %r not set: %s", i.bname, os.strerror(err))
+            if stage in (0, _writeout.STAGE_TIMES):
+                written += 1
+                nbytes += len(data)
+                continue
+            try:
+                if stage == _writeout.STAGE_OPEN and err == errno.EEXIST:
+                    self._write_whole(i.node, i.attr, i.dirfd, i.bname, i.path, data)
+                else:
+                    raise OSError(err, os.strerror(err))
+            except (RpfsError, OSError) as e:
+                self._error(i.path, e)
+        with self._lock:
+            self.result.files += written
+            self.result.bytes += nbytes
+            if self.progress:
+                self.progress(self.result.bytes, 0)
 
     def _write_whole(self, node: Node, a, dirfd: int, bname: bytes, path: str, data) -> None:
         """A file whose bytes are all in ``data``: create, write, owner/mode/xattrs/times."""
@@ -418,11 +460,7 @@ class Restorer:
         """The new file, opened for writing: (fd, created with its final mode, to chown,
         mode)."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        mode = 0o644 if a.posix_mode is None else a.posix_mode & 0o7777
-        chown = self.as_root and a.uid is not None
-        # Created with its final mode when the umask leaves that mode whole (one system
-        # call less per file); set-id bits and a chown (which clears them) take fchmod.
-        direct = not chown and not mode & 0o7000 and not mode & self._umask
+        mode, chown, direct = self._mode(a)
         create = mode if direct else 0o600
         try:
             fd = os.open(bname, flags, create, dir_fd=dirfd)
@@ -430,6 +468,15 @@ class Restorer:
             self._remove_existing(dirfd, bname)
             fd = os.open(bname, flags, create, dir_fd=dirfd)
         return fd, direct, chown, mode
+
+    def _mode(self, a) -> tuple[int, bool, bool]:
+        """(mode, to chown, created with its final mode and nothing more to set but times)."""
+        mode = 0o644 if a.posix_mode is None else a.posix_mode & 0o7777
+        chown = self.as_root and a.uid is not None
+        # Created with its final mode when the umask leaves that mode whole (one system
+        # call less per file); set-id bits and a chown (which clears them) take fchmod.
+        direct = not chown and not mode & 0o7000 and not mode & self._umask
+        return mode, chown, direct
 
     def _finish_file(self, fd: int, node: Node, a, direct: bool, chown: bool, mode: int,
                      bname: bytes, path: str) -> None:
@@ -439,9 +486,10 @@ class Restorer:
             os.fchmod(fd, mode)
         if self.xattrs:
             self._copy_xattrs(node, fd, path)
-        if a.mtime_ns or a.atime_ns or a.posix_mode is not None:   # 0 is a time on POSIX
+        times = _times(a)
+        if times is not None:
             try:
-                os.utime(fd, ns=(a.atime_ns, a.mtime_ns))
+                os.utime(fd, ns=times)
             except OSError as e:  # out-of-range times on some filesystems
                 log.info("times of %r not set: %s", bname, e)
 
@@ -545,6 +593,13 @@ def current_umask() -> int:
     except (OSError, ValueError):
         pass
     return 0o777
+
+
+def _times(a) -> tuple[int, int] | None:
+    """(atime, mtime) in ns to set, or None: no times known (0 is a time on POSIX)."""
+    if a.mtime_ns or a.atime_ns or a.posix_mode is not None:
+        return a.atime_ns, a.mtime_ns
+    return None
 
 
 def _one_extent(stream: Stream) -> bool:

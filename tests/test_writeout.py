@@ -1,0 +1,103 @@
+"""rpfs._writeout, restore's batch writer: every file it makes is made the way restore
+promises (O_EXCL|O_NOFOLLOW at its directory's fd, one name component, whole bytes, times),
+and what it cannot make is reported per file, never written elsewhere."""
+
+import errno
+import os
+
+import pytest
+
+from rpfs import restore as restore_module
+
+writeout = restore_module._writeout
+
+
+@pytest.fixture
+def dirfd(tmp_path):
+    assert writeout is not None, "rpfs._writeout not built: run tools/setup.sh"
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def test_files_get_their_bytes_mode_and_times(tmp_path, dirfd):
+    window = bytearray(os.urandom(10000))
+    view = memoryview(window)
+    failed = writeout.write_files([
+        (dirfd, b"a", 0o644, view[100:4196], (1_600_000_000_123_456_789, 1_500_000_000 * 10**9)),
+        (dirfd, b"empty", 0o600, None, None),
+        (dirfd, b"old", 0o640, b"x", (-1, -10**9 - 5)),      # before 1970
+    ])
+    assert failed == []
+    st = os.stat(tmp_path / "a")      # before reading it (that may move atime)
+    assert st.st_mtime_ns == 1_500_000_000 * 10**9 and st.st_atime_ns == 1_600_000_000_123_456_789
+    assert st.st_mode & 0o7777 == 0o644 & ~current_umask()
+    assert os.stat(tmp_path / "old").st_mtime_ns == -10**9 - 5
+    assert os.stat(tmp_path / "old").st_atime_ns == -1
+    assert (tmp_path / "a").read_bytes() == bytes(window[100:4196])
+    assert (tmp_path / "empty").read_bytes() == b""
+
+
+def current_umask():
+    return restore_module.current_umask()
+
+
+def test_existing_names_and_links_are_never_written_through(tmp_path, dirfd):
+    outside = tmp_path.parent / (tmp_path.name + "-outside")
+    outside.write_bytes(b"keep")
+    (tmp_path / "there").write_bytes(b"old")
+    os.symlink(outside, tmp_path / "link")
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    failed = writeout.write_files([
+        (dirfd, b"there", 0o644, b"new", None),
+        (dirfd, b"link", 0o644, b"new", None),
+        (dirfd, b"dangling", 0o644, b"new", None),
+        (dirfd, b"fine", 0o644, b"new", None),
+    ])
+    assert failed == [(0, writeout.STAGE_OPEN, errno.EEXIST), (1, writeout.STAGE_OPEN, errno.EEXIST),
+                      (2, writeout.STAGE_OPEN, errno.EEXIST)]
+    assert (tmp_path / "there").read_bytes() == b"old" and outside.read_bytes() == b"keep"
+    assert not (tmp_path / "nowhere").exists()
+    assert (tmp_path / "fine").read_bytes() == b"new"
+
+
+@pytest.mark.parametrize("name", [b"", b".", b"..", b"a/b", b"../x", b"/etc/passwd", b"nul\0",
+                                  b"n" * 256])
+def test_a_name_that_is_not_one_component_writes_nothing(tmp_path, dirfd, name):
+    with pytest.raises(ValueError):
+        writeout.write_files([(dirfd, b"first", 0o644, b"1", None), (dirfd, name, 0o644, b"x", None)])
+    assert os.listdir(tmp_path) == []     # the batch is checked whole before anything is made
+
+
+@pytest.mark.parametrize("bad", [
+    (0, b"a", 0o644, b"x"),                  # too short
+    ("0", b"a", 0o644, b"x", None),          # not an fd
+    (0, "a", 0o644, b"x", None),             # str, not bytes
+    (0, b"a", 0o10644, b"x", None),          # file type bits
+    (0, b"a", 0o644, 5, None),               # no buffer
+    (0, b"a", 0o644, b"x", (1,)),            # times not a pair
+    (0, b"a", 0o644, b"x", (1, 2**64)),      # out of range
+])
+def test_malformed_batches_are_refused(tmp_path, dirfd, bad):
+    bad = (dirfd,) + bad[1:] if isinstance(bad[0], int) else bad
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        writeout.write_files([(dirfd, b"first", 0o644, b"1", None), bad])
+    assert os.listdir(tmp_path) == []
+
+
+def test_failures_are_per_file(tmp_path, dirfd):
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    os.close(fd)            # a closed descriptor: EBADF for that file only
+    failed = writeout.write_files([(fd, b"a", 0o644, b"x", None),
+                                   (dirfd, b"b", 0o644, b"y", None)])
+    assert failed == [(0, writeout.STAGE_OPEN, errno.EBADF)]
+    assert os.listdir(tmp_path) == ["b"]
+
+
+def test_calls_are_counted_per_file(tmp_path, dirfd):
+    before = writeout.counts()
+    writeout.write_files([(dirfd, b"%d" % i, 0o644, b"x" * i, (0, 0)) for i in range(10)])
+    after = writeout.counts()
+    # the empty file has no write
+    assert {k: after[k] - before[k] for k in after} == {"openat": 10, "pwrite": 9,
+                                                        "futimens": 10, "close": 10}
