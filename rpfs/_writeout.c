@@ -43,24 +43,37 @@ typedef struct {
     Py_buffer data;
     int has_data;
     int times;
+    int bad_times;         /* out of a time_t's range: not set, reported as stage 3 */
     struct timespec ts[2];
     int stage;
     int err;
 } job_t;
 
-/* nanoseconds since the epoch (possibly negative) as a timespec */
+/* nanoseconds since the epoch (possibly negative, possibly beyond 64 bits: NTFS times run
+ * to the year 60056) as a timespec, the way os.utime(ns=) splits them; 1 when the seconds
+ * do not fit a time_t (the file's times are then not set: stage 3, EOVERFLOW) */
 static int to_timespec(PyObject *ns, struct timespec *ts)
 {
-    long long v = PyLong_AsLongLong(ns);
-    if (v == -1 && PyErr_Occurred())
+    static PyObject *billion;
+    if (!PyLong_Check(ns)) {
+        PyErr_SetString(PyExc_TypeError, "times are integers (ns)");
         return -1;
-    long long sec = v / 1000000000LL, rem = v % 1000000000LL;
-    if (rem < 0) {
-        rem += 1000000000LL;
-        sec -= 1;
     }
+    if (!billion && !(billion = PyLong_FromLong(1000000000L)))
+        return -1;
+    PyObject *qr = PyNumber_Divmod(ns, billion);   /* floor: nsec in [0, 1e9) */
+    if (!qr)
+        return -1;
+    int overflow = 0;
+    long long sec = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(qr, 0), &overflow);
+    long nsec = PyLong_AsLong(PyTuple_GET_ITEM(qr, 1));
+    Py_DECREF(qr);
+    if (PyErr_Occurred())
+        return -1;
+    if (overflow || (long long)(time_t)sec != sec)
+        return 1;
     ts->tv_sec = (time_t)sec;
-    ts->tv_nsec = (long)rem;
+    ts->tv_nsec = nsec;
     return 0;
 }
 
@@ -104,6 +117,10 @@ static void write_one(job_t *j)
             at += n;
             left -= n;
         }
+    }
+    if (!j->stage && j->bad_times) {
+        j->stage = STAGE_TIMES;
+        j->err = EOVERFLOW;
     }
     if (!j->stage && j->times) {
         int r;
@@ -164,10 +181,14 @@ static PyObject *write_files(PyObject *self, PyObject *arg)
                 PyErr_SetString(PyExc_TypeError, "times is (atime_ns, mtime_ns) or None");
                 goto done;
             }
-            if (to_timespec(PyTuple_GET_ITEM(times, 0), &j->ts[0]) < 0
-                || to_timespec(PyTuple_GET_ITEM(times, 1), &j->ts[1]) < 0)
+            int a = to_timespec(PyTuple_GET_ITEM(times, 0), &j->ts[0]);
+            int m = a < 0 ? -1 : to_timespec(PyTuple_GET_ITEM(times, 1), &j->ts[1]);
+            if (a < 0 || m < 0)
                 goto done;
-            j->times = 1;
+            if (a || m)
+                j->bad_times = 1;
+            else
+                j->times = 1;
         }
         if (data != Py_None) {
             if (PyObject_GetBuffer(data, &j->data, PyBUF_SIMPLE) < 0)
