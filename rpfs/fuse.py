@@ -1,5 +1,7 @@
 """The FUSE front end: a thin adapter over the node contract (rpfs/node.py), read-only, on
-rpfs's own binding of libfuse's low-level API (rpfs/_fusell.c, loop in rpfs/fuse_loop.py).
+rpfs's own binding of libfuse's low-level API (rpfs/_fusell.c, loop in rpfs/fuse_loop.py:
+one thread reads requests and runs each handler, a coroutine, until it answers or awaits a
+worker thread).
 
 **Round trips.** OPEN is answered ENOSYS: the kernel then never sends OPEN, RELEASE or
 FLUSH again, keeps every file's data in its page cache (its default in that mode), and
@@ -13,13 +15,13 @@ All errno mapping happens here (``_errors``): a typed rpfs error becomes its ``e
 (EIO for damage, logged once) for that object only; anything unexpected is logged and
 becomes EIO. ``handle`` answers every request exactly once.
 
-**Fast path.** Whatever is already known is answered on the trio loop, with no thread
+**Fast path.** Whatever is already known is answered on the loop thread, with no thread
 hand-off: a cached listing (names and the kinds the NTFS index gives), a lookup of a listed
 name, attributes a node has already computed (``Node.attr_if_known``), a cached xattr name
 list or small value, an xattr name the node can never have (``Node.may_have_xattr``: ``ls
 -l`` asks ``security.selinux`` and ``system.posix_acl_access`` of every file), an opened
 stream. Only real parsing and I/O go to worker threads
-(``trio.to_thread`` behind one CapacityLimiter), so one slow chunk stalls no other reader.
+(``fuse_loop.in_worker``, at most ``WORKER_THREADS``), so one slow chunk stalls no other reader.
 
 **Listings without MFT records.** A big directory (``NAMES_ONLY_FROM`` entries or more)
 is listed with readdirplus (the kernel caches every entry) from its index alone: a child
@@ -68,8 +70,6 @@ import queue
 import stat
 import threading
 from typing import Callable
-
-import trio
 
 from rpfs import _fusell as ll
 from rpfs import fuse_loop
@@ -185,7 +185,7 @@ class _Listing:
 
 
 class Operations:
-    """The file system's operations over a Tree. Every table here is touched on the trio loop only;
+    """The file system's operations over a Tree. Every table here is touched on the loop thread only;
     worker threads get nodes and return values.
 
     Two kinds of inode. A *numbered* one (an NTFS entry, ``Node.number``: ``NUMBERED |
@@ -217,7 +217,6 @@ class Operations:
         self._let_go: set[int] = set()  # held inodes the kernel was asked to forget (_shed)
         self.inode_limit = 1 << 62  # a mount sets INODE_LIMIT: shedding needs the kernel
         self._next_fh = itertools.count(1)
-        self._limiter = trio.CapacityLimiter(WORKER_THREADS)
         # listings of immutable directories by inode, bounded by the entries they hold in all
         self._listings = LRU(LISTING_CACHE_ENTRIES, weight=lambda listing: len(listing.entries))
         self._streams = LRU(STREAM_CACHE)
@@ -240,7 +239,7 @@ class Operations:
             reply, *args = await self._answer(op, r)
         except FUSEError as e:
             reply, args = ll.reply_err, [e.errno]
-        except trio.Cancelled:   # the mount is ending: answer, then let the loop end
+        except fuse_loop.Cancelled:   # the mount is ending: answer, then let the loop end
             if req:
                 ll.reply_err(req, errno.EINTR)
             raise
@@ -298,7 +297,7 @@ class Operations:
 
     async def _run(self, fn, *args):
         self.worker_calls += 1
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        return await fuse_loop.in_worker(fn, *args)
 
     def _inode(self, node: Node, parent: int) -> int:
         """The inode number of ``node`` (listed or looked up in ``parent``), registered."""
@@ -824,7 +823,7 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     if ready:
         ready()
     try:
-        trio.run(fuse_loop.serve, session, ops.handle, lambda: ops._limiter.borrowed_tokens > 0)
+        fuse_loop.serve(session, ops.handle, WORKER_THREADS)
     finally:
         invalidator.close()
         session.close()   # unmounts (if still mounted) and ends the session

@@ -1,147 +1,273 @@
-"""The mount's request loop on trio: reader tasks take requests from a libfuse session
-(rpfs/_fusell.c) and hand each to the adapter, which answers it on the loop or in a worker.
+"""The mount's request loop: one thread reads requests from a libfuse session
+(rpfs/_fusell.c) and runs each one's handler, a coroutine, until it answers or hands its
+parsing or I/O to a worker thread (``await in_worker(fn, *args)``); the loop goes on reading
+and resumes the coroutine with the worker's result when it comes.
 
-One task reads at a time (``ReadLock``) and then handles what it read; when it is about to
-handle a request and no other task is waiting to read, it starts another reader (up to
-``MAX_TASKS``), so a request waiting for a worker thread never holds up the next one.
+Why a loop of our own and not trio (which this was until issue 17's loop session): trio was
+61% of the instructions the mount imports (517 M of 702 M, valgrind), and its scheduler cost
+about 20 µs per request. A request answered from memory costs here one ``process()`` call
+(read and decode in C), one coroutine started, and its reply; nothing is scheduled.
 
-Waiting for a request costs a trip through trio's scheduler and an epoll re-registration:
-about half of what a request answered from memory costs (`ls -l` of 50,000 files is
-~150,000 requests). So the lock is taken at once when it is free, and a /dev/fuse that
-already holds a request (a zero-timeout poll) is read at once; every ``YIELD_EVERY``
-requests the task still goes through trio's wait, so worker-thread completions and other
-tasks run. An idle mount waits in trio. Unmounting ends the loop (the read fails with
-ENODEV and libfuse marks the session exited), and so do SIGTERM and SIGINT.
+Why one thread and coroutines, not handlers on several threads that each read /dev/fuse
+(libfuse's multithreaded shape): every table of the adapter (inodes, lookup counts,
+listings, caches) is touched by the loop thread only, so none needs a lock, and most
+requests (``ls -l`` is three per file) are answered from those tables with no thread
+hand-off and no GIL hand-off at all. Only parsing and I/O pay a hand-off, to one of
+``WORKERS`` threads; a slow chunk holds its own worker and no other request.
 
-When no worker thread is busy, the loop also polls /dev/fuse for up to ``SPIN`` seconds
-before sleeping in epoll: a program asking one thing after another (``ls -l``, ``stat``
-of each file) sends its next request a few microseconds after our answer, and a thread
-that went to sleep in between pays the CPU's wake-up from idle, which on this machine
-cost more than the answer itself (an idle machine's `ls -l` of 50,000 files: 8.1 s without,
-4.4 s with). Not while workers run: the spin would hold the GIL they need.
+Waiting: when nothing is there and no worker runs, the loop polls /dev/fuse for up to
+``SPIN`` seconds before it sleeps in poll(2). A program asking one thing after another
+(``ls -l``, ``stat`` of each file) sends its next request a few microseconds after our
+answer, and a thread that went to sleep in between pays the CPU's wake-up from idle, which
+on this machine cost more than the answer itself (an idle machine's `ls -l` of 50,000 files:
+8.1 s without, 4.4 s with). Not while workers run: the spin would hold the GIL they need.
+A worker's completion wakes the loop through a pipe, and so does SIGTERM or SIGINT
+(``signal.set_wakeup_fd``).
+
+Ending: an unmount makes the read fail with ENODEV and libfuse marks the session exited;
+SIGTERM/SIGINT mark it exited too. Handlers still waiting for a worker then get
+``Cancelled`` thrown in (the adapter answers EINTR); workers still running finish on their
+own and their results are dropped.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
+import os
+import queue
 import select
 import signal
+import threading
 import time
-from typing import Awaitable, Callable
+from typing import Callable, Coroutine
 
-import trio
+log = logging.getLogger(__name__)
 
-YIELD_EVERY = 8
 SPIN = 50e-6
-MAX_TASKS = 64  # requests handled at once (each waits for at most one worker thread)
+WORKERS = 16  # parsing and I/O calls at once (a slow chunk holds one)
 
 
-class ReadLock:
-    """``async with`` like ``trio.Lock``, with no checkpoint when the lock is free. A release hands the lock to the first parked task, like trio's."""
-
-    def __init__(self):
-        self._held = False
-        self._lot = trio.lowlevel.ParkingLot()
-
-    async def __aenter__(self) -> None:
-        if not self._held:
-            self._held = True
-            return
-        await self._lot.park()   # woken by __aexit__, which passes the lock on
-
-    async def __aexit__(self, *exc) -> None:
-        if self._lot:
-            self._lot.unpark()
-        else:
-            self._held = False
+class Cancelled(BaseException):
+    """Thrown into a handler waiting for a worker when the mount ends: answer, then end."""
 
 
-class _Ready:
-    """Whether a fd can be read without blocking (one ``poll`` with no timeout)."""
+class _Job:
+    """What a handler awaits: ``fn(*args)`` in a worker thread (its value, or its exception
+    raised at the ``await``)."""
 
-    def __init__(self):
-        self._polls: dict[int, select.poll] = {}
-        self.fast = 0   # reads that did not go through trio's wait (counted for tests)
+    __slots__ = ("fn", "args")
 
-    def __call__(self, fd: int) -> bool:
-        p = self._polls.get(fd)
-        if p is None:
-            p = self._polls[fd] = select.poll()
-            p.register(fd, select.POLLIN)
-        return bool(p.poll(0))
+    def __init__(self, fn: Callable, args: tuple):
+        self.fn, self.args = fn, args
+
+    def __await__(self):
+        return (yield self)
 
 
-ready = _Ready()
-_streak = 0
-busy = bool   # () -> whether worker threads are running (set by install)
+def in_worker(fn: Callable, *args) -> _Job:
+    """``await in_worker(fn, *args)``: run ``fn`` in a worker thread, not on the loop."""
+    return _Job(fn, args)
 
 
-def _arrives(fd: int) -> bool:
-    """A request is there, or comes within SPIN seconds (only polled while nothing else
-    needs this process's GIL)."""
-    if ready(fd):
-        return True
-    if busy():
-        return False
-    end = time.perf_counter() + SPIN
-    while time.perf_counter() < end:
-        if ready(fd):
-            return True
-    return False
+class Workers:
+    """Worker threads started as jobs need them (up to ``limit``: the first after
+    ``heap.limit_arenas``, since the mount starts none before its first request). A finished
+    job goes to ``done`` and writes a byte to ``wake_fd`` (the loop may be asleep in poll)."""
 
+    def __init__(self, limit: int, wake_fd: int):
+        self.limit = limit
+        self.running = 0   # submitted, not resumed yet (the loop thread's count)
+        self.threads = 0
+        self.done: collections.deque = collections.deque()   # (coroutine, ok, value)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_fd = wake_fd
+        self._wake_lock = threading.Lock()   # the fd is not written after close()
+        self._closed = False
 
-async def wait_readable(fd: int) -> None:
-    global _streak
-    if _streak < YIELD_EVERY and _arrives(fd):
-        _streak += 1
-        ready.fast += 1
-        return
-    _streak = 0
-    await trio.lowlevel.wait_readable(fd)
+    def submit(self, coro: Coroutine, job: _Job) -> None:
+        self.running += 1
+        if self.threads < min(self.running, self.limit):
+            self.threads += 1
+            threading.Thread(target=self._work, name=f"fuse-worker-{self.threads}",
+                             daemon=True).start()
+        self._jobs.put((coro, job.fn, job.args))
 
-
-class _Readers:
-    """How many reader tasks there are and how many are free to read."""
-
-    def __init__(self):
-        self.tasks = 0
-        self.free = 0
-
-
-async def serve(session, handle: Callable[[tuple], Awaitable[None]],
-                workers_busy: Callable[[], bool] = bool) -> None:
-    """Serve ``session`` until it is unmounted or the process gets SIGTERM/SIGINT: every
-    request ``session.process()`` returns goes to ``handle``, which answers it."""
-    global busy
-    busy = workers_busy
-    lock, readers = ReadLock(), _Readers()
-    async with trio.open_nursery() as nursery:
-        async def stop_on_signal():
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    session.exit()
-                    nursery.cancel_scope.cancel()
-
-        async def reader():
-            fd = session.fd
-            while True:
-                async with lock:
-                    await wait_readable(fd)
-                    request = session.process()
-                if request is None:
-                    if session.exited:
-                        nursery.cancel_scope.cancel()
-                        return
-                    continue
-                readers.free -= 1
-                if readers.free == 0 and readers.tasks < MAX_TASKS:
-                    readers.tasks += 1
-                    readers.free += 1
-                    nursery.start_soon(reader)
+    def _work(self) -> None:
+        jobs, done = self._jobs, self.done
+        while True:
+            item = jobs.get()
+            if item is None:
+                return
+            coro, fn, args = item
+            try:
+                out = (coro, True, fn(*args))
+            except BaseException as e:  # noqa: BLE001  (raised in the handler, at its await)
+                out = (coro, False, e)
+            del item, fn, args
+            done.append(out)
+            del out
+            with self._wake_lock:
+                if self._closed:
+                    return
                 try:
-                    await handle(request)
-                finally:
-                    readers.free += 1
+                    os.write(self._wake_fd, b"\0")
+                except BlockingIOError:   # the pipe is full: the loop is awake anyway
+                    pass
 
-        nursery.start_soon(stop_on_signal)
-        readers.tasks = readers.free = 1
-        nursery.start_soon(reader)
+    def close(self) -> list:
+        """Stop the threads (a running job finishes first); the jobs never started."""
+        with self._wake_lock:
+            self._closed = True
+        dropped = []
+        while True:
+            try:
+                dropped.append(self._jobs.get_nowait())
+            except queue.Empty:
+                break
+        for _ in range(self.threads):
+            self._jobs.put(None)
+        return dropped
+
+
+class Loop:
+    """Serves one session (see the module's docstring); ``run()`` blocks until it ends."""
+
+    def __init__(self, session, handle: Callable[[tuple], Coroutine], workers: int = WORKERS):
+        self.session, self.handle = session, handle
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.workers = Workers(workers, self._wake_w)
+        self.stopping = False
+        self.requests = 0   # counted for tests and benchmarks
+        self.sleeps = 0     # times the loop slept in poll(2)
+        self._waiting: set = set()   # coroutines whose job is with a worker
+
+    def run(self) -> None:
+        session, handle, done = self.session, self.handle, self.workers.done
+        process, step = session.process, self._step
+        fd = session.fd
+        sleep = select.poll()
+        sleep.register(fd, select.POLLIN)
+        sleep.register(self._wake_r, select.POLLIN)
+        look = select.poll()
+        look.register(fd, select.POLLIN)
+        old = self._catch_signals()
+        try:
+            while not self.stopping:
+                while done:
+                    coro, ok, value = done.popleft()
+                    self._waiting.discard(coro)
+                    self.workers.running -= 1
+                    if ok:
+                        step(coro, value)
+                    else:
+                        step(coro, None, value)
+                    del coro, value
+                request = process()
+                if request is not None:
+                    self.requests += 1
+                    step(handle(request))
+                    continue
+                if session.exited:
+                    break
+                if done or (not self.workers.running and self._spin(look)):
+                    continue
+                self.sleeps += 1
+                sleep.poll()
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+        finally:
+            self._restore_signals(old)
+            self._end()
+
+    def _spin(self, look) -> bool:
+        """Whether a request came within SPIN seconds."""
+        end = time.perf_counter() + SPIN
+        while True:
+            if look.poll(0):
+                return True
+            if time.perf_counter() >= end:
+                return False
+
+    def _step(self, coro: Coroutine, value=None, error: BaseException | None = None) -> None:
+        """Run ``coro`` until it finishes or waits for a worker."""
+        while True:
+            try:
+                job = coro.send(value) if error is None else coro.throw(error)
+            except (StopIteration, Cancelled):
+                return
+            except Exception as e:  # noqa: BLE001  (the adapter answers its own errors: a bug)
+                log.error("request handler failed", exc_info=e)
+                return
+            if type(job) is _Job:
+                self._waiting.add(coro)
+                self.workers.submit(coro, job)
+                return
+            value, error = None, TypeError(f"a handler awaited {job!r}, not in_worker()")
+
+    def _catch_signals(self):
+        def stop(signum, frame):
+            self.stopping = True
+
+        try:
+            wake = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            return wake, signal.signal(signal.SIGTERM, stop), signal.signal(signal.SIGINT, stop)
+        except ValueError:   # not the main thread (a test's mount): no signals to catch
+            return None
+
+    def _restore_signals(self, old) -> None:
+        if old is not None:
+            signal.set_wakeup_fd(old[0])
+            signal.signal(signal.SIGTERM, old[1])
+            signal.signal(signal.SIGINT, old[2])
+
+    def _end(self) -> None:
+        """Mark the session exited, answer what finished, cancel what waits."""
+        self.session.exit()
+        for _ in self.workers.close():
+            pass
+        done = self.workers.done
+        while done:
+            coro, ok, value = done.popleft()
+            self._waiting.discard(coro)
+            self._cancel(coro)
+        for coro in list(self._waiting):
+            self._cancel(coro)
+        self._waiting.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _cancel(self, coro: Coroutine) -> None:
+        try:
+            coro.throw(Cancelled())
+        except (StopIteration, Cancelled):
+            pass
+        except Exception as e:  # noqa: BLE001
+            log.error("request handler failed while the mount ended", exc_info=e)
+
+
+def serve(session, handle: Callable[[tuple], Coroutine], workers: int = WORKERS) -> Loop:
+    """Serve ``session`` until it is unmounted or the process gets SIGTERM/SIGINT: every
+    request ``session.process()`` returns goes to ``handle`` (a coroutine function), which
+    answers it. Returns the ended loop (its counts)."""
+    loop = Loop(session, handle, workers)
+    loop.run()
+    return loop
+
+
+def run_inline(coro: Coroutine):
+    """Run a handler coroutine to its end in this thread, its worker jobs too (tests and
+    tools that call the adapter in process)."""
+    value, error = None, None
+    while True:
+        try:
+            job = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as e:
+            return e.value
+        value, error = None, None
+        try:
+            value = job.fn(*job.args)
+        except BaseException as e:  # noqa: BLE001  (raised in the coroutine at its await)
+            error = e

@@ -1,90 +1,207 @@
-"""rpfs/fuse_loop.py: the lock and the readiness wait pyfuse3 gets instead of trio's.
-(The real mounts of test_fuse_ops / test_mount run on it.)"""
+"""rpfs/fuse_loop.py: the mount's request loop, on a stand-in session whose requests are
+datagrams of a socket pair (one ``recv`` is one request, as one read of /dev/fuse is). The
+real mounts of test_fusell / test_fuse_ops / test_mount run on it too."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import threading
+import time
 
-import trio
-import trio.testing
+import pytest
 
 from rpfs import fuse_loop
+from rpfs.fuse_loop import Cancelled, in_worker
 
 
-def test_free_lock_is_taken_without_a_checkpoint_and_handed_over_in_order():
-    order = []
+class Session:
+    """What the loop needs of ``_fusell.Session``: ``fd``, ``process()``, ``exited``,
+    ``exit()``. Closing the peer is the unmount."""
 
-    async def main():
-        lock = fuse_loop.ReadLock()
-        ran = []
+    def __init__(self):
+        self.ours, self.kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.ours.setblocking(False)
+        self.fd = self.ours.fileno()
+        self.exited = False
 
-        async def other():
-            ran.append("other")
-
-        async with trio.open_nursery() as n:
-            n.start_soon(other)
-            async with lock:          # free: no scheduling point, so `other` has not run
-                assert ran == []
-            await trio.testing.wait_all_tasks_blocked()
-            assert ran == ["other"]
-
-            async def user(i):
-                async with lock:
-                    order.append(i)
-                    await trio.sleep(0.01)   # holds it across a checkpoint
-
-            for i in range(4):
-                n.start_soon(user, i)
-                await trio.sleep(0.001)      # parked in this order
-    trio.run(main)
-    assert order == [0, 1, 2, 3]
-
-
-def test_a_ready_fd_is_read_at_once_but_trio_still_runs_every_few():
-    async def main():
-        r, w = os.pipe()
+    def process(self):
+        if self.exited:
+            return None
         try:
-            os.write(w, b"x")
-            fuse_loop._streak = 0
-            before = fuse_loop.ready.fast
-            for _ in range(3 * fuse_loop.YIELD_EVERY):
-                await fuse_loop.wait_readable(r)
-            fast = fuse_loop.ready.fast - before
-            assert fast == 3 * fuse_loop.YIELD_EVERY - 2   # every ninth wait went through trio
-            os.read(r, 1)
+            data = self.ours.recv(4096)
+        except BlockingIOError:
+            return None
+        if not data:
+            self.exited = True
+            return None
+        return tuple(data.decode().split())
 
-            async def later():
-                await trio.sleep(0.05)
-                os.write(w, b"y")
-            async with trio.open_nursery() as n:   # nothing to read: waits in trio
-                n.start_soon(later)
-                with trio.fail_after(30):
-                    await fuse_loop.wait_readable(r)
-            assert os.read(r, 1) == b"y"
-        finally:
-            os.close(r)
-            os.close(w)
-    trio.run(main)
+    def exit(self):
+        self.exited = True
+
+    def send(self, *requests: str) -> None:
+        for r in requests:
+            self.kernel.send(r.encode())
+
+    def unmount(self) -> None:
+        self.kernel.close()
+
+    def close(self) -> None:   # what ``Session.close`` does after the loop
+        self.kernel.close()
+        self.ours.close()
 
 
-class _Polls:
-    """Stands in for ``fuse_loop.ready``: not ready for the first ``after`` polls."""
+def until(cond, seconds=30.0) -> None:
+    end = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.002)
+
+
+class Handler:
+    """Answers: ``fast N`` at once, ``work N`` after a worker call, ``slow N`` after a worker
+    waits for ``release``, ``fail N`` with the worker's exception."""
+
+    def __init__(self):
+        self.answers: list[tuple] = []
+        self.release = threading.Event()
+
+    async def __call__(self, request):
+        op, n = request
+        try:
+            if op == "work":
+                await in_worker(lambda: None)
+            elif op == "slow":
+                await in_worker(self.release.wait, 60)
+            elif op == "fail":
+                await in_worker(int, "not a number")
+        except ValueError as e:
+            self.answers.append((n, "error", type(e).__name__))
+            return
+        except Cancelled:
+            self.answers.append((n, "cancelled"))
+            raise
+        self.answers.append((n, "ok"))
+
+
+def serve_in_thread(session, handler, **kw):
+    out = {}
+
+    def run():
+        out["loop"] = fuse_loop.serve(session, handler, **kw)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
+def test_every_request_is_answered_once_and_a_slow_one_holds_up_no_other():
+    s, h = Session(), Handler()
+    t, out = serve_in_thread(s, h)
+    try:
+        s.send("slow 1", "fast 2", "work 3", "fail 4", "fast 5")
+        until(lambda: len(h.answers) == 4)
+        assert sorted(h.answers) == [("2", "ok"), ("3", "ok"), ("4", "error", "ValueError"),
+                                     ("5", "ok")]   # while 1 still waits for its worker
+        h.release.set()
+        until(lambda: len(h.answers) == 5)
+        assert h.answers[-1] == ("1", "ok")
+    finally:
+        h.release.set()
+        s.unmount()
+        t.join(30)
+        s.close()
+    assert not t.is_alive()
+    assert out["loop"].requests == 5
+
+
+def test_the_loop_sleeps_rather_than_spins_while_a_worker_runs(monkeypatch):
+    monkeypatch.setattr(fuse_loop, "SPIN", 600.0)   # a spin now would outlast the test
+    s, h = Session(), Handler()
+    t, out = serve_in_thread(s, h)
+    try:
+        s.send("slow 1")
+        until(lambda: _loop_slept(t))   # in poll(2), not spinning
+        h.release.set()
+        until(lambda: h.answers)
+    finally:
+        h.release.set()
+        s.unmount()
+        t.join(30)
+        s.close()
+    assert h.answers == [("1", "ok")]
+
+
+def _loop_slept(t) -> bool:
+    """The loop thread is blocked in poll(2) (its state in /proc is S, not R)."""
+    try:
+        with open(f"/proc/self/task/{t.native_id}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "S"
+    except OSError:
+        return False
+
+
+def test_unmounting_cancels_handlers_still_waiting_for_a_worker():
+    s, h = Session(), Handler()
+    t, out = serve_in_thread(s, h)
+    try:
+        s.send("slow 1", "fast 2")
+        until(lambda: ("2", "ok") in h.answers)
+        s.unmount()
+        t.join(30)
+        assert not t.is_alive()
+        assert h.answers == [("2", "ok"), ("1", "cancelled")]   # answered once: EINTR
+        assert out["loop"].workers.running == 1   # its worker still waits; its result is dropped
+    finally:
+        h.release.set()
+        s.close()
+
+
+def test_sigterm_and_sigint_end_the_loop_and_their_handlers_come_back():
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        before = signal.getsignal(sig)
+        s, h = Session(), Handler()
+        timer = threading.Timer(0.2, lambda: (s.send("fast 1"), time.sleep(0.1),
+                                              os.kill(os.getpid(), sig)))
+        timer.start()
+        loop = fuse_loop.serve(s, h)   # the main thread: signals reach it
+        timer.join()
+        assert s.exited and loop.requests == 1 and h.answers == [("1", "ok")]
+        assert signal.getsignal(sig) is before
+        s.close()
+
+
+class _Look:
+    """Stands in for the loop's zero-timeout poll: not ready for the first ``after`` polls."""
 
     def __init__(self, after: int):
-        self.after, self.calls, self.fast = after, 0, 0
+        self.after, self.calls = after, 0
 
-    def __call__(self, fd: int) -> bool:
+    def poll(self, timeout):
         self.calls += 1
-        return self.calls > self.after
+        return [(0, 1)] if self.calls > self.after else []
 
 
-def test_waits_for_the_next_request_briefly_unless_workers_run(monkeypatch):
+def test_waits_for_the_next_request_briefly(monkeypatch):
     monkeypatch.setattr(fuse_loop, "SPIN", 60.0)   # generous: the fake arrives after 5 polls
-    polls = _Polls(after=5)
-    monkeypatch.setattr(fuse_loop, "ready", polls)
-    monkeypatch.setattr(fuse_loop, "busy", lambda: False)
-    assert fuse_loop._arrives(0) and polls.calls == 6        # polled until it came
-    polls = _Polls(after=5)
-    monkeypatch.setattr(fuse_loop, "ready", polls)
-    monkeypatch.setattr(fuse_loop, "busy", lambda: True)     # workers need the GIL
-    assert not fuse_loop._arrives(0) and polls.calls == 1    # one look, then trio's wait
+    s = Session()
+    loop = fuse_loop.Loop(s, Handler())
+    look = _Look(after=5)
+    assert loop._spin(look) and look.calls == 6        # polled until it came
+    monkeypatch.setattr(fuse_loop, "SPIN", 0.0)
+    look = _Look(after=5)
+    assert not loop._spin(look) and look.calls == 1    # one look, then poll(2)'s wait
+    loop._end()
+    s.close()
+
+
+def test_run_inline_runs_worker_jobs_in_this_thread():
+    async def handler():
+        a = await in_worker(threading.get_ident)
+        with pytest.raises(ValueError):
+            await in_worker(int, "x")
+        return a
+
+    assert fuse_loop.run_inline(handler()) == threading.get_ident()

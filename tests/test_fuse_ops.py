@@ -1,5 +1,5 @@
 """The FUSE adapter's Operations called in process (as s3ql's tests do), on the fixture
-system volume: answers from the fast path (trio loop, caches) equal the worker path's and
+system volume: answers from the fast path (loop thread, caches) equal the worker path's and
 the record-based tree's, and forget gives memory back. A real mount checks the same through
 the kernel."""
 
@@ -13,9 +13,9 @@ import sys
 import time
 
 import pytest
-import trio
 
 from rpfs import _fusell
+from rpfs.fuse_loop import run_inline
 from rpfs.fuse import ENOATTR, ROOT_INODE, EntryAttributes, FUSEError, Operations
 from rpfs.source import open_source
 
@@ -35,8 +35,9 @@ def volume_path(tree) -> str:
 
 
 class Kernel:
-    """Plays the kernel's part: calls Operations (under trio), keeps lookup counts as the
-    kernel would (lookup replies and readdirplus entries) and records every answer."""
+    """Plays the kernel's part: calls Operations (``run_inline``: worker jobs in this thread),
+    keeps lookup counts as the kernel would (lookup replies and readdirplus entries) and
+    records every answer."""
 
     def __init__(self, ops: Operations):
         self.ops = ops
@@ -142,7 +143,7 @@ def test_fast_path_answers_equal_worker_path_and_tree(image):
         second = await walk(k, vol_ino)  # everything known now
         return first, second, ops.worker_calls - calls
 
-    first, second, calls = trio.run(passes)
+    first, second, calls = run_inline(passes())
     assert len(first) > 3000
     assert second == first
     assert calls == 0  # the second pass went to no worker thread: all from the fast path
@@ -182,7 +183,7 @@ def test_listing_reads_no_mft_record_until_stat(image):
         relisted = await k.readdir(big_ino, page=500, limit=1000)
         return listing, parsed, got, calls, relisted
 
-    listing, parsed, got, calls, relisted = trio.run(run)
+    listing, parsed, got, calls, relisted = run_inline(run())
     assert len(listing) == 50_000 and parsed < 100
     assert all(a.attr_timeout == 0 and stat.S_ISREG(a.st_mode) for _, a in listing)
     for (name, _), a in zip(listing, got):  # the first getattr computed a batch
@@ -226,7 +227,7 @@ def test_names_only_readdir_makes_no_node_per_entry(image):
             NtfsNode.__init__ = real
         return listing, listed, got, looked
 
-    listing, (listed_made, live), got, looked = trio.run(run)
+    listing, (listed_made, live), got, looked = run_inline(run())
     assert len(listing) == 50_000 and len({a.st_ino for _, a in listing}) == 50_000
     assert listed_made < 100 and live < 100   # not one per entry
     for (name, sent), a, e in zip(listing[1000:1010], got, looked):
@@ -255,7 +256,7 @@ def test_forget_drops_nodes_and_gives_the_same_inodes_back(image):
         again = await walk(k, vol2.st_ino)
         return first, walked, after, vol.st_ino, vol2.st_ino, again, gone
 
-    first, walked, after, old_ino, new_ino, again, gone = trio.run(run)
+    first, walked, after, old_ino, new_ino, again, gone = run_inline(run())
     assert walked["kernel_refs"] > len(first) * 0.9 and walked["live"] > len(first) * 0.9
     assert after["inodes"] == base["inodes"] == 1 and after["keys"] == 1
     assert after["live"] == 0 and after["kernel_refs"] == 0
@@ -298,7 +299,7 @@ def test_live_nodes_stay_bounded_in_a_walk_bigger_than_the_bound(image):
         again = [view(await ops.getattr(i, None)) for i in inos]
         return bounded, unbounded, held, seen, again, ops.worker_calls - calls
 
-    bounded, unbounded, held, seen, again, calls = trio.run(run)
+    bounded, unbounded, held, seen, again, calls = run_inline(run())
     assert len(bounded) > 3000 and bounded == unbounded
     assert ops._live.peak == 200 and held["live"] <= 200
     assert held["inodes"] < 20 and held["kernel_refs"] > 3000  # no table of what the kernel holds
@@ -318,7 +319,7 @@ def test_forget_counts_partial_references(image):
         await ops.forget([(e1.st_ino, 1)])
         return e1, e2, still, await k.err(ops.getattr, e1.st_ino, None)
 
-    e1, e2, still, gone = trio.run(run)
+    e1, e2, still, gone = run_inline(run())
     assert e1.st_ino == e2.st_ino == still.st_ino and gone == errno.ENOENT
 
 
@@ -346,7 +347,7 @@ def test_damaged_object_fails_alone_and_is_logged_once(caplog):
         return listing, errs, bytes(await ops.read(good.st_ino, 0, 10)), good.st_ino
 
     with caplog.at_level("WARNING"):
-        listing, errs, data, good = trio.run(run)
+        listing, errs, data, good = run_inline(run())
     assert [n for n, _ in listing] == [b"disk.raw", b"ok.txt"]
     assert errs == [errno.EIO] * 3 and data == b"ok"
     assert ops._streams.get(good) is not None  # immutable: its stream is kept

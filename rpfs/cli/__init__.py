@@ -94,7 +94,7 @@ _DAMAGE_HINT = " (`rpfs verify REPO --read-data` lists everything the damage aff
 def loading():
     """No garbage collection while modules load: imports make objects that live as long as
     the process, so a collection among them frees nothing (it cost ~5% of importing the
-    command, the store and trio, counted in instructions)."""
+    command, the store and the FUSE adapter, counted in instructions)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
