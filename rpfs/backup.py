@@ -181,6 +181,7 @@ class _Run:
         self.cs = repo.chunk_size
         self.level = repo.config.zstd_level
         self.frame_size = repo.config.frame_size    # 0: unframed chunks (a format-1 repository)
+        self.raw_frame_size = repo.config.raw_frame_size
         self.zero = bytes(self.cs)
         self.known: dict[bytes, int] = {}        # hash -> chunk id, or _PENDING while in a pack
         self.lock = threading.Lock()
@@ -235,7 +236,8 @@ class _Run:
             if known:
                 out.append((h, None, None, e - s))
             elif self.frame_size:
-                payload = frames.encode(self.repo.crypto, chunk, h, self.level, self.frame_size)
+                payload = frames.encode(self.repo.crypto, chunk, h, self.level, self.frame_size,
+                                        self.raw_frame_size)
                 out.append((h, FRAMED, payload, e - s))
             else:
                 codec, payload = compress(chunk, self.level)

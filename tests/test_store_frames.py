@@ -51,13 +51,14 @@ def _data(seed: int, size: int) -> bytes:
     return b"".join(out)[:size]
 
 
-def _repo(tmp_path, data: bytes, *, encrypt: bool = False, frame_size: int = FRAME, name: str = "repo"):
+def _repo(tmp_path, data: bytes, *, encrypt: bool = False, frame_size: int = FRAME, name: str = "repo",
+          **settings):
     src = tmp_path / f"src-{name}"
     src.mkdir(exist_ok=True)
     (src / "d.bin").write_bytes(data)
     path = tmp_path / name
     with Repository.init(path, _options(), encrypt=encrypt, chunk_size=CHUNK, frame_size=frame_size,
-                         pack_size=1 << 20) as r:
+                         pack_size=1 << 20, **settings) as r:
         backup(r, [str(src)], vm="vm", time="2024-01-01T00:00:00Z", show_progress=False)
     return path
 
@@ -194,16 +195,18 @@ def _forget_catalog_tables(path) -> None:
 
 
 class _PackReads:
-    """Counts the preads of pack files (every read of a chunk's bytes is one)."""
+    """Counts the preads of pack files (every read of a chunk's bytes is one) and their sizes."""
 
     def __init__(self, monkeypatch):
         import os
         self.count = 0
+        self.sizes: list[int] = []
         real = os.pread
 
         def pread(fd, n, off):
             if os.readlink(f"/proc/self/fd/{fd}").endswith(".pack"):
                 self.count += 1
+                self.sizes.append(n)
             return real(fd, n, off)
         monkeypatch.setattr(os, "pread", pread)
 
@@ -352,6 +355,105 @@ def test_gc_repair_and_verify_keep_framed_chunks_readable(tmp_path):
         assert verify(r, read_data=True, show_progress=False).ok
 
 
+# --- raw frames: incompressible chunks cut smaller -----------------------------------------
+
+BIG_FRAME = 64 * KiB
+
+
+def _frame_sizes(r, f) -> list[int]:
+    return [r._table(f.locs[i]).frame_size for i in f.ids if i]
+
+
+@pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
+@pytest.mark.parametrize("raw", [4 * KiB, 16 * KiB])
+def test_incompressible_chunks_are_stored_in_small_raw_frames(tmp_path, monkeypatch, encrypt, raw):
+    """Count bytes, not time: a chunk none of whose 64 KiB frames compresses is stored in raw
+    frames of ``raw_frame_size``, so a cold 4 KiB read is one pread of one small frame (plus
+    what sealing adds) and one frame checked; a chunk with a frame that compresses keeps
+    64 KiB frames; every read still returns the stored bytes."""
+    rnd = random.Random(11)
+    text = b"".join(b"%d the same old line\n" % i for i in range(20000))
+    data = (rnd.randbytes(2 * CHUNK)                                 # chunks 0, 1: incompressible
+            + rnd.randbytes(CHUNK - BIG_FRAME) + text[:BIG_FRAME]     # 2: one frame compresses
+            + text[:CHUNK] + rnd.randbytes(1000))                    # 3: text; 4: a short tail
+    path = _repo(tmp_path, data, encrypt=encrypt, frame_size=BIG_FRAME, raw_frame_size=raw)
+    reads = _PackReads(monkeypatch)
+    r, f = _open(path)
+    with r:
+        assert _frame_sizes(r, f) == [raw, raw, BIG_FRAME, BIG_FRAME, BIG_FRAME]   # the tail: one frame
+        reads.sizes.clear()
+        off = CHUNK + 5 * raw + 100                                  # inside one raw frame
+        assert f.read(off, 100) == data[off:off + 100]
+        assert reads.sizes == [raw + (28 if encrypt else 0)] and r.frames_decoded == 1
+        off = 3 * raw - 2048                                         # straddles two
+        assert f.read(off, 4096) == data[off:off + 4096]
+        assert r.frames_decoded == 3
+        rnd2 = random.Random(12)
+        for _ in range(200):
+            off, n = rnd2.randrange(len(data)), rnd2.choice([1, 4096, raw + 3, BIG_FRAME + 7, CHUNK + 1])
+            assert f.read(off, n) == data[off:off + n]
+        r.cache.clear()
+        assert f.read(0, len(data)) == data                          # whole chunks
+        assert verify(r, read_data=True, show_progress=False).ok
+
+
+def test_raw_frames_cost_only_their_table_entries(tmp_path):
+    """What raw frames cost in the pack: the payload grows by the table's 40 bytes a frame
+    (unencrypted) and nothing else; with raw_frame_size 0 an incompressible chunk keeps the
+    frame size."""
+    data = random.Random(13).randbytes(CHUNK)
+    p64 = frames.encode(Plain(), data, _ID, 1, BIG_FRAME, 0)
+    p16 = frames.encode(Plain(), data, _ID, 1, BIG_FRAME, 16 * KiB)
+    t64 = frames.parse_table(Plain(), p64, len(p64), CHUNK, _ID)
+    t16 = frames.parse_table(Plain(), p16, len(p16), CHUNK, _ID)
+    assert (t64.frame_size, t64.count, t16.frame_size, t16.count) == (BIG_FRAME, 4, 16 * KiB, 16)
+    assert set(t16.codecs) == {0} and len(p16) - len(p64) == (16 - 4) * 40
+    assert frames.decode(Plain(), p16, CHUNK, _ID, check_frames=True) == data
+
+
+def test_a_repository_from_before_raw_frames_takes_them_on(tmp_path):
+    """Migration: a format-2 config written before ``raw_frame_size`` (no such key) reads as
+    the default, so new incompressible chunks get small raw frames; the chunks it already
+    holds read as before (each table says its frame size); nothing is rewritten."""
+    rnd = random.Random(14)
+    old = rnd.randbytes(2 * CHUNK)
+    path = _repo(tmp_path, old, frame_size=BIG_FRAME, raw_frame_size=0)     # as before
+    cfg = json.loads((path / "config.json").read_text())
+    del cfg["raw_frame_size"]
+    (path / "config.json").write_text(json.dumps(cfg))
+    new = old + rnd.randbytes(CHUNK)
+    (tmp_path / "src-repo" / "d.bin").write_bytes(new)
+    with Repository.open(path, _options()) as r:
+        assert r.config.raw_frame_size == 16 * KiB
+        backup(r, [str(tmp_path / "src-repo")], vm="vm", time="2024-01-02T00:00:00Z", show_progress=False)
+        f = r.open_file(r.recovery_points("vm")[-1], "d.bin")
+        assert _frame_sizes(r, f) == [BIG_FRAME, BIG_FRAME, 16 * KiB]    # old chunks kept as they were
+        assert f.read(0, f.size) == new
+        assert verify(r, read_data=True, show_progress=False).ok
+    assert "raw_frame_size" not in json.loads((path / "config.json").read_text())
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"raw_frame_size": 3000}, "raw_frame_size"),
+    ({"raw_frame_size": 128 * KiB}, "raw_frame_size"),               # past the frame
+    ({"frame_size": 0, "raw_frame_size": 16 * KiB}, "raw_frame_size"),
+])
+def test_bad_raw_frame_sizes_are_refused(tmp_path, settings, why):
+    from streams.errors import UsageError
+    with pytest.raises(UsageError, match=why):
+        Repository.init(tmp_path / "r", chunk_size=CHUNK, **settings)
+
+
+def test_init_takes_the_raw_frame_size_from_the_command_line(tmp_path):
+    import subprocess
+    import sys
+    for arg, want in (("4K", 4096), ("0", 0)):
+        path = tmp_path / arg
+        subprocess.run([sys.executable, "-m", "rpfs", "init", str(path), "--raw-frame-size", arg],
+                       check=True, capture_output=True)
+        assert json.loads((path / "config.json").read_text())["raw_frame_size"] == want
+
+
 # --- hostile tables -----------------------------------------------------------------------
 
 _ID = bytes(range(32))
@@ -372,6 +474,15 @@ def _plain_payload(table: bytes, frames_bytes: bytes = b"") -> bytes:
     (struct.pack("<BBHI", 1, 16, 0, 1) + struct.pack("<IB3x", 0, 7) + bytes(32), 1 << 16, "codec"),
     (struct.pack("<BBHI", 1, 16, 0, 2) + struct.pack("<IB3x", 0, 0) + bytes(32), 1 << 17, "bytes for 2"),
     (b"\1", 1 << 16, "too short"),
+    # the raw frame sizes: 4 KiB and 16 KiB frames of a 1 MiB chunk, counts and lengths off
+    (struct.pack("<BBHI", 1, 12, 0, 255) + bytes(255 * 40), 1 << 20, "frames cannot hold"),
+    (struct.pack("<BBHI", 1, 14, 0, 64) + bytes(63 * 40), 1 << 20, "bytes for 64"),
+    (struct.pack("<BBHI", 1, 14, 0, 64) + bytes(64 * 40 + 1), 1 << 20, "bytes for 64"),
+    (struct.pack("<BBHI", 1, 12, 0, 256) + (struct.pack("<IB3x", 4096, 0) + bytes(32)) * 256,
+     1 << 20, "frames end"),                                                            # no frames stored
+    (struct.pack("<BBHI", 1, 12, 0, 2) + (struct.pack("<IB3x", 4096, 0) + bytes(32))
+     + struct.pack("<IB3x", 4096, 9) + bytes(32), 8192, "frame 1 has unknown codec 9"),
+    (struct.pack("<BBHI", 1, 11, 0, 2), 4096, "frame size 2\\^11"),
 ])
 def test_hostile_frame_tables_are_integrity_errors(table, usize, why):
     payload = _plain_payload(table)

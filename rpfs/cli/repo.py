@@ -27,6 +27,10 @@ def register(sub) -> None:
     p.add_argument("--frame-size", type=lambda t: 0 if t.strip() == "0" else positive_size(t),
                    help="chunks are stored in independently compressed frames of this size, so a"
                         " small read decompresses only its frames (default 64K; 0: unframed)")
+    p.add_argument("--raw-frame-size", type=lambda t: 0 if t.strip() == "0" else positive_size(t),
+                   help="a chunk none of whose frames compresses is stored in raw frames of this"
+                        " size, so a small read reads and hashes less of it (default 16K; 0: the"
+                        " frame size)")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("backup", help="store SOURCE (a VM folder or disk files) as one recovery point")
@@ -111,6 +115,8 @@ def cmd_init(args) -> int:
         kw["pack_size"] = args.pack_size
     if args.frame_size is not None:
         kw["frame_size"] = args.frame_size
+    if args.raw_frame_size is not None:
+        kw["raw_frame_size"] = args.raw_frame_size
     repo = Repository.init(args.repo, args.store, encrypt=args.encrypt, **kw)
     enc = "encrypted" if repo.crypto.encrypted else "not encrypted"
     repo.close()

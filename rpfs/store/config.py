@@ -7,7 +7,10 @@ Format 2 (this rpfs's ``rpfs init``) may hold framed chunks (frames.py: each chu
 plaintext in ``frame_size`` pieces compressed one by one, so a 4 KiB read decompresses one
 64 KiB frame instead of a 1 MiB chunk); an rpfs that reads only format 1 refuses it in one
 line instead of failing chunk by chunk. A format-1 repository (no ``frame_size``: 0) is
-read and written as it always was: its chunks stay unframed (docs/store.md "Framed chunks"). Unknown keys are kept so a newer rpfs can
+read and written as it always was: its chunks stay unframed (docs/store.md "Framed chunks").
+``raw_frame_size`` (16 KiB; absent from configs written before it: the same default) is the
+frame of a chunk none of whose frames compresses; any rpfs that reads format 2 reads those
+chunks, since each table says its frame size. Unknown keys are kept so a newer rpfs can
 add settings without breaking an older reader of the same format version.
 """
 
@@ -26,6 +29,7 @@ HASHES = ("blake3",)
 MIN_CHUNK = 4096
 MAX_CHUNK = 64 << 20
 FRAME_SIZE = 64 << 10               # the default frame (docs/store.md "Framed chunks")
+RAW_FRAME_SIZE = 16 << 10           # the default frame of an incompressible chunk (docs/store.md)
 MIN_FRAME = 4096
 
 
@@ -42,6 +46,7 @@ class Config:
     id: str = ""                       # random at init: tells a cache which repository it holds
     encryption: str = "none"           # "none" | "aes-256-gcm" (keys in keys/default, crypto.py)
     frame_size: int = FRAME_SIZE       # new chunks framed in pieces of this much plaintext; 0: unframed
+    raw_frame_size: int = RAW_FRAME_SIZE   # ... of this much when no frame compresses; 0: frame_size
     extra: dict = field(default_factory=dict)
 
     def validate(self, source: str = CONFIG_NAME) -> "Config":
@@ -70,6 +75,10 @@ class Config:
             bad(f"frame_size {fs!r} must be 0 or a power of two between {MIN_FRAME} and the chunk size")
         if fs and self.format < 2:
             bad(f"frame_size {fs} needs format 2 (this config says {self.format})")
+        rfs = self.raw_frame_size
+        if not isinstance(rfs, int) or rfs and (rfs < MIN_FRAME or rfs > fs or rfs & (rfs - 1)):
+            bad(f"raw_frame_size {rfs!r} must be 0 or a power of two between {MIN_FRAME} and"
+                f" frame_size ({fs})")
         return self
 
     @classmethod
@@ -80,6 +89,7 @@ class Config:
             raise UsageError(f"unknown repository setting(s): {', '.join(sorted(unknown))}")
         if "frame_size" not in kw:     # the default frame, never past the chunk
             kw["frame_size"] = max(MIN_FRAME, min(FRAME_SIZE, kw.get("chunk_size", cls.chunk_size)))
+        kw.setdefault("raw_frame_size", _raw_default(kw["frame_size"]))
         try:
             return cls(**kw).validate("<settings>")
         except FormatError as e:
@@ -113,8 +123,15 @@ class Config:
         kw = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known}
         kw.setdefault("frame_size", 0)    # written before framed chunks: none
+        if isinstance(kw["frame_size"], int):  # written before raw frames: the default
+            kw.setdefault("raw_frame_size", _raw_default(kw["frame_size"]))
         try:
             cfg = cls(**kw, extra=extra)
         except TypeError as e:
             raise FormatError(str(e), source=src, structure="repository config") from None
         return cfg.validate(src)
+
+
+def _raw_default(frame_size: int) -> int:
+    """The raw frame a repository framing in ``frame_size`` gets unless told (0: none)."""
+    return min(RAW_FRAME_SIZE, frame_size)

@@ -17,6 +17,12 @@ every frame is its own message bound to (chunk id, frame number), so no entry ne
 digest. Either way the table is bound to its chunk and every frame to its place: a frame
 read alone is checked as surely as a whole chunk is by its id.
 
+The frame size is the chunk's own (``log2`` in its table): a chunk none of whose frames
+compresses is cut again into smaller raw frames (``raw_frame_size``, 16 KiB by default), which
+cost no space but per-frame digests, so a cold 4 KiB read of incompressible data (media,
+encrypted or compressed files) reads and hashes 16 KiB, not 64 KiB. Readers need nothing new:
+any table's frame size is read from the table.
+
 Every size in a table is checked before anything is allocated or read: the frame size is a
 power of two from 4 KiB to the chunk, the count is exactly what the chunk's size needs, the
 frames fill the payload exactly. Anything else is an ``IntegrityError`` naming the chunk.
@@ -24,6 +30,8 @@ frames fill the payload exactly. Anything else is an ``IntegrityError`` naming t
 
 from __future__ import annotations
 
+import functools
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -51,11 +59,14 @@ class FrameTable:
     starts: tuple
     lens: tuple
     codecs: tuple
-    digests: tuple              # plaintext BLAKE3 per frame, or () when frames are sealed
+    digests: bytes              # plaintext BLAKE3 per frame, 32 bytes each; b"" when frames are sealed
 
     @property
     def count(self) -> int:
         return len(self.starts)
+
+    def digest(self, i: int) -> bytes:
+        return self.digests[i * DIGEST:(i + 1) * DIGEST]
 
     def frame_usize(self, i: int) -> int:
         return min(self.frame_size, self.usize - i * self.frame_size)
@@ -70,17 +81,24 @@ def _name(chunk_id: bytes) -> str:
     return f"chunk {chunk_id.hex()[:16]}"
 
 
-def encode(crypto, data, chunk_id: bytes, level: int, frame_size: int) -> bytes:
-    """The framed payload of ``data`` (whose id is ``chunk_id``)."""
-    digest = not crypto.encrypted
+def encode(crypto, data, chunk_id: bytes, level: int, frame_size: int, raw_frame_size: int = 0) -> bytes:
+    """The framed payload of ``data`` (whose id is ``chunk_id``): frames of ``frame_size``,
+    or, when none of them compresses and ``raw_frame_size`` is smaller, raw frames of that."""
     n = max(1, (len(data) + frame_size - 1) // frame_size)
     mv = memoryview(data)
+    cut = [compress(mv[i * frame_size:(i + 1) * frame_size], level) for i in range(n)]
+    if 0 < raw_frame_size < frame_size and len(data) > raw_frame_size and \
+            all(codec == RAW for codec, _ in cut):
+        frame_size = raw_frame_size
+        n = (len(data) + frame_size - 1) // frame_size
+        cut = [(RAW, mv[i * frame_size:(i + 1) * frame_size]) for i in range(n)]
+    digest = not crypto.encrypted
     entries, frames = [], []
-    for i in range(n):
-        piece = mv[i * frame_size:(i + 1) * frame_size]
-        codec, payload = compress(piece, level)
+    for i, (codec, payload) in enumerate(cut):
         stored = crypto.seal_frame(payload, chunk_id, i)
-        entries.append(_ENTRY.pack(len(stored), codec) + (crypto.frame_digest(piece) if digest else b""))
+        entries.append(_ENTRY.pack(len(stored), codec))
+        if digest:
+            entries.append(crypto.frame_digest(mv[i * frame_size:(i + 1) * frame_size]))
         frames.append(stored)
     table = _TABLE.pack(VERSION, frame_size.bit_length() - 1, 0, n) + b"".join(entries)
     sealed = crypto.seal_table(table, chunk_id)
@@ -125,25 +143,27 @@ def parse_table(crypto, head: bytes, csize: int, usize: int, chunk_id: bytes) ->
     if count != max(1, (usize + frame_size - 1) // frame_size):
         raise IntegrityError(f"{what}: {count} frames cannot hold {usize} bytes of {frame_size}")
     digest = 0 if crypto.encrypted else DIGEST
-    step = _ENTRY.size + digest
-    if len(table) != _TABLE.size + count * step:
+    if len(table) != _TABLE.size + count * (_ENTRY.size + digest):
         raise IntegrityError(f"{what}: {len(table)} bytes for {count} frames")
-    starts, lens, codecs, digests = [], [], [], []
-    at = end
-    for i in range(count):
-        pos = _TABLE.size + i * step
-        n, codec = _ENTRY.unpack_from(table, pos)
-        if codec not in (RAW, ZSTD):
-            raise IntegrityError(f"{what}: frame {i} has unknown codec {codec}")
-        starts.append(at)
-        lens.append(n)
-        codecs.append(codec)
-        if digest:
-            digests.append(bytes(table[pos + _ENTRY.size:pos + step]))
-        at += n
-    if at != csize:
-        raise IntegrityError(f"{what}: frames end at {at}, the payload at {csize}")
-    return FrameTable(frame_size, usize, tuple(starts), tuple(lens), tuple(codecs), tuple(digests))
+    fields = _entries(count, digest).unpack_from(table, _TABLE.size)
+    step = 3 if digest else 2
+    lens, codecs = fields[0::step], fields[1::step]
+    if not set(codecs) <= _CODECS:
+        i = next(i for i, c in enumerate(codecs) if c not in _CODECS)
+        raise IntegrityError(f"{what}: frame {i} has unknown codec {codecs[i]}")
+    starts = tuple(itertools.accumulate(lens[:-1], initial=end))
+    if starts[-1] + lens[-1] != csize:
+        raise IntegrityError(f"{what}: frames end at {starts[-1] + lens[-1]}, the payload at {csize}")
+    return FrameTable(frame_size, usize, starts, lens, codecs, b"".join(fields[2::3]) if digest else b"")
+
+
+_CODECS = frozenset((RAW, ZSTD))
+
+
+@functools.lru_cache(maxsize=32)
+def _entries(count: int, digest: int) -> struct.Struct:
+    """All ``count`` entries of a table as one struct: one C call parses a table."""
+    return struct.Struct("<" + ("IB3x%ds" % digest if digest else "IB3x") * count)
 
 
 def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> bytes:
@@ -157,7 +177,7 @@ def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> by
                                 table.frame_usize(i)))
     except IntegrityError as e:
         raise IntegrityError(f"{where}: {e}") from None
-    if table.digests and crypto.frame_digest(data) != table.digests[i]:
+    if table.digests and crypto.frame_digest(data) != table.digest(i):
         raise IntegrityError(f"{where} fails its hash check")
     return data
 

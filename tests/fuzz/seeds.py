@@ -431,7 +431,8 @@ def _store_seeds(seeds: dict) -> None:
 
 def _frame_seeds(seeds: dict) -> None:
     """Framed chunk payloads as a backup writes them: text, random and mixed, 4 and 16 KiB
-    frames, plain (flags 2: digest fixed up) and sealed under the fuzz target's keys."""
+    frames, and 16 KiB frames cut into 4 KiB raw ones where nothing compresses (random),
+    plain (flags 2: digest fixed up) and sealed under the fuzz target's keys."""
     import random
     from rpfs.store import frames
     from rpfs.store.crypto import Plain, Sealed
@@ -441,9 +442,9 @@ def _frame_seeds(seeds: dict) -> None:
              b"a" * 5000 + rnd.randbytes(7000) + bytes(9000)]
     for flags, crypto in ((2, Plain()), (1, Sealed(*_FRAME_KEYS))):
         for data in texts:
-            for fs in (4096, 16384):
+            for fs, raw in ((4096, 0), (16384, 0), (16384, 4096)):
                 # the chunk id the target uses (32 zero bytes): binds table and frames to it
-                payload = frames.encode(crypto, data, bytes(32), 1, fs)
+                payload = frames.encode(crypto, data, bytes(32), 1, fs, raw)
                 _save("frames", bytes([flags]) + struct.pack("<I", len(data)) + payload, seeds)
 
 
