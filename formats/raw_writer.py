@@ -10,8 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from streams.errors import FormatError
-from streams.stream import ZERO, Stream, is_zero, merge_extents
+from streams.stream import ZERO, Stream, buffers, is_zero, merge_extents
 
 CHUNK = 1 << 20
 GRAIN = 64 << 10  # zero runs this long inside data are left as holes too
@@ -46,9 +45,11 @@ def pwrite_all(fd: int, data, offset: int) -> None:
 
 
 def data_chunks(source: Stream, chunk: int = CHUNK):
-    """(offset, memoryview) for every non-zero chunk of ``source`` (chunk-aligned pieces of
-    its DATA extents), plus (offset, None) markers so callers can report progress."""
-    buf = bytearray(chunk)
+    """(offset, memoryview) for every non-zero run of ``source`` (in chunk-aligned pieces of
+    its DATA extents), plus (offset, None) markers so callers can report progress. A piece
+    that lies in a stored file's decoded chunk is that chunk's own buffer (``buffers``:
+    no copy); others are read into one reused buffer."""
+    buf = memoryview(bytearray(chunk))
     for ext in merge_extents(source.extents()):
         if ext.kind == ZERO:
             yield ext.end, None
@@ -56,12 +57,8 @@ def data_chunks(source: Stream, chunk: int = CHUNK):
         pos = ext.offset
         while pos < ext.end:
             n = min(chunk - pos % chunk, ext.end - pos)
-            view = memoryview(buf)[:n]
-            got = source.readinto(pos, view)
-            if got != n:
-                raise FormatError(f"short read: {got} of {n} bytes", source=source.name,
-                                  structure="export", offset=pos)
-            yield from nonzero_runs(view, pos)
+            for at, view in buffers(source, pos, n, buf):
+                yield from nonzero_runs(view, at)
             pos += n
             yield pos, None
 

@@ -378,6 +378,10 @@ class _LazyStream(Stream):
     def _pieces_into(self, offset, length, out) -> bool:
         return self.stream.pieces(offset, length, out)
 
+    def _span(self, offset, length):
+        stream = self.stream
+        return (stream, offset) if offset + length <= stream.size else None
+
     def _extents(self, offset, end):
         return self.stream.extents(offset, end - offset)
 

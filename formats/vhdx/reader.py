@@ -420,6 +420,12 @@ class VhdxDisk(Disk):
                 return False
         return True
 
+    def _span(self, offset: int, length: int):
+        """The range as one run of the file (a present block), else None."""
+        runs = self._plan(offset, length)
+        kind, _, n, foff = next(runs)
+        return (self.file, foff) if kind == _FILE and n == length else None
+
     # ------------------------------------------------------------------ planning
     def _plan(self, offset: int, length: int):
         """Yield (kind, virtual offset, length, file offset) runs, merging neighbours."""

@@ -16,8 +16,8 @@ import uuid
 from typing import Callable
 
 from formats.raw_writer import nonzero_runs, pwrite_all
-from streams.errors import FormatError, UsageError
-from streams.stream import DATA, Stream, is_zero
+from streams.errors import UsageError
+from streams.stream import DATA, Stream, buffers, is_zero
 
 from . import structures as S
 
@@ -168,7 +168,7 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
             elif not differencing:
                 offset = None   # allocated at the first non-zero piece, never for all-zero blocks
                 for voff, n in _data_ranges(source, bstart, blen):
-                    for roff, run in nonzero_runs(_read_piece(source, piece, voff, n), voff):
+                    for roff, run in _nonzero_pieces(source, piece, voff, n):
                         if offset is None:
                             offset = end
                             end += block_size
@@ -230,20 +230,18 @@ def _data_ranges(source: Stream, start: int, length: int):
             pos += n
 
 
-def _read_piece(source: Stream, piece: memoryview, pos: int, n: int) -> memoryview:
-    """The ``n`` bytes at ``pos`` (n <= _PIECE), read into the start of ``piece``."""
-    view = piece[:n]
-    got = source.readinto(pos, view)
-    if got != n:
-        raise FormatError(f"short read: {got} of {n} bytes", source=source.name,
-                          structure="export", offset=pos)
-    return view
+def _nonzero_pieces(source: Stream, piece: memoryview, pos: int, n: int):
+    """(offset, view) of the non-zero runs of the ``n`` bytes at ``pos``: views of the
+    decoded chunks of a stored file where the layers allow (``buffers``), else read into
+    ``piece``."""
+    for at, view in buffers(source, pos, n, piece):
+        yield from nonzero_runs(view, at)
 
 
 def _copy_block(source: Stream, fd: int, start: int, length: int, offset: int,
                 piece: memoryview) -> None:
     for pos, n in _data_ranges(source, start, length):
-        for roff, run in nonzero_runs(_read_piece(source, piece, pos, n), pos):
+        for roff, run in _nonzero_pieces(source, piece, pos, n):
             pwrite_all(fd, run, offset + roff - start)
 
 

@@ -182,12 +182,22 @@ def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> by
     return data
 
 
-def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False) -> bytes:
-    """The whole chunk from its framed payload. The caller checks the chunk id over the
-    result; ``check_frames`` also checks each frame's own digest (verify: a table whose
-    digests disagree with good data would fail only small reads)."""
+def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False):
+    """The whole chunk from its framed payload: ``bytes``, or a read-only view of
+    ``payload`` when every frame is stored raw and unsealed (incompressible data: its
+    plaintext is the payload after the table, so nothing is copied). The caller checks the
+    chunk id over the result; ``check_frames`` also checks each frame's own digest (verify:
+    a table whose digests disagree with good data would fail only small reads)."""
     table = parse_table(crypto, payload, len(payload), usize, chunk_id)
     mv = memoryview(payload)
+    if not check_frames and not crypto.encrypted and all(c == RAW for c in table.codecs):
+        # parse_table checked that the frames fill the rest of the payload exactly; a raw
+        # frame must also hold exactly its share of the chunk, as decompress checks
+        for i in range(table.count):
+            if table.lens[i] != table.frame_usize(i):
+                raise IntegrityError(f"{_name(chunk_id)} frame {i} of {table.count}: raw chunk has"
+                                     f" {table.lens[i]} bytes, expected {table.frame_usize(i)}")
+        return mv[table.starts[0]:].toreadonly()
     pieces = []           # raw frames stay views of the payload: one copy, by the join
     for i in range(table.count):
         s = table.starts[i]

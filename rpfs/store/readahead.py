@@ -208,5 +208,32 @@ class ReadAhead(Stream):
                 dst[:] = memoryview(data)[at:at + take]
             pos += take
 
+    def views(self, offset: int, length: int):
+        """The cached chunks' bytes themselves, read-only (a chunk is ``bytes`` or a
+        read-only view), one per chunk the range touches: an export writes them out with
+        no copy in between. Zero chunks are views of a shared zero buffer."""
+        if offset < 0 or length <= 0 or offset + length > self.size:
+            return None
+        self._note(offset, length)
+        return self._views(offset, length)
+
+    def _views(self, offset: int, length: int):
+        cs = self.chunk_size
+        pos, end = offset, offset + length
+        while pos < end:
+            i = pos // cs
+            take = min(end, (i + 1) * cs) - pos
+            start = pos - i * cs
+            got = self.file.part(i, start, start + take)
+            if got is None:
+                yield memoryview(_ZEROS)[:take] if take <= len(_ZEROS) else memoryview(bytes(take))
+            else:
+                data, at = got
+                yield memoryview(data)[at:at + take].toreadonly()
+            pos += take
+
     def extents(self, offset: int = 0, length: int | None = None):
         return self.file.extents(offset, length)
+
+
+_ZEROS = bytes(1 << 20)

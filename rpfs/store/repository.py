@@ -623,8 +623,9 @@ class StoredFile(Stream):
             raise IntegrityError(f"{self._where(start)}: chunk {cid} holds {loc.usize} bytes, expected {want}")
         return loc
 
-    def chunk(self, index: int) -> bytes | None:
-        """Chunk ``index`` (None = all zeros); IntegrityError names where it belongs."""
+    def chunk(self, index: int) -> "bytes | memoryview | None":
+        """Chunk ``index`` (None = all zeros), ``bytes`` or a read-only view;
+        IntegrityError names where it belongs."""
         loc = self._loc(index)
         if loc is None:
             return None
@@ -668,7 +669,9 @@ class StoredFile(Stream):
                     parts.append(data[at:at + take_end - offset])
             offset = take_end
             i += 1
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(parts) == 1:   # a chunk may be a read-only view (frames.decode): bytes out
+            return parts[0] if type(parts[0]) is bytes else bytes(parts[0])
+        return b"".join(parts)
 
     def _pieces_into(self, offset: int, length: int, out) -> bool:
         """The chunks (by id) that hold the range: the bottom of every chain of pieces."""

@@ -1,0 +1,195 @@
+"""Export from a repository without copying chunks (streams.stream.buffers, ReadAhead.views):
+the writers get the decoded chunks' own read-only buffers, an incompressible framed chunk is
+the pack read itself, and damage still fails the export with the typed error. Work is
+counted (bytes copied, scratch reads, pack reads), never timed."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+
+import pytest
+
+import formats
+from formats.vhdx.reader import VhdxDisk
+from rpfs.backup import backup
+from rpfs.source import open_source
+from rpfs.store import Repository, StoreOptions, frames
+from rpfs.store.readahead import ReadAhead
+from streams.errors import IntegrityError
+from streams.stream import BytesStream, FileStream, Stream, buffers, is_zero
+
+MiB = 1 << 20
+DISK = 24 * MiB
+
+
+def _disk_bytes() -> bytes:
+    """Random MiBs (frames stored raw), text MiBs (zstd), all-zero MiBs (zero chunks) and
+    MiBs with a 64 KiB zero run inside (a hole the writers leave unwritten)."""
+    rnd = random.Random(17)
+    out = []
+    for i in range(DISK // MiB):
+        kind = i % 4
+        if kind == 0:
+            out.append(rnd.randbytes(MiB))
+        elif kind == 1:
+            out.append((b"line %d of the log\n" % i * MiB)[:MiB])
+        elif kind == 2:
+            out.append(bytes(MiB))
+        else:
+            out.append(rnd.randbytes(MiB // 2) + bytes(64 << 10) + rnd.randbytes(MiB // 2 - (64 << 10)))
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """(repository, the disk's bytes): a 24 MiB dynamic VHDX (qemu-img) backed up into a
+    framed repository with 1 MiB chunks."""
+    tmp = tmp_path_factory.mktemp("views")
+    data = _disk_bytes()
+    (tmp / "disk.raw").write_bytes(data)
+    vm = tmp / "vm"
+    vm.mkdir()
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic",
+                    tmp / "disk.raw", vm / "disk.vhdx"], check=True)
+    repo = tmp / "repo"
+    with Repository.init(repo, StoreOptions(), chunk_size=MiB, frame_size=64 << 10) as r:
+        backup(r, [str(vm)], vm="vm", time="2024-01-01T00:00:00Z", show_progress=False)
+    return repo, data
+
+
+def _copies(monkeypatch) -> list:
+    """Bytes copied out of stored files by ``readinto`` (the copying path)."""
+    copied = []
+    real = ReadAhead._readinto
+    monkeypatch.setattr(ReadAhead, "_readinto",
+                        lambda self, off, view: (copied.append(len(view)), real(self, off, view))[1])
+    return copied
+
+
+@pytest.mark.parametrize("fmt", ["raw", "vhdx"])
+def test_export_of_a_stored_disk_writes_the_chunks_themselves(stored, tmp_path, monkeypatch, fmt):
+    repo, data = stored
+    with open_source(repo) as tree:
+        disk = tree.resolve("/vm/latest/disks/disk.raw").open()
+        assert isinstance(disk, VhdxDisk)
+        copied = _copies(monkeypatch)
+        out = tmp_path / f"out.{fmt}"
+        formats.write_image(disk, out, fmt)
+        assert sum(copied) == 0          # every data byte went out from a chunk's own buffer
+    r = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", fmt, stored[0].parent / "disk.raw", out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    if fmt == "raw":   # zero chunks and 64 KiB zero runs are holes: 18 MiB of data less 6 runs
+        assert out.stat().st_blocks * 512 <= 18 * MiB - 6 * (64 << 10) + (64 << 10)
+
+
+def test_buffers_are_views_of_cached_chunks_and_read_only(stored):
+    repo, data = stored
+    with open_source(repo) as tree:
+        disk = tree.resolve("/vm/latest/disks/disk.raw").open()
+        scratch = memoryview(bytearray(4 * MiB))
+        got = list(buffers(disk, MiB, 3 * MiB, scratch))
+        assert b"".join(bytes(v) for _, v in got) == data[MiB:4 * MiB]
+        assert [at for at, _ in got] == [MiB, 2 * MiB, 3 * MiB]      # one per chunk
+        for _, v in got:
+            assert v.readonly and v.obj is not scratch.obj
+            with pytest.raises(TypeError):
+                v[0] = 1
+
+
+def test_a_stream_without_views_is_read_into_the_scratch_buffer():
+    data = random.Random(3).randbytes(3000)
+    scratch = memoryview(bytearray(4096))
+    got = list(buffers(BytesStream(data), 100, 2000, scratch))
+    assert len(got) == 1 and got[0][0] == 100 and got[0][1].obj is scratch.obj
+    assert bytes(got[0][1]) == data[100:2100]
+
+
+def test_an_incompressible_chunk_is_the_pack_read_itself(stored, monkeypatch):
+    """Count copies: a whole-chunk read of a framed chunk whose frames are all stored raw
+    (unencrypted) is a read-only view of the payload the pack read returned; a compressed
+    one is decoded into new bytes."""
+    repo, data = stored
+    with Repository.open(repo) as r:
+        f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
+        reads = []
+        real = r.backend.get
+        monkeypatch.setattr(r.backend, "get", lambda *a: reads.append(real(*a)) or reads[-1])
+        disk = VhdxDisk(f)
+        foff = disk.span(0, MiB)[1]              # the first MiB of the disk: random
+        assert foff % MiB == 0
+        chunk = f.chunk(foff // MiB)
+        assert isinstance(chunk, memoryview) and chunk.readonly and chunk.obj is reads[-1]
+        assert bytes(chunk) == data[:MiB]
+        assert f.read(foff, MiB) == data[:MiB] and type(f.read(foff, MiB)) is bytes
+        text = f.chunk(disk.span(MiB, MiB)[1] // MiB)
+        assert type(text) is bytes and text == data[MiB:2 * MiB]
+
+
+def test_a_damaged_raw_frame_fails_the_export(stored, tmp_path):
+    """The view is handed out only after the chunk id is checked over it: one flipped byte
+    in a raw frame fails the export with IntegrityError, and no image is left."""
+    repo, data = stored
+    copy = tmp_path / "repo"
+    subprocess.run(["cp", "-a", repo, copy], check=True)
+    with Repository.open(copy) as r:
+        f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
+        foff = VhdxDisk(f).span(4 * MiB, MiB)[1]
+        loc = f.locs[f.ids[foff // MiB]]
+        payload = r.backend.get(loc.pack, loc.offset, loc.csize)
+        t = frames.parse_table(r.crypto, payload, loc.csize, loc.usize, loc.hash)
+        assert set(t.codecs) == {0}                       # raw frames
+        at = loc.offset + t.starts[5] + 100
+        pack = r.backend.path(loc.pack)
+    with open(pack, "r+b") as p:
+        p.seek(at)
+        b = p.read(1)
+        p.seek(at)
+        p.write(bytes([b[0] ^ 1]))
+    out = tmp_path / "out.raw"
+    with open_source(copy) as tree:
+        disk = tree.resolve("/vm/latest/disks/disk.raw").open()
+        with pytest.raises(IntegrityError, match="fails its hash check"):
+            formats.write_image(disk, out, "raw")
+    assert not out.exists()
+
+
+def test_vhdx_span_is_one_present_block_run_only(tmp_path):
+    data = random.Random(7).randbytes(MiB) + bytes(63 * MiB)     # block 1 (32 MiB) all zeros
+    (tmp_path / "d.raw").write_bytes(data)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic",
+                    tmp_path / "d.raw", tmp_path / "d.vhdx"], check=True)
+    disk = VhdxDisk(FileStream(tmp_path / "d.vhdx"))
+    below, at = disk.span(10, 1000)
+    assert below is disk.file and below.read(at, 1000) == data[10:1010]
+    assert disk.span(40 * MiB, 4096) is None                       # not present: zeros
+    assert disk.span(32 * MiB - 10, 20) is None                    # two blocks
+
+
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65536, MiB, MiB + 1, 3 * MiB + 5])
+def test_is_zero(n):
+    assert is_zero(bytes(n)) and is_zero(memoryview(bytearray(n))) and is_zero(bytearray(n))
+    if n:
+        for at in (0, n // 2, n - 1):
+            b = bytearray(n)
+            b[at] = 1
+            assert not is_zero(b) and not is_zero(memoryview(b)) and not is_zero(bytes(b))
+    assert is_zero(memoryview(bytes(8 * (n // 8))).cast("Q"))
+
+
+class _NoViews(Stream):
+    def __init__(self, base):
+        self.base, self.size, self.name = base, base.size, "noviews"
+
+    def _readinto(self, offset, view):
+        self.base.readinto(offset, view)
+
+
+def test_file_stream_export_is_unchanged(tmp_path):
+    """A source with no views (an image file) still exports through the scratch buffer."""
+    data = random.Random(5).randbytes(3 * MiB) + bytes(MiB)
+    (tmp_path / "d.raw").write_bytes(data)
+    src = _NoViews(FileStream(tmp_path / "d.raw"))
+    formats.write_image(src, tmp_path / "o.raw", "raw")
+    assert (tmp_path / "o.raw").read_bytes() == data
