@@ -93,10 +93,27 @@ class Stream:
         return n
 
     def read_buffer(self, offset: int, length: int) -> memoryview:
-        """``read`` as a buffer filled by ``readinto``: for consumers that take any buffer
-        (a FUSE reply), one copy of the data less than ``read`` through layers that
-        implement ``readinto``."""
+        """``read`` as a buffer, for consumers that take any buffer and only look at it (a
+        FUSE reply): when the range is, down the layers (``span``), inside one decoded chunk
+        of a stored file, that chunk's own read-only bytes (no copy at all); otherwise a
+        buffer filled by ``readinto`` (one copy less than ``read`` through layers that
+        implement ``readinto``)."""
         n = self._clip(offset, length)
+        if n:
+            below, at = bottom(self, offset, n)
+            views = below.views(at, n)
+            if views is not None:
+                got = list(views)
+                if len(got) == 1 and len(got[0]) == n:
+                    return got[0]
+                buf = bytearray(n)   # several chunks: joined, as readinto would
+                pos = 0
+                for v in got:
+                    buf[pos:pos + len(v)] = v
+                    pos += len(v)
+                if pos != n:
+                    raise self._short(offset, n, pos)
+                return memoryview(buf)
         buf = bytearray(n)
         got = self.readinto(offset, buf) if n else 0
         if got != n:
@@ -283,6 +300,9 @@ class SliceStream(Stream):
     def _pieces_into(self, offset: int, length: int, out: Pieces) -> bool:
         return self.base.pieces(self.offset + offset, length, out)
 
+    def _span(self, offset: int, length: int) -> tuple[Stream, int]:
+        return self.base, self.offset + offset
+
 
 class ZeroStream(Stream):
     """``size`` zero bytes: an absent parent, an empty attribute."""
@@ -339,6 +359,18 @@ class StreamReader(io.RawIOBase):
             return n
 
 
+def bottom(stream: Stream, offset: int, length: int) -> tuple[Stream, int]:
+    """The lowest stream (and where in it) that holds ``[offset, offset+length)`` of
+    ``stream`` whole and in order, following ``span`` down the layers."""
+    below, at = stream, offset
+    for _ in range(MAX_DEPTH):
+        where = below.span(at, length)
+        if where is None:
+            break
+        below, at = where
+    return below, at
+
+
 def buffers(stream: Stream, offset: int, length: int, scratch: memoryview):
     """``(offset, buffer)`` pieces holding the bytes of ``stream`` at ``[offset,
     offset+length)`` in order, for a consumer that only looks at them (export writes them
@@ -346,12 +378,7 @@ def buffers(stream: Stream, offset: int, length: int, scratch: memoryview):
     (``span``); a stream there that hands out ``views`` gives its decoded chunks without a
     copy, any other is read into ``scratch`` (at least ``length`` bytes) as ``readinto``
     would. A buffer is valid until the next one is asked for."""
-    below, at = stream, offset
-    for _ in range(MAX_DEPTH):
-        where = below.span(at, length)
-        if where is None:
-            break
-        below, at = where
+    below, at = bottom(stream, offset, length)
     views = below.views(at, length)
     if views is None:
         view = scratch[:length]

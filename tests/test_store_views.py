@@ -1,7 +1,8 @@
-"""Export from a repository without copying chunks (streams.stream.buffers, ReadAhead.views):
-the writers get the decoded chunks' own read-only buffers, an incompressible framed chunk is
-the pack read itself, and damage still fails the export with the typed error. Work is
-counted (bytes copied, scratch reads, pack reads), never timed."""
+"""Stored files hand out their decoded chunks without copying them (ReadAhead.views, followed
+down the layers by streams.stream.bottom/buffers): an export writes the chunks' own read-only
+buffers, a FUSE-sized ``read_buffer`` inside one chunk is that chunk's bytes, an
+incompressible framed chunk is the pack read itself, and damage still fails with the typed
+error. Work is counted (bytes copied, scratch reads, pack reads), never timed."""
 
 from __future__ import annotations
 
@@ -98,6 +99,22 @@ def test_buffers_are_views_of_cached_chunks_and_read_only(stored):
                 v[0] = 1
 
 
+def test_read_buffer_inside_one_chunk_is_the_chunk_itself(stored, monkeypatch):
+    """A mount's 128 KiB READ inside one decoded chunk is answered with a read-only view of
+    the cached chunk: nothing copied. One across two chunks is joined (still exact)."""
+    repo, data = stored
+    with open_source(repo) as tree:
+        disk = tree.resolve("/vm/latest/disks/disk.raw").open()
+        copied = _copies(monkeypatch)
+        for off in (0, MiB + (128 << 10), 4 * MiB, 2 * MiB + 5):   # random, text, random, zeros
+            got = disk.read_buffer(off, 128 << 10)
+            assert got.readonly and bytes(got) == data[off:off + (128 << 10)]
+        assert sum(copied) == 0
+        across = disk.read_buffer(MiB - 1000, 4000)
+        assert bytes(across) == data[MiB - 1000:MiB + 3000]
+        assert disk.read_buffer(DISK - 10, 100).tobytes() == data[-10:]      # clipped at the end
+
+
 def test_a_stream_without_views_is_read_into_the_scratch_buffer():
     data = random.Random(3).randbytes(3000)
     scratch = memoryview(bytearray(4096))
@@ -152,6 +169,9 @@ def test_a_damaged_raw_frame_fails_the_export(stored, tmp_path):
         disk = tree.resolve("/vm/latest/disks/disk.raw").open()
         with pytest.raises(IntegrityError, match="fails its hash check"):
             formats.write_image(disk, out, "raw")
+        with pytest.raises(IntegrityError, match="fails its hash check"):
+            disk.read_buffer(4 * MiB + (128 << 10), 128 << 10)          # the mount's path
+        assert bytes(disk.read_buffer(3 * MiB, 4096)) == data[3 * MiB:3 * MiB + 4096]
     assert not out.exists()
 
 
