@@ -496,7 +496,7 @@ class Operations:
                 n = self._known(e.st_ino) or entries.node(j)
             else:
                 n = entries.node(j)
-            if n.attr_if_known() is None:
+            if n.attr_if_known() is None and not n.attr_opens:   # a volume: its own stat opens it
                 out.append(n)
         return out
 

@@ -109,6 +109,9 @@ class Node:
     # record): ``key == volume_key + (number,)`` and ``by_number(number)`` rebuilds it, so
     # a front end need not keep one object per name the kernel holds. None: keep the node.
     number: int | None = None
+    # Its attributes would open something big (a volume's file system: tree.VolumeDir): a
+    # listing of its directory sends it without them, and only a stat of it opens it.
+    attr_opens = False
 
     def by_number(self, number: int) -> "Node":
         """The node numbered ``number`` on this node's volume, made again (reads it)."""

@@ -10,7 +10,8 @@ For a single image or a VM folder the tree starts at ``files/ disks/ volumes/`` 
 ``checkpoints/`` for a folder).
 
 Nodes are built lazily from the layers below and cached per recovery point, so listing a
-VM never opens a disk and looking up one file never walks a volume. The CLI and the FUSE
+VM never opens a disk, listing ``volumes/`` opens no volume's file system (``VolumeDir``)
+and looking up one file never walks a volume. The CLI and the FUSE
 adapter only translate nodes; neither knows about formats, NTFS or the store.
 """
 
@@ -155,32 +156,57 @@ class RecoveryPoint:
         return {f"lvm-{vg}-{lv}": value for (vg, lv), value in lvm.assemble(pvs).items()}
 
     @once
-    def volumes(self) -> dict[str, object]:
-        """``<disk>-p<N>`` / ``lvm-<vg>-<lv>`` -> a Volume (NTFS, or a POSIX one per
-        docs/filesystems.md) or the error saying why it cannot be read. Streams holding no
-        known file system (MSR, swap, LVM physical volumes) are left out."""
+    def volume_kinds(self) -> dict[str, object]:
+        """``<disk>-p<N>`` / ``lvm-<vg>-<lv>`` -> which reader knows the stream (``"ntfs"`` or a
+        POSIX reader's module, from its signature: a sector or two, nothing parsed) or the
+        error saying why it cannot be read. Streams holding no known file system (MSR, swap,
+        LVM physical volumes) are left out. Listing ``volumes/`` needs only this."""
         out: dict[str, object] = {}
         for name, stream in self.volume_streams.items():
             if isinstance(stream, Exception):
                 out[name] = stream
                 continue
-            vol = open_filesystem(stream)
-            if vol is None and _is_bitlocker_volume(stream):
-                vol = UnsupportedError(f"{name}: the decrypted BitLocker volume holds no NTFS "
-                                       "file system (export it with --format raw)")
-            if vol is not None:
-                out[name] = vol
+            kind = probe_filesystem(stream)
+            if kind is None and _is_bitlocker_volume(stream):
+                kind = UnsupportedError(f"{name}: the decrypted BitLocker volume holds no NTFS "
+                                        "file system (export it with --format raw)")
+            if kind is not None:
+                out[name] = kind
         return out
+
+    @once
+    def _opened(self) -> tuple[threading.Lock, dict]:
+        return threading.Lock(), {}
+
+    def volume(self, name: str):
+        """The Volume (NTFS, or a POSIX one per docs/filesystems.md) named ``name`` in
+        ``volume_kinds``, opened on first use and kept, or the error saying why it cannot be
+        read (KeyError: no such volume)."""
+        kind = self.volume_kinds[name]
+        if isinstance(kind, Exception):
+            return kind
+        lock, opened = self._opened
+        with lock:   # one Volume per volume, however many threads ask
+            vol = opened.get(name)
+            if vol is None:
+                vol = opened[name] = open_probed(kind, self.volume_streams[name])
+        return vol
+
+    @property
+    def volumes(self) -> dict[str, object]:
+        """``volume(name)`` of every volume: each one opened (``volume_kinds`` to list)."""
+        return {name: self.volume(name) for name in self.volume_kinds}
 
     @once
     def shadow_copies(self) -> dict[str, object]:
         """``<disk>-p<N>`` -> the in-guest shadow copies (formats.vss.ShadowCopies) of each
-        NTFS volume that holds VSS stores, or the error saying why they cannot be read."""
+        NTFS volume that holds VSS stores, or the error saying why they cannot be read (the
+        VSS header is probed on the volume's bytes: its file system is not opened)."""
         from formats import probes
 
         out: dict[str, object] = {}
-        for name, vol in self.volumes.items():
-            if isinstance(vol, Exception) or is_posix_volume(vol):
+        for name, kind in self.volume_kinds.items():
+            if kind != "ntfs":
                 continue
             stream = self.volume_streams[name]
             try:
@@ -418,16 +444,18 @@ POSIX_MAGIC = {"ext4_reader": (1024 + 56, b"\x53\xef"), "xfs_reader": (0, b"XFSB
 def open_filesystem(stream: Stream):
     """The Volume on ``stream`` (NTFS, then each POSIX reader's ``probe``), None if no
     reader knows it; a damaged one is an error value."""
-    vol = open_ntfs(stream)
-    if vol is not None:
-        return vol
-    return open_posix(stream)
+    kind = probe_filesystem(stream)
+    return None if kind is None else open_probed(kind, stream)
 
 
-def open_posix(stream: Stream):
-    """A POSIX Volume over ``stream``, None if no reader recognises it; damage is a value."""
+def probe_filesystem(stream: Stream) -> str | None:
+    """Which reader knows ``stream``: ``"ntfs"`` (its boot sector's OEM id), else the
+    first POSIX reader whose magic is there and whose ``probe`` agrees (a damaged one's
+    error comes when it is opened); None if none does. Nothing is parsed beyond that."""
     import importlib
 
+    if stream.read(3, 8) == b"NTFS    ":
+        return "ntfs"
     for module in POSIX_READERS:
         offset, magic = POSIX_MAGIC[module]
         if stream.size < offset + len(magic) or stream.read(offset, len(magic)) != magic:
@@ -436,10 +464,24 @@ def open_posix(stream: Stream):
         try:
             if not reader.probe(stream):
                 continue
-            return reader.open_volume(stream)
-        except RpfsError as e:
-            return e
+        except RpfsError:
+            pass
+        return module
     return None
+
+
+def open_probed(kind: str, stream: Stream):
+    """The Volume ``probe_filesystem`` said ``kind`` is on ``stream``; damage is a value."""
+    if kind == "ntfs":
+        return open_ntfs(stream)
+    import importlib
+
+    reader = importlib.import_module(kind)
+    try:
+        reader.probe(stream)   # it said yes, or raised: then its error is this volume's
+        return reader.open_volume(stream)
+    except RpfsError as e:
+        return e
 
 
 def is_posix_volume(vol) -> bool:
@@ -568,24 +610,106 @@ def filesystem_info(stream: Stream) -> dict:
 
 
 def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
-    from rpfs import ntfs_nodes, posix_nodes
-
+    """``volumes/``: a VolumeDir per volume (its file system opened on first use), and
+    ``<volume>.vss/`` beside each NTFS volume holding shadow copies."""
     nodes: list[Node] = []
-    for name, vol in sorted(rp.volumes.items()):
+    for name, kind in sorted(rp.volume_kinds.items()):
         k = key + (name,)
-        stream = rp.volume_streams.get(name, vol)  # for export --format raw
+        stream = rp.volume_streams.get(name, kind)  # for export --format raw
         copies = rp.shadow_copies.get(name)
-        if isinstance(vol, Exception):
-            node = BrokenNode(name, k, vol, kind="dir", volume_stream=stream)
-        elif is_posix_volume(vol):
-            node = posix_nodes.volume_root(vol, name, k, stream)
+        if isinstance(kind, Exception):
+            nodes.append(BrokenNode(name, k, kind, kind="dir", volume_stream=stream))
         else:
-            node = ntfs_nodes.volume_root(vol, name, k, stream, copies)  # info lists the stores
-        nodes.append(node)
+            nodes.append(VolumeDir(name, k, functools.partial(_volume_root, rp, name, k, copies),
+                                   stream))
         if copies is not None:
             nodes.append(shadow_copies_node(copies, name + ".vss", key + (name + ".vss",),
                                             rp.mtime_ns))
     return nodes
+
+
+def _volume_root(rp: RecoveryPoint, name: str, key: tuple, copies) -> Node:
+    from rpfs import ntfs_nodes, posix_nodes
+
+    vol = rp.volume(name)
+    stream = rp.volume_streams[name]
+    if isinstance(vol, Exception):
+        return BrokenNode(name, key, vol, kind="dir", volume_stream=stream)
+    if is_posix_volume(vol):
+        return posix_nodes.volume_root(vol, name, key, stream)
+    return ntfs_nodes.volume_root(vol, name, key, stream, copies)  # info lists the stores
+
+
+class VolumeDir(Node):
+    """A volume's root directory whose file system is opened on first use: listing
+    ``volumes/`` (or looking up one volume) reads each volume's signature, not its MFT or
+    superblock. Everything else is the opened root's (``ntfs_nodes.VolumeRoot``, a POSIX
+    volume's root, or a BrokenNode saying why it cannot be read); until then its attributes
+    are not known without I/O (``attr_if_known`` is None, and ``attr_opens`` says so: a
+    listing of ``volumes/`` sends the kernel its kind alone)."""
+
+    kind = "dir"
+
+    def __init__(self, name: str, key: tuple, open_root: Callable[[], Node], volume_stream):
+        self.name = name
+        self.key = key
+        self.volume_stream = volume_stream
+        self._open_root = open_root
+
+    @once
+    def root(self) -> Node:
+        return self._open_root()
+
+    @property
+    def attr_opens(self) -> bool:
+        return "root" not in self.__dict__
+
+    def __getattr__(self, name):   # what only the opened root has (volume, shadow_copies, ...)
+        if name.startswith("__") or name in ("root", "_open_root"):
+            raise AttributeError(name)
+        return getattr(self.root, name)
+
+    def attr_if_known(self):
+        return None if self.attr_opens else self.root.attr_if_known()
+
+    def may_have_xattr(self, name: str) -> bool:
+        return True if self.attr_opens else self.root.may_have_xattr(name)   # no I/O here
+
+    def attr(self):
+        return self.root.attr()
+
+    def by_number(self, number: int) -> Node:
+        return self.root.by_number(number)
+
+    def iterdir(self):
+        return self.root.iterdir()
+
+    def listing(self):
+        return self.root.listing()
+
+    def child(self, name: str) -> Node:
+        return self.root.child(name)
+
+    def open(self):
+        return self.root.open()
+
+    def readlink(self) -> str:
+        return self.root.readlink()
+
+    def xattr_names(self) -> list[str]:
+        return self.root.xattr_names()
+
+    def getxattr(self, name: str) -> bytes:
+        return self.root.getxattr(name)
+
+    def info(self) -> dict:
+        return self.root.info()
+
+    def stream_node(self, stream: str) -> Node:
+        return self.root.stream_node(stream)
+
+    def detail(self) -> dict:
+        return self.root.detail()
 
 
 def store_names(copies) -> list[tuple[str, object]]:

@@ -323,6 +323,34 @@ def test_forget_counts_partial_references(image):
     assert e1.st_ino == e2.st_ino == still.st_ino and gone == errno.ENOENT
 
 
+def test_listing_volumes_opens_no_volume_and_a_stat_opens_one(image, monkeypatch):
+    """``volumes/`` is listed from each volume's signature (its entries go out without
+    attributes); a stat of one entry opens that volume's file system only."""
+    from rpfs import tree as tree_module
+
+    opened = []
+    open_probed = tree_module.open_probed
+    monkeypatch.setattr(tree_module, "open_probed",
+                        lambda kind, stream: opened.append(kind) or open_probed(kind, stream))
+    ops = Operations(open_source(image))
+    k = Kernel(ops)
+
+    async def run():
+        vols = await k.lookup(ROOT_INODE, b"volumes")
+        listed = await k.readdir(vols.st_ino)
+        after_listing = len(opened)
+        ntfs = next(e for n, e in listed if n.endswith(b"-p3"))
+        got = await ops.getattr(ntfs.st_ino, None)
+        return listed, after_listing, got
+
+    listed, after_listing, got = run_inline(run())
+    assert len(listed) >= 2 and after_listing == 0
+    assert all(not e.attr_timeout for _, e in listed)   # kinds only: a stat asks each
+    assert opened == ["ntfs"] and stat.S_ISDIR(got.st_mode) and got.attr_timeout
+    volumes = [n for n, _ in listed if not n.endswith(b".vss")]
+    assert len(ops.tree.recovery_point.volumes) == len(volumes) == len(opened)   # the control
+
+
 def test_damaged_object_fails_alone_and_is_logged_once(caplog):
     """A broken object answers EIO each time it is used (looked up: no OPEN comes to fail
     it), is logged once, and its siblings are served; the adapter never guessed anything

@@ -60,5 +60,5 @@ def test_subclass_builds_on_super():
 
 
 def test_recovery_points_use_it():
-    for name in ("disks", "volume_streams", "volumes"):
+    for name in ("disks", "volume_streams", "volume_kinds", "shadow_copies"):
         assert isinstance(RecoveryPoint.__dict__[name], once)

@@ -143,15 +143,18 @@ def test_reading_a_small_table_decodes_nothing_ahead(plain_repo):
         assert r.loader.prefetched > 0   # the control: read-ahead is seen once it is due
 
 
-def _first_listing(repo, monkeypatch) -> tuple[list[str], int]:
-    """The catalog statements and read-ahead jobs from opening ``repo`` to listing (with
-    attributes) its VM, ``latest``'s volumes and the first volume's root, as a mount's first
-    listing does."""
+def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int]:
+    """The catalog statements, read-ahead jobs and volumes opened from opening ``repo`` to
+    listing (with attributes) its VM, ``latest``'s volumes and the first volume's root, as
+    a mount's first listing does."""
+    from rpfs import tree as tree_module
     from rpfs.source import open_source
     from rpfs.store import catalog
 
     statements: list[str] = []
+    opened: list[str] = []
     connect = catalog.connect
+    open_probed = tree_module.open_probed
 
     def traced(*a, **k):
         db = connect(*a, **k)
@@ -159,13 +162,16 @@ def _first_listing(repo, monkeypatch) -> tuple[list[str], int]:
         return db
 
     monkeypatch.setattr(catalog, "connect", traced)
+    monkeypatch.setattr(tree_module, "open_probed",
+                        lambda kind, stream: opened.append(kind) or open_probed(kind, stream))
     tree = open_source(repo)
     try:
         [n.attr() for n in tree.root.iterdir()]
         [n.attr() for n in tree.resolve("/web01").iterdir()]
         vols = sorted(n.name for n in tree.resolve("/web01/latest/volumes").iterdir())
+        assert opened == []   # listing volumes/ reads each one's signature, opens none
         [n.attr() for n in tree.resolve(f"/web01/latest/volumes/{vols[0]}").iterdir()]
-        return statements, tree.repo.loader.prefetched
+        return statements, tree.repo.loader.prefetched, len(opened)
     finally:
         tree.close()
         monkeypatch.undo()
@@ -178,11 +184,13 @@ def test_first_listing_costs_the_same_with_more_recovery_points(tmp_path, plain_
     1,000), and read-ahead starts the same jobs, however many recovery points there are."""
     repo = tmp_path / "repo"
     shutil.copytree(plain_repo, repo)
-    statements, prefetched = _first_listing(repo, monkeypatch)
+    statements, prefetched, opened = _first_listing(repo, monkeypatch)
     assert 0 < len(statements) <= 12, statements
+    assert prefetched == 0   # the probes' and the volume's small reads start no read-ahead
+    assert opened == 1       # of the VM's volumes, only the one listed is opened
     rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index",
          "--time", "2026-11-02T02:00:00Z")
-    statements2, prefetched2 = _first_listing(repo, monkeypatch)
+    statements2, prefetched2, opened2 = _first_listing(repo, monkeypatch)
     assert "2026-11-02T020000Z" in str(rpfs("ls", repo, "/web01").stdout)   # it was added
     assert len(statements2) == len(statements), (statements, statements2)
-    assert prefetched2 == prefetched
+    assert (prefetched2, opened2) == (prefetched, opened)
