@@ -149,11 +149,12 @@ class Stream:
             return None
         return self._span(offset, length)
 
-    def views(self, offset: int, length: int) -> "Iterator[memoryview] | None":
+    def views(self, offset: int, length: int, sequential: bool = False) -> "Iterator[memoryview] | None":
         """Read-only views that hold, in order, the bytes at ``[offset, offset+length)``,
         handed out without a copy by a stream that keeps its bytes decoded in memory (a
         stored file's chunks); None when this stream cannot (the caller reads). See
-        ``buffers``."""
+        ``buffers``. ``sequential``: the caller goes on reading in order (an export), so
+        the stream may decode ahead at once."""
         return None
 
     def describe(self) -> dict:
@@ -377,9 +378,10 @@ def buffers(stream: Stream, offset: int, length: int, scratch: memoryview):
     out). The range is followed down the layers while it is one piece of the stream below
     (``span``); a stream there that hands out ``views`` gives its decoded chunks without a
     copy, any other is read into ``scratch`` (at least ``length`` bytes) as ``readinto``
-    would. A buffer is valid until the next one is asked for."""
+    would. The caller is taken to read on in order (``views(sequential=True)``: a stored
+    file decodes the chunks ahead at once)."""
     below, at = bottom(stream, offset, length)
-    views = below.views(at, length)
+    views = below.views(at, length, sequential=True)
     if views is None:
         view = scratch[:length]
         got = stream.readinto(offset, view)

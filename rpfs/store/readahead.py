@@ -208,14 +208,27 @@ class ReadAhead(Stream):
                 dst[:] = memoryview(data)[at:at + take]
             pos += take
 
-    def views(self, offset: int, length: int):
+    def views(self, offset: int, length: int, sequential: bool = False):
         """The cached chunks' bytes themselves, read-only (a chunk is ``bytes`` or a
         read-only view), one per chunk the range touches: an export writes them out with
-        no copy in between. Zero chunks are views of a shared zero buffer."""
+        no copy in between. Zero chunks are views of a shared zero buffer. ``sequential``
+        (an export, which reads on in order past holes): the range's other chunks and the
+        next ``ahead`` are decoded in the background at once, without waiting for a run of
+        reads to show it."""
         if offset < 0 or length <= 0 or offset + length > self.size:
             return None
-        self._note(offset, length)
+        if sequential:
+            self._ahead(offset, length)
+        else:
+            self._note(offset, length)
         return self._views(offset, length)
+
+    def _ahead(self, offset: int, length: int) -> None:
+        cs = self.chunk_size
+        first, last = offset // cs, (offset + length - 1) // cs
+        stop = min(last + self.ahead, (self.size - 1) // cs)
+        ids, locs = self.file.ids, self.file.locs
+        self.loader.prefetch(locs[ids[i]] for i in range(first + 1, stop + 1) if ids[i] and ids[i] in locs)
 
     def _views(self, offset: int, length: int):
         cs = self.chunk_size
