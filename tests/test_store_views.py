@@ -131,6 +131,11 @@ def test_an_export_decodes_ahead_from_its_first_read_and_a_mount_read_does_not(s
         want = [i for i in range(13, min(14 + 8, len(f.ids) - 1) + 1) if f.ids[i]]
         assert r.loader.prefetched == len(want) > 0
         assert b"".join(bytes(v) for _, v in pieces) == f.read(13 * MiB, 2 * MiB)
+    with Repository.open(repo, StoreOptions(chunk_cache_bytes=0)) as r:   # nowhere to keep them
+        f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
+        assert b"".join(bytes(v) for _, v in buffers(f, 0, 4 * MiB, memoryview(bytearray(4 * MiB)))) \
+            == f.read(0, 4 * MiB)
+        assert r.loader.prefetched == 0
 
 
 def test_a_stream_without_views_is_read_into_the_scratch_buffer():

@@ -218,7 +218,8 @@ class ReadAhead(Stream):
         if offset < 0 or length <= 0 or offset + length > self.size:
             return None
         if sequential:
-            self._ahead(offset, length)
+            if self.ahead > 0:   # no cache: chunks decoded ahead could not be kept
+                self._ahead(offset, length)
         else:
             self._note(offset, length)
         return self._views(offset, length)
