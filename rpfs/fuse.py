@@ -264,8 +264,9 @@ class Operations:
             buf = ll.DirBuffer(r[1], r[3])
             await self.readdir(r[5], r[4], buf)
             return ll.reply_dir, buf
-        if op == ll.READ:  # (op, req, inode, size, offset)
-            return ll.reply_data, await self.read(r[2], r[4], r[3])
+        if op == ll.READ:  # (op, req, inode, size, offset): answered by the worker that reads
+            await self.read(r[2], r[4], r[3], r[1])
+            return (None,)
         if op == ll.GETXATTR:  # (op, req, inode, name, size)
             return _sized(await self.getxattr(r[2], r[3]), r[4])
         if op == ll.LISTXATTR:  # (op, req, inode, size)
@@ -648,17 +649,29 @@ class Operations:
     # -- data ---------------------------------------------------------------------------
 
     @_errors
-    async def read(self, inode, off, size):
+    async def read(self, inode, off, size, req=None):
         """No OPEN comes (it is answered ENOSYS): a file's stream is opened by its first
-        read, in the same worker call, and kept for an immutable file."""
+        read, in the same worker call, and kept for an immutable file. With ``req`` (a READ
+        from the kernel) the worker that reads the data also sends it
+        (``fuse_loop.answered_in_worker``: no hand-off back to the loop before the answer)
+        and None is returned; without, the data."""
         stream = self._streams.get(inode)  # files of immutable nodes only
         if stream is not None:
-            return await self._run(stream.read_buffer, off, size)  # one copy less than read
+            if req is None:
+                return await self._run(stream.read_buffer, off, size)  # one copy less than read
+            self.worker_calls += 1
+            await fuse_loop.answered_in_worker(req, _read_reply, stream, off, size)
+            return None
         node = await self._get(inode)
         if node.kind == "dir":
             raise FUSEError(errno.EISDIR)
-        stream, data = await self._run(_open_read, node, off, size)
-        if node.immutable:
+        if req is None:
+            stream, data = await self._run(_open_read, node, off, size)
+        else:
+            self.worker_calls += 1
+            stream = await fuse_loop.answered_in_worker(req, _open_read_reply, node, off, size)
+            data = None
+        if node.immutable:   # (nothing here may raise once the answer was sent)
             self._streams.put(inode, stream)
         return data
 
@@ -752,6 +765,17 @@ def _open_read(node: Node, off: int, size: int):
     """A file's stream and its first read (one worker call)."""
     stream = node.open()
     return stream, stream.read_buffer(off, size)
+
+
+def _read_reply(stream, off: int, size: int) -> tuple:
+    """A READ's answer, for ``answered_in_worker``: (nothing, reply_data, the data)."""
+    return None, ll.reply_data, stream.read_buffer(off, size)
+
+
+def _open_read_reply(node: Node, off: int, size: int) -> tuple:
+    """A file's first READ, for ``answered_in_worker``: (its stream, reply_data, the data)."""
+    stream = node.open()
+    return stream, ll.reply_data, stream.read_buffer(off, size)
 
 
 def _sized(value: bytes, size: int) -> tuple:

@@ -13,7 +13,9 @@ Why one thread and coroutines, not handlers on several threads that each read /d
 listings, caches) is touched by the loop thread only, so none needs a lock, and most
 requests (``ls -l`` is three per file) are answered from those tables with no thread
 hand-off and no GIL hand-off at all. Only parsing and I/O pay a hand-off, to one of
-``WORKERS`` threads; a slow chunk holds its own worker and no other request.
+``WORKERS`` threads; a slow chunk holds its own worker and no other request. A READ's
+worker also sends the answer itself (``answered_in_worker``): the data leaves from the
+thread that read it, and the hand-off back to the loop is off the request's path.
 
 Waiting: when nothing is there and no worker runs, the loop polls /dev/fuse for up to
 ``SPIN`` seconds before it sleeps in poll(2). A program asking one thing after another
@@ -54,12 +56,13 @@ class Cancelled(BaseException):
 
 class _Job:
     """What a handler awaits: ``fn(*args)`` in a worker thread (its value, or its exception
-    raised at the ``await``)."""
+    raised at the ``await``). With ``req``, the worker also answers that request (see
+    ``answered_in_worker``); ``sent``: it has."""
 
-    __slots__ = ("fn", "args")
+    __slots__ = ("fn", "args", "req", "sent")
 
-    def __init__(self, fn: Callable, args: tuple):
-        self.fn, self.args = fn, args
+    def __init__(self, fn: Callable, args: tuple, req=None):
+        self.fn, self.args, self.req, self.sent = fn, args, req, False
 
     def __await__(self):
         return (yield self)
@@ -68,6 +71,16 @@ class _Job:
 def in_worker(fn: Callable, *args) -> _Job:
     """``await in_worker(fn, *args)``: run ``fn`` in a worker thread, not on the loop."""
     return _Job(fn, args)
+
+
+def answered_in_worker(req, fn: Callable, *args) -> _Job:
+    """``await answered_in_worker(req, fn, *args)``: ``fn(*args)`` returns ``(value, reply,
+    *reply_args)``; the worker sends ``reply(req, *reply_args)`` itself and the await gives
+    ``value``. A cold READ's data then leaves from the thread that read it, with no hand-off
+    back to the loop before the answer. If ``fn`` or the reply raises, nothing was sent and
+    the exception is raised at the await (the handler answers); once the mount has ended,
+    no worker sends anything (``Cancelled`` is raised at the await instead)."""
+    return _Job(fn, args, req)
 
 
 class Workers:
@@ -84,6 +97,8 @@ class Workers:
         self._wake_fd = wake_fd
         self._wake_lock = threading.Lock()   # the fd is not written after close()
         self._closed = False
+        self._replies = threading.Lock()   # no worker replies once the loop has ended
+        self._replying = True
 
     def submit(self, coro: Coroutine, job: _Job) -> None:
         self.running += 1
@@ -91,7 +106,7 @@ class Workers:
             self.threads += 1
             threading.Thread(target=self._work, name=f"fuse-worker-{self.threads}",
                              daemon=True).start()
-        self._jobs.put((coro, job.fn, job.args))
+        self._jobs.put((coro, job))
 
     def _work(self) -> None:
         jobs, done = self._jobs, self.done
@@ -99,12 +114,16 @@ class Workers:
             item = jobs.get()
             if item is None:
                 return
-            coro, fn, args = item
+            coro, job = item
+            value = None
             try:
-                out = (coro, True, fn(*args))
+                value = job.fn(*job.args)
+                if job.req is not None:
+                    value = self._answer(job, *value)
+                out = (coro, True, value)
             except BaseException as e:  # noqa: BLE001  (raised in the handler, at its await)
                 out = (coro, False, e)
-            del item, fn, args
+            item = job = value = None   # nothing of the request stays alive here
             done.append(out)
             del out
             with self._wake_lock:
@@ -115,8 +134,22 @@ class Workers:
                 except BlockingIOError:   # the pipe is full: the loop is awake anyway
                     pass
 
+    def _answer(self, job: _Job, value, reply, *args):
+        with self._replies:
+            if not self._replying:
+                raise Cancelled()
+            reply(job.req, *args)
+            job.sent = True
+        return value
+
+    def stop_replies(self) -> None:
+        """From now on no worker answers a request (the session is about to end)."""
+        with self._replies:
+            self._replying = False
+
     def close(self) -> list:
         """Stop the threads (a running job finishes first); the jobs never started."""
+        self.stop_replies()
         with self._wake_lock:
             self._closed = True
         dropped = []
@@ -140,7 +173,7 @@ class Loop:
         self.stopping = False
         self.requests = 0   # counted for tests and benchmarks
         self.sleeps = 0     # times the loop slept in poll(2)
-        self._waiting: set = set()   # coroutines whose job is with a worker
+        self._waiting: dict = {}   # coroutine -> its job, with a worker
 
     def run(self) -> None:
         session, handle, done = self.session, self.handle, self.workers.done
@@ -156,7 +189,7 @@ class Loop:
             while not self.stopping:
                 while done:
                     coro, ok, value = done.popleft()
-                    self._waiting.discard(coro)
+                    self._waiting.pop(coro, None)
                     self.workers.running -= 1
                     if ok:
                         step(coro, value)
@@ -202,7 +235,7 @@ class Loop:
                 log.error("request handler failed", exc_info=e)
                 return
             if type(job) is _Job:
-                self._waiting.add(coro)
+                self._waiting[coro] = job
                 self.workers.submit(coro, job)
                 return
             value, error = None, TypeError(f"a handler awaited {job!r}, not in_worker()")
@@ -224,22 +257,25 @@ class Loop:
             signal.signal(signal.SIGINT, old[2])
 
     def _end(self) -> None:
-        """Mark the session exited, answer what finished, cancel what waits."""
+        """Mark the session exited, answer what finished, cancel what waits (a handler
+        whose worker answered already is closed: its request must not be answered twice)."""
         self.session.exit()
-        for _ in self.workers.close():
-            pass
+        self.workers.close()   # no worker answers anything after this
         done = self.workers.done
         while done:
             coro, ok, value = done.popleft()
-            self._waiting.discard(coro)
-            self._cancel(coro)
-        for coro in list(self._waiting):
-            self._cancel(coro)
+            job = self._waiting.pop(coro, None)
+            self._cancel(coro, job)
+        for coro, job in list(self._waiting.items()):
+            self._cancel(coro, job)
         self._waiting.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _cancel(self, coro: Coroutine) -> None:
+    def _cancel(self, coro: Coroutine, job: _Job | None) -> None:
+        if job is not None and job.sent:
+            coro.close()
+            return
         try:
             coro.throw(Cancelled())
         except (StopIteration, Cancelled):
@@ -269,5 +305,8 @@ def run_inline(coro: Coroutine):
         value, error = None, None
         try:
             value = job.fn(*job.args)
+            if job.req is not None:
+                value, reply, *args = value
+                reply(job.req, *args)
         except BaseException as e:  # noqa: BLE001  (raised in the coroutine at its await)
             error = e

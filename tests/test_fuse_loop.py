@@ -13,7 +13,7 @@ import time
 import pytest
 
 from rpfs import fuse_loop
-from rpfs.fuse_loop import Cancelled, in_worker
+from rpfs.fuse_loop import Cancelled, answered_in_worker, in_worker
 
 
 class Session:
@@ -171,6 +171,72 @@ def test_sigterm_and_sigint_end_the_loop_and_their_handlers_come_back():
         assert s.exited and loop.requests == 1 and h.answers == [("1", "ok")]
         assert signal.getsignal(sig) is before
         s.close()
+
+
+def test_a_worker_answers_its_request_itself_once():
+    """``answered_in_worker``: the reply leaves from the worker thread; a failure before it
+    is raised at the await with nothing sent (the handler answers)."""
+    s, sent, answers = Session(), [], []
+
+    def reply(req, data):
+        sent.append((req, data, threading.get_ident()))
+
+    def broken_reply(req, data):
+        raise TypeError("refused")   # a reply function refuses its arguments: nothing sent
+
+    jobs = {"ok": lambda: ("value", reply, "data"), "fails": lambda: int("x"),
+            "refused": lambda: ("value", broken_reply, "data")}
+
+    async def handler(request):
+        op, n = request
+        try:
+            answers.append((n, await answered_in_worker(n, jobs[op])))
+        except (ValueError, TypeError) as e:
+            answers.append((n, type(e).__name__))
+
+    t, out = serve_in_thread(s, handler)
+    try:
+        s.send("ok 1", "fails 2", "refused 3")
+        until(lambda: len(answers) == 3)
+    finally:
+        s.unmount()
+        t.join(30)
+        s.close()
+    assert sorted(answers) == [("1", "value"), ("2", "ValueError"), ("3", "TypeError")]
+    assert [(r, d) for r, d, _ in sent] == [("1", "data")]
+    assert sent[0][2] not in (t.ident, threading.get_ident())   # a worker sent it
+
+
+def test_a_request_its_worker_answered_is_not_answered_again_when_the_mount_ends():
+    s, sent, answers = Session(), [], []
+    in_reply, go_on = threading.Event(), threading.Event()
+
+    def reply(req, data):
+        sent.append(req)
+        in_reply.set()
+        go_on.wait(30)   # the mount ends while this answer is being sent
+
+    async def handler(request):
+        op, n = request
+        try:
+            answers.append((n, await answered_in_worker(n, lambda: ("value", reply, "data"))))
+        except Cancelled:
+            answers.append((n, "cancelled"))   # would answer EINTR: a second answer
+            raise
+
+    t, out = serve_in_thread(s, handler)
+    try:
+        s.send("read 1")
+        assert in_reply.wait(30)
+        s.unmount()
+        until(lambda: s.exited)
+        time.sleep(0.05)
+    finally:
+        go_on.set()
+        t.join(30)
+        s.close()
+    assert not t.is_alive()
+    assert sent == ["1"] and answers == []   # answered once, by the worker
 
 
 class _Look:
