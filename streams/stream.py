@@ -99,9 +99,16 @@ class Stream:
         buffer filled by ``readinto`` (one copy less than ``read`` through layers that
         implement ``readinto``)."""
         n = self._clip(offset, length)
-        if n:
+        if n and not getattr(self, "_no_views", False):
             below, at = bottom(self, offset, n)
             views = below.views(at, n)
+            if views is None and type(below).views is Stream.views and type(below)._span is Stream._span:
+                # the layers end in a stream that reads its bytes (an image file): no view
+                # will ever come, so later calls go straight to readinto
+                try:
+                    self._no_views = True
+                except AttributeError:
+                    pass
             if views is not None:
                 got = list(views)
                 if len(got) == 1 and len(got[0]) == n:

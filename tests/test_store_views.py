@@ -138,6 +138,23 @@ def test_an_export_decodes_ahead_from_its_first_read_and_a_mount_read_does_not(s
         assert r.loader.prefetched == 0
 
 
+def test_read_buffer_over_an_image_file_stops_looking_for_views(stored, tmp_path):
+    """Layers over an image file (no views at the bottom) remember it after one read, so a
+    mount of an image pays the walk down the layers once; a stored file's chain never does."""
+    repo, data = stored
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", stored[0].parent / "disk.raw",
+                    tmp_path / "d.vhdx"], check=True)
+    disk = VhdxDisk(FileStream(tmp_path / "d.vhdx"))
+    assert bytes(disk.read_buffer(MiB + 5, 4096)) == data[MiB + 5:MiB + 4101]
+    assert disk._no_views
+    assert bytes(disk.read_buffer(7 * MiB, 1000)) == data[7 * MiB:7 * MiB + 1000]
+    with open_source(repo) as tree:
+        d = tree.resolve("/vm/latest/disks/disk.raw").open()
+        for off in (0, 2 * MiB, 23 * MiB):
+            assert bytes(d.read_buffer(off, 4096)) == data[off:off + 4096]
+        assert not getattr(d, "_no_views", False)
+
+
 def test_a_stream_without_views_is_read_into_the_scratch_buffer():
     data = random.Random(3).randbytes(3000)
     scratch = memoryview(bytearray(4096))
