@@ -9,7 +9,12 @@ with --strace, its system calls), for an A/B of two checkouts of rpfs:
   worker): the daemon's CPU per cold read, and with --strace the system calls of those reads
   (reads of /dev/fuse = requests, futex calls ~ thread hand-offs, poll calls).
 
-    python tools/bench_loop.py CHECKOUT [--repo R] [--n 20000] [--k 200] [--strace]
+    python tools/bench_loop.py CHECKOUT [--repo R] [--n 20000] [--k 200] [--strace | --callgrind]
+
+``--callgrind``: the daemon runs in the foreground under valgrind's callgrind with
+instrumentation off until the requests start (``callgrind_control -i on``), one dump per
+batch, and ``fuse_loop.SPIN = 0`` (the spin is time, not work): instructions per request of
+the whole daemon, its worker threads included. Slow (minutes); use small N and K.
 
 CHECKOUT is a directory holding rpfs (its C extensions built); the mount runs with this
 interpreter and the checkout first on sys.path, from the bench_peers repository of the
@@ -50,17 +55,31 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--k", type=int, default=200)
     ap.add_argument("--strace", action="store_true")
+    ap.add_argument("--callgrind", action="store_true")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-loop-"))
     mp = work / "mnt"
     mp.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([sys.executable, "-m", "rpfs", "mount", args.repo, str(mp)],
-                   cwd=args.checkout, env=env, check=True)
+    daemon = None
+    if args.callgrind:
+        code = ("import sys, rpfs.fuse_loop as loop; loop.SPIN = 0\n"
+                "from rpfs.cli import main; sys.exit(main(['mount', '-f', sys.argv[1], sys.argv[2]]))")
+        daemon = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                   f"--callgrind-out-file={work}/cg.out", sys.executable, "-c",
+                                   code, args.repo, str(mp)], cwd=args.checkout, env=env,
+                                  stderr=subprocess.DEVNULL)
+    else:
+        subprocess.run([sys.executable, "-m", "rpfs", "mount", args.repo, str(mp)],
+                       cwd=args.checkout, env=env, check=True)
     out: dict = {"checkout": args.checkout}
     try:
-        wait_mounted(mp)
-        pid = serving_pids([str(mp)])[0]
+        wait_mounted(mp, timeout=600)
+        pid = str(daemon.pid) if daemon else serving_pids([str(mp)])[0]
+
+        def mark(label):   # --callgrind: instructions since the last mark
+            if daemon:
+                subprocess.run(["callgrind_control", "-d", label, pid], capture_output=True)
         vm = next(p for p in mp.iterdir())
         rp = os.readlink(vm / "latest")
         vols = vm / rp / "volumes"
@@ -70,30 +89,39 @@ def main() -> None:
         os.listdir(root)
         # security.selinux: answered from memory (an NTFS file never has it); user.*: the
         # name of an alternate data stream, looked up in a worker each time (not cached)
+        fd = os.open(f, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)   # no kernel read-ahead
+        os.pread(fd, 4096, 0)   # the file's stream is opened
+        if daemon:
+            subprocess.run(["callgrind_control", "-i", "on", pid], capture_output=True)
+            time.sleep(1.0)
+            mark("start")
         for label, name in (("memory", "security.selinux"), ("worker", "user.rpfs-bench")):
             for i in range(args.n + 1):
                 if i == 1:
+                    mark(f"before-{label}")
                     c0, t0 = cpu(pid), time.perf_counter()
                 try:
                     os.getxattr(f, name)
                 except OSError:
                     pass
+            mark(f"getxattr-{label}")
             out[f"getxattr_{label}_daemon_cpu_us"] = round((cpu(pid) - c0) / args.n * 1e6, 2)
             out[f"getxattr_{label}_wall_us"] = round((time.perf_counter() - t0) / args.n * 1e6, 2)
-        fd = os.open(f, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)   # no kernel read-ahead
         chunks = size >> 20
         step = max(1, chunks // args.k)
-        offsets = [(i * step << 20) + 4096 * (i % 200) for i in range(min(args.k, chunks))]
+        offsets = [(i * step << 20) + 4096 * (i % 200 + 1) for i in range(1, min(args.k, chunks))]
         tracer = None
         if args.strace:
             log = work / "strace"
             tracer = subprocess.Popen(["strace", "-f", "-c", "-o", str(log), "-p", pid],
                                       stderr=subprocess.DEVNULL)
             time.sleep(1.0)
+        mark("before-cold-read")
         c0, t0 = cpu(pid), time.perf_counter()
         for off in offsets:
             os.pread(fd, 4096, off)
+        mark("cold-read")
         out["cold_read_daemon_cpu_us"] = round((cpu(pid) - c0) / len(offsets) * 1e6, 1)
         out["cold_read_wall_us"] = round((time.perf_counter() - t0) / len(offsets) * 1e6, 1)
         out["cold_reads"] = len(offsets)
@@ -112,6 +140,23 @@ def main() -> None:
         out["load"] = round(os.getloadavg()[0], 1)
     finally:
         unmount(mp)
+        if daemon:
+            daemon.wait(600)
+    if daemon:   # one file per dump, in order: the totals of the marked batches
+        totals = {}
+        for dump in sorted(work.glob("cg.out*"), key=lambda p: int(p.suffix[1:] or 0)
+                           if p.suffix[1:].isdigit() else -1):
+            text = dump.read_text(errors="replace")
+            label = re.search(r"^desc: Trigger: Client Request: (?:dump )?(\S+)|"
+                              r"^desc: Trigger: dump (\S+)", text, re.M)
+            total = re.search(r"^totals: (\d+)", text, re.M)
+            if label and total:
+                totals[label.group(1) or label.group(2)] = int(total.group(1))
+        out["instructions_per_request"] = {
+            "getxattr_memory": totals.get("getxattr-memory", 0) // args.n,
+            "getxattr_worker": totals.get("getxattr-worker", 0) // args.n,
+            "cold_read": totals.get("cold-read", 0) // len(offsets)}
+        out["dumps"] = totals
     print(json.dumps(out))
 
 
