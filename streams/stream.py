@@ -95,9 +95,21 @@ class Stream:
     def read_buffer(self, offset: int, length: int) -> memoryview:
         """``read`` as a buffer, for consumers that take any buffer and only look at it (a
         FUSE reply): when the range is, down the layers (``span``), inside one decoded chunk
-        of a stored file, that chunk's own read-only bytes (no copy at all); otherwise a
-        buffer filled by ``readinto`` (one copy less than ``read`` through layers that
-        implement ``readinto``)."""
+        of a stored file, that chunk's own read-only bytes (no copy at all); across several,
+        their bytes joined (one copy); otherwise a buffer filled by ``readinto`` (one copy
+        less than ``read`` through layers that implement ``readinto``)."""
+        got = self.read_buffers(offset, length)
+        if len(got) == 1:
+            return got[0]
+        return memoryview(b"".join(got))   # no zero-filled buffer first, as bytearray(n) is
+
+    def read_buffers(self, offset: int, length: int) -> list:
+        """``read_buffer`` as a list of read-only buffers that hold the range in order, for a
+        consumer that can send several as one (a FUSE reply by ``fuse_reply_iov``): the
+        decoded chunks' own bytes even when the range spans several of them (a 1 MiB READ
+        of a file whose clusters do not start on a chunk boundary spans two), so nothing is
+        copied; a single buffer filled by ``readinto`` when the layers end in a stream that
+        reads its bytes (an image file)."""
         n = self._clip(offset, length)
         if n and not getattr(self, "_no_views", False):
             below, at = bottom(self, offset, n)
@@ -111,21 +123,14 @@ class Stream:
                     pass
             if views is not None:
                 got = list(views)
-                if len(got) == 1 and len(got[0]) == n:
-                    return got[0]
-                buf = bytearray(n)   # several chunks: joined, as readinto would
-                pos = 0
-                for v in got:
-                    buf[pos:pos + len(v)] = v
-                    pos += len(v)
-                if pos != n:
-                    raise self._short(offset, n, pos)
-                return memoryview(buf)
+                if sum(map(len, got)) != n:
+                    raise self._short(offset, n, sum(map(len, got)))
+                return got
         buf = bytearray(n)
         got = self.readinto(offset, buf) if n else 0
         if got != n:
             raise self._short(offset, n, got)
-        return memoryview(buf)
+        return [memoryview(buf)]
 
     def extents(self, offset: int = 0, length: int | None = None) -> Iterator[Extent]:
         """Data/zero extents covering ``[offset, offset+length)`` clipped to the size."""

@@ -112,6 +112,11 @@ def test_read_buffer_inside_one_chunk_is_the_chunk_itself(stored, monkeypatch):
         assert sum(copied) == 0
         across = disk.read_buffer(MiB - 1000, 4000)
         assert bytes(across) == data[MiB - 1000:MiB + 3000]
+        # a 1 MiB READ across two chunks, as a list for a gather reply: both chunks' own bytes
+        parts = disk.read_buffers(MiB // 2, MiB)
+        assert [len(p) for p in parts] == [MiB // 2, MiB // 2] and all(p.readonly for p in parts)
+        assert b"".join(parts) == data[MiB // 2:MiB // 2 + MiB]
+        assert sum(copied) == 0
         assert disk.read_buffer(DISK - 10, 100).tobytes() == data[-10:]      # clipped at the end
 
 
