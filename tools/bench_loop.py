@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,6 +158,8 @@ def main() -> None:
             "getxattr_worker": totals.get("getxattr-worker", 0) // args.n,
             "cold_read": totals.get("cold-read", 0) // len(offsets)}
         out["dumps"] = totals
+    if not os.path.ismount(mp):   # never walk into a mount left behind
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out))
 
 
