@@ -78,3 +78,6 @@ class RawDisk(Disk):
 
     def _pieces_into(self, offset: int, length: int, out) -> bool:
         return self.source.pieces(offset, length, out)
+
+    def _span(self, offset: int, length: int):
+        return self.source, offset

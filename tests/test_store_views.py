@@ -160,6 +160,18 @@ def test_read_buffer_over_an_image_file_stops_looking_for_views(stored, tmp_path
         assert not getattr(d, "_no_views", False)
 
 
+def test_a_raw_disk_over_a_stored_file_hands_out_its_chunks(stored, monkeypatch):
+    """A flat image stored as it is (RawDisk over the stored file) reaches the chunks too."""
+    from formats.disk import RawDisk
+    repo, _ = stored
+    with Repository.open(repo) as r:
+        f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
+        copied = _copies(monkeypatch)
+        got = list(buffers(RawDisk(f), MiB, 2 * MiB, memoryview(bytearray(2 * MiB))))
+        assert len(got) == 2 and sum(copied) == 0
+        assert b"".join(v for _, v in got) == f.read(MiB, 2 * MiB)
+
+
 def test_a_stream_without_views_is_read_into_the_scratch_buffer():
     data = random.Random(3).randbytes(3000)
     scratch = memoryview(bytearray(4096))
