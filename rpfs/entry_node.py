@@ -11,11 +11,11 @@ from rpfs.node import Attr, Node
 
 
 class EntryNode(Node):
-    """Subclasses set ``entry``, ``volume_key``, ``name``, ``key`` and ``_kind`` (None if the
-    directory entry did not tell) and implement ``_read_kind`` and ``_read_attr``;
+    """Subclasses set ``entry``, ``volume_key``, ``name`` and ``_kind`` (None if the
+    directory entry did not tell), give ``key`` (a slot, or made when asked) and implement ``_read_kind`` and ``_read_attr``;
     ``_attr_read`` runs once after the attributes were read (to let parsed data go)."""
 
-    __slots__ = ("entry", "volume_key", "name", "key", "_kind", "_attr", "_error")
+    __slots__ = ("entry", "volume_key", "name", "_kind", "_attr", "_error")
 
     def _damaged(self, e: RpfsError) -> RpfsError:
         """Remember a parse error (not a passing I/O one) and hand it back to raise."""

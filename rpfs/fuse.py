@@ -83,8 +83,8 @@ log = logging.getLogger(__name__)
 
 WORKER_THREADS = 16
 LISTING_CACHE_ENTRIES = 60_000  # entries kept with their nodes (NTFS: 1.3 KB each, 1.8 KB with attributes)
-LIVE_NODES = 60_000  # node objects of numbered inodes kept (env RPFS_MOUNT_INODES): as many
-                     # as the listings hold, which they share (~1.3 KB each for NTFS files)
+LIVE_NODES = 16_384  # node objects of numbered inodes kept (env RPFS_MOUNT_INODES; ~0.5 KB
+                     # each for NTFS files): a child of a cached listing is made again from it
 INODE_LIMIT = 50_000  # held (unnumbered) inodes before the kernel is asked to let go of the
                       # oldest files: entries of POSIX volumes (numbered NTFS entries need not)
 ATTR_CACHE = 65_536  # complete attributes as sent, by inode (~250 B each)

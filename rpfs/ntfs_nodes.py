@@ -27,6 +27,16 @@ def nt_to_ns(ticks: int | None) -> int:
     return 0 if ticks is None else nt_to_unix_ns(ticks)
 
 
+def _times_ns(t) -> dict:
+    """An Attr's four times from NTFS times ``t``; equal times share one int object (a file
+    written once has all four equal: 144 bytes less per node kept)."""
+    m = nt_to_ns(t.modified)
+    a = m if t.accessed == t.modified else nt_to_ns(t.accessed)
+    c = m if t.changed == t.modified else nt_to_ns(t.changed)
+    cr = m if t.created == t.modified else c if t.created == t.changed else nt_to_ns(t.created)
+    return {"mtime_ns": m, "atime_ns": a, "ctime_ns": c, "crtime_ns": cr}
+
+
 class NtfsNode(EntryNode):
     """One NTFS entry (a file, directory, symlink or junction) under a volume root.
 
@@ -44,7 +54,6 @@ class NtfsNode(EntryNode):
         self.entry = entry
         self.volume_key = volume_key
         self.name = entry.name if name is None else name
-        self.key = volume_key + (entry.ref,)
         self._kind = index_kind or entry.index_kind
         # the index's $FILE_NAME gave the name and the kind: let it go (with its times, about
         # 400 of a listed node's 1,000 bytes); the record has them all if asked again
@@ -55,6 +64,12 @@ class NtfsNode(EntryNode):
     @property
     def number(self) -> int:
         return self.entry.ref
+
+    @property
+    def key(self) -> tuple:
+        """``volume_key + (MFT record,)``: made when asked, not kept (a node of a walk is
+        kept by the thousand; the tuple was 64 of its bytes)."""
+        return self.volume_key + (self.entry.ref,)
 
     def by_number(self, number: int) -> Node:
         node = NtfsNode(self.entry.volume.entry(number), self.volume_key)
@@ -76,9 +91,7 @@ class NtfsNode(EntryNode):
             q = e.quick_stat()
             if q is not None:
                 is_dir, size, t, nlink, allocated = q
-                return Attr(self._kind, size=0 if is_dir else size,
-                            mtime_ns=nt_to_ns(t.modified), atime_ns=nt_to_ns(t.accessed),
-                            ctime_ns=nt_to_ns(t.changed), crtime_ns=nt_to_ns(t.created),
+                return Attr(self._kind, size=0 if is_dir else size, **_times_ns(t),
                             nlink=2 if is_dir else nlink, allocated=allocated)
         kind = self.kind
         if self._error is not None:
@@ -87,8 +100,7 @@ class NtfsNode(EntryNode):
         return Attr(
             kind,
             size=len(self.readlink().encode("utf-8", "surrogateescape")) if kind == "symlink" else (0 if e.is_dir else e.size),
-            mtime_ns=nt_to_ns(t.modified), atime_ns=nt_to_ns(t.accessed),
-            ctime_ns=nt_to_ns(t.changed), crtime_ns=nt_to_ns(t.created),
+            **_times_ns(t),
             nlink=2 if e.is_dir else max(1, e.nlink),
             allocated=getattr(e, "allocated_size", None),
         )
@@ -234,15 +246,19 @@ class VolumeRoot(NtfsNode):
     ``volume_stream``: the volume's bytes as Windows presents them (``export --format raw``);
     ``shadow_copies``: formats.vss.ShadowCopies (or its error) when the volume holds stores."""
 
-    __slots__ = ("volume", "volume_stream", "shadow_copies")
+    __slots__ = ("volume", "volume_stream", "shadow_copies", "_root_key")
     number = None  # its key is the volume's own: kept, not made again from record 5
 
     def __init__(self, volume, name: str, key: tuple, volume_stream=None, shadow_copies=None):
         self.volume = volume
         self.volume_stream = volume_stream
         self.shadow_copies = shadow_copies
+        self._root_key = key
         super().__init__(volume.root, key, name=name)
-        self.key = key
+
+    @property
+    def key(self) -> tuple:
+        return self._root_key
 
     def info(self) -> dict:
         v = self.volume

@@ -25,7 +25,7 @@ from streams.stream import Stream
 class PosixNode(EntryNode):
     """One entry (file, directory, symlink, device, FIFO or socket) of a POSIX volume."""
 
-    __slots__ = ("_xattrs",)
+    __slots__ = ("key", "_xattrs")
 
     def __init__(self, entry, volume_key: tuple, name: str | None = None):
         self.entry = entry

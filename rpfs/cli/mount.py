@@ -24,7 +24,11 @@ from rpfs.cli.browse import add_keys_option, open_tree
 SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
 
 
-MOUNT_CHUNK_CACHE = 32 << 20
+# decoded chunks a mount (and ``rpfs serve``) keeps: read-ahead (a quarter of it: 4 chunks
+# ahead) and the metadata being parsed; file data lives in the kernel's page cache. 32 MiB
+# cost the million-entry walk ~20 MiB more peak RSS than 16, with the same cat of a 384 MiB
+# file (daemon CPU 0.44-0.55 s both)
+MOUNT_CHUNK_CACHE = 16 << 20
 
 
 def register(sub) -> None:
@@ -80,6 +84,8 @@ def _serve(args, ready=None) -> None:
         args.store = args.store.with_(chunk_cache_bytes=MOUNT_CHUNK_CACHE)
     heap.limit_arenas()  # before the worker threads start
     heap.keep_chunk_buffers()
+    if os.environ.get("RPFS_MEMDEBUG"):
+        heap.dump_on_signal(os.environ["RPFS_MEMDEBUG"])
     tree = open_tree(args)
     try:
         mount(tree, args.mountpoint, allow_other=args.allow_other,
