@@ -1193,6 +1193,283 @@ done:
     return result;
 }
 
+/* -- a directory's plain files for a restore ------------------------------------------------ */
+
+enum { PLAIN_NO = 0, PLAIN_BYTES = 1, PLAIN_VOLUME = 2 };
+
+/* The whole runlist at [pos, end) checked as decode_runlist checks it (plus the header's
+ * highest VCN, as Attribute.decode_runs does); *first_lcn / *first_len: the first run after
+ * joining runs that continue each other on disk (coalesce), first_lcn -1 when sparse or
+ * there is none. -1 for a runlist the Python path refuses or that leaves 64 bits. */
+static int
+first_run(const uint8_t *data, Py_ssize_t pos, Py_ssize_t end, int64_t highest,
+          long long total, long long *first_lcn, long long *first_len)
+{
+    long long vcn = 0, lcn = 0;
+    int joined = 1, any = 0;
+    *first_lcn = -1;
+    *first_len = 0;
+    while (pos < end) {
+        uint8_t header = data[pos];
+        if (header == 0) {
+            if (any && highest >= 0 && vcn - 1 < highest)
+                return -1;   /* runlist ends before the header's highest VCN */
+            return 0;
+        }
+        int len_size = header & 0x0F, off_size = header >> 4;
+        Py_ssize_t start = pos + 1, mid = start + len_size, nxt = mid + off_size;
+        if (len_size == 0 || len_size > 8 || off_size > 8 || nxt > end)
+            return -1;
+        uint64_t ul = 0;
+        for (int i = len_size - 1; i >= 0; i--)
+            ul = ul << 8 | data[start + i];
+        if (len_size < 8 && (data[start + len_size - 1] & 0x80))
+            ul |= ~(uint64_t)0 << (8 * len_size);
+        long long length = (long long)ul, run_lcn = -1;
+        if (length <= 0)
+            return -1;
+        if (off_size) {
+            uint64_t ud = 0;
+            for (int i = off_size - 1; i >= 0; i--)
+                ud = ud << 8 | data[mid + i];
+            if (off_size < 8 && (data[mid + off_size - 1] & 0x80))
+                ud |= ~(uint64_t)0 << (8 * off_size);
+            long long sum, last;
+            if (__builtin_add_overflow(lcn, (long long)ud, &sum))
+                return -1;
+            lcn = sum;
+            if (lcn < 0 || __builtin_add_overflow(lcn, length, &last) || last > total)
+                return -1;
+            run_lcn = lcn;
+        }
+        if (!any) {
+            *first_lcn = run_lcn;
+            *first_len = length;
+        } else if (joined) {
+            /* joins the first run when it continues it on disk (or both are sparse) */
+            if ((*first_lcn < 0 && run_lcn < 0) ||
+                (*first_lcn >= 0 && run_lcn >= 0 && *first_lcn + *first_len == run_lcn))
+                *first_len += length;
+            else
+                joined = 0;
+        }
+        any = 1;
+        if (__builtin_add_overflow(vcn, length, &vcn))
+            return -1;
+        pos = nxt;
+    }
+    return -1;   /* not terminated */
+}
+
+/* What restore needs of record `buf` (fixups applied by check_record): PLAIN_BYTES with the
+ * resident value (*at: its offset in buf), PLAIN_VOLUME with the volume byte offset, or
+ * PLAIN_NO for everything the node path must handle. The twin: listing.plain_file_python. */
+static int
+plain_file(uint8_t *buf, Py_ssize_t size, long long number, int sequence, long long cluster,
+           long long total, long long max_size, long long *fsize, long long *at,
+           long long times[2])
+{
+    Py_ssize_t in_use, pos, n, found = -1;
+    if (check_record(buf, size, number, &in_use, &pos, &n) < 0 || u64(buf + 0x20) != 0)
+        return PLAIN_NO;
+    uint16_t rflags = u16(buf + 0x16);
+    if ((rflags & 0x3) != 0x1 || (sequence && u16(buf + 0x10) != sequence))
+        return PLAIN_NO;   /* not in use, a directory, or a stale reference */
+    const uint8_t *si = NULL;
+    int si_seen = 0;
+    long nondos = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const uint8_t *a = buf + pos;
+        uint32_t atype = u32(a), alen = u32(a + 4);
+        uint8_t nonres = a[8], name_len = a[9];
+        if (atype == 0x20 || atype == 0xC0)
+            return PLAIN_NO;
+        if (atype == 0x10 && !si_seen) {
+            si_seen = 1;
+            if (name_len || nonres || u32(a + 16) < 48)
+                return PLAIN_NO;
+            si = a + u16(a + 20);
+        } else if (atype == 0x30 && !nonres) {
+            uint32_t vlen = u32(a + 16);
+            const uint8_t *v = a + u16(a + 20);
+            if (vlen < 66 || v[64] == 0 || 66 + 2 * (uint32_t)v[64] > vlen)
+                return PLAIN_NO;
+            if (v[65] != 2)
+                nondos++;
+        } else if (atype == 0x80 && name_len == 0) {
+            if (found >= 0)
+                return PLAIN_NO;
+            found = pos;
+        }
+        pos += alen;
+    }
+    if (si == NULL || found < 0 || nondos > 1)
+        return PLAIN_NO;
+    uint32_t fattr = u32(si + 32);
+    if ((fattr & 0x4) && !(rflags & 0x2))
+        return PLAIN_NO;   /* a possible Interix symlink */
+    if (fattr & 0x4000)
+        return PLAIN_NO;   /* EFS-encrypted */
+    for (int t = 0; t < 2; t++) {   /* accessed, modified: ns since 1970, in 64 bits */
+        uint64_t ticks = u64(si + (t ? 8 : 24));
+        long long ns;
+        if (ticks > (uint64_t)INT64_MAX ||
+            __builtin_mul_overflow((long long)ticks - 116444736000000000LL, 100LL, &ns))
+            return PLAIN_NO;
+        times[t] = ns;
+    }
+    const uint8_t *a = buf + found;
+    uint16_t aflags = u16(a + 12);
+    if (aflags & 0x4000)
+        return PLAIN_NO;
+    if (!a[8]) {
+        uint32_t vlen = u32(a + 16);
+        if (vlen > max_size)
+            return PLAIN_NO;
+        *fsize = vlen;
+        *at = found + u16(a + 20);
+        return PLAIN_BYTES;
+    }
+    int64_t low = i64(a + 16), high = i64(a + 24), dsize = i64(a + 48), isize = i64(a + 56);
+    if (low != 0 || dsize > max_size || ((aflags & 0x1) && a[34]))
+        return PLAIN_NO;   /* not the first extent, too big, or LZNT1-compressed */
+    long long lcn, len;
+    if (first_run(buf, found + u16(a + 32), found + u32(a + 4), high, total, &lcn, &len) < 0)
+        return PLAIN_NO;
+    *fsize = dsize;
+    *at = 0;
+    if (dsize == 0)
+        return PLAIN_BYTES;
+    if (isize < dsize || lcn < 0 || dsize > len * cluster)   /* holes, zeros, gaps */
+        return PLAIN_NO;
+    long long off;
+    if (__builtin_mul_overflow(lcn, cluster, &off))
+        return PLAIN_NO;
+    *at = off;
+    return PLAIN_VOLUME;
+}
+
+/*
+ * plain_files(blocks, block_size, record_size, records, numbers, sequences, cluster_size,
+ *             total_clusters, max_size) -> (status, sizes, at, times, data): for each child of
+ * a listing (its MFT record number and the index's sequence: array('Q'), array('H')), what a
+ * restore needs to write it without a node, as bytes: status (1 byte each: 0 the node path,
+ * 1 its bytes are in `data` at at[i], 2 they are on the volume at byte at[i]), sizes and at
+ * (int64 each), times ((atime, mtime) ns since 1970, int64 pairs), data (the resident values,
+ * one after the other). `blocks` maps block number -> the $MFT's bytes from block * block_size
+ * (a missing block: the node path); `records`: how many records $MFT holds. Status 0 for a
+ * record that is damaged, stale, in use as anything but a plain file with one name, with
+ * an attribute list, reparse point, encryption, compression, a hole, bytes past its valid
+ * data length, or more than max_size bytes. The twin is listing.plain_files_python.
+ */
+static PyObject *
+plain_files(PyObject *self, PyObject *args)
+{
+    PyObject *blocks, *result = NULL, *key = NULL;
+    Py_ssize_t block_size, record_size;
+    long long records, cluster, total, max_size;
+    Py_buffer nums, seqs;
+    if (!PyArg_ParseTuple(args, "O!nnLy*y*LLL", &PyDict_Type, &blocks, &block_size,
+                          &record_size, &records, &nums, &seqs, &cluster, &total, &max_size))
+        return NULL;
+    Py_ssize_t count = nums.len / 8;
+    uint8_t *buf = NULL, *status = NULL;
+    long long *fsizes = NULL, *ats = NULL, *times = NULL;
+    char *data = NULL;
+    Py_ssize_t data_len = 0, data_cap = 0;
+    if (nums.len % 8 || seqs.len != count * 2 || record_size < 0x30 || record_size > (1 << 20) ||
+        block_size < record_size || block_size % record_size || cluster <= 0) {
+        PyErr_SetString(PyExc_ValueError, "plain_files: arrays or sizes do not fit");
+        goto done;
+    }
+    buf = PyMem_Malloc(record_size);
+    status = PyMem_Calloc(count ? count : 1, 1);
+    fsizes = PyMem_Calloc(count ? count : 1, 8);
+    ats = PyMem_Calloc(count ? count : 1, 8);
+    times = PyMem_Calloc(count ? 2 * count : 1, 8);
+    if (!buf || !status || !fsizes || !ats || !times) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    long long per = block_size / record_size, have_no = -1;
+    Py_buffer block = {0};
+    int have = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint64_t number;
+        uint16_t seq;
+        memcpy(&number, (const char *)nums.buf + 8 * i, 8);
+        memcpy(&seq, (const char *)seqs.buf + 2 * i, 2);
+        if (number >= (uint64_t)records)
+            continue;
+        long long no = (long long)number / per;
+        if (no != have_no) {
+            if (have)
+                PyBuffer_Release(&block);
+            have = 0;
+            have_no = no;
+            Py_XSETREF(key, PyLong_FromLongLong(no));
+            if (!key)
+                goto done;
+            PyObject *b = PyDict_GetItemWithError(blocks, key);
+            if (b == NULL && PyErr_Occurred())
+                goto done;
+            if (b != NULL && b != Py_None) {
+                if (PyObject_GetBuffer(b, &block, PyBUF_SIMPLE) < 0)
+                    goto done;
+                have = 1;
+            }
+        }
+        Py_ssize_t at = ((long long)number % per) * record_size;
+        if (!have || at + record_size > block.len)
+            continue;
+        memcpy(buf, (const char *)block.buf + at, record_size);
+        long long fsize = 0, where = 0;
+        int st = plain_file(buf, record_size, (long long)number, seq, cluster, total, max_size,
+                            &fsize, &where, &times[2 * i]);
+        if (st == PLAIN_BYTES && fsize) {
+            if (data_len + fsize > data_cap) {
+                Py_ssize_t cap = data_cap ? data_cap : 65536;
+                while (cap < data_len + fsize)
+                    cap *= 2;
+                char *p = PyMem_Realloc(data, cap);
+                if (!p) {
+                    PyBuffer_Release(&block);
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                data = p;
+                data_cap = cap;
+            }
+            memcpy(data + data_len, buf + where, fsize);
+            where = data_len;
+            data_len += fsize;
+        } else if (st == PLAIN_BYTES) {
+            where = 0;   /* empty: no bytes */
+        }
+        status[i] = (uint8_t)st;
+        fsizes[i] = st ? fsize : 0;
+        ats[i] = st ? where : 0;
+        if (!st)
+            times[2 * i] = times[2 * i + 1] = 0;
+    }
+    if (have)
+        PyBuffer_Release(&block);
+    result = Py_BuildValue("(y#y#y#y#y#)", (const char *)status, count, (const char *)fsizes,
+                           count * 8, (const char *)ats, count * 8, (const char *)times,
+                           count * 16, data ? data : "", data_len);
+done:
+    Py_XDECREF(key);
+    PyMem_Free(buf);
+    PyMem_Free(status);
+    PyMem_Free(fsizes);
+    PyMem_Free(ats);
+    PyMem_Free(times);
+    PyMem_Free(data);
+    PyBuffer_Release(&nums);
+    PyBuffer_Release(&seqs);
+    return result;
+}
+
 /* -- module --------------------------------------------------------------------------------- */
 
 static PyMethodDef methods[] = {
@@ -1213,6 +1490,9 @@ static PyMethodDef methods[] = {
     {"parse_entries", parse_entries, METH_VARARGS,
      "parse_entries(buf, start, end) -> [IndexEntry], or None"},
     {"parse_file_name", parse_file_name, METH_O, "parse_file_name(value) -> FileName, or None"},
+    {"plain_files", plain_files, METH_VARARGS,
+     "plain_files(blocks, block_size, record_size, records, numbers, sequences, cluster_size,"
+     " total_clusters, max_size) -> (status, sizes, at, times, data) as bytes"},
     {"list_index", list_index, METH_VARARGS,
      "list_index(root_value, allocation, bitmap, cluster_size, is_root) -> arrays as bytes, "
      "or None"},

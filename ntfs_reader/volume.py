@@ -21,6 +21,7 @@ from .cache import (
     MFT_BLOCK, MFT_BLOCK_CACHE, RECORD_CACHE, SECURITY_CACHE,
 )
 from .datastream import CompressedStream, RunlistStream
+from .plain import PlainFiles, plain_files
 from .record import (
     AT_ATTRIBUTE_LIST, AT_BITMAP, AT_DATA, AT_INDEX_ALLOCATION, AT_INDEX_ROOT,
     AT_VOLUME_INFORMATION, AT_VOLUME_NAME, ATTR_COMPRESSED, REF_MASK, MftRecord,
@@ -162,15 +163,38 @@ class Volume:
         a failed block read falls back to the record alone."""
         start = number * self.record_size
         block_no = start // MFT_BLOCK
-        block = self._mft_blocks.get(block_no)
-        if block is None:
-            try:
-                block = self._mft.read(block_no * MFT_BLOCK, MFT_BLOCK)
-            except FormatError:
-                return self._mft.read(start, self.record_size)
-            self._mft_blocks.put(block_no, block)
+        try:
+            block = self._mft_block(block_no)
+        except FormatError:
+            return self._mft.read(start, self.record_size)
         at = start - block_no * MFT_BLOCK
         return block[at:at + self.record_size]
+
+    def _mft_block(self, block_no: int) -> bytes:
+        block = self._mft_blocks.get(block_no)
+        if block is None:
+            block = self._mft.read(block_no * MFT_BLOCK, MFT_BLOCK)
+            self._mft_blocks.put(block_no, block)
+        return block
+
+    def plain_files(self, numbers, sequences, max_size: int) -> PlainFiles | None:
+        """What a restore needs of the plain files among records ``numbers`` (a listing's
+        arrays), from one C call over the $MFT blocks holding them (ntfs_reader/plain.py);
+        None when records do not tile the blocks. A block that cannot be read leaves its
+        files to the node path, which reads them one by one and reports what fails."""
+        rs = self.record_size
+        if MFT_BLOCK % rs:
+            return None
+        per = MFT_BLOCK // rs
+        records = self.mft_records
+        blocks = {}
+        for no in {n // per for n in numbers if n < records}:
+            try:
+                blocks[no] = self._mft_block(no)
+            except RpfsError:
+                pass
+        return plain_files(blocks, MFT_BLOCK, rs, records, numbers, sequences,
+                           self.cluster_size, self.total_clusters, max_size)
 
     def _parse_record(self, number: int) -> MftRecord:
         if number < 0 or number >= self._mft.size // self.record_size:

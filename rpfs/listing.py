@@ -15,7 +15,8 @@ Every listing is a ``Listing``; a front end uses only this interface (see
   stay with it); ``listing[i]`` is ``(name(i), node(i))``; ``made(i)`` -> that node if it
   is made already, else None (a front end sends a child never made by its number);
 - iterating gives ``(name, node)`` pairs for a walk that visits each child once (a
-  restore): each node is made then and not kept by the listing;
+  restore): each node is made then and not kept by the listing; ``walk_node(i)`` is that
+  node for one child;
 - ``position(name)`` -> i or None (a dict built on the first call).
 
 ``NodesListing`` holds nodes already made (small trees: VMs, disks, POSIX volumes);
@@ -61,6 +62,10 @@ class Listing:
 
     def _walk_node(self, i: int):
         return self.node(i)
+
+    def walk_node(self, i: int):
+        """Child i's node for a walk that visits it once (not kept when not made yet)."""
+        return self._walk_node(i)
 
     def __getitem__(self, i: int) -> tuple:
         if i < 0:

@@ -138,6 +138,13 @@ class Node:
             child.kind  # noqa: B018  (an NTFS child the index cannot type reads its record)
         return NodesListing(children)
 
+    def plain_files(self, listing: "Listing", max_size: int):
+        """For a restore: ``(PlainFiles, volume stream)`` for ``listing`` (this directory's
+        listing), telling which children are plain files up to ``max_size`` bytes and where
+        their bytes lie (ntfs_reader/plain.py), so they are written without a node each;
+        None (the default): every child goes through its node."""
+        return None
+
     def child(self, name: str) -> "Node":
         for node in self.iterdir():
             if node.name == name:

@@ -131,6 +131,13 @@ class NtfsNode(EntryNode):
 
         return NumberedListing(arrays, key, make)
 
+    def plain_files(self, listing: Listing, max_size: int):
+        if not isinstance(listing, NumberedListing):
+            return None
+        volume = self.entry.volume
+        plain = volume.plain_files(listing.arrays.numbers, listing.arrays.sequences, max_size)
+        return None if plain is None else (plain, volume.stream)
+
     def child(self, name: str) -> Node:
         if self.kind != "dir":
             raise NotFoundError(f"{self.name}: not a directory")

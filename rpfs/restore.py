@@ -53,17 +53,38 @@ GAP = 64 << 10           # unneeded bytes between two files read through rather 
 
 @dataclass(slots=True)
 class _Small:
-    """A small file found by the walk, waiting to be read with its neighbours."""
+    """A small file found by the walk, waiting to be read with its neighbours. A plain NTFS
+    file (Node.plain_files) has no node yet: ``listing.walk_node(index)`` makes it if it is
+    needed after all (a name in the way, a failed shared read)."""
 
-    node: Node
-    attr: object
-    stream: Stream
+    node: Node | None
+    listing: object          # with ``index``: where the node comes from when ``node`` is None
+    index: int
+    size: int
+    mode: int                # created with this mode ...
+    direct: bool             # ... and nothing else to set but times (Restorer._mode)
+    times: tuple | None      # (atime, mtime) ns, or None
     dirfd: int
     bname: bytes
-    path: str
-    below: Stream | None    # the stream its bytes are read from (None: ``data`` holds them)
-    at: int                 # their offset there
-    data: bytes = b""
+    parent: str              # the directory's path as shown (errors)
+    below: Stream | None     # the stream its bytes are read from (None: ``data`` holds them)
+    at: int                  # their offset there
+    data: object = b""
+    stream: Stream | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.parent}/{os.fsdecode(self.bname)}"
+
+    def the_node(self) -> Node:
+        if self.node is None:
+            self.node = self.listing.walk_node(self.index)
+        return self.node
+
+    def the_stream(self) -> Stream:
+        if self.stream is None:
+            self.stream = self.the_node().open()
+        return self.stream
 
 
 @dataclass(slots=True)
@@ -319,13 +340,53 @@ class Restorer:
             with self._lock:
                 self.result.dirs += 1
             with self._entered(node, path):
-                for _, child in node.listing():   # C-built for NTFS: nodes made one by one
-                    self._restore(child, fd, safe_name(child.name), path, walked.pending)
+                listing = node.listing()   # C-built for NTFS: nodes made one by one
+                plain = None if self.xattrs else node.plain_files(listing, SMALL_FILE)
+                if plain is None:
+                    for _, child in listing:
+                        self._restore(child, fd, safe_name(child.name), path, walked.pending)
+                else:
+                    self._restore_plain(listing, *plain, fd, path, walked.pending)
         finally:
             # the files in fd are written before fd closes: after the next batch
             self._walked.append(walked)
             if len(self._walked) >= BATCH_DIRS:
                 self._flush()
+
+    def _restore_plain(self, listing, plain, volume: Stream, fd: int, path: str,
+                       pending: list[Future]) -> None:
+        """A directory's children, its plain files (``Node.plain_files``: one C call for
+        the directory) queued for the next batch straight from the arrays, without a node,
+        an attribute object or a stream each; every other child through its node."""
+        status, sizes, at, times, data = plain
+        data = memoryview(data)
+        mode, _, direct = self._mode(_PLAIN_ATTR)
+        kinds = listing.kinds
+        small = self._small
+        for i in range(len(listing)):
+            st = status[i]
+            if not st or kinds[i] != _FILE:
+                child = listing.walk_node(i)
+                self._restore(child, fd, safe_name(child.name), path, pending)
+                continue
+            bname = listing.name(i)
+            if (bname in (b".", b"..") or len(bname) > 255 or b"%" in bname or b"/" in bname
+                    or b"\\" in bname or b"\0" in bname):
+                bname = fsname(safe_name(os.fsdecode(bname)))
+            size = sizes[i]
+            atime, mtime = times[2 * i], times[2 * i + 1]
+            t = (atime, mtime) if atime or mtime else None
+            if st == _BYTES:
+                item = _Small(None, listing, i, size, mode, direct, t, fd, bname, path, None,
+                              0, data[at[i]:at[i] + size])
+            else:
+                item = _Small(None, listing, i, size, mode, direct, t, fd, bname, path,
+                              volume, at[i])
+            small.append(item)
+            self._small_bytes += size
+            if len(small) >= BATCH_FILES or self._small_bytes >= BATCH_BYTES:
+                self._flush()
+                small = self._small
 
     def _finish_dir(self, w: _Walked) -> None:
         """A walked directory's files are written: its owner, mode, xattrs and times."""
@@ -352,14 +413,17 @@ class Restorer:
         """Queue a small file for the next batch; False when it is read on its own (its
         bytes are not in one piece of one stream below: holes, compression)."""
         size = stream.size
+        mode, _, direct = self._mode(a)
+        parent = path[:path.rindex("/")]
         if size == 0 or isinstance(stream, BytesStream) and _one_extent(stream):
-            item = _Small(node, a, stream, dirfd, bname, path, None, 0,
-                          stream.read(0, size) if size else b"")
+            item = _Small(node, None, 0, size, mode, direct, _times(a), dirfd, bname, parent,
+                          None, 0, stream.read(0, size) if size else b"", stream)
         else:
             where = stream.span(0, size)
             if where is None:
                 return False
-            item = _Small(node, a, stream, dirfd, bname, path, where[0], where[1])
+            item = _Small(node, None, 0, size, mode, direct, _times(a), dirfd, bname, parent,
+                          where[0], where[1], stream=stream)
         self._small.append(item)
         self._small_bytes += size
         if len(self._small) >= BATCH_FILES or self._small_bytes >= BATCH_BYTES:
@@ -384,7 +448,7 @@ class Restorer:
         buf = None
         if first.below is not None:
             start = first.at
-            end = max(i.at + i.stream.size for i in items)
+            end = max(i.at + i.size for i in items)
             buf = bytearray(end - start)
             try:
                 if first.below.readinto(start, buf) != len(buf):
@@ -399,13 +463,14 @@ class Restorer:
                 if i.below is None:
                     data = i.data
                 elif view is not None:
-                    data = view[i.at - first.at:i.at - first.at + i.stream.size]
+                    data = view[i.at - first.at:i.at - first.at + i.size]
                 else:
-                    data = i.stream.read(0, i.stream.size)
-                if batched and self._mode(i.attr)[2]:
+                    data = i.the_stream().read(0, i.size)
+                if batched and i.direct:
                     batch.append((i, data))
                 else:
-                    self._write_whole(i.node, i.attr, i.dirfd, i.bname, i.path, data)
+                    node = i.the_node()
+                    self._write_whole(node, node.attr(), i.dirfd, i.bname, i.path, data)
             except (RpfsError, OSError) as e:
                 self._error(i.path, e)
         if batch:
@@ -416,8 +481,8 @@ class Restorer:
         written by one C call: per file openat (O_EXCL|O_NOFOLLOW at its directory's fd),
         pwrite, futimens, close, the GIL released once for all of them. A name that exists
         goes through _write_whole (which refuses it, or replaces it with --overwrite)."""
-        files = [(i.dirfd, i.bname, self._mode(i.attr)[0], data if len(data) else None,
-                  _times(i.attr)) for i, data in batch]
+        files = [(i.dirfd, i.bname, i.mode, data if len(data) else None, i.times)
+                 for i, data in batch]
         failed = {k: (stage, err) for k, stage, err in _writeout.write_files(files)}
         written = nbytes = 0
         for k, (i, data) in enumerate(batch):
@@ -430,7 +495,8 @@ class Restorer:
                 continue
             try:
                 if stage == _writeout.STAGE_OPEN and err == errno.EEXIST:
-                    self._write_whole(i.node, i.attr, i.dirfd, i.bname, i.path, data)
+                    node = i.the_node()
+                    self._write_whole(node, node.attr(), i.dirfd, i.bname, i.path, data)
                 else:
                     raise OSError(err, os.strerror(err))
             except (RpfsError, OSError) as e:
@@ -595,6 +661,18 @@ def current_umask() -> int:
     return 0o777
 
 
+class _PlainAttr:
+    """What restore's mode rule reads of a plain NTFS file (Node.plain_files): no POSIX
+    mode, no owner."""
+    posix_mode = None
+    uid = None
+
+
+_PLAIN_ATTR = _PlainAttr()
+_FILE = 1                  # rpfs.listing.NUMBERED_KINDS.index("file")
+_BYTES = 1                 # ntfs_reader.plain.BYTES: the bytes are in the arrays' data
+
+
 def _times(a) -> tuple[int, int] | None:
     """(atime, mtime) in ns to set, or None: no times known (0 is a time on POSIX)."""
     if a.mtime_ns or a.atime_ns or a.posix_mode is not None:
@@ -620,7 +698,7 @@ def _windows(small: list[_Small]):
     group: list[_Small] = []
     start = end = 0
     for i in placed:
-        stop = i.at + i.stream.size
+        stop = i.at + i.size
         if group and (i.below is not group[0].below or i.at > end + GAP
                       or max(end, stop) - start > WINDOW):
             yield group

@@ -373,10 +373,13 @@ def _wof_seeds(seeds: dict) -> None:
 
 
 def native_seeds(seeds: dict, index_buffers: list[bytes]) -> None:
-    """Inputs of the differential target ntfs_native, from the other NTFS seeds (first
-    byte: which parser) and from whole INDX records (``index_buffers``)."""
+    """Inputs of the differential targets ntfs_native, from the other NTFS seeds (first
+    byte: which parser) and from whole INDX records (``index_buffers``), and ntfs_plain
+    (the MFT records)."""
     for data in seeds.get("mft_record", []):
         _save("ntfs_native", b"\0" + data, seeds)
+        if len(data) in (1024, 4096):   # one record, sequence checked, 4 KiB clusters
+            _save("ntfs_plain", bytes([0x10 | 3 << 1 | (len(data) == 4096)]) + data, seeds)
     for data in seeds.get("runlist", []):
         _save("ntfs_native", b"\1" + data, seeds)
     for buf in index_buffers:

@@ -428,6 +428,42 @@ def fuzz_ntfs_listing(data: bytes) -> None:
     _twins(Listing.from_native(got) if got is not None else None, python, long_name)
 
 
+def fuzz_ntfs_plain(data: bytes) -> None:
+    """A directory's plain files for a restore: C (``_ntfsparse.plain_files``) against its
+    Python twin (ntfs_reader/plain.py). First byte: bit 0 records of 4 KiB (else 1 KiB),
+    bits 1-3 the cluster size (512 << n), bit 4 the index's sequence taken from each record
+    (else 0), bits 5-7 how many records follow (1-8), zero-padded. Each record is numbered
+    by its own number field and is its own block; one number past $MFT's end and one with
+    no block are listed too. Equal arrays, always (neither side may raise)."""
+    from array import array
+    from ntfs_reader import native
+    from ntfs_reader.plain import PlainFiles, plain_files_python
+    p = native._module
+    if p is None or not data or not hasattr(p, "plain_files"):
+        return
+    flags = data[0]
+    size = 4096 if flags & 1 else 1024
+    count = 1 + (flags >> 5)
+    body = data[1:1 + count * size].ljust(count * size, b"\0")
+    records = 1 << 20
+    blocks, numbers, sequences = {}, array("Q"), array("H")
+    for i in range(count):
+        rec = body[i * size:(i + 1) * size]
+        number = struct.unpack_from("<I", rec, 0x2C)[0] % records
+        blocks[number] = rec
+        numbers.append(number)
+        sequences.append(struct.unpack_from("<H", rec, 0x10)[0] if flags & 0x10 else 0)
+    numbers.extend((records + 5, (numbers[0] + 1) % records))
+    sequences.extend((0, 0))
+    blocks.pop(numbers[-1], None)
+    cluster = 512 << (flags >> 1 & 7)
+    args = (blocks, size, size, records, numbers, sequences, cluster, 1 << 24, 256 << 10)
+    got = PlainFiles.from_bytes(p.plain_files(*args))
+    want = plain_files_python(*args)
+    if got != want:
+        raise AssertionError(f"plain_files differs:\n{got!r:.800}\n{want!r:.800}")
+
+
 def fuzz_runlist(data: bytes) -> None:
     from ntfs_reader.runlist import decode_runlist
     if len(data) < 2:
