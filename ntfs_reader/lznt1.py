@@ -42,6 +42,9 @@ try:
     from ntfs_reader import _lznt1
 except ImportError:  # pragma: no cover - depends on the build
     _lznt1 = None
+else:
+    from streams.builds import check
+    check(_lznt1)
 
 NATIVE = _lznt1 is not None
 _warned = False

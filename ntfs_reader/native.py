@@ -28,6 +28,8 @@ def load(attribute: type, mft_record: type, index_entry: type, file_name: type,
         from ntfs_reader import _ntfsparse
     except ImportError:  # pragma: no cover - depends on the build
         return
+    from streams.builds import check
+    check(_ntfsparse)
     _ntfsparse.init(attribute, mft_record, index_entry, file_name, times)
     _module = parser = _ntfsparse
 

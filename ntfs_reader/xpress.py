@@ -20,6 +20,9 @@ try:
     from ntfs_reader import _wofdecomp
 except ImportError:  # pragma: no cover - depends on the build
     _wofdecomp = None
+else:
+    from streams.builds import check
+    check(_wofdecomp)
 
 NATIVE = _wofdecomp is not None
 _warned = False

@@ -12,3 +12,6 @@ try:
     from streams._crc32c import crc32c
 except ImportError:  # built without a C compiler (setup.py: optional=True)
     from crc32c import crc32c  # noqa: F401
+else:
+    from streams import _crc32c, builds
+    builds.check(_crc32c)

@@ -134,6 +134,9 @@ try:
                                              elephant_decrypt, elephant_encrypt, paths, xts_xor)
     NATIVE = True
     PATHS: tuple[str, ...] = tuple(paths())
+    from formats.bitlocker import _fvecrypt
+    from streams.builds import check
+    check(_fvecrypt)
 except ImportError:  # built with optional=True: slower, same results
     warnings.warn("formats.bitlocker._fvecrypt is not built: BitLocker volumes are read with "
                   "the pure-Python helpers (slow)", RuntimeWarning, stacklevel=2)
