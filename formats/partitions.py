@@ -88,6 +88,8 @@ class Partition:
 
 @dataclass
 class PartitionTable:
+    """A disk's partitions and the scheme they came from."""
+
     scheme: str               # "gpt", "mbr", "none"
     partitions: list[Partition]
     disk_guid: str | None = None

@@ -54,6 +54,8 @@ ATTRIBUTE_LIST_ENTRY = Layout("AttributeListEntry", "<IHBBQQH",
 
 @dataclass(frozen=True, slots=True)
 class StandardInformation:
+    """$STANDARD_INFORMATION: the file's times and attributes."""
+
     times: Times
     file_attributes: int
     security_id: int | None
@@ -114,6 +116,8 @@ def parse_file_name_python(value: bytes, where: dict) -> FileName:
 
 @dataclass(frozen=True, slots=True)
 class ListEntry:
+    """One $ATTRIBUTE_LIST entry: which record holds which attribute."""
+
     type: int
     name: str
     lowest_vcn: int
@@ -147,6 +151,8 @@ def parse_attribute_list(value: bytes, where: dict) -> list[ListEntry]:
 
 @dataclass(frozen=True, slots=True)
 class VolumeInformation:
+    """$VOLUME_INFORMATION: NTFS version and volume flags."""
+
     major: int
     minor: int
     flags: int

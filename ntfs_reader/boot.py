@@ -21,6 +21,8 @@ assert BOOT_SECTOR.sizeof() == 512
 
 @dataclass(frozen=True)
 class BootSector:
+    """The NTFS boot sector's geometry: sizes and where $MFT is."""
+
     sector_size: int
     cluster_size: int
     total_sectors: int

@@ -24,7 +24,6 @@ Scheme, reversible and the same as ntfs-3g's for surrogates:
 from __future__ import annotations
 
 import codecs
-import hashlib
 import re
 
 NAME_MAX = 255
@@ -78,6 +77,8 @@ def _plain_to_linux(ntfs_name: str, limit: bool = True) -> str:
 
 
 def _shorten(ntfs_name: str, data: bytes) -> str:
+    import hashlib   # here: names past 255 bytes are rare (and OpenSSL's load is not free)
+
     digest = hashlib.blake2b(ntfs_name.encode("utf-16-le", "surrogatepass"),
                              digest_size=8).hexdigest()
     cut = data[:_LONG_PREFIX_MAX]

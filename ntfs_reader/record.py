@@ -160,6 +160,8 @@ class Attribute:
 
 @dataclass(slots=True)
 class MftRecord:
+    """One parsed MFT record (fixups applied) and its attributes."""
+
     number: int
     sequence: int
     link_count: int

@@ -92,6 +92,8 @@ CONTENT_ELSEWHERE = {IO_REPARSE_TAG_WOF, IO_REPARSE_TAG_DEDUP, IO_REPARSE_TAG_SI
 
 @dataclass(frozen=True)
 class Reparse:
+    """A reparse point: its tag and what rpfs makes of it."""
+
     tag: int
     data: bytes                   # the whole attribute value
     target: str | None = None     # substitute name (symlinks, junctions, WSL links)

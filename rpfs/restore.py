@@ -38,6 +38,9 @@ try:   # small files written in one call per batch, the GIL released once
     from rpfs import _writeout
 except ImportError:   # not built (no compiler): each file written from Python, _write_whole
     _writeout = None
+else:
+    from streams.builds import check
+    check(_writeout)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class _Walked:
 
 @dataclass
 class RestoreResult:
+    """What a restore did: counts, bytes, and each error or skip as one line."""
+
     files: int = 0
     dirs: int = 0
     symlinks: int = 0

@@ -32,6 +32,13 @@ NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "t
 NOT_FOR_READING = ["construct", "crc32c", "formats.ldm", "formats.lvm", "formats.vss",
                    "formats.vhdx.log", "rpfs.index.diff", "rpfs.index.query"]
 
+# never imported by a restore from a plain (not encrypted) local repository: random names of
+# new packs, locks and repositories are os.urandom's (secrets imports random, hmac, base64
+# and hashlib, whose OpenSSL load alone is ~10 M instructions), a long NTFS name's digest
+# and an s3:// cache directory's hash load hashlib when they are met, a key file's base64
+# only for an encrypted repository
+NOT_FOR_RESTORING = ["secrets", "random", "hmac", "hashlib", "_hashlib", "base64"]
+
 
 def loaded_after(code: str) -> dict[str, set]:
     """Run ``code`` in a fresh interpreter; each ``snapshot(label)`` it calls records the
@@ -120,6 +127,7 @@ snapshot("restored")
     assert {"rpfs.restore", "formats.vhdx", "ntfs_reader"} <= restored   # it really read NTFS
     assert any(dest.rglob("*"))
     assert heavy(restored, NEVER_UNASKED + NOT_FOR_READING + ["importlib.metadata"]) == []
+    assert heavy(restored, NOT_FOR_RESTORING) == []
 
 
 def test_reading_a_small_table_decodes_nothing_ahead(plain_repo):

@@ -35,6 +35,8 @@ MIN_FRAME = 4096
 
 @dataclass
 class Config:
+    """A repository's config file: format, chunking and cache settings."""
+
     format: int = FORMAT_VERSION
     chunk_size: int = 1 << 20          # chosen by tools/bench_chunks.py, see docs/store.md
     hash: str = "blake3"               # fastest well-kept 256-bit hash here, releases the GIL

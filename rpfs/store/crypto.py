@@ -16,7 +16,6 @@ from the passphrase by scrypt (memory-hard). The passphrase is asked of
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 
@@ -163,6 +162,8 @@ def new_key_file(passphrase: str) -> tuple[bytes, Sealed]:
     data_key, id_key = os.urandom(32), os.urandom(32)
     salt, nonce = os.urandom(16), os.urandom(NONCE)
     wrapped = AESGCM(_kek(passphrase, salt, SCRYPT)).encrypt(nonce, data_key + id_key, b"rpfs key")
+    import base64   # here: only encrypted repositories have a key file
+
     b64 = lambda b: base64.b64encode(b).decode()   # noqa: E731
     doc = {"version": 1, "kdf": "scrypt", **SCRYPT, "salt": b64(salt), "cipher": "aes-256-gcm",
            "nonce": b64(nonce), "keys": b64(wrapped)}
@@ -172,6 +173,8 @@ def new_key_file(passphrase: str) -> tuple[bytes, Sealed]:
 def open_key_file(raw: bytes, passphrase: str, where: str) -> Sealed:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    import base64
 
     try:
         doc = json.loads(raw)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import threading
 import time
 from typing import Iterator
@@ -81,7 +80,7 @@ class LocalLocks:
     def _announce(self, what: str) -> str:
         d = os.path.join(self.dir, WRITERS_DIR)
         os.makedirs(d, mode=0o700, exist_ok=True)
-        p = os.path.join(d, f"{os.getpid()}-{secrets.token_hex(4)}")
+        p = os.path.join(d, f"{os.getpid()}-{os.urandom(4).hex()}")
         with open(p, "w") as f:
             f.write(f"{what} pid {os.getpid()}")
         return p
@@ -162,7 +161,7 @@ class Registration:
 
     @classmethod
     def create(cls, d: str, epoch: int) -> "Registration | None":
-        name = f"e{epoch:012d}-{os.getpid()}-{secrets.token_hex(4)}.lock"
+        name = f"e{epoch:012d}-{os.getpid()}-{os.urandom(4).hex()}.lock"
         tmp = os.path.join(d, ".tmp-" + name)
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -8,7 +8,6 @@ serve the repository without the repository importing it (docs/architecture.md "
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -22,6 +21,8 @@ def is_s3(address) -> bool:
 
 @dataclass(frozen=True)
 class StoreOptions:
+    """How the store is reached and cached, from the CLI and the environment (rpfs/cli/options.py)."""
+
     # s3:// repositories: where the local catalog, locks and block cache live
     cache_dir: str | None = None           # this exact directory
     cache_home: str | None = None          # else <cache_home>/rpfs/<hash of the address> (default ~/.cache)
@@ -44,4 +45,6 @@ class StoreOptions:
         if self.cache_dir:
             return os.path.abspath(self.cache_dir)
         base = self.cache_home or os.path.join(os.path.expanduser("~"), ".cache")
+        import hashlib   # here: only an s3:// address needs it (start-up of every command)
+
         return os.path.join(base, "rpfs", hashlib.sha256(address.rstrip("/").encode()).hexdigest()[:16])

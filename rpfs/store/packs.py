@@ -19,7 +19,6 @@ only its frames.
 from __future__ import annotations
 
 import os
-import secrets
 import struct
 import threading
 import zlib
@@ -105,6 +104,8 @@ def decompress(codec: int, payload: bytes, usize: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class PackEntry:
+    """One chunk's row in a pack's index."""
+
     hash: bytes
     offset: int      # of the payload
     usize: int
@@ -113,7 +114,7 @@ class PackEntry:
 
 
 def new_pack_name() -> str:
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 class PackWriter:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sqlite3
 import threading
 import weakref
@@ -61,6 +60,8 @@ class RecoveryPointRecord:
 
 @dataclass(frozen=True, slots=True)
 class ChunkLoc:
+    """Where a chunk's stored bytes are: pack, offset, length."""
+
     pack: str
     offset: int
     csize: int
@@ -149,7 +150,7 @@ class Repository:
         options = _options(options, cache_dir, endpoint)
         cfg = Config.from_kwargs(**settings)
         address = address_of(address)
-        cfg.id = secrets.token_hex(16)
+        cfg.id = os.urandom(16).hex()
         crypto: Plain = Plain()
         key_file = None
         if encrypt is None:
