@@ -516,3 +516,64 @@ def test_frame_table_bound_to_its_chunk_and_head_checked():
         with pytest.raises(IntegrityError, match="frame 0"):
             frames.decode(sealed, swapped, len(data), cid)
     assert blake3.blake3(data).digest() != cid                         # keyed ids
+
+
+# --- whole chunks of compressed frames: one streaming decode --------------------------------
+
+def _zstd_payload(pieces: list[bytes], frame_log: int, usize: int, lens=None) -> bytes:
+    """A plain framed payload whose frames are the zstd frames of ``pieces``."""
+    import zstandard
+    stored = [zstandard.ZstdCompressor(level=1).compress(p) for p in pieces]
+    entries = b"".join(struct.pack("<IB3x", len(s), 1) + blake3.blake3(p).digest()
+                       for s, p in zip(stored, pieces))
+    table = struct.pack("<BBHI", 1, frame_log, 0, len(pieces)) + entries
+    return _plain_payload(table, b"".join(stored))
+
+
+def test_a_compressed_chunk_decodes_in_one_pass_to_immutable_bytes(monkeypatch):
+    """Count calls: a whole chunk of compressed frames takes one streaming decode (no bytes
+    per frame, no join) and comes out as ``bytes``, equal to the one-frame-at-a-time decode
+    that verify does."""
+    import rpfs.store.packs as packs
+    pieces = [(b"log line %d\n" % i * 2000)[:16384] for i in range(4)]
+    payload = _zstd_payload(pieces, 14, 4 * 16384)
+    calls = []
+    real = packs.decompress
+    monkeypatch.setattr(frames, "decompress", lambda *a: calls.append(a) or real(*a))
+    whole = frames.decode(Plain(), payload, 4 * 16384, _ID)
+    assert type(whole) is bytes and whole == b"".join(pieces) and calls == []
+    assert frames.decode(Plain(), payload, 4 * 16384, _ID, check_frames=True) == whole
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("pieces, usize, why", [
+    ([b"a" * 16384, b"b" * 16384, b"c" * 20000], 3 * 16384, "frames"),   # a frame too long
+    ([b"a" * 16384, b"b" * 16384, b"c" * 100], 3 * 16384, "frames"),     # too short
+])
+def test_compressed_frames_of_the_wrong_size_are_integrity_errors(pieces, usize, why):
+    payload = _zstd_payload(pieces, 14, usize)
+    with pytest.raises(IntegrityError, match=why):
+        frames.decode(Plain(), payload, usize, _ID)
+
+
+def test_a_damaged_compressed_frame_fails_the_whole_chunk_read():
+    pieces = [(b"row %d;" % i * 5000)[:16384] for i in range(4)]
+    payload = bytearray(_zstd_payload(pieces, 14, 4 * 16384))
+    payload[-40] ^= 0x55                                  # inside the last zstd frame
+    with pytest.raises(IntegrityError):
+        d = frames.decode(Plain(), bytes(payload), 4 * 16384, _ID)
+        if Plain.chunk_id(d) != blake3.blake3(b"".join(pieces)).digest():
+            raise IntegrityError("fails its hash check")   # as _fetch_chunk checks the id
+
+
+def test_a_frame_asking_for_a_huge_window_is_refused_before_allocating_it():
+    """Streaming decode allocates the window a frame header asks for: 128 MiB (more than any
+    chunk) is refused as an IntegrityError, not allocated."""
+    import zstandard
+    from rpfs.store.packs import decompress_frames
+    params = zstandard.ZstdCompressionParameters.from_level(1, window_log=27, write_content_size=False)
+    co = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    frame = co.compress(b"x" * 16384) + co.flush()
+    assert zstandard.get_frame_parameters(frame).window_size == 1 << 27
+    with pytest.raises(IntegrityError, match="too much memory"):
+        decompress_frames(memoryview(frame), 16384)

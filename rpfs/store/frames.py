@@ -36,7 +36,7 @@ import struct
 from dataclasses import dataclass
 
 from streams.errors import IntegrityError
-from rpfs.store.packs import RAW, ZSTD, compress, decompress
+from rpfs.store.packs import RAW, ZSTD, compress, decompress, decompress_frames
 
 MAGIC = b"RPFF"
 VERSION = 1
@@ -197,6 +197,14 @@ def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames:
         # each; parse_table checked that they fill the rest of the payload): the plaintext
         # is that rest. Anything else takes the loop below, which names the frame at fault.
         return mv[table.starts[0]:].toreadonly()
+    if not check_frames and not crypto.encrypted and table.count > 1 and \
+            table.codecs.count(ZSTD) == table.count:
+        # every frame compressed (text): one streaming decode across the frames into the
+        # result, no bytes per frame and no join; the chunk id is checked over it
+        try:
+            return decompress_frames(mv[table.starts[0]:], usize)
+        except IntegrityError as e:
+            raise IntegrityError(f"{_name(chunk_id)} frames: {e}") from None
     pieces = []           # raw frames stay views of the payload: one copy, by the join
     for i in range(table.count):
         s = table.starts[i]
