@@ -76,6 +76,13 @@ def dump_on_signal(path: str) -> None:
             if _c():
                 ctypes.CDLL(None).malloc_stats()
             sys._debugmallocstats()
+            try:   # SQLite's own heap (a page cache per thread's catalog connection)
+                lib = ctypes.CDLL("libsqlite3.so.0")
+                lib.sqlite3_memory_used.restype = lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+                os.write(2, b"sqlite3 memory used %d, highwater %d\n"
+                         % (lib.sqlite3_memory_used(), lib.sqlite3_memory_highwater(0)))
+            except (OSError, AttributeError):
+                pass
         finally:
             os.dup2(saved, 2)
             os.close(saved)
