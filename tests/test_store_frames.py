@@ -283,6 +283,9 @@ def test_a_raw_frame_read_alone_is_kept_without_a_copy(tmp_path, monkeypatch):
         assert f.read(off, 4096) == data[off:off + 4096]
         loc = f.locs[f.ids[1]]
         assert len(got) == 1 and r.cache.get(loc.hash + (2).to_bytes(4, "little")) is got[0]
+        # and a small read of it is handed out as that frame and an offset, not a slice copy
+        buf, at = f.part(1, 2 * FRAME + 10, 2 * FRAME + 10 + 4096)
+        assert buf is got[0] and at == 10
 
 
 def test_a_catalog_table_of_another_copy_is_not_used(tmp_path, monkeypatch):

@@ -46,6 +46,7 @@ _HEAD = struct.Struct("<4sI")
 _TABLE = struct.Struct("<BBHI")
 _ENTRY = struct.Struct("<IB3x")
 HEAD_SIZE = _HEAD.size
+_PLAIN_STEP = _ENTRY.size + DIGEST      # an unencrypted table's entry: length, codec, digest
 FIRST_READ = 4096               # a read of a table starts with this much of the payload
 
 
@@ -59,14 +60,16 @@ class FrameTable:
     starts: tuple
     lens: tuple
     codecs: tuple
-    digests: bytes              # plaintext BLAKE3 per frame, 32 bytes each; b"" when frames are sealed
+    digests: bytes              # the opened table, whose entries hold each frame's plaintext
+                                # BLAKE3 (``digest``); b"" when frames are sealed
 
     @property
     def count(self) -> int:
         return len(self.starts)
 
     def digest(self, i: int) -> bytes:
-        return self.digests[i * DIGEST:(i + 1) * DIGEST]
+        at = _TABLE.size + i * _PLAIN_STEP + _ENTRY.size
+        return self.digests[at:at + DIGEST]
 
     def frame_usize(self, i: int) -> int:
         return min(self.frame_size, self.usize - i * self.frame_size)
@@ -146,15 +149,14 @@ def parse_table(crypto, head: bytes, csize: int, usize: int, chunk_id: bytes) ->
     if len(table) != _TABLE.size + count * (_ENTRY.size + digest):
         raise IntegrityError(f"{what}: {len(table)} bytes for {count} frames")
     fields = _entries(count, digest).unpack_from(table, _TABLE.size)
-    step = 3 if digest else 2
-    lens, codecs = fields[0::step], fields[1::step]
+    lens, codecs = fields[0::2], fields[1::2]
     if not set(codecs) <= _CODECS:
         i = next(i for i, c in enumerate(codecs) if c not in _CODECS)
         raise IntegrityError(f"{what}: frame {i} has unknown codec {codecs[i]}")
     starts = tuple(itertools.accumulate(lens[:-1], initial=end))
     if starts[-1] + lens[-1] != csize:
         raise IntegrityError(f"{what}: frames end at {starts[-1] + lens[-1]}, the payload at {csize}")
-    return FrameTable(frame_size, usize, starts, lens, codecs, b"".join(fields[2::3]) if digest else b"")
+    return FrameTable(frame_size, usize, starts, lens, codecs, table if digest else b"")
 
 
 _CODECS = frozenset((RAW, ZSTD))
@@ -162,23 +164,23 @@ _CODECS = frozenset((RAW, ZSTD))
 
 @functools.lru_cache(maxsize=32)
 def _entries(count: int, digest: int) -> struct.Struct:
-    """All ``count`` entries of a table as one struct: one C call parses a table."""
-    return struct.Struct("<" + ("IB3x%ds" % digest if digest else "IB3x") * count)
+    """The lengths and codecs of all ``count`` entries as one struct (digests skipped: they
+    are sliced from the table when a frame is checked): one C call parses a table."""
+    return struct.Struct("<" + ("IB3x%dx" % digest if digest else "IB3x") * count)
 
 
 def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> bytes:
     """Frame ``i``'s plaintext from its stored bytes, checked (digest or authentication);
     IntegrityError naming the chunk and the frame."""
-    where = f"{_name(chunk_id)} frame {i} of {table.count}"
-    if len(stored) != table.lens[i]:
-        raise IntegrityError(f"{where}: {len(stored)} bytes stored, expected {table.lens[i]}")
     try:
+        if len(stored) != table.lens[i]:
+            raise IntegrityError(f"{len(stored)} bytes stored, expected {table.lens[i]}")
         data = bytes(decompress(table.codecs[i], crypto.open_frame(stored, chunk_id, i),
-                                table.frame_usize(i)))
+                                min(table.frame_size, table.usize - i * table.frame_size)))
+        if table.digests and crypto.frame_digest(data) != table.digest(i):
+            raise IntegrityError("fails its hash check")
     except IntegrityError as e:
-        raise IntegrityError(f"{where}: {e}") from None
-    if table.digests and crypto.frame_digest(data) != table.digest(i):
-        raise IntegrityError(f"{where} fails its hash check")
+        raise IntegrityError(f"{_name(chunk_id)} frame {i} of {table.count}: {e}") from None
     return data
 
 

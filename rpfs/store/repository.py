@@ -451,10 +451,11 @@ class Repository:
                     raise
         raise AssertionError("unreachable")
 
-    def read_part(self, loc: ChunkLoc, start: int, end: int) -> bytes:
-        """Bytes [start, end) of a framed chunk, reading, decompressing and checking only the
-        frames that hold them (each cached under (chunk id, frame number)). IntegrityError
-        names the chunk and the frame; the other frames of the chunk stay readable."""
+    def read_part(self, loc: ChunkLoc, start: int, end: int) -> tuple[bytes, int]:
+        """Bytes [start, end) of a framed chunk as (buffer, where they begin in it), reading,
+        decompressing and checking only the frames that hold them (each cached under
+        (chunk id, frame number)). IntegrityError names the chunk and the frame; the other
+        frames of the chunk stay readable."""
         try:
             return self._read_part(loc, start, end)
         except PackMissing:
@@ -534,39 +535,50 @@ class Repository:
                     raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
         raise AssertionError("unreachable")
 
-    def _read_part(self, loc: ChunkLoc, start: int, end: int) -> bytes:
+    def _read_part(self, loc: ChunkLoc, start: int, end: int) -> tuple[bytes, int]:
         t = self._table(loc)
         fs = t.frame_size
         first, last = start // fs, (end - 1) // fs
+        if first == last:           # the usual small read: one frame, handed out as it is
+            data = self.cache.get(loc.hash + first.to_bytes(4, "little"))
+            if data is None:
+                data = self._read_frames(loc, t, [first])[0]
+            return data, start - first * fs
         keys = [loc.hash + i.to_bytes(4, "little") for i in range(first, last + 1)]
         got = [self.cache.get(k) for k in keys]
         missing = [first + j for j, d in enumerate(got) if d is None]
         if missing:
-            lo, hi = missing[0], missing[-1]
-            for attempt in (0, 1):
-                at, n = t.span(lo, hi)
-                raw = self.backend.get_part(loc.pack, loc.offset + at, n)
-                try:
-                    if len(raw) != n:
-                        raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + at + len(raw):#x}")
+            for i, data in zip(missing, self._read_frames(loc, t, missing)):
+                got[i - first] = data
+        return b"".join(got), start - first * fs
+
+    def _read_frames(self, loc: ChunkLoc, t: "frames.FrameTable", wanted: list) -> list:
+        """Frames ``wanted`` (ascending) of a framed chunk, read in one ``get_part`` of the
+        span they cover, each checked and put in the chunk cache."""
+        lo, hi = wanted[0], wanted[-1]
+        at, span = t.span(lo, hi)
+        for attempt in (0, 1):
+            raw = self.backend.get_part(loc.pack, loc.offset + at, span)
+            try:
+                if len(raw) != span:
+                    raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + at + len(raw):#x}")
+                if lo == hi:
+                    # a frame read alone is all of ``raw``: a raw frame's plaintext is then
+                    # that very object (open_frame's bytes() of bytes copies nothing)
+                    out = [frames.open_frame(self.crypto, t, lo, raw, loc.hash)]
+                else:
                     mv = memoryview(raw)
-                    for i in missing:
-                        s, n = t.starts[i] - at, t.lens[i]
-                        # a frame read alone is all of ``raw``: a raw frame's plaintext is
-                        # then that very object (open_frame's bytes() of bytes copies nothing)
-                        data = frames.open_frame(self.crypto, t, i, raw if n == len(raw) else mv[s:s + n],
-                                                 loc.hash)
-                        self.frames_decoded += 1
-                        got[i - first] = data
-                        self.cache.put(keys[i - first], data)
-                    break
-                except IntegrityError as e:
-                    if attempt or not self.backend.discard_cached(loc.pack, loc.offset + at, n):
-                        raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
-        base = first * fs
-        if len(got) == 1:
-            return got[0][start - base:end - base]
-        return b"".join(got)[start - base:end - base]
+                    out = [frames.open_frame(self.crypto, t, i,
+                                             mv[t.starts[i] - at:t.starts[i] - at + t.lens[i]], loc.hash)
+                           for i in wanted]
+                break
+            except IntegrityError as e:
+                if attempt or not self.backend.discard_cached(loc.pack, loc.offset + at, span):
+                    raise IntegrityError(f"{e} (pack {loc.pack} at {loc.offset:#x})") from None
+        self.frames_decoded += len(out)
+        for i, data in zip(wanted, out):
+            self.cache.put(loc.hash + i.to_bytes(4, "little"), data)
+        return out
 
 
 class _Conn:
@@ -645,7 +657,7 @@ class StoredFile(Stream):
         if loc.codec == FRAMED and end - start <= self.chunk_size // PART_OF and \
                 not self.repo.loader.has(loc.hash):
             try:
-                return self.repo.read_part(loc, start, end), 0
+                return self.repo.read_part(loc, start, end)
             except (IntegrityError, OSError) as e:
                 raise IntegrityError(f"{self._where(index * self.chunk_size + start)}: {e}") from None
         return self.chunk(index), start
