@@ -101,11 +101,17 @@ class Workers:
         self._replying = True
 
     def submit(self, coro: Coroutine, job: _Job) -> None:
+        """Queue ``job`` (a thread is started if every one is busy; if none can be and
+        none runs, the error is raised here and nothing is queued)."""
+        if self.threads < min(self.running + 1, self.limit):
+            try:
+                threading.Thread(target=self._work, name=f"fuse-worker-{self.threads + 1}",
+                                 daemon=True).start()
+                self.threads += 1
+            except RuntimeError:   # "can't start new thread": the ones there will do
+                if not self.threads:
+                    raise
         self.running += 1
-        if self.threads < min(self.running, self.limit):
-            self.threads += 1
-            threading.Thread(target=self._work, name=f"fuse-worker-{self.threads}",
-                             daemon=True).start()
         self._jobs.put((coro, job))
 
     def _work(self) -> None:
@@ -234,11 +240,16 @@ class Loop:
             except Exception as e:  # noqa: BLE001  (the adapter answers its own errors: a bug)
                 log.error("request handler failed", exc_info=e)
                 return
-            if type(job) is _Job:
-                self._waiting[coro] = job
+            if type(job) is not _Job:
+                value, error = None, TypeError(f"a handler awaited {job!r}, not in_worker()")
+                continue
+            try:
                 self.workers.submit(coro, job)
-                return
-            value, error = None, TypeError(f"a handler awaited {job!r}, not in_worker()")
+            except RuntimeError as e:   # no worker thread at all: this request fails alone
+                value, error = None, e
+                continue
+            self._waiting[coro] = job
+            return
 
     def _catch_signals(self):
         def stop(signum, frame):

@@ -239,6 +239,39 @@ def test_a_request_its_worker_answered_is_not_answered_again_when_the_mount_ends
     assert sent == ["1"] and answers == []   # answered once, by the worker
 
 
+def test_no_worker_thread_fails_that_request_alone(monkeypatch):
+    """A thread that cannot start (the process's limit) is that request's error; the loop
+    and the requests answered from memory go on."""
+    start = threading.Thread.start
+
+    def refuse(self):
+        if self.name.startswith("fuse-worker"):
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    s, answers = Session(), []
+
+    async def handler(request):
+        op, n = request
+        try:
+            if op == "work":
+                await in_worker(lambda: None)
+            answers.append((n, "ok"))
+        except RuntimeError:
+            answers.append((n, "EIO"))
+
+    t, out = serve_in_thread(s, handler)
+    try:
+        s.send("work 1", "fast 2")
+        until(lambda: len(answers) == 2)
+    finally:
+        s.unmount()
+        t.join(30)
+        s.close()
+    assert answers == [("1", "EIO"), ("2", "ok")] and out["loop"].workers.running == 0
+
+
 class _Look:
     """Stands in for the loop's zero-timeout poll: not ready for the first ``after`` polls."""
 
