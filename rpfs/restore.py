@@ -375,7 +375,8 @@ class Restorer:
                 self._restore(child, fd, safe_name(child.name), path, pending)
                 continue
             bname = listing.name(i)
-            if (bname in (b".", b"..") or len(bname) > 255 or b"%" in bname or b"/" in bname
+            if (not bname or bname in (b".", b"..") or len(bname) > 255 or b"%" in bname
+                    or b"/" in bname
                     or b"\\" in bname or b"\0" in bname):
                 bname = fsname(safe_name(os.fsdecode(bname)))
             size = sizes[i]
@@ -488,7 +489,19 @@ class Restorer:
         goes through _write_whole (which refuses it, or replaces it with --overwrite)."""
         files = [(i.dirfd, i.bname, i.mode, data if len(data) else None, i.times)
                  for i, data in batch]
-        failed = {k: (stage, err) for k, stage, err in _writeout.write_files(files)}
+        try:
+            failed = {k: (stage, err) for k, stage, err in _writeout.write_files(files)}
+        except (ValueError, TypeError) as e:   # refused whole: a name that is not one
+            # component reached it (a bug above); each file again, its name made safe
+            log.warning("batch of %d files written one by one: %s", len(files), e)
+            for i, data in batch:
+                try:
+                    node = i.the_node()
+                    bname = fsname(safe_name(os.fsdecode(i.bname)))
+                    self._write_whole(node, node.attr(), i.dirfd, bname, i.path, data)
+                except (RpfsError, OSError) as e2:
+                    self._error(i.path, e2)
+            return
         written = nbytes = 0
         for k, (i, data) in enumerate(batch):
             stage, err = failed.get(k, (0, 0))

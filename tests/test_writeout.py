@@ -114,3 +114,32 @@ def test_calls_are_counted_per_file(tmp_path, dirfd):
     # the empty file has no write
     assert {k: after[k] - before[k] for k in after} == {"openat": 10, "pwrite": 9,
                                                         "futimens": 10, "close": 10}
+
+
+@pytest.mark.allow_error_log
+def test_a_batch_refused_whole_is_written_one_by_one_with_safe_names(tmp_path, monkeypatch):
+    """If a name that is not one component ever reached the batch writer (a bug above it),
+    the batch is refused before anything is made, and restore writes its files one by one
+    with names made safe: nothing lands outside the destination."""
+    from rpfs.restore import Restorer, _Small
+    from rpfs.tree import StreamFile
+    from streams.stream import BytesStream
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    r = Restorer(str(dest))
+    fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        items = []
+        for name, data in ((b"fine", b"1"), (b"../outside/evil", b"2")):
+            node = StreamFile(name.decode(), ("f", name), len(data),
+                              lambda d=data: BytesStream(d), 10**18)
+            items.append((_Small(node, None, 0, len(data), 0o644, True, None, fd, name,
+                                 str(dest), None, 0, data), data))
+        r._write_batch(items)
+    finally:
+        os.close(fd)
+    assert os.listdir(outside) == []
+    assert sorted(os.listdir(dest)) == ["..%2Foutside%2Fevil", "fine"]
+    assert r.result.files == 2 and not r.result.errors
