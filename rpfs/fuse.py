@@ -591,6 +591,8 @@ class Operations:
                         self._drop(ino)
                     break
                 sent[i] = e
+                if e.attr_timeout and ino & NUMBERED:
+                    entries.let_go(i)  # sent complete: made again (no I/O) if ever asked
             if ino & NUMBERED:
                 numbered += 1
             else:

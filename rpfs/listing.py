@@ -14,6 +14,8 @@ Every listing is a ``Listing``; a front end uses only this interface (see
 - ``node(i)`` -> the child's Node, made on first ask and kept (its attributes, once read,
   stay with it); ``listing[i]`` is ``(name(i), node(i))``; ``made(i)`` -> that node if it
   is made already, else None (a front end sends a child never made by its number);
+  ``let_go(i)``: the front end needs that node no more (a numbered listing drops it and
+  makes it again if asked);
 - iterating gives ``(name, node)`` pairs for a walk that visits each child once (a
   restore): each node is made then and not kept by the listing; ``walk_node(i)`` is that
   node for one child;
@@ -56,6 +58,10 @@ class Listing:
 
     def made(self, i: int):
         return self.node(i)
+
+    def let_go(self, i: int) -> None:
+        """The front end needs child i's node no more (its complete attributes went out):
+        a listing that can make it again from its arrays drops it."""
 
     def key(self, i: int) -> tuple:
         return self.node(i).key
@@ -119,7 +125,7 @@ class NumberedListing(Listing):
     i's node; ``kinds``: NUMBERED_KINDS codes, with every UNKNOWN settled at construction
     (its node made then, and kept: a reparse point or system file reads its record)."""
 
-    __slots__ = ("arrays", "kinds", "volume_key", "_make", "_nodes")
+    __slots__ = ("arrays", "kinds", "volume_key", "_make", "_nodes", "_settled")
 
     def __init__(self, arrays, volume_key: tuple, make: Callable[[int], object]) -> None:
         self.arrays = arrays
@@ -127,12 +133,14 @@ class NumberedListing(Listing):
         self._make = make
         self._nodes: list | None = None   # child i's node once made (one list, on first ask)
         self._pos = None
+        self._settled: set[int] = set()   # children whose node settled their kind: kept
         kinds = self.kinds = arrays.kinds
         if 0 in kinds:
             kinds = self.kinds = kinds[:]   # the arrays stay the index's own
             i = kinds.index(0)
             while True:
                 node = self.node(i)
+                self._settled.add(i)
                 kinds[i] = NUMBERED_KINDS.index(node.kind) if node.kind in NUMBERED_KINDS else 1
                 try:
                     i = kinds.index(0, i + 1)
@@ -166,6 +174,12 @@ class NumberedListing(Listing):
     def made(self, i: int):
         nodes = self._nodes
         return None if nodes is None else nodes[i]
+
+    def let_go(self, i: int) -> None:
+        """Drop child i's node (a walk's listings would keep every node they made, ~0.5 KB
+        each); one whose kind came from its record stays (that record is not read twice)."""
+        if self._nodes is not None and i not in self._settled:
+            self._nodes[i] = None
 
     def node(self, i: int):
         nodes = self._nodes
