@@ -2,9 +2,9 @@
 never as RSS: the 1,000,000-entry walk (tools/bench_million.py) peaks where the caches of
 nodes, attributes and listings fill, so what one entry costs in them is what to guard.
 
-Both tests list the fixture's 50,000-entry directory; the NTFS reader's own caches (parsed
-records, MFT blocks) are filled first by a pass that is not counted, so only what is kept
-per entry is."""
+The byte counts list the fixture's 50,000-entry directory, the NTFS reader's own caches
+(parsed records, MFT blocks) filled first by a pass that is not counted, so only what is
+kept per entry is; the walk counts the nodes a listing keeps."""
 
 from __future__ import annotations
 
@@ -101,3 +101,50 @@ def test_ls_l_of_a_big_directory_keeps_little_per_entry(bigdir):
     del ops
     per_entry = held(listed) / count
     assert per_entry < 1450, per_entry
+
+
+def test_a_walked_listing_keeps_no_node_per_entry(bigdir):
+    """A directory under ``NAMES_ONLY_FROM`` entries is listed with complete attributes, as
+    a walk (``find``, ``du``) reads it: once sent, a child's node is let go (the listing
+    can make it again from its arrays), so the cached listings of a walk hold arrays, not
+    nodes (System32's 2,002 entries: 2,002 nodes kept before, none now)."""
+    tree, _big = bigdir
+    ops = Operations(tree)
+    vol = next(n for n in tree.resolve("/volumes").iterdir() if n.name.endswith("-p3"))
+    folder = vol.child("Windows").child("System32")
+    ino = ops._inode(folder, ROOT_INODE)
+
+    async def walk_listing() -> list:
+        fh, _keep = await ops.opendir(ino, None)
+        sent = []
+
+        def reply(token, name, attr, next_id):
+            if len(sent) % 25 == 24:     # the kernel's 4 KiB readdirplus buffer
+                sent.append(attr)
+                return False
+            sent.append(attr)
+            return True
+
+        real = _fusell.readdir_reply
+        _fusell.readdir_reply = reply
+        try:
+            while True:
+                n = len(sent)
+                await ops.readdir(fh, n, None)
+                if len(sent) == n:
+                    break
+        finally:
+            _fusell.readdir_reply = real
+            await ops.releasedir(fh)
+        return sent
+
+    sent = run_inline(walk_listing())
+    assert len({a.st_ino for a in sent}) == 2002
+    assert all(a.attr_timeout for a in sent)        # complete attributes, no getattr needed
+    entries = ops._listings.get(ino).entries
+    kept = sum(entries.made(i) is not None for i in range(len(entries)))
+    assert kept < 100, kept
+    # asked again (a lookup of a listed name), the node is made again with what was sent
+    name = entries.name(1000)
+    e = run_inline(ops.lookup(ino, name, None))
+    assert e.st_ino == sent[1000].st_ino and e.st_size == sent[1000].st_size
