@@ -60,7 +60,6 @@ and ``latest`` say they are not.
 from __future__ import annotations
 
 import errno
-import hashlib
 import functools
 import gc
 import itertools
@@ -72,6 +71,11 @@ import threading
 from typing import Callable
 
 from rpfs import _fusell as ll
+
+try:  # hashlib's own blake2b: importing hashlib also loads OpenSSL (~2.5 ms of every mount)
+    from _blake2 import blake2b
+except ImportError:  # a Python built without its own blake2
+    from hashlib import blake2b
 from rpfs import fuse_loop
 from streams.errors import RpfsError, UsageError
 from streams.lru import LRU
@@ -792,7 +796,7 @@ def _sized(value: bytes, size: int) -> tuple:
 def stable_inode(key: tuple) -> int:
     """The inode number of a node key: the same for the same key for the mount's lifetime,
     in [2**32, 2**62) so it never meets the counter used on a collision or the root."""
-    h = int.from_bytes(hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"),
+    h = int.from_bytes(blake2b(repr(key).encode("utf-8", "surrogatepass"),
                                        digest_size=8).digest(), "little")
     return (h & ((1 << 62) - 1)) | (1 << 32)
 

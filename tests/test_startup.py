@@ -23,9 +23,11 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # command's module, the s3:// catalog cache's sync, pyfuse3 (the mount's binding is rpfs._fusell),
 # trio (the mount's loop is rpfs.fuse_loop; trio was 61% of the instructions a mount imported),
 # what only ``rpfs umount`` or a failing mount child uses (shutil with bz2 and lzma, subprocess,
-# tempfile with random: ~6 ms of every mount command at load 4)
+# tempfile with random: ~6 ms of every mount command at load 4), hashlib with OpenSSL (the inode
+# numbers' blake2b is _blake2's: ~2.5 ms)
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio",
-                    "shutil", "bz2", "lzma", "subprocess", "tempfile", "random"]
+                    "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
+                    "hashlib", "_hashlib"]
 
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the
