@@ -639,8 +639,15 @@ class Operations:
         if value is not None:
             return value
         names = self._xattr_names.get(inode)
+        if names is not None and name not in names:
+            raise FUSEError(ENOATTR)
+        if inode & NUMBERED:  # every numbered node of a volume rules out the same names:
+            slot = (inode ^ NUMBERED) >> SLOT_SHIFT  # ask its anchor, no node made
+            if slot < len(self._anchors) and \
+                    not self._anchors[slot].may_have_xattr(os.fsdecode(name)):
+                raise FUSEError(ENOATTR)
         node = await self._get(inode)
-        if names is not None and name not in names or not node.may_have_xattr(os.fsdecode(name)):
+        if not node.may_have_xattr(os.fsdecode(name)):
             raise FUSEError(ENOATTR)
         try:
             value = await self._run(node.getxattr, os.fsdecode(name))
