@@ -86,7 +86,7 @@ from rpfs.tree import Tree, lookup_child
 log = logging.getLogger(__name__)
 
 WORKER_THREADS = 16
-LISTING_CACHE_ENTRIES = 60_000  # entries kept with their nodes (NTFS: 1.3 KB each, 1.8 KB with attributes)
+LISTING_CACHE_ENTRIES = 60_000  # entries of cached listings (NTFS: ~90 B each, + nodes not let go)
 LIVE_NODES = 16_384  # node objects of numbered inodes kept (env RPFS_MOUNT_INODES; ~0.5 KB
                      # each for NTFS files): a child of a cached listing is made again from it
 INODE_LIMIT = 50_000  # held (unnumbered) inodes before the kernel is asked to let go of the
