@@ -24,10 +24,10 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # trio (the mount's loop is rpfs.fuse_loop; trio was 61% of the instructions a mount imported),
 # what only ``rpfs umount`` or a failing mount child uses (shutil with bz2 and lzma, subprocess,
 # tempfile with random: ~6 ms of every mount command at load 4), hashlib with OpenSSL (the inode
-# numbers' blake2b is _blake2's: ~2.5 ms)
+# numbers' blake2b is _blake2's: ~2.5 ms), getpass with termios (only when a passphrase is asked)
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio",
                     "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
-                    "hashlib", "_hashlib"]
+                    "hashlib", "_hashlib", "getpass", "termios"]
 
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the
@@ -94,6 +94,7 @@ def test_plain_repository_mount_opens_only_what_it_lists(plain_repo):
     repo = plain_repo
     snaps = loaded_after(f"""
 import rpfs.cli.mount  # the command's module and what it imports
+import rpfs.cli.options  # every command's StoreOptions
 import rpfs.fuse  # the mount imports its adapter before it forks
 from rpfs.source import open_source
 tree = open_source({str(repo)!r})

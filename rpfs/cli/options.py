@@ -14,7 +14,6 @@ itself never reads the environment).
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from typing import Mapping
@@ -50,6 +49,8 @@ class Passphrase:
             if not sys.stdin.isatty():
                 raise UsageError(f"{where} is encrypted: set RPFS_PASSWORD or RPFS_PASSWORD_FILE"
                                  " (no terminal to ask on)")
+            import getpass  # with termios: only when a terminal is asked
+
             pw = getpass.getpass(f"passphrase for {where}: ")
             if new and getpass.getpass("again: ") != pw:
                 raise UsageError("the passphrases do not match")
