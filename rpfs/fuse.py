@@ -15,7 +15,15 @@ All errno mapping happens here (``_errors``): a typed rpfs error becomes its ``e
 (EIO for damage, logged once) for that object only; anything unexpected is logged and
 becomes EIO. ``handle`` answers every request exactly once.
 
-**Fast path.** Whatever is already known is answered on the loop thread, with no thread
+**In C.** Some requests never reach Python (rpfs/_fusell.c): GETATTR of an inode whose
+complete attributes were sent (``_attrs``, the session's ``AttrTable``: immutable nodes
+only, dropped on forget, so a mutable node's timeout is never overstayed), GETXATTR of a
+name the inode's xattr class rules out (``Node.xattr_namespace``: ``ls -l`` asks
+``security.selinux`` and ``system.posix_acl_access`` of every file, which no NTFS file can
+have), LISTXATTR of an inode that can have none, OPEN (ENOSYS). A numbered listing's
+READDIRPLUS reply is built in one C call from its arrays (``fill_numbered``).
+
+**Fast path.** Whatever else is already known is answered on the loop thread, with no thread
 hand-off: a cached listing (names and the kinds the NTFS index gives), a lookup of a listed
 name, attributes a node has already computed (``Node.attr_if_known``), a cached xattr name
 list or small value, an xattr name the node can never have (``Node.may_have_xattr``: ``ls
