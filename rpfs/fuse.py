@@ -15,7 +15,15 @@ All errno mapping happens here (``_errors``): a typed rpfs error becomes its ``e
 (EIO for damage, logged once) for that object only; anything unexpected is logged and
 becomes EIO. ``handle`` answers every request exactly once.
 
-**Fast path.** Whatever is already known is answered on the loop thread, with no thread
+**In C.** Some requests never reach Python (rpfs/_fusell.c): GETATTR of an inode whose
+complete attributes were sent (``_attrs``, the session's ``AttrTable``: immutable nodes
+only, dropped on forget, so a mutable node's timeout is never overstayed), GETXATTR of a
+name the inode's xattr class rules out (``Node.xattr_namespace``: ``ls -l`` asks
+``security.selinux`` and ``system.posix_acl_access`` of every file, which no NTFS file can
+have), LISTXATTR of an inode that can have none, OPEN (ENOSYS). A numbered listing's
+READDIRPLUS reply is built in one C call from its arrays (``fill_numbered``).
+
+**Fast path.** Whatever else is already known is answered on the loop thread, with no thread
 hand-off: a cached listing (names and the kinds the NTFS index gives), a lookup of a listed
 name, attributes a node has already computed (``Node.attr_if_known``), a cached xattr name
 list or small value, an xattr name the node can never have (``Node.may_have_xattr``: ``ls
@@ -80,7 +88,7 @@ from rpfs import fuse_loop
 from streams.errors import RpfsError, UsageError
 from streams.lru import LRU
 from rpfs.node import IMMUTABLE_CACHE_SECONDS, MODES, Attr, BrokenNode, Node, report_once
-from rpfs.listing import Listing
+from rpfs.listing import NUMBERED_KINDS, Listing
 from rpfs.tree import Tree, lookup_child
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,7 @@ LIVE_NODES = 16_384  # node objects of numbered inodes kept (env RPFS_MOUNT_INOD
                      # each for NTFS files): a child of a cached listing is made again from it
 INODE_LIMIT = 50_000  # held (unnumbered) inodes before the kernel is asked to let go of the
                       # oldest files: entries of POSIX volumes (numbered NTFS entries need not)
-ATTR_CACHE = 65_536  # complete attributes as sent, by inode (~250 B each)
+ATTR_CACHE = 65_536  # complete attributes as sent, by inode (the C table: 120 B each)
 NUMBERED = 1 << 63  # inode numbers with this bit are (volume slot << SLOT_SHIFT) | number
 SLOT_SHIFT = 48  # NTFS record numbers are 48 bits
 MAX_SLOTS = 1 << (63 - SLOT_SHIFT)
@@ -110,6 +118,7 @@ GC_THRESHOLDS = (100_000, 50, 100)
 ROOT_INODE = 1
 ENOATTR = errno.ENODATA  # what getxattr answers for a name a file does not have
 EntryAttributes = ll.EntryAttributes
+KIND_MODES = tuple(MODES.get(k, 0) for k in NUMBERED_KINDS)  # by NumberedListing.kinds code
 
 
 class FUSEError(Exception):
@@ -158,18 +167,24 @@ def _bug_once(where: str, e: Exception) -> None:
 class _Listing:
     """One directory's children in listing order (``Node.listing()``: ``entries[i]`` is
     (name bytes, node), the node made on first ask); ``sent``: what readdirplus last sent
-    for each (a warm listing reuses it while the inode is known). ``stat_wanted``: someone
-    asked a child's attributes, so readdirplus computes them."""
+    for each child of a listing that is not numbered (a warm listing reuses it while the
+    inode is known; a numbered one is sent from its arrays and ``_attrs`` alone).
+    ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them."""
 
     __slots__ = ("entries", "stat_wanted", "sent", "_by_number")
 
     def __init__(self, entries: Listing):
         self.entries = entries
-        self.sent: list[EntryAttributes | None] = [None] * len(entries)
+        self.sent: list[EntryAttributes | None] | None = None  # made by the first readdir
         # small directories: attributes right away (a walk stats them, and a stub costs a
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
         self._by_number: dict[int, int] | None = None
+
+    def sent_list(self) -> list[EntryAttributes | None]:
+        if self.sent is None:
+            self.sent = [None] * len(self.entries)
+        return self.sent
 
     def position(self, name: bytes) -> int | None:
         return self.entries.position(name)   # its dict is built on the first lookup
@@ -215,7 +230,10 @@ class Operations:
         # directories whose last readdir sent children by number alone (the last few): a
         # getattr of such a child finds its node, and its parent, in their listings
         self._sent_by_number: list[int] = []
-        self._attrs = LRU(ATTR_CACHE)  # complete attributes of immutable nodes, as sent
+        # complete attributes of immutable nodes, as sent: the session answers GETATTR of
+        # them, and GETXATTR of names their xattr class rules out, without calling Python
+        self._attrs = ll.AttrTable(ATTR_CACHE)
+        self._xclasses: dict[tuple, int] = {}  # Node.xattr_namespace -> its class in _attrs
         self._links = LRU(XATTR_CACHE)  # symlink targets of immutable nodes
         self._handles: dict[int, tuple[int, _Listing]] = {}  # open directories
         self._let_go: set[int] = set()  # held inodes the kernel was asked to forget (_shed)
@@ -228,6 +246,7 @@ class Operations:
         self._xattr_values = LRU(XATTR_CACHE)
         self.uid = os.getuid()
         self.gid = os.getgid()
+        self._stub_entry = self._stub(0, "file")  # fill_numbered's template for a stub
         self.worker_calls = 0  # for tests: what went to a thread
         self.after_init: Callable[[], None] | None = None  # runs once the kernel has our INIT
         # asks the kernel to drop an entry (_shed): the mount sets it; a call may block
@@ -256,7 +275,8 @@ class Operations:
             reply(req, *args)
         except Exception as e:  # the reply's arguments were refused: nothing was sent yet
             _bug_once(f"reply to request {op}", e)
-            ll.reply_err(req, errno.EIO)
+            if req:   # still unanswered
+                ll.reply_err(req, errno.EIO)
 
     async def _answer(self, op: int, r: tuple) -> tuple:
         """(reply function, its arguments after the request) for request ``r``."""
@@ -312,6 +332,7 @@ class Operations:
             if slot is None and len(self._anchors) < MAX_SLOTS:
                 slot = self._slots[node.key[:-1]] = len(self._anchors)
                 self._anchors.append(node)
+                self._attrs.set_volume_class(slot, self._xclass(node))
             if slot is not None:  # the node named last is kept (one LRU step, not two)
                 ino = NUMBERED | slot << SLOT_SHIFT | num
                 self._live.put(ino, (node, parent))
@@ -410,8 +431,20 @@ class Operations:
         e.st_mtime_ns = _clamp_ns(a.mtime_ns)
         e.st_ctime_ns = _clamp_ns(a.ctime_ns)
         if node.immutable:
-            self._attrs.put(ino, e)
+            self._attrs.put(e, self._xclass(node))
         return e
+
+    def _xclass(self, node: Node) -> int:
+        """The xattr class (in ``_attrs``) of nodes like ``node``; 0: Python decides."""
+        ns = node.xattr_namespace
+        if ns is None:
+            return 0
+        c = self._xclasses.get(ns)
+        if c is None:
+            prefixes, names = ns
+            c = self._xclasses[ns] = self._attrs.xattr_class(
+                [os.fsencode(p) for p in prefixes], sorted(os.fsencode(n) for n in names))
+        return c
 
     def _stub(self, ino: int, kind: str) -> EntryAttributes:
         """What ``_new_entry`` gives a listed NTFS child without attributes, from the
@@ -476,8 +509,12 @@ class Operations:
             batch = []
             if listing is not None:
                 listing.stat_wanted = True
-                batch = self._unknown(listing, i + 1, i + ATTR_BATCH)
-            a = await self._run(_attrs_of, node, batch)
+                batch = self._missing(listing, i + 1, i + ATTR_BATCH)
+            # the siblings' attributes go to _attrs too: their getattrs (ls -l asks them
+            # next) are answered by the session without calling Python
+            a = await self._run(_attrs_of, node, [n for _, n in batch
+                                                  if n.attr_if_known() is None])
+            self._keep_complete(batch)
         return self._entry(node, inode, a)
 
     def _place(self, node: Node, inode: int) -> tuple[_Listing | None, int]:
@@ -488,22 +525,52 @@ class Operations:
         i = listing.position(os.fsencode(node.name))
         return (None, 0) if i is None else (listing, i)
 
-    def _unknown(self, listing: _Listing, start: int, end: int) -> list[Node]:
-        """Listed children in ``[start, end)`` whose attributes are not known yet (``ls -l``
-        asks for them next, in this order); for a child the kernel knows, its node."""
+    def _missing(self, listing: _Listing, start: int, end: int) -> list[tuple[int | None, Node]]:
+        """Listed children in ``[start, end)`` whose complete attributes ``_attrs`` does not
+        hold (``ls -l`` asks for them next, in this order): (inode, node), the inode None
+        for a child of a listing that is not numbered and was never sent."""
         out = []
-        entries, sent = listing.entries, listing.sent
-        for j in range(start, min(end, len(entries))):
+        entries, attrs = listing.entries, self._attrs
+        end = min(end, len(entries))
+        slot = self._slots.get(entries.volume_key) if entries.volume_key is not None else None
+        if slot is not None:
+            base, numbers = NUMBERED | slot << SLOT_SHIFT, entries.arrays.numbers
+            for j in range(start, end):
+                ino = base | numbers[j]
+                if ino not in attrs:
+                    out.append((ino, entries.node(j)))
+            return out
+        sent = listing.sent_list()
+        for j in range(start, end):
             e = sent[j]
-            if e is not None:
-                if e.attr_timeout or self._attrs.get(e.st_ino) is not None:
-                    continue
+            if e is None:
+                n = entries.node(j)
+            elif not e.attr_timeout and e.st_ino not in attrs:
                 n = self._known(e.st_ino) or entries.node(j)
             else:
-                n = entries.node(j)
-            if n.attr_if_known() is None and not n.attr_opens:   # a volume: its own stat opens it
-                out.append(n)
+                continue
+            if n.attr_opens and n.attr_if_known() is None:
+                continue   # a volume: its own stat opens it
+            out.append((None if e is None else e.st_ino, n))
         return out
+
+    async def _complete(self, missing: list[tuple[int | None, Node]]) -> bool:
+        """Compute the attributes of ``missing`` (``_missing``) not known yet, in one
+        worker call, and keep them in ``_attrs``; whether anything had to be computed."""
+        unknown = [n for _, n in missing if n.attr_if_known() is None]
+        if unknown:
+            await self._run(_attrs_of, None, unknown)
+        self._keep_complete(missing)
+        return bool(unknown)
+
+    def _keep_complete(self, batch: list[tuple[int | None, Node]]) -> None:
+        """Put the complete attributes of ``batch``'s known inodes in ``_attrs``."""
+        held = self._node
+        for ino, node in batch:
+            if ino is not None and (ino & NUMBERED or ino in held) and node.immutable:
+                a = node.attr_if_known()
+                if a is not None:
+                    self._new_entry(node, ino, a)
 
     @_errors
     async def readlink(self, inode, ctx=None):
@@ -538,23 +605,21 @@ class Operations:
     async def readdir(self, fh, start_id, token):
         parent, listing = self._handles[fh]
         entries = listing.entries
+        slot = self._slot_of(entries, parent)
+        if slot is not None:
+            return await self._readdir_numbered(parent, listing, slot, start_id, token)
         stop = len(entries)
         if listing.stat_wanted and start_id < len(entries):
             # whoever lists this directory stats its children too (ls -l, du, a walk):
             # send complete attributes, one worker call per batch, not a getattr each;
-            # the reply ends with the batch (the kernel's buffer holds ~800 entries: past
-            # the batch it would get stubs, and one getattr round trip each)
-            batch = self._unknown(listing, start_id, start_id + ATTR_BATCH)
-            if batch:
-                await self._run(_attrs_of, None, batch)
+            # the reply ends with the batch (past it the kernel would get stubs, and one
+            # getattr round trip each)
+            if await self._complete(self._missing(listing, start_id, start_id + ATTR_BATCH)):
                 stop = min(stop, start_id + ATTR_BATCH)
         attrs, held, lookups = self._attrs, self._node, self._lookups
-        sent, reply = listing.sent, ll.readdir_reply
+        sent, reply = listing.sent_list(), ll.readdir_reply
         upgrade = listing.stat_wanted  # else no child's attributes were computed
-        # a child not made yet that has a number is sent by its number alone: no node
-        slot = self._slots.get(entries.volume_key) if entries.volume_key is not None else None
         numbered = 0
-        by_number = False
         for i in range(start_id, stop):  # the hot loop of a warm listing
             e = sent[i]
             if e is not None and (e.st_ino & NUMBERED or e.st_ino in held):
@@ -570,21 +635,9 @@ class Operations:
                         e = sent[i] = full
                 if not reply(token, entries.name(i), e, i + 1):
                     break
-            elif slot is not None and entries.made(i) is None:
-                num = entries.number(i)
-                ino = NUMBERED | slot << SLOT_SHIFT | num
-                e = attrs.get(ino)
-                if e is None:
-                    e = self._stub(ino, entries.kind(i))
-                if not reply(token, entries.name(i), e, i + 1):
-                    break
-                sent[i] = e
-                by_number = True
             else:
                 node = entries.node(i)
                 ino = self._inode(node, parent)
-                if slot is None and ino & NUMBERED:  # its volume has a slot now
-                    slot = self._slots.get(entries.volume_key)
                 e = attrs.get(ino)
                 if e is None:
                     if not ino & NUMBERED:
@@ -602,14 +655,48 @@ class Operations:
             else:
                 lookups[ino] = lookups.get(ino, 0) + 1
         self._numbered_refs += numbered
-        if by_number:
+        if len(held) > self.inode_limit:
+            self._shed()
+
+    def _slot_of(self, entries: Listing, parent: int) -> int | None:
+        """The slot of a numbered listing's volume (made with its first child's node if it
+        has none yet); None: not a numbered listing, or no slot left."""
+        key = entries.volume_key
+        if key is None:
+            return None
+        slot = self._slots.get(key)
+        if slot is None and len(entries) and len(self._anchors) < MAX_SLOTS:
+            self._inode(entries.node(0), parent)
+            slot = self._slots.get(key)
+        return slot
+
+    async def _readdir_numbered(self, parent: int, listing: _Listing, slot: int, start: int,
+                                buf) -> None:
+        """A numbered listing's children from its arrays, in one C call (``fill_numbered``):
+        each by its number alone (no node made), with its complete attributes where
+        ``_attrs`` has them, else its kind (``attr_timeout`` 0: getattr asks for them)."""
+        entries = listing.entries
+        stop = len(entries)
+        base = NUMBERED | slot << SLOT_SHIFT
+        if listing.stat_wanted and start < stop:
+            # as in readdir: complete attributes, one worker call per batch
+            if await self._complete(self._missing(listing, start, start + ATTR_BATCH)):
+                stop = min(stop, start + ATTR_BATCH)
+        a = entries.arrays
+        sent = ll.fill_numbered(buf, a.names, a.offsets, a.numbers, entries.kinds, start, stop,
+                                base, KIND_MODES, self._stub_entry, self._attrs)
+        self._numbered_refs += sent
+        if listing.stat_wanted:   # nodes made for their attributes: sent complete, let go
+            attrs, numbers = self._attrs, a.numbers
+            for i in range(start, start + sent):
+                if entries.made(i) is not None and base | numbers[i] in attrs:
+                    entries.let_go(i)   # made again (no I/O) if ever asked
+        if sent:
             recent = self._sent_by_number
             if parent in recent:
                 recent.remove(parent)
             recent.append(parent)
             del recent[:-RECENT_BY_NUMBER]
-        if len(held) > self.inode_limit:
-            self._shed()
 
     @_errors
     async def releasedir(self, fh):
@@ -854,6 +941,8 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     real = os.path.realpath(mountpoint)  # not after init: that would ask this process
     ops.after_init = functools.partial(_raise_readahead, real)
     session = ll.Session(mountpoint, options)
+    session.serve_from(ops._attrs)   # GETATTR of what was sent, xattrs never there: in C
+    _count_on_signal(os.environ.get("RPFS_FUSE_COUNTS"))
     invalidator = _Invalidator(session)
     ops.invalidate = invalidator.put
     gc.set_threshold(*GC_THRESHOLDS)  # this process only serves the mount
@@ -864,6 +953,23 @@ def mount(tree: Tree, mountpoint: str, *, allow_other: bool = False, debug: bool
     finally:
         invalidator.close()
         session.close()   # unmounts (if still mounted) and ends the session
+
+
+def _count_on_signal(path: str | None) -> None:
+    """With RPFS_FUSE_COUNTS=FILE, SIGUSR1 writes the binding's request counts there as
+    JSON, {opcode: [received, handed to Python]} (benchmarks count requests with it)."""
+    if not path:
+        return
+    import json
+    import signal
+
+    def dump(signum, frame):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(ll.counts(), f)
+        os.replace(tmp, path)
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 class _Invalidator:

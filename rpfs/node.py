@@ -14,7 +14,10 @@ Two methods let a front end answer without parsing:
 - ``attr_if_known()``: the attributes if they cost nothing more to produce (an NTFS entry
   listed from its directory index has not read its MFT record yet: None);
 - ``may_have_xattr(name)``: False for extended attribute names the node can never have
-  (``security.selinux`` on NTFS), so ``ls -l`` asking for them needs no I/O at all.
+  (``security.selinux`` on NTFS), so ``ls -l`` asking for them needs no I/O at all;
+  ``xattr_namespace``, the same as data, ``(prefixes, names)`` (None: only
+  ``may_have_xattr`` can tell), the same for every numbered node of one volume, so the
+  mount's C side answers every other name without calling Python.
 
 Capabilities only some nodes have are declared here too, each with a default meaning "not
 this node", so a front end asks the node instead of probing it with ``hasattr``:
@@ -162,6 +165,10 @@ class Node:
     def xattr_names(self) -> list[str]:
         """Names of the extended attributes (values are read only when asked for)."""
         return []
+
+    # the extended attribute names this node can have at all: those starting with one of
+    # the prefixes, and the names; None: ask may_have_xattr (it agrees with this otherwise)
+    xattr_namespace: tuple[tuple[str, ...], frozenset[str]] | None = ((), frozenset())
 
     def may_have_xattr(self, name: str) -> bool:
         """False if this node can never have an attribute called ``name`` (no I/O)."""

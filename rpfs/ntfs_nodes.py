@@ -105,6 +105,8 @@ class NtfsNode(EntryNode):
             allocated=getattr(e, "allocated_size", None),
         )
 
+    xattr_namespace = (("user.",), SYSTEM_XATTRS)   # alternate streams and ntfs-3g's
+
     def may_have_xattr(self, name: str) -> bool:
         return name.startswith("user.") or name in SYSTEM_XATTRS
 

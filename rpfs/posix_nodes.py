@@ -99,6 +99,8 @@ class PosixNode(EntryNode):
     def xattr_names(self) -> list[str]:
         return list(self._all_xattrs())
 
+    xattr_namespace = None   # whatever the guest set: only reading the inode tells
+
     def may_have_xattr(self, name: str) -> bool:
         if self._xattrs is not None:
             return name in self._xattrs

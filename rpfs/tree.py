@@ -675,6 +675,10 @@ class VolumeDir(Node):
     def may_have_xattr(self, name: str) -> bool:
         return True if self.attr_opens else self.root.may_have_xattr(name)   # no I/O here
 
+    @property
+    def xattr_namespace(self):
+        return None if self.attr_opens else self.root.xattr_namespace
+
     def attr(self):
         return self.root.attr()
 

@@ -57,28 +57,22 @@ class Kernel:
 
     async def readdir(self, ino: int, page: int = 7,
                       limit: int | None = None) -> list[tuple[bytes, EntryAttributes]]:
-        """A directory's entries (the first ``limit``), ``page`` per readdir call (as the
-        kernel's small buffers do), through a stand-in for _fusell.readdir_reply."""
+        """A directory's entries (the first ``limit``), through real reply buffers of room
+        for about ``page`` entries each (the kernel's are small), read back as the kernel
+        would read them (``DirBuffer.entries``)."""
         fh, _keep = await self.ops.opendir(ino, None)
         out: list = []
-        real = _fusell.readdir_reply
         try:
-            while True:
-                room = [page]
-
-                def reply(token, name, attr, next_id):
-                    if room[0] == 0:
-                        return False
-                    room[0] -= 1
-                    out.append((name, attr))
-                    return True
-
-                _fusell.readdir_reply = reply
-                await self.ops.readdir(fh, len(out), None)
-                if room[0] or limit is not None and len(out) >= limit:
-                    break  # the listing ended inside this page, or enough
+            while limit is None or len(out) < limit:
+                buf = _fusell.DirBuffer(None, page * 168)
+                await self.ops.readdir(fh, len(out), buf)
+                got = buf.entries()
+                if not got:
+                    break   # the listing ended
+                assert [off for _, _, off in got] == list(range(len(out) + 1,
+                                                                len(out) + len(got) + 1))
+                out += [(name, a) for name, a, _ in got]
         finally:
-            _fusell.readdir_reply = real
             await self.ops.releasedir(fh)
         for _, a in out:
             self.counts[a.st_ino] = self.counts.get(a.st_ino, 0) + 1
@@ -573,3 +567,101 @@ def test_ls_f_through_a_mount_makes_no_node_per_entry(image, tmp_path):
     assert len(listed) == 50_000
     assert stats == {n: listed[n] for n in names}
     assert made < 1000, made   # was 50,000 and more: one per listed entry
+
+
+@fuse
+def test_ls_l_through_a_mount_reaches_python_rarely(image, tmp_path):
+    """What ``ls -l`` does after ``ls -f`` (the names of the 50,000-entry directory, then
+    lstat and the two xattrs coreutils asks of each file, in listing order), through a real
+    mount, counted by the binding (``_fusell.counts()``: requests received and handed to
+    Python): no GETXATTR reaches Python (no NTFS file can have security.* or
+    system.posix_acl_*), and a GETATTR does once per batch of siblings, the rest answered
+    from the attributes the batch left in the session's table. Counts, never times."""
+    import json
+
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    report = tmp_path / "report.json"
+    log = open(tmp_path / "mount.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
+                             str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
+    n = 6000
+    try:
+        assert proc.stdout.readline() == b"ready\n", (tmp_path / "mount.log").read_text()
+        for _ in range(100):
+            if os.path.ismount(mp):
+                break
+            time.sleep(0.05)
+        ref = open_source(image)
+        big = mp / volume_path(ref).lstrip("/") / "bigdir"
+        with os.scandir(big) as it:
+            names = [e.name for e in it]
+        sizes = {}
+        for name in names[:n]:
+            p = os.path.join(big, name)
+            sizes[name] = os.lstat(p).st_size
+            for x in ("security.selinux", "system.posix_acl_access"):
+                with pytest.raises(OSError) as e:
+                    os.getxattr(p, x, follow_symlinks=False)
+                assert e.value.errno in (errno.ENODATA, errno.EOPNOTSUPP)
+        vol = ref.resolve(volume_path(ref))
+        big_node = vol.child("bigdir")
+        for name in names[:n:500]:
+            assert sizes[name] == big_node.child(name).attr().size
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
+        code = proc.wait(timeout=60)
+        proc.stdout.close()
+        log.close()
+    assert code == 0, (tmp_path / "mount.log").read_text()
+    counts = {int(k): v for k, v in json.loads(report.read_text())["binding"].items()}
+    received = {op: r for op, (r, _) in counts.items()}
+    python = {op: p for op, (_, p) in counts.items()}
+    assert len(names) == 50_000
+    assert received[_fusell.GETXATTR] >= n and python.get(_fusell.GETXATTR, 0) == 0, counts
+    assert received[_fusell.GETATTR] >= n // 2, counts   # stubs from the names-only listing
+    assert python[_fusell.GETATTR] <= n // 100 + 10, counts   # one per batch of 512 (and a few)
+    per_entry = sum(python.values()) / n
+    assert per_entry < 0.05, counts   # was about 3 (a getattr and two getxattrs each)
+
+
+XATTR_NAMES = ["security.selinux", "system.posix_acl_access", "system.posix_acl_default",
+               "user.", "user.x", "user.rpfs", "system.ntfs_attrib", "system.ntfs_attrib_be",
+               "system.ntfs_times", "system.ntfs_crtime", "system.ntfs_acl",
+               "system.ntfs_reparse_data", "system.ntfs_x", "trusted.x", "use", ""]
+
+
+def test_xattr_namespaces_agree_with_may_have_xattr(image):
+    """What the session answers in C for a node's xattr class (``Node.xattr_namespace``,
+    held in the AttrTable) is what ``may_have_xattr`` says, for every node of the fixture
+    VM's tree (repository-style directories, disks, NTFS entries, alternate streams)."""
+    tree = open_source(image)
+    ops = Operations(tree)
+    stack, seen = [tree.root], 0
+    while stack and seen < 3000:
+        node = stack.pop()
+        seen += 1
+        c = ops._xclass(node)
+        ns = node.xattr_namespace
+        assert (c == 0) == (ns is None)
+        ino = 1 + seen
+        e = ops._stub(ino, node.kind)
+        ops._attrs.put(e, c)
+        for name in XATTR_NAMES:
+            if c:
+                assert ops._attrs.may_have(ino, name.encode()) == node.may_have_xattr(name), \
+                    (node, name)
+        if node.kind == "dir" and node.name != "bigdir":
+            try:
+                stack.extend(node.listing().node(i) for i in range(min(50, len(node.listing()))))
+            except Exception:
+                pass
+        if hasattr(node, "entry") and node.kind == "file":
+            try:
+                for stream in node.entry.streams():
+                    sname = stream.name if hasattr(stream, "name") else stream[0]
+                    if sname:
+                        stack.append(node.stream_node(sname))
+            except Exception:
+                pass
+    assert seen > 100

@@ -81,7 +81,11 @@ def test_every_request_is_answered_exactly_once(mount):
     # OPEN never reaches Python (answered ENOSYS in C); READ names the inode
     assert asked[_fusell.READ] >= 1 and asked[_fusell.LOOKUP] >= 1   # "absent"
     assert asked[_fusell.READDIR] >= 2 and asked[_fusell.STATFS] >= 1
-    assert asked[_fusell.GETXATTR] >= 1 and asked[_fusell.LISTXATTR] >= 1
+    # nothing in this tree can have an xattr: the binding answers those without Python
+    binding = {int(k): v for k, v in report["binding"].items()}
+    assert binding[_fusell.GETXATTR][0] >= 1 and binding[_fusell.LISTXATTR][0] >= 1
+    assert _fusell.GETXATTR not in asked and _fusell.LISTXATTR not in asked
+    assert binding[_fusell.OPEN] == [binding[_fusell.OPEN][0], 0]   # ENOSYS in C
 
 
 def test_a_bug_is_eio_for_that_file_only_and_logged_once(mount):
@@ -152,3 +156,47 @@ def test_past_the_inode_limit_the_kernel_is_asked_to_let_go(tmp_path):
     finally:
         report = m.end()
     assert report["wrong"] == []
+
+
+def test_a_second_reply_is_refused_and_a_dropped_request_is_eio(tmp_path):
+    """A request is answered once: a second reply raises ValueError in Python (the handle
+    was let go of when answered; no use after free in libfuse), and a request the handler
+    drops without an answer is answered EIO once its Request goes (the reader's reference
+    to it goes with the reader's next request), so the caller never hangs. The mount goes
+    on serving either way."""
+    import threading
+
+    m = Mount(tmp_path, env={"LLFS_MISBEHAVE": "1"})
+    got: list = []
+
+    def readlink():
+        try:
+            got.append(os.readlink(m.mp / "link"))
+        except OSError as e:
+            got.append(e.errno)
+
+    try:
+        assert (m.mp / "ok.txt").read_bytes() == b"ok\n"
+        t = threading.Thread(target=readlink, daemon=True)
+        t.start()
+        for i in range(2000):   # other requests, until every reader has moved on
+            t.join(0.01)
+            if not t.is_alive():
+                break
+            os.stat(m.mp / "many" / f"f{i:05d}")
+        assert got == [errno.EIO]
+        assert (m.mp / "hostile" / "-rf").read_bytes() == b"-rf"
+    finally:
+        report = m.end()
+    assert report["second_reply"] == "ValueError"
+
+
+def test_requests_are_objects_that_refuse_misuse():
+    """Python cannot make a Request; reply functions refuse anything else (FORGET and
+    INIT carry 0, which must never be answered)."""
+    with pytest.raises(TypeError):
+        _fusell.Request()
+    with pytest.raises(TypeError):
+        _fusell.reply_err(0, 0)
+    with pytest.raises(TypeError):
+        _fusell.reply_attr(12345, _fusell.EntryAttributes())

@@ -71,21 +71,15 @@ def test_ls_l_of_a_big_directory_keeps_little_per_entry(bigdir):
     async def ls_l(ops: Operations, ino: int) -> int:
         fh, _keep = await ops.opendir(ino, None)
         sent = []
-
-        def reply(token, name, attr, next_id):
-            sent.append(attr.st_ino)
-            return True
-
-        real = _fusell.readdir_reply
-        _fusell.readdir_reply = reply
         try:
             while True:
-                n = len(sent)
-                await ops.readdir(fh, n, None)
-                if len(sent) == n:
+                buf = _fusell.DirBuffer(None, 1 << 20)
+                await ops.readdir(fh, len(sent), buf)
+                got = buf.entries()
+                if not got:
                     break
+                sent += [attr.st_ino for _, attr, _ in got]
         finally:
-            _fusell.readdir_reply = real
             await ops.releasedir(fh)
         for child in sent:
             await ops.getattr(child, None)
@@ -117,24 +111,15 @@ def test_a_walked_listing_keeps_no_node_per_entry(bigdir):
     async def walk_listing() -> list:
         fh, _keep = await ops.opendir(ino, None)
         sent = []
-
-        def reply(token, name, attr, next_id):
-            if len(sent) % 25 == 24:     # the kernel's 4 KiB readdirplus buffer
-                sent.append(attr)
-                return False
-            sent.append(attr)
-            return True
-
-        real = _fusell.readdir_reply
-        _fusell.readdir_reply = reply
         try:
             while True:
-                n = len(sent)
-                await ops.readdir(fh, n, None)
-                if len(sent) == n:
+                buf = _fusell.DirBuffer(None, 4096)   # the kernel's readdirplus buffer
+                await ops.readdir(fh, len(sent), buf)
+                got = buf.entries()
+                if not got:
                     break
+                sent += [attr for _, attr, _ in got]
         finally:
-            _fusell.readdir_reply = real
             await ops.releasedir(fh)
         return sent
 

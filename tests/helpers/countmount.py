@@ -2,7 +2,8 @@
 NTFS node the mount makes counted, for tests/test_fuse_ops.py:
 ``python -m tests.helpers.countmount IMAGE MOUNTPOINT REPORT``.
 
-When the mount ends (unmounted) REPORT gets JSON: ``{"ntfs_nodes": made}``.
+When the mount ends (unmounted) REPORT gets JSON: ``{"ntfs_nodes": made, "binding":
+{opcode: [received, handed to Python]}}`` (``_fusell.counts()``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from rpfs import fuse
+from rpfs import _fusell, fuse
 from rpfs.ntfs_nodes import NtfsNode
 from rpfs.source import open_source
 
@@ -28,7 +29,7 @@ def main(image: str, mountpoint: str, report: str) -> None:
         fuse.mount(open_source(image), mountpoint, ready=lambda: print("ready", flush=True))
     finally:
         with open(report, "w") as f:
-            json.dump({"ntfs_nodes": made[0]}, f)
+            json.dump({"ntfs_nodes": made[0], "binding": _fusell.counts()}, f)
 
 
 if __name__ == "__main__":
