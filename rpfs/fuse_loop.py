@@ -206,6 +206,7 @@ class Loop:
                 if request is not None:
                     self.requests += 1
                     step(handle(request))
+                    del request   # one its handler dropped unanswered is answered EIO now
                     continue
                 if session.exited:
                     break

@@ -161,9 +161,9 @@ def test_past_the_inode_limit_the_kernel_is_asked_to_let_go(tmp_path):
 def test_a_second_reply_is_refused_and_a_dropped_request_is_eio(tmp_path):
     """A request is answered once: a second reply raises ValueError in Python (the handle
     was let go of when answered; no use after free in libfuse), and a request the handler
-    drops without an answer is answered EIO once its Request goes (the reader's reference
-    to it goes with the reader's next request), so the caller never hangs. The mount goes
-    on serving either way."""
+    drops without an answer is answered EIO when its Request goes (the loop lets go of it
+    once its handler ends), so the caller never hangs. The mount goes on serving either
+    way."""
     import threading
 
     m = Mount(tmp_path, env={"LLFS_MISBEHAVE": "1"})
@@ -179,7 +179,7 @@ def test_a_second_reply_is_refused_and_a_dropped_request_is_eio(tmp_path):
         assert (m.mp / "ok.txt").read_bytes() == b"ok\n"
         t = threading.Thread(target=readlink, daemon=True)
         t.start()
-        for i in range(2000):   # other requests, until every reader has moved on
+        for i in range(2000):   # (other requests meanwhile: a loop may hold it a while)
             t.join(0.01)
             if not t.is_alive():
                 break
