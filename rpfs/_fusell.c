@@ -1326,9 +1326,54 @@ static PyObject *reply_data(PyObject *mod, PyObject *args)
         PyBuffer_Release(&b);
         return NULL;
     }
-    int res = fuse_reply_buf(req, b.buf, (size_t)b.len);
+    int res;
+    Py_BEGIN_ALLOW_THREADS   /* the kernel copies up to 1 MiB: other threads go on meanwhile */
+    res = fuse_reply_buf(req, b.buf, (size_t)b.len);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&b);
     return reply_done(res);
+}
+
+/* A READ's data as several buffers in order (the decoded chunks' own bytes when a range
+   spans chunks: ``Stream.read_buffers``), sent as one reply with nothing joined. */
+static PyObject *reply_buffers(PyObject *mod, PyObject *args)
+{
+    (void)mod;
+    PyObject *r, *seq;
+    if (!PyArg_ParseTuple(args, "OO", &r, &seq))
+        return NULL;
+    PyObject *items = PySequence_Fast(seq, "reply_buffers: a sequence of buffers expected");
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items), got = 0;
+    Py_buffer *bufs = PyMem_Calloc(n ? (size_t)n : 1, sizeof *bufs);
+    struct iovec *iov = PyMem_Calloc(n ? (size_t)n : 1, sizeof *iov);
+    PyObject *result = NULL;
+    if (bufs == NULL || iov == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(items, got), &bufs[got], PyBUF_SIMPLE) < 0)
+            goto done;   /* not answered: the caller still can */
+        iov[got].iov_base = bufs[got].buf;
+        iov[got].iov_len = (size_t)bufs[got].len;
+    }
+    fuse_req_t req = req_take(r);
+    if (req == NULL)
+        goto done;
+    int res;
+    Py_BEGIN_ALLOW_THREADS
+    res = n ? fuse_reply_iov(req, iov, (int)n) : fuse_reply_buf(req, NULL, 0);
+    Py_END_ALLOW_THREADS
+    result = reply_done(res);
+done:
+    for (Py_ssize_t i = 0; i < got; i++)
+        PyBuffer_Release(&bufs[i]);
+    PyMem_Free(bufs);
+    PyMem_Free(iov);
+    Py_DECREF(items);
+    return result;
 }
 
 static PyObject *reply_dir(PyObject *mod, PyObject *args)
@@ -1449,6 +1494,7 @@ static PyMethodDef module_methods[] = {
     {"reply_entry", reply_entry, METH_VARARGS, "reply_entry(request, EntryAttributes)"},
     {"reply_attr", reply_attr, METH_VARARGS, "reply_attr(request, EntryAttributes)"},
     {"reply_data", reply_data, METH_VARARGS, "reply_data(request, bytes-like)"},
+    {"reply_buffers", reply_buffers, METH_VARARGS, "reply_buffers(request, [bytes-like, ...]): one reply, nothing joined"},
     {"reply_dir", reply_dir, METH_VARARGS, "reply_dir(request, DirBuffer)"},
     {"reply_readlink", reply_readlink, METH_VARARGS, "reply_readlink(request, bytes)"},
     {"reply_open", reply_open, METH_VARARGS,

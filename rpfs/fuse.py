@@ -868,14 +868,15 @@ def _open_read(node: Node, off: int, size: int):
 
 
 def _read_reply(stream, off: int, size: int) -> tuple:
-    """A READ's answer, for ``answered_in_worker``: (nothing, reply_data, the data)."""
-    return None, ll.reply_data, stream.read_buffer(off, size)
+    """A READ's answer, for ``answered_in_worker``: (nothing, reply_buffers, the data as
+    the decoded chunks' own buffers: a READ spanning two chunks is sent without a join)."""
+    return None, ll.reply_buffers, stream.read_buffers(off, size)
 
 
 def _open_read_reply(node: Node, off: int, size: int) -> tuple:
-    """A file's first READ, for ``answered_in_worker``: (its stream, reply_data, the data)."""
+    """A file's first READ, for ``answered_in_worker``: (its stream, reply_buffers, the data)."""
     stream = node.open()
-    return stream, ll.reply_data, stream.read_buffer(off, size)
+    return stream, ll.reply_buffers, stream.read_buffers(off, size)
 
 
 def _sized(value: bytes, size: int) -> tuple:

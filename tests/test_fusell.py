@@ -200,3 +200,5 @@ def test_requests_are_objects_that_refuse_misuse():
         _fusell.reply_err(0, 0)
     with pytest.raises(TypeError):
         _fusell.reply_attr(12345, _fusell.EntryAttributes())
+    with pytest.raises(TypeError):
+        _fusell.reply_buffers(12345, [b"data"])

@@ -270,3 +270,28 @@ def test_file_stream_export_is_unchanged(tmp_path):
     src = _NoViews(FileStream(tmp_path / "d.raw"))
     formats.write_image(src, tmp_path / "o.raw", "raw")
     assert (tmp_path / "o.raw").read_bytes() == data
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/fuse"), reason="no /dev/fuse")
+def test_a_mount_sends_reads_across_chunks_exactly(stored, tmp_path):
+    """Through a real mount of the repository, READs that span two chunks (sent as the
+    chunks' own buffers in one gathered reply, ``reply_buffers``) and READs ending inside
+    a hole or at the disk's end give exactly the disk's bytes."""
+    import os
+    import sys
+
+    repo, data = stored
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    rpfs = [sys.executable, "-m", "rpfs"]
+    subprocess.run([*rpfs, "mount", repo, mp], check=True, capture_output=True)
+    try:
+        fd = os.open(mp / "vm" / "latest" / "disks" / "disk.raw", os.O_RDONLY)
+        try:
+            for off, n in ((MiB // 2, MiB), (3 * MiB - 7, MiB + 13), (DISK - MiB // 3, MiB),
+                           (7 * MiB + 12345, 3 * MiB)):
+                assert os.pread(fd, n, off) == data[off:off + n]
+        finally:
+            os.close(fd)
+    finally:
+        subprocess.run([*rpfs, "umount", mp], check=False, capture_output=True)
