@@ -621,8 +621,10 @@ def test_ls_l_through_a_mount_reaches_python_rarely(image, tmp_path):
     assert received[_fusell.GETXATTR] >= n and python.get(_fusell.GETXATTR, 0) == 0, counts
     assert received[_fusell.GETATTR] >= n // 2, counts   # stubs from the names-only listing
     assert python[_fusell.GETATTR] <= n // 100 + 10, counts   # one per batch of 512 (and a few)
-    per_entry = sum(python.values()) / n
-    assert per_entry < 0.05, counts   # was about 3 (a getattr and two getxattrs each)
+    # (LOOKUP and FORGET left out: another process's drop_caches makes the kernel forget
+    # and look names up again, which says nothing about this mount)
+    per_entry = sum(v for op, v in python.items() if op not in (_fusell.LOOKUP, _fusell.FORGET)) / n
+    assert per_entry < 0.05, counts   # was about 2 (two getxattrs each, and getattrs)
 
 
 XATTR_NAMES = ["security.selinux", "system.posix_acl_access", "system.posix_acl_default",
