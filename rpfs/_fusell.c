@@ -975,6 +975,8 @@ typedef struct {
     char *mem;
     size_t size, used;
     unsigned long long added;   /* entries added, in all */
+    unsigned long long linked;  /* ... of which the kernel links (a node id sent) */
+    int link;                   /* 0: entries go with node id 0, names only (see below) */
 } DirBuffer;
 
 static int dirbuf_init(DirBuffer *self, PyObject *args, PyObject *kw)
@@ -1002,6 +1004,8 @@ static int dirbuf_init(DirBuffer *self, PyObject *args, PyObject *kw)
     Py_XSETREF(self->request, r);
     self->size = (size_t)size;
     self->used = 0;
+    self->added = self->linked = 0;
+    self->link = 1;
     return 0;
 }
 
@@ -1028,11 +1032,21 @@ static int dirbuf_add(DirBuffer *d, const char *name, size_t len, const struct f
     if (d->request != NULL && d->request != Py_None)
         req = ((Request *)d->request)->req;
     size_t room = d->size - d->used;
+    struct fuse_entry_param unlinked;
+    if (!d->link) {
+        /* node id 0 in a READDIRPLUS entry: the kernel lists the name (its inode number
+           and kind go in the dirent) but makes no inode and takes no reference for it */
+        unlinked = *e;
+        unlinked.ino = 0;
+        e = &unlinked;
+    }
     size_t need = fuse_add_direntry_plus(req, d->mem + d->used, room, z, e, next);
     if (need > room)
         return 0;
     d->used += need;
     d->added++;
+    if (e->ino != 0)
+        d->linked++;
     return 1;
 }
 
@@ -1046,6 +1060,31 @@ static PyObject *dirbuf_added(DirBuffer *self, void *closure)
 {
     (void)closure;
     return PyLong_FromUnsignedLongLong(self->added);
+}
+
+static PyObject *dirbuf_linked(DirBuffer *self, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong(self->linked);
+}
+
+static PyObject *dirbuf_get_link(DirBuffer *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->link);
+}
+
+static int dirbuf_set_link(DirBuffer *self, PyObject *value, void *closure)
+{
+    (void)closure;
+    int v = value == NULL ? -1 : PyObject_IsTrue(value);
+    if (v < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "link cannot be deleted");
+        return -1;
+    }
+    self->link = v;
+    return 0;
 }
 
 static double timeout_of(uint64_t sec, uint32_t nsec)
@@ -1108,6 +1147,10 @@ static PyMethodDef dirbuf_methods[] = {
 static PyGetSetDef dirbuf_getset[] = {
     {"used", (getter)dirbuf_len, NULL, "bytes filled", NULL},
     {"added", (getter)dirbuf_added, NULL, "entries added", NULL},
+    {"linked", (getter)dirbuf_linked, NULL, "entries added with a node id (the kernel links "
+     "them and takes a lookup reference each)", NULL},
+    {"link", (getter)dirbuf_get_link, (setter)dirbuf_set_link, "False: entries from now on "
+     "go with node id 0 (names, inode numbers and kinds only; nothing linked)", NULL},
     {NULL}};
 
 static PyTypeObject DirBufferType = {
