@@ -32,6 +32,7 @@ class StoreOptions:
     s3_attempts: int = 6                   # tries of one request before it fails
     # every repository
     chunk_cache_bytes: int | None = None   # decompressed-chunk cache (None: the config's cache_mb)
+    chunk_cache_grow_to: int = 0           # how far that bound may grow on re-reads (store/cache.py)
     passphrase: Callable[[str, bool], str] | None = None   # (where, new) -> passphrase of an encrypted one
     # the maintenance layer's services (rpfs.store.maintenance.open_repository fills them in)
     on_missing_pack: Callable | None = None   # (repo, ChunkLoc) -> ChunkLoc | None: where it is now

@@ -116,7 +116,7 @@ class Repository:
         self.chunk_size = config.chunk_size
         self.crypto = crypto
         cache = config.cache_mb << 20 if options.chunk_cache_bytes is None else options.chunk_cache_bytes
-        self.cache = ChunkCache(max(0, cache))
+        self.cache = ChunkCache(max(0, cache), options.chunk_cache_grow_to)
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
         self.tables: LRU = LRU(1024)     # chunk id -> FrameTable (~2.8 KB each) of chunks read in part
         self.frames_decoded = 0          # frames a part read decompressed (counted for tests)
