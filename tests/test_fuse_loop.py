@@ -207,6 +207,35 @@ def test_a_worker_answers_its_request_itself_once():
     assert sent[0][2] not in (t.ident, threading.get_ident())   # a worker sent it
 
 
+def test_a_worker_that_answered_does_not_wake_the_loop():
+    """The rest of a handler whose worker sent the answer waits for the loop's next
+    wake-up (the next request), and runs before that request is handled."""
+    s, sent, answers = Session(), [], []
+
+    def reply(req, data):
+        sent.append(req)
+
+    async def handler(request):
+        op, n = request
+        answers.append((n, await answered_in_worker(n, lambda: ("value", reply, "data"))))
+
+    t, out = serve_in_thread(s, handler)
+    try:
+        s.send("read 1")
+        until(lambda: sent == ["1"])
+        time.sleep(0.2)   # a wake-up would have resumed the handler by now
+        assert answers == []
+        s.send("read 2")
+        until(lambda: len(sent) == 2 and answers)   # read 1's handler ran before read 2
+    finally:
+        s.unmount()
+        t.join(30)
+        s.close()
+    # read 2's handler runs at the unmount's wake-up; each request was answered once
+    assert answers in ([("1", "value")], [("1", "value"), ("2", "value")])
+    assert sent == ["1", "2"]
+
+
 def test_a_request_its_worker_answered_is_not_answered_again_when_the_mount_ends():
     s, sent, answers = Session(), [], []
     in_reply, go_on = threading.Event(), threading.Event()
