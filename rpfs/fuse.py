@@ -112,6 +112,7 @@ STREAM_CACHE = 65536  # opened streams of immutable files, by inode (~600 B each
 XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name)
 XATTR_VALUE_MAX = 4096  # larger values (alternate data streams) are read each time
 MAX_READ = 1 << 20  # largest read request the kernel may send (1 MiB; libfuse's limit too)
+PLAIN_FILE_MAX = 1 << 20  # files up to this size are read by where they lie (_plain_read_reply)
 # A listing allocates a few objects per entry while the caches hold hundreds of thousands:
 # with Python's default (700, 10, 10) the cyclic collector ran so often that it took more
 # than half of listing a 50,000-entry directory (4.2 s -> 2.1 s with these). Parsed NTFS
@@ -173,7 +174,7 @@ class _Listing:
     inode is known; a numbered one is sent from its arrays and ``_attrs`` alone).
     ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them."""
 
-    __slots__ = ("entries", "stat_wanted", "sent", "_by_number")
+    __slots__ = ("entries", "stat_wanted", "sent", "_by_number", "plain")
 
     def __init__(self, entries: Listing):
         self.entries = entries
@@ -182,6 +183,9 @@ class _Listing:
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
         self._by_number: dict[int, int] | None = None
+        # ``Node.plain_files`` of the children, (PlainFiles, volume stream), made by the
+        # first READ of a child (in a worker); False: none can be read that way
+        self.plain = None
 
     def sent_list(self) -> list[EntryAttributes | None]:
         if self.sent is None:
@@ -389,6 +393,23 @@ class Operations:
                 node = listing.entries.node(i)
                 self._live.put(ino, (node, parent))
                 return node
+        return None
+
+    def _child_place(self, ino: int) -> tuple | None:
+        """(listing, index, a node of its volume) of a numbered ``ino`` listed in a directory
+        whose children were sent by number (cp -r reads them next), if a file there."""
+        slot, num = (ino ^ NUMBERED) >> SLOT_SHIFT, ino & ((1 << SLOT_SHIFT) - 1)
+        if slot >= len(self._anchors):
+            return None
+        anchor = self._anchors[slot]
+        volume = anchor.key[:-1]
+        for parent in reversed(self._sent_by_number):
+            listing = self._listings.get(parent)
+            if listing is None or listing.entries.volume_key != volume or listing.plain is False:
+                continue
+            i = listing.index_of(num)
+            if i is not None:
+                return (listing, i, anchor) if listing.entries.kind(i) == "file" else None
         return None
 
     def _parent_of(self, ino: int) -> int:
@@ -770,6 +791,13 @@ class Operations:
             self.worker_calls += 1
             await fuse_loop.answered_in_worker(req, _read_reply, stream, off, size)
             return None
+        where = self._child_place(inode) if req is not None and inode & NUMBERED else None
+        if where is not None:
+            self.worker_calls += 1
+            stream = await fuse_loop.answered_in_worker(req, _plain_read_reply, *where, off, size)
+            if stream is not None:   # (nothing here may raise once the answer was sent)
+                self._streams.put(inode, stream)
+            return None
         node = await self._get(inode)
         if node.kind == "dir":
             raise FUSEError(errno.EISDIR)
@@ -885,6 +913,35 @@ def _open_read_reply(node: Node, off: int, size: int) -> tuple:
     """A file's first READ, for ``answered_in_worker``: (its stream, reply_buffers, the data)."""
     stream = node.open()
     return stream, ll.reply_buffers, stream.read_buffers(off, size)
+
+
+def _plain_read_reply(listing: _Listing, i: int, anchor: Node, off: int, size: int) -> tuple:
+    """A first READ of child ``i`` of ``listing``, for ``answered_in_worker``. A plain small
+    file (``Node.plain_files``: one C call per directory over its $MFT blocks, made on the
+    first READ there and kept with the listing) is read from where its bytes lie, resident
+    bytes or one run of the volume, with no node, record parse or stream of its own: (None,
+    reply_buffers, the data). Any other child goes through its node as ``_open_read_reply``
+    (its stream is the value; a damaged one fails there, as it did at lookup)."""
+    from ntfs_reader.plain import BYTES, VOLUME   # loaded already: plain_files made it
+
+    plain = listing.plain
+    if plain is None:
+        plain = anchor.plain_files(listing.entries, PLAIN_FILE_MAX) or False
+        listing.plain = plain
+    if plain:
+        files, volume = plain
+        status = files.status[i]
+        if status == BYTES or status == VOLUME:
+            n = max(0, min(size, files.sizes[i] - off))
+            at = files.at[i] + off
+            if n == 0:
+                return None, ll.reply_buffers, [b""]
+            if status == BYTES:
+                return None, ll.reply_buffers, [memoryview(files.data)[at:at + n]]
+            return None, ll.reply_buffers, volume.read_buffers(at, n)
+    node = listing.entries.node(i)
+    stream, reply, data = _open_read_reply(node, off, size)
+    return stream if node.immutable else None, reply, data
 
 
 def _sized(value: bytes, size: int) -> tuple:

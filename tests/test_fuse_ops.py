@@ -11,6 +11,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -529,6 +530,51 @@ def test_cp_r_costs_few_fuse_requests_per_file(image, tmp_path):
     assert counts.get("FLUSH", 0) <= 1, counts
     assert counts.get("OPENDIR", 0) <= dirs and counts.get("READDIRPLUS", 0) <= 2 * dirs + 8, counts
     assert sum(counts.values()) <= files + 4 * dirs + 30, counts
+
+
+@fuse
+def test_cp_r_reads_plain_small_files_without_opening_them(image, tmp_path):
+    """A first READ of a plain small file is served from where its bytes lie (the
+    directory's ``plain_files``, one C call, kept with its listing): a ``cp -r`` of 2,000
+    files opens a stream for a few of them, not for each (counted in the serving process,
+    tests/helpers/countmount.py), and every byte equals the tree's."""
+    import json
+
+    ref = open_source(image)
+    rel = volume_path(ref) + "/Windows/System32"
+    want, todo = {}, [(ref.resolve(rel), "")]
+    while todo:
+        d, at = todo.pop()
+        for n in d.iterdir():
+            if n.kind == "dir":
+                todo.append((n, at + n.name + "/"))
+            else:
+                want[at + n.name] = n.open().read(0, n.attr().size)
+    mp, out = tmp_path / "mnt", tmp_path / "out"
+    mp.mkdir()
+    report = tmp_path / "report.json"
+    log = open(tmp_path / "mount.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
+                             str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
+    try:
+        assert proc.stdout.readline() == b"ready\n", (tmp_path / "mount.log").read_text()
+        for _ in range(100):
+            if os.path.ismount(mp):
+                break
+            time.sleep(0.05)
+        subprocess.run(["cp", "-r", str(mp / rel.lstrip("/")), str(out)], check=True)
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
+        code = proc.wait(timeout=60)
+        proc.stdout.close()
+        log.close()
+    assert code == 0, (tmp_path / "mount.log").read_text()
+    got = {os.path.relpath(os.path.join(d, f), out): Path(d, f).read_bytes()
+           for d, _, fs in os.walk(out) for f in fs}
+    assert len(want) >= 2000 and got.keys() == want.keys()
+    assert [k for k in want if got[k] != want[k]] == []
+    opened = json.loads(report.read_text())["ntfs_opens"]
+    assert opened < len(want) // 10, opened   # was one per file
 
 
 @fuse
