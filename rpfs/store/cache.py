@@ -8,10 +8,10 @@ LRU smaller than a reader's working set misses every time when that set is read 
 the same order: ``cp -r`` of the bench volume's ``small/`` reads its 40 directories one
 after the other, and each directory's files lie all over the volume, so every directory
 touches the same ~700 frames (46 MiB) and a 16 MiB LRU decoded 3,817 frames for 4,000
-files. ``grow_to`` lets the bound grow, one evicted entry's weight at a time, when an entry
-evicted recently (a key still remembered in ``ghosts``) is put again: only a reader that
-comes back to what it just lost pays memory for it; a one-pass walk (the million-entry
-``find``) never does.
+files (713 at 64 MiB). ``grow_to`` lets the bound grow, by a sixteenth (or the entry's
+weight) at a time, when an entry evicted recently (a key still remembered in ``ghosts``) is
+put again: only a reader that comes back to what it just lost pays memory for it (813
+frames decoded for those files); a one-pass walk (the million-entry ``find``) never does.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ChunkCache(LRU):
         if self._ghosts and key in self._ghosts:   # lost recently and wanted again
             with self._lock:
                 if self._ghosts.pop(key, 0) is None and self.grow_to > self.maxsize:
-                    self.maxsize = min(self.grow_to, self.maxsize + len(value))
+                    # a step of a sixteenth: a cycle over 3x the bound fits after ~30 re-reads
+                    self.maxsize = min(self.grow_to, self.maxsize + max(len(value), self.maxsize >> 4))
                     self.grown += 1
                     if self.maxsize >= self.grow_to:
                         self._ghosts.clear()
