@@ -172,9 +172,11 @@ class _Listing:
     (name bytes, node), the node made on first ask); ``sent``: what readdirplus last sent
     for each child of a listing that is not numbered (a warm listing reuses it while the
     inode is known; a numbered one is sent from its arrays and ``_attrs`` alone).
-    ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them."""
+    ``stat_wanted``: someone asked a child's attributes, so readdirplus computes them.
+    ``linked``: of a numbered listing, 1 for each child sent linked with complete
+    attributes (a re-listing sends it unlinked: the kernel has it)."""
 
-    __slots__ = ("entries", "stat_wanted", "sent", "_by_number", "plain")
+    __slots__ = ("entries", "stat_wanted", "sent", "linked", "_by_number", "plain")
 
     def __init__(self, entries: Listing):
         self.entries = entries
@@ -182,6 +184,7 @@ class _Listing:
         # small directories: attributes right away (a walk stats them, and a stub costs a
         # getattr round trip each); big ones: names first (ls -f, find)
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
+        self.linked: bytearray | None = None   # made by the first numbered readdir
         self._by_number: dict[int, int] | None = None
         # ``Node.plain_files`` of the children, (PlainFiles, volume stream), made by the
         # first READ of a child (in a worker); False: none can be read that way
@@ -712,8 +715,10 @@ class Operations:
         # first reply stays linked, so a lister that stats as it reads (ls -l) turns
         # stat_wanted on at once and gets complete attributes from then on
         buf.link = listing.stat_wanted or start == 0
+        if listing.linked is None:
+            listing.linked = bytearray(len(entries))
         sent = ll.fill_numbered(buf, a.names, a.offsets, a.numbers, entries.kinds, start, stop,
-                                base, KIND_MODES, self._stub_entry, self._attrs)
+                                base, KIND_MODES, self._stub_entry, self._attrs, listing.linked)
         self._numbered_refs += buf.linked
         if listing.stat_wanted:   # nodes made for their attributes: sent complete, let go
             attrs, numbers = self._attrs, a.numbers

@@ -620,6 +620,38 @@ def test_ls_f_through_a_mount_makes_no_node_per_entry(image, tmp_path):
 
 
 @fuse
+def test_relisting_after_ls_l_links_nothing_again(image, tmp_path):
+    """``ls -l`` of the 50,000-entry directory, then a names-only re-listing (what the
+    benchmark's ``find`` does next), through a real mount: the re-listing sends the
+    children the kernel already has (linked with complete attributes by ``ls -l``)
+    unlinked, so the inodes the kernel holds (statfs ``f_files``) do not grow by 50,000
+    and it relinks nothing. Counts, never times."""
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    log = open(tmp_path / "mount.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "rpfs", "mount", "-f", str(image), str(mp)],
+                            stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        for _ in range(600):
+            if os.path.ismount(mp) or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert os.path.ismount(mp), (tmp_path / "mount.log").read_text()
+        big = mp / volume_path(open_source(image)).lstrip("/") / "bigdir"
+        out = subprocess.run(["ls", "-l", str(big)], check=True, capture_output=True).stdout
+        held = os.statvfs(mp).f_files
+        again = os.listdir(big)
+        held_again = os.statvfs(mp).f_files
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
+        proc.wait(timeout=60)
+        log.close()
+    assert out.count(b"\n") == 50_001 and len(again) == 50_000
+    assert held >= 50_000, held   # ls -l: every child linked, with its attributes
+    assert held_again - held < 1000, (held, held_again)   # was +50,000: all relinked
+
+
+@fuse
 def test_ls_l_through_a_mount_reaches_python_rarely(image, tmp_path):
     """What ``ls -l`` does after ``ls -f`` (the names of the 50,000-entry directory, then
     lstat and the two xattrs coreutils asks of each file, in listing order), through a real
