@@ -113,6 +113,7 @@ XATTR_CACHE = 16384  # xattr name lists (by inode) and values (by inode and name
 XATTR_VALUE_MAX = 4096  # larger values (alternate data streams) are read each time
 MAX_READ = 1 << 20  # largest read request the kernel may send (1 MiB; libfuse's limit too)
 PLAIN_FILE_MAX = 1 << 20  # files up to this size are read by where they lie (_plain_read_reply)
+PLAIN_LISTING_MAX = 4096  # ... in directories of up to this many entries (one C call each)
 # A listing allocates a few objects per entry while the caches hold hundreds of thousands:
 # with Python's default (700, 10, 10) the cyclic collector ran so often that it took more
 # than half of listing a 50,000-entry directory (4.2 s -> 2.1 s with these). Parsed NTFS
@@ -927,11 +928,12 @@ def _plain_read_reply(listing: _Listing, i: int, anchor: Node, off: int, size: i
     bytes or one run of the volume, with no node, record parse or stream of its own: (None,
     reply_buffers, the data). Any other child goes through its node as ``_open_read_reply``
     (its stream is the value; a damaged one fails there, as it did at lookup)."""
-    from ntfs_reader.plain import BYTES, VOLUME   # loaded already: plain_files made it
+    from ntfs_reader.plain import BYTES, VOLUME   # (loaded with the NTFS reader)
 
     plain = listing.plain
-    if plain is None:
-        plain = anchor.plain_files(listing.entries, PLAIN_FILE_MAX) or False
+    if plain is None:   # (a big directory's would read all its records for one file)
+        plain = len(listing.entries) <= PLAIN_LISTING_MAX and \
+            anchor.plain_files(listing.entries, PLAIN_FILE_MAX) or False
         listing.plain = plain
     if plain:
         files, volume = plain
