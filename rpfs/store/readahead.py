@@ -191,22 +191,11 @@ class ReadAhead(Stream):
     def _readinto(self, offset: int, view: memoryview) -> None:
         """Copies each chunk's bytes once, straight into ``view`` (bounds checked by
         ``Stream.readinto``)."""
-        length = len(view)
-        self._note(offset, length)
-        cs = self.chunk_size
-        pos, end = offset, offset + length
-        while pos < end:
-            i = pos // cs
-            take = min(end, (i + 1) * cs) - pos
-            start = pos - i * cs
-            got = self.file.part(i, start, start + take)
-            dst = view[pos - offset:pos - offset + take]
-            if got is None:
-                dst[:] = bytes(take)
-            else:
-                data, at = got
-                dst[:] = memoryview(data)[at:at + take]
-            pos += take
+        self._note(offset, len(view))
+        pos = 0
+        for piece in self._views(offset, len(view)):
+            view[pos:pos + len(piece)] = piece
+            pos += len(piece)
 
     def views(self, offset: int, length: int, sequential: bool = False):
         """The cached chunks' bytes themselves, read-only (a chunk is ``bytes`` or a
