@@ -33,10 +33,9 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_gone(pid: int) -> None:
-    """Until the indexer process has ended (a bound far above any run, not a timing test)."""
-    deadline = time.monotonic() + 300
+    """Until the indexer process has ended (a hang is ended by pytest-timeout, the suite's
+    guard: no clock here)."""
     while _alive(pid):
-        assert time.monotonic() < deadline, f"indexer {pid} still running"
         time.sleep(0.1)
 
 
