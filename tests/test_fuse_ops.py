@@ -19,6 +19,7 @@ from rpfs import _fusell
 from rpfs.fuse_loop import run_inline
 from rpfs.fuse import ENOATTR, ROOT_INODE, EntryAttributes, FUSEError, Operations
 from rpfs.source import open_source
+from tests.helpers.countmount import counted_mount
 
 SKIP_DIRS = {"bigdir"}  # 50,000 entries: tests/test_ntfs_bigdir.py has it
 ASKED_XATTRS = [b"security.selinux", b"system.posix_acl_access", b"user.nope",
@@ -550,25 +551,9 @@ def test_cp_r_reads_plain_small_files_without_opening_them(image, tmp_path):
                 todo.append((n, at + n.name + "/"))
             else:
                 want[at + n.name] = n.open().read(0, n.attr().size)
-    mp, out = tmp_path / "mnt", tmp_path / "out"
-    mp.mkdir()
-    report = tmp_path / "report.json"
-    log = open(tmp_path / "mount.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
-                             str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
-    try:
-        assert proc.stdout.readline() == b"ready\n", (tmp_path / "mount.log").read_text()
-        for _ in range(100):
-            if os.path.ismount(mp):
-                break
-            time.sleep(0.05)
+    out = tmp_path / "out"
+    with counted_mount(image, tmp_path) as (mp, report):
         subprocess.run(["cp", "-r", str(mp / rel.lstrip("/")), str(out)], check=True)
-    finally:
-        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
-        code = proc.wait(timeout=60)
-        proc.stdout.close()
-        log.close()
-    assert code == 0, (tmp_path / "mount.log").read_text()
     got = {os.path.relpath(os.path.join(d, f), out): Path(d, f).read_bytes()
            for d, _, fs in os.walk(out) for f in fs}
     assert len(want) >= 2000 and got.keys() == want.keys()
@@ -587,18 +572,7 @@ def test_ls_f_through_a_mount_makes_no_node_per_entry(image, tmp_path):
     inode it was listed with."""
     import json
 
-    mp = tmp_path / "mnt"
-    mp.mkdir()
-    report = tmp_path / "report.json"
-    log = open(tmp_path / "mount.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
-                             str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
-    try:
-        assert proc.stdout.readline() == b"ready\n", (tmp_path / "mount.log").read_text()
-        for _ in range(100):
-            if os.path.ismount(mp):
-                break
-            time.sleep(0.05)
+    with counted_mount(image, tmp_path) as (mp, report):
         ref = open_source(image)
         big = mp / volume_path(ref).lstrip("/") / "bigdir"
         with os.scandir(big) as it:   # getdents only, as ls -f
@@ -606,12 +580,6 @@ def test_ls_f_through_a_mount_makes_no_node_per_entry(image, tmp_path):
         held = os.statvfs(mp).f_files
         names = sorted(listed)[:20]
         stats = {n: os.lstat(big / n).st_ino for n in names}
-    finally:
-        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
-        code = proc.wait(timeout=60)
-        proc.stdout.close()
-        log.close()
-    assert code == 0, (tmp_path / "mount.log").read_text()
     made = json.loads(report.read_text())["ntfs_nodes"]
     assert len(listed) == 50_000
     assert stats == {n: listed[n] for n in names}
@@ -664,19 +632,8 @@ def test_ls_l_through_a_mount_reaches_python_rarely(image, tmp_path):
     linked entries.) Counts, never times."""
     import json
 
-    mp = tmp_path / "mnt"
-    mp.mkdir()
-    report = tmp_path / "report.json"
-    log = open(tmp_path / "mount.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
-                             str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
     n = 6000
-    try:
-        assert proc.stdout.readline() == b"ready\n", (tmp_path / "mount.log").read_text()
-        for _ in range(100):
-            if os.path.ismount(mp):
-                break
-            time.sleep(0.05)
+    with counted_mount(image, tmp_path) as (mp, report):
         ref = open_source(image)
         big = mp / volume_path(ref).lstrip("/") / "bigdir"
         with os.scandir(big) as it:
@@ -693,12 +650,6 @@ def test_ls_l_through_a_mount_reaches_python_rarely(image, tmp_path):
         big_node = vol.child("bigdir")
         for name in names[:n:500]:
             assert sizes[name] == big_node.child(name).attr().size
-    finally:
-        subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
-        code = proc.wait(timeout=60)
-        proc.stdout.close()
-        log.close()
-    assert code == 0, (tmp_path / "mount.log").read_text()
     counts = {int(k): v for k, v in json.loads(report.read_text())["binding"].items()}
     received = {op: r for op, (r, _) in counts.items()}
     python = {op: p for op, (_, p) in counts.items()}

@@ -4,17 +4,46 @@ NTFS node the mount makes counted, for tests/test_fuse_ops.py:
 
 When the mount ends (unmounted) REPORT gets JSON: ``{"ntfs_nodes": made, "ntfs_opens":
 streams opened by ``NtfsNode.open``, "binding": {opcode: [received, handed to Python]}}``
-(``_fusell.counts()``).
+(``_fusell.counts()``). ``counted_mount`` runs it around a test's block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 from rpfs import _fusell, fuse
 from rpfs.ntfs_nodes import NtfsNode
 from rpfs.source import open_source
+
+
+@contextlib.contextmanager
+def counted_mount(image, tmp_path: Path):
+    """``with counted_mount(image, tmp_path) as (mp, report):`` the image mounted at
+    ``mp`` by a counting server; on leaving, unmounted, the server ended cleanly, and its
+    JSON report written to ``report``."""
+    mp, report, log_path = tmp_path / "mnt", tmp_path / "report.json", tmp_path / "mount.log"
+    mp.mkdir()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "tests.helpers.countmount", str(image),
+                                 str(mp), str(report)], stdout=subprocess.PIPE, stderr=log)
+        try:
+            assert proc.stdout.readline() == b"ready\n", log_path.read_text()
+            for _ in range(100):
+                if os.path.ismount(mp):
+                    break
+                time.sleep(0.05)
+            yield mp, report
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mp)], check=False, capture_output=True)
+            code = proc.wait(timeout=60)
+            proc.stdout.close()
+    assert code == 0, log_path.read_text()
 
 
 def main(image: str, mountpoint: str, report: str) -> None:
