@@ -143,6 +143,43 @@ def test_an_export_decodes_ahead_from_its_first_read_and_a_mount_read_does_not(s
         assert r.loader.prefetched == 0
 
 
+@pytest.mark.parametrize("fmt", ["raw", "vhdx"])
+def test_an_export_offers_each_chunk_to_the_loader_once(stored, tmp_path, monkeypatch, fmt):
+    """Count calls: an export asks the stored file for 8 MiB at a time (one walk down the
+    layers, one read-ahead call) and offers each chunk to the read-ahead pool once. Asked
+    1 MiB at a time with the next ``ahead`` chunks offered on every call, an export to raw
+    traded the GIL and the loader's lock with the decoding pool once per MiB: 4x the
+    context switches of an export to VHDX, ~0.1 s more system time on the bench disk."""
+    from rpfs.store.readahead import ChunkLoader
+
+    repo, data = stored
+    views, offered = [], []
+    real_views, real_prefetch = ReadAhead.views, ChunkLoader.prefetch
+    monkeypatch.setattr(ReadAhead, "views", lambda self, off, n, sequential=False:
+                        (views.append(n), real_views(self, off, n, sequential))[1])
+    monkeypatch.setattr(ChunkLoader, "prefetch",
+                        lambda self, locs: real_prefetch(self, _counted(locs, offered)))
+    with open_source(repo, store=StoreOptions(chunk_cache_bytes=64 * MiB)) as tree:
+        disk = tree.resolve("/vm/latest/disks/disk.raw").open()
+        out = tmp_path / f"out.{fmt}"
+        formats.write_image(disk, out, fmt)
+    r = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", fmt, stored[0].parent / "disk.raw", out],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    nonzero = [any(data[i * MiB:(i + 1) * MiB]) for i in range(DISK // MiB)]
+    data_chunks, runs = sum(nonzero), sum(1 for i, z in enumerate(nonzero) if z and not (i and nonzero[i - 1]))
+    # one call per run of data chunks and per 8 MiB boundary inside one (1 MiB at a time:
+    # one per data chunk, 18 here)
+    assert len(views) <= runs + DISK // (8 * MiB) < data_chunks
+    assert len(offered) == len(set(offered)) <= data_chunks   # each at most once (was up to 16x)
+
+
+def _counted(locs, into: list) -> list:
+    got = list(locs)
+    into.extend(loc.hash for loc in got)
+    return got
+
+
 def test_read_buffer_over_an_image_file_stops_looking_for_views(stored, tmp_path):
     """Layers over an image file (no views at the bottom) remember it after one read, so a
     mount of an image pays the walk down the layers once; a stored file's chain never does."""

@@ -143,6 +143,7 @@ class ReadAhead(Stream):
         fit = loader.cache.max_bytes // 4 // self.chunk_size
         self.ahead = min(max(2, window // self.chunk_size), fit)
         self._runs: list[list[int]] = []   # [end, last chunk scheduled, reads, start, bytes], newest last
+        self._scheduled = (0, -1)          # chunks [lo, hi] the last sequential ``views`` scheduled
         self._lock = threading.Lock()
 
     def __getattr__(self, name):
@@ -214,11 +215,19 @@ class ReadAhead(Stream):
         return self._views(offset, length)
 
     def _ahead(self, offset: int, length: int) -> None:
+        """Schedule the range's other chunks and the next ``ahead``: only those past what the
+        previous call scheduled when this read starts inside that (an export reading on),
+        so each chunk is offered to the loader once, not ``ahead`` times."""
         cs = self.chunk_size
         first, last = offset // cs, (offset + length - 1) // cs
         stop = min(last + self.ahead, (self.size - 1) // cs)
+        lo, hi = self._scheduled
+        start = hi + 1 if lo <= first <= hi else first + 1
+        self._scheduled = (first, max(stop, hi) if lo <= first <= hi else stop)
+        if start > stop:
+            return
         ids, locs = self.file.ids, self.file.locs
-        self.loader.prefetch(locs[ids[i]] for i in range(first + 1, stop + 1) if ids[i] and ids[i] in locs)
+        self.loader.prefetch(locs[ids[i]] for i in range(start, stop + 1) if ids[i] and ids[i] in locs)
 
     def _views(self, offset: int, length: int):
         cs = self.chunk_size
