@@ -19,8 +19,10 @@ through the layers (runlist, partition, container, repository) cost more than cr
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import errno
+import itertools
 import logging
 import os
 import stat
@@ -31,7 +33,7 @@ from typing import Callable
 
 from streams.errors import FormatError, RpfsError, TooLargeError, UsageError
 from rpfs.node import SPECIAL_KINDS
-from streams.stream import ZERO, BytesStream, Stream
+from streams.stream import ZERO, BytesStream, Stream, bottom
 from rpfs.tree import Node
 
 try:   # small files written in one call per batch, the GIL released once
@@ -451,25 +453,22 @@ class Restorer:
         file written from it; if that read fails, each file is read on its own so the
         error is reported against the file that has it."""
         first = items[0]
-        buf = None
+        pieces = None
         if first.below is not None:
             start = first.at
             end = max(i.at + i.size for i in items)
-            buf = bytearray(end - start)
             try:
-                if first.below.readinto(start, buf) != len(buf):
-                    buf = None
+                pieces = _window(first.below, start, end - start)
             except RpfsError:
-                buf = None
-        view = memoryview(buf) if buf is not None else None
+                pieces = None
         batch = []     # (file, its bytes) written by _writeout in one call
         batched = _writeout is not None and not self.xattrs
         for i in items:
             try:
                 if i.below is None:
                     data = i.data
-                elif view is not None:
-                    data = view[i.at - first.at:i.at - first.at + i.size]
+                elif pieces is not None:
+                    data = pieces.slice(i.at - first.at, i.size)
                 else:
                     data = i.the_stream().read(0, i.size)
                 if batched and i.direct:
@@ -727,6 +726,52 @@ def _windows(small: list[_Small]):
         end = max(end, stop)
     if group:
         yield group
+
+
+class _Pieces:
+    """A window's bytes as the buffers that hold them in order (decoded chunks handed out
+    without a copy, or one buffer read into)."""
+
+    __slots__ = ("views", "ends")
+
+    def __init__(self, views: list):
+        self.views = views
+        self.ends = list(itertools.accumulate(map(len, views)))
+
+    def slice(self, offset: int, size: int):
+        """Bytes [offset, offset+size) of the window: a view of the one buffer that holds
+        them, or their copy when they straddle two."""
+        ends = self.ends
+        k = bisect.bisect_right(ends, offset)
+        v = self.views[k]
+        at = offset - (ends[k] - len(v))
+        if at + size <= len(v):
+            return v[at:at + size]
+        out = bytearray(size)
+        pos = 0
+        while pos < size:
+            v = self.views[k]
+            take = min(len(v) - at, size - pos)
+            out[pos:pos + take] = v[at:at + take]
+            pos += take
+            k += 1
+            at = 0
+        return out
+
+
+def _window(stream: Stream, start: int, n: int) -> _Pieces | None:
+    """``n`` bytes at ``start`` of ``stream``: the decoded chunks themselves when the layers
+    below hand them out (``Stream.views``: no buffer to fill and no copy), else one read."""
+    below, at = bottom(stream, start, n)
+    views = below.views(at, n)
+    if views is not None:
+        got = list(views)
+        if sum(map(len, got)) == n:
+            return _Pieces(got)
+    buf = bytearray(n)
+    if stream.readinto(start, buf) != n:
+        return None
+    return _Pieces([memoryview(buf)])
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:

@@ -196,3 +196,58 @@ def test_no_whole_record_is_parsed_per_plain_file(frag, tmp_path, monkeypatch):
     assert not result.errors and result.files == 1531
     # the directory and the odd record that is not plain; it was one per file (1,531)
     assert len(parsed) <= 10, parsed
+
+
+class Chunked(Counted):
+    """A volume that hands out its bytes as views of decoded 64 KiB chunks (as a stored
+    file's ``views`` does), recording the ranges copied out by ``readinto``."""
+
+    CHUNK = 64 << 10
+
+    def __init__(self, base: Stream):
+        super().__init__(base)
+        self.copied: list[tuple[int, int]] = []
+        self.viewed = 0
+
+    def _readinto(self, offset, view):
+        self.copied.append((offset, offset + len(view)))
+        super()._readinto(offset, view)
+
+    def views(self, offset, length, sequential=False):
+        def gen():
+            pos, end = offset, offset + length
+            while pos < end:
+                first = pos // self.CHUNK * self.CHUNK
+                chunk = self.base.read(first, min(self.CHUNK, self.size - first))
+                take = min(end, first + len(chunk)) - pos
+                self.viewed += take
+                yield memoryview(chunk)[pos - first:pos - first + take].toreadonly()
+                pos += take
+        return gen()
+
+
+def test_small_files_are_written_from_the_decoded_chunks_themselves(frag, tmp_path):
+    """Where the stream below hands out its decoded chunks (a repository's), a window of
+    small files is written from those views: no window buffer filled by ``readinto``
+    (a copy of every byte, and fresh pages: page faults). Only metadata is read into."""
+    image, manifest = frag
+    volume = Chunked(FileStream(image))
+    root = volume_root(Volume(volume), "vol", ("vol",))
+    fill = root.child("fill")
+    where = []
+    for name in manifest["fill_left"]:
+        stream = fill.child(name).open()
+        span = stream.span(0, stream.size)
+        if span is not None:
+            where.append((span[1], span[1] + stream.size))
+    assert len(where) >= 1500
+    volume.copied.clear()
+    result = restore(fill, str(tmp_path))
+    assert not result.errors and result.files == 1531
+    for name in manifest["fill_left"]:
+        got = (tmp_path / "fill" / name).read_bytes()
+        assert got and got == _rand(6000, int(name))[:len(got)], name
+    data = sorted(where)
+    copied = sum(max(0, min(e, ce) - max(s, cs)) for cs, ce in volume.copied for s, e in data)
+    assert copied == 0, copied                 # it was every byte of every file (~9 MB)
+    assert volume.viewed >= sum(e - s for s, e in data)
