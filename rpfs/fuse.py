@@ -28,8 +28,12 @@ hand-off: a cached listing (names and the kinds the NTFS index gives), a lookup 
 name, attributes a node has already computed (``Node.attr_if_known``), a cached xattr name
 list or small value, an xattr name the node can never have (``Node.may_have_xattr``: ``ls
 -l`` asks ``security.selinux`` and ``system.posix_acl_access`` of every file), an opened
-stream. Only real parsing and I/O go to worker threads
-(``fuse_loop.in_worker``, at most ``WORKER_THREADS``), so one slow chunk stalls no other reader.
+stream, and the READ of a plain small file whose bytes the store holds decoded
+(``_plain_cached``: a ``cp -r`` sends one READ per file, most of them for frames an earlier
+file's READ decoded; where the file lies below its volume comes from ``streams.stream.Spans``,
+which follows the layers once per MiB of the volume). Only real parsing and I/O go to worker
+threads (``fuse_loop.in_worker``, at most ``WORKER_THREADS``), so one slow chunk stalls no
+other reader.
 
 **Listings without MFT records.** A big directory (``NAMES_ONLY_FROM`` entries or more)
 is listed with readdirplus from its index alone: a child whose attributes are not known
@@ -92,6 +96,9 @@ from streams.lru import LRU
 from rpfs.node import IMMUTABLE_CACHE_SECONDS, MODES, Attr, BrokenNode, Node, report_once
 from rpfs.listing import NUMBERED_KINDS, Listing
 from rpfs.tree import Tree, lookup_child
+from streams.stream import Spans
+
+BYTES, VOLUME = 1, 2  # ntfs_reader.plain's statuses (that module loads with the NTFS reader)
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +194,8 @@ class _Listing:
         self.stat_wanted = len(entries) < NAMES_ONLY_FROM
         self.linked: bytearray | None = None   # made by the first numbered readdir
         self._by_number: dict[int, int] | None = None
-        # ``Node.plain_files`` of the children, (PlainFiles, volume stream), made by the
-        # first READ of a child (in a worker); False: none can be read that way
+        # ``Node.plain_files`` of the children, (PlainFiles, volume stream, its Spans),
+        # made by the first READ of a child (in a worker); False: none can be read that way
         self.plain = None
 
     def sent_list(self) -> list[EntryAttributes | None]:
@@ -258,6 +265,9 @@ class Operations:
         self.gid = os.getgid()
         self._stub_entry = self._stub(0, "file")  # fill_numbered's template for a stub
         self.worker_calls = 0  # for tests: what went to a thread
+        self.loop_reads = 0  # READs answered on the loop from memory (_plain_cached)
+        # volume key -> streams.stream.Spans of that volume's stream (plain READs)
+        self._spans: dict[tuple, Spans] = {}
         self.after_init: Callable[[], None] | None = None  # runs once the kernel has our INIT
         # asks the kernel to drop an entry (_shed): the mount sets it; a call may block
         self.invalidate: Callable[[int, bytes], None] = lambda parent, name: None
@@ -299,8 +309,8 @@ class Operations:
             await self.readdir(r[5], r[4], buf)
             return ll.reply_dir, buf
         if op == ll.READ:  # (op, req, inode, size, offset): answered by the worker that reads
-            await self.read(r[2], r[4], r[3], r[1])
-            return (None,)
+            data = await self.read(r[2], r[4], r[3], r[1])   # ... or here, if it was in memory
+            return (None,) if data is None else (ll.reply_buffers, data)
         if op == ll.GETXATTR:  # (op, req, inode, name, size)
             return _sized(await self.getxattr(r[2], r[3]), r[4])
         if op == ll.LISTXATTR:  # (op, req, inode, size)
@@ -789,7 +799,9 @@ class Operations:
         read, in the same worker call, and kept for an immutable file. With ``req`` (a READ
         from the kernel) the worker that reads the data also sends it
         (``fuse_loop.answered_in_worker``: no hand-off back to the loop before the answer)
-        and None is returned; without, the data."""
+        and None is returned, or, for a plain small file whose bytes are decoded in memory
+        already (``_plain_cached``: most of a ``cp -r`` once the chunk cache has grown), the
+        data as buffers, for the loop to send; without ``req``, the data."""
         stream = self._streams.get(inode)  # files of immutable nodes only
         if stream is not None:
             if req is None:
@@ -799,8 +811,13 @@ class Operations:
             return None
         where = self._child_place(inode) if req is not None and inode & NUMBERED else None
         if where is not None:
+            data = _plain_cached(*where, off, size)
+            if data is not None:   # in memory: answered here, no worker hand-off
+                self.loop_reads += 1
+                return data
             self.worker_calls += 1
-            stream = await fuse_loop.answered_in_worker(req, _plain_read_reply, *where, off, size)
+            stream = await fuse_loop.answered_in_worker(req, _plain_read_reply, *where, off, size,
+                                                        self._spans)
             if stream is not None:   # (nothing here may raise once the answer was sent)
                 self._streams.put(inode, stream)
             return None
@@ -921,22 +938,51 @@ def _open_read_reply(node: Node, off: int, size: int) -> tuple:
     return stream, ll.reply_buffers, stream.read_buffers(off, size)
 
 
-def _plain_read_reply(listing: _Listing, i: int, anchor: Node, off: int, size: int) -> tuple:
+def _plain_cached(listing: _Listing, i: int, anchor: Node, off: int, size: int) -> list | None:
+    """The READ of child ``i`` of ``listing`` from memory alone, on the loop thread: a plain
+    small file's resident bytes, or its bytes on the volume when the window they lie in was
+    followed down the layers already (``Spans``) and the store has their frames decoded
+    (``Stream.cached_views``); None when anything would have to be read, decoded or parsed
+    (``_plain_read_reply`` does it in a worker)."""
+    plain = listing.plain
+    if not plain:
+        return None
+    files, volume, spans = plain
+    status = files.status[i]
+    if status != BYTES and status != VOLUME:
+        return None
+    n = max(0, min(size, files.sizes[i] - off))
+    if n == 0:
+        return [b""]
+    at = files.at[i] + off
+    if status == BYTES:
+        return [memoryview(files.data)[at:at + n]]
+    return spans.cached_views(at, n)
+
+
+def _plain_read_reply(listing: _Listing, i: int, anchor: Node, off: int, size: int,
+                      spans: dict) -> tuple:
     """A first READ of child ``i`` of ``listing``, for ``answered_in_worker``. A plain small
     file (``Node.plain_files``: one C call per directory over its $MFT blocks, made on the
     first READ there and kept with the listing) is read from where its bytes lie, resident
     bytes or one run of the volume, with no node, record parse or stream of its own: (None,
-    reply_buffers, the data). Any other child goes through its node as ``_open_read_reply``
-    (its stream is the value; a damaged one fails there, as it did at lookup)."""
-    from ntfs_reader.plain import BYTES, VOLUME   # (loaded with the NTFS reader)
-
+    reply_buffers, the data). The volume's ``Spans`` (in ``spans`` by volume key) follow
+    the layers below once per window of it, not once per file. Any other child goes through
+    its node as ``_open_read_reply`` (its stream is the value; a damaged one fails there,
+    as it did at lookup)."""
     plain = listing.plain
     if plain is None:   # (a big directory's would read all its records for one file)
-        plain = len(listing.entries) <= PLAIN_LISTING_MAX and \
-            anchor.plain_files(listing.entries, PLAIN_FILE_MAX) or False
+        found = len(listing.entries) <= PLAIN_LISTING_MAX and \
+            anchor.plain_files(listing.entries, PLAIN_FILE_MAX)
+        if found:
+            files, volume = found
+            key = listing.entries.volume_key
+            plain = files, volume, spans.setdefault(key, Spans(volume))
+        else:
+            plain = False
         listing.plain = plain
     if plain:
-        files, volume = plain
+        files, volume, volume_spans = plain
         status = files.status[i]
         if status == BYTES or status == VOLUME:
             n = max(0, min(size, files.sizes[i] - off))
@@ -945,7 +991,7 @@ def _plain_read_reply(listing: _Listing, i: int, anchor: Node, off: int, size: i
                 return None, ll.reply_buffers, [b""]
             if status == BYTES:
                 return None, ll.reply_buffers, [memoryview(files.data)[at:at + n]]
-            return None, ll.reply_buffers, volume.read_buffers(at, n)
+            return None, ll.reply_buffers, volume_spans.read_buffers(at, n)
     node = listing.entries.node(i)
     stream, reply, data = _open_read_reply(node, off, size)
     return stream if node.immutable else None, reply, data

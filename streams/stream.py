@@ -169,6 +169,12 @@ class Stream:
         the stream may decode ahead at once."""
         return None
 
+    def cached_views(self, offset: int, length: int) -> "list[memoryview] | None":
+        """``views`` of ``[offset, offset+length)`` when this stream holds all of its bytes
+        decoded in memory now, else None; never reads, decodes or waits (the mount's loop
+        thread asks, and answers a READ itself when it gets them)."""
+        return None
+
     def describe(self) -> dict:
         """What ``rpfs info`` says about how this stream makes its bytes (BitLocker, a shadow
         copy, LVM, LDM, a VHDX container); {} for a plain one."""
@@ -382,6 +388,70 @@ def bottom(stream: Stream, offset: int, length: int) -> tuple[Stream, int]:
             break
         below, at = where
     return below, at
+
+
+class Spans:
+    """Where aligned windows of ``stream`` lie in the lowest stream below them (``bottom``),
+    remembered. Many small reads of one volume (``cp -r`` of small files) then follow the
+    chain of layers (NTFS volume, partition, VHDX, stored file) once per window, not once
+    per read, and a thread that must not read (the mount's loop) finds where a range lies
+    from memory alone (``find``). A window is remembered only when it is, whole, one span
+    of a stream that hands out views (a stored file); one that is not (a VHDX block edge,
+    a hole, an image file below) is remembered as such and its reads go the general way."""
+
+    WINDOW = 1 << 20     # volume bytes per window (partitions and VHDX blocks align to 1 MiB)
+    LIMIT = 1 << 16      # windows remembered (64 GiB of volume); past it all are forgotten
+
+    def __init__(self, stream: Stream, window: int = WINDOW, limit: int = LIMIT):
+        self.stream = stream
+        self.window = window
+        self.limit = limit
+        self._windows: dict[int, tuple[Stream, int] | None] = {}
+        self.walks = 0   # windows followed down the layers (counted for tests)
+
+    def find(self, offset: int, length: int) -> tuple[Stream, int] | None:
+        """``(below, at)`` of a range inside a remembered window; None otherwise (no I/O)."""
+        w = offset // self.window
+        if length <= 0 or offset < 0 or (offset + length - 1) // self.window != w:
+            return None
+        got = self._windows.get(w)
+        if got is None:
+            return None
+        return got[0], got[1] + offset - w * self.window
+
+    def learn(self, offset: int, length: int) -> tuple[Stream, int] | None:
+        """``find``, after following the range's window down the layers if it was not yet
+        (which may read: a layer opened on first use, a VHDX sector bitmap)."""
+        w = offset // self.window
+        if length <= 0 or offset < 0 or offset + length > self.stream.size or \
+                (offset + length - 1) // self.window != w:
+            return None
+        if w not in self._windows:
+            start = w * self.window
+            below, at = bottom(self.stream, start, min(self.window, self.stream.size - start))
+            self.walks += 1
+            if len(self._windows) >= self.limit:
+                self._windows.clear()
+            has_views = below is not self.stream and type(below).views is not Stream.views
+            self._windows[w] = (below, at) if has_views else None
+        return self.find(offset, length)
+
+    def read_buffers(self, offset: int, length: int) -> list:
+        """``stream.read_buffers(offset, length)``, through the remembered window."""
+        where = self.learn(offset, length)
+        if where is not None:
+            views = where[0].views(where[1], length)
+            if views is not None:
+                got = list(views)
+                if sum(map(len, got)) == length:
+                    return got
+        return self.stream.read_buffers(offset, length)
+
+    def cached_views(self, offset: int, length: int) -> "list[memoryview] | None":
+        """The range's bytes if a remembered window holds it and the stream below has them
+        decoded in memory (``Stream.cached_views``); None otherwise. Never reads."""
+        where = self.find(offset, length)
+        return None if where is None else where[0].cached_views(where[1], length)
 
 
 def buffers(stream: Stream, offset: int, length: int, scratch: memoryview):

@@ -214,6 +214,31 @@ class ReadAhead(Stream):
             self._note(offset, length)
         return self._views(offset, length)
 
+    def cached_views(self, offset: int, length: int):
+        """``views`` when every chunk (or, for a small part of a framed chunk, every frame)
+        the range touches is decoded in the cache now, else None: never reads or decodes
+        (``StoredFile.cached_part``)."""
+        if offset < 0 or length <= 0 or offset + length > self.size:
+            return None
+        cs, part = self.chunk_size, self.file.cached_part
+        out = []
+        pos, end = offset, offset + length
+        while pos < end:
+            i = pos // cs
+            take = min(end, (i + 1) * cs) - pos
+            start = pos - i * cs
+            got = part(i, start, start + take)
+            if got is False:
+                return None
+            if got is None:
+                out.append(memoryview(_ZEROS)[:take] if take <= len(_ZEROS) else memoryview(bytes(take)))
+            else:
+                data, at = got
+                out.append(memoryview(data)[at:at + take].toreadonly())
+            pos += take
+        self._note(offset, length)
+        return out
+
     def _ahead(self, offset: int, length: int) -> None:
         """Schedule the range's other chunks and the next ``ahead``: only those past what the
         previous call scheduled when this read starts inside that (an export reading on),

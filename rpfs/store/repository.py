@@ -552,6 +552,19 @@ class Repository:
                 got[i - first] = data
         return b"".join(got), start - first * fs
 
+    def cached_frames(self, loc: ChunkLoc, start: int, end: int) -> "tuple[bytes, int] | bool":
+        """``read_part``'s answer when the range's frames are decoded in the cache now (and
+        the chunk's table remembered), else False: never reads or decodes."""
+        t = self.tables.get(loc.hash)
+        if t is None:
+            return False
+        fs = t.frame_size
+        first, last = start // fs, (end - 1) // fs
+        got = [self.cache.get(loc.hash + i.to_bytes(4, "little")) for i in range(first, last + 1)]
+        if any(d is None for d in got):
+            return False
+        return (got[0] if first == last else b"".join(got)), start - first * fs
+
     def _read_frames(self, loc: ChunkLoc, t: "frames.FrameTable", wanted: list) -> list:
         """Frames ``wanted`` (ascending) of a framed chunk, read in one ``get_part`` of the
         span they cover, each checked and put in the chunk cache."""
@@ -661,6 +674,24 @@ class StoredFile(Stream):
             except (IntegrityError, OSError) as e:
                 raise IntegrityError(f"{self._where(index * self.chunk_size + start)}: {e}") from None
         return self.chunk(index), start
+
+    def cached_part(self, index: int, start: int, end: int) -> "tuple[bytes, int] | None | bool":
+        """``part``'s answer if it is decoded in the cache now, else False: never reads,
+        decodes or waits for a load (any doubt, such as a location that ``part`` would
+        refuse, is False: ``part`` says why)."""
+        cid = self.ids[index]
+        if cid == 0:
+            return None
+        loc = self.locs.get(cid)
+        if loc is None or loc.usize != min(self.chunk_size, self.size - index * self.chunk_size):
+            return False
+        cache = self.repo.cache
+        data = cache.get(loc.hash)
+        if data is not None:
+            return data, start
+        if loc.codec != FRAMED or end - start > self.chunk_size // PART_OF:
+            return False
+        return self.repo.cached_frames(loc, start, end)
 
     def _read(self, offset: int, length: int) -> bytes:
         cs = self.chunk_size

@@ -3,8 +3,10 @@ NTFS node the mount makes counted, for tests/test_fuse_ops.py:
 ``python -m tests.helpers.countmount IMAGE MOUNTPOINT REPORT``.
 
 When the mount ends (unmounted) REPORT gets JSON: ``{"ntfs_nodes": made, "ntfs_opens":
-streams opened by ``NtfsNode.open``, "binding": {opcode: [received, handed to Python]}}``
-(``_fusell.counts()``). ``counted_mount`` runs it around a test's block.
+streams opened by ``NtfsNode.open``, "worker_jobs": hand-offs to a worker thread,
+"bottom_walks": ranges followed down the layers (``streams.stream.bottom``), "binding":
+{opcode: [received, handed to Python]}}`` (``_fusell.counts()``). ``counted_mount`` runs
+it around a test's block. IMAGE may be anything ``open_source`` opens (a repository too).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from rpfs import _fusell, fuse
+import streams.stream
+from rpfs import _fusell, fuse, fuse_loop
 from rpfs.ntfs_nodes import NtfsNode
 from rpfs.source import open_source
 
@@ -47,8 +50,9 @@ def counted_mount(image, tmp_path: Path):
 
 
 def main(image: str, mountpoint: str, report: str) -> None:
-    made, opened = [0], [0]
+    made, opened, jobs, walks = [0], [0], [0], [0]
     real, real_open = NtfsNode.__init__, NtfsNode.open
+    real_submit, real_bottom = fuse_loop.Workers.submit, streams.stream.bottom
 
     def counted(self, *args, **kw):
         made[0] += 1
@@ -58,13 +62,24 @@ def main(image: str, mountpoint: str, report: str) -> None:
         opened[0] += 1
         return real_open(self)
 
+    def counted_submit(self, coro, job):
+        jobs[0] += 1
+        return real_submit(self, coro, job)
+
+    def counted_bottom(*args):
+        walks[0] += 1
+        return real_bottom(*args)
+
     NtfsNode.__init__ = counted
     NtfsNode.open = counted_open
+    fuse_loop.Workers.submit = counted_submit
+    streams.stream.bottom = counted_bottom
     try:
         fuse.mount(open_source(image), mountpoint, ready=lambda: print("ready", flush=True))
     finally:
         with open(report, "w") as f:
-            json.dump({"ntfs_nodes": made[0], "ntfs_opens": opened[0], "binding": _fusell.counts()}, f)
+            json.dump({"ntfs_nodes": made[0], "ntfs_opens": opened[0], "worker_jobs": jobs[0],
+                       "bottom_walks": walks[0], "binding": _fusell.counts()}, f)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,140 @@
+"""A cold ``cp -r`` of many small files through a real mount of a repository: a READ whose
+bytes are decoded in memory already is answered on the loop thread, with no worker hand-off
+(``rpfs.fuse._plain_cached``), and the chain of layers below the volume (partition, VHDX,
+stored file) is followed once per window of the volume, not once per file
+(``streams.stream.Spans``). Counted in the serving process (tests/helpers/countmount.py),
+never timed; every byte is checked against the files ntfs-3g wrote.
+
+The volume: ``mftfrag`` (tests/helpers/ntfs_images.py, mkntfs + ntfs-3g), 1,531 files of up
+to 6,000 bytes, neighbours on the volume, made a dynamic VHDX by qemu-img and backed up with
+``rpfs backup``: several files share each 64 KiB frame of the store, so only the first READ
+of each frame has something to decode."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from streams.stream import BytesStream, SliceStream, Spans, Stream
+from tests.helpers.cli import rpfs
+from tests.helpers.countmount import counted_mount
+from tests.helpers.ntfs_images import _rand, mftfrag_image
+
+needs_tools = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("mkntfs", "ntfs-3g", "qemu-img"))
+    or not os.path.exists("/dev/fuse"),
+    reason="needs mkntfs and ntfs-3g (FUSE)")
+
+
+@pytest.fixture(scope="module")
+def frag_repo(tmp_path_factory):
+    """(repository, the names in ``fill``): the mftfrag volume as a VM's only disk."""
+    image, manifest = mftfrag_image()
+    tmp = tmp_path_factory.mktemp("cachedreads")
+    vm = tmp / "vm" / "Virtual Hard Disks"
+    vm.mkdir(parents=True)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o",
+                    "subformat=dynamic", image, vm / "frag.vhdx"], check=True)
+    repo = tmp / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, tmp / "vm", "--vm", "frag", "--time", "2026-11-01T02:00:00Z",
+         "--no-index")
+    return repo, manifest["fill_left"]
+
+
+@needs_tools
+def test_cp_r_answers_reads_of_decoded_frames_on_the_loop(frag_repo, tmp_path):
+    repo, names = frag_repo
+    out = tmp_path / "out"
+    with counted_mount(repo, tmp_path) as (mp, report):
+        fill = mp / "frag" / "latest" / "volumes" / "frag-p0" / "fill"
+        subprocess.run(["cp", "-r", str(fill), str(out)], check=True)
+    assert sorted(os.listdir(out)) == sorted(names) and len(names) == 1531
+    whole = 0
+    for name in names:   # the files written as the volume filled up are cut short
+        got = (out / name).read_bytes()
+        assert got and got == _rand(6000, int(name))[:len(got)], name
+        whole += len(got) == 6000
+    assert whole >= 1500
+    counts = json.loads(report.read_text())
+    reads = counts["binding"]["15"][1]   # READs handed to Python (one per file)
+    assert reads >= len(names)
+    # a worker per READ before (1,531 and more); now one per frame first touched, the
+    # directory's plain_files and the listing: about 300
+    assert counts["worker_jobs"] < reads // 2, counts
+    # the layers below the volume were followed for every READ (bottom of each file's
+    # range); now once per MiB of the volume the files touch (24 at most)
+    assert counts["bottom_walks"] < 100, counts
+
+
+def test_the_adapter_knows_the_plain_statuses():
+    from ntfs_reader import plain
+    from rpfs import fuse
+
+    assert (fuse.BYTES, fuse.VOLUME) == (plain.BYTES, plain.VOLUME)
+
+
+class _Layer(Stream):
+    """A stream over ``base`` shifted by ``shift`` bytes that says so (``span``), counting
+    how often it is asked: a partition over a disk, as a test of ``Spans``."""
+
+    def __init__(self, base: Stream, shift: int, edge: int | None = None):
+        self.base, self.shift, self.edge = base, shift, edge
+        self.size, self.name = base.size - shift, "layer"
+        self.asked = 0
+
+    def _read(self, offset, length):
+        return self.base.read(self.shift + offset, length)
+
+    def _span(self, offset, length):
+        self.asked += 1
+        if self.edge is not None and offset < self.edge < offset + length:
+            return None   # as a VHDX block edge: not one piece of the stream below
+        return self.base, self.shift + offset
+
+
+class _Held(BytesStream):
+    """Bytes that hand out views (as a stored file's decoded chunks do)."""
+
+    def views(self, offset, length, sequential=False):
+        return iter([memoryview(self._data)[offset:offset + length]])
+
+    def cached_views(self, offset, length):
+        return [memoryview(self._data)[offset:offset + length]]
+
+
+def test_spans_follow_the_layers_once_per_window():
+    data = bytes(range(256)) * (64 << 10)   # 16 MiB
+    layer = _Layer(_Held(data), 4096)
+    spans = Spans(layer, window=1 << 20)
+    assert spans.cached_views(100, 10) is None   # nothing followed yet: never walks
+    assert layer.asked == 0
+    offsets = range(0, 8 << 20, 5000)
+    for off in offsets:
+        assert b"".join(spans.read_buffers(off, 3000)) == data[4096 + off:4096 + off + 3000]
+    across = sum((off + 2999) >> 20 != off >> 20 for off in offsets)
+    walks = spans.walks
+    # one walk per window, and one for each read across a window edge (the general way);
+    # each read walked before
+    assert walks == 8 and 0 < across < 8 and layer.asked == walks + across
+    for off in range(0, 8 << 20, 7000):
+        got = spans.cached_views(off, 1000)
+        if (off + 999) >> 20 == off >> 20:
+            assert b"".join(got) == data[4096 + off:4096 + off + 1000]
+        else:
+            assert got is None   # across a window edge: the general way
+    assert spans.walks == walks
+
+
+def test_spans_remember_a_window_that_is_not_one_piece():
+    data = bytes(range(256)) * (16 << 10)   # 4 MiB
+    layer = _Layer(_Held(data), 0, edge=(1 << 20) + 12345)
+    spans = Spans(layer, window=1 << 20)
+    for _ in range(3):
+        assert b"".join(spans.read_buffers((1 << 20) + 100, 50)) == data[(1 << 20) + 100:(1 << 20) + 150]
+        assert spans.cached_views((1 << 20) + 100, 50) is None
+    assert spans.walks == 1   # the window's walk is not repeated; its reads go the general way
