@@ -127,6 +127,22 @@ def test_a_4k_read_decompresses_one_frame(tmp_path):
         assert r.frames_decoded == 3
 
 
+def test_a_small_read_across_two_frames_joins_only_its_bytes(tmp_path):
+    """A 4 KiB read straddling two frames hands out 4 KiB, not both frames joined (two
+    16 KiB frames here, 128 KiB of copying per file read in a mount's 64 KiB frames),
+    whether the frames are decoded for it or were in the cache already
+    (``StoredFile.cached_part``, the mount's loop thread)."""
+    data = random.Random(5).randbytes(2 * CHUNK)
+    r, f = _open(_repo(tmp_path, data))
+    with r:
+        off = 5 * FRAME - 2048
+        for part in (f.part, f.cached_part):   # cold, then from the cache alone
+            buf, at = part(0, off, off + 4096)
+            assert len(buf) - at == 4096 and bytes(buf[at:]) == data[off:off + 4096]
+        assert r.frames_decoded == 2
+        assert f.cached_part(1, 100, 200) is False   # not decoded: the cache alone cannot tell
+
+
 @pytest.mark.parametrize("encrypt", [False, True], ids=["plain", "encrypted"])
 def test_damaged_frame_fails_only_the_reads_that_need_it(tmp_path, encrypt):
     data = random.Random(5).randbytes(3 * CHUNK)     # incompressible: frames stored raw
