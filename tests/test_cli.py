@@ -66,3 +66,59 @@ def test_command_owners_table_matches_the_modules():
     args = parser.parse_args(["-v", "restore", "R", "/a", "D"])
     assert args.command == "restore" and args.verbose
     assert cli.command_of(["--help"]) is None
+
+
+QUICK_LINES = [
+    ["restore", "R", "/vm/latest/volumes/x", "D"],
+    ["restore", "R", "/p", "D", "--overwrite", "--json"],
+    ["restore", "--xattrs", "--devices", "R", "/p", "D", "--dry-run"],
+    ["restore", "R", "", "D d"],
+    # argparse's to read: values, abbreviations, help, "--", operands missing or extra
+    ["restore", "R", "/p", "D", "--limit-rate", "1M"], ["restore", "R", "/p", "D", "--keys=K"],
+    ["restore", "R", "/p", "D", "--over"], ["restore", "--help"], ["restore", "R", "/p"],
+    ["restore", "R", "/p", "D", "E"], ["restore", "--", "-R", "/p", "D"], ["-v", "restore", "R", "/p", "D"],
+    ["restore", "R", "-", "D"], ["ls", "R", "/"], [],
+]
+
+
+@pytest.mark.parametrize("argv", QUICK_LINES, ids=" ".join)
+def test_a_simple_restore_line_is_read_as_argparse_reads_it(argv, monkeypatch):
+    """``rpfs restore`` builds no parser for a line of operands and switches (argparse and
+    its help formatter's imports were ~20 M instructions of a restore); what it reads is what
+    argparse reads, and every other line is left to argparse (its usage lines and errors)."""
+    import contextlib
+    import io
+
+    from rpfs import cli
+    from rpfs.cli.browse import cmd_restore
+    from rpfs.cli.quick import restore_args
+
+    quick = restore_args(argv)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            full = vars(cli.build_parser(argv).parse_args(argv))
+        except SystemExit:
+            full = None
+    if quick is not None:
+        assert full is not None and vars(quick) == full
+        assert quick.func is cmd_restore
+    else:
+        assert argv[:1] != ["restore"] or full is None or any(a.startswith("-") for a in argv) \
+            or len(argv) != 4
+
+
+def test_restore_builds_no_parser_for_a_simple_line(tmp_path, monkeypatch, capsys):
+    """The whole command, parser not built: the same one-line error as through argparse."""
+    from rpfs import cli
+
+    line = ["restore", str(tmp_path / "nope"), "/p", str(tmp_path / "out")]
+    monkeypatch.setattr("rpfs.cli.quick.restore_args", lambda argv: None)   # through argparse
+    expected = cli.main(line), capsys.readouterr().err
+    monkeypatch.undo()
+    built = []
+    real = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda argv=None: built.append(argv) or real(argv))
+    assert (cli.main(line), capsys.readouterr().err) == expected
+    assert expected[0] == 2 and expected[1].startswith("rpfs: ") and expected[1].count("\n") == 1
+    assert built == []
+    assert cli.main(line + ["--limit-rate", "1M"]) == 2 and len(built) == 1   # argparse's line

@@ -41,8 +41,10 @@ NOT_FOR_READING = ["construct", "crc32c", "formats.ldm", "formats.lvm", "formats
 # new packs, locks and repositories are os.urandom's (secrets imports random, hmac, base64
 # and hashlib, whose OpenSSL load alone is ~10 M instructions), a long NTFS name's digest
 # and an s3:// cache directory's hash load hashlib when they are met, a key file's base64
-# only for an encrypted repository
-NOT_FOR_RESTORING = ["secrets", "random", "hmac", "hashlib", "_hashlib", "base64"]
+# only for an encrypted repository; a simple restore line builds no argparse parser, whose
+# help formatter imports shutil with bz2 and lzma (rpfs/cli/quick.py)
+NOT_FOR_RESTORING = ["secrets", "random", "hmac", "hashlib", "_hashlib", "base64",
+                     "shutil", "bz2", "lzma"]
 
 
 def loaded_after(code: str) -> dict[str, set]:

@@ -107,8 +107,11 @@ def loading():
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     with loading():
-        parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        from rpfs.cli.quick import restore_args   # a simple restore line: no parser built
+
+        args = restore_args(argv)
+        if args is None:
+            args = build_parser(argv).parse_args(argv)
         from rpfs.cli.options import store_options  # the store, for every command
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
