@@ -596,3 +596,29 @@ def test_a_frame_asking_for_a_huge_window_is_refused_before_allocating_it():
     assert zstandard.get_frame_parameters(frame).window_size == 1 << 27
     with pytest.raises(IntegrityError, match="too much memory"):
         decompress_frames(memoryview(frame), 16384)
+
+
+def test_frames_declare_their_size_and_older_frames_still_read(tmp_path):
+    """New zstd frames (whole chunks and the frames of framed chunks) carry their content
+    size, so zstd decodes each straight into the chunk's buffer instead of through its
+    window buffer and a copy (~10% of a text chunk's decode). Frames written without it (every
+    repository before) decode to the same bytes, one pass or frame by frame."""
+    import zstandard
+    from rpfs.store.packs import ZSTD, compress
+    data = b"".join(b"2024-01-01 12:00:%02d host rpfs[%d]: line %d\n" % (i % 60, i, i) for i in range(5000))
+    codec, out = compress(data, 1)
+    assert codec == ZSTD and zstandard.frame_content_size(out) == len(data)
+    payload = frames.encode(Plain(), data, blake3.blake3(data).digest(), 1, 16384)
+    t = frames.parse_table(Plain(), payload, len(payload), len(data), blake3.blake3(data).digest())
+    assert set(t.codecs) == {ZSTD}
+    for i in range(t.count):
+        frame = payload[t.starts[i]:t.starts[i] + t.lens[i]]
+        assert zstandard.frame_content_size(frame) == t.frame_usize(i)
+    usize = 4 * 16384
+    pieces = [data[i * 16384:(i + 1) * 16384] for i in range(4)]
+    old = [zstandard.ZstdCompressor(level=1, write_content_size=False).compress(p) for p in pieces]
+    assert all(zstandard.frame_content_size(f) == -1 for f in old)    # unknown
+    entries = b"".join(struct.pack("<IB3x", len(s), 1) + blake3.blake3(p).digest() for s, p in zip(old, pieces))
+    before = _plain_payload(struct.pack("<BBHI", 1, 14, 0, 4) + entries, b"".join(old))
+    assert frames.decode(Plain(), before, usize, _ID) == data[:usize]
+    assert frames.decode(Plain(), before, usize, _ID, check_frames=True) == data[:usize]

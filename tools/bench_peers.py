@@ -76,7 +76,7 @@ from tools.bench_mount import (  # noqa: E402
 
 CACHE = REPO / ".cache" / "bench_peers"
 MiB = 1 << 20
-DATA_VERSION = 3          # bump when the data set below (or the repository's settings) changes; 3: 16 KiB raw frames
+DATA_VERSION = 4          # bump when the data set below (or the repository's settings) changes; 3: 16 KiB raw frames; 4: zstd frames declare their size
 DISK_SIZE = 1200 * MiB
 BIG = {"random.bin": "random", "log.txt": "text"}
 BIG_SIZE = 384 * MiB
