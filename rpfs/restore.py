@@ -28,7 +28,6 @@ import os
 import stat
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Callable
 
 from streams.errors import FormatError, RpfsError, TooLargeError, UsageError
@@ -56,26 +55,32 @@ WINDOW = 1 << 20         # the most one read of the stream below covers
 GAP = 64 << 10           # unneeded bytes between two files read through rather than skipped
 
 
-@dataclass(slots=True)
 class _Small:
     """A small file found by the walk, waiting to be read with its neighbours. A plain NTFS
     file (Node.plain_files) has no node yet: ``listing.walk_node(index)`` makes it if it is
-    needed after all (a name in the way, a failed shared read)."""
+    needed after all (a name in the way, a failed shared read). (A plain class: a dataclass
+    is compiled at import, ~0.5 ms each, on every restore's start-up.)"""
 
-    node: Node | None
-    listing: object          # with ``index``: where the node comes from when ``node`` is None
-    index: int
-    size: int
-    mode: int                # created with this mode ...
-    direct: bool             # ... and nothing else to set but times (Restorer._mode)
-    times: tuple | None      # (atime, mtime) ns, or None
-    dirfd: int
-    bname: bytes
-    parent: str              # the directory's path as shown (errors)
-    below: Stream | None     # the stream its bytes are read from (None: ``data`` holds them)
-    at: int                  # their offset there
-    data: object = b""
-    stream: Stream | None = None
+    __slots__ = ("node", "listing", "index", "size", "mode", "direct", "times", "dirfd",
+                 "bname", "parent", "below", "at", "data", "stream")
+
+    def __init__(self, node: Node | None, listing, index: int, size: int, mode: int,
+                 direct: bool, times: tuple | None, dirfd: int, bname: bytes, parent: str,
+                 below: Stream | None, at: int, data=b"", stream: Stream | None = None):
+        self.node = node
+        self.listing = listing   # with ``index``: where the node comes from when ``node`` is None
+        self.index = index
+        self.size = size
+        self.mode = mode         # created with this mode ...
+        self.direct = direct     # ... and nothing else to set but times (Restorer._mode)
+        self.times = times       # (atime, mtime) ns, or None
+        self.dirfd = dirfd
+        self.bname = bname
+        self.parent = parent     # the directory's path as shown (errors)
+        self.below = below       # the stream its bytes are read from (None: ``data`` holds them)
+        self.at = at             # their offset there
+        self.data = data
+        self.stream = stream
 
     @property
     def path(self) -> str:
@@ -92,37 +97,39 @@ class _Small:
         return self.stream
 
 
-@dataclass(slots=True)
 class _Walked:
     """A directory whose walk has ended: its permissions and times are set once the files
     in it are written (after the next batch), children before parents."""
 
-    node: Node
-    fd: int
-    parent_fd: int
-    bname: bytes
-    path: str
-    pending: list
+    __slots__ = ("node", "fd", "parent_fd", "bname", "path", "pending")
+
+    def __init__(self, node: Node, fd: int, parent_fd: int, bname: bytes, path: str,
+                 pending: list):
+        self.node, self.fd, self.parent_fd = node, fd, parent_fd
+        self.bname, self.path, self.pending = bname, path, pending
 
 
-@dataclass
 class RestoreResult:
     """What a restore did: counts, bytes, and each error or skip as one line."""
 
-    files: int = 0
-    dirs: int = 0
-    symlinks: int = 0
-    hardlinks: int = 0
-    special: int = 0             # device nodes and FIFOs made (--devices)
-    bytes: int = 0
-    errors: list[str] = field(default_factory=list)
-    planned: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)   # "path (kind)": not restored
+    def __init__(self):
+        self.files = 0
+        self.dirs = 0
+        self.symlinks = 0
+        self.hardlinks = 0
+        self.special = 0                    # device nodes and FIFOs made (--devices)
+        self.bytes = 0
+        self.errors: list[str] = []
+        self.planned: list[str] = []
+        self.skipped: list[str] = []        # "path (kind)": not restored
 
     def as_dict(self) -> dict:
         return {"files": self.files, "dirs": self.dirs, "symlinks": self.symlinks,
                 "hardlinks": self.hardlinks, "special": self.special, "bytes": self.bytes,
                 "errors": self.errors, "skipped": self.skipped}
+
+    def __repr__(self) -> str:
+        return f"RestoreResult({self.as_dict()})"
 
 
 def safe_name(name: str) -> str:
