@@ -23,12 +23,12 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from dataclasses import dataclass, field
 from typing import Mapping
 
 from formats.detect import open_image
 from formats.disk import Disk, RawDisk
 from streams.errors import ChainError, RpfsError
+from streams.record import Record
 from streams.stream import FileStream, Stream
 
 DISK_EXTENSIONS = (".vhdx", ".avhdx", ".vhd", ".avhd")
@@ -47,16 +47,18 @@ def _stem(path: str) -> str:
     return base.rsplit(".", 1)[0] if "." in base else base
 
 
-@dataclass
-class Resolution:
+class Resolution(Record):
     """Everything ``resolve_chains`` found: the chosen disk per base, every leaf, errors."""
 
-    disks: dict[str, Disk] = field(default_factory=dict)        # key -> chosen leaf
-    leaves: dict[str, list[Disk]] = field(default_factory=dict)  # key -> all leaves
-    opened: dict[str, Disk] = field(default_factory=dict)        # path -> disk
-    paths: dict[int, str] = field(default_factory=dict)          # id(disk) -> path
-    errors: dict[str, RpfsError] = field(default_factory=dict)   # path -> what went wrong
-    failed: dict[str, RpfsError] = field(default_factory=dict)   # key -> why no disk
+    __slots__ = _fields = ("disks", "leaves", "opened", "paths", "errors", "failed")
+
+    def __init__(self):
+        self.disks: dict[str, Disk] = {}          # key -> chosen leaf
+        self.leaves: dict[str, list[Disk]] = {}   # key -> all leaves
+        self.opened: dict[str, Disk] = {}         # path -> disk
+        self.paths: dict[int, str] = {}           # id(disk) -> path
+        self.errors: dict[str, RpfsError] = {}    # path -> what went wrong
+        self.failed: dict[str, RpfsError] = {}    # key -> why no disk
 
 
 def _open(path: str, stream: Stream) -> Disk:

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 
+from streams.record import Value
 from streams.stream import Stream
 
 
-@dataclass(frozen=True)
-class ParentRef:
+class ParentRef(Value):
     """Where a differencing disk says its parent is, and how to recognise it.
 
     ``paths`` are the locator's candidates in preference order, as written in the file
     (relative first, then absolute Win32 / volume paths; backslashes kept). ``identity`` is
-    the parent's data-write GUID (VHDX) or unique id (VHD) the child expects.
+    the parent's data-write GUID (VHDX) or unique id (VHD) the child expects. ``extra``
+    (more the format says) is not compared.
     """
 
-    paths: tuple[str, ...]
-    identity: uuid.UUID | None
-    extra: dict = field(default_factory=dict, compare=False)
+    __slots__ = ("paths", "identity", "extra")
+    _fields = ("paths", "identity")
+
+    def __init__(self, paths: tuple[str, ...], identity: uuid.UUID | None,
+                 extra: dict | None = None):
+        self.paths = paths
+        self.identity = identity
+        self.extra = {} if extra is None else extra
+
+    def __repr__(self) -> str:
+        return f"ParentRef(paths={self.paths!r}, identity={self.identity!r}, extra={self.extra!r})"
 
 
 class Disk(Stream):

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from dataclasses import dataclass, field
 
 from streams.errors import FormatError
 from streams.layout import Layout
+from streams.record import Record
 from streams.stream import SliceStream, Stream
 
 MBR_ENTRY = Layout("MbrEntry", "<B3sB3sII", "status chs_first type chs_last lba_start sectors")
@@ -68,32 +68,40 @@ MBR_TYPES = {
 MBR_UNREADABLE = {0x42: LDM_REASON}
 
 
-@dataclass
-class Partition:
+class Partition(Record):
     """One partition: where it is, what it is, and a stream of its bytes."""
 
-    number: int
-    offset: int
-    size: int
-    type_id: str              # GPT type GUID (lower case) or MBR id as "0x07"
-    type_name: str
-    name: str
-    readable: bool
-    stream: Stream
-    reason: str = ""          # why not readable / what is wrong (e.g. cut at the disk end)
-    guid: str | None = None   # GPT unique partition GUID
-    attributes: int = 0       # GPT attribute bits; MBR: 0x80 = bootable
-    truncated: bool = False   # declared past the end of the disk (stream clipped)
+    _fields = ("number", "offset", "size", "type_id", "type_name", "name", "readable", "stream",
+               "reason", "guid", "attributes", "truncated")
+
+    def __init__(self, number: int, offset: int, size: int, type_id: str, type_name: str,
+                 name: str, readable: bool, stream: Stream, reason: str = "",
+                 guid: str | None = None, attributes: int = 0, truncated: bool = False):
+        self.number = number
+        self.offset = offset
+        self.size = size
+        self.type_id = type_id        # GPT type GUID (lower case) or MBR id as "0x07"
+        self.type_name = type_name
+        self.name = name
+        self.readable = readable
+        self.stream = stream
+        self.reason = reason          # why not readable / what is wrong (e.g. cut at the disk end)
+        self.guid = guid              # GPT unique partition GUID
+        self.attributes = attributes  # GPT attribute bits; MBR: 0x80 = bootable
+        self.truncated = truncated    # declared past the end of the disk (stream clipped)
 
 
-@dataclass
-class PartitionTable:
+class PartitionTable(Record):
     """A disk's partitions and the scheme they came from."""
 
-    scheme: str               # "gpt", "mbr", "none"
-    partitions: list[Partition]
-    disk_guid: str | None = None
-    warnings: list[str] = field(default_factory=list)
+    _fields = ("scheme", "partitions", "disk_guid", "warnings")
+
+    def __init__(self, scheme: str, partitions: list[Partition], disk_guid: str | None = None,
+                 warnings: list[str] | None = None):
+        self.scheme = scheme          # "gpt", "mbr", "none"
+        self.partitions = partitions
+        self.disk_guid = disk_guid
+        self.warnings = [] if warnings is None else warnings
 
 
 def _guid(raw: bytes) -> str:

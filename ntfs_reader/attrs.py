@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import struct
 import uuid
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from streams.errors import FormatError
 from streams.layout import Layout
+from streams.record import Value
 
 from . import native
 from .times import Times
@@ -52,13 +52,15 @@ ATTRIBUTE_LIST_ENTRY = Layout("AttributeListEntry", "<IHBBQQH",
                               "type length name_length name_offset lowest_vcn file_ref attr_id")
 
 
-@dataclass(frozen=True, slots=True)
-class StandardInformation:
+class StandardInformation(Value):
     """$STANDARD_INFORMATION: the file's times and attributes."""
 
-    times: Times
-    file_attributes: int
-    security_id: int | None
+    __slots__ = _fields = ("times", "file_attributes", "security_id")
+
+    def __init__(self, times: Times, file_attributes: int, security_id: int | None):
+        self.times = times
+        self.file_attributes = file_attributes
+        self.security_id = security_id
 
 
 # The same layouts as STANDARD_INFORMATION(+_V3) above as plain structs, for the stat hot
@@ -114,15 +116,17 @@ def parse_file_name_python(value: bytes, where: dict) -> FileName:
                     bytes(value[66:66 + 2 * nlen]))
 
 
-@dataclass(frozen=True, slots=True)
-class ListEntry:
+class ListEntry(Value):
     """One $ATTRIBUTE_LIST entry: which record holds which attribute."""
 
-    type: int
-    name: str
-    lowest_vcn: int
-    file_ref: int
-    attr_id: int
+    __slots__ = _fields = ("type", "name", "lowest_vcn", "file_ref", "attr_id")
+
+    def __init__(self, type: int, name: str, lowest_vcn: int, file_ref: int, attr_id: int):
+        self.type = type
+        self.name = name
+        self.lowest_vcn = lowest_vcn
+        self.file_ref = file_ref
+        self.attr_id = attr_id
 
 
 def parse_attribute_list(value: bytes, where: dict) -> list[ListEntry]:
@@ -149,13 +153,15 @@ def parse_attribute_list(value: bytes, where: dict) -> list[ListEntry]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class VolumeInformation:
+class VolumeInformation(Value):
     """$VOLUME_INFORMATION: NTFS version and volume flags."""
 
-    major: int
-    minor: int
-    flags: int
+    __slots__ = _fields = ("major", "minor", "flags")
+
+    def __init__(self, major: int, minor: int, flags: int):
+        self.major = major
+        self.minor = minor
+        self.flags = flags
 
 
 def parse_volume_information(value: bytes, where: dict) -> VolumeInformation:

@@ -6,10 +6,9 @@ If the first sector is damaged, the backup copy in the volume's last sector is u
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from streams.errors import FormatError
 from streams.layout import Layout
+from streams.record import Value
 from streams.stream import Stream
 
 BOOT_SECTOR = Layout(
@@ -19,19 +18,24 @@ BOOT_SECTOR = Layout(
 assert BOOT_SECTOR.sizeof() == 512
 
 
-@dataclass(frozen=True)
-class BootSector:
+class BootSector(Value):
     """The NTFS boot sector's geometry: sizes and where $MFT is."""
 
-    sector_size: int
-    cluster_size: int
-    total_sectors: int
-    mft_lcn: int
-    mftmirr_lcn: int
-    record_size: int
-    index_record_size: int
-    serial: int
-    offset: int  # where it was read (0, or the backup's offset)
+    __slots__ = _fields = ("sector_size", "cluster_size", "total_sectors", "mft_lcn",
+                           "mftmirr_lcn", "record_size", "index_record_size", "serial", "offset")
+
+    def __init__(self, sector_size: int, cluster_size: int, total_sectors: int, mft_lcn: int,
+                 mftmirr_lcn: int, record_size: int, index_record_size: int, serial: int,
+                 offset: int):
+        self.sector_size = sector_size
+        self.cluster_size = cluster_size
+        self.total_sectors = total_sectors
+        self.mft_lcn = mft_lcn
+        self.mftmirr_lcn = mftmirr_lcn
+        self.record_size = record_size
+        self.index_record_size = index_record_size
+        self.serial = serial
+        self.offset = offset  # where it was read (0, or the backup's offset)
 
     @property
     def total_clusters(self) -> int:

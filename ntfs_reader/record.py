@@ -8,9 +8,9 @@ format string) rather than construct.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from streams.errors import FormatError
+from streams.record import Record
 
 from . import native
 from .runlist import decode_runlist
@@ -106,30 +106,41 @@ def apply_fixups_python(buf: bytearray, magic: bytes, source: str, structure: st
         buf[end - 2:end] = buf[p:p + 2]
 
 
-@dataclass(slots=True)
-class Attribute:
-    """One attribute header (and, when resident, its value)."""
+class Attribute(Record):
+    """One attribute header (and, when resident, its value). ``_ntfsparse`` fills the slots
+    of the ones it parses without calling ``__init__``."""
 
-    type: int
-    name: str
-    flags: int
-    attr_id: int
-    resident: bool
-    value: bytes | None            # resident value
-    lowest_vcn: int = 0
-    highest_vcn: int = -1
-    compression_unit: int = 0
-    allocated_size: int = 0
-    data_size: int = 0
-    initialized_size: int = 0
-    compressed_size: int = 0
-    runs: list | None = None       # decoded lazily by the owner (see decode_runs)
-    raw: bytes | None = None       # non-resident: (record bytes, offset) for decoding
-    pairs_at: int = 0
-    pairs_end: int = 0
-    record: int = 0                # record number this extent lives in
-    offset: int = 0                # byte offset of the attribute in the volume stream
-    rec_offset: int = 0            # byte offset of its record in the volume stream
+    __slots__ = _fields = ("type", "name", "flags", "attr_id", "resident", "value", "lowest_vcn",
+                           "highest_vcn", "compression_unit", "allocated_size", "data_size",
+                           "initialized_size", "compressed_size", "runs", "raw", "pairs_at",
+                           "pairs_end", "record", "offset", "rec_offset")
+
+    def __init__(self, type: int, name: str, flags: int, attr_id: int, resident: bool,
+                 value: bytes | None, lowest_vcn: int = 0, highest_vcn: int = -1,
+                 compression_unit: int = 0, allocated_size: int = 0, data_size: int = 0,
+                 initialized_size: int = 0, compressed_size: int = 0, runs: list | None = None,
+                 raw: bytes | None = None, pairs_at: int = 0, pairs_end: int = 0,
+                 record: int = 0, offset: int = 0, rec_offset: int = 0):
+        self.type = type
+        self.name = name
+        self.flags = flags
+        self.attr_id = attr_id
+        self.resident = resident
+        self.value = value                  # resident value
+        self.lowest_vcn = lowest_vcn
+        self.highest_vcn = highest_vcn
+        self.compression_unit = compression_unit
+        self.allocated_size = allocated_size
+        self.data_size = data_size
+        self.initialized_size = initialized_size
+        self.compressed_size = compressed_size
+        self.runs = runs                    # decoded lazily by the owner (see decode_runs)
+        self.raw = raw                      # non-resident: (record bytes, offset) for decoding
+        self.pairs_at = pairs_at
+        self.pairs_end = pairs_end
+        self.record = record                # record number this extent lives in
+        self.offset = offset                # byte offset of the attribute in the volume stream
+        self.rec_offset = rec_offset        # byte offset of its record in the volume stream
 
     @property
     def type_name(self) -> str:
@@ -158,16 +169,19 @@ class Attribute:
         return self.runs
 
 
-@dataclass(slots=True)
-class MftRecord:
+class MftRecord(Record):
     """One parsed MFT record (fixups applied) and its attributes."""
 
-    number: int
-    sequence: int
-    link_count: int
-    flags: int
-    base_ref: int
-    attributes: list
+    __slots__ = _fields = ("number", "sequence", "link_count", "flags", "base_ref", "attributes")
+
+    def __init__(self, number: int, sequence: int, link_count: int, flags: int, base_ref: int,
+                 attributes: list):
+        self.number = number
+        self.sequence = sequence
+        self.link_count = link_count
+        self.flags = flags
+        self.base_ref = base_ref
+        self.attributes = attributes
 
     @property
     def in_use(self) -> bool:

@@ -19,10 +19,10 @@ A link in the root gets no ``../`` prefix. Targets are Linux names (names.py esc
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from streams.errors import FormatError
 from streams.layout import Layout
+from streams.record import Value
 
 IO_REPARSE_TAG_MOUNT_POINT = 0xA0000003
 IO_REPARSE_TAG_SYMLINK = 0xA000000C
@@ -90,15 +90,18 @@ CONTENT_ELSEWHERE = {IO_REPARSE_TAG_WOF, IO_REPARSE_TAG_DEDUP, IO_REPARSE_TAG_SI
                      IO_REPARSE_TAG_ONEDRIVE}
 
 
-@dataclass(frozen=True)
-class Reparse:
+class Reparse(Value):
     """A reparse point: its tag and what rpfs makes of it."""
 
-    tag: int
-    data: bytes                   # the whole attribute value
-    target: str | None = None     # substitute name (symlinks, junctions, WSL links)
-    print_name: str | None = None
-    relative: bool = False
+    __slots__ = _fields = ("tag", "data", "target", "print_name", "relative")
+
+    def __init__(self, tag: int, data: bytes, target: str | None = None,
+                 print_name: str | None = None, relative: bool = False):
+        self.tag = tag
+        self.data = data              # the whole attribute value
+        self.target = target          # substitute name (symlinks, junctions, WSL links)
+        self.print_name = print_name
+        self.relative = relative
 
     @property
     def name(self) -> str:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
 
 from streams.errors import FormatError
+from streams.record import Record
 from streams.times import parse_time_text, point_name
 
 MAX_CHECKPOINTS = 256          # checkpoint configurations read per recovery point
@@ -34,19 +34,25 @@ NOT_DISKS = ("ISO", "NONE")    # drive types that are no virtual hard disk
 _UNSAFE = re.compile(r"[\x00-\x1f/\x7f]")
 
 
-@dataclass
-class Checkpoint:
+class Checkpoint(Record):
     """One checkpoint: what it is called, where it comes from, which stored file ends each
     of its disk chains (disk key -> stored path), or why it cannot be read."""
 
-    title: str                          # as the configuration (or the file) names it
-    source: str                         # "configuration" or "disk chain"
-    id: str | None = None
-    created: str | None = None          # ISO 8601 UTC
-    config: str | None = None           # the stored Snapshots/<id>.vmcx
-    disks: dict[str, str] = field(default_factory=dict)
-    error: str | None = None
-    name: str = ""                      # the directory name (unique, path-safe)
+    __slots__ = _fields = ("title", "source", "id", "created", "config", "disks", "error",
+                           "name")
+
+    def __init__(self, title: str, source: str, id: str | None = None,
+                 created: str | None = None, config: str | None = None,
+                 disks: dict[str, str] | None = None, error: str | None = None,
+                 name: str = ""):
+        self.title = title              # as the configuration (or the file) names it
+        self.source = source            # "configuration" or "disk chain"
+        self.id = id
+        self.created = created          # ISO 8601 UTC
+        self.config = config            # the stored Snapshots/<id>.vmcx
+        self.disks = {} if disks is None else disks   # disk key -> stored path
+        self.error = error
+        self.name = name                # the directory name (unique, path-safe)
 
     def describe(self, prefix: str = "checkpoints/") -> dict:
         out = {"name": self.title, "path": prefix + self.name, "source": self.source}

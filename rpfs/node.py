@@ -42,11 +42,11 @@ import os
 import stat as statmod
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from streams.errors import NotFoundError, RpfsError, UsageError
 from streams.lru import LRU
+from streams.record import Record
 from streams.stream import Stream
 
 log = logging.getLogger("rpfs.tree")
@@ -67,24 +67,31 @@ def report_once(error: RpfsError) -> None:
         log.warning("%s", text)
 
 
-@dataclass(slots=True)
-class Attr:
-    """What ``stat`` says about a node. Times are ns since the Unix epoch."""
+class Attr(Record):
+    """What ``stat`` says about a node. Times are ns since the Unix epoch. ``kind``: "dir",
+    "file", "symlink"; on POSIX volumes also a SPECIAL_KINDS name. POSIX file systems (ext4,
+    XFS, Btrfs) give the guest's own ``posix_mode`` (the full st_mode), ``uid``, ``gid`` and
+    ``rdev``; None: the front end's defaults (MODES, the mounting user)."""
 
-    kind: str  # "dir", "file", "symlink"; on POSIX volumes also a SPECIAL_KINDS name
-    size: int = 0
-    mtime_ns: int = 0
-    atime_ns: int = 0
-    ctime_ns: int = 0
-    crtime_ns: int | None = None
-    nlink: int = 1
-    allocated: int | None = None
-    # POSIX file systems (ext4, XFS, Btrfs) give the guest's own: the full st_mode, owner,
-    # group and device number. None: the front end's defaults (MODES, the mounting user).
-    posix_mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    rdev: int = 0
+    __slots__ = _fields = ("kind", "size", "mtime_ns", "atime_ns", "ctime_ns", "crtime_ns",
+                           "nlink", "allocated", "posix_mode", "uid", "gid", "rdev")
+
+    def __init__(self, kind: str, size: int = 0, mtime_ns: int = 0, atime_ns: int = 0,
+                 ctime_ns: int = 0, crtime_ns: int | None = None, nlink: int = 1,
+                 allocated: int | None = None, posix_mode: int | None = None,
+                 uid: int | None = None, gid: int | None = None, rdev: int = 0):
+        self.kind = kind
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.atime_ns = atime_ns
+        self.ctime_ns = ctime_ns
+        self.crtime_ns = crtime_ns
+        self.nlink = nlink
+        self.allocated = allocated
+        self.posix_mode = posix_mode
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
 
     @property
     def mode(self) -> int:

@@ -6,9 +6,8 @@ from here; ``Tree.resolve`` walks the same parts (it follows symlinks, so it kee
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from streams.errors import UsageError
+from streams.record import Value
 
 
 def parts(path: str) -> list[str]:
@@ -27,18 +26,21 @@ def normal_parts(path: str) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
-class NamespacePath:
+class NamespacePath(Value):
     """One path, by role. ``vm``/``point`` are None for an image or folder, and past the
     parts the path has; ``volume`` is set under ``volumes/<volume>``; ``inner`` is the path
     below the volume (or below the section), ``/`` at its top."""
 
-    parts: tuple[str, ...]
-    vm: str | None
-    point: str | None
-    section: str | None
-    volume: str | None
-    inner: str
+    __slots__ = _fields = ("parts", "vm", "point", "section", "volume", "inner")
+
+    def __init__(self, parts: tuple[str, ...], vm: str | None, point: str | None,
+                 section: str | None, volume: str | None, inner: str):
+        self.parts = parts
+        self.vm = vm
+        self.point = point
+        self.section = section
+        self.volume = volume
+        self.inner = inner
 
 
 def parse(path: str, *, repository: bool) -> NamespacePath:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import io
 import os
 import threading
-from dataclasses import dataclass
 from typing import Iterator
 
 from streams.errors import FormatError
+from streams.record import Value
 
 DATA = "data"
 ZERO = "zero"
@@ -33,13 +33,15 @@ MAX_PIECES = 4096   # a range that needs more pieces than this is read instead
 MAX_DEPTH = 300     # streams over streams followed at most (a chain of VHDX parents)
 
 
-@dataclass(frozen=True, slots=True)
-class Extent:
+class Extent(Value):
     """``length`` bytes at ``offset`` that are either real data or known zeros."""
 
-    offset: int
-    length: int
-    kind: str  # DATA or ZERO
+    __slots__ = _fields = ("offset", "length", "kind")
+
+    def __init__(self, offset: int, length: int, kind: str):   # kind: DATA or ZERO
+        self.offset = offset
+        self.length = length
+        self.kind = kind
 
     @property
     def end(self) -> int:

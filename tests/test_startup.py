@@ -24,10 +24,13 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # trio (the mount's loop is rpfs.fuse_loop; trio was 61% of the instructions a mount imported),
 # what only ``rpfs umount`` or a failing mount child uses (shutil with bz2 and lzma, subprocess,
 # tempfile with random: ~6 ms of every mount command at load 4), hashlib with OpenSSL (the inode
-# numbers' blake2b is _blake2's: ~2.5 ms), getpass with termios (only when a passphrase is asked)
+# numbers' blake2b is _blake2's: ~2.5 ms), getpass with termios (only when a passphrase is asked),
+# dataclasses with inspect, ast and dis (the value classes are streams.record's: making ~20
+# dataclasses and importing these was 118 M of the 515 M instructions to a first listing)
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio",
                     "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
-                    "hashlib", "_hashlib", "getpass", "termios"]
+                    "hashlib", "_hashlib", "getpass", "termios",
+                    "dataclasses", "inspect", "ast", "dis"]
 
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
 
 from streams.errors import FormatError, UsageError
+from streams.record import Record
 
 FORMAT_VERSION = 2                  # what ``init`` writes
 READ_FORMATS = (1, 2)               # format 1: no framed chunks (frame_size 0)
@@ -33,23 +33,31 @@ RAW_FRAME_SIZE = 16 << 10           # the default frame of an incompressible chu
 MIN_FRAME = 4096
 
 
-@dataclass
-class Config:
+class Config(Record):
     """A repository's config file: format, chunking and cache settings."""
 
-    format: int = FORMAT_VERSION
-    chunk_size: int = 1 << 20          # chosen by tools/bench_chunks.py, see docs/store.md
-    hash: str = "blake3"               # fastest well-kept 256-bit hash here, releases the GIL
-    zstd_level: int = 1                # level 1: ~1.45x the CPU throughput of 3 for ~1.5% more bytes (docs/store.md)
-    pack_size: int = 32 << 20          # target pack size; a pack closes once past it
-    cache_mb: int = 128                # decompressed-chunk cache bound (StoreOptions.chunk_cache_bytes wins); a
-                                       # mount's file data is in the page cache: this holds read-ahead
-    repack_threshold: float = 0.5      # gc rewrites a pack whose live fraction is below this
-    id: str = ""                       # random at init: tells a cache which repository it holds
-    encryption: str = "none"           # "none" | "aes-256-gcm" (keys in keys/default, crypto.py)
-    frame_size: int = FRAME_SIZE       # new chunks framed in pieces of this much plaintext; 0: unframed
-    raw_frame_size: int = RAW_FRAME_SIZE   # ... of this much when no frame compresses; 0: frame_size
-    extra: dict = field(default_factory=dict)
+    _fields = ("format", "chunk_size", "hash", "zstd_level", "pack_size", "cache_mb",
+               "repack_threshold", "id", "encryption", "frame_size", "raw_frame_size", "extra")
+    chunk_size = 1 << 20               # the default (from_kwargs reads it)
+
+    def __init__(self, format: int = FORMAT_VERSION, chunk_size: int = 1 << 20,
+                 hash: str = "blake3", zstd_level: int = 1, pack_size: int = 32 << 20,
+                 cache_mb: int = 128, repack_threshold: float = 0.5, id: str = "",
+                 encryption: str = "none", frame_size: int = FRAME_SIZE,
+                 raw_frame_size: int = RAW_FRAME_SIZE, extra: dict | None = None):
+        self.format = format
+        self.chunk_size = chunk_size       # chosen by tools/bench_chunks.py, see docs/store.md
+        self.hash = hash                   # fastest well-kept 256-bit hash here, releases the GIL
+        self.zstd_level = zstd_level       # level 1: ~1.45x the CPU throughput of 3 for ~1.5% more bytes (docs/store.md)
+        self.pack_size = pack_size         # target pack size; a pack closes once past it
+        self.cache_mb = cache_mb           # decompressed-chunk cache bound (StoreOptions.chunk_cache_bytes wins); a
+                                           # mount's file data is in the page cache: this holds read-ahead
+        self.repack_threshold = repack_threshold   # gc rewrites a pack whose live fraction is below this
+        self.id = id                       # random at init: tells a cache which repository it holds
+        self.encryption = encryption       # "none" | "aes-256-gcm" (keys in keys/default, crypto.py)
+        self.frame_size = frame_size       # new chunks framed in pieces of this much plaintext; 0: unframed
+        self.raw_frame_size = raw_frame_size   # ... of this much when no frame compresses; 0: frame_size
+        self.extra = {} if extra is None else extra   # keys this rpfs does not know, kept
 
     def validate(self, source: str = CONFIG_NAME) -> "Config":
         def bad(msg):
@@ -85,7 +93,7 @@ class Config:
 
     @classmethod
     def from_kwargs(cls, **kw) -> "Config":
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = set(cls._fields) - {"extra"}
         unknown = set(kw) - known
         if unknown:
             raise UsageError(f"unknown repository setting(s): {', '.join(sorted(unknown))}")
@@ -98,9 +106,8 @@ class Config:
             raise UsageError(e.message) from None
 
     def dumps(self) -> str:
-        d = asdict(self)
-        extra = d.pop("extra")
-        d.update(extra)
+        d = self._asdict()
+        d.update(d.pop("extra"))
         return json.dumps(d, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -121,7 +128,7 @@ class Config:
             raise FormatError(f"unreadable config: {e}", source=src, structure="repository config") from None
         if not isinstance(d, dict):
             raise FormatError("config is not an object", source=src, structure="repository config")
-        known = {f.name for f in fields(cls)} - {"extra"}
+        known = set(cls._fields) - {"extra"}
         kw = {k: v for k, v in d.items() if k in known}
         extra = {k: v for k, v in d.items() if k not in known}
         kw.setdefault("frame_size", 0)    # written before framed chunks: none

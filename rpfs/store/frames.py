@@ -33,9 +33,9 @@ from __future__ import annotations
 import functools
 import itertools
 import struct
-from dataclasses import dataclass
 
 from streams.errors import IntegrityError
+from streams.record import Value
 from rpfs.store.packs import RAW, ZSTD, compress, decompress, decompress_frames
 
 MAGIC = b"RPFF"
@@ -50,18 +50,21 @@ _PLAIN_STEP = _ENTRY.size + DIGEST      # an unencrypted table's entry: length, 
 FIRST_READ = 4096               # a read of a table starts with this much of the payload
 
 
-@dataclass(frozen=True, slots=True)
-class FrameTable:
+class FrameTable(Value):
     """Where each frame of one stored chunk is: ``starts[i]`` (in the payload) and
     ``lens[i]`` of frame i, which holds plaintext [i * frame_size, min(usize, (i+1) * frame_size))."""
 
-    frame_size: int
-    usize: int
-    starts: tuple
-    lens: tuple
-    codecs: tuple
-    digests: bytes              # the opened table, whose entries hold each frame's plaintext
-                                # BLAKE3 (``digest``); b"" when frames are sealed
+    __slots__ = _fields = ("frame_size", "usize", "starts", "lens", "codecs", "digests")
+
+    def __init__(self, frame_size: int, usize: int, starts: tuple, lens: tuple, codecs: tuple,
+                 digests: bytes):
+        self.frame_size = frame_size
+        self.usize = usize
+        self.starts = starts
+        self.lens = lens
+        self.codecs = codecs
+        self.digests = digests      # the opened table, whose entries hold each frame's plaintext
+                                    # BLAKE3 (``digest``); b"" when frames are sealed
 
     @property
     def count(self) -> int:

@@ -9,8 +9,9 @@ serve the repository without the repository importing it (docs/architecture.md "
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from typing import Callable
+
+from streams.record import Value
 
 SCHEME = "s3://"
 
@@ -19,27 +20,36 @@ def is_s3(address) -> bool:
     return isinstance(address, str) and address.startswith(SCHEME)
 
 
-@dataclass(frozen=True)
-class StoreOptions:
+class StoreOptions(Value):
     """How the store is reached and cached, from the CLI and the environment (rpfs/cli/options.py)."""
 
-    # s3:// repositories: where the local catalog, locks and block cache live
-    cache_dir: str | None = None           # this exact directory
-    cache_home: str | None = None          # else <cache_home>/rpfs/<hash of the address> (default ~/.cache)
-    block_cache_bytes: int = 2 << 30       # bound of the block cache of pack pieces
-    endpoint: str | None = None            # S3 endpoint URL (None: boto3's own resolution)
-    region: str | None = None
-    s3_attempts: int = 6                   # tries of one request before it fails
-    # every repository
-    chunk_cache_bytes: int | None = None   # decompressed-chunk cache (None: the config's cache_mb)
-    chunk_cache_grow_to: int = 0           # how far that bound may grow on re-reads (store/cache.py)
-    passphrase: Callable[[str, bool], str] | None = None   # (where, new) -> passphrase of an encrypted one
-    # the maintenance layer's services (rpfs.store.maintenance.open_repository fills them in)
-    on_missing_pack: Callable | None = None   # (repo, ChunkLoc) -> ChunkLoc | None: where it is now
-    catch_up: Callable | None = None          # (repo) -> None: an s3:// catalog cache brought up to date
+    __slots__ = _fields = ("cache_dir", "cache_home", "block_cache_bytes", "endpoint", "region",
+                           "s3_attempts", "chunk_cache_bytes", "chunk_cache_grow_to",
+                           "passphrase", "on_missing_pack", "catch_up")
+
+    def __init__(self, cache_dir: str | None = None, cache_home: str | None = None,
+                 block_cache_bytes: int = 2 << 30, endpoint: str | None = None,
+                 region: str | None = None, s3_attempts: int = 6,
+                 chunk_cache_bytes: int | None = None, chunk_cache_grow_to: int = 0,
+                 passphrase: Callable[[str, bool], str] | None = None,
+                 on_missing_pack: Callable | None = None, catch_up: Callable | None = None):
+        # s3:// repositories: where the local catalog, locks and block cache live
+        self.cache_dir = cache_dir            # this exact directory
+        self.cache_home = cache_home          # else <cache_home>/rpfs/<hash of the address> (default ~/.cache)
+        self.block_cache_bytes = block_cache_bytes   # bound of the block cache of pack pieces
+        self.endpoint = endpoint              # S3 endpoint URL (None: boto3's own resolution)
+        self.region = region
+        self.s3_attempts = s3_attempts        # tries of one request before it fails
+        # every repository
+        self.chunk_cache_bytes = chunk_cache_bytes   # decompressed-chunk cache (None: the config's cache_mb)
+        self.chunk_cache_grow_to = chunk_cache_grow_to   # how far that bound may grow on re-reads (store/cache.py)
+        self.passphrase = passphrase          # (where, new) -> passphrase of an encrypted one
+        # the maintenance layer's services (rpfs.store.maintenance.open_repository fills them in)
+        self.on_missing_pack = on_missing_pack   # (repo, ChunkLoc) -> ChunkLoc | None: where it is now
+        self.catch_up = catch_up              # (repo) -> None: an s3:// catalog cache brought up to date
 
     def with_(self, **kw) -> "StoreOptions":
-        return replace(self, **kw)
+        return self._replace(**kw)
 
     def local_dir(self, address: str) -> str:
         """The local directory of an s3:// repository (catalog, locks, readers, blocks)."""

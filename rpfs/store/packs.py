@@ -22,13 +22,13 @@ import os
 import struct
 import threading
 import zlib
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import blake3
 import zstandard
 
 from streams.errors import FormatError, IntegrityError
+from streams.record import Value
 from rpfs.store.backend import Backend
 from rpfs.store.config import MAX_CHUNK
 
@@ -134,15 +134,17 @@ def decompress(codec: int, payload: bytes, usize: int) -> bytes:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class PackEntry:
+class PackEntry(Value):
     """One chunk's row in a pack's index."""
 
-    hash: bytes
-    offset: int      # of the payload
-    usize: int
-    csize: int
-    codec: int
+    __slots__ = _fields = ("hash", "offset", "usize", "csize", "codec")
+
+    def __init__(self, hash: bytes, offset: int, usize: int, csize: int, codec: int):
+        self.hash = hash
+        self.offset = offset        # of the payload
+        self.usize = usize
+        self.csize = csize
+        self.codec = codec
 
 
 def new_pack_name() -> str:

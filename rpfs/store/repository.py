@@ -21,7 +21,6 @@ import os
 import sqlite3
 import threading
 import weakref
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -37,38 +36,46 @@ import rpfs.store.frames as frames
 from rpfs.store.packs import FRAMED, decompress
 from rpfs.store.readahead import ChunkLoader, ReadAhead
 from streams.lru import LRU
+from streams.record import Value
 from streams.stream import DATA, ZERO, Extent, Stream, merge_extents
 
 TABLE_ROWS = 256  # catalog rows of frame tables fetched at once (neighbouring chunk ids)
 PART_OF = 16     # a read of at most 1/PART_OF of a framed chunk (64 KiB of 1 MiB) decodes only its frames
 
 
-@dataclass(frozen=True)
-class RecoveryPointRecord:
+class RecoveryPointRecord(Value):
     """A recovery point's row in the catalog (what it is called and counts); what it
     contains, parsed, is ``rpfs.tree.RecoveryPoint``."""
 
-    vm: str
-    name: str                 # UTC time YYYY-MM-DDTHHMMSSZ
-    time: datetime            # aware, UTC
-    logical_size: int         # sum of file sizes
-    stored_size: int          # compressed bytes of chunks this RP added
-    file_count: int
-    id: int
-    new_chunks: int = 0
+    __slots__ = _fields = ("vm", "name", "time", "logical_size", "stored_size", "file_count",
+                           "id", "new_chunks")
+
+    def __init__(self, vm: str, name: str, time: datetime, logical_size: int, stored_size: int,
+                 file_count: int, id: int, new_chunks: int = 0):
+        self.vm = vm
+        self.name = name                  # UTC time YYYY-MM-DDTHHMMSSZ
+        self.time = time                  # aware, UTC
+        self.logical_size = logical_size  # sum of file sizes
+        self.stored_size = stored_size    # compressed bytes of chunks this RP added
+        self.file_count = file_count
+        self.id = id
+        self.new_chunks = new_chunks
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkLoc:
+class ChunkLoc(Value):
     """Where a chunk's stored bytes are: pack, offset, length."""
 
-    pack: str
-    offset: int
-    csize: int
-    usize: int
-    codec: int
-    hash: bytes
-    id: int = 0       # the catalog row (0: not known), where a framed chunk's table is kept
+    __slots__ = _fields = ("pack", "offset", "csize", "usize", "codec", "hash", "id")
+
+    def __init__(self, pack: str, offset: int, csize: int, usize: int, codec: int, hash: bytes,
+                 id: int = 0):
+        self.pack = pack
+        self.offset = offset
+        self.csize = csize
+        self.usize = usize
+        self.codec = codec
+        self.hash = hash
+        self.id = id      # the catalog row (0: not known), where a framed chunk's table is kept
 
 
 def open_backend(address: str, options: StoreOptions, *, cache: bool = True) -> Backend:
