@@ -37,3 +37,12 @@ def test_rows_keep_each_rounds_ratio_and_the_table_shows_the_spread():
 
 def test_a_failed_sample_breaks_no_round_ratio():
     assert bp.round_ratios([0.5, None, 0.4], [1.0, 2.0, None]) == [2.0]
+
+
+def test_a_commands_cpu_is_counted():
+    """The export rows keep each command's own CPU (user+sys of the finished child)."""
+    import subprocess
+    import sys
+    before = bp.children_cpu()
+    subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
+    assert bp.children_cpu() > before

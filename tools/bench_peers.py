@@ -19,7 +19,8 @@ the repository and from the VHDX against ``7zz x`` of them from the VHDX, writte
 
 Part ``export``: ``rpfs export`` of the whole disk (from the repository and from the VHDX)
 to VHDX and to raw against ``qemu-img convert -O vhdx|raw`` of the same VHDX, all written
-sparse to --dest; sides alternate between rounds and each sample's load average is kept.
+sparse to --dest; sides alternate between rounds and each sample's CPU (user+sys) and
+load average are kept.
 
 Part ``bitlocker``: a plain NTFS volume with one 256 MiB random file and the same volume
 encrypted with AES-CBC 128 + Elephant (the factory's writer), each mounted with
@@ -57,6 +58,7 @@ import compileall
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -352,6 +354,13 @@ def sides(kinds: list, rep: int) -> list:
     return list(kinds) if rep % 2 == 0 else list(reversed(kinds))
 
 
+def children_cpu() -> float:
+    """user+sys seconds of this process's finished children so far (a command's own CPU:
+    it counts work, where the wall time on a shared machine also counts the others')."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def cpu_of(pids: list[str]) -> float:
     """user+sys seconds of ``pids`` so far (their threads included; a kernel thread such as
     the loop device's worker is not counted)."""
@@ -478,9 +487,12 @@ def bench_export(data: dict, repeat: int, budget: float, res: Results, dest: Pat
                     os.sync()
                     if phase == "cold":
                         drop_caches()
+                    before = children_cpu()
                     secs = timed(runs[kind], budget, cwd=REPO)
                     workload = f"export whole disk to {fmt} (peer: qemu-img convert)"
                     res.add("export", workload, phase, kind, secs)
+                    res.add("export", f"{workload}: CPU (user+sys)", phase, kind,
+                            round(children_cpu() - before, 2) if secs is not None else None)
                     res.add("export", f"{workload}: load average", phase, kind,
                             round(os.getloadavg()[0], 1))
                     if phase == "cold" and secs is not None:
