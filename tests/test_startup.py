@@ -213,3 +213,26 @@ def test_first_listing_costs_the_same_with_more_recovery_points(tmp_path, plain_
     assert "2026-11-02T020000Z" in str(rpfs("ls", repo, "/web01").stdout)   # it was added
     assert len(statements2) == len(statements), (statements, statements2)
     assert (prefetched2, opened2) == (prefetched, opened)
+
+
+def test_what_a_restore_imports_is_frozen_out_of_garbage_collection(tmp_path, plain_repo):
+    """Objects made by imports live as long as the process: after a restore (parsing, the
+    repository, the volume's readers imported while resolving the path) they are in
+    ``gc.freeze``'s permanent generation, so neither the collections during the restore
+    nor the interpreter's teardown traverse them again (~35 M instructions of a restore of
+    4,000 small files). Counted: tracked objects frozen against those left to collect."""
+    repo = plain_repo
+    vol = next(n for n in rpfs("ls", repo, "/web01/latest/volumes").stdout.decode().split()
+               if not n.startswith("lvm-"))
+    code = f"""
+import gc, sys
+from rpfs.cli import main
+sys.argv = ["rpfs", "restore", {str(repo)!r}, "/web01/latest/volumes/{vol}", {str(tmp_path / "out")!r}]
+assert main() == 0   # the process's own command line, as `rpfs restore` runs it
+print(gc.get_freeze_count(), len(gc.get_objects()))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    frozen, young = map(int, r.stdout.split())
+    assert any((tmp_path / "out").rglob("*"))
+    assert frozen > 10_000 and young < frozen // 4, (frozen, young)   # (23,018, 1,674)
