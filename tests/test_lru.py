@@ -48,3 +48,37 @@ def test_threads_keep_the_account_right():
     for t in ts:
         t.join()
     assert c.total == sum(c.values()) <= 100
+
+
+def test_a_get_racing_puts_and_evictions_gets_the_key_s_value_or_nothing():
+    """``get`` takes no lock (a mount's loop makes several per READ): with other threads
+    putting and evicting the same keys, it returns that key's value or None, never raises,
+    and the bound still holds."""
+    import sys
+
+    c = LRU(8)
+    errors: list = []
+
+    def work(seed):
+        try:
+            for i in range(20_000):
+                k = (i * seed) % 32
+                if i % 3:
+                    c.put(k, ("value of", k))
+                got = c.get((k + 5) % 32)
+                if got is not None and got != ("value of", (k + 5) % 32):
+                    errors.append(got)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)   # switch threads as often as the interpreter can
+    try:
+        ts = [threading.Thread(target=work, args=(s,)) for s in (1, 3, 5, 7)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == [] and len(c) == c.total <= 8 and c.hits > 0

@@ -68,6 +68,28 @@ def _copies(monkeypatch) -> list:
     return copied
 
 
+def test_cached_views_hand_out_only_what_is_decoded_and_start_nothing(stored):
+    """``cached_views`` (the mount's loop thread asks it) reads, decodes and schedules
+    nothing: None for a range whose frames are not decoded, the bytes once they are, and
+    a run of reads served from it sets off no read-ahead (counted jobs; noting them as a
+    sequential run decoded the next chunks in the background)."""
+    repo, data = stored
+    with Repository.open(repo, StoreOptions(chunk_cache_bytes=32 * MiB)) as r:
+        f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
+        i = next(i for i in range(len(f.ids) - 2) if f.ids[i] and f.ids[i + 1])
+        start = i * MiB   # a stored chunk with a stored one after it
+        assert f.cached_views(start, 4096) is None
+        assert (r.frames_decoded, r.loader.loaded, r.loader.prefetched) == (0, 0, 0)
+        for k in range(16):   # its 16 frames decoded (the stored file's own part reads)
+            f.file.part(i, k << 16, (k + 1) << 16)
+        assert (r.frames_decoded, r.loader.loaded, r.loader.prefetched) == (16, 0, 0)
+        for off in range(start, start + MiB, 8192):   # a run of reads, in order
+            got = f.cached_views(off, 8192)
+            assert got is not None and b"".join(got) == f.file.read(off, 8192)
+        assert f.cached_views(start + MiB, 4096) is None   # the next chunk: not there
+        assert (r.frames_decoded, r.loader.loaded, r.loader.prefetched) == (16, 0, 0)
+
+
 @pytest.mark.parametrize("fmt", ["raw", "vhdx"])
 def test_export_of_a_stored_disk_writes_the_chunks_themselves(stored, tmp_path, monkeypatch, fmt):
     repo, data = stored

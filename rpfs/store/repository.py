@@ -567,11 +567,13 @@ class Repository:
             return False
         fs = t.frame_size
         first, last = start // fs, (end - 1) // fs
-        got = [self.cache.get(loc.hash + i.to_bytes(4, "little")) for i in range(first, last + 1)]
+        get, h = self.cache.get, loc.hash
+        if first == last:   # the usual small read
+            data = get(h + _frame_no(first))
+            return False if data is None else (data, start - first * fs)
+        got = [get(h + _frame_no(i)) for i in range(first, last + 1)]
         if any(d is None for d in got):
             return False
-        if first == last:
-            return got[0], start - first * fs
         return _join_range(got, start - first * fs, end - last * fs), 0
 
     def _read_frames(self, loc: ChunkLoc, t: "frames.FrameTable", wanted: list) -> list:
@@ -601,6 +603,15 @@ class Repository:
         for i, data in zip(wanted, out):
             self.cache.put(loc.hash + i.to_bytes(4, "little"), data)
         return out
+
+
+_FRAME_NOS = tuple(i.to_bytes(4, "little") for i in range(256))
+
+
+def _frame_no(i: int) -> bytes:
+    """Frame ``i``'s part of its cache key (after the chunk's hash), as ``_read_part`` and
+    ``_read_frames`` make it."""
+    return _FRAME_NOS[i] if i < 256 else i.to_bytes(4, "little")
 
 
 def _join_range(frames_: list, head: int, tail: int) -> bytes:
@@ -699,15 +710,16 @@ class StoredFile(Stream):
         if cid == 0:
             return None
         loc = self.locs.get(cid)
-        if loc is None or loc.usize != min(self.chunk_size, self.size - index * self.chunk_size):
+        cs = self.chunk_size
+        if loc is None or loc.usize != min(cs, self.size - index * cs):
             return False
-        cache = self.repo.cache
-        data = cache.get(loc.hash)
+        repo = self.repo
+        data = repo.cache.get(loc.hash)
         if data is not None:
             return data, start
-        if loc.codec != FRAMED or end - start > self.chunk_size // PART_OF:
+        if loc.codec != FRAMED or end - start > cs // PART_OF:
             return False
-        return self.repo.cached_frames(loc, start, end)
+        return repo.cached_frames(loc, start, end)
 
     def _read(self, offset: int, length: int) -> bytes:
         cs = self.chunk_size
