@@ -518,6 +518,18 @@ static PyObject *counters(PyObject *self, PyObject *args) {
     return res;
 }
 
+/* blank(n) -> a bytearray of n bytes left as malloc gave them: a buffer that is written
+ * whole at once (a decrypted block) need not be zero-filled first as bytearray(n) is. */
+static PyObject *blank(PyObject *self, PyObject *args) {
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "n", &n)) return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative size");
+        return NULL;
+    }
+    return PyByteArray_FromStringAndSize(NULL, n);
+}
+
 /* paths() -> names of the decryption paths usable here, the one used by default first */
 static PyObject *paths(PyObject *self, PyObject *unused) {
     PyObject *res = PyList_New(0);
@@ -543,6 +555,7 @@ static PyMethodDef methods[] = {
     {"cbc_elephant_decrypt", (PyCFunction)(void (*)(void))cbc_elephant_decrypt,
      METH_VARARGS | METH_KEYWORDS,
      "CBC chaining, Elephant diffusers and sector keys in one pass, into a buffer"},
+    {"blank", blank, METH_VARARGS, "a bytearray of n bytes, not zero-filled"},
     {"paths", paths, METH_NOARGS, "the Elephant decryption paths usable here, default first"},
     {NULL, NULL, 0, NULL}};
 

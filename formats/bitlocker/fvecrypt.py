@@ -118,6 +118,11 @@ def py_counters(first: int, count: int, step: int, elephant: bool = False) -> by
     return struct.pack(f"<{width * count}Q", *values)
 
 
+def py_blank(n: int) -> bytearray:
+    """A buffer of ``n`` bytes to be written whole (the C one is not zero-filled)."""
+    return bytearray(n)
+
+
 def stretch(initial: bytes, salt: bytes) -> bytes:
     """BitLocker's key stretch: 2^20 rounds of SHA-256 over (last, initial, salt, count)."""
     last = bytes(32)
@@ -130,7 +135,7 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 
 try:
-    from formats.bitlocker._fvecrypt import (cbc_elephant_decrypt, cbc_xor, counters,
+    from formats.bitlocker._fvecrypt import (blank, cbc_elephant_decrypt, cbc_xor, counters,
                                              elephant_decrypt, elephant_encrypt, paths, xts_xor)
     NATIVE = True
     PATHS: tuple[str, ...] = tuple(paths())
@@ -145,3 +150,4 @@ except ImportError:  # built with optional=True: slower, same results
     xts_xor, cbc_xor, counters = py_xts_xor, py_cbc_xor, py_counters
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
     cbc_elephant_decrypt = py_cbc_elephant_decrypt
+    blank = py_blank

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 
-from formats.bitlocker import conversion
+from formats.bitlocker import ahead, conversion
 from formats.bitlocker.cipher import SCRATCH_MAX, SectorCipher, scratch
 from formats.bitlocker.metadata import SIGNATURE, Metadata
 from streams.errors import FormatError
@@ -44,6 +44,7 @@ class BitLockerVolume(Stream):
         self.sector_size = ss = meta.sector_size
         # no FVEK: a volume Windows decrypted and removed the keys of
         self.cipher = SectorCipher(meta.method, fvek, ss) if fvek is not None else None
+        self.blocks = ahead.Blocks(self)   # decrypted ahead of readers in order (views)
         if meta.eow:
             self.map = conversion.used_space_only(base, meta, base.size)
         else:
@@ -126,6 +127,14 @@ class BitLockerVolume(Stream):
                     self.cipher.decrypt_into(data, phys, view[:n])
                     return n
         return super().readinto(offset, view[:n])
+
+    def views(self, offset: int, length: int, sequential: bool = False):
+        """A read that continues an earlier one (a file read in order through the mount) is
+        answered from 1 MiB blocks decrypted once and ahead of it (``ahead.Blocks``); None
+        for any other, and for a volume with nothing to decrypt (the caller reads)."""
+        if self.cipher is None:
+            return None
+        return self.blocks.views(offset, length, sequential)
 
     def _physical(self, phys: int, length: int) -> bytes:
         """``length`` bytes at ``phys`` on the underlying volume, each decrypted or not as
