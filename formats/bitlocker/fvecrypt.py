@@ -135,7 +135,7 @@ def stretch(initial: bytes, salt: bytes) -> bytes:
 
 
 try:
-    from formats.bitlocker._fvecrypt import (blank, cbc_elephant_decrypt, cbc_xor, counters,
+    from formats.bitlocker._fvecrypt import (cbc_elephant_decrypt, cbc_xor, counters,
                                              elephant_decrypt, elephant_encrypt, paths, xts_xor)
     NATIVE = True
     PATHS: tuple[str, ...] = tuple(paths())
@@ -150,4 +150,7 @@ except ImportError:  # built with optional=True: slower, same results
     xts_xor, cbc_xor, counters = py_xts_xor, py_cbc_xor, py_counters
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
     cbc_elephant_decrypt = py_cbc_elephant_decrypt
+try:   # (apart: a build from before it keeps its C paths; streams.builds says to rebuild)
+    from formats.bitlocker._fvecrypt import blank
+except ImportError:
     blank = py_blank
