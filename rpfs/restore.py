@@ -458,65 +458,78 @@ class Restorer:
     def _write_window(self, items: list[_Small]) -> None:
         """(In a worker.) One read of the stream below for neighbouring files, then each
         file written from it; if that read fails, each file is read on its own so the
-        error is reported against the file that has it."""
+        error is reported against the file that has it. Per file only a slice and the
+        batch writer's tuple are made here: no call of a Python function (a window is
+        ~70 files; this loop holds the GIL the walk also wants)."""
         first = items[0]
+        start = first.at
         pieces = None
         if first.below is not None:
-            start = first.at
-            end = max(i.at + i.size for i in items)
+            end = max([i.at + i.size for i in items])
             try:
                 pieces = _window(first.below, start, end - start)
             except RpfsError:
                 pieces = None
-        batch = []     # (file, its bytes) written by _writeout in one call
+        if pieces is not None:
+            views, ends = pieces.views, pieces.ends
+            k = 0      # the buffer the file starts in (the files come in offset order)
         batched = _writeout is not None and not self.xattrs
+        files, owners = [], []    # written by _writeout in one call, and whose each is
         for i in items:
             try:
                 if i.below is None:
                     data = i.data
                 elif pieces is not None:
-                    data = pieces.slice(i.at - first.at, i.size)
+                    off = i.at - start
+                    while off >= ends[k]:
+                        k += 1
+                    at = off - ends[k] + len(views[k])
+                    if at + i.size <= len(views[k]):
+                        data = views[k][at:at + i.size]
+                    else:         # across two buffers: copied into one
+                        data = pieces.slice(off, i.size)
                 else:
                     data = i.the_stream().read(0, i.size)
                 if batched and i.direct:
-                    batch.append((i, data))
+                    files.append((i.dirfd, i.bname, i.mode, data if i.size else None, i.times))
+                    owners.append(i)
                 else:
                     node = i.the_node()
                     self._write_whole(node, node.attr(), i.dirfd, i.bname, i.path, data)
             except (RpfsError, OSError) as e:
                 self._error(i.path, e)
-        if batch:
-            self._write_batch(batch)
+        if files:
+            self._write_batch(files, owners)
 
-    def _write_batch(self, batch: list[tuple[_Small, object]]) -> None:
+    def _write_batch(self, files: list[tuple], owners: list[_Small]) -> None:
         """(In a worker.) Files created with their final mode and no owner or xattrs to set,
         written by one C call: per file openat (O_EXCL|O_NOFOLLOW at its directory's fd),
-        pwrite, futimens, close, the GIL released once for all of them. A name that exists
-        goes through _write_whole (which refuses it, or replaces it with --overwrite)."""
-        files = [(i.dirfd, i.bname, i.mode, data if len(data) else None, i.times)
-                 for i, data in batch]
+        pwrite, futimens, close, the GIL released once for all of them. ``files`` are
+        write_files' items, ``owners`` the _Small each one is. A name that exists goes
+        through _write_whole (which refuses it, or replaces it with --overwrite); only the
+        files that failed are looked at one by one."""
         try:
-            failed = {k: (stage, err) for k, stage, err in _writeout.write_files(files)}
+            failed = _writeout.write_files(files)
         except (ValueError, TypeError) as e:   # refused whole: a name that is not one
             # component reached it (a bug above); each file again, its name made safe
             log.warning("batch of %d files written one by one: %s", len(files), e)
-            for i, data in batch:
+            for i, f in zip(owners, files):
                 try:
                     node = i.the_node()
                     bname = fsname(safe_name(os.fsdecode(i.bname)))
-                    self._write_whole(node, node.attr(), i.dirfd, bname, i.path, data)
+                    self._write_whole(node, node.attr(), i.dirfd, bname, i.path, f[3] or b"")
                 except (RpfsError, OSError) as e2:
                     self._error(i.path, e2)
             return
-        written = nbytes = 0
-        for k, (i, data) in enumerate(batch):
-            stage, err = failed.get(k, (0, 0))
+        written = len(files)
+        nbytes = sum([len(f[3]) for f in files if f[3] is not None])
+        for k, stage, err in failed:
+            i, data = owners[k], files[k][3] or b""
             if stage == _writeout.STAGE_TIMES:      # out-of-range times on some filesystems
                 log.info("times of %r not set: %s", i.bname, os.strerror(err))
-            if stage in (0, _writeout.STAGE_TIMES):
-                written += 1
-                nbytes += len(data)
                 continue
+            written -= 1
+            nbytes -= len(data)
             try:
                 if stage == _writeout.STAGE_OPEN and err == errno.EEXIST:
                     node = i.the_node()

@@ -251,3 +251,36 @@ def test_small_files_are_written_from_the_decoded_chunks_themselves(frag, tmp_pa
     copied = sum(max(0, min(e, ce) - max(s, cs)) for cs, ce in volume.copied for s, e in data)
     assert copied == 0, copied                 # it was every byte of every file (~9 MB)
     assert volume.viewed >= sum(e - s for s, e in data)
+
+
+def test_a_window_of_files_costs_no_python_call_per_file(frag, tmp_path):
+    """The pool's per-file work in a window is a slice and the batch writer's tuple, no
+    Python function call (each one holds the GIL the walk also wants): rpfs/restore.py's
+    functions are entered per window, not per file (``_Pieces.slice`` was one per file)."""
+    import collections
+    import threading
+
+    image, manifest = frag
+    volume = Chunked(FileStream(image))
+    volume.CHUNK = 1 << 20             # a repository's chunk: a few files straddle two
+    root = volume_root(Volume(volume), "vol", ("vol",))
+    fill = root.child("fill")
+    calls = []
+    here = restore_module.__file__
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename == here:
+            calls.append(frame.f_code.co_name)
+
+    threading.setprofile(profile)      # the pool's threads start after this
+    try:
+        result = restore(fill, str(tmp_path))
+    finally:
+        threading.setprofile(None)
+    assert not result.errors and result.files == 1531
+    counts = collections.Counter(calls)
+    assert counts["_write_window"] > 0, counts
+    # was 1,521 slice() and 1,548 generator steps; now a copy for the files across two
+    # chunks and the calls of each window and of the few files copied on their own
+    assert max(counts.values()) < result.files // 10, counts
+    assert len(calls) < result.files // 4, counts

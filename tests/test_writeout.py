@@ -137,7 +137,8 @@ def test_a_batch_refused_whole_is_written_one_by_one_with_safe_names(tmp_path, m
                               lambda d=data: BytesStream(d), 10**18)
             items.append((_Small(node, None, 0, len(data), 0o644, True, None, fd, name,
                                  str(dest), None, 0, data), data))
-        r._write_batch(items)
+        r._write_batch([(i.dirfd, i.bname, i.mode, data, i.times) for i, data in items],
+                       [i for i, _ in items])
     finally:
         os.close(fd)
     assert os.listdir(outside) == []
