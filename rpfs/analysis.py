@@ -34,7 +34,6 @@ rebuild and are shared by every machine reading the repository.
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import time
 from collections import Counter, defaultdict
@@ -42,8 +41,9 @@ from typing import Callable
 
 from rpfs import sniff
 from streams.errors import RpfsError
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MIN_FILES = 5                 # a rule fires at this many files
 PARTIAL_HEAD = 64 << 10       # intermittent encryption: files larger than this, head only

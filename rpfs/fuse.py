@@ -77,7 +77,6 @@ import errno
 import functools
 import gc
 import itertools
-import logging
 import os
 import queue
 import stat
@@ -97,10 +96,11 @@ from rpfs.node import IMMUTABLE_CACHE_SECONDS, MODES, Attr, BrokenNode, Node, re
 from rpfs.listing import NUMBERED_KINDS, Listing
 from rpfs.tree import Tree, lookup_child
 from streams.stream import Spans
+from rpfs.log import get_logger
 
 BYTES, VOLUME = 1, 2  # ntfs_reader.plain's statuses (that module loads with the NTFS reader)
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 WORKER_THREADS = 16
 LISTING_CACHE_ENTRIES = 60_000  # entries of cached listings (NTFS: ~90 B each, + nodes not let go)

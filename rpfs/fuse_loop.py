@@ -37,7 +37,6 @@ own and their results are dropped.
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import queue
 import select
@@ -46,7 +45,9 @@ import threading
 import time
 from typing import Callable, Coroutine
 
-log = logging.getLogger(__name__)
+from rpfs.log import get_logger
+
+log = get_logger(__name__)
 
 SPIN = 50e-6
 WORKERS = 16  # parsing and I/O calls at once (a slow chunk holds one)

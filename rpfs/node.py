@@ -37,7 +37,6 @@ raising the same error whenever it is used, without parsing again; front ends lo
 
 from __future__ import annotations
 
-import logging
 import os
 import stat as statmod
 import threading
@@ -48,8 +47,9 @@ from streams.errors import NotFoundError, RpfsError, UsageError
 from streams.lru import LRU
 from streams.record import Record
 from streams.stream import Stream
+from rpfs.log import get_logger
 
-log = logging.getLogger("rpfs.tree")
+log = get_logger("rpfs.tree")
 
 IMMUTABLE_CACHE_SECONDS = 3600.0  # recovery point contents never change
 REFRESH_SECONDS = 2.0             # repository root and VM directories gain recovery points

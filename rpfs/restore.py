@@ -23,7 +23,6 @@ import bisect
 import contextlib
 import errno
 import itertools
-import logging
 import os
 import stat
 import threading
@@ -34,6 +33,7 @@ from streams.errors import FormatError, RpfsError, TooLargeError, UsageError
 from rpfs.node import SPECIAL_KINDS
 from streams.stream import ZERO, BytesStream, Stream, bottom
 from rpfs.tree import Node
+from rpfs.log import get_logger
 
 try:   # small files written in one call per batch, the GIL released once
     from rpfs import _writeout
@@ -43,7 +43,7 @@ else:
     from streams.builds import check
     check(_writeout)
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 COPY_BLOCK = 4 << 20
 WORKERS = 4          # files being written at once (creation is kernel CPU, done without the GIL)

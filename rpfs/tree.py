@@ -18,7 +18,6 @@ adapter only translate nodes; neither knows about formats, NTFS or the store.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 from pathlib import Path
@@ -32,8 +31,9 @@ from rpfs import checkpoints, nspath
 from rpfs.checkpoints import Checkpoint, error_of, stored_match
 from rpfs.once import once
 from streams.stream import FileStream, Stream
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DISK_SUFFIXES = (".vhdx", ".avhdx", ".vhd", ".avhd")
 MAX_SYMLINK_HOPS = 40

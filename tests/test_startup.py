@@ -26,11 +26,15 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # tempfile with random: ~6 ms of every mount command at load 4), hashlib with OpenSSL (the inode
 # numbers' blake2b is _blake2's: ~2.5 ms), getpass with termios (only when a passphrase is asked),
 # dataclasses with inspect, ast and dis (the value classes are streams.record's: making ~20
-# dataclasses and importing these was 118 M of the 515 M instructions to a first listing)
+# dataclasses and importing these was 118 M of the 515 M instructions to a first listing),
+# logging with traceback, linecache and tokenize (rpfs.log loads it at the first message) and
+# concurrent.futures, which imports logging (read-ahead's single flight is its own; its pool
+# is made when a sequential reader appears): 25 M more
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio",
                     "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
                     "hashlib", "_hashlib", "getpass", "termios",
-                    "dataclasses", "inspect", "ast", "dis"]
+                    "dataclasses", "inspect", "ast", "dis", "logging", "traceback",
+                    "linecache", "tokenize", "concurrent.futures"]
 
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the

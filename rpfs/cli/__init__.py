@@ -11,12 +11,12 @@ import contextlib
 import errno
 import gc
 import importlib
-import logging
 import os
 import sqlite3
 import sys
 
 from streams.errors import IntegrityError, RpfsError
+import rpfs.log
 
 # Modules that define ``register(subparsers)``; each owns its commands.
 COMMAND_MODULES = ["rpfs.cli.repo", "rpfs.cli.browse", "rpfs.cli.export", "rpfs.cli.mount",
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         if args is None:
             args = build_parser(argv).parse_args(argv)
         from rpfs.cli.options import store_options  # the store, for every command
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+    rpfs.log.configure(   # applied when something logs (rpfs/log.py)
+        level="INFO" if args.verbose else "WARNING",
         format="rpfs: %(levelname)s: %(message)s",
     )
     debug = bool(os.environ.get("RPFS_DEBUG"))

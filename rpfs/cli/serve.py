@@ -95,6 +95,10 @@ def read_token(path: str) -> str:
 def cmd_serve(args) -> int:
     import uvicorn
 
+    import rpfs.log
+
+    rpfs.log.load()   # uvicorn logs through logging: the command line's settings apply to it
+
     from rpfs.web.app import create_app
     from rpfs.web.protocol import timed_protocol
 

@@ -12,7 +12,6 @@ which costs little since each is only its changes.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from typing import Callable
@@ -22,8 +21,9 @@ from rpfs.index import db as dbm
 from rpfs.index.db import OPEN, clear_pending
 from rpfs.index.scan import BLOCK, FILE_EXTEND, FILE_ROOT, FIRST_USER_RECORD, FileInfo, MftScan
 from rpfs.tree import RepoRecoveryPoint, is_posix_volume
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 REF_SHIFT = 48
 _ROW = ("rseq, parent, kind, size, allocated, created, modified, changed, accessed, "

@@ -26,7 +26,6 @@ did not change are not listed as renamed.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -35,8 +34,9 @@ from rpfs import nspath
 from rpfs.index import db as dbm
 from rpfs.index.provenance import pieces, split
 from rpfs.tree import RepoRecoveryPoint, is_posix_volume, open_filesystem
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 COMPARE_BLOCK = 64 << 10      # exact comparison: unit whose stored chunks are compared
 WINDOW = 16 << 20             # ... looked up this much at a time

@@ -16,13 +16,13 @@ inode numbers past 2^48 is not indexed (find and history walk it instead).
 from __future__ import annotations
 
 import hashlib
-import logging
 
 from streams.errors import RpfsError, UnsupportedError
 from streams.times import unix_ns_to_nt
 from rpfs.index.scan import BLOCK, FILE_ROOT, FIRST_USER_RECORD, FileInfo
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 MAX_REF = 1 << 48
 KINDS = {"file": "file", "dir": "dir", "symlink": "symlink"}   # special files count as files

@@ -14,7 +14,6 @@ import datetime as dt
 import functools
 import hashlib
 import json
-import logging
 import re
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,8 +26,9 @@ from streams.stream import Stream
 from rpfs.sizes import parse_size
 from rpfs.tree import RepoRecoveryPoint, is_posix_volume
 from streams.times import datetime_to_nt, nt_to_iso, parse_time_text, unix_ns_to_nt
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 KINDS = {"f": "file", "d": "dir", "l": "symlink", "file": "file", "dir": "dir",
          "symlink": "symlink"}

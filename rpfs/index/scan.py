@@ -12,7 +12,6 @@ part of what tells versions apart (see query.py).
 from __future__ import annotations
 
 import hashlib
-import logging
 import struct
 from dataclasses import dataclass
 
@@ -29,8 +28,9 @@ from ntfs_reader.reparse import (
 )
 from streams.errors import RpfsError
 from rpfs.index.provenance import pieces, split
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BLOCK = 16 << 10          # MFT bytes per hashed block (16 records of 1 KiB)
 READ = 1 << 20            # MFT bytes per read

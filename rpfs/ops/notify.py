@@ -12,12 +12,13 @@ line), ``vms`` (per VM: ``vm`` and what status says of it: ``last_success``, ``o
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import subprocess
 from datetime import datetime, timezone
 
-log = logging.getLogger("rpfs.notify")
+from rpfs.log import get_logger
+
+log = get_logger("rpfs.notify")
 TIMEOUT = 60
 
 

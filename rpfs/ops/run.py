@@ -9,7 +9,6 @@ held exclusively (a prune or gc) waits for it, up to the group's ``lock_wait``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import threading
 import time as _time
@@ -27,8 +26,9 @@ from rpfs.store import StoreOptions
 from rpfs.store import open_repository as open_store
 from rpfs.store.maintenance.prune import Policy, prune
 from rpfs.store.repository import RepositoryBusy
+from rpfs.log import get_logger
 
-log = logging.getLogger("rpfs.run")
+log = get_logger("rpfs.run")
 
 
 @contextlib.contextmanager

@@ -11,13 +11,13 @@ hold now plus those its last job named, so a share that vanished does not hide i
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta, timezone
 
 from rpfs.ops import jobs
 from rpfs.ops.config import Config, GroupConfig, resolve_vms
+from rpfs.log import get_logger
 
-log = logging.getLogger("rpfs.status")
+log = get_logger("rpfs.status")
 SLACK = timedelta(seconds=60)   # a timer fires up to its accuracy late, never early
 
 

@@ -26,7 +26,6 @@ chunk that is neither cached nor being decoded takes only its frames (``StoredFi
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 
 from streams.errors import UsageError
@@ -41,6 +40,36 @@ SEQUENTIAL = 3              # reads in a row that make a run sequential (random 
 # decodes instead of 2 (46-73 ms instead of 14-16, 1,000-recovery-point bench repository)
 
 
+class _Load:
+    """One chunk load in flight: whoever else wants that chunk waits for its result (what
+    ``concurrent.futures.Future`` does; that package, with logging, is not loaded until
+    read-ahead starts a pool: tests/test_startup.py)."""
+
+    __slots__ = ("_event", "_data", "_error")
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._data = None
+        self._error: BaseException | None = None
+
+    def set_result(self, data) -> None:
+        self._data = data
+        self._event.set()
+
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
+        self._event.set()
+
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    def result(self):
+        self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._data
+
+
 class ChunkLoader:
     """Single-flight chunk loads and a pool that decodes chunks ahead of readers."""
 
@@ -48,9 +77,9 @@ class ChunkLoader:
         self._load = load            # ChunkLoc -> bytes (cache-aware, verifies the hash)
         self.cache = cache
         self.workers = workers
-        self._inflight: dict[bytes, concurrent.futures.Future] = {}
+        self._inflight: dict[bytes, _Load] = {}
         self._lock = threading.Lock()
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool = None                # a ThreadPoolExecutor once read-ahead starts
         self._closed = False
         self.prefetched = 0          # read-ahead jobs started   } counted for tests and
         self.loaded = 0              # chunk loads that missed  } benchmarks
@@ -64,12 +93,12 @@ class ChunkLoader:
             fut = self._inflight.get(loc.hash)
             owner = fut is None
             if owner:
-                fut = self._inflight[loc.hash] = concurrent.futures.Future()
+                fut = self._inflight[loc.hash] = _Load()
         if not owner:
             return fut.result()
         return self._run(loc, fut)
 
-    def _run(self, loc, fut: concurrent.futures.Future) -> bytes:
+    def _run(self, loc, fut: _Load) -> bytes:
         try:
             # another load may have finished between our cache miss and taking the slot
             data = self.cache.get(loc.hash)
@@ -99,10 +128,12 @@ class ChunkLoader:
             with self._lock:
                 if self._closed or loc.hash in self._inflight:
                     continue
-                fut = self._inflight[loc.hash] = concurrent.futures.Future()
+                fut = self._inflight[loc.hash] = _Load()
                 if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        self.workers, thread_name_prefix="rpfs-readahead")
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    self._pool = ThreadPoolExecutor(self.workers,
+                                                    thread_name_prefix="rpfs-readahead")
                 self.prefetched += 1
                 self._pool.submit(self._background, loc, fut)
 

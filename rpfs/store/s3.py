@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import random
 import secrets
@@ -41,12 +40,14 @@ from rpfs.store.backend import _NAME, Backend, PackMissing, check_key
 from rpfs.store.diskcache import DiskCache
 from rpfs.store.locks import WAIT_POLL, LocalLocks, RepositoryBusy
 from rpfs.store.options import SCHEME, StoreOptions, is_s3  # noqa: F401  (is_s3: for callers)
+from rpfs.log import get_logger, load as load_logging
 
 PART = 16 << 20          # packs up to this size go in one PUT; larger ones in parts of this size
 BLOCK = 4 << 20          # ranged GETs fetch (and the disk cache keeps) aligned blocks of this size
 LOCK_REFRESH = 300       # a writer rewrites its lock object this often
 LOCK_STALE = 1800        # a lock object older than this belongs to a writer that died
-log = logging.getLogger("rpfs.store")
+log = get_logger("rpfs.store")
+load_logging()   # botocore logs through logging: the command line's settings apply to it
 
 
 class S3Error(RpfsError, OSError):

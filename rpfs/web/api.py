@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import posixpath
 import re
 from urllib.parse import quote
@@ -28,8 +27,9 @@ from rpfs.heap import give_back
 from rpfs.web.nodes import (clean_path, decode_cursor, decode_url, entry, in_thread,
                             page_of, query, resolve, url_query)
 from rpfs.web.zipstream import zip_chunks
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 BLOCK = 1 << 20
 HEAD = 64 << 10  # read before answering: to tell an image, and to fail with a status, not midway

@@ -6,14 +6,14 @@ Results stream: the caller stops when it has enough.
 
 from __future__ import annotations
 
-import logging
 from typing import Iterator
 
 from rpfs.index import file_history as _file_history
 from rpfs.index import find_entries as _find_entries
 from rpfs.tree import Tree
+from rpfs.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def _notice(text: str) -> None:

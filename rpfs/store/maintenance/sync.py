@@ -16,7 +16,6 @@ repository's catalog mutex, so two never import the same recovery point.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
 from rpfs.store.maintenance.marks import mark
 from rpfs.store.packs import read_entry_table
+from rpfs.log import get_logger
 
 WORKERS = 16
 BATCH = 64              # recovery points imported per transaction (bounds a rebuild's memory)
@@ -36,7 +36,7 @@ IMPORT_GROUP = 500_000  # new chunk rows sorted by hash and inserted together (~
 # faster than the repository. Pages are allocated as used: 10 MiB catalog, 10 MiB cache.
 IMPORT_CACHE_MIB = 1024
 FOLLOW_SECONDS = 10     # s3://: how often a reader may list the bucket's packs to follow a gc elsewhere
-log = logging.getLogger("rpfs.store")
+log = get_logger("rpfs.store")
 
 
 @dataclass
