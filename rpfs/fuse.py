@@ -278,6 +278,15 @@ class Operations:
         """Answer request ``r`` (a tuple from ``Session.process``) exactly once: a reply,
         or its errno; anything unexpected, in the handler or the reply, is EIO."""
         op, req = r[0], r[1]
+        if op == ll.READ and r[2] & NUMBERED and req:   # (op, req, inode, size, offset)
+            data = self._read_from_memory(r[2], r[4], r[3])
+            if data is not None:
+                try:
+                    ll.reply_buffers(req, data)
+                except Exception as e:  # refused: nothing was sent yet
+                    _bug_once("reply to a READ from memory", e)
+                    ll.reply_err(req, errno.EIO)
+                return
         try:
             reply, *args = await self._answer(op, r)
         except FUSEError as e:
@@ -309,8 +318,8 @@ class Operations:
             await self.readdir(r[5], r[4], buf)
             return ll.reply_dir, buf
         if op == ll.READ:  # (op, req, inode, size, offset): answered by the worker that reads
-            data = await self.read(r[2], r[4], r[3], r[1])   # ... or here, if it was in memory
-            return (None,) if data is None else (ll.reply_buffers, data)
+            await self.read(r[2], r[4], r[3], r[1])   # (handle answered one in memory)
+            return (None,)
         if op == ll.GETXATTR:  # (op, req, inode, name, size)
             return _sized(await self.getxattr(r[2], r[3]), r[4])
         if op == ll.LISTXATTR:  # (op, req, inode, size)
@@ -408,6 +417,21 @@ class Operations:
                 self._live.put(ino, (node, parent))
                 return node
         return None
+
+    def _read_from_memory(self, ino: int, off: int, size: int) -> list | None:
+        """A READ of numbered ``ino`` answered from memory on the loop, with no coroutine
+        of its own and no worker hand-off: a plain small file whose bytes the store holds
+        decoded (``_plain_cached``: most of a ``cp -r`` once the chunk cache has grown);
+        None: ``read`` does it. Nothing here reads, parses or raises a typed error."""
+        try:
+            where = self._child_place(ino)
+            data = None if where is None else _plain_cached(*where, off, size)
+        except Exception as e:   # a bug: the general path answers (and reports) it
+            _bug_once("READ from memory", e)
+            return None
+        if data is not None:
+            self.loop_reads += 1
+        return data
 
     def _child_place(self, ino: int) -> tuple | None:
         """(listing, index, a node of its volume) of a numbered ``ino`` listed in a directory
@@ -799,9 +823,8 @@ class Operations:
         read, in the same worker call, and kept for an immutable file. With ``req`` (a READ
         from the kernel) the worker that reads the data also sends it
         (``fuse_loop.answered_in_worker``: no hand-off back to the loop before the answer)
-        and None is returned, or, for a plain small file whose bytes are decoded in memory
-        already (``_plain_cached``: most of a ``cp -r`` once the chunk cache has grown), the
-        data as buffers, for the loop to send; without ``req``, the data."""
+        and None is returned; without, the data. (``handle`` answers a READ whose bytes
+        are in memory before it gets here: ``_read_from_memory``.)"""
         stream = self._streams.get(inode)  # files of immutable nodes only
         if stream is not None:
             if req is None:
@@ -810,11 +833,7 @@ class Operations:
             await fuse_loop.answered_in_worker(req, _read_reply, stream, off, size)
             return None
         where = self._child_place(inode) if req is not None and inode & NUMBERED else None
-        if where is not None:
-            data = _plain_cached(*where, off, size)
-            if data is not None:   # in memory: answered here, no worker hand-off
-                self.loop_reads += 1
-                return data
+        if where is not None:   # (handle tried _read_from_memory first)
             self.worker_calls += 1
             stream = await fuse_loop.answered_in_worker(req, _plain_read_reply, *where, off, size,
                                                         self._spans)

@@ -1,9 +1,10 @@
 """A cold ``cp -r`` of many small files through a real mount of a repository: a READ whose
-bytes are decoded in memory already is answered on the loop thread, with no worker hand-off
-(``rpfs.fuse._plain_cached``), and the chain of layers below the volume (partition, VHDX,
-stored file) is followed once per window of the volume, not once per file
-(``streams.stream.Spans``). Counted in the serving process (tests/helpers/countmount.py),
-never timed; every byte is checked against the files ntfs-3g wrote.
+bytes are decoded in memory already is answered on the loop thread, before the general
+dispatch and with no worker hand-off (``rpfs.fuse.Operations._read_from_memory``), and the
+chain of layers below the volume (partition, VHDX, stored file) is followed once per
+window of the volume, not once per file (``streams.stream.Spans``). Counted in the serving
+process (tests/helpers/countmount.py), never timed; every byte is checked against the
+files ntfs-3g wrote.
 
 The volume: ``mftfrag`` (tests/helpers/ntfs_images.py, mkntfs + ntfs-3g), 1,531 files of up
 to 6,000 bytes, neighbours on the volume, made a dynamic VHDX by qemu-img and backed up with
@@ -66,6 +67,8 @@ def test_cp_r_answers_reads_of_decoded_frames_on_the_loop(frag_repo, tmp_path):
     # a worker per READ before (1,531 and more); now one per frame first touched, the
     # directory's plain_files and the listing: about 300
     assert counts["worker_jobs"] < reads // 2, counts
+    # and such a READ is answered before the general dispatch (no coroutine of its own)
+    assert counts["answers"] < reads // 2, counts
     # the layers below the volume were followed for every READ (bottom of each file's
     # range); now once per MiB of the volume the files touch (24 at most)
     assert counts["bottom_walks"] < 100, counts

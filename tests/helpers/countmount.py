@@ -4,6 +4,7 @@ NTFS node the mount makes counted, for tests/test_fuse_ops.py:
 
 When the mount ends (unmounted) REPORT gets JSON: ``{"ntfs_nodes": made, "ntfs_opens":
 streams opened by ``NtfsNode.open``, "worker_jobs": hand-offs to a worker thread,
+"answers": requests that went through the adapter's general dispatch (``_answer``),
 "bottom_walks": ranges followed down the layers (``streams.stream.bottom``), "binding":
 {opcode: [received, handed to Python]}}`` (``_fusell.counts()``). ``counted_mount`` runs
 it around a test's block. IMAGE may be anything ``open_source`` opens (a repository too).
@@ -50,9 +51,10 @@ def counted_mount(image, tmp_path: Path):
 
 
 def main(image: str, mountpoint: str, report: str) -> None:
-    made, opened, jobs, walks = [0], [0], [0], [0]
+    made, opened, jobs, walks, answers = [0], [0], [0], [0], [0]
     real, real_open = NtfsNode.__init__, NtfsNode.open
     real_submit, real_bottom = fuse_loop.Workers.submit, streams.stream.bottom
+    real_answer = fuse.Operations._answer
 
     def counted(self, *args, **kw):
         made[0] += 1
@@ -70,7 +72,12 @@ def main(image: str, mountpoint: str, report: str) -> None:
         walks[0] += 1
         return real_bottom(*args)
 
+    def counted_answer(self, *args):
+        answers[0] += 1
+        return real_answer(self, *args)
+
     NtfsNode.__init__ = counted
+    fuse.Operations._answer = counted_answer
     NtfsNode.open = counted_open
     fuse_loop.Workers.submit = counted_submit
     streams.stream.bottom = counted_bottom
@@ -79,7 +86,8 @@ def main(image: str, mountpoint: str, report: str) -> None:
     finally:
         with open(report, "w") as f:
             json.dump({"ntfs_nodes": made[0], "ntfs_opens": opened[0], "worker_jobs": jobs[0],
-                       "bottom_walks": walks[0], "binding": _fusell.counts()}, f)
+                       "bottom_walks": walks[0], "answers": answers[0],
+                       "binding": _fusell.counts()}, f)
 
 
 if __name__ == "__main__":
