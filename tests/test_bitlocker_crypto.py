@@ -162,3 +162,60 @@ def test_elephant_sectors_same_through_c_and_python(method, monkeypatch):
     fast = c.decrypt(enc, 512 * 12345)
     monkeypatch.setattr(fvecrypt, "cbc_elephant_decrypt", fvecrypt.py_cbc_elephant_decrypt)
     assert c.decrypt(enc, 512 * 12345) == fast
+
+
+@native
+@pytest.mark.parametrize("path", fvecrypt.AES_PATHS)
+@pytest.mark.parametrize("klen", [16, 32])
+def test_each_aes_path_equals_cryptography(path, klen):
+    """The CPU's AES-ECB decryption (VAES, AES-NI) equals cryptography's for AES-128 and
+    AES-256, for block counts around each path's group (16 / 8 blocks), in place too."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    rnd = random.Random(f"{path}{klen}")
+    for n in (0, 1, 7, 8, 9, 15, 16, 17, 31, 33, 1000):
+        key, data = rnd.randbytes(klen), rnd.randbytes(16 * n)
+        want = Cipher(algorithms.AES(key), modes.ECB()).decryptor().update(data)
+        out = bytearray(16 * n + 5)
+        fvecrypt.ecb_decrypt(out, data, key, path)
+        assert bytes(out[:16 * n]) == want and out[16 * n:] == bytes(5), (n, klen)
+        buf = bytearray(data)
+        fvecrypt.ecb_decrypt(buf, buf, key, path)
+        assert buf == want
+    for bad in ((bytearray(16), bytes(17), bytes(16)), (bytearray(15), bytes(16), bytes(16)),
+                (bytearray(16), bytes(16), bytes(24))):
+        with pytest.raises(ValueError):
+            fvecrypt.ecb_decrypt(*bad, path)
+    with pytest.raises(ValueError):
+        fvecrypt.ecb_decrypt(bytearray(16), bytes(16), bytes(16), "no-such-path")
+
+
+@native
+@pytest.mark.skipif(platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists(),
+                    reason="not an x86-64 Linux machine")
+def test_the_cpus_aes_paths_are_built():
+    """A CPU with AES-NI decrypts with it (VAES first where it has VAES and AVX-512)."""
+    flags = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
+    want = (["vaes"] if {"vaes", "avx512f", "aes"} <= flags else []) + (["aesni"] if "aes" in flags else [])
+    assert list(fvecrypt.AES_PATHS) == want
+
+
+@native
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("ss", [512, 4096])
+def test_every_method_same_with_the_cpus_aes_and_with_cryptography(method, ss, monkeypatch):
+    """Differential: reads of two slices and a bit through SectorCipher give the same bytes
+    with each of the CPU's AES paths and with cryptography's AES, and those are what the
+    writer encrypted."""
+    rnd = random.Random(f"{method}{ss}")
+    c = SectorCipher(method, rnd.randbytes(64), ss)
+    plain = rnd.randbytes(2 * SLICE + 3 * ss)
+    enc = c.encrypt(plain, ss * 777)
+    got = {}
+    for path in fvecrypt.AES_PATHS:
+        monkeypatch.setattr(fvecrypt, "ecb_decrypt", functools.partial(fvecrypt.ecb_decrypt, path=path))
+        got[path] = bytes(c.decrypt(enc, ss * 777))
+        monkeypatch.undo()
+    monkeypatch.setattr(fvecrypt, "AES_PATHS", ())
+    got["cryptography"] = bytes(c.decrypt(enc, ss * 777))
+    assert set(got.values()) == {plain}, [k for k, v in got.items() if v != plain]

@@ -1,7 +1,9 @@
 """The byte-shuffling half of BitLocker's ciphers, in C when the extension is built.
 
-AES itself always comes from ``cryptography`` (one ECB call over a whole read). What is left
-is per-block arithmetic that Python does slowly: the XTS tweak sequence, the CBC chaining
+AES comes from ``cryptography`` (one ECB call over a whole read), except AES-ECB decryption
+on CPUs with AES instructions: ``ecb_decrypt`` (VAES or AES-NI, ``AES_PATHS``) releases the
+GIL, where ``cryptography`` holds it for the whole call. The rest is per-block arithmetic
+that Python does slowly: the XTS tweak sequence, the CBC chaining
 XOR, and Elephant's sector key XOR and diffuser (which no library has). Each has a
 pure-Python twin below; the extension ``_fvecrypt`` replaces them when it was built (tests
 check both against each other). Elephant decryption has several C paths (``PATHS``: AVX-512
@@ -150,7 +152,8 @@ except ImportError:  # built with optional=True: slower, same results
     xts_xor, cbc_xor, counters = py_xts_xor, py_cbc_xor, py_counters
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
     cbc_elephant_decrypt = py_cbc_elephant_decrypt
-try:   # (apart: a build from before it keeps its C paths; streams.builds says to rebuild)
-    from formats.bitlocker._fvecrypt import blank
+try:   # (apart: a build from before them keeps its C paths; streams.builds says to rebuild)
+    from formats.bitlocker._fvecrypt import aes_paths, blank, ecb_decrypt
+    AES_PATHS: tuple[str, ...] = tuple(aes_paths())
 except ImportError:
-    blank = py_blank
+    blank, ecb_decrypt, AES_PATHS = py_blank, None, ()
