@@ -5,7 +5,6 @@ environment, the ops config and ``find --size``, with one error wording.
 
 from __future__ import annotations
 
-import argparse
 import re
 
 UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -32,5 +31,7 @@ def positive_size(text: str, *, what: str = "size", examples: str = EXAMPLES) ->
     except ValueError:
         value = 0
     if value <= 0:
+        import argparse   # here: a command line read without argparse need not load it
+
         raise argparse.ArgumentTypeError(f"not a {what}: {text!r} ({examples})")
     return value

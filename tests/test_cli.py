@@ -80,6 +80,43 @@ QUICK_LINES = [
     ["restore", "R", "-", "D"], ["ls", "R", "/"], [],
 ]
 
+MOUNT_LINES = [
+    ["mount", "R", "M"], ["mount", "-f", "R", "M"], ["mount", "R", "M", "--foreground"],
+    ["mount", "--allow-other", "R", "M", "--debug-fuse"],
+    # argparse's to read
+    ["mount", "R", "M", "--keys", "K"], ["mount", "R"], ["mount", "R", "M", "X"],
+    ["mount", "--fore", "R", "M"], ["mount", "-fv", "R", "M"], ["mount", "R", "M", "-v"],
+    ["-v", "mount", "R", "M"], ["mount", "--help"], ["mount", "R", "M", "--cache-size", "1G"],
+]
+
+
+@pytest.mark.parametrize("argv", MOUNT_LINES, ids=" ".join)
+def test_a_simple_mount_line_is_read_as_argparse_reads_it(argv):
+    """``rpfs mount SOURCE MOUNTPOINT`` with switches builds no parser either (importing and
+    using argparse was ~8% of a mount's way to its first listing); anything else is
+    argparse's."""
+    import contextlib
+    import io
+
+    from rpfs import cli
+    from rpfs.cli.mount import cmd_mount
+    from rpfs.cli.quick import mount_args
+
+    quick = mount_args(argv)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            full = vars(cli.build_parser(argv).parse_args(argv))
+        except SystemExit:
+            full = None
+    if quick is not None:
+        assert full is not None and vars(quick) == full
+        assert quick.func is cmd_mount
+    else:
+        assert argv[:1] != ["mount"] or full is None or len(argv) != 3 or any(
+            a not in ("-f", "--foreground", "--allow-other", "--debug-fuse")
+            for a in argv[1:] if a.startswith("-"))
+    assert (quick is not None) == (argv in MOUNT_LINES[:4])
+
 
 @pytest.mark.parametrize("argv", QUICK_LINES, ids=" ".join)
 def test_a_simple_restore_line_is_read_as_argparse_reads_it(argv, monkeypatch):

@@ -29,12 +29,14 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # dataclasses and importing these was 118 M of the 515 M instructions to a first listing),
 # logging with traceback, linecache and tokenize (rpfs.log loads it at the first message) and
 # concurrent.futures, which imports logging (read-ahead's single flight is its own; its pool
-# is made when a sequential reader appears): 25 M more
+# is made when a sequential reader appears): 25 M more; argparse with gettext and locale (a
+# simple mount line is read by rpfs.cli.quick)
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio",
                     "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
                     "hashlib", "_hashlib", "getpass", "termios",
                     "dataclasses", "inspect", "ast", "dis", "logging", "traceback",
-                    "linecache", "tokenize", "concurrent.futures"]
+                    "linecache", "tokenize", "concurrent.futures", "argparse", "gettext",
+                    "locale"]
 
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the
@@ -125,6 +127,21 @@ snapshot("volumes")
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
     assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only
     assert heavy(volumes, NOT_FOR_READING + ["importlib.metadata"]) == []   # was pyfuse3's and crc32c's
+
+
+def test_a_simple_mount_line_builds_no_parser():
+    """``rpfs mount SOURCE MOUNTPOINT`` is read without argparse (rpfs.cli.quick): the
+    command's own code runs with none of NOT_FOR_MOUNTING loaded."""
+    snaps = loaded_after("""
+import rpfs.cli.mount
+rpfs.cli.mount.cmd_mount = lambda args: snapshot("parsed" if args.cache_size else "simple")
+from rpfs.cli import main
+assert main(["mount", "R", "M"]) == 0
+assert main(["mount", "R", "M", "--cache-size", "1G"]) == 0   # the control: argparse's to read
+""")
+    assert "rpfs.cli.options" in snaps["simple"]   # the command ran, with its StoreOptions
+    assert heavy(snaps["simple"], NOT_FOR_MOUNTING) == []
+    assert "argparse" in snaps["parsed"]
 
 
 def test_restore_of_a_plain_volume_loads_nothing_it_does_not_read(tmp_path, plain_repo):

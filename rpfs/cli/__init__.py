@@ -6,7 +6,6 @@ only with ``RPFS_DEBUG=1``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import gc
@@ -45,6 +44,8 @@ def command_of(argv: list[str]) -> str | None:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or with ``argv`` naming a known command, of that
     command's module only (what ``main`` uses: the others' imports are not paid for)."""
+    import argparse   # here: a simple restore or mount line is read without it (quick.py)
+
     parser = argparse.ArgumentParser(
         prog="rpfs",
         description="Browse, restore and export Hyper-V recovery points on Linux.",
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         _own_process = True
         argv = sys.argv[1:]
     with loading():
-        from rpfs.cli.quick import restore_args   # a simple restore line: no parser built
+        from rpfs.cli.quick import mount_args, restore_args   # no parser built for these
 
-        args = restore_args(argv)
+        args = restore_args(argv) or mount_args(argv)
         if args is None:
             args = build_parser(argv).parse_args(argv)
         from rpfs.cli.options import store_options  # the store, for every command

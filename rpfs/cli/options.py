@@ -13,7 +13,6 @@ itself never reads the environment).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from typing import Mapping
@@ -78,6 +77,8 @@ def store_options(args=None, environ: Mapping[str, str] | None = None) -> StoreO
     cache_dir = getattr(args, "cache_dir", None) or env.get("RPFS_CACHE_DIR") or None
     size = getattr(args, "cache_size", None)
     if size is None and env.get("RPFS_CACHE_SIZE"):
+        import argparse   # positive_size's error
+
         try:
             size = positive_size(env["RPFS_CACHE_SIZE"])
         except argparse.ArgumentTypeError as e:

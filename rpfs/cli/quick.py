@@ -1,8 +1,9 @@
-"""Simple ``rpfs restore`` command lines read without argparse.
+"""Simple ``rpfs restore`` and ``rpfs mount`` command lines read without argparse.
 
 Building the restore command's parser and parsing with it cost about 20 M instructions
 (argparse's help formatter imports shutil with bz2, lzma and locale), a few per cent of
-restoring 4,000 small files. A command line made only of the command, its three operands
+restoring 4,000 small files; importing and using argparse was ~8% of a mount's way to its
+first listing. A command line made only of the command, its operands
 and its on/off switches is read here into the same attributes argparse would give; any other
 (an option with a value, an abbreviation, ``--help``, ``--``, a missing or extra operand, an
 operand that starts with ``-``) returns None and goes to argparse, so every usage line and
@@ -21,25 +22,51 @@ RESTORE_DEFAULTS = {"keys": None, "limit_rate": None, "s3_endpoint": None, "cach
                     "cache_size": None, "verbose": False}
 
 
-def restore_args(argv: list[str]) -> SimpleNamespace | None:
-    """The parsed ``rpfs restore SOURCE PATH DEST [switches]``, or None: argparse's to read."""
-    if not argv or argv[0] != "restore":
+# mount's switches (rpfs/cli/mount.py) -> attribute, and its options' defaults
+MOUNT_SWITCHES = {"-f": "foreground", "--foreground": "foreground",
+                  "--allow-other": "allow_other", "--debug-fuse": "debug_fuse"}
+MOUNT_DEFAULTS = {"keys": None, "s3_endpoint": None, "cache_dir": None, "cache_size": None,
+                  "verbose": False}
+
+
+def _simple(argv: list[str], command: str, operands: tuple[str, ...], switches: dict,
+            defaults: dict) -> SimpleNamespace | None:
+    if not argv or argv[0] != command:
         return None
-    args = SimpleNamespace(command="restore", **dict.fromkeys(RESTORE_SWITCHES.values(), False),
-                           **RESTORE_DEFAULTS)
-    operands = []
+    args = SimpleNamespace(command=command, **dict.fromkeys(switches.values(), False),
+                           **defaults)
+    values = []
     for a in argv[1:]:
         if a.startswith("-"):
-            name = RESTORE_SWITCHES.get(a)
+            name = switches.get(a)
             if name is None:
                 return None
             setattr(args, name, True)
         else:
-            operands.append(a)
-    if len(operands) != 3:
+            values.append(a)
+    if len(values) != len(operands):
         return None
-    args.source, args.path, args.dest = operands
-    from rpfs.cli.browse import cmd_restore
+    for name, value in zip(operands, values):
+        setattr(args, name, value)
+    return args
 
-    args.func = cmd_restore
+
+def restore_args(argv: list[str]) -> SimpleNamespace | None:
+    """The parsed ``rpfs restore SOURCE PATH DEST [switches]``, or None: argparse's to read."""
+    args = _simple(argv, "restore", ("source", "path", "dest"), RESTORE_SWITCHES,
+                   RESTORE_DEFAULTS)
+    if args is not None:
+        from rpfs.cli.browse import cmd_restore
+
+        args.func = cmd_restore
+    return args
+
+
+def mount_args(argv: list[str]) -> SimpleNamespace | None:
+    """The parsed ``rpfs mount SOURCE MOUNTPOINT [switches]``, or None: argparse's to read."""
+    args = _simple(argv, "mount", ("source", "mountpoint"), MOUNT_SWITCHES, MOUNT_DEFAULTS)
+    if args is not None:
+        from rpfs.cli.mount import cmd_mount
+
+        args.func = cmd_mount
     return args
