@@ -996,7 +996,7 @@ def _plain_read_reply(listing: _Listing, i: int, anchor: Node, off: int, size: i
         if found:
             files, volume = found
             key = listing.entries.volume_key
-            plain = files, volume, spans.setdefault(key, Spans(volume))
+            plain = files, volume, spans.setdefault(key, Spans.on(volume))
         else:
             plain = False
         listing.plain = plain

@@ -30,7 +30,7 @@ from rpfs.node import (  # noqa: F401  (the node contract, importable from here 
 from rpfs import checkpoints, nspath
 from rpfs.checkpoints import Checkpoint, error_of, stored_match
 from rpfs.once import once
-from streams.stream import FileStream, Stream
+from streams.stream import FileStream, Spans, Stream
 from rpfs.log import get_logger
 
 log = get_logger(__name__)
@@ -496,6 +496,7 @@ def open_ntfs(stream: Stream):
         return None
     from ntfs_reader import Volume
 
+    Spans.on(stream)   # a file's reads go from its runs to the stored file in one step
     try:
         return Volume(stream)
     except RpfsError as e:

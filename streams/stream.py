@@ -69,6 +69,9 @@ class Stream:
 
     size: int = 0
     name: str = "<stream>"
+    # where this stream's windows lie in the lowest stream below (``Spans.on``): set on a
+    # volume, so that every file read of it (``bottom``) skips the layers below at once
+    spans: "Spans | None" = None
 
     def _clip(self, offset: int, length: int) -> int:
         """How many of ``length`` bytes at ``offset`` exist (0 at or past the end)."""
@@ -382,7 +385,25 @@ class StreamReader(io.RawIOBase):
 
 def bottom(stream: Stream, offset: int, length: int) -> tuple[Stream, int]:
     """The lowest stream (and where in it) that holds ``[offset, offset+length)`` of
-    ``stream`` whole and in order, following ``span`` down the layers."""
+    ``stream`` whole and in order, following ``span`` down the layers; from a stream with
+    remembered ``spans`` (a volume), one step from memory to the bottom (a random read of
+    a big file: NTFS run -> stored file, not run -> partition -> VHDX -> stored file)."""
+    below, at = stream, offset
+    for _ in range(MAX_DEPTH):
+        spans = below.spans
+        if spans is not None:
+            where = spans.learn(at, length)
+            if where is not None:
+                return where
+        where = below.span(at, length)
+        if where is None:
+            break
+        below, at = where
+    return below, at
+
+
+def _walk(stream: Stream, offset: int, length: int) -> tuple[Stream, int]:
+    """``bottom`` without remembered spans (what ``Spans`` remembers)."""
     below, at = stream, offset
     for _ in range(MAX_DEPTH):
         where = below.span(at, length)
@@ -411,6 +432,19 @@ class Spans:
         self._windows: dict[int, tuple[Stream, int] | None] = {}
         self.walks = 0   # windows followed down the layers (counted for tests)
 
+    @classmethod
+    def on(cls, stream: Stream) -> "Spans":
+        """``stream``'s own Spans, made once and kept as ``stream.spans``: every reader of
+        the volume (``bottom``, the mount's small-file READs) shares what it learns."""
+        spans = stream.spans
+        if spans is None:
+            spans = cls(stream)
+            try:
+                stream.spans = spans
+            except AttributeError:   # a stream with __slots__: its reads walk the layers
+                pass
+        return spans
+
     def find(self, offset: int, length: int) -> tuple[Stream, int] | None:
         """``(below, at)`` of a range inside a remembered window; None otherwise (no I/O)."""
         w = offset // self.window
@@ -430,7 +464,7 @@ class Spans:
             return None
         if w not in self._windows:
             start = w * self.window
-            below, at = bottom(self.stream, start, min(self.window, self.stream.size - start))
+            below, at = _walk(self.stream, start, min(self.window, self.stream.size - start))
             self.walks += 1
             if len(self._windows) >= self.limit:
                 self._windows.clear()

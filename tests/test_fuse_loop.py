@@ -215,11 +215,20 @@ def test_a_worker_that_answered_does_not_wake_the_loop():
     def reply(req, data):
         sent.append(req)
 
+    def work():   # answers once the loop went to sleep (else it might see the job done first)
+        until(lambda: loop.sleeps > slept)
+        return "value", reply, "data"
+
     async def handler(request):
         op, n = request
-        answers.append((n, await answered_in_worker(n, lambda: ("value", reply, "data"))))
+        answers.append((n, await answered_in_worker(n, work)))
 
-    t, out = serve_in_thread(s, handler)
+    loop = fuse_loop.Loop(s, handler)
+    slept = 0
+    t = threading.Thread(target=loop.run)
+    t.start()
+    until(lambda: loop.sleeps > 0)   # waiting for the first request
+    slept = loop.sleeps
     try:
         s.send("read 1")
         until(lambda: sent == ["1"])
@@ -321,6 +330,25 @@ def test_waits_for_the_next_request_briefly(monkeypatch):
     monkeypatch.setattr(fuse_loop, "SPIN", 0.0)
     look = _Look(after=5)
     assert not loop._spin(look) and look.calls == 1    # one look, then poll(2)'s wait
+    loop._end()
+    s.close()
+
+
+def test_the_loop_stops_spinning_for_a_reader_that_is_never_quick(monkeypatch):
+    """Count looks, not time (``SPIN`` 0: one look per spin): a reader whose requests never
+    come within the spin (``cp -r``: it writes each file out before its next READ) is spun
+    for ``SPIN_MISSES`` times, then once in ``SPIN_RETRY`` waits; one that is quick again
+    is caught by such a retry and spun for at every wait from then on."""
+    monkeypatch.setattr(fuse_loop, "SPIN", 0.0)
+    s = Session()
+    loop = fuse_loop.Loop(s, Handler())
+    slow = _Look(after=10**9)
+    waits = fuse_loop.SPIN_MISSES + 10 * fuse_loop.SPIN_RETRY
+    assert not any(loop._spin(slow) for _ in range(waits))
+    assert slow.calls == fuse_loop.SPIN_MISSES + 10 == loop.spins   # was one look per wait
+    quick = _Look(after=0)
+    caught = [loop._spin(quick) for _ in range(fuse_loop.SPIN_RETRY + 5)]
+    assert caught == [False] * (fuse_loop.SPIN_RETRY - 1) + [True] * 6   # the retry caught it
     loop._end()
     s.close()
 

@@ -5,7 +5,9 @@ NTFS node the mount makes counted, for tests/test_fuse_ops.py:
 When the mount ends (unmounted) REPORT gets JSON: ``{"ntfs_nodes": made, "ntfs_opens":
 streams opened by ``NtfsNode.open``, "worker_jobs": hand-offs to a worker thread,
 "answers": requests that went through the adapter's general dispatch (``_answer``),
-"bottom_walks": ranges followed down the layers (``streams.stream.bottom``), "binding":
+"bottom_walks": ranges followed down the layers (``streams.stream.bottom``, and
+``_walk`` for a window ``Spans`` learns), "vhdx_spans": times the VHDX layer was asked
+where a range lies (``VhdxDisk._span``), "binding":
 {opcode: [received, handed to Python]}}`` (``_fusell.counts()``). ``counted_mount`` runs
 it around a test's block. IMAGE may be anything ``open_source`` opens (a repository too).
 """
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 import streams.stream
+from formats.vhdx.reader import VhdxDisk
 from rpfs import _fusell, fuse, fuse_loop
 from rpfs.ntfs_nodes import NtfsNode
 from rpfs.source import open_source
@@ -51,9 +54,10 @@ def counted_mount(image, tmp_path: Path):
 
 
 def main(image: str, mountpoint: str, report: str) -> None:
-    made, opened, jobs, walks, answers = [0], [0], [0], [0], [0]
+    made, opened, jobs, walks, answers, vhdx = [0], [0], [0], [0], [0], [0]
     real, real_open = NtfsNode.__init__, NtfsNode.open
     real_submit, real_bottom = fuse_loop.Workers.submit, streams.stream.bottom
+    real_walk, real_vhdx_span = streams.stream._walk, VhdxDisk._span
     real_answer = fuse.Operations._answer
 
     def counted(self, *args, **kw):
@@ -72,6 +76,14 @@ def main(image: str, mountpoint: str, report: str) -> None:
         walks[0] += 1
         return real_bottom(*args)
 
+    def counted_walk(*args):
+        walks[0] += 1
+        return real_walk(*args)
+
+    def counted_vhdx_span(self, *args):
+        vhdx[0] += 1
+        return real_vhdx_span(self, *args)
+
     def counted_answer(self, *args):
         answers[0] += 1
         return real_answer(self, *args)
@@ -81,12 +93,14 @@ def main(image: str, mountpoint: str, report: str) -> None:
     NtfsNode.open = counted_open
     fuse_loop.Workers.submit = counted_submit
     streams.stream.bottom = counted_bottom
+    streams.stream._walk = counted_walk
+    VhdxDisk._span = counted_vhdx_span
     try:
         fuse.mount(open_source(image), mountpoint, ready=lambda: print("ready", flush=True))
     finally:
         with open(report, "w") as f:
             json.dump({"ntfs_nodes": made[0], "ntfs_opens": opened[0], "worker_jobs": jobs[0],
-                       "bottom_walks": walks[0], "answers": answers[0],
+                       "bottom_walks": walks[0], "answers": answers[0], "vhdx_spans": vhdx[0],
                        "binding": _fusell.counts()}, f)
 
 

@@ -1,0 +1,118 @@
+"""Random 4 KiB reads of a big NTFS file in a repository mount (issue 17): each READ goes
+from the file's run to the stored file in one step from memory (the volume's
+``streams.stream.Spans``, made when the NTFS volume is opened), not down the partition and
+VHDX layers every time. Counted (the VHDX layer's ``_span`` calls in the serving process,
+tests/helpers/countmount.py), never timed; every byte is checked against what ntfs-3g
+wrote.
+
+The volume: a 40 MiB NTFS volume (mkntfs + ntfs-3g) holding one 24 MiB file of random
+bytes, made a dynamic VHDX by qemu-img and backed up with ``rpfs backup``."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+
+import pytest
+
+from streams.stream import BytesStream, Spans, Stream, bottom
+from tests.helpers.cli import rpfs
+from tests.helpers.countmount import counted_mount
+from tests.helpers.ntfs_images import _rand, build_image
+
+needs_tools = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("mkntfs", "ntfs-3g", "qemu-img"))
+    or not os.path.exists("/dev/fuse"),
+    reason="needs mkntfs and ntfs-3g (FUSE)")
+
+BIG = 24 << 20
+
+
+def populate_big(m: str, man: dict) -> None:
+    """One big file of random bytes (``_rand(BIG, 7)``)."""
+    with open(m + "/big.bin", "wb") as fh:
+        fh.write(_rand(BIG, 7))
+    man["big"] = BIG
+
+
+@pytest.fixture(scope="module")
+def big_repo(tmp_path_factory):
+    image, _ = build_image("bigfile", 40 << 20, 512, 4096, populate_big, "Big")
+    tmp = tmp_path_factory.mktemp("randomreads")
+    vm = tmp / "vm" / "Virtual Hard Disks"
+    vm.mkdir(parents=True)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o",
+                    "subformat=dynamic", image, vm / "big.vhdx"], check=True)
+    repo = tmp / "repo"
+    rpfs("init", repo)
+    rpfs("backup", repo, tmp / "vm", "--vm", "big", "--time", "2026-11-01T02:00:00Z",
+         "--no-index")
+    return repo
+
+
+@needs_tools
+def test_random_reads_of_a_big_file_skip_the_layers_below_the_volume(big_repo, tmp_path):
+    data = _rand(BIG, 7)
+    rnd = random.Random(4096)
+    offsets = [rnd.randrange(BIG // 4096) * 4096 for _ in range(300)]
+    with counted_mount(big_repo, tmp_path) as (mp, report):
+        path = mp / "big" / "latest" / "volumes" / "big-p0" / "big.bin"
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)   # one READ per pread
+            for off in offsets:
+                assert os.pread(fd, 4096, off) == data[off:off + 4096], off
+        finally:
+            os.close(fd)
+    counts = json.loads(report.read_text())
+    reads = counts["binding"]["15"][1]
+    assert reads >= len(set(offsets)) * 3 // 4, counts
+    # before: the VHDX layer was asked where each READ lies (one _span per READ, and more
+    # for the volume's metadata); now once per MiB window of the volume the file touches
+    # (24 here, and a few for the MFT and the boot sector)
+    assert counts["vhdx_spans"] < 60 < reads, counts
+
+
+class _Layer(Stream):
+    """A stream over ``base`` shifted by ``shift`` that says so (``span``), counting how
+    often it is asked (a partition or a VHDX over the stored file)."""
+
+    def __init__(self, base: Stream, shift: int):
+        self.base, self.shift = base, shift
+        self.size, self.name = base.size - shift, "layer"
+        self.asked = 0
+
+    def _read(self, offset, length):
+        return self.base.read(self.shift + offset, length)
+
+    def _span(self, offset, length):
+        self.asked += 1
+        return self.base, self.shift + offset
+
+
+class _Held(BytesStream):
+    """Bytes that hand out views (as a stored file's decoded chunks do)."""
+
+    def views(self, offset, length, sequential=False):
+        return iter([memoryview(self._data)[offset:offset + length]])
+
+
+def test_bottom_steps_from_a_volume_with_spans_to_the_stored_file():
+    held = _Held(bytes(range(256)) * (32 << 10))   # 8 MiB, as a stored file
+    vhdx = _Layer(held, 4096)
+    volume = _Layer(vhdx, 1 << 20)                 # a partition at 1 MiB
+    file = _Layer(volume, 8192)                    # a file's run on the volume
+    spans = Spans.on(volume)
+    assert Spans.on(volume) is spans and volume.spans is spans and file.spans is None
+    offsets = [(i * 37 % 1000) * 4096 for i in range(300)]   # inside the first 4 MiB
+    for off in offsets:
+        below, at = bottom(file, off, 4096)
+        assert below is held and at == 4096 + (1 << 20) + 8192 + off
+        assert b"".join(file.read_buffers(off, 4096)) == held._data[at:at + 4096]
+    windows = len({(8192 + off) >> 20 for off in offsets})
+    # the file's own layer is asked each time; those below the volume once per window
+    assert file.asked == 2 * len(offsets)
+    assert vhdx.asked == windows == spans.walks and volume.asked == windows
