@@ -18,8 +18,11 @@ class Layout:
 
     def __init__(self, name: str, fmt: str, fields: str, guids: tuple[str, ...] = ()):
         self._struct = struct.Struct(fmt)
+        self.name = name
         self.fields = tuple(fields.split())
-        self._tuple = namedtuple(name, self.fields)
+        # the named tuple is made at the first parse: ``namedtuple`` compiles its
+        # ``__new__``, and of the ~20 layouts a mount imports, a first listing parses few
+        self._tuple = None
         self._guids = tuple(self.fields.index(g) for g in guids)
         self.size = self._struct.size
         if len(self._struct.unpack(bytes(self.size))) != len(self.fields):
@@ -36,7 +39,10 @@ class Layout:
             values = list(values)
             for i in self._guids:
                 values[i] = uuid.UUID(bytes_le=values[i])
-        return self._tuple._make(values)
+        t = self._tuple
+        if t is None:
+            t = self._tuple = namedtuple(self.name, self.fields)
+        return t._make(values)
 
     def build(self, values: Mapping) -> bytes:
         out = [values[f] for f in self.fields]
