@@ -133,6 +133,12 @@ class NtfsNode(EntryNode):
 
         return NumberedListing(arrays, key, make)
 
+    def will_walk(self) -> None:
+        if self.kind == "dir":
+            volume = self.entry.volume
+            volume.will_walk()
+            volume.will_list(self.entry.ref, self.entry.sequence)
+
     def plain_files(self, listing: Listing, max_size: int):
         if not isinstance(listing, NumberedListing):
             return None

@@ -191,6 +191,10 @@ class Restorer:
         fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
         pending: list[Future] = []
         try:
+            try:
+                node.will_walk()   # e.g. the $MFT decoded in the background while we walk
+            except RpfsError:
+                pass
             with ThreadPoolExecutor(self.workers, thread_name_prefix="rpfs-restore") as pool:
                 self._pool = pool
                 try:
@@ -376,13 +380,23 @@ class Restorer:
         data = memoryview(data)
         mode, _, direct = self._mode(_PLAIN_ATTR)
         kinds = listing.kinds
+        # the other children's nodes first, and the directories among them told they will
+        # be walked (``Node.will_walk``: their indexes decoded in the background meanwhile)
+        others = {i: listing.walk_node(i) for i in range(len(listing))
+                  if not status[i] or kinds[i] != _FILE}
+        for i, child in others.items():
+            if kinds[i] == _DIR:
+                try:
+                    child.will_walk()
+                except RpfsError:
+                    pass
         small = self._small
         for i in range(len(listing)):
-            st = status[i]
-            if not st or kinds[i] != _FILE:
-                child = listing.walk_node(i)
+            child = others.get(i)
+            if child is not None:
                 self._restore(child, fd, safe_name(child.name), path, pending)
                 continue
+            st = status[i]
             bname = listing.name(i)
             if (not bname or bname in (b".", b"..") or len(bname) > 255 or b"%" in bname
                     or b"/" in bname
@@ -707,6 +721,7 @@ class _PlainAttr:
 
 _PLAIN_ATTR = _PlainAttr()
 _FILE = 1                  # rpfs.listing.NUMBERED_KINDS.index("file")
+_DIR = 2                   # rpfs.listing.NUMBERED_KINDS.index("dir")
 _BYTES = 1                 # ntfs_reader.plain.BYTES: the bytes are in the arrays' data
 
 
