@@ -25,7 +25,7 @@ from typing import Callable
 
 from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)
-    REFRESH_SECONDS, Attr, BrokenNode, Node, StaticDir, StreamFile, Symlink,
+    REFRESH_SECONDS, Attr, BrokenNode, Later, Node, StaticDir, StreamFile, Symlink,
 )
 from rpfs import checkpoints, nspath
 from rpfs.checkpoints import Checkpoint, error_of, stored_match
@@ -921,12 +921,17 @@ def repo_tree(path: Path | str, keys=None, store=None, vm_views: tuple[VmView, .
 
     repo = open_repository(path, store)
 
-    def vm_children(vm: str) -> list[Node]:
-        rps = repo.recovery_points(vm)
-        nodes: list[Node] = [RepoRecoveryPoint(repo, rp, keys).node(rp.name, ("rp", vm, rp.name))
-                             for rp in rps]
-        if rps:
-            newest = max(rps, key=lambda r: r.time)
+    def rp_node(row) -> Node:
+        rp = repo.record(row)
+        return RepoRecoveryPoint(repo, rp, keys).node(rp.name, ("rp", rp.vm, rp.name))
+
+    def vm_children(vm: str) -> list[Node | Later]:
+        # the recovery points are made into nodes only when looked up or listed
+        rows = repo.recovery_point_rows(vm)
+        nodes: list[Node | Later] = [Later(row[1], ("rp", vm, row[1]), rp_node, row)
+                                     for row in rows]
+        if rows:
+            newest = repo.record(max(rows, key=lambda row: row[2]))   # by time
             nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
                                  int(newest.time.timestamp() * 1e9), immutable=False))
         for view in vm_views:

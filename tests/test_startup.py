@@ -183,18 +183,20 @@ def test_reading_a_small_table_decodes_nothing_ahead(plain_repo):
         assert r.loader.prefetched > 0   # the control: read-ahead is seen once it is due
 
 
-def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int]:
-    """The catalog statements, read-ahead jobs and volumes opened from opening ``repo`` to
-    listing (with attributes) its VM, ``latest``'s volumes and the first volume's root, as
-    a mount's first listing does."""
+def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int, int]:
+    """The catalog statements, read-ahead jobs, volumes opened and recovery points made from
+    opening ``repo`` to looking up ``latest`` in its VM and listing (with attributes) its
+    volumes and the first volume's root, as a mount's first listing does."""
     from rpfs import tree as tree_module
     from rpfs.source import open_source
     from rpfs.store import catalog
 
     statements: list[str] = []
     opened: list[str] = []
+    made: list[str] = []
     connect = catalog.connect
     open_probed = tree_module.open_probed
+    rp_init = tree_module.RepoRecoveryPoint.__init__
 
     def traced(*a, **k):
         db = connect(*a, **k)
@@ -204,14 +206,19 @@ def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int]:
     monkeypatch.setattr(catalog, "connect", traced)
     monkeypatch.setattr(tree_module, "open_probed",
                         lambda kind, stream: opened.append(kind) or open_probed(kind, stream))
+    monkeypatch.setattr(tree_module.RepoRecoveryPoint, "__init__",
+                        lambda self, repo, rp, keys=None: made.append(rp.name) or
+                        rp_init(self, repo, rp, keys))
     tree = open_source(repo)
     try:
         [n.attr() for n in tree.root.iterdir()]
-        [n.attr() for n in tree.resolve("/web01").iterdir()]
-        vols = sorted(n.name for n in tree.resolve("/web01/latest/volumes").iterdir())
+        vm = tree.resolve("/web01")
+        vm.attr()
+        latest = vm.child("latest").readlink()
+        vols = sorted(n.name for n in tree.resolve(f"/web01/{latest}/volumes").iterdir())
         assert opened == []   # listing volumes/ reads each one's signature, opens none
         [n.attr() for n in tree.resolve(f"/web01/latest/volumes/{vols[0]}").iterdir()]
-        return statements, tree.repo.loader.prefetched, len(opened)
+        return statements, tree.repo.loader.prefetched, len(opened), len(made)
     finally:
         tree.close()
         monkeypatch.undo()
@@ -221,19 +228,30 @@ def test_first_listing_costs_the_same_with_more_recovery_points(tmp_path, plain_
                                                                 small_fixtures, monkeypatch):
     """Counted, not timed: from opening a repository to a volume's first listing the catalog
     answers a fixed number of statements (the recovery points come in one; the bench's VM has
-    1,000), and read-ahead starts the same jobs, however many recovery points there are."""
+    1,000), read-ahead starts the same jobs and one recovery point is made (the one ``latest``
+    names: making the VM's 1,000 was 2/3 of the mount's first lookups in the VM), however many
+    recovery points there are."""
     repo = tmp_path / "repo"
     shutil.copytree(plain_repo, repo)
-    statements, prefetched, opened = _first_listing(repo, monkeypatch)
+    statements, prefetched, opened, made = _first_listing(repo, monkeypatch)
     assert 0 < len(statements) <= 12, statements
     assert prefetched == 0   # the probes' and the volume's small reads start no read-ahead
     assert opened == 1       # of the VM's volumes, only the one listed is opened
+    assert made == 1         # of the VM's recovery points, only latest's
     rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index",
          "--time", "2026-11-02T02:00:00Z")
-    statements2, prefetched2, opened2 = _first_listing(repo, monkeypatch)
+    statements2, prefetched2, opened2, made2 = _first_listing(repo, monkeypatch)
     assert "2026-11-02T020000Z" in str(rpfs("ls", repo, "/web01").stdout)   # it was added
     assert len(statements2) == len(statements), (statements, statements2)
-    assert (prefetched2, opened2) == (prefetched, opened)
+    assert (prefetched2, opened2, made2) == (prefetched, opened, made)
+    from rpfs.node import Node
+    from rpfs.source import open_source
+
+    with open_source(repo) as tree:   # a listing of the VM makes each
+        listed = list(tree.resolve("/web01").iterdir())
+        assert {"latest", "2026-11-01T020000Z", "2026-11-02T020000Z"} <= {n.name for n in listed}
+        assert all(isinstance(n, Node) for n in listed)
+        assert tree.resolve("/web01/2026-11-01T020000Z") is tree.resolve("/web01/2026-11-01T020000Z")
 
 
 def test_what_a_restore_imports_is_frozen_out_of_garbage_collection(tmp_path, plain_repo):

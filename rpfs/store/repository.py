@@ -354,27 +354,32 @@ class Repository:
                " r.new_chunks FROM recovery_points r JOIN vms v ON v.id = r.vm_id")
 
     @staticmethod
-    def _rp(row) -> RecoveryPointRecord:
-        return RecoveryPointRecord(vm=row[0], name=row[1],
-                             time=datetime.fromtimestamp(row[2], timezone.utc),
-                             logical_size=row[3], stored_size=row[4], file_count=row[5],
-                             id=row[6], new_chunks=row[7])
+    def record(row) -> RecoveryPointRecord:
+        """The record of a row of ``recovery_point_rows``."""
+        return RecoveryPointRecord(row[0], row[1], datetime.fromtimestamp(row[2], timezone.utc),
+                                   row[3], row[4], row[5], row[6], row[7])
 
-    def recovery_points(self, vm: str) -> list[RecoveryPointRecord]:
-        """Oldest first. Unknown VM: NotFoundError."""
+    def recovery_point_rows(self, vm: str) -> list[tuple]:
+        """What ``recovery_points(vm)`` makes its records of, oldest first: rows ``(vm, name,
+        time in Unix seconds, ...)`` for ``record(row)``. A VM directory keeps these and
+        makes a record only for a recovery point it opens. Unknown VM: NotFoundError."""
         rows = self.query(self._RP_SQL + " WHERE v.name = ? ORDER BY r.time, r.name", (vm,))
         if not rows:
             raise NotFoundError(f"{self.path}: no VM named {vm!r}")
-        return [self._rp(r) for r in rows]
+        return rows
+
+    def recovery_points(self, vm: str) -> list[RecoveryPointRecord]:
+        """Oldest first. Unknown VM: NotFoundError."""
+        return [self.record(r) for r in self.recovery_point_rows(vm)]
 
     def recovery_point(self, vm: str, name: str) -> RecoveryPointRecord:
         rows = self.query(self._RP_SQL + " WHERE v.name = ? AND r.name = ?", (vm, name))
         if not rows:
             raise NotFoundError(f"{self.path}: VM {vm!r} has no recovery point {name}")
-        return self._rp(rows[0])
+        return self.record(rows[0])
 
     def all_recovery_points(self) -> list[RecoveryPointRecord]:
-        return [self._rp(r) for r in self.query(self._RP_SQL + " ORDER BY v.name, r.time")]
+        return [self.record(r) for r in self.query(self._RP_SQL + " ORDER BY v.name, r.time")]
 
     def files(self, rp: RecoveryPointRecord) -> dict[str, int]:
         rows = self.query("SELECT path, size FROM files WHERE rp_id = ? ORDER BY path", (rp.id,))
