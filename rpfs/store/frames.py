@@ -227,12 +227,14 @@ def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> by
     return data
 
 
-def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False):
+def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False,
+           memory=None):
     """The whole chunk from its framed payload: ``bytes``, or a read-only view of
     ``payload`` when every frame is stored raw and unsealed (incompressible data: its
     plaintext is the payload after the table, so nothing is copied). The caller checks the
     chunk id over the result; ``check_frames`` also checks each frame's own digest (verify:
-    a table whose digests disagree with good data would fail only small reads)."""
+    a table whose digests disagree with good data would fail only small reads). ``memory``
+    (``rpfs.store.slabs.Slabs``): where compressed frames are decoded to, when it has room."""
     table = parse_table(crypto, payload, len(payload), usize, chunk_id)
     mv = memoryview(payload)
     last = table.count - 1
@@ -247,7 +249,8 @@ def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames:
         # every frame compressed (text): one streaming decode across the frames into the
         # result, no bytes per frame and no join; the chunk id is checked over it
         try:
-            return decompress_frames(mv[table.starts[0]:], usize)
+            return decompress_frames(mv[table.starts[0]:], usize,
+                                     None if memory is None else memory.take(usize))
         except IntegrityError as e:
             raise IntegrityError(f"{_name(chunk_id)} frames: {e}") from None
     pieces = []           # raw frames stay views of the payload: one copy, by the join
