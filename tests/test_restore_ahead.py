@@ -17,7 +17,7 @@ from ntfs_reader.volume import Volume
 from rpfs.backup import backup
 from rpfs.ntfs_nodes import volume_root
 from rpfs.restore import restore
-from rpfs.store import Repository
+from rpfs.store import Repository, StoreOptions
 from rpfs.store.cache import ChunkCache
 from rpfs.store.readahead import ChunkLoader
 from tests.helpers.ntfs_images import _rand, mftfrag_image
@@ -60,6 +60,21 @@ def test_a_hinted_range_is_decoded_by_the_pool_and_small_reads_find_it(stored_te
         for off in range(3 * MiB, 4 * MiB, 64 << 10):
             assert f.read(off + 100, 4096) == data[off + 100:off + 4196]
         assert r.frames_decoded == 16
+
+
+def test_a_hint_queues_no_more_than_the_read_ahead_window(stored_text):
+    """Chunks hinted far ahead of a walk would be evicted before it reaches them: a hint
+    queues at most the read-ahead window (a quarter of the cache: 2 chunks of an 8 MiB
+    cache) beyond the loads already queued, and says how much it took."""
+    path, data = stored_text
+    with Repository.open(path, StoreOptions(chunk_cache_bytes=8 * MiB)) as r:
+        f = r.open_file(r.recovery_points("vm")[0], "log.txt")
+        assert f.will_need(0, 4 * MiB) == 2 * MiB
+        assert r.loader.prefetched == 2
+        assert f.read(100, 4096) == data[100:4196]
+    with Repository.open(path, StoreOptions(chunk_cache_bytes=0)) as r:   # no cache: no hint
+        f = r.open_file(r.recovery_points("vm")[0], "log.txt")
+        assert f.will_need(0, 4 * MiB) == 0 and r.loader.prefetched == 0
 
 
 class _Loc:

@@ -123,6 +123,10 @@ class ChunkLoader:
             with self._lock:
                 self._inflight.pop(loc.hash, None)
 
+    def pending(self) -> int:
+        """Chunk loads queued or running now."""
+        return len(self._inflight)
+
     def has(self, h: bytes) -> bool:
         """Decoded whole already, or being decoded now."""
         return h in self.cache or h in self._inflight
@@ -310,13 +314,17 @@ class ReadAhead(Stream):
         """``Stream.will_need``: the chunks that hold the range are decoded whole by the pool
         now, so the small reads that follow (an NTFS walk's $MFT blocks) find them decoded,
         or wait for them, instead of each decoding its frames on the reader's thread."""
-        if self.ahead <= 0:    # no cache to keep them in
+        # never more queued than the read-ahead window (a quarter of the cache): chunks
+        # decoded far ahead of a walk would be evicted before it reaches them
+        room = self.ahead - self.loader.pending()
+        if room <= 0:
             return 0
         cs = self.chunk_size
         ids, locs = self.file.ids, self.file.locs
-        self.loader.prefetch(locs[ids[i]] for i in range(offset // cs, (offset + length - 1) // cs + 1)
-                             if ids[i] and ids[i] in locs)
-        return length
+        first, last = offset // cs, (offset + length - 1) // cs
+        last = min(last, first + room - 1)
+        self.loader.prefetch(locs[ids[i]] for i in range(first, last + 1) if ids[i] and ids[i] in locs)
+        return min(offset + length, (last + 1) * cs) - offset
 
     def _views(self, offset: int, length: int):
         cs = self.chunk_size
