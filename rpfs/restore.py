@@ -736,7 +736,7 @@ def _will_walk(node: Node) -> None:
     """``Node.will_walk``: a hint, so whatever it cannot tell is the walk's to report."""
     try:
         node.will_walk()
-    except RpfsError:
+    except (RpfsError, OSError):
         pass
 
 
