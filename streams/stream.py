@@ -182,12 +182,18 @@ class Stream:
 
     def will_need(self, offset: int, length: int) -> int:
         """A hint: ``[offset, offset+length)`` will be read soon, in small pieces and from
-        one thread (an NTFS walk reading its $MFT block by block). Each 1 MiB window of it
-        is followed down the layers (``bottom``) to the stream that holds it, and one that
+        one thread (an NTFS walk reading its $MFT block by block). The range (or, when it is
+        not one piece of one stream below, each 1 MiB window of it) is followed down the
+        layers (``bottom``) to the stream that holds it, and one that
         decodes what it stores (a stored file) starts decoding it in the background now,
         while the reader goes on. Returns the bytes handed down (0: nothing below takes
         hints; nothing is read here)."""
         n = self._clip(offset, length)
+        if not n:
+            return 0
+        below, at = bottom(self, offset, n)
+        if below is not self or type(self)._will_need is not Stream._will_need:
+            return below._will_need(at, n)   # the whole range in one stream below
         taken = 0
         pos, end = offset, offset + n
         while pos < end:
