@@ -17,7 +17,7 @@ from .attrs import (
 )
 from .boot import read_boot_sector
 from .cache import (
-    ENTRY_ATTRS_CACHE, INDEX_NODE_CACHE, LRU, MAX_EXTENSION_RECORDS, MAX_RESIDENT_READ,
+    ENTRY_ATTRS_CACHE, INDEX_NODE_CACHE, INDEX_WHOLE_READ, LRU, MAX_EXTENSION_RECORDS, MAX_RESIDENT_READ,
     MFT_BLOCK, MFT_BLOCK_CACHE, RECORD_CACHE, SECURITY_CACHE,
 )
 from .datastream import CompressedStream, RunlistStream
@@ -31,6 +31,7 @@ from .record import (
 FILE_MFT, FILE_MFTMIRR, FILE_LOGFILE, FILE_VOLUME, FILE_ATTRDEF, FILE_ROOT = 0, 1, 2, 3, 4, 5
 FILE_BITMAP, FILE_BOOT, FILE_BADCLUS, FILE_SECURE, FILE_UPCASE, FILE_EXTEND = 6, 7, 8, 9, 10, 11
 FIRST_USER_RECORD = 16
+MFT_AHEAD = 32 << 20   # a $MFT up to this size is decoded ahead of a walk (``will_walk``)
 
 METADATA_FILES = {"$MFT": 0, "$MFTMirr": 1, "$LogFile": 2, "$Volume": 3, "$AttrDef": 4,
                   "$Bitmap": 6, "$Boot": 7, "$BadClus": 8, "$Secure": 9, "$UpCase": 10,
@@ -95,6 +96,7 @@ class Volume:
         self._lock = threading.Lock()
         self._upcase: array | None = None
         self._secure = None
+        self._walk_hinted = False   # will_walk: the $MFT is hinted once
         self._mft = self._open_mft()
         self.mft_records = self._mft.size // self.record_size
         self._read_volume_information()
@@ -148,6 +150,48 @@ class Volume:
                                            number * self.record_size + 1):
             return disk
         return None
+
+    def will_walk(self) -> int:
+        """A walk of many directories begins (a restore). A walk parses $MFT records one
+        64 KiB block after another on its own thread; on a stored volume each block is a
+        frame decompressed and hashed there, in turn, while the other core waits. Here the
+        whole $MFT (when up to ``MFT_AHEAD``), run by run where it lies on the volume, is
+        hinted to the streams below (``Stream.will_need``), so a stored file decodes its
+        chunks in the background and the walk finds them decoded. Returns the bytes hinted;
+        nothing is read here."""
+        if self._walk_hinted:
+            return 0
+        self._walk_hinted = True
+        if self._mft.init > MFT_AHEAD:
+            return 0   # a big volume: a walk of one folder needs a small part of it
+        return self._will_need(self._mft)
+
+    def will_list(self, number: int, sequence: int = 0) -> int:
+        """Directory ``number`` will be listed soon (a restore has just listed its parent
+        and walks into it next): its $INDEX_ALLOCATION (up to what a listing reads at
+        once) is hinted as ``will_walk`` hints the $MFT. Reads the directory's record (the
+        walk reads it next anyway); 0 when there is nothing to hint or it cannot tell."""
+        try:
+            fa = self.file(number, sequence)
+            if fa.first(AT_INDEX_ALLOCATION, "$I30") is None:
+                return 0
+            alloc = self.attribute_stream(fa, AT_INDEX_ALLOCATION, "$I30")
+        except RpfsError:
+            return 0   # the walk reports it when it lists the directory
+        if not isinstance(alloc, RunlistStream) or alloc.init > INDEX_WHOLE_READ:
+            return 0
+        return self._will_need(alloc)
+
+    def _will_need(self, attr: RunlistStream) -> int:
+        """Hint the volume ranges under ``attr``'s runs (``Stream.will_need``)."""
+        hinted = 0
+        try:
+            for _, n, disk in attr._map(0, attr.init):
+                if disk is not None:
+                    hinted += self.stream.will_need(disk, n)
+        except RpfsError:
+            pass       # a damaged runlist: the walk reads (and reports) as before
+        return hinted
 
     def record(self, number: int) -> MftRecord:
         """One MFT record, fixups applied (cached)."""

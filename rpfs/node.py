@@ -148,6 +148,11 @@ class Node:
             child.kind  # noqa: B018  (an NTFS child the index cannot type reads its record)
         return NodesListing(children)
 
+    def will_walk(self) -> None:
+        """A walk of this whole subtree begins (a restore): a file system whose metadata
+        lies in one place (NTFS's $MFT) may have it decoded ahead (``Volume.will_walk``).
+        A hint only; the default does nothing."""
+
     def plain_files(self, listing: "Listing", max_size: int):
         """For a restore: ``(PlainFiles, volume stream)`` for ``listing`` (this directory's
         listing), telling which children are plain files up to ``max_size`` bytes and where

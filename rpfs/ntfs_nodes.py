@@ -16,7 +16,7 @@ from rpfs.entry_node import EntryNode
 from rpfs.listing import NUMBERED_KINDS, Listing, NumberedListing
 from rpfs.node import XATTR_SIZE_MAX, Attr, BrokenNode, Node
 from streams.stream import Stream
-from streams.times import ns_to_iso, nt_to_unix_ns
+from streams.times import NT_EPOCH_OFFSET, ns_to_iso, nt_to_unix_ns
 
 FILE_ATTRIBUTE_READONLY = 0x1
 SYSTEM_XATTRS = frozenset({"system.ntfs_attrib", "system.ntfs_attrib_be", "system.ntfs_times",
@@ -27,14 +27,16 @@ def nt_to_ns(ticks: int | None) -> int:
     return 0 if ticks is None else nt_to_unix_ns(ticks)
 
 
-def _times_ns(t) -> dict:
-    """An Attr's four times from NTFS times ``t``; equal times share one int object (a file
-    written once has all four equal: 144 bytes less per node kept)."""
-    m = nt_to_ns(t.modified)
-    a = m if t.accessed == t.modified else nt_to_ns(t.accessed)
-    c = m if t.changed == t.modified else nt_to_ns(t.changed)
-    cr = m if t.created == t.modified else c if t.created == t.changed else nt_to_ns(t.created)
-    return {"mtime_ns": m, "atime_ns": a, "ctime_ns": c, "crtime_ns": cr}
+def _times_ns(t) -> tuple[int, int, int, int]:
+    """An Attr's four times (mtime, atime, ctime, crtime, as its arguments go) from NTFS
+    times ``t``; equal times share one int object (a file written once has all four equal:
+    144 bytes less per node kept). Worked out inline: a listing's stats make one per entry."""
+    modified, accessed, changed, created = t.modified, t.accessed, t.changed, t.created
+    m = 0 if modified is None else (modified - NT_EPOCH_OFFSET) * 100
+    a = m if accessed == modified else nt_to_ns(accessed)
+    c = m if changed == modified else nt_to_ns(changed)
+    cr = m if created == modified else c if created == changed else nt_to_ns(created)
+    return m, a, c, cr
 
 
 class NtfsNode(EntryNode):
@@ -91,16 +93,16 @@ class NtfsNode(EntryNode):
             q = e.quick_stat()
             if q is not None:
                 is_dir, size, t, nlink, allocated = q
-                return Attr(self._kind, size=0 if is_dir else size, **_times_ns(t),
-                            nlink=2 if is_dir else nlink, allocated=allocated)
+                return Attr(self._kind, 0 if is_dir else size, *_times_ns(t),
+                            2 if is_dir else nlink, allocated)
         kind = self.kind
         if self._error is not None:
             raise self._error
         t = e.times
         return Attr(
             kind,
-            size=len(self.readlink().encode("utf-8", "surrogateescape")) if kind == "symlink" else (0 if e.is_dir else e.size),
-            **_times_ns(t),
+            len(self.readlink().encode("utf-8", "surrogateescape")) if kind == "symlink" else (0 if e.is_dir else e.size),
+            *_times_ns(t),   # mtime, atime, ctime, crtime
             nlink=2 if e.is_dir else max(1, e.nlink),
             allocated=getattr(e, "allocated_size", None),
         )
@@ -132,6 +134,12 @@ class NtfsNode(EntryNode):
                             NUMBERED_KINDS[kinds[i]])
 
         return NumberedListing(arrays, key, make)
+
+    def will_walk(self) -> None:
+        if self.kind == "dir":
+            volume = self.entry.volume
+            volume.will_walk()
+            volume.will_list(self.entry.ref, self.entry.sequence)
 
     def plain_files(self, listing: Listing, max_size: int):
         if not isinstance(listing, NumberedListing):

@@ -50,6 +50,7 @@ WORKERS = 4          # files being written at once (creation is kernel CPU, done
 SMALL_FILE = 256 << 10   # files up to this size are read with their neighbours
 BATCH_FILES = 4096       # small files gathered before they are read and written ...
 BATCH_BYTES = 64 << 20   # ... or this many of their bytes ...
+DIRS_AHEAD = 8           # subdirectories whose indexes are decoded ahead of the walk (will_walk)
 BATCH_DIRS = 256         # ... or this many walked directories waiting for them (open fds)
 WINDOW = 1 << 20         # the most one read of the stream below covers
 GAP = 64 << 10           # unneeded bytes between two files read through rather than skipped
@@ -191,6 +192,7 @@ class Restorer:
         fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
         pending: list[Future] = []
         try:
+            _will_walk(node)   # e.g. the $MFT decoded in the background while we walk
             with ThreadPoolExecutor(self.workers, thread_name_prefix="rpfs-restore") as pool:
                 self._pool = pool
                 try:
@@ -376,13 +378,25 @@ class Restorer:
         data = memoryview(data)
         mode, _, direct = self._mode(_PLAIN_ATTR)
         kinds = listing.kinds
+        # the other children's nodes first; the next DIRS_AHEAD directories among them are
+        # told they will be walked (``Node.will_walk``: their indexes decoded in the
+        # background meanwhile), one more each time the walk enters one
+        others = {i: listing.walk_node(i) for i in range(len(listing))
+                  if not status[i] or kinds[i] != _FILE}
+        dirs = [child for i, child in others.items() if kinds[i] == _DIR]
+        for child in dirs[:DIRS_AHEAD]:
+            _will_walk(child)
+        told = DIRS_AHEAD
         small = self._small
         for i in range(len(listing)):
-            st = status[i]
-            if not st or kinds[i] != _FILE:
-                child = listing.walk_node(i)
+            child = others.get(i)
+            if child is not None:
+                if kinds[i] == _DIR and told < len(dirs):
+                    _will_walk(dirs[told])
+                    told += 1
                 self._restore(child, fd, safe_name(child.name), path, pending)
                 continue
+            st = status[i]
             bname = listing.name(i)
             if (not bname or bname in (b".", b"..") or len(bname) > 255 or b"%" in bname
                     or b"/" in bname
@@ -707,6 +721,7 @@ class _PlainAttr:
 
 _PLAIN_ATTR = _PlainAttr()
 _FILE = 1                  # rpfs.listing.NUMBERED_KINDS.index("file")
+_DIR = 2                   # rpfs.listing.NUMBERED_KINDS.index("dir")
 _BYTES = 1                 # ntfs_reader.plain.BYTES: the bytes are in the arrays' data
 
 
@@ -715,6 +730,14 @@ def _times(a) -> tuple[int, int] | None:
     if a.mtime_ns or a.atime_ns or a.posix_mode is not None:
         return a.atime_ns, a.mtime_ns
     return None
+
+
+def _will_walk(node: Node) -> None:
+    """``Node.will_walk``: a hint, so whatever it cannot tell is the walk's to report."""
+    try:
+        node.will_walk()
+    except (RpfsError, OSError):
+        pass
 
 
 def _one_extent(stream: Stream) -> bool:

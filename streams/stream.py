@@ -180,6 +180,29 @@ class Stream:
         thread asks, and answers a READ itself when it gets them)."""
         return None
 
+    def will_need(self, offset: int, length: int) -> int:
+        """A hint: ``[offset, offset+length)`` will be read soon, in small pieces and from
+        one thread (an NTFS walk reading its $MFT block by block). The range (or, when it is
+        not one piece of one stream below, each 1 MiB window of it) is followed down the
+        layers (``bottom``) to the stream that holds it, and one that
+        decodes what it stores (a stored file) starts decoding it in the background now,
+        while the reader goes on. Returns the bytes handed down (0: nothing below takes
+        hints; nothing is read here)."""
+        n = self._clip(offset, length)
+        if not n:
+            return 0
+        below, at = bottom(self, offset, n)
+        if below is not self or type(self)._will_need is not Stream._will_need:
+            return below._will_need(at, n)   # the whole range in one stream below
+        taken = 0
+        pos, end = offset, offset + n
+        while pos < end:
+            take = min(end, (pos // Spans.WINDOW + 1) * Spans.WINDOW) - pos
+            below, at = bottom(self, pos, take)
+            taken += below._will_need(at, take)
+            pos += take
+        return taken
+
     def describe(self) -> dict:
         """What ``rpfs info`` says about how this stream makes its bytes (BitLocker, a shadow
         copy, LVM, LDM, a VHDX container); {} for a plain one."""
@@ -211,6 +234,11 @@ class Stream:
     def _span(self, offset: int, length: int) -> tuple["Stream", int] | None:
         """Called with ``0 <= offset < offset + length <= size``: see ``span``."""
         return None
+
+    def _will_need(self, offset: int, length: int) -> int:
+        """Called by ``will_need`` on the stream at the bottom of a window: start decoding
+        that range in the background; the bytes it took (0: it keeps nothing decoded)."""
+        return 0
 
     def _short(self, offset: int, wanted: int, got: int) -> FormatError:
         return FormatError(f"short read: wanted {wanted} bytes, got {got}",

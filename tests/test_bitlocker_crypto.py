@@ -39,6 +39,25 @@ def test_extension_equals_twins(ss, count):
         assert a == b and a != data, fast.__name__
     for args in ((0, 5, 1), (1 << 30, count, ss, True), (2 ** 63, count, 4096)):
         assert fvecrypt.counters(*args) == fvecrypt.py_counters(*args)
+    # with src: the XOR copies in (buf = src XOR ...), the same as copying first
+    for fast, slow, args in ((fvecrypt.xts_xor, fvecrypt.py_xts_xor, (tweaks, ss)),
+                             (fvecrypt.cbc_xor, fvecrypt.py_cbc_xor, (other, tweaks, ss))):
+        want = bytearray(data)
+        slow(want, *args)
+        for f in (fast, slow):
+            a = bytearray(rnd.randbytes(len(data)))
+            f(a, *args, data)
+            assert a == want, f.__name__
+        with pytest.raises(ValueError):
+            fast(bytearray(data), *args, data[:-16])
+    # CBC chaining written over the ciphertext itself (each block after the one it needs)
+    ct = bytearray(other)
+    want = bytearray(data)
+    fvecrypt.py_cbc_xor(want, other, tweaks, ss)
+    for f in (fvecrypt.cbc_xor, fvecrypt.py_cbc_xor):
+        ct = bytearray(other)
+        f(ct, ct, tweaks, ss, data)
+        assert ct == want, f.__name__
 
 
 @pytest.mark.parametrize("ss", [512, 4096])

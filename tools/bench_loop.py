@@ -9,7 +9,13 @@ with --strace, its system calls), for an A/B of two checkouts of rpfs:
   worker): the daemon's CPU per cold read, and with --strace the system calls of those reads
   (reads of /dev/fuse = requests, futex calls ~ thread hand-offs, poll calls).
 
-    python tools/bench_loop.py CHECKOUT [--repo R] [--n 20000] [--k 200] [--strace | --callgrind]
+    python tools/bench_loop.py CHECKOUT [--repo R] [--n 20000] [--k 200] [--random R]
+        [--strace | --callgrind]
+
+``--random R``: the cold-read batch is instead R preads of 4 KiB at random aligned offsets
+of ``random.bin`` (seed 4096, as ``tools/bench_random_reads.py`` and bench_peers' "random
+4 KiB read" row draw them): the row's own mix, where a chunk (and a MiB window of the
+volume) is first touched by about a third of the reads and read again by the rest.
 
 ``--callgrind``: the daemon runs in the foreground under valgrind's callgrind with
 instrumentation off until the requests start (``callgrind_control -i on``), one dump per
@@ -55,6 +61,7 @@ def main() -> None:
     ap.add_argument("--vm", default="vhdx")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--random", type=int, default=0)
     ap.add_argument("--strace", action="store_true")
     ap.add_argument("--callgrind", action="store_true")
     args = ap.parse_args()
@@ -112,6 +119,10 @@ def main() -> None:
         chunks = size >> 20
         step = max(1, chunks // args.k)
         offsets = [(i * step << 20) + 4096 * (i % 200 + 1) for i in range(1, min(args.k, chunks))]
+        if args.random:
+            import random
+            rnd = random.Random(4096)
+            offsets = [rnd.randrange(size // 4096) * 4096 for _ in range(args.random)]
         tracer = None
         if args.strace:
             log = work / "strace"

@@ -37,57 +37,69 @@ static int check_sectors(Py_ssize_t len, Py_ssize_t sector_size) {
     return 0;
 }
 
-/* xts_xor(buf, tweaks, sector_size): block j of sector s ^= tweaks[s] * alpha^j */
+/* xts_xor(buf, tweaks, sector_size, src=None): block j of sector s of buf = (that block of
+ * src, or of buf itself) ^ tweaks[s] * alpha^j. With ``src`` the copy before the XOR is the
+ * XOR itself: one pass over the data, not two. */
 static PyObject *xts_xor(PyObject *self, PyObject *args) {
-    Py_buffer buf, tw;
+    Py_buffer buf, tw, src = {0};
     Py_ssize_t ss;
-    if (!PyArg_ParseTuple(args, "w*y*n", &buf, &tw, &ss)) return NULL;
-    if (check_sectors(buf.len, ss) < 0 || tw.len < buf.len / ss * 16) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "too few tweaks");
-        PyBuffer_Release(&buf); PyBuffer_Release(&tw); return NULL;
+    if (!PyArg_ParseTuple(args, "w*y*n|y*", &buf, &tw, &ss, &src)) return NULL;
+    if (check_sectors(buf.len, ss) < 0 || tw.len < buf.len / ss * 16 ||
+        (src.obj && src.len < buf.len)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "too few tweaks or short src");
+        PyBuffer_Release(&buf); PyBuffer_Release(&tw); PyBuffer_Release(&src); return NULL;
     }
     unsigned char *p = buf.buf;
+    const unsigned char *in = src.obj ? (const unsigned char *)src.buf : p;
     const unsigned char *t = tw.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t s = 0; s < buf.len / ss; s++) {
         uint64_t lo = rd64(t + 16 * s), hi = rd64(t + 16 * s + 8);
         unsigned char *q = p + s * ss;
+        const unsigned char *r = in + s * ss;
         for (Py_ssize_t j = 0; j < ss; j += 16) {
-            wr64(q + j, rd64(q + j) ^ lo);
-            wr64(q + j + 8, rd64(q + j + 8) ^ hi);
+            wr64(q + j, rd64(r + j) ^ lo);
+            wr64(q + j + 8, rd64(r + j + 8) ^ hi);
             uint64_t carry = hi >> 63;
             hi = (hi << 1) | (lo >> 63);
             lo = (lo << 1) ^ (carry ? 0x87 : 0);
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&buf); PyBuffer_Release(&tw);
+    PyBuffer_Release(&buf); PyBuffer_Release(&tw); PyBuffer_Release(&src);
     Py_RETURN_NONE;
 }
 
-/* cbc_xor(buf, ciphertext, ivs, sector_size): CBC chaining after an ECB decryption */
+/* cbc_xor(buf, ciphertext, ivs, sector_size, src=None): CBC chaining after an ECB
+ * decryption: block j of sector s of buf = (that block of src, the ECB output, or of buf
+ * itself) ^ ciphertext block j-1 (the IV for j = 0). A sector is done from its last block
+ * back, so buf may be the ciphertext itself (each block is written after the one it needs). */
 static PyObject *cbc_xor(PyObject *self, PyObject *args) {
-    Py_buffer buf, ct, iv;
+    Py_buffer buf, ct, iv, src = {0};
     Py_ssize_t ss;
-    if (!PyArg_ParseTuple(args, "w*y*y*n", &buf, &ct, &iv, &ss)) return NULL;
-    if (check_sectors(buf.len, ss) < 0 || ct.len < buf.len || iv.len < buf.len / ss * 16) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "short ciphertext or IVs");
-        PyBuffer_Release(&buf); PyBuffer_Release(&ct); PyBuffer_Release(&iv); return NULL;
+    if (!PyArg_ParseTuple(args, "w*y*y*n|y*", &buf, &ct, &iv, &ss, &src)) return NULL;
+    if (check_sectors(buf.len, ss) < 0 || ct.len < buf.len || iv.len < buf.len / ss * 16 ||
+        (src.obj && src.len < buf.len)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "short ciphertext, IVs or src");
+        PyBuffer_Release(&buf); PyBuffer_Release(&ct); PyBuffer_Release(&iv);
+        PyBuffer_Release(&src); return NULL;
     }
     unsigned char *p = buf.buf;
+    const unsigned char *in = src.obj ? (const unsigned char *)src.buf : p;
     const unsigned char *c = ct.buf, *v = iv.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t s = 0; s < buf.len / ss; s++) {
         unsigned char *q = p + s * ss;
-        const unsigned char *prev = v + 16 * s;
-        for (Py_ssize_t j = 0; j < ss; j += 16) {
-            wr64(q + j, rd64(q + j) ^ rd64(prev));
-            wr64(q + j + 8, rd64(q + j + 8) ^ rd64(prev + 8));
-            prev = c + s * ss + j;
+        const unsigned char *r = in + s * ss, *cs = c + s * ss;
+        for (Py_ssize_t j = ss - 16; j >= 0; j -= 16) {
+            const unsigned char *prev = j ? cs + j - 16 : v + 16 * s;
+            uint64_t a = rd64(r + j) ^ rd64(prev), b = rd64(r + j + 8) ^ rd64(prev + 8);
+            wr64(q + j, a);
+            wr64(q + j + 8, b);
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&buf); PyBuffer_Release(&ct); PyBuffer_Release(&iv);
+    PyBuffer_Release(&buf); PyBuffer_Release(&ct); PyBuffer_Release(&iv); PyBuffer_Release(&src);
     Py_RETURN_NONE;
 }
 

@@ -142,22 +142,19 @@ class SectorCipher:
         ss = self.sector_size
         count = n // ss
         plain = scratch(1, n + 16)
-        if self.mode == "xts":
+        if self.mode == "xts":   # tweak XOR copying in, AES, tweak XOR straight into out
             tw = self._xts_tweaks(offset, count)
             tmp = scratch(0, n)[:n]
-            tmp[:] = data
-            fvecrypt.xts_xor(tmp, tw, ss)
+            fvecrypt.xts_xor(tmp, tw, ss, data)
             self._data.decrypt_into(tmp, plain)
-            fvecrypt.xts_xor(plain[:n], tw, ss)
+            fvecrypt.xts_xor(memoryview(out)[:n], tw, ss, plain[:n])
         elif self.mode == "cbc-elephant":   # the rest in one pass, straight into out
             self._data.decrypt_into(data, plain)
             fvecrypt.cbc_elephant_decrypt(out, plain[:n], data, self._ivs(offset, count),
                                           self._sector_keys(offset, count), ss)
-            return
-        else:
+        else:   # AES, then the chaining XOR straight into out
             self._data.decrypt_into(data, plain)
-            fvecrypt.cbc_xor(plain[:n], data, self._ivs(offset, count), ss)
-        memoryview(out)[:n] = plain[:n]
+            fvecrypt.cbc_xor(memoryview(out)[:n], data, self._ivs(offset, count), ss, plain[:n])
 
     def encrypt(self, data, offset: int) -> bytes:
         """The inverse of ``decrypt`` (used by the test-image writer, not on the read path)."""

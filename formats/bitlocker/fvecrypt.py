@@ -25,9 +25,12 @@ CYCLES_A, CYCLES_B = 5, 3
 STRETCH_ROUNDS = 0x100000
 
 
-def py_xts_xor(buf: bytearray, tweaks: bytes, sector_size: int) -> None:
-    """XOR each 16-byte block j of sector s with ``tweaks[s] * alpha^j`` in GF(2^128)."""
+def py_xts_xor(buf: bytearray, tweaks: bytes, sector_size: int, src=None) -> None:
+    """XOR each 16-byte block j of sector s with ``tweaks[s] * alpha^j`` in GF(2^128) (with
+    ``src``: buf = src XOR that)."""
     view = memoryview(buf)
+    if src is not None:
+        view[:len(buf)] = memoryview(src)[:len(buf)]
     for s in range(len(buf) // sector_size):
         t = int.from_bytes(tweaks[16 * s:16 * s + 16], "little")
         base = s * sector_size
@@ -39,8 +42,13 @@ def py_xts_xor(buf: bytearray, tweaks: bytes, sector_size: int) -> None:
                 t = (t & ((1 << 128) - 1)) ^ 0x87
 
 
-def py_cbc_xor(buf: bytearray, ciphertext: bytes, ivs: bytes, sector_size: int) -> None:
-    """CBC decryption's chaining: block j of sector s ^= ciphertext block j-1 (IV for j=0)."""
+def py_cbc_xor(buf: bytearray, ciphertext: bytes, ivs: bytes, sector_size: int,
+               src=None) -> None:
+    """CBC decryption's chaining: block j of sector s ^= ciphertext block j-1 (IV for j=0)
+    (with ``src``, the ECB output: buf = src XOR that; buf may be the ciphertext)."""
+    ciphertext = bytes(ciphertext)
+    if src is not None:
+        memoryview(buf)[:len(buf)] = memoryview(src)[:len(buf)]
     prev = bytearray(len(buf))
     for s in range(len(buf) // sector_size):
         base = s * sector_size

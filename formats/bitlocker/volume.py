@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 
 from formats.bitlocker import ahead, conversion
-from formats.bitlocker.cipher import SCRATCH_MAX, SectorCipher, scratch
+from formats.bitlocker.cipher import SectorCipher
 from formats.bitlocker.metadata import SIGNATURE, Metadata
 from streams.errors import FormatError
 from streams.stream import Stream
@@ -111,8 +111,8 @@ class BitLockerVolume(Stream):
         return bytes(out)
 
     def readinto(self, offset: int, buffer) -> int:
-        """Decrypts straight into ``buffer`` (how NTFS reads file data) when the range is
-        whole encrypted sectors inside one range; anything else goes through ``read``."""
+        """Decrypts in ``buffer`` (how NTFS reads file data) when the range is whole
+        encrypted sectors inside one range; anything else goes through ``read``."""
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self.size - offset))
         ss = self.sector_size
@@ -120,11 +120,13 @@ class BitLockerVolume(Stream):
             i = bisect.bisect_right(self._starts, offset) - 1
             start, rlen, kind, src = self._ranges[i]
             phys = src + (offset - start)
-            if (kind == PHYS and offset + n <= start + rlen and n <= SCRATCH_MAX
+            if (kind == PHYS and offset + n <= start + rlen
                     and self.cipher and self.map.encrypted(phys, n)):
-                data = scratch(2, n)[:n]
-                if self.base.readinto(phys, data) == n:
-                    self.cipher.decrypt_into(data, phys, view[:n])
+                # the ciphertext is read into the caller's buffer and decrypted there (every
+                # method decrypts in place): no 1 MiB scratch buffer to go through the cache
+                out = view[:n]
+                if self.base.readinto(phys, out) == n:
+                    self.cipher.decrypt_into(out, phys, out)
                     return n
         return super().readinto(offset, view[:n])
 

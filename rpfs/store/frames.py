@@ -151,6 +151,13 @@ def parse_table(crypto, head: bytes, csize: int, usize: int, chunk_id: bytes) ->
     digest = 0 if crypto.encrypted else DIGEST
     if len(table) != _TABLE.size + count * (_ENTRY.size + digest):
         raise IntegrityError(f"{what}: {len(table)} bytes for {count} frames")
+    uniform = _uniform_raw(table, count, digest)
+    if uniform is not None:   # every frame but the last raw, of one size: nothing to unpack
+        lens, codecs = uniform
+        starts = tuple(range(end, end + count * lens[0], lens[0]))
+        if starts[-1] + lens[-1] != csize:
+            raise IntegrityError(f"{what}: frames end at {starts[-1] + lens[-1]}, the payload at {csize}")
+        return FrameTable(frame_size, usize, starts, lens, codecs, table if digest else b"")
     fields = _entries(count, digest).unpack_from(table, _TABLE.size)
     lens, codecs = fields[0::2], fields[1::2]
     if not set(codecs) <= _CODECS:
@@ -163,6 +170,39 @@ def parse_table(crypto, head: bytes, csize: int, usize: int, chunk_id: bytes) ->
 
 
 _CODECS = frozenset((RAW, ZSTD))
+
+
+def _uniform_raw(table: bytes, count: int, digest: int) -> "tuple[tuple, tuple] | None":
+    """(lens, codecs) when every entry but the last is a raw frame stored in as many bytes
+    as the first (an incompressible chunk cut into raw frames, sealed or not), checked with
+    a few slice compares instead of unpacking ``count`` entries (a chunk's first small
+    read parses its table); None otherwise (the general parse)."""
+    if count < 2:
+        return None
+    step = _ENTRY.size + digest
+    n = count - 1
+    at = _TABLE.size
+    stop = at + n * step
+    entry = table[at:at + _ENTRY.size]
+    length, codec = _ENTRY.unpack_from(entry)
+    if codec != RAW or length == 0:
+        return None
+    if digest:   # entries interleaved with digests: each byte of an entry, strided
+        for j, want in enumerate(_columns(entry, n)):
+            if table[at + j:stop:step] != want:
+                return None
+    elif table[at:stop] != entry * n:
+        return None
+    last_len, last_codec = _ENTRY.unpack_from(table, stop)
+    if last_codec not in _CODECS:
+        return None   # the general parse names it
+    return (length,) * n + (last_len,), (RAW,) * n + (last_codec,)
+
+
+@functools.lru_cache(maxsize=32)
+def _columns(entry: bytes, n: int) -> tuple:
+    """Byte j of ``n`` copies of ``entry``, for each j."""
+    return tuple(bytes([b]) * n for b in entry)
 
 
 @functools.lru_cache(maxsize=32)
@@ -187,12 +227,14 @@ def open_frame(crypto, table: FrameTable, i: int, stored, chunk_id: bytes) -> by
     return data
 
 
-def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False):
+def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames: bool = False,
+           memory=None):
     """The whole chunk from its framed payload: ``bytes``, or a read-only view of
     ``payload`` when every frame is stored raw and unsealed (incompressible data: its
     plaintext is the payload after the table, so nothing is copied). The caller checks the
     chunk id over the result; ``check_frames`` also checks each frame's own digest (verify:
-    a table whose digests disagree with good data would fail only small reads)."""
+    a table whose digests disagree with good data would fail only small reads). ``memory``
+    (``rpfs.store.slabs.Slabs``): where compressed frames are decoded to, when it has room."""
     table = parse_table(crypto, payload, len(payload), usize, chunk_id)
     mv = memoryview(payload)
     last = table.count - 1
@@ -207,7 +249,8 @@ def decode(crypto, payload: bytes, usize: int, chunk_id: bytes, *, check_frames:
         # every frame compressed (text): one streaming decode across the frames into the
         # result, no bytes per frame and no join; the chunk id is checked over it
         try:
-            return decompress_frames(mv[table.starts[0]:], usize)
+            return decompress_frames(mv[table.starts[0]:], usize,
+                                     None if memory is None else memory.take(usize))
         except IntegrityError as e:
             raise IntegrityError(f"{_name(chunk_id)} frames: {e}") from None
     pieces = []           # raw frames stay views of the payload: one copy, by the join

@@ -25,14 +25,15 @@ class StoreOptions(Value):
 
     __slots__ = _fields = ("cache_dir", "cache_home", "block_cache_bytes", "endpoint", "region",
                            "s3_attempts", "chunk_cache_bytes", "chunk_cache_grow_to",
-                           "passphrase", "on_missing_pack", "catch_up")
+                           "passphrase", "on_missing_pack", "catch_up", "huge_chunks")
 
     def __init__(self, cache_dir: str | None = None, cache_home: str | None = None,
                  block_cache_bytes: int = 2 << 30, endpoint: str | None = None,
                  region: str | None = None, s3_attempts: int = 6,
                  chunk_cache_bytes: int | None = None, chunk_cache_grow_to: int = 0,
                  passphrase: Callable[[str, bool], str] | None = None,
-                 on_missing_pack: Callable | None = None, catch_up: Callable | None = None):
+                 on_missing_pack: Callable | None = None, catch_up: Callable | None = None,
+                 huge_chunks: bool = False):
         # s3:// repositories: where the local catalog, locks and block cache live
         self.cache_dir = cache_dir            # this exact directory
         self.cache_home = cache_home          # else <cache_home>/rpfs/<hash of the address> (default ~/.cache)
@@ -44,6 +45,7 @@ class StoreOptions(Value):
         self.chunk_cache_bytes = chunk_cache_bytes   # decompressed-chunk cache (None: the config's cache_mb)
         self.chunk_cache_grow_to = chunk_cache_grow_to   # how far that bound may grow on re-reads (store/cache.py)
         self.passphrase = passphrase          # (where, new) -> passphrase of an encrypted one
+        self.huge_chunks = huge_chunks        # decoded chunks in huge-page slabs (store/slabs.py: restore)
         # the maintenance layer's services (rpfs.store.maintenance.open_repository fills them in)
         self.on_missing_pack = on_missing_pack   # (repo, ChunkLoc) -> ChunkLoc | None: where it is now
         self.catch_up = catch_up              # (repo) -> None: an s3:// catalog cache brought up to date

@@ -82,13 +82,14 @@ def compress(data, level: int) -> tuple[int, bytes]:
 WINDOW_MAX = MAX_CHUNK   # the largest zstd window a streamed frame may ask for (ours: its frame)
 
 
-def decompress_frames(frames, usize: int) -> bytes:
+def decompress_frames(frames, usize: int, out: memoryview | None = None):
     """zstd frames stored back to back (a framed chunk whose frames are all compressed),
     decompressed by one streaming reader straight into the ``usize``-byte result: no
     bytes object per frame and no join (190 instead of 227 µs per MiB of the text log).
     The reader's window is capped (a hostile frame header cannot make it allocate more);
     IntegrityError unless the frames give exactly ``usize`` bytes. The caller checks the
-    chunk id over the result."""
+    chunk id over the result. ``out`` (``usize`` writable bytes, ``rpfs.store.slabs``): the
+    frames are decoded into it and a read-only view of it is returned."""
     if not 0 <= usize <= MAX_CHUNK:
         raise IntegrityError(f"chunk size {usize} out of range")
     d = getattr(_tls, "frames_decompressor", None)
@@ -96,14 +97,24 @@ def decompress_frames(frames, usize: int) -> bytes:
         d = _tls.frames_decompressor = zstandard.ZstdDecompressor(max_window_size=WINDOW_MAX)
     try:
         with d.stream_reader(frames, read_size=len(frames), read_across_frames=True) as r:
-            out = r.read(usize)
+            if out is None:
+                data = r.read(usize)
+                got = len(data)
+            else:
+                got = 0
+                while got < usize:
+                    n = r.readinto(out[got:])
+                    if not n:
+                        break
+                    got += n
+                data = out.toreadonly()
             more = r.read(1)
     except zstandard.ZstdError as e:
         raise IntegrityError(f"zstd: {e}") from None
-    if len(out) != usize or more:
-        raise IntegrityError(f"frames decompressed to {len(out) + len(more)}{'+' if more else ''} bytes,"
+    if got != usize or more:
+        raise IntegrityError(f"frames decompressed to {got + len(more)}{'+' if more else ''} bytes,"
                              f" expected {usize}")
-    return out
+    return data
 
 
 

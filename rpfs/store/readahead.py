@@ -45,9 +45,10 @@ class _Load:
     ``concurrent.futures.Future`` does; that package, with logging, is not loaded until
     read-ahead starts a pool: tests/test_startup.py)."""
 
-    __slots__ = ("_event", "_data", "_error")
+    __slots__ = ("_event", "_data", "_error", "started")
 
-    def __init__(self):
+    def __init__(self, started: bool = True):
+        self.started = started   # a read-ahead job sets it when it begins (under the loader's lock)
         self._event = threading.Event()
         self._data = None
         self._error: BaseException | None = None
@@ -83,6 +84,7 @@ class ChunkLoader:
         self._closed = False
         self.prefetched = 0          # read-ahead jobs started   } counted for tests and
         self.loaded = 0              # chunk loads that missed  } benchmarks
+        self.taken = 0               # read-ahead jobs a reader took over before they began
 
     def get(self, loc) -> bytes:
         """The chunk's data, decoded once even if several threads ask at the same time."""
@@ -94,6 +96,11 @@ class ChunkLoader:
             owner = fut is None
             if owner:
                 fut = self._inflight[loc.hash] = _Load()
+            elif not fut.started:
+                # queued for read-ahead but not begun: decode it here rather than wait
+                # behind the queue (a walk wants its hinted chunks in its own order)
+                fut.started = owner = True
+                self.taken += 1
         if not owner:
             return fut.result()
         return self._run(loc, fut)
@@ -116,6 +123,10 @@ class ChunkLoader:
             with self._lock:
                 self._inflight.pop(loc.hash, None)
 
+    def pending(self) -> int:
+        """Chunk loads queued or running now."""
+        return len(self._inflight)
+
     def has(self, h: bytes) -> bool:
         """Decoded whole already, or being decoded now."""
         return h in self.cache or h in self._inflight
@@ -128,7 +139,7 @@ class ChunkLoader:
             with self._lock:
                 if self._closed or loc.hash in self._inflight:
                     continue
-                fut = self._inflight[loc.hash] = _Load()
+                fut = self._inflight[loc.hash] = _Load(started=False)
                 if self._pool is None:
                     from concurrent.futures import ThreadPoolExecutor
 
@@ -138,6 +149,10 @@ class ChunkLoader:
                 self._pool.submit(self._background, loc, fut)
 
     def _background(self, loc, fut) -> None:
+        with self._lock:
+            if fut.started:   # a reader took it over (``get``)
+                return
+            fut.started = True
         try:
             self._run(loc, fut)
         except BaseException:
@@ -294,6 +309,22 @@ class ReadAhead(Stream):
             return
         ids, locs = self.file.ids, self.file.locs
         self.loader.prefetch(locs[ids[i]] for i in range(start, stop + 1) if ids[i] and ids[i] in locs)
+
+    def _will_need(self, offset: int, length: int) -> int:
+        """``Stream.will_need``: the chunks that hold the range are decoded whole by the pool
+        now, so the small reads that follow (an NTFS walk's $MFT blocks) find them decoded,
+        or wait for them, instead of each decoding its frames on the reader's thread."""
+        # never more queued than the read-ahead window (a quarter of the cache): chunks
+        # decoded far ahead of a walk would be evicted before it reaches them
+        room = self.ahead - self.loader.pending()
+        if room <= 0:
+            return 0
+        cs = self.chunk_size
+        ids, locs = self.file.ids, self.file.locs
+        first, last = offset // cs, (offset + length - 1) // cs
+        last = min(last, first + room - 1)
+        self.loader.prefetch(locs[ids[i]] for i in range(first, last + 1) if ids[i] and ids[i] in locs)
+        return min(offset + length, (last + 1) * cs) - offset
 
     def _views(self, offset: int, length: int):
         cs = self.chunk_size

@@ -125,6 +125,11 @@ class Repository:
         cache = config.cache_mb << 20 if options.chunk_cache_bytes is None else options.chunk_cache_bytes
         self.cache = ChunkCache(max(0, cache), options.chunk_cache_grow_to)
         self.loader = ChunkLoader(self.load_chunk, self.cache)   # single-flight + read-ahead
+        # decoded chunks in huge-page slabs (store/slabs.py): a reader that keeps them all (restore)
+        self.chunk_memory = None
+        if options.huge_chunks:
+            from rpfs.store.slabs import Slabs   # here: mmap is loaded by restore alone
+            self.chunk_memory = Slabs()
         self.tables: LRU = LRU(1024)     # chunk id -> FrameTable (~2.8 KB each) of chunks read in part
         self.frames_decoded = 0          # frames a part read decompressed (counted for tests)
         self._frames_column: bool | None = None   # False: the catalog has no chunks.frames
@@ -451,7 +456,8 @@ class Repository:
                 if len(stored) != loc.csize:
                     raise IntegrityError(f"pack {loc.pack} truncated at {loc.offset + len(stored):#x}")
                 if loc.codec == FRAMED:
-                    data = frames.decode(self.crypto, stored, loc.usize, loc.hash, check_frames=thorough)
+                    data = frames.decode(self.crypto, stored, loc.usize, loc.hash, check_frames=thorough,
+                                         memory=self.chunk_memory)
                 else:
                     data = decompress(loc.codec, self.crypto.open_chunk(stored, loc.hash), loc.usize)
                 if self.crypto.chunk_id(data) != loc.hash:
