@@ -398,9 +398,8 @@ class Restorer:
                 continue
             st = status[i]
             bname = listing.name(i)
-            if (not bname or bname in (b".", b"..") or len(bname) > 255 or b"%" in bname
-                    or b"/" in bname
-                    or b"\\" in bname or b"\0" in bname):
+            if (not bname or bname in (b".", b"..") or len(bname) > 255
+                    or len(bname.translate(None, _UNSAFE)) != len(bname)):
                 bname = fsname(safe_name(os.fsdecode(bname)))
             size = sizes[i]
             atime, mtime = times[2 * i], times[2 * i + 1]
@@ -722,6 +721,10 @@ class _PlainAttr:
 _PLAIN_ATTR = _PlainAttr()
 _FILE = 1                  # rpfs.listing.NUMBERED_KINDS.index("file")
 _DIR = 2                   # rpfs.listing.NUMBERED_KINDS.index("dir")
+# bytes of a name that ``safe_name`` rewrites: found by one ``translate`` per name (``x in
+# bytes`` with a bytes ``x`` first tries it as an integer and formats a TypeError: four such
+# tests per file cost 34 M instructions for 4,000 files)
+_UNSAFE = b"%/\\\0"
 _BYTES = 1                 # ntfs_reader.plain.BYTES: the bytes are in the arrays' data
 
 

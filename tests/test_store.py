@@ -36,7 +36,7 @@ def test_init_layout(tmp_path):
     cfg = json.loads((p / "config.json").read_text())
     assert cfg["format"] == 2 and cfg["chunk_size"] == 65536 and cfg["hash"] == "blake3"
     assert cfg["frame_size"] == 65536      # new repositories write framed chunks
-    assert cfg["raw_frame_size"] == 16384  # ... incompressible ones in 16 KiB raw frames
+    assert cfg["raw_frame_size"] == 8192   # ... incompressible ones in 8 KiB raw frames
     db = sqlite3.connect(p / "catalog.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA user_version").fetchone()[0] == catalog.SCHEMA_VERSION

@@ -53,6 +53,7 @@ def _data(seed: int, size: int) -> bytes:
 
 def _repo(tmp_path, data: bytes, *, encrypt: bool = False, frame_size: int = FRAME, name: str = "repo",
           **settings):
+    settings.setdefault("raw_frame_size", 0)   # frames of ``frame_size`` unless a test asks
     src = tmp_path / f"src-{name}"
     src.mkdir(exist_ok=True)
     (src / "d.bin").write_bytes(data)
@@ -443,10 +444,10 @@ def test_a_repository_from_before_raw_frames_takes_them_on(tmp_path):
     new = old + rnd.randbytes(CHUNK)
     (tmp_path / "src-repo" / "d.bin").write_bytes(new)
     with Repository.open(path, _options()) as r:
-        assert r.config.raw_frame_size == 16 * KiB
+        assert r.config.raw_frame_size == 8 * KiB
         backup(r, [str(tmp_path / "src-repo")], vm="vm", time="2024-01-02T00:00:00Z", show_progress=False)
         f = r.open_file(r.recovery_points("vm")[-1], "d.bin")
-        assert _frame_sizes(r, f) == [BIG_FRAME, BIG_FRAME, 16 * KiB]    # old chunks kept as they were
+        assert _frame_sizes(r, f) == [BIG_FRAME, BIG_FRAME, 8 * KiB]     # old chunks kept as they were
         assert f.read(0, f.size) == new
         assert verify(r, read_data=True, show_progress=False).ok
     assert "raw_frame_size" not in json.loads((path / "config.json").read_text())

@@ -78,7 +78,7 @@ from tools.bench_mount import (  # noqa: E402
 
 CACHE = REPO / ".cache" / "bench_peers"
 MiB = 1 << 20
-DATA_VERSION = 4          # bump when the data set below (or the repository's settings) changes; 3: 16 KiB raw frames; 4: zstd frames declare their size
+DATA_VERSION = 5          # bump when the data set below (or the repository's settings) changes; 3: 16 KiB raw frames; 4: zstd frames declare their size; 5: 8 KiB raw frames
 DISK_SIZE = 1200 * MiB
 BIG = {"random.bin": "random", "log.txt": "text"}
 BIG_SIZE = 384 * MiB

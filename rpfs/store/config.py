@@ -8,7 +8,7 @@ plaintext in ``frame_size`` pieces compressed one by one, so a 4 KiB read decomp
 64 KiB frame instead of a 1 MiB chunk); an rpfs that reads only format 1 refuses it in one
 line instead of failing chunk by chunk. A format-1 repository (no ``frame_size``: 0) is
 read and written as it always was: its chunks stay unframed (docs/store.md "Framed chunks").
-``raw_frame_size`` (16 KiB; absent from configs written before it: the same default) is the
+``raw_frame_size`` (8 KiB; absent from configs written before it: the same default) is the
 frame of a chunk none of whose frames compresses; any rpfs that reads format 2 reads those
 chunks, since each table says its frame size. Unknown keys are kept so a newer rpfs can
 add settings without breaking an older reader of the same format version.
@@ -29,7 +29,7 @@ HASHES = ("blake3",)
 MIN_CHUNK = 4096
 MAX_CHUNK = 64 << 20
 FRAME_SIZE = 64 << 10               # the default frame (docs/store.md "Framed chunks")
-RAW_FRAME_SIZE = 16 << 10           # the default frame of an incompressible chunk (docs/store.md)
+RAW_FRAME_SIZE = 8 << 10            # the default frame of an incompressible chunk (docs/store.md)
 MIN_FRAME = 4096
 
 

@@ -402,3 +402,20 @@ def sha256_of(stream) -> str:
 
 def linux_path(path: str) -> str:
     return "/".join(names.to_linux(p) if p else p for p in path.split("/"))
+
+
+ODD_NAMES = ["50%", "back\\slash", "plain.txt", "per%cent\\both", "x" * 200]
+
+
+def populate_oddnames(m: str, man: dict) -> None:
+    """Plain small files whose names ``safe_name`` rewrites (``%`` and ``\\``, which ntfs-3g
+    stores as they are) beside names it keeps."""
+    os.mkdir(m + "/odd")
+    for k, name in enumerate(ODD_NAMES):
+        with open(f"{m}/odd/{name}", "wb") as fh:
+            fh.write(b"odd %d\n" % k * (k + 1))
+    man["odd"] = ODD_NAMES
+
+
+def oddnames_image():
+    return build_image("oddnames", 8 << 20, 512, 4096, populate_oddnames, "Odd")
