@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from pathlib import Path
 from typing import Callable
 
 from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
@@ -903,11 +902,14 @@ def source_tree(source: str | os.PathLike, keys=None, store=None,
     ``rpfs.source.open_source``, which passes them all."""
     if str(source).startswith("s3://"):
         return repo_tree(str(source), keys, store, vm_views)
-    path = Path(source)
-    if not path.exists():
+    where = os.fspath(source)
+    if not os.path.exists(where):
         raise NotFoundError(f"{source}: no such file or directory")
-    if path.is_dir() and (path / "catalog.sqlite").exists():
-        return repo_tree(path, keys, store, vm_views)
+    if os.path.isdir(where) and os.path.exists(os.path.join(where, "catalog.sqlite")):
+        return repo_tree(where, keys, store, vm_views)
+    from pathlib import Path   # here: a repository's mount need not load pathlib (urllib, ...)
+
+    path = Path(where)
     rp = FolderRecoveryPoint(path)
     rp.keys = keys
     tree = Tree(rp.node("", ()), kind="folder" if path.is_dir() else "image")
@@ -916,7 +918,7 @@ def source_tree(source: str | os.PathLike, keys=None, store=None,
     return tree
 
 
-def repo_tree(path: Path | str, keys=None, store=None, vm_views: tuple[VmView, ...] = ()) -> Tree:
+def repo_tree(path: str, keys=None, store=None, vm_views: tuple[VmView, ...] = ()) -> Tree:
     from rpfs.store import open_repository
 
     repo = open_repository(path, store)

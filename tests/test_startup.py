@@ -104,6 +104,7 @@ snapshot("store")
 def test_plain_repository_mount_opens_only_what_it_lists(plain_repo):
     repo = plain_repo
     snaps = loaded_after(f"""
+snapshot("interpreter")   # site: a development install's finder may load pathlib (setup.sh: not)
 import rpfs.cli.mount  # the command's module and what it imports
 import rpfs.cli.options  # every command's StoreOptions
 import rpfs.fuse  # the mount imports its adapter before it forks
@@ -127,6 +128,8 @@ snapshot("volumes")
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
     assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only
     assert heavy(volumes, NOT_FOR_READING + ["importlib.metadata"]) == []   # was pyfuse3's and crc32c's
+    # pathlib with urllib.parse and ipaddress: a repository's path is os.path's (rpfs.tree)
+    assert heavy(volumes - snaps["interpreter"], ["pathlib", "urllib", "ipaddress"]) == []
 
 
 def test_a_simple_mount_line_builds_no_parser():
