@@ -58,7 +58,6 @@ class _Ecb:
             self._ctx(False).update_into(data, out)
 
 
-SCRATCH_MAX = 4 << 20  # volume reads larger than this allocate their own buffers
 SLICE = 256 << 10      # decrypt_into works this much at a time
 _scratch = threading.local()
 
@@ -69,7 +68,7 @@ def scratch(i: int, n: int) -> memoryview:
     decrypting it."""
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
-        bufs = _scratch.bufs = [bytearray() for _ in range(3)]
+        bufs = _scratch.bufs = [bytearray() for _ in range(2)]
     if len(bufs[i]) < n:
         bufs[i] = bytearray(max(n, SLICE + 16))
     return memoryview(bufs[i])

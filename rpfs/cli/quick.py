@@ -12,6 +12,7 @@ error stays argparse's own. tests/test_cli.py checks both against each other.
 
 from __future__ import annotations
 
+import importlib
 from types import SimpleNamespace
 
 # restore's switches (rpfs/cli/browse.py) -> attribute
@@ -55,10 +56,8 @@ def restore_args(argv: list[str]) -> SimpleNamespace | None:
     """The parsed ``rpfs restore SOURCE PATH DEST [switches]``, or None: argparse's to read."""
     args = _simple(argv, "restore", ("source", "path", "dest"), RESTORE_SWITCHES,
                    RESTORE_DEFAULTS)
-    if args is not None:
-        from rpfs.cli.browse import cmd_restore
-
-        args.func = cmd_restore
+    if args is not None:   # by name, as build_parser loads a command's module (no import cycle)
+        args.func = importlib.import_module("rpfs.cli.browse").cmd_restore
     return args
 
 
@@ -66,7 +65,5 @@ def mount_args(argv: list[str]) -> SimpleNamespace | None:
     """The parsed ``rpfs mount SOURCE MOUNTPOINT [switches]``, or None: argparse's to read."""
     args = _simple(argv, "mount", ("source", "mountpoint"), MOUNT_SWITCHES, MOUNT_DEFAULTS)
     if args is not None:
-        from rpfs.cli.mount import cmd_mount
-
-        args.func = cmd_mount
+        args.func = importlib.import_module("rpfs.cli.mount").cmd_mount
     return args
