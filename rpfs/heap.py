@@ -12,9 +12,11 @@ the top of an arena is handed back to the kernel: the next chunk then faults in 
 afresh (256 minor faults per 1 MiB, about 0.5 ms here: as much as decompressing it).
 ``keep_chunk_buffers`` keeps such buffers in the arenas, so a chunk evicted from the cache
 gives its pages to the next one (cat of a 384 MiB text log through a repository: 68,000
-faults before, 35,000 after, the rest being the cache's first fill)."""
+faults before, 35,000 after, the rest being the cache's first fill).
 
-import ctypes
+The two glibc calls come from ``rpfs._malloc`` (C, optional): ctypes with libffi, the
+fallback, was ~7 M instructions of a mount's way to its first listing."""
+
 import os
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters, glibc's malloc.h
@@ -29,6 +31,18 @@ def _c():
     global _libc
     if _libc is None:
         try:
+            from rpfs import _malloc
+        except ImportError:   # not built: ctypes
+            _malloc = None
+        if _malloc is not None:
+            from streams.builds import check
+
+            check(_malloc)
+            _libc = (_malloc.mallopt, _malloc.malloc_trim)
+            return _libc
+        try:
+            import ctypes
+
             lib = ctypes.CDLL(None)
             _libc = (lib.mallopt, lib.malloc_trim)
         except (OSError, AttributeError):  # not glibc: nothing to tune
@@ -73,6 +87,8 @@ def dump_on_signal(path: str) -> None:
         saved = os.dup(2)
         try:
             os.dup2(fd, 2)
+            import ctypes   # debugging only
+
             if _c():
                 ctypes.CDLL(None).malloc_stats()
             sys._debugmallocstats()

@@ -11,8 +11,10 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # 8 buffers made, then all freed, 6 times over; print the minor page faults of the last 5
 _PROGRAM = """
 import resource, sys
+if sys.argv[1] == "ctypes":
+    sys.modules["rpfs._malloc"] = None   # as if it were not built
 from rpfs import heap
-if sys.argv[1] == "keep":
+if sys.argv[1] in ("keep", "ctypes"):
     heap.keep_chunk_buffers()
 piece = b"x" * 65536
 for burst in range(6):
@@ -21,6 +23,7 @@ for burst in range(6):
     live = [b"".join([piece] * 16) for _ in range(8)]    # 1 MiB each, like decoded chunks
     del live
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+assert ("ctypes" in sys.modules) == (sys.argv[1] == "ctypes"), "ctypes only without rpfs._malloc"
 """
 
 
@@ -30,8 +33,9 @@ def _faults(mode: str) -> int:
     return int(out.stdout)
 
 
-def test_chunk_buffers_reuse_freed_pages_instead_of_faulting_them_in_again():
-    kept = _faults("keep")
+@pytest.mark.parametrize("mode", ["keep", "ctypes"])   # rpfs._malloc, or ctypes without it
+def test_chunk_buffers_reuse_freed_pages_instead_of_faulting_them_in_again(mode):
+    kept = _faults(mode)
     # 40 buffers of 256 pages each: fresh pages for each would fault 10,240 times
     assert kept < 40 * 256 // 10, kept
 

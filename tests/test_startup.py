@@ -30,13 +30,14 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # logging with traceback, linecache and tokenize (rpfs.log loads it at the first message) and
 # concurrent.futures, which imports logging (read-ahead's single flight is its own; its pool
 # is made when a sequential reader appears): 25 M more; argparse with gettext and locale (a
-# simple mount line is read by rpfs.cli.quick)
+# simple mount line is read by rpfs.cli.quick); ctypes with libffi (rpfs.heap's two glibc
+# calls are rpfs._malloc's)
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio",
                     "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
                     "hashlib", "_hashlib", "getpass", "termios",
                     "dataclasses", "inspect", "ast", "dis", "logging", "traceback",
                     "linecache", "tokenize", "concurrent.futures", "argparse", "gettext",
-                    "locale"]
+                    "locale", "ctypes"]
 
 # never imported on the way to a plain NTFS volume's files (a mount's first listing, a restore):
 # construct (the on-disk records are streams.layout.Layout), the crc32c package and the
@@ -108,6 +109,9 @@ snapshot("interpreter")   # site: a development install's finder may load pathli
 import rpfs.cli.mount  # the command's module and what it imports
 import rpfs.cli.options  # every command's StoreOptions
 import rpfs.fuse  # the mount imports its adapter before it forks
+from rpfs import heap
+heap.limit_arenas()   # as the mount's child does (rpfs._malloc: no ctypes)
+heap.keep_chunk_buffers()
 from rpfs.source import open_source
 tree = open_source({str(repo)!r})
 ops = rpfs.fuse.Operations(tree)
