@@ -129,8 +129,26 @@ def test_blocks_ahead_are_bounded_and_reused(bl):
     for off in range(256 * KiB, 16 * MiB, 256 * KiB):
         assert vol.views(off, 256 * KiB) is not None
         assert len(b._blocks) <= ahead.KEEP
-    b._pool.shutdown(wait=True)
+    ahead._worker().submit(lambda: None).result()   # (one worker: the jobs before are done)
     assert b.filled == 16 + ahead.AHEAD and b.prefetched == 15 + ahead.AHEAD
+
+
+def test_blocks_are_bounded_across_volumes(bl):
+    """Many volumes read in order (a mount of many recovery points) keep at most ``TOTAL``
+    blocks between them, and share one worker thread."""
+    import threading
+
+    v = bl.volumes["elephant128"]
+    vols = [open_volume(FileStream(v.image), recovery(v.info["recovery_password"]))
+            for _ in range(8)]
+    for vol in vols:
+        for off in range(0, 6 * MiB, MiB):
+            vol.read_buffers(off, MiB)
+    ahead._worker().submit(lambda: None).result()
+    assert ahead.TOTAL == 16 < 8 * ahead.KEEP   # (each volume alone would keep 32 MiB)
+    assert sum(len(vol.blocks._blocks) for vol in vols) <= 16
+    assert sum(vol.blocks.filled for vol in vols) >= 8 * 5
+    assert sum(t.name.startswith("rpfs-bitlocker-ahead") for t in threading.enumerate()) == 1
 
 
 class Failing(Stream):

@@ -5,6 +5,7 @@ AES-CBC + Elephant. Done by the thread that answers a READ, it adds straight to 
 time while the other core idles. ``Blocks`` decrypts the volume in 1 MiB blocks instead:
 when a read continues where a recent one ended, the blocks it covers are decrypted (once,
 however many threads ask) and the next ``AHEAD`` are decrypted by a worker thread meanwhile
+(one for every volume; at most ``TOTAL`` blocks are kept across volumes)
 (the pread and the C pass release the GIL); the read is answered with read-only views of
 the blocks (``Stream.views``), so the FUSE reply is gathered from them with no copy and no
 zero-filled buffer (a block is a ``fvecrypt.blank`` buffer, written once, then only read).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import weakref
 from collections import OrderedDict
 
 from formats.bitlocker import fvecrypt
@@ -34,6 +36,34 @@ BLOCK = 1 << 20     # the kernel's largest READ: one READ spans at most two bloc
 AHEAD = 2           # blocks decrypted ahead of a reader that reads in order
 KEEP = 4            # blocks kept (those being read and those ahead): 4 MiB per volume
 RUNS = 4            # where the last reads ended (several readers at once)
+TOTAL = 16          # blocks kept across all volumes (a mount may hold many: 16 MiB)
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None   # one worker for every volume
+_kept: OrderedDict = OrderedDict()   # (weakref to Blocks, block) -> None, oldest first
+_lock = threading.Lock()
+
+
+def _worker() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rpfs-bitlocker-ahead")
+        return _pool
+
+
+def _kept_too(blocks: "Blocks", added: list[int]) -> None:
+    """Note the blocks just added to ``blocks`` and drop the oldest of every volume's beyond
+    TOTAL (called without any volume's lock held)."""
+    victims = []
+    with _lock:
+        for k in added:
+            _kept[(blocks._ref, k)] = None
+        while len(_kept) > TOTAL:
+            victims.append(_kept.popitem(last=False)[0])
+    for ref, k in victims:
+        owner = ref()
+        if owner is not None:
+            owner._forget(k)
 
 
 class Blocks:
@@ -45,7 +75,8 @@ class Blocks:
         self._lock = threading.Lock()
         self._blocks: OrderedDict[int, concurrent.futures.Future] = OrderedDict()
         self._ends: list[int] = []   # where recent reads ended
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ref = weakref.ref(self)
+        self._added: list[int] = []  # blocks added under the lock, noted in _kept after it
         self.filled = 0              # blocks decrypted   } counted for tests
         self.prefetched = 0          # of those, ahead   } and benchmarks
 
@@ -70,6 +101,8 @@ class Blocks:
             wanted = [self._take(k) for k in range(first, last + 1)]
             if sequential or follows:
                 self._prefetch(last + 1, min(last + self.ahead, (size - 1) // b))
+            added, self._added = self._added, []
+        _kept_too(self, added)
         for k, (fut, mine) in zip(range(first, last + 1), wanted):
             if mine:   # every block this call took is filled, even after one has failed
                 self._fill(k, fut)
@@ -92,6 +125,7 @@ class Blocks:
             self._blocks.move_to_end(k)
             return fut, False
         fut = self._blocks[k] = concurrent.futures.Future()
+        self._added.append(k)
         self._evict()
         return fut, True
 
@@ -106,12 +140,10 @@ class Blocks:
             if k in self._blocks:
                 continue
             fut = self._blocks[k] = concurrent.futures.Future()
+            self._added.append(k)
             self._evict()
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    1, thread_name_prefix="rpfs-bitlocker-ahead")
             self.prefetched += 1
-            self._pool.submit(self._fill, k, fut)
+            _worker().submit(self._fill, k, fut)
 
     def _fill(self, k: int, fut: concurrent.futures.Future) -> None:
         """Decrypt block ``k`` into a new buffer: ``fut``'s result, or its exception."""
@@ -128,6 +160,10 @@ class Blocks:
         with self._lock:
             self.filled += 1
         fut.set_result(buf)
+
+    def _forget(self, k: int) -> None:
+        with self._lock:
+            self._blocks.pop(k, None)
 
     def _drop(self, k: int, fut: concurrent.futures.Future) -> None:
         with self._lock:
