@@ -68,6 +68,20 @@ def test_command_owners_table_matches_the_modules():
     assert cli.command_of(["--help"]) is None
 
 
+def _argparse_reads(argv: list[str]) -> dict | None:
+    """What the full parser makes of ``argv`` (its namespace as a dict), None where it exits."""
+    import contextlib
+    import io
+
+    from rpfs import cli
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return vars(cli.build_parser(argv).parse_args(argv))
+        except SystemExit:
+            return None
+
+
 QUICK_LINES = [
     ["restore", "R", "/vm/latest/volumes/x", "D"],
     ["restore", "R", "/p", "D", "--overwrite", "--json"],
@@ -95,19 +109,10 @@ def test_a_simple_mount_line_is_read_as_argparse_reads_it(argv):
     """``rpfs mount SOURCE MOUNTPOINT`` with switches builds no parser either (importing and
     using argparse was ~8% of a mount's way to its first listing); anything else is
     argparse's."""
-    import contextlib
-    import io
-
-    from rpfs import cli
     from rpfs.cli.mount import cmd_mount
     from rpfs.cli.quick import mount_args
 
-    quick = mount_args(argv)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            full = vars(cli.build_parser(argv).parse_args(argv))
-        except SystemExit:
-            full = None
+    quick, full = mount_args(argv), _argparse_reads(argv)
     if quick is not None:
         assert full is not None and vars(quick) == full
         assert quick.func is cmd_mount
@@ -123,19 +128,10 @@ def test_a_simple_restore_line_is_read_as_argparse_reads_it(argv, monkeypatch):
     """``rpfs restore`` builds no parser for a line of operands and switches (argparse and
     its help formatter's imports were ~20 M instructions of a restore); what it reads is what
     argparse reads, and every other line is left to argparse (its usage lines and errors)."""
-    import contextlib
-    import io
-
-    from rpfs import cli
     from rpfs.cli.browse import cmd_restore
     from rpfs.cli.quick import restore_args
 
-    quick = restore_args(argv)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            full = vars(cli.build_parser(argv).parse_args(argv))
-        except SystemExit:
-            full = None
+    quick, full = restore_args(argv), _argparse_reads(argv)
     if quick is not None:
         assert full is not None and vars(quick) == full
         assert quick.func is cmd_restore

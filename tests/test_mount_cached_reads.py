@@ -20,8 +20,8 @@ import subprocess
 
 import pytest
 
-from streams.stream import BytesStream, SliceStream, Spans, Stream
-from tests.helpers.cli import rpfs
+from streams.stream import BytesStream, Spans, Stream
+from tests.helpers.cli import image_repo
 from tests.helpers.countmount import counted_mount
 from tests.helpers.ntfs_images import _rand, mftfrag_image
 
@@ -35,16 +35,7 @@ needs_tools = pytest.mark.skipif(
 def frag_repo(tmp_path_factory):
     """(repository, the names in ``fill``): the mftfrag volume as a VM's only disk."""
     image, manifest = mftfrag_image()
-    tmp = tmp_path_factory.mktemp("cachedreads")
-    vm = tmp / "vm" / "Virtual Hard Disks"
-    vm.mkdir(parents=True)
-    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o",
-                    "subformat=dynamic", image, vm / "frag.vhdx"], check=True)
-    repo = tmp / "repo"
-    rpfs("init", repo)
-    rpfs("backup", repo, tmp / "vm", "--vm", "frag", "--time", "2026-11-01T02:00:00Z",
-         "--no-index")
-    return repo, manifest["fill_left"]
+    return image_repo(image, tmp_path_factory.mktemp("cachedreads"), "frag"), manifest["fill_left"]
 
 
 @needs_tools

@@ -14,12 +14,11 @@ import json
 import os
 import random
 import shutil
-import subprocess
 
 import pytest
 
 from streams.stream import BytesStream, Spans, Stream, bottom
-from tests.helpers.cli import rpfs
+from tests.helpers.cli import image_repo
 from tests.helpers.countmount import counted_mount
 from tests.helpers.ntfs_images import _rand, build_image
 
@@ -41,16 +40,7 @@ def populate_big(m: str, man: dict) -> None:
 @pytest.fixture(scope="module")
 def big_repo(tmp_path_factory):
     image, _ = build_image("bigfile", 40 << 20, 512, 4096, populate_big, "Big")
-    tmp = tmp_path_factory.mktemp("randomreads")
-    vm = tmp / "vm" / "Virtual Hard Disks"
-    vm.mkdir(parents=True)
-    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o",
-                    "subformat=dynamic", image, vm / "big.vhdx"], check=True)
-    repo = tmp / "repo"
-    rpfs("init", repo)
-    rpfs("backup", repo, tmp / "vm", "--vm", "big", "--time", "2026-11-01T02:00:00Z",
-         "--no-index")
-    return repo
+    return image_repo(image, tmp_path_factory.mktemp("randomreads"), "big")
 
 
 @needs_tools
