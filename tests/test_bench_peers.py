@@ -46,3 +46,43 @@ def test_a_commands_cpu_is_counted():
     before = bp.children_cpu()
     subprocess.run([sys.executable, "-c", "sum(range(3_000_000))"], check=True)
     assert bp.children_cpu() > before
+
+
+def test_the_bitlocker_sides_take_turns_in_each_pair():
+    """Each round reads the Elephant and the plain volume through both mounts; every other
+    round the order is reversed, so in each pair either volume runs first as often."""
+    first = {}
+    for rep in range(4):
+        order = bp.sides(bp.BL_SIDES, rep)
+        assert sorted(order) == sorted(bp.BL_SIDES)
+        for mount in ("repo", "image"):
+            pair = [v for m, v in order if m == mount]
+            first.setdefault(mount, []).append(pair[0])
+    assert first == {"repo": ["elephant", "plain"] * 2, "image": ["elephant", "plain"] * 2}
+    assert bp.bl_kind("repo", "elephant") == "repo" and bp.bl_kind("repo", "plain") == "peer"
+    assert bp.bl_kind("image", "elephant") == "image" and bp.bl_kind("image", "plain") == "peer"
+
+
+def test_bitlocker_rows_judge_each_mount_by_its_own_pair():
+    """The repository row's target is read from plain / Elephant through the repository
+    mount, the image row's from the same through the image mount, round by round."""
+    res = bp.Results()
+    for enc, plain in ((0.50, 0.45), (0.60, 0.30), (0.40, 0.40)):   # repo: 0.9x, 0.5x, 1x
+        res.add("bitlocker", bp.bl_workload("repo"), "cold", "repo", enc)
+        res.add("bitlocker", bp.bl_workload("repo"), "cold", "peer", plain)
+    for enc, plain in ((0.40, 0.20), (0.50, 0.30), (0.60, 0.30)):   # image: 0.5x, 0.6x, 0.5x
+        res.add("bitlocker", bp.bl_workload("image"), "cold", "image", enc)
+        res.add("bitlocker", bp.bl_workload("image"), "cold", "peer", plain)
+    res.add("bitlocker", bp.bl_workload("image"), "warm", "image", 0.1)
+    res.add("bitlocker", bp.bl_workload("image"), "warm", "peer", 0.1)
+    res.add("bitlocker", bp.bl_workload("repo", bp.BL_CPU), "cold", "repo", 2.0)
+    res.add("bitlocker", bp.bl_workload("repo", bp.BL_CPU), "cold", "peer", 1.0)
+    rows = {(r["workload"], r["phase"]): r for r in bp.rows(res)}
+    repo = rows[(bp.bl_workload("repo"), "cold")]
+    assert repo["target"] == ">= 0.8x" and repo["repo_ratio"] == 0.8 and repo["repo_ratio_range"] == [0.5, 1.0]
+    assert repo["met"] is True and repo["met_every_round"] is False
+    image = rows[(bp.bl_workload("image"), "cold")]
+    assert image["image_ratio"] == 0.6 and image["met"] is False     # 0.30 / 0.50 (medians)
+    assert "target" not in rows[(bp.bl_workload("image"), "warm")]
+    cpu = rows[(bp.bl_workload("repo", bp.BL_CPU), "cold")]
+    assert cpu["unit"] == "ms" and "target" not in cpu and cpu["repo_ratio"] == 0.5
