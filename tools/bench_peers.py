@@ -902,14 +902,17 @@ def main(argv=None) -> int:
         shutil.rmtree(dest, ignore_errors=True)
     rs = rows(res)
     load_after = os.getloadavg()
-    print(f"\ncp -r, restore and 7zz x write to {args.dest}. rpfs vs vhdimount + loop + ntfs-3g -o ro (restore: vs 7zz x); median of {args.repeat};"
+    bl_rounds = (f" (bitlocker: {args.bitlocker_repeat or 3 * args.repeat} rounds)"
+                 if data["bitlocker"] else "")
+    print(f"\ncp -r, restore and 7zz x write to {args.dest}. rpfs vs vhdimount + loop + ntfs-3g -o ro (restore: vs 7zz x); median of {args.repeat}{bl_rounds};"
           f" ratio = peer time / rpfs time (> 1: rpfs faster; RSS: peer / rpfs)."
           f" {os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(table(rs))
     Path(args.json).write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "tools/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "repeat": args.repeat, "dest": args.dest, "cores": os.cpu_count(), "kernel": os.uname().release,
+        "repeat": args.repeat, "bitlocker_rounds": args.bitlocker_repeat or 3 * args.repeat,
+        "dest": args.dest, "cores": os.cpu_count(), "kernel": os.uname().release,
         "load_average": [load_before, load_after], "seconds": round(time.monotonic() - t0),
         "data": data, "rows": rs}, indent=1) + "\n")
     log(f"wrote {args.json}")
