@@ -20,10 +20,11 @@ import subprocess
 
 import pytest
 
-from streams.stream import BytesStream, Spans, Stream
+from streams.stream import Spans
 from tests.helpers.cli import image_repo
 from tests.helpers.countmount import counted_mount
 from tests.helpers.ntfs_images import _rand, mftfrag_image
+from tests.helpers.streams import ShiftedLayer, ViewBytes
 
 needs_tools = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("mkntfs", "ntfs-3g", "qemu-img"))
@@ -72,38 +73,9 @@ def test_the_adapter_knows_the_plain_statuses():
     assert (fuse.BYTES, fuse.VOLUME) == (plain.BYTES, plain.VOLUME)
 
 
-class _Layer(Stream):
-    """A stream over ``base`` shifted by ``shift`` bytes that says so (``span``), counting
-    how often it is asked: a partition over a disk, as a test of ``Spans``."""
-
-    def __init__(self, base: Stream, shift: int, edge: int | None = None):
-        self.base, self.shift, self.edge = base, shift, edge
-        self.size, self.name = base.size - shift, "layer"
-        self.asked = 0
-
-    def _read(self, offset, length):
-        return self.base.read(self.shift + offset, length)
-
-    def _span(self, offset, length):
-        self.asked += 1
-        if self.edge is not None and offset < self.edge < offset + length:
-            return None   # as a VHDX block edge: not one piece of the stream below
-        return self.base, self.shift + offset
-
-
-class _Held(BytesStream):
-    """Bytes that hand out views (as a stored file's decoded chunks do)."""
-
-    def views(self, offset, length, sequential=False):
-        return iter([memoryview(self._data)[offset:offset + length]])
-
-    def cached_views(self, offset, length):
-        return [memoryview(self._data)[offset:offset + length]]
-
-
 def test_spans_follow_the_layers_once_per_window():
     data = bytes(range(256)) * (64 << 10)   # 16 MiB
-    layer = _Layer(_Held(data), 4096)
+    layer = ShiftedLayer(ViewBytes(data), 4096)
     spans = Spans(layer, window=1 << 20)
     assert spans.cached_views(100, 10) is None   # nothing followed yet: never walks
     assert layer.asked == 0
@@ -126,7 +98,7 @@ def test_spans_follow_the_layers_once_per_window():
 
 def test_spans_remember_a_window_that_is_not_one_piece():
     data = bytes(range(256)) * (16 << 10)   # 4 MiB
-    layer = _Layer(_Held(data), 0, edge=(1 << 20) + 12345)
+    layer = ShiftedLayer(ViewBytes(data), 0, edge=(1 << 20) + 12345)
     spans = Spans(layer, window=1 << 20)
     for _ in range(3):
         assert b"".join(spans.read_buffers((1 << 20) + 100, 50)) == data[(1 << 20) + 100:(1 << 20) + 150]

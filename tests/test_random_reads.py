@@ -17,10 +17,11 @@ import shutil
 
 import pytest
 
-from streams.stream import BytesStream, Spans, Stream, bottom
+from streams.stream import Spans, bottom
 from tests.helpers.cli import image_repo
 from tests.helpers.countmount import counted_mount
 from tests.helpers.ntfs_images import _rand, build_image
+from tests.helpers.streams import ShiftedLayer, ViewBytes
 
 needs_tools = pytest.mark.skipif(
     any(shutil.which(t) is None for t in ("mkntfs", "ntfs-3g", "qemu-img"))
@@ -66,35 +67,11 @@ def test_random_reads_of_a_big_file_skip_the_layers_below_the_volume(big_repo, t
     assert counts["vhdx_spans"] < 60 < reads, counts
 
 
-class _Layer(Stream):
-    """A stream over ``base`` shifted by ``shift`` that says so (``span``), counting how
-    often it is asked (a partition or a VHDX over the stored file)."""
-
-    def __init__(self, base: Stream, shift: int):
-        self.base, self.shift = base, shift
-        self.size, self.name = base.size - shift, "layer"
-        self.asked = 0
-
-    def _read(self, offset, length):
-        return self.base.read(self.shift + offset, length)
-
-    def _span(self, offset, length):
-        self.asked += 1
-        return self.base, self.shift + offset
-
-
-class _Held(BytesStream):
-    """Bytes that hand out views (as a stored file's decoded chunks do)."""
-
-    def views(self, offset, length, sequential=False):
-        return iter([memoryview(self._data)[offset:offset + length]])
-
-
 def test_bottom_steps_from_a_volume_with_spans_to_the_stored_file():
-    held = _Held(bytes(range(256)) * (32 << 10))   # 8 MiB, as a stored file
-    vhdx = _Layer(held, 4096)
-    volume = _Layer(vhdx, 1 << 20)                 # a partition at 1 MiB
-    file = _Layer(volume, 8192)                    # a file's run on the volume
+    held = ViewBytes(bytes(range(256)) * (32 << 10))   # 8 MiB, as a stored file
+    vhdx = ShiftedLayer(held, 4096)
+    volume = ShiftedLayer(vhdx, 1 << 20)                 # a partition at 1 MiB
+    file = ShiftedLayer(volume, 8192)                    # a file's run on the volume
     spans = Spans.on(volume)
     assert Spans.on(volume) is spans and volume.spans is spans and file.spans is None
     offsets = [(i * 37 % 1000) * 4096 for i in range(300)]   # inside the first 4 MiB

@@ -21,6 +21,7 @@ from rpfs.store import Repository, StoreOptions
 from rpfs.store.cache import ChunkCache
 from rpfs.store.readahead import ChunkLoader
 from tests.helpers.ntfs_images import _rand, mftfrag_image
+from tests.helpers.streams import log_text
 
 MiB = 1 << 20
 
@@ -29,16 +30,12 @@ needs_ntfs = pytest.mark.skipif(
     reason="needs mkntfs and ntfs-3g (FUSE)")
 
 
-def _text(size: int) -> bytes:
-    return b"".join(b"line %08d of a log\n" % i for i in range(size // 20 + 1))[:size]
-
-
 @pytest.fixture(scope="module")
 def stored_text(tmp_path_factory):
     """A repository (1 MiB chunks of 64 KiB frames, the defaults) holding 4 MiB of text."""
     d = tmp_path_factory.mktemp("hint")
     (d / "vm").mkdir()
-    data = _text(4 * MiB)
+    data = log_text(4 * MiB)
     (d / "vm" / "log.txt").write_bytes(data)
     with Repository.init(d / "repo") as r:
         backup(r, [str(d / "vm")], time="2024-01-01T00:00:00Z", show_progress=False)

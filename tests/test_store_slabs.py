@@ -14,13 +14,10 @@ from rpfs.backup import backup
 from rpfs.store import Repository, StoreOptions
 from rpfs.store.slabs import SLAB, Slabs
 from streams.errors import IntegrityError
+from tests.helpers.streams import log_text
 
 MiB = 1 << 20
 CHUNKS = 8
-
-
-def _text(size: int) -> bytes:
-    return b"".join(b"line %08d of a log\n" % i for i in range(size // 20 + 1))[:size]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +25,7 @@ def stored(tmp_path_factory):
     """A repository (1 MiB chunks of 64 KiB zstd frames, the defaults) holding 8 MiB of text."""
     d = tmp_path_factory.mktemp("slabs")
     (d / "vm").mkdir()
-    data = _text(CHUNKS * MiB)
+    data = log_text(CHUNKS * MiB)
     (d / "vm" / "log.txt").write_bytes(data)
     with Repository.init(d / "repo") as r:
         backup(r, [str(d / "vm")], time="2024-01-01T00:00:00Z", show_progress=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import threading
 
-from streams.stream import DATA, ZERO, Stream, is_zero
+from streams.stream import DATA, ZERO, BytesStream, Stream, is_zero
 
 MiB = 1 << 20
 
@@ -97,3 +97,39 @@ class LineCounter:
         import sys
         sys.settrace(self._previous)
         threading.settrace(self._previous)
+
+
+class ShiftedLayer(Stream):
+    """A stream over ``base`` shifted by ``shift`` bytes that says so (``span``), counting
+    how often it is asked (``asked``): a partition or a VHDX over a stored file, as a test of
+    ``streams.stream.Spans`` and ``bottom``. A range across ``edge`` is not one piece of the
+    stream below (as a VHDX block edge)."""
+
+    def __init__(self, base: Stream, shift: int, edge: int | None = None):
+        self.base, self.shift, self.edge = base, shift, edge
+        self.size, self.name = base.size - shift, "layer"
+        self.asked = 0
+
+    def _read(self, offset, length):
+        return self.base.read(self.shift + offset, length)
+
+    def _span(self, offset, length):
+        self.asked += 1
+        if self.edge is not None and offset < self.edge < offset + length:
+            return None
+        return self.base, self.shift + offset
+
+
+class ViewBytes(BytesStream):
+    """Bytes that hand out views, decoded in memory (as a stored file's cached chunks)."""
+
+    def views(self, offset, length, sequential=False):
+        return iter([memoryview(self._data)[offset:offset + length]])
+
+    def cached_views(self, offset, length):
+        return [memoryview(self._data)[offset:offset + length]]
+
+
+def log_text(size: int) -> bytes:
+    """``size`` bytes of numbered log lines (compressible, every chunk different)."""
+    return b"".join(b"line %08d of a log\n" % i for i in range(size // 20 + 1))[:size]
