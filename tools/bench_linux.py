@@ -39,7 +39,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tools.bench_mount import detach_loop, drop_caches, run, unmount, wait_mounted  # noqa: E402
-from tools.bench_peers import BIG, BIG_SIZE, SMALL_FILES, small_files, timed  # noqa: E402
+from tools.bench_peers import BIG, BIG_SIZE, SMALL_FILES, built_once, small_files, timed  # noqa: E402
 
 CACHE = REPO / ".cache" / "bench_linux"
 MiB = 1 << 20
@@ -64,63 +64,55 @@ def rpfs_cmd(*args) -> list:
 
 def build_data(fs: str = "ext4") -> dict:
     root = CACHE / (f"v{DATA_VERSION}" if fs == "ext4" else f"v{DATA_VERSION}-{fs}")
-    info = root / "data.json"
-    if info.exists():
-        return json.loads(info.read_text())
+    return built_once(root, lambda tmp: _make_data(tmp, root, fs))
+
+
+def _make_data(tmp: Path, root: Path, fs: str) -> dict:
     from tools.fixtures.content import Content
     from tools.fixtures.linux import mounted
 
-    tmp = CACHE / f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        t0 = time.monotonic()
-        offset, size = MiB, DISK_SIZE - 2 * MiB
-        vol = tmp / "volume.img"
-        with open(vol, "wb") as f:
-            f.truncate(size)
-        run([*MKFS[fs], vol])
-        log(f"writing the files through the kernel's {fs}")
-        with mounted(vol, tmp / "mnt") as mnt:
-            for name, kind in BIG.items():
-                with open(mnt / name, "wb") as f:
-                    for chunk in Content(kind, BIG_SIZE, 1).chunks(4 * MiB):
-                        f.write(chunk)
-            for rel, n, seed in small_files():
-                p = mnt / rel
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(Content("text" if seed % 2 else "random", n, seed).bytes())
-            big = mnt / "bigdir"
-            big.mkdir()
-            fd = os.open(big, os.O_RDONLY)
-            for i in range(BIGDIR):
-                os.close(os.open(f"entry-{i:06d}.dat", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
-            os.close(fd)
-        (tmp / "mnt").rmdir()
-        raw = tmp / "disk.raw"
-        with open(raw, "wb") as f:
-            f.truncate(DISK_SIZE)
-        run(["sgdisk", "-n", f"1:{offset // 512}:{(offset + size) // 512 - 1}", "-t", "1:8300", raw])
-        run(["dd", f"if={vol}", f"of={raw}", "bs=4M", f"seek={offset}", "oflag=seek_bytes",
-             "conv=sparse,notrunc", "status=none"])
-        vol.unlink()
-        image = tmp / "bench.vhdx"
-        run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic",
-             raw, image], timeout=1800)
-        raw.unlink()
-        log("rpfs backup of the VHDX")
-        repo = tmp / "repo"
-        run(rpfs_cmd("init", repo), cwd=REPO)
-        run(rpfs_cmd("backup", repo, image, "--vm", VM), cwd=REPO, timeout=1800)
-        d = {"fs": fs, "image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
-             "partition": {"offset": offset, "size": size},
-             "built_seconds": round(time.monotonic() - t0, 1)}
-        (tmp / "data.json").write_text(json.dumps(d, indent=1))
-        shutil.rmtree(root, ignore_errors=True)
-        os.rename(tmp, root)
-        return d
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.monotonic()
+    offset, size = MiB, DISK_SIZE - 2 * MiB
+    vol = tmp / "volume.img"
+    with open(vol, "wb") as f:
+        f.truncate(size)
+    run([*MKFS[fs], vol])
+    log(f"writing the files through the kernel's {fs}")
+    with mounted(vol, tmp / "mnt") as mnt:
+        for name, kind in BIG.items():
+            with open(mnt / name, "wb") as f:
+                for chunk in Content(kind, BIG_SIZE, 1).chunks(4 * MiB):
+                    f.write(chunk)
+        for rel, n, seed in small_files():
+            p = mnt / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(Content("text" if seed % 2 else "random", n, seed).bytes())
+        big = mnt / "bigdir"
+        big.mkdir()
+        fd = os.open(big, os.O_RDONLY)
+        for i in range(BIGDIR):
+            os.close(os.open(f"entry-{i:06d}.dat", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
+        os.close(fd)
+    (tmp / "mnt").rmdir()
+    raw = tmp / "disk.raw"
+    with open(raw, "wb") as f:
+        f.truncate(DISK_SIZE)
+    run(["sgdisk", "-n", f"1:{offset // 512}:{(offset + size) // 512 - 1}", "-t", "1:8300", raw])
+    run(["dd", f"if={vol}", f"of={raw}", "bs=4M", f"seek={offset}", "oflag=seek_bytes",
+         "conv=sparse,notrunc", "status=none"])
+    vol.unlink()
+    image = tmp / "bench.vhdx"
+    run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "vhdx", "-o", "subformat=dynamic",
+         raw, image], timeout=1800)
+    raw.unlink()
+    log("rpfs backup of the VHDX")
+    repo = tmp / "repo"
+    run(rpfs_cmd("init", repo), cwd=REPO)
+    run(rpfs_cmd("backup", repo, image, "--vm", VM), cwd=REPO, timeout=1800)
+    d = {"fs": fs, "image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
+         "partition": {"offset": offset, "size": size},
+         "built_seconds": round(time.monotonic() - t0, 1)}
+    return d
 
 
 class Mounts:

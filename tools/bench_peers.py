@@ -59,6 +59,7 @@ nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import compileall
 import json
 import os
@@ -114,58 +115,71 @@ def small_files() -> list[tuple[str, int, int]]:
     return out
 
 
-def build_data() -> dict:
-    """The VHDX and the repository holding it (built once, then reused)."""
-    root = CACHE / f"v{DATA_VERSION}"
+def built_once(root: Path, make: Callable[[Path], dict], prefix: str = ".tmp") -> dict:
+    """The data made by ``make(tmp)`` into ``root``, built once: ``make`` fills a fresh
+    temporary directory beside ``root`` and returns what describes it (paths as they will be
+    under ``root``), which is kept as ``root/data.json``; the directory then becomes ``root``
+    in one rename, so a build cut short leaves nothing that looks finished."""
     info = root / "data.json"
     if info.exists():
         return json.loads(info.read_text())
+    tmp = root.parent / f"{prefix}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        d = make(tmp)
+        (tmp / "data.json").write_text(json.dumps(d, indent=1))
+        shutil.rmtree(root, ignore_errors=True)
+        os.rename(tmp, root)
+        return d
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_data() -> dict:
+    """The VHDX and the repository holding it (built once, then reused)."""
+    root = CACHE / f"v{DATA_VERSION}"
+    return built_once(root, lambda tmp: _make_data(tmp, root))
+
+
+def _make_data(tmp: Path, root: Path) -> dict:
     from tools.fixtures.content import Content
     from tools.fixtures.disk import convert, copy_sparse, write_gpt
     from tools.fixtures.ntfs import mkntfs, mounted
 
-    tmp = CACHE / f".tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        t0 = time.monotonic()
-        part = {"type": "basic", "number": 1, "offset": MiB, "size": DISK_SIZE - 2 * MiB}
-        vol = tmp / "volume.img"
-        mkntfs(vol, part["size"], cluster=4096, sector=512, label="BENCH",
-               hidden_sectors=part["offset"] // 512, serial=0x8B3C8B3C8B3C8B3C)
-        log("writing the files into the NTFS volume (ntfs-3g)")
-        with mounted(vol, tmp / "mnt") as mnt:
-            for name, kind in BIG.items():
-                with open(mnt / name, "wb") as f:
-                    for chunk in Content(kind, BIG_SIZE, 1).chunks(4 * MiB):
-                        f.write(chunk)
-            for rel, size, seed in small_files():
-                p = mnt / rel
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(Content("text" if seed % 2 else "random", size, seed).bytes())
-        (tmp / "mnt").rmdir()
-        raw = tmp / "disk.raw"
-        with open(raw, "wb") as f:
-            f.truncate(DISK_SIZE)
-        write_gpt(raw, {"sector": 512, "size": DISK_SIZE, "name": "bench"}, [part])
-        copy_sparse(vol, raw, part["offset"])
-        vol.unlink()
-        image = tmp / "bench.vhdx"
-        convert(raw, "vhdx-dynamic-32M", image)
-        raw.unlink()
-        log("rpfs backup of the VHDX")
-        repo = tmp / "repo"
-        run(rpfs_cmd("init", repo), cwd=REPO)
-        run(rpfs_cmd("backup", repo, image, "--vm", VM), cwd=REPO, timeout=1800)
-        d = {"image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
-             "disk": "bench", "partition": part, "built_seconds": round(time.monotonic() - t0, 1)}
-        (tmp / "data.json").write_text(json.dumps(d, indent=1))
-        shutil.rmtree(root, ignore_errors=True)
-        os.rename(tmp, root)
-        log(f"data built in {d['built_seconds']} s: {root}")
-        return d
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.monotonic()
+    part = {"type": "basic", "number": 1, "offset": MiB, "size": DISK_SIZE - 2 * MiB}
+    vol = tmp / "volume.img"
+    mkntfs(vol, part["size"], cluster=4096, sector=512, label="BENCH",
+           hidden_sectors=part["offset"] // 512, serial=0x8B3C8B3C8B3C8B3C)
+    log("writing the files into the NTFS volume (ntfs-3g)")
+    with mounted(vol, tmp / "mnt") as mnt:
+        for name, kind in BIG.items():
+            with open(mnt / name, "wb") as f:
+                for chunk in Content(kind, BIG_SIZE, 1).chunks(4 * MiB):
+                    f.write(chunk)
+        for rel, size, seed in small_files():
+            p = mnt / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(Content("text" if seed % 2 else "random", size, seed).bytes())
+    (tmp / "mnt").rmdir()
+    raw = tmp / "disk.raw"
+    with open(raw, "wb") as f:
+        f.truncate(DISK_SIZE)
+    write_gpt(raw, {"sector": 512, "size": DISK_SIZE, "name": "bench"}, [part])
+    copy_sparse(vol, raw, part["offset"])
+    vol.unlink()
+    image = tmp / "bench.vhdx"
+    convert(raw, "vhdx-dynamic-32M", image)
+    raw.unlink()
+    log("rpfs backup of the VHDX")
+    repo = tmp / "repo"
+    run(rpfs_cmd("init", repo), cwd=REPO)
+    run(rpfs_cmd("backup", repo, image, "--vm", VM), cwd=REPO, timeout=1800)
+    d = {"image": str(root / "bench.vhdx"), "repo": str(root / "repo"),
+         "disk": "bench", "partition": part, "built_seconds": round(time.monotonic() - t0, 1)}
+    log(f"data built in {d['built_seconds']} s: {root}")
+    return d
 
 
 def build_system() -> dict:
@@ -513,39 +527,29 @@ BL_FILE = 256 * MiB
 def build_bitlocker() -> dict:
     """A plain NTFS volume holding one 256 MiB random file, and the same volume encrypted
     with AES-CBC 128 + Elephant by the factory's BitLocker writer (built once)."""
+    root = CACHE / "bitlocker-v1"
+    return built_once(root, lambda tmp: _make_bitlocker(tmp, root), ".tmp-bl")
+
+
+def _make_bitlocker(tmp: Path, root: Path) -> dict:
     from tools.bench_bitlocker import METHODS as BL_METHODS
     from tools.fixtures import bitlocker as blfx
     from tools.fixtures.ntfs import mkntfs, mounted
 
-    root = CACHE / "bitlocker-v1"
-    info = root / "data.json"
-    if info.exists():
-        return json.loads(info.read_text())
-    tmp = CACHE / f".tmp-bl-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        plain = tmp / "plain.img"
-        mkntfs(plain, BL_FILE + 64 * MiB, cluster=4096, sector=512, label="bench",
-               hidden_sectors=2048, serial=0x1234)
-        with mounted(plain, tmp / "mnt") as mnt:
-            with open(mnt / "random.bin", "wb") as f:
-                for _ in range(BL_FILE // MiB):
-                    f.write(os.urandom(MiB))
-        (tmp / "mnt").rmdir()
-        log("encrypting the volume (AES-CBC 128 + Elephant)")
-        enc = blfx.encrypt_volume(plain, tmp / "elephant128.img", method=BL_METHODS["elephant128"],
-                                  protectors=("recovery",))
-        (tmp / "elephant128.keys").write_text(enc["recovery_password"] + "\n")
-        d = {"plain": str(root / "plain.img"), "elephant": str(root / "elephant128.img"),
-             "keys": str(root / "elephant128.keys"), "file": "random.bin"}
-        info_tmp = tmp / "data.json"
-        info_tmp.write_text(json.dumps(d, indent=1))
-        shutil.rmtree(root, ignore_errors=True)
-        os.rename(tmp, root)
-        return d
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    plain = tmp / "plain.img"
+    mkntfs(plain, BL_FILE + 64 * MiB, cluster=4096, sector=512, label="bench",
+           hidden_sectors=2048, serial=0x1234)
+    with mounted(plain, tmp / "mnt") as mnt:
+        with open(mnt / "random.bin", "wb") as f:
+            for _ in range(BL_FILE // MiB):
+                f.write(os.urandom(MiB))
+    (tmp / "mnt").rmdir()
+    log("encrypting the volume (AES-CBC 128 + Elephant)")
+    enc = blfx.encrypt_volume(plain, tmp / "elephant128.img", method=BL_METHODS["elephant128"],
+                              protectors=("recovery",))
+    (tmp / "elephant128.keys").write_text(enc["recovery_password"] + "\n")
+    return {"plain": str(root / "plain.img"), "elephant": str(root / "elephant128.img"),
+            "keys": str(root / "elephant128.keys"), "file": "random.bin"}
 
 
 BL_VMS = {"elephant": "elephant", "plain": "plain"}   # side -> the VM holding its image
@@ -557,25 +561,16 @@ def build_bitlocker_repo() -> dict:
     into its own directory (the images' ``bitlocker-v1`` stays as it is)."""
     images = build_bitlocker()
     root = CACHE / "bitlocker-v2"
-    info = root / "data.json"
-    if info.exists():
-        return json.loads(info.read_text())
-    tmp = CACHE / f".tmp-bl2-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def make(tmp: Path) -> dict:
         log("rpfs backup of the two BitLocker bench images")
         run(rpfs_cmd("init", tmp / "repo"), cwd=REPO)
         for side, vm in BL_VMS.items():
             run(rpfs_cmd("backup", tmp / "repo", images[side], "--vm", vm, "--index", "now",
                          "--keys", images["keys"]), cwd=REPO, timeout=1800)
-        d = {**images, "repo": str(root.resolve() / "repo"), "vms": BL_VMS}
-        (tmp / "data.json").write_text(json.dumps(d, indent=1))
-        shutil.rmtree(root, ignore_errors=True)
-        os.rename(tmp, root)
-        return d
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return {**images, "repo": str(root.resolve() / "repo"), "vms": BL_VMS}
+
+    return built_once(root, make, ".tmp-bl2")
 
 
 BL_READ = "read 256 MiB file, BitLocker Elephant vs plain volume"
