@@ -278,7 +278,9 @@ class Operations:
         """Answer request ``r`` (a tuple from ``Session.process``) exactly once: a reply,
         or its errno; anything unexpected, in the handler or the reply, is EIO."""
         op, req = r[0], r[1]
-        if op == ll.READ and r[2] & NUMBERED and req:   # (op, req, inode, size, offset)
+        # (op, req, inode, size, offset); a file with a stream of its own (not a plain small
+        # file) is read through it: ``read`` takes it at once, without looking for a place
+        if op == ll.READ and r[2] & NUMBERED and req and r[2] not in self._streams:
             data = self._read_from_memory(r[2], r[4], r[3])
             if data is not None:
                 try:
