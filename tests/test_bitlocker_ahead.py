@@ -11,36 +11,14 @@ import random
 
 import pytest
 
-from formats.bitlocker import KeyRing, ahead, open_volume
-from formats.bitlocker.keys import Key, recovery_key
+from formats.bitlocker import ahead, open_volume
 from ntfs_reader.volume import Volume
 from streams.errors import FormatError, LockedError, RpfsError
 from streams.stream import FileStream, Stream
+from tests.helpers.bitlocker import every_volume, recovery
 from tools.fixtures import bitlocker as blfx
-from tools.fixtures import dissect_fve_images as dfx
 
 KiB, MiB = 1 << 10, 1 << 20
-
-
-def recovery(text: str) -> KeyRing:
-    return KeyRing([Key("recovery password", recovery_key(text), 1)])
-
-
-def every_volume(bitlk_images_dir, dissect_fve_dir, bl) -> dict:
-    """name -> the opened volume, for every BitLocker image of the suite."""
-    d, conf = bitlk_images_dir
-    vols = {}
-    for name, c in sorted(conf.items()):
-        vols[name] = open_volume(FileStream(d / f"{name}.img"), recovery(c["RP"]))
-    vols["dissect eow_partial"] = open_volume(
-        FileStream(dissect_fve_dir / "eow_partial.img"),
-        KeyRing([Key("password", dfx.PASSWORD.encode("utf-16-le"), 1)]))
-    vols["dissect vista"] = open_volume(FileStream(dissect_fve_dir / "vista.img"),
-                                        recovery(dfx.VISTA_RECOVERY))
-    for name, v in sorted(bl.volumes.items()):
-        vols[f"factory {name}"] = open_volume(FileStream(v.image),
-                                              recovery(v.info["recovery_password"]))
-    return vols
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ from hypothesis import given, settings, strategies as st
 from formats.bitlocker import fvecrypt
 from formats.bitlocker.cipher import SLICE, SectorCipher
 from formats.bitlocker.metadata import METHODS
+from streams.errors import RpfsError
+from tests.helpers.bitlocker import every_volume, python_only
+from tools.fixtures import bitlocker as blfx
 
 native = pytest.mark.skipif(not fvecrypt.NATIVE, reason="formats.bitlocker._fvecrypt not built")
 
@@ -143,44 +146,138 @@ def test_the_cpus_vector_paths_are_built_and_the_widest_is_used():
                                       bytes(32), 512, "no-such-path")
 
 
-SECTOR_SIZES = [64, 96, 512, 1024, 4096]  # 96: a size no SIMD block divides evenly
+SECTOR_SIZES = [64, 96, 208, 512, 1024, 4096]  # 96, 208: sizes no SIMD block divides evenly (208: nor 32)
+
+
+ELEPHANT = [m for m in sorted(METHODS) if METHODS[m][1] == "cbc-elephant"]
+# (Elephant path, AES path): every combination this CPU runs through cbc_elephant_sectors,
+# and (path, None) for the one without AES instructions (cryptography, cbc_elephant_decrypt)
+ELEPHANT_PATHS = [(p, a) for p in fvecrypt.PATHS for a in fvecrypt.AES_PATHS] + \
+    [(p, None) for p in fvecrypt.PATHS]
+
+
+def on_path(mp: pytest.MonkeyPatch, path: str, aes: str | None) -> None:
+    """SectorCipher with Elephant path ``path`` and AES path ``aes`` (None: no AES
+    instructions, so cryptography's AES and cbc_elephant_decrypt on ``path``)."""
+    mp.setattr(fvecrypt, "cbc_elephant_decrypt",
+               functools.partial(fvecrypt.cbc_elephant_decrypt, path=path))
+    if aes is None:
+        mp.setattr(fvecrypt, "AES_PATHS", ())
+    else:
+        mp.setattr(fvecrypt, "cbc_elephant_sectors",
+                   functools.partial(fvecrypt.cbc_elephant_sectors, path=path, aes=aes))
 
 
 @native
-@pytest.mark.parametrize("path", fvecrypt.PATHS)
+@pytest.mark.parametrize("path,aes", ELEPHANT_PATHS)
 @settings(max_examples=25, deadline=None)
 @given(data=st.data())
-def test_each_path_decrypts_random_sectors_as_the_twin_does(path, data):
+def test_each_path_decrypts_random_sectors_as_the_twin_does(path, aes, data):
     """Differential: random key, sector size, first sector number and sector count read
-    through SectorCipher with C path ``path`` and with the Python twin give the same bytes,
-    and those are what the writer encrypted."""
+    through SectorCipher with C paths ``path`` and ``aes`` and with the Python twins give the
+    same bytes, and those are what the writer encrypted."""
     ss = data.draw(st.sampled_from(SECTOR_SIZES), "sector size")
     count = data.draw(st.integers(1, max(1, (24 << 10) // ss)), "sectors")
     sector = data.draw(st.integers(0, (1 << 40) - 1), "first sector")
     fvek = data.draw(st.binary(min_size=64, max_size=64), "FVEK")
-    method = data.draw(st.sampled_from([m for m in METHODS if METHODS[m][1] == "cbc-elephant"]))
+    method = data.draw(st.sampled_from(ELEPHANT))
     c = SectorCipher(method, fvek, ss)
     plain = random.Random(data.draw(st.integers(0, 2 ** 64), "plaintext seed")).randbytes(ss * count)
     enc = c.encrypt(plain, sector * ss)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fvecrypt, "cbc_elephant_decrypt",
-                   functools.partial(fvecrypt.cbc_elephant_decrypt, path=path))
+        on_path(mp, path, aes)
         got = bytearray(len(enc))
         c.decrypt_into(enc, sector * ss, got)
-        mp.setattr(fvecrypt, "cbc_elephant_decrypt", fvecrypt.py_cbc_elephant_decrypt)
+    with pytest.MonkeyPatch.context() as mp:
+        python_only(mp)
         assert c.decrypt(enc, sector * ss) == got == plain
 
 
-@pytest.mark.parametrize("method", [m for m in sorted(METHODS) if METHODS[m][1] == "cbc-elephant"])
+@native
+@pytest.mark.skipif(not fvecrypt.AES_PATHS, reason="this CPU has no AES instructions")
+@pytest.mark.parametrize("path", fvecrypt.PATHS)
+@pytest.mark.parametrize("aes", fvecrypt.AES_PATHS)
+@pytest.mark.parametrize("klen", [16, 32])
+def test_elephant_from_ciphertext_equals_its_twin(path, aes, klen):
+    """cbc_elephant_sectors (IVs, sector keys, AES, chaining, diffusers, sector key, 16
+    sectors at a time) equals its Python twin on random keys, sector sizes, offsets and
+    sector counts around its group of 16, into a separate buffer (nothing written past the
+    sectors) and in place; and on mutated ciphertext (one bit flipped: the sector differs)."""
+    rnd = random.Random(f"{path}{aes}{klen}")
+    for ss in SECTOR_SIZES + [4096 - 16]:
+        for count in (1, 8, 15, 16, 17, 33, 41):
+            key, tweak = rnd.randbytes(klen), rnd.randbytes(klen)
+            offset = rnd.randrange(1 << 44) * ss
+            data = bytearray(rnd.randbytes(ss * count))
+            for mutate in (False, True):
+                if mutate:
+                    bit = rnd.randrange(8 * len(data))
+                    data[bit >> 3] ^= 1 << (bit & 7)
+                want = bytearray(len(data))
+                fvecrypt.py_cbc_elephant_sectors(want, data, offset, key, tweak, ss)
+                got = bytearray(len(data) + 7)
+                fvecrypt.cbc_elephant_sectors(got, data, offset, key, tweak, ss, path, aes)
+                assert got[:len(data)] == want and got[len(data):] == bytes(7), (ss, count)
+                in_place = bytearray(data)
+                fvecrypt.cbc_elephant_sectors(in_place, in_place, offset, key, tweak, ss,
+                                              path=path, aes=aes)
+                assert in_place == want, (ss, count)
+                if mutate:
+                    assert want[bit // 8 // ss * ss:][:ss] != before[bit // 8 // ss * ss:][:ss]
+                before = want
+    key = bytes(klen)
+    for bad in ((bytearray(512), bytes(511), 0, key, key, 512),      # not whole sectors
+                (bytearray(511), bytes(512), 0, key, key, 512),      # short output
+                (bytearray(512), bytes(512), 0, key[:15], key[:15], 512),
+                (bytearray(512), bytes(512), 0, key, bytes(48 - klen), 512),   # other lengths
+                (bytearray(8192), bytes(8192), 0, key, key, 8192)):  # sector over 4096
+        with pytest.raises(ValueError):
+            fvecrypt.cbc_elephant_sectors(*bad, path, aes)
+    for names in (("no-such-path", aes), (path, "no-such-aes")):
+        with pytest.raises(ValueError):
+            fvecrypt.cbc_elephant_sectors(bytearray(512), bytes(512), 0, key, key, 512, *names)
+
+
+@pytest.mark.parametrize("method", ELEPHANT)
 def test_elephant_sectors_same_through_c_and_python(method, monkeypatch):
     """Whole-volume reads of Elephant sectors (SectorCipher.decrypt_into) give the same
-    bytes with the one-pass extension and with the Python twin."""
+    bytes with the extension (all in C where the CPU has AES instructions) and with the
+    Python twins."""
     rnd = random.Random(method)
     c = SectorCipher(method, rnd.randbytes(64), 512)
     enc = rnd.randbytes(512 * 300)
     fast = c.decrypt(enc, 512 * 12345)
-    monkeypatch.setattr(fvecrypt, "cbc_elephant_decrypt", fvecrypt.py_cbc_elephant_decrypt)
+    python_only(monkeypatch)
     assert c.decrypt(enc, 512 * 12345) == fast
+
+
+def read_or_error(vol, offset: int, n: int):
+    try:
+        return vol.read(offset, n)
+    except RpfsError as e:
+        return type(e)
+
+
+@native
+def test_every_fixture_volume_same_through_c_and_python(bitlk_images_dir, dissect_fve_dir,
+                                                        small_fixtures):
+    """Differential over every BitLocker volume the suite has (Windows-written and the
+    factory's, every method): reads at the start, the end and seeded random places,
+    aligned and not, give the same bytes (or the same typed error) through the C paths and
+    through the Python twins with cryptography's AES."""
+    vols = every_volume(bitlk_images_dir, dissect_fve_dir, blfx.build(small_fixtures))
+    assert sum(v.meta.method in ELEPHANT for v in vols.values()) >= 5
+    rnd = random.Random(17)
+    decrypted = 0   # volumes that gave bytes other than zeros (used-space-only ones may not)
+    for name, vol in vols.items():
+        spots = [(0, 64 << 10), (vol.size - (48 << 10), 48 << 10), (12345, 7000)]
+        spots += [(rnd.randrange(vol.size - (64 << 10)) & ~511, 32 << 10) for _ in range(3)]
+        fast = [read_or_error(vol, at, n) for at, n in spots]
+        with pytest.MonkeyPatch.context() as mp:
+            python_only(mp)
+            assert [read_or_error(vol, at, n) for at, n in spots] == fast, name
+        decrypted += any(isinstance(b, bytes) and any(b) for b in fast)
+    assert decrypted >= len(vols) - 3 and len(vols) >= 30
 
 
 @native

@@ -19,6 +19,7 @@ from formats.bitlocker.metadata import read_metadata
 from rpfs.cli import main
 from streams.errors import FormatError, LockedError
 from streams.stream import FileStream
+from tests.helpers.bitlocker import python_only
 
 
 @pytest.fixture(scope="module")
@@ -207,16 +208,14 @@ def test_damaged_metadata(images, tmp_path, capsys):
 
 @pytest.mark.parametrize("name", ["bitlk-aes-cbc-elephant-128", "bitlk-aes-cbc-elephant-256"])
 def test_elephant_volumes_same_through_c_and_python(images, name, monkeypatch):
-    """Windows-written Elephant sectors decrypt to the same bytes through the one-pass C
-    extension and its Python twin (a sample: the twin is slow; the C path's whole volume
-    is checked against cryptsetup above)."""
-    from formats.bitlocker import fvecrypt
-
+    """Windows-written Elephant sectors decrypt to the same bytes through the C extension
+    and through its Python twins with cryptography's AES (a sample: the twins are slow; the
+    C path's whole volume is checked against cryptsetup above)."""
     d, conf = images
     vol = open_volume(FileStream(d / f"{name}.img"), KeyRing([protectors(d, conf[name])[-1][1]]))
     spots = [0, vol.size // 2 - (1 << 16), vol.size - (64 << 10)]
     fast = [vol.read(at, 64 << 10) for at in spots]
-    monkeypatch.setattr(fvecrypt, "cbc_elephant_decrypt", fvecrypt.py_cbc_elephant_decrypt)
+    python_only(monkeypatch)
     vol = open_volume(FileStream(d / f"{name}.img"), KeyRing([protectors(d, conf[name])[-1][1]]))
     assert [vol.read(at, 64 << 10) for at in spots] == fast
     assert any(any(b) for b in fast)

@@ -1,7 +1,8 @@
 /* The per-block arithmetic of BitLocker's ciphers (see fvecrypt.py for the Python twins):
  * XTS tweak sequence, CBC chaining XOR, and Elephant's diffuser with its sector key XOR;
  * and AES-ECB decryption where the CPU has AES instructions (else the caller uses the
- * `cryptography` package, as it does for all encryption). */
+ * `cryptography` package, as it does for all encryption), with which AES-CBC + Elephant
+ * sectors are decrypted from their ciphertext in one call (cbc_elephant_sectors). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
@@ -548,10 +549,9 @@ static __m128i key_step(__m128i k, __m128i t) {   /* t: the keygenassist word, b
 #define KEY_A(prev2, prev1, rcon) key_step(prev2, _mm_shuffle_epi32(_mm_aeskeygenassist_si128(prev1, rcon), 0xff))
 #define KEY_B(prev2, prev1) key_step(prev2, _mm_shuffle_epi32(_mm_aeskeygenassist_si128(prev1, 0), 0xaa))
 
-/* The decryption round keys of a 16- or 32-byte key into dk[0..nr]; returns nr (10 or 14). */
+/* The encryption round keys of a 16- or 32-byte key into rk[0..nr]; returns nr (10 or 14). */
 __attribute__((target("aes,sse2")))
-static int aes_dec_keys(const unsigned char *key, Py_ssize_t klen, __m128i *dk) {
-    __m128i rk[15];
+static int aes_enc_keys(const unsigned char *key, Py_ssize_t klen, __m128i *rk) {
     int nr;
     rk[0] = _mm_loadu_si128((const __m128i *)key);
     if (klen == 16) {
@@ -572,6 +572,15 @@ static int aes_dec_keys(const unsigned char *key, Py_ssize_t klen, __m128i *dk) 
         rk[12] = KEY_A(rk[10], rk[11], 0x20); rk[13] = KEY_B(rk[11], rk[12]);
         rk[14] = KEY_A(rk[12], rk[13], 0x40);
     }
+    return nr;
+}
+
+/* The decryption round keys (the equivalent inverse cipher's) of a 16- or 32-byte key into
+ * dk[0..nr]; returns nr. */
+__attribute__((target("aes,sse2")))
+static int aes_dec_keys(const unsigned char *key, Py_ssize_t klen, __m128i *dk) {
+    __m128i rk[15];
+    int nr = aes_enc_keys(key, klen, rk);
     dk[0] = rk[nr];
     for (int i = 1; i < nr; i++) dk[i] = _mm_aesimc_si128(rk[nr - i]);
     dk[nr] = rk[0];
@@ -599,6 +608,32 @@ static void ecb_aesni(const __m128i *dk, int nr, const unsigned char *in, unsign
         __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 16 * i)), dk[0]);
         for (int r = 1; r < nr; r++) b = _mm_aesdec_si128(b, dk[r]);
         _mm_storeu_si128((__m128i *)(out + 16 * i), _mm_aesdeclast_si128(b, dk[nr]));
+    }
+}
+
+/* AES-ECB encryption with AES-NI, 8 blocks in flight (``rk`` from aes_enc_keys): only for
+ * Elephant's IVs and sector keys, 3 blocks a sector, so no VAES path. */
+__attribute__((target("aes,sse2")))
+static void ecb_enc_aesni(const __m128i *rk, int nr, const unsigned char *in, unsigned char *out,
+                          Py_ssize_t blocks) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= blocks; i += 8) {
+        __m128i b[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            b[j] = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 16 * (i + j))), rk[0]);
+        for (int r = 1; r < nr; r++) {
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) b[j] = _mm_aesenc_si128(b[j], rk[r]);
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            _mm_storeu_si128((__m128i *)(out + 16 * (i + j)), _mm_aesenclast_si128(b[j], rk[nr]));
+    }
+    for (; i < blocks; i++) {
+        __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(in + 16 * i)), rk[0]);
+        for (int r = 1; r < nr; r++) b = _mm_aesenc_si128(b, rk[r]);
+        _mm_storeu_si128((__m128i *)(out + 16 * i), _mm_aesenclast_si128(b, rk[nr]));
     }
 }
 
@@ -643,6 +678,98 @@ static void pick_aes(void) {
 #endif
 }
 
+/* The AES path named ``name`` (NULL: the best), or -1 with ValueError */
+static int find_aes(const char *name) {
+#ifdef X86_SIMD
+    for (int i = 0; i < NAES; i++)
+        if (aes_ok[i] && (!name || !strcmp(name, AES_PATHS[i].name))) return i;
+#endif
+    PyErr_Format(PyExc_ValueError, "no AES path %s on this CPU/build", name ? name : "at all");
+    return -1;
+}
+
+#ifdef X86_SIMD
+/* AES-CBC + Elephant decryption of ``count`` sectors of ciphertext ``ct``, the first at byte
+ * ``offset`` of the volume, into ``out`` (may be ``ct``), GROUP sectors at a time so that a
+ * group's ECB output (8 KiB of 512-byte sectors) is still in L1 when the diffusers read it:
+ * the group's IVs (AES of each sector's offset under the data key ``ek``) and sector keys
+ * (AES of the offset and of the offset with byte 15 = 0x80 under the tweak key ``tk``), its
+ * AES-ECB decryption (``aes``, round keys ``dk``), then the CBC chaining, both diffusers and
+ * the sector key in one pass (``undiffuse`` with ``path``). A group's ciphertext is all read
+ * before any of its output is written. */
+#define GROUP 16
+static void cbc_elephant_groups(int path, int aes, const __m128i *dk, const __m128i *ek,
+                                const __m128i *tk, int nr, const unsigned char *ct,
+                                unsigned char *out, Py_ssize_t count, Py_ssize_t ss,
+                                uint64_t offset) {
+    static __thread unsigned char ecb[GROUP * 4096] __attribute__((aligned(64)));
+    unsigned char pt[GROUP * 32], ivs[GROUP * 16], keys[GROUP * 32];
+    for (Py_ssize_t s0 = 0; s0 < count; s0 += GROUP) {
+        Py_ssize_t g = count - s0 < GROUP ? count - s0 : GROUP;
+        const unsigned char *c = ct + s0 * ss;
+        for (Py_ssize_t l = 0; l < g; l++) {
+            uint64_t v = offset + (uint64_t)(s0 + l) * (uint64_t)ss;
+            wr64(pt + 16 * l, v); wr64(pt + 16 * l + 8, 0);
+        }
+        ecb_enc_aesni(ek, nr, pt, ivs, g);
+        for (Py_ssize_t l = 0; l < g; l++) {
+            uint64_t v = offset + (uint64_t)(s0 + l) * (uint64_t)ss;
+            wr64(pt + 32 * l, v); wr64(pt + 32 * l + 8, 0);
+            wr64(pt + 32 * l + 16, v); wr64(pt + 32 * l + 24, (uint64_t)1 << 63);
+        }
+        ecb_enc_aesni(tk, nr, pt, keys, 2 * g);
+        AES_PATHS[aes].fn(dk, nr, c, ecb, g * ss / 16);
+        undiffuse(path, ecb, out + s0 * ss, g, ss, keys, c, ivs);
+    }
+}
+#endif
+
+/* cbc_elephant_sectors(out, data, offset, key, tweak_key, sector_size, path=None, aes=None):
+ * whole sectors of AES-CBC + Elephant ciphertext ``data``, the first at byte ``offset`` of
+ * the volume, decrypted into ``out`` (may be ``data``) under the FVEK's 16- or 32-byte
+ * ``key`` and ``tweak_key``: IVs, sector keys, AES, CBC chaining, diffusers and sector key
+ * XOR, 16 sectors at a time, the GIL released. ``path`` names one of paths(), ``aes`` one
+ * of aes_paths() (tests). ValueError when this CPU has no AES instructions (the caller then
+ * uses cryptography and cbc_elephant_decrypt). */
+static PyObject *cbc_elephant_sectors(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *names[] = {"out", "data", "offset", "key", "tweak_key", "sector_size", "path",
+                            "aes", NULL};
+    Py_buffer out, data, key, tweak;
+    unsigned long long offset;
+    Py_ssize_t ss;
+    const char *name = NULL, *aes_name = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "w*y*Ky*y*n|zz", names, &out, &data, &offset,
+                                     &key, &tweak, &ss, &name, &aes_name))
+        return NULL;
+    PyObject *res = NULL;
+    int path = find_path(name), aes = path < 0 ? -1 : find_aes(aes_name);
+    if (aes < 0 || check_sectors(data.len, ss) < 0)
+        goto done;
+    if (ss > 4096 || out.len < data.len || (key.len != 16 && key.len != 32) ||
+        tweak.len != key.len) {
+        PyErr_SetString(PyExc_ValueError, "sector larger than 4096, short output, or keys "
+                        "not both 16 or both 32 bytes");
+        goto done;
+    }
+#ifdef X86_SIMD
+    {
+        __m128i dk[15], ek[15], tk[15];
+        int nr = aes_dec_keys(key.buf, key.len, dk);
+        aes_enc_keys(key.buf, key.len, ek);
+        aes_enc_keys(tweak.buf, tweak.len, tk);
+        Py_BEGIN_ALLOW_THREADS
+        cbc_elephant_groups(path, aes, dk, ek, tk, nr, data.buf, out.buf, data.len / ss, ss, offset);
+        Py_END_ALLOW_THREADS
+    }
+#endif
+    res = Py_None;
+    Py_INCREF(res);
+done:
+    PyBuffer_Release(&out); PyBuffer_Release(&data); PyBuffer_Release(&key);
+    PyBuffer_Release(&tweak);
+    return res;
+}
+
 /* ecb_decrypt(out, data, key, path=None): AES-ECB decryption of ``data`` (whole 16-byte
  * blocks; ``out`` may be ``data``) under a 16- or 32-byte ``key`` into ``out``. ValueError
  * when this CPU has no AES instructions (aes_paths() is then empty). */
@@ -653,15 +780,9 @@ static PyObject *ecb_decrypt(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "w*y*y*|z", names, &out, &data, &key, &name))
         return NULL;
     PyObject *res = NULL;
-    int path = -1;
-#ifdef X86_SIMD
-    for (int i = 0; i < NAES; i++)
-        if (aes_ok[i] && (name ? !strcmp(name, AES_PATHS[i].name) : path < 0)) { path = i; break; }
-#endif
-    if (path < 0) {
-        PyErr_Format(PyExc_ValueError, "no AES path %s on this CPU/build", name ? name : "at all");
+    int path = find_aes(name);
+    if (path < 0)
         goto done;
-    }
     if (data.len % 16 || out.len < data.len || (key.len != 16 && key.len != 32)) {
         PyErr_SetString(PyExc_ValueError, "data not whole blocks, short output, or a key "
                         "neither 16 nor 32 bytes");
@@ -734,6 +855,9 @@ static PyMethodDef methods[] = {
     {"cbc_elephant_decrypt", (PyCFunction)(void (*)(void))cbc_elephant_decrypt,
      METH_VARARGS | METH_KEYWORDS,
      "CBC chaining, Elephant diffusers and sector keys in one pass, into a buffer"},
+    {"cbc_elephant_sectors", (PyCFunction)(void (*)(void))cbc_elephant_sectors,
+     METH_VARARGS | METH_KEYWORDS,
+     "AES-CBC + Elephant sectors decrypted from their ciphertext, 16 at a time, in C"},
     {"blank", blank, METH_VARARGS, "a bytearray of n bytes, not zero-filled"},
     {"ecb_decrypt", (PyCFunction)(void (*)(void))ecb_decrypt, METH_VARARGS | METH_KEYWORDS,
      "AES-ECB decryption with the CPU's AES instructions, the GIL released"},

@@ -3,7 +3,10 @@
 Every method works on whole sectors whose IV/tweak comes from the sector's byte offset in
 the volume (XTS: offset / sector size; CBC: AES of the offset). A read of many sectors
 costs one AES-ECB call over the whole buffer plus the C helpers in ``fvecrypt`` — not one
-cipher object per sector, which would cap throughput far below the disk's.
+cipher object per sector, which would cap throughput far below the disk's. AES-CBC +
+Elephant on a CPU with AES instructions is one C call for the whole read
+(``fvecrypt.cbc_elephant_sectors``: IVs, sector keys, AES and diffusers, 16 sectors at a
+time); without them, the AES is cryptography's and the rest ``cbc_elephant_decrypt``.
 """
 
 from __future__ import annotations
@@ -124,6 +127,11 @@ class SectorCipher:
         512-byte sectors, load 9)."""
         count = self._check(data, offset)
         if count == 0:
+            return
+        if self.mode == "cbc-elephant" and fvecrypt.AES_PATHS:   # in C, 16 sectors at a time:
+            # 0.142 -> 0.114-0.125 ms/MiB of CPU (1 MiB reads, 512-byte sectors, load 5)
+            fvecrypt.cbc_elephant_sectors(out, data, offset, self.key, self.tweak_key,
+                                          self.sector_size)
             return
         n = len(data)
         step = max(1, SLICE // self.sector_size) * self.sector_size

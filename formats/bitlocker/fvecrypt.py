@@ -1,8 +1,11 @@
 """The byte-shuffling half of BitLocker's ciphers, in C when the extension is built.
 
-AES comes from ``cryptography`` (one ECB call over a whole read), except AES-ECB decryption
-on CPUs with AES instructions: ``ecb_decrypt`` (VAES or AES-NI, ``AES_PATHS``) releases the
-GIL, where ``cryptography`` holds it for the whole call. The rest is per-block arithmetic
+AES comes from ``cryptography`` (one ECB call over a whole read), except on CPUs with AES
+instructions (``AES_PATHS``: VAES or AES-NI), which release the GIL where ``cryptography``
+holds it for the whole call: ``ecb_decrypt`` (XTS, CBC) and ``cbc_elephant_sectors``, which
+decrypts AES-CBC + Elephant sectors from their ciphertext in C, 16 at a time while they are
+in L1 (IVs, sector keys, AES, chaining, diffusers, sector key; Python twin
+``py_cbc_elephant_sectors``). The rest is per-block arithmetic
 that Python does slowly: the XTS tweak sequence, the CBC chaining
 XOR, and Elephant's sector key XOR and diffuser (which no library has). Each has a
 pure-Python twin below; the extension ``_fvecrypt`` replaces them when it was built (tests
@@ -59,9 +62,11 @@ def py_cbc_xor(buf: bytearray, ciphertext: bytes, ivs: bytes, sector_size: int,
 
 
 def py_sector_key_xor(buf: bytearray, keys: bytes, sector_size: int) -> None:
-    """Elephant: XOR each sector with its 32-byte sector key, repeated across the sector."""
-    reps = sector_size // 32
-    pad = b"".join(keys[32 * s:32 * s + 32] * reps for s in range(len(buf) // sector_size))
+    """Elephant: XOR each sector with its 32-byte sector key, repeated across the sector
+    (cut at its end where the sector size is not a multiple of 32)."""
+    reps = -(-sector_size // 32)
+    pad = b"".join((keys[32 * s:32 * s + 32] * reps)[:sector_size]
+                   for s in range(len(buf) // sector_size))
     n = len(buf)
     buf[:] = (int.from_bytes(buf, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
 
@@ -114,6 +119,24 @@ def py_cbc_elephant_decrypt(out, ecb, ciphertext: bytes, ivs: bytes, keys: bytes
     memoryview(out)[:len(buf)] = buf
 
 
+def py_cbc_elephant_sectors(out, data, offset: int, key: bytes, tweak_key: bytes,
+                            sector_size: int) -> None:
+    """AES-CBC + Elephant decryption of whole sectors of ciphertext ``data``, the first at
+    byte ``offset`` of the volume, into ``out``: the IVs (AES of each sector's offset under
+    ``key``), the sector keys (under ``tweak_key``) and the AES-ECB decryption with
+    cryptography, then ``py_cbc_elephant_decrypt``."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    def ecb(k: bytes):
+        return Cipher(algorithms.AES(k), modes.ECB())
+
+    count = len(data) // sector_size
+    ivs = ecb(key).encryptor().update(py_counters(offset, count, sector_size))
+    keys = ecb(tweak_key).encryptor().update(py_counters(offset, count, sector_size, True))
+    plain = ecb(key).decryptor().update(bytes(data))
+    py_cbc_elephant_decrypt(out, plain, bytes(data), ivs, keys, sector_size)
+
+
 def py_counters(first: int, count: int, step: int, elephant: bool = False) -> bytes:
     """``count`` 16-byte little-endian numbers ``first, first+step, ...`` (the plaintext of
     XTS tweaks and CBC IVs); with ``elephant`` each is followed by the same number with its
@@ -161,7 +184,8 @@ except ImportError:  # built with optional=True: slower, same results
     elephant_decrypt, elephant_encrypt = py_elephant_decrypt, py_elephant_encrypt
     cbc_elephant_decrypt = py_cbc_elephant_decrypt
 try:   # (apart: a build from before them keeps its C paths; streams.builds says to rebuild)
-    from formats.bitlocker._fvecrypt import aes_paths, blank, ecb_decrypt
+    from formats.bitlocker._fvecrypt import aes_paths, blank, cbc_elephant_sectors, ecb_decrypt
     AES_PATHS: tuple[str, ...] = tuple(aes_paths())
 except ImportError:
     blank, ecb_decrypt, AES_PATHS = py_blank, None, ()
+    cbc_elephant_sectors = py_cbc_elephant_sectors
