@@ -26,7 +26,6 @@ import itertools
 import os
 import stat
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 from streams.errors import FormatError, RpfsError, TooLargeError, UsageError
@@ -34,6 +33,7 @@ from rpfs.node import SPECIAL_KINDS
 from streams.stream import ZERO, BytesStream, Stream, bottom
 from rpfs.tree import Node
 from rpfs.log import get_logger
+from rpfs.workers import Job, Pool
 
 try:   # small files written in one call per batch, the GIL released once
     from rpfs import _writeout
@@ -175,9 +175,9 @@ class Restorer:
         self.progress = progress
         self.result = RestoreResult()
         # key of a file with several links -> (its copy job, dup of its directory fd, name)
-        self._links: dict[tuple, tuple[Future | None, int, bytes]] = {}
+        self._links: dict[tuple, tuple[Job | None, int, bytes]] = {}
         self._lock = threading.Lock()      # result counters and progress, updated by workers
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Pool | None = None
         self._ancestors: set[tuple] = set()  # keys of the directories being walked (cycles)
         self._umask = current_umask()
         self._small: list[_Small] = []       # small files waiting to be read (walk order)
@@ -190,10 +190,10 @@ class Restorer:
             return self.result
         os.makedirs(self.dest, exist_ok=True)
         fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY)
-        pending: list[Future] = []
+        pending: list[Job] = []
         try:
             _will_walk(node)   # e.g. the $MFT decoded in the background while we walk
-            with ThreadPoolExecutor(self.workers, thread_name_prefix="rpfs-restore") as pool:
+            with Pool(self.workers, "rpfs-restore") as pool:
                 self._pool = pool
                 try:
                     self._restore(node, fd, safe_name(name or node.name or "restore"),
@@ -240,7 +240,7 @@ class Restorer:
     # -- real restore -------------------------------------------------------------------
 
     def _restore(self, node: Node, dirfd: int, name: str, shown: str,
-                 pending: list[Future]) -> None:
+                 pending: list[Job]) -> None:
         """Restore ``node`` as ``name`` in ``dirfd``; a file's copy is queued in ``pending``."""
         path = f"{shown}/{name}"
         bname = fsname(name)
@@ -370,7 +370,7 @@ class Restorer:
                 self._flush()
 
     def _restore_plain(self, listing, plain, volume: Stream, fd: int, path: str,
-                       pending: list[Future]) -> None:
+                       pending: list[Job]) -> None:
         """A directory's children, its plain files (``Node.plain_files``: one C call for
         the directory) queued for the next batch straight from the arrays, without a node,
         an attribute object or a stream each; every other child through its node."""

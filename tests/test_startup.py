@@ -52,9 +52,12 @@ NOT_FOR_READING = ["construct", "crc32c", "formats.ldm", "formats.lvm", "formats
 # and hashlib, whose OpenSSL load alone is ~10 M instructions), a long NTFS name's digest
 # and an s3:// cache directory's hash load hashlib when they are met, a key file's base64
 # only for an encrypted repository; a simple restore line builds no argparse parser, whose
-# help formatter imports shutil with bz2 and lzma (rpfs/cli/quick.py)
+# help formatter imports shutil with bz2 and lzma (rpfs/cli/quick.py); the restore's writers
+# and the read-ahead pool are rpfs.workers', not concurrent.futures, which imports logging
+# with traceback, linecache and tokenize (27 M of a restore's 835 M instructions)
 NOT_FOR_RESTORING = ["secrets", "random", "hmac", "hashlib", "_hashlib", "base64",
-                     "shutil", "bz2", "lzma"]
+                     "shutil", "bz2", "lzma", "concurrent.futures", "logging", "traceback",
+                     "linecache", "tokenize"]
 
 
 def loaded_after(code: str) -> dict[str, set]:

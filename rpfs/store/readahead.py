@@ -42,8 +42,8 @@ SEQUENTIAL = 3              # reads in a row that make a run sequential (random 
 
 class _Load:
     """One chunk load in flight: whoever else wants that chunk waits for its result (what
-    ``concurrent.futures.Future`` does; that package, with logging, is not loaded until
-    read-ahead starts a pool: tests/test_startup.py)."""
+    ``concurrent.futures.Future`` does; that package imports logging, and the pool is
+    rpfs.workers': tests/test_startup.py)."""
 
     __slots__ = ("_event", "_data", "_error", "started")
 
@@ -80,7 +80,7 @@ class ChunkLoader:
         self.workers = workers
         self._inflight: dict[bytes, _Load] = {}
         self._lock = threading.Lock()
-        self._pool = None                # a ThreadPoolExecutor once read-ahead starts
+        self._pool = None                # an rpfs.workers.Pool once read-ahead starts
         self._closed = False
         self.prefetched = 0          # read-ahead jobs started   } counted for tests and
         self.loaded = 0              # chunk loads that missed  } benchmarks
@@ -141,10 +141,9 @@ class ChunkLoader:
                     continue
                 fut = self._inflight[loc.hash] = _Load(started=False)
                 if self._pool is None:
-                    from concurrent.futures import ThreadPoolExecutor
+                    from rpfs.workers import Pool
 
-                    self._pool = ThreadPoolExecutor(self.workers,
-                                                    thread_name_prefix="rpfs-readahead")
+                    self._pool = Pool(self.workers, "rpfs-readahead")
                 self.prefetched += 1
                 self._pool.submit(self._background, loc, fut)
 
@@ -164,7 +163,7 @@ class ChunkLoader:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel=True)
         with self._lock:
             left, self._inflight = self._inflight, {}
         for fut in left.values():
