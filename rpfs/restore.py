@@ -23,6 +23,7 @@ import bisect
 import contextlib
 import errno
 import itertools
+import operator
 import os
 import stat
 import threading
@@ -726,6 +727,7 @@ _DIR = 2                   # rpfs.listing.NUMBERED_KINDS.index("dir")
 # tests per file cost 34 M instructions for 4,000 files)
 _UNSAFE = b"%/\\\0"
 _BYTES = 1                 # ntfs_reader.plain.BYTES: the bytes are in the arrays' data
+_AT = operator.attrgetter("at")
 
 
 def _times(a) -> tuple[int, int] | None:
@@ -756,8 +758,11 @@ def _windows(small: list[_Small]):
     held = [i for i in small if i.below is None]
     for k in range(0, len(held), 64):
         yield held[k:k + 64]
-    placed = sorted((i for i in small if i.below is not None),
-                    key=lambda i: (id(i.below), i.at))
+    placed = [i for i in small if i.below is not None]
+    if len({id(i.below) for i in placed}) == 1:
+        placed.sort(key=_AT)    # one stream below (a volume): ints compared in C, no call each
+    else:
+        placed.sort(key=lambda i: (id(i.below), i.at))
     group: list[_Small] = []
     start = end = 0
     for i in placed:
