@@ -48,6 +48,7 @@ log = get_logger(__name__)
 
 COPY_BLOCK = 4 << 20
 WORKERS = 4          # files being written at once (creation is kernel CPU, done without the GIL)
+WRITERS = 2          # _writeout.Writer threads making the small files (two cores here)
 SMALL_FILE = 256 << 10   # files up to this size are read with their neighbours
 BATCH_FILES = 4096       # small files gathered before they are read and written ...
 BATCH_BYTES = 64 << 20   # ... or this many of their bytes ...
@@ -184,6 +185,7 @@ class Restorer:
         self._small: list[_Small] = []       # small files waiting to be read (walk order)
         self._small_bytes = 0
         self._walked: list[_Walked] = []     # directories waiting for them (post-order)
+        self._writers: list | None = None    # _writeout.Writer threads, made at the first batch
 
     def run(self, node: Node, name: str | None = None) -> RestoreResult:
         if self.dry_run:
@@ -205,6 +207,9 @@ class Restorer:
                         job.result()
         finally:
             self._pool = None
+            for w in self._writers or ():
+                w.close()
+            self._writers = None
             os.close(fd)
         return self.result
 
@@ -460,21 +465,46 @@ class Restorer:
         return True
 
     def _flush(self) -> None:
-        """Read and write the gathered small files, then finish the walked directories."""
+        """Read and write the gathered small files, then finish the walked directories.
+        With _writeout: this thread slices each window's files out of the decoded chunks
+        and the writers' threads, which never take the GIL, make them meanwhile (WRITERS
+        of them, windows dealt in turn); without it the pool reads and writes windows."""
         small, self._small, self._small_bytes = self._small, [], 0
         walked, self._walked = self._walked, []
-        jobs = [self._pool.submit(self._write_window, w) for w in _windows(small)]
-        for job in jobs:
-            job.result()
+        if _writeout is not None and not self.xattrs:
+            if self._writers is None:
+                self._writers = [_writeout.Writer() for _ in range(WRITERS)]
+            sent = []
+            for k, items in enumerate(_windows(small)):
+                files, owners = self._slices(items)
+                if files:
+                    try:
+                        w = self._writers[k % WRITERS]
+                        sent.append((w, w.submit(files), files, owners))
+                    except (ValueError, TypeError) as e:  # refused whole (a bug above)
+                        self._one_by_one(files, owners, e)
+            for w, ticket, files, owners in sent:   # each writer's batches in order
+                self._written(files, owners, [f[1:] for f in w.wait(ticket)])
+        else:
+            jobs = [self._pool.submit(self._write_window, w) for w in _windows(small)]
+            for job in jobs:
+                job.result()
         for w in walked:          # post-order: a directory after its subdirectories
             self._finish_dir(w)
 
     def _write_window(self, items: list[_Small]) -> None:
-        """(In a worker.) One read of the stream below for neighbouring files, then each
-        file written from it; if that read fails, each file is read on its own so the
-        error is reported against the file that has it. Per file only a slice and the
-        batch writer's tuple are made here: no call of a Python function (a window is
-        ~70 files; this loop holds the GIL the walk also wants)."""
+        """(In a worker.) One window's files sliced out and written by one C call."""
+        files, owners = self._slices(items)
+        if files:
+            self._write_batch(files, owners)
+
+    def _slices(self, items: list[_Small]) -> tuple[list[tuple], list[_Small]]:
+        """One read of the stream below for neighbouring files, then each file's bytes
+        sliced out of it; if that read fails, each file is read on its own so the error is
+        reported against the file that has it. Returns the files the batch writer makes
+        (write_files' items) and whose each is; the others are written here (_write_whole).
+        Per file only a slice and the batch writer's tuple are made: no call of a Python
+        function (a window is ~70 files)."""
         first = items[0]
         start = first.at
         pieces = None
@@ -512,29 +542,36 @@ class Restorer:
                     self._write_whole(node, node.attr(), i.dirfd, i.bname, i.path, data)
             except (RpfsError, OSError) as e:
                 self._error(i.path, e)
-        if files:
-            self._write_batch(files, owners)
+        return files, owners
 
     def _write_batch(self, files: list[tuple], owners: list[_Small]) -> None:
         """(In a worker.) Files created with their final mode and no owner or xattrs to set,
         written by one C call: per file openat (O_EXCL|O_NOFOLLOW at its directory's fd),
         pwrite, futimens, close, the GIL released once for all of them. ``files`` are
-        write_files' items, ``owners`` the _Small each one is. A name that exists goes
-        through _write_whole (which refuses it, or replaces it with --overwrite); only the
-        files that failed are looked at one by one."""
+        write_files' items, ``owners`` the _Small each one is."""
         try:
             failed = _writeout.write_files(files)
         except (ValueError, TypeError) as e:   # refused whole: a name that is not one
-            # component reached it (a bug above); each file again, its name made safe
-            log.warning("batch of %d files written one by one: %s", len(files), e)
-            for i, f in zip(owners, files):
-                try:
-                    node = i.the_node()
-                    bname = fsname(safe_name(os.fsdecode(i.bname)))
-                    self._write_whole(node, node.attr(), i.dirfd, bname, i.path, f[3] or b"")
-                except (RpfsError, OSError) as e2:
-                    self._error(i.path, e2)
+            self._one_by_one(files, owners, e)
             return
+        self._written(files, owners, failed)
+
+    def _one_by_one(self, files: list[tuple], owners: list[_Small], e: Exception) -> None:
+        """A batch the C writer refused whole (a name that is not one component reached
+        it: a bug above): each file again, its name made safe."""
+        log.warning("batch of %d files written one by one: %s", len(files), e)
+        for i, f in zip(owners, files):
+            try:
+                node = i.the_node()
+                bname = fsname(safe_name(os.fsdecode(i.bname)))
+                self._write_whole(node, node.attr(), i.dirfd, bname, i.path, f[3] or b"")
+            except (RpfsError, OSError) as e2:
+                self._error(i.path, e2)
+
+    def _written(self, files: list[tuple], owners: list[_Small], failed: list) -> None:
+        """Count a written batch; ``failed``: its (index, stage, errno). A name that exists
+        goes through _write_whole (which refuses it, or replaces it with --overwrite); only
+        the files that failed are looked at one by one."""
         written = len(files)
         nbytes = sum([len(f[3]) for f in files if f[3] is not None])
         for k, stage, err in failed:

@@ -126,7 +126,8 @@ def test_system_calls_per_small_file(frag, tmp_path, monkeypatch, folder, batche
     """A plain small file costs four system calls: create (O_EXCL|O_NOFOLLOW at its
     directory's fd), one write, its times on the fd, close; no stat, no truncate, no chmod
     (the umask leaves 0644 whole), no xattrs unless asked. Made by rpfs._writeout, a
-    window of files at a time (its own counts), or without it by Python's ``os``."""
+    batch of files at a time by its writer's thread (its own counts), or without it by
+    Python's ``os``."""
     image, manifest = frag
     _, root = _root(image)
     node = root.child(folder)
@@ -145,6 +146,20 @@ def test_system_calls_per_small_file(frag, tmp_path, monkeypatch, folder, batche
             def write_files(files):
                 batches.append(len(files))
                 return real(files)
+
+            class Writer:     # the writer's thread (the walk goes on meanwhile)
+                def __init__(self):
+                    self.real = writeout.Writer()
+
+                def submit(self, files):
+                    batches.append(len(files))
+                    return self.real.submit(files)
+
+                def wait(self, ticket=None):
+                    return self.real.wait(ticket)
+
+                def close(self):
+                    self.real.close()
         monkeypatch.setattr(restore_module, "_writeout", Counting)
     else:
         monkeypatch.setattr(restore_module, "_writeout", None)
@@ -254,10 +269,12 @@ def test_small_files_are_written_from_the_decoded_chunks_themselves(frag, tmp_pa
 
 
 def test_a_window_of_files_costs_no_python_call_per_file(frag, tmp_path):
-    """The pool's per-file work in a window is a slice and the batch writer's tuple, no
-    Python function call (each one holds the GIL the walk also wants): rpfs/restore.py's
-    functions are entered per window, not per file (``_Pieces.slice`` was one per file)."""
+    """The per-file work of slicing a window's files out of their chunks is a slice and the
+    batch writer's tuple, no Python function call (each one holds the GIL the walk also
+    wants): rpfs/restore.py's functions are entered per window, not per file
+    (``_Pieces.slice`` was one per file)."""
     import collections
+    import sys
     import threading
 
     image, manifest = frag
@@ -269,17 +286,24 @@ def test_a_window_of_files_costs_no_python_call_per_file(frag, tmp_path):
     here = restore_module.__file__
 
     def profile(frame, event, arg):
-        if event == "call" and frame.f_code.co_filename == here:
+        if event != "call" or frame.f_code.co_filename != here:
+            return
+        up = frame    # only what runs inside a window's slicing (on any thread)
+        while up is not None and up.f_code.co_name != "_slices":
+            up = up.f_back
+        if up is not None:
             calls.append(frame.f_code.co_name)
 
     threading.setprofile(profile)      # the pool's threads start after this
+    sys.setprofile(profile)
     try:
         result = restore(fill, str(tmp_path))
     finally:
+        sys.setprofile(None)
         threading.setprofile(None)
     assert not result.errors and result.files == 1531
     counts = collections.Counter(calls)
-    assert counts["_write_window"] > 0, counts
+    assert counts["_slices"] > 0, counts
     # was 1,521 slice() and 1,548 generator steps; now a copy for the files across two
     # chunks and the calls of each window and of the few files copied on their own
     assert max(counts.values()) < result.files // 10, counts

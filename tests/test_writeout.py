@@ -144,3 +144,68 @@ def test_a_batch_refused_whole_is_written_one_by_one_with_safe_names(tmp_path, m
     assert os.listdir(outside) == []
     assert sorted(os.listdir(dest)) == ["..%2Foutside%2Fevil", "fine"]
     assert r.result.files == 2 and not r.result.errors
+
+
+# -- Writer: the same files made by a thread of the module's own, without the GIL ----------
+
+def test_a_writer_makes_batches_in_order_and_reports_each_batch_s_failures(tmp_path, dirfd):
+    w = writeout.Writer()
+    try:
+        data = bytearray(os.urandom(50_000))
+        tickets = [w.submit([(dirfd, b"%d-%d" % (b, i), 0o644, memoryview(data)[i:i + 999],
+                              (10**18, 2 * 10**18)) for i in range(20)]) for b in range(5)]
+        clash = w.submit([(dirfd, b"0-0", 0o644, b"again", None), (dirfd, b"new", 0o644, None, None)])
+        assert tickets == [1, 2, 3, 4, 5] and clash == 6
+        assert w.wait(tickets[-1]) == []            # batches 1-5, nothing failed
+        assert w.wait() == [(6, 0, writeout.STAGE_OPEN, errno.EEXIST)]
+        assert w.wait() == []                       # each batch reported once
+    finally:
+        w.close()
+    assert len(os.listdir(tmp_path)) == 101
+    assert (tmp_path / "3-7").read_bytes() == bytes(data[7:1006])
+    assert os.stat(tmp_path / "3-7").st_mtime_ns == 2 * 10**18
+    assert (tmp_path / "0-0").read_bytes() == bytes(data[0:999]) and (tmp_path / "new").read_bytes() == b""
+
+
+def test_a_writer_holds_the_bytes_it_was_given_until_they_are_written(tmp_path, dirfd):
+    w = writeout.Writer()
+    try:
+        for i in range(50):
+            w.submit([(dirfd, b"f%d" % i, 0o644, bytes([i]) * 70_000, None)])   # no other reference
+        assert w.wait() == []
+    finally:
+        w.close()
+    for i in range(50):
+        assert (tmp_path / ("f%d" % i)).read_bytes() == bytes([i]) * 70_000
+
+
+def test_a_writer_refuses_a_bad_batch_whole_and_writes_what_is_queued_when_closed(tmp_path, dirfd):
+    w = writeout.Writer()
+    with pytest.raises(ValueError):
+        w.submit([(dirfd, b"first", 0o644, b"1", None), (dirfd, b"../x", 0o644, b"x", None)])
+    with pytest.raises(TypeError):
+        w.submit([(dirfd, b"a", 0o644, b"x")])
+    for i in range(10):
+        w.submit([(dirfd, b"q%d" % i, 0o644, b"x" * i, None)])
+    with pytest.raises(ValueError):
+        w.wait(99)                                   # no such batch
+    w.close()                                        # what was queued is still made
+    assert sorted(os.listdir(tmp_path)) == sorted("q%d" % i for i in range(10))
+    with pytest.raises(ValueError):
+        w.submit([(dirfd, b"late", 0o644, b"x", None)])
+    w.close()                                        # twice is fine
+
+
+def test_a_writer_never_writes_through_links_or_over_files(tmp_path, dirfd):
+    outside = tmp_path.parent / (tmp_path.name + "-outside-w")
+    outside.write_bytes(b"keep")
+    os.symlink(outside, tmp_path / "link")
+    (tmp_path / "there").write_bytes(b"old")
+    w = writeout.Writer()
+    try:
+        w.submit([(dirfd, b"link", 0o644, b"new", None), (dirfd, b"there", 0o644, b"new", None)])
+        assert w.wait() == [(1, 0, writeout.STAGE_OPEN, errno.EEXIST),
+                            (1, 1, writeout.STAGE_OPEN, errno.EEXIST)]
+    finally:
+        w.close()
+    assert outside.read_bytes() == b"keep" and (tmp_path / "there").read_bytes() == b"old"
