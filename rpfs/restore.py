@@ -384,6 +384,7 @@ class Restorer:
         data = memoryview(data)
         mode, _, direct = self._mode(_PLAIN_ATTR)
         kinds = listing.kinds
+        names, name_at = listing.arrays.names, listing.arrays.offsets
         # the other children's nodes first; the next DIRS_AHEAD directories among them are
         # told they will be walked (``Node.will_walk``: their indexes decoded in the
         # background meanwhile), one more each time the walk enters one
@@ -403,7 +404,7 @@ class Restorer:
                 self._restore(child, fd, safe_name(child.name), path, pending)
                 continue
             st = status[i]
-            bname = listing.name(i)
+            bname = names[name_at[i]:name_at[i + 1]]   # listing.name(i), without a call
             if (not bname or bname in (b".", b"..") or len(bname) > 255
                     or len(bname.translate(None, _UNSAFE)) != len(bname)):
                 bname = fsname(safe_name(os.fsdecode(bname)))

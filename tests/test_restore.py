@@ -198,3 +198,20 @@ def test_modes_and_sizes_whichever_way_the_file_is_made(tmp_path):
     assert (out / "hole").read_bytes() == b"abcd" + bytes(8188)
     assert os.stat(out / "hole").st_blocks * 512 < 8192      # the hole stayed a hole
     assert os.stat(out / "empty").st_size == 0
+
+
+def test_a_restore_command_of_its_own_collects_young_objects_rarely(monkeypatch):
+    """``rpfs.cli.few_collections`` (around cmd_restore's restore): the young generation's
+    threshold raised while a restore runs in a process of its own, put back after, and
+    left alone when main() runs inside another program (a test)."""
+    import gc
+
+    import rpfs.cli
+
+    before = gc.get_threshold()
+    with rpfs.cli.few_collections():
+        assert gc.get_threshold() == before
+    monkeypatch.setattr(rpfs.cli, "_own_process", True)
+    with rpfs.cli.few_collections():
+        assert gc.get_threshold()[0] >= 100_000 and gc.get_threshold()[1:] == before[1:]
+    assert gc.get_threshold() == before

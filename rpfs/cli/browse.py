@@ -6,7 +6,7 @@ import os
 import stat as statmod
 import sys
 
-from rpfs.cli import jsonout, loading
+from rpfs.cli import few_collections, jsonout, loading
 from streams.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
@@ -217,9 +217,11 @@ def cmd_restore(args) -> int:
     with open_tree(args) as tree:
         with loading():   # the volume's readers are imported on the way (rpfs.cli.loading)
             node = tree.resolve(args.path, follow=False)
-        result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
-                         overwrite=args.overwrite, devices=args.devices,
-                         progress=paced(lambda done, total=None: progress.update(done), limit_of(args)))
+        with few_collections():
+            result = restore(node, args.dest, xattrs=args.xattrs, dry_run=args.dry_run,
+                             overwrite=args.overwrite, devices=args.devices,
+                             progress=paced(lambda done, total=None: progress.update(done),
+                                            limit_of(args)))
     progress.close()
     if args.json:
         out = result.as_dict()
