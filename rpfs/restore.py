@@ -472,8 +472,8 @@ class Restorer:
         of them, windows dealt in turn); without it the pool reads and writes windows."""
         small, self._small, self._small_bytes = self._small, [], 0
         walked, self._walked = self._walked, []
-        if _writeout is not None and not self.xattrs:
-            if self._writers is None:
+        if _writeout is not None and not self.xattrs and hasattr(_writeout, "Writer"):
+            if self._writers is None:   # (a build older than Writer: the pool, as before)
                 self._writers = [_writeout.Writer() for _ in range(WRITERS)]
             sent = []
             for k, items in enumerate(_windows(small)):

@@ -119,11 +119,22 @@ def _enc(s):
 
 
 @pytest.mark.allow_error_log  # the damaged files are reported as they are met
-def test_many_files_through_the_pool_keep_bytes_times_and_links(tmp_path):
+@pytest.mark.parametrize("build", ["writers", "older-build"])
+def test_many_files_through_the_pool_keep_bytes_times_and_links(tmp_path, monkeypatch, build):
     """Files are written by worker threads: every byte, time and link must still be right,
-    and a directory's time is set after its files are written."""
+    and a directory's time is set after its files are written. Also with a build of
+    rpfs._writeout older than its Writer (write_files only: the pool writes the windows)."""
     from streams.errors import IntegrityError
+    from rpfs import restore as restore_module
     from rpfs.tree import BrokenNode
+
+    if build == "older-build":
+        real = restore_module._writeout
+        assert real is not None, "rpfs._writeout not built: run tools/setup.sh"
+
+        class Older:
+            STAGE_OPEN, STAGE_TIMES, write_files = real.STAGE_OPEN, real.STAGE_TIMES, real.write_files
+        monkeypatch.setattr(restore_module, "_writeout", Older)
 
     class Linked(StreamFile):
         def attr(self):
