@@ -102,6 +102,19 @@ def _index_kind(flags: int) -> str | None:
     return None if flags & FILE_ATTRIBUTE_SYSTEM else "file"
 
 
+
+def quick_stat(q: tuple | None, sequence: int) -> tuple | None:
+    """``Entry.quick_stat`` from its record's ``Volume.stat_summary`` ``q``, listed with
+    ``sequence``, without an Entry (a listing's children stat'ed in a batch make none)."""
+    if q is None:
+        return None
+    seq, flags, times, nondos, size, allocated, dir_allocated = q
+    if not flags & REC_IN_USE or (sequence and seq != sequence):
+        return None  # the record path raises the error
+    if flags & REC_DIRECTORY:
+        return True, 0, Times(*times), max(1, nondos), dir_allocated
+    return False, size, Times(*times), max(1, nondos), allocated
+
 class Entry:
     """One file or directory, reached by ``name`` (a hard link has one Entry per name)."""
 
@@ -195,15 +208,7 @@ class Entry:
         file is a plain file or directory (no reparse point, no attribute list, not a
         possible Interix symlink, times in a resident $STANDARD_INFORMATION) or when the
         parser is absent or the record damaged or stale: then the properties answer."""
-        q = self.volume.stat_summary(self.ref)
-        if q is None:
-            return None
-        seq, flags, times, nondos, size, allocated, dir_allocated = q
-        if not flags & REC_IN_USE or (self.sequence and seq != self.sequence):
-            return None  # the record path raises the error
-        if flags & REC_DIRECTORY:
-            return True, 0, Times(*times), max(1, nondos), dir_allocated
-        return False, size, Times(*times), max(1, nondos), allocated
+        return quick_stat(self.volume.stat_summary(self.ref), self.sequence)
 
     @property
     def times(self) -> Times:

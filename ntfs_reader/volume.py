@@ -262,6 +262,33 @@ class Volume:
             return None
         return p.stat_summary(data, number)
 
+    def stat_summaries(self, numbers) -> list:
+        """``stat_summary`` of each of records ``numbers`` (a listing's children stat'ed in
+        a batch), each from its 64 KiB $MFT block looked up once per run of records in it."""
+        p = native.parser
+        if p is None:
+            return [None] * len(numbers)
+        summary, rs, records = p.stat_summary, self.record_size, self.mft_records
+        out = []
+        block_no, block = -1, None
+        for n in numbers:
+            if not 0 <= n < records:
+                out.append(None)
+                continue
+            start = n * rs
+            if start // MFT_BLOCK != block_no:
+                block_no = start // MFT_BLOCK
+                try:
+                    block = self._mft_block(block_no)
+                except RpfsError:
+                    block = None
+            if block is None:   # read alone, or not at all, as _mft_bytes does
+                out.append(self.stat_summary(n))
+                continue
+            at = start - block_no * MFT_BLOCK
+            out.append(summary(block[at:at + rs], n))
+        return out
+
     def data_attribute(self, number: int) -> tuple | None:
         """What opening a plain file needs of record ``number`` (``record.data_attribute``),
         without parsing its other attributes; None when only the whole record can tell."""

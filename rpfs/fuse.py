@@ -184,7 +184,7 @@ class _Listing:
     ``linked``: of a numbered listing, 1 for each child sent linked with complete
     attributes (a re-listing sends it unlinked: the kernel has it)."""
 
-    __slots__ = ("entries", "stat_wanted", "sent", "linked", "_by_number", "plain")
+    __slots__ = ("entries", "stat_wanted", "sent", "linked", "_by_number", "plain", "early")
 
     def __init__(self, entries: Listing):
         self.entries = entries
@@ -197,6 +197,9 @@ class _Listing:
         # ``Node.plain_files`` of the children, (PlainFiles, volume stream, its Spans),
         # made by the first READ of a child (in a worker); False: none can be read that way
         self.plain = None
+        # a small numbered directory's first children's attributes, computed by the worker
+        # call that listed it (``_list``): {i: Attr}, taken by the first readdir
+        self.early: dict | None = None
 
     def sent_list(self) -> list[EntryAttributes | None]:
         if self.sent is None:
@@ -569,6 +572,13 @@ class Operations:
         a = node.attr_if_known()
         if a is None:
             listing, i = self._place(node, inode)
+            if listing is not None and inode & NUMBERED and listing.entries.volume_key is not None:
+                listing.stat_wanted = True
+                wanted = self._missing_numbered(listing, i + 1, i + ATTR_BATCH)
+                a, got = await self._run(_attrs_listed, node, listing.entries,
+                                         [j for _, j in wanted])
+                self._keep_listed(listing, wanted, got)
+                return self._entry(node, inode, a)
             batch = []
             if listing is not None:
                 listing.stat_wanted = True
@@ -616,6 +626,44 @@ class Operations:
                 continue   # a volume: its own stat opens it
             out.append((None if e is None else e.st_ino, n))
         return out
+
+    def _missing_numbered(self, listing: _Listing, start: int, end: int) -> list[tuple[int, int]]:
+        """(inode, index) of a numbered listing's children in ``[start, end)`` whose complete
+        attributes ``_attrs`` does not hold (no node made)."""
+        entries = listing.entries
+        slot = self._slots.get(entries.volume_key)
+        if slot is None:
+            return []
+        base, numbers, attrs = NUMBERED | slot << SLOT_SHIFT, entries.arrays.numbers, self._attrs
+        out = []
+        for j in range(start, min(end, len(entries))):
+            ino = base | numbers[j]
+            if ino not in attrs:
+                out.append((ino, j))
+        return out
+
+    async def _complete_numbered(self, listing: _Listing, wanted: list[tuple[int, int]]) -> None:
+        """``_complete`` for a numbered listing: the attributes of ``wanted``
+        (``_missing_numbered``) in one worker call, unless the call that listed the
+        directory computed them (``_Listing.early``)."""
+        got, listing.early = listing.early, None
+        todo = [j for _, j in wanted] if got is None else [j for _, j in wanted if j not in got]
+        if todo:
+            more = await self._run(_listed_attrs, listing.entries, todo)
+            got = more if got is None else {**got, **more}
+        self._keep_listed(listing, wanted, got or {})
+
+    def _keep_listed(self, listing: _Listing, wanted: list[tuple[int, int]], got: dict) -> None:
+        """Put the attributes ``got`` ({index: Attr}) of ``wanted``'s inodes in ``_attrs``;
+        every numbered node of a volume is sent like its anchor (immutable, same cache
+        time and xattr class), so no node is needed for it."""
+        entries = listing.entries
+        anchor = self._anchors[(wanted[0][0] ^ NUMBERED) >> SLOT_SHIFT] if wanted else None
+        for ino, j in wanted:
+            a = got.get(j)
+            if a is not None:
+                node = entries.made(j)
+                self._new_entry(anchor if node is None else node, ino, a)
 
     async def _complete(self, missing: list[tuple[int | None, Node]]) -> bool:
         """Compute the attributes of ``missing`` (``_missing``) not known yet, in one
@@ -742,8 +790,11 @@ class Operations:
         stop = len(entries)
         base = NUMBERED | slot << SLOT_SHIFT
         if listing.stat_wanted and start < stop:
-            # as in readdir: complete attributes, one worker call per batch
-            if await self._complete(self._missing(listing, start, start + ATTR_BATCH)):
+            # as in readdir: complete attributes, one worker call per batch (none for the
+            # first batch of a small directory: ``_list`` computed it)
+            wanted = self._missing_numbered(listing, start, start + ATTR_BATCH)
+            if wanted:
+                await self._complete_numbered(listing, wanted)
                 stop = min(stop, start + ATTR_BATCH)
         a = entries.arrays
         # a names-only listing past its first reply: nobody stat'ed a child yet (else
@@ -919,8 +970,34 @@ class Operations:
 
 def _list(node: Node) -> _Listing:
     """A directory's children (one worker call: the index parsing is the cost). Kinds are
-    settled here, so the loop never parses; attributes are not asked for."""
-    return _Listing(node.listing())
+    settled here, so the loop never parses. A small numbered directory's first
+    ``ATTR_BATCH`` children get their attributes in the same call: its first readdirplus
+    sends them complete (``stat_wanted``) and would otherwise be a second worker call
+    (a walk or a ``cp -r`` opens each directory and reads its listing right away)."""
+    listing = _Listing(node.listing())
+    entries = listing.entries
+    if listing.stat_wanted and entries.volume_key is not None:
+        listing.early = _listed_attrs(entries, range(min(len(entries), ATTR_BATCH)))
+    return listing
+
+
+def _listed_attrs(entries: Listing, indexes) -> dict:
+    """{i: Attr} of children ``indexes`` (a worker call): from ``Listing.stat`` where the
+    file system gives them without a node, else through the child's node (made, kept by
+    the listing; one that fails is left out: its getattr raises the error again)."""
+    got = entries.stat(indexes)
+    for i in indexes:
+        if i not in got:
+            try:
+                got[i] = entries.node(i).attr()
+            except RpfsError:
+                pass
+    return got
+
+
+def _attrs_listed(node: Node, entries: Listing, indexes) -> tuple:
+    """``node.attr()`` and ``_listed_attrs`` of its listed siblings (one worker call)."""
+    return node.attr(), _listed_attrs(entries, indexes)
 
 
 def _attrs_of(node: Node | None, siblings: list[Node]) -> Attr | None:

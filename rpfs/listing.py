@@ -63,6 +63,12 @@ class Listing:
         """The front end needs child i's node no more (its complete attributes went out):
         a listing that can make it again from its arrays drops it."""
 
+    def stat(self, indexes) -> dict:
+        """{i: Attr} for those of children ``indexes`` whose attributes the file system
+        gives without making their nodes (a listing's children stat'ed in a batch); a child
+        left out is asked through its node (which also raises its errors)."""
+        return {}
+
     def key(self, i: int) -> tuple:
         return self.node(i).key
 
@@ -125,12 +131,14 @@ class NumberedListing(Listing):
     i's node; ``kinds``: NUMBERED_KINDS codes, with every UNKNOWN settled at construction
     (its node made then, and kept: a reparse point or system file reads its record)."""
 
-    __slots__ = ("arrays", "kinds", "volume_key", "_make", "_nodes", "_settled")
+    __slots__ = ("arrays", "kinds", "volume_key", "_make", "_stat", "_nodes", "_settled")
 
-    def __init__(self, arrays, volume_key: tuple, make: Callable[[int], object]) -> None:
+    def __init__(self, arrays, volume_key: tuple, make: Callable[[int], object],
+                 stat: Callable | None = None) -> None:
         self.arrays = arrays
         self.volume_key = volume_key
         self._make = make
+        self._stat = stat   # indexes -> {i: Attr} (``stat``), from the file system
         self._nodes: list | None = None   # child i's node once made (one list, on first ask)
         self._pos = None
         self._settled: set[int] = set()   # children whose node settled their kind: kept
@@ -180,6 +188,17 @@ class NumberedListing(Listing):
         each); one whose kind came from its record stays (that record is not read twice)."""
         if self._nodes is not None and i not in self._settled:
             self._nodes[i] = None
+
+    def stat(self, indexes) -> dict:
+        """Children whose node is made (or whose kind came from their record) are left to
+        their node: it may know its attributes, or its error, already."""
+        if self._stat is None:
+            return {}
+        nodes, settled = self._nodes, self._settled
+        if nodes is not None or settled:
+            indexes = [i for i in indexes
+                       if (nodes is None or nodes[i] is None) and i not in settled]
+        return self._stat(indexes)
 
     def node(self, i: int):
         nodes = self._nodes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 
+from ntfs_reader.entry import quick_stat
 from streams.errors import NotFoundError, RpfsError, TooLargeError
 from rpfs.entry_node import EntryNode
 from rpfs.listing import NUMBERED_KINDS, Listing, NumberedListing
@@ -33,10 +34,17 @@ def _times_ns(t) -> tuple[int, int, int, int]:
     144 bytes less per node kept). Worked out inline: a listing's stats make one per entry."""
     modified, accessed, changed, created = t.modified, t.accessed, t.changed, t.created
     m = 0 if modified is None else (modified - NT_EPOCH_OFFSET) * 100
-    a = m if accessed == modified else nt_to_ns(accessed)
-    c = m if changed == modified else nt_to_ns(changed)
+    a = m if accessed == modified else 0 if accessed is None else (accessed - NT_EPOCH_OFFSET) * 100
+    c = m if changed == modified else 0 if changed is None else (changed - NT_EPOCH_OFFSET) * 100
     cr = m if created == modified else c if created == changed else nt_to_ns(created)
     return m, a, c, cr
+
+
+def _quick_attr(kind: str, q: tuple) -> Attr:
+    """The Attr of a plain file or directory of kind ``kind`` (as its index entry says)
+    from its record's ``quick_stat``."""
+    is_dir, size, t, nlink, allocated = q
+    return Attr(kind, 0 if is_dir else size, *_times_ns(t), 2 if is_dir else nlink, allocated)
 
 
 class NtfsNode(EntryNode):
@@ -92,9 +100,7 @@ class NtfsNode(EntryNode):
         if self._kind in ("file", "dir"):  # known from the index: no reparse point
             q = e.quick_stat()
             if q is not None:
-                is_dir, size, t, nlink, allocated = q
-                return Attr(self._kind, 0 if is_dir else size, *_times_ns(t),
-                            2 if is_dir else nlink, allocated)
+                return _quick_attr(self._kind, q)
         kind = self.kind
         if self._error is not None:
             raise self._error
@@ -133,7 +139,19 @@ class NtfsNode(EntryNode):
                             os.fsdecode(names[offsets[i]:offsets[i + 1]]),
                             NUMBERED_KINDS[kinds[i]])
 
-        return NumberedListing(arrays, key, make)
+        def stat(indexes) -> dict:
+            # what _read_attr gives child i's node, for the plain files and directories
+            kinds = listing.kinds
+            want = [i for i in indexes if kinds[i] == 1 or kinds[i] == 2]
+            out = {}
+            for i, q in zip(want, volume.stat_summaries([numbers[i] for i in want])):
+                q = quick_stat(q, sequences[i])
+                if q is not None:
+                    out[i] = _quick_attr(NUMBERED_KINDS[kinds[i]], q)
+            return out
+
+        listing = NumberedListing(arrays, key, make, stat)
+        return listing
 
     def will_walk(self) -> None:
         if self.kind == "dir":

@@ -231,6 +231,52 @@ def test_names_only_readdir_makes_no_node_per_entry(image):
         assert a.st_size == big.child(os.fsdecode(name)).attr().size
 
 
+@pytest.mark.parametrize("path,nodes", [("ProgramData/Contoso/docs", 0),
+                                        ("manylinks", 41)])   # (41 names: the node's path)
+def test_small_listing_with_attributes_is_one_worker_call_and_no_node(image, path, nodes):
+    """A small directory (a walk, ``cp -r``) is listed with its children's attributes from
+    the start: the worker call that lists it (OPENDIR) computes them too, so its first
+    READDIRPLUS needs none, and a plain file's or directory's come from its record's
+    summary (``Listing.stat``) with no node made for it (a file of many hard links goes
+    through its node). What is sent equals what the node of each child says."""
+    from rpfs.fuse import ATTR_BATCH
+    from rpfs.ntfs_nodes import NtfsNode
+
+    tree = open_source(image)
+    ops = Operations(tree)
+    k = Kernel(ops)
+    vol = tree.resolve(volume_path(tree))
+    d = tree.resolve(f"{volume_path(tree)}/{path}")
+    ino = ops._inode(d, ROOT_INODE)
+    k.counts[ino] = 1
+    made = [0]
+    real = NtfsNode.__init__
+
+    def counted(self, *args, **kw):
+        made[0] += 1
+        real(self, *args, **kw)
+
+    async def run():
+        NtfsNode.__init__ = counted
+        try:
+            calls = ops.worker_calls
+            listing = await k.readdir(ino, page=800)
+            return listing, ops.worker_calls - calls
+        finally:
+            NtfsNode.__init__ = real
+
+    listing, calls = run_inline(run())
+    assert 3 < len(listing) < ATTR_BATCH
+    assert calls == 1 and made[0] == nodes
+    ref = open_source(image).resolve(f"{volume_path(tree)}/{path}")
+    for name, a in listing:
+        want = ref.child(os.fsdecode(name)).attr()
+        assert a.attr_timeout > 0, name
+        assert (a.st_mode, a.st_nlink, a.st_size, a.st_mtime_ns, a.st_atime_ns,
+                a.st_ctime_ns) == (want.mode, want.nlink, want.size, clamp(want.mtime_ns),
+                                   clamp(want.atime_ns), clamp(want.ctime_ns)), name
+
+
 def test_forget_drops_nodes_and_gives_the_same_inodes_back(image):
     tree = open_source(image)
     ops = Operations(tree)
