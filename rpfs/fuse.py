@@ -130,6 +130,7 @@ ROOT_INODE = 1
 ENOATTR = errno.ENODATA  # what getxattr answers for a name a file does not have
 EntryAttributes = ll.EntryAttributes
 KIND_MODES = tuple(MODES.get(k, 0) for k in NUMBERED_KINDS)  # by NumberedListing.kinds code
+FILE_KIND = NUMBERED_KINDS.index("file")
 
 
 class FUSEError(Exception):
@@ -245,6 +246,7 @@ class Operations:
         self._parent: dict[int, int] = {root: root}  # of held inodes
         self._slots: dict[tuple, int] = {}  # volume key -> slot of its numbered inodes
         self._anchors: list[Node] = []  # slot -> a node of that volume (rebuilds the others)
+        self._volumes: list[tuple] = []  # slot -> that volume's key (a READ looks it up)
         self._live = LRU(live_nodes)  # numbered inode -> (node, parent inode or 0)
         self._numbered_refs = 0  # the kernel's references to numbered inodes, in all
         # directories whose last readdir sent children by number alone (the last few): a
@@ -366,6 +368,7 @@ class Operations:
             if slot is None and len(self._anchors) < MAX_SLOTS:
                 slot = self._slots[node.key[:-1]] = len(self._anchors)
                 self._anchors.append(node)
+                self._volumes.append(node.key[:-1])
                 self._attrs.set_volume_class(slot, self._xclass(node))
             if slot is not None:  # the node named last is kept (one LRU step, not two)
                 ino = NUMBERED | slot << SLOT_SHIFT | num
@@ -444,15 +447,16 @@ class Operations:
         slot, num = (ino ^ NUMBERED) >> SLOT_SHIFT, ino & ((1 << SLOT_SHIFT) - 1)
         if slot >= len(self._anchors):
             return None
-        anchor = self._anchors[slot]
-        volume = anchor.key[:-1]
+        volume = self._volumes[slot]
         for parent in reversed(self._sent_by_number):
             listing = self._listings.get(parent)
             if listing is None or listing.entries.volume_key != volume or listing.plain is False:
                 continue
-            i = listing.index_of(num)
-            if i is not None:
-                return (listing, i, anchor) if listing.entries.kind(i) == "file" else None
+            by_number = listing._by_number   # (index_of, without its call once built)
+            i = listing.index_of(num) if by_number is None else by_number.get(num)
+            if i is not None:   # a numbered listing: kinds are NUMBERED_KINDS codes
+                entries = listing.entries
+                return (listing, i, self._anchors[slot]) if entries.kinds[i] == FILE_KIND else None
         return None
 
     def _parent_of(self, ino: int) -> int:

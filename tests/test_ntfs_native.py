@@ -33,6 +33,8 @@ def describe(image) -> dict:
     """Everything the nodes and the metadata index take from a volume."""
     vol = Volume(FileStream(str(image)))
     records = [_safe(lambda n=n: vol.record(n)) for n in range(vol.mft_records)]
+    numbers = list(range(-1, vol.mft_records + 2)) + [3, 0, vol.mft_records - 1]
+    assert vol.stat_summaries(numbers) == [vol.stat_summary(n) for n in numbers]
     tree = []
     for path, e in vol.walk("/"):
         tree.append((path, e.ref, e.sequence, _safe(lambda e=e: (
@@ -46,6 +48,11 @@ def describe(image) -> dict:
         # a mount's listing (one pass over the index) names the same children, same kinds
         listed = [(name, c.key, c.kind) for name, c in node.listing()]
         assert listed == [(os.fsencode(c.name), c.key, c.kind) for c in node.iterdir()], path
+        # ... and its batch of attributes without nodes (Listing.stat) is the nodes' own
+        listing = node.listing()
+        stat = listing.stat(range(len(listing)))
+        assert all(stat[i] == listing.node(i).attr() for i in stat), path
+        quick += len(stat)
         for child in node.iterdir():
             p = f"{path}/{child.name}"
             nodes.append((p, child.kind, _safe(child.attr)))
