@@ -161,6 +161,7 @@ def on_path(mp: pytest.MonkeyPatch, path: str, aes: str | None) -> None:
     instructions, so cryptography's AES and cbc_elephant_decrypt on ``path``)."""
     mp.setattr(fvecrypt, "cbc_elephant_decrypt",
                functools.partial(fvecrypt.cbc_elephant_decrypt, path=path))
+    mp.setattr(fvecrypt, "ELEPHANT_IN_C", aes is not None)
     if aes is None:
         mp.setattr(fvecrypt, "AES_PATHS", ())
     else:
@@ -310,10 +311,12 @@ def test_each_aes_path_equals_cryptography(path, klen):
 @pytest.mark.skipif(platform.machine() != "x86_64" or not Path("/proc/cpuinfo").exists(),
                     reason="not an x86-64 Linux machine")
 def test_the_cpus_aes_paths_are_built():
-    """A CPU with AES-NI decrypts with it (VAES first where it has VAES and AVX-512)."""
+    """A CPU with AES-NI decrypts with it (VAES first where it has VAES and AVX-512), and
+    Elephant all in C where it also has AVX2."""
     flags = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
     want = (["vaes"] if {"vaes", "avx512f", "aes"} <= flags else []) + (["aesni"] if "aes" in flags else [])
     assert list(fvecrypt.AES_PATHS) == want
+    assert fvecrypt.ELEPHANT_IN_C == (bool(want) and "avx2" in flags)   # all in C where it pays
 
 
 @native
@@ -330,8 +333,11 @@ def test_every_method_same_with_the_cpus_aes_and_with_cryptography(method, ss, m
     got = {}
     for path in fvecrypt.AES_PATHS:
         monkeypatch.setattr(fvecrypt, "ecb_decrypt", functools.partial(fvecrypt.ecb_decrypt, path=path))
+        monkeypatch.setattr(fvecrypt, "cbc_elephant_sectors",
+                            functools.partial(fvecrypt.cbc_elephant_sectors, aes=path))
         got[path] = bytes(c.decrypt(enc, ss * 777))
         monkeypatch.undo()
     monkeypatch.setattr(fvecrypt, "AES_PATHS", ())
+    monkeypatch.setattr(fvecrypt, "ELEPHANT_IN_C", False)
     got["cryptography"] = bytes(c.decrypt(enc, ss * 777))
     assert set(got.values()) == {plain}, [k for k, v in got.items() if v != plain]

@@ -14,8 +14,10 @@ Prints MiB/s per image and its ratio to the plain volume, and the CPU time the m
 process spent per MiB (less disturbed by other load than wall time) and its ratio.
 
 ``--cipher`` times the cipher alone, in process: ``SectorCipher.decrypt_into`` per method
-and read size, and Elephant's one C pass on each path this CPU runs (AVX-512, AVX2,
-portable), as CPU ms per MiB, best and worst of --repeat rounds (the rounds alternate).
+and read size, Elephant's one C pass after the AES on each path this CPU runs (AVX-512,
+AVX2, portable), and Elephant all in C (``cbc_elephant_sectors``) on each of those with each
+AES path (VAES, AES-NI), as CPU ms per MiB, best and worst of --repeat rounds (the rounds
+alternate).
 """
 
 from __future__ import annotations
@@ -106,6 +108,12 @@ def cipher_only(repeat: int) -> int:
     for path in fvecrypt.PATHS:
         cases[f"elephant C pass [{path}] 128 KiB"] = (
             lambda p=path: fvecrypt.cbc_elephant_decrypt(out, ecb, ct, ivs, keys, ss, p), n)
+    key, tweak = rnd.randbytes(16), rnd.randbytes(16)
+    for path in fvecrypt.PATHS:
+        for aes in fvecrypt.AES_PATHS:
+            cases[f"elephant all in C [{path}, {aes}] 128 KiB"] = (
+                lambda p=path, a=aes: fvecrypt.cbc_elephant_sectors(out, ct, 1 << 30, key, tweak,
+                                                                     ss, p, a), n)
     times: dict[str, list[float]] = {}
     for _ in range(repeat):
         for name, (fn, size) in cases.items():

@@ -38,4 +38,5 @@ def python_only(mp: pytest.MonkeyPatch) -> None:
     """``SectorCipher`` as on a CPU without AES instructions and a build without the
     Elephant C pass: cryptography's AES and the Python twin of the Elephant decryption."""
     mp.setattr(fvecrypt, "AES_PATHS", ())
+    mp.setattr(fvecrypt, "ELEPHANT_IN_C", False)
     mp.setattr(fvecrypt, "cbc_elephant_decrypt", fvecrypt.py_cbc_elephant_decrypt)
