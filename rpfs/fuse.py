@@ -50,7 +50,10 @@ same worker call (``ls -l`` stats in listing order) and marks the listing: from 
 readdirplus computes the attributes of what it sends (one worker call per batch) and
 sends them with the node's cache time, so ``ls -l`` and walks that stat cost one request
 per entry less (a round trip through the kernel costs more than parsing an MFT record).
-Smaller directories are listed with their attributes from the start.
+Smaller directories are listed with their attributes from the start, the first batch
+computed by the worker call that lists them (OPENDIR). A batch asks the listing for its
+children's attributes (``Listing.stat``: NTFS gives a plain file's or directory's from its
+record summary, no node made) and makes a node only for a child it does not cover.
 
 **Bounded memory.** An NTFS entry's inode number is its volume's slot and MFT record
 (``Node.number``): only the ``live_nodes`` most recently used keep their node, any other is

@@ -19,7 +19,10 @@ Every listing is a ``Listing``; a front end uses only this interface (see
 - iterating gives ``(name, node)`` pairs for a walk that visits each child once (a
   restore): each node is made then and not kept by the listing; ``walk_node(i)`` is that
   node for one child;
-- ``position(name)`` -> i or None (a dict built on the first call).
+- ``position(name)`` -> i or None (a dict built on the first call);
+- ``stat(indexes)`` -> {i: Attr} of those children whose attributes the file system gives
+  without making their nodes (NTFS: a plain file's or directory's record summary); the
+  others are asked through their nodes.
 
 ``NodesListing`` holds nodes already made (small trees: VMs, disks, POSIX volumes);
 ``NumberedListing`` holds ntfs_reader.listing.Listing arrays (an NTFS directory of 50,000
