@@ -1,12 +1,14 @@
 """Builds the optional C extensions ntfs_reader._lznt1, ntfs_reader._wofdecomp,
-ntfs_reader._ntfsparse, streams._crc32c, formats.bitlocker._fvecrypt, rpfs._writeout and rpfs._malloc (metadata lives in
+ntfs_reader._ntfsparse, streams._crc32c, formats.bitlocker._fvecrypt, rpfs._writeout, rpfs._malloc and
+rpfs.store._zstd (metadata lives in
 pyproject.toml), and rpfs._fusell, the mount's binding of libfuse3 (libfuse3-dev and
 pkg-config, tools/setup.sh).
 
 ``optional=True`` (all but rpfs._fusell): if gcc or the Python headers are missing the install still succeeds and
 ntfs_reader.lznt1 / xpress / lzx fall back to their pure-Python decoders (with a warning) and
 ntfs_reader.native to the Python metadata parser, streams.crc32c to the crc32c package,
-rpfs.restore to writing small files one system call at a time from Python, rpfs.heap to ctypes.
+rpfs.restore to writing small files one system call at a time from Python, rpfs.heap to ctypes,
+rpfs.store.zstd to the zstandard package.
 """
 
 import shlex
@@ -68,6 +70,15 @@ setup(
             "formats.bitlocker._fvecrypt",
             ["formats/bitlocker/_fvecrypt.c"],
             extra_compile_args=["-O3"],
+            optional=True,
+        ),
+        # zstd decompression through the system's libzstd (libzstd-dev) for reading a
+        # repository (rpfs/store/zstd.py; else the zstandard package)
+        Extension(
+            "rpfs.store._zstd",
+            ["rpfs/store/_zstd.c"],
+            extra_compile_args=["-O2"],
+            libraries=["zstd"],
             optional=True,
         ),
         # glibc's mallopt/malloc_trim for rpfs/heap.py (else ctypes)

@@ -63,7 +63,7 @@ def test_every_optional_extension_is_checked_where_it_is_imported(monkeypatch):
     seen = []
     monkeypatch.setattr(builds, "check", lambda m: seen.append(m.__name__) or False)
     names = ["ntfs_reader.lznt1", "ntfs_reader.xpress", "streams.crc32c",
-             "formats.bitlocker.fvecrypt", "rpfs.restore"]
+             "formats.bitlocker.fvecrypt", "rpfs.restore", "rpfs.store.zstd"]
     saved = {n: sys.modules.pop(n) for n in names if n in sys.modules}
     try:
         for n in names:
@@ -78,4 +78,5 @@ def test_every_optional_extension_is_checked_where_it_is_imported(monkeypatch):
         sys.modules.update(saved)
     assert set(seen) == set(["ntfs_reader._lznt1", "ntfs_reader._wofdecomp",
                                    "streams._crc32c", "formats.bitlocker._fvecrypt",
-                                   "rpfs._writeout", "ntfs_reader._ntfsparse"]), seen
+                                   "rpfs._writeout", "ntfs_reader._ntfsparse",
+                                   "rpfs.store._zstd"]), seen

@@ -18,7 +18,7 @@ quiet() {
   return "$rc"
 }
 
-DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev pkg-config ntfs-3g dosfstools
+DEBS=(python3 python3-venv python3-dev gcc fuse3 libfuse3-dev libzstd-dev pkg-config ntfs-3g dosfstools
       mtools gdisk fdisk qemu-utils sleuthkit libvhdi-utils libfsntfs-utils b3sum restic
       borgbackup wimtools make 7zip
       # BitLocker tests: an independent decrypter to cross-check the factory's writer

@@ -42,9 +42,8 @@ import time
 from array import array
 from itertools import accumulate
 
-import zstandard
-
 from streams.errors import FormatError
+from rpfs.store import zstd
 
 CATALOG_NAME = "catalog.sqlite"
 # the ``packs`` row of chunks a rebuild found named by a chunk map but in no pack: reading
@@ -293,6 +292,8 @@ def encode_map(ids) -> bytes:
         raise RuntimeError("int64 arrays required")
     if array("q", [1]).tobytes()[0] != 1:
         d.byteswap()
+    import zstandard   # here: reading a map needs only rpfs.store.zstd
+
     return _MAP_MAGIC + zstandard.ZstdCompressor(level=3).compress(d.tobytes())
 
 
@@ -305,26 +306,23 @@ def decode_map(blob: bytes, count: int, source: str = "chunk map") -> array:
             raise FormatError("chunk map not empty", source=source, structure="chunk map", offset=0)
         return array("q")
     need = count * 8
-    parts, got = [], 0
+    body = memoryview(blob)[2:]
     try:
-        # streamed in bounded pieces: a hostile size cannot make us allocate more than the
-        # blob really decompresses to
-        reader = zstandard.ZstdDecompressor().stream_reader(bytes(blob[2:]))
-        while got < need:
-            piece = reader.read(min(8 << 20, need - got))
-            if not piece:
-                break
-            parts.append(piece)
-            got += len(piece)
-        extra = reader.read(1) if got == need else b""
-    except zstandard.ZstdError as e:
+        declared = zstd.content_size(body)
+        if declared == need:   # ours declare it: one allocation of the size asked for
+            data = zstd.decompress(body, need)
+        elif declared == -1:   # streamed in bounded pieces: a hostile size cannot make us
+            data = _map_streamed(body, need)   # allocate more than the blob decompresses to
+        else:
+            data = b""
+    except zstd.Error as e:
         raise FormatError(f"chunk map undecodable: {e}", source=source, structure="chunk map",
                           offset=2) from None
-    if got != need or extra:
+    if len(data) != need:
         raise FormatError(f"chunk map does not hold {count} entries", source=source,
                           structure="chunk map", offset=2)
     d = array("q")
-    d.frombytes(b"".join(parts))
+    d.frombytes(data)
     if array("q", [1]).tobytes()[0] != 1:
         d.byteswap()
     try:
@@ -335,6 +333,25 @@ def decode_map(blob: bytes, count: int, source: str = "chunk map") -> array:
     if min(ids) < 0:
         raise FormatError("negative chunk id", source=source, structure="chunk map", offset=2)
     return ids
+
+
+def _map_streamed(body, need: int) -> bytes:
+    """A map frame that does not declare its size: up to ``need + 1`` bytes of it, read in
+    pieces of at most 8 MiB (the zstandard package's stream reader)."""
+    import zstandard
+
+    parts, got = [], 0
+    try:
+        reader = zstandard.ZstdDecompressor().stream_reader(bytes(body))
+        while got <= need:
+            piece = reader.read(min(8 << 20, need + 1 - got))
+            if not piece:
+                break
+            parts.append(piece)
+            got += len(piece)
+    except zstandard.ZstdError as e:
+        raise zstd.Error(str(e)) from None
+    return b"".join(parts)
 
 
 def get_epoch(db: sqlite3.Connection) -> int:
