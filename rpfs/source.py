@@ -6,10 +6,21 @@ from __future__ import annotations
 
 import os
 
-from rpfs.index.versions import versions_dir
+from rpfs.index import index_path
 from rpfs.tree import Tree, source_tree
 
-VM_VIEWS = (versions_dir,)   # /<vm>/.versions, once the VM is indexed
+
+def versions_dir(tree: Tree, vm: str) -> list:
+    """``/<vm>/.versions`` once the VM is indexed (rpfs.index.versions): its modules are
+    loaded only for a repository that has an index."""
+    if not os.path.exists(index_path(tree.repo)):
+        return []
+    from rpfs.index.versions import versions_dir
+
+    return versions_dir(tree, vm)
+
+
+VM_VIEWS = (versions_dir,)
 
 
 def open_source(source: str | os.PathLike, keys=None, store=None) -> Tree:

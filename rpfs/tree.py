@@ -629,14 +629,16 @@ def volume_nodes(rp: RecoveryPoint, key: tuple) -> list[Node]:
 
 
 def _volume_root(rp: RecoveryPoint, name: str, key: tuple, copies) -> Node:
-    from rpfs import ntfs_nodes, posix_nodes
-
     vol = rp.volume(name)
     stream = rp.volume_streams[name]
     if isinstance(vol, Exception):
         return BrokenNode(name, key, vol, kind="dir", volume_stream=stream)
-    if is_posix_volume(vol):
+    if is_posix_volume(vol):   # each kind's nodes imported when one is met
+        from rpfs import posix_nodes
+
         return posix_nodes.volume_root(vol, name, key, stream)
+    from rpfs import ntfs_nodes
+
     return ntfs_nodes.volume_root(vol, name, key, stream, copies)  # info lists the stores
 
 

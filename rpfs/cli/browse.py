@@ -10,31 +10,11 @@ from rpfs.cli import few_collections, jsonout, loading
 from streams.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
-from rpfs.source import open_source
+from rpfs.cli.opening import (  # noqa: F401  (the other commands' modules take them from here)
+    KEYS_HELP, SOURCE_HELP, add_keys_option, load_keys, open_tree,
+)
 from rpfs.tree import Node
 from streams.times import ns_to_iso
-
-SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
-KEYS_HELP = ("BitLocker: a file with one recovery password, password or .BEK file path per "
-             "line, tried on every encrypted volume")
-
-
-def add_keys_option(p) -> None:
-    p.add_argument("--keys", metavar="FILE", help=KEYS_HELP)
-
-
-def load_keys(args):
-    """The BitLocker keys of ``--keys`` (read once, kept in memory only), or None."""
-    if not getattr(args, "keys", None):
-        return None
-    from formats.bitlocker import KeyRing
-
-    return KeyRing.load(args.keys)
-
-
-def open_tree(args):
-    """``open_source`` with the keys of ``--keys``."""
-    return open_source(args.source, keys=load_keys(args), store=getattr(args, "store", None))
 
 
 def register(sub) -> None:

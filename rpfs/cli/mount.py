@@ -18,9 +18,7 @@ import time
 
 from streams.errors import RpfsError, UsageError
 from rpfs import heap
-from rpfs.cli.browse import add_keys_option, open_tree
-
-SOURCE_HELP = "a repository, a disk image (VHDX, AVHDX, VHD, raw) or a VM folder"
+from rpfs.cli.opening import SOURCE_HELP, add_keys_option, open_tree
 
 
 # decoded chunks a mount (and ``rpfs serve``) keeps: read-ahead (a quarter of it: 4 chunks

@@ -15,7 +15,17 @@ versions (the ``/<vm>/.versions/`` view), background (indexing after ``rpfs back
 process of its own, and on demand).
 """
 
+import os
+
 __all__ = ["find_entries", "file_history", "update_index"]
+
+INDEX_NAME = "index.sqlite"
+
+
+def index_path(repo) -> str:
+    """Where a repository's index lives: beside its catalog (here, not in db: a mount asks
+    whether there is one before it loads any of the index's modules, rpfs/source.py)."""
+    return os.path.join(os.path.dirname(repo.catalog_path), INDEX_NAME)
 
 
 def __getattr__(name: str):

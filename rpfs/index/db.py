@@ -44,8 +44,8 @@ import os
 import sqlite3
 
 from streams.errors import FormatError
+from rpfs.index import INDEX_NAME, index_path  # noqa: F401  (where it lives: the package says)
 
-INDEX_NAME = "index.sqlite"
 LOCK_NAME = "index.lock"
 PENDING_DIR = "index.pending"   # one file per recovery point (catalog id) whose index waits
 SCHEMA_VERSION = 1
@@ -162,11 +162,6 @@ def clear_pending(repo, rp_id: int) -> None:
         os.unlink(os.path.join(pending_dir(repo), str(int(rp_id))))
     except FileNotFoundError:
         pass
-
-
-def index_path(repo) -> str:
-    """Where a repository's index lives: beside its catalog."""
-    return os.path.join(os.path.dirname(repo.catalog_path), INDEX_NAME)
 
 
 def connect(path: str, *, write: bool = False) -> sqlite3.Connection | None:
