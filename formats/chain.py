@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from formats.detect import open_image
 from formats.disk import Disk, RawDisk

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import NamedTuple
+from collections import namedtuple
 
 from streams.errors import FormatError
 from streams.layout import Layout
@@ -82,17 +82,12 @@ def parse_standard_information(value: bytes, where: dict) -> StandardInformation
 _FILE_NAME = struct.Struct("<QQQQQqqIIBB")
 
 
-class FileName(NamedTuple):
-    """$FILE_NAME (a named tuple: one is made for every directory index entry listed)."""
+class FileName(namedtuple("FileName", "parent_ref times allocated_size data_size flags "
+                                       "reparse_tag namespace raw_name")):
+    """$FILE_NAME (a named tuple: one is made for every directory index entry listed):
+    ``times`` a Times, ``raw_name`` the name in UTF-16LE as stored, the others ints."""
 
-    parent_ref: int
-    times: Times
-    allocated_size: int
-    data_size: int
-    flags: int
-    reparse_tag: int
-    namespace: int
-    raw_name: bytes   # UTF-16LE as stored
+    __slots__ = ()
 
 
 def parse_file_name(value: bytes, where: dict) -> FileName:

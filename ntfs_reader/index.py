@@ -9,7 +9,8 @@ or absurdly deep trees a FormatError instead of a hang.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterator, NamedTuple
+from collections import namedtuple
+from collections.abc import Callable, Iterator
 
 from streams.errors import FormatError
 from streams.stream import Stream
@@ -35,14 +36,13 @@ ENTRY_LAST = 0x02
 _ENTRY = struct.Struct("<QHHH2x")
 
 
-class IndexEntry(NamedTuple):
-    """One index entry (a named tuple: a big directory has one per name)."""
+class IndexEntry(namedtuple("IndexEntry", "ref flags key raw child")):
+    """One index entry (a named tuple: a big directory has one per name): ``ref`` the file
+    reference ($I30; for view indexes data offset/length), ``flags``, ``key`` (bytes),
+    ``raw`` the whole entry (view indexes keep their data in it), ``child`` the VCN of the
+    subnode or None."""
 
-    ref: int              # file reference ($I30); for view indexes data offset/length
-    flags: int
-    key: bytes
-    raw: bytes            # the whole entry (view indexes keep their data in it)
-    child: int | None     # VCN of the subnode
+    __slots__ = ()
 
     @property
     def is_last(self) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import struct
 from array import array
-from typing import NamedTuple
+from collections import namedtuple
 
 from streams.errors import FormatError
 
@@ -32,16 +32,13 @@ NT_EPOCH_OFFSET = 116_444_736_000_000_000
 INT64 = 1 << 63
 
 
-class PlainFiles(NamedTuple):
-    """Per child i: ``status[i]``; ``sizes[i]``; ``at[i]`` (BYTES: offset in ``data``;
-    VOLUME: byte offset on the volume); ``times[2 * i]``, ``times[2 * i + 1]``: atime and
-    mtime in ns since 1970; ``data``: the resident values one after the other."""
+class PlainFiles(namedtuple("PlainFiles", "status sizes at times data")):
+    """Per child i: ``status[i]`` (bytes); ``sizes[i]``; ``at[i]`` (BYTES: offset in
+    ``data``; VOLUME: byte offset on the volume); ``times[2 * i]``, ``times[2 * i + 1]``:
+    atime and mtime in ns since 1970 (these three arrays); ``data``: the resident values
+    one after the other (bytes)."""
 
-    status: bytes
-    sizes: array
-    at: array
-    times: array
-    data: bytes
+    __slots__ = ()
 
     @classmethod
     def from_bytes(cls, parts: tuple) -> "PlainFiles":

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from streams.times import nt_to_unix_ns
 
 
-class Times(NamedTuple):
-    """The four $STANDARD_INFORMATION times as raw NT ticks, with Unix-ns views (a named
-    tuple: one is made for every directory index entry listed).
+class Times(namedtuple("Times", "created modified changed accessed")):
+    """The four $STANDARD_INFORMATION times as raw NT ticks (ints), with Unix-ns views (a
+    named tuple: one is made for every directory index entry listed; collections', as every
+    named tuple on a mount's way to its first listing: typing's is a 157 KB module to load).
 
     ``changed`` is NTFS's "MFT record changed" time, which is what ctime means on Linux
     (ntfs-3g maps it the same way).
     """
 
-    created: int
-    modified: int
-    changed: int
-    accessed: int
+    __slots__ = ()
 
     @property
     def st_birthtime_ns(self) -> int:

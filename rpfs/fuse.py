@@ -84,7 +84,7 @@ import os
 import queue
 import stat
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from rpfs import _fusell as ll
 

@@ -44,7 +44,7 @@ import select
 import signal
 import threading
 import time
-from typing import Callable, Coroutine
+from collections.abc import Callable, Coroutine
 
 from rpfs.log import get_logger
 

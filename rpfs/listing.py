@@ -32,7 +32,7 @@ names is ~3 MB of arrays instead of 50,000 nodes, entries and file-name tuples).
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 NUMBERED_KINDS = (None, "file", "dir", "symlink")   # NumberedListing.kinds codes
 SYMLINK = 3

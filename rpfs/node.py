@@ -41,7 +41,7 @@ import os
 import stat as statmod
 import threading
 import time
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from streams.errors import NotFoundError, RpfsError, UsageError
 from streams.lru import LRU

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from streams.errors import FormatError, NotFoundError, RpfsError, UnsupportedError, UsageError
 from rpfs.node import (  # noqa: F401  (the node contract, importable from here too)

@@ -7,7 +7,7 @@ subclass's ``_fill`` for data) and the data/zero ``extents`` are written once he
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from streams.stream import DATA, ZERO, Extent, Stream
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 import uuid
 from collections import namedtuple
-from typing import Mapping
+from collections.abc import Mapping
 
 
 class Layout:

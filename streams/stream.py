@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import os
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from streams.errors import FormatError
 from streams.record import Value

@@ -86,3 +86,15 @@ def test_bitlocker_rows_judge_each_mount_by_its_own_pair():
     assert "target" not in rows[(bp.bl_workload("image"), "warm")]
     cpu = rows[(bp.bl_workload("repo", bp.BL_CPU), "cold")]
     assert cpu["unit"] == "ms" and "target" not in cpu and cpu["repo_ratio"] == 0.5
+
+
+def test_the_rps_part_says_what_a_cold_mount_read_and_opened():
+    res = bp.Results()
+    for v in (9.6 * bp.MiB, 10.2 * bp.MiB):
+        res.add("rps", "bytes read from disk to first listing", "cold", "repo", v)
+    res.add("rps", "files opened to first listing", "cold", "repo", 196)
+    rows = bp.rows(res)
+    assert {r["workload"]: r["unit"] for r in rows} == {
+        "bytes read from disk to first listing": "bytes", "files opened to first listing": "count"}
+    text = bp.table(rows)
+    assert "9.9 MiB" in text and " 196" in text and "target" not in rows[0]

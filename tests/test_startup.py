@@ -32,8 +32,12 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # is made when a sequential reader appears): 25 M more; argparse with gettext and locale (a
 # simple mount line is read by rpfs.cli.quick); ctypes with libffi (rpfs.heap's two glibc
 # calls are rpfs._malloc's); the zstandard package (its extension is 11.6 MB with debug
-# information, all read by a cold start: ~20 ms; a reader decodes with rpfs.store._zstd)
+# information, all read by a cold start: ~20 ms; a reader decodes with rpfs.store._zstd);
+# the read commands' module with its json output, progress and rate limits (rpfs.cli.opening
+# opens the source); the index's modules when there is no index (rpfs.source)
 NOT_FOR_MOUNTING = ["rpfs.restore", "rpfs.store.maintenance.sync", "pyfuse3", "trio", "zstandard",
+                    "rpfs.cli.browse", "rpfs.cli.jsonout", "rpfs.progress",
+                    "rpfs.ratelimit", "rpfs.index.versions", "rpfs.index.db",
                     "shutil", "bz2", "lzma", "subprocess", "tempfile", "random",
                     "hashlib", "_hashlib", "getpass", "termios",
                     "dataclasses", "inspect", "ast", "dis", "logging", "traceback",
@@ -123,6 +127,9 @@ ops = rpfs.fuse.Operations(tree)
 [n.attr() for n in tree.resolve("/web01").iterdir()]
 snapshot("listed")
 vols = tree.resolve("/web01/latest/volumes")
+ntfs = next(v for v in vols.iterdir() if not v.name.startswith("lvm-"))
+[n.attr() for n in ntfs.iterdir()]
+snapshot("ntfs")
 for vol in vols.iterdir():
     for n in vol.iterdir():
         n.attr()
@@ -136,6 +143,9 @@ snapshot("volumes")
     assert "formats.bitlocker.volume" not in volumes     # nor, with no BitLocker volume, its cipher
     assert heavy(volumes, NOT_FOR_MOUNTING) == []        # modules of other commands, or s3:// only
     assert heavy(volumes, NOT_FOR_READING + ["importlib.metadata"]) == []   # was pyfuse3's and crc32c's
+    # typing (a 157 KB module, ~2 ms: collections.abc and collections.namedtuple serve) on
+    # the way to an NTFS volume's first listing (the Linux file systems' readers use it)
+    assert "ntfs_reader" in snaps["ntfs"] and heavy(snaps["ntfs"], ["typing"]) == []
     # pathlib with urllib.parse and ipaddress: a repository's path is os.path's (rpfs.tree)
     assert heavy(volumes - snaps["interpreter"], ["pathlib", "urllib", "ipaddress"]) == []
 
@@ -194,15 +204,17 @@ def test_reading_a_small_table_decodes_nothing_ahead(plain_repo):
         assert r.loader.prefetched > 0   # the control: read-ahead is seen once it is due
 
 
-def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int, int]:
-    """The catalog statements, read-ahead jobs, volumes opened and recovery points made from
-    opening ``repo`` to looking up ``latest`` in its VM and listing (with attributes) its
-    volumes and the first volume's root, as a mount's first listing does."""
+def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int, int, int]:
+    """The catalog statements, read-ahead jobs, volumes opened, recovery points made and
+    connections to the catalog opened from opening ``repo`` to looking up ``latest`` in its
+    VM and listing (with attributes) its volumes and the first volume's root, as a mount's
+    first listing does (in one thread)."""
     from rpfs import tree as tree_module
     from rpfs.source import open_source
     from rpfs.store import catalog
 
     statements: list[str] = []
+    catalogs: list[str] = []
     opened: list[str] = []
     made: list[str] = []
     connect = catalog.connect
@@ -215,6 +227,9 @@ def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int, int]:
         return db
 
     monkeypatch.setattr(catalog, "connect", traced)
+    sqlite_connect = catalog.sqlite3.connect
+    monkeypatch.setattr(catalog.sqlite3, "connect", lambda path, *a, **k: (
+        catalog.CATALOG_NAME in str(path) and catalogs.append(path)) or sqlite_connect(path, *a, **k))
     monkeypatch.setattr(tree_module, "open_probed",
                         lambda kind, stream: opened.append(kind) or open_probed(kind, stream))
     monkeypatch.setattr(tree_module.RepoRecoveryPoint, "__init__",
@@ -229,7 +244,7 @@ def _first_listing(repo, monkeypatch) -> tuple[list[str], int, int, int]:
         vols = sorted(n.name for n in tree.resolve(f"/web01/{latest}/volumes").iterdir())
         assert opened == []   # listing volumes/ reads each one's signature, opens none
         [n.attr() for n in tree.resolve(f"/web01/latest/volumes/{vols[0]}").iterdir()]
-        return statements, tree.repo.loader.prefetched, len(opened), len(made)
+        return statements, tree.repo.loader.prefetched, len(opened), len(made), len(catalogs)
     finally:
         tree.close()
         monkeypatch.undo()
@@ -244,17 +259,18 @@ def test_first_listing_costs_the_same_with_more_recovery_points(tmp_path, plain_
     recovery points there are."""
     repo = tmp_path / "repo"
     shutil.copytree(plain_repo, repo)
-    statements, prefetched, opened, made = _first_listing(repo, monkeypatch)
-    assert 0 < len(statements) <= 12, statements
+    statements, prefetched, opened, made, catalogs = _first_listing(repo, monkeypatch)
+    assert 0 < len(statements) <= 13, statements   # the schema check's two included
     assert prefetched == 0   # the probes' and the volume's small reads start no read-ahead
     assert opened == 1       # of the VM's volumes, only the one listed is opened
     assert made == 1         # of the VM's recovery points, only latest's
+    assert catalogs == 1     # checked and read through one connection (catalog.checked)
     rpfs("backup", repo, small_fixtures.vm_states[0], "--vm", "web01", "--no-index",
          "--time", "2026-11-02T02:00:00Z")
-    statements2, prefetched2, opened2, made2 = _first_listing(repo, monkeypatch)
+    statements2, prefetched2, opened2, made2, catalogs2 = _first_listing(repo, monkeypatch)
     assert "2026-11-02T020000Z" in str(rpfs("ls", repo, "/web01").stdout)   # it was added
     assert len(statements2) == len(statements), (statements, statements2)
-    assert (prefetched2, opened2, made2) == (prefetched, opened, made)
+    assert (prefetched2, opened2, made2, catalogs2) == (prefetched, opened, made, catalogs)
     from rpfs.node import Node
     from rpfs.source import open_source
 

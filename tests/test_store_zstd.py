@@ -1,9 +1,11 @@
 """rpfs.store.zstd: the C decoder (libzstd) against its reference twin (the zstandard
 package) on the same frames. Good frames give the same bytes; damaged ones (hypothesis:
 bytes flipped, cut, appended) give, through every reader that uses them (a chunk, a framed
-chunk's frames, a chunk map), the right bytes through both or an error through both, never
-a traceback. (A damaged frame may decode without an error to different wrong bytes through
-the two: our frames carry no checksum, the chunk id over the result is the check.)"""
+chunk's frames, a chunk map), the same outcome, or the right bytes through one and an error
+through the other (the two libzstd versions check some damage differently), never two
+different decodings nor a traceback. (Through a chunk, a damaged frame may decode without an
+error to wrong bytes, different through the two: our frames carry no checksum, the chunk id
+over the result is the check.)"""
 
 from __future__ import annotations
 
@@ -109,6 +111,15 @@ def _checked(outcome: str) -> str:
     return "IntegrityError" if outcome == "wrong" else outcome
 
 
+def _agree(c: str, py: str) -> bool:
+    """The same outcome, or one refuses what the other decodes: the system's libzstd
+    (1.5.4 here) and zstandard's own (1.5.7) check some damage differently (a flipped bit
+    near a chunk map's end: 1.5.7 says "Data corruption detected", 1.5.4 decodes the right
+    ids). Never two different decodings."""
+    decoded = ("right", "wrong")
+    return c == py or (c in decoded) != (py in decoded)
+
+
 def _damaged(data: st.DataObject, good: bytes) -> bytes:
     b = bytearray(good)
     for _ in range(data.draw(st.integers(0, 4))):
@@ -124,14 +135,14 @@ def test_damaged_chunks_read_the_same_through_both(data, name):
     src = _damaged(data, b"".join(GOOD[name]))
     first = zstandard.ZstdDecompressor().stream_reader(GOOD[name][0]).read()
     c, py = _both(first, packs.decompress, packs.ZSTD, src, len(first))
-    assert _checked(c) == _checked(py)
+    assert _agree(_checked(c), _checked(py)), (c, py)
     whole = zstandard.ZstdDecompressor().stream_reader(b"".join(GOOD[name]),
                                                        read_across_frames=True).read()
     c, py = _both(whole, packs.decompress_frames, memoryview(src), len(whole))
-    assert _checked(c) == _checked(py)
+    assert _agree(_checked(c), _checked(py)), (c, py)
     c, py = _both(whole, lambda: packs.decompress_frames(memoryview(src), len(whole),
                                                          memoryview(bytearray(len(whole)))))
-    assert _checked(c) == _checked(py)
+    assert _agree(_checked(c), _checked(py)), (c, py)
 
 
 @SETTINGS
@@ -143,4 +154,4 @@ def test_damaged_chunk_maps_read_the_same_through_both(data, n):
     damaged = blob[:2] + _damaged(data, blob[2:])
     count = max(0, len(ids) + data.draw(st.sampled_from([0, 0, 1, -1])))
     c, py = _both(ids, lambda: catalog.decode_map(damaged, count).tolist())
-    assert c == py
+    assert _agree(c, py), (c, py)

@@ -39,7 +39,9 @@ daemon's RSS after those.
 
 Part ``rps``: a repository of 1,000 recovery points of that system VHDX (one ``rpfs backup``,
 then 999 in process reusing its chunk map), mounted: mount to first listing of the newest
-recovery point's volume, cold and warm (repository mount only).
+recovery point's volume, cold and warm (repository mount only), with what a cold one read
+from the disk (the mount command's ``ru_inblock``, its daemon's /proc/<pid>/io) and, in one
+more cold round under ``strace -f`` (not timed), how many files it opened.
 
 Part ``cat``: only the vhdx part's two ``cat`` rows, for more rounds at little cost
 (``--part cat --repeat 7``).
@@ -673,20 +675,71 @@ def bench_system(data: dict, work: Path, repeat: int, budget: float, res: Result
 
 def bench_rps(data: dict, work: Path, repeat: int, res: Results) -> None:
     """Mount to first listing of a volume when its VM has 1,000 recovery points: the
-    repository mount only (the peer has no repository; its figure is the system part's)."""
+    repository mount only (the peer has no repository; its figure is the system part's).
+    Cold, also what it read from the disk (``read_bytes_cold``) and, in one more cold round
+    under strace whose time is not kept, the files it opened (``files_opened_cold``)."""
+    workload = f"mount to first listing ({data['recovery_points']:,} recovery points)"
     for _ in range(repeat):
         m = RepoMount(data, work)
         try:
             drop_caches()
+            blocks = resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock
             _, secs = mount_and_list(m)
-            res.add("rps", f"mount to first listing ({data['recovery_points']:,} recovery points)",
-                    "cold", m.kind, secs)
+            res.add("rps", workload, "cold", m.kind, secs)
+            res.add("rps", "bytes read from disk to first listing", "cold", m.kind,
+                    read_bytes_cold(m, blocks))
             m.unmount()
             _, secs = mount_and_list(m)
-            res.add("rps", f"mount to first listing ({data['recovery_points']:,} recovery points)",
-                    "warm", m.kind, secs)
+            res.add("rps", workload, "warm", m.kind, secs)
         finally:
             m.unmount()
+    res.add("rps", "files opened to first listing", "cold", "repo", files_opened_cold(data, work))
+
+
+def read_bytes_cold(m: Mount, blocks_before: int) -> int:
+    """What the mount command read from the disk (its ``ru_inblock``: it has exited and
+    been waited for) and what its daemon has read so far (/proc/<pid>/io ``read_bytes``).
+    Pages another process brought in meanwhile are nobody's here: a lower bound."""
+    blocks = resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock - blocks_before
+    daemon = 0
+    for pid in serving_pids(m.pids_of):
+        try:
+            with open(f"/proc/{pid}/io") as f:
+                daemon += sum(int(line.split()[1]) for line in f if line.startswith("read_bytes:"))
+        except OSError:
+            continue
+    return blocks * 512 + daemon
+
+
+def files_opened_cold(data: dict, work: Path) -> int | None:
+    """Files (modules, libraries, the catalog, packs, ...) the mount command and its daemon
+    open successfully from the start to the first listing of the volume, cold: every one
+    is a disk read then. Counted with ``strace -f`` (None without strace)."""
+    if not shutil.which("strace"):
+        return None
+    mp = work / "rps-opens"
+    mp.mkdir(parents=True, exist_ok=True)
+    trace = work / "rps-opens.strace"
+    drop_caches()
+    p = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=open,openat", "-e",
+                          "status=successful", "-o", str(trace),
+                          *map(str, rpfs_cmd("mount", data["repo"], mp))],
+                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_mounted(mp)
+        vm = mp / data["vm"]
+        rp = os.readlink(vm / "latest")
+        os.listdir(vm / rp / "volumes" / f"{data['disk']}-p{data['partition']['number']}")
+        # what was written by now; a call another thread's interrupted shows twice (its
+        # "<unfinished ...>" line and its "<... resumed>" one): counted once
+        count = sum("resumed>" not in line for line in trace.read_text().splitlines())
+    finally:
+        unmount(mp)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return count
 
 
 # ---------------------------------------------------------------------------------------
@@ -730,7 +783,9 @@ def rows(res: Results) -> list[dict]:
     for (part, workload, phase), by_kind in res.samples.items():
         med = {k: _median(v) for k, v in by_kind.items()}
         row = {"part": part, "workload": workload, "phase": phase,
-               "unit": ("bytes" if "RSS" in workload or "allocated" in workload else "ok"
+               "unit": ("bytes" if "RSS" in workload or "allocated" in workload
+                        or "bytes read" in workload else "count" if "files opened" in workload
+                        else "ok"
                         if "matches" in workload else "load" if "load average" in workload
                         else "ms" if "(ms)" in workload else "s"),
                "median": med, "samples": by_kind}
@@ -773,7 +828,7 @@ def round_ratios(mine: list, peer: list) -> list[float]:
 def spread(values: list, unit: str) -> str:
     """`` (min-max)`` of a figure's samples when there are several, else nothing."""
     vals = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(vals) < 2 or unit in ("ok", "bytes"):
+    if len(vals) < 2 or unit in ("ok", "bytes", "count"):
         return ""
     return f" ({fmt(min(vals), unit)}-{fmt(max(vals), unit)})"
 
@@ -795,7 +850,9 @@ def fmt(v, unit: str) -> str:
     if v is None:
         return "failed"
     if unit == "bytes":
-        return f"{v / MiB:.0f} MiB"
+        return f"{v / MiB:.0f} MiB" if v >= 100 * MiB else f"{v / MiB:.1f} MiB"
+    if unit == "count":
+        return f"{v:,}"
     if unit == "ok":
         return "yes" if v else "NO"
     if unit == "load":

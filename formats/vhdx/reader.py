@@ -12,7 +12,7 @@ import re
 import uuid
 from array import array
 from functools import lru_cache
-from typing import Iterator
+from collections.abc import Iterator
 
 
 from formats.disk import Disk, ParentRef

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Mapping
+from collections.abc import Mapping
 
 from streams.errors import UsageError
 from rpfs.sizes import positive_size

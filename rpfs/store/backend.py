@@ -22,7 +22,7 @@ import contextlib
 import os
 import re
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from streams.errors import FormatError, IntegrityError, NotFoundError, UsageError
 from streams.lru import LRU

@@ -43,7 +43,7 @@ from array import array
 from itertools import accumulate
 
 from streams.errors import FormatError
-from rpfs.store import zstd
+import rpfs.store.zstd as zstd
 
 CATALOG_NAME = "catalog.sqlite"
 # the ``packs`` row of chunks a rebuild found named by a chunk map but in no pack: reading
@@ -227,14 +227,31 @@ def create(path: str, repository_id: str = "") -> None:
 
 def check(path: str) -> None:
     """Readable, and at this schema version (older ones are migrated in place)."""
+    checked(path).close()
+
+
+def checked(path: str) -> sqlite3.Connection:
+    """A reading connection (``connect``) to a catalog that is readable and at this schema
+    version: an older one is first migrated in place through a writing connection of its
+    own. Opening a repository keeps it as its opening thread's connection, so the catalog
+    is opened once (a second connection, closed before the first reader's, removed and made
+    again the -wal and -shm files on every open)."""
     try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=60)
+        db = connect(path)
         try:
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                migrate(db, path)
-            add_columns(db)
-        finally:
+            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION \
+                    or any(set(cols) - columns(db, table) for table, cols in EXTRA_COLUMNS.items()):
+                w = sqlite3.connect(path, isolation_level=None, timeout=60)
+                try:
+                    if w.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                        migrate(w, path)
+                    add_columns(w)
+                finally:
+                    w.close()
+        except BaseException:
             db.close()
+            raise
+        return db
     except sqlite3.DatabaseError as e:
         st = os.statvfs(os.path.dirname(path) or ".")  # "disk I/O error" when -shm cannot grow
         if st.f_bavail == 0 or st.f_favail == 0:

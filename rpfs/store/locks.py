@@ -20,7 +20,7 @@ import fcntl
 import os
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from streams.errors import RpfsError
 

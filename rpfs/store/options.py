@@ -9,7 +9,7 @@ serve the repository without the repository importing it (docs/architecture.md "
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from streams.record import Value
 

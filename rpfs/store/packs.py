@@ -22,13 +22,13 @@ import os
 import struct
 import threading
 import zlib
-from typing import NamedTuple
+from collections import namedtuple
 
 import blake3
 
 from streams.errors import FormatError, IntegrityError
 from streams.record import Value
-from rpfs.store import zstd
+import rpfs.store.zstd as zstd
 from rpfs.store.backend import Backend
 from rpfs.store.config import MAX_CHUNK
 
@@ -49,11 +49,7 @@ TABLE_ENTRY_SIZE = _TABLE_ENTRY.size
 TRAILER_SIZE = _TRAILER.size
 
 
-class Trailer(NamedTuple):
-    table_offset: int
-    count: int
-    crc: int
-    magic: bytes
+Trailer = namedtuple("Trailer", "table_offset count crc magic")
 
 
 def chunk_hash(data) -> bytes:

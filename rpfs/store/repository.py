@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import weakref
 from datetime import datetime, timezone
-from typing import Iterator
+from collections.abc import Iterator
 
 from streams.errors import FormatError, IntegrityError, NotFoundError, UsageError
 import rpfs.store.catalog as catalog
@@ -113,7 +113,10 @@ class Repository:
     lock files, reader registrations and block cache live in a local cache directory."""
 
     def __init__(self, address: str, config: Config, backend: Backend, crypto: Plain,
-                 options: StoreOptions, *, register: bool = True):
+                 options: StoreOptions, *, register: bool = True,
+                 db: sqlite3.Connection | None = None):
+        """``db``: a reading connection to the catalog already open (``catalog.checked``),
+        kept as this thread's."""
         self.path = address        # as the user names it (absolute for a directory)
         self.backend = backend
         self.local = backend.local
@@ -142,6 +145,9 @@ class Repository:
         # short-lived threads does not collect open connections for days
         self._conns: "weakref.WeakSet[_Conn]" = weakref.WeakSet()
         self._conns_lock = threading.Lock()
+        if db is not None:
+            self._tls.db = h = _Conn(db)
+            self._conns.add(h)
         self._writer: sqlite3.Connection | None = None
         self._register = register
         self._reg: Registration | None = None          # the newest registration
@@ -204,11 +210,11 @@ class Repository:
             elif not catalog.exists(cat):
                 raise FormatError("catalog.sqlite is missing (rpfs repair rebuilds it)", source=address,
                                   structure="repository")
-            catalog.check(cat)
+            db = catalog.checked(cat)
         except BaseException:
             backend.close()
             raise
-        repo = cls(address, cfg, backend, crypto, options, register=register)
+        repo = cls(address, cfg, backend, crypto, options, register=register, db=db)
         if options.catch_up is not None and backend.catalog_is_cache:
             try:
                 options.catch_up(repo)

@@ -16,7 +16,7 @@ larger than ``window_max`` is refused. Every failure is ``Error``.
 from __future__ import annotations
 
 try:
-    from rpfs.store import _zstd
+    import rpfs.store._zstd as _zstd
 except ImportError:   # not built (no libzstd-dev): the zstandard package
     _zstd = None
 else:
