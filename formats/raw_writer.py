@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 
+from formats.writebehind import WriteBehind
 from streams.stream import ZERO, Stream, buffers, is_zero, merge_extents
 
 CHUNK = 8 << 20  # bytes asked of the source at a time (the VHDX writer's piece too): one
@@ -48,12 +49,14 @@ def pwrite_all(fd: int, data, offset: int) -> None:
         offset += n
 
 
-def data_chunks(source: Stream, chunk: int = CHUNK):
+def data_chunks(source: Stream, chunk: int = CHUNK, scratch=None):
     """(offset, memoryview) for every non-zero run of ``source`` (in ``chunk``-aligned pieces
     of its DATA extents), plus (offset, None) markers so callers can report progress. A piece
     that lies in a stored file's decoded chunk is that chunk's own buffer (``buffers``:
-    no copy); others are read into one reused buffer."""
-    buf = memoryview(bytearray(chunk))
+    no copy); others are read into ``scratch`` (at least ``chunk`` bytes, or a function
+    that gives it when needed; by default one reused buffer)."""
+    if scratch is None:
+        scratch = memoryview(bytearray(chunk))
     for ext in merge_extents(source.extents()):
         if ext.kind == ZERO:
             yield ext.end, None
@@ -61,7 +64,7 @@ def data_chunks(source: Stream, chunk: int = CHUNK):
         pos = ext.offset
         while pos < ext.end:
             n = min(chunk - pos % chunk, ext.end - pos)
-            for at, view in buffers(source, pos, n, buf):
+            for at, view in buffers(source, pos, n, scratch):
                 yield from nonzero_runs(view, at)
             pos += n
             yield pos, None
@@ -84,14 +87,16 @@ def nonzero_runs(view: memoryview, offset: int, grain: int = GRAIN):
 
 
 def write_raw(source: Stream, dest: str | os.PathLike, *, progress=None) -> None:
-    """Write ``source`` to ``dest`` as a sparse flat image; ``progress(done, total)``."""
+    """Write ``source`` to ``dest`` as a sparse flat image; ``progress(done, total)``. The
+    writes are made by a thread of their own (``WriteBehind``)."""
     total = source.size
     with atomic_output(dest) as fd:
         os.ftruncate(fd, total)
-        for pos, view in data_chunks(source):
-            if view is not None:
-                pwrite_all(fd, view, pos)
-            elif progress:
-                progress(pos, total)
+        with WriteBehind(fd, CHUNK) as out:
+            for pos, view in data_chunks(source, scratch=out.scratch):
+                if view is not None:
+                    out.write(view, pos)
+                elif progress:
+                    progress(pos, total)
     if progress:
         progress(total, total)

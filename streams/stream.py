@@ -518,18 +518,19 @@ class Spans:
         return None if where is None else where[0].cached_views(where[1], length)
 
 
-def buffers(stream: Stream, offset: int, length: int, scratch: memoryview):
+def buffers(stream: Stream, offset: int, length: int, scratch):
     """``(offset, buffer)`` pieces holding the bytes of ``stream`` at ``[offset,
     offset+length)`` in order, for a consumer that only looks at them (export writes them
     out). The range is followed down the layers while it is one piece of the stream below
     (``span``); a stream there that hands out ``views`` gives its decoded chunks without a
-    copy, any other is read into ``scratch`` (at least ``length`` bytes) as ``readinto``
-    would. The caller is taken to read on in order (``views(sequential=True)``: a stored
-    file decodes the chunks ahead at once)."""
+    copy, any other is read into ``scratch`` (at least ``length`` bytes; or a function
+    that gives it, called only then) as ``readinto`` would. The caller is taken to read on
+    in order (``views(sequential=True)``: a stored file decodes the chunks ahead at once,
+    and lets each go from its cache once handed out whole)."""
     below, at = bottom(stream, offset, length)
     views = below.views(at, length, sequential=True)
     if views is None:
-        view = scratch[:length]
+        view = (scratch() if callable(scratch) else scratch)[:length]
         got = stream.readinto(offset, view)
         if got != length:
             raise stream._short(offset, length, got)

@@ -15,7 +15,8 @@ import os
 import uuid
 from typing import Callable
 
-from formats.raw_writer import nonzero_runs, pwrite_all
+from formats.raw_writer import nonzero_runs
+from formats.writebehind import WriteBehind
 from streams.errors import UsageError
 from streams.stream import DATA, Stream, buffers, is_zero
 
@@ -154,43 +155,45 @@ def write_vhdx(source: Stream, dest, *, block_size: int = 32 * S.MiB, fixed: boo
             os.ftruncate(fd, end)
         done = 0
         bitmaps: dict[int, bytearray] = {}
-        # One buffer for every read: a fresh 8 MiB per read costs more in page faults than
-        # the copy. Zero runs of 64 KiB inside data are not written (holes read as zeros).
-        piece = memoryview(bytearray(_PIECE))
-        for block in range(data_blocks):
-            bstart = block * block_size
-            blen = min(block_size, virtual_size - bstart)
-            index = block + block // chunk_ratio
-            if fixed:
-                offset = payload_start + block * block_size
-                _copy_block(source, fd, bstart, blen, offset, piece)
-                bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
-            elif not differencing:
-                offset = None   # allocated at the first non-zero piece, never for all-zero blocks
-                for voff, n in _data_ranges(source, bstart, blen):
-                    for roff, run in _nonzero_pieces(source, piece, voff, n):
-                        if offset is None:
-                            offset = end
-                            end += block_size
-                            bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
-                        pwrite_all(fd, run, offset + roff - bstart)
-            else:
-                state, data, present = _diff_block(source, parent, bstart, blen, lss, zero_blocks)
-                if state in (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
-                    offset = end
-                    end += block_size
-                    os.pwrite(fd, data, offset)
-                    bat[index] = state | offset
-                    if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
-                        chunk = block // chunk_ratio
-                        bm = bitmaps.setdefault(chunk, bytearray(S.SECTOR_BITMAP_BLOCK_SIZE))
-                        base = (block % chunk_ratio) * (block_size // lss) // 8
-                        bm[base:base + len(present)] = present
+        # Payload is written by a thread of its own (WriteBehind) while the next is read;
+        # reads that are not a stored file's chunks go into its two reused 8 MiB buffers (a
+        # fresh 8 MiB per read costs more in page faults than the copy). Zero runs of 64 KiB
+        # inside data are not written (holes read as zeros).
+        with WriteBehind(fd, _PIECE) as out:
+            for block in range(data_blocks):
+                bstart = block * block_size
+                blen = min(block_size, virtual_size - bstart)
+                index = block + block // chunk_ratio
+                if fixed:
+                    offset = payload_start + block * block_size
+                    _copy_block(source, out, bstart, blen, offset)
+                    bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
+                elif not differencing:
+                    offset = None   # allocated at the first non-zero piece, never for all-zero blocks
+                    for voff, n in _data_ranges(source, bstart, blen):
+                        for roff, run in _nonzero_pieces(source, out.scratch, voff, n):
+                            if offset is None:
+                                offset = end
+                                end += block_size
+                                bat[index] = S.PAYLOAD_BLOCK_FULLY_PRESENT | offset
+                            out.write(run, offset + roff - bstart)
                 else:
-                    bat[index] = state
-            done += blen
-            if progress:
-                progress(done, virtual_size)
+                    state, data, present = _diff_block(source, parent, bstart, blen, lss, zero_blocks)
+                    if state in (S.PAYLOAD_BLOCK_FULLY_PRESENT, S.PAYLOAD_BLOCK_PARTIALLY_PRESENT):
+                        offset = end
+                        end += block_size
+                        out.write(data, offset)
+                        bat[index] = state | offset
+                        if state == S.PAYLOAD_BLOCK_PARTIALLY_PRESENT:
+                            chunk = block // chunk_ratio
+                            bm = bitmaps.setdefault(chunk, bytearray(S.SECTOR_BITMAP_BLOCK_SIZE))
+                            base = (block % chunk_ratio) * (block_size // lss) // 8
+                            bm[base:base + len(present)] = present
+                    else:
+                        bat[index] = state
+                done += blen
+                if progress:
+                    progress(done, virtual_size)
         for chunk, bm in sorted(bitmaps.items()):
             offset = end
             end += S.SECTOR_BITMAP_BLOCK_SIZE
@@ -230,19 +233,18 @@ def _data_ranges(source: Stream, start: int, length: int):
             pos += n
 
 
-def _nonzero_pieces(source: Stream, piece: memoryview, pos: int, n: int):
+def _nonzero_pieces(source: Stream, piece, pos: int, n: int):
     """(offset, view) of the non-zero runs of the ``n`` bytes at ``pos``: views of the
     decoded chunks of a stored file where the layers allow (``buffers``), else read into
-    ``piece``."""
+    ``piece`` (a buffer, or a function that gives one)."""
     for at, view in buffers(source, pos, n, piece):
         yield from nonzero_runs(view, at)
 
 
-def _copy_block(source: Stream, fd: int, start: int, length: int, offset: int,
-                piece: memoryview) -> None:
+def _copy_block(source: Stream, out: WriteBehind, start: int, length: int, offset: int) -> None:
     for pos, n in _data_ranges(source, start, length):
-        for roff, run in _nonzero_pieces(source, piece, pos, n):
-            pwrite_all(fd, run, offset + roff - start)
+        for roff, run in _nonzero_pieces(source, out.scratch, pos, n):
+            out.write(run, offset + roff - start)
 
 
 def _read_full(stream: Stream, start: int, length: int) -> bytearray:

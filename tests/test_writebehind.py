@@ -1,0 +1,146 @@
+"""formats.writebehind: an export's writes made on a thread of their own. What is queued is
+written exactly (also from the reused scratch buffers, which are never refilled before
+their writes are made), a buffer the caller may change is copied, the queue stays within
+its bound, and a write error reaches the exporting thread. Counted, never timed."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+import pytest
+
+import formats.writebehind as writebehind
+from formats.writebehind import WriteBehind
+
+KiB = 1 << 10
+
+
+@pytest.fixture
+def out(tmp_path):
+    fd = os.open(tmp_path / "out", os.O_RDWR | os.O_CREAT, 0o644)
+    yield fd
+    os.close(fd)
+
+
+def _gate(monkeypatch) -> tuple[threading.Semaphore, threading.Event]:
+    """pwrite waits for a release of the returned semaphore (one per call); the event is
+    set once a write waits there."""
+    gate, waiting = threading.Semaphore(0), threading.Event()
+    real = os.pwrite
+
+    def gated(fd, data, offset):
+        waiting.set()
+        gate.acquire()
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(writebehind.os, "pwrite", gated)
+    return gate, waiting
+
+
+def test_bytes_views_and_scratch_buffers_are_written_where_asked(out):
+    rnd = random.Random(5)
+    want = bytearray(64 * 64 * KiB)
+    with WriteBehind(out, 64 * KiB) as wb:
+        for i in rnd.sample(range(64), 64):
+            data = rnd.randbytes(64 * KiB)
+            want[i * 64 * KiB:(i + 1) * 64 * KiB] = data
+            if i % 3 == 0:
+                wb.write(data, i * 64 * KiB)                                  # bytes
+            elif i % 3 == 1:
+                wb.write(memoryview(data).toreadonly()[:1000], i * 64 * KiB)  # a read-only view
+                wb.write(memoryview(data)[1000:], i * 64 * KiB + 1000)
+            else:
+                s = wb.scratch()
+                s[:len(data)] = data
+                wb.write(s[:len(data)], i * 64 * KiB)                         # a scratch buffer
+    assert os.pread(out, len(want) + 1, 0) == want
+    assert wb.copied == 0 and wb.writes == 64 + 64 // 3
+
+
+def test_a_scratch_buffer_is_not_refilled_before_its_writes_are_made(out, monkeypatch):
+    """Two scratch buffers: the third ask waits until the first one's write is made. Were it
+    handed out at once, the 'c' filled into it would be what that write wrote (the writes
+    are held until a timer lets them go, well after the refill)."""
+    gate, _ = _gate(monkeypatch)
+    wb = WriteBehind(out, 4 * KiB)
+    first = wb.scratch()
+    first[:] = b"a" * (4 * KiB)
+    wb.write(first, 0)
+    second = wb.scratch()
+    assert second.obj is not first.obj
+    second[:] = b"b" * (4 * KiB)
+    wb.write(second, 4 * KiB)
+    timer = threading.Timer(0.3, lambda: [gate.release() for _ in range(10)])
+    timer.start()
+    try:
+        third = wb.scratch()          # waits for the write from ``first``
+        assert third.obj is first.obj
+        third[:] = b"c" * (4 * KiB)
+        wb.write(third, 8 * KiB)
+        wb.close()
+    finally:
+        timer.join()
+    assert os.pread(out, 12 * KiB, 0) == b"a" * (4 * KiB) + b"b" * (4 * KiB) + b"c" * (4 * KiB)
+
+
+def test_a_buffer_the_caller_may_change_is_copied(out):
+    buf = bytearray(b"x" * 1000)
+    with WriteBehind(out) as wb:
+        wb.write(buf, 0)
+        buf[:] = b"y" * 1000          # the caller reuses its buffer at once
+        wb.write(memoryview(buf)[:10], 1000)
+    assert os.pread(out, 1010, 0) == b"x" * 1000 + b"y" * 10
+    assert wb.copied == 1010
+
+
+def test_the_queue_keeps_within_its_bound(out, monkeypatch):
+    """Each write starts with at most ``limit`` bytes queued or being written."""
+    seen = []
+    real = os.pwrite
+
+    def counting(fd, data, offset):
+        seen.append(wb._queued)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(writebehind.os, "pwrite", counting)
+    with WriteBehind(out, limit=256 * KiB) as wb:
+        for i in range(40):
+            wb.write(bytes([i]) * (64 * KiB), i * 64 * KiB)
+    assert len(seen) == 40 and max(seen) <= 256 * KiB
+    assert os.pread(out, 64 * KiB, 39 * 64 * KiB) == bytes([39]) * (64 * KiB)
+
+
+def test_a_write_error_reaches_the_exporting_thread(tmp_path):
+    (tmp_path / "ro").write_bytes(b"")
+    fd = os.open(tmp_path / "ro", os.O_RDONLY)
+    try:
+        wb = WriteBehind(fd)
+        wb.write(b"x" * 100, 0)
+        with pytest.raises(OSError):
+            wb.flush()
+        with pytest.raises(OSError):
+            wb.write(b"y" * 100, 100)     # the next write says so too
+        with pytest.raises(OSError):
+            wb.close()
+        assert not wb._thread.is_alive() and wb.writes == 0
+    finally:
+        os.close(fd)
+
+
+def test_leaving_with_an_error_drops_what_is_queued(out, monkeypatch):
+    """The first write is held (in pwrite) while the source fails: the second, still
+    queued, is never made; the writer thread is gone once the block is left."""
+    gate, waiting = _gate(monkeypatch)
+    timer = threading.Timer(0.3, lambda: [gate.release() for _ in range(5)])
+    with pytest.raises(KeyError):
+        with WriteBehind(out) as wb:
+            wb.write(b"a" * 100, 0)
+            wb.write(b"b" * 100, 100)
+            waiting.wait()            # the first write is being made
+            timer.start()
+            raise KeyError("the source failed")
+    timer.join()
+    assert not wb._thread.is_alive() and wb.writes == 1
+    assert os.pread(out, 200, 0) == b"a" * 100
