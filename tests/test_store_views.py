@@ -196,6 +196,26 @@ def test_an_export_offers_each_chunk_to_the_loader_once(stored, tmp_path, monkey
     assert len(offered) == len(set(offered)) <= data_chunks   # each at most once (was up to 16x)
 
 
+@pytest.mark.parametrize("fmt", ["raw", "vhdx"])
+def test_an_export_lets_each_chunk_go_from_the_cache_once_handed_out(stored, tmp_path, fmt):
+    """Count bytes held and chunks decoded: an export reads each chunk once, so a chunk
+    handed out whole leaves the cache at once (the view handed out keeps it until it is
+    written). The cache then holds only what the VHDX layer read for itself, not the disk's
+    data (it held all 18 data chunks: memory that new chunks could not reuse), and no chunk
+    is decoded twice."""
+    repo, data = stored
+    with Repository.open(repo, StoreOptions(chunk_cache_bytes=64 * MiB)) as r:
+        disk = VhdxDisk(r.open_file(r.recovery_points("vm")[0], "disk.vhdx"))
+        formats.write_image(disk, tmp_path / f"out.{fmt}", fmt)
+        held, loaded = r.cache.bytes, r.loader.loaded
+    nonzero = sum(any(data[i * MiB:(i + 1) * MiB]) for i in range(DISK // MiB))
+    assert held <= 4 * MiB < nonzero * MiB, held
+    assert loaded <= nonzero + 4, loaded          # each data chunk once, plus the VHDX's own
+    r = subprocess.run(["qemu-img", "compare", "-q", "-f", "raw", "-F", fmt, stored[0].parent / "disk.raw",
+                        tmp_path / f"out.{fmt}"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def _counted(locs, into: list) -> list:
     got = list(locs)
     into.extend(loc.hash for loc in got)

@@ -249,14 +249,15 @@ class ReadAhead(Stream):
         no copy in between. Zero chunks are views of a shared zero buffer. ``sequential``
         (an export, which reads on in order past holes): the range's other chunks and the
         next ``ahead`` are decoded in the background at once, without waiting for a run of
-        reads to show it."""
+        reads to show it, and each chunk handed out to its end leaves the cache (read once:
+        its memory then serves the chunks decoded next)."""
         if offset < 0 or length <= 0 or offset + length > self.size:
             return None
         if sequential:
             if self.ahead > 0:   # no cache: chunks decoded ahead could not be kept
                 self._ahead(offset, length)
-        else:
-            self._note(offset, length)
+            return self._views(offset, length, once=True)
+        self._note(offset, length)
         return self._views(offset, length)
 
     def cached_views(self, offset: int, length: int):
@@ -325,7 +326,9 @@ class ReadAhead(Stream):
         self.loader.prefetch(locs[ids[i]] for i in range(first, last + 1) if ids[i] and ids[i] in locs)
         return min(offset + length, (last + 1) * cs) - offset
 
-    def _views(self, offset: int, length: int):
+    def _views(self, offset: int, length: int, once: bool = False):
+        """``once``: a chunk handed out to its end leaves the cache (an export reads each
+        chunk once; the view handed out keeps its bytes until they are written)."""
         cs = self.chunk_size
         pos, end = offset, offset + length
         while pos < end:
@@ -333,6 +336,8 @@ class ReadAhead(Stream):
             take = min(end, (i + 1) * cs) - pos
             start = pos - i * cs
             got = self.file.part(i, start, start + take)
+            if once and got is not None and start + take == min(cs, self.size - i * cs):
+                self.loader.cache.pop(self.file.locs[self.file.ids[i]].hash)
             if got is None:
                 yield memoryview(_ZEROS)[:take] if take <= len(_ZEROS) else memoryview(bytes(take))
             else:
