@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         _own_process = True
         argv = sys.argv[1:]
     with loading():
-        from rpfs.cli.quick import mount_args, restore_args   # no parser built for these
+        from rpfs.cli.quick import export_args, mount_args, restore_args   # no parser for these
 
-        args = restore_args(argv) or mount_args(argv)
+        args = restore_args(argv) or mount_args(argv) or export_args(argv)
         if args is None:
             args = build_parser(argv).parse_args(argv)
         from rpfs.cli.options import store_options  # the store, for every command

@@ -1,11 +1,13 @@
-"""Simple ``rpfs restore`` and ``rpfs mount`` command lines read without argparse.
+"""Simple ``rpfs restore``, ``rpfs mount`` and ``rpfs export`` command lines read without
+argparse.
 
 Building the restore command's parser and parsing with it cost about 20 M instructions
 (argparse's help formatter imports shutil with bz2, lzma and locale), a few per cent of
 restoring 4,000 small files; importing and using argparse was ~8% of a mount's way to its
-first listing. A command line made only of the command, its operands
-and its on/off switches is read here into the same attributes argparse would give; any other
-(an option with a value, an abbreviation, ``--help``, ``--``, a missing or extra operand, an
+first listing, and 85 M instructions of an export's start. A command line made only of the
+command, its operands, its on/off switches and (export) ``--format`` with one of its names
+is read here into the same attributes argparse would give; any other (another option with a
+value, an abbreviation, ``--format=x``, ``--help``, ``--``, a missing or extra operand, an
 operand that starts with ``-``) returns None and goes to argparse, so every usage line and
 error stays argparse's own. tests/test_cli.py checks both against each other.
 """
@@ -30,15 +32,31 @@ MOUNT_DEFAULTS = {"keys": None, "s3_endpoint": None, "cache_dir": None, "cache_s
                   "verbose": False}
 
 
+# export's switches (rpfs/cli/export.py), its --format names, and its options' defaults
+EXPORT_SWITCHES = {"--fixed": "fixed", "--force": "force", "--json": "json"}
+EXPORT_CHOICES = {"--format": ("format", ("vhdx", "vhd", "raw"))}
+EXPORT_DEFAULTS = {"format": None, "block_size": None, "limit_rate": None, "keys": None,
+                   "s3_endpoint": None, "cache_dir": None, "cache_size": None, "verbose": False}
+
+
 def _simple(argv: list[str], command: str, operands: tuple[str, ...], switches: dict,
-            defaults: dict) -> SimpleNamespace | None:
+            defaults: dict, choices: dict | None = None) -> SimpleNamespace | None:
+    """``choices``: options whose value is one of a few names (option -> (attribute, names))."""
     if not argv or argv[0] != command:
         return None
     args = SimpleNamespace(command=command, **dict.fromkeys(switches.values(), False),
                            **defaults)
     values = []
-    for a in argv[1:]:
+    rest = iter(argv[1:])
+    for a in rest:
         if a.startswith("-"):
+            if choices and a in choices:
+                name, names = choices[a]
+                value = next(rest, None)
+                if value not in names:
+                    return None
+                setattr(args, name, value)
+                continue
             name = switches.get(a)
             if name is None:
                 return None
@@ -66,4 +84,13 @@ def mount_args(argv: list[str]) -> SimpleNamespace | None:
     args = _simple(argv, "mount", ("source", "mountpoint"), MOUNT_SWITCHES, MOUNT_DEFAULTS)
     if args is not None:
         args.func = importlib.import_module("rpfs.cli.mount").cmd_mount
+    return args
+
+
+def export_args(argv: list[str]) -> SimpleNamespace | None:
+    """The parsed ``rpfs export SOURCE PATH DEST [--format F] [switches]``, or None."""
+    args = _simple(argv, "export", ("source", "path", "dest"), EXPORT_SWITCHES, EXPORT_DEFAULTS,
+                   EXPORT_CHOICES)
+    if args is not None:
+        args.func = importlib.import_module("rpfs.cli.export").cmd_export
     return args
