@@ -30,21 +30,20 @@ BATCH_BYTES = 4 << 20  # ... up to about this many bytes (a batch is freed at on
 
 class WriteBehind:
     """``write(data, offset)`` queues a pwrite on ``fd`` for the writer thread; ``close()``
-    waits for them all and raises the first error the writer met (a write error also
-    fails the next ``write``). Use as a context manager: leaving it with an exception
-    drops what is still queued."""
+    waits for them all and raises the first error met (a write error also fails the next
+    ``write``). With the queue full, the exporting thread makes the oldest writes itself
+    rather than wait. Use as a context manager: leaving it with an exception drops what is
+    still queued."""
 
     def __init__(self, fd: int, scratch_size: int = 0, limit: int = LIMIT):
         self.fd = fd
         self.limit = limit
         self.scratch_size = scratch_size
         self._scratch: list[memoryview] = []
-        self._dirty: list[int] = []    # per scratch: writes queued from it (sequence number), 0: none
+        self._pending: list[int] = []  # per scratch: its writes queued or being made
         self._current = 0
-        self._queue: deque = deque()
+        self._queue: deque = deque()   # (view, offset, scratch number or -1)
         self._queued = 0               # bytes queued or being written
-        self._sequence = 0             # writes queued so far
-        self._written = 0              # writes done so far (in queue order)
         self._error: BaseException | None = None
         self._until: tuple | None = None   # what the waiting exporting thread waits for
         self._stop = False
@@ -59,111 +58,120 @@ class WriteBehind:
     def scratch(self) -> memoryview:
         """A buffer of ``scratch_size`` bytes to read into: the last one handed out if no
         write from it is queued, else the next one once its own writes are done."""
-        if not self._scratch:
-            self._scratch.append(memoryview(bytearray(self.scratch_size)))
-            self._dirty.append(0)
-            return self._scratch[0]
-        if not self._dirty[self._current]:
-            return self._scratch[self._current]
-        self._current = (self._current + 1) % SCRATCHES
-        if self._current == len(self._scratch):
-            self._scratch.append(memoryview(bytearray(self.scratch_size)))
-            self._dirty.append(0)
-        else:
-            self._wait_written(self._dirty[self._current])
-            self._dirty[self._current] = 0
+        if not self._scratch or self._pending[self._current]:
+            if len(self._scratch) < SCRATCHES:
+                self._scratch.append(memoryview(bytearray(self.scratch_size)))
+                self._pending.append(0)
+                self._current = len(self._scratch) - 1
+            else:
+                self._current = (self._current + 1) % SCRATCHES
+                with self._lock:
+                    if self._pending[self._current]:
+                        self._wait(-1, self._current)
+                    if self._error is not None:
+                        raise self._error
         return self._scratch[self._current]
 
     def write(self, data, offset: int) -> None:
         """Queue ``data`` (bytes, a read-only view, or a view of a ``scratch`` buffer) to be
-        written at ``offset``. With the queue full, waits until it is half empty (one wake-up
-        per half a queue, not one per write)."""
+        written at ``offset``."""
         view = memoryview(data)
-        if not view.readonly and not (self._scratch and view.obj is self._scratch[self._current].obj):
+        slot = -1
+        if self._scratch and view.obj is self._scratch[self._current].obj:
+            slot = self._current
+        elif not view.readonly:
             view = memoryview(bytes(view))   # a buffer the caller may reuse: keep a copy
             self.copied += len(view)
         n = len(view)
         if not n:
             return
         with self._lock:
-            if self._queued and self._queued + n > self.limit:
-                self._wait(self.limit // 2, None)
+            while self._queued and self._queued + n > self.limit and self._error is None:
+                if self._queue:   # full: make the oldest writes here
+                    self._write_batch(self._take())
+                else:             # all being written by the writer: wait for half of it
+                    self._wait(self._queued // 2, None)
             if self._error is not None:
                 raise self._error
-            self._queue.append((view, offset))
+            self._queue.append((view, offset, slot))
             self._queued += n
-            self._sequence += 1
-            if self._scratch and view.obj is self._scratch[self._current].obj:
-                self._dirty[self._current] = self._sequence
+            if slot >= 0:
+                self._pending[slot] += 1
             self._work.notify()
 
-    def _wait(self, queued: int, written: int | None) -> None:
-        """Under the lock: wait until at most ``queued`` bytes are queued, or ``written``
-        writes are made, or the writer failed (the writer wakes us only then)."""
-        self._until = (queued, written)
+    def _wait(self, queued: int, slot: int | None) -> None:
+        """Under the lock: wait until at most ``queued`` bytes are queued or being
+        written, or (``slot``) that scratch has no write left, or a write failed."""
+        self._until = (queued, slot)
         try:
             while self._error is None and self._queued > queued and \
-                    (written is None or self._written < written):
+                    (slot is None or self._pending[slot]):
                 self._room.wait()
         finally:
             self._until = None
 
-    def _wait_written(self, sequence: int) -> None:
+    def flush(self) -> None:
+        """Wait until every queued write is made; raise the first write error if any."""
         with self._lock:
-            if self._written < sequence:
-                self._wait(-1, sequence)
+            if self._queued:
+                self._wait(0, None)
             if self._error is not None:
                 raise self._error
 
-    def flush(self) -> None:
-        """Wait until every queued write is made; raise the writer's error if there was one."""
-        with self._lock:
-            sequence = self._sequence
-        self._wait_written(sequence)
+    def _take(self) -> tuple:
+        """Under the lock: the oldest queued writes that lie end to end (a stored disk's
+        chunks do), to be made in one call."""
+        queue = self._queue
+        views, slots, offset = [], [], queue[0][1]
+        end = offset
+        while queue and queue[0][1] == end and len(views) < BATCH and end - offset < BATCH_BYTES:
+            view, _, slot = queue.popleft()
+            views.append(view)
+            slots.append(slot)
+            end += len(view)
+        return views, offset, end - offset, slots
+
+    def _write_batch(self, batch: tuple) -> None:
+        """Called and returns with the lock held; writes without it."""
+        views, offset, total, slots = batch
+        self._lock.release()
+        try:
+            calls = self._write(views, offset, total)
+        except BaseException as e:
+            self._lock.acquire()
+            if self._error is None:
+                self._error = e
+            self._queue.clear()
+            self._room.notify_all()
+            return
+        self._lock.acquire()
+        self.writes += calls
+        self._queued -= total
+        for slot in slots:
+            if slot >= 0:
+                self._pending[slot] -= 1
+        until = self._until
+        if until is not None and (self._queued <= until[0] or
+                                  (until[1] is not None and not self._pending[until[1]])):
+            self._room.notify()
 
     def _run(self) -> None:
-        fd = self.fd
-        queue = self._queue
-        while True:
-            with self._lock:
-                while not queue and not self._stop:
+        with self._lock:
+            while True:
+                while not self._queue and not self._stop and self._error is None:
                     self._work.wait()
-                if not queue:
+                if not self._queue or self._error is not None:
                     return
-                # what lies end to end goes out in one call (a stored disk's chunks do)
-                views, offset = [], queue[0][1]
-                end = offset
-                while queue and queue[0][1] == end and len(views) < BATCH and \
-                        end - offset < BATCH_BYTES:
-                    view = queue.popleft()[0]
-                    views.append(view)
-                    end += len(view)
-            try:
-                self._write(fd, views, offset, end - offset)
-            except BaseException as e:   # kept for the exporting thread to raise
-                with self._lock:
-                    self._error = e
-                    queue.clear()
-                    self._room.notify_all()
-                return
-            with self._lock:
-                self._queued -= end - offset
-                self._written += len(views)
-                until = self._until
-                if until is not None and (self._queued <= until[0] or
-                                          (until[1] is not None and self._written >= until[1])):
-                    self._room.notify()
+                self._write_batch(self._take())
 
-    def _write(self, fd: int, views: list, offset: int, total: int) -> None:
-        if len(views) == 1:
-            done = os.pwrite(fd, views[0], offset)
-        else:
-            done = os.pwritev(fd, views, offset)
-        self.writes += 1
+    def _write(self, views: list, offset: int, total: int) -> int:
+        """The calls it took."""
+        fd = self.fd
+        done = os.pwrite(fd, views[0], offset) if len(views) == 1 else os.pwritev(fd, views, offset)
+        calls = 1
         if done == total:
-            return
-        # short: the rest one piece at a time
-        for view in views:
+            return calls
+        for view in views:   # short: the rest one piece at a time
             if done >= len(view):
                 done -= len(view)
                 offset += len(view)
@@ -171,11 +179,12 @@ class WriteBehind:
             view, offset, done = view[done:], offset + done, 0
             while view:
                 n = os.pwrite(fd, view, offset)
-                self.writes += 1
+                calls += 1
                 view, offset = view[n:], offset + n
+        return calls
 
     def close(self) -> None:
-        """Make every queued write, stop the writer; raise its error if it met one."""
+        """Make every queued write, stop the writer; raise the first write error if any."""
         try:
             self.flush()
         finally:
