@@ -19,7 +19,7 @@ fallback, was ~7 M instructions of a mount's way to its first listing."""
 
 import os
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # mallopt parameters, glibc's malloc.h
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8  # mallopt, glibc's malloc.h
 ARENAS = 2
 MMAP_THRESHOLD = 4 << 20     # buffers up to this (chunks, read-ahead) come from the arenas
 TRIM_THRESHOLD = 16 << 20    # free memory an arena keeps at its top (a read-ahead window)
@@ -63,6 +63,16 @@ def keep_chunk_buffers() -> None:
     if _c():
         _libc[0](M_MMAP_THRESHOLD, MMAP_THRESHOLD)
         _libc[0](M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
+def pad_heap(pad: int) -> None:
+    """Grow the heap ``pad`` bytes at a time and keep that much free at its top when it
+    shrinks (``M_TOP_PAD``; pages not touched cost nothing): a process that frees and
+    allocates chunks in turn without end (an export) then reuses the same pages instead of
+    handing them back and faulting them in again. Not for a long-running process: the
+    memory kept is never given back."""
+    if _c():
+        _libc[0](M_TOP_PAD, pad)
 
 
 def give_back() -> None:

@@ -43,3 +43,29 @@ def test_chunk_buffers_reuse_freed_pages_instead_of_faulting_them_in_again(mode)
 def test_without_the_setting_each_buffer_faults_its_pages_in():
     # the test above can fail: glibc's defaults map (or trim) and fault again
     assert _faults("default") > 40 * 256 // 2
+
+
+# an export's pattern: more chunks freed at once than the trim threshold keeps (24 MiB
+# against 16), then as many made again; print the minor page faults of the last 5 bursts
+_BURSTS = """
+import resource, sys
+from rpfs import heap
+heap.keep_chunk_buffers()
+if sys.argv[1] == "pad":
+    heap.pad_heap(64 << 20)
+piece = b"x" * 65536
+for burst in range(6):
+    if burst == 1:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    live = [b"".join([piece] * 16) for _ in range(24)]
+    del live
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_a_padded_heap_keeps_the_pages_an_export_frees_in_bursts():
+    """``pad_heap`` (rpfs export): the heap keeps its freed top, so the next burst reuses
+    those pages; without it each burst past the trim threshold faults them in again."""
+    faults = {mode: int(subprocess.run([sys.executable, "-c", _BURSTS, mode], capture_output=True,
+                                       text=True, check=True).stdout) for mode in ("pad", "trim")}
+    assert faults["pad"] < 5 * 24 * 256 // 10 < faults["trim"], faults
