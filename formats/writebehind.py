@@ -9,7 +9,8 @@ its writes to a thread pool. Here one writer thread takes them in order from a b
 queue; the exporting thread only looks for data and queues it.
 
 What is queued must not change until written. A stored file's decoded chunks never do
-(``bytes`` or read-only views: the queue keeps a chunk alive after the cache lets it go).
+(``bytes`` or read-only views, ``Stream.views``' contract: the queue keeps a chunk alive
+after the cache lets it go); a read-only view is taken to be such a view.
 Other sources are read into ``scratch()`` buffers: a scratch that holds queued writes is not
 handed out again until they are done. Any other writable buffer is copied when queued.
 """

@@ -169,7 +169,8 @@ class Stream:
     def views(self, offset: int, length: int, sequential: bool = False) -> "Iterator[memoryview] | None":
         """Read-only views that hold, in order, the bytes at ``[offset, offset+length)``,
         handed out without a copy by a stream that keeps its bytes decoded in memory (a
-        stored file's chunks); None when this stream cannot (the caller reads). See
+        stored file's chunks); None when this stream cannot (the caller reads). What they
+        show never changes (an export queues them to be written later: formats.writebehind). See
         ``buffers``. ``sequential``: the caller goes on reading in order (an export), so
         the stream may decode ahead at once."""
         return None
