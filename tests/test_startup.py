@@ -28,8 +28,8 @@ NOT_FOR_PARSING = NEVER_UNASKED + ["zstandard", "construct", "formats.vhdx", "nt
 # dataclasses with inspect, ast and dis (the value classes are streams.record's: making ~20
 # dataclasses and importing these was 118 M of the 515 M instructions to a first listing),
 # logging with traceback, linecache and tokenize (rpfs.log loads it at the first message) and
-# concurrent.futures, which imports logging (read-ahead's single flight and pool are its own):
-# 25 M more; argparse with gettext and locale (a
+# concurrent.futures, which imports logging (read-ahead's single flight is its own; its pool
+# is made when a sequential reader appears): 25 M more; argparse with gettext and locale (a
 # simple mount line is read by rpfs.cli.quick); ctypes with libffi (rpfs.heap's two glibc
 # calls are rpfs._malloc's); the zstandard package (its extension is 11.6 MB with debug
 # information, all read by a cold start: ~20 ms; a reader decodes with rpfs.store._zstd);
@@ -185,8 +185,8 @@ snapshot("restored")
 
 def test_an_export_of_a_disk_builds_no_parser_and_loads_no_logging(tmp_path, plain_repo):
     """``rpfs export SOURCE DISK DEST --format raw`` is read without argparse
-    (rpfs.cli.quick), and read-ahead runs on its own pool, not concurrent.futures (which
-    imports logging, traceback and tokenize): 24 M and 30 M instructions of the start."""
+    (rpfs.cli.quick), and read-ahead runs on rpfs.workers' pool, not concurrent.futures
+    (which imports logging, traceback and tokenize): 24 M and 30 M instructions of the start."""
     repo = plain_repo
     disk = rpfs("ls", repo, "/web01/latest/disks").stdout.decode().split()[0]
     dest = tmp_path / "out.raw"
@@ -197,7 +197,7 @@ snapshot("exported")
 """)
     exported = snaps["exported"]
     assert dest.stat().st_size > 0 and {"formats.raw_writer", "formats.writebehind"} <= exported
-    assert "queue" in exported   # the read-ahead pool ran
+    assert "rpfs.workers" in exported   # the read-ahead pool ran
     assert heavy(exported, ["argparse", "concurrent.futures", "logging", "traceback", "tokenize",
                             "rpfs.restore", "shutil"]) == []
 
