@@ -228,16 +228,25 @@ class Later:
 class StaticDir(Node):
     """A directory whose children are computed by a function: once (immutable), or again
     when older than ``ttl`` seconds (then it is not immutable). The function may give
-    ``Later`` children: they are made into nodes on first use, and kept."""
+    ``Later`` children: they are made into nodes on first use, and kept.
+
+    ``lookup(name)``, if given, answers a lookup while the directory is not listed (or its
+    listing is stale) with that one child (a node or a ``Later``), or None to let the
+    listing answer: a VM directory finds ``latest`` and a recovery point by one catalog row
+    each instead of reading its 1,000. What it found is kept as long as a listing would be,
+    and becomes the listed child when the listing comes (the same node for the same key)."""
 
     kind = "dir"
 
     def __init__(self, name: str, key: tuple, make_children: Callable[[], Iterable[Node]],
                  mtime_ns: int = 0, info: dict | Callable[[], dict] | None = None,
-                 ttl: float | None = None):
+                 ttl: float | None = None,
+                 lookup: Callable[[str], Node | Later | None] | None = None):
         self.name = name
         self.key = key
         self._make = make_children
+        self._lookup = lookup
+        self._early: dict[str, tuple[float, Node]] = {}   # name -> (when, node) by lookup
         self._children: dict[str, Node] | None = None
         self._loaded_at = 0.0
         self._ttl = ttl  # None: computed once (immutable); else recomputed when older
@@ -253,7 +262,8 @@ class StaticDir(Node):
             now = time.monotonic()
             stale = self._ttl is not None and now - self._loaded_at > self._ttl
             if self._children is None or stale:
-                old = self._children or {}
+                old = {**(self._children or {}), **{k: n for k, (_, n) in self._early.items()}}
+                self._early.clear()
                 fresh = {}
                 for n in self._make():
                     keep = old.get(n.name)
@@ -268,11 +278,43 @@ class StaticDir(Node):
                      for n in list(self._load().values())])
 
     def child(self, name: str) -> Node:
+        if self._lookup is not None:
+            n = self._found_early(name)
+            if n is not None:
+                return n
         try:
             n = self._load()[name]
         except KeyError:
             raise NotFoundError(f"{name}: no such file or directory") from None
         return self._made(n) if n.__class__ is Later else n
+
+    def _found_early(self, name: str) -> Node | None:
+        """``name``'s node by ``lookup`` while no fresh listing exists, else None."""
+        now = time.monotonic()
+        with self._lock:
+            fresh = self._children is not None and not (
+                self._ttl is not None and now - self._loaded_at > self._ttl)
+            if fresh:
+                return None
+            hit = self._early.get(name)
+            if hit is not None and (self._ttl is None or now - hit[0] <= self._ttl):
+                return hit[1]
+        n = self._lookup(name)
+        if n is None:
+            return None
+        with self._lock:   # a node this name had, for the same key, stays the node
+            kept = self._early.get(name)
+            kept = kept[1] if kept is not None else (self._children or {}).get(name)
+            if kept is not None and kept.__class__ is not Later and kept.key == n.key:
+                n = kept
+        if n.__class__ is Later:
+            n = n.node()
+        with self._lock:   # whichever thread made it first
+            first = self._early.get(name)
+            if first is not None and first[1].key == n.key:
+                n = first[1]
+            self._early[name] = (now, n)
+        return n
 
     def _made(self, later: Later) -> Node:
         """``later``'s node, kept in its place (one node per child, whichever thread made it)."""

@@ -929,21 +929,33 @@ def repo_tree(path: str, keys=None, store=None, vm_views: tuple[VmView, ...] = (
         rp = repo.record(row)
         return RepoRecoveryPoint(repo, rp, keys).node(rp.name, ("rp", rp.vm, rp.name))
 
+    def latest(vm: str, row) -> Symlink:
+        newest = repo.record(row)
+        return Symlink("latest", ("latest", vm, newest.name), newest.name,
+                       int(newest.time.timestamp() * 1e9), immutable=False)
+
     def vm_children(vm: str) -> list[Node | Later]:
         # the recovery points are made into nodes only when looked up or listed
         rows = repo.recovery_point_rows(vm)
         nodes: list[Node | Later] = [Later(row[1], ("rp", vm, row[1]), rp_node, row)
                                      for row in rows]
         if rows:
-            newest = repo.record(max(rows, key=lambda row: row[2]))   # by time
-            nodes.append(Symlink("latest", ("latest", vm, newest.name), newest.name,
-                                 int(newest.time.timestamp() * 1e9), immutable=False))
+            nodes.append(latest(vm, max(rows, key=lambda row: row[2])))   # by time
         for view in vm_views:
             nodes += view(tree, vm)
         return nodes
 
+    def vm_lookup(vm: str, name: str) -> Node | Later | None:
+        # `latest` and a recovery point by one catalog row each (the VM's listing reads all)
+        if name == "latest":
+            row = repo.newest_recovery_point_row(vm)
+            return None if row is None else latest(vm, row)
+        row = repo.recovery_point_row(vm, name)
+        return None if row is None else Later(row[1], ("rp", vm, row[1]), rp_node, row)
+
     def vms() -> list[Node]:
-        return [StaticDir(vm, ("vm", vm), functools.partial(vm_children, vm), ttl=REFRESH_SECONDS)
+        return [StaticDir(vm, ("vm", vm), functools.partial(vm_children, vm), ttl=REFRESH_SECONDS,
+                          lookup=functools.partial(vm_lookup, vm))
                 for vm in repo.vms()]
 
     # New recovery points appear while a mount is up: the root and VM directories refresh.

@@ -379,6 +379,18 @@ class Repository:
             raise NotFoundError(f"{self.path}: no VM named {vm!r}")
         return rows
 
+    def newest_recovery_point_row(self, vm: str) -> tuple | None:
+        """The row of ``recovery_point_rows(vm)`` latest in time (of equal times the first
+        by name, as ``max`` over them gives): one row read. None: no such VM."""
+        rows = self.query(self._RP_SQL + " WHERE v.name = ? ORDER BY r.time DESC, r.name LIMIT 1",
+                          (vm,))
+        return rows[0] if rows else None
+
+    def recovery_point_row(self, vm: str, name: str) -> tuple | None:
+        """The row of ``recovery_point_rows(vm)`` named ``name``, or None."""
+        rows = self.query(self._RP_SQL + " WHERE v.name = ? AND r.name = ?", (vm, name))
+        return rows[0] if rows else None
+
     def recovery_points(self, vm: str) -> list[RecoveryPointRecord]:
         """Oldest first. Unknown VM: NotFoundError."""
         return [self.record(r) for r in self.recovery_point_rows(vm)]
