@@ -342,7 +342,11 @@ def backup(repo: Repository, sources: list[str], *, vm: str | None = None,
         workers = max(1, len(os.sched_getaffinity(0)))
     total = sum(f.size for f in files)
     with repo.lock("backup", exclusive=False, wait=wait):
-        sync(repo)   # recovery points other backups committed, or a killed run left as an object only
+        synced = sync(repo)   # recovery points other backups committed, or a killed run left as an object only
+        if f"{vm}/{name}" in synced.forgotten:
+            # its old object is deleted when the prune is finished: this one's would go with it
+            raise UsageError(f"VM {vm!r}'s recovery point {name} is being forgotten by an interrupted"
+                             " prune: run `rpfs prune REPO` first, which finishes it")
         if repo.writer.execute("SELECT 1 FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
                                " WHERE v.name = ? AND r.name = ?", (vm, name)).fetchone():
             raise UsageError(f"VM {vm!r} already has a recovery point named {name}")

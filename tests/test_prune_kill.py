@@ -1,18 +1,25 @@
 """prune/gc under stress: a reader in another process keeps reading a recovery point that
 a prune removes (and whose packs a repack retires), and prune processes SIGKILLed at random
-moments leave a repository that verifies with every remaining recovery point intact."""
+moments, and at every step where a prune changes the repository, leave a repository that
+verifies with every remaining recovery point intact: a killed prune forgot all it meant to
+or nothing, and the next prune finishes it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import time
 
 from rpfs.backup import backup
 from rpfs.store import Repository
+import rpfs.store.objects as objects
+from rpfs.store.maintenance.prune import Policy, prune
+from rpfs.store.maintenance.sync import sync
+from rpfs.store.maintenance.verify import verify
 from tests.helpers.store_fixtures import MiB, PY, ROOT, rpfs
 
 READER = r"""
@@ -118,3 +125,83 @@ def test_sigkill_prune_at_random_moments(tmp_path):
     rpfs("prune", str(path))
     v = json.loads(rpfs("verify", str(path), "--read-data", "--json").stdout)
     assert v["ok"] and not v["notes"], v
+
+
+def _small_repo(tmp_path, n=5):
+    """``n`` recovery points of a 2 MiB disk in 64 KiB chunks and 256 KiB packs (so a
+    prune's gc both deletes and repacks packs), and the sha256 of each."""
+    rnd = random.Random(5)
+    src = tmp_path / "vm"
+    src.mkdir()
+    data = bytearray(rnd.randbytes(2 * MiB))
+    path = tmp_path / "pristine"
+    truth = {}
+    with Repository.init(path, chunk_size=64 << 10, pack_size=256 << 10, repack_threshold=0.7) as r:
+        for i in range(n):
+            for _ in range(6):
+                k = rnd.randrange(32) << 16
+                data[k:k + (64 << 10)] = rnd.randbytes(64 << 10)
+            (src / "disk.raw").write_bytes(data)
+            name = f"2024-01-{i + 1:02d}T000000Z"
+            backup(r, [str(src)], time=name, show_progress=False)
+            truth[name] = hashlib.sha256(data).hexdigest()
+    return path, truth
+
+
+def _prune_killed_at(repo, log, n, *args):
+    """``rpfs prune REPO args`` SIGKILLed just before its step ``n`` (0: run to the end)."""
+    return subprocess.run([PY, "-m", "tests.helpers.killpoints", str(log), str(n), "prune", str(repo),
+                           *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def _check_rps(r, truth, expect):
+    names = [rp.name for rp in r.recovery_points("vm")]
+    assert names == expect, names
+    for rp in r.recovery_points("vm"):
+        f = r.open_file(rp, "disk.raw")
+        assert hashlib.sha256(f.read(0, f.size)).hexdigest() == truth[rp.name], rp.name
+
+
+def test_prune_killed_at_every_step(tmp_path):
+    """A prune forgets three of five recovery points and gcs; it is killed before each of its
+    steps in turn (every link, rename and unlink in the repository, every catalog commit).
+    Right after the kill every listed recovery point reads its exact bytes and verify is ok;
+    the recovery points a writer sees (after its sync) are all five or the two kept, all
+    five exactly when the kill came before the prune's forget intent was linked into place;
+    and the next prune finishes the job: verify ok with no notes, and the repository's
+    objects are those of the recovery points left."""
+    pristine, truth = _small_repo(tmp_path)
+    every, keep = sorted(truth), sorted(truth)[-2:]
+    whole = tmp_path / "whole"
+    shutil.copytree(pristine, whole)
+    p = _prune_killed_at(whole, tmp_path / "steps", 0, "--keep-last", "2")
+    assert p.returncode == 0, p.stderr
+    steps = (tmp_path / "steps").read_text().splitlines()
+    # the commit point: the intent linked into forget/ (a kill before it: nothing forgotten)
+    decided = [i for i, s in enumerate(steps, 1) if s.split()[1:2] == ["link"] and " forget/" in s]
+    assert any("pack" in s and "rename" in s for s in steps), "the gc repacked nothing"
+    for n in range(1, len(steps) + 1):
+        repo = tmp_path / f"killed{n}"
+        shutil.copytree(pristine, repo)
+        p = _prune_killed_at(repo, tmp_path / f"steps{n}", n, "--keep-last", "2")
+        assert p.returncode == -signal.SIGKILL, (n, steps[n - 1], p.stderr)
+        step = steps[n - 1]
+        gone = bool(decided) and n > decided[0]     # killed after the intent was in place
+        with Repository.open(repo) as r:       # as a mount opens it: the catalog as it is
+            v = verify(r, read_data=True, show_progress=False)
+            assert v.ok, (step, v.problems, v.damage)
+            names = [rp.name for rp in r.recovery_points("vm")]
+            assert names in (every, keep), (step, names)
+            _check_rps(r, truth, names)
+            with r.lock("backup", exclusive=False):
+                sync(r)                          # what a backup sees first
+            _check_rps(r, truth, keep if gone else every)
+            prune(r, Policy())                   # the next prune: gc, and what was decided
+            _check_rps(r, truth, keep if gone else every)
+            v = verify(r, read_data=True, show_progress=False)
+            assert v.ok and not v.notes, (step, v.as_dict())
+            left = {objects.rp_object_name(r.crypto, "vm", rp) for rp in (keep if gone else every)}
+            assert set(r.backend.list_objects(objects.RPS)) == left, step
+            assert not list(r.backend.list_objects("forget")), step
+        shutil.rmtree(repo)
+    assert len(decided) == 1, steps

@@ -14,6 +14,9 @@
 - ``scans/<name>``: the change analysis of that recovery point (rpfs/analysis.py), JSON,
   under the same name as its ``rps/`` object; not part of the catalog (read when asked
   for), so a catalog rebuild keeps every verdict. prune deletes it with the recovery point.
+- ``forget/<name>``: a prune's decision, JSON: the recovery points (VM, name) it forgets,
+  written with one put before any of them is touched; while it exists they count as gone
+  (maintenance/forget.py). Name: 128 random bits.
 
 Every object is ``RPFSOBJ1`` + sealed(zstd(body)) (crypto.py: a digest, or AES-256-GCM bound
 to the object's key). Packs carry their own entry table (packs.py), so with these two kinds every
@@ -24,6 +27,7 @@ then the catalog transaction; the recovery point object is what makes it exist.
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import zstandard
@@ -32,7 +36,7 @@ from streams.errors import FormatError, IntegrityError
 from rpfs.store.packs import TABLE_ENTRY_SIZE, TRAILER_SIZE, PackEntry, encode_entry_table, parse_entry_table
 
 MAGIC = b"RPFSOBJ1"
-RPS, MAPS, PACK_MANIFESTS, SCANS = "rps", "maps", "index", "scans"
+RPS, MAPS, PACK_MANIFESTS, SCANS, FORGET = "rps", "maps", "index", "scans", "forget"
 _PACK = struct.Struct("<16sQI")     # pack name (128 bits), size, entry count
 ZERO_ID = bytes(32)
 MAX_OBJECT = 1 << 30
@@ -165,3 +169,31 @@ def get_scan(repo, vm: str, name: str) -> dict | None:
             and isinstance(d.get("reasons"), list)):
         raise FormatError("not a change analysis", source=key, structure="scan object")
     return d
+
+
+def put_forget(repo, rps: list[tuple[str, str]]) -> str:
+    """Write a new forget intent naming ``rps`` (VM, name) in one put; returns its name."""
+    while True:
+        name = os.urandom(16).hex()
+        key = f"{FORGET}/{name}"
+        body = json.dumps({"version": 1, "recovery_points": [list(r) for r in rps]}).encode()
+        if repo.backend.put_object(key, encode(repo.crypto, key, body)):
+            return name
+
+
+def get_forget(repo, name: str) -> list[tuple[str, str]] | None:
+    """The recovery points (VM, name) a forget intent names; None once it is gone."""
+    key = f"{FORGET}/{name}"
+    raw = repo.backend.get_object(key)
+    if raw is None:
+        return None
+    try:
+        d = json.loads(decode(repo.crypto, key, raw))
+        rps = d.get("recovery_points") if isinstance(d, dict) else None
+        ok = isinstance(rps, list) and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rps)
+    except (ValueError, UnicodeDecodeError):
+        ok = False
+    if not ok:
+        raise FormatError("not a forget intent", source=key, structure="forget object")
+    return [(vm, rp) for vm, rp in rps]

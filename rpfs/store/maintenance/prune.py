@@ -4,6 +4,7 @@ Recovery points of each VM are walked newest first. ``keep_last`` keeps the N ne
 period rule (hourly, daily, weekly, monthly, yearly) keeps the newest recovery point of each
 of the N most recent periods that have one. A recovery point is kept if any rule keeps it;
 every reason is reported. Periods use UTC (recovery point names are UTC); weeks are ISO weeks.
+What is not kept is forgotten in one step (forget.py), whenever the prune is killed.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import time as _time
 from dataclasses import dataclass, field
 
 from streams.errors import UsageError
-import rpfs.store.catalog as catalog
-import rpfs.store.objects as objects
+import rpfs.store.maintenance.forget as forget
 from rpfs.store.maintenance.gc import GcResult, gc
 from rpfs.store.maintenance.sync import sync
 from rpfs.store.repository import RecoveryPointRecord, Repository
@@ -105,6 +105,8 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
     t0 = _time.monotonic()
     policy.validate()
     with repo.lock("prune", exclusive=True, wait=wait):
+        if not dry_run:
+            forget.finish_all(repo)   # what a killed prune decided (a dry run's sync hides it)
         sync(repo)   # what backups (here or on other machines) committed before we got the lock
         decisions: list[Decision] = []
         if not policy.empty():
@@ -121,15 +123,8 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
                     d.reasons.append(f"open by a reader ({who})")
         gone = [d.rp.id for d in decisions if not d.keep]
         if gone and not dry_run:
-            # the objects first: they are the truth a catalog is rebuilt from
-            for d in decisions:
-                if not d.keep:
-                    name = objects.rp_object_name(repo.crypto, d.rp.vm, d.rp.name)
-                    repo.backend.delete_object(f"{objects.RPS}/{name}")
-                    repo.backend.delete_object(f"{objects.SCANS}/{name}")
-            db = repo.writer
-            with catalog.transaction(db):
-                db.executemany("DELETE FROM files WHERE rp_id = ?", [(i,) for i in gone])
-                db.executemany("DELETE FROM recovery_points WHERE id = ?", [(i,) for i in gone])
+            # one put decides (forget.py): killed before it nothing is forgotten, after it
+            # all of them are, and the next prune finishes what this one began
+            forget.finish(repo, forget.begin(repo, [(d.rp.vm, d.rp.name) for d in decisions if not d.keep]))
         g = gc(repo, dry_run=dry_run, exclude=set(gone) if dry_run else set()) if collect else None
     return PruneResult(decisions, g, _time.monotonic() - t0, dry_run)

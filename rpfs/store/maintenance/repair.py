@@ -1,5 +1,6 @@
 """``rpfs repair``: a lost or damaged catalog rebuilt from the repository's own objects
-(sync.py does the import); nothing in the repository is deleted."""
+(sync.py does the import). Nothing in the repository is deleted but what an interrupted
+prune had already decided to forget (forget.py), which repair finishes first."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 from streams.errors import FormatError, IntegrityError
 import rpfs.store.catalog as catalog
+import rpfs.store.maintenance.forget as forget
 from rpfs.store.backend import LocalBackend
 from rpfs.store.config import Config
 from rpfs.store.maintenance.sync import RebuildResult, sync, write_missing_objects
@@ -30,6 +32,7 @@ def repair(address: str, options: StoreOptions | None = None) -> RebuildResult:
             with repo.writer_lock("repair"):
                 catalog.remove(repo.catalog_path)
                 catalog.create(repo.catalog_path, repo.config.id)
+                forget.finish_all(repo)
                 _rebuild(repo, res)
         finally:
             repo.close()
@@ -55,6 +58,7 @@ def repair(address: str, options: StoreOptions | None = None) -> RebuildResult:
         repo = Repository.open(path, options, register=False)
         try:
             with repo.writer_lock("repair"):
+                forget.finish_all(repo)   # before objects are written for catalog rows
                 _rebuild(repo, res)
                 write_missing_objects(repo, res)
         finally:

@@ -1,7 +1,8 @@
 """The catalog from the repository's own objects: ``sync`` (an s3:// cache catching up, and
 any writer before it changes anything), ``follow_gc`` (an s3:// cache after a gc on another
 machine) and ``write_missing_objects`` (repair of an older repository). None deletes a
-repository object.
+repository object. Recovery points named by a prune's outstanding intent (forget.py) count
+as gone: their rows are dropped and their objects never imported.
 
 Import of recovery point objects: fetch them and their chunk maps (in parallel); find the
 chunks the catalog does not know from the index objects, and for packs none covers from the
@@ -24,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from streams.errors import RpfsError
 import rpfs.store.catalog as catalog
 import rpfs.store.objects as objects
+import rpfs.store.maintenance.forget as forget
 from rpfs.store.maintenance.marks import mark
 from rpfs.store.packs import read_entry_table
 from rpfs.log import get_logger
@@ -53,6 +55,7 @@ class RebuildResult:
     objects_written: int = 0        # repair: objects written for catalog entries that had none
     frame_tables: int = 0           # repair: framed chunks' tables copied into the catalog
     lost: list[str] = field(default_factory=list)
+    forgotten: list[str] = field(default_factory=list)   # vm/rp named by a prune's outstanding intent
     catalog_moved_to: str | None = None
     seconds: float = 0.0
 
@@ -87,7 +90,20 @@ def _sync(repo, drop_missing: bool | None, quiet: bool) -> RebuildResult:
     t0 = time.monotonic()
     res = RebuildResult()
     db = repo.writer
-    names = set(repo.backend.list_objects(objects.RPS))
+    # intents before objects: a prune that forgets and finishes between the two listings
+    # has deleted the objects by the second (listed the other way, its intent could be
+    # gone and its objects still listed)
+    intents = forget.outstanding(repo)
+    res.forgotten = sorted(f"{vm}/{rp}" for vm, rp in forget.named(intents))
+    for i in intents:
+        if i.error is not None:
+            res.lost.append(f"forget intent {i.key} unreadable ({i.error}): the recovery points"
+                            " an interrupted prune meant to forget are kept")
+    if forget.drop_rows(db, forget.named(intents)):
+        log.info("%s: recovery points an interrupted prune forgot dropped from the catalog: %s",
+                 repo.path, ", ".join(res.forgotten))
+    skip = {objects.rp_object_name(repo.crypto, vm, rp) for vm, rp in forget.named(intents)}
+    names = set(repo.backend.list_objects(objects.RPS)) - skip
     res.recovery_points = len(names)
     have = _catalog_objects(db, repo.crypto)
     gone = [rid for n, rid in have.items() if n not in names]

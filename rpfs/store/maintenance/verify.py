@@ -5,6 +5,7 @@ decodes, every referenced chunk has a row, every live pack exists with its recor
 every chunk lies inside its pack. With ``read_data``: every chunk is also read, decompressed
 and hash-checked (packs in parallel) and each pack's own index is compared with the catalog.
 Damage is then traced to every VM / recovery point / file / byte range that uses it.
+Recovery points an interrupted prune decided to forget (forget.py) are gone: left out, noted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from streams.errors import FormatError, IntegrityError, RpfsError
 from rpfs.progress import Progress
 import rpfs.store.catalog as catalog
+import rpfs.store.maintenance.forget as forget
 import rpfs.store.objects as objects
 from rpfs.store.packs import CODECS, read_entry_table
 from rpfs.store.repository import ChunkLoc, Repository
@@ -178,15 +180,18 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
         finally:
             prog.close()
 
-    # trace damage (and dangling references) to recovery points and files
+    # trace damage (and dangling references) to recovery points and files; those a prune
+    # has decided to forget are gone, whatever of them is left (forget.py)
+    gone = _forgotten(repo, res)
     rps = {rid: (vm, name) for rid, vm, name in db.execute(
-        "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")}
+        "SELECT r.id, v.name, r.name FROM recovery_points r JOIN vms v ON v.id = r.vm_id")
+        if (vm, name) not in gone}
     res.recovery_points = len(rps)
-    for vm, name, want_n, want_size, n, size in db.execute(
-            "SELECT v.name, r.name, r.file_count, r.logical_size, count(f.id), coalesce(sum(f.size), 0)"
+    for rid, vm, name, want_n, want_size, n, size in db.execute(
+            "SELECT r.id, v.name, r.name, r.file_count, r.logical_size, count(f.id), coalesce(sum(f.size), 0)"
             " FROM recovery_points r JOIN vms v ON v.id = r.vm_id LEFT JOIN files f ON f.rp_id = r.id"
             " GROUP BY r.id"):
-        if (want_n, want_size) != (n, size):
+        if rid in rps and (want_n, want_size) != (n, size):
             res.problems.append(f"{vm}/{name}: catalog says {want_n} files, {want_size} bytes;"
                                 f" {n} files, {size} bytes are stored")
     for (n,) in db.execute("SELECT count(*) FROM chunks WHERE offset < 0 OR csize < 0 OR usize < 0"
@@ -197,8 +202,10 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
     for rp_id, path, size, blob, cs in db.execute(
             "SELECT f.rp_id, f.path, f.size, f.chunk_map, r.chunk_size FROM files f"
             " JOIN recovery_points r ON r.id = f.rp_id ORDER BY f.rp_id, f.path"):
+        if rp_id not in rps:
+            continue
         res.files += 1
-        vm, rpn = rps.get(rp_id, ("?", str(rp_id)))
+        vm, rpn = rps[rp_id]
         try:
             ids = catalog.decode_map(blob, (size + cs - 1) // cs, f"{vm}/{rpn}/files/{path}")
         except FormatError as e:
@@ -230,12 +237,31 @@ def _verify(repo, db, res: VerifyResult, read_data: bool, workers: int, show_pro
         res.notes.append(f"{unreferenced} damaged chunk(s) no recovery point uses (the next prune drops them)")
 
 
+def _forgotten(repo, res: VerifyResult) -> set[tuple[str, str]]:
+    """(VM, name) of the recovery points outstanding forget intents name: a prune killed
+    after deciding (noted: the next prune finishes it); an unreadable intent is a problem."""
+    intents = forget.outstanding(repo)
+    gone = forget.named(intents)
+    if gone:
+        shown = ", ".join(f"{vm}/{rp}" for vm, rp in sorted(gone)[:5])
+        more = f" and {len(gone) - 5} more" if len(gone) > 5 else ""
+        res.notes.append(f"{len(gone)} recovery point(s) forgotten by an interrupted prune ({shown}{more}):"
+                         " left out here; the next prune or repair finishes removing them")
+    for i in intents:
+        if i.error is not None:
+            res.problems.append(f"forget intent {i.key} is unreadable ({i.error}): the recovery"
+                                " points an interrupted prune meant to forget are kept (delete the"
+                                " object to keep them for good)")
+    return gone
+
+
 def _verify_objects(repo, db, rps: dict, res: VerifyResult, read_data: bool) -> None:
     """The repository's own record of every recovery point (what rebuilds the catalog):
     its object and its files' map objects exist (and, with ``read_data``, open)."""
     rp_objects = set(repo.backend.list_objects(objects.RPS))
     maps = set(repo.backend.list_objects(objects.MAPS))
-    legacy = {rid for (rid,) in db.execute("SELECT DISTINCT rp_id FROM files WHERE map_object IS NULL")}
+    legacy = {rid for (rid,) in db.execute("SELECT DISTINCT rp_id FROM files WHERE map_object IS NULL")
+              if rid in rps}
     if legacy:
         res.notes.append(f"{len(legacy)} recovery point(s) stored before rpfs kept them as objects:"
                          " `rpfs repair` writes their objects")
@@ -252,7 +278,9 @@ def _verify_objects(repo, db, rps: dict, res: VerifyResult, read_data: bool) -> 
                 res.problems.append(f"{vm}/{name}: its object rps/{n} is unreadable: {e}")
     seen: set[str] = set()
     for rid, path, mo in db.execute("SELECT rp_id, path, map_object FROM files WHERE map_object IS NOT NULL"):
-        vm, name = rps.get(rid, ("?", str(rid)))
+        if rid not in rps:
+            continue
+        vm, name = rps[rid]
         why = None
         if mo not in maps:
             why = "is missing"
