@@ -645,3 +645,92 @@ def test_a_small_read_of_a_framed_chunk_fetches_its_frames_not_the_block(s3_gate
     kept = {p.name: p.stat().st_size for p in (cache / "blocks").iterdir()}
     assert kept and all("@" in k for k in kept), kept
     assert sum(kept.values()) < 80 * 1024
+
+
+def copy_prefix(source: str, dest: str) -> None:
+    """Every object under one s3:// address copied to another, in the bucket (the state of
+    a repository, to run one command on it many times)."""
+    import boto3
+
+    bucket, _, src = source[5:].partition("/")
+    dst = dest[5:].partition("/")[2]
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    for key in bucket_keys(source):
+        s3.copy_object(Bucket=bucket, Key=dst + key[len(src):], CopySource={"Bucket": bucket, "Key": key})
+
+
+def test_prune_killed_at_every_step_on_s3(s3_gateway, tmp_path):
+    """An encrypted s3:// repository: machine B's prune (forgets two of four recovery points,
+    then gc) is SIGKILLed before each PUT and DELETE it sends in turn. Right after, machine A
+    (a fresh cache) and machine B (the killed prune's cache) both see all four recovery
+    points or the two kept, all four exactly when the kill came before the forget intent's
+    PUT, each reads its exact bytes, and verify from A is ok; the next prune on B finishes:
+    verify ok with no notes, the bucket holds the objects of the recovery points left.
+    (Also killed at B's catalog commits once it has decided: its own cache lags the bucket.)"""
+    from rpfs.store.maintenance.prune import Policy, prune
+    from rpfs.store.maintenance.verify import verify
+    import rpfs.store.objects as objects
+
+    pristine = s3_gateway.address("forget")
+    rnd = random.Random(12)
+    data = bytearray(rnd.randbytes(MiB))
+    truth, srcs = {}, []
+    for day in range(1, 5):
+        for _ in range(4):
+            k = rnd.randrange(16) << 16
+            data[k:k + (64 << 10)] = rnd.randbytes(64 << 10)
+        src = tmp_path / f"day{day}"
+        src.mkdir()
+        (src / "disk.raw").write_bytes(data)
+        name = f"2026-01-0{day}T000000Z"
+        truth[name] = sha(data)
+        srcs.append((src, name))
+    with Repository.init(pristine, opts(cache_dir=str(tmp_path / "init")), chunk_size=64 << 10,
+                         pack_size=256 << 10, repack_threshold=0.7) as repo:
+        from rpfs.backup import backup
+        for src, name in srcs:
+            backup(repo, [str(src)], vm="vm", time=name, show_progress=False)
+    every, keep = sorted(truth), sorted(truth)[-2:]
+
+    def killed_at(n):
+        addr = s3_gateway.address("killed")
+        copy_prefix(pristine, addr)
+        log = tmp_path / f"steps{n}"
+        env = {**os.environ, "RPFS_CACHE_DIR": str(tmp_path / f"b{n}")}
+        r = subprocess.run([sys.executable, "-m", "tests.helpers.killpoints", str(log), str(n), "prune",
+                            addr, "--keep-last", "2"], capture_output=True, text=True, env=env,
+                           cwd=str(Path(__file__).resolve().parent.parent))
+        return addr, r, log.read_text().splitlines()
+
+    def check(r, expect):
+        assert [rp.name for rp in r.recovery_points("vm")] == expect
+        for rp in r.recovery_points("vm"):
+            f = r.open_file(rp, "disk.raw")
+            assert sha(f.read(0, f.size)) == truth[rp.name], rp.name
+
+    _, done, steps = killed_at(0)
+    assert done.returncode == 0, done.stderr
+    # every request that changes the repository, and B's catalog commits once it has decided
+    decided = [i for i, s in enumerate(steps, 1) if s.startswith(f"{i} put forget/")]
+    kills = [i for i, s in enumerate(steps, 1) if s.split()[1] in ("put", "delete")
+             and s.split()[2].split("/")[0] not in ("locks", "readers")
+             or s.split()[1] == "commit" and decided and i > decided[0]]
+    assert any(" packs/" in steps[i - 1] for i in kills), steps
+    for n in kills:
+        addr, p, _ = killed_at(n)
+        assert p.returncode == -9, (steps[n - 1], p.stderr)
+        expect = keep if decided and n > decided[0] else every
+        with open_repository(addr, opts(cache_dir=str(tmp_path / f"a{n}"))) as r:
+            check(r, expect)
+            v = verify(r, read_data=True, show_progress=False)
+            assert v.ok, (steps[n - 1], v.problems, v.damage)
+        with open_repository(addr, opts(cache_dir=str(tmp_path / f"b{n}"))) as r:
+            check(r, expect)
+            prune(r, Policy())
+            check(r, expect)
+            v = verify(r, read_data=True, show_progress=False)
+            assert v.ok and not v.notes, (steps[n - 1], v.as_dict())
+            left = {objects.rp_object_name(r.crypto, "vm", rp) for rp in expect}
+            assert set(r.backend.list_objects(objects.RPS)) == left, steps[n - 1]
+            assert not list(r.backend.list_objects("forget")), steps[n - 1]
+    assert len(decided) == 1, steps

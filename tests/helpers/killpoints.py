@@ -60,7 +60,7 @@ def install(log_path: str, kill_at: int) -> None:
         c = real_client(self, *a, **kw)
         for op, word in (("PutObject", "put"), ("DeleteObject", "delete"),
                          ("CompleteMultipartUpload", "put")):
-            c.meta.events.register(f"before-call.s3.{op}",
+            c.meta.events.register(f"before-parameter-build.s3.{op}",
                                    lambda params, _w=word, **_: step(f"{_w} {_tail(params['Key'])}"))
         return c
     boto3.session.Session.client = client
