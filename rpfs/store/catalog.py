@@ -371,5 +371,23 @@ def _map_streamed(body, need: int) -> bytes:
     return b"".join(parts)
 
 
+def drop_recovery_points(db: sqlite3.Connection, rps, still=None) -> int:
+    """Delete the rows of the recovery points ``rps`` (VM, name) and their files, in one
+    transaction; returns how many there were. ``still``: asked inside the transaction
+    (the write lock held), nothing is dropped unless it says True (the reason to drop them
+    still holds: no recovery point of the same name can be committed meanwhile)."""
+    find = ("SELECT r.id FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
+            " WHERE v.name = ? AND r.name = ?")
+    if not any(db.execute(find, rp).fetchone() for rp in rps):
+        return 0
+    with transaction(db):
+        ids = [row for row in (db.execute(find, rp).fetchone() for rp in rps) if row]
+        if still is not None and not still():
+            return 0
+        db.executemany("DELETE FROM files WHERE rp_id = ?", ids)
+        db.executemany("DELETE FROM recovery_points WHERE id = ?", ids)
+    return len(ids)
+
+
 def get_epoch(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])

@@ -215,6 +215,12 @@ class Repository:
             backend.close()
             raise
         repo = cls(address, cfg, backend, crypto, options, register=register, db=db)
+        if not backend.catalog_is_cache:
+            try:
+                repo._apply_forgets()
+            except BaseException:
+                repo.close()
+                raise
         if options.catch_up is not None and backend.catalog_is_cache:
             try:
                 options.catch_up(repo)
@@ -222,6 +228,33 @@ class Repository:
                 repo.close()
                 raise
         return repo
+
+    def _apply_forgets(self) -> None:
+        """A directory's catalog without the recovery points a prune has decided to forget
+        (``forget/`` objects, maintenance/forget.py), before anything is listed: a prune
+        killed after its decision and before its catalog commit left their rows, and what
+        anyone sees must be all it forgot or nothing. One listing of a directory that is
+        absent or empty but for that moment. (An s3:// cache does the same in its catch-up.)"""
+        names = list(self.backend.list_objects("forget"))   # objects.FORGET
+        if not names:
+            return
+        import rpfs.store.objects as objects   # here: it loads zstandard, which a mount does without
+        try:
+            with self.catalog_mutex():
+                for name in names:
+                    try:
+                        rps = objects.get_forget(self, name)
+                    except (FormatError, IntegrityError, OSError):
+                        continue   # unreadable: what it names stays (verify names it)
+                    key = f"{objects.FORGET}/{name}"
+                    catalog.drop_recovery_points(self.writer, rps or (),
+                                                 still=lambda k=key: self.backend.get_object(k) is not None)
+        except (sqlite3.OperationalError, OSError):
+            pass   # a catalog this user cannot write (or a full disk): listed until a writer comes
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     @staticmethod
     def is_encrypted(address: str, options: StoreOptions | None = None) -> bool:

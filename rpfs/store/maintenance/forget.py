@@ -8,10 +8,11 @@ the recovery points it meant to forget. So the decision is written first, as one
 ``forget/<name>`` naming them (VM and name), with a single put (a directory: a durable file
 linked into place; S3: one PUT). Once it exists they are forgotten, by everyone:
 
-- ``sync`` (every writer; every open of an s3:// cache) drops their catalog rows and never
-  imports their objects; ``verify`` leaves them out and says a prune is to be finished;
-  a backup refuses to make a recovery point of a name being forgotten (its object would be
-  deleted with the old one's);
+- opening a directory (``Repository.open``) and ``sync`` (every writer; every open of an
+  s3:// cache) drop their catalog rows, and sync never imports their objects, so a reader
+  sees all a killed prune forgot or nothing, on any machine; ``verify`` leaves them out and
+  notes that a prune is to be finished; a backup refuses to make a recovery point of a name
+  being forgotten (its object would be deleted with the old one's);
 - under the exclusive lock (prune, repair) ``finish`` carries the decision out: catalog rows,
   then the objects, then the intent itself, last. Each step is idempotent, so a kill
   anywhere leaves the intent, and the next prune or repair does it all again.
@@ -66,26 +67,11 @@ def begin(repo, rps: list[tuple[str, str]]) -> Intent:
     return Intent(objects.put_forget(repo, rps), list(rps))
 
 
-def drop_rows(db, rps) -> int:
-    """Delete the catalog rows of ``rps`` (VM, name) in one transaction; how many there were."""
-    ids = []
-    for vm, name in rps:
-        row = db.execute("SELECT r.id FROM recovery_points r JOIN vms v ON v.id = r.vm_id"
-                         " WHERE v.name = ? AND r.name = ?", (vm, name)).fetchone()
-        if row:
-            ids.append(row)
-    if ids:
-        with catalog.transaction(db):
-            db.executemany("DELETE FROM files WHERE rp_id = ?", ids)
-            db.executemany("DELETE FROM recovery_points WHERE id = ?", ids)
-    return len(ids)
-
-
 def finish(repo, intent: Intent) -> None:
     """Carry an intent out (caller holds the exclusive lock): catalog rows, objects, then the
     intent. The objects go before the intent so that, while any of them is left, something
     still says it is forgotten."""
-    drop_rows(repo.writer, intent.rps)
+    catalog.drop_recovery_points(repo.writer, intent.rps)
     for vm, name in intent.rps:
         n = objects.rp_object_name(repo.crypto, vm, name)
         repo.backend.delete_object(f"{objects.RPS}/{n}")

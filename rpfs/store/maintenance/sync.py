@@ -99,9 +99,10 @@ def _sync(repo, drop_missing: bool | None, quiet: bool) -> RebuildResult:
         if i.error is not None:
             res.lost.append(f"forget intent {i.key} unreadable ({i.error}): the recovery points"
                             " an interrupted prune meant to forget are kept")
-    if forget.drop_rows(db, forget.named(intents)):
-        log.info("%s: recovery points an interrupted prune forgot dropped from the catalog: %s",
-                 repo.path, ", ".join(res.forgotten))
+    for i in intents:
+        if catalog.drop_recovery_points(db, i.rps, still=lambda k=i.key: repo.backend.get_object(k) is not None):
+            log.info("%s: recovery points an interrupted prune forgot dropped from the catalog: %s",
+                     repo.path, ", ".join(f"{vm}/{rp}" for vm, rp in i.rps))
     skip = {objects.rp_object_name(repo.crypto, vm, rp) for vm, rp in forget.named(intents)}
     names = set(repo.backend.list_objects(objects.RPS)) - skip
     res.recovery_points = len(names)
