@@ -203,3 +203,75 @@ def test_prune_killed_at_every_step(tmp_path):
             assert not list(r.backend.list_objects("forget")), step
         shutil.rmtree(repo)
     assert len(decided) == 1, steps
+
+
+def _decided_and_killed(tmp_path, pristine, dest):
+    """A copy of ``pristine`` whose ``prune --keep-last 2`` was killed just after its forget
+    intent was linked into place (before anything else changed)."""
+    whole = tmp_path / "whole"
+    if not whole.exists():
+        shutil.copytree(pristine, whole)
+        assert _prune_killed_at(whole, tmp_path / "steps", 0, "--keep-last", "2").returncode == 0
+    steps = (tmp_path / "steps").read_text().splitlines()
+    n = next(i for i, s in enumerate(steps, 1) if s.split()[1:2] == ["link"] and " forget/" in s)
+    shutil.copytree(pristine, dest)
+    assert _prune_killed_at(dest, tmp_path / "killed", n + 1, "--keep-last", "2").returncode == -signal.SIGKILL
+    assert len(list((dest / "forget").iterdir())) == 1 and len(list((dest / "rps").iterdir())) == 5
+    return dest
+
+
+def test_what_a_killed_prune_decided_is_finished_by_prune_or_repair(tmp_path):
+    """Killed right after its decision (the intent in place, every object still there):
+    verify is ok and says a prune is to be finished; a backup of a name being forgotten is
+    refused in one line (its object would be deleted with the old one's) until a prune
+    finishes the job; `rpfs repair`, with the catalog as it is or rebuilt from nothing,
+    finishes it too, and never brings a forgotten recovery point back."""
+    pristine, truth = _small_repo(tmp_path)
+    keep = sorted(truth)[-2:]
+    repo = _decided_and_killed(tmp_path, pristine, tmp_path / "a")
+    v = rpfs("verify", str(repo), "--read-data")
+    assert "note: 3 recovery point(s) forgotten by an interrupted prune (vm/2024-01-01T000000Z," in v.stderr
+    assert "the next prune or repair finishes removing them" in v.stderr
+    assert v.stdout.startswith("ok: 2 recovery points"), v.stdout
+    b = rpfs("backup", str(repo), str(tmp_path / "vm"), "--time", "2024-01-02T00:00:00Z", check=False)
+    assert b.returncode != 0 and b.stderr.splitlines() == [
+        "rpfs: VM 'vm''s recovery point 2024-01-02T000000Z is being forgotten by an interrupted"
+        " prune: run `rpfs prune REPO` first, which finishes it"], b.stderr
+    out = rpfs("prune", str(repo)).stdout.splitlines()
+    assert out[:3] == [f"remove  vm/{n}  forgotten by an interrupted prune" for n in sorted(truth)[:3]], out
+    assert not list((repo / "forget").iterdir())
+    rpfs("backup", str(repo), str(tmp_path / "vm"), "--time", "2024-01-02T00:00:00Z")
+    v = json.loads(rpfs("verify", str(repo), "--read-data", "--json").stdout)
+    assert v["ok"] and not v["notes"] and v["recovery_points"] == 3, v
+
+    for rebuild in (False, True):
+        repo = _decided_and_killed(tmp_path, pristine, tmp_path / f"repair{rebuild}")
+        if rebuild:
+            for f in repo.glob("catalog.sqlite*"):
+                f.unlink()
+        rpfs("repair", str(repo))
+        with Repository.open(repo) as r:
+            _check_rps(r, truth, keep)
+            assert len(list(r.backend.list_objects(objects.RPS))) == 2
+            assert not list(r.backend.list_objects("forget"))
+        v = json.loads(rpfs("verify", str(repo), "--read-data", "--json").stdout)
+        assert v["ok"] and not v["notes"], v
+
+
+def test_an_unreadable_forget_intent_keeps_what_it_named(tmp_path):
+    """A damaged intent (bad input like any other): what it named cannot be known, so
+    nothing is forgotten by it; verify names it as a problem in one line, prune and a plain
+    open carry on, every recovery point still reads."""
+    pristine, truth = _small_repo(tmp_path)
+    repo = tmp_path / "repo"
+    shutil.copytree(pristine, repo)
+    (repo / "forget").mkdir()
+    (repo / "forget" / ("ab" * 16)).write_bytes(b"RPFSOBJ1" + bytes(40))
+    v = rpfs("verify", str(repo), check=False)
+    assert v.returncode == 1
+    problems = [line for line in v.stdout.splitlines() if line.startswith("problem:")]
+    assert len(problems) == 1 and f"forget intent forget/{'ab' * 16} is unreadable" in problems[0], v.stdout
+    rpfs("prune", str(repo), "--keep-last", "4")
+    with Repository.open(repo) as r:
+        _check_rps(r, truth, sorted(truth)[1:])
+    assert (repo / "forget" / ("ab" * 16)).exists()

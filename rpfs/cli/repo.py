@@ -250,6 +250,8 @@ def cmd_prune(args) -> int:
         print(json.dumps(r.as_dict(), indent=1))
         return 0
     verb = "would " if args.dry_run else ""
+    for name in r.finished:
+        print(f"remove  {name}  forgotten by an interrupted prune")
     for d in r.decisions:
         what = "keep  " if d.keep else f"{verb}remove"
         why = ", ".join(d.reasons) if d.keep else "no rule keeps it"

@@ -1,7 +1,8 @@
 """The repository on S3-compatible object storage (``s3://BUCKET/PREFIX``), through botocore.
 
 Objects under the prefix: ``config``, ``keys/default``, ``packs/<name>``, ``rps/<name>``,
-``maps/<name>``, ``index/<name>`` (the same keys a local repository keeps as files), and
+``maps/<name>``, ``index/<name>``, ``scans/<name>``, ``forget/<name>`` (the same keys a local
+repository keeps as files), and
 ``locks/<id>``, ``readers/<id>`` of the processes using it. The endpoint and region come in
 ``StoreOptions`` (the CLI takes them from ``--s3-endpoint`` or ``AWS_ENDPOINT_URL``);
 credentials the way boto3 finds them (``AWS_ACCESS_KEY_ID``, profiles, ...). The catalog,

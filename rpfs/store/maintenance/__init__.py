@@ -4,7 +4,8 @@ backends): the repository calls back into it only through ``StoreOptions``.
 
 - ``sync``: recovery point objects into the catalog; an s3:// cache follows prunes and gcs
   done elsewhere (``follow_gc``, ``GcFollower``);
-- ``gc`` (mark: ``marks``), ``prune``: retention, then garbage collection;
+- ``gc`` (mark: ``marks``), ``prune``: retention, then garbage collection; ``forget``: how
+  prune forgets recovery points in one step, whenever it is killed;
 - ``repair``: the catalog rebuilt from the objects; ``verify``: what is damaged.
 
 ``open_repository`` is how the layers above open a repository: ``Repository.open`` with this

@@ -84,6 +84,7 @@ class PruneResult:
     gc: GcResult | None
     seconds: float = 0.0
     dry_run: bool = False
+    finished: list[str] = field(default_factory=list)   # vm/rp an interrupted prune forgot, removed now
 
     @property
     def removed(self) -> list[RecoveryPointRecord]:
@@ -93,7 +94,7 @@ class PruneResult:
         return {"dry_run": self.dry_run, "seconds": round(self.seconds, 3),
                 "recovery_points": [d.as_dict() for d in self.decisions],
                 "removed": len(self.removed), "kept": len(self.decisions) - len(self.removed),
-                "gc": self.gc.as_dict() if self.gc else None}
+                "finished": self.finished, "gc": self.gc.as_dict() if self.gc else None}
 
 
 def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
@@ -104,9 +105,10 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
     until every running backup has committed, so nothing a backup references is deleted."""
     t0 = _time.monotonic()
     policy.validate()
+    finished: list[str] = []
     with repo.lock("prune", exclusive=True, wait=wait):
-        if not dry_run:
-            forget.finish_all(repo)   # what a killed prune decided (a dry run's sync hides it)
+        if not dry_run:   # what a killed prune decided (a dry run's sync hides it)
+            finished = sorted(f"{v}/{rp}" for i in forget.finish_all(repo) for v, rp in i.rps)
         sync(repo)   # what backups (here or on other machines) committed before we got the lock
         decisions: list[Decision] = []
         if not policy.empty():
@@ -127,4 +129,4 @@ def prune(repo: Repository, policy: Policy, *, vm: str | None = None,
             # all of them are, and the next prune finishes what this one began
             forget.finish(repo, forget.begin(repo, [(d.rp.vm, d.rp.name) for d in decisions if not d.keep]))
         g = gc(repo, dry_run=dry_run, exclude=set(gone) if dry_run else set()) if collect else None
-    return PruneResult(decisions, g, _time.monotonic() - t0, dry_run)
+    return PruneResult(decisions, g, _time.monotonic() - t0, dry_run, finished)
