@@ -275,3 +275,34 @@ def test_an_unreadable_forget_intent_keeps_what_it_named(tmp_path):
     with Repository.open(repo) as r:
         _check_rps(r, truth, sorted(truth)[1:])
     assert (repo / "forget" / ("ab" * 16)).exists()
+
+
+def test_the_prune_that_finishes_a_killed_one_killed_at_every_step(tmp_path):
+    """The roll-forward is killed too: a prune killed right after its decision, then the
+    next prune (no rule) killed before each of its steps up to the end of its gc. Each time
+    the three stay forgotten, the two kept read their exact bytes and verify is ok; a third
+    prune leaves verify ok with no notes and nothing of the three in the repository."""
+    pristine, truth = _small_repo(tmp_path)
+    keep = sorted(truth)[-2:]
+    decided = _decided_and_killed(tmp_path, pristine, tmp_path / "decided")
+    whole = tmp_path / "finished"
+    shutil.copytree(decided, whole)
+    assert _prune_killed_at(whole, tmp_path / "steps2", 0).returncode == 0
+    steps = (tmp_path / "steps2").read_text().splitlines()
+    assert any(" forget/" in s for s in steps), steps
+    for n in range(1, len(steps) + 1):
+        repo = tmp_path / f"again{n}"
+        shutil.copytree(decided, repo)
+        p = _prune_killed_at(repo, tmp_path / f"steps2-{n}", n)
+        assert p.returncode == -signal.SIGKILL, (steps[n - 1], p.stderr)
+        with Repository.open(repo) as r:
+            _check_rps(r, truth, keep)
+            assert verify(r, read_data=True, show_progress=False).ok, steps[n - 1]
+            prune(r, Policy())
+            _check_rps(r, truth, keep)
+            v = verify(r, read_data=True, show_progress=False)
+            assert v.ok and not v.notes, (steps[n - 1], v.as_dict())
+            assert set(r.backend.list_objects(objects.RPS)) == {
+                objects.rp_object_name(r.crypto, "vm", rp) for rp in keep}, steps[n - 1]
+            assert not list(r.backend.list_objects("forget")), steps[n - 1]
+        shutil.rmtree(repo)
