@@ -137,5 +137,7 @@ def test_frozen_stores_the_checkpoint_and_leaves_the_running_disk_out(tmp_path):
     rc, records, err = _run_with_writer(conf, "timer", child, log, "--time", "2030-01-01T00:00:00Z")
     assert rc == 0                                # group says frozen = true
     conf.write_text(conf.read_text().replace("frozen = true", "frozen = false"))
-    rc, records, err = _run_with_writer(conf, "continuous", child, log, "--limit-rate", "16M")
+    # (its own time: a run in the same second as the first would be refused for its name)
+    rc, records, err = _run_with_writer(conf, "continuous", child, log, "--limit-rate", "16M",
+                                        "--time", "2031-01-01T00:00:00Z")
     assert rc == 1 and "changed while it was read" in records[0]["vms"][0]["error"]
