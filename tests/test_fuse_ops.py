@@ -190,20 +190,10 @@ def test_listing_reads_no_mft_record_until_stat(image):
     assert [view(a) for a in got] == [view(a) for _, a in relisted[:300]]
 
 
-def test_names_only_readdir_makes_no_node_per_entry(image):
-    """A names-only listing of the 50,000-entry directory sends every child from the
-    listing's arrays (name, kind, numbered inode): no node made per entry, none kept live.
-    A getattr then makes the node (in the listing that sent it) under the inode it was sent
-    with, and a lookup of the name gives that inode too."""
+def _count_nodes_made(monkeypatch) -> list[int]:
+    """From now on, ``[n]``: the NTFS nodes made since."""
     from rpfs.ntfs_nodes import NtfsNode
 
-    tree = open_source(image)
-    ops = Operations(tree)
-    k = Kernel(ops)
-    vol = tree.resolve(volume_path(tree))
-    big = vol.child("bigdir")
-    big_ino = ops._inode(big, ROOT_INODE)
-    k.counts[big_ino] = 1
     made = [0]
     real = NtfsNode.__init__
 
@@ -211,18 +201,31 @@ def test_names_only_readdir_makes_no_node_per_entry(image):
         made[0] += 1
         real(self, *args, **kw)
 
+    monkeypatch.setattr(NtfsNode, "__init__", counted)
+    return made
+
+
+def test_names_only_readdir_makes_no_node_per_entry(image, monkeypatch):
+    """A names-only listing of the 50,000-entry directory sends every child from the
+    listing's arrays (name, kind, numbered inode): no node made per entry, none kept live.
+    A getattr then makes the node (in the listing that sent it) under the inode it was sent
+    with, and a lookup of the name gives that inode too."""
+    tree = open_source(image)
+    ops = Operations(tree)
+    k = Kernel(ops)
+    vol = tree.resolve(volume_path(tree))
+    big = vol.child("bigdir")
+    big_ino = ops._inode(big, ROOT_INODE)
+    k.counts[big_ino] = 1
     async def run():
-        NtfsNode.__init__ = counted
-        try:
-            listing = await k.readdir(big_ino, page=800)
-            listed = made[0], ops.stats()["live"]
-            names = [n for n, _ in listing[1000:1010]]
-            got = [await ops.getattr(a.st_ino, None) for _, a in listing[1000:1010]]
-            looked = [await k.lookup(big_ino, n) for n in names]
-        finally:
-            NtfsNode.__init__ = real
+        listing = await k.readdir(big_ino, page=800)
+        listed = made[0], ops.stats()["live"]
+        names = [n for n, _ in listing[1000:1010]]
+        got = [await ops.getattr(a.st_ino, None) for _, a in listing[1000:1010]]
+        looked = [await k.lookup(big_ino, n) for n in names]
         return listing, listed, got, looked
 
+    made = _count_nodes_made(monkeypatch)
     listing, (listed_made, live), got, looked = run_inline(run())
     assert len(listing) == 50_000 and len({a.st_ino for _, a in listing}) == 50_000
     assert listed_made < 100 and live < 100   # not one per entry
@@ -233,14 +236,14 @@ def test_names_only_readdir_makes_no_node_per_entry(image):
 
 @pytest.mark.parametrize("path,nodes", [("ProgramData/Contoso/docs", 0),
                                         ("manylinks", 41)])   # (41 names: the node's path)
-def test_small_listing_with_attributes_is_one_worker_call_and_no_node(image, path, nodes):
+def test_small_listing_with_attributes_is_one_worker_call_and_no_node(image, path, nodes,
+                                                                     monkeypatch):
     """A small directory (a walk, ``cp -r``) is listed with its children's attributes from
     the start: the worker call that lists it (OPENDIR) computes them too, so its first
     READDIRPLUS needs none, and a plain file's or directory's come from its record's
     summary (``Listing.stat``) with no node made for it (a file of many hard links goes
     through its node). What is sent equals what the node of each child says."""
     from rpfs.fuse import ATTR_BATCH
-    from rpfs.ntfs_nodes import NtfsNode
 
     tree = open_source(image)
     ops = Operations(tree)
@@ -249,22 +252,12 @@ def test_small_listing_with_attributes_is_one_worker_call_and_no_node(image, pat
     d = tree.resolve(f"{volume_path(tree)}/{path}")
     ino = ops._inode(d, ROOT_INODE)
     k.counts[ino] = 1
-    made = [0]
-    real = NtfsNode.__init__
-
-    def counted(self, *args, **kw):
-        made[0] += 1
-        real(self, *args, **kw)
-
     async def run():
-        NtfsNode.__init__ = counted
-        try:
-            calls = ops.worker_calls
-            listing = await k.readdir(ino, page=800)
-            return listing, ops.worker_calls - calls
-        finally:
-            NtfsNode.__init__ = real
+        calls = ops.worker_calls
+        listing = await k.readdir(ino, page=800)
+        return listing, ops.worker_calls - calls
 
+    made = _count_nodes_made(monkeypatch)
     listing, calls = run_inline(run())
     assert 3 < len(listing) < ATTR_BATCH
     assert calls == 1 and made[0] == nodes
