@@ -98,3 +98,48 @@ def test_the_rps_part_says_what_a_cold_mount_read_and_opened():
         "bytes read from disk to first listing": "bytes", "files opened to first listing": "count"}
     text = bp.table(rows)
     assert "9.9 MiB" in text and " 196" in text and "target" not in rows[0]
+
+
+def _fstype(path) -> str:
+    import subprocess
+    out = subprocess.run(["df", "--output=fstype", str(path)], capture_output=True, text=True)
+    return out.stdout.split()[-1] if out.returncode == 0 else ""
+
+
+def test_the_bitlocker_parts_cold_state_evicts_exactly_its_files(tmp_path):
+    """The bitlocker part's cold state is its files out of the page cache (FADV_DONTNEED,
+    not drop_caches): after ``evict`` fincore counts none of their bytes, and a file
+    outside the part keeps its pages."""
+    import shutil
+
+    import pytest
+    if not shutil.which("fincore") or _fstype(tmp_path) in ("tmpfs", "ramfs", ""):
+        pytest.skip("needs fincore and a disk-backed tmp (tmpfs pages cannot be evicted)")
+    repo = tmp_path / "repo"
+    (repo / "packs" / "0a").mkdir(parents=True)
+    data = {"plain": str(tmp_path / "plain.img"), "elephant": str(tmp_path / "elephant.img"),
+            "repo": str(repo)}
+    for name in ("plain.img", "elephant.img", "repo/catalog.sqlite", "repo/packs/0a/p1.pack",
+                 "other.img"):
+        (tmp_path / name).write_bytes(bytes(range(256)) * 4096)   # 1 MiB, in the page cache
+    files = bp.bl_files(data)
+    assert sorted(f.relative_to(tmp_path).as_posix() for f in files) == [
+        "elephant.img", "plain.img", "repo/catalog.sqlite", "repo/packs/0a/p1.pack"]
+    for f in files + [tmp_path / "other.img"]:
+        f.read_bytes()
+    assert bp.resident_bytes(files) == 4 << 20
+    bp.evict(files)
+    assert bp.resident_bytes(files) == 0
+    assert bp.resident_bytes([tmp_path / "other.img"]) == 1 << 20
+    assert bp.resident_bytes([tmp_path / "gone.img", *files]) == 0   # a vanished file: left out
+
+
+def test_the_bitlocker_rows_keep_the_resident_bytes_and_the_daemons_system_cpu():
+    res = bp.Results()
+    for kind in ("image", "peer"):
+        res.add("bitlocker", bp.bl_workload("image", bp.BL_RESIDENT), "cold", kind, 0)
+        res.add("bitlocker", bp.bl_workload("image", bp.BL_SYS), "cold", kind, 0.2)
+    rows = {r["workload"]: r for r in bp.rows(res)}
+    resident = rows[bp.bl_workload("image", bp.BL_RESIDENT)]
+    assert resident["unit"] == "bytes" and "target" not in resident
+    assert rows[bp.bl_workload("image", bp.BL_SYS)]["unit"] == "ms"

@@ -26,7 +26,9 @@ Part ``bitlocker``: a plain NTFS volume with one 256 MiB random file and the sam
 encrypted with AES-CBC 128 + Elephant (the factory's writer), as two images
 (``bitlocker-v1/``) and backed up into one repository as two VMs' disks (``bitlocker-v2/``);
 the file is read in 1 MiB reads through ``rpfs mount`` of the repository (``--keys``) and
-of each image, cold (page cache dropped, fresh mount) and warm (read again). One row per
+of each image, cold (the part's files evicted from the page cache with POSIX_FADV_DONTNEED
+after sync, not drop_caches, and a fresh mount; fincore's count of their resident bytes
+before each cold read is a row) and warm (read again). One row per
 mount: its own column is the Elephant volume, "peer" the plain one through the same kind
 of mount, so the ratio is the share of the plain speed kept; the mount daemon's CPU per
 MiB is kept per sample. The four (mount, volume) sides reverse their order every other
@@ -382,16 +384,16 @@ def children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def cpu_of(pids: list[str]) -> float:
+def cpu_of(pids: list[str], user: bool = True) -> float:
     """user+sys seconds of ``pids`` so far (their threads included; a kernel thread such as
-    the loop device's worker is not counted)."""
+    the loop device's worker is not counted); only sys with ``user=False``."""
     total = 0
     for pid in pids:
         try:
             f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(f[11]) + int(f[12])
+        total += (int(f[11]) if user else 0) + int(f[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -577,6 +579,7 @@ def build_bitlocker_repo() -> dict:
 
 BL_READ = "read 256 MiB file, BitLocker Elephant vs plain volume"
 BL_CPU = "mount daemon CPU per MiB (ms)"
+BL_SYS = "mount daemon system CPU per MiB (ms)"   # the kernel's copies: where the host's balloon showed
 # (mount, volume) in the order of an even round; odd rounds run it reversed, so neither
 # volume of a pair is always the one read right after the other (the host's cache, the load)
 BL_SIDES = [("repo", "elephant"), ("repo", "plain"), ("image", "elephant"), ("image", "plain")]
@@ -594,6 +597,56 @@ def bl_kind(mount: str, volume: str) -> str:
     return mount if volume == "elephant" else "peer"
 
 
+def bl_files(data: dict) -> list[Path]:
+    """Every file the bitlocker part reads: both images and each regular file of the
+    repository (packs, catalog, maps, ...). Its cold state is these files out of the page
+    cache, the same for every side."""
+    files = [Path(data["plain"]), Path(data["elephant"])]
+    for dirpath, _, names in os.walk(data["repo"]):
+        files += [Path(dirpath) / n for n in sorted(names)]
+    return [f for f in files if f.is_file()]
+
+
+def evict(files: list[Path]) -> None:
+    """Drop ``files``' pages from the page cache (``sync``, then ``POSIX_FADV_DONTNEED`` on
+    each) instead of ``drop_caches``: on a VM whose balloon has free page reporting, the
+    gigabytes a global drop frees go back to the host within seconds, and the next cold
+    read then copies out of pages that fault in the host, 0.5-1.3 ms/MiB of kernel time
+    depending on when it lands after the drop (notes of bitlk7); evicting just these files
+    keeps the rest of the free memory where it was, so the read measures rpfs."""
+    os.sync()
+    for f in files:
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def resident_bytes(files: list[Path]) -> int | None:
+    """Bytes of ``files`` in the page cache now (``fincore``; None without it): 0 after
+    ``evict`` when the eviction took."""
+    if not shutil.which("fincore") or not files:
+        return None
+    out = subprocess.run(["fincore", "--bytes", "--raw", "--noheadings", "--output", "RES",
+                          *map(str, files)], capture_output=True, text=True)
+    counts = out.stdout.split()   # a file gone meanwhile (a reader's record) is left out
+    if out.returncode != 0 and not counts:
+        return None
+    return sum(map(int, counts))
+
+
+BL_COLD = ("cold = every file of the part (both images, the repository's packs, catalog and"
+           " maps) evicted with POSIX_FADV_DONTNEED after sync, the same before every side,"
+           " and a fresh mount; not drop_caches, whose freed memory this VM's balloon reports"
+           " to the host, so the next read's page-cache copy paid host faults (0.5-1.3 ms/MiB,"
+           " by when it landed after the drop)")
+BL_RESIDENT = "bytes of the part's files in page cache before the cold read"
+
+
 def bl_read(path: Path) -> int:
     """Bytes of ``path`` read in 1 MiB reads."""
     from tools.bench_bitlocker import read_all
@@ -603,13 +656,14 @@ def bl_read(path: Path) -> int:
 
 def bl_round(data: dict, work: Path, rep: int, budget: float, res: Results) -> None:
     """One round of the bitlocker part: each (mount, volume) of ``BL_SIDES`` in this round's
-    order, cold (page cache dropped, fresh mount; unlocking, the 2^20-round key stretch, is
-    done by the first listing and not timed) then warm (same mount, read again)."""
+    order, cold (the part's files evicted, see ``evict``, and a fresh mount; unlocking, the
+    2^20-round key stretch, is done by the first listing and not timed) then warm (same
+    mount, read again)."""
+    files = bl_files(data)
     for mount, volume in sides(BL_SIDES, rep):
         mp = work / "bl-mnt"
         mp.mkdir(parents=True, exist_ok=True)
         keys = ["--keys", data["keys"]] if volume == "elephant" else []
-        drop_caches()
         if mount == "repo":
             run(rpfs_cmd("mount", data["repo"], mp, *keys), timeout=budget, cwd=REPO)
         else:
@@ -625,19 +679,26 @@ def bl_round(data: dict, work: Path, rep: int, budget: float, res: Results) -> N
             os.listdir(root)   # opens (unlocks) the volume
             pids = serving_pids([str(mp)])
             kind = bl_kind(mount, volume)
+            evict(files)   # after the listing: what the mount and unlock read goes too
+            resident = resident_bytes(files)
+            res.add("bitlocker", bl_workload(mount, BL_RESIDENT), "cold", kind, resident)
             for phase in ("cold", "warm"):
-                cpu = cpu_of(pids)
+                cpu, sys_cpu = cpu_of(pids), cpu_of(pids, user=False)
                 t = time.perf_counter()
                 n = bl_read(root / data["file"])
                 secs = time.perf_counter() - t
-                used = cpu_of(pids) - cpu
+                used, sys_used = cpu_of(pids) - cpu, cpu_of(pids, user=False) - sys_cpu
                 res.add("bitlocker", bl_workload(mount), phase, kind, secs)
                 res.add("bitlocker", bl_workload(mount, BL_CPU), phase, kind,
                         round(used * 1000 / (n / MiB), 3))
+                res.add("bitlocker", bl_workload(mount, BL_SYS), phase, kind,
+                        round(sys_used * 1000 / (n / MiB), 3))
                 res.add("bitlocker", bl_workload(mount, "load average"), phase, kind,
                         round(os.getloadavg()[0], 1))
                 log(f"rep {rep + 1} {mount} {volume} {phase}: {secs:.2f} s, "
-                    f"daemon CPU {used * 1000 / (n / MiB):.3f} ms/MiB")
+                    f"daemon CPU {used * 1000 / (n / MiB):.3f} ms/MiB"
+                    f" (sys {sys_used * 1000 / (n / MiB):.3f})"
+                    + (f", {resident} bytes resident before" if phase == "cold" else ""))
         finally:
             unmount(mp)
 
@@ -784,7 +845,7 @@ def rows(res: Results) -> list[dict]:
         med = {k: _median(v) for k, v in by_kind.items()}
         row = {"part": part, "workload": workload, "phase": phase,
                "unit": ("bytes" if "RSS" in workload or "allocated" in workload
-                        or "bytes read" in workload else "count" if "files opened" in workload
+                        or "bytes read" in workload or "in page cache" in workload else "count" if "files opened" in workload
                         else "ok"
                         if "matches" in workload else "load" if "load average" in workload
                         else "ms" if "(ms)" in workload else "s"),
@@ -960,12 +1021,16 @@ def main(argv=None) -> int:
           f" ratio = peer time / rpfs time (> 1: rpfs faster; RSS: peer / rpfs)."
           f" {os.cpu_count()} cores, load average {load_before[0]:.1f} before, {load_after[0]:.1f} after")
     print(table(rs))
+    if data["bitlocker"]:
+        print(f"bitlocker: {BL_COLD}")
     Path(args.json).write_text(json.dumps({
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "tools/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "repeat": args.repeat, "bitlocker_rounds": args.bitlocker_repeat or 3 * args.repeat,
         "dest": args.dest, "cores": os.cpu_count(), "kernel": os.uname().release,
         "load_average": [load_before, load_after], "seconds": round(time.monotonic() - t0),
+        "cold_state": {**({"bitlocker": BL_COLD} if data["bitlocker"] else {}),
+                       "other parts": "sync; echo 3 > /proc/sys/vm/drop_caches"},
         "data": data, "rows": rs}, indent=1) + "\n")
     log(f"wrote {args.json}")
     return 0
