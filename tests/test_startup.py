@@ -62,7 +62,7 @@ NOT_FOR_READING = ["construct", "crc32c", "formats.ldm", "formats.lvm", "formats
 # with traceback, linecache and tokenize (27 M of a restore's 835 M instructions)
 NOT_FOR_RESTORING = ["secrets", "random", "hmac", "hashlib", "_hashlib", "base64",
                      "shutil", "bz2", "lzma", "concurrent.futures", "logging", "traceback",
-                     "linecache", "tokenize"]
+                     "linecache", "tokenize", "typing"]
 
 
 def loaded_after(code: str) -> dict[str, set]:
