@@ -48,6 +48,37 @@ def test_restore_and_export_vm(vm, tmp_path):
     assert (tmp_path / "copy" / "Virtual Machines" / "A.vmcx").read_bytes() == b"config"
 
 
+def restore_as_own_process(*args):
+    """``rpfs restore ARGS`` in a process of its own, as the console script runs it, with an
+    atexit handler that says whether the interpreter's teardown ran."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('teardown ran\\n'))\n"
+            f"sys.argv = ['rpfs', 'restore', *{[str(a) for a in args]!r}]\n"
+            "from rpfs.cli import main\n"
+            "raise SystemExit(main())\n")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True)
+
+
+def test_a_restore_ends_its_own_process_without_the_teardown_and_says_everything(vm, tmp_path):
+    """rpfs.cli.end_of_command: the restore's process ends by os._exit once its output is
+    flushed (the teardown frees every module and object and writes nothing: ~2 ms), with its
+    exit code, its whole JSON and its errors; in a caller's process (main with a command
+    line) it returns."""
+    r = restore_as_own_process("--json", vm, "/files/notes.txt", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["files"] == 1
+    assert b"teardown ran" not in r.stderr
+    assert (tmp_path / "out" / "notes.txt").read_bytes() == b"hello\n"
+    r = restore_as_own_process(vm, "/files/notes.txt", tmp_path / "out")   # exists: an error
+    assert r.returncode == 1
+    assert r.stderr.decode().splitlines()[-2:] == [
+        f"rpfs: {tmp_path}/out/notes.txt: exists (use --overwrite)",
+        "restored 0 files (0 B), 0 directories, 0 symlinks, 0 hard links; 1 errors"]
+    from rpfs.cli import main   # a caller's own process is not ended
+    assert main(["restore", str(vm), "/files/notes.txt", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "notes.txt").read_bytes() == b"hello\n"
+
+
 def test_command_owners_table_matches_the_modules():
     """``rpfs X`` imports only COMMAND_OWNERS[X]: that module must register X, and every
     registered command must be in the table (else it would only parse as ``rpfs --help``)."""

@@ -133,6 +133,21 @@ def few_collections():
         gc.set_threshold(*old)
 
 
+def end_of_command(code: int) -> int:
+    """``code``, returned; when the process is this command's own (``main`` with no command
+    line), the process ends here instead: output flushed, then ``os._exit``, without the
+    interpreter's teardown, which frees every module, the frozen objects and what the
+    command left for the collector, and writes nothing (3.4 ms of a restore of 4,000
+    small files, ~2.2 ms of it saved; the mount's parent does the same). Only for a command
+    that has closed everything it opened (its ``with`` blocks are done) and started no
+    thread that outlives it: atexit handlers do not run."""
+    if not _own_process:
+        return code
+    sys.stdout.flush()   # a closed pipe raises here: main's BrokenPipeError handling
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     global _own_process
     if argv is None:

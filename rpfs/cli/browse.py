@@ -6,7 +6,7 @@ import os
 import stat as statmod
 import sys
 
-from rpfs.cli import few_collections, jsonout, loading
+from rpfs.cli import end_of_command, few_collections, jsonout, loading
 from streams.errors import RpfsError, UsageError
 from rpfs.progress import Progress, human
 from rpfs.ratelimit import add_limit_option, limit_of, paced
@@ -224,4 +224,4 @@ def cmd_restore(args) -> int:
               + (f"; {len(result.skipped)} skipped" if result.skipped else "")
               + (f"; {len(result.errors)} errors" if result.errors else ""),
               file=sys.stderr)
-    return 1 if result.errors else 0
+    return end_of_command(1 if result.errors else 0)
