@@ -9,23 +9,15 @@ Public API (the CLI and the web UI use these):
 - ``file_history(tree, path, *, verify=False) -> dict``
 - ``update_index(repo, vm=None, *, only=None, progress=None) -> dict``
 
-``tree`` is what ``rpfs.source.open_source()`` returns. Modules: db (schema, where it
-lives), scan (MFT records -> FileInfo), build (incremental writes), query (find, history),
+``tree`` is what ``rpfs.source.open_source()`` returns. Modules: place (where it lives),
+db (schema), scan (MFT records -> FileInfo), build (incremental writes), query (find, history),
 versions (the ``/<vm>/.versions/`` view), background (indexing after ``rpfs backup`` in a
 process of its own, and on demand).
 """
 
-import os
+from rpfs.index.place import INDEX_NAME, index_path  # noqa: F401  (a mount asks it first)
 
 __all__ = ["find_entries", "file_history", "update_index"]
-
-INDEX_NAME = "index.sqlite"
-
-
-def index_path(repo) -> str:
-    """Where a repository's index lives: beside its catalog (here, not in db: a mount asks
-    whether there is one before it loads any of the index's modules, rpfs/source.py)."""
-    return os.path.join(os.path.dirname(repo.catalog_path), INDEX_NAME)
 
 
 def __getattr__(name: str):

@@ -44,7 +44,7 @@ import os
 import sqlite3
 
 from streams.errors import FormatError
-from rpfs.index import INDEX_NAME, index_path  # noqa: F401  (where it lives: the package says)
+from rpfs.index.place import INDEX_NAME, index_path  # noqa: F401  (where it lives)
 
 LOCK_NAME = "index.lock"
 PENDING_DIR = "index.pending"   # one file per recovery point (catalog id) whose index waits
