@@ -143,21 +143,24 @@ def test_read_buffer_inside_one_chunk_is_the_chunk_itself(stored, monkeypatch):
 
 
 def test_an_export_decodes_ahead_from_its_first_read_and_a_mount_read_does_not(stored):
-    """Count jobs: ``buffers`` (an export) has the range's other chunks and the next
-    ``ahead`` decoded in the background at once, also right after a hole; ``read_buffer``
-    (a mount's READ, maybe random) starts none until reads show a sequential run."""
+    """Count jobs: ``buffers`` (an export) has the next ``ahead_export`` chunks decoded in
+    the background from its first chunk on, also right after a hole, one more as each
+    chunk is reached (no more than that ahead: they wait in memory); ``read_buffer`` (a
+    mount's READ, maybe random) starts none until reads show a sequential run."""
     repo, data = stored
     with Repository.open(repo, StoreOptions(chunk_cache_bytes=32 * MiB)) as r:
         f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
-        assert isinstance(f, ReadAhead) and f.ahead == 8
+        assert isinstance(f, ReadAhead) and f.ahead == 8 and f.ahead_export == 4
         f.read_buffer(5 * MiB, 128 << 10)
         f.read_buffer(9 * MiB, 4096)
         assert r.loader.prefetched == 0
         pieces = buffers(f, 12 * MiB, 3 * MiB, memoryview(bytearray(3 * MiB)))
         next(pieces)
-        want = [i for i in range(13, min(14 + 8, len(f.ids) - 1) + 1) if f.ids[i]]
+        want = [i for i in range(13, 12 + 4 + 1) if f.ids[i]]
         assert r.loader.prefetched == len(want) > 0
         assert b"".join(bytes(v) for _, v in pieces) == f.read(13 * MiB, 2 * MiB)
+        want = [i for i in range(13, 14 + 4 + 1) if f.ids[i]]
+        assert r.loader.prefetched == len(want) > len([i for i in range(13, 17) if f.ids[i]])
     with Repository.open(repo, StoreOptions(chunk_cache_bytes=0)) as r:   # nowhere to keep them
         f = r.open_file(r.recovery_points("vm")[0], "disk.vhdx")
         assert b"".join(bytes(v) for _, v in buffers(f, 0, 4 * MiB, memoryview(bytearray(4 * MiB)))) \

@@ -34,6 +34,10 @@ from streams.stream import Stream
 WORKERS = 2                 # this machine class has two cores; zstd and blake3 release the GIL
 WINDOW = 16 << 20           # bytes decoded ahead of a sequential reader
 RUNS = 8                    # sequential runs remembered per file
+EXPORT_WINDOW = 4 << 20    # bytes decoded ahead of an export (``views(sequential=True)``): it
+# writes each chunk once, so what is decoded ahead is only waiting; kept small, the chunks
+# are still in the CPU's caches when written out (bench disk to raw with the write queue at
+# 4 MiB: 0.67 -> 0.52 s of CPU against a 16 MiB window; formats/writebehind.py LIMIT)
 SEQUENTIAL = 3              # reads in a row that make a run sequential (random reads rarely do)
 # ... and they must span a whole chunk: opening a file system reads small tables in a row
 # ($UpCase: 128 KiB); decoding 16 MiB ahead of those cost a mount's first listing 26 chunk
@@ -187,6 +191,7 @@ class ReadAhead(Stream):
         # cache (read-ahead must not evict what it is about to hand out)
         fit = loader.cache.max_bytes // 4 // self.chunk_size
         self.ahead = min(max(2, window // self.chunk_size), fit)
+        self.ahead_export = min(max(2, EXPORT_WINDOW // self.chunk_size), self.ahead)
         self._runs: list[list[int]] = []   # [end, last chunk scheduled, reads, start, bytes], newest last
         self._scheduled = (0, -1)          # chunks [lo, hi] the last sequential ``views`` scheduled
         self._lock = threading.Lock()
@@ -247,16 +252,15 @@ class ReadAhead(Stream):
         """The cached chunks' bytes themselves, read-only (a chunk is ``bytes`` or a
         read-only view), one per chunk the range touches: an export writes them out with
         no copy in between. Zero chunks are views of a shared zero buffer. ``sequential``
-        (an export, which reads on in order past holes): the range's other chunks and the
-        next ``ahead`` are decoded in the background at once, without waiting for a run of
+        (an export, which reads on in order past holes): as each chunk is reached, the next
+        ``ahead_export`` are being decoded in the background, without waiting for a run of
         reads to show it, and each chunk handed out to its end leaves the cache (read once:
         its memory then serves the chunks decoded next)."""
         if offset < 0 or length <= 0 or offset + length > self.size:
             return None
         if sequential:
-            if self.ahead > 0:   # no cache: chunks decoded ahead could not be kept
-                self._ahead(offset, length)
-            return self._views(offset, length, once=True)
+            # no cache (ahead 0): chunks decoded ahead could not be kept
+            return self._views(offset, length, once=True, ahead=self.ahead > 0)
         self._note(offset, length)
         return self._views(offset, length)
 
@@ -296,12 +300,12 @@ class ReadAhead(Stream):
         return out
 
     def _ahead(self, offset: int, length: int) -> None:
-        """Schedule the range's other chunks and the next ``ahead``: only those past what the
-        previous call scheduled when this read starts inside that (an export reading on),
-        so each chunk is offered to the loader once, not ``ahead`` times."""
+        """Schedule the range's other chunks and the next ``ahead_export``: only those past
+        what the previous call scheduled when this read starts inside that (an export
+        reading on), so each chunk is offered to the loader once, not ``ahead`` times."""
         cs = self.chunk_size
         first, last = offset // cs, (offset + length - 1) // cs
-        stop = min(last + self.ahead, (self.size - 1) // cs)
+        stop = min(last + self.ahead_export, (self.size - 1) // cs)
         lo, hi = self._scheduled
         start = hi + 1 if lo <= first <= hi else first + 1
         self._scheduled = (first, max(stop, hi) if lo <= first <= hi else stop)
@@ -326,15 +330,19 @@ class ReadAhead(Stream):
         self.loader.prefetch(locs[ids[i]] for i in range(first, last + 1) if ids[i] and ids[i] in locs)
         return min(offset + length, (last + 1) * cs) - offset
 
-    def _views(self, offset: int, length: int, once: bool = False):
+    def _views(self, offset: int, length: int, once: bool = False, ahead: bool = False):
         """``once``: a chunk handed out to its end leaves the cache (an export reads each
-        chunk once; the view handed out keeps its bytes until they are written)."""
+        chunk once; the view handed out keeps its bytes until they are written). ``ahead``:
+        the chunks after each one are scheduled as it is reached (a VHDX export asks 8 MiB
+        at a time: not all of them at once)."""
         cs = self.chunk_size
         pos, end = offset, offset + length
         while pos < end:
             i = pos // cs
             take = min(end, (i + 1) * cs) - pos
             start = pos - i * cs
+            if ahead:
+                self._ahead(pos, take)
             got = self.file.part(i, start, start + take)
             if once and got is not None and start + take == min(cs, self.size - i * cs):
                 self.loader.cache.pop(self.file.locs[self.file.ids[i]].hash)
