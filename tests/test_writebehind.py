@@ -152,3 +152,30 @@ def test_leaving_with_an_error_drops_what_is_queued(out, monkeypatch):
     timer.join()
     assert not wb._thread.is_alive() and wb.writes == 1
     assert os.pread(out, 200, 0) == b"a" * 100
+
+
+def test_writes_from_the_scratches_may_fill_both_past_the_queue_bound(out, monkeypatch):
+    """The bound is for buffers the queue keeps alive (decoded chunks: 4 MiB, so they are
+    still in the CPU's caches when written); a scratch's memory is bounded by the scratches
+    already. With the writes held until a timer lets them go, a second scratch's write is
+    queued at once though both are over ``limit`` (bounded by it, it waited for the timer);
+    a read-only view over the bound waits until the writes are let go."""
+    gate, waiting = _gate(monkeypatch)
+    released = threading.Event()
+    timer = threading.Timer(1.0, lambda: (released.set(), [gate.release() for _ in range(10)]))
+    timer.start()
+    try:
+        wb = WriteBehind(out, 8 * KiB, limit=4 * KiB)
+        for i in range(2):
+            s = wb.scratch()
+            s[:] = bytes([65 + i]) * (8 * KiB)
+            wb.write(s, i * 8 * KiB)
+        assert not released.is_set()   # not waited for
+        waiting.wait()
+        assert wb._queued == 16 * KiB
+        wb.write(memoryview(b"c" * (4 * KiB)).toreadonly(), 16 * KiB)
+        assert released.is_set()       # it waited for room
+        wb.close()
+    finally:
+        timer.join()
+    assert os.pread(out, 20 * KiB, 0) == b"A" * (8 * KiB) + b"B" * (8 * KiB) + b"c" * (4 * KiB)
