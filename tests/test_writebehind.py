@@ -179,3 +179,25 @@ def test_writes_from_the_scratches_may_fill_both_past_the_queue_bound(out, monke
     finally:
         timer.join()
     assert os.pread(out, 20 * KiB, 0) == b"A" * (8 * KiB) + b"B" * (8 * KiB) + b"c" * (4 * KiB)
+
+
+def test_decoded_chunks_are_written_by_the_writer_alone(out, monkeypatch):
+    """With the queue full of read-only views (decoded chunks), the exporting thread waits
+    for the writer instead of making the oldest writes itself: the read-ahead workers need
+    the other core (it had made three quarters of an export's writes, the longest thread).
+    Counted by the thread each write call is made on."""
+    callers = []
+
+    def recording(real):
+        def call(fd, data, offset):
+            callers.append(threading.get_ident())
+            return real(fd, data, offset)
+        return call
+
+    monkeypatch.setattr(writebehind.os, "pwrite", recording(os.pwrite))
+    monkeypatch.setattr(writebehind.os, "pwritev", recording(os.pwritev))
+    with WriteBehind(out, limit=256 * KiB) as wb:
+        for i in range(200):
+            wb.write(memoryview(bytes([i]) * (64 * KiB)).toreadonly(), i * 64 * KiB)
+    assert callers and set(callers) == {wb._thread.ident}
+    assert os.pread(out, 64 * KiB, 199 * 64 * KiB) == bytes([199]) * (64 * KiB)
