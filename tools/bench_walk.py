@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(HERE))
 
 from tools.bench_mount import unmount, wait_mounted  # noqa: E402
+from tools.bench_peers import evict  # noqa: E402
 
 DATA = {"cp": "v5", "find": "system-*", "lsl": "system-*"}
 # the mount, with SIGUSR2 writing the adapter's counts to $BENCH_WALK_OUT
@@ -73,19 +74,6 @@ def repository(what: str) -> Path:
     return found[-1]
 
 
-def drop_pages(root: Path) -> None:
-    for d, _, files in os.walk(root):
-        for name in files:
-            try:
-                fd = os.open(os.path.join(d, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("checkout")
@@ -96,7 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     repo = repository(args.what)
     if args.cold:
-        drop_pages(repo)
+        evict([p for p in repo.rglob("*") if p.is_file()])   # its pages only, not drop_caches
     work = Path(tempfile.mkdtemp(prefix="bench-walk-"))
     mp, counts_file = work / "mnt", work / "counts.json"
     mp.mkdir()
