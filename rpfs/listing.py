@@ -141,7 +141,7 @@ class NumberedListing(Listing):
         self.arrays = arrays
         self.volume_key = volume_key
         self._make = make
-        self._stat = stat   # indexes -> {i: Attr} (``stat``), from the file system
+        self._stat = stat   # (indexes, kinds) -> {i: Attr} (``stat``), from the file system
         self._nodes: list | None = None   # child i's node once made (one list, on first ask)
         self._pos = None
         self._settled: set[int] = set()   # children whose node settled their kind: kept
@@ -201,7 +201,7 @@ class NumberedListing(Listing):
         if nodes is not None or settled:
             indexes = [i for i in indexes
                        if (nodes is None or nodes[i] is None) and i not in settled]
-        return self._stat(indexes)
+        return self._stat(indexes, self.kinds)
 
     def node(self, i: int):
         nodes = self._nodes
