@@ -18,30 +18,23 @@ class Cancelled(RuntimeError):
     """A job dropped by ``Pool.shutdown(cancel=True)`` before it ran."""
 
 
-class Job:
-    """One submitted call: ``result()`` waits for it and returns its value or raises its
-    exception."""
+class Outcome:
+    """A result to come: ``result()`` waits for it and returns its value or raises its
+    exception (what ``concurrent.futures.Future`` is used for here)."""
 
-    __slots__ = ("_call", "_done", "_value", "_error")
+    __slots__ = ("_done", "_value", "_error")
 
-    def __init__(self, call):
-        self._call = call
+    def __init__(self):
         self._done = threading.Event()
         self._value = None
         self._error: BaseException | None = None
 
-    def _run(self) -> None:
-        try:
-            self._value = self._call()
-        except BaseException as e:   # handed to whoever waits, as a Future does
-            self._error = e
-        finally:
-            self._call = None
-            self._done.set()
+    def set_result(self, value) -> None:
+        self._value = value
+        self._done.set()
 
-    def _cancel(self) -> None:
-        self._call = None
-        self._error = Cancelled("the pool was shut down before this job ran")
+    def set_exception(self, error: BaseException) -> None:
+        self._error = error
         self._done.set()
 
     def done(self) -> bool:
@@ -52,6 +45,29 @@ class Job:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class Job(Outcome):
+    """One submitted call, its outcome."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call):
+        super().__init__()
+        self._call = call
+
+    def _run(self) -> None:
+        call, self._call = self._call, None
+        try:
+            value = call()
+        except BaseException as e:   # handed to whoever waits, as a Future does
+            self.set_exception(e)
+        else:
+            self.set_result(value)
+
+    def _cancel(self) -> None:
+        self._call = None
+        self.set_exception(Cancelled("the pool was shut down before this job ran"))
 
 
 class Pool:

@@ -30,6 +30,7 @@ import threading
 
 from streams.errors import UsageError
 from streams.stream import Stream
+from rpfs.workers import Outcome, Pool
 
 WORKERS = 2                 # this machine class has two cores; zstd and blake3 release the GIL
 WINDOW = 16 << 20           # bytes decoded ahead of a sequential reader
@@ -44,35 +45,14 @@ SEQUENTIAL = 3              # reads in a row that make a run sequential (random 
 # decodes instead of 2 (46-73 ms instead of 14-16, 1,000-recovery-point bench repository)
 
 
-class _Load:
-    """One chunk load in flight: whoever else wants that chunk waits for its result (what
-    ``concurrent.futures.Future`` does; that package imports logging, and the pool is
-    rpfs.workers': tests/test_startup.py)."""
+class _Load(Outcome):
+    """One chunk load in flight: whoever else wants that chunk waits for its result."""
 
-    __slots__ = ("_event", "_data", "_error", "started")
+    __slots__ = ("started",)
 
     def __init__(self, started: bool = True):
+        super().__init__()
         self.started = started   # a read-ahead job sets it when it begins (under the loader's lock)
-        self._event = threading.Event()
-        self._data = None
-        self._error: BaseException | None = None
-
-    def set_result(self, data) -> None:
-        self._data = data
-        self._event.set()
-
-    def set_exception(self, error: BaseException) -> None:
-        self._error = error
-        self._event.set()
-
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    def result(self):
-        self._event.wait()
-        if self._error is not None:
-            raise self._error
-        return self._data
 
 
 class ChunkLoader:
@@ -145,8 +125,6 @@ class ChunkLoader:
                     continue
                 fut = self._inflight[loc.hash] = _Load(started=False)
                 if self._pool is None:
-                    from rpfs.workers import Pool
-
                     self._pool = Pool(self.workers, "rpfs-readahead")
                 self.prefetched += 1
                 self._pool.submit(self._background, loc, fut)

@@ -19,46 +19,37 @@ try:
     import rpfs.store._zstd as _zstd
 except ImportError:   # not built (no libzstd-dev): the zstandard package
     _zstd = None
+
+    class Error(ValueError):
+        """A frame that does not decode: damaged, truncated, too large for the room given."""
 else:
     from streams.builds import check
 
     check(_zstd)
+    Error = _zstd.Error   # the same, raised by the C code itself (the twin raises it too)
 
 WINDOW_MAX = 1 << 31   # zstd's own limit for a decoder (ZSTD_WINDOWLOG_MAX_64 is larger)
-
-
-class Error(ValueError):
-    """A frame that does not decode: damaged, truncated, too large for the room given."""
 
 
 def content_size(src) -> int:
     """The first frame's declared size, -1 if it declares none."""
     if _zstd is None:
         return py_content_size(src)
-    try:
-        return _zstd.content_size(src)
-    except _zstd.Error as e:
-        raise Error(str(e)) from None
+    return _zstd.content_size(src)
 
 
 def decompress(src, capacity: int, *, across: bool = False, window_max: int = WINDOW_MAX) -> bytes:
     """At most ``capacity`` bytes decoded from ``src``."""
     if _zstd is None:
         return py_decompress(src, capacity, across=across, window_max=window_max)
-    try:
-        return _zstd.decompress(src, capacity, window_max, across)
-    except _zstd.Error as e:
-        raise Error(str(e)) from None
+    return _zstd.decompress(src, capacity, window_max, across)
 
 
 def decompress_into(src, out, *, across: bool = True, window_max: int = WINDOW_MAX) -> int:
     """Decode ``src`` into the writable buffer ``out``; the number of bytes written."""
     if _zstd is None:
         return py_decompress_into(src, out, across=across, window_max=window_max)
-    try:
-        return _zstd.decompress_into(src, out, window_max, across)
-    except _zstd.Error as e:
-        raise Error(str(e)) from None
+    return _zstd.decompress_into(src, out, window_max, across)
 
 
 # The zstandard package's way: the reference, and what runs without the extension. Its own
