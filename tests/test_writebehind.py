@@ -97,20 +97,24 @@ def test_a_buffer_the_caller_may_change_is_copied(out):
     assert wb.copied == 1010
 
 
+def _before_each_write(monkeypatch, note) -> None:
+    """``note()`` runs before each pwrite and pwritev the write-behind makes."""
+    def wrap(real):
+        def call(fd, data, offset):
+            note()
+            return real(fd, data, offset)
+        return call
+
+    monkeypatch.setattr(writebehind.os, "pwrite", wrap(os.pwrite))
+    monkeypatch.setattr(writebehind.os, "pwritev", wrap(os.pwritev))
+
+
 def test_the_queue_keeps_within_its_bound_and_writes_end_to_end_at_once(out, monkeypatch):
     """Each write starts with at most ``limit`` bytes queued or being written; writes that
     lie end to end go out in one pwritev (here 40 writes of 64 KiB, with the exporting
     thread woken to refill only when the queue is half empty)."""
     seen = []
-
-    def counting(real):
-        def call(fd, data, offset):
-            seen.append(wb._queued)
-            return real(fd, data, offset)
-        return call
-
-    monkeypatch.setattr(writebehind.os, "pwrite", counting(os.pwrite))
-    monkeypatch.setattr(writebehind.os, "pwritev", counting(os.pwritev))
+    _before_each_write(monkeypatch, lambda: seen.append(wb._queued))
     with WriteBehind(out, limit=256 * KiB) as wb:
         for i in range(40):
             wb.write(bytes([i]) * (64 * KiB), i * 64 * KiB)
@@ -187,15 +191,7 @@ def test_decoded_chunks_are_written_by_the_writer_alone(out, monkeypatch):
     the other core (it had made three quarters of an export's writes, the longest thread).
     Counted by the thread each write call is made on."""
     callers = []
-
-    def recording(real):
-        def call(fd, data, offset):
-            callers.append(threading.get_ident())
-            return real(fd, data, offset)
-        return call
-
-    monkeypatch.setattr(writebehind.os, "pwrite", recording(os.pwrite))
-    monkeypatch.setattr(writebehind.os, "pwritev", recording(os.pwritev))
+    _before_each_write(monkeypatch, lambda: callers.append(threading.get_ident()))
     with WriteBehind(out, limit=256 * KiB) as wb:
         for i in range(200):
             wb.write(memoryview(bytes([i]) * (64 * KiB)).toreadonly(), i * 64 * KiB)

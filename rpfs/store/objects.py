@@ -157,18 +157,10 @@ def put_scan(repo, vm: str, name: str, result: dict) -> None:
 
 def get_scan(repo, vm: str, name: str) -> dict | None:
     """The stored change analysis of one recovery point, or None if it has none."""
-    key = f"{SCANS}/{rp_object_name(repo.crypto, vm, name)}"
-    raw = repo.backend.get_object(key)
-    if raw is None:
-        return None
-    try:
-        d = json.loads(decode(repo.crypto, key, raw))
-    except (ValueError, UnicodeDecodeError):
-        d = None
-    if not (isinstance(d, dict) and d.get("verdict") in ("clean", "suspicious")
-            and isinstance(d.get("reasons"), list)):
-        raise FormatError("not a change analysis", source=key, structure="scan object")
-    return d
+    return _get_json(repo, f"{SCANS}/{rp_object_name(repo.crypto, vm, name)}",
+                     "scan object", "not a change analysis",
+                     lambda d: isinstance(d, dict) and d.get("verdict") in ("clean", "suspicious")
+                     and isinstance(d.get("reasons"), list))
 
 
 def put_forget(repo, rps: list[tuple[str, str]]) -> str:
@@ -183,17 +175,25 @@ def put_forget(repo, rps: list[tuple[str, str]]) -> str:
 
 def get_forget(repo, name: str) -> list[tuple[str, str]] | None:
     """The recovery points (VM, name) a forget intent names; None once it is gone."""
-    key = f"{FORGET}/{name}"
+    def valid(d) -> bool:
+        rps = d.get("recovery_points") if isinstance(d, dict) else None
+        return isinstance(rps, list) and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rps)
+
+    d = _get_json(repo, f"{FORGET}/{name}", "forget object", "not a forget intent", valid)
+    return None if d is None else [(vm, rp) for vm, rp in d["recovery_points"]]
+
+
+def _get_json(repo, key: str, structure: str, what: str, valid):
+    """The JSON object stored at ``key``, None if there is none; FormatError(``what``)
+    when it does not decode or ``valid`` refuses it."""
     raw = repo.backend.get_object(key)
     if raw is None:
         return None
     try:
         d = json.loads(decode(repo.crypto, key, raw))
-        rps = d.get("recovery_points") if isinstance(d, dict) else None
-        ok = isinstance(rps, list) and all(
-            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r) for r in rps)
     except (ValueError, UnicodeDecodeError):
-        ok = False
-    if not ok:
-        raise FormatError("not a forget intent", source=key, structure="forget object")
-    return [(vm, rp) for vm, rp in rps]
+        d = None
+    if not valid(d):
+        raise FormatError(what, source=key, structure=structure)
+    return d
